@@ -1,0 +1,171 @@
+//! Named counters: why frames were dropped (VPP's error counters), and what each port saw.
+//!
+//! Every frame the pipeline receives ends in exactly one place: sent on at least one port (counted in the
+//! ingress port's `forwarded` or `flooded`) or dropped (counted in the ingress port's `dropped`), so per port
+//! `rx_packets == forwarded + flooded + dropped`. Drop reasons count copies: a flood copy that cannot go out one
+//! egress port (`egress-too-long`, `no-buffer`, `tx-queue-full`) counts its reason even if other copies went out.
+//! Counters are plain integers owned by the worker that updates them.
+
+use crate::port::PortId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Why the pipeline dropped a frame. Each has a stable kebab-case name used in stats and the CLI.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+
+            /// The reason's stable name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Shorter than an Ethernet header (14 bytes).
+    Runt => "runt",
+    /// Longer than the ingress port's MTU allows (MTU + Ethernet header + VLAN tags).
+    TooLong => "too-long",
+    /// A VLAN tag cut short.
+    TruncatedVlan => "truncated-vlan",
+    /// An IPv4 or IPv6 header cut short.
+    TruncatedIpHeader => "truncated-ip-header",
+    /// An IP header whose version or header length is impossible.
+    BadIpHeader => "bad-ip-header",
+    /// An IP total/payload length that points past the end of the frame or inside the header.
+    BadIpLength => "bad-ip-length",
+    /// An IPv6 extension header (or IPv4 AH) that is cut short or malformed.
+    BadIpExtension => "bad-ip-extension",
+    /// A TCP, UDP or ICMP header cut short.
+    TruncatedL4Header => "truncated-l4-header",
+    /// A TCP header whose data offset is impossible.
+    BadL4Header => "bad-l4-header",
+    /// The ingress port belongs to no network.
+    NoNetwork => "no-network",
+    /// The destination was learned on the port the frame came in on (filtered, as a bridge does).
+    SamePort => "same-port",
+    /// A flood with no other port in the network to go to.
+    FloodNoPorts => "flood-no-ports",
+    /// Longer than the egress port's MTU allows.
+    EgressTooLong => "egress-too-long",
+    /// No free buffer for a flood copy.
+    NoBuffer => "no-buffer",
+    /// The egress port's transmit queue was full.
+    TxQueueFull => "tx-queue-full",
+}
+
+/// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PortCounters {
+    /// Frames received from the port.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Received frames sent to one known port.
+    pub forwarded: u64,
+    /// Received frames flooded (broadcast, multicast, unknown unicast).
+    pub flooded: u64,
+    /// Received frames dropped (whatever the reason).
+    pub dropped: u64,
+    /// Frames queued for transmission on the port.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+}
+
+/// All the pipeline's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    drops: [u64; DropReason::ALL.len()],
+    ports: Vec<PortCounters>,
+}
+
+impl Counters {
+    /// Zeroed counters for `ports` ports.
+    pub fn new(ports: usize) -> Self {
+        Counters { drops: [0; DropReason::ALL.len()], ports: vec![PortCounters::default(); ports] }
+    }
+
+    /// Counts a frame of `port` dropped for `reason`.
+    #[inline]
+    pub fn drop(&mut self, port: PortId, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+        if let Some(p) = self.ports.get_mut(port as usize) {
+            p.dropped += 1;
+        }
+    }
+
+    /// Counts one `reason` without charging a port (a flood copy that could not go out).
+    #[inline]
+    pub fn count(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// A port's counters, writable.
+    #[inline]
+    pub fn port_mut(&mut self, port: PortId) -> &mut PortCounters {
+        &mut self.ports[port as usize]
+    }
+
+    /// A port's counters.
+    pub fn port(&self, port: PortId) -> PortCounters {
+        self.ports[port as usize]
+    }
+
+    /// How many frames were dropped for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Drops by reason name, omitting zeros.
+    pub fn drops_by_name(&self) -> BTreeMap<&'static str, u64> {
+        DropReason::ALL
+            .iter()
+            .filter(|r| self.drops[**r as usize] > 0)
+            .map(|r| (r.name(), self.drops[*r as usize]))
+            .collect()
+    }
+
+    /// Total frames dropped.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_kebab_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn drop_counts_reason_and_port() {
+        let mut c = Counters::new(2);
+        c.drop(1, DropReason::Runt);
+        c.drop(1, DropReason::Runt);
+        assert_eq!(c.drops(DropReason::Runt), 2);
+        assert_eq!(c.port(1).dropped, 2);
+        assert_eq!(c.port(0).dropped, 0);
+        assert_eq!(c.drops_by_name().get("runt"), Some(&2));
+        assert_eq!(c.total_drops(), 2);
+    }
+}

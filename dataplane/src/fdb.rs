@@ -1,0 +1,330 @@
+//! The forwarding database (MAC table) of one network: which port each learned MAC address is behind.
+//!
+//! - **Learning**: the pipeline calls [`Fdb::learn`] with every frame's source address. Group (multicast,
+//!   broadcast) and all-zero sources are refused by the caller before they get here.
+//! - **Ageing**: an entry not refreshed for `aging` nanoseconds is treated as absent by [`Fdb::lookup`] at once
+//!   (so forwarding decisions never depend on when the sweep ran), and removed by [`Fdb::expire`], which the
+//!   driver calls off the hot path.
+//! - **Limit and eviction** (MAC-flood resistance): the table holds at most `limit` entries. When it is full,
+//!   a new address evicts the least recently used entry *of the port that holds the most entries* (the policy
+//!   of Open vSwitch's `mac_learning_insert`). A port flooding random source addresses therefore only recycles
+//!   its own entries once it is the largest holder; hosts behind other ports keep theirs. Ties go to the port
+//!   with the lowest id. Least-recently-used is approximated with a per-port FIFO with second chance (CLOCK):
+//!   an entry refreshed since it was queued goes to the back once before it can be evicted.
+//! - **Moves**: a known address seen on another port moves there (the host moved, or a loop); moves are counted.
+//!
+//! Threads: owned by the worker that runs the pipeline; not shared.
+
+use crate::buffer::Nanos;
+use crate::port::PortId;
+use crate::wire::MacAddr;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    port: PortId,
+    last_seen: Nanos,
+    /// `last_seen` when the entry's current record was queued on its port's FIFO; identifies that record.
+    queued: Nanos,
+}
+
+#[derive(Debug, Default, Clone)]
+struct PortFifo {
+    /// Entries currently on this port.
+    count: usize,
+    /// (mac, queued) records, oldest first; records whose entry changed since are stale and skipped.
+    queue: VecDeque<(u64, Nanos)>,
+}
+
+/// What [`Fdb::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A known address seen again on the same port.
+    Refreshed,
+    /// A new address.
+    New,
+    /// A new address that evicted another one (table full).
+    NewEvicted,
+    /// A known address now seen on another port.
+    Moved,
+}
+
+/// Counters of one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FdbStats {
+    /// Entries now.
+    pub entries: usize,
+    /// Addresses learned (new entries).
+    pub learned: u64,
+    /// Addresses that moved to another port.
+    pub moved: u64,
+    /// Entries evicted because the table was full.
+    pub evicted: u64,
+    /// Entries removed by ageing.
+    pub aged: u64,
+}
+
+/// One learned address, as listed by [`Fdb::entries`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FdbEntry {
+    /// The address.
+    pub mac: MacAddr,
+    /// The port it was last seen on.
+    pub port: PortId,
+    /// When it was last seen.
+    pub last_seen: Nanos,
+}
+
+/// The MAC table of one network. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Fdb {
+    map: FxHashMap<u64, Entry>,
+    ports: Vec<PortFifo>,
+    limit: usize,
+    aging: Nanos,
+    stats: FdbStats,
+}
+
+impl Fdb {
+    /// An empty table for ports `0..port_count`, holding at most `limit` entries that age after `aging` ns.
+    pub fn new(port_count: usize, limit: usize, aging: Nanos) -> Self {
+        let mut map = FxHashMap::default();
+        map.reserve(limit.min(1 << 16));
+        Fdb {
+            map,
+            ports: vec![PortFifo::default(); port_count],
+            limit: limit.max(1),
+            aging,
+            stats: FdbStats::default(),
+        }
+    }
+
+    /// Records that `mac` was seen on `port` at `now`.
+    #[inline]
+    pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Nanos) -> Learned {
+        let key = mac.to_u64();
+        if let Some(e) = self.map.get_mut(&key) {
+            if e.port == port {
+                e.last_seen = now;
+                return Learned::Refreshed;
+            }
+            let old = e.port;
+            e.port = port;
+            e.last_seen = now;
+            e.queued = now;
+            self.ports[old as usize].count -= 1;
+            self.enqueue(port, key, now);
+            self.stats.moved += 1;
+            return Learned::Moved;
+        }
+        let evicted = self.map.len() >= self.limit && self.evict_fairly();
+        if self.map.len() >= self.limit {
+            // Nothing could be evicted (cannot happen while limit >= 1 and counts are right); refuse rather than
+            // grow past the limit.
+            return Learned::Refreshed;
+        }
+        self.map.insert(key, Entry { port, last_seen: now, queued: now });
+        self.enqueue(port, key, now);
+        self.stats.learned += 1;
+        if evicted {
+            self.stats.evicted += 1;
+            Learned::NewEvicted
+        } else {
+            Learned::New
+        }
+    }
+
+    /// The port `mac` is behind, unless unknown or aged out at `now`.
+    #[inline]
+    pub fn lookup(&self, mac: MacAddr, now: Nanos) -> Option<PortId> {
+        let e = self.map.get(&mac.to_u64())?;
+        (now.saturating_sub(e.last_seen) <= self.aging).then_some(e.port)
+    }
+
+    /// Removes entries older than the ageing time; returns how many.
+    pub fn expire(&mut self, now: Nanos) -> usize {
+        let aging = self.aging;
+        let ports = &mut self.ports;
+        let before = self.map.len();
+        self.map.retain(|_, e| {
+            let keep = now.saturating_sub(e.last_seen) <= aging;
+            if !keep {
+                ports[e.port as usize].count -= 1;
+            }
+            keep
+        });
+        let removed = before - self.map.len();
+        self.stats.aged += removed as u64;
+        for p in 0..self.ports.len() {
+            self.compact(p);
+        }
+        removed
+    }
+
+    /// Removes every entry on `port` (the port went away or changed network).
+    pub fn flush_port(&mut self, port: PortId) {
+        self.map.retain(|_, e| e.port != port);
+        if let Some(p) = self.ports.get_mut(port as usize) {
+            *p = PortFifo::default();
+        }
+    }
+
+    /// Number of entries (aged ones included until the next [`Fdb::expire`]).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Entries on `port`.
+    pub fn port_count(&self, port: PortId) -> usize {
+        self.ports.get(port as usize).map_or(0, |p| p.count)
+    }
+
+    /// The table's counters.
+    pub fn stats(&self) -> FdbStats {
+        FdbStats { entries: self.map.len(), ..self.stats }
+    }
+
+    /// Every live entry at `now`, sorted by address.
+    pub fn entries(&self, now: Nanos) -> Vec<FdbEntry> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.last_seen) <= self.aging)
+            .map(|(k, e)| FdbEntry { mac: MacAddr::from_u64(*k), port: e.port, last_seen: e.last_seen })
+            .collect();
+        v.sort_by_key(|e| e.mac);
+        v
+    }
+
+    fn enqueue(&mut self, port: PortId, key: u64, queued: Nanos) {
+        let p = &mut self.ports[port as usize];
+        p.count += 1;
+        p.queue.push_back((key, queued));
+        if p.queue.len() > 2 * p.count + 64 {
+            self.compact(port as usize);
+        }
+    }
+
+    /// Drops stale records from a port's FIFO so it stays proportional to the port's entry count.
+    fn compact(&mut self, port: usize) {
+        let map = &self.map;
+        self.ports[port].queue.retain(|(k, q)| map.get(k).is_some_and(|e| e.port as usize == port && e.queued == *q));
+    }
+
+    /// Evicts the least recently used entry of the port with the most entries. Returns false if none found.
+    fn evict_fairly(&mut self) -> bool {
+        let Some(victim_port) = (0..self.ports.len())
+            .filter(|&p| self.ports[p].count > 0)
+            .max_by_key(|&p| (self.ports[p].count, std::cmp::Reverse(p)))
+        else {
+            return false;
+        };
+        // Each live record is looked at most twice (second chance), stale ones once.
+        let budget = 2 * self.ports[victim_port].queue.len() + 1;
+        for _ in 0..budget {
+            let Some((key, queued)) = self.ports[victim_port].queue.pop_front() else {
+                break;
+            };
+            let Some(e) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if e.port as usize != victim_port || e.queued != queued {
+                continue; // stale record
+            }
+            if e.last_seen > e.queued {
+                e.queued = e.last_seen;
+                let q = e.queued;
+                self.ports[victim_port].queue.push_back((key, q));
+                continue;
+            }
+            self.map.remove(&key);
+            self.ports[victim_port].count -= 1;
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0, b[0], b[1], b[2], b[3]])
+    }
+
+    const S: Nanos = 1_000_000_000;
+
+    #[test]
+    fn learn_lookup_refresh_and_age() {
+        let mut f = Fdb::new(2, 10, 300 * S);
+        assert_eq!(f.learn(mac(1), 0, 0), Learned::New);
+        assert_eq!(f.lookup(mac(1), 300 * S), Some(0));
+        assert_eq!(f.lookup(mac(1), 300 * S + 1), None, "aged out at lookup, before any sweep");
+        assert_eq!(f.learn(mac(1), 0, 100 * S), Learned::Refreshed);
+        assert_eq!(f.lookup(mac(1), 400 * S), Some(0));
+        assert_eq!(f.expire(401 * S), 1);
+        assert!(f.is_empty());
+        assert_eq!(f.port_count(0), 0);
+        assert_eq!(f.stats().aged, 1);
+    }
+
+    #[test]
+    fn move_updates_port_and_counts() {
+        let mut f = Fdb::new(2, 10, 300 * S);
+        f.learn(mac(1), 0, 0);
+        assert_eq!(f.learn(mac(1), 1, S), Learned::Moved);
+        assert_eq!(f.lookup(mac(1), S), Some(1));
+        assert_eq!((f.port_count(0), f.port_count(1)), (0, 1));
+        assert_eq!(f.stats().moved, 1);
+    }
+
+    #[test]
+    fn flood_of_new_macs_on_one_port_spares_other_ports() {
+        let mut f = Fdb::new(3, 100, 300 * S);
+        for i in 0..10 {
+            f.learn(mac(i), 0, 0);
+            f.learn(mac(1000 + i), 1, 0);
+        }
+        for i in 0..10_000 {
+            f.learn(mac(100_000 + i), 2, S + i as u64);
+        }
+        assert_eq!(f.len(), 100);
+        for i in 0..10 {
+            assert_eq!(f.lookup(mac(i), 2 * S), Some(0), "port 0's hosts survive");
+            assert_eq!(f.lookup(mac(1000 + i), 2 * S), Some(1), "port 1's hosts survive");
+        }
+        assert_eq!(f.port_count(2), 80);
+        assert!(f.stats().evicted >= 10_000 - 80);
+    }
+
+    #[test]
+    fn eviction_prefers_least_recently_used_of_largest_port() {
+        let mut f = Fdb::new(1, 3, 300 * S);
+        f.learn(mac(1), 0, 0);
+        f.learn(mac(2), 0, 1);
+        f.learn(mac(3), 0, 2);
+        f.learn(mac(1), 0, 10); // mac 1 is used again: it gets a second chance
+        assert_eq!(f.learn(mac(4), 0, 11), Learned::NewEvicted);
+        assert_eq!(f.lookup(mac(1), 11), Some(0));
+        assert_eq!(f.lookup(mac(2), 11), None, "oldest unused entry went");
+    }
+
+    #[test]
+    fn fifo_stays_bounded_under_moves() {
+        let mut f = Fdb::new(2, 8, 300 * S);
+        for i in 0..10_000u64 {
+            f.learn(mac(1), (i % 2) as PortId, i);
+        }
+        assert!(f.ports.iter().all(|p| p.queue.len() <= 2 * p.count + 65));
+        assert_eq!(f.len(), 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! The ingress stage: decides whether a received frame is well-formed enough to switch, before anything learns
+//! from it.
+//!
+//! Checks, in order, each with its own [`DropReason`]: at least an Ethernet header; no longer than the ingress
+//! port's MTU allows (plus 4 bytes per VLAN tag); and the headers etherparse can slice (VLAN tags, IPv4/IPv6
+//! header and lengths, IPv6 extension headers, TCP/UDP/ICMP headers) are whole and consistent. A switch could
+//! forward such frames blindly; we do not, because every later stage (learning, routing, conntrack) must be able
+//! to trust what it reads, and a malformed frame is a symptom worth counting. Payload checksums are not checked
+//! here (routing and NAT verify what they rewrite).
+//!
+//! Frames with other EtherTypes (ARP is sliced as an unknown payload by etherparse, LLDP, ...) pass as long as
+//! they have an Ethernet header.
+
+use crate::batch::Batch;
+use crate::counters::DropReason;
+use crate::pipeline::{Context, Verdict, Verdicts};
+use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
+use crate::topology::Topology;
+use etherparse::err::packet::SliceError;
+use etherparse::err::Layer;
+use etherparse::{SlicedPacket, VlanSlice};
+
+/// The ingress validation stage (stateless).
+#[derive(Debug, Default, Clone)]
+pub struct Ingress;
+
+impl Ingress {
+    /// Sets a `Drop` verdict for every frame of `batch` that fails a check; leaves the others untouched.
+    pub fn process(&mut self, cx: &Context, topo: &Topology, batch: &Batch, verdicts: &mut Verdicts) {
+        let max_len = topo.ports[cx.in_port as usize].max_frame_len();
+        for (i, frame) in batch.iter().enumerate() {
+            if let Err(reason) = check(frame.data(), max_len) {
+                verdicts.set(i, Verdict::Drop(reason));
+            }
+        }
+    }
+}
+
+/// Checks one frame against an untagged length limit of `max_len` bytes.
+#[inline]
+pub fn check(data: &[u8], max_len: usize) -> Result<(), DropReason> {
+    if data.len() < ETH_HEADER_LEN {
+        return Err(DropReason::Runt);
+    }
+    // Cheap early bound before slicing: no frame longer than two tags' worth can be valid.
+    if data.len() > max_len + 2 * VLAN_TAG_LEN {
+        return Err(DropReason::TooLong);
+    }
+    let sliced = SlicedPacket::from_ethernet(data).map_err(slice_error_reason)?;
+    let tags = match sliced.vlan {
+        None => 0,
+        Some(VlanSlice::SingleVlan(_)) => 1,
+        Some(VlanSlice::DoubleVlan(_)) => 2,
+    };
+    if data.len() > max_len + tags * VLAN_TAG_LEN {
+        return Err(DropReason::TooLong);
+    }
+    Ok(())
+}
+
+/// Maps an etherparse slicing error to the drop reason that names it.
+pub fn slice_error_reason(e: SliceError) -> DropReason {
+    match e {
+        SliceError::Len(len) => match len.layer {
+            Layer::Ethernet2Header => DropReason::Runt,
+            Layer::VlanHeader => DropReason::TruncatedVlan,
+            Layer::IpHeader | Layer::Ipv4Header | Layer::Ipv6Header => DropReason::TruncatedIpHeader,
+            Layer::Ipv4Packet | Layer::Ipv6Packet => DropReason::BadIpLength,
+            Layer::IpAuthHeader
+            | Layer::Ipv6ExtHeader
+            | Layer::Ipv6HopByHopHeader
+            | Layer::Ipv6DestOptionsHeader
+            | Layer::Ipv6RouteHeader
+            | Layer::Ipv6FragHeader => DropReason::BadIpExtension,
+            _ => DropReason::TruncatedL4Header,
+        },
+        SliceError::Ip(_) | SliceError::Ipv4(_) | SliceError::Ipv6(_) => DropReason::BadIpHeader,
+        SliceError::Ipv4Exts(_) | SliceError::Ipv6Exts(_) => DropReason::BadIpExtension,
+        SliceError::Tcp(_) => DropReason::BadL4Header,
+        SliceError::LinuxSll(_) => DropReason::Runt,
+    }
+}

@@ -1,0 +1,13 @@
+//! vswitch's dataplane: buffers, ports, the forwarding pipeline and its tables, and the replay driver.
+pub mod batch;
+pub mod bridge;
+pub mod buffer;
+pub mod config;
+pub mod counters;
+pub mod fdb;
+pub mod ingress;
+pub mod pipeline;
+pub mod port;
+pub mod replay;
+pub mod topology;
+pub mod wire;

@@ -1,0 +1,82 @@
+//! Ports: where frames enter and leave the switch. One trait, [`Port`], with batched receive and transmit, and
+//! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`]; the OS-facing ports come later).
+//!
+//! # Buffer ownership (the contract every back-end keeps)
+//! - `rx_burst` takes buffers from the caller's [`BufPool`], fills them and pushes them into the caller's
+//!   [`Batch`]; from then on the caller owns them. A port never keeps a reference to a frame it has handed out.
+//!   When the pool is empty the port stops receiving (the frames wait in the port's queue or ring) and counts
+//!   nothing as lost unless it really lost a frame.
+//! - `tx_burst` takes every frame out of the `frames` vector it is given: each is either sent or dropped (and
+//!   counted in [`PortStats::tx_dropped`]), and its buffer goes back to the pool once the port no longer needs
+//!   it (immediately for copying back-ends). The vector is left empty with its capacity intact.
+//! - A frame a port cannot accept on receive (longer than a buffer) is dropped by the port and counted in
+//!   [`PortStats::rx_dropped`].
+//!
+//! Threads: a port is owned by one worker at a time and is `Send` but not shared.
+
+pub mod mem;
+pub mod pcap;
+
+use crate::batch::Batch;
+use crate::buffer::{BufPool, Frame, Nanos};
+use serde::Serialize;
+
+/// A port's index in the switch's port table.
+pub type PortId = u16;
+
+/// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PortStats {
+    /// Frames received and handed to the switch.
+    pub rx_packets: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames the port received but could not hand over (longer than a buffer).
+    pub rx_dropped: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames given to the port that it could not send.
+    pub tx_dropped: u64,
+}
+
+/// An error from a port's I/O that is not about a single frame (a file or socket failing).
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The operating system refused an operation.
+    #[error("port {port}: {op}: {source}")]
+    Io {
+        /// The port's name.
+        port: String,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A capture could not be read or written.
+    #[error("port {port}: {message}")]
+    Pcap {
+        /// The port's name.
+        port: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A source and sink of frames. See the module documentation for who owns a buffer when.
+pub trait Port {
+    /// The port's configured name.
+    fn name(&self) -> &str;
+
+    /// Receives up to `batch.room()` frames into `batch`, stamping them with `now` unless the port has its own
+    /// timestamps (a capture). Returns how many were added.
+    fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError>;
+
+    /// Sends (or drops and counts) every frame in `frames`, leaving it empty; buffers go back to `pool`.
+    fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError>;
+
+    /// The port's own counters.
+    fn stats(&self) -> PortStats;
+}

@@ -1,0 +1,1 @@
+//! Frame builders for fixtures and generators (filled in by the tools work).

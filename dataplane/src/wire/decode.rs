@@ -1,0 +1,1 @@
+//! One-line decoding of frames (filled in by the tools work).
