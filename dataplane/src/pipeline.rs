@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
 use crate::ingress::Ingress;
+use crate::packet::Parsed;
 use crate::port::PortId;
 use crate::topology::{NetId, Topology};
 
@@ -124,6 +125,7 @@ pub struct Switch {
     bridge: Bridge,
     counters: Counters,
     verdicts: Verdicts,
+    parsed: [Parsed; BATCH_SIZE],
 }
 
 impl Switch {
@@ -139,6 +141,7 @@ impl Switch {
             bridge: Bridge::new(&topo),
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
+            parsed: [Parsed::default(); BATCH_SIZE],
             topo,
         }
     }
@@ -162,7 +165,7 @@ impl Switch {
             pc.rx_packets += 1;
             pc.rx_bytes += f.len() as u64;
         }
-        self.ingress.process(&cx, &self.topo, batch, &mut verdicts);
+        self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
         self.bridge.process(&cx, &self.topo, batch, &mut verdicts);
         for (i, mut frame) in batch.drain().enumerate() {
             frame.port = in_port;
