@@ -6,6 +6,7 @@ pub mod config;
 pub mod counters;
 pub mod fdb;
 pub mod ingress;
+pub mod neigh;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
