@@ -1,8 +1,9 @@
 //! Named counters: why frames were dropped (VPP's error counters), and what each port saw.
 //!
 //! Every frame the pipeline receives ends in exactly one place: sent on at least one port (counted in the
-//! ingress port's `forwarded` or `flooded`) or dropped (counted in the ingress port's `dropped`), so per port
-//! `rx_packets == forwarded + flooded + dropped`. Drop reasons count copies: a flood copy that cannot go out one
+//! ingress port's `forwarded` or `flooded`), dropped by the bridge (`dropped`), or handed to the router
+//! (`routed`; the router counts its own outcomes, and a frame it drops also counts in `dropped`). Without a
+//! router, per port `rx_packets == forwarded + flooded + dropped`. Drop reasons count copies: a flood copy that cannot go out one
 //! egress port (`egress-too-long`, `no-buffer`, `tx-queue-full`) counts its reason even if other copies went out.
 //! Counters are plain integers owned by the worker that updates them.
 
@@ -64,6 +65,38 @@ drop_reasons! {
     NoBuffer => "no-buffer",
     /// The egress port's transmit queue was full.
     TxQueueFull => "tx-queue-full",
+    /// A frame on a routed port addressed to another MAC.
+    NotForUs => "not-for-us",
+    /// An ARP packet that is malformed, not Ethernet/IPv4, or from a sender outside the interface's subnet.
+    BadArp => "bad-arp",
+    /// A frame for the router that is neither IPv4 nor ARP, or carries VLAN tags.
+    UnsupportedL3 => "unsupported-l3",
+    /// An IPv4 header checksum that does not verify.
+    BadIpChecksum => "bad-ip-checksum",
+    /// An ICMP/TCP/UDP checksum that does not verify (on packets the switch itself answers or rewrites).
+    BadL4Checksum => "bad-l4-checksum",
+    /// IPv4 options (not supported by the router).
+    IpOptions => "ip-options",
+    /// A broadcast, multicast, loopback or zero address, which is never routed.
+    NotRoutable => "not-routable",
+    /// Time to live would reach zero (Time Exceeded sent).
+    TtlExpired => "ttl-expired",
+    /// No route to the destination (Net Unreachable sent).
+    NoRoute => "no-route",
+    /// Routing into or out of an `internal` network.
+    InternalNetwork => "internal-network",
+    /// Larger than the egress MTU with DF set (Fragmentation Needed sent).
+    NeedsFragmentation => "needs-fragmentation",
+    /// Larger than the egress MTU without DF: the switch does not fragment.
+    FragmentationUnsupported => "fragmentation-unsupported",
+    /// Pushed out of a full neighbour queue by a newer packet.
+    NeighQueueOverflow => "neigh-queue-overflow",
+    /// The next hop did not answer ARP (Host Unreachable sent).
+    HostUnreachable => "host-unreachable",
+    /// The neighbour table is full.
+    NeighTableFull => "neigh-table-full",
+    /// Addressed to the switch but not something it answers (only ARP and ICMP echo are).
+    LocalUnsupported => "local-unsupported",
 }
 
 /// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).
@@ -77,6 +110,8 @@ pub struct PortCounters {
     pub forwarded: u64,
     /// Received frames flooded (broadcast, multicast, unknown unicast).
     pub flooded: u64,
+    /// Received frames handed to the router (it counts what became of them; its drops also count in `dropped`).
+    pub routed: u64,
     /// Received frames dropped (whatever the reason).
     pub dropped: u64,
     /// Frames queued for transmission on the port.

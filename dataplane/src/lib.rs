@@ -2,6 +2,7 @@
 pub mod batch;
 pub mod bridge;
 pub mod buffer;
+pub mod checksum;
 pub mod config;
 pub mod counters;
 pub mod fdb;
@@ -12,5 +13,6 @@ pub mod pipeline;
 pub mod port;
 pub mod replay;
 pub mod route;
+pub mod router;
 pub mod topology;
 pub mod wire;

@@ -273,6 +273,11 @@ impl NeighTable {
         v
     }
 
+    /// Entries still being resolved.
+    pub fn pending(&self) -> usize {
+        self.map.values().filter(|s| matches!(s, State::Incomplete { .. })).count()
+    }
+
     /// The table's counters.
     pub fn stats(&self) -> NeighStats {
         NeighStats { entries: self.map.len(), ..self.stats }

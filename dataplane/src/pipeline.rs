@@ -1,24 +1,30 @@
 //! The pipeline: runs a received batch through the stages and queues the results for transmission.
 //!
-//! `ingress` (validation) → `bridge` (learn, forward) → dispatch (copy floods, check egress MTU, queue per
-//! egress port). Each stage writes one [`Verdict`] per frame; dispatch acts on them. Time comes in through
-//! [`Context::now`]; nothing here reads a clock or does I/O, so replay and tests are deterministic.
+//! `ingress` (validation) → `bridge` (learn, forward; frames for a gateway go to the router) → dispatch: copy
+//! floods, run the `router` on frames for it, check egress MTU, queue per egress port. Each stage writes one
+//! [`Verdict`] per frame; dispatch acts on them through [`Egress`], the one place frames are queued for
+//! transmission and counted. Time comes in through [`Context::now`]; nothing here reads a clock or does I/O,
+//! so replay and tests are deterministic.
 //!
 //! The caller (a worker, the replay driver, a test) owns the ports: it receives a batch from one port, calls
-//! [`Switch::process`], then hands each port its [`TxQueues`] queue with `tx_burst`.
+//! [`Switch::process`], then hands each port its [`TxQueues`] queue with `tx_burst`, and calls
+//! [`Switch::housekeeping`] every [`HOUSEKEEPING_INTERVAL`].
 //!
 //! Threads: a `Switch` is owned by one thread; nothing in it is shared or locked.
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame, Nanos, NANOS_PER_SEC};
 use crate::config::Config;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
 use crate::ingress::Ingress;
+use crate::neigh::RifId;
 use crate::packet::Parsed;
 use crate::port::PortId;
-use crate::topology::{NetId, Topology};
+use crate::router::Router;
+use crate::topology::{Attach, NetId, Topology};
+use crate::wire::MacAddr;
 
 /// Per-call facts every stage may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +44,10 @@ pub enum Verdict {
     Output(PortId),
     /// Send on every port of this network except the ingress port.
     Flood(NetId),
+    /// Hand to the router, as received on this router interface.
+    ToRouter(RifId),
+    /// Flood in the network and give the router a copy (broadcast ARP on a network with a gateway).
+    FloodAndRoute(NetId, RifId),
     /// Drop, counting the reason.
     Drop(DropReason),
 }
@@ -117,12 +127,144 @@ impl TxQueues {
 /// port in one iteration.
 pub const TX_QUEUE_CAP: usize = 8 * BATCH_SIZE;
 
+/// How often drivers should call [`Switch::housekeeping`].
+pub const HOUSEKEEPING_INTERVAL: Nanos = NANOS_PER_SEC / 10;
+
+/// The one way frames leave the pipeline: queues them per egress port, frees what is dropped, and counts both.
+/// Stages that emit frames (the router) get one for the duration of a call.
+#[derive(Debug)]
+pub struct Egress<'a> {
+    topo: &'a Topology,
+    bridge: &'a Bridge,
+    counters: &'a mut Counters,
+    tx: &'a mut TxQueues,
+    pool: &'a mut BufPool,
+    now: Nanos,
+}
+
+impl<'a> Egress<'a> {
+    /// The topology.
+    #[inline]
+    pub fn topo(&self) -> &'a Topology {
+        self.topo
+    }
+
+    /// The router interface a frame received on `port` reached.
+    #[inline]
+    pub fn rif_of_port(&self, port: PortId) -> Option<RifId> {
+        self.topo.rif_of_port(port)
+    }
+
+    /// A free buffer for a frame the switch makes itself (none: counted as `no-buffer`).
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Frame> {
+        let f = self.pool.alloc();
+        if f.is_none() {
+            self.counters.count(DropReason::NoBuffer);
+        }
+        f
+    }
+
+    /// Gives back a frame that needs no counting (a router copy of a flood, a rate-limited reply).
+    #[inline]
+    pub fn free(&mut self, frame: Frame) {
+        self.pool.free(frame);
+    }
+
+    /// Drops `frame` for `reason`, charging the port it came in on.
+    #[inline]
+    pub fn drop(&mut self, frame: Frame, reason: DropReason) {
+        self.counters.drop(frame.port, reason);
+        self.pool.free(frame);
+    }
+
+    /// Queues `frame` on port `p`; on failure counts the reason and frees it. True if queued.
+    #[inline]
+    pub fn to_port(&mut self, p: PortId, frame: Frame) -> bool {
+        let len = frame.len();
+        if len > self.topo.ports[p as usize].max_frame_len() + vlan_allowance(frame.data()) {
+            self.counters.count(DropReason::EgressTooLong);
+            self.pool.free(frame);
+            return false;
+        }
+        match self.tx.push(p, frame) {
+            Ok(()) => {
+                let pc = self.counters.port_mut(p);
+                pc.tx_packets += 1;
+                pc.tx_bytes += len as u64;
+                true
+            }
+            Err(frame) => {
+                self.counters.count(DropReason::TxQueueFull);
+                self.pool.free(frame);
+                false
+            }
+        }
+    }
+
+    /// Sends a routed or generated frame out of a router interface: directly on a routed port, or through the
+    /// network's bridge (to the port its destination MAC was learned on, else flooded to every port).
+    pub fn to_attach(&mut self, attach: Attach, frame: Frame) {
+        match attach {
+            Attach::Port(p) => {
+                self.to_port(p, frame);
+            }
+            Attach::Network(net) => {
+                let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+                let known = if dst.is_multicast() { None } else { self.bridge.fdb(net).lookup(dst, self.now) };
+                match known {
+                    Some(p) => {
+                        self.to_port(p, frame);
+                    }
+                    None => {
+                        self.flood(net, frame, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `frame` to every port of `net` except `except`; returns how many copies were queued.
+    fn flood(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
+        let ports = &self.topo.networks[net as usize].ports;
+        let Some(last) = ports.iter().rposition(|&p| Some(p) != except) else {
+            self.pool.free(frame);
+            return 0;
+        };
+        let mut sent = 0;
+        for &p in &ports[..last] {
+            if Some(p) == except {
+                continue;
+            }
+            match self.pool.clone_frame(&frame) {
+                Some(copy) => sent += u64::from(self.to_port(p, copy)),
+                None => self.counters.count(DropReason::NoBuffer),
+            }
+        }
+        sent + u64::from(self.to_port(ports[last], frame))
+    }
+
+    /// Counts what a flood of a frame received on `in_port` achieved.
+    #[inline]
+    fn settle_flood(&mut self, in_port: PortId, net: NetId, sent: u64) {
+        if sent > 0 {
+            self.counters.port_mut(in_port).flooded += 1;
+        } else if self.topo.networks[net as usize].ports.iter().all(|&p| p == in_port) {
+            self.counters.drop(in_port, DropReason::FloodNoPorts);
+        } else {
+            // Every copy failed; each copy's reason is already counted.
+            self.counters.port_mut(in_port).dropped += 1;
+        }
+    }
+}
+
 /// The forwarding pipeline with its tables and counters.
 #[derive(Debug)]
 pub struct Switch {
     topo: Topology,
     ingress: Ingress,
     bridge: Bridge,
+    router: Router,
     counters: Counters,
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
@@ -139,6 +281,7 @@ impl Switch {
         Switch {
             ingress: Ingress,
             bridge: Bridge::new(&topo),
+            router: Router::new(&topo),
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
@@ -166,96 +309,60 @@ impl Switch {
             pc.rx_bytes += f.len() as u64;
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
-        self.bridge.process(&cx, &self.topo, batch, &mut verdicts);
+        self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
+        let mut out = Egress { topo: &self.topo, bridge: &self.bridge, counters: &mut self.counters, tx, pool, now };
         for (i, mut frame) in batch.drain().enumerate() {
             frame.port = in_port;
             match verdicts.get(i) {
                 Verdict::Output(p) => {
-                    if self.output(p, frame, pool, tx) {
-                        self.counters.port_mut(in_port).forwarded += 1;
+                    let pc = if out.to_port(p, frame) {
+                        &mut out.counters.port_mut(in_port).forwarded
                     } else {
-                        self.counters.port_mut(in_port).dropped += 1;
+                        &mut out.counters.port_mut(in_port).dropped
+                    };
+                    *pc += 1;
+                }
+                Verdict::Flood(net) => {
+                    let sent = out.flood(net, frame, Some(in_port));
+                    out.settle_flood(in_port, net, sent);
+                }
+                Verdict::ToRouter(rif) => {
+                    out.counters.port_mut(in_port).routed += 1;
+                    self.router.handle(now, rif, frame, &self.parsed[i], false, &mut out);
+                }
+                Verdict::FloodAndRoute(net, rif) => {
+                    if let Some(copy) = out.pool.clone_frame(&frame) {
+                        self.router.handle(now, rif, copy, &self.parsed[i], true, &mut out);
                     }
+                    out.flood(net, frame, Some(in_port));
+                    // The router took a copy, so the frame reached somewhere even with no other port.
+                    out.counters.port_mut(in_port).flooded += 1;
                 }
-                Verdict::Flood(net) => self.flood(net, frame, pool, tx),
-                Verdict::Drop(reason) => {
-                    self.counters.drop(in_port, reason);
-                    pool.free(frame);
-                }
+                Verdict::Drop(reason) => out.drop(frame, reason),
                 Verdict::Continue => {
                     // Unreachable by construction: the bridge decides every frame it sees. Count rather than
                     // panic if a future stage forgets to.
-                    self.counters.drop(in_port, DropReason::NoNetwork);
-                    pool.free(frame);
+                    out.drop(frame, DropReason::NoNetwork);
                 }
             }
         }
         self.verdicts = verdicts;
     }
 
-    /// Queues `frame` on port `p`; on failure counts the reason and frees it (the caller counts the ingress
-    /// port's `dropped` if the frame went nowhere). True if queued.
-    #[inline]
-    fn output(&mut self, p: PortId, frame: Frame, pool: &mut BufPool, tx: &mut TxQueues) -> bool {
-        let len = frame.len();
-        if len > self.topo.ports[p as usize].max_frame_len() + vlan_allowance(frame.data()) {
-            self.counters.count(DropReason::EgressTooLong);
-            pool.free(frame);
-            return false;
-        }
-        match tx.push(p, frame) {
-            Ok(()) => {
-                let pc = self.counters.port_mut(p);
-                pc.tx_packets += 1;
-                pc.tx_bytes += len as u64;
-                true
-            }
-            Err(frame) => {
-                self.counters.count(DropReason::TxQueueFull);
-                pool.free(frame);
-                false
-            }
-        }
-    }
-
-    fn flood(&mut self, net: NetId, frame: Frame, pool: &mut BufPool, tx: &mut TxQueues) {
-        let in_port = frame.port;
-        let ports = &self.topo.networks[net as usize].ports;
-        let last = ports.iter().rposition(|&p| p != in_port);
-        let Some(last) = last else {
-            self.counters.drop(in_port, DropReason::FloodNoPorts);
-            pool.free(frame);
-            return;
-        };
-        let mut sent = 0;
-        for idx in 0..last {
-            let p = self.topo.networks[net as usize].ports[idx];
-            if p == in_port {
-                continue;
-            }
-            match pool.clone_frame(&frame) {
-                Some(copy) => sent += self.output(p, copy, pool, tx) as u64,
-                None => {
-                    self.counters.count(DropReason::NoBuffer);
-                }
-            }
-        }
-        let p = self.topo.networks[net as usize].ports[last];
-        sent += self.output(p, frame, pool, tx) as u64;
-        let pc = self.counters.port_mut(in_port);
-        if sent > 0 {
-            pc.flooded += 1;
-        } else {
-            pc.dropped += 1;
-        }
-    }
-
-    /// Housekeeping off the hot path: ages out MAC entries. Call every second or so of (virtual) time.
-    pub fn expire(&mut self, now: Nanos) {
+    /// Housekeeping off the hot path: ages out MAC entries, retries ARP, fails unresolved neighbours (sending
+    /// Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`] or so of (virtual) time.
+    pub fn housekeeping(&mut self, now: Nanos, pool: &mut BufPool, tx: &mut TxQueues) {
         self.bridge.expire(now);
+        let mut out = Egress { topo: &self.topo, bridge: &self.bridge, counters: &mut self.counters, tx, pool, now };
+        self.router.tick(now, &mut out);
     }
 
-    /// The numbered ports and networks.
+    /// True while the router waits for ARP answers (a driver with a virtual clock keeps time moving until then).
+    pub fn has_pending(&self) -> bool {
+        self.router.has_pending()
+    }
+
+    /// The numbered ports, networks and router interfaces.
     pub fn topology(&self) -> &Topology {
         &self.topo
     }
@@ -278,6 +385,11 @@ impl Switch {
     /// The bridge stage's counters.
     pub fn bridge_stats(&self) -> BridgeStats {
         self.bridge.stats()
+    }
+
+    /// The router stage (routes, neighbours, counters).
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 }
 

@@ -4,8 +4,11 @@
 //! writes what it sends to `OUT_DIR/PORT.pcap` (an empty capture if it sent nothing). Input frames from all ports
 //! are merged by timestamp (ties: the port written first in the configuration goes first; within a port, file
 //! order), and the clock is the timestamp of the frame being processed. Each emitted frame carries the timestamp
-//! of the input frame that caused it. Housekeeping (MAC ageing) runs every virtual second. Same inputs ⇒
-//! byte-identical outputs.
+//! of the input frame that caused it; frames made by housekeeping (ARP retries, Host Unreachable after an ARP
+//! timeout) carry the virtual time of the housekeeping step. Housekeeping runs every
+//! [`HOUSEKEEPING_INTERVAL`] of virtual time, and after the last input frame the clock keeps running in such
+//! steps while the router still waits for ARP answers (at most a minute). Same inputs ⇒ byte-identical
+//! outputs.
 //!
 //! Everything that can be wrong with the inputs (a port not in the configuration, a port given twice, an
 //! unreadable capture, a link type other than Ethernet) is found before any output file is created.
@@ -16,7 +19,7 @@ use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
 use crate::config::Config;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
-use crate::pipeline::Switch;
+use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
 use serde::Serialize;
@@ -149,26 +152,53 @@ pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<Re
     Ok(report(&switch, &ports, outputs))
 }
 
-/// Drives `switch` over `ports` until every input is consumed.
+/// Longest the clock keeps running after the last input frame while the router still waits for ARP answers.
+const DRAIN_LIMIT: Nanos = 60 * NANOS_PER_SEC;
+
+/// Drives `switch` over `ports` until every input is consumed, then lets virtual time run on (in housekeeping
+/// steps, up to [`DRAIN_LIMIT`]) until the router has nothing pending, so timeouts after the last frame happen.
 fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<(), ReplayError> {
     let mut pool = BufPool::new(POOL_SIZE);
     let mut tx = switch.tx_queues();
     let mut batch = Batch::new();
     let mut next_housekeeping: Option<Nanos> = None;
+    let mut last = 0;
     loop {
         let next = ports.iter().enumerate().filter_map(|(i, p)| p.next_ts().map(|ts| (ts, i))).min();
         let Some((now, idx)) = next else { break };
-        if next_housekeeping.is_none_or(|t| now >= t) {
-            switch.expire(now);
-            next_housekeeping = Some(now + NANOS_PER_SEC);
+        // Housekeeping due before this frame runs first, at its own (virtual) time.
+        while let Some(t) = next_housekeeping.filter(|&t| t <= now) {
+            switch.housekeeping(t, &mut pool, &mut tx);
+            flush(ports, &mut pool, &mut tx, t)?;
+            next_housekeeping = Some(t + HOUSEKEEPING_INTERVAL);
+        }
+        if next_housekeeping.is_none() {
+            next_housekeeping = Some(now + HOUSEKEEPING_INTERVAL);
         }
         ports[idx].rx_burst(now, &mut pool, &mut batch)?;
         switch.process(now, idx as PortId, &mut batch, &mut pool, &mut tx);
-        for (p, port) in ports.iter_mut().enumerate() {
-            let q = tx.queue_mut(p as PortId);
-            if !q.is_empty() {
-                port.tx_burst(&mut pool, q)?;
+        flush(ports, &mut pool, &mut tx, now)?;
+        last = now;
+    }
+    if let Some(mut t) = next_housekeeping {
+        while switch.has_pending() && t <= last + DRAIN_LIMIT {
+            switch.housekeeping(t, &mut pool, &mut tx);
+            flush(ports, &mut pool, &mut tx, t)?;
+            t += HOUSEKEEPING_INTERVAL;
+        }
+    }
+    Ok(())
+}
+
+/// Hands every port its queued frames. Frames made by housekeeping carry its time `now` when they have none.
+fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nanos) -> Result<(), ReplayError> {
+    for (p, port) in ports.iter_mut().enumerate() {
+        let q = tx.queue_mut(p as PortId);
+        if !q.is_empty() {
+            for f in q.iter_mut().filter(|f| f.ts == 0) {
+                f.ts = now;
             }
+            port.tx_burst(pool, q)?;
         }
     }
     Ok(())

@@ -1,12 +1,23 @@
-//! [`Topology`]: the switch's ports and networks as numbered tables, built from a validated [`Config`].
+//! [`Topology`]: the switch's ports, networks and router interfaces as numbered tables, built from a validated
+//! [`Config`].
 //!
-//! Ports and networks are referred to by index on the hot path ([`PortId`], [`NetId`]); names exist for the
-//! control plane, stats and errors. A topology is immutable once built; a configuration change builds a new one.
+//! Ports, networks and router interfaces are referred to by index on the hot path ([`PortId`], [`NetId`],
+//! [`RifId`]); names exist for the control plane, stats and errors. A topology is immutable once built; a
+//! configuration change builds a new one.
+//!
+//! Router interfaces are numbered networks-with-a-gateway first (in configuration order), then routed ports.
+//! An interface's MAC is the configured `gateway_mac` (network) or `mac` (routed port), or else derived from its
+//! name: `02:76:73` ("vs", locally administered) followed by the low 24 bits of the FNV-1a hash of
+//! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings.
 
 use crate::buffer::NANOS_PER_SEC;
 use crate::config::{Config, PortKind};
+use crate::neigh::RifId;
 use crate::port::PortId;
+use crate::wire::MacAddr;
 use ethertype_len::ETH_HEADER_LEN;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 
 /// A network's index in the topology.
 pub type NetId = u16;
@@ -30,6 +41,8 @@ pub struct PortInfo {
     pub network: Option<NetId>,
     /// IP MTU.
     pub mtu: u16,
+    /// The router interface this port is (a routed port).
+    pub rif: Option<RifId>,
 }
 
 impl PortInfo {
@@ -51,6 +64,58 @@ pub struct NetworkInfo {
     pub mac_aging: u64,
     /// Most MAC entries learned.
     pub mac_limit: usize,
+    /// The network's gateway interface.
+    pub rif: Option<RifId>,
+}
+
+/// Where a router interface sends and receives frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Through the bridge of a network (the interface is its gateway).
+    Network(NetId),
+    /// Directly on a routed port.
+    Port(PortId),
+}
+
+/// One router interface: an address of the switch's own on a network or routed port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RifInfo {
+    /// `network:NAME` or `port:NAME`.
+    pub name: String,
+    /// The switch's address.
+    pub addr: Ipv4Addr,
+    /// The connected subnet (address and prefix length).
+    pub subnet: Ipv4Net,
+    /// The interface's MAC.
+    pub mac: MacAddr,
+    /// Where its frames go.
+    pub attach: Attach,
+    /// IP MTU of the link.
+    pub mtu: u16,
+    /// Never routed to or from another interface (a network with `internal = true`).
+    pub internal: bool,
+}
+
+/// A static route, resolved to its egress interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticRoute {
+    /// Destination prefix.
+    pub prefix: Ipv4Net,
+    /// Gateway.
+    pub via: Ipv4Addr,
+    /// The interface whose subnet holds the gateway (or the one configured).
+    pub rif: RifId,
+}
+
+/// The MAC derived for an interface called `key` (see the module documentation).
+pub fn derived_mac(key: &str) -> MacAddr {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    MacAddr([0x02, 0x76, 0x73, b[1], b[2], b[3]])
 }
 
 /// The numbered ports and networks.
@@ -60,19 +125,44 @@ pub struct Topology {
     pub ports: Vec<PortInfo>,
     /// Networks by [`NetId`].
     pub networks: Vec<NetworkInfo>,
+    /// Router interfaces by [`RifId`].
+    pub rifs: Vec<RifInfo>,
+    /// Static routes.
+    pub routes: Vec<StaticRoute>,
 }
 
 impl Topology {
-    /// Numbers a validated configuration's ports and networks in the order they are written.
+    /// Numbers a validated configuration's ports, networks and router interfaces in the order they are written.
     pub fn from_config(cfg: &Config) -> Topology {
+        let mut rifs = Vec::new();
         let mut networks: Vec<NetworkInfo> = cfg
             .networks
             .iter()
-            .map(|n| NetworkInfo {
-                name: n.name.clone(),
-                ports: Vec::new(),
-                mac_aging: n.mac_aging_secs.saturating_mul(NANOS_PER_SEC),
-                mac_limit: n.mac_limit,
+            .enumerate()
+            .map(|(i, n)| {
+                let rif = match (n.gateway, n.subnet) {
+                    (Some(addr), Some(subnet)) => {
+                        let name = format!("network:{}", n.name);
+                        rifs.push(RifInfo {
+                            mac: derived_mac(&name), /*L3CFG n.gateway_mac*/
+                            name,
+                            addr,
+                            subnet: Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet),
+                            attach: Attach::Network(i as NetId),
+                            mtu: network_mtu(cfg, &n.name),
+                            internal: false, /*L3CFG n.internal*/
+                        });
+                        Some((rifs.len() - 1) as RifId)
+                    }
+                    _ => None,
+                };
+                NetworkInfo {
+                    name: n.name.clone(),
+                    ports: Vec::new(),
+                    mac_aging: n.mac_aging_secs.saturating_mul(NANOS_PER_SEC),
+                    mac_limit: n.mac_limit,
+                    rif,
+                }
             })
             .collect();
         let ports = cfg
@@ -84,10 +174,36 @@ impl Topology {
                 if let Some(n) = network {
                     networks[n as usize].ports.push(i as PortId);
                 }
-                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu }
+                let rif = None::<Ipv4Net> /*L3CFG p.address*/
+                    .filter(|_| network.is_none())
+                    .map(|address| {
+                        let name = format!("port:{}", p.name);
+                        rifs.push(RifInfo {
+                            mac: derived_mac(&name), /*L3CFG p.mac*/
+                            name,
+                            addr: address.addr(),
+                            subnet: address,
+                            attach: Attach::Port(i as PortId),
+                            mtu: p.mtu,
+                            internal: false,
+                        });
+                        (rifs.len() - 1) as RifId
+                    });
+                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
             })
             .collect();
-        Topology { ports, networks }
+        let routes = Vec::<(Ipv4Net, Ipv4Addr, Option<String>)>::new() /*L3CFG cfg.routes*/
+            .iter()
+            .map(|(prefix, via, port)| L3Route { prefix: *prefix, via: *via, port: port.clone() })
+            .filter_map(|r| {
+                let rif = match &r.port {
+                    Some(port) => rifs.iter().position(|x| x.name == format!("port:{port}")),
+                    None => rifs.iter().position(|x| x.subnet.contains(&r.via)),
+                }?;
+                Some(StaticRoute { prefix: r.prefix, via: r.via, rif: rif as RifId })
+            })
+            .collect();
+        Topology { ports, networks, rifs, routes }
     }
 
     /// The id of the port called `name`.
@@ -95,8 +211,27 @@ impl Topology {
         self.ports.iter().position(|p| p.name == name).map(|i| i as PortId)
     }
 
+    /// The router interface a frame arriving on `port` reaches: the port's own, or its network's gateway.
+    #[inline]
+    pub fn rif_of_port(&self, port: PortId) -> Option<RifId> {
+        let p = self.ports.get(port as usize)?;
+        p.rif.or_else(|| p.network.and_then(|n| self.networks[n as usize].rif))
+    }
+
     /// The id of the network called `name`.
     pub fn network_id(&self, name: &str) -> Option<NetId> {
         self.networks.iter().position(|n| n.name == name).map(|i| i as NetId)
     }
+}
+
+/// A network's MTU: the smallest MTU of its ports (1500 if it has none).
+fn network_mtu(cfg: &Config, network: &str) -> u16 {
+    cfg.ports.iter().filter(|p| p.network.as_deref() == Some(network)).map(|p| p.mtu).min().unwrap_or(1500)
+}
+
+/*L3CFG*/
+struct L3Route {
+    prefix: Ipv4Net,
+    via: Ipv4Addr,
+    port: Option<String>,
 }

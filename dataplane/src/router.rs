@@ -1,0 +1,551 @@
+//! The IPv4 router stage: the switch's own addresses (ARP, ping), longest-prefix routing between router
+//! interfaces, neighbour resolution, TTL and checksum rewriting, and ICMP errors.
+//!
+//! A **router interface** ([`RifInfo`]) is either a network's gateway (frames reach it through the bridge when
+//! addressed to the gateway MAC, and leave through the bridge to the neighbour's port) or a routed port (every
+//! frame addressed to the port's MAC or broadcast). The bridge hands frames to this stage with
+//! `Verdict::ToRouter(rif)`, and a copy of each broadcast ARP with `Verdict::FloodAndRoute`.
+//!
+//! What it does with a frame received on interface `rif`:
+//! - **ARP** (RFC 826): validated (Ethernet/IPv4, lengths, sender inside the interface's subnet, not our own
+//!   address, not a group MAC). A request for our address on that interface is answered, and its sender
+//!   learned; a reply to us is learned and releases the frames waiting for it; anything else only refreshes an
+//!   entry that already exists (gratuitous ARP), so no host can plant entries for other networks or make us
+//!   answer for addresses that are not ours (no proxy ARP).
+//! - **IPv4 to one of our addresses**: ICMP echo requests are answered (rate limited); anything else is dropped
+//!   and counted (`local-unsupported`).
+//! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
+//!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
+//!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
+//!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
+//!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
+//!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
+//!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then TTL is
+//!   decremented, the header checksum updated incrementally (RFC 1624), the MACs rewritten and the frame sent
+//!   to the next hop's MAC, resolving it with ARP first if needed (see [`crate::neigh`]).
+//! - ICMP errors (RFC 1812 §4.3.2.7) are never sent about ICMP errors, non-first fragments, or packets from or
+//!   to broadcast/multicast/zero addresses, and are rate limited (a token bucket, default 100/s, burst 50;
+//!   echo replies have their own, 1000/s). An error quotes the IP header and the first 8 bytes of the payload,
+//!   comes from the address of the interface the packet arrived on, and goes back out of the port it came from
+//!   to the MAC it came from (the previous hop).
+//!
+//! Time is passed in; housekeeping ([`Router::tick`]) retries ARP and fails unresolved neighbours.
+//! Threads: owned by the worker running the pipeline.
+
+use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
+use crate::checksum;
+use crate::counters::DropReason;
+use crate::neigh::{Held, Lookup, NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
+use crate::packet::{ip_proto, Parsed};
+use crate::pipeline::Egress;
+use crate::route::{Fib, Ipv4Net, NextHopId};
+use crate::topology::{RifInfo, Topology};
+use crate::wire::{ethertype, MacAddr};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NextHop {
+    /// Egress interface.
+    pub rif: RifId,
+    /// Gateway; `None` for a connected route.
+    pub via: Option<Ipv4Addr>,
+}
+
+/// A route as listed by [`Router::routes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteEntry {
+    /// The prefix.
+    pub prefix: Ipv4Net,
+    /// Where it leads.
+    pub next_hop: NextHop,
+    /// `connected` or `static`.
+    pub origin: &'static str,
+}
+
+/// Router outcomes that are not drops of a forwarded frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RouterStats {
+    /// Packets routed.
+    pub forwarded: u64,
+    /// ARP requests for our addresses answered.
+    pub arp_replies: u64,
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// ARP packets not for us (flood copies) ignored.
+    pub arp_ignored: u64,
+    /// Echo replies sent.
+    pub echo_replies: u64,
+    /// ICMP errors sent.
+    pub icmp_errors: u64,
+    /// ICMP messages not sent because of the rate limit.
+    pub icmp_rate_limited: u64,
+}
+
+/// A token bucket on the caller's clock.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    rate_per_sec: u64,
+    burst: u64,
+    /// Tokens scaled by 1e9 so refill needs no division per call.
+    tokens: u128,
+    last: Nanos,
+}
+
+impl TokenBucket {
+    fn new(rate_per_sec: u64, burst: u64) -> Self {
+        TokenBucket { rate_per_sec, burst, tokens: u128::from(burst) * u128::from(NANOS_PER_SEC), last: 0 }
+    }
+
+    fn take(&mut self, now: Nanos) -> bool {
+        let elapsed = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        let cap = u128::from(self.burst) * u128::from(NANOS_PER_SEC);
+        self.tokens = (self.tokens + u128::from(elapsed) * u128::from(self.rate_per_sec)).min(cap);
+        if self.tokens >= u128::from(NANOS_PER_SEC) {
+            self.tokens -= u128::from(NANOS_PER_SEC);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// ICMP types and codes the router sends.
+mod icmp {
+    pub const ECHO_REPLY: u8 = 0;
+    pub const DEST_UNREACHABLE: u8 = 3;
+    pub const ECHO_REQUEST: u8 = 8;
+    pub const TIME_EXCEEDED: u8 = 11;
+    pub const NET_UNREACHABLE: u8 = 0;
+    pub const HOST_UNREACHABLE: u8 = 1;
+    pub const FRAG_NEEDED: u8 = 4;
+    /// Types that are errors (never answered with an error).
+    pub fn is_error(t: u8) -> bool {
+        matches!(t, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+/// The router stage. See the module documentation.
+#[derive(Debug)]
+pub struct Router {
+    fib: Fib,
+    next_hops: Vec<NextHop>,
+    origins: Vec<&'static str>,
+    neigh: NeighTable,
+    icmp_errors: TokenBucket,
+    echo: TokenBucket,
+    stats: RouterStats,
+    released: Vec<Frame>,
+}
+
+/// Byte offsets inside an IPv4 header.
+mod ip {
+    pub const TOTAL_LEN: usize = 2;
+    pub const FLAGS: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTO: usize = 9;
+    pub const CHECKSUM: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+    pub const HEADER_LEN: usize = 20;
+    pub const DF: u8 = 0x40;
+}
+
+#[inline]
+fn ipv4_at(d: &[u8], off: usize) -> Ipv4Addr {
+    Ipv4Addr::new(d[off], d[off + 1], d[off + 2], d[off + 3])
+}
+
+/// Addresses never routed (as source or destination).
+fn martian(a: Ipv4Addr) -> bool {
+    a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()
+}
+
+impl Router {
+    /// A router for `topo`: connected routes for every interface, then the static routes.
+    pub fn new(topo: &Topology) -> Self {
+        let mut r = Router {
+            fib: Fib::new(),
+            next_hops: Vec::new(),
+            origins: Vec::new(),
+            neigh: NeighTable::new(NeighConfig::default()),
+            icmp_errors: TokenBucket::new(100, 50),
+            echo: TokenBucket::new(1000, 100),
+            stats: RouterStats::default(),
+            released: Vec::with_capacity(64),
+        };
+        for (i, rif) in topo.rifs.iter().enumerate() {
+            r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
+        }
+        for s in &topo.routes {
+            r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
+        }
+        r
+    }
+
+    fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
+        let id = NextHopId::new(self.next_hops.len() as u32).expect("fewer than 2^24 routes");
+        self.next_hops.push(nh);
+        self.origins.push(origin);
+        self.fib.insert(prefix, id);
+    }
+
+    /// Handles one frame received on interface `rif`. `copy` is true for the router's copy of a flooded frame
+    /// (whose fate is counted by the flood, so nothing here counts as its drop).
+    pub fn handle(&mut self, now: Nanos, rif: RifId, frame: Frame, parsed: &Parsed, copy: bool, out: &mut Egress) {
+        match parsed.ethertype {
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, out),
+            ethertype::IPV4 if parsed.vlan_tags == 0 && !copy => self.ipv4(now, rif, frame, parsed, out),
+            _ if copy => out.free(frame),
+            _ => out.drop(frame, DropReason::UnsupportedL3),
+        }
+    }
+
+    fn arp(&mut self, now: Nanos, rif_id: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+        use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetProtocol};
+        let rif = &out.topo().rifs[rif_id as usize];
+        let l3 = parsed.l3 as usize;
+        let (op, sha, spa, tpa) = {
+            let Ok(arp) = ArpPacket::new_checked(&frame.data()[l3..]) else {
+                return out.drop(frame, DropReason::BadArp);
+            };
+            if arp.hardware_type() != ArpHardware::Ethernet
+                || arp.protocol_type() != EthernetProtocol::Ipv4
+                || arp.hardware_len() != 6
+                || arp.protocol_len() != 4
+            {
+                return out.drop(frame, DropReason::BadArp);
+            }
+            let sha = MacAddr::from_slice(arp.source_hardware_addr()).unwrap_or(MacAddr::ZERO);
+            let spa = ipv4_at(arp.source_protocol_addr(), 0);
+            let tpa = ipv4_at(arp.target_protocol_addr(), 0);
+            (arp.operation(), sha, spa, tpa)
+        };
+        let sender_ok = rif.subnet.contains(&spa) && spa != rif.addr && !sha.is_multicast() && !sha.is_zero();
+        if !sender_ok {
+            return out.drop(frame, DropReason::BadArp);
+        }
+        let for_us = tpa == rif.addr;
+        let mut released = std::mem::take(&mut self.released);
+        self.neigh.confirm(rif_id, spa, sha, now, for_us, &mut released);
+        match op {
+            ArpOperation::Request if for_us => {
+                // Turn the request into the reply in place.
+                let our_mac = rif.mac;
+                let d = frame.data_mut();
+                d[0..6].copy_from_slice(&sha.0);
+                d[6..12].copy_from_slice(&our_mac.0);
+                let mut arp = ArpPacket::new_unchecked(&mut d[l3..]);
+                arp.set_operation(ArpOperation::Reply);
+                arp.set_target_hardware_addr(&sha.0);
+                arp.set_target_protocol_addr(&spa.octets());
+                arp.set_source_hardware_addr(&our_mac.0);
+                arp.set_source_protocol_addr(&tpa.octets());
+                self.stats.arp_replies += 1;
+                let port = frame.port;
+                out.to_port(port, frame);
+            }
+            _ => {
+                if !for_us {
+                    self.stats.arp_ignored += 1;
+                }
+                out.free(frame);
+            }
+        }
+        for f in released.drain(..) {
+            self.send_to_mac(rif_id, sha, f, out);
+        }
+        self.released = released;
+    }
+
+    fn ipv4(&mut self, now: Nanos, in_rif: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+        let l3 = parsed.l3 as usize;
+        let d = frame.data();
+        let ihl = (d[l3] & 0x0f) as usize * 4;
+        if !checksum::verify(&d[l3..l3 + ihl]) {
+            return out.drop(frame, DropReason::BadIpChecksum);
+        }
+        if ihl != ip::HEADER_LEN {
+            return out.drop(frame, DropReason::IpOptions);
+        }
+        let src = ipv4_at(d, l3 + ip::SRC);
+        let dst = ipv4_at(d, l3 + ip::DST);
+        let topo = out.topo();
+        if let Some(local) = topo.rifs.iter().position(|r| r.addr == dst) {
+            return self.local(now, local as RifId, frame, parsed, out);
+        }
+        let in_subnet = &topo.rifs[in_rif as usize].subnet;
+        if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
+            return out.drop(frame, DropReason::NotRoutable);
+        }
+        let ttl = d[l3 + ip::TTL];
+        if ttl <= 1 {
+            self.icmp_error(now, in_rif, &frame, parsed, icmp::TIME_EXCEEDED, 0, 0, out);
+            return out.drop(frame, DropReason::TtlExpired);
+        }
+        let Some(nh_id) = self.fib.lookup(dst) else {
+            self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0, out);
+            return out.drop(frame, DropReason::NoRoute);
+        };
+        let nh = self.next_hops[nh_id.index()];
+        let (in_info, eg_info) = (&topo.rifs[in_rif as usize], &topo.rifs[nh.rif as usize]);
+        if nh.rif != in_rif && (in_info.internal || eg_info.internal) {
+            return out.drop(frame, DropReason::InternalNetwork);
+        }
+        if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
+            return out.drop(frame, DropReason::NotRoutable);
+        }
+        let total = usize::from(u16::from_be_bytes([d[l3 + ip::TOTAL_LEN], d[l3 + ip::TOTAL_LEN + 1]]));
+        if total > usize::from(eg_info.mtu) {
+            if d[l3 + ip::FLAGS] & ip::DF != 0 {
+                let mtu = u32::from(eg_info.mtu);
+                self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::FRAG_NEEDED, mtu, out);
+                return out.drop(frame, DropReason::NeedsFragmentation);
+            }
+            return out.drop(frame, DropReason::FragmentationUnsupported);
+        }
+        // Decrement TTL with an incremental checksum update.
+        let d = frame.data_mut();
+        let old = u16::from_be_bytes([d[l3 + ip::TTL], d[l3 + ip::PROTO]]);
+        d[l3 + ip::TTL] = ttl - 1;
+        let new = u16::from_be_bytes([d[l3 + ip::TTL], d[l3 + ip::PROTO]]);
+        let c = u16::from_be_bytes([d[l3 + ip::CHECKSUM], d[l3 + ip::CHECKSUM + 1]]);
+        d[l3 + ip::CHECKSUM..l3 + ip::CHECKSUM + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+        self.stats.forwarded += 1;
+        let target = nh.via.unwrap_or(dst);
+        self.send_to_neighbour(now, nh.rif, target, frame, parsed, out);
+    }
+
+    /// Sends a routed frame to `target` on `rif`, resolving its MAC first if needed.
+    fn send_to_neighbour(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        target: Ipv4Addr,
+        frame: Frame,
+        parsed: &Parsed,
+        out: &mut Egress,
+    ) {
+        match self.neigh.lookup(rif, target, now) {
+            Lookup::Mac(mac) => self.send_to_mac(rif, mac, frame, out),
+            Lookup::MacProbe(mac) => {
+                self.send_to_mac(rif, mac, frame, out);
+                self.arp_request(rif, target, now, out);
+            }
+            Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
+                Held::SendRequest => self.arp_request(rif, target, now, out),
+                Held::Queued => {}
+                Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
+                Held::Unreachable(f) => {
+                    let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+                    self.icmp_error(now, in_rif, &f, parsed, icmp::DEST_UNREACHABLE, icmp::HOST_UNREACHABLE, 0, out);
+                    out.drop(f, DropReason::HostUnreachable);
+                }
+                Held::TableFull(f) => out.drop(f, DropReason::NeighTableFull),
+            },
+        }
+    }
+
+    /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.
+    fn send_to_mac(&mut self, rif: RifId, mac: MacAddr, mut frame: Frame, out: &mut Egress) {
+        let info = &out.topo().rifs[rif as usize];
+        let d = frame.data_mut();
+        d[0..6].copy_from_slice(&mac.0);
+        d[6..12].copy_from_slice(&info.mac.0);
+        let attach = info.attach;
+        out.to_attach(attach, frame);
+    }
+
+    fn arp_request(&mut self, rif: RifId, target: Ipv4Addr, _now: Nanos, out: &mut Egress) {
+        let info: &RifInfo = &out.topo().rifs[rif as usize];
+        let (mac, addr, attach) = (info.mac, info.addr, info.attach);
+        let Some(mut f) = out.alloc() else { return };
+        let mut buf = [0u8; 60];
+        write_arp(&mut buf, 1, mac, addr, MacAddr::BROADCAST, MacAddr::ZERO, target);
+        // Cannot fail: 60 bytes fit any buffer.
+        let _ = f.load(&buf);
+        self.stats.arp_requests += 1;
+        out.to_attach(attach, f);
+    }
+
+    fn local(&mut self, now: Nanos, rif: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+        let (l3, l4, end) = (parsed.l3 as usize, parsed.l4 as usize, parsed.l3_end as usize);
+        let d = frame.data();
+        let is_echo = parsed.ip_proto == ip_proto::ICMP && l4 != 0 && d[l4] == icmp::ECHO_REQUEST && d[l4 + 1] == 0;
+        if !is_echo {
+            return out.drop(frame, DropReason::LocalUnsupported);
+        }
+        if !checksum::verify(&d[l4..end]) {
+            return out.drop(frame, DropReason::BadL4Checksum);
+        }
+        if martian(ipv4_at(d, l3 + ip::SRC)) {
+            return out.drop(frame, DropReason::NotRoutable);
+        }
+        if !self.echo.take(now) {
+            self.stats.icmp_rate_limited += 1;
+            return out.free(frame);
+        }
+        let our_addr = out.topo().rifs[rif as usize].addr;
+        let in_mac = out.rif_of_port(frame.port).map(|r| out.topo().rifs[r as usize].mac);
+        let d = frame.data_mut();
+        // Ethernet: back to the sender, from the interface it reached.
+        let sender_mac = MacAddr::from_slice(&d[6..12]).unwrap_or(MacAddr::ZERO);
+        let from_mac = in_mac.unwrap_or_else(|| MacAddr::from_slice(&d[0..6]).unwrap_or(MacAddr::ZERO));
+        d[0..6].copy_from_slice(&sender_mac.0);
+        d[6..12].copy_from_slice(&from_mac.0);
+        // IPv4: swap addresses, fresh TTL, recompute the header checksum.
+        let src = ipv4_at(d, l3 + ip::SRC);
+        d[l3 + ip::SRC..l3 + ip::SRC + 4].copy_from_slice(&our_addr.octets());
+        d[l3 + ip::DST..l3 + ip::DST + 4].copy_from_slice(&src.octets());
+        d[l3 + ip::TTL] = 64;
+        d[l3 + ip::CHECKSUM..l3 + ip::CHECKSUM + 2].fill(0);
+        let c = checksum::checksum(&d[l3..l3 + ip::HEADER_LEN]);
+        d[l3 + ip::CHECKSUM..l3 + ip::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+        // ICMP: echo request → reply (type 8 → 0), incremental checksum.
+        let old = u16::from_be_bytes([d[l4], d[l4 + 1]]);
+        d[l4] = icmp::ECHO_REPLY;
+        let c = u16::from_be_bytes([d[l4 + 2], d[l4 + 3]]);
+        d[l4 + 2..l4 + 4].copy_from_slice(&checksum::update16(c, old, 0).to_be_bytes());
+        self.stats.echo_replies += 1;
+        let port = frame.port;
+        out.to_port(port, frame);
+    }
+
+    /// Sends an ICMP error about `orig` (received on `in_rif`) back to its sender, if the rules allow.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        orig: &Frame,
+        parsed: &Parsed,
+        kind: u8,
+        code: u8,
+        mtu: u32,
+        out: &mut Egress,
+    ) {
+        let (l3, end) = (parsed.l3 as usize, parsed.l3_end as usize);
+        let d = orig.data();
+        if parsed.ethertype != ethertype::IPV4 || parsed.later_fragment || end < l3 + ip::HEADER_LEN {
+            return;
+        }
+        let (src, dst) = (ipv4_at(d, l3 + ip::SRC), ipv4_at(d, l3 + ip::DST));
+        if martian(src) || dst.is_broadcast() || dst.is_multicast() {
+            return;
+        }
+        if parsed.ip_proto == ip_proto::ICMP && parsed.l4 != 0 && icmp::is_error(d[parsed.l4 as usize]) {
+            return;
+        }
+        let Some(sender_mac) = MacAddr::from_slice(&d[6..12]) else { return };
+        if sender_mac.is_multicast() {
+            return;
+        }
+        if !self.icmp_errors.take(now) {
+            self.stats.icmp_rate_limited += 1;
+            return;
+        }
+        let rif = &out.topo().rifs[in_rif as usize];
+        let (our_mac, our_addr) = (rif.mac, rif.addr);
+        let ihl = (d[l3] & 0x0f) as usize * 4;
+        let quoted = &d[l3..(l3 + ihl + 8).min(end)];
+        let mut buf = [0u8; 14 + 20 + 8 + 60 + 8];
+        let ip_len = 20 + 8 + quoted.len();
+        buf[0..6].copy_from_slice(&sender_mac.0);
+        buf[6..12].copy_from_slice(&our_mac.0);
+        buf[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let h = &mut buf[14..34];
+        h[0] = 0x45;
+        h[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        h[ip::TTL] = 64;
+        h[ip::PROTO] = ip_proto::ICMP;
+        h[ip::SRC..ip::SRC + 4].copy_from_slice(&our_addr.octets());
+        h[ip::DST..ip::DST + 4].copy_from_slice(&src.octets());
+        let c = checksum::checksum(h);
+        h[ip::CHECKSUM..ip::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+        let m = &mut buf[34..34 + 8 + quoted.len()];
+        m[0] = kind;
+        m[1] = code;
+        if kind == icmp::DEST_UNREACHABLE && code == icmp::FRAG_NEEDED {
+            m[6..8].copy_from_slice(&(mtu as u16).to_be_bytes());
+        }
+        m[8..].copy_from_slice(quoted);
+        let c = checksum::checksum(m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        let len = (14 + ip_len).max(60);
+        let Some(mut f) = out.alloc() else { return };
+        // Cannot fail: at most 110 bytes.
+        let _ = f.load(&buf[..len]);
+        f.ts = orig.ts;
+        f.port = orig.port;
+        self.stats.icmp_errors += 1;
+        out.to_port(orig.port, f);
+    }
+
+    /// Housekeeping at `now`: ARP retries, failed resolutions (Host Unreachable to their senders), ageing.
+    pub fn tick(&mut self, now: Nanos, out: &mut Egress) {
+        let mut work = TickWork::default();
+        self.neigh.tick(now, &mut work);
+        for (rif, target) in work.requests {
+            self.arp_request(rif, target, now, out);
+        }
+        for (rif, mut f) in work.failed {
+            // The queued frame was already rewritten for forwarding (TTL - 1); ICMP quotes it as it is.
+            let parsed = crate::packet::parse(f.data()).unwrap_or_default();
+            let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+            f.ts = now;
+            self.icmp_error(now, in_rif, &f, &parsed, icmp::DEST_UNREACHABLE, icmp::HOST_UNREACHABLE, 0, out);
+            out.drop(f, DropReason::HostUnreachable);
+        }
+    }
+
+    /// True while some neighbour is being resolved (replay keeps its clock running until this is false).
+    pub fn has_pending(&self) -> bool {
+        self.neigh.pending() > 0
+    }
+
+    /// The routing table, sorted by prefix.
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        self.fib
+            .iter()
+            .map(|(prefix, id)| RouteEntry {
+                prefix,
+                next_hop: self.next_hops[id.index()],
+                origin: self.origins[id.index()],
+            })
+            .collect()
+    }
+
+    /// The neighbour table.
+    pub fn neighbours(&self, now: Nanos) -> Vec<NeighEntry> {
+        self.neigh.entries(now)
+    }
+
+    /// Neighbour table counters.
+    pub fn neigh_stats(&self) -> NeighStats {
+        self.neigh.stats()
+    }
+
+    /// The router's counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+}
+
+/// Writes an Ethernet + ARP frame (60 bytes, padded) into `buf`.
+fn write_arp(buf: &mut [u8; 60], op: u16, sha: MacAddr, spa: Ipv4Addr, eth_dst: MacAddr, tha: MacAddr, tpa: Ipv4Addr) {
+    buf[0..6].copy_from_slice(&eth_dst.0);
+    buf[6..12].copy_from_slice(&sha.0);
+    buf[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
+    let a = &mut buf[14..42];
+    a[0..2].copy_from_slice(&1u16.to_be_bytes());
+    a[2..4].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    a[4] = 6;
+    a[5] = 4;
+    a[6..8].copy_from_slice(&op.to_be_bytes());
+    a[8..14].copy_from_slice(&sha.0);
+    a[14..18].copy_from_slice(&spa.octets());
+    a[18..24].copy_from_slice(&tha.0);
+    a[24..28].copy_from_slice(&tpa.octets());
+}
