@@ -1,23 +1,147 @@
-//! The configuration model: the TOML language of DESIGN.md §2, parsed and validated as a whole.
+//! The configuration model: the TOML language of DESIGN.md §2 (the foundation subset), parsed and validated as
+//! a whole before anything is applied.
 //!
-//! (Skeleton: full validation with file/line/field errors is being written.)
+//! This module owns the user's language and the rules that make a configuration valid. The public types
+//! ([`Config`] and its parts) are also the configuration's wire form between `vswitch-agent` and `vswitchd`.
+//! Nothing is applied here: [`Topology::from_config`](crate::topology::Topology::from_config) numbers a valid
+//! configuration for the pipeline.
+//!
+//! # The language
+//!
+//! ```toml
+//! [switch]                   # optional
+//! workers = 1                # poll-mode worker threads
+//!
+//! [[network]]                # an L2 bridge domain; any number of them
+//! name = "bridge"
+//! subnet = "172.17.0.0/16"
+//! gateway = "172.17.0.1"
+//! mac_aging_secs = 300
+//! mac_limit = 8192
+//!
+//! [[port]]                   # any number of them
+//! name = "c1"
+//! kind = "tap"
+//! ifname = "vs-c1"
+//! network = "bridge"
+//! mtu = 1500
+//! ```
+//!
+//! | key | required | default | valid values |
+//! |-----|----------|---------|--------------|
+//! | `switch.workers` | no | 1 | 1..=64 ([`limits::WORKERS`]) |
+//! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
+//! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet |
+//! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address |
+//! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
+//! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
+//! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
+//! | `port.kind` | yes | | `tap`, `afxdp`, `afpacket`, `pcap` or `mem` ([`PortKind`]) |
+//! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
+//! | `port.network` | yes, for now | | the name of a `[[network]]`: every port is an access port of a network |
+//! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
+//!
+//! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
+//! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
+//!
+//! # Errors
+//!
+//! Every error reads `ORIGIN:LINE: OBJECT: WHAT`, e.g.
+//! `examples/x.toml:12: port c3: network "brige" does not exist; known networks: bridge`. The object is
+//! `switch`, `network NAME` or `port NAME` (`network #N` / `port #N`, counting from 1 in file order, when the
+//! name itself is missing or invalid); the line is that of the offending value, or of the table's header when a
+//! field is missing.
+//!
+//! - Syntax errors, unknown keys and misshapen tables (`[port]` instead of `[[port]]`) stop the parse: that one
+//!   error is reported.
+//! - Otherwise every value and every rule is checked, and **all** errors are reported, sorted by line.
+//!   [`Config::parse_all_errors`] returns them as a list. [`Config::parse`], [`Config::load`] and
+//!   [`Config::validate`] return one [`ConfigError`] whose fields hold the first error and whose message
+//!   continues with the others, one per line, each in the same `ORIGIN:LINE: …` form, so printing the error
+//!   prints one error per line (at most [`MAX_LISTED_ERRORS`], then a count of the rest).
+//! - A value that has the wrong type only produces its type error; rules that depend on it are skipped.
+//!
+//! Output is deterministic (same text, same result) and no input makes the parser panic.
+//!
+//! # Invariants
+//!
+//! A [`Config`] returned by [`Config::parse`] or [`Config::load`], or accepted by [`Config::validate`], satisfies
+//! every rule in the table above; in particular every port's `network` names exactly one network, so
+//! [`Config::network_index`] finds it. A `Config` deserialized directly with serde (e.g. from JSON on the
+//! control socket) has only been shape-checked: call [`Config::validate`] before using it.
+//!
+//! # Threads
+//!
+//! Plain data and pure functions (only [`Config::load`] reads a file): call them from the control thread or the
+//! agent, never from the forwarding hot path.
 
+use crate::buffer::MAX_FRAME_LEN;
+use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use ipnet::Ipv4Net;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::path::Path;
+use std::str::FromStr;
+use toml::Spanned;
+
+/// The ranges and lengths the validator enforces.
+pub mod limits {
+    use super::{ETH_HEADER_LEN, MAX_FRAME_LEN, VLAN_TAG_LEN};
+    use std::ops::RangeInclusive;
+
+    /// `[switch] workers`.
+    pub const WORKERS: RangeInclusive<usize> = 1..=64;
+    /// `[[network]] mac_aging_secs`.
+    pub const MAC_AGING_SECS: RangeInclusive<u64> = 1..=1_000_000;
+    /// `[[network]] mac_limit`.
+    pub const MAC_LIMIT: RangeInclusive<usize> = 1..=1_000_000;
+    /// The largest MTU whose frames, with two VLAN tags, still fit a buffer: 1920 - 14 - 8 = 1898.
+    pub const MAX_MTU: u16 = {
+        let mtu = MAX_FRAME_LEN - ETH_HEADER_LEN - 2 * VLAN_TAG_LEN;
+        assert!(mtu <= u16::MAX as usize);
+        mtu as u16
+    };
+    /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`].
+    pub const MTU: RangeInclusive<u16> = 68..=MAX_MTU;
+    /// Longest network name, in characters.
+    pub const NETWORK_NAME_MAX: usize = 64;
+    /// Longest port name, in characters (a port name may become an interface name).
+    pub const PORT_NAME_MAX: usize = 15;
+    /// Longest `ifname`, in bytes (the kernel's `IFNAMSIZ` minus the terminating NUL).
+    pub const IFNAME_MAX: usize = 15;
+}
+
+/// The values of keys that are left out.
+pub mod defaults {
+    /// `[switch] workers`.
+    pub const WORKERS: usize = 1;
+    /// `[[network]] mac_aging_secs`.
+    pub const MAC_AGING_SECS: u64 = 300;
+    /// `[[network]] mac_limit`.
+    pub const MAC_LIMIT: usize = 8192;
+    /// `[[port]] mtu`.
+    pub const MTU: u16 = 1500;
+}
+
+/// The most errors a joined [`ConfigError`] lists before it only counts the rest.
+pub const MAX_LISTED_ERRORS: usize = 20;
 
 /// The whole desired state of a switch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Switch-wide settings.
     #[serde(default)]
     pub switch: SwitchConfig,
-    /// Bridge domains.
+    /// Bridge domains, in file order.
     #[serde(default, rename = "network")]
     pub networks: Vec<NetworkConfig>,
-    /// Ports.
+    /// Ports, in file order.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
 }
@@ -26,7 +150,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
-    /// Poll-mode worker threads.
+    /// Poll-mode worker threads ([`limits::WORKERS`]).
     #[serde(default = "default_workers")]
     pub workers: usize,
 }
@@ -38,7 +162,7 @@ impl Default for SwitchConfig {
 }
 
 fn default_workers() -> usize {
-    1
+    defaults::WORKERS
 }
 
 /// `[[network]]`: an L2 bridge domain.
@@ -47,25 +171,25 @@ fn default_workers() -> usize {
 pub struct NetworkConfig {
     /// Unique name.
     pub name: String,
-    /// The network's IPv4 subnet.
+    /// The network's IPv4 subnet (no host bits set).
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
-    /// The switch's address on this network.
+    /// The switch's address on this network (inside `subnet`).
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
-    /// Seconds a learned MAC stays without being seen.
+    /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,
-    /// Most MAC entries this network learns.
+    /// Most MAC entries this network learns ([`limits::MAC_LIMIT`]).
     #[serde(default = "default_mac_limit")]
     pub mac_limit: usize,
 }
 
 fn default_aging() -> u64 {
-    300
+    defaults::MAC_AGING_SECS
 }
 fn default_mac_limit() -> usize {
-    8192
+    defaults::MAC_LIMIT
 }
 
 /// How a port reaches frames.
@@ -84,6 +208,38 @@ pub enum PortKind {
     Mem,
 }
 
+impl PortKind {
+    /// Every kind, in the order the documentation lists them.
+    pub const ALL: [PortKind; 5] = [PortKind::Tap, PortKind::Afxdp, PortKind::Afpacket, PortKind::Pcap, PortKind::Mem];
+
+    /// The kind's name in the configuration language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortKind::Tap => "tap",
+            PortKind::Afxdp => "afxdp",
+            PortKind::Afpacket => "afpacket",
+            PortKind::Pcap => "pcap",
+            PortKind::Mem => "mem",
+        }
+    }
+
+    /// The kind called `name` in the configuration language.
+    pub fn from_name(name: &str) -> Option<PortKind> {
+        PortKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Whether the kind works on a kernel interface, so `ifname` is required.
+    pub fn needs_ifname(self) -> bool {
+        matches!(self, PortKind::Tap | PortKind::Afxdp | PortKind::Afpacket)
+    }
+}
+
+impl fmt::Display for PortKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `[[port]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,35 +248,39 @@ pub struct PortConfig {
     pub name: String,
     /// Back-end.
     pub kind: PortKind,
-    /// Kernel interface to create or attach to.
+    /// Kernel interface to create (tap) or attach to (afxdp, afpacket).
     #[serde(default)]
     pub ifname: Option<String>,
-    /// The network this is an access port of.
+    /// The network this is an access port of (required for now).
     #[serde(default)]
     pub network: Option<String>,
-    /// IP MTU of the link.
+    /// IP MTU of the link ([`limits::MTU`]).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
 }
 
 fn default_mtu() -> u16 {
-    1500
+    defaults::MTU
 }
 
 /// A configuration that could not be read or is not valid.
+///
+/// When there are several errors, `origin` and `line` are those of the first, and `message` continues after
+/// the first one's text with the others, one per line, each as `ORIGIN:LINE: MESSAGE` (see the module
+/// documentation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
     /// The file (or other source) the text came from.
     pub origin: String,
-    /// 1-based line of the offending table or key, when known.
+    /// 1-based line of the offending value, or of the table's header when a field is missing.
     pub line: Option<usize>,
     /// What is wrong, naming the object and the field.
     pub message: String,
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file; errors name the file as given.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -131,17 +291,1435 @@ impl Config {
         Config::parse(&text, &origin)
     }
 
-    /// Parses and validates configuration text; `origin` names it in errors.
+    /// Parses and validates configuration text; `origin` names it in errors. All errors are reported, joined
+    /// into one [`ConfigError`] (see the module documentation).
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e: toml::de::Error| ConfigError {
-            origin: origin.to_string(),
-            line: e.span().map(|s| text[..s.start].lines().count().max(1)),
-            message: e.message().to_string(),
-        })
+        Config::parse_all_errors(text, origin).map_err(|errors| join(errors, origin))
+    }
+
+    /// Parses and validates configuration text, returning every error separately, sorted by line.
+    pub fn parse_all_errors(text: &str, origin: &str) -> Result<Config, Vec<ConfigError>> {
+        let index = LineIndex::new(text);
+        let raw: RawDoc = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => return Err(vec![fatal(text, &index, origin, &e)]),
+        };
+        let (cfg, mut diags) = convert(raw, &index);
+        check(&cfg, &mut diags);
+        diags.finish(origin).map(|()| cfg)
+    }
+
+    /// Checks a configuration built in code or deserialized directly (e.g. from JSON); errors carry no line.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut diags = Diags::default();
+        check(self, &mut diags);
+        diags.finish(origin).map_err(|errors| join(errors, origin))
     }
 
     /// Index of the network called `name`.
     pub fn network_index(&self, name: &str) -> Option<usize> {
         self.networks.iter().position(|n| n.name == name)
+    }
+
+    /// Index of the port called `name`.
+    pub fn port_index(&self, name: &str) -> Option<usize> {
+        self.ports.iter().position(|p| p.name == name)
+    }
+}
+
+/// One error from a list, with the rest appended to its message (at most [`MAX_LISTED_ERRORS`] in all).
+fn join(errors: Vec<ConfigError>, origin: &str) -> ConfigError {
+    let total = errors.len();
+    let mut iter = errors.into_iter();
+    let Some(mut first) = iter.next() else {
+        return ConfigError { origin: origin.to_string(), line: None, message: "invalid configuration".to_string() };
+    };
+    for e in iter.by_ref().take(MAX_LISTED_ERRORS - 1) {
+        first.message.push('\n');
+        first.message.push_str(&e.to_string());
+    }
+    if total > MAX_LISTED_ERRORS {
+        first.message.push_str(&format!("\n{origin}: … and {} more errors", total - MAX_LISTED_ERRORS));
+    }
+    first
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Raw, spanned form: what serde sees. Only the shape (tables, arrays, known keys) is checked by serde; every
+// value is taken as a `Scalar` of any type and typed by `convert`, which knows which object and field it is.
+// ---------------------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoc {
+    #[serde(default)]
+    switch: Option<OnlyTable<RawSwitch>>,
+    #[serde(default)]
+    network: ArrayOfTables<RawNetwork>,
+    #[serde(default)]
+    port: ArrayOfTables<RawPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSwitch {
+    workers: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    name: Option<Spanned<Scalar>>,
+    subnet: Option<Spanned<Scalar>>,
+    gateway: Option<Spanned<Scalar>>,
+    mac_aging_secs: Option<Spanned<Scalar>>,
+    mac_limit: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: Option<Spanned<Scalar>>,
+    kind: Option<Spanned<Scalar>>,
+    ifname: Option<Spanned<Scalar>>,
+    network: Option<Spanned<Scalar>>,
+    mtu: Option<Spanned<Scalar>>,
+}
+
+/// How a table is written, for error messages.
+trait TableKind {
+    /// The key of the table (or array of tables).
+    const KEY: &'static str;
+    /// "a [KEY] table", or "a [[KEY]] table".
+    const EXPECTING: &'static str;
+}
+impl TableKind for RawSwitch {
+    const KEY: &'static str = "switch";
+    const EXPECTING: &'static str = "a [switch] table";
+}
+impl TableKind for RawNetwork {
+    const KEY: &'static str = "network";
+    const EXPECTING: &'static str = "a [[network]] table";
+}
+impl TableKind for RawPort {
+    const KEY: &'static str = "port";
+    const EXPECTING: &'static str = "a [[port]] table";
+}
+
+/// A struct that may only be written as a table: serde's derived `Deserialize` would also take a struct from an
+/// array (`[[switch]]`, `port = [[1, 2]]`), field by field in order.
+struct OnlyTable<T>(T);
+
+impl<'de, T: Deserialize<'de> + TableKind> Deserialize<'de> for OnlyTable<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + TableKind> Visitor<'de> for V<T> {
+            type Value = OnlyTable<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(T::EXPECTING)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(OnlyTable)
+            }
+        }
+        deserializer.deserialize_map(V(PhantomData))
+    }
+}
+
+/// `[[KEY]]` tables, each with its span; says what it expected when given something else (e.g. `[port]`).
+struct ArrayOfTables<T>(Vec<Spanned<OnlyTable<T>>>);
+
+impl<T> Default for ArrayOfTables<T> {
+    fn default() -> Self {
+        ArrayOfTables(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de> + TableKind> Deserialize<'de> for ArrayOfTables<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + TableKind> Visitor<'de> for V<T> {
+            type Value = ArrayOfTables<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an array of tables: write [[{}]], not [{}]", T::KEY, T::KEY)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(ArrayOfTables(items))
+            }
+        }
+        deserializer.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// Any TOML value, as found; arrays and tables are only recognised, not kept.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Datetime(String),
+    Array,
+    Table,
+}
+
+/// The key under which toml hands a datetime to a visitor (toml_datetime's private protocol).
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+                let mut datetime = None;
+                let mut first = true;
+                while let Some(key) = map.next_key::<String>()? {
+                    if first && key == TOML_DATETIME_KEY {
+                        datetime = Some(map.next_value::<String>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                        datetime = None;
+                    }
+                    first = false;
+                }
+                Ok(datetime.map_or(Scalar::Table, Scalar::Datetime))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl Scalar {
+    /// "string \"x\"", "integer 5", … for "found …" in messages.
+    fn describe(&self) -> String {
+        match self {
+            Scalar::Str(s) => format!("string {}", show(s)),
+            Scalar::Int(i) => format!("integer {i}"),
+            Scalar::Float(x) => format!("float {x}"),
+            Scalar::Bool(b) => format!("boolean {b}"),
+            Scalar::Datetime(d) => format!("datetime {}", truncate(d)),
+            Scalar::Array => "an array".to_string(),
+            Scalar::Table => "a table".to_string(),
+        }
+    }
+}
+
+/// A lenient reading used only to say which object a fatal error is in.
+#[derive(Deserialize)]
+struct LenientDoc {
+    #[serde(default)]
+    network: Vec<Spanned<LenientObject>>,
+    #[serde(default)]
+    port: Vec<Spanned<LenientObject>>,
+}
+
+#[derive(Deserialize)]
+struct LenientObject {
+    #[serde(default)]
+    name: Option<Scalar>,
+}
+
+/// Byte offset to 1-based line.
+struct LineIndex {
+    newlines: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        LineIndex { newlines: text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i).collect() }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < offset) + 1
+    }
+}
+
+/// The error for text toml or serde refused: syntax, unknown keys, misshapen tables.
+fn fatal(text: &str, index: &LineIndex, origin: &str, e: &toml::de::Error) -> ConfigError {
+    let start = e.span().map(|s| s.start);
+    let mut message = e.message().trim().replace('\n', "; ");
+    if message.is_empty() {
+        message = "invalid TOML".to_string();
+    }
+    if message.contains("expected a borrowed string") {
+        // toml cannot give a span to a table made by a dotted key (`mtu.x = 1`) where a value is expected.
+        message = "a dotted key cannot set this field: it takes a single value, not a table".to_string();
+    }
+    if let Some(object) = start.and_then(|s| object_at(text, s)) {
+        message = format!("{object}: {message}");
+    }
+    ConfigError { origin: origin.to_string(), line: start.map(|s| index.line(s)), message }
+}
+
+/// "port c1" (or "port #2") when `offset` lies inside a `[[network]]` or `[[port]]` table.
+fn object_at(text: &str, offset: usize) -> Option<String> {
+    let doc: LenientDoc = toml::from_str(text).ok()?;
+    let lists = [("network", &doc.network, limits::NETWORK_NAME_MAX), ("port", &doc.port, limits::PORT_NAME_MAX)];
+    for (what, list, max) in lists {
+        for (i, object) in list.iter().enumerate() {
+            if object.span().contains(&offset) {
+                let name = match &object.get_ref().name {
+                    Some(Scalar::Str(s)) => s.as_str(),
+                    _ => "",
+                };
+                return Some(named(what, i, name, max));
+            }
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Diagnostics
+// ---------------------------------------------------------------------------------------------------------
+
+/// An object of the configuration, by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Obj {
+    Switch,
+    Network(usize),
+    Port(usize),
+}
+
+/// Collected errors, with the lines of tables and values (none for a configuration built in code) and the
+/// fields whose value was unusable (rules about them are skipped).
+#[derive(Default)]
+struct Diags {
+    tables: HashMap<Obj, usize>,
+    fields: HashMap<(Obj, &'static str), usize>,
+    broken: HashSet<(Obj, &'static str)>,
+    errors: Vec<(Option<usize>, String)>,
+}
+
+impl Diags {
+    /// The line of `field` of `obj`, or of its table when the field is not written.
+    fn line(&self, obj: Obj, field: &'static str) -> Option<usize> {
+        self.fields.get(&(obj, field)).or_else(|| self.tables.get(&obj)).copied()
+    }
+
+    fn is_broken(&self, obj: Obj, field: &'static str) -> bool {
+        self.broken.contains(&(obj, field))
+    }
+
+    /// Reports a problem with `field` of `obj`, unless that field's value was already unusable.
+    fn report(&mut self, obj: Obj, field: &'static str, label: &str, message: String) {
+        if !self.is_broken(obj, field) {
+            self.errors.push((self.line(obj, field), format!("{label}: {message}")));
+        }
+    }
+
+    /// Reports an unusable value; later rules about `field` are skipped.
+    fn report_broken(&mut self, obj: Obj, field: &'static str, label: &str, message: String) {
+        self.report(obj, field, label, message);
+        self.broken.insert((obj, field));
+    }
+
+    /// `label` followed by " (line N)" when known: names another object in a message.
+    fn other(&self, obj: Obj, label: String) -> String {
+        match self.tables.get(&obj) {
+            Some(line) => format!("{label} (line {line})"),
+            None => label,
+        }
+    }
+
+    fn finish(mut self, origin: &str) -> Result<(), Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        self.errors.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+        Err(self
+            .errors
+            .into_iter()
+            .map(|(line, message)| ConfigError { origin: origin.to_string(), line, message })
+            .collect())
+    }
+}
+
+/// "port c1", or "port #2" when the name is not a valid one (it is reported separately).
+fn named(what: &str, index: usize, name: &str, max: usize) -> String {
+    if name_problem(name, max).is_none() {
+        format!("{what} {name}")
+    } else {
+        format!("{what} #{}", index + 1)
+    }
+}
+
+fn label(cfg: &Config, obj: Obj) -> String {
+    match obj {
+        Obj::Switch => "switch".to_string(),
+        Obj::Network(i) => {
+            named("network", i, cfg.networks.get(i).map_or("", |n| n.name.as_str()), limits::NETWORK_NAME_MAX)
+        }
+        Obj::Port(i) => named("port", i, cfg.ports.get(i).map_or("", |p| p.name.as_str()), limits::PORT_NAME_MAX),
+    }
+}
+
+/// Longest part of a user's string quoted in a message, in characters.
+const SHOW_MAX: usize = 40;
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > SHOW_MAX {
+        format!("{}…", s.chars().take(SHOW_MAX).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// A user's string, quoted and escaped, shortened if long.
+fn show(s: &str) -> String {
+    if s.chars().count() > SHOW_MAX {
+        format!("{:?}…", s.chars().take(SHOW_MAX).collect::<String>())
+    } else {
+        format!("{s:?}")
+    }
+}
+
+fn out_of_range<T: fmt::Display>(field: &str, value: impl fmt::Display, range: &RangeInclusive<T>) -> String {
+    format!("{field} {value} is out of range {}..={}", range.start(), range.end())
+}
+
+fn kinds_list() -> String {
+    PortKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// What is wrong with a network or port name, as "name …".
+fn name_problem(name: &str, max: usize) -> Option<String> {
+    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() {
+        Some("name must not be empty".to_string())
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        Some(format!("name {} may only contain letters, digits, '_', '.' and '-'", show(name)))
+    } else if !first_ok {
+        Some(format!("name {} must start with a letter or digit", show(name)))
+    } else if name.len() > max {
+        Some(format!("name {} is longer than {max} characters", show(name)))
+    } else {
+        None
+    }
+}
+
+/// What is wrong with an interface name, as "ifname …" (the rules of Linux's `dev_valid_name`).
+fn ifname_problem(ifname: &str) -> Option<String> {
+    if ifname.is_empty() {
+        Some("ifname must not be empty".to_string())
+    } else if ifname.len() > limits::IFNAME_MAX {
+        Some(format!("ifname {} is longer than {} bytes", show(ifname), limits::IFNAME_MAX))
+    } else if ifname == "." || ifname == ".." {
+        Some(format!("ifname {} is not a valid interface name", show(ifname)))
+    } else if ifname.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
+        Some(format!("ifname {} must not contain '/', ':', whitespace or NUL", show(ifname)))
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Raw → typed: every value gets its type checked, its line recorded; unusable values become placeholders
+// marked broken.
+// ---------------------------------------------------------------------------------------------------------
+
+struct Converter<'a> {
+    index: &'a LineIndex,
+    diags: Diags,
+}
+
+impl Converter<'_> {
+    /// Records where `field` is and hands back its value.
+    fn take(&mut self, obj: Obj, field: &'static str, value: Option<Spanned<Scalar>>) -> Option<Scalar> {
+        let value = value?;
+        self.diags.fields.insert((obj, field), self.index.line(value.span().start));
+        Some(value.into_inner())
+    }
+
+    fn wrong_type(&mut self, obj: Obj, field: &'static str, label: &str, expected: &str, found: &Scalar) {
+        let message = format!("{field} must be {expected}, found {}", found.describe());
+        self.diags.report_broken(obj, field, label, message);
+    }
+
+    fn string(&mut self, obj: Obj, field: &'static str, label: &str, value: Option<Spanned<Scalar>>) -> Option<String> {
+        match self.take(obj, field, value)? {
+            Scalar::Str(s) => Some(s),
+            other => {
+                self.wrong_type(obj, field, label, "a string", &other);
+                None
+            }
+        }
+    }
+
+    /// An integer of type `T`; one that does not fit `T` is reported against `range`, as the rule would.
+    fn integer<T>(
+        &mut self,
+        obj: Obj,
+        field: &'static str,
+        label: &str,
+        value: Option<Spanned<Scalar>>,
+        range: &RangeInclusive<T>,
+    ) -> Option<T>
+    where
+        T: TryFrom<i64> + fmt::Display,
+    {
+        match self.take(obj, field, value)? {
+            Scalar::Int(i) => match T::try_from(i) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.diags.report_broken(obj, field, label, out_of_range(field, i, range));
+                    None
+                }
+            },
+            other => {
+                self.wrong_type(obj, field, label, "an integer", &other);
+                None
+            }
+        }
+    }
+
+    /// A string parsed as `T`; `what` completes "… is not …".
+    fn parsed<T: FromStr>(
+        &mut self,
+        obj: Obj,
+        field: &'static str,
+        label: &str,
+        value: Option<Spanned<Scalar>>,
+        what: &str,
+    ) -> Option<T> {
+        match self.take(obj, field, value)? {
+            Scalar::Str(s) => match s.parse() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.diags.report_broken(obj, field, label, format!("{field} {} is not {what}", show(&s)));
+                    None
+                }
+            },
+            other => {
+                self.wrong_type(obj, field, label, &format!("a string holding {what}"), &other);
+                None
+            }
+        }
+    }
+
+    /// The `name` field, required; an unusable one becomes "" (so the object is labelled by position).
+    fn name(&mut self, obj: Obj, what: &str, index: usize, value: Option<Spanned<Scalar>>) -> String {
+        let position = format!("{what} #{}", index + 1);
+        if value.is_none() {
+            self.diags.report_broken(obj, "name", &position, "missing field \"name\"".to_string());
+        }
+        self.string(obj, "name", &position, value).unwrap_or_default()
+    }
+
+    fn table(&mut self, obj: Obj, span: std::ops::Range<usize>) {
+        self.diags.tables.insert(obj, self.index.line(span.start));
+    }
+
+    fn network(&mut self, i: usize, raw: Spanned<OnlyTable<RawNetwork>>) -> NetworkConfig {
+        let obj = Obj::Network(i);
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        let name = self.name(obj, "network", i, raw.name);
+        let label = named("network", i, &name, limits::NETWORK_NAME_MAX);
+        NetworkConfig {
+            subnet: self.parsed(obj, "subnet", &label, raw.subnet, "an IPv4 subnet like \"172.17.0.0/16\""),
+            gateway: self.parsed(obj, "gateway", &label, raw.gateway, "an IPv4 address"),
+            mac_aging_secs: self
+                .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
+                .unwrap_or(defaults::MAC_AGING_SECS),
+            mac_limit: self
+                .integer(obj, "mac_limit", &label, raw.mac_limit, &limits::MAC_LIMIT)
+                .unwrap_or(defaults::MAC_LIMIT),
+            name,
+        }
+    }
+
+    fn port(&mut self, i: usize, raw: Spanned<OnlyTable<RawPort>>) -> PortConfig {
+        let obj = Obj::Port(i);
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        let name = self.name(obj, "port", i, raw.name);
+        let label = named("port", i, &name, limits::PORT_NAME_MAX);
+        if raw.kind.is_none() {
+            let message = format!("missing field \"kind\" (one of {})", kinds_list());
+            self.diags.report_broken(obj, "kind", &label, message);
+        }
+        let kind = self.string(obj, "kind", &label, raw.kind).and_then(|k| match PortKind::from_name(&k) {
+            Some(kind) => Some(kind),
+            None => {
+                let message = format!("kind {} is not one of {}", show(&k), kinds_list());
+                self.diags.report_broken(obj, "kind", &label, message);
+                None
+            }
+        });
+        PortConfig {
+            kind: kind.unwrap_or(PortKind::Mem),
+            ifname: self.string(obj, "ifname", &label, raw.ifname),
+            network: self.string(obj, "network", &label, raw.network),
+            mtu: self.integer(obj, "mtu", &label, raw.mtu, &limits::MTU).unwrap_or(defaults::MTU),
+            name,
+        }
+    }
+}
+
+fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
+    let mut conv = Converter { index, diags: Diags::default() };
+    let workers =
+        raw.switch.and_then(|s| conv.integer(Obj::Switch, "workers", "switch", s.0.workers, &limits::WORKERS));
+    let networks = raw.network.0.into_iter().enumerate().map(|(i, n)| conv.network(i, n)).collect();
+    let ports = raw.port.0.into_iter().enumerate().map(|(i, p)| conv.port(i, p)).collect();
+    let cfg = Config { switch: SwitchConfig { workers: workers.unwrap_or(defaults::WORKERS) }, networks, ports };
+    (cfg, conv.diags)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The rules, over the typed configuration (with lines when it came from text).
+// ---------------------------------------------------------------------------------------------------------
+
+/// Most network names listed in "known networks: …".
+const KNOWN_NETWORKS_MAX: usize = 10;
+
+fn check(cfg: &Config, d: &mut Diags) {
+    if !limits::WORKERS.contains(&cfg.switch.workers) {
+        d.report(Obj::Switch, "workers", "switch", out_of_range("workers", cfg.switch.workers, &limits::WORKERS));
+    }
+    let networks = check_networks(cfg, d);
+    check_ports(cfg, d, &networks);
+}
+
+/// Checks the networks; returns the index of each validly named network by name.
+fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize> {
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in cfg.networks.iter().enumerate() {
+        let obj = Obj::Network(i);
+        let label = label(cfg, obj);
+        if let Some(problem) = name_problem(&n.name, limits::NETWORK_NAME_MAX) {
+            d.report(obj, "name", &label, problem);
+        } else if let Some(&j) = by_name.get(n.name.as_str()) {
+            let other = d.other(Obj::Network(j), self::label(cfg, Obj::Network(j)));
+            let message = format!("name {} is already used by {other}", show(&n.name));
+            d.report(obj, "name", &label, message);
+        } else {
+            by_name.insert(&n.name, i);
+        }
+        if !limits::MAC_AGING_SECS.contains(&n.mac_aging_secs) {
+            let message = out_of_range("mac_aging_secs", n.mac_aging_secs, &limits::MAC_AGING_SECS);
+            d.report(obj, "mac_aging_secs", &label, message);
+        }
+        if !limits::MAC_LIMIT.contains(&n.mac_limit) {
+            d.report(obj, "mac_limit", &label, out_of_range("mac_limit", n.mac_limit, &limits::MAC_LIMIT));
+        }
+        if let Some(subnet) = n.subnet {
+            if subnet.addr() != subnet.network() {
+                let message = format!("subnet {subnet} has host bits set (did you mean {}?)", subnet.trunc());
+                d.report(obj, "subnet", &label, message);
+            }
+        }
+        if let Some(gateway) = n.gateway {
+            check_gateway(d, obj, &label, gateway, n.subnet);
+        }
+    }
+    check_overlaps(cfg, d);
+    by_name
+}
+
+fn check_gateway(d: &mut Diags, obj: Obj, label: &str, gateway: Ipv4Addr, subnet: Option<Ipv4Net>) {
+    if d.is_broken(obj, "subnet") {
+        return;
+    }
+    let Some(subnet) = subnet.map(|s| s.trunc()) else {
+        d.report(obj, "gateway", label, format!("gateway {gateway} requires a subnet"));
+        return;
+    };
+    let problem = if !subnet.contains(&gateway) {
+        "is not inside"
+    } else if gateway == subnet.network() {
+        "is the network address of"
+    } else if gateway == subnet.broadcast() {
+        "is the broadcast address of"
+    } else {
+        return;
+    };
+    d.report(obj, "gateway", label, format!("gateway {gateway} {problem} subnet {subnet}"));
+}
+
+/// Subnets of different networks must not overlap. Two prefixes overlap exactly when one contains the other,
+/// so after sorting by (address, length) each prefix is checked against the innermost open one: O(n log n).
+/// Each overlap is reported on whichever of the two networks comes later in the file.
+fn check_overlaps(cfg: &Config, d: &mut Diags) {
+    let mut subnets: Vec<(Ipv4Net, usize)> =
+        cfg.networks.iter().enumerate().filter_map(|(i, n)| Some((n.subnet?.trunc(), i))).collect();
+    subnets.sort_by_key(|&(net, i)| (net.network(), net.prefix_len(), i));
+    let mut open: Vec<(Ipv4Net, usize)> = Vec::new();
+    let mut pairs = Vec::new();
+    for (net, i) in subnets {
+        while open.last().is_some_and(|(outer, _)| !outer.contains(&net)) {
+            open.pop();
+        }
+        if let Some(&(outer, j)) = open.last() {
+            pairs.push(if i > j { (i, j, outer) } else { (j, i, net) });
+        }
+        open.push((net, i));
+    }
+    pairs.sort_by_key(|&(later, earlier, _)| (later, earlier));
+    for (later, earlier, other_subnet) in pairs {
+        let (obj, other) = (Obj::Network(later), Obj::Network(earlier));
+        let Some(subnet) = cfg.networks.get(later).and_then(|n| n.subnet) else { continue };
+        let message = format!(
+            "subnet {} overlaps subnet {other_subnet} of {}",
+            subnet.trunc(),
+            d.other(other, label(cfg, other))
+        );
+        d.report(obj, "subnet", &label(cfg, obj), message);
+    }
+}
+
+fn check_ports(cfg: &Config, d: &mut Diags, networks: &HashMap<&str, usize>) {
+    let mut known: Vec<(usize, &str)> = networks.iter().map(|(&name, &i)| (i, name)).collect();
+    known.sort_unstable();
+    let known: Vec<&str> = known.into_iter().map(|(_, name)| name).collect();
+    let known = if known.is_empty() {
+        "no networks are defined".to_string()
+    } else if known.len() > KNOWN_NETWORKS_MAX {
+        format!("known networks: {}, … ({} in all)", known[..KNOWN_NETWORKS_MAX].join(", "), known.len())
+    } else {
+        format!("known networks: {}", known.join(", "))
+    };
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut by_ifname: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let obj = Obj::Port(i);
+        let label = label(cfg, obj);
+        if let Some(problem) = name_problem(&p.name, limits::PORT_NAME_MAX) {
+            d.report(obj, "name", &label, problem);
+        } else if let Some(&j) = by_name.get(p.name.as_str()) {
+            let other = d.other(Obj::Port(j), self::label(cfg, Obj::Port(j)));
+            let message = format!("name {} is already used by {other}", show(&p.name));
+            d.report(obj, "name", &label, message);
+        } else {
+            by_name.insert(&p.name, i);
+        }
+        match &p.network {
+            None => d.report(
+                obj,
+                "network",
+                &label,
+                "missing field \"network\" (every port is an access port of a network for now)".to_string(),
+            ),
+            Some(network) if !networks.contains_key(network.as_str()) => {
+                d.report(obj, "network", &label, format!("network {} does not exist; {known}", show(network)));
+            }
+            Some(_) => {}
+        }
+        match &p.ifname {
+            None if p.kind.needs_ifname() && !d.is_broken(obj, "kind") => {
+                let purpose = if p.kind == PortKind::Tap { "the tap to create" } else { "the interface to attach to" };
+                let message = format!("missing field \"ifname\" (kind {} needs {purpose})", p.kind);
+                d.report(obj, "ifname", &label, message);
+            }
+            None => {}
+            Some(ifname) => {
+                if let Some(problem) = ifname_problem(ifname) {
+                    d.report(obj, "ifname", &label, problem);
+                } else if let Some(&j) = by_ifname.get(ifname.as_str()) {
+                    let other = d.other(Obj::Port(j), self::label(cfg, Obj::Port(j)));
+                    d.report(obj, "ifname", &label, format!("ifname {} is already used by {other}", show(ifname)));
+                } else {
+                    by_ifname.insert(ifname, i);
+                }
+            }
+        }
+        if !limits::MTU.contains(&p.mtu) {
+            d.report(obj, "mtu", &label, out_of_range("mtu", p.mtu, &limits::MTU));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines joined with '\n': line numbers in assertions are positions in the slice, counting from 1.
+    fn text(lines: &[&str]) -> String {
+        lines.join("\n")
+    }
+
+    /// The first error's message (what `Display` prints before the first newline) for `t.toml`.
+    fn first_error(lines: &[&str]) -> String {
+        match Config::parse(&text(lines), "t.toml") {
+            Ok(cfg) => panic!("expected an error, got {cfg:?}"),
+            Err(e) => e.to_string().lines().next().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Every error, as printed.
+    fn all_errors(lines: &[&str]) -> Vec<String> {
+        match Config::parse_all_errors(&text(lines), "t.toml") {
+            Ok(cfg) => panic!("expected errors, got {cfg:?}"),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[track_caller]
+    fn assert_first(lines: &[&str], expected: &str) {
+        let got = first_error(lines);
+        assert!(got.starts_with(expected), "\n     got: {got}\nexpected: {expected}…");
+    }
+
+    /// A valid network (lines 1-2) followed by one port whose body is `port` (starting on line 4, header on 3).
+    fn with_port(port: &[&str]) -> Vec<String> {
+        let mut lines = vec!["[[network]]".to_string(), "name = \"bridge\"".to_string(), "[[port]]".to_string()];
+        lines.extend(port.iter().map(|l| l.to_string()));
+        lines
+    }
+
+    /// Asserts that one of the errors of a config with this port starts with `expected`.
+    #[track_caller]
+    fn assert_port(port: &[&str], expected: &str) {
+        let lines = with_port(port);
+        let errors = match Config::parse_all_errors(&lines.join("\n"), "t.toml") {
+            Ok(cfg) => panic!("expected an error, got {cfg:?}"),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        };
+        assert!(errors.iter().any(|e| e.starts_with(expected)), "\n     got: {errors:#?}\nexpected: {expected}…");
+    }
+
+    #[track_caller]
+    fn assert_port_ok(port: &[&str]) -> Config {
+        let lines = with_port(port);
+        match Config::parse(&lines.join("\n"), "t.toml") {
+            Ok(cfg) => cfg,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    const FULL: &str = include_str!("../tests/config/full.toml");
+
+    fn full_config() -> Config {
+        Config {
+            switch: SwitchConfig { workers: 2 },
+            networks: vec![
+                NetworkConfig {
+                    name: "bridge".into(),
+                    subnet: Some("172.17.0.0/16".parse().unwrap()),
+                    gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
+                    mac_aging_secs: 600,
+                    mac_limit: 4096,
+                },
+                NetworkConfig { name: "lab".into(), subnet: None, gateway: None, mac_aging_secs: 300, mac_limit: 8192 },
+            ],
+            ports: vec![
+                PortConfig {
+                    name: "c1".into(),
+                    kind: PortKind::Tap,
+                    ifname: Some("vs-c1".into()),
+                    network: Some("bridge".into()),
+                    mtu: 1400,
+                },
+                PortConfig {
+                    name: "c2".into(),
+                    kind: PortKind::Pcap,
+                    ifname: None,
+                    network: Some("lab".into()),
+                    mtu: 1500,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_filled_in() {
+        let cfg = Config::parse(FULL, "full.toml").unwrap();
+        assert_eq!(cfg, full_config());
+        assert_eq!(cfg.network_index("lab"), Some(1));
+        assert_eq!(cfg.port_index("c2"), Some(1));
+        assert_eq!(cfg.validate("again"), Ok(()));
+    }
+
+    #[test]
+    fn load_reads_a_file_and_names_it_in_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config");
+        assert_eq!(Config::load(&dir.join("full.toml")).unwrap(), full_config());
+
+        let err = Config::load(&dir.join("invalid.toml")).unwrap_err();
+        let origin = dir.join("invalid.toml").display().to_string();
+        assert_eq!(err.origin, origin);
+        assert_eq!(err.line, Some(4));
+        assert_eq!(
+            err.to_string(),
+            [
+                format!("{origin}:4: network bridge: gateway 172.17.0.1 requires a subnet"),
+                format!("{origin}:6: port c1: missing field \"ifname\" (kind tap needs the tap to create)"),
+                format!("{origin}:9: port c1: network \"brige\" does not exist; known networks: bridge"),
+            ]
+            .join("\n")
+        );
+
+        let err = Config::load(&dir.join("no-such-file.toml")).unwrap_err();
+        assert_eq!(err.line, None);
+        assert!(err.to_string().contains("no-such-file.toml: cannot read: "), "{err}");
+    }
+
+    #[test]
+    fn empty_text_is_an_empty_switch() {
+        assert_eq!(Config::parse("", "t.toml"), Ok(Config::default()));
+        assert_eq!(Config::parse("# nothing\n[switch]\n", "t.toml"), Ok(Config::default()));
+        assert_eq!(Config::default().switch.workers, 1);
+    }
+
+    #[test]
+    fn dotted_and_inline_forms_are_the_same_language() {
+        let cfg = Config::parse(
+            "switch.workers = 3\nnetwork = [{ name = \"n\", mac_limit = 1_000 }]\n\
+             port = [{ name = \"p\", kind = \"mem\", network = \"n\" }]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.switch.workers, 3);
+        assert_eq!(cfg.networks[0].mac_limit, 1000);
+        assert_eq!(cfg.ports[0].network.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_key_object_and_line() {
+        assert_port(
+            &["name = \"c1\"", "kind = \"mem\"", "network = \"bridge\"", "mtux = 1500"],
+            "t.toml:7: port c1: unknown field `mtux`, expected one of `name`, `kind`, `ifname`, `network`, `mtu`",
+        );
+        assert_first(
+            &["[[network]]", "name = \"bridge\"", "masquerade = true"],
+            "t.toml:3: network bridge: unknown field `masquerade`",
+        );
+        assert_first(
+            &["[switch]", "workers = 1", "threads = 2"],
+            "t.toml:3: unknown field `threads`, expected `workers`",
+        );
+        assert_first(&["", "[[route]]", "prefix = \"0.0.0.0/0\""], "t.toml:2: unknown field `route`");
+        // An unnamed object is named by its position.
+        assert_first(&["[[port]]", "[[port]]", "nmae = \"c1\""], "t.toml:3: port #2: unknown field `nmae`");
+    }
+
+    #[test]
+    fn misshapen_tables_are_errors() {
+        assert_first(
+            &["[port]", "name = \"c1\""],
+            "t.toml:1: invalid type: map, expected an array of tables: write [[port]], not [port]",
+        );
+        assert_first(&["[[switch]]", "workers = 1"], "t.toml:1: invalid type: sequence, expected a [switch] table");
+        assert_first(&["network = [1]"], "t.toml:1: invalid type: integer `1`, expected a [[network]] table");
+        assert_port(
+            &["name = \"c1\"", "mtu.x = 1"],
+            "t.toml:5: port c1: a dotted key cannot set this field: it takes a single value, not a table",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        assert_port(&["name = \"c1\"", "kind = "], "t.toml:5: ");
+        // (toml refuses the whole text here, so the object cannot be named.)
+        assert_port(&["name = \"c1\"", "name = \"c2\""], "t.toml:5: duplicate key `name` in table `port`");
+        // toml's multi-line messages are folded onto one line.
+        let e = Config::parse("a = 1\n[x\n", "t.toml").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(!e.message.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_object_field_and_line() {
+        assert_port(
+            &["name = \"c1\"", "kind = \"mem\"", "network = \"bridge\"", "mtu = \"big\""],
+            "t.toml:7: port c1: mtu must be an integer, found string \"big\"",
+        );
+        assert_port(&["name = \"c1\"", "mtu = 1500.0"], "t.toml:5: port c1: mtu must be an integer, found float 1500");
+        assert_port(&["name = 7"], "t.toml:4: port #1: name must be a string, found integer 7");
+        assert_port(&["name = \"c1\"", "kind = true"], "t.toml:5: port c1: kind must be a string, found boolean true");
+        assert_port(&["name = \"c1\"", "ifname = [1]"], "t.toml:5: port c1: ifname must be a string, found an array");
+        assert_port(&["name = \"c1\"", "network = {}"], "t.toml:5: port c1: network must be a string, found a table");
+        assert_first(
+            &["[[network]]", "name = \"n\"", "subnet = 1979-05-27"],
+            "t.toml:3: network n: subnet must be a string holding an IPv4 subnet like \"172.17.0.0/16\", found datetime 1979-05-27",
+        );
+        assert_first(
+            &["[switch]", "workers = \"2\""],
+            "t.toml:2: switch: workers must be an integer, found string \"2\"",
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_once() {
+        // No "missing field network" after the type error, no "gateway requires a subnet" after a bad subnet.
+        let lines = with_port(&["name = \"c1\"", "kind = \"mem\"", "network = 5"]);
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(all_errors(&lines), ["t.toml:6: port c1: network must be a string, found integer 5"]);
+        assert_eq!(
+            all_errors(&["[[network]]", "name = \"n\"", "subnet = \"10.0.0.0/33\"", "gateway = \"10.0.0.1\""]),
+            ["t.toml:3: network n: subnet \"10.0.0.0/33\" is not an IPv4 subnet like \"172.17.0.0/16\""]
+        );
+        // A port of unknown kind is not also told it needs an ifname.
+        assert_eq!(
+            all_errors(&[
+                "[[network]]",
+                "name = \"n\"",
+                "[[port]]",
+                "name = \"p\"",
+                "kind = \"tun\"",
+                "network = \"n\""
+            ]),
+            ["t.toml:5: port p: kind \"tun\" is not one of tap, afxdp, afpacket, pcap, mem"]
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let port = |mtu: &str| {
+            vec!["name = \"c1\"".to_string(), "kind = \"mem\"".into(), "network = \"bridge\"".into(), mtu.into()]
+        };
+        for (mtu, ok) in [("mtu = 68", true), ("mtu = 1898", true), ("mtu = 67", false), ("mtu = 1899", false)] {
+            let lines = port(mtu);
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            if ok {
+                assert_port_ok(&lines);
+            } else {
+                let value = mtu.trim_start_matches("mtu = ");
+                assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=1898"));
+            }
+        }
+        // Values that do not even fit the field's type read the same.
+        for value in ["70000", "-1"] {
+            let lines = port(&format!("mtu = {value}"));
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=1898"));
+        }
+        assert_eq!(limits::MAX_MTU as usize + ETH_HEADER_LEN + 2 * VLAN_TAG_LEN, MAX_FRAME_LEN);
+
+        assert_first(&["[switch]", "workers = 0"], "t.toml:2: switch: workers 0 is out of range 1..=64");
+        assert_first(&["[switch]", "workers = 65"], "t.toml:2: switch: workers 65 is out of range 1..=64");
+        assert_first(&["[switch]", "workers = -3"], "t.toml:2: switch: workers -3 is out of range 1..=64");
+        assert_eq!(Config::parse("[switch]\nworkers = 64", "t").unwrap().switch.workers, 64);
+
+        let net = |kv: &str| ["[[network]]".to_string(), "name = \"n\"".into(), kv.into()];
+        for (kv, expected) in [
+            ("mac_aging_secs = 0", Some("mac_aging_secs 0 is out of range 1..=1000000")),
+            ("mac_aging_secs = 1000001", Some("mac_aging_secs 1000001 is out of range 1..=1000000")),
+            ("mac_aging_secs = 1", None),
+            ("mac_aging_secs = 1_000_000", None),
+            ("mac_limit = 0", Some("mac_limit 0 is out of range 1..=1000000")),
+            ("mac_limit = 1000001", Some("mac_limit 1000001 is out of range 1..=1000000")),
+            ("mac_limit = -1", Some("mac_limit -1 is out of range 1..=1000000")),
+            ("mac_limit = 1", None),
+        ] {
+            let lines = net(kv);
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            match expected {
+                Some(message) => assert_first(&lines, &format!("t.toml:3: network n: {message}")),
+                None => assert!(Config::parse(&text(&lines), "t").is_ok(), "{kv}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_port(&["name = \"\""], "t.toml:4: port #1: name must not be empty");
+        assert_port(
+            &["name = \"c 1\""],
+            "t.toml:4: port #1: name \"c 1\" may only contain letters, digits, '_', '.' and '-'",
+        );
+        assert_port(&["name = \"c/1\""], "t.toml:4: port #1: name \"c/1\" may only contain");
+        assert_port(&["name = \"é\""], "t.toml:4: port #1: name \"é\" may only contain");
+        assert_port(&["name = \"-c1\""], "t.toml:4: port #1: name \"-c1\" must start with a letter or digit");
+        assert_port(&["name = \"..\""], "t.toml:4: port #1: name \"..\" must start with a letter or digit");
+        assert_port(
+            &["name = \"abcdefghijklmnop\""],
+            "t.toml:4: port #1: name \"abcdefghijklmnop\" is longer than 15 characters",
+        );
+        assert_port_ok(&["name = \"abcdefghijklmno\"", "kind = \"mem\"", "network = \"bridge\""]);
+        assert_port_ok(&["name = \"C_1.x-2\"", "kind = \"mem\"", "network = \"bridge\""]);
+        assert_port(&["kind = \"mem\"", "network = \"bridge\""], "t.toml:3: port #1: missing field \"name\"");
+
+        let long = "n".repeat(65);
+        let line = format!("name = \"{long}\"");
+        assert_first(
+            &["[[network]]", &line],
+            "t.toml:2: network #1: name \"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\"… is longer than 64 characters",
+        );
+        let line = format!("name = \"{}\"", "n".repeat(64));
+        assert!(Config::parse(&text(&["[[network]]", &line]), "t").is_ok());
+        assert_first(&["[[network]]", "subnet = \"10.0.0.0/8\""], "t.toml:1: network #1: missing field \"name\"");
+        // Networks and ports have separate namespaces.
+        assert_port_ok(&["name = \"bridge\"", "kind = \"mem\"", "network = \"bridge\""]);
+    }
+
+    #[test]
+    fn duplicate_names() {
+        assert_first(
+            &["[[network]]", "name = \"n\"", "", "[[network]]", "name = \"n\""],
+            "t.toml:5: network n: name \"n\" is already used by network n (line 1)",
+        );
+        assert_port(
+            &[
+                "name = \"c1\"",
+                "kind = \"mem\"",
+                "network = \"bridge\"",
+                "[[port]]",
+                "name = \"c1\"",
+                "kind = \"mem\"",
+                "network = \"bridge\"",
+            ],
+            "t.toml:8: port c1: name \"c1\" is already used by port c1 (line 3)",
+        );
+    }
+
+    #[test]
+    fn port_network() {
+        assert_first(
+            &[
+                "[[network]]",
+                "name = \"bridge\"",
+                "[[port]]",
+                "name = \"c3\"",
+                "kind = \"mem\"",
+                "",
+                "network = \"brige\"",
+            ],
+            "t.toml:7: port c3: network \"brige\" does not exist; known networks: bridge",
+        );
+        assert_first(
+            &["[[port]]", "name = \"c3\"", "kind = \"mem\"", "network = \"brige\""],
+            "t.toml:4: port c3: network \"brige\" does not exist; no networks are defined",
+        );
+        assert_port(
+            &["name = \"c1\"", "kind = \"mem\""],
+            "t.toml:3: port c1: missing field \"network\" (every port is an access port of a network for now)",
+        );
+        // Many networks are listed up to a limit, in file order.
+        let mut lines: Vec<String> = (0..12).map(|i| format!("[[network]]\nname = \"n{i}\"")).collect();
+        lines.push("[[port]]\nname = \"p\"\nkind = \"mem\"\nnetwork = \"x\"".into());
+        let err = Config::parse(&lines.join("\n"), "t").unwrap_err();
+        assert_eq!(
+            err.message,
+            "port p: network \"x\" does not exist; known networks: n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, … (12 in all)"
+        );
+    }
+
+    #[test]
+    fn kind_and_ifname() {
+        assert_port(
+            &["name = \"c1\"", "network = \"bridge\""],
+            "t.toml:3: port c1: missing field \"kind\" (one of tap, afxdp, afpacket, pcap, mem)",
+        );
+        assert_port(
+            &["name = \"c1\"", "kind = \"Tap\""],
+            "t.toml:5: port c1: kind \"Tap\" is not one of tap, afxdp, afpacket, pcap, mem",
+        );
+        assert_port(
+            &["name = \"c1\"", "kind = \"tap\"", "network = \"bridge\""],
+            "t.toml:3: port c1: missing field \"ifname\" (kind tap needs the tap to create)",
+        );
+        for kind in ["afxdp", "afpacket"] {
+            let line = format!("kind = \"{kind}\"");
+            assert_port(
+                &["name = \"c1\"", &line, "network = \"bridge\""],
+                &format!("t.toml:3: port c1: missing field \"ifname\" (kind {kind} needs the interface to attach to)"),
+            );
+        }
+        for kind in PortKind::ALL {
+            assert_eq!(PortKind::from_name(kind.as_str()), Some(kind));
+            let line = format!("kind = \"{kind}\"");
+            let cfg = assert_port_ok(&["name = \"c1\"", &line, "ifname = \"eth0\"", "network = \"bridge\""]);
+            assert_eq!(cfg.ports[0].kind, kind);
+            if !kind.needs_ifname() {
+                assert_port_ok(&["name = \"c1\"", &line, "network = \"bridge\""]);
+            }
+        }
+        let port = |ifname: &str| format!("ifname = {ifname:?}");
+        for (ifname, problem) in [
+            ("abcdefghijklmnop", "is longer than 15 bytes"),
+            ("ééééééééé", "is longer than 15 bytes"),
+            ("", "must not be empty"),
+            (".", "is not a valid interface name"),
+            ("a/b", "must not contain '/', ':', whitespace or NUL"),
+            ("eth0:1", "must not contain"),
+            ("a b", "must not contain"),
+        ] {
+            let line = port(ifname);
+            let expected = if ifname.is_empty() {
+                "t.toml:7: port c1: ifname must not be empty".to_string()
+            } else {
+                format!("t.toml:7: port c1: ifname {ifname:?} {problem}")
+            };
+            assert_port(&["name = \"c1\"", "kind = \"tap\"", "network = \"bridge\"", &line], &expected);
+        }
+        assert_port_ok(&["name = \"c1\"", "kind = \"tap\"", "network = \"bridge\"", "ifname = \"abcdefghijklmno\""]);
+        assert_port(
+            &[
+                "name = \"c1\"",
+                "kind = \"tap\"",
+                "ifname = \"vs0\"",
+                "network = \"bridge\"",
+                "[[port]]",
+                "name = \"c2\"",
+                "kind = \"afpacket\"",
+                "ifname = \"vs0\"",
+                "network = \"bridge\"",
+            ],
+            "t.toml:11: port c2: ifname \"vs0\" is already used by port c1 (line 3)",
+        );
+    }
+
+    #[test]
+    fn subnet_and_gateway() {
+        let net = |lines: &[&str]| {
+            let mut all = vec!["[[network]]", "name = \"n\""];
+            all.extend_from_slice(lines);
+            first_error(&all)
+        };
+        assert_eq!(net(&["gateway = \"10.0.0.1\""]), "t.toml:3: network n: gateway 10.0.0.1 requires a subnet");
+        assert_eq!(
+            net(&["subnet = \"10.0.0.0/24\"", "gateway = \"10.0.1.1\""]),
+            "t.toml:4: network n: gateway 10.0.1.1 is not inside subnet 10.0.0.0/24"
+        );
+        assert_eq!(
+            net(&["subnet = \"10.0.0.0/24\"", "gateway = \"10.0.0.0\""]),
+            "t.toml:4: network n: gateway 10.0.0.0 is the network address of subnet 10.0.0.0/24"
+        );
+        assert_eq!(
+            net(&["subnet = \"10.0.0.0/24\"", "gateway = \"10.0.0.255\""]),
+            "t.toml:4: network n: gateway 10.0.0.255 is the broadcast address of subnet 10.0.0.0/24"
+        );
+        assert_eq!(
+            net(&["subnet = \"10.0.0.1/24\""]),
+            "t.toml:3: network n: subnet 10.0.0.1/24 has host bits set (did you mean 10.0.0.0/24?)"
+        );
+        assert_eq!(
+            net(&["subnet = \"10.0.0.0\""]),
+            "t.toml:3: network n: subnet \"10.0.0.0\" is not an IPv4 subnet like \"172.17.0.0/16\""
+        );
+        assert_eq!(
+            net(&["gateway = \"10.0.0.300\""]),
+            "t.toml:3: network n: gateway \"10.0.0.300\" is not an IPv4 address"
+        );
+        let cfg = Config::parse(
+            &text(&["[[network]]", "name = \"n\"", "subnet = \"10.0.0.0/30\"", "gateway = \"10.0.0.2\""]),
+            "t",
+        );
+        assert_eq!(cfg.unwrap().networks[0].gateway, Some(Ipv4Addr::new(10, 0, 0, 2)));
+    }
+
+    #[test]
+    fn overlapping_subnets() {
+        let nets = |subnets: &[&str]| {
+            let lines: Vec<String> = subnets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("[[network]]\nname = \"n{}\"\nsubnet = \"{s}\"", i + 1))
+                .collect();
+            match Config::parse_all_errors(&lines.join("\n"), "t.toml") {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+            }
+        };
+        assert_eq!(
+            nets(&["10.0.0.0/8", "10.1.0.0/16"]),
+            ["t.toml:6: network n2: subnet 10.1.0.0/16 overlaps subnet 10.0.0.0/8 of network n1 (line 1)"]
+        );
+        assert_eq!(
+            nets(&["10.1.0.0/16", "10.0.0.0/8"]),
+            ["t.toml:6: network n2: subnet 10.0.0.0/8 overlaps subnet 10.1.0.0/16 of network n1 (line 1)"]
+        );
+        assert_eq!(
+            nets(&["10.0.0.0/24", "10.0.0.0/24"]),
+            ["t.toml:6: network n2: subnet 10.0.0.0/24 overlaps subnet 10.0.0.0/24 of network n1 (line 1)"]
+        );
+        assert_eq!(nets(&["10.0.0.0/24", "10.0.1.0/24", "10.0.0.0/23", "192.168.0.0/16"]).len(), 2);
+        assert!(nets(&["10.0.0.0/24", "10.0.1.0/24", "172.16.0.0/12", "192.168.0.0/16"]).is_empty());
+    }
+
+    #[test]
+    fn all_errors_are_reported_in_line_order() {
+        let lines = [
+            "[[port]]",       // 1: missing network
+            "name = \"c1\"",  // 2
+            "kind = \"mem\"", // 3
+            "mtu = 9000",     // 4
+            "[[network]]",    // 5
+            "name = \"n\"",   // 6
+            "mac_limit = 0",  // 7
+            "[switch]",       // 8
+            "workers = 100",  // 9
+        ];
+        assert_eq!(
+            all_errors(&lines),
+            [
+                "t.toml:1: port c1: missing field \"network\" (every port is an access port of a network for now)",
+                "t.toml:4: port c1: mtu 9000 is out of range 68..=1898",
+                "t.toml:7: network n: mac_limit 0 is out of range 1..=1000000",
+                "t.toml:9: switch: workers 100 is out of range 1..=64",
+            ]
+        );
+        let joined = Config::parse(&text(&lines), "t.toml").unwrap_err();
+        assert_eq!(joined.line, Some(1));
+        assert_eq!(joined.to_string(), all_errors(&lines).join("\n"));
+    }
+
+    #[test]
+    fn long_error_lists_are_cut_short() {
+        let ports: String = (0..30).map(|i| format!("[[port]]\nname = \"p{i}\"\nkind = \"mem\"\n")).collect();
+        assert_eq!(Config::parse_all_errors(&ports, "t").unwrap_err().len(), 30);
+        let err = Config::parse(&ports, "t").unwrap_err().to_string();
+        assert_eq!(err.lines().count(), MAX_LISTED_ERRORS + 1);
+        assert_eq!(err.lines().last(), Some("t: … and 10 more errors"));
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let long = "x".repeat(10_000);
+        let line = format!("kind = \"{long}\"");
+        let err = first_error(&with_port(&["name = \"p\"", &line]).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn validate_checks_configurations_built_in_code() {
+        let mut cfg = full_config();
+        cfg.ports[1].network = None;
+        cfg.networks[0].mac_limit = 0;
+        let err = cfg.validate("pushed").unwrap_err();
+        assert_eq!(err.line, None);
+        assert_eq!(
+            err.to_string(),
+            "pushed: network bridge: mac_limit 0 is out of range 1..=1000000\n\
+             pushed: port c2: missing field \"network\" (every port is an access port of a network for now)"
+        );
+        // Deserializing directly (the wire form) only checks the shape.
+        let json = serde_json::to_string(&full_config()).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, full_config());
+    }
+
+    #[test]
+    fn line_index() {
+        let index = LineIndex::new("a\nbc\n\nd");
+        assert_eq!([0, 1, 2, 3, 4, 5, 6, 99].map(|o| index.line(o)), [1, 1, 2, 2, 2, 3, 4, 4]);
+    }
+
+    /// Every prefix of a valid file: no panic, a line inside the text on every error.
+    #[test]
+    fn truncated_files_never_panic() {
+        for end in (0..=FULL.len()).filter(|&i| FULL.is_char_boundary(i)) {
+            check_any(&FULL[..end]);
+        }
+    }
+
+    /// Parses `text` twice (the results must agree) and checks the errors' shape.
+    fn check_any(text: &str) {
+        let first = Config::parse_all_errors(text, "t.toml");
+        assert_eq!(first, Config::parse_all_errors(text, "t.toml"), "not deterministic: {text:?}");
+        match first {
+            Ok(cfg) => assert_eq!(cfg.validate("t.toml"), Ok(()), "{text:?}"),
+            Err(errors) => {
+                assert!(!errors.is_empty());
+                let last_line = text.lines().count() + 1;
+                for e in &errors {
+                    assert!(e.line.is_some_and(|l| (1..=last_line).contains(&l)), "{e} in {text:?}");
+                    assert!(!e.message.is_empty() && !e.message.contains('\n'), "{e:?}");
+                }
+                assert!(errors.windows(2).all(|w| w[0].line <= w[1].line), "{errors:?}");
+            }
+        }
+    }
+
+    const TOKENS: &[&str] = &[
+        "\n",
+        "\n",
+        "\n",
+        " ",
+        "=",
+        "[switch]",
+        "[[network]]",
+        "[[port]]",
+        "[port]",
+        "name",
+        "kind",
+        "ifname",
+        "network",
+        "mtu",
+        "subnet",
+        "gateway",
+        "workers",
+        "mac_limit",
+        "mac_aging_secs",
+        "bogus",
+        "\"c1\"",
+        "\"bridge\"",
+        "\"tap\"",
+        "\"mem\"",
+        "\"10.0.0.0/8\"",
+        "\"10.0.0.1\"",
+        "\"\"",
+        "0",
+        "1500",
+        "-1",
+        "99999999999999999999",
+        "1.5",
+        "true",
+        "1979-05-27",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ".",
+        "#",
+        "'",
+        "\"",
+        "\"\"\"",
+        "é",
+        "\\",
+        "\0",
+    ];
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(text in "\\PC{0,300}") {
+            check_any(&text);
+        }
+
+        #[test]
+        fn toml_shaped_garbage_never_panics(tokens in prop::collection::vec(prop::sample::select(TOKENS), 0..80)) {
+            check_any(&tokens.concat());
+        }
+
+        #[test]
+        fn edited_valid_files_never_panic(cut in 0usize..600, len in 0usize..40, insert in prop::sample::select(TOKENS)) {
+            let start = (0..=cut.min(FULL.len())).rev().find(|&i| FULL.is_char_boundary(i)).unwrap_or(0);
+            let end = (start..=(start + len).min(FULL.len())).rev().find(|&i| FULL.is_char_boundary(i)).unwrap_or(start);
+            check_any(&format!("{}{insert}{}", &FULL[..start], &FULL[end..]));
+        }
     }
 }
