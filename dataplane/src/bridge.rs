@@ -136,3 +136,132 @@ fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mu
         verdicts.set(i, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::buffer::NANOS_PER_SEC;
+    use crate::counters::DropReason;
+    use crate::testbed::Testbed;
+    use crate::wire::builder::udp;
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    const CONFIG: &str = r#"
+        [[network]]
+        name = "red"
+        mac_aging_secs = 10
+        [[network]]
+        name = "blue"
+        [[port]]
+        name = "a"
+        kind = "mem"
+        network = "red"
+        [[port]]
+        name = "b"
+        kind = "mem"
+        network = "red"
+        [[port]]
+        name = "c"
+        kind = "mem"
+        network = "red"
+        [[port]]
+        name = "x"
+        kind = "mem"
+        network = "blue"
+    "#;
+
+    fn host(n: u8) -> (MacAddr, Ipv4Addr) {
+        (MacAddr([2, 0, 0, 0, 0, n]), Ipv4Addr::new(10, 0, 0, n))
+    }
+
+    fn frame(from: u8, to: MacAddr) -> Vec<u8> {
+        let (smac, sip) = host(from);
+        udp(smac, to, sip, Ipv4Addr::new(10, 0, 0, 99), 1000, 2000, 18)
+    }
+
+    fn sent_counts(tb: &mut Testbed) -> [usize; 4] {
+        ["a", "b", "c", "x"].map(|p| tb.take(p).len())
+    }
+
+    #[test]
+    fn unknown_unicast_floods_then_learned_reply_is_unicast() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("a", &frame(1, host(2).0));
+        assert_eq!(sent_counts(&mut tb), [0, 1, 1, 0], "flooded to b and c, never back to a nor to blue");
+        tb.send("b", &frame(2, host(1).0));
+        assert_eq!(sent_counts(&mut tb), [1, 0, 0, 0], "a was learned");
+        tb.send("a", &frame(1, host(2).0));
+        assert_eq!(sent_counts(&mut tb), [0, 1, 0, 0], "b was learned");
+    }
+
+    #[test]
+    fn broadcast_floods_within_the_network_only() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("b", &frame(2, MacAddr::BROADCAST));
+        assert_eq!(sent_counts(&mut tb), [1, 0, 1, 0]);
+        tb.send("x", &frame(9, MacAddr::BROADCAST));
+        assert_eq!(sent_counts(&mut tb), [0, 0, 0, 0]);
+        assert_eq!(tb.switch().counters().drops(DropReason::FloodNoPorts), 1);
+    }
+
+    #[test]
+    fn silent_host_ages_out_and_is_flooded_again() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("b", &frame(2, MacAddr::BROADCAST));
+        sent_counts(&mut tb);
+        tb.advance(10 * NANOS_PER_SEC);
+        tb.send("a", &frame(1, host(2).0));
+        assert_eq!(sent_counts(&mut tb), [0, 1, 0, 0], "still known at exactly the ageing time");
+        tb.advance(NANOS_PER_SEC);
+        tb.send("a", &frame(1, host(2).0));
+        assert_eq!(sent_counts(&mut tb), [0, 1, 1, 0], "aged out: flooded");
+    }
+
+    #[test]
+    fn mac_move_follows_the_host() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("b", &frame(2, MacAddr::BROADCAST));
+        tb.send("c", &frame(2, MacAddr::BROADCAST));
+        sent_counts(&mut tb);
+        tb.send("a", &frame(1, host(2).0));
+        assert_eq!(sent_counts(&mut tb), [0, 0, 1, 0]);
+        assert_eq!(tb.switch().fdb_stats()[0].moved, 1);
+    }
+
+    #[test]
+    fn destination_on_ingress_port_is_filtered() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("a", &frame(2, MacAddr::BROADCAST));
+        tb.send("a", &frame(1, host(2).0));
+        sent_counts(&mut tb);
+        assert_eq!(tb.switch().counters().drops(DropReason::SamePort), 1);
+    }
+
+    #[test]
+    fn group_and_zero_sources_are_forwarded_but_not_learned() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        let mcast = MacAddr([1, 0, 0x5e, 0, 0, 1]);
+        let f = udp(mcast, MacAddr::BROADCAST, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2, 18);
+        tb.send("a", &f);
+        let z =
+            udp(MacAddr::ZERO, MacAddr::BROADCAST, Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1, 2, 18);
+        tb.send("a", &z);
+        assert_eq!(sent_counts(&mut tb), [0, 2, 2, 0]);
+        assert!(tb.switch().fdb(0).is_empty());
+        assert_eq!(tb.switch().bridge_stats().learn_skipped, 2);
+    }
+
+    #[test]
+    fn runts_and_oversize_frames_are_dropped_with_reasons() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        tb.send("a", &[0u8; 13]);
+        let mut big = frame(1, MacAddr::BROADCAST);
+        big.resize(1515, 0);
+        tb.send("a", &big);
+        assert_eq!(sent_counts(&mut tb), [0, 0, 0, 0]);
+        let c = tb.switch().counters();
+        assert_eq!((c.drops(DropReason::Runt), c.drops(DropReason::TooLong)), (1, 1));
+        assert_eq!(c.port(0).dropped, 2);
+        assert_eq!(tb.free_buffers(), tb.total_buffers());
+    }
+}
