@@ -32,15 +32,24 @@
 //!
 //! **Memory**: 256 KiB for level 1, allocated (zeroed, so the OS maps pages on first write) when the `Fib` is
 //! created; plus 1 KiB per chunk: one per /16 that holds a prefix longer than /16, and one per /24 that holds
-//! a prefix longer than /24 (see [`Fib::table_bytes`]). With an Internet-like table of 1M routes (mostly /24 and
-//! shorter) that is about 64 MiB of chunks, as for DIR-24-8. The route set adds about 20 bytes per route.
+//! a prefix longer than /24 (see [`Fib::table_bytes`]). Uniformly random prefixes are the worst case (nearly
+//! every one lands in a /16 of its own); with `bench/benches/lpm.rs`'s mix (mostly /24, 5% longer than /24) the
+//! lookup tables take 272 KiB for 10 routes, 16 MiB for 10k, 64 MiB for 100k and 128 MiB for 1M (pool capacity;
+//! about 113 MiB in use: a chunk under each of the 65,536 /16s plus ~50k for the routes longer than /24). Real
+//! tables cluster in allocated space and need fewer chunks. The route set adds an estimated 15–25 bytes per
+//! route (B-tree nodes of up to 11 five-byte keys and four-byte values).
 //!
 //! Why 16-8-8 rather than DIR-24-8's 2^24-entry first level: a 64 MiB first level would make every `Fib` cost
 //! 64 MiB as soon as a short prefix (a default route) is installed — too much for a test suite creating many
 //! tables — and random lookups in a small table would miss the caches and TLB for nothing. With 16-8-8 a small
-//! table sits in L2 cache, a /16-or-shorter match is one access, and a /17–/24 match is two; in a 1M-route
+//! table sits in L2 cache, an address whose /16 holds no longer prefix is one access, and a /17–/24 match is two; in a 1M-route
 //! table the extra access is to the 256 KiB level 1, which stays cache-resident, so the cost is still about one
-//! DRAM miss per lookup, as with DIR-24-8. Routes longer than /24 take a third access, as in DIR-24-8's second.
+//! DRAM (and TLB) miss per lookup, as with DIR-24-8. Routes longer than /24 take a third access, as in
+//! DIR-24-8's second. Measured with `cargo bench -p bench --bench lpm` on a shared 2-vCPU KVM guest (4 KiB
+//! pages, independent lookups), quietest run, uniform / routed destinations: 558 / 308 M lookups/s with 10
+//! routes, 207 / 93 M/s with 10k, 25 / 28 M/s with 100k, 17 / 15 M/s with 1M (runs under load from parallel
+//! builds were up to 2× slower). From 100k routes on the chunks no longer fit the caches, and with 4 KiB pages
+//! each miss is likely a TLB miss too, so backing the chunk pool with huge pages is a likely next lever.
 //!
 //! Limits: next-hop indices up to [`NextHopId::MAX`] (2^24 - 1), and 2^24 chunks (16 GiB: memory runs out
 //! first). Chunk slots freed by removals are reused but the pool does not shrink; build a fresh `Fib` to compact.
