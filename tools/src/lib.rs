@@ -1,1 +1,10 @@
-//! placeholder
+//! vswitch's capture tools as a library: [`generate`] (synthetic captures from a TOML spec), [`dump`] (one decoded
+//! line per frame) and [`diff`] (first difference between two captures). The `vswitch-pcap` binary is a thin
+//! command-line wrapper over these, and the pcap regression harness calls them directly.
+//!
+//! Everything here is synchronous, single-threaded and free of global state; capture I/O goes through
+//! `dataplane::port::pcap`, frame building and decoding through `dataplane::wire`.
+
+pub mod diff;
+pub mod dump;
+pub mod generate;
