@@ -172,16 +172,15 @@ impl Kind {
 
     /// Fields beyond the common ones that apply to this kind.
     fn specific_fields(self) -> &'static [&'static str] {
-        const IPV4: [&str; 5] = ["src_ip", "dst_ip", "ttl", "df", "ip_id"];
         match self {
             Kind::ArpRequest | Kind::ArpReply => &["to", "src_ip", "dst_ip"],
             Kind::GratuitousArp => &["src_ip"],
             Kind::IcmpEcho | Kind::IcmpReply => {
-                &["to", IPV4[0], IPV4[1], IPV4[2], IPV4[3], IPV4[4], "payload", "id", "seq"]
+                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "id", "seq"]
             }
-            Kind::Udp => &["to", IPV4[0], IPV4[1], IPV4[2], IPV4[3], IPV4[4], "payload", "sport", "dport"],
+            Kind::Udp => &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "sport", "dport"],
             Kind::Tcp => {
-                &["to", IPV4[0], IPV4[1], IPV4[2], IPV4[3], IPV4[4], "payload", "sport", "dport", "flags", "seq", "ack"]
+                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "sport", "dport", "flags", "seq", "ack"]
             }
             Kind::Ipv6Udp => &["to", "src_ip", "dst_ip", "ttl", "payload", "sport", "dport"],
             Kind::Raw => &["to", "ethertype", "payload"],
@@ -224,7 +223,6 @@ impl<'de> Deserialize<'de> for Number {
 /// One `[[frame]]` table. See the module documentation for the meaning of each field.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct Entry {
     pub kind: Kind,
     pub from: Option<String>,
@@ -428,13 +426,17 @@ pub fn generate_file(spec: &Path, out: &Path) -> Result<usize, GenError> {
     let frames = Spec::from_toml(&text)
         .and_then(|s| s.frames())
         .map_err(|source| GenError::Spec { path: spec.to_path_buf(), source })?;
-    let write_err = |source| GenError::Write { path: out.to_path_buf(), source };
-    let mut w = CaptureWriter::create(out, false).map_err(write_err)?;
-    for f in &frames {
-        w.write(f.ts, &f.data).map_err(write_err)?;
-    }
-    w.finish().map_err(write_err)?;
+    write_capture(out, &frames).map_err(|source| GenError::Write { path: out.to_path_buf(), source })?;
     Ok(frames.len())
+}
+
+/// Writes `frames` to a new microsecond capture at `path` (e.g. generated inputs for a replay).
+pub fn write_capture(path: &Path, frames: &[CapturedFrame]) -> std::io::Result<()> {
+    let mut w = CaptureWriter::create(path, false)?;
+    for f in frames {
+        w.write(f.ts, &f.data)?;
+    }
+    w.finish()
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a fixed, fully specified generator, so random MACs in a generated
@@ -464,6 +466,80 @@ struct Addrs {
     dst_mac: MacAddr,
     src_ip: IpAddr,
     dst_ip: IpAddr,
+}
+
+/// What the frames of one entry share, checked and resolved.
+struct Plan {
+    kind: Kind,
+    addrs: Addrs,
+    payload: usize,
+    opts: Ipv4Opts,
+    sport: u16,
+    dport: u16,
+    flags: TcpFlags,
+    /// TCP sequence number or ICMP echo sequence of the first frame.
+    seq: u32,
+    ack: u32,
+    icmp_id: u16,
+    ethertype: u16,
+    vlan: Option<u16>,
+}
+
+impl Plan {
+    /// The `i`th frame (from 0) of the entry, from `src_mac`, before faults are applied.
+    fn frame(&self, i: u64, src_mac: MacAddr) -> Vec<u8> {
+        let Plan { kind, ref addrs, payload, opts, sport, dport, flags, .. } = *self;
+        // `addrs` has addresses of the family the kind needs (checked when resolved); the other arms are unused.
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let v6 = |ip: IpAddr| match ip {
+            IpAddr::V6(ip) => ip,
+            IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+        };
+        let ipv4 = Ipv4Spec::new(src_mac, addrs.dst_mac, v4(addrs.src_ip), v4(addrs.dst_ip)).with_opts(opts);
+        let frame = match kind {
+            Kind::ArpRequest | Kind::GratuitousArp | Kind::ArpReply => {
+                let (op, target_mac) = if kind == Kind::ArpReply {
+                    (ArpOp::Reply, addrs.dst_mac)
+                } else {
+                    (ArpOp::Request, MacAddr::ZERO)
+                };
+                let (sender_ip, target_ip) = (v4(addrs.src_ip), v4(addrs.dst_ip));
+                let mut f =
+                    builder::arp(addrs.dst_mac, &Arp { op, sender_mac: src_mac, sender_ip, target_mac, target_ip });
+                f.resize((kind.header_len() + payload).max(MIN_FRAME_LEN), 0);
+                f
+            }
+            Kind::IcmpEcho | Kind::IcmpReply => {
+                let seq = (u64::from(self.seq) + i) as u16; // wraps, as ping's does
+                if kind == Kind::IcmpEcho {
+                    ipv4.icmp_echo_request(self.icmp_id, seq, payload)
+                } else {
+                    ipv4.icmp_echo_reply(self.icmp_id, seq, payload)
+                }
+            }
+            Kind::Udp => ipv4.udp(sport, dport, payload),
+            Kind::Tcp => {
+                // Each segment uses sequence space for its payload, plus one for SYN and one for FIN.
+                let step = payload as u64
+                    + u64::from(flags.contains(TcpFlags::SYN))
+                    + u64::from(flags.contains(TcpFlags::FIN));
+                let seq = u64::from(self.seq).wrapping_add(step.wrapping_mul(i)) as u32;
+                ipv4.tcp(TcpSegment { sport, dport, flags, seq, ack: self.ack }, payload)
+            }
+            Kind::Ipv6Udp => {
+                let v6spec = Ipv6Spec::new(src_mac, addrs.dst_mac, v6(addrs.src_ip), v6(addrs.dst_ip));
+                Ipv6Spec { hop_limit: opts.ttl, ..v6spec }.udp(sport, dport, payload)
+            }
+            Kind::Raw => builder::eth(addrs.dst_mac, src_mac, self.ethertype, &builder::pattern(payload)),
+        };
+        match self.vlan {
+            Some(vid) => builder::with_vlan(&frame, vid),
+            None => frame,
+        }
+    }
 }
 
 impl EntryCx<'_> {
@@ -625,20 +701,21 @@ impl EntryCx<'_> {
         value.ok_or_else(|| self.err(field, format!("required for {} frames", self.entry.kind)))
     }
 
-    fn generate(&self, out: &mut Vec<CapturedFrame>) -> Result<(), SpecError> {
+    /// Checks the entry and resolves everything its frames share.
+    fn plan(&self) -> Result<Plan, SpecError> {
         let e = self.entry;
         self.check_fields()?;
         let addrs = self.addrs()?;
         let payload = self.payload_len()?;
-        let times = self.times()?;
         if let Some(vid) = e.vlan.filter(|&v| v > 4095) {
             return Err(self.err("vlan", format!("{vid} is not a VLAN ID (0-4095)")));
         }
-        let icmp_seq = match e.seq {
-            Some(s) if e.kind == Kind::IcmpEcho || e.kind == Kind::IcmpReply => {
-                u16::try_from(s).map_err(|_| self.err("seq", format!("{s} does not fit ICMP's 16-bit sequence")))?
+        let seq = match (e.kind, e.seq) {
+            (Kind::IcmpEcho | Kind::IcmpReply, Some(s)) if s > u32::from(u16::MAX) => {
+                return Err(self.err("seq", format!("{s} does not fit ICMP's 16-bit sequence")))
             }
-            _ => 1,
+            (Kind::IcmpEcho | Kind::IcmpReply, s) => s.unwrap_or(1),
+            (_, s) => s.unwrap_or(0),
         };
         let (flags, sport, dport) = match e.kind {
             Kind::Tcp => (self.tcp_flags()?, self.port("sport", e.sport)?, self.port("dport", e.dport)?),
@@ -649,12 +726,27 @@ impl EntryCx<'_> {
             Kind::Raw => e.ethertype.ok_or_else(|| self.err("ethertype", "required for raw frames, e.g. 0x88b5"))?,
             _ => 0,
         };
-        // TCP sequence space one segment uses: its payload, plus one for SYN and for FIN.
-        let seq_step =
-            payload as u64 + u64::from(flags.contains(TcpFlags::SYN)) + u64::from(flags.contains(TcpFlags::FIN));
-        let mut rng = e.random_src_mac.unwrap_or(false).then(|| SplitMix64(e.seed.unwrap_or(0)));
-        let opts = Ipv4Opts { ttl: e.ttl.unwrap_or(64), df: e.df.unwrap_or(false), id: e.ip_id.unwrap_or(0) };
+        Ok(Plan {
+            kind: e.kind,
+            addrs,
+            payload,
+            opts: Ipv4Opts { ttl: e.ttl.unwrap_or(64), df: e.df.unwrap_or(false), id: e.ip_id.unwrap_or(0) },
+            sport,
+            dport,
+            flags,
+            seq,
+            ack: e.ack.unwrap_or(0),
+            icmp_id: e.id.unwrap_or(1),
+            ethertype,
+            vlan: e.vlan,
+        })
+    }
 
+    fn generate(&self, out: &mut Vec<CapturedFrame>) -> Result<(), SpecError> {
+        let plan = self.plan()?;
+        let times = self.times()?;
+        let e = self.entry;
+        let mut rng = e.random_src_mac.unwrap_or(false).then(|| SplitMix64(e.seed.unwrap_or(0)));
         for (i, ts) in times.into_iter().enumerate() {
             let src_mac = match rng.as_mut() {
                 Some(rng) => {
@@ -662,55 +754,9 @@ impl EntryCx<'_> {
                     // Unicast (I/G bit clear), locally administered (U/L bit set).
                     MacAddr([(r[0] & 0xfc) | 0x02, r[1], r[2], r[3], r[4], r[5]])
                 }
-                None => addrs.src_mac,
+                None => plan.addrs.src_mac,
             };
-            let v4 = |ip: IpAddr| match ip {
-                IpAddr::V4(ip) => ip,
-                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-            };
-            let v6 = |ip: IpAddr| match ip {
-                IpAddr::V6(ip) => ip,
-                IpAddr::V4(ip) => ip.to_ipv6_mapped(),
-            };
-            let (src_ip, dst_ip) = (addrs.src_ip, addrs.dst_ip);
-            let ipv4 = Ipv4Spec::new(src_mac, addrs.dst_mac, v4(src_ip), v4(dst_ip)).with_opts(opts);
-            let mut frame = match e.kind {
-                Kind::ArpRequest | Kind::GratuitousArp | Kind::ArpReply => {
-                    let (op, target_mac) = match e.kind {
-                        Kind::ArpReply => (ArpOp::Reply, addrs.dst_mac),
-                        _ => (ArpOp::Request, MacAddr::ZERO),
-                    };
-                    let msg = Arp { op, sender_mac: src_mac, sender_ip: v4(src_ip), target_mac, target_ip: v4(dst_ip) };
-                    let mut f = builder::arp(addrs.dst_mac, &msg);
-                    f.resize((e.kind.header_len() + payload).max(MIN_FRAME_LEN), 0);
-                    f
-                }
-                Kind::IcmpEcho | Kind::IcmpReply => {
-                    let (id, seq) = (e.id.unwrap_or(1), icmp_seq.wrapping_add(i as u16));
-                    if e.kind == Kind::IcmpEcho {
-                        ipv4.icmp_echo_request(id, seq, payload)
-                    } else {
-                        ipv4.icmp_echo_reply(id, seq, payload)
-                    }
-                }
-                Kind::Udp => ipv4.udp(sport, dport, payload),
-                Kind::Tcp => {
-                    let seq = u64::from(e.seq.unwrap_or(0)).wrapping_add(seq_step.wrapping_mul(i as u64)) as u32;
-                    let seg = TcpSegment { sport, dport, flags, seq, ack: e.ack.unwrap_or(0) };
-                    ipv4.tcp(seg, payload)
-                }
-                Kind::Ipv6Udp => {
-                    let spec = Ipv6Spec {
-                        hop_limit: opts.ttl,
-                        ..Ipv6Spec::new(src_mac, addrs.dst_mac, v6(src_ip), v6(dst_ip))
-                    };
-                    spec.udp(sport, dport, payload)
-                }
-                Kind::Raw => builder::eth(addrs.dst_mac, src_mac, ethertype, &builder::pattern(payload)),
-            };
-            if let Some(vid) = e.vlan {
-                frame = builder::with_vlan(&frame, vid);
-            }
+            let mut frame = plan.frame(i as u64, src_mac);
             self.apply_faults(&mut frame)?;
             out.push(CapturedFrame { ts, data: frame });
         }
@@ -996,6 +1042,21 @@ at = 0.002
     }
 
     #[test]
+    fn generated_file_reads_back_as_the_same_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("s.toml");
+        let body = "[[frame]]\nkind = \"icmp-echo\"\nfrom = \"a\"\nto = \"b\"\ncount = 3\nrate = 3\nat = 1.5\n";
+        std::fs::write(&spec, format!("{HOSTS}\n{body}")).unwrap();
+        let out = dir.path().join("s.pcap");
+        assert_eq!(generate_file(&spec, &out).unwrap(), 3);
+        let capture = dataplane::port::pcap::read_capture(&out).unwrap();
+        assert!(!capture.nanosecond);
+        assert_eq!(capture.frames, frames(body).unwrap());
+        let ts: Vec<u64> = capture.frames.iter().map(|f| f.ts).collect();
+        assert_eq!(ts, [1_500_000_000, 1_833_333_000, 2_166_667_000], "rounded to whole microseconds");
+    }
+
+    #[test]
     fn errors_name_the_entry_and_field() {
         let base = "[[frame]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"b\"\nsport = 1\n";
         assert_eq!(err(base), "frame #1 (udp, line 14): `dport`: required for udp frames");
@@ -1014,6 +1075,11 @@ at = 0.002
         assert!(err("[[frame]]\nkind = \"udp\"\nfrom = \"c\"\n").contains("`from`: no [[host]] named \"c\""));
         assert!(err("[[frame]]\nkind = \"tcp\"\nfrom = \"a\"\nto = \"b\"\nsport = 1\ndport = 2\nflags = [\"URG\"]\n")
             .contains("`flags`: unknown flag \"URG\""));
+        let no_ip6 =
+            "[[host]]\nname = \"c\"\nmac = \"02:00:00:00:00:03\"\n[[frame]]\nkind = \"ipv6-udp\"\nfrom = \"c\"\nto = \"c\"\n";
+        assert!(err(no_ip6).contains("`from`: host \"c\" has no `ip6`"), "{}", err(no_ip6));
+        assert!(err("[[frame]]\nkind = \"icmp-echo\"\nfrom = \"a\"\nto = \"b\"\nseq = 70000\n")
+            .contains("`seq`: 70000 does not fit"));
         // Serde-level errors carry TOML's line and column.
         let typo = err("[[frame]]\nkind = \"udp\"\nsprot = 1\n");
         assert!(typo.contains("unknown field `sprot`") && typo.contains("line 16"), "{typo}");
