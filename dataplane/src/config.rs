@@ -1,5 +1,5 @@
-//! The configuration model: the TOML language of DESIGN.md §2 (the foundation subset), parsed and validated as
-//! a whole before anything is applied.
+//! The configuration model: the TOML language of DESIGN.md §2 (switching and static routing; `masquerade` and
+//! `[[publish]]` are not part of it yet), parsed and validated as a whole before anything is applied.
 //!
 //! This module owns the user's language and the rules that make a configuration valid. The public types
 //! ([`Config`] and its parts) are also the configuration's wire form between `vswitch-agent` and `vswitchd`.
@@ -15,31 +15,55 @@
 //! [[network]]                # an L2 bridge domain; any number of them
 //! name = "bridge"
 //! subnet = "172.17.0.0/16"
-//! gateway = "172.17.0.1"
+//! gateway = "172.17.0.1"     # the switch routes for this network
+//! gateway_mac = "02:00:00:00:01:01"
+//! internal = false           # true: never routed to or from another interface
 //! mac_aging_secs = 300
 //! mac_limit = 8192
 //!
-//! [[port]]                   # any number of them
+//! [[port]]                   # any number of them; an access port of a network …
 //! name = "c1"
 //! kind = "tap"
 //! ifname = "vs-c1"
 //! network = "bridge"
 //! mtu = 1500
+//!
+//! [[port]]                   # … or a routed port, with the switch's own address on the link
+//! name = "uplink"
+//! kind = "afxdp"
+//! ifname = "vs-up"
+//! address = "203.0.113.2/24"
+//! mac = "02:00:00:00:02:01"
+//!
+//! [[route]]                  # static routes; any number of them
+//! prefix = "0.0.0.0/0"
+//! via = "203.0.113.1"
+//! port = "uplink"
 //! ```
+//!
+//! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
+//! prefix length); the subnets of router interfaces are the connected subnets the switch routes between.
 //!
 //! | key | required | default | valid values |
 //! |-----|----------|---------|--------------|
 //! | `switch.workers` | no | 1 | 1..=64 ([`limits::WORKERS`]) |
 //! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
-//! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet |
-//! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address |
+//! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet, nor a routed port's subnet if the network has a gateway |
+//! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address: the network's router interface |
+//! | `network.gateway_mac` | no | derived from the name ([`crate::topology`]) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
+//! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
 //! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
 //! | `port.kind` | yes | | `tap`, `afxdp`, `afpacket`, `pcap` or `mem` ([`PortKind`]) |
 //! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
-//! | `port.network` | yes, for now | | the name of a `[[network]]`: every port is an access port of a network |
+//! | `port.network` | either `network` or `address` | none | the name of a `[[network]]`: the port is an access port of that network |
+//! | `port.address` | either `network` or `address` | none | `A.B.C.D/N`, N in 1..=32, host bits kept: the switch's own address on the link, making the port a routed port; for N < 31 not the network or broadcast address of its subnet; the subnet must not overlap that of another router interface |
+//! | `port.mac` | no | derived from the name ([`crate::topology`]) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
 //! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
+//! | `route.prefix` | yes | | an IPv4 prefix `A.B.C.D/N` (N in 0..=32) without host bits; unique among routes |
+//! | `route.via` | yes | | the next hop: an IPv4 address inside a connected subnet (that of `port`, when given), not one of the switch's own addresses |
+//! | `route.port` | no | the router interface whose subnet holds `via` | the name of a routed port |
 //!
 //! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
 //! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
@@ -48,9 +72,10 @@
 //!
 //! Every error reads `ORIGIN:LINE: OBJECT: WHAT`, e.g.
 //! `examples/x.toml:12: port c3: network "brige" does not exist; known networks: bridge`. The object is
-//! `switch`, `network NAME` or `port NAME` (`network #N` / `port #N`, counting from 1 in file order, when the
-//! name itself is missing or invalid); the line is that of the offending value, or of the table's header when a
-//! field is missing.
+//! `switch`, `network NAME`, `port NAME` or `route PREFIX` (`network #N` / `port #N` / `route #N`, counting from 1
+//! in file order, when the name or prefix itself is missing or invalid); the line is that of the offending value,
+//! or of the table's header when a field is missing. A rule between two objects (a duplicate name, overlapping
+//! subnets, a MAC used twice) is reported on the one written later and names the other with its line.
 //!
 //! - Syntax errors, unknown keys and misshapen tables (`[port]` instead of `[[port]]`) stop the parse: that one
 //!   error is reported.
@@ -66,8 +91,10 @@
 //! # Invariants
 //!
 //! A [`Config`] returned by [`Config::parse`] or [`Config::load`], or accepted by [`Config::validate`], satisfies
-//! every rule in the table above; in particular every port's `network` names exactly one network, so
-//! [`Config::network_index`] finds it. A `Config` deserialized directly with serde (e.g. from JSON on the
+//! every rule in the table above; in particular every port is either an access port whose `network` names
+//! exactly one network, so [`Config::network_index`] finds it, or a routed port with an `address`; router
+//! interfaces' subnets are disjoint, so the interface whose subnet holds an address is unique; and every route's
+//! `via` lies in exactly one connected subnet (that of its `port` when given). A `Config` deserialized directly with serde (e.g. from JSON on the
 //! control socket) has only been shape-checked: call [`Config::validate`] before using it.
 //!
 //! # Threads
@@ -77,6 +104,7 @@
 
 use crate::buffer::MAX_FRAME_LEN;
 use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -144,6 +172,9 @@ pub struct Config {
     /// Ports, in file order.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
+    /// Static routes, in file order.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[switch]`.
@@ -174,9 +205,16 @@ pub struct NetworkConfig {
     /// The network's IPv4 subnet (no host bits set).
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
-    /// The switch's address on this network (inside `subnet`).
+    /// The switch's address on this network (inside `subnet`): the network's router interface.
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
+    /// The gateway's MAC (unicast, unique); derived from the network's name when absent (see
+    /// [`crate::topology`]).
+    #[serde(default)]
+    pub gateway_mac: Option<MacAddr>,
+    /// Never routed to or from another router interface.
+    #[serde(default)]
+    pub internal: bool,
     /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,
@@ -251,9 +289,16 @@ pub struct PortConfig {
     /// Kernel interface to create (tap) or attach to (afxdp, afpacket).
     #[serde(default)]
     pub ifname: Option<String>,
-    /// The network this is an access port of (required for now).
+    /// The network this is an access port of; exactly one of `network` and `address` is set.
     #[serde(default)]
     pub network: Option<String>,
+    /// The switch's own address on the link, with the link's prefix length (host bits kept): a routed port.
+    #[serde(default)]
+    pub address: Option<Ipv4Net>,
+    /// A routed port's MAC (unicast, unique); derived from the port's name when absent (see
+    /// [`crate::topology`]).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
     /// IP MTU of the link ([`limits::MTU`]).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
@@ -261,6 +306,19 @@ pub struct PortConfig {
 
 fn default_mtu() -> u16 {
     defaults::MTU
+}
+
+/// `[[route]]`: a static route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix (no host bits set; unique among routes).
+    pub prefix: Ipv4Net,
+    /// The next hop: a neighbour in a connected subnet, not one of the switch's own addresses.
+    pub via: Ipv4Addr,
+    /// The routed port to leave by; when absent, the router interface whose subnet holds `via`.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// A configuration that could not be read or is not valid.
@@ -358,6 +416,8 @@ struct RawDoc {
     network: ArrayOfTables<RawNetwork>,
     #[serde(default)]
     port: ArrayOfTables<RawPort>,
+    #[serde(default)]
+    route: ArrayOfTables<RawRoute>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +432,8 @@ struct RawNetwork {
     name: Option<Spanned<Scalar>>,
     subnet: Option<Spanned<Scalar>>,
     gateway: Option<Spanned<Scalar>>,
+    gateway_mac: Option<Spanned<Scalar>>,
+    internal: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
 }
@@ -383,7 +445,17 @@ struct RawPort {
     kind: Option<Spanned<Scalar>>,
     ifname: Option<Spanned<Scalar>>,
     network: Option<Spanned<Scalar>>,
+    address: Option<Spanned<Scalar>>,
+    mac: Option<Spanned<Scalar>>,
     mtu: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Option<Spanned<Scalar>>,
+    via: Option<Spanned<Scalar>>,
+    port: Option<Spanned<Scalar>>,
 }
 
 /// How a table is written, for error messages.
@@ -404,6 +476,10 @@ impl TableKind for RawNetwork {
 impl TableKind for RawPort {
     const KEY: &'static str = "port";
     const EXPECTING: &'static str = "a [[port]] table";
+}
+impl TableKind for RawRoute {
+    const KEY: &'static str = "route";
+    const EXPECTING: &'static str = "a [[route]] table";
 }
 
 /// A struct that may only be written as a table: serde's derived `Deserialize` would also take a struct from an
@@ -541,12 +617,20 @@ struct LenientDoc {
     network: Vec<Spanned<LenientObject>>,
     #[serde(default)]
     port: Vec<Spanned<LenientObject>>,
+    #[serde(default)]
+    route: Vec<Spanned<LenientRoute>>,
 }
 
 #[derive(Deserialize)]
 struct LenientObject {
     #[serde(default)]
     name: Option<Scalar>,
+}
+
+#[derive(Deserialize)]
+struct LenientRoute {
+    #[serde(default)]
+    prefix: Option<Scalar>,
 }
 
 /// Byte offset to 1-based line.
@@ -581,9 +665,16 @@ fn fatal(text: &str, index: &LineIndex, origin: &str, e: &toml::de::Error) -> Co
     ConfigError { origin: origin.to_string(), line: start.map(|s| index.line(s)), message }
 }
 
-/// "port c1" (or "port #2") when `offset` lies inside a `[[network]]` or `[[port]]` table.
+/// "port c1" (or "port #2") when `offset` lies inside a `[[network]]`, `[[port]]` or `[[route]]` table.
 fn object_at(text: &str, offset: usize) -> Option<String> {
     let doc: LenientDoc = toml::from_str(text).ok()?;
+    if let Some((i, route)) = doc.route.iter().enumerate().find(|(_, r)| r.span().contains(&offset)) {
+        let prefix = match &route.get_ref().prefix {
+            Some(Scalar::Str(s)) => s.parse().ok(),
+            _ => None,
+        };
+        return Some(route_named(i, prefix));
+    }
     let lists = [("network", &doc.network, limits::NETWORK_NAME_MAX), ("port", &doc.port, limits::PORT_NAME_MAX)];
     for (what, list, max) in lists {
         for (i, object) in list.iter().enumerate() {
@@ -603,12 +694,14 @@ fn object_at(text: &str, offset: usize) -> Option<String> {
 // Diagnostics
 // ---------------------------------------------------------------------------------------------------------
 
-/// An object of the configuration, by position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An object of the configuration, by position (ordered as the objects are numbered without lines: switch,
+/// networks, ports, routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Obj {
     Switch,
     Network(usize),
     Port(usize),
+    Route(usize),
 }
 
 /// Collected errors, with the lines of tables and values (none for a configuration built in code) and the
@@ -652,6 +745,12 @@ impl Diags {
         }
     }
 
+    /// Where `obj` is in the file (objects built in code: in the order of [`Obj`]), to tell which of two
+    /// objects comes later.
+    fn position(&self, obj: Obj) -> (usize, Obj) {
+        (self.tables.get(&obj).copied().unwrap_or(usize::MAX), obj)
+    }
+
     fn finish(mut self, origin: &str) -> Result<(), Vec<ConfigError>> {
         if self.errors.is_empty() {
             return Ok(());
@@ -674,13 +773,22 @@ fn named(what: &str, index: usize, name: &str, max: usize) -> String {
     }
 }
 
-fn label(cfg: &Config, obj: Obj) -> String {
+/// "route 10.0.0.0/8" (the prefix as written), or "route #2" when the prefix is missing or unusable.
+fn route_named(index: usize, prefix: Option<Ipv4Net>) -> String {
+    match prefix {
+        Some(prefix) => format!("route {prefix}"),
+        None => format!("route #{}", index + 1),
+    }
+}
+
+fn label(cfg: &Config, d: &Diags, obj: Obj) -> String {
     match obj {
         Obj::Switch => "switch".to_string(),
         Obj::Network(i) => {
             named("network", i, cfg.networks.get(i).map_or("", |n| n.name.as_str()), limits::NETWORK_NAME_MAX)
         }
         Obj::Port(i) => named("port", i, cfg.ports.get(i).map_or("", |p| p.name.as_str()), limits::PORT_NAME_MAX),
+        Obj::Route(i) => route_named(i, cfg.routes.get(i).map(|r| r.prefix).filter(|_| !d.is_broken(obj, "prefix"))),
     }
 }
 
@@ -776,6 +884,16 @@ impl Converter<'_> {
         }
     }
 
+    fn boolean(&mut self, obj: Obj, field: &'static str, label: &str, value: Option<Spanned<Scalar>>) -> Option<bool> {
+        match self.take(obj, field, value)? {
+            Scalar::Bool(b) => Some(b),
+            other => {
+                self.wrong_type(obj, field, label, "a boolean", &other);
+                None
+            }
+        }
+    }
+
     /// An integer of type `T`; one that does not fit `T` is reported against `range`, as the rule would.
     fn integer<T>(
         &mut self,
@@ -847,8 +965,10 @@ impl Converter<'_> {
         let name = self.name(obj, "network", i, raw.name);
         let label = named("network", i, &name, limits::NETWORK_NAME_MAX);
         NetworkConfig {
-            subnet: self.parsed(obj, "subnet", &label, raw.subnet, "an IPv4 subnet like \"172.17.0.0/16\""),
+            subnet: self.parsed(obj, "subnet", &label, raw.subnet, WHAT_SUBNET),
             gateway: self.parsed(obj, "gateway", &label, raw.gateway, "an IPv4 address"),
+            gateway_mac: self.parsed(obj, "gateway_mac", &label, raw.gateway_mac, WHAT_MAC),
+            internal: self.boolean(obj, "internal", &label, raw.internal).unwrap_or(false),
             mac_aging_secs: self
                 .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
                 .unwrap_or(defaults::MAC_AGING_SECS),
@@ -881,11 +1001,42 @@ impl Converter<'_> {
             kind: kind.unwrap_or(PortKind::Mem),
             ifname: self.string(obj, "ifname", &label, raw.ifname),
             network: self.string(obj, "network", &label, raw.network),
+            address: self.parsed(obj, "address", &label, raw.address, WHAT_ADDRESS),
+            mac: self.parsed(obj, "mac", &label, raw.mac, WHAT_MAC),
             mtu: self.integer(obj, "mtu", &label, raw.mtu, &limits::MTU).unwrap_or(defaults::MTU),
             name,
         }
     }
+
+    fn route(&mut self, i: usize, raw: Spanned<OnlyTable<RawRoute>>) -> RouteConfig {
+        let obj = Obj::Route(i);
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        let position = route_named(i, None);
+        if raw.prefix.is_none() {
+            self.diags.report_broken(obj, "prefix", &position, "missing field \"prefix\"".to_string());
+        }
+        let prefix = self.parsed(obj, "prefix", &position, raw.prefix, WHAT_PREFIX);
+        let label = route_named(i, prefix);
+        if raw.via.is_none() {
+            self.diags.report_broken(obj, "via", &label, "missing field \"via\" (the next hop)".to_string());
+        }
+        RouteConfig {
+            prefix: prefix.unwrap_or_default(),
+            via: self.parsed(obj, "via", &label, raw.via, "an IPv4 address").unwrap_or(Ipv4Addr::UNSPECIFIED),
+            port: self.string(obj, "port", &label, raw.port),
+        }
+    }
 }
+
+/// What a `[[network]] subnet` must be, for "… is not …".
+const WHAT_SUBNET: &str = "an IPv4 subnet like \"172.17.0.0/16\"";
+/// What a `[[route]] prefix` must be.
+const WHAT_PREFIX: &str = "an IPv4 prefix like \"10.0.0.0/8\"";
+/// What a `[[port]] address` must be.
+const WHAT_ADDRESS: &str = "an IPv4 address with its prefix length like \"203.0.113.2/24\"";
+/// What a MAC must be.
+const WHAT_MAC: &str = "a MAC address like \"02:00:00:00:00:01\"";
 
 fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
     let mut conv = Converter { index, diags: Diags::default() };
@@ -893,7 +1044,9 @@ fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
         raw.switch.and_then(|s| conv.integer(Obj::Switch, "workers", "switch", s.0.workers, &limits::WORKERS));
     let networks = raw.network.0.into_iter().enumerate().map(|(i, n)| conv.network(i, n)).collect();
     let ports = raw.port.0.into_iter().enumerate().map(|(i, p)| conv.port(i, p)).collect();
-    let cfg = Config { switch: SwitchConfig { workers: workers.unwrap_or(defaults::WORKERS) }, networks, ports };
+    let routes = raw.route.0.into_iter().enumerate().map(|(i, r)| conv.route(i, r)).collect();
+    let switch = SwitchConfig { workers: workers.unwrap_or(defaults::WORKERS) };
+    let cfg = Config { switch, networks, ports, routes };
     (cfg, conv.diags)
 }
 
@@ -901,15 +1054,48 @@ fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
 // The rules, over the typed configuration (with lines when it came from text).
 // ---------------------------------------------------------------------------------------------------------
 
-/// Most network names listed in "known networks: …".
-const KNOWN_NETWORKS_MAX: usize = 10;
+/// Most names listed in "known networks: …", "routed ports: …" or "connected: …".
+const LISTED_MAX: usize = 10;
+
+/// `items` as "HEAD: a, b, c" (at most [`LISTED_MAX`], then a count), or `none` when there are none.
+fn listing(head: &str, items: &[String], none: &str) -> String {
+    if items.is_empty() {
+        none.to_string()
+    } else if items.len() > LISTED_MAX {
+        format!("{head}: {}, … ({} in all)", items[..LISTED_MAX].join(", "), items.len())
+    } else {
+        format!("{head}: {}", items.join(", "))
+    }
+}
+
+/// "FIELD A.B.C.D/N has host bits set (did you mean …?)" for a subnet or prefix that has them.
+fn host_bits_problem(field: &str, net: Ipv4Net) -> Option<String> {
+    (net.addr() != net.network()).then(|| format!("{field} {net} has host bits set (did you mean {}?)", net.trunc()))
+}
+
+/// A router interface as the rules see it: a network's gateway or a routed port's address.
+struct Rif {
+    obj: Obj,
+    /// The field holding its subnet: `subnet` (network) or `address` (port).
+    field: &'static str,
+    /// The switch's address.
+    addr: Ipv4Addr,
+    /// The value of `field` as written.
+    written: Ipv4Net,
+    /// The connected subnet (host bits cleared).
+    subnet: Ipv4Net,
+}
 
 fn check(cfg: &Config, d: &mut Diags) {
     if !limits::WORKERS.contains(&cfg.switch.workers) {
         d.report(Obj::Switch, "workers", "switch", out_of_range("workers", cfg.switch.workers, &limits::WORKERS));
     }
     let networks = check_networks(cfg, d);
-    check_ports(cfg, d, &networks);
+    let ports = check_ports(cfg, d, &networks);
+    let rifs = router_interfaces(cfg);
+    check_overlaps(cfg, d, &rifs);
+    check_macs(cfg, d);
+    check_routes(cfg, d, &ports, &rifs);
 }
 
 /// Checks the networks; returns the index of each validly named network by name.
@@ -917,11 +1103,11 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     for (i, n) in cfg.networks.iter().enumerate() {
         let obj = Obj::Network(i);
-        let label = label(cfg, obj);
+        let label = label(cfg, d, obj);
         if let Some(problem) = name_problem(&n.name, limits::NETWORK_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(n.name.as_str()) {
-            let other = d.other(Obj::Network(j), self::label(cfg, Obj::Network(j)));
+            let other = d.other(Obj::Network(j), self::label(cfg, d, Obj::Network(j)));
             let message = format!("name {} is already used by {other}", show(&n.name));
             d.report(obj, "name", &label, message);
         } else {
@@ -934,17 +1120,18 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
         if !limits::MAC_LIMIT.contains(&n.mac_limit) {
             d.report(obj, "mac_limit", &label, out_of_range("mac_limit", n.mac_limit, &limits::MAC_LIMIT));
         }
-        if let Some(subnet) = n.subnet {
-            if subnet.addr() != subnet.network() {
-                let message = format!("subnet {subnet} has host bits set (did you mean {}?)", subnet.trunc());
-                d.report(obj, "subnet", &label, message);
-            }
+        if let Some(problem) = n.subnet.and_then(|subnet| host_bits_problem("subnet", subnet)) {
+            d.report(obj, "subnet", &label, problem);
         }
         if let Some(gateway) = n.gateway {
             check_gateway(d, obj, &label, gateway, n.subnet);
         }
+        if let Some(mac) = n.gateway_mac {
+            if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+                d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
+            }
+        }
     }
-    check_overlaps(cfg, d);
     by_name
 }
 
@@ -968,73 +1155,66 @@ fn check_gateway(d: &mut Diags, obj: Obj, label: &str, gateway: Ipv4Addr, subnet
     d.report(obj, "gateway", label, format!("gateway {gateway} {problem} subnet {subnet}"));
 }
 
-/// Subnets of different networks must not overlap. Two prefixes overlap exactly when one contains the other,
-/// so after sorting by (address, length) each prefix is checked against the innermost open one: O(n log n).
-/// Each overlap is reported on whichever of the two networks comes later in the file.
-fn check_overlaps(cfg: &Config, d: &mut Diags) {
-    let mut subnets: Vec<(Ipv4Net, usize)> =
-        cfg.networks.iter().enumerate().filter_map(|(i, n)| Some((n.subnet?.trunc(), i))).collect();
-    subnets.sort_by_key(|&(net, i)| (net.network(), net.prefix_len(), i));
-    let mut open: Vec<(Ipv4Net, usize)> = Vec::new();
-    let mut pairs = Vec::new();
-    for (net, i) in subnets {
-        while open.last().is_some_and(|(outer, _)| !outer.contains(&net)) {
-            open.pop();
-        }
-        if let Some(&(outer, j)) = open.last() {
-            pairs.push(if i > j { (i, j, outer) } else { (j, i, net) });
-        }
-        open.push((net, i));
-    }
-    pairs.sort_by_key(|&(later, earlier, _)| (later, earlier));
-    for (later, earlier, other_subnet) in pairs {
-        let (obj, other) = (Obj::Network(later), Obj::Network(earlier));
-        let Some(subnet) = cfg.networks.get(later).and_then(|n| n.subnet) else { continue };
-        let message = format!(
-            "subnet {} overlaps subnet {other_subnet} of {}",
-            subnet.trunc(),
-            d.other(other, label(cfg, other))
-        );
-        d.report(obj, "subnet", &label(cfg, obj), message);
-    }
+/// A routed port's address: a prefix length of at least 1, and (below /31, where RFC 3021 has no such
+/// addresses) neither the network nor the broadcast address of its subnet.
+fn check_address(d: &mut Diags, obj: Obj, label: &str, address: Ipv4Net) {
+    let (addr, subnet) = (address.addr(), address.trunc());
+    let problem = if address.prefix_len() == 0 {
+        format!("address {address} has prefix length 0; the link's subnet needs a length of 1..=32")
+    } else if address.prefix_len() < 31 && addr == subnet.network() {
+        format!("address {address} is the network address of subnet {subnet}")
+    } else if address.prefix_len() < 31 && addr == subnet.broadcast() {
+        format!("address {address} is the broadcast address of subnet {subnet}")
+    } else {
+        return;
+    };
+    d.report(obj, "address", label, problem);
 }
 
-fn check_ports(cfg: &Config, d: &mut Diags, networks: &HashMap<&str, usize>) {
+/// Checks the ports; returns the index of each validly named port by name.
+fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usize>) -> HashMap<&'c str, usize> {
     let mut known: Vec<(usize, &str)> = networks.iter().map(|(&name, &i)| (i, name)).collect();
     known.sort_unstable();
-    let known: Vec<&str> = known.into_iter().map(|(_, name)| name).collect();
-    let known = if known.is_empty() {
-        "no networks are defined".to_string()
-    } else if known.len() > KNOWN_NETWORKS_MAX {
-        format!("known networks: {}, … ({} in all)", known[..KNOWN_NETWORKS_MAX].join(", "), known.len())
-    } else {
-        format!("known networks: {}", known.join(", "))
-    };
+    let known: Vec<String> = known.into_iter().map(|(_, name)| name.to_string()).collect();
+    let known = listing("known networks", &known, "no networks are defined");
     let mut by_name: HashMap<&str, usize> = HashMap::new();
     let mut by_ifname: HashMap<&str, usize> = HashMap::new();
     for (i, p) in cfg.ports.iter().enumerate() {
         let obj = Obj::Port(i);
-        let label = label(cfg, obj);
+        let label = label(cfg, d, obj);
         if let Some(problem) = name_problem(&p.name, limits::PORT_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(p.name.as_str()) {
-            let other = d.other(Obj::Port(j), self::label(cfg, Obj::Port(j)));
+            let other = d.other(Obj::Port(j), self::label(cfg, d, Obj::Port(j)));
             let message = format!("name {} is already used by {other}", show(&p.name));
             d.report(obj, "name", &label, message);
         } else {
             by_name.insert(&p.name, i);
         }
-        match &p.network {
-            None => d.report(
-                obj,
-                "network",
-                &label,
-                "missing field \"network\" (every port is an access port of a network for now)".to_string(),
-            ),
-            Some(network) if !networks.contains_key(network.as_str()) => {
+        match (&p.network, p.address) {
+            (None, None) if !d.is_broken(obj, "network") && !d.is_broken(obj, "address") => {
+                let message = "needs either \"network\" (an access port) or \"address\" (a routed port)";
+                d.report(obj, "network", &label, message.to_string());
+            }
+            (Some(_), Some(_)) => {
+                let message = "has both \"network\" (an access port) and \"address\" (a routed port); set one";
+                d.report(obj, "address", &label, message.to_string());
+            }
+            _ => {}
+        }
+        if let Some(network) = &p.network {
+            if !networks.contains_key(network.as_str()) {
                 d.report(obj, "network", &label, format!("network {} does not exist; {known}", show(network)));
             }
-            Some(_) => {}
+        }
+        if let Some(address) = p.address {
+            check_address(d, obj, &label, address);
+        }
+        if let Some(mac) = p.mac {
+            if p.address.is_none() && !d.is_broken(obj, "address") {
+                let message = format!("mac {mac} requires an address (only a routed port has a MAC of its own)");
+                d.report(obj, "mac", &label, message);
+            }
         }
         match &p.ifname {
             None if p.kind.needs_ifname() && !d.is_broken(obj, "kind") => {
@@ -1047,7 +1227,7 @@ fn check_ports(cfg: &Config, d: &mut Diags, networks: &HashMap<&str, usize>) {
                 if let Some(problem) = ifname_problem(ifname) {
                     d.report(obj, "ifname", &label, problem);
                 } else if let Some(&j) = by_ifname.get(ifname.as_str()) {
-                    let other = d.other(Obj::Port(j), self::label(cfg, Obj::Port(j)));
+                    let other = d.other(Obj::Port(j), self::label(cfg, d, Obj::Port(j)));
                     d.report(obj, "ifname", &label, format!("ifname {} is already used by {other}", show(ifname)));
                 } else {
                     by_ifname.insert(ifname, i);
@@ -1058,11 +1238,176 @@ fn check_ports(cfg: &Config, d: &mut Diags, networks: &HashMap<&str, usize>) {
             d.report(obj, "mtu", &label, out_of_range("mtu", p.mtu, &limits::MTU));
         }
     }
+    by_name
+}
+
+/// The router interfaces, numbered as [`Topology`](crate::topology::Topology) numbers them: networks with a
+/// gateway (and a subnet), then routed ports (with an address of length 1..=32 and no network).
+fn router_interfaces(cfg: &Config) -> Vec<Rif> {
+    let networks = cfg.networks.iter().enumerate().filter_map(|(i, n)| {
+        let (addr, written) = (n.gateway?, n.subnet?);
+        Some(Rif { obj: Obj::Network(i), field: "subnet", addr, written, subnet: written.trunc() })
+    });
+    let ports = cfg.ports.iter().enumerate().filter_map(|(i, p)| {
+        let address = p.address.filter(|a| a.prefix_len() > 0 && p.network.is_none())?;
+        Some(Rif {
+            obj: Obj::Port(i),
+            field: "address",
+            addr: address.addr(),
+            written: address,
+            subnet: address.trunc(),
+        })
+    });
+    networks.chain(ports).collect()
+}
+
+/// Subnets must not overlap: those of any two networks, and those of a routed port and any other router
+/// interface. Each overlap is reported on whichever of the two objects comes later in the file.
+fn check_overlaps(cfg: &Config, d: &mut Diags, rifs: &[Rif]) {
+    let subnets: Vec<Rif> = cfg
+        .networks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let written = n.subnet?;
+            let addr = written.addr();
+            Some(Rif { obj: Obj::Network(i), field: "subnet", addr, written, subnet: written.trunc() })
+        })
+        .collect();
+    let mut pairs: Vec<(&Rif, &Rif)> = nested_pairs(&subnets);
+    // Pairs of networks were found above, with or without gateways.
+    let is_port = |r: &Rif| matches!(r.obj, Obj::Port(_));
+    pairs.extend(nested_pairs(rifs).into_iter().filter(|(a, b)| is_port(a) || is_port(b)));
+    let mut pairs: Vec<(&Rif, &Rif)> =
+        pairs.into_iter().map(|(a, b)| if d.position(a.obj) > d.position(b.obj) { (a, b) } else { (b, a) }).collect();
+    pairs.sort_by_key(|(later, earlier)| (d.position(later.obj), d.position(earlier.obj)));
+    for (later, earlier) in pairs {
+        let other = d.other(earlier.obj, label(cfg, d, earlier.obj));
+        let value = if later.field == "subnet" { later.subnet } else { later.written };
+        let message = format!("{} {value} overlaps subnet {} of {other}", later.field, earlier.subnet);
+        d.report(later.obj, later.field, &label(cfg, d, later.obj), message);
+    }
+}
+
+/// Pairs of items whose subnets overlap. Two prefixes overlap exactly when one contains the other, so after
+/// sorting by (address, length) each prefix is checked against the innermost open one: O(n log n). Of three
+/// nested prefixes, the outer and inner pairs are found (every overlapping item is in some pair).
+fn nested_pairs(items: &[Rif]) -> Vec<(&Rif, &Rif)> {
+    let mut sorted: Vec<(usize, &Rif)> = items.iter().enumerate().collect();
+    sorted.sort_by_key(|&(i, r)| (r.subnet.network(), r.subnet.prefix_len(), i));
+    let mut open: Vec<&Rif> = Vec::new();
+    let mut pairs = Vec::new();
+    for (_, r) in sorted {
+        while open.last().is_some_and(|outer| !outer.subnet.contains(&r.subnet)) {
+            open.pop();
+        }
+        if let Some(&outer) = open.last() {
+            pairs.push((outer, r));
+        }
+        open.push(r);
+    }
+    pairs
+}
+
+/// Configured MACs: unicast, not all-zero, and unique among all `gateway_mac` and `mac` values. Duplicates are
+/// reported on the later one in the file.
+fn check_macs(cfg: &Config, d: &mut Diags) {
+    let networks =
+        cfg.networks.iter().enumerate().filter_map(|(i, n)| Some((Obj::Network(i), "gateway_mac", n.gateway_mac?)));
+    let ports = cfg.ports.iter().enumerate().filter_map(|(i, p)| Some((Obj::Port(i), "mac", p.mac?)));
+    let mut macs: Vec<(Obj, &'static str, MacAddr)> = networks.chain(ports).collect();
+    macs.sort_by_key(|&(obj, _, _)| d.position(obj));
+    let mut seen: HashMap<MacAddr, Obj> = HashMap::new();
+    for (obj, field, mac) in macs {
+        let problem = if mac.is_broadcast() {
+            "the broadcast address"
+        } else if mac.is_multicast() {
+            "a group (multicast) address"
+        } else if mac.is_zero() {
+            "the all-zero address"
+        } else {
+            ""
+        };
+        let message = if !problem.is_empty() {
+            format!("{field} {mac} is {problem}; a router interface needs a unicast MAC")
+        } else if let Some(&other) = seen.get(&mac) {
+            format!("{field} {mac} is already used by {}", d.other(other, label(cfg, d, other)))
+        } else {
+            seen.insert(mac, obj);
+            continue;
+        };
+        d.report(obj, field, &label(cfg, d, obj), message);
+    }
+}
+
+/// Routes: prefixes without host bits and unique; `port`, when given, a routed port; `via` a neighbour in a
+/// connected subnet (that port's, when given), not one of the switch's own addresses.
+fn check_routes(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>, rifs: &[Rif]) {
+    let connected: Vec<String> =
+        rifs.iter().map(|rif| format!("{} ({})", rif.subnet, label(cfg, d, rif.obj))).collect();
+    let connected =
+        listing("connected", &connected, "no subnet is connected (give a network a gateway, or a port an address)");
+    let routed: Vec<String> = rifs
+        .iter()
+        .filter_map(|r| match r.obj {
+            Obj::Port(i) => Some(cfg.ports[i].name.clone()),
+            _ => None,
+        })
+        .collect();
+    let routed = listing("routed ports", &routed, "no routed ports are defined");
+    let mut by_prefix: HashMap<Ipv4Net, usize> = HashMap::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let obj = Obj::Route(i);
+        let label = label(cfg, d, obj);
+        if !d.is_broken(obj, "prefix") {
+            if let Some(problem) = host_bits_problem("prefix", r.prefix) {
+                d.report(obj, "prefix", &label, problem);
+            } else if let Some(&j) = by_prefix.get(&r.prefix) {
+                let other = d.other(Obj::Route(j), self::label(cfg, d, Obj::Route(j)));
+                d.report(obj, "prefix", &label, format!("prefix {} is already routed by {other}", r.prefix));
+            } else {
+                by_prefix.insert(r.prefix, i);
+            }
+        }
+        // The interface `via` must be in: Some(Some(rif)) for a valid `port`, Some(None) for an invalid one
+        // (already reported: skip the check), None for any.
+        let egress: Option<Option<&Rif>> = r.port.as_ref().map(|name| {
+            let Some(&j) = ports.get(name.as_str()) else {
+                d.report(obj, "port", &label, format!("port {} does not exist; {routed}", show(name)));
+                return None;
+            };
+            let port = Obj::Port(j);
+            if cfg.ports[j].address.is_none() && !d.is_broken(port, "address") {
+                let message = format!("port {name} is not a routed port (it has no \"address\"); {routed}");
+                d.report(obj, "port", &label, message);
+            }
+            rifs.iter().find(|rif| rif.obj == port)
+        });
+        if d.is_broken(obj, "via") {
+            continue;
+        }
+        let via = r.via;
+        let message = if let Some(own) = rifs.iter().find(|rif| rif.addr == via) {
+            format!("next hop {via} is the switch's own address on {}", self::label(cfg, d, own.obj))
+        } else {
+            match egress {
+                None if !rifs.iter().any(|rif| rif.subnet.contains(&via)) => {
+                    format!("next hop {via} is not in any connected subnet; {connected}")
+                }
+                Some(Some(rif)) if !rif.subnet.contains(&via) => {
+                    format!("next hop {via} is not in subnet {} of {}", rif.subnet, self::label(cfg, d, rif.obj))
+                }
+                _ => continue,
+            }
+        };
+        d.report(obj, "via", &label, message);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::neigh::RifId;
     use proptest::prelude::*;
 
     /// Lines joined with '\n': line numbers in assertions are positions in the slice, counting from 1.
@@ -1121,34 +1466,89 @@ mod tests {
 
     const FULL: &str = include_str!("../tests/config/full.toml");
 
+    /// A network with the defaults of everything but its name.
+    fn network(name: &str) -> NetworkConfig {
+        NetworkConfig {
+            name: name.into(),
+            subnet: None,
+            gateway: None,
+            gateway_mac: None,
+            internal: false,
+            mac_aging_secs: defaults::MAC_AGING_SECS,
+            mac_limit: defaults::MAC_LIMIT,
+        }
+    }
+
+    /// A `mem` access port of `network` with the defaults of everything else.
+    fn access_port(name: &str, network: &str) -> PortConfig {
+        PortConfig {
+            name: name.into(),
+            kind: PortKind::Mem,
+            ifname: None,
+            network: Some(network.into()),
+            address: None,
+            mac: None,
+            mtu: defaults::MTU,
+        }
+    }
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
     fn full_config() -> Config {
         Config {
             switch: SwitchConfig { workers: 2 },
             networks: vec![
                 NetworkConfig {
-                    name: "bridge".into(),
                     subnet: Some("172.17.0.0/16".parse().unwrap()),
                     gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
+                    gateway_mac: Some(mac("02:00:00:00:01:01")),
                     mac_aging_secs: 600,
                     mac_limit: 4096,
+                    ..network("bridge")
                 },
-                NetworkConfig { name: "lab".into(), subnet: None, gateway: None, mac_aging_secs: 300, mac_limit: 8192 },
+                NetworkConfig {
+                    subnet: Some("10.10.0.0/24".parse().unwrap()),
+                    gateway: Some(Ipv4Addr::new(10, 10, 0, 1)),
+                    ..network("apps")
+                },
+                NetworkConfig {
+                    subnet: Some("10.20.0.0/24".parse().unwrap()),
+                    gateway: Some(Ipv4Addr::new(10, 20, 0, 1)),
+                    internal: true,
+                    ..network("backend")
+                },
+                network("lab"),
             ],
             ports: vec![
                 PortConfig {
-                    name: "c1".into(),
                     kind: PortKind::Tap,
                     ifname: Some("vs-c1".into()),
-                    network: Some("bridge".into()),
                     mtu: 1400,
+                    ..access_port("c1", "bridge")
                 },
+                PortConfig { kind: PortKind::Pcap, ..access_port("c2", "lab") },
+                access_port("web", "apps"),
+                access_port("db", "backend"),
                 PortConfig {
-                    name: "c2".into(),
-                    kind: PortKind::Pcap,
-                    ifname: None,
-                    network: Some("lab".into()),
+                    name: "uplink".into(),
+                    kind: PortKind::Afxdp,
+                    ifname: Some("vs-up".into()),
+                    network: None,
+                    address: Some("203.0.113.2/24".parse().unwrap()),
+                    mac: Some(mac("02:00:00:00:02:01")),
                     mtu: 1500,
                 },
+            ],
+            routes: vec![
+                RouteConfig { prefix: "0.0.0.0/0".parse().unwrap(), via: Ipv4Addr::new(203, 0, 113, 1), port: None },
+                RouteConfig {
+                    prefix: "198.51.100.0/24".parse().unwrap(),
+                    via: Ipv4Addr::new(203, 0, 113, 254),
+                    port: Some("uplink".into()),
+                },
+                RouteConfig { prefix: "10.99.0.0/16".parse().unwrap(), via: Ipv4Addr::new(10, 10, 0, 254), port: None },
             ],
         }
     }
@@ -1157,9 +1557,67 @@ mod tests {
     fn full_example_parses_with_defaults_filled_in() {
         let cfg = Config::parse(FULL, "full.toml").unwrap();
         assert_eq!(cfg, full_config());
-        assert_eq!(cfg.network_index("lab"), Some(1));
+        assert_eq!(cfg.network_index("lab"), Some(3));
         assert_eq!(cfg.port_index("c2"), Some(1));
         assert_eq!(cfg.validate("again"), Ok(()));
+        // The address keeps its host bits.
+        assert_eq!(cfg.ports[4].address.map(|a| a.addr()), Some(Ipv4Addr::new(203, 0, 113, 2)));
+    }
+
+    #[test]
+    fn full_example_numbers_router_interfaces_and_routes() {
+        use crate::topology::{derived_mac, Attach, Topology};
+        let topo = Topology::from_config(&Config::parse(FULL, "full.toml").unwrap());
+        let rifs: Vec<(&str, Ipv4Addr, String, MacAddr, bool)> =
+            topo.rifs.iter().map(|r| (r.name.as_str(), r.addr, r.subnet.to_string(), r.mac, r.internal)).collect();
+        assert_eq!(
+            rifs,
+            [
+                (
+                    "network:bridge",
+                    Ipv4Addr::new(172, 17, 0, 1),
+                    "172.17.0.1/16".into(),
+                    mac("02:00:00:00:01:01"),
+                    false
+                ),
+                (
+                    "network:apps",
+                    Ipv4Addr::new(10, 10, 0, 1),
+                    "10.10.0.1/24".into(),
+                    derived_mac("network:apps"),
+                    false
+                ),
+                (
+                    "network:backend",
+                    Ipv4Addr::new(10, 20, 0, 1),
+                    "10.20.0.1/24".into(),
+                    derived_mac("network:backend"),
+                    true
+                ),
+                (
+                    "port:uplink",
+                    Ipv4Addr::new(203, 0, 113, 2),
+                    "203.0.113.2/24".into(),
+                    mac("02:00:00:00:02:01"),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(topo.rifs[3].attach, Attach::Port(4));
+        assert_eq!(topo.ports[4].rif, Some(3));
+        assert_eq!(topo.ports[4].network, None);
+        assert_eq!(topo.rif_of_port(2), Some(1));
+        assert_eq!(topo.rifs[1].mtu, defaults::MTU);
+        let routes: Vec<(String, Ipv4Addr, RifId)> =
+            topo.routes.iter().map(|r| (r.prefix.to_string(), r.via, r.rif)).collect();
+        assert_eq!(
+            routes,
+            [
+                ("0.0.0.0/0".to_string(), Ipv4Addr::new(203, 0, 113, 1), 3),
+                ("198.51.100.0/24".to_string(), Ipv4Addr::new(203, 0, 113, 254), 3),
+                ("10.99.0.0/16".to_string(), Ipv4Addr::new(10, 10, 0, 254), 1),
+            ]
+        );
     }
 
     #[test]
@@ -1210,7 +1668,7 @@ mod tests {
     fn unknown_keys_are_errors_naming_key_object_and_line() {
         assert_port(
             &["name = \"c1\"", "kind = \"mem\"", "network = \"bridge\"", "mtux = 1500"],
-            "t.toml:7: port c1: unknown field `mtux`, expected one of `name`, `kind`, `ifname`, `network`, `mtu`",
+            "t.toml:7: port c1: unknown field `mtux`, expected one of `name`, `kind`, `ifname`, `network`, `address`, `mac`, `mtu`",
         );
         assert_first(
             &["[[network]]", "name = \"bridge\"", "masquerade = true"],
@@ -1220,7 +1678,16 @@ mod tests {
             &["[switch]", "workers = 1", "threads = 2"],
             "t.toml:3: unknown field `threads`, expected `workers`",
         );
-        assert_first(&["", "[[route]]", "prefix = \"0.0.0.0/0\""], "t.toml:2: unknown field `route`");
+        assert_first(&["", "[[publish]]", "port = \"uplink\""], "t.toml:2: unknown field `publish`");
+        assert_first(
+            &["[[route]]", "prefix = \"0.0.0.0/0\"", "vai = \"10.0.0.1\""],
+            "t.toml:3: route 0.0.0.0/0: unknown field `vai`, expected one of `prefix`, `via`, `port`",
+        );
+        assert_first(&["[[route]]", "prefix = 5", "vai = \"10.0.0.1\""], "t.toml:3: route #1: unknown field `vai`");
+        assert_first(
+            &["[route]", "prefix = \"0.0.0.0/0\""],
+            "t.toml:1: invalid type: map, expected an array of tables: write [[route]], not [route]",
+        );
         // An unnamed object is named by its position.
         assert_first(&["[[port]]", "[[port]]", "nmae = \"c1\""], "t.toml:3: port #2: unknown field `nmae`");
     }
@@ -1415,7 +1882,7 @@ mod tests {
         );
         assert_port(
             &["name = \"c1\"", "kind = \"mem\""],
-            "t.toml:3: port c1: missing field \"network\" (every port is an access port of a network for now)",
+            "t.toml:3: port c1: needs either \"network\" (an access port) or \"address\" (a routed port)",
         );
         // Many networks are listed up to a limit, in file order.
         let mut lines: Vec<String> = (0..12).map(|i| format!("[[network]]\nname = \"n{i}\"")).collect();
@@ -1563,7 +2030,7 @@ mod tests {
     #[test]
     fn all_errors_are_reported_in_line_order() {
         let lines = [
-            "[[port]]",       // 1: missing network
+            "[[port]]",       // 1: neither network nor address
             "name = \"c1\"",  // 2
             "kind = \"mem\"", // 3
             "mtu = 9000",     // 4
@@ -1576,7 +2043,7 @@ mod tests {
         assert_eq!(
             all_errors(&lines),
             [
-                "t.toml:1: port c1: missing field \"network\" (every port is an access port of a network for now)",
+                "t.toml:1: port c1: needs either \"network\" (an access port) or \"address\" (a routed port)",
                 "t.toml:4: port c1: mtu 9000 is out of range 68..=1898",
                 "t.toml:7: network n: mac_limit 0 is out of range 1..=1000000",
                 "t.toml:9: switch: workers 100 is out of range 1..=64",
@@ -1614,12 +2081,360 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "pushed: network bridge: mac_limit 0 is out of range 1..=1000000\n\
-             pushed: port c2: missing field \"network\" (every port is an access port of a network for now)"
+             pushed: port c2: needs either \"network\" (an access port) or \"address\" (a routed port)"
         );
         // Deserializing directly (the wire form) only checks the shape.
         let json = serde_json::to_string(&full_config()).unwrap();
         let back: Config = serde_json::from_str(&json).unwrap();
         assert_eq!(back, full_config());
+    }
+
+    /// A routed network (lines 1-4), an access port (5-8) and a routed port (9-12), then `extra` from line 13.
+    fn l3(extra: &[&str]) -> Vec<String> {
+        let mut lines = vec![
+            "[[network]]",
+            "name = \"bridge\"",
+            "subnet = \"172.17.0.0/16\"",
+            "gateway = \"172.17.0.1\"",
+            "[[port]]",
+            "name = \"c1\"",
+            "kind = \"mem\"",
+            "network = \"bridge\"",
+            "[[port]]",
+            "name = \"uplink\"",
+            "kind = \"mem\"",
+            "address = \"203.0.113.2/24\"",
+        ];
+        lines.extend_from_slice(extra);
+        match Config::parse_all_errors(&text(&lines), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn l3_base_is_valid() {
+        assert_eq!(l3(&[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn gateway_mac_and_internal() {
+        let net = |lines: &[&str]| {
+            let mut all = vec!["[[network]]", "name = \"n\"", "subnet = \"10.0.0.0/24\""];
+            all.extend_from_slice(lines);
+            match Config::parse_all_errors(&text(&all), "t.toml") {
+                Ok(cfg) => Ok(cfg.networks[0].clone()),
+                Err(errors) => Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()),
+            }
+        };
+        let n = net(&["gateway = \"10.0.0.1\"", "gateway_mac = \"02:00:00:00:01:01\"", "internal = true"]).unwrap();
+        assert_eq!((n.gateway_mac, n.internal), (Some(mac("02:00:00:00:01:01")), true));
+        let n = net(&["gateway = \"10.0.0.1\"", "gateway_mac = \"02-00-00-00-01-0A\""]).unwrap();
+        assert_eq!((n.gateway_mac, n.internal), (Some(mac("02:00:00:00:01:0a")), false));
+        // internal needs nothing else.
+        assert!(net(&["internal = true"]).unwrap().internal);
+        assert!(net(&["internal = false"]).is_ok());
+        assert_eq!(
+            net(&["gateway_mac = \"02:00:00:00:01:01\""]).unwrap_err(),
+            ["t.toml:4: network n: gateway_mac 02:00:00:00:01:01 requires a gateway"]
+        );
+        assert_eq!(
+            net(&["gateway = \"10.0.0.1\"", "gateway_mac = \"02:00:00:00:01\""]).unwrap_err(),
+            ["t.toml:5: network n: gateway_mac \"02:00:00:00:01\" is not a MAC address like \"02:00:00:00:00:01\""]
+        );
+        assert_eq!(
+            net(&["gateway = \"10.0.0.1\"", "gateway_mac = 5"]).unwrap_err(),
+            ["t.toml:5: network n: gateway_mac must be a string holding a MAC address like \"02:00:00:00:00:01\", found integer 5"]
+        );
+        assert_eq!(
+            net(&["internal = \"yes\""]).unwrap_err(),
+            ["t.toml:4: network n: internal must be a boolean, found string \"yes\""]
+        );
+        // A gateway of the wrong type does not also make gateway_mac an error.
+        assert_eq!(
+            net(&["gateway = 1", "gateway_mac = \"02:00:00:00:01:01\""]).unwrap_err(),
+            ["t.toml:4: network n: gateway must be a string holding an IPv4 address, found integer 1"]
+        );
+    }
+
+    #[test]
+    fn access_or_routed_port() {
+        // Neither: reported at the table header.
+        assert_port(
+            &["name = \"p\"", "kind = \"mem\"", "mtu = 1500"],
+            "t.toml:3: port p: needs either \"network\" (an access port) or \"address\" (a routed port)",
+        );
+        // Both: reported at the address.
+        assert_port(
+            &["name = \"p\"", "kind = \"mem\"", "network = \"bridge\"", "address = \"10.0.0.2/24\""],
+            "t.toml:7: port p: has both \"network\" (an access port) and \"address\" (a routed port); set one",
+        );
+        let cfg = assert_port_ok(&["name = \"p\"", "kind = \"mem\"", "address = \"10.0.0.2/24\""]);
+        assert_eq!(cfg.ports[0].address, Some("10.0.0.2/24".parse().unwrap()));
+        assert_eq!(cfg.ports[0].network, None);
+        // An unusable address is not also "neither".
+        let lines = with_port(&["name = \"p\"", "kind = \"mem\"", "address = \"10.0.0.2\""]);
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(
+            all_errors(&lines),
+            ["t.toml:6: port p: address \"10.0.0.2\" is not an IPv4 address with its prefix length like \"203.0.113.2/24\""]
+        );
+        assert_port(
+            &["name = \"p\"", "kind = \"mem\"", "address = true"],
+            "t.toml:6: port p: address must be a string holding an IPv4 address with its prefix length",
+        );
+    }
+
+    #[test]
+    fn routed_port_address() {
+        let port = |address: &str| {
+            let line = format!("address = \"{address}\"");
+            let lines = with_port(&["name = \"up\"", "kind = \"mem\"", &line]);
+            match Config::parse_all_errors(&lines.join("\n"), "t.toml") {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+            }
+        };
+        assert_eq!(
+            port("10.0.0.0/24"),
+            ["t.toml:6: port up: address 10.0.0.0/24 is the network address of subnet 10.0.0.0/24"]
+        );
+        assert_eq!(
+            port("10.0.0.255/24"),
+            ["t.toml:6: port up: address 10.0.0.255/24 is the broadcast address of subnet 10.0.0.0/24"]
+        );
+        assert_eq!(
+            port("10.0.0.1/0"),
+            ["t.toml:6: port up: address 10.0.0.1/0 has prefix length 0; the link's subnet needs a length of 1..=32"]
+        );
+        assert_eq!(
+            port("10.0.0.1/33"),
+            ["t.toml:6: port up: address \"10.0.0.1/33\" is not an IPv4 address with its prefix length like \"203.0.113.2/24\""]
+        );
+        // /31 (RFC 3021) and /32 have no network or broadcast address; /1 is a (very large) subnet.
+        for ok in ["10.0.0.0/31", "10.0.0.1/31", "10.0.0.1/32", "10.0.0.0/32", "10.0.0.1/30", "10.0.0.1/1"] {
+            assert_eq!(port(ok), Vec::<String>::new(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn port_mac() {
+        let cfg = assert_port_ok(&[
+            "name = \"up\"",
+            "kind = \"mem\"",
+            "address = \"10.0.0.2/24\"",
+            "mac = \"02:aa:00:00:00:01\"",
+        ]);
+        assert_eq!(cfg.ports[0].mac, Some(mac("02:aa:00:00:00:01")));
+        assert_port(
+            &["name = \"c1\"", "kind = \"mem\"", "network = \"bridge\"", "mac = \"02:aa:00:00:00:01\""],
+            "t.toml:7: port c1: mac 02:aa:00:00:00:01 requires an address (only a routed port has a MAC of its own)",
+        );
+        assert_port(
+            &["name = \"up\"", "kind = \"mem\"", "address = \"10.0.0.2/24\"", "mac = \"02:aa:00:00:00\""],
+            "t.toml:7: port up: mac \"02:aa:00:00:00\" is not a MAC address like \"02:00:00:00:00:01\"",
+        );
+        // An unusable address is not also "mac requires an address".
+        let lines = with_port(&["name = \"up\"", "kind = \"mem\"", "address = 1", "mac = \"02:aa:00:00:00:01\""]);
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        assert_eq!(all_errors(&lines).len(), 1);
+    }
+
+    #[test]
+    fn macs_are_unicast_and_unique() {
+        let up = |m: &str| format!("mac = \"{m}\"");
+        for (m, problem) in [
+            ("ff:ff:ff:ff:ff:ff", "the broadcast address"),
+            ("01:00:5e:00:00:01", "a group (multicast) address"),
+            ("03:00:00:00:00:01", "a group (multicast) address"),
+            ("00:00:00:00:00:00", "the all-zero address"),
+        ] {
+            let line = up(m);
+            assert_eq!(
+                l3(&[&line]),
+                [format!("t.toml:13: port uplink: mac {m} is {problem}; a router interface needs a unicast MAC")]
+            );
+        }
+        assert_eq!(
+            l3(&["[[network]]", "name = \"n\"", "subnet = \"10.0.0.0/24\"", "gateway = \"10.0.0.1\"", "gateway_mac = \"01:00:00:00:00:01\""]),
+            ["t.toml:17: network n: gateway_mac 01:00:00:00:00:01 is a group (multicast) address; a router interface needs a unicast MAC"]
+        );
+        // Unique across gateway_mac and mac, reported on the later one in the file.
+        let lines = [
+            "mac = \"02:00:00:00:00:01\"",         // 13 (port uplink)
+            "[[network]]",                         // 14
+            "name = \"n\"",                        // 15
+            "subnet = \"10.0.0.0/24\"",            // 16
+            "gateway = \"10.0.0.1\"",              // 17
+            "gateway_mac = \"02:00:00:00:00:01\"", // 18
+            "[[port]]",                            // 19
+            "name = \"up2\"",                      // 20
+            "kind = \"mem\"",                      // 21
+            "address = \"10.1.0.1/24\"",           // 22
+            "mac = \"02:00:00:00:00:01\"",         // 23
+        ];
+        assert_eq!(
+            l3(&lines),
+            [
+                "t.toml:18: network n: gateway_mac 02:00:00:00:00:01 is already used by port uplink (line 9)",
+                "t.toml:23: port up2: mac 02:00:00:00:00:01 is already used by port uplink (line 9)",
+            ]
+        );
+        // The same MAC written differently is the same MAC.
+        assert_eq!(
+            l3(&[
+                "mac = \"02:00:00:00:00:0A\"",
+                "[[port]]",
+                "name = \"up2\"",
+                "kind = \"mem\"",
+                "address = \"10.1.0.1/24\"",
+                "mac = \"02-00-00-00-00-0a\""
+            ]),
+            ["t.toml:18: port up2: mac 02:00:00:00:00:0a is already used by port uplink (line 9)"]
+        );
+    }
+
+    #[test]
+    fn router_interface_subnets_do_not_overlap() {
+        // A routed port inside a routed network's subnet (the port comes later).
+        assert_eq!(
+            l3(&["[[port]]", "name = \"up2\"", "kind = \"mem\"", "address = \"172.17.5.1/24\""]),
+            ["t.toml:16: port up2: address 172.17.5.1/24 overlaps subnet 172.17.0.0/16 of network bridge (line 1)"]
+        );
+        // A routed network around a routed port (the network comes later).
+        assert_eq!(
+            l3(&["[[network]]", "name = \"n\"", "subnet = \"203.0.0.0/8\"", "gateway = \"203.0.0.1\""]),
+            ["t.toml:15: network n: subnet 203.0.0.0/8 overlaps subnet 203.0.113.0/24 of port uplink (line 9)"]
+        );
+        // Two routed ports on the same subnet.
+        assert_eq!(
+            l3(&["[[port]]", "name = \"up2\"", "kind = \"mem\"", "address = \"203.0.113.3/24\""]),
+            ["t.toml:16: port up2: address 203.0.113.3/24 overlaps subnet 203.0.113.0/24 of port uplink (line 9)"]
+        );
+        // A network without a gateway is no router interface: its subnet may hold a routed port's...
+        assert_eq!(l3(&["[[network]]", "name = \"n\"", "subnet = \"203.0.113.0/25\""]), Vec::<String>::new());
+        // ...but networks' subnets never overlap each other.
+        assert_eq!(
+            l3(&["[[network]]", "name = \"n\"", "subnet = \"172.17.1.0/24\""]),
+            ["t.toml:15: network n: subnet 172.17.1.0/24 overlaps subnet 172.17.0.0/16 of network bridge (line 1)"]
+        );
+        // Adjacent subnets are fine, and so is a /32 next to its neighbour.
+        assert_eq!(
+            l3(&[
+                "[[port]]",
+                "name = \"up2\"",
+                "kind = \"mem\"",
+                "address = \"203.0.114.1/24\"",
+                "[[port]]",
+                "name = \"up3\"",
+                "kind = \"mem\"",
+                "address = \"198.51.100.1/32\""
+            ]),
+            Vec::<String>::new()
+        );
+        // A port that is both access and routed only reports that.
+        assert_eq!(
+            l3(&["[[port]]", "name = \"p\"", "kind = \"mem\"", "network = \"bridge\"", "address = \"203.0.113.3/24\""]),
+            ["t.toml:17: port p: has both \"network\" (an access port) and \"address\" (a routed port); set one"]
+        );
+    }
+
+    #[test]
+    fn routes() {
+        let route = |lines: &[&str]| {
+            let mut all = vec!["[[route]]"];
+            all.extend_from_slice(lines);
+            l3(&all)
+        };
+        assert_eq!(route(&["prefix = \"0.0.0.0/0\"", "via = \"203.0.113.1\""]), Vec::<String>::new());
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\"", "via = \"172.17.0.254\"", "port = \"uplink\""]),
+            ["t.toml:15: route 10.0.0.0/8: next hop 172.17.0.254 is not in subnet 203.0.113.0/24 of port uplink"]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\"", "via = \"203.0.113.9\"", "port = \"uplink\""]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            route(&["prefix = \"0.0.0.0/0\"", "via = \"198.51.100.1\""]),
+            ["t.toml:15: route 0.0.0.0/0: next hop 198.51.100.1 is not in any connected subnet; \
+              connected: 172.17.0.0/16 (network bridge), 203.0.113.0/24 (port uplink)"]
+        );
+        assert_eq!(
+            route(&["prefix = \"0.0.0.0/0\"", "via = \"203.0.113.2\""]),
+            ["t.toml:15: route 0.0.0.0/0: next hop 203.0.113.2 is the switch's own address on port uplink"]
+        );
+        assert_eq!(
+            route(&["prefix = \"0.0.0.0/0\"", "via = \"172.17.0.1\""]),
+            ["t.toml:15: route 0.0.0.0/0: next hop 172.17.0.1 is the switch's own address on network bridge"]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.1/8\"", "via = \"203.0.113.1\""]),
+            ["t.toml:14: route 10.0.0.1/8: prefix 10.0.0.1/8 has host bits set (did you mean 10.0.0.0/8?)"]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\"", "via = \"203.0.113.1\"", "port = \"c1\""]),
+            ["t.toml:16: route 10.0.0.0/8: port c1 is not a routed port (it has no \"address\"); routed ports: uplink"]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\"", "via = \"203.0.113.1\"", "port = \"upl1nk\""]),
+            ["t.toml:16: route 10.0.0.0/8: port \"upl1nk\" does not exist; routed ports: uplink"]
+        );
+        // Missing fields are reported at the table header, by position while the prefix is unknown.
+        assert_eq!(route(&["via = \"203.0.113.1\""]), ["t.toml:13: route #1: missing field \"prefix\""]);
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\""]),
+            ["t.toml:13: route 10.0.0.0/8: missing field \"via\" (the next hop)"]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0\"", "via = \"1.2.3\""]),
+            [
+                "t.toml:14: route #1: prefix \"10.0.0.0\" is not an IPv4 prefix like \"10.0.0.0/8\"",
+                "t.toml:15: route #1: via \"1.2.3\" is not an IPv4 address",
+            ]
+        );
+        assert_eq!(
+            route(&["prefix = \"10.0.0.0/8\"", "via = \"203.0.113.1\"", "port = 3"]),
+            ["t.toml:16: route 10.0.0.0/8: port must be a string, found integer 3"]
+        );
+        // Duplicate prefixes, reported on the later route.
+        let lines = [
+            "[[route]]",               // 13
+            "prefix = \"10.0.0.0/8\"", // 14
+            "via = \"203.0.113.1\"",   // 15
+            "[[route]]",               // 16
+            "prefix = \"10.0.0.0/8\"", // 17
+            "via = \"172.17.0.2\"",    // 18
+        ];
+        assert_eq!(
+            l3(&lines),
+            ["t.toml:17: route 10.0.0.0/8: prefix 10.0.0.0/8 is already routed by route 10.0.0.0/8 (line 13)"]
+        );
+        // Without router interfaces.
+        assert_eq!(
+            first_error(&["[[route]]", "prefix = \"0.0.0.0/0\"", "via = \"10.0.0.1\""]),
+            "t.toml:3: route 0.0.0.0/0: next hop 10.0.0.1 is not in any connected subnet; \
+             no subnet is connected (give a network a gateway, or a port an address)"
+        );
+        assert_eq!(
+            first_error(&["[[route]]", "prefix = \"0.0.0.0/0\"", "via = \"10.0.0.1\"", "port = \"x\""]),
+            "t.toml:4: route 0.0.0.0/0: port \"x\" does not exist; no routed ports are defined"
+        );
+    }
+
+    #[test]
+    fn validate_checks_l3_rules_without_lines() {
+        let mut cfg = full_config();
+        cfg.ports[4].network = Some("lab".into());
+        cfg.routes[0].via = Ipv4Addr::new(192, 0, 2, 1);
+        cfg.networks[1].gateway_mac = cfg.ports[4].mac;
+        assert_eq!(
+            cfg.validate("pushed").unwrap_err().to_string(),
+            "pushed: port uplink: has both \"network\" (an access port) and \"address\" (a routed port); set one\n\
+             pushed: port uplink: mac 02:00:00:00:02:01 is already used by network apps\n\
+             pushed: route 0.0.0.0/0: next hop 192.0.2.1 is not in any connected subnet; \
+             connected: 172.17.0.0/16 (network bridge), 10.10.0.0/24 (network apps), 10.20.0.0/24 (network backend)"
+        );
     }
 
     #[test]
@@ -1674,6 +2489,14 @@ mod tests {
         "workers",
         "mac_limit",
         "mac_aging_secs",
+        "gateway_mac",
+        "internal",
+        "address",
+        "mac",
+        "[[route]]",
+        "prefix",
+        "via",
+        "port",
         "bogus",
         "\"c1\"",
         "\"bridge\"",
@@ -1681,6 +2504,10 @@ mod tests {
         "\"mem\"",
         "\"10.0.0.0/8\"",
         "\"10.0.0.1\"",
+        "\"10.0.0.2/8\"",
+        "\"0.0.0.0/0\"",
+        "\"02:00:00:00:00:01\"",
+        "\"ff:ff:ff:ff:ff:ff\"",
         "\"\"",
         "0",
         "1500",

@@ -144,13 +144,13 @@ impl Topology {
                     (Some(addr), Some(subnet)) => {
                         let name = format!("network:{}", n.name);
                         rifs.push(RifInfo {
-                            mac: derived_mac(&name), /*L3CFG n.gateway_mac*/
+                            mac: n.gateway_mac.unwrap_or_else(|| derived_mac(&name)),
                             name,
                             addr,
                             subnet: Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet),
                             attach: Attach::Network(i as NetId),
                             mtu: network_mtu(cfg, &n.name),
-                            internal: false, /*L3CFG n.internal*/
+                            internal: n.internal,
                         });
                         Some((rifs.len() - 1) as RifId)
                     }
@@ -174,27 +174,25 @@ impl Topology {
                 if let Some(n) = network {
                     networks[n as usize].ports.push(i as PortId);
                 }
-                let rif = None::<Ipv4Net> /*L3CFG p.address*/
-                    .filter(|_| network.is_none())
-                    .map(|address| {
-                        let name = format!("port:{}", p.name);
-                        rifs.push(RifInfo {
-                            mac: derived_mac(&name), /*L3CFG p.mac*/
-                            name,
-                            addr: address.addr(),
-                            subnet: address,
-                            attach: Attach::Port(i as PortId),
-                            mtu: p.mtu,
-                            internal: false,
-                        });
-                        (rifs.len() - 1) as RifId
+                let rif = p.address.filter(|_| network.is_none()).map(|address| {
+                    let name = format!("port:{}", p.name);
+                    rifs.push(RifInfo {
+                        mac: p.mac.unwrap_or_else(|| derived_mac(&name)),
+                        name,
+                        addr: address.addr(),
+                        subnet: address,
+                        attach: Attach::Port(i as PortId),
+                        mtu: p.mtu,
+                        internal: false,
                     });
+                    (rifs.len() - 1) as RifId
+                });
                 PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
             })
             .collect();
-        let routes = Vec::<(Ipv4Net, Ipv4Addr, Option<String>)>::new() /*L3CFG cfg.routes*/
+        let routes = cfg
+            .routes
             .iter()
-            .map(|(prefix, via, port)| L3Route { prefix: *prefix, via: *via, port: port.clone() })
             .filter_map(|r| {
                 let rif = match &r.port {
                     Some(port) => rifs.iter().position(|x| x.name == format!("port:{port}")),
@@ -224,14 +222,12 @@ impl Topology {
     }
 }
 
-/// A network's MTU: the smallest MTU of its ports (1500 if it has none).
+/// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).
 fn network_mtu(cfg: &Config, network: &str) -> u16 {
-    cfg.ports.iter().filter(|p| p.network.as_deref() == Some(network)).map(|p| p.mtu).min().unwrap_or(1500)
-}
-
-/*L3CFG*/
-struct L3Route {
-    prefix: Ipv4Net,
-    via: Ipv4Addr,
-    port: Option<String>,
+    cfg.ports
+        .iter()
+        .filter(|p| p.network.as_deref() == Some(network))
+        .map(|p| p.mtu)
+        .min()
+        .unwrap_or(crate::config::defaults::MTU)
 }
