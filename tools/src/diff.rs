@@ -97,35 +97,59 @@ fn hex_row(data: &[u8], start: usize) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
+impl Difference {
+    /// The report with the two sides named `a` and `b` instead of `A` and `B` (e.g. "expected" and "actual").
+    pub fn labelled<'a>(&'a self, a: &'a str, b: &'a str) -> Labelled<'a> {
+        Labelled { diff: self, a, b }
+    }
+}
+
+/// A [`Difference`] report with named sides; see [`Difference::labelled`].
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled<'a> {
+    diff: &'a Difference,
+    a: &'a str,
+    b: &'a str,
+}
+
 impl fmt::Display for Difference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let number = self.index + 1;
+        fmt::Display::fmt(&self.labelled("A", "B"), f)
+    }
+}
+
+impl fmt::Display for Labelled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (d, a_name, b_name) = (self.diff, self.a, self.b);
+        let number = d.index + 1;
+        let width = a_name.len().max(b_name.len());
         let side = |name: &str, frame: &Option<CapturedFrame>| match frame {
-            Some(fr) => format!("  {name}: {} {}", format_ts(fr.ts), describe(&fr.data)),
-            None => format!("  {name}: (no frame #{number})"),
+            Some(fr) => format!("  {name:<width$}: {} {}", format_ts(fr.ts), describe(&fr.data)),
+            None => format!("  {name:<width$}: (no frame #{number})"),
         };
         let len = |frame: &Option<CapturedFrame>| frame.as_ref().map_or(0, |fr| fr.data.len());
-        match self.mismatch {
+        match d.mismatch {
             Mismatch::Bytes { offset } => writeln!(
                 f,
-                "frame #{number} differs at byte {offset} (A: {} bytes, B: {} bytes)",
-                len(&self.a),
-                len(&self.b)
+                "frame #{number} differs at byte {offset} ({a_name}: {} bytes, {b_name}: {} bytes)",
+                len(&d.a),
+                len(&d.b)
             )?,
             Mismatch::Timestamp => writeln!(f, "frame #{number} has the same bytes but a different timestamp")?,
-            Mismatch::OnlyInA => writeln!(f, "frame #{number} is only in A")?,
-            Mismatch::OnlyInB => writeln!(f, "frame #{number} is only in B")?,
+            Mismatch::OnlyInA => writeln!(f, "frame #{number} is only in {a_name}")?,
+            Mismatch::OnlyInB => writeln!(f, "frame #{number} is only in {b_name}")?,
         }
-        writeln!(f, "{}", side("A", &self.a))?;
-        writeln!(f, "{}", side("B", &self.b))?;
-        if let (Mismatch::Bytes { offset }, Some(a), Some(b)) = (self.mismatch, &self.a, &self.b) {
+        writeln!(f, "{}", side(a_name, &d.a))?;
+        writeln!(f, "{}", side(b_name, &d.b))?;
+        if let (Mismatch::Bytes { offset }, Some(a), Some(b)) = (d.mismatch, &d.a, &d.b) {
             let start = offset / 8 * 8;
-            let label = |name: &str| format!("  {name}[{start}..{}]: ", start + CONTEXT);
-            writeln!(f, "{}{}", label("A"), hex_row(&a.data, start))?;
-            writeln!(f, "{}{}", label("B"), hex_row(&b.data, start))?;
-            writeln!(f, "{}^^", " ".repeat(label("A").len() + (offset - start) * 3))?;
+            let range = format!("[{start}..{}]", start + CONTEXT);
+            let label = |name: &str| format!("  {:<w$}: ", format!("{name}{range}"), w = width + range.len());
+            writeln!(f, "{}{}", label(a_name), hex_row(&a.data, start))?;
+            writeln!(f, "{}{}", label(b_name), hex_row(&b.data, start))?;
+            writeln!(f, "{}^^", " ".repeat(label(a_name).len() + (offset - start) * 3))?;
         }
-        write!(f, "A has {} frames, B has {} frames", self.a_count, self.b_count)
+        write!(f, "{a_name} has {} frames, {b_name} has {} frames", d.a_count, d.b_count)
     }
 }
 
@@ -184,5 +208,19 @@ mod tests {
         assert!(d.to_string().contains("frame #3 is only in A\n  A: 0.002000 "));
         assert!(d.to_string().contains("  B: (no frame #3)\nA has 3 frames, B has 2 frames"));
         assert_eq!(compare(short, &capture()).map(|d| d.mismatch), Some(Mismatch::OnlyInB));
+    }
+
+    #[test]
+    fn sides_can_be_named() {
+        let mut b = capture();
+        b[0].data[59] = 1;
+        let d = compare(&capture(), &b).unwrap();
+        let text = d.labelled("expected", "actual").to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "frame #1 differs at byte 59 (expected: 60 bytes, actual: 60 bytes)");
+        assert!(lines[1].starts_with("  expected: 0.000000 "));
+        assert!(lines[2].starts_with("  actual  : 0.000000 "));
+        assert_eq!(lines[5].find("^^"), lines[4].rfind("01"));
+        assert_eq!(lines[6], "expected has 3 frames, actual has 3 frames");
     }
 }

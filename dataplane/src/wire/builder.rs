@@ -71,7 +71,7 @@ pub fn eth(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8
 }
 
 /// `frame` with an 802.1Q tag (priority 0) for VLAN `vid` inserted after the MAC addresses. Only the low 12 bits
-/// of `vid` are used. A frame too short to hold two MAC addresses is returned unchanged.
+/// of `vid` are used. A frame shorter than an Ethernet header is returned unchanged.
 pub fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
     let Some(inner_type) = frame.get(12..14) else {
         return frame.to_vec();
