@@ -19,9 +19,11 @@ use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
 use crate::config::Config;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
+use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
+use crate::router::RouterStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,8 +114,23 @@ pub struct ReplayReport {
     pub networks: BTreeMap<String, NetworkReport>,
     /// Bridge stage counters.
     pub bridge: BridgeStats,
+    /// Router stage counters.
+    pub router: RouterStats,
+    /// Neighbour table counters.
+    pub neigh: NeighStats,
     /// The output capture of each port.
     pub outputs: BTreeMap<String, PathBuf>,
+}
+
+impl ReplayReport {
+    /// Every counter, without the output paths: what a regression test compares.
+    pub fn counters_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("the report is plain data");
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("outputs");
+        }
+        v
+    }
 }
 
 /// Replays `inputs` through a switch built from `cfg`, writing one capture per configured port into `out_dir`.
@@ -222,6 +239,8 @@ fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf
         drops: switch.counters().drops_by_name(),
         networks,
         bridge: switch.bridge_stats(),
+        router: switch.router().stats(),
+        neigh: switch.router().neigh_stats(),
         outputs,
     }
 }
