@@ -94,6 +94,149 @@ impl L2Rig {
     }
 }
 
+/// Two networks with gateways and `routes` extra static routes (random /16–/28 prefixes, plus everything the
+/// traffic needs) via a router host on network `b`. The generator sends 64-byte UDP frames from a host on `a`
+/// to the gateway MAC, destined to addresses inside the installed routes (1024 distinct destinations cycled);
+/// the next hop's MAC is resolved before measuring. Every frame is routed: LPM, TTL, checksum, MAC rewrite.
+#[derive(Debug)]
+pub struct RouterRig {
+    /// The pipeline.
+    pub switch: Switch,
+    /// Generator port on network `a` (id 0).
+    pub gen: MemPort,
+    /// Sink port on network `b` (id 1).
+    pub sink: MemPort,
+    /// Buffers.
+    pub pool: BufPool,
+    /// Transmit queues.
+    pub tx: TxQueues,
+    batch: Batch,
+}
+
+/// A small deterministic generator (SplitMix64) so benchmarks need no extra dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl RouterRig {
+    /// Builds the rig with `routes` random routes and resolves the next hop.
+    pub fn new(routes: usize) -> Self {
+        use dataplane::config::RouteConfig;
+        use std::net::Ipv4Addr;
+        let via = Ipv4Addr::new(10, 0, 2, 254);
+        let mut rng = SplitMix(routes as u64 + 1);
+        let mut prefixes = std::collections::BTreeSet::new();
+        while prefixes.len() < routes {
+            let r = rng.next_u64();
+            let len = 16 + (r % 13) as u8; // /16../28
+                                           // Unicast space only: first octet 1..=223, not 10 (the rig's own) nor 127 (loopback).
+            let first = 1 + ((r >> 56) as u32 % 223);
+            if first == 10 || first == 127 {
+                continue;
+            }
+            let addr = Ipv4Addr::from((first << 24) | ((r >> 32) as u32 & 0x00ff_ffff));
+            if let Ok(p) = ipnet_of(addr, len) {
+                if !p.contains(&Ipv4Addr::new(10, 0, 1, 1)) && !p.contains(&via) {
+                    prefixes.insert(p);
+                }
+            }
+        }
+        let mut cfg = Config::parse(
+            "[[network]]\nname = \"a\"\nsubnet = \"10.0.1.0/24\"\ngateway = \"10.0.1.1\"\n\
+             [[network]]\nname = \"b\"\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.1\"\n\
+             [[port]]\nname = \"gen\"\nkind = \"mem\"\nnetwork = \"a\"\n\
+             [[port]]\nname = \"sink\"\nkind = \"mem\"\nnetwork = \"b\"\n",
+            "bench",
+        )
+        .expect("bench config is valid");
+        // Routes are added after validation: checking a million of them is not what is measured here.
+        cfg.routes = prefixes.iter().map(|p| RouteConfig { prefix: *p, via, port: None }).collect();
+        let switch = Switch::new(&cfg);
+        let rifs = &switch.topology().rifs;
+        let (gw_a, gw_b) = (rifs[0].mac.0, rifs[1].mac.0);
+        // Destinations: 1024 addresses inside the installed routes (or 10.0.2.x when there are none).
+        let prefixes: Vec<_> = prefixes.into_iter().collect();
+        let frames = (0..1024u32)
+            .map(|i| {
+                let dst = if prefixes.is_empty() {
+                    [10, 0, 2, (i % 200) as u8 + 2]
+                } else {
+                    let p = prefixes[rng.next_u64() as usize % prefixes.len()];
+                    let host = (rng.next_u64() as u32) & !u32::from(p.netmask());
+                    (u32::from(p.network()) | host).to_be_bytes()
+                };
+                udp64(host_mac(1), gw_a, [10, 0, 1, 10], dst, 1000 + (i as u16 % 64))
+            })
+            .collect();
+        let mut rig = RouterRig {
+            switch,
+            gen: MemPort::cycle("gen", frames),
+            sink: MemPort::new("sink"),
+            pool: BufPool::new(4096),
+            tx: TxQueues::new(2, 256),
+            batch: Batch::new(),
+        };
+        // The next-hop router and the (connected) hosts of b announce themselves: ARP requests for gateway b.
+        let mut announce = vec![arp_request(host_mac(0xb0_0000), via, Ipv4Addr::new(10, 0, 2, 1))];
+        for h in 2..202u8 {
+            announce.push(arp_request(
+                host_mac(0xb0_0000 + u32::from(h)),
+                Ipv4Addr::new(10, 0, 2, h),
+                Ipv4Addr::new(10, 0, 2, 1),
+            ));
+        }
+        for f in &announce {
+            rig.sink.inject(f);
+        }
+        while rig.sink.pending() > 0 {
+            rig.step_port(1);
+        }
+        let _ = gw_b;
+        rig.sink.set_tx_mode(dataplane::port::mem::TxMode::Count);
+        rig.step();
+        rig
+    }
+
+    fn step_port(&mut self, id: PortId) -> usize {
+        let port = if id == 0 { &mut self.gen } else { &mut self.sink };
+        let n = port.rx_burst(0, &mut self.pool, &mut self.batch).expect("mem ports do not fail");
+        self.switch.process(0, id, &mut self.batch, &mut self.pool, &mut self.tx);
+        for p in [0, 1] {
+            let q = self.tx.queue_mut(p);
+            if !q.is_empty() {
+                let port = if p == 0 { &mut self.gen } else { &mut self.sink };
+                port.tx_burst(&mut self.pool, q).expect("mem ports do not fail");
+            }
+        }
+        n
+    }
+
+    /// One burst from the generator through the router to the sink; returns frames received.
+    #[inline]
+    pub fn step(&mut self) -> usize {
+        self.step_port(0)
+    }
+}
+
+fn ipnet_of(addr: std::net::Ipv4Addr, len: u8) -> Result<dataplane::route::Ipv4Net, ()> {
+    dataplane::route::Ipv4Net::new(addr, len).map(|n| n.trunc()).map_err(|_| ())
+}
+
+/// A broadcast ARP request from `mac`/`ip` for `target`.
+pub fn arp_request(mac: [u8; 6], ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Vec<u8> {
+    dataplane::wire::builder::arp_request(dataplane::wire::MacAddr(mac), ip, target)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +252,19 @@ mod tests {
         assert_eq!(rig.gen.stats().tx_packets, 1, "only the sink host's first frame was flooded back");
         assert_eq!(rig.switch.counters().total_drops(), 0);
         assert_eq!(rig.pool.available(), 4096, "no buffer leaked");
+    }
+
+    #[test]
+    fn router_rig_routes_every_frame() {
+        for routes in [0, 10, 1000] {
+            let mut rig = RouterRig::new(routes);
+            let before = rig.sink.stats().tx_packets;
+            for _ in 0..10 {
+                assert_eq!(rig.step(), 32);
+            }
+            assert_eq!(rig.sink.stats().tx_packets - before, 320, "{routes} routes: every frame reached the sink");
+            assert_eq!(rig.switch.counters().total_drops(), 0, "{:?}", rig.switch.counters().drops_by_name());
+            assert_eq!(rig.pool.available(), 4096, "no buffer leaked");
+        }
     }
 }
