@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod port;
 pub mod replay;
 pub mod route;
+pub mod simhost;
 pub mod testbed;
 pub mod router;
 pub mod topology;
