@@ -171,6 +171,13 @@ impl<'a> Egress<'a> {
         self.pool.free(frame);
     }
 
+    /// Frees `frame`, counting `reason` without charging a port (a refused copy of a frame that went elsewhere).
+    #[inline]
+    pub fn discard(&mut self, frame: Frame, reason: DropReason) {
+        self.counters.count(reason);
+        self.pool.free(frame);
+    }
+
     /// Drops `frame` for `reason`, charging the port it came in on.
     #[inline]
     pub fn drop(&mut self, frame: Frame, reason: DropReason) {

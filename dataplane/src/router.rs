@@ -67,7 +67,7 @@ pub struct RouteEntry {
 /// Router outcomes that are not drops of a forwarded frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RouterStats {
-    /// Packets routed.
+    /// Packets routed and sent to their next hop (after resolution, for held ones).
     pub forwarded: u64,
     /// ARP requests for our addresses answered.
     pub arp_replies: u64,
@@ -196,27 +196,36 @@ impl Router {
     /// (whose fate is counted by the flood, so nothing here counts as its drop).
     pub fn handle(&mut self, now: Nanos, rif: RifId, frame: Frame, parsed: &Parsed, copy: bool, out: &mut Egress) {
         match parsed.ethertype {
-            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, out),
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, copy, out),
             ethertype::IPV4 if parsed.vlan_tags == 0 && !copy => self.ipv4(now, rif, frame, parsed, out),
             _ if copy => out.free(frame),
             _ => out.drop(frame, DropReason::UnsupportedL3),
         }
     }
 
-    fn arp(&mut self, now: Nanos, rif_id: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+    fn arp(&mut self, now: Nanos, rif_id: RifId, mut frame: Frame, parsed: &Parsed, copy: bool, out: &mut Egress) {
         use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetProtocol};
         let rif = &out.topo().rifs[rif_id as usize];
         let l3 = parsed.l3 as usize;
+        // The router's copy of a flooded ARP is not the frame itself: a refusal counts its reason, but the
+        // ingress port's frame was flooded, not dropped.
+        let refuse = |out: &mut Egress, frame: Frame| {
+            if copy {
+                out.discard(frame, DropReason::BadArp)
+            } else {
+                out.drop(frame, DropReason::BadArp)
+            }
+        };
         let (op, sha, spa, tpa) = {
             let Ok(arp) = ArpPacket::new_checked(&frame.data()[l3..]) else {
-                return out.drop(frame, DropReason::BadArp);
+                return refuse(out, frame);
             };
             if arp.hardware_type() != ArpHardware::Ethernet
                 || arp.protocol_type() != EthernetProtocol::Ipv4
                 || arp.hardware_len() != 6
                 || arp.protocol_len() != 4
             {
-                return out.drop(frame, DropReason::BadArp);
+                return refuse(out, frame);
             }
             let sha = MacAddr::from_slice(arp.source_hardware_addr()).unwrap_or(MacAddr::ZERO);
             let spa = ipv4_at(arp.source_protocol_addr(), 0);
@@ -225,7 +234,7 @@ impl Router {
         };
         let sender_ok = rif.subnet.contains(&spa) && spa != rif.addr && !sha.is_multicast() && !sha.is_zero();
         if !sender_ok {
-            return out.drop(frame, DropReason::BadArp);
+            return refuse(out, frame);
         }
         let for_us = tpa == rif.addr;
         let mut released = std::mem::take(&mut self.released);
@@ -254,7 +263,9 @@ impl Router {
                 out.free(frame);
             }
         }
-        for f in released.drain(..) {
+        for mut f in released.drain(..) {
+            // A held frame leaves when the answer that released it arrives.
+            f.ts = now;
             self.send_to_mac(rif_id, sha, f, out);
         }
         self.released = released;
@@ -274,6 +285,11 @@ impl Router {
         let dst = ipv4_at(d, l3 + ip::DST);
         let topo = out.topo();
         if let Some(local) = topo.rifs.iter().position(|r| r.addr == dst) {
+            // Another interface's address is reached across the router: not from or to an internal network.
+            let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
+            if local != in_rif as usize && (a.internal || b.internal) {
+                return out.drop(frame, DropReason::InternalNetwork);
+            }
             return self.local(now, local as RifId, frame, parsed, out);
         }
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
@@ -313,7 +329,6 @@ impl Router {
         let new = u16::from_be_bytes([d[l3 + ip::TTL], d[l3 + ip::PROTO]]);
         let c = u16::from_be_bytes([d[l3 + ip::CHECKSUM], d[l3 + ip::CHECKSUM + 1]]);
         d[l3 + ip::CHECKSUM..l3 + ip::CHECKSUM + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
-        self.stats.forwarded += 1;
         let target = nh.via.unwrap_or(dst);
         self.send_to_neighbour(now, nh.rif, target, frame, parsed, out);
     }
@@ -350,6 +365,7 @@ impl Router {
 
     /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.
     fn send_to_mac(&mut self, rif: RifId, mac: MacAddr, mut frame: Frame, out: &mut Egress) {
+        self.stats.forwarded += 1;
         let info = &out.topo().rifs[rif as usize];
         let d = frame.data_mut();
         d[0..6].copy_from_slice(&mac.0);
@@ -660,6 +676,28 @@ mod tests {
         tb.send("r1", &arp_request(RED_HOST.0, Ipv4Addr::new(10, 0, 2, 20), Ipv4Addr::new(10, 0, 1, 1)));
         assert!(tb.take("r1").is_empty());
         assert_eq!(tb.switch().counters().drops(DropReason::BadArp), 1);
+    }
+
+    #[test]
+    fn a_refused_arp_broadcast_counts_its_reason_but_not_as_a_dropped_frame() {
+        let mut tb = testbed();
+        // Broadcast, so the bridge floods it and the router gets a copy; the sender is outside red's subnet.
+        tb.send("r1", &arp_request(RED_HOST.0, Ipv4Addr::new(10, 0, 2, 20), Ipv4Addr::new(10, 0, 1, 1)));
+        let c = tb.switch().counters();
+        assert_eq!(c.drops(DropReason::BadArp), 1);
+        let r1 = c.port(tb.port("r1"));
+        assert_eq!((r1.rx_packets, r1.flooded, r1.dropped), (1, 1, 0), "the frame ends in exactly one place");
+    }
+
+    #[test]
+    fn internal_network_cannot_reach_other_interfaces_addresses() {
+        let mut tb = testbed();
+        let vault_gw = rif_mac(&tb, "network:vault");
+        let ping = Ipv4Spec::new(VAULT_HOST.0, vault_gw, VAULT_HOST.1, Ipv4Addr::new(10, 0, 1, 1));
+        tb.send("v1", &ping.icmp_echo_request(1, 1, 8));
+        tb.send("r1", &from_red(&tb, Ipv4Addr::new(10, 0, 3, 1), Ipv4Opts::default()).icmp_echo_request(1, 1, 8));
+        assert!(tb.take_all().is_empty());
+        assert_eq!(tb.switch().counters().drops(DropReason::InternalNetwork), 2);
     }
 
     #[test]

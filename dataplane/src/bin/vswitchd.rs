@@ -56,6 +56,10 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(&e),
             };
             if let Err(e) = print_report(&report, show, stats_json.as_deref()) {
+                // A reader that went away (`| head`) is not a failure of the replay.
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+                    return ExitCode::SUCCESS;
+                }
                 eprintln!("vswitchd: {e:#}");
                 return ExitCode::FAILURE;
             }
@@ -71,18 +75,26 @@ fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn print_report(report: &ReplayReport, show: usize, stats_json: Option<&Path>) -> anyhow::Result<()> {
-    println!("replayed {} frames, emitted {}", report.frames_in, report.frames_out);
-    println!("{:<16} {:>8} {:>8} {:>9} {:>8} {:>8}", "PORT", "RX", "TX", "FORWARDED", "FLOODED", "DROPPED");
+    use std::io::Write;
+    let mut w = std::io::stdout().lock();
+    writeln!(w, "replayed {} frames, emitted {}", report.frames_in, report.frames_out)?;
+    writeln!(
+        w,
+        "{:<16} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+        "PORT", "RX", "TX", "FORWARDED", "FLOODED", "ROUTED", "DROPPED"
+    )?;
     for (name, p) in &report.ports {
-        println!(
-            "{:<16} {:>8} {:>8} {:>9} {:>8} {:>8}",
-            name, p.pipeline.rx_packets, p.io.tx_packets, p.pipeline.forwarded, p.pipeline.flooded, p.pipeline.dropped
-        );
+        let c = &p.pipeline;
+        writeln!(
+            w,
+            "{:<16} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+            name, c.rx_packets, p.io.tx_packets, c.forwarded, c.flooded, c.routed, c.dropped
+        )?;
     }
     if !report.drops.is_empty() {
-        println!("drops by reason:");
+        writeln!(w, "drops by reason:")?;
         for (reason, n) in &report.drops {
-            println!("  {reason:<24} {n}");
+            writeln!(w, "  {reason:<24} {n}")?;
         }
     }
     if show > 0 {
@@ -91,12 +103,18 @@ fn print_report(report: &ReplayReport, show: usize, stats_json: Option<&Path>) -
             if frames.is_empty() {
                 continue;
             }
-            println!("{name} sent {} frame(s) -> {}", frames.len(), path.display());
+            writeln!(w, "{name} sent {} frame(s) -> {}", frames.len(), path.display())?;
             for f in frames.iter().take(show) {
-                println!("  {:>6}.{:06}  {}", f.ts / 1_000_000_000, f.ts % 1_000_000_000 / 1_000, describe(&f.data));
+                writeln!(
+                    w,
+                    "  {:>6}.{:06}  {}",
+                    f.ts / 1_000_000_000,
+                    f.ts % 1_000_000_000 / 1_000,
+                    describe(&f.data)
+                )?;
             }
             if frames.len() > show {
-                println!("  ... {} more", frames.len() - show);
+                writeln!(w, "  ... {} more", frames.len() - show)?;
             }
         }
     }
