@@ -11,7 +11,7 @@ use crate::wire::MacAddr;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, IpCidr};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
@@ -95,10 +95,10 @@ impl SimHost {
         let config = Config::new(EthernetAddress(mac.0).into());
         let mut iface = Interface::new(config, &mut device, instant(now));
         iface.update_ip_addrs(|addrs| {
-            addrs.push(IpCidr::new(Ipv4Address::from(ip).into(), prefix)).expect("one address fits");
+            addrs.push(IpCidr::new(ip.into(), prefix)).expect("one address fits");
         });
         if let Some(gw) = gateway {
-            iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw)).expect("one route fits");
+            iface.routes_mut().add_default_ipv4_route(gw).expect("one route fits");
         }
         SimHost { port: port.to_string(), iface, sockets: SocketSet::new(Vec::new()), device }
     }
