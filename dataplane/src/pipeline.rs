@@ -1,7 +1,7 @@
 //! The pipeline: runs a received batch through the stages and queues the results for transmission.
 //!
-//! `ingress` (validation) → `bridge` (learn, forward; frames for a gateway go to the router) → dispatch: copy
-//! floods, run the `router` on frames for it, check egress MTU, queue per egress port. Each stage writes one
+//! `ingress` (validation) → `bridge` (learn, forward; frames for a gateway go to the router) → route lookup
+//! (the router's FIB lookups for the whole batch) → dispatch: copy floods, run the `router` on frames for it, check egress MTU, queue per egress port. Each stage writes one
 //! [`Verdict`] per frame; dispatch acts on them through [`Egress`], the one place frames are queued for
 //! transmission and counted. Time comes in through [`Context::now`]; nothing here reads a clock or does I/O,
 //! so replay and tests are deterministic.
@@ -22,6 +22,7 @@ use crate::ingress::Ingress;
 use crate::neigh::RifId;
 use crate::packet::Parsed;
 use crate::port::PortId;
+use crate::route::NextHopId;
 use crate::router::Router;
 use crate::topology::{Attach, NetId, Topology};
 use crate::wire::MacAddr;
@@ -140,6 +141,7 @@ pub struct Egress<'a> {
     tx: &'a mut TxQueues,
     pool: &'a mut BufPool,
     now: Nanos,
+    last_fdb: Option<(NetId, MacAddr, PortId)>,
 }
 
 impl<'a> Egress<'a> {
@@ -212,13 +214,31 @@ impl<'a> Egress<'a> {
     /// Sends a routed or generated frame out of a router interface: directly on a routed port, or through the
     /// network's bridge (to the port its destination MAC was learned on, else flooded to every port).
     pub fn to_attach(&mut self, attach: Attach, frame: Frame) {
+        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+        self.to_attach_mac(attach, dst, frame);
+    }
+
+    /// As [`Egress::to_attach`] for a frame whose destination MAC the caller already knows.
+    #[inline]
+    pub fn to_attach_mac(&mut self, attach: Attach, dst: MacAddr, frame: Frame) {
         match attach {
             Attach::Port(p) => {
                 self.to_port(p, frame);
             }
             Attach::Network(net) => {
-                let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
-                let known = if dst.is_multicast() { None } else { self.bridge.fdb(net).lookup(dst, self.now) };
+                // The MAC tables cannot change while an Egress exists (it borrows them), so the last answer
+                // stays right for the whole call.
+                let known = match self.last_fdb {
+                    Some((n, mac, port)) if n == net && mac == dst => Some(port),
+                    _ if dst.is_multicast() => None,
+                    _ => {
+                        let p = self.bridge.fdb(net).lookup(dst, self.now);
+                        if let Some(p) = p {
+                            self.last_fdb = Some((net, dst, p));
+                        }
+                        p
+                    }
+                };
                 match known {
                     Some(p) => {
                         self.to_port(p, frame);
@@ -275,6 +295,7 @@ pub struct Switch {
     counters: Counters,
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
+    routes: [Option<NextHopId>; BATCH_SIZE],
 }
 
 impl Switch {
@@ -292,6 +313,7 @@ impl Switch {
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
+            routes: [None; BATCH_SIZE],
             topo,
         }
     }
@@ -317,7 +339,17 @@ impl Switch {
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
-        let mut out = Egress { topo: &self.topo, bridge: &self.bridge, counters: &mut self.counters, tx, pool, now };
+        self.routes = [None; BATCH_SIZE];
+        self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
+        let mut out = Egress {
+            topo: &self.topo,
+            bridge: &self.bridge,
+            counters: &mut self.counters,
+            tx,
+            pool,
+            now,
+            last_fdb: None,
+        };
         for (i, mut frame) in batch.drain().enumerate() {
             frame.port = in_port;
             match verdicts.get(i) {
@@ -335,11 +367,11 @@ impl Switch {
                 }
                 Verdict::ToRouter(rif) => {
                     out.counters.port_mut(in_port).routed += 1;
-                    self.router.handle(now, rif, frame, &self.parsed[i], false, &mut out);
+                    self.router.handle(now, rif, frame, &self.parsed[i], self.routes[i], false, &mut out);
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
-                        self.router.handle(now, rif, copy, &self.parsed[i], true, &mut out);
+                        self.router.handle(now, rif, copy, &self.parsed[i], None, true, &mut out);
                     }
                     out.flood(net, frame, Some(in_port));
                     // The router took a copy, so the frame reached somewhere even with no other port.
@@ -360,7 +392,15 @@ impl Switch {
     /// Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`] or so of (virtual) time.
     pub fn housekeeping(&mut self, now: Nanos, pool: &mut BufPool, tx: &mut TxQueues) {
         self.bridge.expire(now);
-        let mut out = Egress { topo: &self.topo, bridge: &self.bridge, counters: &mut self.counters, tx, pool, now };
+        let mut out = Egress {
+            topo: &self.topo,
+            bridge: &self.bridge,
+            counters: &mut self.counters,
+            tx,
+            pool,
+            now,
+            last_fdb: None,
+        };
         self.router.tick(now, &mut out);
     }
 

@@ -32,12 +32,13 @@
 //! Time is passed in; housekeeping ([`Router::tick`]) retries ARP and fails unresolved neighbours.
 //! Threads: owned by the worker running the pipeline.
 
+use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::checksum;
 use crate::counters::DropReason;
 use crate::neigh::{Held, Lookup, NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::{ip_proto, Parsed};
-use crate::pipeline::Egress;
+use crate::pipeline::{Egress, Verdict, Verdicts};
 use crate::route::{Fib, Ipv4Net, NextHopId};
 use crate::topology::{RifInfo, Topology};
 use crate::wire::{ethertype, MacAddr};
@@ -138,6 +139,8 @@ pub struct Router {
     echo: TokenBucket,
     stats: RouterStats,
     released: Vec<Frame>,
+    /// The last resolved neighbour, valid within one batch (cleared by [`Router::lookup_batch`] and by ARP).
+    last_neigh: Option<(RifId, Ipv4Addr, MacAddr)>,
 }
 
 /// Byte offsets inside an IPv4 header.
@@ -175,6 +178,7 @@ impl Router {
             echo: TokenBucket::new(1000, 100),
             stats: RouterStats::default(),
             released: Vec::with_capacity(64),
+            last_neigh: None,
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
             r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
@@ -192,12 +196,58 @@ impl Router {
         self.fib.insert(prefix, id);
     }
 
+    /// The route lookup stage: finds the next hop of every IPv4 frame in `batch` headed for the router, in one
+    /// batch ([`Fib::lookup_many`]) before any of them is handled. The lookups are independent, so their cache
+    /// misses overlap (a FIB of 10k+ routes does not fit in L1); done one frame at a time inside `handle`, each
+    /// miss stalls alone. This is VPP's `ip4-lookup` node.
+    #[inline]
+    pub fn lookup_batch(
+        &mut self,
+        batch: &Batch,
+        parsed: &[Parsed; BATCH_SIZE],
+        verdicts: &Verdicts,
+        routes: &mut [Option<NextHopId>; BATCH_SIZE],
+    ) {
+        self.last_neigh = None;
+        let mut which = [0u8; BATCH_SIZE];
+        let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
+        let mut n = 0;
+        for (i, frame) in batch.iter().enumerate() {
+            let p = &parsed[i];
+            if !matches!(verdicts.get(i), Verdict::ToRouter(_)) || p.ethertype != ethertype::IPV4 {
+                continue;
+            }
+            // Ingress checked that an IPv4 frame holds a whole header at `l3`.
+            if let Some(d) = frame.data().get(p.l3 as usize + ip::DST..p.l3 as usize + ip::DST + 4) {
+                which[n] = i as u8;
+                dsts[n] = ipv4_at(d, 0);
+                n += 1;
+            }
+        }
+        let mut found = [None; BATCH_SIZE];
+        self.fib.lookup_many(&dsts[..n], &mut found[..n]);
+        for k in 0..n {
+            routes[which[k] as usize] = found[k];
+        }
+    }
+
     /// Handles one frame received on interface `rif`. `copy` is true for the router's copy of a flooded frame
-    /// (whose fate is counted by the flood, so nothing here counts as its drop).
-    pub fn handle(&mut self, now: Nanos, rif: RifId, frame: Frame, parsed: &Parsed, copy: bool, out: &mut Egress) {
+    /// (whose fate is counted by the flood, so nothing here counts as its drop). `route` is what
+    /// [`Router::lookup_batch`] found for the frame.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        frame: Frame,
+        parsed: &Parsed,
+        route: Option<NextHopId>,
+        copy: bool,
+        out: &mut Egress,
+    ) {
         match parsed.ethertype {
             ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, copy, out),
-            ethertype::IPV4 if parsed.vlan_tags == 0 && !copy => self.ipv4(now, rif, frame, parsed, out),
+            ethertype::IPV4 if parsed.vlan_tags == 0 && !copy => self.ipv4(now, rif, frame, parsed, route, out),
             _ if copy => out.free(frame),
             _ => out.drop(frame, DropReason::UnsupportedL3),
         }
@@ -237,6 +287,7 @@ impl Router {
             return refuse(out, frame);
         }
         let for_us = tpa == rif.addr;
+        self.last_neigh = None;
         let mut released = std::mem::take(&mut self.released);
         self.neigh.confirm(rif_id, spa, sha, now, for_us, &mut released);
         match op {
@@ -271,7 +322,15 @@ impl Router {
         self.released = released;
     }
 
-    fn ipv4(&mut self, now: Nanos, in_rif: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+    fn ipv4(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        mut frame: Frame,
+        parsed: &Parsed,
+        route: Option<NextHopId>,
+        out: &mut Egress,
+    ) {
         let l3 = parsed.l3 as usize;
         let d = frame.data();
         let ihl = (d[l3] & 0x0f) as usize * 4;
@@ -301,7 +360,7 @@ impl Router {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::TIME_EXCEEDED, 0, 0, out);
             return out.drop(frame, DropReason::TtlExpired);
         }
-        let Some(nh_id) = self.fib.lookup(dst) else {
+        let Some(nh_id) = route else {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0, out);
             return out.drop(frame, DropReason::NoRoute);
         };
@@ -343,8 +402,17 @@ impl Router {
         parsed: &Parsed,
         out: &mut Egress,
     ) {
+        // Consecutive packets mostly go to the same next hop: remember the last answer for this batch.
+        if let Some((r, ip, mac)) = self.last_neigh {
+            if r == rif && ip == target {
+                return self.send_to_mac(rif, mac, frame, out);
+            }
+        }
         match self.neigh.lookup(rif, target, now) {
-            Lookup::Mac(mac) => self.send_to_mac(rif, mac, frame, out),
+            Lookup::Mac(mac) => {
+                self.last_neigh = Some((rif, target, mac));
+                self.send_to_mac(rif, mac, frame, out)
+            }
             Lookup::MacProbe(mac) => {
                 self.send_to_mac(rif, mac, frame, out);
                 self.arp_request(rif, target, now, out);
@@ -371,7 +439,7 @@ impl Router {
         d[0..6].copy_from_slice(&mac.0);
         d[6..12].copy_from_slice(&info.mac.0);
         let attach = info.attach;
-        out.to_attach(attach, frame);
+        out.to_attach_mac(attach, mac, frame);
     }
 
     fn arp_request(&mut self, rif: RifId, target: Ipv4Addr, _now: Nanos, out: &mut Egress) {
