@@ -15,6 +15,7 @@ pub mod replay;
 pub mod route;
 pub mod router;
 pub mod simhost;
+pub mod snat;
 pub mod testbed;
 pub mod topology;
 pub mod wire;
