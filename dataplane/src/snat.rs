@@ -37,7 +37,6 @@
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -268,11 +267,13 @@ impl PortAllocator {
     /// Gives `port` back for `dst`. Returns false, counts a stray release and changes nothing if it was not in
     /// use. The destination's state is freed with its last port.
     pub fn release(&mut self, proto: NatProto, dst: (Ipv4Addr, u16), port: u16) -> bool {
-        let removed = match (self.range.index(port), self.dests.entry(dest_key(proto, dst))) {
-            (Some(index), Entry::Occupied(mut e)) => {
-                let removed = e.get_mut().remove(index, self.sparse_min);
-                if e.get().len() == 0 {
-                    e.remove();
+        // Not `entry()`: it may grow the map for a destination that is not there.
+        let key = dest_key(proto, dst);
+        let removed = match (self.range.index(port), self.dests.get_mut(&key)) {
+            (Some(index), Some(used)) => {
+                let removed = used.remove(index, self.sparse_min);
+                if used.len() == 0 {
+                    self.dests.remove(&key);
                     self.shrink_map();
                 }
                 removed
@@ -456,12 +457,15 @@ impl Bitmap {
     fn new(size: u32) -> Bitmap {
         let n = (size as usize).div_ceil(64);
         let mut words = vec![0u64; n];
-        if size % 64 != 0 {
-            words[n - 1] = !0u64 << (size % 64);
+        // (Remainders bound to names: `is_multiple_of` is newer than the workspace's rust-version.)
+        let tail = size % 64;
+        if tail != 0 {
+            words[n - 1] = !0u64 << tail;
         }
         let mut full = vec![0u64; n.div_ceil(64)];
-        if n % 64 != 0 {
-            full[n / 64] = !0u64 << (n % 64);
+        let summary_tail = n % 64;
+        if summary_tail != 0 {
+            full[n / 64] = !0u64 << summary_tail;
         }
         Bitmap { words, full, count: 0, size }
     }
@@ -642,7 +646,10 @@ mod tests {
 
         assert!(a.release(NatProto::Tcp, d, 2001));
         assert!(!a.release(NatProto::Tcp, d, 2001), "double release");
-        assert_eq!(a.stats().stray_releases, 1);
+        assert!(!a.release(NatProto::Tcp, d, 3000), "outside the range");
+        assert!(!a.release(NatProto::Tcp, dst(9, 443), 2001), "unknown destination");
+        assert_eq!(a.destinations(), 2, "stray releases create no state");
+        assert_eq!(a.stats().stray_releases, 3);
         assert_eq!(a.allocate(NatProto::Tcp, 40000, d, 7), Ok(2001), "the only free port");
         assert!(a.allocate(NatProto::Tcp, 40000, d, 8).is_err());
         assert_eq!(a.stats().exhausted, 2);
