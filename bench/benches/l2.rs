@@ -2,7 +2,7 @@
 //! Each iteration is one burst of 32 frames: MemPort rx (copy into a pool buffer) → ingress → learn → forward →
 //! MemPort tx (count, free). Reported as elements (frames) per second.
 
-use bench::L2Rig;
+use bench::Rig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ fn l2_forwarding(c: &mut Criterion) {
     for sources in [1u32, 1_000, 100_000] {
         // The rig is built inside the closure so that a filtered run builds only what it measures.
         g.bench_with_input(BenchmarkId::from_parameter(format!("{sources}_macs")), &sources, |b, &sources| {
-            let mut rig = L2Rig::new(sources);
+            let mut rig = Rig::l2(sources);
             b.iter(|| rig.step())
         });
     }

@@ -3,7 +3,7 @@
 //! ingress → bridge (to the gateway) → router (checksum check, LPM, TTL, incremental checksum, neighbour, MAC
 //! rewrite) → bridge lookup of the next hop's port → tx. Reported in frames per second.
 
-use bench::RouterRig;
+use bench::Rig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ fn routed_forwarding(c: &mut Criterion) {
     for routes in [10usize, 10_000, 1_000_000] {
         // The rig is built inside the closure so that a filtered run builds only what it measures.
         g.bench_with_input(BenchmarkId::from_parameter(format!("{routes}_routes")), &routes, |b, &routes| {
-            let mut rig = RouterRig::new(routes);
+            let mut rig = Rig::routed(routes);
             b.iter(|| rig.step())
         });
     }

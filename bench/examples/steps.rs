@@ -9,13 +9,13 @@ fn main() {
     let mut frames = 0;
     match which {
         "l2" => {
-            let mut rig = bench::L2Rig::new(size as u32);
+            let mut rig = bench::Rig::l2(size as u32);
             for _ in 0..bursts {
                 frames += rig.step();
             }
         }
         _ => {
-            let mut rig = bench::RouterRig::new(size);
+            let mut rig = bench::Rig::routed(size);
             for _ in 0..bursts {
                 frames += rig.step();
             }

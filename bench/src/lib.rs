@@ -23,10 +23,10 @@ pub fn host_mac(n: u32) -> [u8; 6] {
     [0x02, 0x00, b[0], b[1], b[2], b[3]]
 }
 
-/// One network, two ports: `gen` receives a cycle of frames from `sources` distinct source MACs, all addressed
-/// to a host already learned behind `sink`.
+/// A switch with two in-memory ports: `gen` (id 0) receives a cycle of template frames, `sink` (id 1) counts
+/// what it is sent. Built by [`Rig::l2`] or [`Rig::routed`].
 #[derive(Debug)]
-pub struct L2Rig {
+pub struct Rig {
     /// The pipeline.
     pub switch: Switch,
     /// Generator port (id 0).
@@ -40,9 +40,21 @@ pub struct L2Rig {
     batch: Batch,
 }
 
-impl L2Rig {
-    /// Builds the rig and teaches the switch where the destination host is.
-    pub fn new(sources: u32) -> Self {
+impl Rig {
+    fn with(switch: Switch, frames: Vec<Vec<u8>>) -> Self {
+        Rig {
+            switch,
+            gen: MemPort::cycle("gen", frames),
+            sink: MemPort::new("sink"),
+            pool: BufPool::new(4096),
+            tx: TxQueues::new(2, 256),
+            batch: Batch::new(),
+        }
+    }
+
+    /// One network, two ports: `gen` receives a cycle of frames from `sources` distinct source MACs, all
+    /// addressed to a host already learned behind `sink`.
+    pub fn l2(sources: u32) -> Self {
         let cfg = Config::parse(
             &format!(
                 "[[network]]\nname = \"bench\"\nmac_limit = {}\n\n\
@@ -55,14 +67,7 @@ impl L2Rig {
         .expect("bench config is valid");
         let dst = host_mac(0xffff_0001);
         let frames = (0..sources).map(|i| udp64(host_mac(i + 1), dst, [10, 0, 0, 1], [10, 0, 0, 2], 1000)).collect();
-        let mut rig = L2Rig {
-            switch: Switch::new(&cfg),
-            gen: MemPort::cycle("gen", frames),
-            sink: MemPort::new("sink"),
-            pool: BufPool::new(4096),
-            tx: TxQueues::new(2, 256),
-            batch: Batch::new(),
-        };
+        let mut rig = Rig::with(Switch::new(&cfg), frames);
         rig.sink.inject(&udp64(dst, host_mac(1), [10, 0, 0, 2], [10, 0, 0, 1], 9));
         rig.sink.set_tx_mode(dataplane::port::mem::TxMode::Count);
         rig.step_port(1);
@@ -92,45 +97,12 @@ impl L2Rig {
     pub fn step(&mut self) -> usize {
         self.step_port(0)
     }
-}
 
-/// Two networks with gateways and `routes` extra static routes (random /16–/28 prefixes, plus everything the
-/// traffic needs) via a router host on network `b`. The generator sends 64-byte UDP frames from a host on `a`
-/// to the gateway MAC, destined to addresses inside the installed routes (1024 distinct destinations cycled);
-/// the next hop's MAC is resolved before measuring. Every frame is routed: LPM, TTL, checksum, MAC rewrite.
-#[derive(Debug)]
-pub struct RouterRig {
-    /// The pipeline.
-    pub switch: Switch,
-    /// Generator port on network `a` (id 0).
-    pub gen: MemPort,
-    /// Sink port on network `b` (id 1).
-    pub sink: MemPort,
-    /// Buffers.
-    pub pool: BufPool,
-    /// Transmit queues.
-    pub tx: TxQueues,
-    batch: Batch,
-}
-
-/// A small deterministic generator (SplitMix64) so benchmarks need no extra dependency.
-#[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-impl RouterRig {
-    /// Builds the rig with `routes` random routes and resolves the next hop.
-    pub fn new(routes: usize) -> Self {
+    /// Two networks with gateways and `routes` extra static routes (random /16–/28 prefixes, plus everything the
+    /// traffic needs) via a router host on network `b`. The generator sends 64-byte UDP frames from a host on `a`
+    /// to the gateway MAC, destined to addresses inside the installed routes (1024 distinct destinations cycled);
+    /// the next hop's MAC is resolved before measuring. Every frame is routed: LPM, TTL, checksum, MAC rewrite.
+    pub fn routed(routes: usize) -> Self {
         use dataplane::config::RouteConfig;
         use std::net::Ipv4Addr;
         let via = Ipv4Addr::new(10, 0, 2, 254);
@@ -163,7 +135,7 @@ impl RouterRig {
         cfg.routes = prefixes.iter().map(|p| RouteConfig { prefix: *p, via, port: None }).collect();
         let switch = Switch::new(&cfg);
         let rifs = &switch.topology().rifs;
-        let (gw_a, gw_b) = (rifs[0].mac.0, rifs[1].mac.0);
+        let gw_a = rifs[0].mac.0;
         // Destinations: 1024 addresses inside the installed routes (or 10.0.2.x when there are none).
         let prefixes: Vec<_> = prefixes.into_iter().collect();
         let frames = (0..1024u32)
@@ -178,14 +150,7 @@ impl RouterRig {
                 udp64(host_mac(1), gw_a, [10, 0, 1, 10], dst, 1000 + (i as u16 % 64))
             })
             .collect();
-        let mut rig = RouterRig {
-            switch,
-            gen: MemPort::cycle("gen", frames),
-            sink: MemPort::new("sink"),
-            pool: BufPool::new(4096),
-            tx: TxQueues::new(2, 256),
-            batch: Batch::new(),
-        };
+        let mut rig = Rig::with(switch, frames);
         // The next-hop router and the (connected) hosts of b announce themselves: ARP requests for gateway b.
         let mut announce = vec![arp_request(host_mac(0xb0_0000), via, Ipv4Addr::new(10, 0, 2, 1))];
         for h in 2..202u8 {
@@ -201,30 +166,24 @@ impl RouterRig {
         while rig.sink.pending() > 0 {
             rig.step_port(1);
         }
-        let _ = gw_b;
         rig.sink.set_tx_mode(dataplane::port::mem::TxMode::Count);
         rig.step();
         rig
     }
+}
 
-    fn step_port(&mut self, id: PortId) -> usize {
-        let port = if id == 0 { &mut self.gen } else { &mut self.sink };
-        let n = port.rx_burst(0, &mut self.pool, &mut self.batch).expect("mem ports do not fail");
-        self.switch.process(0, id, &mut self.batch, &mut self.pool, &mut self.tx);
-        for p in [0, 1] {
-            let q = self.tx.queue_mut(p);
-            if !q.is_empty() {
-                let port = if p == 0 { &mut self.gen } else { &mut self.sink };
-                port.tx_burst(&mut self.pool, q).expect("mem ports do not fail");
-            }
-        }
-        n
-    }
+/// A small deterministic generator (SplitMix64) so benchmarks need no extra dependency.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
 
-    /// One burst from the generator through the router to the sink; returns frames received.
-    #[inline]
-    pub fn step(&mut self) -> usize {
-        self.step_port(0)
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -243,7 +202,7 @@ mod tests {
 
     #[test]
     fn rig_forwards_every_frame_to_the_sink_without_flooding() {
-        let mut rig = L2Rig::new(100);
+        let mut rig = Rig::l2(100);
         let before = rig.sink.stats().tx_packets;
         for _ in 0..10 {
             assert_eq!(rig.step(), 32);
@@ -257,7 +216,7 @@ mod tests {
     #[test]
     fn router_rig_routes_every_frame() {
         for routes in [0, 10, 1000] {
-            let mut rig = RouterRig::new(routes);
+            let mut rig = Rig::routed(routes);
             let before = rig.sink.stats().tx_packets;
             for _ in 0..10 {
                 assert_eq!(rig.step(), 32);
