@@ -4,6 +4,7 @@ pub mod bridge;
 pub mod buffer;
 pub mod checksum;
 pub mod config;
+pub mod conntrack;
 pub mod counters;
 pub mod fdb;
 pub mod ingress;

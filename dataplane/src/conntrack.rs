@@ -1,0 +1,1207 @@
+//! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage will translate and
+//! police. Not wired into the pipeline yet.
+//!
+//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`], and two index entries
+//!   per connection in one hash map: its *original* tuple (what the first packet looked like) and its *reply*
+//!   tuple (what packets of the other direction look like — the inverse of the original, or whatever NAT made
+//!   of it). Either direction finds the entry, and its [`Direction`], in one lookup ([`Conntrack::lookup`]).
+//!   A [`Tuple`] is a zone (the network, so overlapping subnets stay apart), a protocol, addresses and ports.
+//!   **ICMP echo** is keyed by its identifier: a request as `sport = id, dport = 0`, a reply as `sport = 0,
+//!   dport = id` ([`Tuple::icmp_echo_request`], [`Tuple::icmp_echo_reply`]). So the [`Tuple::inverse`] of a
+//!   request is exactly its reply, while a request in the opposite direction with the same identifier is
+//!   another connection.
+//! - **Per-protocol state** is a closed enum ([`ProtoState`]; no `dyn` on the hot path). TCP follows netfilter's
+//!   `nf_conntrack_proto_tcp` state machine without window tracking: a transition table as data
+//!   ([`TCP_TRANSITIONS`]) indexed by direction, the packet's flag class and the current state. The policy
+//!   ([`ConntrackConfig::strict`], default **loose** like netfilter's `nf_conntrack_tcp_loose = 1`) decides
+//!   whether a connection may be picked up in the middle (first packet a plain ACK, e.g. after a restart) and
+//!   whether packets that make no sense before the handshake completes are accepted without a state change
+//!   (loose) or invalid (strict). Simultaneous open (netfilter's SYN_SENT2) is not supported. UDP is unreplied
+//!   until a packet is seen in the reply direction, then assured. ICMP echo is requested, then replied.
+//! - **Expiry**: every entry stores the time it expires (`now` + the timeout of its state, [`Timeouts`],
+//!   netfilter's defaults), refreshed by every accepted state step. An entry is live while `now <= expires`.
+//!   [`Conntrack::lookup`] treats expired entries as absent at once, and [`Conntrack::insert`] treats them as
+//!   absent too (a new connection may take an expired one's key or its room), so decisions never depend on
+//!   when the sweep ran. The driver calls [`Conntrack::expire_with`] off the hot path: it removes expired
+//!   entries from both indexes and hands every dead entry to the caller (who releases its NAT port), including
+//!   those that `insert` reclaimed since the last call.
+//! - **Limit**: at most [`ConntrackConfig::limit`] live entries. When full, [`Conntrack::insert`] refuses new
+//!   connections with [`InsertError::Full`] (counted in [`ConntrackStats::table_full`]; the caller drops the
+//!   packet as `conntrack-full`); existing connections are unaffected — nothing is evicted. Before refusing,
+//!   `insert` sweeps expired entries, but only if one may have expired: the table keeps a lower bound of all
+//!   expiry times, so a full table of live connections refuses in O(1), and each sweep either frees an entry
+//!   or tightens the bound (a sweep can be wasted only after the earliest entry was refreshed or removed).
+//! - **Ids**: an [`EntryId`] is valid until its entry is removed — by [`Conntrack::remove`], by a sweep, or by
+//!   `insert` reclaiming it after it expired; then the slot may be reused. Use ids within the batch that
+//!   looked them up. A stale id given to [`Conntrack::update`] is [`Verdict::Invalid`].
+//! - **Cost**: lookups hash one `u128` and allocate nothing; inserts allocate only when the slab or the map
+//!   grows (both are reserved up front, up to 65,536 entries).
+//!
+//! Threads: owned by the worker that runs the NAT stage; not shared. The sweep runs on the same thread,
+//! between batches.
+
+use crate::buffer::{Nanos, NANOS_PER_SEC};
+use crate::snat::NatProto;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// A tracked protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Proto {
+    /// ICMP echo (request/reply); other ICMP messages are not tracked.
+    Icmp = 1,
+    /// TCP.
+    Tcp = 6,
+    /// UDP.
+    Udp = 17,
+}
+
+impl From<Proto> for NatProto {
+    fn from(p: Proto) -> NatProto {
+        match p {
+            Proto::Icmp => NatProto::Icmp,
+            Proto::Tcp => NatProto::Tcp,
+            Proto::Udp => NatProto::Udp,
+        }
+    }
+}
+
+/// What one direction of a connection looks like. See the module documentation for ICMP echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Tuple {
+    /// The network the packet is in.
+    pub zone: u16,
+    /// The protocol.
+    pub proto: Proto,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Source port (ICMP echo request: the identifier; reply: 0).
+    pub sport: u16,
+    /// Destination port (ICMP echo request: 0; reply: the identifier).
+    pub dport: u16,
+}
+
+impl Tuple {
+    /// A TCP or UDP tuple.
+    pub fn new(zone: u16, proto: Proto, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Tuple {
+        Tuple { zone, proto, src: src.0, dst: dst.0, sport: src.1, dport: dst.1 }
+    }
+
+    /// The tuple of an ICMP echo request with identifier `id`.
+    pub fn icmp_echo_request(zone: u16, src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> Tuple {
+        Tuple { zone, proto: Proto::Icmp, src, dst, sport: id, dport: 0 }
+    }
+
+    /// The tuple of an ICMP echo reply with identifier `id`.
+    pub fn icmp_echo_reply(zone: u16, src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> Tuple {
+        Tuple { zone, proto: Proto::Icmp, src, dst, sport: 0, dport: id }
+    }
+
+    /// The other direction without translation: addresses and ports swapped, same zone and protocol.
+    pub fn inverse(&self) -> Tuple {
+        Tuple { src: self.dst, dst: self.src, sport: self.dport, dport: self.sport, ..*self }
+    }
+
+    /// The index key: every field packed into 120 bits.
+    #[inline]
+    fn key(&self) -> u128 {
+        (u128::from(u32::from(self.src)) << 96)
+            | (u128::from(u32::from(self.dst)) << 64)
+            | (u128::from(self.sport) << 48)
+            | (u128::from(self.dport) << 32)
+            | (u128::from(self.zone) << 16)
+            | u128::from(self.proto as u8)
+    }
+}
+
+/// Which way a packet goes relative to the packet that created its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Same way as the first packet.
+    Original,
+    /// The other way.
+    Reply,
+}
+
+/// The flags byte of a TCP header (byte 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// No flags (what UDP and ICMP pass to [`Conntrack::update`]).
+    pub const NONE: TcpFlags = TcpFlags(0);
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+
+    /// The row of [`TCP_TRANSITIONS`] for these flags, or `None` for a combination no TCP sends (netfilter's
+    /// `tcp_valid_flags`, after ignoring PSH, ECE and CWR): e.g. SYN+FIN, SYN+RST, FIN without ACK, no flags.
+    fn event(self) -> Option<TcpEvent> {
+        const SYN: u8 = TcpFlags::SYN;
+        const SYN_URG: u8 = TcpFlags::SYN | TcpFlags::URG;
+        const SYN_ACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+        const RST: u8 = TcpFlags::RST;
+        const RST_ACK: u8 = TcpFlags::RST | TcpFlags::ACK;
+        const FIN_ACK: u8 = TcpFlags::FIN | TcpFlags::ACK;
+        const FIN_ACK_URG: u8 = TcpFlags::FIN | TcpFlags::ACK | TcpFlags::URG;
+        const ACK: u8 = TcpFlags::ACK;
+        const ACK_URG: u8 = TcpFlags::ACK | TcpFlags::URG;
+        match self.0 & !(TcpFlags::PSH | TcpFlags::ECE | TcpFlags::CWR) {
+            SYN | SYN_URG => Some(TcpEvent::Syn),
+            SYN_ACK => Some(TcpEvent::SynAck),
+            FIN_ACK | FIN_ACK_URG => Some(TcpEvent::Fin),
+            ACK | ACK_URG => Some(TcpEvent::Ack),
+            RST | RST_ACK => Some(TcpEvent::Rst),
+            _ => None,
+        }
+    }
+}
+
+/// TCP connection states (netfilter's, without LISTEN and SYN_SENT2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TcpState {
+    /// SYN seen in the original direction.
+    SynSent,
+    /// SYN-ACK seen in the reply direction.
+    SynRecv,
+    /// Handshake completed (or picked up in the middle, loose policy).
+    Established,
+    /// FIN seen (in either direction).
+    FinWait,
+    /// An ACK seen after the FIN: one side has closed.
+    CloseWait,
+    /// FIN seen in both directions.
+    LastAck,
+    /// The last ACK seen.
+    TimeWait,
+    /// RST seen.
+    Close,
+}
+
+/// UDP connection states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpState {
+    /// Packets seen in the original direction only.
+    Unreplied,
+    /// Packets seen in both directions.
+    Assured,
+}
+
+/// ICMP echo states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcmpState {
+    /// Requests seen, no reply yet.
+    Requested,
+    /// A reply seen.
+    Replied,
+}
+
+/// The protocol state of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtoState {
+    /// A TCP connection.
+    Tcp(TcpState),
+    /// A UDP flow.
+    Udp(UdpState),
+    /// An ICMP echo exchange.
+    Icmp(IcmpState),
+}
+
+impl ProtoState {
+    /// The protocol this state belongs to.
+    pub fn proto(self) -> Proto {
+        match self {
+            ProtoState::Tcp(_) => Proto::Tcp,
+            ProtoState::Udp(_) => Proto::Udp,
+            ProtoState::Icmp(_) => Proto::Icmp,
+        }
+    }
+}
+
+/// How long each state lives without an accepted packet. Defaults are netfilter's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP SYN_SENT (120 s).
+    pub tcp_syn_sent: Nanos,
+    /// TCP SYN_RECV (60 s).
+    pub tcp_syn_recv: Nanos,
+    /// TCP ESTABLISHED (5 days).
+    pub tcp_established: Nanos,
+    /// TCP FIN_WAIT (120 s).
+    pub tcp_fin_wait: Nanos,
+    /// TCP CLOSE_WAIT (60 s).
+    pub tcp_close_wait: Nanos,
+    /// TCP LAST_ACK (30 s).
+    pub tcp_last_ack: Nanos,
+    /// TCP TIME_WAIT (120 s).
+    pub tcp_time_wait: Nanos,
+    /// TCP CLOSE (10 s).
+    pub tcp_close: Nanos,
+    /// UDP, unreplied (30 s).
+    pub udp_unreplied: Nanos,
+    /// UDP, assured (120 s).
+    pub udp_assured: Nanos,
+    /// ICMP echo (30 s).
+    pub icmp: Nanos,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        const S: Nanos = NANOS_PER_SEC;
+        Timeouts {
+            tcp_syn_sent: 120 * S,
+            tcp_syn_recv: 60 * S,
+            tcp_established: 432_000 * S,
+            tcp_fin_wait: 120 * S,
+            tcp_close_wait: 60 * S,
+            tcp_last_ack: 30 * S,
+            tcp_time_wait: 120 * S,
+            tcp_close: 10 * S,
+            udp_unreplied: 30 * S,
+            udp_assured: 120 * S,
+            icmp: 30 * S,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The timeout of `state`.
+    pub fn of(&self, state: ProtoState) -> Nanos {
+        match state {
+            ProtoState::Tcp(s) => match s {
+                TcpState::SynSent => self.tcp_syn_sent,
+                TcpState::SynRecv => self.tcp_syn_recv,
+                TcpState::Established => self.tcp_established,
+                TcpState::FinWait => self.tcp_fin_wait,
+                TcpState::CloseWait => self.tcp_close_wait,
+                TcpState::LastAck => self.tcp_last_ack,
+                TcpState::TimeWait => self.tcp_time_wait,
+                TcpState::Close => self.tcp_close,
+            },
+            ProtoState::Udp(UdpState::Unreplied) => self.udp_unreplied,
+            ProtoState::Udp(UdpState::Assured) => self.udp_assured,
+            ProtoState::Icmp(_) => self.icmp,
+        }
+    }
+}
+
+/// Tunables of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// Most live entries (default 65,536; at least 1).
+    pub limit: usize,
+    /// TCP policy: `false` (default, netfilter's) picks up connections in the middle and accepts, without a
+    /// state change, packets that make no sense before the handshake completes; `true` refuses both.
+    pub strict: bool,
+    /// State timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig { limit: 65_536, strict: false, timeouts: Timeouts::default() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The TCP state machine, as data.
+
+/// A TCP packet's class: the row of the transition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcpEvent {
+    Syn = 0,
+    SynAck = 1,
+    Fin = 2,
+    Ack = 3,
+    Rst = 4,
+}
+
+/// What a packet does to a connection under one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Accept; move to the state (possibly the same) and refresh the timeout.
+    Go(TcpState),
+    /// Accept; leave state and timeout alone (netfilter's sIG).
+    Ignore,
+    /// Invalid; leave the connection alone.
+    Invalid,
+}
+
+/// One cell of the table: the step under the strict and under the loose policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    strict: Step,
+    loose: Step,
+}
+
+const fn both(s: Step) -> Cell {
+    Cell { strict: s, loose: s }
+}
+const fn loose_only(s: Step) -> Cell {
+    Cell { strict: Step::Invalid, loose: s }
+}
+
+// Cell shorthands, named after netfilter's: go to the state under both policies.
+const SS: Cell = both(Step::Go(TcpState::SynSent));
+const SR: Cell = both(Step::Go(TcpState::SynRecv));
+const ES: Cell = both(Step::Go(TcpState::Established));
+const FW: Cell = both(Step::Go(TcpState::FinWait));
+const CW: Cell = both(Step::Go(TcpState::CloseWait));
+const LA: Cell = both(Step::Go(TcpState::LastAck));
+const TW: Cell = both(Step::Go(TcpState::TimeWait));
+const CL: Cell = both(Step::Go(TcpState::Close));
+/// Accepted without a state change under both policies.
+const IG: Cell = both(Step::Ignore);
+/// Invalid under both policies.
+const IV: Cell = both(Step::Invalid);
+/// Loose: picked up as established; strict: invalid.
+const L_ES: Cell = loose_only(Step::Go(TcpState::Established));
+/// Loose: close started; strict: invalid.
+const L_FW: Cell = loose_only(Step::Go(TcpState::FinWait));
+/// Loose: accepted without a state change; strict: invalid.
+const L_IG: Cell = loose_only(Step::Ignore);
+
+/// Number of columns: "no connection yet" (NO) and the eight states.
+const COLUMNS: usize = 9;
+
+/// `TCP_TRANSITIONS[direction][event][column]`: columns are NO (the packet would create the connection), then
+/// SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE. Derived from netfilter's
+/// `tcp_conntracks`, minus SYN_SENT2 (simultaneous open) and minus everything that needs sequence numbers.
+pub static TCP_TRANSITIONS: [[[Cell; COLUMNS]; 5]; 2] = [
+    // ORIGINAL direction (client → server).
+    [
+        //  NO    SS    SR    ES    FW    CW    LA    TW    CL
+        // SYN: opens (NO), is retransmitted (SS) or reopens a closed tuple (TW, CL). After the SYN-ACK a
+        // retransmitted SYN is harmless (SR). Once established it can only be a stale or forged packet; loose
+        // accepts it without a change (netfilter ignores it), strict refuses it.
+        [SS, SS, IG, L_IG, L_IG, L_IG, L_IG, SS, SS],
+        // SYN-ACK: the client never sends one (no simultaneous open), with or without a SYN before.
+        [IV, IV, IV, IV, IV, IV, IV, IV, IV],
+        // FIN: not before the SYN-ACK (NO, SS); a FIN|ACK may complete the handshake (SR → FW); the first
+        // FIN of an established connection (FW), the second one (LA), retransmissions (LA, TW, CL stay).
+        [IV, IV, FW, FW, LA, LA, LA, TW, CL],
+        // ACK (and data): picks up a connection mid-stream only under the loose policy (NO); nothing to
+        // acknowledge before the SYN-ACK (SS); completes the handshake (SR); acknowledges a FIN (FW → CW) or
+        // the last FIN (LA → TW).
+        [L_ES, IV, ES, ES, CW, CW, TW, TW, CL],
+        // RST: never opens; closes from any state.
+        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+    ],
+    // REPLY direction (server → client).
+    [
+        //  NO    SS    SR    ES    FW    CW    LA    TW    CL
+        // SYN: a reply never opens (NO). In SS it is a simultaneous open, which is not tracked: loose lets it
+        // through unchanged. Anywhere else it is invalid (a server reopening a closed tuple in the other
+        // role needs a new entry: the caller removes this one).
+        [IV, L_IG, IV, IV, IV, IV, IV, IV, IV],
+        // SYN-ACK: the handshake's second step (SS → SR); later ones are retransmissions (lost final ACK),
+        // accepted without a change.
+        [IV, SR, IG, IG, IG, IG, IG, IG, IG],
+        // FIN: not before the SYN-ACK (SS); before the client's final ACK only under the loose policy (SR);
+        // then as in the original direction.
+        [IV, IV, L_FW, FW, LA, LA, LA, TW, CL],
+        // ACK (and data): before the handshake completes the server has nothing to send (SS: half-open from
+        // an old connection; SR: data before the final ACK) — loose accepts without a change, strict refuses;
+        // then as in the original direction.
+        [IV, L_IG, L_IG, ES, CW, CW, TW, TW, CL],
+        // RST: a refused connection (SS) or an abort; closes from any state.
+        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+    ],
+];
+
+/// The column of a state in [`TCP_TRANSITIONS`] (NO is 0).
+fn column(s: Option<TcpState>) -> usize {
+    match s {
+        None => 0,
+        Some(TcpState::SynSent) => 1,
+        Some(TcpState::SynRecv) => 2,
+        Some(TcpState::Established) => 3,
+        Some(TcpState::FinWait) => 4,
+        Some(TcpState::CloseWait) => 5,
+        Some(TcpState::LastAck) => 6,
+        Some(TcpState::TimeWait) => 7,
+        Some(TcpState::Close) => 8,
+    }
+}
+
+/// The step a TCP packet with `flags` going `dir` takes from `state` (None: no connection yet).
+fn tcp_step(state: Option<TcpState>, dir: Direction, flags: TcpFlags, strict: bool) -> Step {
+    let Some(ev) = flags.event() else {
+        return Step::Invalid;
+    };
+    let cell = TCP_TRANSITIONS[dir as usize][ev as usize][column(state)];
+    if strict {
+        cell.strict
+    } else {
+        cell.loose
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The table.
+
+/// An entry's slot in the table. See the module documentation for how long it stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct EntryId(pub u32);
+
+/// One tracked connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// What the first packet looked like.
+    pub orig: Tuple,
+    /// What packets of the reply direction look like (after NAT).
+    pub reply: Tuple,
+    /// Protocol state.
+    pub state: ProtoState,
+    /// When the entry was created.
+    pub created: Nanos,
+    /// The last instant the entry is live.
+    pub expires: Nanos,
+}
+
+impl Entry {
+    /// The tuple of direction `dir`.
+    pub fn tuple(&self, dir: Direction) -> &Tuple {
+        match dir {
+            Direction::Original => &self.orig,
+            Direction::Reply => &self.reply,
+        }
+    }
+
+    /// True while the entry has not expired at `now`.
+    pub fn is_live(&self, now: Nanos) -> bool {
+        now <= self.expires
+    }
+}
+
+/// What [`Conntrack::update`] decided about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The packet belongs to the connection; forward it.
+    Accept,
+    /// The packet does not fit the connection's state (counted); the caller drops it.
+    Invalid,
+}
+
+/// Why [`Conntrack::insert`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    /// The table holds its limit of live connections (`conntrack-full`).
+    #[error("conntrack table full")]
+    Full,
+    /// One of the tuples is already a key of a live connection.
+    #[error("tuple already tracked by entry {}", .0 .0)]
+    Clash(EntryId),
+    /// The reply tuple equals the original one, or the tuples and the state disagree on the protocol.
+    #[error("inconsistent tuples or state")]
+    BadTuples,
+}
+
+/// Counters of the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConntrackStats {
+    /// Entries now (expired ones included until swept).
+    pub entries: usize,
+    /// Connections created.
+    pub created: u64,
+    /// Entries removed because they expired.
+    pub expired: u64,
+    /// Packets found invalid (by [`Conntrack::update`] or [`Conntrack::new_state`]).
+    pub invalid: u64,
+    /// New connections refused because the table was full.
+    pub table_full: u64,
+    /// New connections refused because a tuple was already tracked.
+    pub clash: u64,
+}
+
+/// The connection-tracking table. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Conntrack {
+    cfg: ConntrackConfig,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    count: usize,
+    index: FxHashMap<u128, (EntryId, Direction)>,
+    /// A lower bound of every entry's `expires` (`Nanos::MAX` when none may have expired).
+    earliest: Nanos,
+    /// Entries `insert` reclaimed after they expired, to be handed out by the next sweep.
+    reclaimed: Vec<Entry>,
+    stats: ConntrackStats,
+}
+
+impl Conntrack {
+    /// An empty table.
+    pub fn new(cfg: ConntrackConfig) -> Self {
+        let cfg = ConntrackConfig { limit: cfg.limit.max(1), ..cfg };
+        let reserve = cfg.limit.min(1 << 16);
+        let mut index = FxHashMap::default();
+        index.reserve(2 * reserve);
+        Conntrack {
+            cfg,
+            slots: Vec::with_capacity(reserve),
+            free: Vec::new(),
+            count: 0,
+            index,
+            earliest: Nanos::MAX,
+            reclaimed: Vec::new(),
+            stats: ConntrackStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ConntrackConfig {
+        &self.cfg
+    }
+
+    /// The live connection `t` belongs to at `now`, and which direction `t` is.
+    #[inline]
+    pub fn lookup(&self, t: &Tuple, now: Nanos) -> Option<(EntryId, Direction)> {
+        let &(id, dir) = self.index.get(&t.key())?;
+        self.slot(id)?.is_live(now).then_some((id, dir))
+    }
+
+    /// The state a new connection starts in when its first packet (original direction) has `flags` (TCP; any
+    /// value for UDP and ICMP), or `None` if that packet cannot open a connection under the policy (counted as
+    /// invalid). TCP: a SYN opens in SYN_SENT; a plain ACK is picked up as ESTABLISHED under the loose policy.
+    pub fn new_state(&mut self, proto: Proto, flags: TcpFlags) -> Option<ProtoState> {
+        let state = match proto {
+            Proto::Udp => Some(ProtoState::Udp(UdpState::Unreplied)),
+            Proto::Icmp => Some(ProtoState::Icmp(IcmpState::Requested)),
+            Proto::Tcp => match tcp_step(None, Direction::Original, flags, self.cfg.strict) {
+                Step::Go(s) => Some(ProtoState::Tcp(s)),
+                Step::Ignore | Step::Invalid => None,
+            },
+        };
+        if state.is_none() {
+            self.stats.invalid += 1;
+        }
+        state
+    }
+
+    /// Tracks a new connection whose first packet looked like `orig` and whose replies will look like `reply`
+    /// (`orig.inverse()` without NAT), starting in `state` at `now`. Expired entries holding either tuple, or
+    /// room in the table, are reclaimed first.
+    pub fn insert(&mut self, orig: Tuple, reply: Tuple, state: ProtoState, now: Nanos) -> Result<EntryId, InsertError> {
+        let (ko, kr) = (orig.key(), reply.key());
+        if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
+            return Err(InsertError::BadTuples);
+        }
+        for k in [ko, kr] {
+            if let Some(&(id, _)) = self.index.get(&k) {
+                if self.slot(id).is_some_and(|e| e.is_live(now)) {
+                    self.stats.clash += 1;
+                    return Err(InsertError::Clash(id));
+                }
+                if let Some(e) = self.take(id) {
+                    self.stats.expired += 1;
+                    self.reclaimed.push(e);
+                }
+            }
+        }
+        if self.count >= self.cfg.limit && now > self.earliest {
+            let mut reclaimed = std::mem::take(&mut self.reclaimed);
+            self.sweep(now, |e| reclaimed.push(e));
+            self.reclaimed = reclaimed;
+        }
+        if self.count >= self.cfg.limit {
+            self.stats.table_full += 1;
+            return Err(InsertError::Full);
+        }
+        let expires = now.saturating_add(self.cfg.timeouts.of(state));
+        let entry = Entry { orig, reply, state, created: now, expires };
+        let id = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(entry);
+                EntryId(i)
+            }
+            None => {
+                // The slab never exceeds the limit, which is far below u32::MAX in any sane configuration.
+                let i = u32::try_from(self.slots.len()).map_err(|_| InsertError::Full)?;
+                self.slots.push(Some(entry));
+                EntryId(i)
+            }
+        };
+        self.count += 1;
+        self.index.insert(ko, (id, Direction::Original));
+        self.index.insert(kr, (id, Direction::Reply));
+        self.earliest = self.earliest.min(expires);
+        self.stats.created += 1;
+        Ok(id)
+    }
+
+    /// Runs a packet of connection `id` going `dir` through its protocol's state machine at `now`. `flags` are
+    /// the TCP flags ([`TcpFlags::NONE`] for UDP and ICMP). Invalid packets change nothing and are counted.
+    pub fn update(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Verdict {
+        let strict = self.cfg.strict;
+        let Some(e) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            self.stats.invalid += 1;
+            return Verdict::Invalid;
+        };
+        let next = match (e.state, dir) {
+            (ProtoState::Tcp(s), _) => match tcp_step(Some(s), dir, flags, strict) {
+                Step::Go(n) => Some(ProtoState::Tcp(n)),
+                Step::Ignore => None,
+                Step::Invalid => {
+                    self.stats.invalid += 1;
+                    return Verdict::Invalid;
+                }
+            },
+            (ProtoState::Udp(s), Direction::Original) => Some(ProtoState::Udp(s)),
+            (ProtoState::Udp(_), Direction::Reply) => Some(ProtoState::Udp(UdpState::Assured)),
+            (ProtoState::Icmp(s), Direction::Original) => Some(ProtoState::Icmp(s)),
+            (ProtoState::Icmp(_), Direction::Reply) => Some(ProtoState::Icmp(IcmpState::Replied)),
+        };
+        if let Some(n) = next {
+            e.state = n;
+            e.expires = now.saturating_add(self.cfg.timeouts.of(n));
+            self.earliest = self.earliest.min(e.expires);
+        }
+        Verdict::Accept
+    }
+
+    /// The entry `id`, expired or not (until it is removed).
+    pub fn get(&self, id: EntryId) -> Option<&Entry> {
+        self.slot(id)
+    }
+
+    /// Removes entry `id` from the table and both indexes, and returns it.
+    pub fn remove(&mut self, id: EntryId) -> Option<Entry> {
+        self.take(id)
+    }
+
+    /// Removes the entries expired at `now`; returns how many. See [`Conntrack::expire_with`].
+    pub fn expire(&mut self, now: Nanos) -> usize {
+        self.expire_with(now, |_| {})
+    }
+
+    /// Removes the entries expired at `now` from both indexes and hands each to `dead`, after the entries that
+    /// `insert` reclaimed since the last call. Returns how many were handed out. Call off the hot path.
+    pub fn expire_with(&mut self, now: Nanos, mut dead: impl FnMut(Entry)) -> usize {
+        let mut n = self.reclaimed.len();
+        self.reclaimed.drain(..).for_each(&mut dead);
+        n += self.sweep(now, &mut dead);
+        n
+    }
+
+    /// Removes every entry (`conntrack flush`), handing each, and the reclaimed ones, to `dead`.
+    pub fn flush(&mut self, mut dead: impl FnMut(Entry)) -> usize {
+        let mut n = self.reclaimed.len();
+        self.reclaimed.drain(..).for_each(&mut dead);
+        for i in 0..self.slots.len() {
+            if let Some(e) = self.take(EntryId(i as u32)) {
+                dead(e);
+                n += 1;
+            }
+        }
+        self.earliest = Nanos::MAX;
+        n
+    }
+
+    /// The live entries at `now`, in slot order.
+    pub fn entries(&self, now: Nanos) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| s.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
+    }
+
+    /// Number of entries (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The table's counters.
+    pub fn stats(&self) -> ConntrackStats {
+        ConntrackStats { entries: self.count, ..self.stats }
+    }
+
+    /// Checks the table's internal consistency: every entry's original and reply keys map to it with the
+    /// right direction, the index holds nothing else, the slab's free list and count agree, the count is
+    /// within the limit and the expiry bound is below every expiry.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut live = 0;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(e) = s else { continue };
+            live += 1;
+            let id = EntryId(i as u32);
+            for dir in [Direction::Original, Direction::Reply] {
+                let t = e.tuple(dir);
+                match self.index.get(&t.key()) {
+                    Some(&(got, d)) if got == id && d == dir => {}
+                    other => return Err(format!("entry {i} {dir:?} tuple {t:?} indexed as {other:?}")),
+                }
+            }
+            if e.orig.proto != e.reply.proto || e.state.proto() != e.orig.proto {
+                return Err(format!("entry {i} mixes protocols: {e:?}"));
+            }
+            if e.expires < self.earliest {
+                return Err(format!("entry {i} expires at {} before the bound {}", e.expires, self.earliest));
+            }
+        }
+        if live != self.count {
+            return Err(format!("count {} but {live} entries", self.count));
+        }
+        if self.index.len() != 2 * live {
+            return Err(format!("{} index entries for {live} entries", self.index.len()));
+        }
+        for (k, &(id, dir)) in &self.index {
+            match self.slot(id) {
+                Some(e) if e.tuple(dir).key() == *k => {}
+                other => return Err(format!("index {k:#x} -> {id:?} {dir:?} dangles: {other:?}")),
+            }
+        }
+        if self.count > self.cfg.limit {
+            return Err(format!("{} entries above the limit {}", self.count, self.cfg.limit));
+        }
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        free.dedup();
+        if free.len() != self.free.len() {
+            return Err("free list has duplicates".into());
+        }
+        if free.len() + live != self.slots.len() || free.iter().any(|&i| self.slots[i as usize].is_some()) {
+            return Err("free list does not match the empty slots".into());
+        }
+        Ok(())
+    }
+
+    fn slot(&self, id: EntryId) -> Option<&Entry> {
+        self.slots.get(id.0 as usize)?.as_ref()
+    }
+
+    /// Removes an entry from the slab and both indexes.
+    fn take(&mut self, id: EntryId) -> Option<Entry> {
+        let e = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.index.remove(&e.orig.key());
+        self.index.remove(&e.reply.key());
+        self.free.push(id.0);
+        self.count -= 1;
+        Some(e)
+    }
+
+    /// Removes the entries expired at `now`, handing each to `dead`, and makes the expiry bound exact.
+    fn sweep(&mut self, now: Nanos, mut dead: impl FnMut(Entry)) -> usize {
+        let mut n = 0;
+        let mut earliest = Nanos::MAX;
+        for i in 0..self.slots.len() {
+            match &self.slots[i] {
+                Some(e) if !e.is_live(now) => {
+                    if let Some(e) = self.take(EntryId(i as u32)) {
+                        dead(e);
+                        n += 1;
+                    }
+                }
+                Some(e) => earliest = earliest.min(e.expires),
+                None => {}
+            }
+        }
+        self.earliest = earliest;
+        self.stats.expired += n as u64;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const S: Nanos = NANOS_PER_SEC;
+    const A: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const EXT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+    const SYN: TcpFlags = TcpFlags(TcpFlags::SYN);
+    const SYN_ACK: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ACK);
+    const ACK: TcpFlags = TcpFlags(TcpFlags::ACK);
+    const PSH_ACK: TcpFlags = TcpFlags(TcpFlags::PSH | TcpFlags::ACK);
+    const FIN_ACK: TcpFlags = TcpFlags(TcpFlags::FIN | TcpFlags::ACK);
+    const RST: TcpFlags = TcpFlags(TcpFlags::RST);
+
+    fn tcp(sport: u16) -> Tuple {
+        Tuple::new(1, Proto::Tcp, (A, sport), (B, 80))
+    }
+
+    fn udp(sport: u16) -> Tuple {
+        Tuple::new(1, Proto::Udp, (A, sport), (B, 53))
+    }
+
+    fn table(cfg: ConntrackConfig) -> Conntrack {
+        Conntrack::new(cfg)
+    }
+
+    /// Opens a TCP connection with a SYN at `now`.
+    fn open(ct: &mut Conntrack, t: Tuple, now: Nanos) -> EntryId {
+        let st = ct.new_state(Proto::Tcp, SYN).unwrap();
+        ct.insert(t, t.inverse(), st, now).unwrap()
+    }
+
+    fn tcp_state(ct: &Conntrack, id: EntryId) -> TcpState {
+        match ct.get(id).unwrap().state {
+            ProtoState::Tcp(s) => s,
+            other => panic!("not tcp: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tcp_handshake_data_close_time_wait_and_expiry() {
+        use Direction::{Original as O, Reply as R};
+        let mut ct = table(ConntrackConfig::default());
+        let t = tcp(40000);
+        let id = open(&mut ct, t, 0);
+        assert_eq!(tcp_state(&ct, id), TcpState::SynSent);
+        assert_eq!(ct.get(id).unwrap().expires, 120 * S);
+        // Each packet is looked up the way the pipeline will: by the tuple it carries.
+        let step = |ct: &mut Conntrack, dir: Direction, flags: TcpFlags, now: Nanos, want: TcpState| {
+            let seen = if dir == O { t } else { t.inverse() };
+            assert_eq!(ct.lookup(&seen, now), Some((id, dir)));
+            assert_eq!(ct.update(id, dir, flags, now), Verdict::Accept, "{dir:?} {flags:?}");
+            assert_eq!(tcp_state(ct, id), want);
+            assert!(ct.check_invariants().is_ok());
+        };
+        step(&mut ct, R, SYN_ACK, S, TcpState::SynRecv);
+        assert_eq!(ct.get(id).unwrap().expires, 61 * S);
+        step(&mut ct, O, ACK, 2 * S, TcpState::Established);
+        step(&mut ct, O, PSH_ACK, 3 * S, TcpState::Established);
+        step(&mut ct, R, PSH_ACK, 4 * S, TcpState::Established);
+        assert_eq!(ct.get(id).unwrap().expires, 4 * S + 432_000 * S);
+        // Five days of silence are fine; one nanosecond more is not.
+        let quiet = 4 * S + 432_000 * S;
+        assert!(ct.lookup(&t, quiet).is_some());
+        step(&mut ct, O, FIN_ACK, quiet, TcpState::FinWait);
+        step(&mut ct, R, ACK, quiet + S, TcpState::CloseWait);
+        step(&mut ct, R, FIN_ACK, quiet + 2 * S, TcpState::LastAck);
+        assert_eq!(ct.get(id).unwrap().expires, quiet + 32 * S);
+        step(&mut ct, O, ACK, quiet + 3 * S, TcpState::TimeWait);
+        let end = quiet + 3 * S + 120 * S;
+        assert_eq!(ct.get(id).unwrap().expires, end);
+        assert_eq!(ct.lookup(&t, end), Some((id, O)));
+        assert_eq!(ct.lookup(&t, end + 1), None, "expired at lookup, before any sweep");
+        assert_eq!(ct.lookup(&t.inverse(), end + 1), None);
+        assert_eq!(ct.expire(end), 0);
+        assert_eq!(ct.expire(end + 1), 1);
+        assert!(ct.is_empty());
+        let s = ct.stats();
+        assert_eq!((s.entries, s.created, s.expired, s.invalid), (0, 1, 1, 0));
+        ct.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn syn_ack_without_syn_or_in_the_original_direction_is_invalid() {
+        for strict in [false, true] {
+            let mut ct = table(ConntrackConfig { strict, ..ConntrackConfig::default() });
+            assert_eq!(ct.new_state(Proto::Tcp, SYN_ACK), None, "a SYN-ACK opens nothing");
+            assert_eq!(ct.new_state(Proto::Tcp, FIN_ACK), None);
+            assert_eq!(ct.new_state(Proto::Tcp, RST), None);
+            assert_eq!(ct.new_state(Proto::Tcp, TcpFlags(TcpFlags::SYN | TcpFlags::FIN)), None);
+            let id = open(&mut ct, tcp(1), 0);
+            assert_eq!(ct.update(id, Direction::Original, SYN_ACK, 1), Verdict::Invalid);
+            assert_eq!(ct.update(id, Direction::Original, ACK, 1), Verdict::Invalid, "ACK before SYN-ACK");
+            assert_eq!(ct.update(id, Direction::Reply, TcpFlags::NONE, 1), Verdict::Invalid, "no flags");
+            assert_eq!(tcp_state(&ct, id), TcpState::SynSent);
+            assert_eq!(ct.get(id).unwrap().expires, 120 * S, "invalid packets do not refresh");
+            assert_eq!(ct.stats().invalid, 7);
+        }
+    }
+
+    #[test]
+    fn rst_closes_from_any_state() {
+        let mut ct = table(ConntrackConfig::default());
+        let refused = open(&mut ct, tcp(1), 0);
+        assert_eq!(ct.update(refused, Direction::Reply, TcpFlags(TcpFlags::RST | TcpFlags::ACK), S), Verdict::Accept);
+        assert_eq!(tcp_state(&ct, refused), TcpState::Close);
+        assert_eq!(ct.get(refused).unwrap().expires, 11 * S);
+        let est = open(&mut ct, tcp(2), 0);
+        ct.update(est, Direction::Reply, SYN_ACK, 0);
+        ct.update(est, Direction::Original, ACK, 0);
+        assert_eq!(ct.update(est, Direction::Original, RST, S), Verdict::Accept);
+        assert_eq!(tcp_state(&ct, est), TcpState::Close);
+        // A closed tuple can be reopened by a new SYN from the client.
+        assert_eq!(ct.update(est, Direction::Original, SYN, 2 * S), Verdict::Accept);
+        assert_eq!(tcp_state(&ct, est), TcpState::SynSent);
+        assert_eq!(ct.expire(11 * S + 1), 1);
+        assert!(ct.get(refused).is_none());
+    }
+
+    #[test]
+    fn loose_and_strict_policies() {
+        let mut loose = table(ConntrackConfig::default());
+        assert!(!loose.config().strict, "loose by default, like netfilter");
+        assert_eq!(loose.new_state(Proto::Tcp, ACK), Some(ProtoState::Tcp(TcpState::Established)), "mid-stream pickup");
+        let id = open(&mut loose, tcp(1), 0);
+        assert_eq!(loose.update(id, Direction::Reply, ACK, S), Verdict::Accept);
+        assert_eq!(tcp_state(&loose, id), TcpState::SynSent, "ignored, not a transition");
+        assert_eq!(loose.get(id).unwrap().expires, 120 * S, "ignored packets do not refresh");
+
+        let mut strict = table(ConntrackConfig { strict: true, ..ConntrackConfig::default() });
+        assert_eq!(strict.new_state(Proto::Tcp, ACK), None);
+        let id = open(&mut strict, tcp(1), 0);
+        assert_eq!(strict.update(id, Direction::Reply, ACK, S), Verdict::Invalid);
+        strict.update(id, Direction::Reply, SYN_ACK, S);
+        assert_eq!(strict.update(id, Direction::Reply, PSH_ACK, S), Verdict::Invalid, "server data before final ACK");
+        assert_eq!(strict.update(id, Direction::Reply, SYN_ACK, S), Verdict::Accept, "retransmitted SYN-ACK");
+        assert_eq!(strict.update(id, Direction::Original, ACK, 2 * S), Verdict::Accept);
+        assert_eq!(tcp_state(&strict, id), TcpState::Established);
+        assert_eq!(strict.update(id, Direction::Original, SYN, 3 * S), Verdict::Invalid, "SYN once established");
+        assert_eq!(strict.stats().invalid, 4);
+    }
+
+    #[test]
+    fn udp_unreplied_then_assured_changes_timeout() {
+        let mut ct = table(ConntrackConfig::default());
+        let t = udp(5353);
+        let st = ct.new_state(Proto::Udp, TcpFlags::NONE).unwrap();
+        let id = ct.insert(t, t.inverse(), st, 0).unwrap();
+        assert_eq!(ct.get(id).unwrap().expires, 30 * S);
+        assert_eq!(ct.update(id, Direction::Original, TcpFlags::NONE, 10 * S), Verdict::Accept);
+        assert_eq!(ct.get(id).unwrap().state, ProtoState::Udp(UdpState::Unreplied));
+        assert_eq!(ct.get(id).unwrap().expires, 40 * S);
+        let (rid, dir) = ct.lookup(&t.inverse(), 20 * S).unwrap();
+        assert_eq!((rid, dir), (id, Direction::Reply));
+        assert_eq!(ct.update(id, dir, TcpFlags::NONE, 20 * S), Verdict::Accept);
+        assert_eq!(ct.get(id).unwrap().state, ProtoState::Udp(UdpState::Assured));
+        assert_eq!(ct.get(id).unwrap().expires, 140 * S);
+        assert_eq!(ct.update(id, Direction::Original, TcpFlags::NONE, 30 * S), Verdict::Accept);
+        assert_eq!(ct.get(id).unwrap().state, ProtoState::Udp(UdpState::Assured), "stays assured");
+        assert_eq!(ct.get(id).unwrap().expires, 150 * S);
+        assert!(ct.lookup(&t, 150 * S + 1).is_none());
+    }
+
+    #[test]
+    fn icmp_echo_request_and_reply() {
+        let mut ct = table(ConntrackConfig::default());
+        let req = Tuple::icmp_echo_request(1, A, B, 7);
+        let rep = Tuple::icmp_echo_reply(1, B, A, 7);
+        assert_eq!(req.inverse(), rep);
+        let st = ct.new_state(Proto::Icmp, TcpFlags::NONE).unwrap();
+        let id = ct.insert(req, req.inverse(), st, 0).unwrap();
+        assert_eq!(ct.lookup(&rep, S), Some((id, Direction::Reply)));
+        assert_eq!(ct.lookup(&Tuple::icmp_echo_request(1, B, A, 7), S), None, "B pinging A is another flow");
+        assert_eq!(ct.lookup(&Tuple::icmp_echo_reply(1, B, A, 8), S), None, "other identifier");
+        ct.update(id, Direction::Reply, TcpFlags::NONE, S);
+        assert_eq!(ct.get(id).unwrap().state, ProtoState::Icmp(IcmpState::Replied));
+        assert_eq!(ct.get(id).unwrap().expires, 31 * S);
+    }
+
+    #[test]
+    fn reverse_lookup_and_natted_reply_tuple() {
+        let mut ct = table(ConntrackConfig::default());
+        // Plain: the reply is the inverse.
+        let plain = open(&mut ct, tcp(1000), 0);
+        assert_eq!(ct.lookup(&tcp(1000), 0), Some((plain, Direction::Original)));
+        assert_eq!(ct.lookup(&tcp(1000).inverse(), 0), Some((plain, Direction::Reply)));
+        // Masqueraded: A:2000 -> B:80 leaves as EXT:61000, so replies come B:80 -> EXT:61000 in zone 0.
+        let orig = tcp(2000);
+        let reply = Tuple::new(0, Proto::Tcp, (B, 80), (EXT, 61000));
+        let st = ct.new_state(Proto::Tcp, SYN).unwrap();
+        let nat = ct.insert(orig, reply, st, 0).unwrap();
+        assert_eq!(ct.lookup(&reply, 0), Some((nat, Direction::Reply)));
+        assert_eq!(ct.lookup(&orig, 0), Some((nat, Direction::Original)));
+        assert_eq!(ct.lookup(&orig.inverse(), 0), None, "the untranslated inverse is not a key");
+        assert_eq!(ct.get(nat).unwrap().tuple(Direction::Reply), &reply);
+        // Another client cannot take the same external tuple while it is live.
+        let st = ct.new_state(Proto::Tcp, SYN).unwrap();
+        assert_eq!(ct.insert(tcp(3000), reply, st, 0), Err(InsertError::Clash(nat)));
+        assert_eq!(ct.insert(tcp(3000), tcp(3000), st, 0), Err(InsertError::BadTuples));
+        assert_eq!(ct.insert(udp(3000), udp(3000).inverse(), st, 0), Err(InsertError::BadTuples));
+        assert_eq!(ct.stats().clash, 1);
+        ct.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn full_table_refuses_new_and_keeps_old_until_they_expire() {
+        let mut ct = table(ConntrackConfig { limit: 2, ..ConntrackConfig::default() });
+        let st = ProtoState::Udp(UdpState::Unreplied);
+        let a = ct.insert(udp(1), udp(1).inverse(), st, 0).unwrap();
+        let b = ct.insert(udp(2), udp(2).inverse(), st, 10 * S).unwrap();
+        assert_eq!(ct.insert(udp(3), udp(3).inverse(), st, 20 * S), Err(InsertError::Full));
+        assert_eq!(ct.stats().table_full, 1);
+        assert_eq!(ct.lookup(&udp(1), 20 * S), Some((a, Direction::Original)), "old connections unaffected");
+        assert_eq!(ct.update(a, Direction::Original, TcpFlags::NONE, 20 * S), Verdict::Accept);
+        // At 40 s+1 only b (expires 40 s) has expired; the insert reclaims it without waiting for a sweep.
+        let c = ct.insert(udp(3), udp(3).inverse(), st, 40 * S + 1).unwrap();
+        assert!(ct.get(a).is_some());
+        assert_eq!(ct.lookup(&udp(2), 40 * S + 1), None);
+        ct.check_invariants().unwrap();
+        // The reclaimed entry is handed out by the next sweep, so its NAT port can be released.
+        let mut dead = Vec::new();
+        assert_eq!(ct.expire_with(40 * S + 1, |e| dead.push(e.orig)), 1);
+        assert_eq!(dead, vec![udp(2)]);
+        assert_eq!(ct.stats().expired, 1);
+        let _ = (b, c);
+    }
+
+    #[test]
+    fn insert_reclaims_an_expired_entry_holding_its_key() {
+        let mut ct = table(ConntrackConfig::default());
+        let st = ProtoState::Udp(UdpState::Unreplied);
+        ct.insert(udp(1), udp(1).inverse(), st, 0).unwrap();
+        assert!(matches!(ct.insert(udp(1), udp(1).inverse(), st, 30 * S), Err(InsertError::Clash(_))));
+        let id = ct.insert(udp(1), udp(1).inverse(), st, 30 * S + 1).unwrap();
+        assert_eq!(ct.get(id).unwrap().created, 30 * S + 1);
+        assert_eq!(ct.len(), 1);
+        ct.check_invariants().unwrap();
+        assert_eq!(ct.expire(30 * S + 1), 1, "the reclaimed one");
+    }
+
+    #[test]
+    fn expire_removes_from_both_indexes_and_flush_empties() {
+        let mut ct = table(ConntrackConfig::default());
+        let st = ProtoState::Icmp(IcmpState::Requested);
+        for id in 0..10u16 {
+            let t = Tuple::icmp_echo_request(1, A, B, id);
+            ct.insert(t, t.inverse(), st, u64::from(id) * S).unwrap();
+        }
+        assert_eq!(ct.entries(35 * S).count(), 5, "ids 5..10 live at 35 s");
+        assert_eq!(ct.expire(35 * S), 5);
+        ct.check_invariants().unwrap();
+        assert_eq!(ct.index.len(), 10);
+        for id in 0..5u16 {
+            let t = Tuple::icmp_echo_request(1, A, B, id);
+            assert!(!ct.index.contains_key(&t.key()) && !ct.index.contains_key(&t.inverse().key()));
+        }
+        assert_eq!(ct.flush(|_| {}), 5);
+        assert!(ct.is_empty() && ct.index.is_empty());
+        ct.check_invariants().unwrap();
+        assert_eq!(ct.stats().expired, 5);
+    }
+
+    #[test]
+    fn transition_table_rows_match_flag_classes() {
+        assert_eq!(TcpFlags(TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR).event(), Some(TcpEvent::Syn));
+        assert_eq!(TcpFlags(TcpFlags::FIN).event(), None, "FIN without ACK");
+        assert_eq!(TcpFlags(TcpFlags::SYN | TcpFlags::RST).event(), None);
+        assert_eq!(TcpFlags(TcpFlags::RST | TcpFlags::ACK).event(), Some(TcpEvent::Rst));
+        // RST never opens; a reply never opens.
+        assert!(TCP_TRANSITIONS[1].iter().all(|row| row[0] == IV));
+        assert_eq!(TCP_TRANSITIONS[0][TcpEvent::Rst as usize][0], IV);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert { sport: u16, dport: u16, nat: Option<u16>, flags: u8, icmp: bool },
+        Lookup { sport: u16, dport: u16, reply: bool },
+        Update { slot: u32, reply: bool, flags: u8 },
+        Remove { slot: u32 },
+        Expire,
+        Advance(Nanos),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let flags = prop_oneof![
+            Just(TcpFlags::SYN),
+            Just(TcpFlags::SYN | TcpFlags::ACK),
+            Just(TcpFlags::ACK),
+            Just(TcpFlags::FIN | TcpFlags::ACK),
+            Just(TcpFlags::RST),
+            any::<u8>()
+        ];
+        prop_oneof![
+            4 => (0..6u16, 0..3u16, proptest::option::of(0..4u16), flags.clone(), any::<bool>())
+                .prop_map(|(sport, dport, nat, flags, icmp)| Op::Insert { sport, dport, nat, flags, icmp }),
+            2 => (0..6u16, 0..3u16, any::<bool>()).prop_map(|(sport, dport, reply)| Op::Lookup { sport, dport, reply }),
+            3 => (0..10u32, any::<bool>(), flags).prop_map(|(slot, reply, flags)| Op::Update { slot, reply, flags }),
+            1 => (0..10u32).prop_map(|slot| Op::Remove { slot }),
+            1 => Just(Op::Expire),
+            2 => prop_oneof![0..S, 0..200 * S].prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_operations_keep_invariants(
+            limit in 1..8usize,
+            strict in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let mut ct = table(ConntrackConfig { limit, strict, ..ConntrackConfig::default() });
+            let mut now: Nanos = 0;
+            for op in ops {
+                match op {
+                    Op::Insert { sport, dport, nat, flags, icmp } => {
+                        let proto = if icmp { Proto::Icmp } else { Proto::Tcp };
+                        let orig = Tuple::new(1, proto, (A, sport), (B, dport));
+                        let reply = match nat {
+                            Some(p) => Tuple::new(0, proto, (B, dport), (EXT, p)),
+                            None => orig.inverse(),
+                        };
+                        if let Some(st) = ct.new_state(proto, TcpFlags(flags)) {
+                            let live_before = ct.entries(now).count();
+                            match ct.insert(orig, reply, st, now) {
+                                Ok(id) => {
+                                    prop_assert_eq!(ct.lookup(&orig, now), Some((id, Direction::Original)));
+                                    prop_assert_eq!(ct.lookup(&reply, now), Some((id, Direction::Reply)));
+                                }
+                                Err(InsertError::Full) => prop_assert!(live_before >= limit),
+                                Err(InsertError::Clash(id)) => prop_assert!(ct.get(id).unwrap().is_live(now)),
+                                Err(InsertError::BadTuples) => prop_assert_eq!(orig.key(), reply.key()),
+                            }
+                        }
+                    }
+                    Op::Lookup { sport, dport, reply } => {
+                        let mut t = Tuple::new(1, Proto::Tcp, (A, sport), (B, dport));
+                        if reply {
+                            t = t.inverse();
+                        }
+                        if let Some((id, dir)) = ct.lookup(&t, now) {
+                            let e = ct.get(id).unwrap();
+                            prop_assert!(e.is_live(now));
+                            prop_assert_eq!(e.tuple(dir), &t);
+                        }
+                    }
+                    Op::Update { slot, reply, flags } => {
+                        let dir = if reply { Direction::Reply } else { Direction::Original };
+                        let before = ct.get(EntryId(slot)).copied();
+                        let v = ct.update(EntryId(slot), dir, TcpFlags(flags), now);
+                        if v == Verdict::Invalid {
+                            prop_assert_eq!(ct.get(EntryId(slot)).copied(), before);
+                        }
+                    }
+                    Op::Remove { slot } => {
+                        if let Some(e) = ct.remove(EntryId(slot)) {
+                            prop_assert_eq!(ct.lookup(&e.orig, now), None);
+                            prop_assert_eq!(ct.lookup(&e.reply, now), None);
+                        }
+                    }
+                    Op::Expire => {
+                        ct.expire(now);
+                        prop_assert!(ct.entries(now).count() == ct.len());
+                    }
+                    Op::Advance(dt) => now += dt,
+                }
+                prop_assert!(ct.len() <= limit);
+                if let Err(e) = ct.check_invariants() {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+        }
+    }
+}
