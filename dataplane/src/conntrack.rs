@@ -390,45 +390,46 @@ const COLUMNS: usize = 9;
 /// `TCP_TRANSITIONS[direction][event][column]`: columns are NO (the packet would create the connection), then
 /// SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE. Derived from netfilter's
 /// `tcp_conntracks`, minus SYN_SENT2 (simultaneous open) and minus everything that needs sequence numbers.
+#[rustfmt::skip]
 pub static TCP_TRANSITIONS: [[[Cell; COLUMNS]; 5]; 2] = [
     // ORIGINAL direction (client → server).
     [
-        //  NO    SS    SR    ES    FW    CW    LA    TW    CL
+        //NO    SS    SR    ES    FW    CW    LA    TW    CL
         // SYN: opens (NO), is retransmitted (SS) or reopens a closed tuple (TW, CL). After the SYN-ACK a
         // retransmitted SYN is harmless (SR). Once established it can only be a stale or forged packet; loose
         // accepts it without a change (netfilter ignores it), strict refuses it.
-        [SS, SS, IG, L_IG, L_IG, L_IG, L_IG, SS, SS],
+        [SS,   SS,   IG,   L_IG, L_IG, L_IG, L_IG, SS,   SS],
         // SYN-ACK: the client never sends one (no simultaneous open), with or without a SYN before.
-        [IV, IV, IV, IV, IV, IV, IV, IV, IV],
+        [IV,   IV,   IV,   IV,   IV,   IV,   IV,   IV,   IV],
         // FIN: not before the SYN-ACK (NO, SS); a FIN|ACK may complete the handshake (SR → FW); the first
         // FIN of an established connection (FW), the second one (LA), retransmissions (LA, TW, CL stay).
-        [IV, IV, FW, FW, LA, LA, LA, TW, CL],
+        [IV,   IV,   FW,   FW,   LA,   LA,   LA,   TW,   CL],
         // ACK (and data): picks up a connection mid-stream only under the loose policy (NO); nothing to
         // acknowledge before the SYN-ACK (SS); completes the handshake (SR); acknowledges a FIN (FW → CW) or
         // the last FIN (LA → TW).
-        [L_ES, IV, ES, ES, CW, CW, TW, TW, CL],
+        [L_ES, IV,   ES,   ES,   CW,   CW,   TW,   TW,   CL],
         // RST: never opens; closes from any state.
-        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+        [IV,   CL,   CL,   CL,   CL,   CL,   CL,   CL,   CL],
     ],
     // REPLY direction (server → client).
     [
-        //  NO    SS    SR    ES    FW    CW    LA    TW    CL
+        //NO    SS    SR    ES    FW    CW    LA    TW    CL
         // SYN: a reply never opens (NO). In SS it is a simultaneous open, which is not tracked: loose lets it
         // through unchanged. Anywhere else it is invalid (a server reopening a closed tuple in the other
         // role needs a new entry: the caller removes this one).
-        [IV, L_IG, IV, IV, IV, IV, IV, IV, IV],
+        [IV,   L_IG, IV,   IV,   IV,   IV,   IV,   IV,   IV],
         // SYN-ACK: the handshake's second step (SS → SR); later ones are retransmissions (lost final ACK),
         // accepted without a change.
-        [IV, SR, IG, IG, IG, IG, IG, IG, IG],
+        [IV,   SR,   IG,   IG,   IG,   IG,   IG,   IG,   IG],
         // FIN: not before the SYN-ACK (SS); before the client's final ACK only under the loose policy (SR);
         // then as in the original direction.
-        [IV, IV, L_FW, FW, LA, LA, LA, TW, CL],
+        [IV,   IV,   L_FW, FW,   LA,   LA,   LA,   TW,   CL],
         // ACK (and data): before the handshake completes the server has nothing to send (SS: half-open from
         // an old connection; SR: data before the final ACK) — loose accepts without a change, strict refuses;
         // then as in the original direction.
-        [IV, L_IG, L_IG, ES, CW, CW, TW, TW, CL],
+        [IV,   L_IG, L_IG, ES,   CW,   CW,   TW,   TW,   CL],
         // RST: a refused connection (SS) or an abort; closes from any state.
-        [IV, CL, CL, CL, CL, CL, CL, CL, CL],
+        [IV,   CL,   CL,   CL,   CL,   CL,   CL,   CL,   CL],
     ],
 ];
 
@@ -653,10 +654,11 @@ impl Conntrack {
     }
 
     /// Runs a packet of connection `id` going `dir` through its protocol's state machine at `now`. `flags` are
-    /// the TCP flags ([`TcpFlags::NONE`] for UDP and ICMP). Invalid packets change nothing and are counted.
+    /// the TCP flags ([`TcpFlags::NONE`] for UDP and ICMP). Invalid packets change nothing and are counted; so
+    /// is a packet for an id that no longer exists or an entry expired at `now` (it is not resurrected).
     pub fn update(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Verdict {
         let strict = self.cfg.strict;
-        let Some(e) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+        let Some(e) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut).filter(|e| e.is_live(now)) else {
             self.stats.invalid += 1;
             return Verdict::Invalid;
         };
@@ -1095,6 +1097,20 @@ mod tests {
     }
 
     #[test]
+    fn stale_or_expired_ids_are_invalid() {
+        let mut ct = table(ConntrackConfig::default());
+        let id = open(&mut ct, tcp(1), 0);
+        assert_eq!(ct.update(id, Direction::Reply, SYN_ACK, 120 * S + 1), Verdict::Invalid, "expired: not revived");
+        assert_eq!(ct.get(id).unwrap().expires, 120 * S);
+        assert!(ct.remove(id).is_some());
+        assert_eq!(ct.update(id, Direction::Reply, SYN_ACK, S), Verdict::Invalid, "removed");
+        assert_eq!(ct.update(EntryId(99), Direction::Original, ACK, S), Verdict::Invalid, "never existed");
+        assert!(ct.remove(id).is_none());
+        assert_eq!(ct.stats().invalid, 3);
+        ct.check_invariants().unwrap();
+    }
+
+    #[test]
     fn transition_table_rows_match_flag_classes() {
         assert_eq!(TcpFlags(TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR).event(), Some(TcpEvent::Syn));
         assert_eq!(TcpFlags(TcpFlags::FIN).event(), None, "FIN without ACK");
@@ -1157,6 +1173,7 @@ mod tests {
                             let live_before = ct.entries(now).count();
                             match ct.insert(orig, reply, st, now) {
                                 Ok(id) => {
+                                    prop_assert!(live_before < limit);
                                     prop_assert_eq!(ct.lookup(&orig, now), Some((id, Direction::Original)));
                                     prop_assert_eq!(ct.lookup(&reply, now), Some((id, Direction::Reply)));
                                 }
@@ -1202,6 +1219,96 @@ mod tests {
                     return Err(TestCaseError::fail(e));
                 }
             }
+        }
+
+        /// Two tables see the same packets; one is swept at random moments, the other only when it reclaims on
+        /// its own. Every outcome is the same, and every entry created is handed out exactly once when it dies.
+        #[test]
+        fn outcomes_do_not_depend_on_sweep_timing(
+            limit in 1..6usize,
+            strict in any::<bool>(),
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let cfg = ConntrackConfig { limit, strict, ..ConntrackConfig::default() };
+            let (mut swept, mut lazy) = (table(cfg), table(cfg));
+            let (mut dead_swept, mut dead_lazy) = (0usize, 0usize);
+            let mut now: Nanos = 0;
+            let live = |ct: &Conntrack, now: Nanos| {
+                let mut v: Vec<Entry> = ct.entries(now).map(|(_, e)| *e).collect();
+                v.sort_by_key(|e| e.orig);
+                v
+            };
+            for op in ops {
+                match op {
+                    Op::Insert { sport, dport, nat, flags, icmp } => {
+                        let proto = if icmp { Proto::Icmp } else { Proto::Tcp };
+                        let orig = Tuple::new(1, proto, (A, sport), (B, dport));
+                        let reply = match nat {
+                            Some(p) => Tuple::new(0, proto, (B, dport), (EXT, p)),
+                            None => orig.inverse(),
+                        };
+                        let outcome = |ct: &mut Conntrack| {
+                            let st = ct.new_state(proto, TcpFlags(flags))?;
+                            Some(ct.insert(orig, reply, st, now).map(|id| *ct.get(id).unwrap()).map_err(|e| match e {
+                                InsertError::Clash(id) => Some(*ct.get(id).unwrap()),
+                                _ => None,
+                            }))
+                        };
+                        prop_assert_eq!(outcome(&mut swept), outcome(&mut lazy));
+                    }
+                    Op::Lookup { sport, dport, reply } => {
+                        // A packet of one of the flows, in either direction, or towards a NATed tuple.
+                        let orig = Tuple::new(1, Proto::Tcp, (A, sport), (B, dport));
+                        let t = match (reply, sport < 3) {
+                            (false, _) => orig,
+                            (true, true) => Tuple::new(0, Proto::Tcp, (B, dport), (EXT, sport)),
+                            (true, false) => orig.inverse(),
+                        };
+                        let packet = |ct: &mut Conntrack| {
+                            let (id, dir) = ct.lookup(&t, now)?;
+                            let v = ct.update(id, dir, TcpFlags(TcpFlags::ACK), now);
+                            Some((dir, v, *ct.get(id).unwrap()))
+                        };
+                        prop_assert_eq!(packet(&mut swept), packet(&mut lazy));
+                    }
+                    Op::Update { slot, reply, flags } => {
+                        // The slot number picks a flow by source port; the packet goes either way.
+                        let orig = Tuple::new(1, Proto::Tcp, (A, (slot % 6) as u16), (B, (slot % 3) as u16));
+                        let packet = |ct: &mut Conntrack| {
+                            let (id, dir) = ct.lookup(&orig, now)?;
+                            let dir = if reply { Direction::Reply } else { dir };
+                            let v = ct.update(id, dir, TcpFlags(flags), now);
+                            Some((v, *ct.get(id).unwrap()))
+                        };
+                        prop_assert_eq!(packet(&mut swept), packet(&mut lazy));
+                    }
+                    Op::Remove { slot } => {
+                        let orig = Tuple::new(1, Proto::Tcp, (A, (slot % 6) as u16), (B, (slot % 3) as u16));
+                        let remove = |ct: &mut Conntrack| {
+                            let (id, _) = ct.lookup(&orig, now)?;
+                            ct.remove(id)
+                        };
+                        let (a, b) = (remove(&mut swept), remove(&mut lazy));
+                        prop_assert_eq!(a, b);
+                        dead_swept += usize::from(a.is_some());
+                        dead_lazy += usize::from(b.is_some());
+                    }
+                    Op::Expire => dead_swept += swept.expire(now),
+                    Op::Advance(dt) => now += dt,
+                }
+                prop_assert_eq!(live(&swept, now), live(&lazy, now));
+                prop_assert!(swept.len() <= limit && lazy.len() <= limit);
+                if let Err(e) = swept.check_invariants().and_then(|()| lazy.check_invariants()) {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+            let far = now + 1_000_000 * S;
+            dead_swept += swept.expire(far);
+            dead_lazy += lazy.expire(far);
+            prop_assert!(swept.is_empty() && lazy.is_empty());
+            prop_assert_eq!(dead_swept as u64, swept.stats().created);
+            prop_assert_eq!(dead_lazy as u64, lazy.stats().created);
+            prop_assert_eq!(swept.stats(), lazy.stats());
         }
     }
 }
