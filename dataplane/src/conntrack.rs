@@ -603,8 +603,9 @@ impl Conntrack {
     }
 
     /// Tracks a new connection whose first packet looked like `orig` and whose replies will look like `reply`
-    /// (`orig.inverse()` without NAT), starting in `state` at `now`. Expired entries holding either tuple, or
-    /// room in the table, are reclaimed first.
+    /// (`orig.inverse()` without NAT; after NAT it may also be in another zone, e.g. that of a routed port),
+    /// starting in `state` at `now`. Expired entries holding either tuple, or room in the table, are reclaimed
+    /// first (and handed out by the next [`Conntrack::expire_with`]).
     pub fn insert(&mut self, orig: Tuple, reply: Tuple, state: ProtoState, now: Nanos) -> Result<EntryId, InsertError> {
         let (ko, kr) = (orig.key(), reply.key());
         if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
@@ -780,8 +781,8 @@ impl Conntrack {
                 other => return Err(format!("index {k:#x} -> {id:?} {dir:?} dangles: {other:?}")),
             }
         }
-        if self.count > self.cfg.limit {
-            return Err(format!("{} entries above the limit {}", self.count, self.cfg.limit));
+        if self.count > self.cfg.limit || self.slots.len() > self.cfg.limit {
+            return Err(format!("{} entries in {} slots, limit {}", self.count, self.slots.len(), self.cfg.limit));
         }
         let mut free = self.free.clone();
         free.sort_unstable();
