@@ -1,0 +1,491 @@
+//! The invariant checker shared by the `pipeline` fuzz target (`fuzz_targets/pipeline.rs`) and the property
+//! tests (`dataplane/tests/pipeline_props.rs`, which includes this file with `#[path]`).
+//!
+//! [`Harness`] wraps a [`Testbed`] and checks, after every injected frame and every clock step, what must hold
+//! whatever the input:
+//!
+//! 1. **Accounting** (the rule in `dataplane/src/counters.rs`): each frame received on a port ends in exactly one
+//!    of `forwarded`, `flooded`, `routed`, or `dropped` by the bridge; the router's drops of a frame it was
+//!    handed add to `dropped` too, so per port `rx <= forwarded + flooded + routed + dropped <= rx + routed`,
+//!    and a port with no router interface has `rx == forwarded + flooded + dropped` and `routed == 0`.
+//!    Checked per step as well (one frame in: exactly one outcome; extra `dropped` only when it was routed;
+//!    other ports' counters move only by the router dropping their held frames); every port-charged drop has
+//!    a named reason (`sum(dropped) <= total_drops()`); `tx_packets` moves by exactly the frames each port sent.
+//! 2. **Buffers**: none leaked. Between steps the only frames out of the pool are those the neighbour table
+//!    holds for unresolved next hops (1..=`queue_len` per incomplete entry); once nothing is pending, every
+//!    buffer is back ([`Harness::finish`] runs the clock until then).
+//! 3. **MAC tables**: no network's FDB holds more than its `mac_limit`, and every entry points at a port of
+//!    that network.
+//! 4. **Isolation**: a frame leaves a port only as an unchanged copy of the frame just received, on another port
+//!    of the same network (never the ingress port), or as a frame the router made or rewrote, with the
+//!    egress port's router-interface MAC as source (so a port with no router interface only ever carries
+//!    bridged copies from its own network). Unchanged copies match the outcome: one for `forwarded`, none for a
+//!    drop or `routed`, at least one for `flooded` (zero allowed when the router took a copy of a broadcast
+//!    ARP), never more than the other ports of the network.
+//! 5. **Egress size**: no frame leaves longer than the egress port's MTU + Ethernet header + its VLAN tags.
+//!
+//! Panics (with the step number and a description) on the first violation; that is what the fuzzer and
+//! proptest look for.
+
+#![allow(dead_code)] // Each includer uses a different part.
+
+use dataplane::buffer::{Nanos, MAX_FRAME_LEN, NANOS_PER_SEC};
+use dataplane::config::Config;
+use dataplane::counters::{DropReason, PortCounters};
+use dataplane::neigh::NeighConfig;
+use dataplane::port::PortId;
+use dataplane::testbed::Testbed;
+use dataplane::wire::MacAddr;
+
+/// L2 only: two networks, four ports, tiny MAC tables (4 and 8 entries, against a pool of 12 hosts) with short
+/// ageing, so eviction and ageing happen; one network with a single port (floods go nowhere).
+pub const L2_CONFIG: &str = r#"
+[[network]]
+name = "red"
+mac_limit = 4
+mac_aging_secs = 5
+
+[[network]]
+name = "blue"
+mac_limit = 8
+mac_aging_secs = 5
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "red"
+
+[[port]]
+name = "b"
+kind = "mem"
+network = "red"
+
+[[port]]
+name = "c"
+kind = "mem"
+network = "red"
+mtu = 1400
+
+[[port]]
+name = "x"
+kind = "mem"
+network = "blue"
+"#;
+
+/// Two networks with gateways (the switch routes between them, answers ARP and ping) and one L2-only network,
+/// with MAC tables as small as in [`L2_CONFIG`].
+/// Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail on egress.
+///
+/// L3CFG: when `dataplane/src/config.rs` has routed ports (`[[port]] address`) and `[[route]]`, append:
+/// ```toml
+/// [[port]]
+/// name = "up"
+/// kind = "mem"
+/// address = "203.0.113.2/24"
+///
+/// [[route]]
+/// prefix = "0.0.0.0/0"
+/// via = "203.0.113.1"
+/// ```
+/// (and add `203.0.113.1`, `203.0.113.7` to the address pool in `pipeline_props.rs`). The checks below already
+/// handle ports without a network through `Topology::rif_of_port`.
+pub const ROUTED_CONFIG: &str = r#"
+[[network]]
+name = "red"
+subnet = "10.1.0.0/24"
+gateway = "10.1.0.1"
+mac_limit = 4
+mac_aging_secs = 5
+
+[[network]]
+name = "blue"
+subnet = "10.2.0.0/24"
+gateway = "10.2.0.1"
+mac_limit = 8
+mac_aging_secs = 5
+
+[[network]]
+name = "lab"
+mac_limit = 8
+mac_aging_secs = 5
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "red"
+
+[[port]]
+name = "b"
+kind = "mem"
+network = "red"
+
+[[port]]
+name = "c"
+kind = "mem"
+network = "blue"
+
+[[port]]
+name = "d"
+kind = "mem"
+network = "blue"
+mtu = 1400
+
+[[port]]
+name = "e"
+kind = "mem"
+network = "lab"
+
+[[port]]
+name = "f"
+kind = "mem"
+network = "lab"
+"#;
+
+/// Parses one of the configurations above (panics on an invalid one: a bug in this file).
+pub fn config(text: &str) -> Config {
+    Config::parse(text, "harness").unwrap_or_else(|e| panic!("harness config: {e}"))
+}
+
+/// Time unit of the fuzz input's time-delta byte.
+pub const FUZZ_TICK: Nanos = NANOS_PER_SEC / 20;
+/// Longest frame a fuzz record may carry (longer ones are cut; the switch refuses them anyway).
+pub const FUZZ_MAX_FRAME: usize = 2048;
+
+/// Runs a fuzz input through a testbed for `cfg`, checking every invariant. The input is a sequence of records
+/// `[port: u8][dt: u8][len: u16 LE][len bytes of frame]`: the clock moves `dt` × [`FUZZ_TICK`], then the frame is
+/// received on port `port % ports`. A last record shorter than its `len` carries what is left.
+pub fn run_records(cfg: &Config, data: &[u8]) {
+    replay(Harness::new(cfg), data);
+}
+
+/// Runs a fuzz input (see [`run_records`]) through `h`, then [`Harness::finish`]es it; returns it for more checks.
+pub fn replay(mut h: Harness, data: &[u8]) -> Harness {
+    for (port, dt, frame) in records(data) {
+        h.advance(Nanos::from(dt) * FUZZ_TICK);
+        let port = usize::from(port) % h.ports();
+        h.send(port as PortId, frame);
+    }
+    h.finish();
+    h
+}
+
+/// Splits a fuzz input into `(port, dt, frame)` records (see [`run_records`]).
+pub fn records(mut data: &[u8]) -> Vec<(u8, u8, &[u8])> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let (port, dt) = (data[0], data[1]);
+        let len = usize::from(u16::from_le_bytes([data[2], data[3]])).min(FUZZ_MAX_FRAME);
+        data = &data[4..];
+        let (frame, rest) = data.split_at(len.min(data.len()));
+        out.push((port, dt, frame));
+        data = rest;
+    }
+    out
+}
+
+/// Encodes records in the format [`run_records`] reads (for seed corpora and reproducers).
+pub fn encode_records(records: &[(u8, u8, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (port, dt, frame) in records {
+        out.push(*port);
+        out.push(*dt);
+        out.extend_from_slice(&(frame.len() as u16).to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
+/// A testbed whose every step is checked. See the module documentation.
+#[derive(Debug)]
+pub struct Harness {
+    tb: Testbed,
+    step: u64,
+    /// Per port: the MAC of its router interface (own or its network's gateway), if any.
+    rif_mac: Vec<Option<MacAddr>>,
+    /// Per port: its network.
+    network: Vec<Option<u16>>,
+    /// Per port: longest untagged frame it may send.
+    max_len: Vec<usize>,
+    /// Per network: whether it has a gateway.
+    net_has_gw: Vec<bool>,
+    /// Per network: its ports.
+    net_ports: Vec<Vec<PortId>>,
+    /// Per network: its MAC limit.
+    mac_limit: Vec<usize>,
+    /// Whether to fail on KNOWN-ISSUE-1 (see [`Harness::strict`]).
+    strict: bool,
+    /// Per port: KNOWN-ISSUE-1 drops tolerated so far (excluded from the cumulative accounting check).
+    tolerated: Vec<u64>,
+}
+
+impl Harness {
+    /// A fresh testbed for `cfg`.
+    pub fn new(cfg: &Config) -> Harness {
+        let tb = Testbed::from_config(cfg);
+        let topo = tb.switch().topology();
+        let rif_mac =
+            (0..topo.ports.len()).map(|p| topo.rif_of_port(p as PortId).map(|r| topo.rifs[r as usize].mac)).collect();
+        let network = topo.ports.iter().map(|p| p.network).collect();
+        let max_len = topo.ports.iter().map(|p| p.max_frame_len()).collect();
+        let net_has_gw = topo.networks.iter().map(|n| n.rif.is_some()).collect();
+        let net_ports = topo.networks.iter().map(|n| n.ports.clone()).collect();
+        let mac_limit = topo.networks.iter().map(|n| n.mac_limit).collect();
+        let tolerated = vec![0; topo.ports.len()];
+        // KNOWN-ISSUE-1 is fixed: nothing is tolerated unless a test asks for the lenient mode explicitly.
+        let strict = true;
+        let h = Harness { tb, step: 0, rif_mac, network, max_len, net_has_gw, net_ports, mac_limit, strict, tolerated };
+        h.check_state("start");
+        h
+    }
+
+    /// Fails on KNOWN-ISSUE-1 as well: the router's copy of a flooded broadcast ARP that it finds malformed
+    /// (`bad-arp`: e.g. a sender address outside the subnet, such as an RFC 5227 probe from 0.0.0.0) is
+    /// counted as a drop of the ingress port although the frame was flooded, so the frame is counted twice
+    /// (`flooded` and `dropped`), against `counters.rs` ("ends in exactly one place") and `Router::handle`
+    /// ("nothing here counts as its drop" for copies). Cause: `Router::arp` calls `out.drop(frame, BadArp)`
+    /// without looking at `copy`. Until `router.rs` is fixed the harness tolerates exactly that pattern (and
+    /// counts it); the `#[ignore]`d regression test in `pipeline_props.rs` runs strict.
+    pub fn strict(mut self) -> Harness {
+        self.strict = true;
+        self
+    }
+
+    /// KNOWN-ISSUE-1 double counts tolerated so far, over all ports.
+    pub fn tolerated(&self) -> u64 {
+        self.tolerated.iter().sum()
+    }
+
+    /// Number of ports.
+    pub fn ports(&self) -> usize {
+        self.network.len()
+    }
+
+    /// The testbed (for extra checks by the caller).
+    pub fn testbed(&self) -> &Testbed {
+        &self.tb
+    }
+
+    fn counters(&self) -> Vec<PortCounters> {
+        let c = self.tb.switch().counters();
+        (0..self.ports()).map(|p| c.port(p as PortId)).collect()
+    }
+
+    /// Receives `frame` on port `port` now, then checks everything.
+    pub fn send(&mut self, port: PortId, frame: &[u8]) {
+        self.step += 1;
+        let what = format!("step {}: {} bytes on port {port}", self.step, frame.len());
+        let before = self.counters();
+        let bad_arp_before = self.tb.switch().counters().drops(DropReason::BadArp);
+        self.tb.send_on(port, &[frame]);
+        let after = self.counters();
+        let bad_arp_after = self.tb.switch().counters().drops(DropReason::BadArp);
+        let sent = self.take_sent();
+        let p = port as usize;
+        // MemPort refuses frames that do not fit a buffer before the switch sees them.
+        let received = u64::from(frame.len() <= MAX_FRAME_LEN);
+        for (q, (b, a)) in before.iter().zip(&after).enumerate() {
+            let d = Delta::new(b, a);
+            let has_rif = self.rif_mac[q].is_some();
+            if q != p {
+                assert!(
+                    d.rx == 0 && d.forwarded == 0 && d.flooded == 0 && d.routed == 0,
+                    "{what}: ingress counters of port {q} moved: {b:?} -> {a:?}"
+                );
+                assert!(d.dropped == 0 || has_rif, "{what}: port {q} (no router) charged a drop: {b:?} -> {a:?}");
+                continue;
+            }
+            assert_eq!(d.rx, received, "{what}: rx_packets {b:?} -> {a:?}");
+            let outcomes = d.forwarded + d.flooded + d.routed;
+            assert!(outcomes <= 1, "{what}: more than one outcome: {b:?} -> {a:?}");
+            let mut total = outcomes + d.dropped;
+            if !self.strict && d.flooded == 1 && d.dropped == 1 && bad_arp_after - bad_arp_before == 1 {
+                // KNOWN-ISSUE-1 (see `Harness::strict`): the router's flood copy of a bad ARP counted as a drop.
+                self.tolerated[p] += 1;
+                total -= 1;
+            }
+            assert!(
+                total >= received && total - received <= d.routed,
+                "{what}: frame not accounted exactly once (extra drops only for routed frames): {b:?} -> {a:?}"
+            );
+            assert!(has_rif || d.routed == 0, "{what}: routed on a port without router: {b:?} -> {a:?}");
+        }
+        self.check_cumulative(&what, &after);
+        self.check_tx(&what, &before, &after, &sent);
+        // Isolation and unchanged copies.
+        let mut copies = 0u64;
+        for (q, f) in &sent {
+            let q = *q as usize;
+            if f.as_slice() == frame {
+                copies += 1;
+                assert!(q != p, "{what}: bridged copy sent back out of its ingress port");
+                assert!(
+                    self.network[q].is_some() && self.network[q] == self.network[p],
+                    "{what}: unchanged frame left its network: out of port {q} ({:?}), in on {p} ({:?})",
+                    self.network[q],
+                    self.network[p]
+                );
+            } else {
+                self.check_router_frame(&what, q, f);
+            }
+        }
+        let d = Delta::new(&before[p], &after[p]);
+        let max_copies = self.network[p].map_or(0, |n| self.net_ports[n as usize].len() as u64 - 1);
+        assert!(copies <= max_copies, "{what}: {copies} copies, network has {max_copies} other ports");
+        if d.forwarded == 1 {
+            assert_eq!(copies, 1, "{what}: forwarded but {copies} copies sent");
+        } else if d.flooded == 1 {
+            let router_copy = self.network[p].is_some_and(|n| self.net_has_gw[n as usize]);
+            assert!(copies >= 1 || router_copy, "{what}: flooded but no copy sent");
+        } else {
+            assert_eq!(copies, 0, "{what}: not forwarded nor flooded, yet {copies} unchanged copies sent");
+        }
+        self.check_state(&what);
+    }
+
+    /// Moves the clock forward by `dt` (housekeeping runs at every interval boundary), then checks everything.
+    pub fn advance(&mut self, dt: Nanos) {
+        if dt == 0 {
+            return;
+        }
+        self.step += 1;
+        let what = format!("step {}: advance {dt} ns to {}", self.step, self.tb.now() + dt);
+        let before = self.counters();
+        self.tb.advance(dt);
+        let after = self.counters();
+        let sent = self.take_sent();
+        for (q, (b, a)) in before.iter().zip(&after).enumerate() {
+            let d = Delta::new(b, a);
+            assert!(
+                d.rx == 0 && d.forwarded == 0 && d.flooded == 0 && d.routed == 0,
+                "{what}: ingress counters of port {q} moved: {b:?} -> {a:?}"
+            );
+            assert!(d.dropped == 0 || self.rif_mac[q].is_some(), "{what}: port {q} (no router) charged a drop");
+        }
+        self.check_cumulative(&what, &after);
+        self.check_tx(&what, &before, &after, &sent);
+        for (q, f) in &sent {
+            self.check_router_frame(&what, *q as usize, f);
+        }
+        self.check_state(&what);
+    }
+
+    /// Runs the clock until no neighbour is being resolved (at most a minute of virtual time), then requires
+    /// every buffer back in the pool.
+    pub fn finish(&mut self) {
+        let mut waited = 0;
+        while self.tb.switch().has_pending() {
+            assert!(waited < 60 * NANOS_PER_SEC, "step {}: neighbours still pending after 60 s", self.step);
+            self.advance(NANOS_PER_SEC / 10);
+            waited += NANOS_PER_SEC / 10;
+        }
+        assert_eq!(self.tb.free_buffers(), self.tb.total_buffers(), "step {}: buffers leaked at the end", self.step);
+    }
+
+    fn take_sent(&mut self) -> Vec<(PortId, Vec<u8>)> {
+        let mut out = Vec::new();
+        for q in 0..self.ports() {
+            let name = self.tb.switch().topology().ports[q].name.clone();
+            out.extend(self.tb.take(&name).into_iter().map(|f| (q as PortId, f)));
+        }
+        out
+    }
+
+    /// A frame on port `q` that is not an unchanged bridged copy: the router made or rewrote it.
+    fn check_router_frame(&self, what: &str, q: usize, f: &[u8]) {
+        let src = MacAddr::from_slice(f.get(6..).unwrap_or_default());
+        match self.rif_mac[q] {
+            Some(mac) => assert!(
+                src == Some(mac),
+                "{what}: frame out of port {q} is neither an unchanged copy nor from its router MAC {mac:?}: {f:02x?}"
+            ),
+            None => panic!("{what}: port {q} has no router interface, yet sent a changed frame: {f:02x?}"),
+        }
+    }
+
+    fn check_cumulative(&self, what: &str, now: &[PortCounters]) {
+        let mut port_drops = 0;
+        for (q, c) in now.iter().enumerate() {
+            let handled = c.forwarded + c.flooded + c.routed + c.dropped - self.tolerated[q];
+            if self.rif_mac[q].is_none() {
+                assert!(c.routed == 0 && handled == c.rx_packets, "{what}: port {q} (L2 only): {c:?}");
+            } else {
+                assert!(
+                    c.rx_packets <= handled && handled <= c.rx_packets + c.routed,
+                    "{what}: port {q}: rx <= forwarded + flooded + routed + dropped <= rx + routed fails: {c:?}"
+                );
+            }
+            port_drops += c.dropped;
+        }
+        let reasons = self.tb.switch().counters().total_drops();
+        assert!(port_drops <= reasons, "{what}: {port_drops} drops charged to ports but only {reasons} with a reason");
+    }
+
+    fn check_tx(&self, what: &str, before: &[PortCounters], after: &[PortCounters], sent: &[(PortId, Vec<u8>)]) {
+        for q in 0..self.ports() {
+            let n = sent.iter().filter(|(p, _)| *p as usize == q).count() as u64;
+            let d = after[q].tx_packets - before[q].tx_packets;
+            assert_eq!(d, n, "{what}: port {q} counted {d} tx but sent {n}");
+        }
+        for (q, f) in sent {
+            let limit = self.max_len[*q as usize] + vlan_allowance(f);
+            assert!(f.len() <= limit, "{what}: {}-byte frame out of port {q} (limit {limit})", f.len());
+        }
+    }
+
+    /// Checks the tables and the buffer pool.
+    fn check_state(&self, what: &str) {
+        let sw = self.tb.switch();
+        let now = self.tb.now();
+        for (n, ports) in self.net_ports.iter().enumerate() {
+            let fdb = sw.fdb(n as u16);
+            assert!(fdb.len() <= self.mac_limit[n], "{what}: network {n} FDB has {} entries", fdb.len());
+            for e in fdb.entries(now) {
+                assert!(ports.contains(&e.port), "{what}: network {n} learned {:?} on foreign port {}", e.mac, e.port);
+            }
+        }
+        let in_use = self.tb.total_buffers() - self.tb.free_buffers();
+        let incomplete = sw.router().neighbours(now).iter().filter(|e| e.state == "incomplete").count();
+        let queue_len = NeighConfig::default().queue_len;
+        assert!(
+            incomplete <= in_use && in_use <= incomplete * queue_len,
+            "{what}: {in_use} buffers in use with {incomplete} unresolved neighbours (each holds 1..={queue_len})"
+        );
+        assert_eq!(incomplete > 0, sw.has_pending(), "{what}: has_pending disagrees with the neighbour table");
+    }
+}
+
+/// Counter movement of one port over one step.
+struct Delta {
+    rx: u64,
+    forwarded: u64,
+    flooded: u64,
+    routed: u64,
+    dropped: u64,
+}
+
+impl Delta {
+    fn new(b: &PortCounters, a: &PortCounters) -> Delta {
+        let d = |x: u64, y: u64| {
+            assert!(y >= x, "a counter went backwards: {b:?} -> {a:?}");
+            y - x
+        };
+        Delta {
+            rx: d(b.rx_packets, a.rx_packets),
+            forwarded: d(b.forwarded, a.forwarded),
+            flooded: d(b.flooded, a.flooded),
+            routed: d(b.routed, a.routed),
+            dropped: d(b.dropped, a.dropped),
+        }
+    }
+}
+
+/// Extra egress length allowed for the VLAN tags (802.1Q / 802.1ad, at most two) a frame carries.
+fn vlan_allowance(f: &[u8]) -> usize {
+    let et = |off: usize| f.get(off..off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let tag = |t: Option<u16>| matches!(t, Some(0x8100 | 0x88a8));
+    match (tag(et(12)), tag(et(16))) {
+        (true, true) => 8,
+        (true, false) => 4,
+        _ => 0,
+    }
+}
