@@ -16,6 +16,7 @@
 
 pub mod mem;
 pub mod pcap;
+pub mod tap;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos};
