@@ -1,5 +1,5 @@
 //! Ports: where frames enter and leave the switch. One trait, [`Port`], with batched receive and transmit, and
-//! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`]; the OS-facing ports come later).
+//! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`], [`tap::TapPort`]).
 //!
 //! # Buffer ownership (the contract every back-end keeps)
 //! - `rx_burst` takes buffers from the caller's [`BufPool`], fills them and pushes them into the caller's
