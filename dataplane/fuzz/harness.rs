@@ -31,7 +31,7 @@
 
 use dataplane::buffer::{Nanos, MAX_FRAME_LEN, NANOS_PER_SEC};
 use dataplane::config::Config;
-use dataplane::counters::{DropReason, PortCounters};
+use dataplane::counters::PortCounters;
 use dataplane::neigh::NeighConfig;
 use dataplane::port::PortId;
 use dataplane::testbed::Testbed;
@@ -212,10 +212,6 @@ pub struct Harness {
     net_ports: Vec<Vec<PortId>>,
     /// Per network: its MAC limit.
     mac_limit: Vec<usize>,
-    /// Whether to fail on KNOWN-ISSUE-1 (see [`Harness::strict`]).
-    strict: bool,
-    /// Per port: KNOWN-ISSUE-1 drops tolerated so far (excluded from the cumulative accounting check).
-    tolerated: Vec<u64>,
 }
 
 impl Harness {
@@ -230,29 +226,9 @@ impl Harness {
         let net_has_gw = topo.networks.iter().map(|n| n.rif.is_some()).collect();
         let net_ports = topo.networks.iter().map(|n| n.ports.clone()).collect();
         let mac_limit = topo.networks.iter().map(|n| n.mac_limit).collect();
-        let tolerated = vec![0; topo.ports.len()];
-        // KNOWN-ISSUE-1 is fixed: nothing is tolerated unless a test asks for the lenient mode explicitly.
-        let strict = true;
-        let h = Harness { tb, step: 0, rif_mac, network, max_len, net_has_gw, net_ports, mac_limit, strict, tolerated };
+        let h = Harness { tb, step: 0, rif_mac, network, max_len, net_has_gw, net_ports, mac_limit };
         h.check_state("start");
         h
-    }
-
-    /// Fails on KNOWN-ISSUE-1 as well: the router's copy of a flooded broadcast ARP that it finds malformed
-    /// (`bad-arp`: e.g. a sender address outside the subnet, such as an RFC 5227 probe from 0.0.0.0) is
-    /// counted as a drop of the ingress port although the frame was flooded, so the frame is counted twice
-    /// (`flooded` and `dropped`), against `counters.rs` ("ends in exactly one place") and `Router::handle`
-    /// ("nothing here counts as its drop" for copies). Cause: `Router::arp` calls `out.drop(frame, BadArp)`
-    /// without looking at `copy`. Until `router.rs` is fixed the harness tolerates exactly that pattern (and
-    /// counts it); the `#[ignore]`d regression test in `pipeline_props.rs` runs strict.
-    pub fn strict(mut self) -> Harness {
-        self.strict = true;
-        self
-    }
-
-    /// KNOWN-ISSUE-1 double counts tolerated so far, over all ports.
-    pub fn tolerated(&self) -> u64 {
-        self.tolerated.iter().sum()
     }
 
     /// Number of ports.
@@ -275,10 +251,8 @@ impl Harness {
         self.step += 1;
         let what = format!("step {}: {} bytes on port {port}", self.step, frame.len());
         let before = self.counters();
-        let bad_arp_before = self.tb.switch().counters().drops(DropReason::BadArp);
         self.tb.send_on(port, &[frame]);
         let after = self.counters();
-        let bad_arp_after = self.tb.switch().counters().drops(DropReason::BadArp);
         let sent = self.take_sent();
         let p = port as usize;
         // MemPort refuses frames that do not fit a buffer before the switch sees them.
@@ -297,12 +271,7 @@ impl Harness {
             assert_eq!(d.rx, received, "{what}: rx_packets {b:?} -> {a:?}");
             let outcomes = d.forwarded + d.flooded + d.routed;
             assert!(outcomes <= 1, "{what}: more than one outcome: {b:?} -> {a:?}");
-            let mut total = outcomes + d.dropped;
-            if !self.strict && d.flooded == 1 && d.dropped == 1 && bad_arp_after - bad_arp_before == 1 {
-                // KNOWN-ISSUE-1 (see `Harness::strict`): the router's flood copy of a bad ARP counted as a drop.
-                self.tolerated[p] += 1;
-                total -= 1;
-            }
+            let total = outcomes + d.dropped;
             assert!(
                 total >= received && total - received <= d.routed,
                 "{what}: frame not accounted exactly once (extra drops only for routed frames): {b:?} -> {a:?}"
@@ -405,7 +374,7 @@ impl Harness {
     fn check_cumulative(&self, what: &str, now: &[PortCounters]) {
         let mut port_drops = 0;
         for (q, c) in now.iter().enumerate() {
-            let handled = c.forwarded + c.flooded + c.routed + c.dropped - self.tolerated[q];
+            let handled = c.forwarded + c.flooded + c.routed + c.dropped;
             if self.rif_mac[q].is_none() {
                 assert!(c.routed == 0 && handled == c.rx_packets, "{what}: port {q} (L2 only): {c:?}");
             } else {
