@@ -72,23 +72,10 @@ kind = "mem"
 network = "blue"
 "#;
 
-/// Two networks with gateways (the switch routes between them, answers ARP and ping) and one L2-only network,
-/// with MAC tables as small as in [`L2_CONFIG`].
-/// Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail on egress.
-///
-/// L3CFG: when `dataplane/src/config.rs` has routed ports (`[[port]] address`) and `[[route]]`, append:
-/// ```toml
-/// [[port]]
-/// name = "up"
-/// kind = "mem"
-/// address = "203.0.113.2/24"
-///
-/// [[route]]
-/// prefix = "0.0.0.0/0"
-/// via = "203.0.113.1"
-/// ```
-/// (and add `203.0.113.1`, `203.0.113.7` to the address pool in `pipeline_props.rs`). The checks below already
-/// handle ports without a network through `Topology::rif_of_port`.
+/// Two networks with gateways (the switch routes between them, answers ARP and ping), one L2-only network, and
+/// a routed port `up` (203.0.113.2/24) carrying the default route via 203.0.113.1, with MAC tables as small as in
+/// [`L2_CONFIG`]. Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail
+/// on egress. Ports by index: a 0, b 1 (red), c 2, d 3 (blue), e 4, f 5 (lab), up 6.
 pub const ROUTED_CONFIG: &str = r#"
 [[network]]
 name = "red"
@@ -139,6 +126,15 @@ network = "lab"
 name = "f"
 kind = "mem"
 network = "lab"
+
+[[port]]
+name = "up"
+kind = "mem"
+address = "203.0.113.2/24"
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "203.0.113.1"
 "#;
 
 /// Parses one of the configurations above (panics on an invalid one: a bug in this file).

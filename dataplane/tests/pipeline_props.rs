@@ -41,6 +41,14 @@ fn gw_mac(network: &str) -> MacAddr {
     derived_mac(&format!("network:{network}"))
 }
 
+/// The routed port `up`'s MAC.
+fn up_mac() -> MacAddr {
+    derived_mac("port:up")
+}
+
+/// The next hop behind `up` (203.0.113.1).
+const UPSTREAM: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+
 fn mac() -> BoxedStrategy<MacAddr> {
     prop_oneof![
         12 => (1..=HOSTS).prop_map(host_mac),
@@ -49,19 +57,26 @@ fn mac() -> BoxedStrategy<MacAddr> {
         1 => Just(MacAddr::ZERO),
         2 => Just(gw_mac("red")),
         2 => Just(gw_mac("blue")),
+        1 => Just(up_mac()),
         1 => any::<[u8; 6]>().prop_map(MacAddr),
     ]
     .boxed()
 }
 
-/// Addresses of the routed configuration's subnets (hosts, gateways, broadcasts), unrouted and martian ones.
-/// L3CFG: add the routed port's subnet (203.0.113.1, 203.0.113.7) when routed ports exist.
+/// Addresses of the routed configuration's subnets (hosts, gateways, the uplink's next hop and address,
+/// broadcasts), addresses only the default route reaches, and martian ones.
 fn ipv4() -> BoxedStrategy<Ipv4Addr> {
     prop_oneof![
         8 => (1..=HOSTS).prop_map(|n| Ipv4Addr::new(10, 1, 0, n)),
         8 => (1..=HOSTS).prop_map(|n| Ipv4Addr::new(10, 2, 0, n)),
         2 => Just(Ipv4Addr::new(10, 1, 0, 1)),
         2 => Just(Ipv4Addr::new(10, 2, 0, 1)),
+        2 => prop::sample::select(vec![
+            Ipv4Addr::new(203, 0, 113, 1),
+            Ipv4Addr::new(203, 0, 113, 2),
+            Ipv4Addr::new(203, 0, 113, 7),
+            Ipv4Addr::new(198, 51, 100, 9),
+        ]),
         1 => prop::sample::select(vec![
             Ipv4Addr::new(10, 1, 0, 255),
             Ipv4Addr::new(10, 2, 0, 255),
@@ -187,10 +202,12 @@ fn valid() -> BoxedStrategy<Valid> {
 }
 
 /// What a well-behaved host on `red` (10.1.0.0/24) or `blue` (10.2.0.0/24) sends: its own MAC and address,
-/// via its gateway to other subnets (10.3.0.0/24 has no route), ARP for and answers to the gateway. These reach routing, neighbour
-/// resolution and ping far more often than random addresses do.
+/// via its gateway to other subnets (10.3.0.0/24 only by the default route, out of `up`), ARP for and answers
+/// to the gateway; and what the upstream router behind `up` sends: ARP with the switch, traffic from the
+/// internet to the hosts. These reach routing, neighbour resolution and ping far more often than random
+/// addresses do.
 fn coherent() -> BoxedStrategy<Valid> {
-    (1..=HOSTS, 1..=HOSTS, any::<bool>(), 1..=3u8, 0..6u8, payload_len())
+    (1..=HOSTS, 1..=HOSTS, any::<bool>(), 1..=3u8, 0..9u8, payload_len())
         .prop_map(|(n, m, from_blue, to_subnet, what, len)| {
             let (net, subnet) = if from_blue { ("blue", 2) } else { ("red", 1) };
             let (me, gw) = (Ipv4Addr::new(10, subnet, 0, n), Ipv4Addr::new(10, subnet, 0, 1));
@@ -204,6 +221,31 @@ fn coherent() -> BoxedStrategy<Valid> {
                 target_mac: if reply { gw_mac } else { MacAddr::ZERO },
             };
             let ip = |l4: L4, dst_ip: Ipv4Addr| Kind::Ipv4 { src_ip: me, dst_ip, ttl: 64, df: true, l4, len };
+            let upstream = Ipv4Addr::new(203, 0, 113, 1);
+            let up_arp = |reply: bool| Kind::Arp {
+                reply,
+                broadcast: !reply,
+                sender_ip: upstream,
+                target_ip: Ipv4Addr::new(203, 0, 113, 2),
+                target_mac: if reply { up_mac() } else { MacAddr::ZERO },
+            };
+            let inbound = Kind::Ipv4 {
+                src_ip: Ipv4Addr::new(198, 51, 100, 9),
+                dst_ip: me,
+                ttl: 64,
+                df: true,
+                l4: L4::Udp(53, 1000),
+                len,
+            };
+            let (src, dst, kind) = match what {
+                6 => (UPSTREAM, MacAddr::BROADCAST, up_arp(false)),
+                7 => (UPSTREAM, up_mac(), up_arp(true)),
+                8 => (UPSTREAM, up_mac(), inbound),
+                _ => (host_mac(n), MacAddr::ZERO, Kind::Raw { ethertype: 0, payload: vec![] }),
+            };
+            if what >= 6 {
+                return Valid { src, dst, vlans: vec![], kind };
+            }
             let (dst, kind) = match what {
                 0 => (MacAddr::BROADCAST, arp(false, gw)),
                 1 => (gw_mac, arp(true, gw)),
@@ -365,7 +407,7 @@ fn generators_reach_the_interesting_paths() {
         counts.iter().all(|&c| c > 0),
         "[evicted, aged, moved, routed, arp, echo, failed, icmp errors] = {counts:?}"
     );
-    for r in ["runt", "bad-ip-length", "same-port", "bad-arp", "no-route", "ttl-expired", "host-unreachable"] {
+    for r in ["runt", "bad-ip-length", "same-port", "bad-arp", "not-for-us", "ttl-expired", "host-unreachable"] {
         assert!(reasons.contains(r), "no case dropped for {r}; reached: {reasons:?}");
     }
 }
@@ -377,12 +419,13 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline")
 }
 
-/// Ports of `ROUTED_CONFIG`, the fuzz target's configuration, by index.
+/// Ports of `ROUTED_CONFIG`, the fuzz target's configuration, by index (f is `E + 1`).
 const A: u8 = 0;
 const B: u8 = 1;
 const C: u8 = 2;
 const D: u8 = 3;
 const E: u8 = 4;
+const UP: u8 = 6;
 
 /// Small scenarios of valid frames (ARP, UDP, TCP, ICMP, VLAN, IPv6, routing) as fuzz records.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -457,7 +500,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             ]),
         ),
         (
-            "seed-ttl-and-no-route",
+            "seed-ttl-and-default-route",
             seed(vec![
                 (
                     A,
@@ -467,6 +510,15 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         .udp(1000, 33434, 0),
                 ),
                 (B, 1, udp(h(3), gw_red, red(3), Ipv4Addr::new(8, 8, 8, 8))),
+            ]),
+        ),
+        (
+            "seed-uplink",
+            seed(vec![
+                (A, 0, udp(h(2), gw_red, red(2), Ipv4Addr::new(198, 51, 100, 9))),
+                (UP, 1, arp_rep(UPSTREAM, Ipv4Addr::new(203, 0, 113, 1), up_mac(), Ipv4Addr::new(203, 0, 113, 2))),
+                (UP, 1, udp(UPSTREAM, up_mac(), Ipv4Addr::new(198, 51, 100, 9), red(2))),
+                (A, 1, arp_rep(h(2), red(2), gw_red, red(1))),
             ]),
         ),
         (
@@ -530,9 +582,10 @@ fn fuzz_seeds_replay_cleanly() {
             "seed-ping-gateway" => r.echo_replies == 1,
             "seed-routed-resolved" => r.forwarded == 2 && r.arp_requests == 2 && c.total_drops() == 0,
             "seed-routed-unanswered" => c.drops(DropReason::HostUnreachable) == 2,
-            "seed-ttl-and-no-route" => {
-                c.drops(DropReason::TtlExpired) == 1 && c.drops(DropReason::NoRoute) == 1 && r.icmp_errors == 2
+            "seed-ttl-and-default-route" => {
+                c.drops(DropReason::TtlExpired) == 1 && c.drops(DropReason::HostUnreachable) == 1 && r.icmp_errors == 2
             }
+            "seed-uplink" => r.forwarded == 2 && c.port(UP.into()).routed == 2 && c.total_drops() == 0,
             "seed-ipv6" => c.port(4).flooded == 1,
             "seed-mac-flood" => sw.fdb_stats()[0].evicted > 0,
             "seed-oversize" => c.drops(DropReason::EgressTooLong) == 1,

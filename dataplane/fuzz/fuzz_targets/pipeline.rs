@@ -2,7 +2,7 @@
 //! gateway, routing, ARP, ICMP), with every pipeline invariant checked after each step (see `../harness.rs`).
 //!
 //! Input: records `[port: u8][dt: u8][len: u16 LE][len bytes]`; the clock moves `dt` × 50 ms before the frame
-//! is received on port `port % 6` of `harness::ROUTED_CONFIG`.
+//! is received on port `port % 7` of `harness::ROUTED_CONFIG`.
 #![no_main]
 
 #[path = "../harness.rs"]
