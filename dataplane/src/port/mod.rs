@@ -80,4 +80,11 @@ pub trait Port {
 
     /// The port's own counters.
     fn stats(&self) -> PortStats;
+
+    /// A file descriptor that becomes readable when frames wait to be received, for a worker that has gone
+    /// idle to sleep on (with mio) instead of spinning. `None` for ports without one (memory, capture): the
+    /// worker then never sleeps longer than its housekeeping interval while it owns such a port.
+    fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }

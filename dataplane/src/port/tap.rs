@@ -384,6 +384,10 @@ impl Port for TapPort {
     fn stats(&self) -> PortStats {
         self.stats
     }
+
+    fn rx_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
 }
 
 #[cfg(test)]
