@@ -8,3 +8,4 @@
 pub mod diff;
 pub mod dump;
 pub mod generate;
+pub mod lab;

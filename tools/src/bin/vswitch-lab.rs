@@ -1,0 +1,147 @@
+//! `vswitch-lab`: a switch and its hosts in network namespaces (see `tools::lab`). Needs root.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tools::lab::{self, demo, Lab, LabOptions, LabSpec};
+
+#[derive(Parser)]
+#[command(name = "vswitch-lab", version, about = "vswitch lab: vswitchd and its hosts in network namespaces (root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Lab file (TOML); the embedded default lab (examples/lab/default.toml) when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Prefix of the lab's namespace names.
+    #[arg(long, default_value = "vsl-")]
+    prefix: String,
+    /// The vswitchd executable (default: next to this executable, else from PATH).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+    /// Where the lab's state directory goes.
+    #[arg(long, default_value = lab::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Leave checksum/segmentation offloads on at the hosts' veth ends.
+    #[arg(long)]
+    offloads: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the lab and leave it running (`ip netns exec PREFIXc1 ...` to use a host).
+    Up(Common),
+    /// Stop the lab's vswitchd and delete its namespaces.
+    Down(Common),
+    /// Up, check forwarding (ping, TCP, masquerade, published ports), print counters, down.
+    Demo(Common),
+    /// Show whether a lab is up, its vswitchd and its hosts.
+    Status(Common),
+}
+
+impl Common {
+    fn options(&self) -> LabOptions {
+        let mut o = LabOptions::new();
+        o.prefix = self.prefix.clone();
+        if let Some(v) = &self.vswitchd {
+            o.vswitchd = v.clone();
+        }
+        o.state_root = self.state_dir.clone();
+        o.offloads = self.offloads;
+        o
+    }
+
+    fn spec(&self) -> anyhow::Result<LabSpec> {
+        match &self.config {
+            Some(path) => Ok(LabSpec::load(path)?),
+            None => Ok(LabSpec::default_lab()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vswitch-lab: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !lab::is_root() {
+        anyhow::bail!(lab::LabError::NotRoot);
+    }
+    match cli.command {
+        Cmd::Up(c) => {
+            let spec = c.spec()?;
+            let opts = c.options();
+            let lab = Lab::up(&spec, &opts).context("bringing the lab up")?;
+            println!("lab {} is up: vswitchd pid {:?} in namespace {}", opts.prefix, lab.pid(), lab.switch_ns());
+            for h in &spec.hosts {
+                println!("  host {:<8} namespace {:<14} {}", h.name, lab.host_ns(&h.name), h.address);
+            }
+            println!(
+                "try: ip netns exec {} ping {}",
+                lab.host_ns(&spec.hosts[0].name),
+                spec.hosts.last().unwrap().ip()
+            );
+            println!("vswitchd log: {}", lab.state().log.display());
+            lab.detach();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Down(c) => {
+            let opts = c.options();
+            let stats = Lab::down_from_state(&opts).context("taking the lab down")?;
+            if let Some(v) = stats {
+                println!("vswitchd counters:\n{}", demo::summarize_stats(&v));
+            }
+            println!("lab {} is down", opts.prefix);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo(c) => {
+            let spec = c.spec()?;
+            let opts = c.options();
+            let checks = demo::run(&spec, &opts, &mut std::io::stdout())?;
+            let failed = checks.iter().filter(|c| !c.pass).count();
+            if failed == 0 {
+                println!("demo: all {} checks passed", checks.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("demo: {failed} of {} checks FAILED", checks.len());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Cmd::Status(c) => {
+            let opts = c.options();
+            let Some(state) = Lab::load_state(&opts) else {
+                println!("no lab with prefix {} is up", opts.prefix);
+                return Ok(ExitCode::SUCCESS);
+            };
+            match state.pid {
+                Some(pid) if lab::is_vswitchd(pid) => println!("vswitchd pid {pid}: running"),
+                Some(pid) => println!("vswitchd pid {pid}: not running (see {})", state.log.display()),
+                None => println!("vswitchd: not started"),
+            }
+            for ns in &state.namespaces {
+                let exists = lab::netns::exists(ns);
+                println!("namespace {ns}: {}", if exists { "present" } else { "missing" });
+                if exists {
+                    if let Ok(out) = lab::netns::run("ip", &["-n", ns, "-br", "addr"]) {
+                        for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with("lo ")) {
+                            println!("    {line}");
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! `vswitch-lab`: a switch and its hosts in network namespaces, for trying vswitchd by hand (`vswitch-lab
+//! demo`) and for the live end-to-end tests.
+//!
+//! A **lab file** (TOML) names a switch configuration (a path relative to the lab file) and the hosts wired to its
+//! ports:
+//!
+//! ```toml
+//! switch = "switch.toml"
+//!
+//! [[host]]
+//! name = "c1"                 # the host's namespace is PREFIX + name
+//! port = "c1"                 # the switch port it is wired to
+//! address = "172.30.0.2/24"   # its address on that link
+//! gateway = "172.30.0.1"      # optional: its default route
+//! external = false            # true: the "outside world" host behind a routed uplink (informational)
+//! ```
+//!
+//! The wiring follows the port's `kind`: for `tap`, vswitchd creates the tap and moves it into the host's
+//! namespace (the lab sets the port's `netns`); for `afpacket` and `afxdp`, the lab creates a veth pair whose
+//! switch end (named the port's `ifname`) is in the switch's namespace and whose host end (`eth0`) is in the
+//! host's, with checksum and segmentation offloads off on the host end (a packet socket would otherwise read
+//! frames with partial checksums).
+//!
+//! # What a lab creates, and how it goes away
+//!
+//! Only namespaces named `PREFIX + "sw"` and `PREFIX + host` (the prefix defaults to `vsl-`; tests use one with
+//! their PID), the veths inside them, and one vswitchd process, started inside the switch namespace with
+//! `ip netns exec`. The root namespace gets no interface, address or route. A state file
+//! (`STATE_DIR/PREFIX/state.json`, by default under `/run/vswitch-lab`) is written as soon as the first object
+//! exists, so `vswitch-lab down` (or [`Lab::down_from_state`]) removes exactly what was created: the recorded
+//! vswitchd PID (after checking it still is a vswitchd) gets SIGTERM, and the recorded namespaces are deleted by
+//! name (their veths with them). A [`Lab`] value tears itself down when dropped unless [`Lab::detach`]ed.
+//!
+//! Needs root. Not for the forwarding path: everything here is set-up, run from the caller's thread.
+
+pub mod demo;
+pub mod netns;
+pub mod probe;
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The default lab file, with its switch configuration ([`DEFAULT_SWITCH`]): two containers on one network over
+/// taps, an external host behind a routed AF_PACKET uplink, masquerade and one published port.
+pub const DEFAULT_LAB: &str = include_str!("../../../examples/lab/default.toml");
+/// The switch configuration the default lab file names.
+pub const DEFAULT_SWITCH: &str = include_str!("../../../examples/lab/switch.toml");
+
+/// Where state directories go unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/run/vswitch-lab";
+
+/// What can go wrong setting up, probing or tearing down a lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The lab needs root (it creates namespaces and interfaces).
+    #[error("vswitch-lab needs root (it creates network namespaces, veths and taps); run it with sudo")]
+    NotRoot,
+    /// The lab file or the switch configuration it names is not usable.
+    #[error("{0}")]
+    Spec(String),
+    /// A command failed.
+    #[error("`{cmd}` failed: {detail}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its stderr, or why it could not run.
+        detail: String,
+    },
+    /// Joining a namespace failed.
+    #[error("namespace {ns}: {detail}")]
+    Netns {
+        /// The namespace.
+        ns: String,
+        /// What failed.
+        detail: String,
+    },
+    /// vswitchd could not be started or stopped.
+    #[error("vswitchd: {0}")]
+    Switch(String),
+    /// A probe (ping, TCP transfer) could not run.
+    #[error("{0}")]
+    Probe(String),
+    /// A program the lab needs is missing.
+    #[error("missing program: {0}")]
+    Missing(String),
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io { path: path.to_path_buf(), source }
+}
+
+/// `[[host]]` of a lab file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Name (its namespace is the prefix plus this).
+    pub name: String,
+    /// The switch port it is wired to.
+    pub port: String,
+    /// Its address and prefix length on the link.
+    pub address: ipnet::Ipv4Net,
+    /// Its default route, if any.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// The "outside" host behind a routed uplink.
+    #[serde(default)]
+    pub external: bool,
+}
+
+impl HostSpec {
+    /// The host's address without the prefix length.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.address.addr()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabFile {
+    switch: PathBuf,
+    #[serde(default, rename = "host")]
+    hosts: Vec<HostSpec>,
+}
+
+/// How a port reaches the kernel, as far as the lab is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// vswitchd creates a tap and moves it into the host's namespace.
+    Tap,
+    /// The lab creates a veth; vswitchd attaches to its switch end (afpacket, afxdp).
+    Veth,
+}
+
+/// A switch port as the lab sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchPort {
+    /// `port.name`.
+    pub name: String,
+    /// `port.kind`.
+    pub kind: String,
+    /// `port.ifname`.
+    pub ifname: String,
+}
+
+impl SwitchPort {
+    /// How the lab wires a host to this port.
+    pub fn wiring(&self) -> Option<Wiring> {
+        match self.kind.as_str() {
+            "tap" => Some(Wiring::Tap),
+            "afpacket" | "afxdp" => Some(Wiring::Veth),
+            _ => None,
+        }
+    }
+}
+
+/// A lab: the switch configuration (TOML text) and the hosts.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    /// The switch configuration, as vswitchd reads it (the lab adds `netns` to tap ports it wires).
+    pub switch_config: String,
+    /// Where the switch configuration came from (for messages).
+    pub switch_origin: String,
+    /// The hosts, in file order.
+    pub hosts: Vec<HostSpec>,
+}
+
+impl LabSpec {
+    /// Reads a lab file and the switch configuration it names.
+    pub fn load(path: &Path) -> Result<LabSpec, LabError> {
+        let text = fs::read_to_string(path).map_err(io_err(path))?;
+        let file: LabFile = toml::from_str(&text).map_err(|e| LabError::Spec(format!("{}: {e}", path.display())))?;
+        let switch_path = path.parent().unwrap_or(Path::new(".")).join(&file.switch);
+        let switch_config = fs::read_to_string(&switch_path).map_err(io_err(&switch_path))?;
+        let spec = LabSpec { switch_config, switch_origin: switch_path.display().to_string(), hosts: file.hosts };
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The embedded default lab ([`DEFAULT_LAB`], [`DEFAULT_SWITCH`]).
+    pub fn default_lab() -> LabSpec {
+        let file: LabFile = toml::from_str(DEFAULT_LAB).expect("the embedded lab file parses");
+        let spec = LabSpec {
+            switch_config: DEFAULT_SWITCH.to_string(),
+            switch_origin: "examples/lab/switch.toml (embedded)".into(),
+            hosts: file.hosts,
+        };
+        spec.check().expect("the embedded lab is valid");
+        spec
+    }
+
+    /// A lab from a switch configuration and hosts given directly (tests).
+    pub fn new(switch_config: &str, hosts: Vec<HostSpec>) -> Result<LabSpec, LabError> {
+        let spec = LabSpec { switch_config: switch_config.to_string(), switch_origin: "inline".into(), hosts };
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// The switch's ports (name, kind, ifname) from the configuration.
+    pub fn ports(&self) -> Result<Vec<SwitchPort>, LabError> {
+        let value: toml::Table =
+            toml::from_str(&self.switch_config).map_err(|e| LabError::Spec(format!("{}: {e}", self.switch_origin)))?;
+        let mut ports = Vec::new();
+        if let Some(list) = value.get("port").and_then(|p| p.as_array()) {
+            for p in list {
+                let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                ports.push(SwitchPort { name: get("name"), kind: get("kind"), ifname: get("ifname") });
+            }
+        }
+        Ok(ports)
+    }
+
+    /// The port host `host` is wired to.
+    pub fn port_of(&self, host: &HostSpec) -> Result<SwitchPort, LabError> {
+        self.ports()?.into_iter().find(|p| p.name == host.port).ok_or_else(|| {
+            LabError::Spec(format!("host {}: port {:?} is not in {}", host.name, host.port, self.switch_origin))
+        })
+    }
+
+    fn check(&self) -> Result<(), LabError> {
+        let mut seen_hosts = std::collections::HashSet::new();
+        let mut seen_ports = std::collections::HashSet::new();
+        for h in &self.hosts {
+            let ok_name = !h.name.is_empty()
+                && h.name.len() <= 12
+                && h.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && h.name != "sw";
+            if !ok_name {
+                return Err(LabError::Spec(format!(
+                    "host {:?}: a name is 1..=12 characters of [A-Za-z0-9-], not \"sw\"",
+                    h.name
+                )));
+            }
+            if !seen_hosts.insert(h.name.clone()) {
+                return Err(LabError::Spec(format!("host {}: defined twice", h.name)));
+            }
+            if !seen_ports.insert(h.port.clone()) {
+                return Err(LabError::Spec(format!("host {}: port {} already has a host", h.name, h.port)));
+            }
+            let port = self.port_of(h)?;
+            if port.wiring().is_none() {
+                return Err(LabError::Spec(format!(
+                    "host {}: port {} is of kind {:?}; a lab wires tap, afpacket and afxdp ports",
+                    h.name, port.name, port.kind
+                )));
+            }
+            if port.ifname.is_empty() {
+                return Err(LabError::Spec(format!("host {}: port {} has no ifname", h.name, port.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The switch configuration with `netns` set on every tap port that has a host.
+    fn switch_config_for(&self, prefix: &str) -> Result<String, LabError> {
+        let mut value: toml::Table =
+            toml::from_str(&self.switch_config).map_err(|e| LabError::Spec(format!("{}: {e}", self.switch_origin)))?;
+        if let Some(list) = value.get_mut("port").and_then(|p| p.as_array_mut()) {
+            for p in list.iter_mut() {
+                let Some(t) = p.as_table_mut() else { continue };
+                let name = t.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let is_tap = t.get("kind").and_then(|v| v.as_str()) == Some("tap");
+                if let Some(h) = self.hosts.iter().find(|h| h.port == name) {
+                    if is_tap {
+                        t.insert("netns".into(), toml::Value::String(format!("{prefix}{}", h.name)));
+                    }
+                }
+            }
+        }
+        toml::to_string(&value).map_err(|e| LabError::Spec(e.to_string()))
+    }
+}
+
+/// How to run a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Prefix of every namespace name (default `vsl-`).
+    pub prefix: String,
+    /// The vswitchd executable.
+    pub vswitchd: PathBuf,
+    /// Parent of the lab's state directory.
+    pub state_root: PathBuf,
+    /// Leave checksum/segmentation offloads on at the veth host ends (default: off).
+    pub offloads: bool,
+}
+
+impl LabOptions {
+    /// Defaults: prefix `vsl-`, vswitchd found by [`default_vswitchd`], state under [`DEFAULT_STATE_DIR`].
+    pub fn new() -> LabOptions {
+        LabOptions {
+            prefix: "vsl-".into(),
+            vswitchd: default_vswitchd(),
+            state_root: PathBuf::from(DEFAULT_STATE_DIR),
+            offloads: false,
+        }
+    }
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The vswitchd next to the running executable, or one directory up (an integration test runs from
+/// `target/debug/deps/`, next to which `target/debug/vswitchd` is built), else `vswitchd` from `PATH`.
+pub fn default_vswitchd() -> PathBuf {
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent();
+        for _ in 0..2 {
+            let Some(d) = dir else { break };
+            let candidate = d.join("vswitchd");
+            if candidate.is_file() {
+                return candidate;
+            }
+            dir = d.parent();
+        }
+    }
+    PathBuf::from("vswitchd")
+}
+
+/// Whether the process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What `down` needs to undo a lab: written to `STATE_DIR/PREFIX/state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    /// The namespace prefix.
+    pub prefix: String,
+    /// Namespaces created, in creation order.
+    pub namespaces: Vec<String>,
+    /// vswitchd's PID, once started.
+    pub pid: Option<u32>,
+    /// Where vswitchd writes its counters on exit.
+    pub stats_json: PathBuf,
+    /// vswitchd's stdout and stderr.
+    pub log: PathBuf,
+    /// The hosts (for `status`).
+    pub hosts: Vec<HostSpec>,
+}
+
+/// A running lab. Dropping it tears it down (stops vswitchd, deletes the namespaces) unless detached.
+#[derive(Debug)]
+pub struct Lab {
+    state: LabState,
+    dir: PathBuf,
+    child: Option<Child>,
+    detached: bool,
+}
+
+impl Lab {
+    /// The state directory of labs with `prefix`.
+    pub fn state_dir(opts: &LabOptions) -> PathBuf {
+        opts.state_root.join(opts.prefix.trim_end_matches('-'))
+    }
+
+    /// Builds the lab: namespaces, veths, vswitchd (in `PREFIX sw`), host addresses and routes. On failure,
+    /// everything created so far is removed.
+    pub fn up(spec: &LabSpec, opts: &LabOptions) -> Result<Lab, LabError> {
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let prefix = opts.prefix.clone();
+        if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(LabError::Spec(format!("prefix {prefix:?}: 1..=16 characters of [A-Za-z0-9-]")));
+        }
+        let dir = Self::state_dir(opts);
+        if dir.join("state.json").exists() {
+            return Err(LabError::Spec(format!(
+                "a lab with prefix {prefix:?} is already up (state in {}); run `vswitch-lab down --prefix {prefix}`",
+                dir.display()
+            )));
+        }
+        let config = spec.switch_config_for(&prefix)?;
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut lab = Lab {
+            state: LabState {
+                prefix: prefix.clone(),
+                stats_json: dir.join("stats.json"),
+                log: dir.join("vswitchd.log"),
+                hosts: spec.hosts.clone(),
+                ..LabState::default()
+            },
+            dir,
+            child: None,
+            detached: false,
+        };
+        let _ = fs::remove_file(&lab.state.stats_json);
+        lab.build(spec, opts, &config)?;
+        Ok(lab)
+    }
+
+    fn build(&mut self, spec: &LabSpec, opts: &LabOptions, config: &str) -> Result<(), LabError> {
+        let sw = self.switch_ns();
+        let names: Vec<String> =
+            std::iter::once(sw.clone()).chain(spec.hosts.iter().map(|h| self.host_ns(&h.name))).collect();
+        for ns in names {
+            if netns::exists(&ns) {
+                return Err(LabError::Spec(format!("namespace {ns} already exists; not touching it")));
+            }
+            netns::create(&ns)?;
+            self.state.namespaces.push(ns);
+            self.save()?;
+        }
+        // Veths first: afpacket/afxdp ports attach to an interface that must exist when vswitchd starts.
+        for h in &spec.hosts {
+            let port = spec.port_of(h)?;
+            if port.wiring() == Some(Wiring::Veth) {
+                let host_ns = self.host_ns(&h.name);
+                netns::veth(&sw, &port.ifname, &host_ns, "eth0")?;
+                if !opts.offloads {
+                    netns::offloads(&host_ns, "eth0", false)?;
+                }
+            }
+        }
+        let config_path = self.dir.join("switch.toml");
+        fs::write(&config_path, config).map_err(io_err(&config_path))?;
+        self.start_switch(&opts.vswitchd, &config_path)?;
+        for h in &spec.hosts {
+            let port = spec.port_of(h)?;
+            let host_ns = self.host_ns(&h.name);
+            let ifname = match port.wiring() {
+                Some(Wiring::Tap) => port.ifname.clone(),
+                _ => "eth0".to_string(),
+            };
+            if !netns::wait_for_link(&host_ns, &ifname, Duration::from_secs(10)) {
+                return Err(LabError::Switch(format!(
+                    "tap {ifname} of port {} did not appear in {host_ns} within 10 s{}",
+                    port.name,
+                    self.log_tail()
+                )));
+            }
+            let addr = h.address.to_string();
+            netns::ip(&["-n", &host_ns, "addr", "add", &addr, "dev", &ifname])?;
+            netns::ip(&["-n", &host_ns, "link", "set", &ifname, "up"])?;
+            if let Some(gw) = h.gateway {
+                netns::ip(&["-n", &host_ns, "route", "add", "default", "via", &gw.to_string()])?;
+            }
+        }
+        // A switch that failed after opening its ports (say, an AF_XDP bind) exits shortly after.
+        std::thread::sleep(Duration::from_millis(300));
+        self.check_switch_alive()
+    }
+
+    fn start_switch(&mut self, vswitchd: &Path, config: &Path) -> Result<(), LabError> {
+        let log = fs::File::create(&self.state.log).map_err(io_err(&self.state.log))?;
+        let log2 = log.try_clone().map_err(io_err(&self.state.log))?;
+        let child = Command::new("ip")
+            .arg("netns")
+            .arg("exec")
+            .arg(self.switch_ns())
+            .arg(vswitchd)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--stats-json")
+            .arg(&self.state.stats_json)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| LabError::Switch(format!("starting {}: {e}", vswitchd.display())))?;
+        // `ip netns exec` joins the namespace and execs vswitchd: the child's PID is vswitchd's.
+        self.state.pid = Some(child.id());
+        self.child = Some(child);
+        self.save()?;
+        std::thread::sleep(Duration::from_millis(100));
+        self.check_switch_alive()
+    }
+
+    fn check_switch_alive(&mut self) -> Result<(), LabError> {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                self.state.pid = None;
+                let _ = self.save();
+                return Err(LabError::Switch(format!("exited at start ({status}){}", self.log_tail())));
+            }
+        }
+        Ok(())
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.state.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n  ");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; its log ({}):\n  {tail}", self.state.log.display())
+        }
+    }
+
+    fn save(&self) -> Result<(), LabError> {
+        let path = self.dir.join("state.json");
+        let text = serde_json::to_string_pretty(&self.state).expect("plain data");
+        fs::write(&path, text).map_err(io_err(&path))
+    }
+
+    /// The switch's namespace.
+    pub fn switch_ns(&self) -> String {
+        format!("{}sw", self.state.prefix)
+    }
+
+    /// The namespace of host `name`.
+    pub fn host_ns(&self, name: &str) -> String {
+        format!("{}{name}", self.state.prefix)
+    }
+
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> &HostSpec {
+        self.state.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name} in the lab"))
+    }
+
+    /// vswitchd's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.state.pid
+    }
+
+    /// The state recorded for `down`.
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    /// Stops vswitchd (SIGTERM, then SIGKILL after 5 s) and returns the counters it wrote on exit, if any.
+    pub fn stop_switch(&mut self) -> Result<Option<serde_json::Value>, LabError> {
+        if let Some(mut child) = self.child.take() {
+            terminate(child.id(), || matches!(child.try_wait(), Ok(Some(_))));
+            let _ = child.wait();
+        } else if let Some(pid) = self.state.pid {
+            if is_vswitchd(pid) {
+                terminate(pid, || !Path::new(&format!("/proc/{pid}")).exists() || !is_vswitchd(pid));
+            }
+        }
+        self.state.pid = None;
+        self.save()?;
+        read_stats(&self.state.stats_json)
+    }
+
+    /// Stops vswitchd and deletes the namespaces; returns vswitchd's final counters, if it wrote any.
+    pub fn down(mut self) -> Result<Option<serde_json::Value>, LabError> {
+        let stats = self.stop_switch();
+        let deleted = self.delete_all();
+        self.detached = true;
+        let stats = stats?;
+        deleted?;
+        Ok(stats)
+    }
+
+    fn delete_all(&mut self) -> Result<(), LabError> {
+        let mut first_err = None;
+        while let Some(ns) = self.state.namespaces.pop() {
+            if netns::exists(&ns) {
+                if let Err(e) = netns::delete(&ns) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if first_err.is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            let _ = self.save();
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Leaves the lab running after this value is gone; `vswitch-lab down` (or [`Lab::down_from_state`]) with
+    /// the same prefix removes it later.
+    pub fn detach(mut self) {
+        self.detached = true;
+        self.child = None;
+    }
+
+    /// Tears down the lab with `opts.prefix` from its state file: what `vswitch-lab down` does.
+    pub fn down_from_state(opts: &LabOptions) -> Result<Option<serde_json::Value>, LabError> {
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let dir = Self::state_dir(opts);
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        let state: LabState = serde_json::from_str(&text)
+            .map_err(|e| LabError::Spec(format!("{}: not a lab state file: {e}", path.display())))?;
+        Lab { state, dir, child: None, detached: false }.down()
+    }
+
+    /// The state of the lab with `opts.prefix`, if one is up.
+    pub fn load_state(opts: &LabOptions) -> Option<LabState> {
+        let text = fs::read_to_string(Self::state_dir(opts).join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.detached {
+            let _ = self.stop_switch();
+            let _ = self.delete_all();
+        }
+    }
+}
+
+/// Whether process `pid` is a vswitchd (guards against a recycled PID).
+pub fn is_vswitchd(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "vswitchd").unwrap_or(false)
+}
+
+/// Sends SIGTERM to `pid`, waits up to 5 s for `gone()`, then SIGKILL.
+fn terminate(pid: u32, mut gone: impl FnMut() -> bool) {
+    let Ok(pid_t) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill has no memory-safety preconditions; `pid` is the vswitchd this lab started.
+    unsafe { libc::kill(pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid_t, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && !gone() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_stats(path: &Path) -> Result<Option<serde_json::Value>, LabError> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| LabError::Switch(format!("{}: not JSON: {e}", path.display()))),
+        Err(_) => Ok(None),
+    }
+}
