@@ -1,0 +1,234 @@
+//! Live end-to-end tests: vswitchd forwarding between the kernels of hosts in network namespaces, built with
+//! `tools::lab`. Need root (skipped with a message otherwise; CI runs them as root).
+//!
+//! vswitchd is the binary built next to this test (`target/debug/vswitchd`, found by
+//! `tools::lab::default_vswitchd`): `cargo test --workspace` builds it; alone, run
+//! `cargo build -p dataplane --bin vswitchd` first (with `--features afxdp` for the AF_XDP tests, which run
+//! with `cargo test -p tools --features afxdp`), or point `VSWITCHD=/path/to/vswitchd` at one.
+//!
+//! Every test builds its own lab with a prefix made of the PID and a test letter, so tests run in parallel and
+//! never meet; the `Lab` value deletes its namespaces and stops its vswitchd when dropped, on success and on
+//! failure alike. Nothing is created in the root namespace.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+use tools::lab::probe::{ping, tcp_send, TcpServer};
+use tools::lab::{default_vswitchd, HostSpec, Lab, LabOptions, LabSpec};
+
+const BYTES: u64 = 2_000_000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn vswitchd() -> PathBuf {
+    std::env::var_os("VSWITCHD").map(PathBuf::from).unwrap_or_else(default_vswitchd)
+}
+
+/// Brings up a lab for test `letter`, or returns `None` (after saying why) when not root.
+fn lab(letter: char, switch: &str, hosts: &[(&str, &str, &str, Option<&str>)]) -> Option<(Lab, tempfile::TempDir)> {
+    if !tools::lab::is_root() {
+        println!("skipped: not root (live tests create namespaces; CI runs them as root)");
+        return None;
+    }
+    let vswitchd = vswitchd();
+    assert!(
+        vswitchd.is_file(),
+        "no vswitchd at {}: run `cargo build -p dataplane --bin vswitchd` (or set VSWITCHD)",
+        vswitchd.display()
+    );
+    let hosts = hosts
+        .iter()
+        .map(|(name, port, address, gateway)| HostSpec {
+            name: name.to_string(),
+            port: port.to_string(),
+            address: address.parse().unwrap(),
+            gateway: gateway.map(|g| g.parse().unwrap()),
+            external: false,
+        })
+        .collect();
+    let spec = LabSpec::new(switch, hosts).expect("lab spec");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut opts = LabOptions::new();
+    opts.prefix = format!("vlt{}{letter}-", std::process::id());
+    opts.vswitchd = vswitchd;
+    opts.state_root = state.path().to_path_buf();
+    let lab = Lab::up(&spec, &opts).unwrap_or_else(|e| panic!("lab up: {e}"));
+    Some((lab, state))
+}
+
+/// Pings `to` from host `from` and expects every reply.
+fn assert_ping(lab: &Lab, from: &str, to: &str) {
+    let to_ip: Ipv4Addr = to.parse().unwrap();
+    let r = ping(&lab.host_ns(from), to_ip, 3).unwrap_or_else(|e| panic!("ping {from} -> {to}: {e}"));
+    assert_eq!(r.received, r.sent, "ping {from} -> {to}: {r:?}");
+}
+
+/// Sends [`BYTES`] over TCP from `from` to `dst:port` where host `server` listens on `listen`; checks the byte
+/// count at both ends and returns the source address the server saw.
+fn assert_tcp(lab: &Lab, from: &str, server: &str, listen: u16, dst: &str, port: u16) -> Ipv4Addr {
+    let srv = TcpServer::start(&lab.host_ns(server), listen, TIMEOUT).expect("server");
+    let dst = SocketAddrV4::new(dst.parse().unwrap(), port);
+    let t = tcp_send(&lab.host_ns(from), dst, BYTES, TIMEOUT);
+    let s = srv.finish();
+    let t = t.unwrap_or_else(|e| panic!("tcp {from} -> {dst}: {e}"));
+    let s = s.unwrap_or_else(|e| panic!("tcp {from} -> {dst}: {e}"));
+    assert_eq!(s.bytes, BYTES, "server {server} received everything");
+    assert_eq!(t.server_bytes, BYTES);
+    *s.peer.ip()
+}
+
+fn two_hosts_one_network(kind: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[network]]
+name = "net"
+subnet = "10.61.0.0/24"
+
+[[port]]
+name = "a"
+kind = "{kind}"
+ifname = "vs-a"
+network = "net"
+{extra}
+[[port]]
+name = "b"
+kind = "{kind}"
+ifname = "vs-b"
+network = "net"
+{extra}
+"#
+    )
+}
+
+fn same_network(letter: char, kind: &str, extra: &str) {
+    let hosts = [("a", "a", "10.61.0.2/24", None), ("b", "b", "10.61.0.3/24", None)];
+    let Some((mut lab, _state)) = lab(letter, &two_hosts_one_network(kind, extra), &hosts) else { return };
+    assert_ping(&lab, "a", "10.61.0.3");
+    assert_ping(&lab, "b", "10.61.0.2");
+    let seen = assert_tcp(&lab, "a", "b", 5001, "10.61.0.3", 5001);
+    assert_eq!(seen, Ipv4Addr::new(10, 61, 0, 2), "switching does not change addresses");
+    let seen = assert_tcp(&lab, "b", "a", 5002, "10.61.0.2", 5002);
+    assert_eq!(seen, Ipv4Addr::new(10, 61, 0, 3));
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    if let Some(v) = stats {
+        let s = tools::lab::demo::summarize_stats(&v);
+        println!("{s}");
+    }
+}
+
+#[test]
+fn switching_over_taps() {
+    same_network('a', "tap", "");
+}
+
+#[test]
+fn switching_over_afpacket_on_veths() {
+    same_network('b', "afpacket", "");
+}
+
+#[cfg(feature = "afxdp")]
+#[test]
+fn switching_over_afxdp_native_on_veths() {
+    same_network('c', "afxdp", "mode = \"native\"");
+}
+
+#[cfg(feature = "afxdp")]
+#[test]
+fn switching_over_afxdp_generic_on_veths() {
+    same_network('g', "afxdp", "mode = \"generic\"");
+}
+
+#[test]
+fn routing_between_two_networks() {
+    let switch = r#"
+[[network]]
+name = "front"
+subnet = "10.62.1.0/24"
+gateway = "10.62.1.1"
+
+[[network]]
+name = "back"
+subnet = "10.62.2.0/24"
+gateway = "10.62.2.1"
+
+[[port]]
+name = "a"
+kind = "tap"
+ifname = "vs-a"
+network = "front"
+
+[[port]]
+name = "b"
+kind = "afpacket"
+ifname = "vs-b"
+network = "back"
+"#;
+    let hosts = [("a", "a", "10.62.1.2/24", Some("10.62.1.1")), ("b", "b", "10.62.2.2/24", Some("10.62.2.1"))];
+    let Some((lab, _state)) = lab('d', switch, &hosts) else { return };
+    assert_ping(&lab, "a", "10.62.1.1");
+    assert_ping(&lab, "a", "10.62.2.2");
+    assert_ping(&lab, "b", "10.62.1.2");
+    let seen = assert_tcp(&lab, "a", "b", 5001, "10.62.2.2", 5001);
+    assert_eq!(seen, Ipv4Addr::new(10, 62, 1, 2), "routing without masquerade keeps the source");
+    let seen = assert_tcp(&lab, "b", "a", 5002, "10.62.1.2", 5002);
+    assert_eq!(seen, Ipv4Addr::new(10, 62, 2, 2));
+}
+
+const NAT_SWITCH: &str = r#"
+[[network]]
+name = "bridge"
+subnet = "172.30.0.0/24"
+gateway = "172.30.0.1"
+masquerade = true
+
+[[port]]
+name = "c1"
+kind = "tap"
+ifname = "vs-c1"
+network = "bridge"
+
+[[port]]
+name = "c2"
+kind = "tap"
+ifname = "vs-c2"
+network = "bridge"
+
+[[port]]
+name = "uplink"
+kind = "afpacket"
+ifname = "vs-up"
+address = "203.0.113.2/24"
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "203.0.113.1"
+
+[[publish]]
+port = "uplink"
+proto = "tcp"
+external_port = 8080
+to = "172.30.0.3:80"
+"#;
+
+const NAT_HOSTS: [(&str, &str, &str, Option<&str>); 3] = [
+    ("c1", "c1", "172.30.0.2/24", Some("172.30.0.1")),
+    ("c2", "c2", "172.30.0.3/24", Some("172.30.0.1")),
+    ("ext", "uplink", "203.0.113.1/24", None),
+];
+
+#[test]
+fn masquerade_to_the_external_host() {
+    let Some((lab, _state)) = lab('e', NAT_SWITCH, &NAT_HOSTS) else { return };
+    assert_ping(&lab, "c1", "203.0.113.1");
+    let seen = assert_tcp(&lab, "c1", "ext", 5001, "203.0.113.1", 5001);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 2), "the external host sees the uplink's address");
+    // A second connection from the other container is translated too (its own conntrack entry).
+    let seen = assert_tcp(&lab, "c2", "ext", 5002, "203.0.113.1", 5002);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 2));
+}
+
+#[test]
+fn published_port_reaches_the_container() {
+    let Some((lab, _state)) = lab('f', NAT_SWITCH, &NAT_HOSTS) else { return };
+    let seen = assert_tcp(&lab, "ext", "c2", 80, "203.0.113.2", 8080);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 1), "a published port translates the destination only");
+}
