@@ -1,5 +1,6 @@
-//! The configuration model: the TOML language of DESIGN.md §2 (switching and static routing; `masquerade` and
-//! `[[publish]]` are not part of it yet), parsed and validated as a whole before anything is applied.
+//! The configuration model: the TOML language of DESIGN.md §2 (switching, static routing, NAT and connection
+//! tracking, and the settings of the live port back-ends), parsed and validated as a whole before anything is
+//! applied.
 //!
 //! This module owns the user's language and the rules that make a configuration valid. The public types
 //! ([`Config`] and its parts) are also the configuration's wire form between `vswitch-agent` and `vswitchd`.
@@ -11,6 +12,7 @@
 //! ```toml
 //! [switch]                   # optional
 //! workers = 1                # poll-mode worker threads
+//! poll_idle_us = 200         # busy-poll this long without traffic before sleeping
 //!
 //! [[network]]                # an L2 bridge domain; any number of them
 //! name = "bridge"
@@ -18,6 +20,7 @@
 //! gateway = "172.17.0.1"     # the switch routes for this network
 //! gateway_mac = "02:00:00:00:01:01"
 //! internal = false           # true: never routed to or from another interface
+//! masquerade = true          # SNAT what leaves through a routed port to that port's address
 //! mac_aging_secs = 300
 //! mac_limit = 8192
 //!
@@ -27,6 +30,8 @@
 //! ifname = "vs-c1"
 //! network = "bridge"
 //! mtu = 1500
+//! netns = "ctr1"             # tap only: move the tap into this named network namespace
+//! queues = 1                 # tap, afxdp, afpacket
 //!
 //! [[port]]                   # … or a routed port, with the switch's own address on the link
 //! name = "uplink"
@@ -34,11 +39,26 @@
 //! ifname = "vs-up"
 //! address = "203.0.113.2/24"
 //! mac = "02:00:00:00:02:01"
+//! mode = "auto"              # afxdp only: auto | native | generic
 //!
 //! [[route]]                  # static routes; any number of them
 //! prefix = "0.0.0.0/0"
 //! via = "203.0.113.1"
 //! port = "uplink"
+//!
+//! [[publish]]                # like `docker run -p 8080:80`; any number of them
+//! port = "uplink"
+//! proto = "tcp"
+//! external_port = 8080
+//! to = "172.17.0.2:80"
+//!
+//! [nat]                      # optional
+//! port_range = "1024-65535"
+//!
+//! [conntrack]                # optional
+//! limit = 262144
+//! tcp_strict = false
+//! tcp_established_secs = 432000
 //! ```
 //!
 //! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
@@ -47,11 +67,13 @@
 //! | key | required | default | valid values |
 //! |-----|----------|---------|--------------|
 //! | `switch.workers` | no | 1 | 1..=64 ([`limits::WORKERS`]) |
+//! | `switch.poll_idle_us` | no | 200 | 0..=1_000_000 ([`limits::POLL_IDLE_US`]): microseconds a worker busy-polls with no traffic before sleeping on epoll |
 //! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
 //! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet, nor a routed port's subnet if the network has a gateway |
 //! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address: the network's router interface |
 //! | `network.gateway_mac` | no | derived from the name ([`crate::topology`]) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
 //! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
+//! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
 //! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
@@ -61,9 +83,30 @@
 //! | `port.address` | either `network` or `address` | none | `A.B.C.D/N`, N in 1..=32, host bits kept: the switch's own address on the link, making the port a routed port; for N < 31 not the network or broadcast address of its subnet; the subnet must not overlap that of another router interface |
 //! | `port.mac` | no | derived from the name ([`crate::topology`]) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
 //! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
+//! | `port.netns` | no | none | only for kind `tap`: an existing named network namespace (1..=255 bytes, no `/` or NUL, not `.` or `..`) the tap is moved into |
+//! | `port.mode` | no | `auto` | only for kind `afxdp`: `auto`, `native` or `generic` ([`XdpMode`]) |
+//! | `port.queues` | no | 1 | only for kinds `afxdp`, `afpacket`, `tap`: 1..=64 ([`limits::QUEUES`]) |
 //! | `route.prefix` | yes | | an IPv4 prefix `A.B.C.D/N` (N in 0..=32) without host bits; unique among routes |
 //! | `route.via` | yes | | the next hop: an IPv4 address inside a connected subnet (that of `port`, when given), not one of the switch's own addresses |
 //! | `route.port` | no | the router interface whose subnet holds `via` | the name of a routed port |
+//! | `publish.port` | yes | | the name of a routed port: connections to its address are translated |
+//! | `publish.proto` | yes | | `tcp` or `udp` |
+//! | `publish.external_port` | yes | | 1..=65535; (`port`, `proto`, `external_port`) unique among publish rules |
+//! | `publish.to` | yes | | `A.B.C.D:PORT`, port not 0: an address inside the subnet of a network that has a `gateway`, not the gateway itself nor the subnet's network or broadcast address |
+//! | `nat.port_range` | no | `"1024-65535"` | `"A-B"`, 1 <= A <= B <= 65535: the external ports (and ICMP echo identifiers) masquerade hands out |
+//! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; new ones beyond are dropped (`conntrack-full`) |
+//! | `conntrack.tcp_strict` | no | false | a boolean; `false` (netfilter's loose policy) picks up TCP connections mid-stream, `true` only tracks from a SYN |
+//! | `conntrack.tcp_syn_sent_secs` | no | 120 | 1..=2_592_000 ([`limits::TIMEOUT_SECS`]), as every timeout below |
+//! | `conntrack.tcp_syn_recv_secs` | no | 60 | |
+//! | `conntrack.tcp_established_secs` | no | 432000 (5 days) | |
+//! | `conntrack.tcp_fin_wait_secs` | no | 120 | |
+//! | `conntrack.tcp_close_wait_secs` | no | 60 | |
+//! | `conntrack.tcp_last_ack_secs` | no | 30 | |
+//! | `conntrack.tcp_time_wait_secs` | no | 120 | |
+//! | `conntrack.tcp_close_secs` | no | 10 | |
+//! | `conntrack.udp_secs` | no | 30 | a UDP flow with no reply yet |
+//! | `conntrack.udp_assured_secs` | no | 120 | a UDP flow that has seen replies |
+//! | `conntrack.icmp_secs` | no | 30 | an ICMP echo exchange |
 //!
 //! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
 //! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
@@ -72,8 +115,8 @@
 //!
 //! Every error reads `ORIGIN:LINE: OBJECT: WHAT`, e.g.
 //! `examples/x.toml:12: port c3: network "brige" does not exist; known networks: bridge`. The object is
-//! `switch`, `network NAME`, `port NAME` or `route PREFIX` (`network #N` / `port #N` / `route #N`, counting from 1
-//! in file order, when the name or prefix itself is missing or invalid); the line is that of the offending value,
+//! `switch`, `network NAME`, `port NAME`, `route PREFIX`, `publish #N`, `nat` or `conntrack` (`network #N` /
+//! `port #N` / `route #N`, counting from 1 in file order, when the name or prefix itself is missing or invalid); the line is that of the offending value,
 //! or of the table's header when a field is missing. A rule between two objects (a duplicate name, overlapping
 //! subnets, a MAC used twice) is reported on the one written later and names the other with its line.
 //!
@@ -102,7 +145,9 @@
 //! Plain data and pure functions (only [`Config::load`] reads a file): call them from the control thread or the
 //! agent, never from the forwarding hot path.
 
-use crate::buffer::MAX_FRAME_LEN;
+use crate::buffer::{Nanos, MAX_FRAME_LEN, NANOS_PER_SEC};
+use crate::conntrack::{ConntrackConfig, Timeouts};
+use crate::snat::PortRange;
 use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -111,7 +156,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::str::FromStr;
@@ -124,6 +169,18 @@ pub mod limits {
 
     /// `[switch] workers`.
     pub const WORKERS: RangeInclusive<usize> = 1..=64;
+    /// `[switch] poll_idle_us`.
+    pub const POLL_IDLE_US: RangeInclusive<u32> = 0..=1_000_000;
+    /// `[[port]] queues`.
+    pub const QUEUES: RangeInclusive<u16> = 1..=64;
+    /// `[[publish]] external_port`.
+    pub const EXTERNAL_PORT: RangeInclusive<u16> = 1..=65535;
+    /// `[conntrack] limit`.
+    pub const CONNTRACK_LIMIT: RangeInclusive<usize> = 1..=16_777_216;
+    /// Every `[conntrack] *_secs` timeout: one second to 30 days.
+    pub const TIMEOUT_SECS: RangeInclusive<u64> = 1..=2_592_000;
+    /// Longest `[[port]] netns` name, in bytes (a file name under `/run/netns`).
+    pub const NETNS_MAX: usize = 255;
     /// `[[network]] mac_aging_secs`.
     pub const MAC_AGING_SECS: RangeInclusive<u64> = 1..=1_000_000;
     /// `[[network]] mac_limit`.
@@ -148,6 +205,12 @@ pub mod limits {
 pub mod defaults {
     /// `[switch] workers`.
     pub const WORKERS: usize = 1;
+    /// `[switch] poll_idle_us`.
+    pub const POLL_IDLE_US: u32 = 200;
+    /// `[[port]] queues`.
+    pub const QUEUES: u16 = 1;
+    /// `[conntrack] limit`.
+    pub const CONNTRACK_LIMIT: usize = 262_144;
     /// `[[network]] mac_aging_secs`.
     pub const MAC_AGING_SECS: u64 = 300;
     /// `[[network]] mac_limit`.
@@ -175,6 +238,15 @@ pub struct Config {
     /// Static routes, in file order.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Published ports (inbound DNAT rules), in file order.
+    #[serde(default)]
+    pub publish: Vec<PublishConfig>,
+    /// `[nat]`: masquerade settings.
+    #[serde(default)]
+    pub nat: NatConfig,
+    /// `[conntrack]`: the connection table.
+    #[serde(default)]
+    pub conntrack: ConntrackTableConfig,
 }
 
 /// `[switch]`.
@@ -184,16 +256,23 @@ pub struct SwitchConfig {
     /// Poll-mode worker threads ([`limits::WORKERS`]).
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Microseconds a worker keeps busy-polling without traffic before it sleeps on epoll
+    /// ([`limits::POLL_IDLE_US`]; 0: sleep at once).
+    #[serde(default = "default_poll_idle_us")]
+    pub poll_idle_us: u32,
 }
 
 impl Default for SwitchConfig {
     fn default() -> Self {
-        SwitchConfig { workers: default_workers() }
+        SwitchConfig { workers: default_workers(), poll_idle_us: default_poll_idle_us() }
     }
 }
 
 fn default_workers() -> usize {
     defaults::WORKERS
+}
+fn default_poll_idle_us() -> u32 {
+    defaults::POLL_IDLE_US
 }
 
 /// `[[network]]`: an L2 bridge domain.
@@ -215,6 +294,10 @@ pub struct NetworkConfig {
     /// Never routed to or from another router interface.
     #[serde(default)]
     pub internal: bool,
+    /// Traffic from this network leaving through a routed port gets that port's address as its source (SNAT);
+    /// requires `gateway`.
+    #[serde(default)]
+    pub masquerade: bool,
     /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,
@@ -302,6 +385,217 @@ pub struct PortConfig {
     /// IP MTU of the link ([`limits::MTU`]).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// `tap` only: the existing named network namespace to move the tap into.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// `afxdp` only: how the XDP program is attached ([`PortConfig::xdp_mode`] gives the default).
+    #[serde(default)]
+    pub mode: Option<XdpMode>,
+    /// `afxdp`, `afpacket`, `tap`: queues (and workers' rx rings) to use ([`limits::QUEUES`];
+    /// [`PortConfig::queue_count`] gives the default).
+    #[serde(default)]
+    pub queues: Option<u16>,
+}
+
+impl PortConfig {
+    /// The XDP attach mode: as configured, else [`XdpMode::Auto`].
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.mode.unwrap_or(XdpMode::Auto)
+    }
+
+    /// The number of queues: as configured, else [`defaults::QUEUES`].
+    pub fn queue_count(&self) -> u16 {
+        self.queues.unwrap_or(defaults::QUEUES)
+    }
+}
+
+/// `[[port]] mode`: how an AF_XDP port attaches its XDP program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Driver mode only (fails if unsupported).
+    Native,
+    /// Generic (SKB) mode.
+    Generic,
+}
+
+impl XdpMode {
+    /// Every mode, in the order the documentation lists them.
+    pub const ALL: [XdpMode; 3] = [XdpMode::Auto, XdpMode::Native, XdpMode::Generic];
+
+    /// The mode's name in the configuration language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
+}
+
+/// `[[publish]] proto`: a published port's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl PublishProto {
+    /// The protocol's name in the configuration language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishProto::Tcp => "tcp",
+            PublishProto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for PublishProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[publish]]`: connections to a routed port's address on `external_port` are sent to `to` (DNAT), like
+/// `docker run -p 8080:80`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// The routed port whose address is published.
+    pub port: String,
+    /// The protocol.
+    pub proto: PublishProto,
+    /// The port on the routed port's address ([`limits::EXTERNAL_PORT`]).
+    pub external_port: u16,
+    /// Where connections go: an address inside a network that has a gateway, and a port (not 0).
+    pub to: SocketAddrV4,
+}
+
+/// `[nat]`: masquerade settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatConfig {
+    /// The external ports (and ICMP echo identifiers) masquerade hands out, written `"A-B"` (default
+    /// `"1024-65535"`).
+    #[serde(default, with = "port_range_text")]
+    pub port_range: PortRange,
+}
+
+/// A [`PortRange`] as `"A-B"` in the configuration's serde form.
+mod port_range_text {
+    use crate::snat::PortRange;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &PortRange, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(r)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[conntrack]`: the connection-tracking table's size, TCP policy and timeouts (seconds; defaults are
+/// netfilter's, see [`Timeouts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackTableConfig {
+    /// Most tracked connections ([`limits::CONNTRACK_LIMIT`]).
+    pub limit: usize,
+    /// TCP policy: `false` (netfilter's loose default) picks up connections mid-stream; `true` refuses them.
+    pub tcp_strict: bool,
+    /// TCP SYN_SENT.
+    pub tcp_syn_sent_secs: u64,
+    /// TCP SYN_RECV.
+    pub tcp_syn_recv_secs: u64,
+    /// TCP ESTABLISHED.
+    pub tcp_established_secs: u64,
+    /// TCP FIN_WAIT.
+    pub tcp_fin_wait_secs: u64,
+    /// TCP CLOSE_WAIT.
+    pub tcp_close_wait_secs: u64,
+    /// TCP LAST_ACK.
+    pub tcp_last_ack_secs: u64,
+    /// TCP TIME_WAIT.
+    pub tcp_time_wait_secs: u64,
+    /// TCP CLOSE (after a RST).
+    pub tcp_close_secs: u64,
+    /// UDP, no reply seen yet.
+    pub udp_secs: u64,
+    /// UDP, replies seen.
+    pub udp_assured_secs: u64,
+    /// ICMP echo.
+    pub icmp_secs: u64,
+}
+
+impl Default for ConntrackTableConfig {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        let s = |n: Nanos| n / NANOS_PER_SEC;
+        ConntrackTableConfig {
+            limit: defaults::CONNTRACK_LIMIT,
+            tcp_strict: false,
+            tcp_syn_sent_secs: s(t.tcp_syn_sent),
+            tcp_syn_recv_secs: s(t.tcp_syn_recv),
+            tcp_established_secs: s(t.tcp_established),
+            tcp_fin_wait_secs: s(t.tcp_fin_wait),
+            tcp_close_wait_secs: s(t.tcp_close_wait),
+            tcp_last_ack_secs: s(t.tcp_last_ack),
+            tcp_time_wait_secs: s(t.tcp_time_wait),
+            tcp_close_secs: s(t.tcp_close),
+            udp_secs: s(t.udp_unreplied),
+            udp_assured_secs: s(t.udp_assured),
+            icmp_secs: s(t.icmp),
+        }
+    }
+}
+
+impl ConntrackTableConfig {
+    /// The timeout keys with their values, in documentation order.
+    pub fn timeouts_secs(&self) -> [(&'static str, u64); 11] {
+        [
+            ("tcp_syn_sent_secs", self.tcp_syn_sent_secs),
+            ("tcp_syn_recv_secs", self.tcp_syn_recv_secs),
+            ("tcp_established_secs", self.tcp_established_secs),
+            ("tcp_fin_wait_secs", self.tcp_fin_wait_secs),
+            ("tcp_close_wait_secs", self.tcp_close_wait_secs),
+            ("tcp_last_ack_secs", self.tcp_last_ack_secs),
+            ("tcp_time_wait_secs", self.tcp_time_wait_secs),
+            ("tcp_close_secs", self.tcp_close_secs),
+            ("udp_secs", self.udp_secs),
+            ("udp_assured_secs", self.udp_assured_secs),
+            ("icmp_secs", self.icmp_secs),
+        ]
+    }
+
+    /// The table's tunables as [`crate::conntrack`] takes them.
+    pub fn table_config(&self) -> ConntrackConfig {
+        let ns = |secs: u64| secs.saturating_mul(NANOS_PER_SEC);
+        ConntrackConfig {
+            limit: self.limit,
+            strict: self.tcp_strict,
+            timeouts: Timeouts {
+                tcp_syn_sent: ns(self.tcp_syn_sent_secs),
+                tcp_syn_recv: ns(self.tcp_syn_recv_secs),
+                tcp_established: ns(self.tcp_established_secs),
+                tcp_fin_wait: ns(self.tcp_fin_wait_secs),
+                tcp_close_wait: ns(self.tcp_close_wait_secs),
+                tcp_last_ack: ns(self.tcp_last_ack_secs),
+                tcp_time_wait: ns(self.tcp_time_wait_secs),
+                tcp_close: ns(self.tcp_close_secs),
+                udp_unreplied: ns(self.udp_secs),
+                udp_assured: ns(self.udp_assured_secs),
+                icmp: ns(self.icmp_secs),
+            },
+        }
+    }
 }
 
 fn default_mtu() -> u16 {
@@ -418,12 +712,52 @@ struct RawDoc {
     port: ArrayOfTables<RawPort>,
     #[serde(default)]
     route: ArrayOfTables<RawRoute>,
+    #[serde(default)]
+    publish: ArrayOfTables<RawPublish>,
+    #[serde(default)]
+    nat: Option<OnlyTable<RawNat>>,
+    #[serde(default)]
+    conntrack: Option<OnlyTable<RawConntrack>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSwitch {
     workers: Option<Spanned<Scalar>>,
+    poll_idle_us: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    port: Option<Spanned<Scalar>>,
+    proto: Option<Spanned<Scalar>>,
+    external_port: Option<Spanned<Scalar>>,
+    to: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNat {
+    port_range: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    limit: Option<Spanned<Scalar>>,
+    tcp_strict: Option<Spanned<Scalar>>,
+    tcp_syn_sent_secs: Option<Spanned<Scalar>>,
+    tcp_syn_recv_secs: Option<Spanned<Scalar>>,
+    tcp_established_secs: Option<Spanned<Scalar>>,
+    tcp_fin_wait_secs: Option<Spanned<Scalar>>,
+    tcp_close_wait_secs: Option<Spanned<Scalar>>,
+    tcp_last_ack_secs: Option<Spanned<Scalar>>,
+    tcp_time_wait_secs: Option<Spanned<Scalar>>,
+    tcp_close_secs: Option<Spanned<Scalar>>,
+    udp_secs: Option<Spanned<Scalar>>,
+    udp_assured_secs: Option<Spanned<Scalar>>,
+    icmp_secs: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -434,6 +768,7 @@ struct RawNetwork {
     gateway: Option<Spanned<Scalar>>,
     gateway_mac: Option<Spanned<Scalar>>,
     internal: Option<Spanned<Scalar>>,
+    masquerade: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
 }
@@ -448,6 +783,9 @@ struct RawPort {
     address: Option<Spanned<Scalar>>,
     mac: Option<Spanned<Scalar>>,
     mtu: Option<Spanned<Scalar>>,
+    netns: Option<Spanned<Scalar>>,
+    mode: Option<Spanned<Scalar>>,
+    queues: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -480,6 +818,18 @@ impl TableKind for RawPort {
 impl TableKind for RawRoute {
     const KEY: &'static str = "route";
     const EXPECTING: &'static str = "a [[route]] table";
+}
+impl TableKind for RawPublish {
+    const KEY: &'static str = "publish";
+    const EXPECTING: &'static str = "a [[publish]] table";
+}
+impl TableKind for RawNat {
+    const KEY: &'static str = "nat";
+    const EXPECTING: &'static str = "a [nat] table";
+}
+impl TableKind for RawConntrack {
+    const KEY: &'static str = "conntrack";
+    const EXPECTING: &'static str = "a [conntrack] table";
 }
 
 /// A struct that may only be written as a table: serde's derived `Deserialize` would also take a struct from an
@@ -619,6 +969,8 @@ struct LenientDoc {
     port: Vec<Spanned<LenientObject>>,
     #[serde(default)]
     route: Vec<Spanned<LenientRoute>>,
+    #[serde(default)]
+    publish: Vec<Spanned<IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
@@ -675,6 +1027,9 @@ fn object_at(text: &str, offset: usize) -> Option<String> {
         };
         return Some(route_named(i, prefix));
     }
+    if let Some(i) = doc.publish.iter().position(|p| p.span().contains(&offset)) {
+        return Some(publish_named(i));
+    }
     let lists = [("network", &doc.network, limits::NETWORK_NAME_MAX), ("port", &doc.port, limits::PORT_NAME_MAX)];
     for (what, list, max) in lists {
         for (i, object) in list.iter().enumerate() {
@@ -695,13 +1050,16 @@ fn object_at(text: &str, offset: usize) -> Option<String> {
 // ---------------------------------------------------------------------------------------------------------
 
 /// An object of the configuration, by position (ordered as the objects are numbered without lines: switch,
-/// networks, ports, routes).
+/// networks, ports, routes, publish rules, nat, conntrack).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Obj {
     Switch,
     Network(usize),
     Port(usize),
     Route(usize),
+    Publish(usize),
+    Nat,
+    Conntrack,
 }
 
 /// Collected errors, with the lines of tables and values (none for a configuration built in code) and the
@@ -789,7 +1147,15 @@ fn label(cfg: &Config, d: &Diags, obj: Obj) -> String {
         }
         Obj::Port(i) => named("port", i, cfg.ports.get(i).map_or("", |p| p.name.as_str()), limits::PORT_NAME_MAX),
         Obj::Route(i) => route_named(i, cfg.routes.get(i).map(|r| r.prefix).filter(|_| !d.is_broken(obj, "prefix"))),
+        Obj::Publish(i) => publish_named(i),
+        Obj::Nat => "nat".to_string(),
+        Obj::Conntrack => "conntrack".to_string(),
     }
+}
+
+/// "publish #2": publish rules have no name; they are counted from 1 in file order.
+fn publish_named(index: usize) -> String {
+    format!("publish #{}", index + 1)
 }
 
 /// Longest part of a user's string quoted in a message, in characters.
@@ -969,6 +1335,7 @@ impl Converter<'_> {
             gateway: self.parsed(obj, "gateway", &label, raw.gateway, "an IPv4 address"),
             gateway_mac: self.parsed(obj, "gateway_mac", &label, raw.gateway_mac, WHAT_MAC),
             internal: self.boolean(obj, "internal", &label, raw.internal).unwrap_or(false),
+            masquerade: self.boolean(obj, "masquerade", &label, raw.masquerade).unwrap_or(false),
             mac_aging_secs: self
                 .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
                 .unwrap_or(defaults::MAC_AGING_SECS),
@@ -1004,7 +1371,85 @@ impl Converter<'_> {
             address: self.parsed(obj, "address", &label, raw.address, WHAT_ADDRESS),
             mac: self.parsed(obj, "mac", &label, raw.mac, WHAT_MAC),
             mtu: self.integer(obj, "mtu", &label, raw.mtu, &limits::MTU).unwrap_or(defaults::MTU),
+            netns: self.string(obj, "netns", &label, raw.netns),
+            mode: self.string(obj, "mode", &label, raw.mode).and_then(|m| {
+                let mode = XdpMode::ALL.into_iter().find(|x| x.as_str() == m);
+                if mode.is_none() {
+                    let message = format!("mode {} is not one of auto, native, generic", show(&m));
+                    self.diags.report_broken(obj, "mode", &label, message);
+                }
+                mode
+            }),
+            queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
             name,
+        }
+    }
+
+    fn publish(&mut self, i: usize, raw: Spanned<OnlyTable<RawPublish>>) -> PublishConfig {
+        let obj = Obj::Publish(i);
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        let label = publish_named(i);
+        for (field, present, what) in [
+            ("port", raw.port.is_some(), "the routed port whose address is published"),
+            ("proto", raw.proto.is_some(), "tcp or udp"),
+            ("external_port", raw.external_port.is_some(), "the port on the routed port's address"),
+            ("to", raw.to.is_some(), "the internal \"A.B.C.D:PORT\""),
+        ] {
+            if !present {
+                self.diags.report_broken(obj, field, &label, format!("missing field \"{field}\" ({what})"));
+            }
+        }
+        let proto = self.string(obj, "proto", &label, raw.proto).and_then(|p| match p.as_str() {
+            "tcp" => Some(PublishProto::Tcp),
+            "udp" => Some(PublishProto::Udp),
+            _ => {
+                let message = format!("proto {} is not one of tcp, udp", show(&p));
+                self.diags.report_broken(obj, "proto", &label, message);
+                None
+            }
+        });
+        PublishConfig {
+            port: self.string(obj, "port", &label, raw.port).unwrap_or_default(),
+            proto: proto.unwrap_or(PublishProto::Tcp),
+            external_port: self
+                .integer(obj, "external_port", &label, raw.external_port, &limits::EXTERNAL_PORT)
+                .unwrap_or(0),
+            to: self
+                .parsed(obj, "to", &label, raw.to, "an IPv4 address and port like \"172.17.0.2:80\"")
+                .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+        }
+    }
+
+    fn nat(&mut self, raw: RawNat) -> NatConfig {
+        let what = "a port range like \"1024-65535\" (A-B with 1 <= A <= B <= 65535)";
+        NatConfig { port_range: self.parsed(Obj::Nat, "port_range", "nat", raw.port_range, what).unwrap_or_default() }
+    }
+
+    fn conntrack(&mut self, raw: RawConntrack) -> ConntrackTableConfig {
+        let (obj, label) = (Obj::Conntrack, "conntrack");
+        let d = ConntrackTableConfig::default();
+        let mut secs = |field: &'static str, value: Option<Spanned<Scalar>>, default: u64| {
+            self.integer(obj, field, label, value, &limits::TIMEOUT_SECS).unwrap_or(default)
+        };
+        let timeouts = ConntrackTableConfig {
+            tcp_syn_sent_secs: secs("tcp_syn_sent_secs", raw.tcp_syn_sent_secs, d.tcp_syn_sent_secs),
+            tcp_syn_recv_secs: secs("tcp_syn_recv_secs", raw.tcp_syn_recv_secs, d.tcp_syn_recv_secs),
+            tcp_established_secs: secs("tcp_established_secs", raw.tcp_established_secs, d.tcp_established_secs),
+            tcp_fin_wait_secs: secs("tcp_fin_wait_secs", raw.tcp_fin_wait_secs, d.tcp_fin_wait_secs),
+            tcp_close_wait_secs: secs("tcp_close_wait_secs", raw.tcp_close_wait_secs, d.tcp_close_wait_secs),
+            tcp_last_ack_secs: secs("tcp_last_ack_secs", raw.tcp_last_ack_secs, d.tcp_last_ack_secs),
+            tcp_time_wait_secs: secs("tcp_time_wait_secs", raw.tcp_time_wait_secs, d.tcp_time_wait_secs),
+            tcp_close_secs: secs("tcp_close_secs", raw.tcp_close_secs, d.tcp_close_secs),
+            udp_secs: secs("udp_secs", raw.udp_secs, d.udp_secs),
+            udp_assured_secs: secs("udp_assured_secs", raw.udp_assured_secs, d.udp_assured_secs),
+            icmp_secs: secs("icmp_secs", raw.icmp_secs, d.icmp_secs),
+            ..d
+        };
+        ConntrackTableConfig {
+            limit: self.integer(obj, "limit", label, raw.limit, &limits::CONNTRACK_LIMIT).unwrap_or(d.limit),
+            tcp_strict: self.boolean(obj, "tcp_strict", label, raw.tcp_strict).unwrap_or(false),
+            ..timeouts
         }
     }
 
@@ -1040,13 +1485,21 @@ const WHAT_MAC: &str = "a MAC address like \"02:00:00:00:00:01\"";
 
 fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
     let mut conv = Converter { index, diags: Diags::default() };
-    let workers =
-        raw.switch.and_then(|s| conv.integer(Obj::Switch, "workers", "switch", s.0.workers, &limits::WORKERS));
+    let mut switch = SwitchConfig::default();
+    if let Some(OnlyTable(s)) = raw.switch {
+        let (obj, label) = (Obj::Switch, "switch");
+        switch.workers = conv.integer(obj, "workers", label, s.workers, &limits::WORKERS).unwrap_or(switch.workers);
+        switch.poll_idle_us = conv
+            .integer(obj, "poll_idle_us", label, s.poll_idle_us, &limits::POLL_IDLE_US)
+            .unwrap_or(switch.poll_idle_us);
+    }
     let networks = raw.network.0.into_iter().enumerate().map(|(i, n)| conv.network(i, n)).collect();
     let ports = raw.port.0.into_iter().enumerate().map(|(i, p)| conv.port(i, p)).collect();
     let routes = raw.route.0.into_iter().enumerate().map(|(i, r)| conv.route(i, r)).collect();
-    let switch = SwitchConfig { workers: workers.unwrap_or(defaults::WORKERS) };
-    let cfg = Config { switch, networks, ports, routes };
+    let publish = raw.publish.0.into_iter().enumerate().map(|(i, p)| conv.publish(i, p)).collect();
+    let nat = raw.nat.map(|n| conv.nat(n.0)).unwrap_or_default();
+    let conntrack = raw.conntrack.map(|c| conv.conntrack(c.0)).unwrap_or_default();
+    let cfg = Config { switch, networks, ports, routes, publish, nat, conntrack };
     (cfg, conv.diags)
 }
 
@@ -1090,12 +1543,94 @@ fn check(cfg: &Config, d: &mut Diags) {
     if !limits::WORKERS.contains(&cfg.switch.workers) {
         d.report(Obj::Switch, "workers", "switch", out_of_range("workers", cfg.switch.workers, &limits::WORKERS));
     }
+    if !limits::POLL_IDLE_US.contains(&cfg.switch.poll_idle_us) {
+        let message = out_of_range("poll_idle_us", cfg.switch.poll_idle_us, &limits::POLL_IDLE_US);
+        d.report(Obj::Switch, "poll_idle_us", "switch", message);
+    }
     let networks = check_networks(cfg, d);
     let ports = check_ports(cfg, d, &networks);
     let rifs = router_interfaces(cfg);
     check_overlaps(cfg, d, &rifs);
     check_macs(cfg, d);
     check_routes(cfg, d, &ports, &rifs);
+    check_publish(cfg, d, &ports);
+    check_conntrack(cfg, d);
+}
+
+/// Published ports: a routed port, a port number, a target inside a network with a gateway, and unique
+/// (port, proto, external_port).
+fn check_publish(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
+    let routed: Vec<String> =
+        cfg.ports.iter().filter(|p| p.address.is_some() && p.network.is_none()).map(|p| p.name.clone()).collect();
+    let routed = listing("routed ports", &routed, "no routed ports are defined");
+    let mut seen: HashMap<(&str, PublishProto, u16), usize> = HashMap::new();
+    for (i, p) in cfg.publish.iter().enumerate() {
+        let obj = Obj::Publish(i);
+        let label = label(cfg, d, obj);
+        if !d.is_broken(obj, "port") {
+            match ports.get(p.port.as_str()) {
+                None => d.report(obj, "port", &label, format!("port {} does not exist; {routed}", show(&p.port))),
+                Some(&j) => {
+                    let q = &cfg.ports[j];
+                    // A port with both `network` and `address` is reported on the port itself.
+                    if q.address.is_none() && !d.is_broken(Obj::Port(j), "address") {
+                        let message = format!("port {} is not a routed port (it has no \"address\"); {routed}", p.port);
+                        d.report(obj, "port", &label, message);
+                    }
+                }
+            }
+        }
+        if !d.is_broken(obj, "external_port") && !limits::EXTERNAL_PORT.contains(&p.external_port) {
+            let message = out_of_range("external_port", p.external_port, &limits::EXTERNAL_PORT);
+            d.report(obj, "external_port", &label, message);
+        }
+        if !d.is_broken(obj, "to") {
+            let addr = *p.to.ip();
+            let network = cfg.networks.iter().find(|n| n.subnet.is_some_and(|s| s.trunc().contains(&addr)));
+            let problem = match network {
+                _ if p.to.port() == 0 => Some(format!("to {} has port 0", p.to)),
+                None => Some(format!("to {} is not inside any network's subnet", p.to)),
+                Some(n) if n.gateway.is_none() => {
+                    Some(format!("to {} is in network {}, which has no gateway (nothing routes to it)", p.to, n.name))
+                }
+                Some(n) if n.gateway == Some(addr) => {
+                    Some(format!("to {} is the gateway of network {} (the switch itself)", p.to, n.name))
+                }
+                Some(n) => {
+                    let subnet = n.subnet.map(|s| s.trunc()).unwrap_or_default();
+                    (subnet.prefix_len() < 31 && (addr == subnet.network() || addr == subnet.broadcast()))
+                        .then(|| format!("to {} is the network or broadcast address of subnet {subnet}", p.to))
+                }
+            };
+            if let Some(problem) = problem {
+                d.report(obj, "to", &label, problem);
+            }
+        }
+        let fields_ok = ["port", "proto", "external_port"].iter().all(|f| !d.is_broken(obj, f));
+        if fields_ok {
+            if let Some(&j) = seen.get(&(p.port.as_str(), p.proto, p.external_port)) {
+                let other = d.other(Obj::Publish(j), publish_named(j));
+                let message =
+                    format!("{} port {} on port {} is already published by {other}", p.proto, p.external_port, p.port);
+                d.report(obj, "external_port", &label, message);
+            } else {
+                seen.insert((p.port.as_str(), p.proto, p.external_port), i);
+            }
+        }
+    }
+}
+
+/// `[conntrack]`: the limit and every timeout in range.
+fn check_conntrack(cfg: &Config, d: &mut Diags) {
+    let c = &cfg.conntrack;
+    if !limits::CONNTRACK_LIMIT.contains(&c.limit) {
+        d.report(Obj::Conntrack, "limit", "conntrack", out_of_range("limit", c.limit, &limits::CONNTRACK_LIMIT));
+    }
+    for (field, secs) in c.timeouts_secs() {
+        if !limits::TIMEOUT_SECS.contains(&secs) {
+            d.report(Obj::Conntrack, field, "conntrack", out_of_range(field, secs, &limits::TIMEOUT_SECS));
+        }
+    }
 }
 
 /// Checks the networks; returns the index of each validly named network by name.
@@ -1129,6 +1664,15 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
         if let Some(mac) = n.gateway_mac {
             if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
                 d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
+            }
+        }
+        if n.masquerade {
+            if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+                let message = "masquerade requires a gateway (only routed traffic is translated)".to_string();
+                d.report(obj, "masquerade", &label, message);
+            } else if n.internal && !d.is_broken(obj, "internal") {
+                let message = "masquerade has no effect on an internal network (it is never routed)".to_string();
+                d.report(obj, "masquerade", &label, message);
             }
         }
     }
@@ -1237,8 +1781,46 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
         if !limits::MTU.contains(&p.mtu) {
             d.report(obj, "mtu", &label, out_of_range("mtu", p.mtu, &limits::MTU));
         }
+        check_port_backend(d, obj, &label, p);
     }
     by_name
+}
+
+/// The back-end keys: `netns` (tap), `mode` (afxdp), `queues` (afxdp, afpacket, tap).
+fn check_port_backend(d: &mut Diags, obj: Obj, label: &str, p: &PortConfig) {
+    let kind_ok = !d.is_broken(obj, "kind");
+    if let Some(netns) = &p.netns {
+        if kind_ok && p.kind != PortKind::Tap {
+            d.report(obj, "netns", label, format!("netns is only for kind tap, not {}", p.kind));
+        } else if let Some(problem) = netns_problem(netns) {
+            d.report(obj, "netns", label, problem);
+        }
+    }
+    if let Some(mode) = p.mode {
+        if kind_ok && p.kind != PortKind::Afxdp {
+            d.report(obj, "mode", label, format!("mode {} is only for kind afxdp, not {}", mode.as_str(), p.kind));
+        }
+    }
+    if let Some(queues) = p.queues {
+        if kind_ok && !matches!(p.kind, PortKind::Afxdp | PortKind::Afpacket | PortKind::Tap) {
+            d.report(obj, "queues", label, format!("queues is only for kinds afxdp, afpacket and tap, not {}", p.kind));
+        } else if !limits::QUEUES.contains(&queues) {
+            d.report(obj, "queues", label, out_of_range("queues", queues, &limits::QUEUES));
+        }
+    }
+}
+
+/// What is wrong with a network namespace name (a file under `/run/netns`), as "netns …".
+fn netns_problem(netns: &str) -> Option<String> {
+    if netns.is_empty() {
+        Some("netns must not be empty".to_string())
+    } else if netns.len() > limits::NETNS_MAX {
+        Some(format!("netns {} is longer than {} bytes", show(netns), limits::NETNS_MAX))
+    } else if netns == "." || netns == ".." || netns.contains('/') || netns.contains('\0') {
+        Some(format!("netns {} is not a valid namespace name (no '/', NUL, '.' or '..')", show(netns)))
+    } else {
+        None
+    }
 }
 
 /// The router interfaces, numbered as [`Topology`](crate::topology::Topology) numbers them: networks with a
@@ -1474,6 +2056,7 @@ mod tests {
             gateway: None,
             gateway_mac: None,
             internal: false,
+            masquerade: false,
             mac_aging_secs: defaults::MAC_AGING_SECS,
             mac_limit: defaults::MAC_LIMIT,
         }
@@ -1489,6 +2072,9 @@ mod tests {
             address: None,
             mac: None,
             mtu: defaults::MTU,
+            netns: None,
+            mode: None,
+            queues: None,
         }
     }
 
@@ -1498,12 +2084,13 @@ mod tests {
 
     fn full_config() -> Config {
         Config {
-            switch: SwitchConfig { workers: 2 },
+            switch: SwitchConfig { workers: 2, poll_idle_us: 100 },
             networks: vec![
                 NetworkConfig {
                     subnet: Some("172.17.0.0/16".parse().unwrap()),
                     gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                     gateway_mac: Some(mac("02:00:00:00:01:01")),
+                    masquerade: true,
                     mac_aging_secs: 600,
                     mac_limit: 4096,
                     ..network("bridge")
@@ -1526,6 +2113,8 @@ mod tests {
                     kind: PortKind::Tap,
                     ifname: Some("vs-c1".into()),
                     mtu: 1400,
+                    netns: Some("ctr1".into()),
+                    queues: Some(2),
                     ..access_port("c1", "bridge")
                 },
                 PortConfig { kind: PortKind::Pcap, ..access_port("c2", "lab") },
@@ -1539,6 +2128,9 @@ mod tests {
                     address: Some("203.0.113.2/24".parse().unwrap()),
                     mac: Some(mac("02:00:00:00:02:01")),
                     mtu: 1500,
+                    netns: None,
+                    mode: Some(XdpMode::Native),
+                    queues: Some(4),
                 },
             ],
             routes: vec![
@@ -1550,6 +2142,36 @@ mod tests {
                 },
                 RouteConfig { prefix: "10.99.0.0/16".parse().unwrap(), via: Ipv4Addr::new(10, 10, 0, 254), port: None },
             ],
+            publish: vec![
+                PublishConfig {
+                    port: "uplink".into(),
+                    proto: PublishProto::Tcp,
+                    external_port: 8080,
+                    to: "172.17.0.2:80".parse().unwrap(),
+                },
+                PublishConfig {
+                    port: "uplink".into(),
+                    proto: PublishProto::Udp,
+                    external_port: 5353,
+                    to: "10.10.0.5:53".parse().unwrap(),
+                },
+            ],
+            nat: NatConfig { port_range: PortRange::new(20000, 29999).unwrap() },
+            conntrack: ConntrackTableConfig {
+                limit: 100_000,
+                tcp_strict: true,
+                tcp_syn_sent_secs: 60,
+                tcp_syn_recv_secs: 30,
+                tcp_established_secs: 86_400,
+                tcp_fin_wait_secs: 60,
+                tcp_close_wait_secs: 30,
+                tcp_last_ack_secs: 20,
+                tcp_time_wait_secs: 60,
+                tcp_close_secs: 5,
+                udp_secs: 20,
+                udp_assured_secs: 90,
+                icmp_secs: 10,
+            },
         }
     }
 
@@ -1671,14 +2293,17 @@ mod tests {
             "t.toml:7: port c1: unknown field `mtux`, expected one of `name`, `kind`, `ifname`, `network`, `address`, `mac`, `mtu`",
         );
         assert_first(
-            &["[[network]]", "name = \"bridge\"", "masquerade = true"],
-            "t.toml:3: network bridge: unknown field `masquerade`",
+            &["[[network]]", "name = \"bridge\"", "masquerad = true"],
+            "t.toml:3: network bridge: unknown field `masquerad`",
         );
         assert_first(
             &["[switch]", "workers = 1", "threads = 2"],
             "t.toml:3: unknown field `threads`, expected `workers`",
         );
-        assert_first(&["", "[[publish]]", "port = \"uplink\""], "t.toml:2: unknown field `publish`");
+        assert_first(&["", "[[publsh]]", "port = \"uplink\""], "t.toml:2: unknown field `publsh`");
+        assert_first(&["[[publish]]", "port = \"up\"", "prot = \"tcp\""], "t.toml:3: publish #1: unknown field `prot`");
+        assert_first(&["[nat]", "range = \"1-2\""], "t.toml:2: unknown field `range`, expected `port_range`");
+        assert_first(&["[conntrack]", "limit = 5", "udp_timeout = 5"], "t.toml:3: unknown field `udp_timeout`");
         assert_first(
             &["[[route]]", "prefix = \"0.0.0.0/0\"", "vai = \"10.0.0.1\""],
             "t.toml:3: route 0.0.0.0/0: unknown field `vai`, expected one of `prefix`, `via`, `port`",
@@ -2115,6 +2740,206 @@ mod tests {
     #[test]
     fn l3_base_is_valid() {
         assert_eq!(l3(&[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn masquerade() {
+        assert_eq!(
+            l3(&["[[network]]", "name = \"m\"", "masquerade = true"]),
+            ["t.toml:15: network m: masquerade requires a gateway (only routed traffic is translated)"]
+        );
+        let internal = [
+            "[[network]]",
+            "name = \"m\"",
+            "subnet = \"10.5.0.0/24\"",
+            "gateway = \"10.5.0.1\"",
+            "internal = true",
+            "masquerade = true",
+        ];
+        assert_eq!(
+            l3(&internal),
+            ["t.toml:18: network m: masquerade has no effect on an internal network (it is never routed)"]
+        );
+        assert_eq!(
+            l3(&["[[network]]", "name = \"m\"", "masquerade = 1"]),
+            ["t.toml:15: network m: masquerade must be a boolean, found integer 1"]
+        );
+        let ok = Config::parse(
+            &text(&[
+                "[[network]]",
+                "name = \"m\"",
+                "subnet = \"10.5.0.0/24\"",
+                "gateway = \"10.5.0.1\"",
+                "masquerade = true",
+            ]),
+            "t",
+        )
+        .unwrap();
+        assert!(ok.networks[0].masquerade);
+    }
+
+    /// `[[publish]]` lines start at line 13.
+    fn publish(fields: &[&str]) -> Vec<String> {
+        let mut lines = vec!["[[publish]]"];
+        lines.extend_from_slice(fields);
+        l3(&lines)
+    }
+
+    #[test]
+    fn publish_rules() {
+        let good = ["port = \"uplink\"", "proto = \"tcp\"", "external_port = 8080", "to = \"172.17.0.2:80\""];
+        assert_eq!(publish(&good), Vec::<String>::new());
+        assert_eq!(
+            publish(&["proto = \"tcp\""]),
+            [
+                "t.toml:13: publish #1: missing field \"port\" (the routed port whose address is published)",
+                "t.toml:13: publish #1: missing field \"external_port\" (the port on the routed port's address)",
+                "t.toml:13: publish #1: missing field \"to\" (the internal \"A.B.C.D:PORT\")",
+            ]
+        );
+        let with = |i: usize, line: &str| {
+            let mut f = good.to_vec();
+            f[i] = line;
+            publish(&f)
+        };
+        assert_eq!(
+            with(0, "port = \"c1\""),
+            ["t.toml:14: publish #1: port c1 is not a routed port (it has no \"address\"); routed ports: uplink"]
+        );
+        assert_eq!(
+            with(0, "port = \"nope\""),
+            ["t.toml:14: publish #1: port \"nope\" does not exist; routed ports: uplink"]
+        );
+        assert_eq!(with(1, "proto = \"sctp\""), ["t.toml:15: publish #1: proto \"sctp\" is not one of tcp, udp"]);
+        assert_eq!(with(2, "external_port = 0"), ["t.toml:16: publish #1: external_port 0 is out of range 1..=65535"]);
+        assert_eq!(
+            with(2, "external_port = 70000"),
+            ["t.toml:16: publish #1: external_port 70000 is out of range 1..=65535"]
+        );
+        assert_eq!(
+            with(3, "to = \"172.17.0.2\""),
+            ["t.toml:17: publish #1: to \"172.17.0.2\" is not an IPv4 address and port like \"172.17.0.2:80\""]
+        );
+        assert_eq!(with(3, "to = \"172.17.0.2:0\""), ["t.toml:17: publish #1: to 172.17.0.2:0 has port 0"]);
+        assert_eq!(
+            with(3, "to = \"10.9.9.9:80\""),
+            ["t.toml:17: publish #1: to 10.9.9.9:80 is not inside any network's subnet"]
+        );
+        assert_eq!(
+            with(3, "to = \"172.17.0.1:80\""),
+            ["t.toml:17: publish #1: to 172.17.0.1:80 is the gateway of network bridge (the switch itself)"]
+        );
+        assert_eq!(
+            with(3, "to = \"172.17.255.255:80\""),
+            ["t.toml:17: publish #1: to 172.17.255.255:80 is the network or broadcast address of subnet 172.17.0.0/16"]
+        );
+        // Unique per (port, proto, external_port); the same number in the other protocol is fine.
+        let mut twice = vec!["[[publish]]"];
+        twice.extend_from_slice(&good);
+        twice.push("[[publish]]");
+        twice.extend_from_slice(&good);
+        assert_eq!(
+            l3(&twice),
+            ["t.toml:21: publish #2: tcp port 8080 on port uplink is already published by publish #1 (line 13)"]
+        );
+        twice[7] = "proto = \"udp\"";
+        assert_eq!(l3(&twice), Vec::<String>::new());
+        // A network without a gateway cannot be a target.
+        let mut lines = vec!["[[network]]", "name = \"l2\"", "subnet = \"10.7.0.0/24\"", "[[publish]]"];
+        lines.extend_from_slice(&good[..3]);
+        lines.push("to = \"10.7.0.5:80\"");
+        assert_eq!(
+            l3(&lines),
+            ["t.toml:20: publish #1: to 10.7.0.5:80 is in network l2, which has no gateway (nothing routes to it)"]
+        );
+    }
+
+    #[test]
+    fn nat_and_conntrack_tables() {
+        let cfg = Config::parse("", "t").unwrap();
+        assert_eq!(cfg.nat.port_range, PortRange::new(1024, 65535).unwrap());
+        assert_eq!(cfg.conntrack.limit, 262_144);
+        assert!(!cfg.conntrack.tcp_strict);
+        assert_eq!(cfg.conntrack.table_config().timeouts, Timeouts::default(), "netfilter's defaults");
+        for bad in ["\"0-10\"", "\"10-5\"", "\"1-70000\"", "\"a-b\"", "\"\"", "\"-\"", "\"1 - 2\""] {
+            let errors = l3(&["[nat]", &format!("port_range = {bad}")]);
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(errors[0].starts_with("t.toml:14: nat: port_range "), "{errors:?}");
+        }
+        assert_eq!(l3(&["[nat]", "port_range = 5"]), [
+            "t.toml:14: nat: port_range must be a string holding a port range like \"1024-65535\" (A-B with 1 <= A <= B <= 65535), found integer 5"
+        ]);
+        let cfg = Config::parse("[nat]\nport_range = \"1024-1025\"", "t").unwrap();
+        assert_eq!(cfg.nat.port_range.size(), 2);
+        assert_eq!(
+            l3(&["[conntrack]", "limit = 0", "tcp_strict = \"yes\"", "udp_secs = 0", "icmp_secs = 3000000"]),
+            [
+                "t.toml:14: conntrack: limit 0 is out of range 1..=16777216",
+                "t.toml:15: conntrack: tcp_strict must be a boolean, found string \"yes\"",
+                "t.toml:16: conntrack: udp_secs 0 is out of range 1..=2592000",
+                "t.toml:17: conntrack: icmp_secs 3000000 is out of range 1..=2592000",
+            ]
+        );
+        assert_eq!(
+            l3(&["[conntrack]", "limit = 16_777_217"]),
+            ["t.toml:14: conntrack: limit 16777217 is out of range 1..=16777216"]
+        );
+        assert_eq!(
+            l3(&["[[conntrack]]", "limit = 1"]),
+            ["t.toml:13: invalid type: sequence, expected a [conntrack] table"]
+        );
+        // The serde form round-trips, with the range as text.
+        let cfg = Config::parse(FULL, "full.toml").unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"port_range\":\"20000-29999\""), "{json}");
+        let back: Config = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+        assert!(serde_json::from_str::<Config>(&json.replace("20000-29999", "0-1")).is_err());
+    }
+
+    #[test]
+    fn live_port_keys() {
+        let err = |lines: &[&str]| l3(lines);
+        assert_eq!(
+            err(&["[switch]", "poll_idle_us = 1_000_001"]),
+            ["t.toml:14: switch: poll_idle_us 1000001 is out of range 0..=1000000"]
+        );
+        assert_eq!(
+            err(&["[switch]", "poll_idle_us = -1"]),
+            ["t.toml:14: switch: poll_idle_us -1 is out of range 0..=1000000"]
+        );
+        let port = |kind: &str, key: &str| {
+            let kind = format!("kind = \"{kind}\"");
+            err(&["[[port]]", "name = \"p\"", &kind, "ifname = \"vs-p\"", "network = \"bridge\"", key])
+        };
+        assert_eq!(port("tap", "netns = \"ctr\""), Vec::<String>::new());
+        assert_eq!(port("afxdp", "netns = \"ctr\""), ["t.toml:18: port p: netns is only for kind tap, not afxdp"]);
+        assert_eq!(
+            port("tap", "netns = \"a/b\""),
+            ["t.toml:18: port p: netns \"a/b\" is not a valid namespace name (no '/', NUL, '.' or '..')"]
+        );
+        assert_eq!(port("tap", "netns = \"\""), ["t.toml:18: port p: netns must not be empty"]);
+        assert_eq!(port("afxdp", "mode = \"generic\""), Vec::<String>::new());
+        assert_eq!(
+            port("afxdp", "mode = \"skb\""),
+            ["t.toml:18: port p: mode \"skb\" is not one of auto, native, generic"]
+        );
+        assert_eq!(
+            port("tap", "mode = \"native\""),
+            ["t.toml:18: port p: mode native is only for kind afxdp, not tap"]
+        );
+        for kind in ["afxdp", "afpacket", "tap"] {
+            assert_eq!(port(kind, "queues = 64"), Vec::<String>::new());
+            assert_eq!(port(kind, "queues = 0"), ["t.toml:18: port p: queues 0 is out of range 1..=64"]);
+        }
+        assert_eq!(
+            port("pcap", "queues = 2"),
+            ["t.toml:18: port p: queues is only for kinds afxdp, afpacket and tap, not pcap"]
+        );
+        let cfg = Config::parse(FULL, "full.toml").unwrap();
+        assert_eq!(cfg.ports[4].xdp_mode(), XdpMode::Native);
+        assert_eq!(cfg.ports[1].xdp_mode(), XdpMode::Auto);
+        assert_eq!((cfg.ports[0].queue_count(), cfg.ports[1].queue_count()), (2, 1));
     }
 
     #[test]

@@ -122,6 +122,27 @@ impl PortRange {
     }
 }
 
+/// Text that is not a port range `"A-B"` with 1 <= A <= B <= 65535.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a port range \"A-B\" with 1 <= A <= B <= 65535: {0:?}")]
+pub struct ParsePortRangeError(pub String);
+
+/// `"A-B"` (both ends included; a single port `"A"` is `A-A`).
+impl std::str::FromStr for PortRange {
+    type Err = ParsePortRangeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParsePortRangeError(s.to_string());
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let port = |t: &str| -> Result<u16, ParsePortRangeError> {
+            if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            t.parse().map_err(|_| bad())
+        };
+        PortRange::new(port(a)?, port(b)?).map_err(|_| bad())
+    }
+}
+
 impl Default for PortRange {
     fn default() -> Self {
         PortRange::DEFAULT

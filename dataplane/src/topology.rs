@@ -9,11 +9,17 @@
 //! An interface's MAC is the configured `gateway_mac` (network) or `mac` (routed port), or else derived from its
 //! name: `02:76:73` ("vs", locally administered) followed by the low 24 bits of the FNV-1a hash of
 //! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings.
+//!
+//! NAT facts are resolved here too: each network interface's `masquerade` flag ([`RifInfo::masquerade`]), the
+//! publish rules resolved to their routed port's interface ([`PublishRule`]), the masquerade port range and the
+//! connection table's tunables.
 
 use crate::buffer::NANOS_PER_SEC;
-use crate::config::{Config, PortKind};
+use crate::config::{Config, PortKind, PublishProto};
+use crate::conntrack::ConntrackConfig;
 use crate::neigh::RifId;
 use crate::port::PortId;
+use crate::snat::PortRange;
 use crate::wire::MacAddr;
 use ethertype_len::ETH_HEADER_LEN;
 use ipnet::Ipv4Net;
@@ -94,6 +100,27 @@ pub struct RifInfo {
     pub mtu: u16,
     /// Never routed to or from another interface (a network with `internal = true`).
     pub internal: bool,
+    /// Connections from this interface's network leaving through a routed port are masqueraded (a network
+    /// with `masquerade = true`; always false for routed ports).
+    pub masquerade: bool,
+    /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
+    pub routed_port: bool,
+}
+
+/// A `[[publish]]` rule resolved for the pipeline: connections arriving on routed interface `rif` for its
+/// address, protocol `proto`, port `external_port` go to `to_addr:to_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRule {
+    /// The routed port's interface.
+    pub rif: RifId,
+    /// The protocol.
+    pub proto: PublishProto,
+    /// The port on the interface's address.
+    pub external_port: u16,
+    /// The internal address.
+    pub to_addr: Ipv4Addr,
+    /// The internal port.
+    pub to_port: u16,
 }
 
 /// A static route, resolved to its egress interface.
@@ -129,6 +156,12 @@ pub struct Topology {
     pub rifs: Vec<RifInfo>,
     /// Static routes.
     pub routes: Vec<StaticRoute>,
+    /// Publish rules (inbound DNAT), in configuration order.
+    pub publish: Vec<PublishRule>,
+    /// The ports and ICMP identifiers masquerade hands out.
+    pub nat_port_range: PortRange,
+    /// The connection table's tunables.
+    pub conntrack: ConntrackConfig,
 }
 
 impl Topology {
@@ -151,6 +184,8 @@ impl Topology {
                             attach: Attach::Network(i as NetId),
                             mtu: network_mtu(cfg, &n.name),
                             internal: n.internal,
+                            masquerade: n.masquerade,
+                            routed_port: false,
                         });
                         Some((rifs.len() - 1) as RifId)
                     }
@@ -184,6 +219,8 @@ impl Topology {
                         attach: Attach::Port(i as PortId),
                         mtu: p.mtu,
                         internal: false,
+                        masquerade: false,
+                        routed_port: true,
                     });
                     (rifs.len() - 1) as RifId
                 });
@@ -201,7 +238,29 @@ impl Topology {
                 Some(StaticRoute { prefix: r.prefix, via: r.via, rif: rif as RifId })
             })
             .collect();
-        Topology { ports, networks, rifs, routes }
+        let publish = cfg
+            .publish
+            .iter()
+            .filter_map(|p| {
+                let rif = rifs.iter().position(|x| x.routed_port && x.name == format!("port:{}", p.port))?;
+                Some(PublishRule {
+                    rif: rif as RifId,
+                    proto: p.proto,
+                    external_port: p.external_port,
+                    to_addr: *p.to.ip(),
+                    to_port: p.to.port(),
+                })
+            })
+            .collect();
+        Topology {
+            ports,
+            networks,
+            rifs,
+            routes,
+            publish,
+            nat_port_range: cfg.nat.port_range,
+            conntrack: cfg.conntrack.table_config(),
+        }
     }
 
     /// The id of the port called `name`.
