@@ -1,5 +1,6 @@
 //! Ports: where frames enter and leave the switch. One trait, [`Port`], with batched receive and transmit, and
-//! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`], [`tap::TapPort`]).
+//! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`], [`tap::TapPort`],
+//! [`afpacket::AfPacketPort`]).
 //!
 //! # Buffer ownership (the contract every back-end keeps)
 //! - `rx_burst` takes buffers from the caller's [`BufPool`], fills them and pushes them into the caller's
@@ -14,6 +15,7 @@
 //!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
+pub mod afpacket;
 pub mod mem;
 pub mod pcap;
 pub mod tap;

@@ -1,0 +1,864 @@
+//! [`AfPacketPort`]: an existing Linux interface (typically the switch's end of a veth pair) attached through an
+//! `AF_PACKET` socket with a `TPACKET_V3` receive ring, as a [`Port`].
+//!
+//! # What it owns
+//! One `AF_PACKET`/`SOCK_RAW` socket (an [`OwnedFd`]) bound to the interface for every EtherType (`ETH_P_ALL`),
+//! and the receive ring mapped into this process ([`AfPacketConfig::block_count`] blocks of
+//! [`AfPacketConfig::block_size`] bytes, `munmap`ped when the port is dropped). It does not own the interface:
+//! it never creates, deletes, configures or brings it up. It only puts it into promiscuous mode through a
+//! socket membership (`PACKET_ADD_MEMBERSHIP`, `PACKET_MR_PROMISC`), which the kernel removes when the socket is
+//! closed, so a veth end sees frames for every MAC. A failed [`AfPacketPort::open`] closes and unmaps whatever it
+//! had made. The socket is opened in the calling thread's network namespace: open the port on a thread that has
+//! `setns()`ed into the namespace that holds the interface; the fd then works from any thread.
+//!
+//! # Receive
+//! The kernel fills fixed-size blocks with variable-length frames and hands a block over (`TP_STATUS_USER`) when
+//! it is full or when [`AfPacketConfig::block_timeout_ms`] has passed since its first frame. `rx_burst` walks the
+//! handed-over blocks in ring order, copies each frame into a pool buffer (stamped with `now`) and gives a block
+//! back (`TP_STATUS_KERNEL`) as soon as its last frame is copied. It stops when the batch is full or the pool is
+//! empty and keeps its place inside the block for the next call. The socket is non-blocking and `rx_burst`
+//! makes no system call at all.
+//!
+//! - Frames longer than [`MAX_FRAME_LEN`] (jumbo frames, GSO super-frames; the ring truncates them anyway) are
+//!   dropped and counted in [`PortStats::rx_dropped`] and [`AfPacketStats::too_long`].
+//! - Frames the kernel could not put into the ring because it was full are counted by the kernel
+//!   (`PACKET_STATISTICS`, `tp_drops`); [`Port::stats`] and [`AfPacketPort::ring_stats`] read that counter (one
+//!   `getsockopt`, which resets the kernel's copy; the port accumulates it) and add it to `rx_dropped`, so a ring
+//!   that overflows is visible as [`AfPacketStats::kernel_drops`].
+//! - `PACKET_IGNORE_OUTGOING` is set, so frames this port (or anyone else) transmits on the interface are not
+//!   received back.
+//! - VLAN tags: the kernel strips a VLAN tag into packet metadata (veth and most NICs offload it). The port puts
+//!   the tag back into the frame (802.1Q, or the TPID the kernel reports), so the switch sees the frame as it was
+//!   on the wire; counted in [`AfPacketStats::vlan_reinserted`].
+//!
+//! **Latency.** A block is handed over only when full or on its timeout, so under light load a frame waits up to
+//! `block_timeout_ms` (default 1 ms) in the ring; the socket's fd ([`Port::rx_fd`]) also becomes readable only
+//! then. This is `TPACKET_V3`'s price for its cheap per-frame walk; latency-sensitive deployments use the AF_XDP
+//! port. The live test prints the measured delay.
+//!
+//! # Transmit
+//! `tx_burst` sends all frames of a burst with `sendmmsg` (up to [`TX_CHUNK`] frames per system call) with
+//! `MSG_DONTWAIT`; the kernel copies each frame, and every buffer goes back to the pool before `tx_burst` returns.
+//! Each frame is tried exactly once: a frame the kernel refuses (`EAGAIN`/`ENOBUFS`: socket buffer or the peer's
+//! queue full; `EMSGSIZE`: longer than the MTU; `ENETDOWN`: link down) is dropped and counted in
+//! [`PortStats::tx_dropped`], and sending continues with the next one, so `tx_burst` never blocks or spins.
+//! Any other error (the interface disappeared) drops the rest of the burst and is returned after the vector is
+//! emptied. With [`AfPacketConfig::qdisc_bypass`] (default on) frames skip the interface's qdisc
+//! (`PACKET_QDISC_BYPASS`): cheaper, but `tcpdump` on this interface no longer shows them (capture on the peer).
+//! A TX ring (`PACKET_TX_RING`) was not used: it saves the copy into an skb for large frames only, and still needs
+//! one `send` per burst to kick the kernel, which `sendmmsg` already is.
+//!
+//! # Checksums and offloads
+//! A host stack behind a veth with default offloads sends TCP/UDP with `CHECKSUM_PARTIAL`: the checksum field
+//! holds only the pseudo-header sum and the kernel marks the frame `TP_STATUS_CSUMNOTREADY`. The port completes
+//! such checksums itself on receive (IPv4 and IPv6 without extension headers, TCP and UDP, behind up to two VLAN
+//! tags: the one's-complement sum over the L4 header and payload, as the kernel's `skb_checksum_help`), so every
+//! frame handed to the switch carries a valid checksum and the peers need no `ethtool -K ... tx off` (counted in
+//! [`AfPacketStats::csum_completed`]; a flagged frame of another kind is passed on unchanged and counted in
+//! [`AfPacketStats::csum_unsupported`]). Frames the switch transmits must carry complete checksums (they do:
+//! they were completed here or built by the switch).
+//!
+//! `PACKET_VNET_HDR` is not used: its `virtio_net_hdr` would give `csum_start`/`csum_offset` (parsing finds the
+//! same for TCP/UDP) and GSO metadata, but GSO super-frames (TSO, up to 64 KiB) cannot be carried in 2 KiB
+//! buffers either way. **Requirement:** a peer whose TSO/GSO is on sends such super-frames; they are dropped
+//! here as too long and counted (`too_long`), which stalls large TCP transfers. Turn segmentation offloads off
+//! on the peer (`ethtool -K IF tso off gso off` in the container, the same requirement OVS's userspace datapath
+//! has) or keep the peer's `gso_max_size` at the MTU.
+//!
+//! # Host stack
+//! Attaching a packet socket does not take the interface away from the kernel: the host stack in the
+//! interface's namespace still receives every frame. Give the interface no IP address (and ideally put it in a
+//! namespace of its own) so the kernel does not answer ARP or route what the switch also forwards.
+//!
+//! # Costs
+//! Measured by `tests/afpacket_live.rs::measure_costs` (debug build, 2 vCPU, kernel 6.18; see the report in the
+//! test's output): see the numbers recorded there and in the port's README section.
+//!
+//! # Fan-out
+//! [`AfPacketConfig::fanout`] joins the socket to a `PACKET_FANOUT` group (`PACKET_FANOUT_HASH`): open one port
+//! per worker with the same group id and interface, and the kernel spreads frames over them by flow hash, so a
+//! flow always reaches the same socket (and worker).
+//!
+//! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the system calls and
+//! the ring accesses below.
+
+use super::tap::MAX_IFNAME_LEN;
+use super::{Port, PortError, PortStats};
+use crate::batch::Batch;
+use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::checksum;
+use crate::wire::MacAddr;
+use std::cell::Cell;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Most frames handed to one `sendmmsg` call.
+pub const TX_CHUNK: usize = 64;
+
+/// Nominal frame slot size told to the kernel (`tp_frame_size`); `TPACKET_V3` packs frames by their real length,
+/// so this only sets the ring's nominal frame count.
+const RING_FRAME_SIZE: u32 = 2048;
+
+/// How to attach to an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfPacketConfig {
+    /// The existing interface to attach to (at most [`MAX_IFNAME_LEN`] bytes).
+    pub ifname: String,
+    /// Join `PACKET_FANOUT` group with this id (`PACKET_FANOUT_HASH`): one port per queue, same id.
+    pub fanout: Option<u16>,
+    /// Bytes per ring block: a power of two, at least one page. Default 64 KiB (about 450 minimum-size frames).
+    pub block_size: u32,
+    /// Blocks in the ring. Default 64 (4 MiB of ring with the default block size). A block is handed over when
+    /// full or after `block_timeout_ms`, so under light load each block holds one timeout's worth of frames: the
+    /// ring rides out a worker that does not read for `block_count * block_timeout_ms` (64 ms by default), however
+    /// low the rate.
+    pub block_count: u32,
+    /// Milliseconds after its first frame that a partly filled block is handed over anyway (the receive latency
+    /// bound under light load). At least 1; default 1.
+    pub block_timeout_ms: u32,
+    /// Transmit without the interface's qdisc (`PACKET_QDISC_BYPASS`). Default true.
+    pub qdisc_bypass: bool,
+}
+
+impl AfPacketConfig {
+    /// Defaults for interface `ifname`: no fan-out, 64 blocks of 64 KiB, 1 ms block timeout, qdisc bypass.
+    pub fn new(ifname: impl Into<String>) -> Self {
+        AfPacketConfig {
+            ifname: ifname.into(),
+            fanout: None,
+            block_size: 64 * 1024,
+            block_count: 64,
+            block_timeout_ms: 1,
+            qdisc_bypass: true,
+        }
+    }
+}
+
+/// Why an AF_PACKET port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AfPacketError {
+    /// The interface name is empty, too long, or contains a NUL or '/'.
+    #[error("port {port}: interface name {ifname:?} is invalid (1 to {MAX_IFNAME_LEN} bytes, no NUL or '/')")]
+    BadName {
+        /// The port's name.
+        port: String,
+        /// The refused interface name.
+        ifname: String,
+    },
+    /// No interface of that name in the calling thread's network namespace.
+    #[error("port {port}: no such interface {ifname} (in this network namespace)")]
+    NoSuchInterface {
+        /// The port's name.
+        port: String,
+        /// The interface name.
+        ifname: String,
+    },
+    /// The process may not open packet sockets.
+    #[error("port {port}: interface {ifname}: permission denied (AF_PACKET needs CAP_NET_RAW): {source}")]
+    PermissionDenied {
+        /// The port's name.
+        port: String,
+        /// The interface name.
+        ifname: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The ring geometry in the configuration is impossible.
+    #[error("port {port}: interface {ifname}: bad ring configuration: {message}")]
+    BadConfig {
+        /// The port's name.
+        port: String,
+        /// The interface name.
+        ifname: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another system call failed.
+    #[error("port {port}: interface {ifname}: {op}: {source}")]
+    Io {
+        /// The port's name.
+        port: String,
+        /// The interface name.
+        ifname: String,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the port counts beyond [`PortStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AfPacketStats {
+    /// Frames the kernel saw for this socket (including those it dropped), from `PACKET_STATISTICS`.
+    pub kernel_packets: u64,
+    /// Frames the kernel dropped because the ring was full (`tp_drops`); included in `rx_dropped`.
+    pub kernel_drops: u64,
+    /// Frames dropped because they were longer than a buffer (jumbo or GSO); included in `rx_dropped`.
+    pub too_long: u64,
+    /// Received frames whose partial TCP/UDP checksum the port completed.
+    pub csum_completed: u64,
+    /// Received frames marked partial-checksum that the port could not complete (not TCP/UDP over IPv4/IPv6
+    /// without extension headers); passed on unchanged.
+    pub csum_unsupported: u64,
+    /// Received frames whose VLAN tag the kernel had stripped and the port put back.
+    pub vlan_reinserted: u64,
+}
+
+/// The mapped receive ring; unmapped on drop.
+#[derive(Debug)]
+struct Ring {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned; nothing refers into the mapping after this (frames
+        // are copied out of it).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Where `rx_burst` is in the ring.
+#[derive(Debug, Clone, Copy, Default)]
+struct RxPos {
+    /// Index of the block being walked (or waited for).
+    block: usize,
+    /// True once that block was handed over and its header read.
+    open: bool,
+    /// Frames of the open block not yet consumed.
+    left: u32,
+    /// Offset in the block of the next frame's header.
+    off: usize,
+}
+
+/// An interface attached through an AF_PACKET socket. See the module documentation.
+#[derive(Debug)]
+pub struct AfPacketPort {
+    name: String,
+    ifname: String,
+    ifindex: u32,
+    mac: MacAddr,
+    // Field order matters for drop: unmap the ring, then close the socket.
+    ring: Ring,
+    fd: OwnedFd,
+    block_size: usize,
+    block_count: usize,
+    pos: RxPos,
+    stats: PortStats,
+    extra: AfPacketStats,
+    /// Accumulated `PACKET_STATISTICS` (the kernel resets its copy on every read): packets, drops.
+    kernel: Cell<(u64, u64)>,
+}
+
+// SAFETY: the ring mapping (the only non-Send field, a raw pointer) belongs to this port alone; moving the port to
+// another thread moves sole access with it, and the kernel side of the ring does not care which thread reads it.
+unsafe impl Send for AfPacketPort {}
+
+fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live, initialised `T` of the stated size for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (val as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_geometry(cfg: &AfPacketConfig) -> Result<(), String> {
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    if cfg.block_size < page || !cfg.block_size.is_power_of_two() {
+        return Err(format!("block_size {} is not a power of two of at least {page} bytes", cfg.block_size));
+    }
+    if cfg.block_size < RING_FRAME_SIZE {
+        return Err(format!("block_size {} is smaller than a frame slot ({RING_FRAME_SIZE})", cfg.block_size));
+    }
+    if cfg.block_count == 0 {
+        return Err("block_count is 0".to_string());
+    }
+    if u64::from(cfg.block_size) * u64::from(cfg.block_count) > 1 << 30 {
+        return Err(format!("ring of {} x {} bytes exceeds 1 GiB", cfg.block_count, cfg.block_size));
+    }
+    if cfg.block_timeout_ms == 0 {
+        return Err("block_timeout_ms is 0 (the kernel would pick its own, up to several ms)".to_string());
+    }
+    Ok(())
+}
+
+impl AfPacketPort {
+    /// Attaches to the existing interface `cfg.ifname` (in the calling thread's network namespace): packet socket,
+    /// `TPACKET_V3` ring, promiscuous membership, optional fan-out group. `port` is the port's name in the switch,
+    /// used in errors.
+    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, AfPacketError> {
+        let ifname = cfg.ifname.as_str();
+        let io_err = |op: &'static str, source: io::Error| AfPacketError::Io {
+            port: port.to_string(),
+            ifname: ifname.to_string(),
+            op,
+            source,
+        };
+        if ifname.is_empty() || ifname.len() > MAX_IFNAME_LEN || ifname.bytes().any(|b| b == 0 || b == b'/') {
+            return Err(AfPacketError::BadName { port: port.to_string(), ifname: ifname.to_string() });
+        }
+        check_geometry(cfg).map_err(|message| AfPacketError::BadConfig {
+            port: port.to_string(),
+            ifname: ifname.to_string(),
+            message,
+        })?;
+        let cname = CString::new(ifname).expect("checked for NUL above");
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
+                }
+                _ => io_err("if_nametoindex", e),
+            });
+        }
+
+        // Protocol 0: the socket receives nothing until the ring is ready and it is bound with ETH_P_ALL.
+        // SAFETY: socket takes only integer arguments.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    AfPacketError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source: e }
+                }
+                _ => io_err("socket(AF_PACKET)", e),
+            });
+        }
+        // SAFETY: `raw` is a fresh fd we own; dropping `fd` closes it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
+            .map_err(|e| io_err("setsockopt PACKET_VERSION (TPACKET_V3)", e))?;
+        let one: libc::c_int = 1;
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
+            .map_err(|e| io_err("setsockopt PACKET_IGNORE_OUTGOING", e))?;
+        if cfg.qdisc_bypass {
+            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
+                .map_err(|e| io_err("setsockopt PACKET_QDISC_BYPASS", e))?;
+        }
+        let req = libc::tpacket_req3 {
+            tp_block_size: cfg.block_size,
+            tp_block_nr: cfg.block_count,
+            tp_frame_size: RING_FRAME_SIZE,
+            tp_frame_nr: cfg.block_size / RING_FRAME_SIZE * cfg.block_count,
+            tp_retire_blk_tov: cfg.block_timeout_ms,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+            .map_err(|e| io_err("setsockopt PACKET_RX_RING", e))?;
+        let len = cfg.block_size as usize * cfg.block_count as usize;
+        // SAFETY: maps `len` bytes of the socket's ring (just configured to exactly that size), shared with the
+        // kernel; no existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io_err("mmap rx ring", io::Error::last_os_error()));
+        }
+        let ring = Ring { base: NonNull::new(base.cast()).expect("mmap does not return NULL on success"), len };
+
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENODEV) | Some(libc::ENXIO) => {
+                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
+                }
+                _ => io_err("bind", e),
+            });
+        }
+
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as libc::c_int,
+            mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
+            .map_err(|e| io_err("setsockopt PACKET_ADD_MEMBERSHIP (promiscuous)", e))?;
+
+        if let Some(group) = cfg.fanout {
+            let arg: libc::c_int = libc::c_int::from(group) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
+                .map_err(|e| io_err("setsockopt PACKET_FANOUT (hash)", e))?;
+        }
+
+        let mac = interface_mac(&fd, ifname).map_err(|e| io_err("SIOCGIFHWADDR", e))?;
+
+        Ok(AfPacketPort {
+            name: port.to_string(),
+            ifname: ifname.to_string(),
+            ifindex,
+            mac,
+            ring,
+            fd,
+            block_size: cfg.block_size as usize,
+            block_count: cfg.block_count as usize,
+            pos: RxPos::default(),
+            stats: PortStats::default(),
+            extra: AfPacketStats::default(),
+            kernel: Cell::new((0, 0)),
+        })
+    }
+
+    /// The interface's name.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The interface's index (in the namespace the port was opened in).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The interface's MAC address at open.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The port's own counters, with the kernel's ring statistics read now (one `getsockopt`).
+    pub fn ring_stats(&self) -> AfPacketStats {
+        let (packets, drops) = self.poll_kernel_stats();
+        AfPacketStats { kernel_packets: packets, kernel_drops: drops, ..self.extra }
+    }
+
+    /// Reads and accumulates `PACKET_STATISTICS` (the kernel resets it on read). On failure (never expected on an
+    /// open socket) the accumulated values are returned unchanged.
+    fn poll_kernel_stats(&self) -> (u64, u64) {
+        // SAFETY: tpacket_stats_v3 is three integers; all-zero is valid.
+        let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are valid for writes of the stated size during the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats_v3).cast(),
+                &mut len,
+            )
+        };
+        let (mut packets, mut drops) = self.kernel.get();
+        if rc == 0 {
+            packets += u64::from(st.tp_packets);
+            drops += u64::from(st.tp_drops);
+            self.kernel.set((packets, drops));
+        }
+        (packets, drops)
+    }
+
+    /// Pointer to byte `off` of block `i`.
+    #[inline]
+    fn block_at(&self, i: usize, off: usize) -> *mut u8 {
+        debug_assert!(i < self.block_count && off < self.block_size);
+        // i < block_count and off < block_size, so this stays inside the mapping.
+        self.ring.base.as_ptr().wrapping_add(i * self.block_size + off)
+    }
+
+    /// Block `i`'s status word, shared with the kernel.
+    #[inline]
+    fn block_status(&self, i: usize) -> &AtomicU32 {
+        let off = std::mem::offset_of!(libc::tpacket_block_desc, hdr)
+            + std::mem::offset_of!(libc::tpacket_hdr_v1, block_status);
+        let p = self.block_at(i, off).cast::<u32>();
+        // SAFETY: `p` points to a mapped, aligned u32 (the block descriptor's status) that the kernel and we access
+        // with acquire/release (the TPACKET_V3 ownership protocol), so viewing it as an AtomicU32 for the lifetime
+        // of `&self` (the mapping lives as long as `self`) is sound.
+        unsafe { AtomicU32::from_ptr(p) }
+    }
+
+    /// Gives the current block back to the kernel and moves to the next.
+    #[inline]
+    fn release_block(&mut self) {
+        self.block_status(self.pos.block).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.pos = RxPos { block: (self.pos.block + 1) % self.block_count, ..RxPos::default() };
+    }
+}
+
+/// The interface's MAC address, through an ioctl on the (already bound) packet socket.
+fn interface_mac(fd: &OwnedFd, ifname: &str) -> io::Result<MacAddr> {
+    // SAFETY: ifreq is a plain C struct; all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads and writes one `struct ifreq`, which `ifr` is and which outlives the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr as *mut libc::ifreq) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` member of the union.
+    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
+        *dst = *src as u8;
+    }
+    Ok(MacAddr(mac))
+}
+
+/// Completes the partial (pseudo-header only) TCP or UDP checksum of an Ethernet frame, as the kernel's
+/// `skb_checksum_help` does: the one's-complement sum over the L4 header and payload (whose checksum field holds
+/// the pseudo-header sum) is folded, inverted and stored. Handles up to two VLAN tags, IPv4 (not fragmented)
+/// and IPv6 without extension headers. Returns false, changing nothing, for anything else or any malformed or
+/// truncated frame.
+pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
+    let be16 = |b: &[u8], at: usize| -> Option<u16> { Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])) };
+    let mut off = 12;
+    let Some(mut ethertype) = be16(frame, off) else { return false };
+    let mut tags = 0;
+    while (ethertype == 0x8100 || ethertype == 0x88a8) && tags < 2 {
+        off += 4;
+        tags += 1;
+        let Some(t) = be16(frame, off) else { return false };
+        ethertype = t;
+    }
+    let l3 = off + 2;
+    let (proto, l4, end) = match ethertype {
+        0x0800 => {
+            let Some(&vihl) = frame.get(l3) else { return false };
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            let (Some(total), Some(frag), Some(&proto)) = (be16(frame, l3 + 2), be16(frame, l3 + 6), frame.get(l3 + 9))
+            else {
+                return false;
+            };
+            if vihl >> 4 != 4 || ihl < 20 || usize::from(total) < ihl || frag & 0x3fff != 0 {
+                return false;
+            }
+            (proto, l3 + ihl, l3 + usize::from(total))
+        }
+        0x86dd => {
+            let (Some(plen), Some(&next)) = (be16(frame, l3 + 4), frame.get(l3 + 6)) else { return false };
+            if frame[l3] >> 4 != 6 {
+                return false;
+            }
+            (next, l3 + 40, l3 + 40 + usize::from(plen))
+        }
+        _ => return false,
+    };
+    let field = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return false,
+    };
+    if end > frame.len() || l4 + field + 2 > end {
+        return false;
+    }
+    let mut check = !checksum::sum(&frame[l4..end]);
+    if proto == 17 && check == 0 {
+        check = 0xffff; // 0 means "no checksum" in UDP
+    }
+    frame[l4 + field..l4 + field + 2].copy_from_slice(&check.to_be_bytes());
+    true
+}
+
+impl AsRawFd for AfPacketPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Port for AfPacketPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
+        const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
+        let mut n = 0;
+        while batch.room() > 0 {
+            if !self.pos.open {
+                if self.block_status(self.pos.block).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+                    break; // the kernel still fills this block
+                }
+                let hdr = self.block_at(self.pos.block, std::mem::offset_of!(libc::tpacket_block_desc, hdr));
+                // SAFETY: the block is ours (TP_STATUS_USER, acquired above), so its header is stable; `hdr` points
+                // to the mapped, 8-aligned block header.
+                let bh = unsafe { hdr.cast::<libc::tpacket_hdr_v1>().read() };
+                self.pos.open = true;
+                self.pos.left = bh.num_pkts;
+                self.pos.off = bh.offset_to_first_pkt as usize;
+            }
+            if self.pos.left == 0 {
+                self.release_block();
+                continue;
+            }
+            let off = self.pos.off;
+            if off + HDR > self.block_size {
+                // A corrupt descriptor (never expected): give the block back rather than read out of it.
+                self.release_block();
+                continue;
+            }
+            // SAFETY: off + HDR lies inside this block (checked), which is ours; frame headers are 16-aligned.
+            let h = unsafe { self.block_at(self.pos.block, off).cast::<libc::tpacket3_hdr>().read() };
+            let data_at = off + usize::from(h.tp_mac);
+            let snap = h.tp_snaplen as usize;
+            if data_at + snap > self.block_size {
+                self.release_block();
+                continue;
+            }
+            let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
+            let len = h.tp_len as usize + if vlan { 4 } else { 0 };
+            if h.tp_len as usize != snap || len > MAX_FRAME_LEN {
+                self.stats.rx_dropped += 1;
+                self.extra.too_long += 1;
+            } else {
+                let Some(mut frame) = pool.alloc() else { break };
+                // SAFETY: data_at + snap lies inside this block (checked), which is ours until released.
+                let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
+                let room = frame.room_mut();
+                if vlan {
+                    let tpid =
+                        if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
+                    room[..12].copy_from_slice(&data[..12]);
+                    room[12..14].copy_from_slice(&tpid.to_be_bytes());
+                    room[14..16].copy_from_slice(&(h.hv1.tp_vlan_tci as u16).to_be_bytes());
+                    room[16..len].copy_from_slice(&data[12..]);
+                    self.extra.vlan_reinserted += 1;
+                } else {
+                    room[..len].copy_from_slice(data);
+                }
+                // Cannot fail: len <= MAX_FRAME_LEN.
+                let _ = frame.set_len(len);
+                if h.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                    if complete_partial_checksum(frame.data_mut()) {
+                        self.extra.csum_completed += 1;
+                    } else {
+                        self.extra.csum_unsupported += 1;
+                    }
+                }
+                frame.ts = now;
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += len as u64;
+                // Cannot fail: the loop runs only while the batch has room.
+                let _ = batch.push(frame);
+                n += 1;
+            }
+            self.pos.left -= 1;
+            self.pos.off = off + h.tp_next_offset as usize;
+            if self.pos.left == 0 {
+                self.release_block();
+            }
+        }
+        Ok(n)
+    }
+
+    fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
+        let mut first_err = None;
+        let mut start = 0;
+        while start < frames.len() && first_err.is_none() {
+            let chunk = &frames[start..frames.len().min(start + TX_CHUNK)];
+            // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid (null pointers, zero lengths).
+            let mut iov: [libc::iovec; TX_CHUNK] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let mut msgs: [libc::mmsghdr; TX_CHUNK] = unsafe { std::mem::zeroed() };
+            for (i, f) in chunk.iter().enumerate() {
+                let d = f.data();
+                iov[i] = libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() };
+                msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let mut i = 0;
+            while i < chunk.len() {
+                // SAFETY: msgs[i..chunk.len()] are initialised headers whose iovecs point into frames that are
+                // neither moved nor freed during the call; the kernel only reads them (and writes msg_len).
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.fd.as_raw_fd(),
+                        msgs[i..].as_mut_ptr(),
+                        (chunk.len() - i) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if r > 0 {
+                    for f in &chunk[i..i + r as usize] {
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += f.len() as u64;
+                    }
+                    i += r as usize;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                if r < 0 && e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Frame i was refused: drop it and go on with the next (each frame is tried once).
+                self.stats.tx_dropped += 1;
+                i += 1;
+                let per_frame = r == 0
+                    || matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN)
+                            | Some(libc::ENOBUFS)
+                            | Some(libc::ENOMEM)
+                            | Some(libc::EMSGSIZE)
+                            | Some(libc::EINVAL)
+                            | Some(libc::ENETDOWN)
+                    );
+                if !per_frame {
+                    // The socket or interface is broken: drop the rest of the burst and report.
+                    self.stats.tx_dropped += (frames.len() - start - i) as u64;
+                    first_err = Some(e);
+                    break;
+                }
+            }
+            start += chunk.len();
+        }
+        for f in frames.drain(..) {
+            pool.free(f);
+        }
+        match first_err {
+            None => Ok(()),
+            Some(source) => Err(PortError::Io { port: self.name.clone(), op: "sendmmsg on AF_PACKET socket", source }),
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        let (_, kernel_drops) = self.poll_kernel_stats();
+        PortStats { rx_dropped: self.stats.rx_dropped + kernel_drops, ..self.stats }
+    }
+
+    fn rx_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::builder::{tcp, udp, with_vlan, Ipv6Spec, TcpFlags, TcpSegment};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    /// Replaces the L4 checksum at `at` with the pseudo-header sum, as a sender with checksum offload leaves it.
+    fn make_partial(frame: &mut [u8], at: usize, pseudo: &[u8]) {
+        frame[at..at + 2].copy_from_slice(&checksum::sum(pseudo).to_be_bytes());
+    }
+
+    fn pseudo_v4(f: &[u8], l3: usize, proto: u8) -> Vec<u8> {
+        let total = usize::from(u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]));
+        let l4_len = (total - 20) as u16;
+        let mut p = f[l3 + 12..l3 + 20].to_vec();
+        p.extend_from_slice(&[0, proto]);
+        p.extend_from_slice(&l4_len.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn completes_ipv4_udp_and_tcp_and_vlan_tagged() {
+        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let u = udp(A, B, ia, ib, 1000, 53, 37);
+        let t = tcp(A, B, ia, ib, TcpSegment::new(1000, 80, TcpFlags::SYN).seq(9), 11);
+        for (good, l3, proto, field) in [
+            (u.clone(), 14, 17, 6),
+            (t.clone(), 14, 6, 16),
+            (with_vlan(&u, 7), 18, 17, 6),
+            (with_vlan(&with_vlan(&t, 7), 9), 22, 6, 16),
+        ] {
+            let at = l3 + 20 + field;
+            let mut f = good.clone();
+            let pseudo = pseudo_v4(&f, l3, proto);
+            make_partial(&mut f, at, &pseudo);
+            assert_ne!(f, good, "the partial checksum differs from the full one");
+            assert!(complete_partial_checksum(&mut f));
+            assert_eq!(f, good);
+        }
+    }
+
+    #[test]
+    fn completes_ipv6_udp() {
+        let spec = Ipv6Spec::new(A, B, Ipv6Addr::LOCALHOST, "2001:db8::2".parse().unwrap());
+        let good = spec.udp(5000, 6000, 21);
+        let mut f = good.clone();
+        let mut pseudo = f[22..54].to_vec();
+        pseudo.extend_from_slice(&[0, 0]);
+        pseudo.extend_from_slice(&f[58..60]); // upper-layer length = UDP length
+        pseudo.extend_from_slice(&[0, 0, 0, 17]);
+        make_partial(&mut f, 54 + 6, &pseudo);
+        assert_ne!(f, good);
+        assert!(complete_partial_checksum(&mut f));
+        assert_eq!(f, good);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_complete_without_panicking() {
+        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let u = udp(A, B, ia, ib, 1000, 53, 37);
+        // Every truncation of a valid frame: never panics; short ones are refused unchanged.
+        for cut in 0..u.len() {
+            let mut f = u[..cut].to_vec();
+            let before = f.clone();
+            if !complete_partial_checksum(&mut f) {
+                assert_eq!(f, before);
+            }
+        }
+        let mut frag = u.clone();
+        frag[14 + 6] = 0x20; // more fragments
+        assert!(!complete_partial_checksum(&mut frag));
+        let mut icmp = u.clone();
+        icmp[14 + 9] = 1;
+        assert!(!complete_partial_checksum(&mut icmp));
+        let mut arp = u;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!complete_partial_checksum(&mut arp));
+    }
+
+    #[test]
+    fn bad_names_and_geometry_are_refused_before_any_socket() {
+        for bad in ["", "0123456789abcdef", "a/b", "a\0b"] {
+            let err = AfPacketPort::open("p", &AfPacketConfig::new(bad)).unwrap_err();
+            assert!(matches!(err, AfPacketError::BadName { .. }), "{bad:?}: {err}");
+        }
+        for (bs, bc, tmo) in [(4096 * 3, 4, 1), (1024, 4, 1), (4096, 0, 1), (4096, 4, 0), (1 << 30, 2, 1)] {
+            let cfg =
+                AfPacketConfig { block_size: bs, block_count: bc, block_timeout_ms: tmo, ..AfPacketConfig::new("x") };
+            let err = AfPacketPort::open("p", &cfg).unwrap_err();
+            assert!(matches!(err, AfPacketError::BadConfig { .. }), "{bs} {bc} {tmo}: {err}");
+            assert!(err.to_string().starts_with("port p: interface x: bad ring configuration"), "{err}");
+        }
+    }
+}

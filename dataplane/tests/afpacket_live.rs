@@ -1,0 +1,435 @@
+//! Live tests of `AfPacketPort` against the real kernel: need root (skipped otherwise, with a message). Each test
+//! builds its own topology: two uniquely named network namespaces, "host" (the kernel stack as a peer, with an
+//! address) and "switch" (no address), joined by a veth pair; the port is opened inside "switch" on a thread that
+//! entered it. Dropping the namespaces (also on failure) deletes the veth; nothing is created in the root
+//! namespace and no other interface is touched.
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use dataplane::batch::Batch;
+use dataplane::buffer::{BufPool, Frame};
+use dataplane::checksum;
+use dataplane::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+use dataplane::port::Port;
+use dataplane::wire::builder::{arp_reply, eth};
+use dataplane::wire::MacAddr;
+use netns::{skip_reason, Netns};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// Local experimental EtherType: the host stacks ignore such frames.
+const EXPERIMENTAL: u16 = 0x88b5;
+
+/// Two namespaces joined by a veth; the "host" end has `10.201.X.1/24`.
+struct Topo {
+    // Declared first so the port (opened by callers) is dropped before; order among these two is irrelevant.
+    host: Netns,
+    sw: Netns,
+    host_if: String,
+    sw_if: String,
+    host_ip: Ipv4Addr,
+    /// An address on the host's subnet that "lives behind the switch" (the test answers for it).
+    peer_ip: Ipv4Addr,
+}
+
+impl Topo {
+    fn new(test: u32, mtu: Option<u32>) -> Topo {
+        let pid = std::process::id();
+        let x = (pid % 200) as u8 + 1;
+        let host = Netns::create(&format!("vsaf{pid}h{test}"));
+        let sw = Netns::create(&format!("vsaf{pid}s{test}"));
+        // No IPv6 (router solicitations, MLD) so that every frame the tests count is one they sent.
+        for ns in [&host, &sw] {
+            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+                let ok = std::process::Command::new("ip")
+                    .args(["netns", "exec", &ns.0, "sysctl", "-qw", key])
+                    .status()
+                    .expect("sysctl")
+                    .success();
+                assert!(ok, "sysctl {key} in {}", ns.0);
+            }
+        }
+        let host_if = format!("vsa{pid}h{test}");
+        let sw_if = format!("vsa{pid}s{test}");
+        assert!(host_if.len() <= 15, "{host_if}");
+        host.ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &sw_if, "netns", &sw.0]);
+        if let Some(mtu) = mtu {
+            let m = mtu.to_string();
+            host.ip(&["link", "set", "dev", &host_if, "mtu", &m]);
+            sw.ip(&["link", "set", "dev", &sw_if, "mtu", &m]);
+        }
+        let host_ip = Ipv4Addr::new(10, 201, x, 1);
+        host.ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        host.ip(&["link", "set", "dev", &host_if, "up"]);
+        sw.ip(&["link", "set", "dev", &sw_if, "up"]);
+        Topo { host, sw, host_if, sw_if, host_ip, peer_ip: Ipv4Addr::new(10, 201, x, 2) }
+    }
+
+    /// Opens an AF_PACKET port on the switch's veth end, inside the switch namespace.
+    fn open_sw(&self, name: &str, cfg: AfPacketConfig) -> AfPacketPort {
+        let name = name.to_string();
+        self.sw.run(move || AfPacketPort::open(&name, &cfg)).expect("open AF_PACKET port in switch ns")
+    }
+
+    /// Opens an AF_PACKET port on the host's veth end (a second port to count what arrives there).
+    fn open_host(&self, name: &str, cfg: AfPacketConfig) -> AfPacketPort {
+        let name = name.to_string();
+        self.host.run(move || AfPacketPort::open(&name, &cfg)).expect("open AF_PACKET port in host ns")
+    }
+}
+
+/// Receives for up to `timeout`, passing each frame's bytes to `keep` (which returns true to stop early).
+fn rx_until(port: &mut AfPacketPort, pool: &mut BufPool, timeout: Duration, mut keep: impl FnMut(&[u8]) -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let mut batch = Batch::new();
+        port.rx_burst(5, pool, &mut batch).expect("rx");
+        let mut done = false;
+        for f in batch.drain() {
+            assert_eq!(f.ts, 5, "stamped with now");
+            done |= keep(f.data());
+            pool.free(f);
+        }
+        if done {
+            return;
+        }
+        if batch.is_empty() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn send(port: &mut AfPacketPort, pool: &mut BufPool, frames: &[Vec<u8>]) {
+    let mut out: Vec<Frame> = frames
+        .iter()
+        .map(|b| {
+            let mut f = pool.alloc().expect("buffer");
+            f.load(b).unwrap();
+            f
+        })
+        .collect();
+    port.tx_burst(pool, &mut out).expect("tx");
+    assert!(out.is_empty());
+}
+
+/// True if the IPv4 TCP/UDP segment in `d` (untagged Ethernet) carries a valid, complete checksum.
+fn l4_checksum_ok(d: &[u8]) -> bool {
+    let ihl = usize::from(d[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([d[16], d[17]]));
+    let seg = &d[14 + ihl..14 + total];
+    let mut buf = d[26..34].to_vec(); // source and destination address
+    buf.extend_from_slice(&[0, d[23]]);
+    buf.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    buf.extend_from_slice(seg);
+    checksum::verify(&buf)
+}
+
+fn is_udp_to(d: &[u8], ip: Ipv4Addr, port: u16) -> bool {
+    d.len() >= 42
+        && d[12..14] == [0x08, 0x00]
+        && d[23] == 17
+        && d[30..34] == ip.octets()
+        && d[36..38] == port.to_be_bytes()
+}
+
+const OUR_MAC: MacAddr = MacAddr([0x02, 0x00, 0x5e, 0x20, 0x00, 0x02]);
+
+#[test]
+fn arp_from_the_host_arrives_and_our_arp_reply_reaches_the_host() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(0, None);
+    let mut port = topo.open_sw("sw0", AfPacketConfig::new(&topo.sw_if));
+    let mut pool = BufPool::new(256);
+    // A datagram to the peer address makes the host ARP for it (the datagram waits for the answer).
+    let (peer_ip, host_ip) = (topo.peer_ip, topo.host_ip);
+    topo.host.run(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"hello afpacket", SocketAddr::from((peer_ip, 9))).unwrap();
+    });
+    let mut host_mac = None;
+    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+        // ARP request (op 1) from the host for the peer address.
+        if d.len() >= 42 && d[12..14] == [0x08, 0x06] && d[20..22] == [0, 1] && d[38..42] == peer_ip.octets() {
+            assert_eq!(d[28..32], host_ip.octets());
+            host_mac = MacAddr::from_slice(&d[22..28]);
+            return true;
+        }
+        false
+    });
+    let host_mac = host_mac.expect("no ARP request from the host within 3 s");
+    assert_eq!(port.stats().rx_dropped, 0);
+
+    send(&mut port, &mut pool, &[arp_reply(OUR_MAC, peer_ip, host_mac, host_ip)]);
+    // The host learns us and releases the waiting datagram to our MAC.
+    let mut datagram = None;
+    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+        if is_udp_to(d, peer_ip, 9) {
+            datagram = Some(d.to_vec());
+            return true;
+        }
+        false
+    });
+    let d = datagram.expect("the queued datagram did not arrive after our ARP reply");
+    assert_eq!(d[0..6], OUR_MAC.0, "sent to the MAC our ARP reply announced");
+    assert_eq!(&d[42..42 + 14], b"hello afpacket");
+    assert!(l4_checksum_ok(&d), "complete UDP checksum");
+    let neigh = topo.host.ip_stdout(&["neigh", "show", &peer_ip.to_string(), "dev", &topo.host_if]);
+    assert!(neigh.contains("02:00:5e:20:00:02"), "host neighbour table: {neigh}");
+    let st = port.stats();
+    assert_eq!((st.tx_packets, st.tx_dropped), (1, 0), "{st:?}");
+    assert!(st.rx_packets >= 2, "{st:?}");
+    assert_eq!(pool.available(), pool.capacity(), "every buffer came back");
+}
+
+#[test]
+fn a_burst_of_64_frames_goes_out_in_one_call_and_all_arrive() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(1, None);
+    let mut sw = topo.open_sw("sw1", AfPacketConfig::new(&topo.sw_if));
+    let mut host = topo.open_host("host1", AfPacketConfig::new(&topo.host_if));
+    let mut pool = BufPool::new(256);
+    let frames: Vec<Vec<u8>> = (0..64u8).map(|i| eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[i; 46])).collect();
+    let before = topo.host.if_stat(&topo.host_if, "rx_packets");
+    send(&mut sw, &mut pool, &frames);
+    assert_eq!(sw.stats().tx_packets, 64);
+    assert_eq!(sw.stats().tx_dropped, 0);
+    let mut seen = Vec::new();
+    rx_until(&mut host, &mut pool, Duration::from_secs(3), |d| {
+        if d[12..14] == EXPERIMENTAL.to_be_bytes() && d[6..12] == OUR_MAC.0 {
+            seen.push(d[14]);
+        }
+        seen.len() == 64
+    });
+    assert_eq!(seen, (0..64u8).collect::<Vec<_>>(), "all 64 frames, in order, once each");
+    let after = topo.host.if_stat(&topo.host_if, "rx_packets");
+    assert!(after - before >= 64, "the host interface counted {} frames", after - before);
+    // The switch port does not receive its own transmissions back (PACKET_IGNORE_OUTGOING).
+    let mut own = 0;
+    rx_until(&mut sw, &mut pool, Duration::from_millis(50), |d| {
+        own += usize::from(d[6..12] == OUR_MAC.0);
+        false
+    });
+    assert_eq!(own, 0, "own frames looped back");
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn partial_checksums_from_the_host_stack_are_completed() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(2, None);
+    let mut port = topo.open_sw("sw2", AfPacketConfig::new(&topo.sw_if));
+    let mut pool = BufPool::new(256);
+    let peer = topo.peer_ip.to_string();
+    topo.host.ip(&["neigh", "replace", &peer, "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
+    let peer_ip = topo.peer_ip;
+    topo.host.run(move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&[7u8; 301], SocketAddr::from((peer_ip, 9))).unwrap();
+    });
+    // A TCP SYN (nobody answers; the connect times out on its own thread).
+    let syn_thread = topo.host.spawn(move || {
+        let _ = TcpStream::connect_timeout(&SocketAddr::from((peer_ip, 80)), Duration::from_millis(300));
+    });
+    let (mut udp_ok, mut tcp_ok) = (None, None);
+    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+        if is_udp_to(d, peer_ip, 9) {
+            udp_ok = Some(l4_checksum_ok(d));
+        }
+        if d.len() >= 54 && d[12..14] == [0x08, 0x00] && d[23] == 6 && d[36..38] == 80u16.to_be_bytes() {
+            tcp_ok = Some(l4_checksum_ok(d));
+        }
+        udp_ok.is_some() && tcp_ok.is_some()
+    });
+    syn_thread.join().unwrap();
+    assert_eq!(udp_ok, Some(true), "UDP datagram received with a complete checksum");
+    assert_eq!(tcp_ok, Some(true), "TCP SYN received with a complete checksum");
+    let rs = port.ring_stats();
+    assert!(rs.csum_completed >= 2, "the kernel handed over partial checksums and the port completed them: {rs:?}");
+    assert_eq!(rs.csum_unsupported, 0, "{rs:?}");
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn missing_interface_and_bad_ring_are_named_errors() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let ns = Netns::create(&format!("vsaf{}e", std::process::id()));
+    let err = ns.run(|| AfPacketPort::open("up", &AfPacketConfig::new("vsanothere0"))).unwrap_err();
+    assert!(matches!(err, AfPacketError::NoSuchInterface { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("port up") && msg.contains("vsanothere0") && msg.contains("no such interface"), "{msg}");
+    // Geometry the kernel would refuse is refused first, naming the field.
+    let cfg = AfPacketConfig { block_size: 5000, ..AfPacketConfig::new("lo") };
+    let err = ns.run(move || AfPacketPort::open("up", &cfg)).unwrap_err();
+    assert!(matches!(err, AfPacketError::BadConfig { .. }) && err.to_string().contains("block_size"), "{err}");
+}
+
+#[test]
+fn oversized_frames_and_ring_overflow_are_counted() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(3, Some(9000));
+    // A tiny ring (2 blocks of one page) that overflows quickly.
+    let small = AfPacketConfig { block_size: 4096, block_count: 2, ..AfPacketConfig::new(&topo.sw_if) };
+    let mut sw = topo.open_sw("sw3", small);
+    let mut host = topo.open_host("host3", AfPacketConfig::new(&topo.host_if));
+    let mut pool = BufPool::new(1024);
+    // A 3000-byte frame cannot be loaded into a pool buffer, so send it with a raw socket in the host ns.
+    let host_if = topo.host_if.clone();
+    topo.host.run(move || raw_send(&host_if, &eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[1; 2986])));
+    send(&mut host, &mut pool, &[eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[2; 46])]);
+    let mut got = Vec::new();
+    rx_until(&mut sw, &mut pool, Duration::from_secs(3), |d| {
+        got.push(d.len());
+        d[14] == 2
+    });
+    assert_eq!(got, vec![60], "only the small frame is handed over");
+    let rs = sw.ring_stats();
+    assert_eq!(rs.too_long, 1, "{rs:?}");
+    assert_eq!(rs.kernel_drops, 0, "{rs:?}");
+
+    // Overflow: 2000 frames while nobody reads.
+    let burst: Vec<Vec<u8>> = (0..64).map(|_| eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[3; 46])).collect();
+    for _ in 0..2000 / 64 {
+        send(&mut host, &mut pool, &burst);
+    }
+    let sent = host.stats().tx_packets - 1;
+    let mut received = 0u64;
+    rx_until(&mut sw, &mut pool, Duration::from_millis(300), |_| {
+        received += 1;
+        false
+    });
+    let rs = sw.ring_stats();
+    let st = sw.stats();
+    assert!(rs.kernel_drops > 0, "a ring of two pages must overflow: {rs:?}");
+    assert_eq!(received + rs.kernel_drops, sent, "every frame received or counted as dropped: {rs:?}");
+    assert_eq!(st.rx_dropped, rs.kernel_drops + rs.too_long, "{st:?} {rs:?}");
+    println!("ring overflow: sent {sent}, received {received}, kernel drops {}", rs.kernel_drops);
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+/// Sends one frame on `ifname` through a plain AF_PACKET socket (for frames longer than a pool buffer).
+fn raw_send(ifname: &str, frame: &[u8]) {
+    let cname = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    assert_ne!(ifindex, 0);
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    // SAFETY: `frame` and `sll` are valid for the call.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    assert_eq!(r, frame.len() as isize, "raw send: {err}");
+}
+
+/// Prints per-frame costs (`cargo test -p dataplane --release --test afpacket_live measure -- --nocapture`):
+/// transmit (sendmmsg, 64 frames per burst), receive ring walk, an empty `rx_burst`, and the one-frame delay
+/// added by the block timeout.
+#[test]
+fn measure_costs() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(4, None);
+    let mut sw = topo.open_sw("sw4", AfPacketConfig::new(&topo.sw_if));
+    // A ring that holds the whole measurement (256 blocks: frames arrive while nobody reads, and a block
+    // is handed over after at most 1 ms however few frames it holds).
+    let big = AfPacketConfig { block_size: 64 * 1024, block_count: 256, ..AfPacketConfig::new(&topo.host_if) };
+    let mut host = topo.open_host("host4", big);
+    let mut pool = BufPool::new(1024);
+    let frame = eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[0; 46]);
+    let rounds = 100;
+    let mut out = Vec::with_capacity(64);
+    let mut tx_ns = 0u128;
+    for _ in 0..rounds {
+        for _ in 0..64 {
+            let mut f = pool.alloc().unwrap();
+            f.load(&frame).unwrap();
+            out.push(f);
+        }
+        let t = Instant::now();
+        sw.tx_burst(&mut pool, &mut out).unwrap();
+        tx_ns += t.elapsed().as_nanos();
+    }
+    let sent = sw.stats().tx_packets;
+    std::thread::sleep(Duration::from_millis(20)); // let the last block time out
+    let mut batch = Batch::new();
+    let (mut got, mut rx_ns) = (0u64, 0u128);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got < sent && Instant::now() < deadline {
+        let t = Instant::now();
+        let n = host.rx_burst(0, &mut pool, &mut batch).unwrap();
+        if n > 0 {
+            rx_ns += t.elapsed().as_nanos();
+        }
+        got += n as u64;
+        for f in batch.drain() {
+            pool.free(f);
+        }
+    }
+    let t = Instant::now();
+    for _ in 0..10_000 {
+        host.rx_burst(0, &mut pool, &mut batch).unwrap();
+    }
+    let empty_ns = t.elapsed().as_nanos() / 10_000;
+    // Delay of a single frame under no load: from tx on one side to rx on the other, busy-polling.
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        send(&mut sw, &mut pool, std::slice::from_ref(&frame));
+        let mut seen = false;
+        while !seen && t.elapsed() < Duration::from_secs(1) {
+            host.rx_burst(0, &mut pool, &mut batch).unwrap();
+            for f in batch.drain() {
+                seen = true;
+                pool.free(f);
+            }
+        }
+        delays.push(t.elapsed().as_micros());
+    }
+    delays.sort_unstable();
+    println!(
+        "afpacket: tx {} ns/frame (sendmmsg, 64/burst, {sent} frames); rx walk {} ns/frame ({got} frames); \
+         empty rx_burst {empty_ns} ns; idle one-frame delay min/median/max {}/{}/{} us; host ring {:?}",
+        tx_ns / u128::from(sent.max(1)),
+        rx_ns / u128::from(got.max(1)),
+        delays[0],
+        delays[delays.len() / 2],
+        delays[delays.len() - 1],
+        host.ring_stats(),
+    );
+    assert_eq!(got, sent, "every frame sent was received: {:?}", host.ring_stats());
+    assert_eq!(pool.available(), pool.capacity());
+}
