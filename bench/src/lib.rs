@@ -8,6 +8,8 @@ use dataplane::port::mem::MemPort;
 use dataplane::port::{Port, PortId};
 use etherparse::PacketBuilder;
 
+pub mod live;
+
 /// A 64-byte (without FCS: 60 + 4) UDP frame: 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload = 60 bytes.
 pub fn udp64(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], sport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src_ip, dst_ip, 64).udp(sport, 9);

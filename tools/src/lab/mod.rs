@@ -293,6 +293,8 @@ pub struct LabOptions {
     pub state_root: PathBuf,
     /// Leave checksum/segmentation offloads on at the veth host ends (default: off).
     pub offloads: bool,
+    /// Pin vswitchd to this CPU (`taskset -c`), e.g. away from a benchmark's sender.
+    pub switch_cpu: Option<usize>,
 }
 
 impl LabOptions {
@@ -303,6 +305,7 @@ impl LabOptions {
             vswitchd: default_vswitchd(),
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
             offloads: false,
+            switch_cpu: None,
         }
     }
 }
@@ -429,7 +432,7 @@ impl Lab {
         }
         let config_path = self.dir.join("switch.toml");
         fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        self.start_switch(&opts.vswitchd, &config_path)?;
+        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu)?;
         for h in &spec.hosts {
             let port = spec.port_of(h)?;
             let host_ns = self.host_ns(&h.name);
@@ -456,13 +459,16 @@ impl Lab {
         self.check_switch_alive()
     }
 
-    fn start_switch(&mut self, vswitchd: &Path, config: &Path) -> Result<(), LabError> {
+    fn start_switch(&mut self, vswitchd: &Path, config: &Path, cpu: Option<usize>) -> Result<(), LabError> {
         let log = fs::File::create(&self.state.log).map_err(io_err(&self.state.log))?;
         let log2 = log.try_clone().map_err(io_err(&self.state.log))?;
-        let child = Command::new("ip")
-            .arg("netns")
-            .arg("exec")
-            .arg(self.switch_ns())
+        let mut cmd = Command::new("ip");
+        cmd.arg("netns").arg("exec").arg(self.switch_ns());
+        if let Some(cpu) = cpu {
+            // taskset execs vswitchd too, so the PID stays vswitchd's.
+            cmd.arg("taskset").arg("-c").arg(cpu.to_string());
+        }
+        let child = cmd
             .arg(vswitchd)
             .arg("run")
             .arg("--config")
@@ -474,7 +480,7 @@ impl Lab {
             .stderr(log2)
             .spawn()
             .map_err(|e| LabError::Switch(format!("starting {}: {e}", vswitchd.display())))?;
-        // `ip netns exec` joins the namespace and execs vswitchd: the child's PID is vswitchd's.
+        // `ip netns exec` joins the namespace and execs vswitchd (via taskset): the child's PID is vswitchd's.
         self.state.pid = Some(child.id());
         self.child = Some(child);
         self.save()?;

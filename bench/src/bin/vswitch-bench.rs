@@ -1,0 +1,157 @@
+//! `vswitch-bench`: vswitchd against the Linux bridge and kernel MASQUERADE on the same veth/namespace
+//! topology, in one run (see `bench::live` and bench/README.md). Needs root.
+
+use bench::live::{measure, BenchOptions, Forwarder, ForwarderResult};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "vswitch-bench", version, about = "vswitchd vs the kernel on one veth topology (root)")]
+struct Cli {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Forwarders to measure, comma-separated (default: all; the AF_XDP ones only when built with the
+    /// `afxdp` feature): linux-bridge, linux-masquerade, vswitchd-tap, vswitchd-afpacket,
+    /// vswitchd-afxdp-native, vswitchd-afxdp-generic.
+    #[arg(long, value_delimiter = ',')]
+    forwarders: Vec<String>,
+    /// Skip the TCP measurements.
+    #[arg(long)]
+    no_tcp: bool,
+    /// The sender's (and TCP client's) core.
+    #[arg(long, default_value_t = 0)]
+    sender_cpu: usize,
+    /// vswitchd's core.
+    #[arg(long, default_value_t = 1)]
+    switch_cpu: usize,
+    /// The vswitchd executable (default: next to this executable, else from PATH).
+    #[arg(long)]
+    vswitchd: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(tools::lab::is_root(), "vswitch-bench needs root (it creates namespaces and veths)");
+    let forwarders: Vec<Forwarder> = if cli.forwarders.is_empty() {
+        Forwarder::ALL
+            .into_iter()
+            .filter(|f| {
+                cfg!(feature = "afxdp")
+                    || !matches!(f, Forwarder::VswitchdAfxdpNative | Forwarder::VswitchdAfxdpGeneric)
+            })
+            .collect()
+    } else {
+        cli.forwarders
+            .iter()
+            .map(|n| Forwarder::from_name(n).ok_or_else(|| anyhow::anyhow!("unknown forwarder {n:?}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let opts = BenchOptions {
+        duration: Duration::from_secs_f64(cli.duration.max(0.5)),
+        sender_cpu: cli.sender_cpu,
+        switch_cpu: cli.switch_cpu,
+        vswitchd: cli.vswitchd.unwrap_or_else(tools::lab::default_vswitchd),
+        tcp: !cli.no_tcp,
+    };
+    let mut results = Vec::new();
+    for (i, f) in forwarders.iter().enumerate() {
+        if !cli.json {
+            eprintln!("measuring {} ...", f.name());
+        }
+        results.push(measure(*f, i, &opts));
+    }
+    let ratios = ratios(&results);
+    if cli.json {
+        let v = serde_json::json!({
+            "duration_secs": opts.duration.as_secs_f64(),
+            "sender_cpu": opts.sender_cpu,
+            "switch_cpu": opts.switch_cpu,
+            "results": results,
+            "ratios_vs_linux_bridge": ratios,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_table(&results, &ratios);
+    }
+    Ok(())
+}
+
+fn opt(v: Option<f64>, scale: f64, prec: usize) -> String {
+    v.map(|x| format!("{:.*}", prec, x / scale)).unwrap_or_else(|| "-".into())
+}
+
+fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
+    println!(
+        "{:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>16} {:>16}",
+        "forwarder", "offered", "deliv.", "loss%", "softirq", "all-CPU", "vswitchd", "TCP off Gbit/s", "TCP on Gbit/s"
+    );
+    println!(
+        "{:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>16} {:>16}",
+        "", "kpps", "kpps", "", "ns/pkt", "ns/pkt", "ns/pkt", "(retransmits)", "(retransmits)"
+    );
+    for r in results {
+        let u = r.udp.as_ref();
+        let loss = u.filter(|u| u.offered_pps > 0.0).map(|u| 100.0 * (1.0 - u.delivered_pps / u.offered_pps));
+        let tcp = |t: &Option<bench::live::TcpResult>| {
+            t.as_ref().map(|t| format!("{:.2} ({})", t.gbit_per_s, t.retransmits)).unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<24} {:>9} {:>9} {:>6} {:>9} {:>9} {:>9} {:>16} {:>16}",
+            r.forwarder.name(),
+            opt(u.map(|u| u.offered_pps), 1e3, 0),
+            opt(u.map(|u| u.delivered_pps), 1e3, 0),
+            opt(loss, 1.0, 1),
+            opt(u.map(|u| u.softirq_ns_per_pkt), 1.0, 0),
+            opt(u.map(|u| u.cpu_ns_per_pkt), 1.0, 0),
+            opt(u.and_then(|u| u.vswitchd_busy_ns_per_pkt), 1.0, 0),
+            tcp(&r.tcp_offloads_off),
+            tcp(&r.tcp_offloads_on),
+        );
+    }
+    for r in results {
+        for e in &r.errors {
+            println!("  {}: {e}", r.forwarder.name());
+        }
+    }
+    if let Some(m) = ratios.as_object() {
+        if !m.is_empty() {
+            println!("\nratios vswitchd / linux-bridge (delivered pps, TCP offloads off, TCP offloads on):");
+            for (name, v) in m {
+                println!(
+                    "  {name:<24} {:>6} {:>6} {:>6}",
+                    opt(v["delivered_pps"].as_f64(), 1.0, 2),
+                    opt(v["tcp_offloads_off"].as_f64(), 1.0, 2),
+                    opt(v["tcp_offloads_on"].as_f64(), 1.0, 2)
+                );
+            }
+        }
+    }
+}
+
+/// vswitchd's figures divided by the Linux bridge's, per vswitchd forwarder.
+fn ratios(results: &[ForwarderResult]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let Some(base) = results.iter().find(|r| r.forwarder == Forwarder::LinuxBridge) else {
+        return out.into();
+    };
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => serde_json::json!(a / b),
+        _ => serde_json::Value::Null,
+    };
+    for r in results.iter().filter(|r| r.forwarder.name().starts_with("vswitchd")) {
+        out.insert(
+            r.forwarder.name().to_string(),
+            serde_json::json!({
+                "delivered_pps": div(r.udp.as_ref().map(|u| u.delivered_pps), base.udp.as_ref().map(|u| u.delivered_pps)),
+                "tcp_offloads_off": div(r.tcp_offloads_off.as_ref().map(|t| t.gbit_per_s), base.tcp_offloads_off.as_ref().map(|t| t.gbit_per_s)),
+                "tcp_offloads_on": div(r.tcp_offloads_on.as_ref().map(|t| t.gbit_per_s), base.tcp_offloads_on.as_ref().map(|t| t.gbit_per_s)),
+            }),
+        );
+    }
+    out.into()
+}

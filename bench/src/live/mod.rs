@@ -1,0 +1,359 @@
+//! The live benchmark behind `vswitch-bench`: one topology — sender namespace → forwarder → receiver
+//! namespace, joined by veths (or vswitchd's taps) — with the forwarder swapped between the Linux bridge,
+//! kernel routing with nftables/iptables MASQUERADE, and vswitchd over each of its live port kinds, measured in
+//! the same run so the ratios mean something.
+//!
+//! Per forwarder: (a) 64-byte UDP frames per second offered by the sender (its interface's `tx_packets`) and
+//! delivered to the receiver (its interface's `rx_packets`), with the sender pinned to one core; (b) TCP
+//! throughput of one stream, with the veths' checksum/segmentation offloads off and on; (c) CPU per delivered
+//! packet: softirq time from `/proc/stat` (the kernel's forwarding work, which runs on the sender's core) and,
+//! for vswitchd, the workers' `busy_ns` divided by their packets from its stats JSON.
+//!
+//! Every object is created inside namespaces named with the benchmark's PID and deleted afterwards (Drop
+//! guards); the root namespace is never touched. Addresses: 10.71.1.0/24 for the sender's link (and the whole
+//! L2 network), 198.51.100.0/24 behind the masquerading router. Runs on the caller's thread; needs root.
+
+pub mod traffic;
+
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+use tools::lab::netns;
+use tools::lab::probe::{ping, TcpServer};
+use tools::lab::{demo::find_u64, HostSpec, Lab, LabOptions, LabSpec};
+
+/// What forwards between the sender and the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarder {
+    /// A Linux bridge (docker0-like).
+    LinuxBridge,
+    /// Kernel routing with a MASQUERADE rule (nftables, else iptables).
+    LinuxMasquerade,
+    /// vswitchd, both hosts on taps.
+    VswitchdTap,
+    /// vswitchd, AF_PACKET on the switch ends of veths.
+    VswitchdAfpacket,
+    /// vswitchd, AF_XDP in native mode on veths.
+    VswitchdAfxdpNative,
+    /// vswitchd, AF_XDP in generic (SKB) mode on veths.
+    VswitchdAfxdpGeneric,
+}
+
+impl Forwarder {
+    /// Every forwarder, in table order.
+    pub const ALL: [Forwarder; 6] = [
+        Forwarder::LinuxBridge,
+        Forwarder::LinuxMasquerade,
+        Forwarder::VswitchdTap,
+        Forwarder::VswitchdAfpacket,
+        Forwarder::VswitchdAfxdpNative,
+        Forwarder::VswitchdAfxdpGeneric,
+    ];
+
+    /// The name used on the command line and in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarder::LinuxBridge => "linux-bridge",
+            Forwarder::LinuxMasquerade => "linux-masquerade",
+            Forwarder::VswitchdTap => "vswitchd-tap",
+            Forwarder::VswitchdAfpacket => "vswitchd-afpacket",
+            Forwarder::VswitchdAfxdpNative => "vswitchd-afxdp-native",
+            Forwarder::VswitchdAfxdpGeneric => "vswitchd-afxdp-generic",
+        }
+    }
+
+    /// The forwarder called `name`.
+    pub fn from_name(name: &str) -> Option<Forwarder> {
+        Forwarder::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// vswitchd's port kind and extra port keys, for the vswitchd forwarders.
+    fn port(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Forwarder::LinuxBridge | Forwarder::LinuxMasquerade => None,
+            Forwarder::VswitchdTap => Some(("tap", "")),
+            Forwarder::VswitchdAfpacket => Some(("afpacket", "")),
+            Forwarder::VswitchdAfxdpNative => Some(("afxdp", "mode = \"native\"\n")),
+            Forwarder::VswitchdAfxdpGeneric => Some(("afxdp", "mode = \"generic\"\n")),
+        }
+    }
+}
+
+/// How to run the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Length of each measurement.
+    pub duration: Duration,
+    /// The sender's core.
+    pub sender_cpu: usize,
+    /// vswitchd's core.
+    pub switch_cpu: usize,
+    /// The vswitchd executable.
+    pub vswitchd: PathBuf,
+    /// Measure TCP (two runs per forwarder: offloads off and on).
+    pub tcp: bool,
+}
+
+/// 64-byte UDP result.
+#[derive(Debug, Clone, Serialize)]
+pub struct UdpResult {
+    /// Frames per second the sender's interface transmitted.
+    pub offered_pps: f64,
+    /// Frames per second the receiver's interface received.
+    pub delivered_pps: f64,
+    /// Softirq time (all CPUs) per delivered frame, ns.
+    pub softirq_ns_per_pkt: f64,
+    /// All non-idle CPU time (all CPUs, including a busy-polling vswitchd) per delivered frame, ns.
+    pub cpu_ns_per_pkt: f64,
+    /// vswitchd's workers' busy time per packet they handled, ns (from its stats JSON).
+    pub vswitchd_busy_ns_per_pkt: Option<f64>,
+}
+
+/// TCP result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpResult {
+    /// Payload received by the server, Gbit/s.
+    pub gbit_per_s: f64,
+    /// Segments the sender retransmitted.
+    pub retransmits: u64,
+}
+
+/// Everything measured for one forwarder; a failed measurement leaves its field empty and an error.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwarderResult {
+    /// The forwarder.
+    pub forwarder: Forwarder,
+    /// 64-byte UDP.
+    pub udp: Option<UdpResult>,
+    /// TCP with checksum/segmentation offloads off on the veths.
+    pub tcp_offloads_off: Option<TcpResult>,
+    /// TCP with the veths' default offloads.
+    pub tcp_offloads_on: Option<TcpResult>,
+    /// What went wrong.
+    pub errors: Vec<String>,
+}
+
+/// A sender and a receiver joined through a forwarder; removed when dropped.
+enum Topology {
+    Kernel { namespaces: Vec<String>, dst: Ipv4Addr },
+    Switch { lab: Box<Lab>, _state: tempfile::TempDir, tap: bool },
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Topology::Kernel { namespaces, .. } = self {
+            for ns in namespaces.iter().rev() {
+                if netns::exists(ns) {
+                    let _ = netns::delete(ns);
+                }
+            }
+        }
+    }
+}
+
+impl Topology {
+    fn up(f: Forwarder, prefix: &str, offloads: bool, opts: &BenchOptions) -> anyhow::Result<Topology> {
+        match f.port() {
+            None => Self::kernel(f, prefix, offloads),
+            Some((kind, extra)) => {
+                let switch = format!(
+                    "[switch]\nworkers = 1\n\n[[network]]\nname = \"net\"\nsubnet = \"10.71.1.0/24\"\n\n\
+                     [[port]]\nname = \"a\"\nkind = \"{kind}\"\nifname = \"vs-a\"\nnetwork = \"net\"\n{extra}\n\
+                     [[port]]\nname = \"b\"\nkind = \"{kind}\"\nifname = \"vs-b\"\nnetwork = \"net\"\n{extra}"
+                );
+                let host = |name: &str, port: &str, addr: &str| HostSpec {
+                    name: name.into(),
+                    port: port.into(),
+                    address: addr.parse().expect("valid"),
+                    gateway: None,
+                    external: false,
+                };
+                let spec =
+                    LabSpec::new(&switch, vec![host("tx", "a", "10.71.1.2/24"), host("rx", "b", "10.71.1.3/24")])?;
+                let state = tempfile::tempdir()?;
+                let mut lo = LabOptions::new();
+                lo.prefix = prefix.to_string();
+                lo.vswitchd = opts.vswitchd.clone();
+                lo.state_root = state.path().to_path_buf();
+                lo.offloads = offloads;
+                lo.switch_cpu = Some(opts.switch_cpu);
+                let lab = Lab::up(&spec, &lo)?;
+                Ok(Topology::Switch { lab: Box::new(lab), _state: state, tap: kind == "tap" })
+            }
+        }
+    }
+
+    fn kernel(f: Forwarder, prefix: &str, offloads: bool) -> anyhow::Result<Topology> {
+        let (tx, fw, rx) = (format!("{prefix}tx"), format!("{prefix}fw"), format!("{prefix}rx"));
+        let masq = f == Forwarder::LinuxMasquerade;
+        let dst: Ipv4Addr = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
+        let mut topo = Topology::Kernel { namespaces: Vec::new(), dst };
+        for ns in [&tx, &fw, &rx] {
+            anyhow::ensure!(!netns::exists(ns), "namespace {ns} already exists");
+            netns::create(ns)?;
+            if let Topology::Kernel { namespaces, .. } = &mut topo {
+                namespaces.push(ns.clone());
+            }
+        }
+        netns::veth(&fw, "vs-a", &tx, "eth0")?;
+        netns::veth(&fw, "vs-b", &rx, "eth0")?;
+        if !offloads {
+            for (ns, ifname) in [(&tx, "eth0"), (&fw, "vs-a"), (&fw, "vs-b"), (&rx, "eth0")] {
+                netns::offloads(ns, ifname, false)?;
+            }
+        }
+        if masq {
+            netns::ip(&["-n", &fw, "addr", "add", "10.71.1.1/24", "dev", "vs-a"])?;
+            netns::ip(&["-n", &fw, "addr", "add", "198.51.100.1/24", "dev", "vs-b"])?;
+            netns::exec(&fw, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+            masquerade(&fw, "vs-b")?;
+            netns::ip(&["-n", &tx, "addr", "add", "10.71.1.2/24", "dev", "eth0"])?;
+            netns::ip(&["-n", &tx, "route", "add", "default", "via", "10.71.1.1"])?;
+            netns::ip(&["-n", &rx, "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
+        } else {
+            netns::ip(&["-n", &fw, "link", "add", "br0", "type", "bridge"])?;
+            netns::ip(&["-n", &fw, "link", "set", "vs-a", "master", "br0"])?;
+            netns::ip(&["-n", &fw, "link", "set", "vs-b", "master", "br0"])?;
+            netns::ip(&["-n", &fw, "link", "set", "br0", "up"])?;
+            netns::ip(&["-n", &tx, "addr", "add", "10.71.1.2/24", "dev", "eth0"])?;
+            netns::ip(&["-n", &rx, "addr", "add", "10.71.1.3/24", "dev", "eth0"])?;
+        }
+        Ok(topo)
+    }
+
+    fn sender_ns(&self) -> String {
+        match self {
+            Topology::Kernel { namespaces, .. } => namespaces[0].clone(),
+            Topology::Switch { lab, .. } => lab.host_ns("tx"),
+        }
+    }
+
+    fn receiver_ns(&self) -> String {
+        match self {
+            Topology::Kernel { namespaces, .. } => namespaces[2].clone(),
+            Topology::Switch { lab, .. } => lab.host_ns("rx"),
+        }
+    }
+
+    fn sender_if(&self) -> &'static str {
+        match self {
+            Topology::Switch { tap: true, .. } => "vs-a",
+            _ => "eth0",
+        }
+    }
+
+    fn receiver_if(&self) -> &'static str {
+        match self {
+            Topology::Switch { tap: true, .. } => "vs-b",
+            _ => "eth0",
+        }
+    }
+
+    fn dst(&self) -> Ipv4Addr {
+        match self {
+            Topology::Kernel { dst, .. } => *dst,
+            Topology::Switch { .. } => Ipv4Addr::new(10, 71, 1, 3),
+        }
+    }
+
+    /// Stops vswitchd and returns its workers' (busy_ns, packets).
+    fn switch_busy(&mut self) -> anyhow::Result<Option<(u64, u64)>> {
+        let Topology::Switch { lab, .. } = self else { return Ok(None) };
+        let Some(v) = lab.stop_switch()? else { return Ok(None) };
+        let Some(workers) = v.get("workers").and_then(|w| w.as_array()) else { return Ok(None) };
+        let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
+        let packets = workers.iter().map(|w| find_u64(w, "packets")).sum();
+        Ok(Some((busy, packets)))
+    }
+}
+
+/// Adds a MASQUERADE rule for traffic leaving `oif` in namespace `ns`: nftables if installed, else iptables.
+fn masquerade(ns: &str, oif: &str) -> anyhow::Result<()> {
+    if netns::run("sh", &["-c", "command -v nft"]).is_ok() {
+        netns::exec(ns, "nft", &["add", "table", "ip", "vsbench"])?;
+        netns::exec(
+            ns,
+            "nft",
+            &["add", "chain", "ip", "vsbench", "post", "{ type nat hook postrouting priority 100 ; }"],
+        )?;
+        netns::exec(ns, "nft", &["add", "rule", "ip", "vsbench", "post", "oifname", oif, "masquerade"])?;
+        Ok(())
+    } else if netns::run("sh", &["-c", "command -v iptables"]).is_ok() {
+        netns::exec(ns, "iptables", &["-t", "nat", "-A", "POSTROUTING", "-o", oif, "-j", "MASQUERADE"])?;
+        Ok(())
+    } else {
+        anyhow::bail!("neither nft (nftables) nor iptables is installed")
+    }
+}
+
+/// Measures `f`; `idx` makes its namespace names unique within the run.
+pub fn measure(f: Forwarder, idx: usize, opts: &BenchOptions) -> ForwarderResult {
+    let mut r =
+        ForwarderResult { forwarder: f, udp: None, tcp_offloads_off: None, tcp_offloads_on: None, errors: vec![] };
+    let prefix = |run: char| format!("vsb{}{idx}{run}-", std::process::id());
+    match udp(f, &prefix('u'), opts) {
+        Ok(u) => r.udp = Some(u),
+        Err(e) => r.errors.push(format!("udp: {e:#}")),
+    }
+    if opts.tcp {
+        match tcp(f, &prefix('t'), false, opts) {
+            Ok(t) => r.tcp_offloads_off = Some(t),
+            Err(e) => r.errors.push(format!("tcp, offloads off: {e:#}")),
+        }
+        match tcp(f, &prefix('o'), true, opts) {
+            Ok(t) => r.tcp_offloads_on = Some(t),
+            Err(e) => r.errors.push(format!("tcp, offloads on: {e:#}")),
+        }
+    }
+    r
+}
+
+fn warm_up(topo: &Topology) -> anyhow::Result<()> {
+    // Resolves ARP both ways and teaches a switch where both hosts are.
+    let p = ping(&topo.sender_ns(), topo.dst(), 2)?;
+    anyhow::ensure!(p.received > 0, "no connectivity: ping {} got no reply", topo.dst());
+    Ok(())
+}
+
+fn udp(f: Forwarder, prefix: &str, opts: &BenchOptions) -> anyhow::Result<UdpResult> {
+    let mut topo = Topology::up(f, prefix, false, opts)?;
+    warm_up(&topo)?;
+    let (tx_ns, rx_ns) = (topo.sender_ns(), topo.receiver_ns());
+    let (_, tx0) = traffic::link_packets(&tx_ns, topo.sender_if())?;
+    let (rx0, _) = traffic::link_packets(&rx_ns, topo.receiver_if())?;
+    let (soft0, busy0) = traffic::cpu_times()?;
+    traffic::blast(&tx_ns, SocketAddrV4::new(topo.dst(), 9), opts.duration, opts.sender_cpu)?;
+    let (soft1, busy1) = traffic::cpu_times()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, tx1) = traffic::link_packets(&tx_ns, topo.sender_if())?;
+    let (rx1, _) = traffic::link_packets(&rx_ns, topo.receiver_if())?;
+    let secs = opts.duration.as_secs_f64();
+    let delivered = rx1.saturating_sub(rx0).max(1) as f64;
+    let busy = topo.switch_busy()?;
+    Ok(UdpResult {
+        offered_pps: tx1.saturating_sub(tx0) as f64 / secs,
+        delivered_pps: rx1.saturating_sub(rx0) as f64 / secs,
+        softirq_ns_per_pkt: soft1.saturating_sub(soft0) as f64 / delivered,
+        cpu_ns_per_pkt: busy1.saturating_sub(busy0) as f64 / delivered,
+        vswitchd_busy_ns_per_pkt: busy.filter(|(_, p)| *p > 0).map(|(b, p)| b as f64 / p as f64),
+    })
+}
+
+fn tcp(f: Forwarder, prefix: &str, offloads: bool, opts: &BenchOptions) -> anyhow::Result<TcpResult> {
+    let topo = Topology::up(f, prefix, offloads, opts)?;
+    warm_up(&topo)?;
+    let tx_ns = topo.sender_ns();
+    let retr0 = traffic::tcp_retransmits(&tx_ns)?;
+    let server = TcpServer::start(&topo.receiver_ns(), 5201, opts.duration + Duration::from_secs(20))?;
+    let sent = traffic::tcp_stream(&tx_ns, SocketAddrV4::new(topo.dst(), 5201), opts.duration, opts.sender_cpu);
+    let got = server.finish();
+    let _sent = sent?;
+    let got = got?;
+    let retr1 = traffic::tcp_retransmits(&tx_ns)?;
+    Ok(TcpResult {
+        gbit_per_s: got.bytes as f64 * 8.0 / opts.duration.as_secs_f64() / 1e9,
+        retransmits: retr1.saturating_sub(retr0),
+    })
+}
