@@ -1,14 +1,24 @@
-//! `vswitchd`: the vswitch dataplane daemon. For now it has one mode, `replay`, which runs the forwarding
-//! pipeline over capture files on a virtual clock (see `dataplane::replay`).
+//! `vswitchd`: the vswitch dataplane daemon.
+//!
+//! - `vswitchd run --config FILE`: the live switch (see `dataplane::live`): opens every configured port, forwards
+//!   with `[switch] workers` poll-mode threads until SIGINT/SIGTERM, then stops cleanly and prints the counters.
+//! - `vswitchd replay`: the forwarding pipeline over capture files on a virtual clock (see `dataplane::replay`).
+//!
+//! Exit status: 0 on success; 2 for a bad command line or configuration; 1 when a port cannot be opened or the
+//! switch fails while running.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dataplane::config::Config;
+use dataplane::config::{limits, Config};
+use dataplane::live::{open_ports, LiveReport, RunOptions, Runtime};
 use dataplane::port::pcap::read_capture;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
 use dataplane::wire::decode::describe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
 #[command(name = "vswitchd", version, about = "vswitch dataplane")]
@@ -19,6 +29,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the live switch: open every configured port, forward with `[switch] workers` poll-mode threads until
+    /// SIGINT/SIGTERM, then close the ports (deleting the taps it created) and print the counters as JSON on
+    /// stdout. Exit 0 after a clean stop, 2 for a bad configuration, 1 when a port cannot be opened (the message
+    /// names the port; nothing opened before it is left behind).
+    ///
+    /// The counters JSON: uptime_ns, frames_in, frames_out, ports.NAME.{kind, ifname, queues, mode, io,
+    /// queue_io, pipeline}, drops, networks, bridge, router, neigh, and workers[].{id, rx_queues, iterations,
+    /// busy_iterations, busy_ns, rx_packets, sleeps, port_errors, buffers_added, pool_available,
+    /// pool_capacity}. Switch CPU cost per forwarded packet = sum(busy_ns) / sum(rx_packets).
+    Run {
+        /// The switch configuration (TOML). Required for now: without it vswitchd would wait for
+        /// vswitch-agent on the control socket, which is not implemented yet.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the
+        /// file is replaced atomically, so a reader never sees half of it).
+        #[arg(long, value_name = "FILE")]
+        stats_json: Option<PathBuf>,
+        /// Write --stats-json every SECS seconds while running (fractions allowed, e.g. 0.5).
+        #[arg(long, value_name = "SECS", requires = "stats_json")]
+        stats_interval: Option<f64>,
+        /// Override `[switch] workers` (1..=64).
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+    },
     /// Run the pipeline over pcap files with a virtual clock; every configured port writes OUT_DIR/PORT.pcap.
     Replay {
         /// The switch configuration (TOML); every port in it becomes a pcap port.
@@ -46,6 +81,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config, stats_json, stats_interval, workers } => {
+            run(config.as_deref(), stats_json.as_deref(), stats_interval, workers)
+        }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -66,6 +104,142 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// How often the main thread checks the stop flag and the workers while the switch runs.
+const MAIN_TICK: Duration = Duration::from_millis(20);
+
+/// `vswitchd run`.
+fn run(
+    config: Option<&Path>,
+    stats_json: Option<&Path>,
+    stats_interval: Option<f64>,
+    workers: Option<usize>,
+) -> ExitCode {
+    let Some(config) = config else {
+        return usage_error(
+            &"run: no --config: waiting for vswitch-agent is not implemented yet (control socket issue)",
+        );
+    };
+    let interval = match stats_interval {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e6 => Some(Duration::from_secs_f64(s)),
+        Some(s) => return usage_error(&format!("run: --stats-interval {s}: expected a number of seconds > 0")),
+    };
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let mut opts = RunOptions::from_config(&cfg);
+    if let Some(n) = workers {
+        if !limits::WORKERS.contains(&n) {
+            return usage_error(&format!(
+                "run: --workers {n}: expected {}..={}",
+                limits::WORKERS.start(),
+                limits::WORKERS.end()
+            ));
+        }
+        opts.workers = n;
+    }
+
+    // Signals first: one that arrives while ports are being opened stops the switch as soon as it starts. A
+    // second SIGINT/SIGTERM while stopping exits at once (status 1).
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let r = signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)));
+        if let Err(e) = r {
+            eprintln!("vswitchd: run: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let ports = match open_ports(&cfg, opts.workers) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vswitchd: run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match Runtime::new(&cfg, ports, opts.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vswitchd: run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let worker_stop = runtime.stop_flag();
+    let running = match runtime.start() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vswitchd: run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(workers = opts.workers, ports = cfg.ports.len(), "forwarding");
+
+    let mut next_stats = interval.map(|i| Instant::now() + i);
+    let mut failed = false;
+    while !stop.load(Ordering::Relaxed) && !running.stopping() {
+        std::thread::sleep(MAIN_TICK);
+        if let (Some(at), Some(path), Some(every)) = (next_stats, stats_json, interval) {
+            if Instant::now() >= at {
+                if let Err(e) = write_stats(path, &running.report()) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot write the stats file");
+                }
+                next_stats = Some(at.max(Instant::now() - every) + every);
+            }
+        }
+    }
+    if !stop.load(Ordering::Relaxed) {
+        // The workers stopped by themselves: one of them panicked.
+        failed = true;
+    }
+    worker_stop.store(true, Ordering::Relaxed);
+    let stopped = running.stop();
+    if !stopped.panicked.is_empty() {
+        eprintln!("vswitchd: run: worker(s) {:?} panicked", stopped.panicked);
+        failed = true;
+    }
+    // Close the ports (taps deleted) before saying we are done.
+    drop(stopped.runtime);
+    let report = stopped.report;
+    let w = &report.workers;
+    tracing::info!(
+        uptime_s = report.uptime_ns as f64 / 1e9,
+        frames_in = report.frames_in,
+        frames_out = report.frames_out,
+        busy_ns = w.iter().map(|w| w.busy_ns).sum::<u64>(),
+        rx_packets = w.iter().map(|w| w.rx_packets).sum::<u64>(),
+        "stopped; ports closed"
+    );
+    let mut status = if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    match serde_json::to_string_pretty(&report) {
+        Ok(json) => {
+            use std::io::Write;
+            // A reader that went away is not a failure of the switch.
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
+        }
+        Err(e) => eprintln!("vswitchd: run: {e}"),
+    }
+    if let Some(path) = stats_json {
+        if let Err(e) = write_stats(path, &report) {
+            eprintln!("vswitchd: run: {e:#}");
+            status = ExitCode::FAILURE;
+        }
+    }
+    status
+}
+
+/// Writes the counters JSON to `path` through a temporary file and a rename, so readers see whole files only.
+fn write_stats(path: &Path, report: &LiveReport) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
 }
 
 /// Bad configuration or inputs: say why and exit with status 2.
