@@ -1,0 +1,264 @@
+//! `vswitchd run` through its real command line: the errors that must stop it before it forwards (exit 2 for the
+//! command line and configuration, 1 for ports, each naming the culprit, nothing left behind), and, as root, a
+//! live run: vswitchd in a namespace of its own, two taps moved into two host namespaces, ping across, SIGTERM,
+//! exit 0, counters, taps gone. Live tests skip with a message when not root.
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{skip_reason, Netns};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vswitchd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vswitchd")).args(args).output().expect("vswitchd runs")
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn run_without_config_exits_2_and_says_why() {
+    let o = vswitchd(&["run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no --config: waiting for vswitch-agent is not implemented yet"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[switch]\nworkers = 0\n");
+    let o = vswitchd(&["run", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("config.toml:2") && e.contains("workers"), "{e}");
+}
+
+#[test]
+fn bad_command_line_values_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let stats = dir.path().join("s.json").display().to_string();
+    let o = vswitchd(&["run", "--config", &cfg, "--workers", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--workers 0"), "{}", stderr(&o));
+    let o = vswitchd(&["run", "--config", &cfg, "--stats-json", &stats, "--stats-interval", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--stats-interval"), "{}", stderr(&o));
+    // An interval without a file to write is a usage error (clap).
+    let o = vswitchd(&["run", "--config", &cfg, "--stats-interval", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn replay_only_kinds_are_refused_naming_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["mem", "pcap"] {
+        let cfg = write_config(
+            dir.path(),
+            &format!("[[network]]\nname = \"lan\"\n[[port]]\nname = \"m1\"\nkind = \"{kind}\"\nnetwork = \"lan\"\n"),
+        );
+        let o = vswitchd(&["run", "--config", &cfg]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("port m1: kind {kind} is replay-only")), "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "no counters for a switch that never started");
+    }
+}
+
+#[cfg(not(feature = "afxdp"))]
+#[test]
+fn afxdp_without_the_feature_is_refused_naming_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[network]]\nname = \"lan\"\n[[port]]\nname = \"x1\"\nkind = \"afxdp\"\nifname = \"nope0\"\nnetwork = \"lan\"\n",
+    );
+    let o = vswitchd(&["run", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("port x1: port up: kind afxdp needs vswitchd built with --features afxdp"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A vswitchd child process, killed (by its PID) and reaped if the test ends before it exits.
+struct Daemon(Option<Child>);
+
+impl Daemon {
+    fn pid(&self) -> i32 {
+        self.0.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `sig` to the child.
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill takes a PID (our own child's, not yet reaped, so not reused) and a signal number.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits up to `limit` for the child to exit and returns its output.
+    fn wait(&mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        let child = self.0.as_mut().expect("running");
+        while child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < deadline, "vswitchd did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.0.take().expect("running").wait_with_output().expect("output")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `vswitchd ARGS` inside namespace `ns` (`ip netns exec` execs it, so the child's PID is vswitchd's).
+fn spawn_in(ns: &Netns, args: &[&str]) -> Daemon {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vswitchd");
+    Daemon(Some(child))
+}
+
+fn link_exists(ns: &Netns, ifname: &str) -> bool {
+    netns::ip_output(&["-n", &ns.0, "link", "show", "dev", ifname]).status.success()
+}
+
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn live_two_taps_in_two_namespaces_ping_then_sigterm_stops_cleanly() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let pid = std::process::id();
+    let (sw, h1, h2) = (
+        Netns::create(&format!("vrc{pid}s")),
+        Netns::create(&format!("vrc{pid}h1")),
+        Netns::create(&format!("vrc{pid}h2")),
+    );
+    let (ta, tb) = (format!("vrc{pid}a"), format!("vrc{pid}b"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[switch]\nworkers = 2\npoll_idle_us = 100\n\n[[network]]\nname = \"lan\"\n\n\
+             [[port]]\nname = \"t1\"\nkind = \"tap\"\nifname = \"{ta}\"\nnetwork = \"lan\"\nnetns = \"{}\"\n\n\
+             [[port]]\nname = \"t2\"\nkind = \"tap\"\nifname = \"{tb}\"\nnetwork = \"lan\"\nnetns = \"{}\"\n",
+            h1.0, h2.0
+        ),
+    );
+    let stats = dir.path().join("stats.json");
+    let stats_arg = stats.display().to_string();
+    let mut d = spawn_in(&sw, &["run", "--config", &cfg, "--stats-json", &stats_arg, "--stats-interval", "0.2"]);
+    assert!(
+        eventually(Duration::from_secs(5), || link_exists(&h1, &ta) && link_exists(&h2, &tb)),
+        "taps did not appear in the host namespaces"
+    );
+    h1.ip(&["addr", "add", "10.77.0.1/24", "dev", &ta]);
+    h2.ip(&["addr", "add", "10.77.0.2/24", "dev", &tb]);
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &h1.0, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.77.0.2"])
+        .output()
+        .expect("ping");
+    assert!(ping.status.success(), "ping through the switch: {}", String::from_utf8_lossy(&ping.stdout));
+
+    // The periodic stats file is written while running.
+    assert!(eventually(Duration::from_secs(2), || stats.exists()), "no periodic stats file");
+    let during: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(during["workers"].as_array().map(Vec::len), Some(2), "{during}");
+
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let out = d.wait(Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(2), "stop took {:?}", t.elapsed());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("counters JSON on stdout");
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(report, file, "--stats-json holds the final counters");
+    for port in ["t1", "t2"] {
+        let p = &report["ports"][port];
+        assert_eq!(p["kind"], "tap");
+        assert_eq!(p["queues"], 2, "one tap queue per worker");
+        // Three echo requests one way, three replies the other, after ARP: unicast, forwarded.
+        assert!(p["pipeline"]["forwarded"].as_u64().unwrap() >= 3, "{port}: {p}");
+        assert!(p["io"]["tx_packets"].as_u64().unwrap() >= 3, "{port}: {p}");
+    }
+    let workers = report["workers"].as_array().unwrap();
+    let rx: u64 = workers.iter().map(|w| w["rx_packets"].as_u64().unwrap()).sum();
+    assert!(rx >= 6, "{report}");
+    assert!(workers.iter().all(|w| w["pool_available"] == w["pool_capacity"]), "buffers lost: {report}");
+    // The taps were the switch's: closing them deleted them, wherever they had been moved.
+    assert!(!link_exists(&h1, &ta) && !link_exists(&h2, &tb), "taps left behind");
+}
+
+#[test]
+fn live_startup_failure_names_the_port_and_leaves_no_tap_behind() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let pid = std::process::id();
+    let sw = Netns::create(&format!("vrc{pid}f"));
+    let (tap, taken) = (format!("vrc{pid}t"), format!("vrc{pid}d"));
+    let dir = tempfile::tempdir().unwrap();
+
+    // A tap opened first, then an AF_PACKET port on an interface that does not exist: the tap goes away.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[switch]\nworkers = 2\n[[network]]\nname = \"lan\"\n\
+             [[port]]\nname = \"t1\"\nkind = \"tap\"\nifname = \"{tap}\"\nnetwork = \"lan\"\n\
+             [[port]]\nname = \"up\"\nkind = \"afpacket\"\nifname = \"vrc{pid}x\"\nnetwork = \"lan\"\n"
+        ),
+    );
+    let out = spawn_in(&sw, &["run", "--config", &cfg]).wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("port up:") && e.contains(&format!("vrc{pid}x")), "{e}");
+    assert!(eventually(Duration::from_secs(1), || !link_exists(&sw, &tap)), "tap {tap} left behind");
+
+    // A tap whose name belongs to another interface (a veth): refused, naming the port; the veth untouched.
+    let peer = format!("vrc{pid}e");
+    sw.ip(&["link", "add", &taken, "type", "veth", "peer", "name", &peer]);
+    let cfg = write_config(
+        dir.path(),
+        &format!("[[network]]\nname = \"lan\"\n[[port]]\nname = \"t9\"\nkind = \"tap\"\nifname = \"{taken}\"\nnetwork = \"lan\"\n"),
+    );
+    let out = spawn_in(&sw, &["run", "--config", &cfg]).wait(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains(&format!("port t9: tap {taken} is busy")), "{e}");
+    assert!(link_exists(&sw, &taken), "the veth must survive");
+}
