@@ -264,7 +264,7 @@ impl Topology {
         let Some(v) = lab.stop_switch()? else { return Ok(None) };
         let Some(workers) = v.get("workers").and_then(|w| w.as_array()) else { return Ok(None) };
         let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
-        let packets = workers.iter().map(|w| find_u64(w, "packets")).sum();
+        let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
         Ok(Some((busy, packets)))
     }
 }

@@ -212,7 +212,7 @@ pub fn summarize_stats(v: &serde_json::Value) -> String {
     if let Some(workers) = v.get("workers").and_then(|w| w.as_array()) {
         for (i, w) in workers.iter().enumerate() {
             let busy = find_u64(w, "busy_ns");
-            let pk = find_u64(w, "packets");
+            let pk = find_u64(w, "rx_packets");
             let per = if pk > 0 { format!(", {:.0} ns/packet", busy as f64 / pk as f64) } else { String::new() };
             s.push_str(&format!("  worker {i}: busy {:.3} s, {pk} packets{per}\n", busy as f64 / 1e9));
         }
