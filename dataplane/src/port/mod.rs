@@ -16,6 +16,8 @@
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
+#[cfg(feature = "afxdp")]
+pub mod afxdp;
 pub mod mem;
 pub mod pcap;
 pub mod tap;
