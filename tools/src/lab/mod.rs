@@ -653,3 +653,65 @@ fn read_stats(path: &Path) -> Result<Option<serde_json::Value>, LabError> {
         Err(_) => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, port: &str) -> HostSpec {
+        HostSpec {
+            name: name.into(),
+            port: port.into(),
+            address: "10.0.0.2/24".parse().unwrap(),
+            gateway: None,
+            external: false,
+        }
+    }
+
+    const SWITCH: &str = "[[network]]\nname = \"n\"\n\n[[port]]\nname = \"a\"\nkind = \"tap\"\nifname = \"vs-a\"\n\
+                          network = \"n\"\n\n[[port]]\nname = \"b\"\nkind = \"afpacket\"\nifname = \"vs-b\"\n\
+                          network = \"n\"\n\n[[port]]\nname = \"p\"\nkind = \"pcap\"\nnetwork = \"n\"\n";
+
+    #[test]
+    fn the_default_lab_wires_taps_and_a_veth_uplink() {
+        let spec = LabSpec::default_lab();
+        let wiring: Vec<_> = spec.hosts.iter().map(|h| spec.port_of(h).unwrap().wiring().unwrap()).collect();
+        assert_eq!(wiring, [Wiring::Tap, Wiring::Tap, Wiring::Veth]);
+        assert!(spec.hosts.iter().any(|h| h.external));
+        // The configuration vswitchd gets is valid for vswitchd itself.
+        let cfg = spec.switch_config_for("vsl-").unwrap();
+        dataplane::config::Config::parse(&cfg, "lab").expect("vswitchd accepts the lab's configuration");
+    }
+
+    #[test]
+    fn tap_ports_with_a_host_get_the_hosts_namespace() {
+        let spec = LabSpec::new(SWITCH, vec![host("x", "a"), host("y", "b")]).unwrap();
+        let t: toml::Table = toml::from_str(&spec.switch_config_for("pre-").unwrap()).unwrap();
+        let ports = t["port"].as_array().unwrap();
+        assert_eq!(ports[0].get("netns").and_then(|v| v.as_str()), Some("pre-x"));
+        assert_eq!(ports[1].get("netns"), None, "a veth port is attached in the switch's namespace");
+    }
+
+    #[test]
+    fn bad_labs_are_refused_with_the_reason() {
+        let err = |hosts: Vec<HostSpec>| LabSpec::new(SWITCH, hosts).unwrap_err().to_string();
+        assert!(err(vec![host("x", "zz")]).contains("port \"zz\" is not in"));
+        assert!(err(vec![host("x", "a"), host("x", "b")]).contains("defined twice"));
+        assert!(err(vec![host("x", "a"), host("y", "a")]).contains("already has a host"));
+        assert!(err(vec![host("x", "p")]).contains("a lab wires tap, afpacket and afxdp ports"));
+        assert!(err(vec![host("sw", "a")]).contains("not \"sw\""));
+    }
+
+    #[test]
+    fn a_lab_file_names_its_switch_relative_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.toml"), SWITCH).unwrap();
+        let lab = "switch = \"s.toml\"\n\n[[host]]\nname = \"x\"\nport = \"a\"\naddress = \"10.0.0.2/24\"\n";
+        std::fs::write(dir.path().join("lab.toml"), lab).unwrap();
+        let spec = LabSpec::load(&dir.path().join("lab.toml")).unwrap();
+        assert_eq!(spec.hosts, vec![host("x", "a")]);
+        std::fs::write(dir.path().join("bad.toml"), "switch = \"s.toml\"\nhots = []\n").unwrap();
+        let e = LabSpec::load(&dir.path().join("bad.toml")).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("hots"), "{e}");
+    }
+}
