@@ -94,7 +94,7 @@ pub fn run(spec: &LabSpec, opts: &LabOptions, out: &mut dyn Write) -> Result<Vec
         let c = match ping(&client_ns, *ip, 3) {
             Ok(r) => Check {
                 name: format!("ping {} -> {name} ({ip})", client.name),
-                pass: r.received == r.sent,
+                pass: r.received > 0,
                 detail: format!(
                     "{}/{} replies{}",
                     r.received,
