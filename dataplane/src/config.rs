@@ -92,7 +92,7 @@
 //! | `publish.port` | yes | | the name of a routed port: connections to its address are translated |
 //! | `publish.proto` | yes | | `tcp` or `udp` |
 //! | `publish.external_port` | yes | | 1..=65535; (`port`, `proto`, `external_port`) unique among publish rules |
-//! | `publish.to` | yes | | `A.B.C.D:PORT`, port not 0: an address inside the subnet of a network that has a `gateway`, not the gateway itself nor the subnet's network or broadcast address |
+//! | `publish.to` | yes | | `A.B.C.D:PORT`, port not 0: an address inside the subnet of a network that has a `gateway` and is not `internal`, not the gateway itself nor the subnet's network or broadcast address |
 //! | `nat.port_range` | no | `"1024-65535"` | `"A-B"`, 1 <= A <= B <= 65535: the external ports (and ICMP echo identifiers) masquerade hands out |
 //! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; new ones beyond are dropped (`conntrack-full`) |
 //! | `conntrack.tcp_strict` | no | false | a boolean; `false` (netfilter's loose policy) picks up TCP connections mid-stream, `true` only tracks from a SYN |
@@ -1592,6 +1592,9 @@ fn check_publish(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
                 None => Some(format!("to {} is not inside any network's subnet", p.to)),
                 Some(n) if n.gateway.is_none() => {
                     Some(format!("to {} is in network {}, which has no gateway (nothing routes to it)", p.to, n.name))
+                }
+                Some(n) if n.internal => {
+                    Some(format!("to {} is in network {}, which is internal (never routed)", p.to, n.name))
                 }
                 Some(n) if n.gateway == Some(addr) => {
                     Some(format!("to {} is the gateway of network {} (the switch itself)", p.to, n.name))

@@ -1,5 +1,5 @@
-//! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage will translate and
-//! police. Not wired into the pipeline yet.
+//! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage ([`crate::nat`])
+//! translates and polices.
 //!
 //! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`], and two index entries
 //!   per connection in one hash map: its *original* tuple (what the first packet looked like) and its *reply*
@@ -23,8 +23,9 @@
 //!   [`Conntrack::lookup`] treats expired entries as absent at once, and [`Conntrack::insert`] treats them as
 //!   absent too (a new connection may take an expired one's key or its room), so decisions never depend on
 //!   when the sweep ran. The driver calls [`Conntrack::expire_with`] off the hot path: it removes expired
-//!   entries from both indexes and hands every dead entry to the caller (who releases its NAT port), including
-//!   those that `insert` reclaimed since the last call.
+//!   entries from both indexes and hands every dead entry to the caller (who releases its NAT port, recorded in
+//!   [`Entry::nat`]), including those that `insert` reclaimed since the last call
+//!   ([`Conntrack::pending_dead`] lists those).
 //! - **Limit**: at most [`ConntrackConfig::limit`] live entries. When full, [`Conntrack::insert`] refuses new
 //!   connections with [`InsertError::Full`] (counted in [`ConntrackStats::table_full`]; the caller drops the
 //!   packet as `conntrack-full`); existing connections are unaffected — nothing is evicted. Before refusing,
@@ -127,6 +128,17 @@ pub enum Direction {
     Original,
     /// The other way.
     Reply,
+}
+
+impl Direction {
+    /// The other direction.
+    #[inline]
+    pub fn opposite(self) -> Direction {
+        match self {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        }
+    }
 }
 
 /// The flags byte of a TCP header (byte 13).
@@ -468,6 +480,29 @@ fn tcp_step(state: Option<TcpState>, dir: Direction, flags: TcpFlags, strict: bo
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct EntryId(pub u32);
 
+/// How a connection is translated (the reply tuple is not the inverse of the original one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatKind {
+    /// Source NAT: a masquerade network's connection leaving through a routed port.
+    Snat,
+    /// Destination NAT: a connection to a published port.
+    Dnat,
+    /// Both: a published port reached from the target's own network (the source becomes the gateway address).
+    Hairpin,
+}
+
+/// What a translated connection holds: its kind and, when a source port was allocated, the allocator that
+/// must get it back when the entry dies (its port is the reply tuple's `dport`, its destination the reply
+/// tuple's `src:sport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct NatBinding {
+    /// How the connection is translated.
+    pub kind: NatKind,
+    /// The allocator (the router interface whose address is the new source) holding the port, if any.
+    pub allocator: Option<u16>,
+}
+
 /// One tracked connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Entry {
@@ -481,6 +516,8 @@ pub struct Entry {
     pub created: Nanos,
     /// The last instant the entry is live.
     pub expires: Nanos,
+    /// The translation, for a NAT'd connection.
+    pub nat: Option<NatBinding>,
 }
 
 impl Entry {
@@ -607,6 +644,19 @@ impl Conntrack {
     /// starting in `state` at `now`. Expired entries holding either tuple, or room in the table, are reclaimed
     /// first (and handed out by the next [`Conntrack::expire_with`]).
     pub fn insert(&mut self, orig: Tuple, reply: Tuple, state: ProtoState, now: Nanos) -> Result<EntryId, InsertError> {
+        self.insert_nat(orig, reply, state, None, now)
+    }
+
+    /// As [`Conntrack::insert`], recording the connection's translation (handed back with the entry when it
+    /// dies, so the caller can release its port).
+    pub fn insert_nat(
+        &mut self,
+        orig: Tuple,
+        reply: Tuple,
+        state: ProtoState,
+        nat: Option<NatBinding>,
+        now: Nanos,
+    ) -> Result<EntryId, InsertError> {
         let (ko, kr) = (orig.key(), reply.key());
         if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
             return Err(InsertError::BadTuples);
@@ -633,7 +683,7 @@ impl Conntrack {
             return Err(InsertError::Full);
         }
         let expires = now.saturating_add(self.cfg.timeouts.of(state));
-        let entry = Entry { orig, reply, state, created: now, expires };
+        let entry = Entry { orig, reply, state, created: now, expires, nat };
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(entry);
@@ -729,6 +779,17 @@ impl Conntrack {
             .iter()
             .enumerate()
             .filter_map(move |(i, s)| s.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
+    }
+
+    /// Entries `insert` reclaimed after they expired, removed from the table but not yet handed out by
+    /// [`Conntrack::expire_with`] (their NAT ports are still held).
+    pub fn pending_dead(&self) -> &[Entry] {
+        &self.reclaimed
+    }
+
+    /// Every entry in the table, live or expired (until swept), in slot order.
+    pub fn all_entries(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|e| (EntryId(i as u32), e)))
     }
 
     /// Number of entries (expired ones included until swept).

@@ -97,6 +97,20 @@ drop_reasons! {
     NeighTableFull => "neigh-table-full",
     /// Addressed to the switch but not something it answers (only ARP and ICMP echo are).
     LocalUnsupported => "local-unsupported",
+    /// A packet of a tracked (NAT'd) connection that does not fit its TCP state, or a TCP packet that cannot open
+    /// a connection to be translated (e.g. a SYN-ACK with no connection).
+    ConntrackInvalid => "conntrack-invalid",
+    /// A new connection to translate while the connection table holds its limit.
+    ConntrackFull => "conntrack-full",
+    /// A new masqueraded (or hairpinned) connection with every port of the range in use towards its destination.
+    NatPortExhausted => "nat-port-exhausted",
+    /// A non-first IPv4 fragment that would need translation (it carries no ports to match a connection by).
+    NatFragment => "nat-fragment",
+    /// A new connection whose translated tuple is already that of another live connection.
+    NatClash => "nat-clash",
+    /// From a masquerade network out of a routed port, but not translatable: a protocol other than TCP, UDP and
+    /// ICMP echo, or an ICMP error about no tracked connection (it would leak the inside address).
+    NatUnsupported => "nat-unsupported",
 }
 
 /// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).

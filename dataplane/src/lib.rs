@@ -9,6 +9,7 @@ pub mod counters;
 pub mod fdb;
 pub mod ingress;
 pub mod live;
+pub mod nat;
 pub mod neigh;
 pub mod packet;
 pub mod pipeline;

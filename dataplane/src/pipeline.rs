@@ -16,9 +16,11 @@ use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};
 use crate::buffer::{BufPool, Frame, Nanos, NANOS_PER_SEC};
 use crate::config::Config;
+use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
 use crate::ingress::Ingress;
+use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::RifId;
 use crate::packet::Parsed;
 use crate::port::PortId;
@@ -388,10 +390,12 @@ impl Switch {
         self.verdicts = verdicts;
     }
 
-    /// Housekeeping off the hot path: ages out MAC entries, retries ARP, fails unresolved neighbours (sending
-    /// Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`] or so of (virtual) time.
+    /// Housekeeping off the hot path: ages out MAC entries, expires connections (releasing their NAT ports),
+    /// retries ARP, fails unresolved neighbours (sending Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`]
+    /// or so of (virtual) time.
     pub fn housekeeping(&mut self, now: Nanos, pool: &mut BufPool, tx: &mut TxQueues) {
         self.bridge.expire(now);
+        self.router.nat_mut().expire(now);
         let mut out = Egress {
             topo: &self.topo,
             bridge: &self.bridge,
@@ -437,6 +441,27 @@ impl Switch {
     /// The router stage (routes, neighbours, counters).
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The connection-tracking table.
+    pub fn conntrack(&self) -> &Conntrack {
+        self.router.nat().conntrack()
+    }
+
+    /// The tracked connections live at `now`, sorted by original tuple.
+    pub fn connections(&self, now: Nanos) -> Vec<ConnectionInfo> {
+        self.router.nat().connections(now)
+    }
+
+    /// The NAT stage's counters.
+    pub fn nat_stats(&self) -> NatStats {
+        self.router.nat().stats()
+    }
+
+    /// Removes every tracked connection, releasing their NAT ports (`vswitchctl conntrack flush`); returns how
+    /// many were removed.
+    pub fn flush_conntrack(&mut self) -> usize {
+        self.router.nat_mut().flush()
     }
 }
 

@@ -36,6 +36,7 @@ use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::checksum;
 use crate::counters::DropReason;
+use crate::nat::{self, Inbound, Nat, Rewrite};
 use crate::neigh::{Held, Lookup, NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::{ip_proto, Parsed};
 use crate::pipeline::{Egress, Verdict, Verdicts};
@@ -141,6 +142,17 @@ pub struct Router {
     released: Vec<Frame>,
     /// The last resolved neighbour, valid within one batch (cleared by [`Router::lookup_batch`] and by ARP).
     last_neigh: Option<(RifId, Ipv4Addr, MacAddr)>,
+    /// Connection tracking and NAT.
+    nat: Nat,
+}
+
+/// Where a forwarded packet's route comes from.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// What [`Router::lookup_batch`] found for it.
+    Batch(Option<NextHopId>),
+    /// Look up this (translated) destination.
+    Lookup(Ipv4Addr),
 }
 
 /// Byte offsets inside an IPv4 header.
@@ -179,6 +191,7 @@ impl Router {
             stats: RouterStats::default(),
             released: Vec::with_capacity(64),
             last_neigh: None,
+            nat: Nat::new(topo),
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
             r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
@@ -340,7 +353,6 @@ impl Router {
         if ihl != ip::HEADER_LEN {
             return out.drop(frame, DropReason::IpOptions);
         }
-        let src = ipv4_at(d, l3 + ip::SRC);
         let dst = ipv4_at(d, l3 + ip::DST);
         let topo = out.topo();
         if let Some(local) = topo.rifs.iter().position(|r| r.addr == dst) {
@@ -349,8 +361,43 @@ impl Router {
             if local != in_rif as usize && (a.internal || b.internal) {
                 return out.drop(frame, DropReason::InternalNetwork);
             }
+            if self.nat.enabled() {
+                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, topo) {
+                    Inbound::Local => {}
+                    Inbound::Translate(rw) => {
+                        return self.forward(now, in_rif, frame, parsed, Route::Lookup(rw.to.dst), Some(rw), out)
+                    }
+                    Inbound::Translated => {
+                        let dst = ipv4_at(frame.data(), l3 + ip::DST);
+                        return self.forward(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                    }
+                    Inbound::Drop(reason) => return out.drop(frame, reason),
+                }
+            }
             return self.local(now, local as RifId, frame, parsed, out);
         }
+        self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
+    }
+
+    /// Forwards a packet that is not (or no longer, after `rw`) for one of the switch's addresses: TTL, route,
+    /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`rw`, decided inbound,
+    /// or the outbound stage's), TTL decrement and the next hop.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        mut frame: Frame,
+        parsed: &Parsed,
+        route: Route,
+        rw: Option<Rewrite>,
+        out: &mut Egress,
+    ) {
+        let topo = out.topo();
+        let l3 = parsed.l3 as usize;
+        let d = frame.data();
+        let src = ipv4_at(d, l3 + ip::SRC);
+        let dst = rw.map_or_else(|| ipv4_at(d, l3 + ip::DST), |rw| rw.to.dst);
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
         if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
             return out.drop(frame, DropReason::NotRoutable);
@@ -360,6 +407,10 @@ impl Router {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::TIME_EXCEEDED, 0, 0, out);
             return out.drop(frame, DropReason::TtlExpired);
         }
+        let route = match route {
+            Route::Batch(r) => r,
+            Route::Lookup(addr) => self.fib.lookup(addr),
+        };
         let Some(nh_id) = route else {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0, out);
             return out.drop(frame, DropReason::NoRoute);
@@ -380,6 +431,15 @@ impl Router {
                 return out.drop(frame, DropReason::NeedsFragmentation);
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
+        }
+        match rw {
+            Some(rw) => nat::apply(frame.data_mut(), parsed, &rw),
+            None if self.nat.enabled() => {
+                if let Err(reason) = self.nat.outbound(now, in_rif, nh.rif, frame.data_mut(), parsed, topo) {
+                    return out.drop(frame, reason);
+                }
+            }
+            None => {}
         }
         // Decrement TTL with an incremental checksum update.
         let d = frame.data_mut();
@@ -614,6 +674,16 @@ impl Router {
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
         self.stats
+    }
+
+    /// The NAT stage (connection table, NAT counters).
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
+    /// The NAT stage, for housekeeping (expiry) and flushes.
+    pub fn nat_mut(&mut self) -> &mut Nat {
+        &mut self.nat
     }
 }
 
