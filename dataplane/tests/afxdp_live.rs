@@ -517,3 +517,193 @@ fn errors_name_port_and_interface() {
     assert!(!has_xdp(&topo.sw_link()), "nothing remains: {}", topo.sw_link());
     println!("errors:\n  {m}\n  {b}\n  {mm}");
 }
+
+/// A bridge has no native XDP: Auto falls back to generic and says so through `mode()`; explicit Native is a
+/// named error; nothing stays attached.
+#[test]
+fn auto_falls_back_to_generic_where_native_is_unsupported() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(40, 1);
+    let br = format!("vsx{}b40", std::process::id());
+    topo.sw.ip(&["link", "add", &br, "type", "bridge"]);
+    topo.sw.ip(&["link", "set", "dev", &br, "up"]);
+    let br2 = br.clone();
+    let (auto_mode, native_err, link) = topo.sw.run(move || {
+        let mut cfg = AfXdpConfig::new(&br2);
+        let auto = AfXdpPort::open("br", &cfg).expect("auto on a bridge");
+        let auto_mode = auto.mode();
+        drop(auto);
+        cfg.mode = XdpMode::Native;
+        let err = AfXdpPort::open("br", &cfg).unwrap_err();
+        let out = Command::new("ip").args(["link", "show", "dev", &br2]).output().expect("ip");
+        (auto_mode, err, String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(auto_mode, XdpMode::Generic, "auto fell back to generic");
+    let msg = native_err.to_string();
+    assert!(matches!(native_err, AfXdpError::NativeUnsupported { .. }), "{msg}");
+    assert!(msg.contains("port br") && msg.contains(&br) && msg.contains("native"), "{msg}");
+    assert!(!has_xdp(&link), "nothing attached: {link}");
+    println!("explicit native on a bridge: {msg}");
+}
+
+/// Frames longer than a pool buffer are counted in rx_dropped (4096-byte chunks deliver them); with 2048-byte
+/// chunks the kernel drops them and counts them in the socket statistics. Frames after them still arrive.
+#[test]
+fn too_long_frames_are_counted_on_receive() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(50, 1);
+    topo.host.ip(&["link", "set", "dev", &topo.host_if, "mtu", "3500"]);
+    topo.sw.ip(&["link", "set", "dev", &topo.sw_if, "mtu", "3500"]);
+    let raw = packet_socket(&topo.host, &topo.host_if);
+    let big = eth(OUR_MAC, topo.host_mac, EXPERIMENTAL, &vec![7u8; 3028]);
+    let small = eth(OUR_MAC, topo.host_mac, EXPERIMENTAL, &[9u8; 46]);
+    assert_eq!(big.len(), 3042);
+    for frame_size in [4096u32, 2048] {
+        let mut cfg = topo.cfg(XdpMode::Generic);
+        cfg.frame_size = frame_size;
+        let mut port = topo.sw.run(move || AfXdpPort::open("big", &cfg).expect("open"));
+        let mut pool = BufPool::new(64);
+        raw_send(&raw, &big);
+        raw_send(&raw, &small);
+        let mut got_small = false;
+        rx_until(&mut port, &mut pool, Duration::from_secs(2), |d| {
+            assert!(d.len() < 3000, "no oversized frame handed over");
+            got_small |= d == small.as_slice();
+            got_small
+        });
+        assert!(got_small, "{frame_size}: the frame after the big one arrived");
+        let st = port.stats();
+        let xs = port.xdp_stats().expect("stats");
+        if frame_size == 4096 {
+            assert_eq!(st.rx_dropped, 1, "{st:?}");
+        } else {
+            assert_eq!(st.rx_dropped, 0, "{st:?}");
+            assert_eq!(xs.rx_dropped, 1, "kernel dropped it: {xs:?}");
+        }
+        assert_eq!(pool.available(), pool.capacity());
+        drop(port);
+    }
+    assert!(!has_xdp(&topo.sw_link()), "{}", topo.sw_link());
+}
+
+/// With 32 transmit chunks, a burst of 50 sends 32 and drops 18; a frame longer than a chunk is dropped; all
+/// counted, nothing blocks, every buffer returns to the pool, and the chunks come back for the next burst.
+#[test]
+fn transmit_drops_when_chunks_run_out_or_frame_too_long() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(60, 1);
+    let raw = packet_socket(&topo.host, &topo.host_if);
+    let mut cfg = topo.cfg(XdpMode::Generic);
+    cfg.frames = 64;
+    let mut port = topo.sw.run(move || AfXdpPort::open("few", &cfg).expect("open"));
+    assert_eq!(port.max_frame_len(), 2048 - 256);
+    let mut pool = BufPool::new(128);
+    let frames: Vec<Vec<u8>> = (0..50u8).map(|n| eth(topo.host_mac, OUR_MAC, EXPERIMENTAL, &[n; 46])).collect();
+    send(&mut port, &mut pool, &frames);
+    let st = port.stats();
+    assert_eq!((st.tx_packets, st.tx_dropped), (32, 18), "{st:?}");
+    assert_eq!(pool.available(), pool.capacity());
+    let arrived = raw_recv_incoming(&raw, 32, Duration::from_secs(2));
+    let ours = arrived.iter().filter(|d| d[12..14] == EXPERIMENTAL.to_be_bytes()).count();
+    assert_eq!(ours, 32);
+    // Chunks come back through the completion ring: the next burst goes out whole.
+    std::thread::sleep(Duration::from_millis(20));
+    send(&mut port, &mut pool, &frames[..20]);
+    let long = eth(topo.host_mac, OUR_MAC, EXPERIMENTAL, &vec![1u8; 1900 - 14]);
+    send(&mut port, &mut pool, &[long]);
+    let st = port.stats();
+    assert_eq!((st.tx_packets, st.tx_dropped), (52, 19), "{st:?}");
+    let arrived = raw_recv_incoming(&raw, 20, Duration::from_secs(2));
+    assert_eq!(arrived.iter().filter(|d| d[12..14] == EXPERIMENTAL.to_be_bytes()).count(), 20);
+    drop(port);
+    assert!(!has_xdp(&topo.sw_link()), "{}", topo.sw_link());
+}
+
+/// Capability numbers (linux/capability.h).
+const CAP_NET_RAW: u32 = 13;
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Drops one capability from this thread's effective set (capabilities are per thread).
+fn drop_effective_cap(cap: u32) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget reads the header and writes two `Data` (version 3), both valid for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
+    d[(cap / 32) as usize].effective &= !(1 << (cap % 32));
+    // SAFETY: capset reads the header and two `Data`; it changes only the calling thread's capabilities.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+/// Without CAP_IPC_LOCK a UMEM larger than RLIMIT_MEMLOCK is refused with a memlock error; without
+/// CAP_NET_RAW the socket is refused with a permission error. Both name port and interface and leave nothing.
+#[test]
+fn memlock_and_permission_errors_are_named() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    // SAFETY: rlimit is plain data; getrlimit writes it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is valid for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) }, 0);
+    let topo = Topo::new(70, 1);
+    let mut big = topo.cfg(XdpMode::Generic);
+    big.frames = 16384; // 32 MiB
+    let umem = u64::from(big.frames) * u64::from(big.frame_size);
+    let plain = topo.cfg(XdpMode::Generic);
+    let (memlock, perm) = topo.sw.run(move || {
+        let memlock = (lim.rlim_cur < umem).then(|| {
+            let r = std::thread::spawn(move || {
+                drop_effective_cap(CAP_IPC_LOCK);
+                AfXdpPort::open("big", &big).map(|_| ())
+            });
+            r.join().expect("thread")
+        });
+        let perm = std::thread::spawn(move || {
+            drop_effective_cap(CAP_NET_RAW);
+            AfXdpPort::open("noraw", &plain).map(|_| ())
+        })
+        .join()
+        .expect("thread");
+        (memlock, perm)
+    });
+    match memlock {
+        None => println!("RLIMIT_MEMLOCK is {} bytes: memlock case not exercised", lim.rlim_cur),
+        Some(r) => {
+            let err = r.unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, AfXdpError::Memlock { .. }), "{msg}");
+            assert!(msg.contains("port big") && msg.contains(&topo.sw_if) && msg.contains("MEMLOCK"), "{msg}");
+            println!("{msg}");
+        }
+    }
+    let err = perm.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, AfXdpError::PermissionDenied { .. }), "{msg}");
+    assert!(msg.contains("port noraw") && msg.contains(&topo.sw_if) && msg.contains("permission"), "{msg}");
+    println!("{msg}");
+    assert!(!has_xdp(&topo.sw_link()), "{}", topo.sw_link());
+}

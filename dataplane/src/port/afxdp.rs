@@ -97,6 +97,7 @@ use std::io::{self, Write};
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 use xsk_rs::config::{BindFlags, FrameSize, QueueSize, SocketConfig, UmemConfig, XdpFlags};
 use xsk_rs::socket::{RxQueue, Socket, TxQueue};
 use xsk_rs::umem::frame::FrameDesc;
@@ -107,6 +108,9 @@ pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 /// Frames the kernel sends per `sendto()` in copy mode (`TX_BATCH_SIZE` in net/xdp/xsk.c).
 const KERNEL_TX_BATCH: u32 = 32;
+
+/// How long `open` retries a queue that is busy (see [`AfXdpError::QueueBusy`]).
+const QUEUE_BUSY_RETRY: Duration = Duration::from_millis(500);
 
 /// How the XDP program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -252,7 +256,8 @@ pub enum AfXdpError {
         #[source]
         source: io::Error,
     },
-    /// Another AF_XDP socket is already bound to this queue.
+    /// Another AF_XDP socket is bound to this queue (`EBUSY` for longer than the half second `open` waits for a
+    /// socket closed just before to be released: the kernel releases it from a work queue).
     #[error("port {port}: AF_XDP on {ifname}: queue {queue_id} is busy (another AF_XDP socket is bound to it)")]
     QueueBusy {
         /// The port's name.
@@ -458,25 +463,27 @@ impl AfXdpPort {
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let frame_count = NonZeroU32::new(cfg.frames).ok_or_else(|| bad("frames = 0".to_string()))?;
-        let (umem, mut descs) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
-            let source = errno_of(&e).unwrap_or_else(|| io::Error::other(e.to_string()));
-            match source.raw_os_error() {
-                Some(libc::ENOBUFS) | Some(libc::ENOMEM) => AfXdpError::Memlock {
-                    port: port.to_string(),
-                    ifname: ifname.to_string(),
-                    bytes: umem_bytes,
-                    source,
-                },
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    AfXdpError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source }
-                }
-                Some(libc::EAFNOSUPPORT) => {
-                    AfXdpError::Unsupported { port: port.to_string(), ifname: ifname.to_string(), source }
-                }
-                _ => io_err(format!("creating the UMEM ({e})"), source),
-            }
-        })?;
         let chunk_data_len = umem_cfg.mtu() as usize;
+        let new_umem = || {
+            Umem::new(umem_cfg, frame_count, false).map_err(|e| {
+                let source = errno_of(&e).unwrap_or_else(|| io::Error::other(e.to_string()));
+                match source.raw_os_error() {
+                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) => AfXdpError::Memlock {
+                        port: port.to_string(),
+                        ifname: ifname.to_string(),
+                        bytes: umem_bytes,
+                        source,
+                    },
+                    Some(libc::EPERM) | Some(libc::EACCES) => {
+                        AfXdpError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source }
+                    }
+                    Some(libc::EAFNOSUPPORT) => {
+                        AfXdpError::Unsupported { port: port.to_string(), ifname: ifname.to_string(), source }
+                    }
+                    _ => io_err(format!("creating the UMEM ({e})"), source),
+                }
+            })
+        };
 
         let iface: xsk_rs::config::Interface =
             ifname.parse().map_err(|_| bad("interface name contains NUL".to_string()))?;
@@ -500,11 +507,29 @@ impl AfXdpPort {
                 .xdp_flags(flags)
                 .bind_flags(bind)
                 .build();
-            // SAFETY: the UMEM was created just above and is not shared with any other socket, so the
-            // `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD` requirement for shared UMEMs does not apply.
-            match unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue_id) } {
+            // A fresh UMEM per attempt: when libxdp fails after the bind (the attach), the UMEM's own socket stays
+            // bound to the queue until the UMEM is dropped.
+            let (umem, descs) = new_umem()?;
+            // The kernel releases a closed socket's hold on its queue from a work queue, so a queue closed a
+            // moment ago can still be busy: retry EBUSY for up to QUEUE_BUSY_RETRY.
+            let started = Instant::now();
+            let result = loop {
+                // SAFETY: the UMEM was created just above and is not shared with any other socket, so the
+                // `XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD` requirement for shared UMEMs does not apply.
+                let r = unsafe { Socket::new(sock_cfg, &umem, &iface, cfg.queue_id) };
+                match &r {
+                    Err(e)
+                        if errno_of(e).and_then(|e| e.raw_os_error()) == Some(libc::EBUSY)
+                            && started.elapsed() < QUEUE_BUSY_RETRY =>
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    _ => break r,
+                }
+            };
+            match result {
                 Ok(q) => {
-                    queues = Some((mode, q));
+                    queues = Some((mode, q, umem, descs));
                     break;
                 }
                 Err(e) => {
@@ -525,7 +550,7 @@ impl AfXdpPort {
                 }
             }
         }
-        let Some((tried, (tx_q, rx_q, fq_cq))) = queues else {
+        let Some((tried, (tx_q, rx_q, fq_cq), umem, mut descs)) = queues else {
             return Err(last_err.unwrap_or_else(|| io_err("no attach mode to try".to_string(), io::Error::other("?"))));
         };
         let Some((mut fill_q, comp_q)) = fq_cq else {
