@@ -388,6 +388,11 @@ fn burst_of_64_both_ways_and_costs() {
             raw_send(&raw, f);
         }
         std::thread::sleep(Duration::from_millis(50));
+        let fd = port.rx_fd().expect("pollable fd");
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert!(ready == 1 && pfd.revents & libc::POLLIN != 0, "{mode}: rx_fd is readable with frames waiting");
         let mut got = Vec::new();
         let mut rx_time = Duration::ZERO;
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -406,6 +411,10 @@ fn burst_of_64_both_ways_and_costs() {
             }
         }
         assert_eq!(got.len(), 64, "{mode}: all 64 frames from the host arrived");
+        pfd.revents = 0;
+        // SAFETY: one valid pollfd for the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(ready, 0, "{mode}: rx_fd not readable once drained");
         assert_eq!(got, to_us, "{mode}: intact and in order");
         let rx_ns = rx_time.as_nanos() as f64 / 64.0;
         let xs = port.xdp_stats().expect("xdp stats");

@@ -342,7 +342,6 @@ struct Xsk {
 }
 
 /// One queue of an interface as a port, through AF_XDP. See the module documentation.
-#[derive(Debug)]
 pub struct AfXdpPort {
     name: String,
     ifname: String,
@@ -368,6 +367,23 @@ pub struct AfXdpPort {
     max_kicks: u32,
     chunk_data_len: usize,
     stats: PortStats,
+}
+
+impl std::fmt::Debug for AfXdpPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdpPort")
+            .field("name", &self.name)
+            .field("ifname", &self.ifname)
+            .field("queue_id", &self.queue_id)
+            .field("mode", &self.mode)
+            .field("zero_copy", &self.zero_copy)
+            .field("fd", &self.xsk.rx_q.fd().as_raw_fd())
+            .field("tx_free", &self.tx_free.len())
+            .field("fill_pending", &self.fill_pending.len())
+            .field("tx_pending", &self.tx_pending)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 // Compile-time check that the port can be moved to a worker thread: every xsk-rs handle is `Send` (its ring
