@@ -17,13 +17,16 @@ use crate::batch::Batch;
 use crate::bridge::BridgeStats;
 use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
 use crate::config::Config;
+use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
+use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
 use crate::router::RouterStats;
+use crate::snat::SnatStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,6 +102,16 @@ pub struct NetworkReport {
     pub fdb: FdbStats,
 }
 
+/// The connection table at the end of a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConntrackReport {
+    /// The table's counters.
+    #[serde(flatten)]
+    pub stats: ConntrackStats,
+    /// The connections still live at the end (at the last frame's time), sorted by original tuple.
+    pub connections: Vec<ConnectionInfo>,
+}
+
 /// The counters of a whole replay (printed, or written with `--stats-json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayReport {
@@ -118,6 +131,12 @@ pub struct ReplayReport {
     pub router: RouterStats,
     /// Neighbour table counters.
     pub neigh: NeighStats,
+    /// NAT stage counters.
+    pub nat: NatStats,
+    /// Masquerade port allocation counters, summed over every address.
+    pub snat: SnatStats,
+    /// The connection table: its counters and the connections left at the end.
+    pub conntrack: ConntrackReport,
     /// The output capture of each port.
     pub outputs: BTreeMap<String, PathBuf>,
 }
@@ -162,11 +181,11 @@ pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<Re
     }
 
     let mut switch = Switch::new(cfg);
-    run(&mut switch, &mut ports)?;
+    let end = run(&mut switch, &mut ports)?;
     for p in &mut ports {
         p.finish()?;
     }
-    Ok(report(&switch, &ports, outputs))
+    Ok(report(&switch, &ports, outputs, end))
 }
 
 /// Longest the clock keeps running after the last input frame while the router still waits for ARP answers.
@@ -174,7 +193,8 @@ const DRAIN_LIMIT: Nanos = 60 * NANOS_PER_SEC;
 
 /// Drives `switch` over `ports` until every input is consumed, then lets virtual time run on (in housekeeping
 /// steps, up to [`DRAIN_LIMIT`]) until the router has nothing pending, so timeouts after the last frame happen.
-fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<(), ReplayError> {
+/// Returns the virtual time it ended at.
+fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError> {
     let mut pool = BufPool::new(POOL_SIZE);
     let mut tx = switch.tx_queues();
     let mut batch = Batch::new();
@@ -197,14 +217,16 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<(), ReplayError> {
         flush(ports, &mut pool, &mut tx, now)?;
         last = now;
     }
+    let mut end = last;
     if let Some(mut t) = next_housekeeping {
         while switch.has_pending() && t <= last + DRAIN_LIMIT {
             switch.housekeeping(t, &mut pool, &mut tx);
             flush(ports, &mut pool, &mut tx, t)?;
+            end = t;
             t += HOUSEKEEPING_INTERVAL;
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 /// Hands every port its queued frames. Frames made by housekeeping carry its time `now` when they have none.
@@ -221,7 +243,7 @@ fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nan
     Ok(())
 }
 
-fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>) -> ReplayReport {
+fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
     let topo = switch.topology();
     let ports_report: BTreeMap<_, _> = ports
         .iter()
@@ -241,6 +263,9 @@ fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf
         bridge: switch.bridge_stats(),
         router: switch.router().stats(),
         neigh: switch.router().neigh_stats(),
+        nat: switch.nat_stats(),
+        snat: switch.router().nat().snat_stats(),
+        conntrack: ConntrackReport { stats: switch.conntrack().stats(), connections: switch.connections(end) },
         outputs,
     }
 }
