@@ -13,7 +13,7 @@ struct Cli {
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Forwarders to measure, comma-separated (default: all; the AF_XDP ones only when built with the
-    /// `afxdp` feature): linux-bridge, linux-masquerade, vswitchd-tap, vswitchd-afpacket,
+    /// `afxdp` feature): linux-bridge, linux-masquerade, vswitchd-tap, vswitchd-afpacket, vswitchd-masquerade,
     /// vswitchd-afxdp-native, vswitchd-afxdp-generic.
     #[arg(long, value_delimiter = ',')]
     forwarders: Vec<String>,
@@ -58,6 +58,11 @@ fn main() -> anyhow::Result<()> {
         vswitchd: cli.vswitchd.unwrap_or_else(tools::lab::default_vswitchd),
         tcp: !cli.no_tcp,
     };
+    // Other work on the machine skews every figure (2 vCPUs): record how busy it was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    if !cli.json {
+        eprintln!("load average before the run: {loadavg}");
+    }
     let mut results = Vec::new();
     for (i, f) in forwarders.iter().enumerate() {
         if !cli.json {
@@ -72,7 +77,8 @@ fn main() -> anyhow::Result<()> {
             "sender_cpu": opts.sender_cpu,
             "switch_cpu": opts.switch_cpu,
             "results": results,
-            "ratios_vs_linux_bridge": ratios,
+            "loadavg_before": loadavg,
+            "ratios_vs_kernel": ratios,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -120,7 +126,10 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
     }
     if let Some(m) = ratios.as_object() {
         if !m.is_empty() {
-            println!("\nratios vswitchd / linux-bridge (delivered pps, TCP offloads off, TCP offloads on):");
+            println!(
+                "\nratios vswitchd / kernel doing the same job (linux-bridge; linux-masquerade for \
+                 vswitchd-masquerade): delivered pps, TCP offloads off, TCP offloads on"
+            );
             for (name, v) in m {
                 println!(
                     "  {name:<24} {:>6} {:>6} {:>6}",
@@ -133,17 +142,16 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
     }
 }
 
-/// vswitchd's figures divided by the Linux bridge's, per vswitchd forwarder.
+/// vswitchd's figures divided by those of the kernel doing the same job (the Linux bridge, or kernel
+/// masquerade for `vswitchd-masquerade`), per vswitchd forwarder.
 fn ratios(results: &[ForwarderResult]) -> serde_json::Value {
     let mut out = serde_json::Map::new();
-    let Some(base) = results.iter().find(|r| r.forwarder == Forwarder::LinuxBridge) else {
-        return out.into();
-    };
     let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => serde_json::json!(a / b),
         _ => serde_json::Value::Null,
     };
     for r in results.iter().filter(|r| r.forwarder.name().starts_with("vswitchd")) {
+        let Some(base) = results.iter().find(|b| b.forwarder == r.forwarder.reference()) else { continue };
         out.insert(
             r.forwarder.name().to_string(),
             serde_json::json!({

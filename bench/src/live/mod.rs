@@ -35,6 +35,8 @@ pub enum Forwarder {
     VswitchdTap,
     /// vswitchd, AF_PACKET on the switch ends of veths.
     VswitchdAfpacket,
+    /// vswitchd routing and masquerading (the `linux-masquerade` topology), AF_PACKET on veths.
+    VswitchdMasquerade,
     /// vswitchd, AF_XDP in native mode on veths.
     VswitchdAfxdpNative,
     /// vswitchd, AF_XDP in generic (SKB) mode on veths.
@@ -43,11 +45,12 @@ pub enum Forwarder {
 
 impl Forwarder {
     /// Every forwarder, in table order.
-    pub const ALL: [Forwarder; 6] = [
+    pub const ALL: [Forwarder; 7] = [
         Forwarder::LinuxBridge,
         Forwarder::LinuxMasquerade,
         Forwarder::VswitchdTap,
         Forwarder::VswitchdAfpacket,
+        Forwarder::VswitchdMasquerade,
         Forwarder::VswitchdAfxdpNative,
         Forwarder::VswitchdAfxdpGeneric,
     ];
@@ -59,8 +62,17 @@ impl Forwarder {
             Forwarder::LinuxMasquerade => "linux-masquerade",
             Forwarder::VswitchdTap => "vswitchd-tap",
             Forwarder::VswitchdAfpacket => "vswitchd-afpacket",
+            Forwarder::VswitchdMasquerade => "vswitchd-masquerade",
             Forwarder::VswitchdAfxdpNative => "vswitchd-afxdp-native",
             Forwarder::VswitchdAfxdpGeneric => "vswitchd-afxdp-generic",
+        }
+    }
+
+    /// The kernel forwarder doing the same job, whose figures this one's are divided by.
+    pub fn reference(self) -> Forwarder {
+        match self {
+            Forwarder::LinuxMasquerade | Forwarder::VswitchdMasquerade => Forwarder::LinuxMasquerade,
+            _ => Forwarder::LinuxBridge,
         }
     }
 
@@ -74,7 +86,7 @@ impl Forwarder {
         match self {
             Forwarder::LinuxBridge | Forwarder::LinuxMasquerade => None,
             Forwarder::VswitchdTap => Some(("tap", "")),
-            Forwarder::VswitchdAfpacket => Some(("afpacket", "")),
+            Forwarder::VswitchdAfpacket | Forwarder::VswitchdMasquerade => Some(("afpacket", "")),
             Forwarder::VswitchdAfxdpNative => Some(("afxdp", "mode = \"native\"\n")),
             Forwarder::VswitchdAfxdpGeneric => Some(("afxdp", "mode = \"generic\"\n")),
         }
@@ -138,7 +150,7 @@ pub struct ForwarderResult {
 /// A sender and a receiver joined through a forwarder; removed when dropped.
 enum Topology {
     Kernel { namespaces: Vec<String>, dst: Ipv4Addr },
-    Switch { lab: Box<Lab>, _state: tempfile::TempDir, tap: bool },
+    Switch { lab: Box<Lab>, _state: tempfile::TempDir, tap: bool, dst: Ipv4Addr },
 }
 
 impl Drop for Topology {
@@ -158,20 +170,29 @@ impl Topology {
         match f.port() {
             None => Self::kernel(f, prefix, offloads),
             Some((kind, extra)) => {
-                let switch = format!(
-                    "[switch]\nworkers = 1\n\n[[network]]\nname = \"net\"\nsubnet = \"10.71.1.0/24\"\n\n\
+                let masq = f == Forwarder::VswitchdMasquerade;
+                let switch = if masq {
+                    MASQUERADE_SWITCH.to_string()
+                } else {
+                    format!(
+                        "[switch]\nworkers = 1\n\n[[network]]\nname = \"net\"\nsubnet = \"10.71.1.0/24\"\n\n\
                      [[port]]\nname = \"a\"\nkind = \"{kind}\"\nifname = \"vs-a\"\nnetwork = \"net\"\n{extra}\n\
                      [[port]]\nname = \"b\"\nkind = \"{kind}\"\nifname = \"vs-b\"\nnetwork = \"net\"\n{extra}"
-                );
-                let host = |name: &str, port: &str, addr: &str| HostSpec {
+                    )
+                };
+                let host = |name: &str, port: &str, addr: &str, gw: Option<&str>| HostSpec {
                     name: name.into(),
                     port: port.into(),
                     address: addr.parse().expect("valid"),
-                    gateway: None,
+                    gateway: gw.map(|g| g.parse().expect("valid")),
                     external: false,
                 };
-                let spec =
-                    LabSpec::new(&switch, vec![host("tx", "a", "10.71.1.2/24"), host("rx", "b", "10.71.1.3/24")])?;
+                let hosts = if masq {
+                    vec![host("tx", "a", "10.71.1.2/24", Some("10.71.1.1")), host("rx", "b", "198.51.100.2/24", None)]
+                } else {
+                    vec![host("tx", "a", "10.71.1.2/24", None), host("rx", "b", "10.71.1.3/24", None)]
+                };
+                let spec = LabSpec::new(&switch, hosts)?;
                 let state = tempfile::tempdir()?;
                 let mut lo = LabOptions::new();
                 lo.prefix = prefix.to_string();
@@ -180,7 +201,8 @@ impl Topology {
                 lo.offloads = offloads;
                 lo.switch_cpu = Some(opts.switch_cpu);
                 let lab = Lab::up(&spec, &lo)?;
-                Ok(Topology::Switch { lab: Box::new(lab), _state: state, tap: kind == "tap" })
+                let dst = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
+                Ok(Topology::Switch { lab: Box::new(lab), _state: state, tap: kind == "tap", dst })
             }
         }
     }
@@ -253,8 +275,7 @@ impl Topology {
 
     fn dst(&self) -> Ipv4Addr {
         match self {
-            Topology::Kernel { dst, .. } => *dst,
-            Topology::Switch { .. } => Ipv4Addr::new(10, 71, 1, 3),
+            Topology::Kernel { dst, .. } | Topology::Switch { dst, .. } => *dst,
         }
     }
 
@@ -268,6 +289,30 @@ impl Topology {
         Ok(Some((busy, packets)))
     }
 }
+
+/// vswitchd doing what `linux-masquerade`'s namespace does: route 10.71.1.0/24 to 198.51.100.0/24, masquerading.
+const MASQUERADE_SWITCH: &str = r#"
+[switch]
+workers = 1
+
+[[network]]
+name = "inside"
+subnet = "10.71.1.0/24"
+gateway = "10.71.1.1"
+masquerade = true
+
+[[port]]
+name = "a"
+kind = "afpacket"
+ifname = "vs-a"
+network = "inside"
+
+[[port]]
+name = "b"
+kind = "afpacket"
+ifname = "vs-b"
+address = "198.51.100.1/24"
+"#;
 
 /// Adds a MASQUERADE rule for traffic leaving `oif` in namespace `ns`: nftables if installed, else iptables.
 fn masquerade(ns: &str, oif: &str) -> anyhow::Result<()> {
