@@ -2855,6 +2855,21 @@ mod tests {
             l3(&lines),
             ["t.toml:20: publish #1: to 10.7.0.5:80 is in network l2, which has no gateway (nothing routes to it)"]
         );
+        // Nor an internal one.
+        let mut lines = vec![
+            "[[network]]",
+            "name = \"vault\"",
+            "subnet = \"10.7.0.0/24\"",
+            "gateway = \"10.7.0.1\"",
+            "internal = true",
+            "[[publish]]",
+        ];
+        lines.extend_from_slice(&good[..3]);
+        lines.push("to = \"10.7.0.5:80\"");
+        assert_eq!(
+            l3(&lines),
+            ["t.toml:22: publish #1: to 10.7.0.5:80 is in network vault, which is internal (never routed)"]
+        );
     }
 
     #[test]

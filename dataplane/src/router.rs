@@ -12,17 +12,24 @@
 //!   learned; a reply to us is learned and releases the frames waiting for it; anything else only refreshes an
 //!   entry that already exists (gratuitous ARP), so no host can plant entries for other networks or make us
 //!   answer for addresses that are not ours (no proxy ARP).
-//! - **IPv4 to one of our addresses**: ICMP echo requests are answered (rate limited); anything else is dropped
-//!   and counted (`local-unsupported`).
+//! - **IPv4 to one of our addresses**: first the NAT stage ([`crate::nat`], when the configuration has
+//!   masquerade networks or publish rules) may claim it — a reply of a masqueraded connection, a published port,
+//!   a hairpin connection, an ICMP error about a tracked connection — and translate its destination; it is then
+//!   forwarded like the next case, with a route lookup for the new destination. Otherwise ICMP echo requests are
+//!   answered (rate limited); anything else is dropped and counted (`local-unsupported`).
 //! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
 //!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
 //!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
 //!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
 //!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
 //!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
-//!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then TTL is
+//!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then the NAT
+//!   translation is written (decided above for packets to our addresses; otherwise the NAT stage's outbound
+//!   step looks up packets from masquerade/publish networks and creates masqueraded connections), TTL is
 //!   decremented, the header checksum updated incrementally (RFC 1624), the MACs rewritten and the frame sent
-//!   to the next hop's MAC, resolving it with ARP first if needed (see [`crate::neigh`]).
+//!   to the next hop's MAC, resolving it with ARP first if needed (see [`crate::neigh`]). Every check runs on
+//!   the packet as it arrived, so the router's own ICMP errors quote the untranslated packet — except Host
+//!   Unreachable for a packet that waited for ARP, which was already translated.
 //! - ICMP errors (RFC 1812 §4.3.2.7) are never sent about ICMP errors, non-first fragments, or packets from or
 //!   to broadcast/multicast/zero addresses, and are rate limited (a token bucket, default 100/s, burst 50;
 //!   echo replies have their own, 1000/s). An error quotes the IP header and the first 8 bytes of the payload,
