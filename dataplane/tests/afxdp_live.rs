@@ -716,3 +716,74 @@ fn memlock_and_permission_errors_are_named() {
     println!("{msg}");
     assert!(!has_xdp(&topo.sw_link()), "{}", topo.sw_link());
 }
+
+/// Per-frame costs over 200 rounds of 64 frames each way, min / median / max of the per-round averages
+/// (`cargo test -p dataplane --release --features afxdp --test afxdp_live measure -- --nocapture`). Transmit
+/// includes the kernel's work inside `sendto()` (skb build, veth transmit); receive is the port's ring walk, copy
+/// into pool buffers and refill (frames already waiting in the rx ring).
+#[test]
+fn measure_costs() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    const ROUNDS: usize = 200;
+    for (i, mode) in [XdpMode::Generic, XdpMode::Native].into_iter().enumerate() {
+        let topo = Topo::new(80 + i as u32, 1);
+        let raw = packet_socket(&topo.host, &topo.host_if);
+        let cfg = topo.cfg(mode);
+        let mut port = topo.sw.run(move || AfXdpPort::open("cost", &cfg).expect("open"));
+        let mut pool = BufPool::new(256);
+        let out_frames: Vec<Vec<u8>> = (0..64u8).map(|n| eth(topo.host_mac, OUR_MAC, EXPERIMENTAL, &[n; 46])).collect();
+        let in_frame = eth(OUR_MAC, topo.host_mac, EXPERIMENTAL, &[5u8; 46]);
+        let (mut tx, mut rx) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let mut out: Vec<Frame> = out_frames
+                .iter()
+                .map(|b| {
+                    let mut f = pool.alloc().unwrap();
+                    f.load(b).unwrap();
+                    f
+                })
+                .collect();
+            let t0 = Instant::now();
+            port.tx_burst(&mut pool, &mut out).expect("tx");
+            tx.push(t0.elapsed().as_nanos() as f64 / 64.0);
+
+            for _ in 0..64 {
+                raw_send(&raw, &in_frame);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            let (mut n, mut spent) = (0, Duration::ZERO);
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while n < 64 && Instant::now() < deadline {
+                let mut batch = Batch::new();
+                let t0 = Instant::now();
+                let k = port.rx_burst(1, &mut pool, &mut batch).expect("rx");
+                if k > 0 {
+                    spent += t0.elapsed();
+                }
+                n += k;
+                for f in batch.drain() {
+                    pool.free(f);
+                }
+            }
+            assert_eq!(n, 64, "{mode}: every frame of the round arrived");
+            rx.push(spent.as_nanos() as f64 / 64.0);
+        }
+        let st = port.stats();
+        assert_eq!((st.rx_dropped, st.tx_dropped), (0, 0), "{st:?}");
+        let summary = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            format!("{:.0}/{:.0}/{:.0}", v[0], v[v.len() / 2], v[v.len() - 1])
+        };
+        println!(
+            "AF_XDP {mode} mode, 60-byte frames, {} build, ns/frame min/median/max over {ROUNDS} rounds of 64: \
+             tx_burst {} (incl. kernel veth transmit), rx_burst {}",
+            if cfg!(debug_assertions) { "debug" } else { "release" },
+            summary(&mut tx),
+            summary(&mut rx)
+        );
+        drop(port);
+    }
+}
