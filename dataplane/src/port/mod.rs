@@ -1,6 +1,6 @@
 //! Ports: where frames enter and leave the switch. One trait, [`Port`], with batched receive and transmit, and
 //! the back-ends that implement it ([`mem::MemPort`], [`pcap::PcapPort`], [`tap::TapPort`],
-//! [`afpacket::AfPacketPort`]).
+//! [`afpacket::AfPacketPort`], and `afxdp::AfXdpPort` with the cargo feature `afxdp`).
 //!
 //! # Buffer ownership (the contract every back-end keeps)
 //! - `rx_burst` takes buffers from the caller's [`BufPool`], fills them and pushes them into the caller's
