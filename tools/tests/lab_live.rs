@@ -51,8 +51,16 @@ fn lab(letter: char, switch: &str, hosts: &[(&str, &str, &str, Option<&str>)]) -
     opts.prefix = format!("vlt{}{letter}-", std::process::id());
     opts.vswitchd = vswitchd;
     opts.state_root = state.path().to_path_buf();
-    let lab = Lab::up(&spec, &opts).unwrap_or_else(|e| panic!("lab up: {e}"));
-    Some((lab, state))
+    match Lab::up(&spec, &opts) {
+        Ok(lab) => Some((lab, state)),
+        // The one failure that is not the switch's fault: a vswitchd built without AF_XDP (e.g. `cargo test -p
+        // tools --features afxdp` after a plain `cargo build -p dataplane`). CI builds with --all-features.
+        Err(e) if e.to_string().contains("needs vswitchd built with --features afxdp") => {
+            println!("skipped: {e}\n(build it with `cargo build -p dataplane --features afxdp --bin vswitchd`)");
+            None
+        }
+        Err(e) => panic!("lab up: {e}"),
+    }
 }
 
 /// Pings `to` from host `from` 3 times and expects a reply (one lost to a loaded CI machine is tolerated; a
