@@ -42,7 +42,7 @@
 //! ## `[[frame]]`
 //! | field | meaning | default |
 //! |---|---|---|
-//! | `kind` | `arp-request`, `arp-reply`, `gratuitous-arp`, `icmp-echo`, `icmp-reply`, `udp`, `tcp`, `ipv6-udp`, `raw` | required |
+//! | `kind` | `arp-request`, `arp-reply`, `gratuitous-arp`, `icmp-echo`, `icmp-reply`, `icmp-error`, `udp`, `tcp`, `ipv6-udp`, `raw` | required |
 //! | `from`, `to` | host names: Ethernet and IP source / destination | |
 //! | `src_mac`, `dst_mac` | override the Ethernet addresses (e.g. `"ff:ff:ff:ff:ff:ff"`) | from the hosts |
 //! | `src_ip`, `dst_ip` | override the IP addresses (e.g. a destination beyond a router) | from the hosts |
@@ -58,6 +58,11 @@
 //! | `id` | ICMP echo identifier | 1 |
 //! | `ttl` | IPv4 TTL or IPv6 hop limit | 64 |
 //! | `df`, `ip_id` | IPv4 don't-fragment flag, identification | false, 0 |
+//! | `mf`, `frag_offset` | IPv4 more-fragments flag and fragment offset in bytes (a multiple of 8), written over the finished packet (the header checksum is recomputed; the payload stays what the kind builds, e.g. a UDP header) | false, 0 (untouched when neither is given) |
+//! | `icmp_type`, `icmp_code` | `icmp-error`: e.g. 11/0 (Time Exceeded), 3/4 (Fragmentation Needed), 3/3 (port unreachable) | required, 0 |
+//! | `mtu` | `icmp-error` 3/4: the next-hop MTU (low 16 bits of the second word) | 0 |
+//! | `quote` | `icmp-error`: the offending packet, an inline table in this same language (`udp`, `tcp`, `icmp-echo` or `icmp-reply`; `from`/`to` or `src_ip`/`dst_ip`, ports, `flags`, `ttl`, `ip_id`, `payload`, …); MACs are not needed | required |
+//! | `quote_bytes` | `icmp-error`: bytes of the quoted packet after its IP header (RFC 792: 8) | 8 |
 //! | `vlan` | VLAN ID of an 802.1Q tag to insert (0–4095) | untagged |
 //! | `ethertype` | EtherType of a `raw` frame (TOML allows `0x88b5`) | required for `raw` |
 //! | `random_src_mac`, `seed` | a fresh random locally administered unicast source MAC per frame (MAC flood), from a SplitMix64 stream seeded with `seed`; for ARP also the sender MAC | false, 0 |
@@ -67,7 +72,10 @@
 //! Per kind: `arp-request` is a broadcast (unless `dst_mac`) asking for `to`'s IP (or `dst_ip`) on behalf of
 //! `from`; `arp-reply` tells `to` that `from`'s IP is at `from`'s MAC; `gratuitous-arp` announces `from`'s IP,
 //! broadcast, and takes no `to`; the ARP sender MAC is always the Ethernet source. `icmp-echo` / `icmp-reply`
-//! are echo request / reply. `raw` is an Ethernet frame with `ethertype` and pattern payload, and takes no IP
+//! are echo request / reply. `icmp-error` is an ICMP message of `icmp_type`/`icmp_code` whose data is the
+//! IP header and first `quote_bytes` bytes of the `quote` packet, checksums valid, e.g.
+//! `quote = { kind = "udp", src_ip = "203.0.113.2", dst_ip = "198.51.100.10", sport = 40000, dport = 53, ttl = 1 }`.
+//! `raw` is an Ethernet frame with `ethertype` and pattern payload, and takes no IP
 //! fields. A field that does not apply to the kind is an error, as is an unknown field.
 //!
 //! Payload bytes are the pattern `0, 1, 2, …, 255, 0, …` and frames are zero-padded to 60 bytes (see
@@ -141,6 +149,8 @@ pub enum Kind {
     Ipv6Udp,
     /// Ethernet frame with a given EtherType.
     Raw,
+    /// ICMP error (Destination Unreachable, Time Exceeded, ...) quoting a packet.
+    IcmpError,
 }
 
 impl Kind {
@@ -155,6 +165,7 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Ipv6Udp => "ipv6-udp",
             Kind::Raw => "raw",
+            Kind::IcmpError => "icmp-error",
         }
     }
 
@@ -163,7 +174,7 @@ impl Kind {
         ETH_HEADER_LEN
             + match self {
                 Kind::ArpRequest | Kind::ArpReply | Kind::GratuitousArp => builder::ARP_LEN,
-                Kind::IcmpEcho | Kind::IcmpReply | Kind::Udp => 20 + 8,
+                Kind::IcmpEcho | Kind::IcmpReply | Kind::Udp | Kind::IcmpError => 20 + 8,
                 Kind::Tcp => 20 + 20,
                 Kind::Ipv6Udp => 40 + 8,
                 Kind::Raw => 0,
@@ -176,12 +187,40 @@ impl Kind {
             Kind::ArpRequest | Kind::ArpReply => &["to", "src_ip", "dst_ip"],
             Kind::GratuitousArp => &["src_ip"],
             Kind::IcmpEcho | Kind::IcmpReply => {
-                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "id", "seq"]
+                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "mf", "frag_offset", "payload", "id", "seq"]
             }
-            Kind::Udp => &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "sport", "dport"],
-            Kind::Tcp => {
-                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "payload", "sport", "dport", "flags", "seq", "ack"]
+            Kind::Udp => {
+                &["to", "src_ip", "dst_ip", "ttl", "df", "ip_id", "mf", "frag_offset", "payload", "sport", "dport"]
             }
+            Kind::Tcp => &[
+                "to",
+                "src_ip",
+                "dst_ip",
+                "ttl",
+                "df",
+                "ip_id",
+                "mf",
+                "frag_offset",
+                "payload",
+                "sport",
+                "dport",
+                "flags",
+                "seq",
+                "ack",
+            ],
+            Kind::IcmpError => &[
+                "to",
+                "src_ip",
+                "dst_ip",
+                "ttl",
+                "df",
+                "ip_id",
+                "icmp_type",
+                "icmp_code",
+                "mtu",
+                "quote",
+                "quote_bytes",
+            ],
             Kind::Ipv6Udp => &["to", "src_ip", "dst_ip", "ttl", "payload", "sport", "dport"],
             Kind::Raw => &["to", "ethertype", "payload"],
         }
@@ -252,6 +291,13 @@ pub struct Entry {
     pub seed: Option<u64>,
     pub set_bytes: Option<Vec<(usize, u8)>>,
     pub truncate: Option<usize>,
+    pub mf: Option<bool>,
+    pub frag_offset: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub mtu: Option<u16>,
+    pub quote: Option<Box<Entry>>,
+    pub quote_bytes: Option<usize>,
     /// Line of the table in the spec file (set by [`Spec::from_toml`]; used in error messages).
     #[serde(skip)]
     pub line: Option<usize>,
@@ -306,6 +352,13 @@ impl Entry {
             ("seed", self.seed.is_some()),
             ("set_bytes", self.set_bytes.is_some()),
             ("truncate", self.truncate.is_some()),
+            ("mf", self.mf.is_some()),
+            ("frag_offset", self.frag_offset.is_some()),
+            ("icmp_type", self.icmp_type.is_some()),
+            ("icmp_code", self.icmp_code.is_some()),
+            ("mtu", self.mtu.is_some()),
+            ("quote", self.quote.is_some()),
+            ("quote_bytes", self.quote_bytes.is_some()),
         ];
         set.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect()
     }
@@ -483,6 +536,10 @@ struct Plan {
     icmp_id: u16,
     ethertype: u16,
     vlan: Option<u16>,
+    /// IPv4 more-fragments flag and fragment offset in bytes, when given.
+    frag: Option<(bool, u16)>,
+    /// ICMP error: type, code, bytes 5-8 of the header, and the quoted packet.
+    icmp_error: Option<(u8, u8, [u8; 4], Vec<u8>)>,
 }
 
 impl Plan {
@@ -534,7 +591,23 @@ impl Plan {
                 Ipv6Spec { hop_limit: opts.ttl, ..v6spec }.udp(sport, dport, payload)
             }
             Kind::Raw => builder::eth(addrs.dst_mac, src_mac, self.ethertype, &builder::pattern(payload)),
+            Kind::IcmpError => {
+                let (type_u8, code_u8, bytes5to8, quoted) = self.icmp_error.clone().unwrap_or_default();
+                ipv4.icmp(etherparse::Icmpv4Type::Unknown { type_u8, code_u8, bytes5to8 }, &quoted)
+            }
         };
+        let mut frame = frame;
+        if let Some((mf, offset)) = self.frag {
+            // Flags and fragment offset (in 8-byte units), keeping DF; then the header checksum afresh.
+            let l3 = ETH_HEADER_LEN;
+            let df = frame[l3 + 6] & 0x40;
+            let word = (u16::from(df) << 8) | (u16::from(mf) << 13) | (offset / 8);
+            frame[l3 + 6..l3 + 8].copy_from_slice(&word.to_be_bytes());
+            frame[l3 + 10..l3 + 12].fill(0);
+            let ihl = usize::from(frame[l3] & 0x0f) * 4;
+            let sum = dataplane::checksum::checksum(&frame[l3..l3 + ihl]);
+            frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+        }
         match self.vlan {
             Some(vid) => builder::with_vlan(&frame, vid),
             None => frame,
@@ -726,6 +799,17 @@ impl EntryCx<'_> {
             Kind::Raw => e.ethertype.ok_or_else(|| self.err("ethertype", "required for raw frames, e.g. 0x88b5"))?,
             _ => 0,
         };
+        let frag = match (e.mf, e.frag_offset) {
+            (None, None) => None,
+            (_, Some(off)) if off % 8 != 0 || off > 0x1fff * 8 => {
+                return Err(self.err("frag_offset", format!("{off} is not a multiple of 8 up to 65528")))
+            }
+            (mf, off) => Some((mf.unwrap_or(false), off.unwrap_or(0))),
+        };
+        let icmp_error = match e.kind {
+            Kind::IcmpError => Some(self.icmp_error()?),
+            _ => None,
+        };
         Ok(Plan {
             kind: e.kind,
             addrs,
@@ -739,7 +823,50 @@ impl EntryCx<'_> {
             icmp_id: e.id.unwrap_or(1),
             ethertype,
             vlan: e.vlan,
+            frag,
+            icmp_error,
         })
+    }
+
+    /// An `icmp-error` entry's type, code, bytes 5-8 and quoted packet (its IP header and `quote_bytes` bytes
+    /// after it).
+    fn icmp_error(&self) -> Result<(u8, u8, [u8; 4], Vec<u8>), SpecError> {
+        let e = self.entry;
+        let t = e.icmp_type.ok_or_else(|| self.err("icmp_type", "required for icmp-error, e.g. 11 or 3"))?;
+        let code = e.icmp_code.unwrap_or(0);
+        let rest = match (t, code, e.mtu) {
+            (3, 4, mtu) => {
+                let [hi, lo] = mtu.unwrap_or(0).to_be_bytes();
+                [0, 0, hi, lo]
+            }
+            (_, _, Some(_)) => return Err(self.err("mtu", "applies to icmp_type 3, icmp_code 4 only")),
+            _ => [0; 4],
+        };
+        let Some(q) = &e.quote else {
+            return Err(
+                self.err("quote", "required for icmp-error: the offending packet, e.g. { kind = \"udp\", ... }")
+            );
+        };
+        if !matches!(q.kind, Kind::Udp | Kind::Tcp | Kind::IcmpEcho | Kind::IcmpReply) {
+            return Err(
+                self.err("quote", format!("a quoted packet is udp, tcp, icmp-echo or icmp-reply, not {}", q.kind))
+            );
+        }
+        if q.vlan.is_some() || q.quote.is_some() || q.count.is_some_and(|c| c != 1) {
+            return Err(self.err("quote", "a quoted packet takes no `vlan`, `quote` or `count`"));
+        }
+        let mut quoted = (**q).clone();
+        quoted.src_mac = quoted.src_mac.or(Some(MacAddr::ZERO));
+        quoted.dst_mac = quoted.dst_mac.or(Some(MacAddr::ZERO));
+        let cx = EntryCx { number: self.number, entry: &quoted, hosts: self.hosts };
+        let plan = cx.plan()?;
+        let mut frame = plan.frame(0, plan.addrs.src_mac);
+        cx.apply_faults(&mut frame)?;
+        let ip = frame.get(ETH_HEADER_LEN..).unwrap_or_default();
+        let total = ip.get(2..4).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let ihl = ip.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+        let keep = (ihl + e.quote_bytes.unwrap_or(8)).min(total).min(ip.len());
+        Ok((t, code, rest, ip[..keep].to_vec()))
     }
 
     fn generate(&self, out: &mut Vec<CapturedFrame>) -> Result<(), SpecError> {
@@ -922,6 +1049,89 @@ at = 0.8
         assert_eq!(lines, want);
         let tcp = &f[5].data;
         assert_eq!(u16::from_be_bytes([tcp[18], tcp[19]]), 9, "ip_id");
+    }
+
+    #[test]
+    fn icmp_errors_quote_a_packet_and_fragments_are_marked() {
+        let f = frames(
+            r#"
+[[frame]]
+kind = "icmp-error"
+from = "b"
+to = "a"
+icmp_type = 11
+quote = { kind = "udp", from = "a", dst_ip = "198.51.100.10", sport = 40000, dport = 53, payload = 30, ttl = 1 }
+[[frame]]
+kind = "icmp-error"
+from = "b"
+to = "a"
+icmp_type = 3
+icmp_code = 4
+mtu = 1400
+quote_bytes = 20
+quote = { kind = "tcp", src_ip = "10.0.0.1", dst_ip = "198.51.100.10", sport = 1, dport = 80, flags = ["ACK"], df = true }
+[[frame]]
+kind = "udp"
+from = "a"
+to = "b"
+sport = 1
+dport = 2
+payload = 16
+mf = true
+ip_id = 5
+[[frame]]
+kind = "udp"
+from = "a"
+to = "b"
+sport = 1
+dport = 2
+frag_offset = 24
+df = true
+"#,
+        )
+        .unwrap();
+        let lines: Vec<String> = f.iter().map(|f| describe(&f.data)).collect();
+        let ab = "02:00:00:00:00:01 > 02:00:00:00:00:02 IPv4 10.0.0.1 > 10.0.0.2 ttl 64";
+        let ba = "02:00:00:00:00:02 > 02:00:00:00:00:01 IPv4 10.0.0.2 > 10.0.0.1 ttl 64";
+        assert_eq!(
+            lines,
+            [
+                format!("{ba} ICMP time-exceeded ttl for UDP 10.0.0.1:40000 > 198.51.100.10:53, len 70"),
+                format!("{ba} ICMP unreachable frag-needed mtu 1400 for TCP 10.0.0.1:1 > 198.51.100.10:80, len 82"),
+                format!("{ab} frag 0+ UDP 1 > 2 payload 16, len 60"),
+                format!("{ab} DF frag 24 payload 8, len 60"),
+            ]
+        );
+        // The quote: the offending packet's header (TTL 1, its own checksum) and 8 bytes of UDP.
+        let quoted = &f[0].data[14 + 20 + 8..];
+        let want = builder::udp(A, B, IP_A, Ipv4Addr::new(198, 51, 100, 10), 40000, 53, 30);
+        assert_eq!(quoted[..8], want[14..22]);
+        assert_eq!(quoted[8], 1, "ttl");
+        assert_eq!(quoted[12..28], want[26..42]);
+        assert_eq!(quoted.len(), 28);
+        assert!(dataplane::checksum::verify(&quoted[..20]), "quoted header checksum");
+        assert_eq!(be(f[1].data[14 + 26], f[1].data[14 + 27]), 1400, "mtu");
+        assert_eq!(f[1].data.len() - 14 - 28, 40, "quote_bytes 20 after the header");
+    }
+
+    fn be(hi: u8, lo: u8) -> u16 {
+        u16::from_be_bytes([hi, lo])
+    }
+
+    #[test]
+    fn icmp_error_fields_are_checked() {
+        let base = "kind = \"icmp-error\"\nfrom = \"b\"\nto = \"a\"\n";
+        let e = |rest: &str| err(&format!("[[frame]]\n{base}{rest}"));
+        assert!(e("").contains("`icmp_type`: required"), "{}", e(""));
+        assert!(e("icmp_type = 11").contains("`quote`: required"));
+        assert!(e(
+            "icmp_type = 11\nmtu = 1400\nquote = { kind = \"udp\", from = \"a\", to = \"b\", sport = 1, dport = 2 }"
+        )
+        .contains("`mtu`"));
+        assert!(e("icmp_type = 11\nquote = { kind = \"raw\", from = \"a\", ethertype = 1 }").contains("`quote`"));
+        assert!(err("[[frame]]\nkind = \"udp\"\nfrom = \"a\"\nto = \"b\"\nsport = 1\ndport = 2\nfrag_offset = 3")
+            .contains("`frag_offset`"));
+        assert!(err("[[frame]]\nkind = \"arp-request\"\nfrom = \"a\"\nto = \"b\"\nmf = true").contains("`mf`"));
     }
 
     #[test]
