@@ -1,5 +1,11 @@
 //! Runs a rig for a fixed number of bursts, for profilers that count instructions (callgrind) or cycles
 //! (perf): `cargo run --release -p bench --example steps -- router 10000 100000`.
+//!
+//! NAT: `steps -- nat CONNS BURSTS [udp|tcp] [out|reply|new]` — `out` (default) and `reply` forward CONNS
+//! established connections' traffic (see `bench::nat`); `new` opens a new connection per frame, cycling CONNS
+//! distinct flows (a multiple of 32) and flushing the table each time they wrap.
+
+use bench::nat::{NatDirection, NatProto, NewFlows};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -12,6 +18,28 @@ fn main() {
             let mut rig = bench::Rig::l2(size as u32);
             for _ in 0..bursts {
                 frames += rig.step();
+            }
+        }
+        "nat" => {
+            let proto = match args.get(4).map(String::as_str) {
+                Some("tcp") => NatProto::Tcp,
+                _ => NatProto::Udp,
+            };
+            match args.get(5).map(String::as_str) {
+                Some("new") => {
+                    let mut nf = NewFlows::new(size as u32, proto);
+                    for _ in 0..bursts {
+                        nf.flush_if_full();
+                        frames += nf.step();
+                    }
+                }
+                mode => {
+                    let dir = if mode == Some("reply") { NatDirection::Reply } else { NatDirection::Outbound };
+                    let mut rig = bench::Rig::nat(size as u32, proto, dir);
+                    for _ in 0..bursts {
+                        frames += rig.step();
+                    }
+                }
             }
         }
         _ => {
