@@ -27,6 +27,8 @@ use crate::counters::PortCounters;
 use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+#[cfg(feature = "afxdp")]
+use crate::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
 use crate::port::mem::MemPort;
 use crate::port::tap::{TapConfig, TapError, TapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
@@ -48,12 +50,19 @@ pub enum AnyPort {
     Tap(TapPort),
     /// An existing interface through an AF_PACKET socket (one fan-out member per queue).
     AfPacket(AfPacketPort),
+    /// One queue of an existing interface through an AF_XDP socket (boxed: its rings make it large).
+    #[cfg(feature = "afxdp")]
+    AfXdp(Box<AfXdpPort>),
 }
 
 impl AnyPort {
     /// The AF_XDP attach mode obtained, for AF_XDP ports.
     pub fn xdp_mode(&self) -> Option<String> {
-        None
+        match self {
+            #[cfg(feature = "afxdp")]
+            AnyPort::AfXdp(p) => Some(p.mode().to_string()),
+            _ => None,
+        }
     }
 
     /// The memory port, if this is one (tests inject frames through it).
@@ -71,6 +80,8 @@ macro_rules! dispatch {
             AnyPort::Mem($p) => $e,
             AnyPort::Tap($p) => $e,
             AnyPort::AfPacket($p) => $e,
+            #[cfg(feature = "afxdp")]
+            AnyPort::AfXdp($p) => $e,
         }
     };
 }
@@ -134,6 +145,10 @@ pub enum StartError {
     /// An AF_PACKET socket could not be opened.
     #[error(transparent)]
     AfPacket(#[from] AfPacketError),
+    /// An AF_XDP socket could not be opened.
+    #[cfg(feature = "afxdp")]
+    #[error(transparent)]
+    AfXdp(#[from] AfXdpError),
     /// The queues handed to [`Runtime::new`] do not match the configuration.
     #[error("port {port}: {message}")]
     Queues {
@@ -236,6 +251,24 @@ fn open_port(index: usize, p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, Sta
             cfg.fanout = (n > 1).then(|| (std::process::id() as u16).wrapping_mul(64).wrapping_add(index as u16));
             (0..n).map(|_| Ok(AnyPort::AfPacket(AfPacketPort::open(&p.name, &cfg)?))).collect()
         }
+        #[cfg(feature = "afxdp")]
+        PortKind::Afxdp => {
+            use crate::config::XdpMode as Mode;
+            use crate::port::afxdp::XdpMode;
+            let mut cfg = AfXdpConfig::new(ifname()?);
+            cfg.mode = match p.xdp_mode() {
+                Mode::Auto => XdpMode::Auto,
+                Mode::Native => XdpMode::Native,
+                Mode::Generic => XdpMode::Generic,
+            };
+            (0..n)
+                .map(|q| {
+                    cfg.queue_id = q as u32;
+                    Ok(AnyPort::AfXdp(Box::new(AfXdpPort::open(&p.name, &cfg)?)))
+                })
+                .collect()
+        }
+        #[cfg(not(feature = "afxdp"))]
         PortKind::Afxdp => Err(StartError::NotBuilt { port: p.name.clone(), kind: p.kind, feature: "afxdp" }),
         PortKind::Pcap | PortKind::Mem => Err(StartError::ReplayOnly { port: p.name.clone(), kind: p.kind }),
     }
