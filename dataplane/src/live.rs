@@ -633,6 +633,7 @@ network = "lan"
         assert!(w.iterations >= w.busy_iterations);
         assert_eq!(w.pool_available, w.pool_capacity, "every buffer came back to the pool");
         assert_eq!(w.buffers_added, 0);
+        assert!(w.cpu_ns > 0, "thread CPU time is read at exit");
         assert_eq!(r.ports["c"].io.tx_packets, 1);
         let json = serde_json::to_value(r).unwrap();
         for key in ["frames_in", "frames_out", "ports", "drops", "networks", "bridge", "router", "neigh", "workers"] {

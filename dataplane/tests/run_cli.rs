@@ -199,6 +199,19 @@ fn live_two_taps_in_two_namespaces_ping_then_sigterm_stops_cleanly() {
     let during: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
     assert_eq!(during["workers"].as_array().map(Vec::len), Some(2), "{during}");
 
+    // Idle, the workers sleep on their taps' fds: a second of wall time costs them little CPU.
+    let read_stats =
+        || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap() };
+    let cpu = |v: &serde_json::Value| -> u64 {
+        v["workers"].as_array().unwrap().iter().map(|w| w["cpu_ns"].as_u64().unwrap()).sum()
+    };
+    let (a, t0) = (read_stats(), Instant::now());
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = read_stats();
+    let wall = t0.elapsed().as_nanos() as u64;
+    assert!(cpu(&b) > 0, "{b}");
+    assert!(cpu(&b) - cpu(&a) < wall / 5, "idle workers used {} ns of CPU in {wall} ns", cpu(&b) - cpu(&a));
+
     let t = Instant::now();
     d.signal(libc::SIGTERM);
     let out = d.wait(Duration::from_secs(5));
