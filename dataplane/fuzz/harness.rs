@@ -23,6 +23,10 @@
 //!    drop or `routed`, at least one for `flooded` (zero allowed when the router took a copy of a broadcast
 //!    ARP), never more than the other ports of the network.
 //! 5. **Egress size**: no frame leaves longer than the egress port's MTU + Ethernet header + its VLAN tags.
+//! 6. **NAT**: the connection table's own invariants hold ([`Conntrack::check_invariants`]), it holds at most its
+//!    limit, the masquerade ports in use equal the connections holding one (`Nat::check_invariants`), and no
+//!    IPv4 packet received from a masquerade network leaves a routed port with a source address inside a
+//!    masquerade network (translated or dropped, never leaked).
 //!
 //! Panics (with the step number and a description) on the first violation; that is what the fuzzer and
 //! proptest look for.
@@ -31,6 +35,8 @@
 
 use dataplane::buffer::{Nanos, MAX_FRAME_LEN, NANOS_PER_SEC};
 use dataplane::config::Config;
+#[allow(unused_imports)] // linked from the module documentation
+use dataplane::conntrack::Conntrack;
 use dataplane::counters::PortCounters;
 use dataplane::neigh::NeighConfig;
 use dataplane::port::PortId;
@@ -76,11 +82,16 @@ network = "blue"
 /// a routed port `up` (203.0.113.2/24) carrying the default route via 203.0.113.1, with MAC tables as small as in
 /// [`L2_CONFIG`]. Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail
 /// on egress. Ports by index: a 0, b 1 (red), c 2, d 3 (blue), e 4, f 5 (lab), up 6.
+///
+/// NAT: `red` masquerades out of `up`; `up` publishes TCP 8080 to 10.1.0.2:80 (red, so red hosts hairpin) and
+/// UDP 5353 to 10.2.0.3:53 (blue). The connection table holds 16 connections, masquerade has 8 ports
+/// (1024-1031) and timeouts are seconds, so the table fills, ports run out and connections expire.
 pub const ROUTED_CONFIG: &str = r#"
 [[network]]
 name = "red"
 subnet = "10.1.0.0/24"
 gateway = "10.1.0.1"
+masquerade = true
 mac_limit = 4
 mac_aging_secs = 5
 
@@ -135,6 +146,35 @@ address = "203.0.113.2/24"
 [[route]]
 prefix = "0.0.0.0/0"
 via = "203.0.113.1"
+
+[[publish]]
+port = "up"
+proto = "tcp"
+external_port = 8080
+to = "10.1.0.2:80"
+
+[[publish]]
+port = "up"
+proto = "udp"
+external_port = 5353
+to = "10.2.0.3:53"
+
+[nat]
+port_range = "1024-1031"
+
+[conntrack]
+limit = 16
+tcp_syn_sent_secs = 3
+tcp_syn_recv_secs = 3
+tcp_established_secs = 10
+tcp_fin_wait_secs = 2
+tcp_close_wait_secs = 2
+tcp_last_ack_secs = 2
+tcp_time_wait_secs = 2
+tcp_close_secs = 1
+udp_secs = 2
+udp_assured_secs = 4
+icmp_secs = 2
 "#;
 
 /// Parses one of the configurations above (panics on an invalid one: a bug in this file).
@@ -208,6 +248,14 @@ pub struct Harness {
     net_ports: Vec<Vec<PortId>>,
     /// Per network: its MAC limit.
     mac_limit: Vec<usize>,
+    /// Per port: an access port of a masquerade network.
+    masquerading: Vec<bool>,
+    /// Per port: a routed port.
+    routed: Vec<bool>,
+    /// The subnets of masquerade networks.
+    masquerade_subnets: Vec<(u32, u32)>,
+    /// What the last step sent, by port.
+    last_sent: Vec<(PortId, Vec<u8>)>,
 }
 
 impl Harness {
@@ -222,7 +270,34 @@ impl Harness {
         let net_has_gw = topo.networks.iter().map(|n| n.rif.is_some()).collect();
         let net_ports = topo.networks.iter().map(|n| n.ports.clone()).collect();
         let mac_limit = topo.networks.iter().map(|n| n.mac_limit).collect();
-        let h = Harness { tb, step: 0, rif_mac, network, max_len, net_has_gw, net_ports, mac_limit };
+        let masquerading = topo
+            .ports
+            .iter()
+            .map(|p| {
+                p.network.and_then(|n| topo.networks[n as usize].rif).is_some_and(|r| topo.rifs[r as usize].masquerade)
+            })
+            .collect();
+        let routed = topo.ports.iter().map(|p| p.rif.is_some()).collect();
+        let masquerade_subnets = topo
+            .rifs
+            .iter()
+            .filter(|r| r.masquerade)
+            .map(|r| (u32::from(r.subnet.network()), u32::from(r.subnet.netmask())))
+            .collect();
+        let h = Harness {
+            tb,
+            step: 0,
+            rif_mac,
+            network,
+            max_len,
+            net_has_gw,
+            net_ports,
+            mac_limit,
+            masquerading,
+            routed,
+            masquerade_subnets,
+            last_sent: Vec::new(),
+        };
         h.check_state("start");
         h
     }
@@ -291,6 +366,9 @@ impl Harness {
                 );
             } else {
                 self.check_router_frame(&what, q, f);
+                if self.masquerading[p] && self.routed[q] {
+                    self.check_not_leaked(&what, q, f);
+                }
             }
         }
         let d = Delta::new(&before[p], &after[p]);
@@ -305,6 +383,12 @@ impl Harness {
             assert_eq!(copies, 0, "{what}: not forwarded nor flooded, yet {copies} unchanged copies sent");
         }
         self.check_state(&what);
+        self.last_sent = sent;
+    }
+
+    /// The frames the last [`Harness::send`] made the switch send, with their ports (for replies).
+    pub fn last_sent(&self) -> &[(PortId, Vec<u8>)] {
+        &self.last_sent
     }
 
     /// Moves the clock forward by `dt` (housekeeping runs at every interval boundary), then checks everything.
@@ -367,6 +451,16 @@ impl Harness {
         }
     }
 
+    /// A frame from a masquerade network out of routed port `q`: if IPv4, its source is not an inside address.
+    fn check_not_leaked(&self, what: &str, q: usize, f: &[u8]) {
+        if f.get(12..14) != Some(&[0x08, 0x00]) || f.len() < 34 {
+            return;
+        }
+        let src = u32::from_be_bytes([f[26], f[27], f[28], f[29]]);
+        let leaked = self.masquerade_subnets.iter().any(|&(net, mask)| src & mask == net);
+        assert!(!leaked, "{what}: masquerade network's address leaked out of routed port {q}: {f:02x?}");
+    }
+
     fn check_cumulative(&self, what: &str, now: &[PortCounters]) {
         let mut port_drops = 0;
         for (q, c) in now.iter().enumerate() {
@@ -416,6 +510,11 @@ impl Harness {
             "{what}: {in_use} buffers in use with {incomplete} unresolved neighbours (each holds 1..={queue_len})"
         );
         assert_eq!(incomplete > 0, sw.has_pending(), "{what}: has_pending disagrees with the neighbour table");
+        let ct = sw.conntrack();
+        assert!(ct.len() <= ct.config().limit, "{what}: {} connections, limit {}", ct.len(), ct.config().limit);
+        if let Err(e) = sw.router().nat().check_invariants() {
+            panic!("{what}: NAT invariant: {e}");
+        }
     }
 }
 

@@ -355,7 +355,7 @@ impl Nat {
         }
         let Some(t) = packet_tuple(d, p) else {
             if p.ip_proto == ip_proto::ICMP && p.l4 != 0 && icmp::is_error(d[p.l4 as usize]) {
-                return match self.translate_error(now, d, p) {
+                return match self.translate_error(now, d, p, ErrorFrom::Outside) {
                     Ok(true) => Inbound::Translated,
                     Ok(false) => {
                         self.stats.no_translation += 1;
@@ -423,7 +423,7 @@ impl Nat {
         let masquerade = leaves && topo.rifs[in_rif as usize].masquerade;
         let Some(t) = packet_tuple(d, p) else {
             let error = p.ip_proto == ip_proto::ICMP && p.l4 != 0 && icmp::is_error(d[p.l4 as usize]);
-            if error && self.translate_error(now, d, p)? {
+            if error && self.translate_error(now, d, p, ErrorFrom::Inside)? {
                 return Ok(());
             }
             if masquerade {
@@ -536,9 +536,11 @@ impl Nat {
 
     /// Translates an ICMP error quoting a packet of a tracked connection: the quoted header and ports back to
     /// what they were before translation, the outer destination (source) when it was the quoted packet's
-    /// source (destination), and every checksum. Ok(false) when it quotes nothing tracked; the frame is then
-    /// unchanged.
-    fn translate_error(&mut self, now: Nanos, d: &mut [u8], p: &Parsed) -> Result<bool, DropReason> {
+    /// source (destination), and every checksum. An error from outside must be addressed to the quoted
+    /// packet's source (the switch's address), an error from inside must come from the quoted packet's
+    /// destination (the host it was delivered to): otherwise an outer address would stay untranslated. Ok(false)
+    /// when it quotes nothing tracked or breaks that rule; the frame is then unchanged.
+    fn translate_error(&mut self, now: Nanos, d: &mut [u8], p: &Parsed, from: ErrorFrom) -> Result<bool, DropReason> {
         let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
         let il3 = l4 + 8;
         if il3 + 20 > end || d[il3] >> 4 != 4 {
@@ -552,6 +554,14 @@ impl Nat {
         let Some(quoted) = tuple_at(d, il3, il4, d[il3 + 9], end) else {
             return Ok(false);
         };
+        let (osrc, odst) = (addr_at(d, l3 + 12), addr_at(d, l3 + 16));
+        let consistent = match from {
+            ErrorFrom::Outside => odst == quoted.src,
+            ErrorFrom::Inside => osrc == quoted.dst,
+        };
+        if !consistent {
+            return Ok(false);
+        }
         let Some((id, dir)) = self.ct.lookup(&quoted.inverse(), now) else {
             return Ok(false);
         };
@@ -562,7 +572,6 @@ impl Nat {
         // The quoted packet went the other way from `dir`, and was translated from this.
         let before = *e.tuple(dir.opposite());
         rewrite_at(d, il3, il4, end, &quoted, &before);
-        let (osrc, odst) = (addr_at(d, l3 + 12), addr_at(d, l3 + 16));
         let outer_from = Tuple { src: osrc, dst: odst, ..quoted };
         let mut outer_to = outer_from;
         if odst == quoted.src {
@@ -667,6 +676,15 @@ impl Nat {
         }
         Ok(())
     }
+}
+
+/// Which way an ICMP error goes, for [`Nat::translate_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorFrom {
+    /// Addressed to the switch (inbound).
+    Outside,
+    /// From an inside network, being forwarded (outbound).
+    Inside,
 }
 
 fn holds_port(e: &Entry) -> bool {
@@ -1120,6 +1138,20 @@ mod tests {
         assert_eq!(&f[inner + 16..inner + 20], &UP_ADDR.octets(), "about a packet sent to it");
         assert_eq!(u16::from_be_bytes([f[inner + 22], f[inner + 23]]), 5353);
         assert_eq!(tb.switch().nat_stats().icmp_errors_translated, 2);
+    }
+
+    #[test]
+    fn an_inside_host_cannot_launder_its_address_through_an_icmp_error() {
+        let mut tb = testbed();
+        tb.send("c1", &from(&tb, C1, SERVER).udp(5000, 53, 10));
+        let sent = one(tb.take("up"));
+        // C2 sends an error about a packet it never received (the one the switch sent for C1): translating the
+        // quote would leave C2's own address as the outer source, so it is not translated, and dropped.
+        let kind = Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port);
+        tb.send("c2", &from(&tb, C2, SERVER).icmp(kind, &ip_packet(&sent)[..28]));
+        assert!(tb.take("up").is_empty());
+        assert_eq!(tb.switch().counters().drops(DropReason::NatUnsupported), 1);
+        assert_eq!(tb.switch().nat_stats().icmp_errors_translated, 0);
     }
 
     #[test]

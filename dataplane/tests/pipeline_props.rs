@@ -19,6 +19,7 @@ use dataplane::port::PortId;
 use dataplane::topology::derived_mac;
 use dataplane::wire::builder::{arp, eth, with_vlan, Arp, ArpOp, Ipv4Opts, Ipv4Spec, Ipv6Spec, TcpFlags, TcpSegment};
 use dataplane::wire::MacAddr;
+use etherparse::{icmpv4, Icmpv4Type};
 use harness::{encode_records, run_records, Harness, L2_CONFIG, ROUTED_CONFIG};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -102,6 +103,14 @@ enum L4 {
     Tcp(u8),
     EchoRequest(u16),
     EchoReply(u16),
+    /// TCP between the ports with the flags (bits as in [`tcp_flags`]).
+    TcpPorts(u16, u16, u8),
+    /// ICMP echo request or reply with this identifier.
+    Echo(bool, u16),
+    /// An ICMP error (Time Exceeded if the flag is set, else Fragmentation Needed) quoting these bytes.
+    IcmpError(bool, Vec<u8>),
+    /// A UDP datagram's later fragment (offset 64 bytes).
+    LaterFragment,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +141,27 @@ impl Valid {
                     L4::Tcp(flags) => spec.tcp(TcpSegment::new(40000, 80, tcp_flags(*flags)).seq(1), *len),
                     L4::EchoRequest(seq) => spec.icmp_echo_request(1, *seq, *len),
                     L4::EchoReply(seq) => spec.icmp_echo_reply(1, *seq, *len),
+                    L4::TcpPorts(s, d, flags) => spec.tcp(TcpSegment::new(*s, *d, tcp_flags(*flags)).seq(1), *len),
+                    L4::Echo(true, id) => spec.icmp_echo_request(*id, 1, *len),
+                    L4::Echo(false, id) => spec.icmp_echo_reply(*id, 1, *len),
+                    L4::IcmpError(ttl, quoted) => {
+                        let kind = if *ttl {
+                            Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit)
+                        } else {
+                            Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                                next_hop_mtu: 576,
+                            })
+                        };
+                        spec.icmp(kind, quoted)
+                    }
+                    L4::LaterFragment => {
+                        let mut f = spec.udp(1000, 53, *len);
+                        f[20..22].copy_from_slice(&8u16.to_be_bytes());
+                        f[24..26].fill(0);
+                        let c = dataplane::checksum::checksum(&f[14..34]);
+                        f[24..26].copy_from_slice(&c.to_be_bytes());
+                        f
+                    }
                 }
             }
             Kind::Arp { reply, broadcast, sender_ip, target_ip, target_mac } => {
@@ -207,8 +237,8 @@ fn valid() -> BoxedStrategy<Valid> {
 /// internet to the hosts. These reach routing, neighbour resolution and ping far more often than random
 /// addresses do.
 fn coherent() -> BoxedStrategy<Valid> {
-    (1..=HOSTS, 1..=HOSTS, any::<bool>(), 1..=3u8, 0..9u8, payload_len())
-        .prop_map(|(n, m, from_blue, to_subnet, what, len)| {
+    (1..=HOSTS, 1..=HOSTS, any::<bool>(), 1..=3u8, 0..16u8, payload_len(), nat_ish())
+        .prop_map(|(n, m, from_blue, to_subnet, what, len, nat)| {
             let (net, subnet) = if from_blue { ("blue", 2) } else { ("red", 1) };
             let (me, gw) = (Ipv4Addr::new(10, subnet, 0, n), Ipv4Addr::new(10, subnet, 0, 1));
             let peer = Ipv4Addr::new(10, to_subnet, 0, m);
@@ -241,6 +271,17 @@ fn coherent() -> BoxedStrategy<Valid> {
                 6 => (UPSTREAM, MacAddr::BROADCAST, up_arp(false)),
                 7 => (UPSTREAM, up_mac(), up_arp(true)),
                 8 => (UPSTREAM, up_mac(), inbound),
+                // NAT: from outside to the uplink's address (published ports, replies, errors) ...
+                9..=11 => {
+                    let kind = Kind::Ipv4 { src_ip: nat.peer, dst_ip: UP_ADDR, ttl: 64, df: nat.df, l4: nat.l4, len };
+                    (UPSTREAM, up_mac(), kind)
+                }
+                // ... and from red and blue hosts out to the internet or to the published ports (hairpin).
+                12..=15 => {
+                    let dst_ip = if what == 15 { UP_ADDR } else { nat.peer };
+                    let kind = Kind::Ipv4 { src_ip: me, dst_ip, ttl: 64, df: nat.df, l4: nat.l4, len };
+                    (host_mac(n), gw_mac, kind)
+                }
                 _ => (host_mac(n), MacAddr::ZERO, Kind::Raw { ethertype: 0, payload: vec![] }),
             };
             if what >= 6 {
@@ -257,6 +298,60 @@ fn coherent() -> BoxedStrategy<Valid> {
             Valid { src: host_mac(n), dst, vlans: vec![], kind }
         })
         .boxed()
+}
+
+/// The uplink's address (203.0.113.2).
+const UP_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+/// The NAT-relevant part of a frame: a peer beyond the uplink, DF, and a transport from small pools (the
+/// masquerade range 1024-1031, the published ports, a few server ports), so connections are created, hit in
+/// both directions, exhaust ports and fill the table.
+#[derive(Debug, Clone)]
+struct NatIsh {
+    peer: Ipv4Addr,
+    df: bool,
+    l4: L4,
+}
+
+fn nat_port() -> BoxedStrategy<u16> {
+    prop_oneof![4 => 1024u16..1032, 2 => Just(8080u16), 2 => Just(5353u16), 2 => Just(80u16), 1 => Just(53u16), 1 => 40000u16..40004]
+        .boxed()
+}
+
+/// Destination ports: mostly one server port, so masquerade runs out of ports towards it.
+fn nat_dport() -> BoxedStrategy<u16> {
+    prop_oneof![5 => Just(80u16), 2 => Just(8080u16), 2 => Just(5353u16), 1 => 1024u16..1032, 1 => Just(53u16)].boxed()
+}
+
+/// What an ICMP error may quote: garbage, or an IPv4 header + 8 bytes from the uplink's address (a packet the
+/// switch may have sent after masquerade or from a published port) with ports from the pools.
+fn quoted() -> BoxedStrategy<Vec<u8>> {
+    let plausible = (nat_port(), nat_port(), prop_oneof![Just(17u8), Just(6u8), Just(1u8)], any::<bool>()).prop_map(
+        |(sport, dport, proto, to_client)| {
+            let peer = if to_client { Ipv4Addr::new(198, 51, 100, 9) } else { Ipv4Addr::new(198, 51, 100, 7) };
+            let spec = Ipv4Spec::new(up_mac(), UPSTREAM, UP_ADDR, peer);
+            let f = match proto {
+                6 => spec.tcp(TcpSegment::new(sport, dport, TcpFlags::ACK), 0),
+                1 => spec.icmp_echo_request(sport, 1, 8),
+                _ => spec.udp(sport, dport, 8),
+            };
+            f[14..14 + 28].to_vec()
+        },
+    );
+    prop_oneof![3 => plausible, 1 => prop::collection::vec(any::<u8>(), 0..40)].boxed()
+}
+
+fn nat_ish() -> BoxedStrategy<NatIsh> {
+    let peer = prop_oneof![Just(Ipv4Addr::new(198, 51, 100, 7)), Just(Ipv4Addr::new(198, 51, 100, 9))];
+    let l4 = prop_oneof![
+        4 => (nat_port(), nat_dport(), prop_oneof![Just(0x02u8), Just(0x12), Just(0x10), Just(0x11), Just(0x04), any::<u8>()])
+            .prop_map(|(s, d, f)| L4::TcpPorts(s, d, f)),
+        3 => (nat_port(), nat_dport()).prop_map(|(s, d)| L4::Udp(s, d)),
+        2 => (any::<bool>(), nat_port()).prop_map(|(req, id)| L4::Echo(req, id)),
+        2 => (any::<bool>(), quoted()).prop_map(|(ttl, q)| L4::IcmpError(ttl, q)),
+        1 => Just(L4::LaterFragment),
+    ];
+    (peer, any::<bool>(), l4).prop_map(|(peer, df, l4)| NatIsh { peer, df, l4 }).boxed()
 }
 
 #[derive(Debug, Clone)]
@@ -413,6 +508,217 @@ fn generators_reach_the_interesting_paths() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// NAT scenarios: hosts on their own ports and the upstream router talking through masquerade, published ports
+// and hairpin, with the neighbours resolved, so connections are created, hit both ways, fill the table, exhaust
+// ports and expire.
+
+/// One step of a NAT scenario.
+#[derive(Debug, Clone)]
+struct NatStep {
+    dt: Nanos,
+    /// 0: a red host, 1: a blue host, 2: the upstream router.
+    side: u8,
+    /// Host number (2..=5).
+    host: u8,
+    /// A red or blue host's packet goes to the uplink's address (hairpin / published ports) instead of the peer.
+    to_uplink: bool,
+    nat: NatIsh,
+    len: usize,
+    mutations: Vec<Mutation>,
+    /// Instead, answer the last frame the switch sent (if it is TCP, UDP or an echo request), as its
+    /// destination would: back in on the port it left by.
+    answer: bool,
+    /// Instead, a red host sends this many UDP datagrams from distinct ports to the peer (0: no burst), so
+    /// masquerade runs out of ports and the table fills.
+    burst: u8,
+}
+
+impl NatStep {
+    /// The ingress port and the frame.
+    fn build(&self) -> (PortId, Vec<u8>) {
+        let n = self.host;
+        let (port, valid) = match self.side {
+            0 | 1 => {
+                let (net, subnet, ports) = if self.side == 0 { ("red", 1, [A, B]) } else { ("blue", 2, [C, D]) };
+                let dst_ip = if self.to_uplink { UP_ADDR } else { self.nat.peer };
+                let kind = Kind::Ipv4 {
+                    src_ip: Ipv4Addr::new(10, subnet, 0, n),
+                    dst_ip,
+                    ttl: 64,
+                    df: self.nat.df,
+                    l4: self.nat.l4.clone(),
+                    len: self.len,
+                };
+                (ports[usize::from(n % 2)], Valid { src: host_mac(n), dst: gw_mac(net), vlans: vec![], kind })
+            }
+            _ => {
+                let kind = Kind::Ipv4 {
+                    src_ip: self.nat.peer,
+                    dst_ip: UP_ADDR,
+                    ttl: 64,
+                    df: self.nat.df,
+                    l4: self.nat.l4.clone(),
+                    len: self.len,
+                };
+                (UP, Valid { src: UPSTREAM, dst: up_mac(), vlans: vec![], kind })
+            }
+        };
+        (port.into(), Input::Valid(valid, self.mutations.clone()).build())
+    }
+}
+
+fn nat_steps() -> BoxedStrategy<Vec<NatStep>> {
+    let mutations = prop_oneof![9 => Just(vec![]), 1 => prop::collection::vec(mutation(), 1..3)];
+    let len = prop_oneof![8 => 0usize..64, 1 => 1300usize..1480];
+    let dt = prop_oneof![12 => Just(0), 2 => 0..10_000_000u64, 1 => NANOS_PER_SEC..8 * NANOS_PER_SEC];
+    let burst = prop_oneof![12 => Just(0u8), 1 => 4u8..20];
+    let step = (dt, 0..3u8, 2..=5u8, any::<bool>(), nat_ish(), len, mutations, (prop::bool::weighted(0.4), burst))
+        .prop_map(|(dt, side, host, to_uplink, nat, len, mutations, (answer, burst))| NatStep {
+            dt,
+            side,
+            host,
+            to_uplink,
+            nat,
+            len,
+            mutations,
+            answer,
+            burst,
+        });
+    prop::collection::vec(step, 1..64).boxed()
+}
+
+/// ARP from every host of the scenarios and from the upstream router, so the switch knows their MACs.
+fn nat_prelude(h: &mut Harness) {
+    let upstream = Ipv4Addr::new(203, 0, 113, 1);
+    h.send(UP.into(), &arp_request_from(UPSTREAM, upstream, UP_ADDR));
+    for n in 2..=5u8 {
+        for (subnet, ports) in [(1, [A, B]), (2, [C, D])] {
+            let port = ports[usize::from(n % 2)];
+            h.send(
+                port.into(),
+                &arp_request_from(host_mac(n), Ipv4Addr::new(10, subnet, 0, n), Ipv4Addr::new(10, subnet, 0, 1)),
+            );
+        }
+    }
+}
+
+/// What the destination of `frame` (sent by the switch) answers: the addresses and ports swapped, a SYN
+/// answered with SYN-ACK and anything else with ACK, an echo request with its reply, UDP with UDP.
+/// With `error`, the destination answers with an ICMP error (Time Exceeded if `Some(true)`, else Port
+/// Unreachable) quoting the frame's IP header and 8 bytes.
+fn answer(frame: &[u8], error: Option<bool>) -> Option<Vec<u8>> {
+    let p = dataplane::packet::parse(frame).ok()?;
+    if p.ethertype != 0x0800 || p.vlan_tags != 0 || p.l4 == 0 {
+        return None;
+    }
+    let (l3, l4) = (p.l3 as usize, p.l4 as usize);
+    let a = |o: usize| Ipv4Addr::new(frame[o], frame[o + 1], frame[o + 2], frame[o + 3]);
+    let w = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    let mac = |o: usize| MacAddr::from_slice(&frame[o..o + 6]);
+    let spec = Ipv4Spec::new(mac(0)?, mac(6)?, a(l3 + 16), a(l3 + 12));
+    if let Some(ttl) = error {
+        let kind = if ttl {
+            Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit)
+        } else {
+            Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port)
+        };
+        return Some(spec.icmp(kind, frame.get(l3..l4 + 8)?));
+    }
+    match p.ip_proto {
+        6 => {
+            let flags = if frame[l4 + 13] & 0x12 == 0x02 { TcpFlags::SYN | TcpFlags::ACK } else { TcpFlags::ACK };
+            Some(spec.tcp(TcpSegment::new(w(l4 + 2), w(l4), flags), 0))
+        }
+        17 => Some(spec.udp(w(l4 + 2), w(l4), 8)),
+        1 if frame[l4] == 8 => Some(spec.icmp_echo_reply(w(l4 + 4), w(l4 + 6), 8)),
+        _ => None,
+    }
+}
+
+fn run_nat(cfg: &Config, steps: &[NatStep]) -> Harness {
+    let mut h = Harness::new(cfg);
+    nat_prelude(&mut h);
+    for s in steps {
+        h.advance(s.dt);
+        if s.burst > 0 {
+            let port = [A, B][usize::from(s.host % 2)];
+            let spec = Ipv4Spec::new(host_mac(s.host), gw_mac("red"), Ipv4Addr::new(10, 1, 0, s.host), s.nat.peer);
+            for i in 0..u16::from(s.burst) {
+                h.send(port.into(), &spec.udp(2000 + i, 80, 8));
+            }
+            continue;
+        }
+        let error = match &s.nat.l4 {
+            L4::IcmpError(ttl, _) => Some(*ttl),
+            _ => None,
+        };
+        let reply = if s.answer { h.last_sent().iter().find_map(|(q, f)| Some((*q, answer(f, error)?))) } else { None };
+        let (port, frame) = reply.unwrap_or_else(|| s.build());
+        h.send(port, &frame);
+    }
+    h.finish();
+    h
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// Masquerade, published ports, hairpin, ICMP errors, fragments, table and port limits, expiry: every
+    /// invariant (the NAT ones included) after every frame and clock step.
+    #[test]
+    fn nat_pipeline_invariants(steps in nat_steps()) {
+        run_nat(&harness::config(ROUTED_CONFIG), &steps);
+    }
+}
+
+/// The NAT scenarios reach every NAT outcome somewhere.
+#[test]
+fn nat_generators_reach_the_interesting_paths() {
+    let cfg = harness::config(ROUTED_CONFIG);
+    let mut runner = TestRunner::deterministic();
+    let strategy = nat_steps();
+    let mut nat = dataplane::nat::NatStats::default();
+    let mut reasons = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        let steps = strategy.new_tree(&mut runner).expect("generate").current();
+        let h = run_nat(&cfg, &steps);
+        let sw = h.testbed().switch();
+        let n = sw.nat_stats();
+        nat.snat_created += n.snat_created;
+        nat.dnat_created += n.dnat_created;
+        nat.hairpin_created += n.hairpin_created;
+        nat.hits_original += n.hits_original;
+        nat.hits_reply += n.hits_reply;
+        nat.icmp_errors_translated += n.icmp_errors_translated;
+        nat.no_translation += n.no_translation;
+        nat.expired += n.expired;
+        for reason in DropReason::ALL {
+            if sw.counters().drops(*reason) > 0 {
+                reasons.insert(reason.name());
+            }
+        }
+    }
+    eprintln!("over 100 NAT sequences: {nat:?}; drop reasons {reasons:?}");
+    let counts = [
+        nat.snat_created,
+        nat.dnat_created,
+        nat.hairpin_created,
+        nat.hits_original,
+        nat.hits_reply,
+        nat.icmp_errors_translated,
+        nat.no_translation,
+        nat.expired,
+    ];
+    assert!(
+        counts.iter().all(|&c| c > 0),
+        "[snat, dnat, hairpin, hits original, hits reply, icmp errors translated, no translation, expired] = {counts:?}"
+    );
+    for r in ["conntrack-invalid", "conntrack-full", "nat-port-exhausted", "nat-fragment", "nat-unsupported"] {
+        assert!(reasons.contains(r), "no case dropped for {r}; reached: {reasons:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Fuzz corpus: seeds, their replay, and reproducers of what the fuzzer found.
 
 fn corpus_dir() -> PathBuf {
@@ -450,6 +756,16 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let tcp = |s: MacAddr, d: MacAddr, si: Ipv4Addr, di: Ipv4Addr, flags: TcpFlags| {
         Ipv4Spec::new(s, d, si, di).tcp(TcpSegment::new(40000, 80, flags).seq(1), 0)
     };
+    let tcp_ports = |s: MacAddr, d: MacAddr, si: Ipv4Addr, di: Ipv4Addr, (sp, dp): (u16, u16), flags: TcpFlags| {
+        Ipv4Spec::new(s, d, si, di).tcp(TcpSegment::new(sp, dp, flags).seq(1), 0)
+    };
+    let (upstream, peer) = (Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(198, 51, 100, 9));
+    // What the switch sends for `udp(.., red(2), peer)` after masquerade: the IP header and 8 bytes, quoted.
+    let udp_ports = |s: MacAddr, d: MacAddr, si: Ipv4Addr, di: Ipv4Addr, (sp, dp): (u16, u16)| {
+        Ipv4Spec::new(s, d, si, di).udp(sp, dp, 18)
+    };
+    let quoted_udp = udp_ports(up_mac(), UPSTREAM, UP_ADDR, peer, (1024, 53))[14..14 + 28].to_vec();
+    let time_exceeded = || Icmpv4Type::TimeExceeded(icmpv4::TimeExceededCode::TtlExceededInTransit);
     vec![
         (
             "seed-arp-gateway",
@@ -540,6 +856,38 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             seed((1..=HOSTS).map(|n| (B, 0, udp(h(n), MacAddr::BROADCAST, red(n), red(255)))).collect()),
         ),
         (
+            "seed-nat-masquerade",
+            seed(vec![
+                (UP, 0, arp_req(UPSTREAM, upstream, UP_ADDR)),
+                (A, 0, arp_req(h(2), red(2), red(1))),
+                (A, 1, udp_ports(h(2), gw_red, red(2), peer, (1024, 53))),
+                (UP, 1, udp_ports(UPSTREAM, up_mac(), peer, UP_ADDR, (53, 1024))),
+                (A, 1, Ipv4Spec::new(h(2), gw_red, red(2), peer).icmp_echo_request(1024, 1, 8)),
+                (UP, 1, Ipv4Spec::new(UPSTREAM, up_mac(), peer, UP_ADDR).icmp_echo_reply(1024, 1, 8)),
+            ]),
+        ),
+        (
+            "seed-nat-publish-and-hairpin",
+            seed(vec![
+                (UP, 0, arp_req(UPSTREAM, upstream, UP_ADDR)),
+                (A, 0, arp_req(h(2), red(2), red(1))),
+                (B, 0, arp_req(h(3), red(3), red(1))),
+                (UP, 1, tcp_ports(UPSTREAM, up_mac(), peer, UP_ADDR, (50000, 8080), TcpFlags::SYN)),
+                (A, 1, tcp_ports(h(2), gw_red, red(2), peer, (80, 50000), TcpFlags::SYN | TcpFlags::ACK)),
+                (B, 1, tcp_ports(h(3), gw_red, red(3), UP_ADDR, (1025, 8080), TcpFlags::SYN)),
+                (A, 1, tcp_ports(h(2), gw_red, red(2), red(1), (80, 1025), TcpFlags::SYN | TcpFlags::ACK)),
+            ]),
+        ),
+        (
+            "seed-nat-icmp-error",
+            seed(vec![
+                (UP, 0, arp_req(UPSTREAM, upstream, UP_ADDR)),
+                (A, 0, arp_req(h(2), red(2), red(1))),
+                (A, 1, udp_ports(h(2), gw_red, red(2), peer, (1024, 53))),
+                (UP, 1, Ipv4Spec::new(UPSTREAM, up_mac(), peer, UP_ADDR).icmp(time_exceeded(), &quoted_udp)),
+            ]),
+        ),
+        (
             "seed-oversize",
             seed(vec![(C, 0, Ipv4Spec::new(h(6), MacAddr::BROADCAST, blue(6), blue(255)).udp(1, 2, 1450))]),
         ),
@@ -589,6 +937,15 @@ fn fuzz_seeds_replay_cleanly() {
             "seed-ipv6" => c.port(4).flooded == 1,
             "seed-mac-flood" => sw.fdb_stats()[0].evicted > 0,
             "seed-oversize" => c.drops(DropReason::EgressTooLong) == 1,
+            "seed-nat-masquerade" => {
+                let n = sw.nat_stats();
+                n.snat_created == 2 && n.hits_reply == 2 && c.total_drops() == 0
+            }
+            "seed-nat-publish-and-hairpin" => {
+                let n = sw.nat_stats();
+                n.dnat_created == 1 && n.hairpin_created == 1 && n.hits_reply == 2 && c.total_drops() == 0
+            }
+            "seed-nat-icmp-error" => sw.nat_stats().icmp_errors_translated == 1 && c.total_drops() == 0,
             _ => true,
         };
         assert!(does, "{name} does not do what it is named for: {:?} {r:?}", c.drops_by_name());

@@ -1,5 +1,5 @@
 //! Fuzz target: a sequence of frames and clock steps through a whole switch (L2 networks, networks with a
-//! gateway, routing, ARP, ICMP), with every pipeline invariant checked after each step (see `../harness.rs`).
+//! gateway, routing, ARP, ICMP, masquerade, published ports), with every pipeline invariant checked after each step (see `../harness.rs`).
 //!
 //! Input: records `[port: u8][dt: u8][len: u16 LE][len bytes]`; the clock moves `dt` × 50 ms before the frame
 //! is received on port `port % 7` of `harness::ROUTED_CONFIG`.
