@@ -2,6 +2,9 @@
 //! line per frame) and [`diff`] (first difference between two captures). The `vswitch-pcap` binary is a thin
 //! command-line wrapper over these, and the pcap regression harness calls them directly.
 //!
+//! [`lab`] builds a switch and its hosts in network namespaces (the `vswitch-lab` binary, the live end-to-end
+//! tests and `vswitch-bench` use it); it needs root.
+//!
 //! Everything here is synchronous, single-threaded and free of global state; capture I/O goes through
 //! `dataplane::port::pcap`, frame building and decoding through `dataplane::wire`.
 
