@@ -5,7 +5,7 @@
 //! [`lab`] builds a switch and its hosts in network namespaces (the `vswitch-lab` binary, the live end-to-end
 //! tests and `vswitch-bench` use it); it needs root.
 //!
-//! Everything here is synchronous, single-threaded and free of global state; capture I/O goes through
+//! The capture tools are synchronous, single-threaded and free of global state; capture I/O goes through
 //! `dataplane::port::pcap`, frame building and decoding through `dataplane::wire`.
 
 pub mod diff;
