@@ -6,8 +6,11 @@
 //! the XDP program that redirects the queue's frames to the socket. Dropping the port deletes the socket and
 //! detaches the program (libxdp keeps a reference count in a BPF map and detaches when the last socket on the
 //! interface goes). A failed [`AfXdpPort::open`] leaves nothing behind either: libxdp detaches a program it
-//! attached before failing, and the UMEM is unregistered when its handle drops. `tests/afxdp_live.rs` checks
-//! with `ip link show` that no XDP program remains after a drop and after a failed open.
+//! attached before failing, and the UMEM is unregistered when its handle drops. Each attach attempt gets a
+//! fresh UMEM: when libxdp fails after the bind (at the attach), the UMEM's own socket stays bound to the queue
+//! until the UMEM is dropped. The kernel frees a closed socket's queue from a work queue, so `open` retries a
+//! busy queue (`EBUSY`) for up to half a second before reporting [`AfXdpError::QueueBusy`]. `tests/afxdp_live.rs`
+//! checks with `ip link show` that no XDP program remains after a drop and after a failed open.
 //!
 //! # Crate
 //! Built on `xsk-rs` 0.11 (libxdp 1.6 + libbpf 1.5 built from source by `libxdp-sys`, so it needs clang, llvm,
@@ -29,7 +32,8 @@
 //! reuses an AF_XDP program already attached to the interface by another socket whatever mode it is in, so a
 //! second queue opened in another mode gets the first queue's mode. An explicit mode that the interface ends up
 //! not having is an error ([`AfXdpError::ModeMismatch`]); `Auto` accepts and reports it. On veth both native and
-//! generic mode work (kernel 6.18).
+//! generic mode work (kernel 6.18) and `Auto` gets native; on a bridge (no driver XDP) `Auto` falls back to
+//! generic and an explicit `Native` fails with [`AfXdpError::NativeUnsupported`] (both live-tested).
 //!
 //! The socket is bound in copy mode (`XDP_COPY`) unless [`AfXdpConfig::zero_copy`] asks for zero-copy, which
 //! needs driver support (veth has none: the bind fails with `EOPNOTSUPP`, reported as
@@ -49,6 +53,9 @@
 //!   reclaims completed chunks, then copies each frame into a free chunk and submits it; when no chunk is free,
 //!   the tx ring is full or the frame is longer than a chunk, the frame is dropped and counted in
 //!   [`PortStats::tx_dropped`]. It never blocks. Pool buffers go back to the pool at once.
+//!
+//! When the pool or the batch has no room, frames wait in the rx ring; once it is full the kernel drops and
+//! counts them (`rx_ring_full`).
 //!
 //! A received frame longer than [`MAX_FRAME_LEN`] (possible with 4096-byte chunks) is dropped and counted in
 //! [`PortStats::rx_dropped`]. Frames the kernel could not deliver (longer than a chunk, rx ring full, fill
@@ -83,7 +90,9 @@
 //! *partial* checksum (`CHECKSUM_PARTIAL`: only the pseudo-header sum is in the field) and nothing tells the
 //! port so. This port passes frames through unchanged. Until the switch completes checksums itself (a later
 //! step), users must turn transmit checksum offload off on the container side of each veth
-//! (`ethtool -K <container-veth> tx off`), as OVS with AF_XDP requires too.
+//! (`ethtool -K <container-veth> tx off`), as OVS with AF_XDP requires too. The live test
+//! `partial_checksums_arrive_unless_tx_offload_is_off` shows both cases for a UDP datagram from the host stack.
+//! Frames this port transmits must carry complete checksums (the kernel does not fix them).
 //!
 //! # Memory and privileges
 //! The UMEM is `frames * frame_size` bytes (8 MiB by default), pinned: without `CAP_IPC_LOCK` it counts against
@@ -92,12 +101,16 @@
 //! `CAP_BPF`/`CAP_SYS_ADMIN`; root has them all.
 //!
 //! # Network namespaces and threads
-//! The interface is looked up, and the program attached and later detached, by interface index in the network
-//! namespace of the thread that calls [`AfXdpPort::open`] / drops the port. Open and drop the port in the same
-//! namespace (vswitchd runs whole in one namespace, so this is automatic there).
+//! The interface is looked up and the program attached by interface index, in the network namespace of the
+//! thread that calls [`AfXdpPort::open`]; the sockets stay in that namespace wherever the port is used. libxdp
+//! also detaches by interface index, so the port records its namespace at open and, if it is dropped on a thread
+//! in another namespace, enters its own for the deletion and comes back (`setns`, needs CAP_SYS_ADMIN; if that
+//! fails it logs an error, and libxdp, which detaches only a program whose id it attached, leaves other
+//! interfaces alone). The live tests open ports on a thread inside a namespace and drop some of them from the
+//! root namespace.
 //!
-//! The port is `Send` (every `xsk-rs` handle is) and not `Sync`: one worker owns it; the rings are only
-//! touched through `&mut self`. All `unsafe` here is ring/UMEM access or a libc call, each with its reason.
+//! The port starts no threads. It is `Send` (every `xsk-rs` handle is; checked at compile time) and not `Sync`:
+//! one worker owns it; the rings are only touched through `&mut self`. All `unsafe` here is ring/UMEM access or a libc call, each with its reason.
 
 use super::{Port, PortError, PortStats};
 use crate::batch::{Batch, BATCH_SIZE};
