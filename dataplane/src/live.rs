@@ -694,6 +694,64 @@ network = "lan"
         assert_eq!(stopped.report.frames_out, 2);
     }
 
+    const ROUTED: &str = r#"
+[[network]]
+name = "lan"
+subnet = "10.0.0.0/24"
+gateway = "10.0.0.1"
+gateway_mac = "02:00:00:00:01:01"
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "lan"
+
+[[port]]
+name = "up"
+kind = "mem"
+address = "203.0.113.2/24"
+mac = "02:00:00:00:02:01"
+"#;
+
+    #[test]
+    fn frames_held_for_arp_by_one_worker_and_released_by_the_other_keep_pools_bounded() {
+        use crate::wire::builder::{arp_reply, Ipv4Spec};
+        use std::net::Ipv4Addr;
+        let cfg = Config::parse(ROUTED, "test").unwrap();
+        let o = RunOptions { pool_buffers: 64, ..opts(2) };
+        let running = Runtime::new(&cfg, mem_ports(&cfg, 1), o).unwrap().start().unwrap();
+        let r = running.report();
+        assert_eq!(
+            (r.workers[0].rx_queues.clone(), r.workers[1].rx_queues.clone()),
+            (vec!["a/0".into()], vec!["up/0".into()])
+        );
+        // Worker 0 receives 40 packets for 40 unresolved neighbours on the uplink: the router holds them (buffers
+        // of worker 0's pool) and sends 40 ARP requests.
+        let (host, gw) = (MacAddr([2, 0, 0, 0, 0, 5]), MacAddr([2, 0, 0, 0, 1, 1]));
+        let target = |i: u8| Ipv4Addr::new(203, 0, 113, 10 + i);
+        for i in 0..40 {
+            let pkt = Ipv4Spec::new(host, gw, Ipv4Addr::new(10, 0, 0, 5), target(i)).udp(1000, 2000, 10);
+            inject(&running, 0, 0, &pkt);
+        }
+        assert!(eventually(|| running.report().ports["up"].io.tx_packets == 40), "ARP requests");
+        // Fewer than half of worker 0's buffers are free: it tops its pool up.
+        assert!(eventually(|| running.report().workers[0].buffers_added > 0));
+        // Worker 1 receives the answers and releases the held packets: they leave on the uplink and their
+        // buffers end in worker 1's pool, which stays within its capacity.
+        let up_mac = MacAddr([2, 0, 0, 0, 2, 1]);
+        for i in 0..40 {
+            let neigh = MacAddr([2, 0, 0, 0, 3, i]);
+            inject(&running, 1, 0, &arp_reply(neigh, target(i), up_mac, Ipv4Addr::new(203, 0, 113, 2)));
+        }
+        assert!(eventually(|| running.report().ports["up"].io.tx_packets == 80), "held packets released");
+        let stopped = running.stop();
+        for w in &stopped.report.workers {
+            assert!(w.pool_available <= w.pool_capacity, "{w:?}");
+            assert_eq!(w.pool_capacity, 64);
+        }
+        assert_eq!(stopped.report.workers[1].pool_available, 64, "worker 1's pool is full, not over-full");
+    }
+
     #[test]
     fn runtime_refuses_queues_that_do_not_match_the_configuration() {
         let cfg = Config::parse(CONFIG, "test").unwrap();

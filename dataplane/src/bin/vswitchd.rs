@@ -188,7 +188,8 @@ fn run(
                 if let Err(e) = write_stats(path, &running.report()) {
                     tracing::warn!(error = %format!("{e:#}"), "cannot write the stats file");
                 }
-                next_stats = Some(at.max(Instant::now() - every) + every);
+                // Keep the cadence, but never try to catch up after a stall.
+                next_stats = Some((at + every).max(Instant::now()));
             }
         }
     }
