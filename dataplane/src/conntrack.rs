@@ -37,7 +37,7 @@
 //!   `insert` reclaiming it after it expired; then the slot may be reused. Use ids within the batch that
 //!   looked them up. A stale id given to [`Conntrack::update`] is [`Verdict::Invalid`].
 //! - **Cost**: lookups hash one `u128` and allocate nothing; inserts allocate only when the slab or the map
-//!   grows (both are reserved up front, up to 65,536 entries).
+//!   grows (both are reserved up front, up to 65,536 entries, by [`Conntrack::new`]).
 //!
 //! Threads: owned by the worker that runs the NAT stage; not shared. The sweep runs on the same thread,
 //! between batches.
@@ -594,8 +594,15 @@ pub struct Conntrack {
 impl Conntrack {
     /// An empty table.
     pub fn new(cfg: ConntrackConfig) -> Self {
-        let cfg = ConntrackConfig { limit: cfg.limit.max(1), ..cfg };
         let reserve = cfg.limit.min(1 << 16);
+        Conntrack::with_reserve(cfg, reserve)
+    }
+
+    /// An empty table with room reserved for `reserve` entries (at most the limit), e.g. 0 when nothing will be
+    /// tracked.
+    pub fn with_reserve(cfg: ConntrackConfig, reserve: usize) -> Self {
+        let cfg = ConntrackConfig { limit: cfg.limit.max(1), ..cfg };
+        let reserve = reserve.min(cfg.limit);
         let mut index = FxHashMap::default();
         index.reserve(2 * reserve);
         Conntrack {

@@ -320,7 +320,8 @@ impl Nat {
         let enabled = !publish.is_empty() || topo.rifs.iter().any(|r| r.masquerade);
         Nat {
             enabled,
-            ct: Conntrack::new(topo.conntrack),
+            // Without NAT nothing is tracked: reserve nothing (the default table reserves several MB).
+            ct: Conntrack::with_reserve(topo.conntrack, if enabled { topo.conntrack.limit.min(1 << 16) } else { 0 }),
             allocators: topo.rifs.iter().map(|r| PortAllocator::new(r.addr, topo.nat_port_range)).collect(),
             publish,
             inside,
