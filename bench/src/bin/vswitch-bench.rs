@@ -1,7 +1,7 @@
 //! `vswitch-bench`: vswitchd against the Linux bridge and kernel MASQUERADE on the same veth/namespace
 //! topology, in one run (see `bench::live` and bench/README.md). Needs root.
 
-use bench::live::{measure, BenchOptions, Forwarder, ForwarderResult};
+use bench::live::{measure, traffic, BenchOptions, Forwarder, ForwarderResult, Sender};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +29,9 @@ struct Cli {
     /// The vswitchd executable (default: next to this executable, else from PATH).
     #[arg(long)]
     vswitchd: Option<PathBuf>,
+    /// The UDP sender: trafgen or sendmmsg (default: trafgen when installed).
+    #[arg(long)]
+    sender: Option<String>,
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -51,17 +54,25 @@ fn main() -> anyhow::Result<()> {
             .map(|n| Forwarder::from_name(n).ok_or_else(|| anyhow::anyhow!("unknown forwarder {n:?}")))
             .collect::<anyhow::Result<_>>()?
     };
+    let sender = match cli.sender.as_deref() {
+        Some("trafgen") => Sender::Trafgen,
+        Some("sendmmsg") => Sender::Sendmmsg,
+        Some(other) => anyhow::bail!("unknown sender {other:?} (trafgen or sendmmsg)"),
+        None if traffic::have_trafgen() => Sender::Trafgen,
+        None => Sender::Sendmmsg,
+    };
     let opts = BenchOptions {
         duration: Duration::from_secs_f64(cli.duration.max(0.5)),
         sender_cpu: cli.sender_cpu,
         switch_cpu: cli.switch_cpu,
         vswitchd: cli.vswitchd.unwrap_or_else(tools::lab::default_vswitchd),
         tcp: !cli.no_tcp,
+        sender,
     };
     // Other work on the machine skews every figure (2 vCPUs): record how busy it was.
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
     if !cli.json {
-        eprintln!("load average before the run: {loadavg}");
+        eprintln!("load average before the run: {loadavg}; UDP sender: {:?}", opts.sender);
     }
     let mut results = Vec::new();
     for (i, f) in forwarders.iter().enumerate() {
@@ -78,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             "switch_cpu": opts.switch_cpu,
             "results": results,
             "loadavg_before": loadavg,
+            "sender": opts.sender,
             "ratios_vs_kernel": ratios,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

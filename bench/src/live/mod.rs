@@ -106,6 +106,18 @@ pub struct BenchOptions {
     pub vswitchd: PathBuf,
     /// Measure TCP (two runs per forwarder: offloads off and on).
     pub tcp: bool,
+    /// The UDP sender.
+    pub sender: Sender,
+}
+
+/// What sends the 64-byte UDP frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sender {
+    /// trafgen (netsniff-ng): a packet socket, no UDP stack on the sending side.
+    Trafgen,
+    /// The built-in `sendmmsg` blaster: through the sender's UDP/IP stack.
+    Sendmmsg,
 }
 
 /// 64-byte UDP result.
@@ -290,6 +302,11 @@ impl Topology {
     }
 }
 
+/// The sender's address.
+const SENDER: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 2);
+/// The sender's gateway in the routed topologies.
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 1);
+
 /// vswitchd doing what `linux-masquerade`'s namespace does: route 10.71.1.0/24 to 198.51.100.0/24, masquerading.
 const MASQUERADE_SWITCH: &str = r#"
 [switch]
@@ -369,7 +386,22 @@ fn udp(f: Forwarder, prefix: &str, opts: &BenchOptions) -> anyhow::Result<UdpRes
     let (_, tx0) = traffic::link_packets(&tx_ns, topo.sender_if())?;
     let (rx0, _) = traffic::link_packets(&rx_ns, topo.receiver_if())?;
     let (soft0, busy0) = traffic::cpu_times()?;
-    traffic::blast(&tx_ns, SocketAddrV4::new(topo.dst(), 9), opts.duration, opts.sender_cpu)?;
+    match opts.sender {
+        Sender::Sendmmsg => {
+            traffic::blast(&tx_ns, SocketAddrV4::new(topo.dst(), 9), opts.duration, opts.sender_cpu)?;
+        }
+        Sender::Trafgen => {
+            // The next hop: the receiver itself on one link, the gateway when routed.
+            let next_hop = if topo.dst().octets()[..3] == [10, 71, 1] { topo.dst() } else { GATEWAY };
+            let flow = traffic::TrafgenFlow {
+                ifname: topo.sender_if().to_string(),
+                dst_mac: traffic::neighbour_mac(&tx_ns, next_hop)?,
+                src: SENDER,
+                dst: topo.dst(),
+            };
+            traffic::trafgen(&tx_ns, &flow, opts.duration, opts.sender_cpu)?;
+        }
+    }
     let (soft1, busy1) = traffic::cpu_times()?;
     std::thread::sleep(Duration::from_millis(300));
     let (_, tx1) = traffic::link_packets(&tx_ns, topo.sender_if())?;

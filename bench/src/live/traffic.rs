@@ -127,3 +127,57 @@ pub fn tcp_retransmits(ns: &str) -> anyhow::Result<u64> {
         .and_then(|(_, v)| v.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no RetransSegs"))
 }
+
+/// Whether trafgen (netsniff-ng) is installed.
+pub fn have_trafgen() -> bool {
+    tools::lab::netns::run("sh", &["-c", "command -v trafgen"]).is_ok()
+}
+
+/// The MAC address namespace `ns` has resolved for `ip` (after traffic to it, e.g. a ping).
+pub fn neighbour_mac(ns: &str, ip: Ipv4Addr) -> anyhow::Result<String> {
+    let out = exec(ns, "ip", &["-j", "neigh", "show", &ip.to_string()])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v.as_array()
+        .and_then(|a| a.iter().find_map(|e| e["lladdr"].as_str()))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no neighbour entry for {ip} in {ns}"))
+}
+
+/// What [`trafgen`] sends: 64-byte UDP frames from `src` to `dst` through the next hop at `dst_mac`.
+#[derive(Debug, Clone)]
+pub struct TrafgenFlow {
+    /// Sending interface (in the sender's namespace).
+    pub ifname: String,
+    /// Ethernet destination (the receiver, or the gateway when routed).
+    pub dst_mac: String,
+    /// IPv4 source.
+    pub src: Ipv4Addr,
+    /// IPv4 destination.
+    pub dst: Ipv4Addr,
+}
+
+/// Sends the flow with trafgen from namespace `ns` for `duration`, pinned to `cpu` (one process, packet socket
+/// without the qdisc path; `--no-sock-mem`: it leaves the machine's socket memory settings alone).
+pub fn trafgen(ns: &str, flow: &TrafgenFlow, duration: Duration, cpu: usize) -> anyhow::Result<()> {
+    let conf = tempfile::NamedTempFile::new()?;
+    let text = format!(
+        "{{\n  eth(da={}, type=0x0800),\n  ipv4(saddr={}, daddr={}, ttl=64),\n  udp(sp=4000, dp=9),\n  fill(0x00, {PAYLOAD})\n}}\n",
+        flow.dst_mac, flow.src, flow.dst
+    );
+    std::fs::write(conf.path(), text)?;
+    let secs = format!("{:.3}", duration.as_secs_f64());
+    let conf_path = conf.path().to_string_lossy().to_string();
+    let cpu_s = cpu.to_string();
+    let start = Instant::now();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "-s", "INT", &secs, "taskset", "-c", &cpu_s, "trafgen"])
+        .args(["-o", &flow.ifname, "-c", &conf_path, "-P", "1", "--no-sock-mem", "--no-cpu-stats"])
+        .output()?;
+    anyhow::ensure!(
+        start.elapsed() >= duration / 2,
+        "trafgen stopped early ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
