@@ -132,6 +132,9 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
         );
     }
     for r in results {
+        if let Some(d) = r.udp.as_ref().and_then(|u| u.vswitchd_drops.as_ref()) {
+            println!("  {}: UDP run drops {d}", r.forwarder.name());
+        }
         for e in &r.errors {
             println!("  {}: {e}", r.forwarder.name());
         }

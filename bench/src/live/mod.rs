@@ -133,6 +133,9 @@ pub struct UdpResult {
     pub cpu_ns_per_pkt: f64,
     /// vswitchd's workers' busy time per packet they handled, ns (from its stats JSON).
     pub vswitchd_busy_ns_per_pkt: Option<f64>,
+    /// What vswitchd lost: its ports' `rx_dropped`/`tx_dropped` (ring overflows, too-long frames) and the
+    /// pipeline's drops by reason.
+    pub vswitchd_drops: Option<serde_json::Value>,
 }
 
 /// TCP result.
@@ -291,14 +294,27 @@ impl Topology {
         }
     }
 
-    /// Stops vswitchd and returns its workers' (busy_ns, packets).
-    fn switch_busy(&mut self) -> anyhow::Result<Option<(u64, u64)>> {
-        let Topology::Switch { lab, .. } = self else { return Ok(None) };
-        let Some(v) = lab.stop_switch()? else { return Ok(None) };
-        let Some(workers) = v.get("workers").and_then(|w| w.as_array()) else { return Ok(None) };
-        let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
-        let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
-        Ok(Some((busy, packets)))
+    /// Stops vswitchd; returns its workers' (busy_ns, packets) and what it dropped.
+    fn stop_switch(&mut self) -> anyhow::Result<(Option<(u64, u64)>, Option<serde_json::Value>)> {
+        let Topology::Switch { lab, .. } = self else { return Ok((None, None)) };
+        let Some(v) = lab.stop_switch()? else { return Ok((None, None)) };
+        let busy = v.get("workers").and_then(|w| w.as_array()).map(|workers| {
+            let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
+            let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
+            (busy, packets)
+        });
+        let mut port_drops = serde_json::Map::new();
+        if let Some(ports) = v.get("ports").and_then(|p| p.as_object()) {
+            for (name, p) in ports {
+                let io = &p["io"];
+                port_drops.insert(
+                    name.clone(),
+                    serde_json::json!({"rx_dropped": io["rx_dropped"], "tx_dropped": io["tx_dropped"]}),
+                );
+            }
+        }
+        let drops = serde_json::json!({"ports": port_drops, "pipeline": v.get("drops").cloned().unwrap_or_default()});
+        Ok((busy, Some(drops)))
     }
 }
 
@@ -408,13 +424,14 @@ fn udp(f: Forwarder, prefix: &str, opts: &BenchOptions) -> anyhow::Result<UdpRes
     let (rx1, _) = traffic::link_packets(&rx_ns, topo.receiver_if())?;
     let secs = opts.duration.as_secs_f64();
     let delivered = rx1.saturating_sub(rx0).max(1) as f64;
-    let busy = topo.switch_busy()?;
+    let (busy, drops) = topo.stop_switch()?;
     Ok(UdpResult {
         offered_pps: tx1.saturating_sub(tx0) as f64 / secs,
         delivered_pps: rx1.saturating_sub(rx0) as f64 / secs,
         softirq_ns_per_pkt: soft1.saturating_sub(soft0) as f64 / delivered,
         cpu_ns_per_pkt: busy1.saturating_sub(busy0) as f64 / delivered,
         vswitchd_busy_ns_per_pkt: busy.filter(|(_, p)| *p > 0).map(|(b, p)| b as f64 / p as f64),
+        vswitchd_drops: drops,
     })
 }
 
