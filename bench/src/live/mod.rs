@@ -295,7 +295,7 @@ impl Topology {
     }
 
     /// Stops vswitchd; returns its workers' (busy_ns, packets) and what it dropped.
-    fn stop_switch(&mut self) -> anyhow::Result<(Option<(u64, u64)>, Option<serde_json::Value>)> {
+    fn stop_switch(&mut self) -> anyhow::Result<(Option<BusyNs>, Option<serde_json::Value>)> {
         let Topology::Switch { lab, .. } = self else { return Ok((None, None)) };
         let Some(v) = lab.stop_switch()? else { return Ok((None, None)) };
         let busy = v.get("workers").and_then(|w| w.as_array()).map(|workers| {
@@ -317,6 +317,9 @@ impl Topology {
         Ok((busy, Some(drops)))
     }
 }
+
+/// vswitchd's workers' busy nanoseconds and packets.
+type BusyNs = (u64, u64);
 
 /// The sender's address.
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 2);
