@@ -241,3 +241,58 @@ fn published_port_reaches_the_container() {
     let seen = assert_tcp(&lab, "ext", "c2", 80, "203.0.113.2", 8080);
     assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 1), "a published port translates the destination only");
 }
+
+/// `vswitch-lab up`, `status` and `down` through the binary: `up` leaves the default lab running after the
+/// command exits, `down` finds it through the state file, stops exactly that vswitchd and deletes exactly its
+/// namespaces.
+#[test]
+fn cli_up_status_down_leave_nothing_behind() {
+    if !tools::lab::is_root() {
+        println!("skipped: not root (live tests create namespaces; CI runs them as root)");
+        return;
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let prefix = format!("vlt{}z-", std::process::id());
+    let vswitchd = vswitchd();
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vswitch-lab"))
+            .args([cmd, "--prefix", &prefix, "--state-dir"])
+            .arg(state.path())
+            .arg("--vswitchd")
+            .arg(&vswitchd)
+            .output()
+            .expect("run vswitch-lab");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    /// Takes the lab down if the test fails half way.
+    struct Down<'a>(&'a dyn Fn(&str) -> (bool, String));
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)("down");
+        }
+    }
+    let guard = Down(&run);
+    let (ok, text) = run("up");
+    assert!(ok, "up: {text}");
+    let ns: Vec<String> = ["sw", "c1", "c2", "ext"].iter().map(|h| format!("{prefix}{h}")).collect();
+    for n in &ns {
+        assert!(tools::lab::netns::exists(n), "{n} exists after up");
+    }
+    let r = ping(&format!("{prefix}c1"), Ipv4Addr::new(172, 30, 0, 3), 3).expect("ping");
+    assert!(r.received > 0, "the lab forwards after `up` returned: {r:?}");
+    let (ok, text) = run("status");
+    assert!(ok && text.contains(": running"), "status: {text}");
+    let pid = text.split_whitespace().nth(2).and_then(|p| p.trim_end_matches(':').parse::<u32>().ok());
+    let (ok, text) = run("down");
+    assert!(ok && text.contains("is down"), "down: {text}");
+    std::mem::forget(guard);
+    for n in &ns {
+        assert!(!tools::lab::netns::exists(n), "{n} deleted by down");
+    }
+    if let Some(pid) = pid {
+        assert!(!tools::lab::is_vswitchd(pid), "vswitchd {pid} stopped");
+    }
+    let (_, text) = run("status");
+    assert!(text.contains("no lab"), "status after down: {text}");
+}
