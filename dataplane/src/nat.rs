@@ -61,7 +61,9 @@
 //!   datagrams do not cross NAT (the switch does not reassemble).
 //! - **Limits**: a new connection is refused when the table is full (`conntrack-full`), the port range is
 //!   exhausted towards the destination (`nat-port-exhausted`) or its translated tuple is already tracked
-//!   (`nat-clash`). Existing connections are never evicted.
+//!   (`nat-clash`). Existing connections are never evicted. Masquerade may give a connection a published port
+//!   number as its external port (ports are unique per destination, not globally); a later connection from that
+//!   very destination address and port to the published port then clashes — as in netfilter.
 //! - **Expiry**: [`Nat::expire`], from the switch's housekeeping, removes expired connections and releases
 //!   their ports ([`PortAllocator::release`]); [`Nat::check_invariants`] checks that the ports in use equal
 //!   the connections holding one.
