@@ -260,7 +260,7 @@ fn partial_checksums_from_the_host_stack_are_completed() {
 }
 
 #[test]
-fn missing_interface_and_bad_ring_are_named_errors() {
+fn missing_interface_permission_and_bad_ring_are_named_errors() {
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
         return;
@@ -270,6 +270,21 @@ fn missing_interface_and_bad_ring_are_named_errors() {
     assert!(matches!(err, AfPacketError::NoSuchInterface { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("port up") && msg.contains("vsanothere0") && msg.contains("no such interface"), "{msg}");
+    // Without CAP_NET_RAW. The raw system call (unlike libc's setresuid, which changes every thread) drops root
+    // for this one short-lived thread only.
+    let err = ns
+        .run(|| {
+            // SAFETY: setresuid takes integer arguments; it affects only the calling thread's credentials.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+            assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+            AfPacketPort::open("up", &AfPacketConfig::new("lo"))
+        })
+        .unwrap_err();
+    assert!(matches!(err, AfPacketError::PermissionDenied { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("port up") && msg.contains("interface lo") && msg.contains("CAP_NET_RAW"), "{msg}");
+    // SAFETY: geteuid has no preconditions; the test process itself is still root.
+    assert_eq!(unsafe { libc::geteuid() }, 0);
     // Geometry the kernel would refuse is refused first, naming the field.
     let cfg = AfPacketConfig { block_size: 5000, ..AfPacketConfig::new("lo") };
     let err = ns.run(move || AfPacketPort::open("up", &cfg)).unwrap_err();
@@ -387,6 +402,52 @@ fn a_fanout_group_keeps_each_flow_on_one_socket() {
     let on_q0 = seen.iter().filter(|s| s[0] == 4).count();
     assert!(on_q0 > 0 && on_q0 < usize::from(flows), "32 flows all hashed to one socket ({on_q0} on q0)");
     assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn gso_super_frames_from_the_host_stack_are_dropped_and_counted() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(7, None);
+    let mut port = topo.open_sw("sw7", AfPacketConfig::new(&topo.sw_if));
+    let mut pool = BufPool::new(256);
+    let peer = topo.peer_ip;
+    topo.host.ip(&["neigh", "replace", &peer.to_string(), "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
+    // UDP GSO (UDP_SEGMENT): one 3000-byte send becomes a single GSO skb of three 1000-byte segments, which veth
+    // passes on unsegmented (as it does TSO). Then one ordinary datagram.
+    topo.host.run(move || {
+        use std::os::fd::AsRawFd;
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let seg: libc::c_int = 1000;
+        // SAFETY: `seg` is a live c_int of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&seg as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        s.send_to(&[9u8; 3000], SocketAddr::from((peer, 9))).unwrap();
+        let plain = UdpSocket::bind("0.0.0.0:0").unwrap();
+        plain.send_to(b"after", SocketAddr::from((peer, 10))).unwrap();
+    });
+    let mut lens = Vec::new();
+    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+        if d.len() >= 42 && d[12..14] == [0x08, 0x00] && d[23] == 17 {
+            lens.push(d.len());
+            return is_udp_to(d, peer, 10);
+        }
+        false
+    });
+    assert_eq!(lens, vec![14 + 20 + 8 + 5], "only the ordinary datagram arrives (veth does not pad): {lens:?}");
+    let rs = port.ring_stats();
+    assert_eq!(rs.too_long, 1, "the GSO super-frame is dropped and counted as too long: {rs:?}");
+    assert_eq!(port.stats().rx_dropped, 1);
 }
 
 /// CPU time of the calling thread (user + system), in ns.

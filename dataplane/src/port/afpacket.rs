@@ -43,7 +43,7 @@
 //! queue full; `EMSGSIZE`: longer than the MTU; `ENETDOWN`: link down) is dropped and counted in
 //! [`PortStats::tx_dropped`], and sending continues with the next one, so `tx_burst` never blocks or spins.
 //! Any other error (the interface disappeared) drops the rest of the burst and is returned after the vector is
-//! emptied. [`AfPacketConfig::qdisc_bypass`] (default off) makes frames skip the interface's qdisc
+//! emptied. Receive makes no system call and so does not notice a deleted interface: it just sees no frames. [`AfPacketConfig::qdisc_bypass`] (default off) makes frames skip the interface's qdisc
 //! (`PACKET_QDISC_BYPASS`); on veth (which has none) that saved no measurable CPU, and `tcpdump` on the
 //! interface then no longer shows transmitted frames, so it is off unless asked for.
 //! A TX ring (`PACKET_TX_RING`) was not used: it saves the copy into an skb for large frames only, and still needs
@@ -62,7 +62,8 @@
 //! `PACKET_VNET_HDR` is not used: its `virtio_net_hdr` would give `csum_start`/`csum_offset` (parsing finds the
 //! same for TCP/UDP) and GSO metadata, but GSO super-frames (TSO, up to 64 KiB) cannot be carried in 2 KiB
 //! buffers either way. **Requirement:** a peer whose TSO/GSO is on sends such super-frames; they are dropped
-//! here as too long and counted (`too_long`), which stalls large TCP transfers. Turn segmentation offloads off
+//! here as too long and counted (`too_long`; the live test checks this with a UDP GSO send, which veth passes
+//! on unsegmented just as it does TSO), which stalls large TCP transfers. Turn segmentation offloads off
 //! on the peer (`ethtool -K IF tso off gso off` in the container, the same requirement OVS's userspace datapath
 //! has) or keep the peer's `gso_max_size` at the MTU.
 //!
