@@ -85,7 +85,8 @@ pub fn tcp_stream(ns: &str, to: SocketAddrV4, duration: Duration, cpu: usize) ->
         // Wait for the server's answer line so everything sent has been received.
         let mut line = String::new();
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut line)?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut line)
+            .map_err(|e| anyhow::anyhow!("no answer from the server 10 s after the stream ended (stalled): {e}"))?;
         Ok(sent)
     });
     handle.join().map_err(|_| anyhow::anyhow!("tcp client thread panicked"))??
