@@ -135,6 +135,15 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
         if let Some(d) = r.udp.as_ref().and_then(|u| u.vswitchd_drops.as_ref()) {
             println!("  {}: UDP run drops {d}", r.forwarder.name());
         }
+        if let Some(u) = r.udp.as_ref() {
+            if let (Some(c), Some(b)) = (u.vswitchd_cpu_ns_per_pkt, u.vswitchd_busy_ns_per_pkt) {
+                println!(
+                    "  {}: worker thread CPU {c:.0} ns/pkt; busy/CPU = {:.2} (well above 1: preempted while busy)",
+                    r.forwarder.name(),
+                    b / c
+                );
+            }
+        }
         for e in &r.errors {
             println!("  {}: {e}", r.forwarder.name());
         }

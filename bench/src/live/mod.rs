@@ -133,6 +133,9 @@ pub struct UdpResult {
     pub cpu_ns_per_pkt: f64,
     /// vswitchd's workers' busy time per packet they handled, ns (from its stats JSON).
     pub vswitchd_busy_ns_per_pkt: Option<f64>,
+    /// vswitchd's workers' CPU time (their threads' own clock, idle polling included) per packet, ns. Much
+    /// less than the busy time means the workers were preempted while busy: another process had their core.
+    pub vswitchd_cpu_ns_per_pkt: Option<f64>,
     /// What vswitchd lost: its ports' `rx_dropped`/`tx_dropped` (ring overflows, too-long frames) and the
     /// pipeline's drops by reason.
     pub vswitchd_drops: Option<serde_json::Value>,
@@ -300,8 +303,9 @@ impl Topology {
         let Some(v) = lab.stop_switch()? else { return Ok((None, None)) };
         let busy = v.get("workers").and_then(|w| w.as_array()).map(|workers| {
             let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
+            let cpu = workers.iter().map(|w| find_u64(w, "cpu_ns")).sum();
             let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
-            (busy, packets)
+            (busy, cpu, packets)
         });
         let mut port_drops = serde_json::Map::new();
         if let Some(ports) = v.get("ports").and_then(|p| p.as_object()) {
@@ -318,8 +322,8 @@ impl Topology {
     }
 }
 
-/// vswitchd's workers' busy nanoseconds and packets.
-type BusyNs = (u64, u64);
+/// vswitchd's workers' busy nanoseconds, CPU nanoseconds and packets.
+type BusyNs = (u64, u64, u64);
 
 /// The sender's address.
 const SENDER: Ipv4Addr = Ipv4Addr::new(10, 71, 1, 2);
@@ -433,7 +437,8 @@ fn udp(f: Forwarder, prefix: &str, opts: &BenchOptions) -> anyhow::Result<UdpRes
         delivered_pps: rx1.saturating_sub(rx0) as f64 / secs,
         softirq_ns_per_pkt: soft1.saturating_sub(soft0) as f64 / delivered,
         cpu_ns_per_pkt: busy1.saturating_sub(busy0) as f64 / delivered,
-        vswitchd_busy_ns_per_pkt: busy.filter(|(_, p)| *p > 0).map(|(b, p)| b as f64 / p as f64),
+        vswitchd_busy_ns_per_pkt: busy.filter(|(_, _, p)| *p > 0).map(|(b, _, p)| b as f64 / p as f64),
+        vswitchd_cpu_ns_per_pkt: busy.filter(|(_, c, p)| *p > 0 && *c > 0).map(|(_, c, p)| c as f64 / p as f64),
         vswitchd_drops: drops,
     })
 }
