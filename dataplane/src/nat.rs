@@ -12,7 +12,9 @@
 //!   (DNAT) connection, or a new connection matching a `[[publish]]` rule is translated (its destination
 //!   changes) and then *forwarded* like any routed packet, with a fresh route lookup for the new destination
 //!   (the batch lookup, [`crate::router::Router::lookup_batch`], saw the switch's own address: only that first
-//!   lookup is wasted). ICMP errors addressed to the switch that quote a packet of a tracked connection are
+//!   lookup is wasted). A *new* connection is only decided inbound ([`Inbound::Open`]) and made
+//!   ([`Nat::open`]) after the forwarding checks passed, so a packet the router drops (TTL 1, no route, too big)
+//!   leaves no entry and holds no port. ICMP errors addressed to the switch that quote a packet of a tracked connection are
 //!   translated (outer destination, quoted header and ports, all checksums) and forwarded the same way, so path
 //!   MTU discovery (Fragmentation Needed) and traceroute work through NAT. Anything else goes to the router's
 //!   own handling as before (ping to the port address keeps working; an unmatched ICMP error is counted in
@@ -156,6 +158,26 @@ pub struct Rewrite {
     pub to: Tuple,
 }
 
+/// A connection [`Nat::inbound`] decided to open (a published port, or a hairpin through one), made only by
+/// [`Nat::open`] once the packet passed the forwarding checks: a packet the router then drops (TTL 1, no route,
+/// too big) must not leave an entry, or a port held on the gateway, behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewConnection {
+    orig: Tuple,
+    translated: Tuple,
+    state: ProtoState,
+    kind: NatKind,
+    alloc: Option<RifId>,
+}
+
+impl NewConnection {
+    /// Where the first packet goes after translation.
+    #[inline]
+    pub fn dst(&self) -> Ipv4Addr {
+        self.translated.dst
+    }
+}
+
 /// What [`Nat::inbound`] decided about a packet addressed to one of the switch's own addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound {
@@ -163,6 +185,9 @@ pub enum Inbound {
     Local,
     /// Forward it to its new destination after writing `Rewrite` ([`apply`]) once the forwarding checks pass.
     Translate(Rewrite),
+    /// Forward it to the connection's destination; once the forwarding checks pass, [`Nat::open`] the
+    /// connection and write the rewrite it returns.
+    Open(NewConnection),
     /// An ICMP error already translated in place: forward it to its new destination.
     Translated,
     /// Drop it.
@@ -390,15 +415,22 @@ impl Nat {
         if !client.routed_port && client.subnet.contains(&to_addr) {
             // Hairpin: the source becomes the gateway's address, so the reply comes back to the switch.
             let translated = Tuple { src: client.addr, ..dnat };
-            return match self.create(now, t, translated, state, NatKind::Hairpin, Some(in_rif)) {
-                Ok(rw) => Inbound::Translate(rw),
-                Err(reason) => Inbound::Drop(reason),
-            };
+            return Inbound::Open(NewConnection {
+                orig: t,
+                translated,
+                state,
+                kind: NatKind::Hairpin,
+                alloc: Some(in_rif),
+            });
         }
-        match self.create(now, t, dnat, state, NatKind::Dnat, None) {
-            Ok(rw) => Inbound::Translate(rw),
-            Err(reason) => Inbound::Drop(reason),
-        }
+        Inbound::Open(NewConnection { orig: t, translated: dnat, state, kind: NatKind::Dnat, alloc: None })
+    }
+
+    /// Creates the connection [`Nat::inbound`] decided on (its packet passed the forwarding checks) and returns
+    /// the first packet's rewrite; a full table, exhausted ports or a clash is the packet's drop reason.
+    #[inline]
+    pub fn open(&mut self, now: Nanos, c: NewConnection) -> Result<Rewrite, DropReason> {
+        self.create(now, c.orig, c.translated, c.state, c.kind, c.alloc)
     }
 
     /// A packet received on `in_rif`, routed out of `out_rif`, every forwarding check passed: translates it in
@@ -1061,6 +1093,32 @@ mod tests {
         // Ping to the gateway still works with NAT configured.
         tb.send("c1", &from(&tb, C1, GW).icmp_echo_request(5, 1, 8));
         assert_eq!(ends(&one(tb.take("c1"))), (GW, 5, C1.1, 5));
+    }
+
+    #[test]
+    fn a_published_or_hairpin_packet_the_router_drops_opens_no_connection() {
+        let mut tb = testbed();
+        let ttl1 = Ipv4Opts { ttl: 1, ..Ipv4Opts::default() };
+        // From outside with TTL 1: Time Exceeded back to the client, nothing tracked.
+        let client = inbound(&tb, CLIENT, UP_ADDR).with_opts(ttl1);
+        tb.send("up", &client.tcp(seg(50000, 8080, TcpFlags::SYN), 0));
+        assert!(tb.take("c1").is_empty());
+        assert_eq!(one(tb.take("up")).len(), 70, "Time Exceeded quoting the SYN");
+        // Hairpin with TTL 1: no entry, and no port held on the gateway's address.
+        tb.send("c2", &from(&tb, C2, UP_ADDR).with_opts(ttl1).tcp(seg(42000, 8080, TcpFlags::SYN), 0));
+        assert!(tb.take("c1").is_empty());
+        tb.take_all();
+        assert_eq!(tb.switch().counters().drops(DropReason::TtlExpired), 2);
+        let s = tb.switch().nat_stats();
+        assert_eq!((s.dnat_created, s.hairpin_created), (0, 0));
+        assert!(tb.switch().connections(tb.now()).is_empty());
+        invariants(&tb);
+        // The same SYNs with a normal TTL open their connections.
+        tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).tcp(seg(50000, 8080, TcpFlags::SYN), 0));
+        assert_eq!(ends(&one(tb.take("c1"))), (CLIENT, 50000, C1.1, 80));
+        tb.send("c2", &from(&tb, C2, UP_ADDR).tcp(seg(42000, 8080, TcpFlags::SYN), 0));
+        assert_eq!(ends(&one(tb.take("c1"))), (GW, 42000, C1.1, 80), "the gateway port 42000 was still free");
+        invariants(&tb);
     }
 
     /// The IPv4 packet inside a frame (from the IP header to its end).

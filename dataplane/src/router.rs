@@ -43,7 +43,7 @@ use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::checksum;
 use crate::counters::DropReason;
-use crate::nat::{self, Inbound, Nat, Rewrite};
+use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{Held, Lookup, NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::{ip_proto, Parsed};
 use crate::pipeline::{Egress, Verdict, Verdicts};
@@ -151,6 +151,26 @@ pub struct Router {
     last_neigh: Option<(RifId, Ipv4Addr, MacAddr)>,
     /// Connection tracking and NAT.
     nat: Nat,
+}
+
+/// The translation [`Nat::inbound`] decided for a packet to one of our addresses, applied by
+/// [`Router::forward`] after the forwarding checks.
+#[derive(Debug, Clone, Copy)]
+enum Decided {
+    /// A tracked connection's packet: write this.
+    Rewrite(Rewrite),
+    /// A new connection: open it, then write its first packet's rewrite.
+    Open(NewConnection),
+}
+
+impl Decided {
+    /// The packet's destination after translation.
+    fn dst(&self) -> Ipv4Addr {
+        match self {
+            Decided::Rewrite(rw) => rw.to.dst,
+            Decided::Open(c) => c.dst(),
+        }
+    }
 }
 
 /// Where a forwarded packet's route comes from.
@@ -372,7 +392,12 @@ impl Router {
                 match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, topo) {
                     Inbound::Local => {}
                     Inbound::Translate(rw) => {
-                        return self.forward(now, in_rif, frame, parsed, Route::Lookup(rw.to.dst), Some(rw), out)
+                        let route = Route::Lookup(rw.to.dst);
+                        return self.forward(now, in_rif, frame, parsed, route, Some(Decided::Rewrite(rw)), out);
+                    }
+                    Inbound::Open(c) => {
+                        let route = Route::Lookup(c.dst());
+                        return self.forward(now, in_rif, frame, parsed, route, Some(Decided::Open(c)), out);
                     }
                     Inbound::Translated => {
                         let dst = ipv4_at(frame.data(), l3 + ip::DST);
@@ -386,8 +411,8 @@ impl Router {
         self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
     }
 
-    /// Forwards a packet that is not (or no longer, after `rw`) for one of the switch's addresses: TTL, route,
-    /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`rw`, decided inbound,
+    /// Forwards a packet that is not (or no longer, after `nat`) for one of the switch's addresses: TTL, route,
+    /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
     /// or the outbound stage's), TTL decrement and the next hop.
     #[allow(clippy::too_many_arguments)]
     fn forward(
@@ -397,14 +422,14 @@ impl Router {
         mut frame: Frame,
         parsed: &Parsed,
         route: Route,
-        rw: Option<Rewrite>,
+        nat: Option<Decided>,
         out: &mut Egress,
     ) {
         let topo = out.topo();
         let l3 = parsed.l3 as usize;
         let d = frame.data();
         let src = ipv4_at(d, l3 + ip::SRC);
-        let dst = rw.map_or_else(|| ipv4_at(d, l3 + ip::DST), |rw| rw.to.dst);
+        let dst = nat.map_or_else(|| ipv4_at(d, l3 + ip::DST), |n| n.dst());
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
         if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
             return out.drop(frame, DropReason::NotRoutable);
@@ -439,8 +464,12 @@ impl Router {
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
         }
-        match rw {
-            Some(rw) => nat::apply(frame.data_mut(), parsed, &rw),
+        match nat {
+            Some(Decided::Rewrite(rw)) => nat::apply(frame.data_mut(), parsed, &rw),
+            Some(Decided::Open(c)) => match self.nat.open(now, c) {
+                Ok(rw) => nat::apply(frame.data_mut(), parsed, &rw),
+                Err(reason) => return out.drop(frame, reason),
+            },
             None if self.nat.enabled() => {
                 if let Err(reason) = self.nat.outbound(now, in_rif, nh.rif, frame.data_mut(), parsed, topo) {
                     return out.drop(frame, reason);
