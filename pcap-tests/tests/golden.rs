@@ -1,10 +1,16 @@
 //! Runs every golden case under `pcap-tests/cases/` (see the crate documentation). Set `VSWITCH_BLESS=1` to
-//! rewrite the expected outputs, then review them with `git diff` and `vswitch-pcap dump`.
+//! rewrite the expected outputs, then review them with `git diff` and `vswitch-pcap dump`. Set
+//! `VSWITCH_CASE=PREFIX` to run (and bless) only the cases whose name starts with `PREFIX`, e.g.
+//! `VSWITCH_BLESS=1 VSWITCH_CASE=nat-publish cargo test -p pcap-tests`.
 
 #[test]
 fn golden_cases() {
-    let cases = pcap_tests::cases();
-    assert!(!cases.is_empty(), "no cases found under {}", pcap_tests::cases_dir().display());
+    let only = std::env::var("VSWITCH_CASE").unwrap_or_default();
+    let cases: Vec<_> = pcap_tests::cases()
+        .into_iter()
+        .filter(|c| c.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&only)))
+        .collect();
+    assert!(!cases.is_empty(), "no cases named {only}* under {}", pcap_tests::cases_dir().display());
     let bless = pcap_tests::blessing();
     let mut failures = Vec::new();
     for case in &cases {
