@@ -70,20 +70,23 @@
 //!
 //! # Costs
 //! Measured by `tests/afxdp_live.rs::measure_costs` (`cargo test -p dataplane --release --features afxdp --test
-//! afxdp_live measure -- --nocapture`; 2 vCPU VM, kernel 6.18, veth, 60-byte frames, 200 rounds of 64 frames
-//! each way, min/median/max of the per-round average, release build):
+//! afxdp_live measure -- --nocapture`; 2 vCPU VM, kernel 6.18, veth, 60-byte frames, release build). The test
+//! times this thread's CPU time (the machine was shared with other builds, load average near 3): 200 rounds of
+//! 64 frames each way (per-round average per frame, min / median; ranges over three runs), and 500 bursts of 32
+//! transmitted back to back ("sustained", which includes building the frames):
 //!
-//! | mode    | `rx_burst` ns/frame | `tx_burst` ns/frame |
-//! |---------|---------------------|---------------------|
-//! | generic | 84 / 175 / 1104     | 1296 / 2006 / 3477  |
-//! | native  | 121 / 201 / 22423   | 1465 / 1861 / 8296  |
+//! | mode    | `rx_burst` ns/frame | `tx_burst` ns/frame     | sustained tx ns/frame |
+//! |---------|---------------------|-------------------------|-----------------------|
+//! | generic | 126–134 / 182–222   | 1098–1252 / 1127–1606   | 1457–1586             |
+//! | native  | 101–119 / 163–191   | 908–1168 / 1100–1279    | 1143–1357             |
 //!
-//! Receive is the port's own work: descriptor read, one copy into a pool buffer, fill-ring write (≈100 ns
-//! with warm caches, as the trials' 102–115 ns for xsk-rs). Transmit is almost all kernel time: in copy mode the
+//! Receive is the port's own work: descriptor read, one copy into a pool buffer, fill-ring write (≈100–200 ns;
+//! the trials measured 102–115 ns for bare xsk-rs). Transmit is almost all kernel time: in copy mode the
 //! `sendto()` kick builds an skb per frame, copies the frame again and transmits it through `veth_xmit`, and the
 //! peer's receive softirq then runs on the same core inside the same call; a profile of the test shows
 //! `__xsk_generic_xmit` and the softirq under `__sys_sendto`, and the port's own `tx_burst` (copy + descriptor
-//! writes) at a few percent of that. An empty `rx_burst` makes no system call (a ring peek).
+//! writes) at a few percent of that. So one queue's transmit tops out near 0.7–0.9 Mpps per core in copy mode
+//! on veth. An empty `rx_burst` makes no system call (a ring peek).
 //!
 //! # Checksums
 //! AF_XDP carries no metadata: a frame from a veth whose peer sends with the default offloads may carry a
