@@ -46,7 +46,7 @@ use crate::port::{Port, PortError, PortId};
 use serde::Serialize;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Longest a worker sleeps in one wait (also bounds how long a stop takes to be noticed).
@@ -107,6 +107,11 @@ pub struct WorkerStats {
     pub busy_ns: AtomicU64,
     /// Frames received from this worker's queues.
     pub rx_packets: AtomicU64,
+    /// Non-empty bursts received (each one switch lock).
+    pub rx_batches: AtomicU64,
+    /// Times the switch lock was found held by another thread (a worker, or the stats reporter now and then):
+    /// the contention the shared tables cost.
+    pub switch_waits: AtomicU64,
     /// Times the worker went to sleep on its fds.
     pub sleeps: AtomicU64,
     /// Port I/O errors (not per-frame drops: a failing fd).
@@ -139,6 +144,10 @@ pub struct WorkerReport {
     /// See [`WorkerStats`].
     pub rx_packets: u64,
     /// See [`WorkerStats`].
+    pub rx_batches: u64,
+    /// See [`WorkerStats`].
+    pub switch_waits: u64,
+    /// See [`WorkerStats`].
     pub sleeps: u64,
     /// See [`WorkerStats`].
     pub port_errors: u64,
@@ -162,6 +171,8 @@ impl WorkerStats {
             busy_iterations: self.busy_iterations.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
             rx_packets: self.rx_packets.load(Relaxed),
+            rx_batches: self.rx_batches.load(Relaxed),
+            switch_waits: self.switch_waits.load(Relaxed),
             sleeps: self.sleeps.load(Relaxed),
             port_errors: self.port_errors.load(Relaxed),
             buffers_added: self.buffers_added.load(Relaxed),
@@ -192,6 +203,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Locks the switch for `worker`, counting in [`WorkerStats::switch_waits`] when another thread holds it.
+    fn lock_switch(&self, worker: usize) -> MutexGuard<'_, Switch> {
+        match self.switch.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.workers[worker].switch_waits.fetch_add(1, Relaxed);
+                lock(&self.switch)
+            }
+        }
+    }
+
     /// True (once per interval, for exactly one caller) when housekeeping is due at `now`.
     fn claim_housekeeping(&self, now: Nanos) -> bool {
         let last = self.last_housekeeping.load(Relaxed);
@@ -324,11 +347,12 @@ impl Worker {
             // A failing burst may still have delivered frames before the error.
             if !self.batch.is_empty() {
                 moved += self.batch.len() as u64;
-                lock(&shared.switch).process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
+                shared.workers[self.id].rx_batches.fetch_add(1, Relaxed);
+                shared.lock_switch(self.id).process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
             }
         }
         if shared.claim_housekeeping(now) {
-            lock(&shared.switch).housekeeping(now, &mut self.pool, &mut self.tx);
+            shared.lock_switch(self.id).housekeeping(now, &mut self.pool, &mut self.tx);
         }
         self.flush(now);
         moved
