@@ -275,3 +275,85 @@ fn live_startup_failure_names_the_port_and_leaves_no_tap_behind() {
     assert!(e.contains(&format!("port t9: tap {taken} is busy")), "{e}");
     assert!(link_exists(&sw, &taken), "the veth must survive");
 }
+
+/// Not a test: switch throughput and CPU per frame with 1 and 2 workers, as root, without a load generator
+/// competing for the CPUs: a veth pair whose two ends are both AF_PACKET ports of vswitchd (in its own netns);
+/// 8192 frames (distinct UDP flows, so fan-out spreads them) are injected once and circulate A → B → A, each hop
+/// one receive and one transmit by the switch.
+/// `cargo test -p dataplane --release --test run_cli measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_afpacket_loop_one_vs_two_workers() {
+    use dataplane::buffer::{BufPool, Frame};
+    use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use dataplane::port::Port;
+    use dataplane::wire::builder::Ipv4Spec;
+    use dataplane::wire::MacAddr;
+    use std::net::Ipv4Addr;
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    const FRAMES: u16 = 8192;
+    let pid = std::process::id();
+    for workers in [1, 2] {
+        let sw = Netns::create(&format!("vrc{pid}m{workers}"));
+        let (a, b) = (format!("vrc{pid}m{workers}a"), format!("vrc{pid}m{workers}b"));
+        sw.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        sw.ip(&["link", "set", &a, "up"]);
+        sw.ip(&["link", "set", &b, "up"]);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "[switch]\nworkers = {workers}\n[[network]]\nname = \"lan\"\n\
+                 [[port]]\nname = \"pa\"\nkind = \"afpacket\"\nifname = \"{a}\"\nnetwork = \"lan\"\n\
+                 [[port]]\nname = \"pb\"\nkind = \"afpacket\"\nifname = \"{b}\"\nnetwork = \"lan\"\n"
+            ),
+        );
+        let stats = dir.path().join("stats.json");
+        let stats_arg = stats.display().to_string();
+        let mut d = spawn_in(&sw, &["run", "--config", &cfg, "--stats-json", &stats_arg, "--stats-interval", "0.5"]);
+        assert!(eventually(Duration::from_secs(5), || stats.exists()), "vswitchd did not start");
+        let inject_on = a.clone();
+        sw.run(move || {
+            let mut port = AfPacketPort::open("inject", &AfPacketConfig::new(&inject_on)).expect("inject socket");
+            let mut pool = BufPool::new(256);
+            let (src, dst) = (MacAddr([2, 0, 0x5e, 0, 0, 1]), MacAddr([2, 0, 0x5e, 0, 0, 2]));
+            let spec = Ipv4Spec::new(src, dst, Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2));
+            for chunk in 0..FRAMES / 256 {
+                let mut out: Vec<Frame> = (0..256)
+                    .map(|i| {
+                        let mut f = pool.alloc().expect("buffer");
+                        f.load(&spec.udp(1000 + chunk * 256 + i, 9, 18)).unwrap();
+                        f
+                    })
+                    .collect();
+                port.tx_burst(&mut pool, &mut out).expect("inject");
+            }
+        });
+        let read = || -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap() };
+        std::thread::sleep(Duration::from_millis(1500));
+        let first = read();
+        std::thread::sleep(Duration::from_secs(4));
+        let last = read();
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait(Duration::from_secs(5)).status.code(), Some(0));
+        let sum = |v: &serde_json::Value, k: &str| -> f64 {
+            v["workers"].as_array().unwrap().iter().map(|w| w[k].as_u64().unwrap() as f64).sum()
+        };
+        let diff = |k: &str| sum(&last, k) - sum(&first, k);
+        let secs = (last["uptime_ns"].as_u64().unwrap() - first["uptime_ns"].as_u64().unwrap()) as f64 / 1e9;
+        let pkts = diff("rx_packets");
+        println!(
+            "workers={workers}: {:.0} kpps, {:.0} ns CPU/frame, {:.0} ns busy/frame, workers' CPU {:.0}%, \
+             {:.1} frames/batch, switch lock held by another thread in {:.2}% of batches",
+            pkts / secs / 1e3,
+            diff("cpu_ns") / pkts,
+            diff("busy_ns") / pkts,
+            diff("cpu_ns") / secs / 1e7,
+            pkts / diff("rx_batches"),
+            100.0 * diff("switch_waits") / diff("rx_batches"),
+        );
+    }
+}
