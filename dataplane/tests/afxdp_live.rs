@@ -589,10 +589,10 @@ fn too_long_frames_are_counted_on_receive() {
         assert!(got_small, "{frame_size}: the frame after the big one arrived");
         let st = port.stats();
         let xs = port.xdp_stats().expect("stats");
-        if frame_size == 4096 {
-            assert_eq!(st.rx_dropped, 1, "{st:?}");
-        } else {
-            assert_eq!(st.rx_dropped, 0, "{st:?}");
+        // Either way the loss shows in the port's rx_dropped: the port's own refusal (4096-byte chunks hold
+        // the frame, a pool buffer does not) or the kernel's (2048-byte chunks), which stats() adds.
+        assert_eq!(st.rx_dropped, 1, "{st:?}");
+        if frame_size == 2048 {
             assert_eq!(xs.rx_dropped, 1, "kernel dropped it: {xs:?}");
         }
         assert_eq!(pool.available(), pool.capacity());

@@ -59,7 +59,9 @@
 //!
 //! A received frame longer than [`MAX_FRAME_LEN`] (possible with 4096-byte chunks) is dropped and counted in
 //! [`PortStats::rx_dropped`]. Frames the kernel could not deliver (longer than a chunk, rx ring full, fill
-//! ring empty) are counted by the kernel: see [`AfXdpPort::xdp_stats`].
+//! ring empty) are counted by the kernel ([`AfXdpPort::xdp_stats`]) and added to `rx_dropped` by
+//! [`Port::stats`]. Frames the interface dropped before its XDP program ran (a veth's queue towards XDP
+//! overflowing) are the interface's own drops, visible in `ip -s link`, not the socket's.
 //!
 //! # Transmit kicks
 //! In copy mode the kernel sends only from within a `sendto()` on the socket, at most 32 frames per call
@@ -899,8 +901,15 @@ impl Port for AfXdpPort {
         Ok(())
     }
 
+    /// The port's counters, with the frames the kernel dropped on this socket's way in (rx ring full, no free
+    /// chunk in the fill ring, longer than a chunk, invalid descriptors; one `getsockopt`) added to
+    /// `rx_dropped`, so losses show in the same counter on every back-end.
     fn stats(&self) -> PortStats {
-        self.stats
+        let mut s = self.stats;
+        if let Ok(k) = self.xdp_stats() {
+            s.rx_dropped += k.rx_dropped + k.rx_ring_full + k.rx_invalid_descs;
+        }
+        s
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
