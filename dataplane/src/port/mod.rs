@@ -18,6 +18,7 @@
 pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+pub mod gso;
 pub mod mem;
 pub mod pcap;
 pub mod tap;
@@ -90,5 +91,12 @@ pub trait Port {
     /// worker then never sleeps longer than its housekeeping interval while it owns such a port.
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
         None
+    }
+
+    /// True when frames given to an earlier `tx_burst` are still waiting to be pushed to the link (AF_XDP in
+    /// copy mode, when the kernel pushed back). A worker about to sleep calls `tx_burst` with no frames to push
+    /// them, so an idle link does not hold them until its next wake-up.
+    fn tx_pending(&self) -> bool {
+        false
     }
 }
