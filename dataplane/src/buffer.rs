@@ -8,7 +8,10 @@
 //! queue, a port) or give it back with [`BufPool::free`]. Dropping a `Frame` instead only loses a pool slot
 //! (the pool then reports fewer buffers in [`BufPool::available`]); it is never unsafe.
 //!
-//! Threads: a pool and its frames belong to one worker thread; nothing here is shared.
+//! Threads: a pool belongs to one worker thread; nothing here is shared. A frame may move to another worker
+//! (frames held by the switch for ARP are released by whichever worker runs it next) and be freed into that
+//! worker's pool: a pool never grows past its capacity ([`BufPool::free`] drops the extra buffer), and the
+//! workers top up pools that lost buffers (`crate::worker`).
 
 use crate::port::PortId;
 

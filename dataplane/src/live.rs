@@ -23,7 +23,9 @@ use crate::bridge::BridgeStats;
 use crate::buffer::{BufPool, Frame};
 use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::config::{Config, PortConfig, PortKind};
+use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
+use crate::nat::NatStats;
 use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
@@ -34,6 +36,7 @@ use crate::port::tap::{TapConfig, TapError, TapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
 use crate::replay::NetworkReport;
 use crate::router::RouterStats;
+use crate::snat::SnatStats;
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerReport, WorkerStats};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -107,6 +110,10 @@ impl Port for AnyPort {
 
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
         dispatch!(self, p => p.rx_fd())
+    }
+
+    fn tx_pending(&self) -> bool {
+        dispatch!(self, p => p.tx_pending())
     }
 }
 
@@ -471,6 +478,13 @@ pub struct LiveReport {
     pub router: RouterStats,
     /// Neighbour table counters.
     pub neigh: NeighStats,
+    /// NAT stage counters.
+    pub nat: NatStats,
+    /// Masquerade port allocation counters.
+    pub snat: SnatStats,
+    /// Connection table counters (the connections themselves are not listed: there may be hundreds of
+    /// thousands; the control socket will page through them).
+    pub conntrack: ConntrackStats,
     /// Per worker, by id.
     pub workers: Vec<WorkerReport>,
 }
@@ -518,6 +532,7 @@ fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveReport {
         .collect();
     let drops = sw.counters().drops_by_name();
     let (bridge, router, neigh) = (sw.bridge_stats(), sw.router().stats(), sw.router().neigh_stats());
+    let (nat, snat, conntrack) = (sw.nat_stats(), sw.router().nat().snat_stats(), sw.conntrack().stats());
     drop(sw);
     let workers = shared
         .workers
@@ -535,6 +550,9 @@ fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveReport {
         bridge,
         router,
         neigh,
+        nat,
+        snat,
+        conntrack,
         workers,
     }
 }

@@ -10,7 +10,9 @@
 //! [`Switch::process`], then hands each port its [`TxQueues`] queue with `tx_burst`, and calls
 //! [`Switch::housekeeping`] every [`HOUSEKEEPING_INTERVAL`].
 //!
-//! Threads: a `Switch` is owned by one thread; nothing in it is shared or locked.
+//! Threads: nothing in a `Switch` is shared or locked inside; it is used by one thread at a time. `vswitchd run`
+//! puts it behind one mutex that a worker takes per received batch (see `crate::worker` and
+//! docs/architecture.md § Threads); replay and tests own it outright.
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};

@@ -51,6 +51,8 @@ use std::time::{Duration, Instant};
 
 /// Longest a worker sleeps in one wait (also bounds how long a stop takes to be noticed).
 pub const MAX_SLEEP: Nanos = 100 * NANOS_PER_SEC / 1000;
+/// Longest a worker sleeps while a port it transmits on still holds frames the kernel pushed back on.
+const TX_PENDING_SLEEP: Nanos = 50_000;
 /// Longest a worker sleeps while it owns a queue without an fd, or its pool is short of buffers.
 pub const FDLESS_SLEEP: Nanos = NANOS_PER_SEC / 1000;
 
@@ -390,11 +392,15 @@ impl Worker {
 
     /// Sleeps until a registered fd is readable or the bounded timeout passes.
     fn sleep(&mut self, now: Nanos) {
+        let tx_pending = self.push_pending_tx(now);
         let shared = &self.shared;
         let next_hk = shared.last_housekeeping.load(Relaxed).saturating_add(HOUSEKEEPING_INTERVAL);
         let mut timeout = next_hk.saturating_sub(now).min(MAX_SLEEP);
         if self.fdless || self.pool.available() < BATCH_SIZE {
             timeout = timeout.min(FDLESS_SLEEP);
+        }
+        if tx_pending {
+            timeout = timeout.min(TX_PENDING_SLEEP);
         }
         if timeout == 0 {
             return;
@@ -408,6 +414,27 @@ impl Worker {
             }
             None => std::thread::sleep(timeout),
         }
+    }
+
+    /// Before sleeping: lets every port this worker transmits on push out frames the kernel pushed back on
+    /// (AF_XDP); true if some are still waiting, so the sleep is kept short.
+    fn push_pending_tx(&mut self, now: Nanos) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut pending = false;
+        for p in 0..self.tx.ports() {
+            let port = &shared.ports[p];
+            let mut queue = lock(&port.queues[self.id % port.queues.len()]);
+            if queue.tx_pending() {
+                // The worker's queue for this port is empty after the flush: this only kicks.
+                let r = queue.tx_burst(&mut self.pool, self.tx.queue_mut(p as PortId));
+                pending |= queue.tx_pending();
+                drop(queue);
+                if let Err(e) = r {
+                    self.port_error(now, e);
+                }
+            }
+        }
+        pending
     }
 
     /// Tops the pool up when buffers have migrated to other workers (see the module documentation).

@@ -35,7 +35,7 @@ enum Command {
     /// names the port; nothing opened before it is left behind).
     ///
     /// The counters JSON: uptime_ns, frames_in, frames_out, ports.NAME.{kind, ifname, queues, mode, io,
-    /// queue_io, pipeline}, drops, networks, bridge, router, neigh, and workers[].{id, rx_queues, iterations,
+    /// queue_io, pipeline}, drops, networks, bridge, router, neigh, nat, snat, conntrack, and workers[].{id, rx_queues, iterations,
     /// busy_iterations, busy_ns, rx_packets, rx_batches, switch_waits, sleeps, port_errors, buffers_added,
     /// cpu_ns, pool_available, pool_capacity}. Switch cost per received packet = sum(busy_ns) / sum(rx_packets) (wall time of busy
     /// iterations) or sum(cpu_ns) / sum(rx_packets) (thread CPU time, includes idle polling).

@@ -912,6 +912,10 @@ impl Port for AfXdpPort {
         s
     }
 
+    fn tx_pending(&self) -> bool {
+        self.tx_pending
+    }
+
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.xsk.rx_q.fd().as_raw_fd())
     }
