@@ -404,23 +404,14 @@ fn a_fanout_group_keeps_each_flow_on_one_socket() {
     assert_eq!(pool.available(), pool.capacity());
 }
 
-#[test]
-fn gso_super_frames_from_the_host_stack_are_dropped_and_counted() {
-    if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
-        return;
-    }
-    let topo = Topo::new(7, None);
-    let mut port = topo.open_sw("sw7", AfPacketConfig::new(&topo.sw_if));
-    let mut pool = BufPool::new(256);
+/// Sends `payload` from the host namespace as one UDP GSO (`UDP_SEGMENT`) send of `seg`-byte datagrams: the
+/// stack builds a single GSO super-frame, which veth passes on unsegmented (as it does TSO).
+fn udp_gso_send(topo: &Topo, seg: u16, payload: Vec<u8>, dport: u16) {
     let peer = topo.peer_ip;
-    topo.host.ip(&["neigh", "replace", &peer.to_string(), "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
-    // UDP GSO (UDP_SEGMENT): one 3000-byte send becomes a single GSO skb of three 1000-byte segments, which veth
-    // passes on unsegmented (as it does TSO). Then one ordinary datagram.
     topo.host.run(move || {
         use std::os::fd::AsRawFd;
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        let seg: libc::c_int = 1000;
+        let seg = libc::c_int::from(seg);
         // SAFETY: `seg` is a live c_int of the stated size.
         let rc = unsafe {
             libc::setsockopt(
@@ -432,22 +423,88 @@ fn gso_super_frames_from_the_host_stack_are_dropped_and_counted() {
             )
         };
         assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
-        s.send_to(&[9u8; 3000], SocketAddr::from((peer, 9))).unwrap();
-        let plain = UdpSocket::bind("0.0.0.0:0").unwrap();
-        plain.send_to(b"after", SocketAddr::from((peer, 10))).unwrap();
+        s.send_to(&payload, SocketAddr::from((peer, dport))).unwrap();
     });
-    let mut lens = Vec::new();
-    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
-        if d.len() >= 42 && d[12..14] == [0x08, 0x00] && d[23] == 17 {
-            lens.push(d.len());
-            return is_udp_to(d, peer, 10);
+}
+
+/// True if the IPv4 header of untagged frame `d` has a valid checksum.
+fn ip_checksum_ok(d: &[u8]) -> bool {
+    let ihl = usize::from(d[14] & 0x0f) * 4;
+    checksum::verify(&d[14..14 + ihl])
+}
+
+#[test]
+fn udp_gso_super_frames_are_segmented_across_bursts_and_truncated_ones_dropped() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(7, None);
+    // Three sockets on the same interface see the same frames: a pool of 10 buffers (segmentation pauses when
+    // the pool is empty), a big pool (pauses when the 32-frame batch is full), and 32 KiB blocks (a 60 KB
+    // super-frame does not fit: truncated).
+    let mut small_pool = topo.open_sw("sw7a", AfPacketConfig::new(&topo.sw_if));
+    let mut big_pool = topo.open_sw("sw7b", AfPacketConfig::new(&topo.sw_if));
+    let small_blocks = AfPacketConfig { block_size: 32 * 1024, ..AfPacketConfig::new(&topo.sw_if) };
+    let mut small_ring = topo.open_sw("sw7c", small_blocks);
+    let peer = topo.peer_ip;
+    topo.host.ip(&["neigh", "replace", &peer.to_string(), "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
+    let payload: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    udp_gso_send(&topo, 1000, payload[..3000].to_vec(), 9);
+    udp_gso_send(&topo, 1000, payload.clone(), 9);
+    {
+        let s = topo.host.run(move || UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"after", (peer, 10)).unwrap());
+        assert_eq!(s, 5);
+    }
+    for (port, pool_size) in [(&mut small_pool, 10), (&mut big_pool, 256)] {
+        let mut pool = BufPool::new(pool_size);
+        let (mut lens, mut data, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bursts = 0;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut done = false;
+        while !done && Instant::now() < deadline {
+            let mut batch = Batch::new();
+            bursts += usize::from(port.rx_burst(5, &mut pool, &mut batch).unwrap() > 0);
+            for f in batch.drain() {
+                let d = f.data();
+                if d.len() >= 42 && d[12..14] == [0x08, 0x00] && d[23] == 17 {
+                    assert!(l4_checksum_ok(d) && ip_checksum_ok(d), "valid checksums: {:?}", &d[..42]);
+                    lens.push(d.len());
+                    if is_udp_to(d, peer, 9) {
+                        data.extend_from_slice(&d[42..]);
+                        ids.push(u16::from_be_bytes([d[18], d[19]]));
+                    }
+                    done = is_udp_to(d, peer, 10);
+                }
+                pool.free(f);
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
-        false
+        let mut want = vec![1042; 63];
+        want.push(14 + 20 + 8 + 5);
+        assert_eq!(lens, want, "3 + 60 segments of 1000 bytes, then the ordinary datagram");
+        let mut want_data = payload[..3000].to_vec();
+        want_data.extend_from_slice(&payload);
+        assert!(data == want_data, "concatenated payloads equal what was sent");
+        assert!(ids[3..].windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "IPv4 ids per segment: {ids:?}");
+        let rs = port.ring_stats();
+        assert_eq!((rs.gso_frames, rs.gso_segments, rs.gso_dropped, rs.too_long), (2, 63, 0, 0), "{rs:?}");
+        assert_eq!(port.stats().rx_dropped, 0);
+        assert_eq!(port.stats().rx_packets, 64);
+        assert!(bursts >= 64 / pool_size.min(32), "a super-frame spanned several bursts: {bursts}");
+        assert_eq!(pool.available(), pool.capacity());
+    }
+    // The 32 KiB-block ring truncated the 60 KB super-frame: dropped whole, not segmented from partial data.
+    let mut pool = BufPool::new(256);
+    let mut lens = Vec::new();
+    rx_until(&mut small_ring, &mut pool, Duration::from_secs(3), |d| {
+        lens.push(d.len());
+        is_udp_to(d, peer, 10)
     });
-    assert_eq!(lens, vec![14 + 20 + 8 + 5], "only the ordinary datagram arrives (veth does not pad): {lens:?}");
-    let rs = port.ring_stats();
-    assert_eq!(rs.too_long, 1, "the GSO super-frame is dropped and counted as too long: {rs:?}");
-    assert_eq!(port.stats().rx_dropped, 1);
+    assert_eq!(lens, vec![1042, 1042, 1042, 47], "the small super-frame is segmented, the truncated one is not");
+    let rs = small_ring.ring_stats();
+    assert_eq!((rs.gso_frames, rs.gso_truncated, rs.gso_dropped), (1, 1, 1), "{rs:?}");
+    assert_eq!(small_ring.stats().rx_dropped, 1);
 }
 
 /// CPU time of the calling thread (user + system), in ns.

@@ -398,7 +398,11 @@ mod tests {
         // TCPv6 with options (timestamps), 5000 bytes.
         let payload = pattern(5000);
         let b = PacketBuilder::ethernet2(A.0, B.0)
-            .ipv6([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+            .ipv6(
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                64,
+            )
             .tcp(1000, 2000, 5, 500)
             .options(&[etherparse::TcpOptionElement::Timestamp(1, 2)])
             .unwrap()
