@@ -541,6 +541,12 @@ impl AfPacketPort {
         AfPacketStats { kernel_packets: packets, kernel_drops: drops, ..self.extra }
     }
 
+    /// The port's own counters without a system call (the kernel's ring statistics as of their last read).
+    pub fn counters(&self) -> AfPacketStats {
+        let (packets, drops) = self.kernel.get();
+        AfPacketStats { kernel_packets: packets, kernel_drops: drops, ..self.extra }
+    }
+
     /// Reads and accumulates `PACKET_STATISTICS` (the kernel resets it on read). On failure (never expected on an
     /// open socket) the accumulated values are returned unchanged.
     fn poll_kernel_stats(&self) -> (u64, u64) {
