@@ -299,10 +299,12 @@ impl SuperFrame {
 /// Completes a partial checksum as a `virtio_net_hdr` with [`F_NEEDS_CSUM`] describes it (the kernel's
 /// `skb_checksum_help`): the one's-complement sum from `csum_start` to the end of the frame (whose checksum field
 /// at `csum_start + csum_offset` holds the pseudo-header sum), folded, inverted (0 stored as 0xffff) and stored.
-/// Returns false, changing nothing, if the offsets do not lie inside the frame.
+/// Returns false, changing nothing, if the offsets do not lie inside the frame, or for `csum_offset` 8: that is
+/// SCTP, whose partial checksum (veth offers `NETIF_F_SCTP_CRC`) is a CRC32c, not a one's-complement sum.
 pub fn complete_checksum(frame: &mut [u8], csum_start: usize, csum_offset: usize) -> bool {
+    const SCTP_CRC_OFFSET: usize = 8;
     let field = csum_start + csum_offset;
-    if field + 2 > frame.len() || csum_offset % 2 != 0 {
+    if field + 2 > frame.len() || !csum_offset.is_multiple_of(2) || csum_offset == SCTP_CRC_OFFSET {
         return false;
     }
     let mut check = !sum(&frame[csum_start..]);
@@ -351,7 +353,10 @@ mod tests {
     }
 
     /// Checks every segment with etherparse (headers, lengths, checksums) and returns (payload, seq, flags) of each.
-    fn check_segments(segs: &[Vec<u8>], hdr_len: usize) -> Vec<(Vec<u8>, u32, (bool, bool, bool))> {
+    /// A checked segment: payload, TCP sequence number, TCP (CWR, PSH, FIN).
+    type Checked = (Vec<u8>, u32, (bool, bool, bool));
+
+    fn check_segments(segs: &[Vec<u8>], hdr_len: usize) -> Vec<Checked> {
         segs.iter()
             .map(|s| {
                 let p = SlicedPacket::from_ethernet(s).expect("segment parses");
@@ -517,5 +522,6 @@ mod tests {
         assert_eq!(f, good);
         assert!(!complete_checksum(&mut f, 74, 6));
         assert!(!complete_checksum(&mut f, 34, 5));
+        assert!(!complete_checksum(&mut f, 34, 8), "SCTP's CRC32c is not completed as a sum");
     }
 }
