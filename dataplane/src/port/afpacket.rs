@@ -92,7 +92,9 @@
 //! 5.7–11 µs per frame of `tx_burst` (veth runs the receiver's TCP stack in the sender's call). The 20 MB
 //! transfer between two namespaces through two such ports forwarding to each other reached **0.8–1.3 Gbit/s**
 //! (with the peer's TSO off: 0.6–1.0 Gbit/s), so `sendmmsg` and the 1 ms block timeout (on the ACKs) bound it,
-//! not segmentation. Limits: the switch sees MSS-sized frames (no GRO: 64 KiB in costs ~45 frames
+//! not segmentation. `vswitch-bench --forwarders linux-bridge,vswitchd-afpacket` (vswitchd release build, load
+//! average 2.3): TCP with default offloads **1.26 Gbit/s** (0 before segmentation; 1.08 with offloads off; the
+//! Linux bridge 12.5, which never segments). Limits: the switch sees MSS-sized frames (no GRO: 64 KiB in costs ~45 frames
 //! through the pipeline and ~45 `sendmmsg` entries out), and the port never transmits GSO frames itself.
 
 //! # Host stack
@@ -104,7 +106,8 @@
 //! Measured by `tests/afpacket_live.rs::measure_costs` (`cargo test -p dataplane --release --test afpacket_live
 //! measure -- --nocapture`; 2 vCPU, kernel 6.18, while other builds loaded the machine):
 //! - receive ring walk, copy into a pool buffer included: **26–27 ns/frame** (64-byte frames, 6400 frames; the
-//!   feasibility study measured 20–45 ns); an empty `rx_burst` (one atomic load) 4–6 ns;
+//!   feasibility study measured 20–45 ns; 25 ns again with the vnet header read); an empty `rx_burst` (one
+//!   atomic load) 4–6 ns;
 //! - transmit with `sendmmsg`, 64 frames per call: **1.6–2.5 µs CPU per frame** (2.9–4.2 µs wall), which
 //!   includes the peer's receive path (veth runs it in the sender's softirq); a host-stack UDP `send()` over the
 //!   same veth cost 3.5–4.3 µs CPU in the same runs, so the kernel's skb and veth work dominates;
