@@ -715,24 +715,43 @@ fn forward(mut ports: [AfPacketPort; 2], stop: std::sync::Arc<std::sync::atomic:
 /// `cargo test -p dataplane --release --test afpacket_live tcp -- --nocapture` prints throughput and costs.
 #[test]
 fn tcp_through_two_afpacket_ports_with_default_offloads() {
+    tcp_transfer(false);
+}
+
+/// The same over IPv6 (TCPv6 super-frames).
+#[test]
+fn tcp6_through_two_afpacket_ports_with_default_offloads() {
+    tcp_transfer(true);
+}
+
+fn tcp_transfer(v6: bool) {
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
         return;
     }
     use std::io::{Read, Write};
+    use std::net::IpAddr;
     const BYTES: usize = 20 << 20;
     let pid = std::process::id();
     let x = (pid % 200) as u8 + 1;
-    let a = Netns::create(&format!("vsaf{pid}ta"));
-    let b = Netns::create(&format!("vsaf{pid}tb"));
-    let sw = Netns::create(&format!("vsaf{pid}ts"));
+    // Name letters: t/s for IPv4, u/w for IPv6 (both tests may run at once).
+    let (h, s) = if v6 { ('u', 'w') } else { ('t', 's') };
+    let a = Netns::create(&format!("vsaf{pid}{h}a"));
+    let b = Netns::create(&format!("vsaf{pid}{h}b"));
+    let sw = Netns::create(&format!("vsaf{pid}{h}s"));
     let (a_if, b_if, sa_if, sb_if) =
-        (format!("vsa{pid}ta"), format!("vsa{pid}tb"), format!("vsa{pid}sa"), format!("vsa{pid}sb"));
+        (format!("vsa{pid}{h}a"), format!("vsa{pid}{h}b"), format!("vsa{pid}{s}a"), format!("vsa{pid}{s}b"));
     a.ip(&["link", "add", &a_if, "type", "veth", "peer", "name", &sa_if, "netns", &sw.0]);
     b.ip(&["link", "add", &b_if, "type", "veth", "peer", "name", &sb_if, "netns", &sw.0]);
-    let (a_ip, b_ip) = (Ipv4Addr::new(10, 202, x, 1), Ipv4Addr::new(10, 202, x, 2));
-    a.ip(&["addr", "add", &format!("{a_ip}/24"), "dev", &a_if]);
-    b.ip(&["addr", "add", &format!("{b_ip}/24"), "dev", &b_if]);
+    let (a_ip, b_ip): (IpAddr, IpAddr) = if v6 {
+        (format!("fd00:202:{x}::1").parse().unwrap(), format!("fd00:202:{x}::2").parse().unwrap())
+    } else {
+        (Ipv4Addr::new(10, 202, x, 1).into(), Ipv4Addr::new(10, 202, x, 2).into())
+    };
+    let plen = if v6 { 64 } else { 24 };
+    // nodad: the IPv6 address is usable at once (no duplicate address detection delay).
+    a.ip(&["addr", "add", &format!("{a_ip}/{plen}"), "dev", &a_if, "nodad"]);
+    b.ip(&["addr", "add", &format!("{b_ip}/{plen}"), "dev", &b_if, "nodad"]);
     for (ns, ifname) in [(&a, &a_if), (&b, &b_if), (&sw, &sa_if), (&sw, &sb_if)] {
         ns.ip(&["link", "set", "dev", ifname, "up"]);
     }
@@ -799,9 +818,10 @@ fn tcp_through_two_afpacket_ports_with_default_offloads() {
     assert_eq!(recv_sum, sent_sum, "in order and intact");
     let (a_stats, a_ring) = st.ports[0];
     println!(
-        "afpacket TCP {} MB A->B with default offloads: {:.2} Gbit/s ({:?}); port sa {a_stats:?} {a_ring:?}; \
+        "afpacket TCP{} {} MB A->B with default offloads: {:.2} Gbit/s ({:?}); port sa {a_stats:?} {a_ring:?}; \
          port sb {:?}; rx_burst with GSO segments: {} ns/frame ({} frames); without: {} ns/frame ({} frames); \
          tx_burst {} ns/frame; segmentation alone (warm cache): {} ns/segment",
+        if v6 { "v6" } else { "v4" },
         BYTES >> 20,
         BYTES as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
         elapsed,
