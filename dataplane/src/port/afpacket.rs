@@ -82,7 +82,10 @@
 //! data: a super-frame the ring truncated (longer than a block: the default block is 128 KiB so that a 64 KiB
 //! super-frame fits; `gso_truncated`), an unsupported type (UFO: `gso_unsupported`), headers that do not parse
 //! or disagree with the frame's length, IPv6 extension headers, IPv4 BIG TCP (`tot_len` 0), or a segment that
-//! would not fit a buffer (a peer with an MTU above [`MAX_FRAME_LEN`] and TSO on: `gso_malformed`).
+//! would not fit a buffer (a peer with an MTU above [`MAX_FRAME_LEN`] and TSO on: `gso_malformed`). Tunnel GSO
+//! (TCP inside VXLAN/GRE from a tunnel device in the peer) is reported by the kernel with its inner TCP type but
+//! outer headers, so it fails the header check and is dropped as `gso_malformed` rather than cut wrongly; GSO
+//! kinds the kernel cannot describe in a `virtio_net_hdr` it drops itself (`kernel_drops`).
 //!
 //! Cost (`cargo test -p dataplane --release --test afpacket_live tcp -- --nocapture`, three runs; 2 vCPU shared
 //! by sender, receiver and forwarder, loaded machine): segmentation alone (warm cache) **220–260 ns per
