@@ -19,14 +19,11 @@
 //! [`Running::report`] may be called while the workers run (it takes each lock briefly).
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::bridge::BridgeStats;
 use crate::buffer::{BufPool, Frame};
 use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
-use crate::nat::NatStats;
-use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 #[cfg(feature = "afxdp")]
@@ -34,9 +31,7 @@ use crate::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
 use crate::port::mem::MemPort;
 use crate::port::tap::{TapConfig, TapError, TapPort};
 use crate::port::{Port, PortError, PortId, PortStats};
-use crate::replay::NetworkReport;
-use crate::router::RouterStats;
-use crate::snat::SnatStats;
+use crate::replay::SwitchReport;
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerReport, WorkerStats};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -468,20 +463,9 @@ pub struct LiveReport {
     pub frames_out: u64,
     /// Per port, by name.
     pub ports: BTreeMap<String, LivePortReport>,
-    /// Drops by reason name (zeros omitted).
-    pub drops: BTreeMap<&'static str, u64>,
-    /// Per network, by name.
-    pub networks: BTreeMap<String, NetworkReport>,
-    /// Bridge stage counters.
-    pub bridge: BridgeStats,
-    /// Router stage counters.
-    pub router: RouterStats,
-    /// Neighbour table counters.
-    pub neigh: NeighStats,
-    /// NAT stage counters.
-    pub nat: NatStats,
-    /// Masquerade port allocation counters.
-    pub snat: SnatStats,
+    /// The pipeline's and tables' counters (the same keys as replay's report).
+    #[serde(flatten)]
+    pub switch: SwitchReport,
     /// Connection table counters (the connections themselves are not listed: there may be hundreds of
     /// thousands; the control socket will page through them).
     pub conntrack: ConntrackStats,
@@ -523,16 +507,7 @@ fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveReport {
             (lp.name.clone(), r)
         })
         .collect::<BTreeMap<_, _>>();
-    let networks = sw
-        .topology()
-        .networks
-        .iter()
-        .zip(sw.fdb_stats())
-        .map(|(n, fdb)| (n.name.clone(), NetworkReport { fdb }))
-        .collect();
-    let drops = sw.counters().drops_by_name();
-    let (bridge, router, neigh) = (sw.bridge_stats(), sw.router().stats(), sw.router().neigh_stats());
-    let (nat, snat, conntrack) = (sw.nat_stats(), sw.router().nat().snat_stats(), sw.conntrack().stats());
+    let (tables, conntrack) = (SwitchReport::of(&sw), sw.conntrack().stats());
     drop(sw);
     let workers = shared
         .workers
@@ -545,13 +520,7 @@ fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveReport {
         frames_in: ports.values().map(|p| p.io.rx_packets + p.io.rx_dropped).sum(),
         frames_out: ports.values().map(|p| p.io.tx_packets).sum(),
         ports,
-        drops,
-        networks,
-        bridge,
-        router,
-        neigh,
-        nat,
-        snat,
+        switch: tables,
         conntrack,
         workers,
     }
@@ -752,7 +721,7 @@ mac = "02:00:00:00:02:01"
             let pkt = Ipv4Spec::new(host, gw, Ipv4Addr::new(10, 0, 0, 5), target(i)).udp(1000, 2000, 10);
             inject(&running, 0, 0, &pkt);
         }
-        assert!(eventually(|| running.report().router.arp_requests >= 60), "ARP requests");
+        assert!(eventually(|| running.report().switch.router.arp_requests >= 60), "ARP requests");
         // Fewer than half of worker 0's buffers are free: it tops its pool up.
         assert!(eventually(|| running.report().workers[0].buffers_added > 0));
         // Worker 1 receives the answers and releases the held packets: they leave on the uplink and their
@@ -762,14 +731,14 @@ mac = "02:00:00:00:02:01"
             let neigh = MacAddr([2, 0, 0, 0, 3, i]);
             inject(&running, 1, 0, &arp_reply(neigh, target(i), up_mac, Ipv4Addr::new(203, 0, 113, 2)));
         }
-        assert!(eventually(|| running.report().router.forwarded == 60), "held packets released");
+        assert!(eventually(|| running.report().switch.router.forwarded == 60), "held packets released");
         let stopped = running.stop();
         for w in &stopped.report.workers {
             assert!(w.pool_available <= w.pool_capacity, "{w:?}");
             assert_eq!(w.pool_capacity, 96);
         }
         assert_eq!(stopped.report.workers[1].pool_available, 96, "worker 1's pool is full, not over-full");
-        assert_eq!(stopped.report.drops.get("no-buffer"), None);
+        assert_eq!(stopped.report.switch.drops.get("no-buffer"), None);
     }
 
     #[test]

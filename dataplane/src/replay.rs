@@ -102,6 +102,44 @@ pub struct NetworkReport {
     pub fdb: FdbStats,
 }
 
+/// What the pipeline and its tables counted: the part of the report that replay (`vswitchd replay
+/// --stats-json`) and the live switch (`vswitchd run`) share, flattened into both so their JSON keys are the same.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchReport {
+    /// Drops by reason name (zeros omitted).
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Per network, by name.
+    pub networks: BTreeMap<String, NetworkReport>,
+    /// Bridge stage counters.
+    pub bridge: BridgeStats,
+    /// Router stage counters.
+    pub router: RouterStats,
+    /// Neighbour table counters.
+    pub neigh: NeighStats,
+    /// NAT stage counters.
+    pub nat: NatStats,
+    /// Masquerade port allocation counters, summed over every address.
+    pub snat: SnatStats,
+}
+
+impl SwitchReport {
+    /// The counters of `switch` now.
+    pub fn of(switch: &Switch) -> SwitchReport {
+        let networks = (switch.topology().networks.iter().zip(switch.fdb_stats()))
+            .map(|(n, fdb)| (n.name.clone(), NetworkReport { fdb }))
+            .collect();
+        SwitchReport {
+            drops: switch.counters().drops_by_name(),
+            networks,
+            bridge: switch.bridge_stats(),
+            router: switch.router().stats(),
+            neigh: switch.router().neigh_stats(),
+            nat: switch.nat_stats(),
+            snat: switch.router().nat().snat_stats(),
+        }
+    }
+}
+
 /// The connection table at the end of a replay.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConntrackReport {
@@ -121,20 +159,9 @@ pub struct ReplayReport {
     pub frames_out: u64,
     /// Per port, by name.
     pub ports: BTreeMap<String, PortReport>,
-    /// Drops by reason name (zeros omitted).
-    pub drops: BTreeMap<&'static str, u64>,
-    /// Per network, by name.
-    pub networks: BTreeMap<String, NetworkReport>,
-    /// Bridge stage counters.
-    pub bridge: BridgeStats,
-    /// Router stage counters.
-    pub router: RouterStats,
-    /// Neighbour table counters.
-    pub neigh: NeighStats,
-    /// NAT stage counters.
-    pub nat: NatStats,
-    /// Masquerade port allocation counters, summed over every address.
-    pub snat: SnatStats,
+    /// The pipeline's and tables' counters.
+    #[serde(flatten)]
+    pub switch: SwitchReport,
     /// The connection table: its counters and the connections left at the end.
     pub conntrack: ConntrackReport,
     /// The output capture of each port.
@@ -244,7 +271,6 @@ fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nan
 }
 
 fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
-    let topo = switch.topology();
     let ports_report: BTreeMap<_, _> = ports
         .iter()
         .enumerate()
@@ -252,19 +278,11 @@ fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf
             (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(i as PortId) })
         })
         .collect();
-    let networks =
-        topo.networks.iter().zip(switch.fdb_stats()).map(|(n, fdb)| (n.name.clone(), NetworkReport { fdb })).collect();
     ReplayReport {
         frames_in: ports_report.values().map(|p| p.io.rx_packets + p.io.rx_dropped).sum(),
         frames_out: ports_report.values().map(|p| p.io.tx_packets).sum(),
         ports: ports_report,
-        drops: switch.counters().drops_by_name(),
-        networks,
-        bridge: switch.bridge_stats(),
-        router: switch.router().stats(),
-        neigh: switch.router().neigh_stats(),
-        nat: switch.nat_stats(),
-        snat: switch.router().nat().snat_stats(),
+        switch: SwitchReport::of(switch),
         conntrack: ConntrackReport { stats: switch.conntrack().stats(), connections: switch.connections(end) },
         outputs,
     }

@@ -267,9 +267,9 @@ fn print_report(report: &ReplayReport, show: usize, stats_json: Option<&Path>) -
             name, c.rx_packets, p.io.tx_packets, c.forwarded, c.flooded, c.routed, c.dropped
         )?;
     }
-    if !report.drops.is_empty() {
+    if !report.switch.drops.is_empty() {
         writeln!(w, "drops by reason:")?;
-        for (reason, n) in &report.drops {
+        for (reason, n) in &report.switch.drops {
             writeln!(w, "  {reason:<24} {n}")?;
         }
     }
