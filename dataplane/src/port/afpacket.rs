@@ -418,7 +418,7 @@ impl AfPacketPort {
             op,
             source,
         };
-        if ifname.is_empty() || ifname.len() > MAX_IFNAME_LEN || ifname.bytes().any(|b| b == 0 || b == b'/') {
+        if !super::valid_ifname(ifname) {
             return Err(AfPacketError::BadName { port: port.to_string(), ifname: ifname.to_string() });
         }
         check_geometry(cfg).map_err(|message| AfPacketError::BadConfig {

@@ -71,6 +71,12 @@ pub enum PortError {
     },
 }
 
+/// True when `ifname` can name a Linux interface: 1 to [`tap::MAX_IFNAME_LEN`] bytes, no NUL or '/'. Checked
+/// before any system call by the back-ends that take an interface name.
+pub(crate) fn valid_ifname(ifname: &str) -> bool {
+    !ifname.is_empty() && ifname.len() <= tap::MAX_IFNAME_LEN && !ifname.bytes().any(|b| b == 0 || b == b'/')
+}
+
 /// A source and sink of frames. See the module documentation for who owns a buffer when.
 pub trait Port {
     /// The port's configured name.

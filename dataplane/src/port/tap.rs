@@ -174,7 +174,7 @@ impl TapPort {
             op,
             source,
         };
-        if ifname.is_empty() || ifname.len() > MAX_IFNAME_LEN || ifname.bytes().any(|b| b == 0 || b == b'/') {
+        if !super::valid_ifname(ifname) {
             return Err(TapError::BadName { port: port.to_string(), ifname: ifname.to_string() });
         }
 
