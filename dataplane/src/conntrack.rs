@@ -716,10 +716,20 @@ impl Conntrack {
     /// the TCP flags ([`TcpFlags::NONE`] for UDP and ICMP). Invalid packets change nothing and are counted; so
     /// is a packet for an id that no longer exists or an entry expired at `now` (it is not resurrected).
     pub fn update(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Verdict {
+        match self.update_entry(id, dir, flags, now) {
+            Some(_) => Verdict::Accept,
+            None => Verdict::Invalid,
+        }
+    }
+
+    /// As [`Conntrack::update`], returning the entry after the step when the packet is accepted (`None`: invalid,
+    /// counted), so the caller reads the entry's tuples without a second lookup.
+    #[inline]
+    pub fn update_entry(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Option<&Entry> {
         let strict = self.cfg.strict;
         let Some(e) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut).filter(|e| e.is_live(now)) else {
             self.stats.invalid += 1;
-            return Verdict::Invalid;
+            return None;
         };
         let next = match (e.state, dir) {
             (ProtoState::Tcp(s), _) => match tcp_step(Some(s), dir, flags, strict) {
@@ -727,7 +737,7 @@ impl Conntrack {
                 Step::Ignore => None,
                 Step::Invalid => {
                     self.stats.invalid += 1;
-                    return Verdict::Invalid;
+                    return None;
                 }
             },
             (ProtoState::Udp(s), Direction::Original) => Some(ProtoState::Udp(s)),
@@ -740,7 +750,7 @@ impl Conntrack {
             e.expires = now.saturating_add(self.cfg.timeouts.of(n));
             self.earliest = self.earliest.min(e.expires);
         }
-        Verdict::Accept
+        Some(e)
     }
 
     /// The entry `id`, expired or not (until it is removed).

@@ -83,7 +83,6 @@ use crate::checksum;
 use crate::config::PublishProto;
 use crate::conntrack::{
     Conntrack, ConntrackStats, Direction, Entry, InsertError, NatBinding, NatKind, Proto, ProtoState, TcpFlags, Tuple,
-    Verdict,
 };
 use crate::counters::DropReason;
 use crate::neigh::RifId;
@@ -486,7 +485,7 @@ impl Nat {
     }
 
     /// A packet of a tracked connection: runs the state machine, returns its translation.
-    #[inline]
+    #[inline(always)]
     fn hit(
         &mut self,
         now: Nanos,
@@ -495,20 +494,16 @@ impl Nat {
         t: Tuple,
         (id, dir): (crate::conntrack::EntryId, Direction),
     ) -> Result<Rewrite, DropReason> {
-        if self.ct.update(id, dir, flags(d, p), now) == Verdict::Invalid {
-            self.stats.invalid += 1;
-            return Err(DropReason::ConntrackInvalid);
-        }
-        let Some(e) = self.ct.get(id) else {
-            // Unreachable: update accepted a live entry.
+        let Some(e) = self.ct.update_entry(id, dir, flags(d, p), now) else {
             self.stats.invalid += 1;
             return Err(DropReason::ConntrackInvalid);
         };
+        let to = e.tuple(dir.opposite()).inverse();
         match dir {
             Direction::Original => self.stats.hits_original += 1,
             Direction::Reply => self.stats.hits_reply += 1,
         }
-        Ok(Rewrite { from: t, to: e.tuple(dir.opposite()).inverse() })
+        Ok(Rewrite { from: t, to })
     }
 
     /// Creates a connection whose first packet `orig` becomes `translated` (its source port/identifier

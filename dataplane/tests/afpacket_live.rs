@@ -6,9 +6,12 @@
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/port_io.rs"]
+mod port_io;
+use port_io::{rx_until, send};
 
 use dataplane::batch::Batch;
-use dataplane::buffer::{BufPool, Frame};
+use dataplane::buffer::BufPool;
 use dataplane::checksum;
 use dataplane::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 use dataplane::port::gso::{self, VnetHdr};
@@ -78,40 +81,6 @@ impl Topo {
         let name = name.to_string();
         self.host.run(move || AfPacketPort::open(&name, &cfg)).expect("open AF_PACKET port in host ns")
     }
-}
-
-/// Receives for up to `timeout`, passing each frame's bytes to `keep` (which returns true to stop early).
-fn rx_until(port: &mut AfPacketPort, pool: &mut BufPool, timeout: Duration, mut keep: impl FnMut(&[u8]) -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let mut batch = Batch::new();
-        port.rx_burst(5, pool, &mut batch).expect("rx");
-        let mut done = false;
-        for f in batch.drain() {
-            assert_eq!(f.ts, 5, "stamped with now");
-            done |= keep(f.data());
-            pool.free(f);
-        }
-        if done {
-            return;
-        }
-        if batch.is_empty() {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-}
-
-fn send(port: &mut AfPacketPort, pool: &mut BufPool, frames: &[Vec<u8>]) {
-    let mut out: Vec<Frame> = frames
-        .iter()
-        .map(|b| {
-            let mut f = pool.alloc().expect("buffer");
-            f.load(b).unwrap();
-            f
-        })
-        .collect();
-    port.tx_burst(pool, &mut out).expect("tx");
-    assert!(out.is_empty());
 }
 
 /// True if the IPv4 TCP/UDP segment in `d` (untagged Ethernet) carries a valid, complete checksum.

@@ -7,6 +7,9 @@
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/port_io.rs"]
+mod port_io;
+use port_io::{rx_until, send};
 
 use dataplane::batch::Batch;
 use dataplane::buffer::{BufPool, Frame};
@@ -108,41 +111,6 @@ impl Topo {
 /// "xdpoffload", "xdpmulti") or a "prog/xdp" line.
 fn has_xdp(link_show: &str) -> bool {
     link_show.split_whitespace().any(|w| w.starts_with("xdp") || w.starts_with("prog/xdp"))
-}
-
-/// Receives for up to `timeout`, passing each frame to `keep` (true = stop).
-fn rx_until(port: &mut AfXdpPort, pool: &mut BufPool, timeout: Duration, mut keep: impl FnMut(&[u8]) -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let mut batch = Batch::new();
-        port.rx_burst(9, pool, &mut batch).expect("rx");
-        let mut done = false;
-        let empty = batch.is_empty();
-        for f in batch.drain() {
-            assert_eq!(f.ts, 9, "stamped with now");
-            done |= keep(f.data());
-            pool.free(f);
-        }
-        if done {
-            return;
-        }
-        if empty {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-}
-
-fn send(port: &mut AfXdpPort, pool: &mut BufPool, frames: &[Vec<u8>]) {
-    let mut out: Vec<Frame> = frames
-        .iter()
-        .map(|b| {
-            let mut f = pool.alloc().expect("buffer");
-            f.load(b).unwrap();
-            f
-        })
-        .collect();
-    port.tx_burst(pool, &mut out).expect("tx");
-    assert!(out.is_empty());
 }
 
 /// An AF_PACKET socket bound to `ifname` inside `ns` (created on a thread in that namespace; it stays there).
