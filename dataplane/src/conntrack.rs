@@ -46,6 +46,7 @@ use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::snat::NatProto;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::collections::hash_map::Entry as MapEntry;
 use std::net::Ipv4Addr;
 
 /// A tracked protocol.
@@ -669,6 +670,31 @@ impl Conntrack {
         if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
             return Err(InsertError::BadTuples);
         }
+        let expires = now.saturating_add(self.cfg.timeouts.of(state));
+        let entry = Entry { orig, reply, state, created: now, expires, nat };
+        // The common case: neither tuple is a key and there is room. Each key is hashed and probed once, its
+        // vacant index entry filled in place with the slot the entry is about to take. Anything else (a clash,
+        // an expired entry to reclaim, a full table) undoes the one insertion made, if any, and takes the
+        // general path below, so the outcome is the same as if the fast path did not exist.
+        if self.count < self.cfg.limit {
+            let next = match self.free.last() {
+                Some(&i) => Some(i),
+                None => u32::try_from(self.slots.len()).ok(),
+            };
+            if let Some(i) = next {
+                let id = EntryId(i);
+                if let MapEntry::Vacant(v) = self.index.entry(ko) {
+                    v.insert((id, Direction::Original));
+                    if let MapEntry::Vacant(v) = self.index.entry(kr) {
+                        v.insert((id, Direction::Reply));
+                        let placed = self.place(entry);
+                        debug_assert_eq!(placed, Some(id));
+                        return Ok(id);
+                    }
+                    self.index.remove(&ko);
+                }
+            }
+        }
         for k in [ko, kr] {
             if let Some(&(id, _)) = self.index.get(&k) {
                 if self.slot(id).is_some_and(|e| e.is_live(now)) {
@@ -690,26 +716,33 @@ impl Conntrack {
             self.stats.table_full += 1;
             return Err(InsertError::Full);
         }
-        let expires = now.saturating_add(self.cfg.timeouts.of(state));
-        let entry = Entry { orig, reply, state, created: now, expires, nat };
+        // The slab never exceeds the limit, which is far below u32::MAX in any sane configuration.
+        let id = self.place(entry).ok_or(InsertError::Full)?;
+        self.index.insert(ko, (id, Direction::Original));
+        self.index.insert(kr, (id, Direction::Reply));
+        Ok(id)
+    }
+
+    /// Puts a new entry into a free slot (the last one freed, else a new one at the end) and counts it; the
+    /// caller indexes it. `None` (nothing changed) if the slab cannot grow.
+    #[inline]
+    fn place(&mut self, entry: Entry) -> Option<EntryId> {
+        let expires = entry.expires;
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(entry);
                 EntryId(i)
             }
             None => {
-                // The slab never exceeds the limit, which is far below u32::MAX in any sane configuration.
-                let i = u32::try_from(self.slots.len()).map_err(|_| InsertError::Full)?;
+                let i = u32::try_from(self.slots.len()).ok()?;
                 self.slots.push(Some(entry));
                 EntryId(i)
             }
         };
         self.count += 1;
-        self.index.insert(ko, (id, Direction::Original));
-        self.index.insert(kr, (id, Direction::Reply));
         self.earliest = self.earliest.min(expires);
         self.stats.created += 1;
-        Ok(id)
+        Some(id)
     }
 
     /// Runs a packet of connection `id` going `dir` through its protocol's state machine at `now`. `flags` are
