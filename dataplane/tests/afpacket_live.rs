@@ -44,16 +44,8 @@ impl Topo {
         let host = Netns::create(&format!("vsaf{pid}h{test}"));
         let sw = Netns::create(&format!("vsaf{pid}s{test}"));
         // No IPv6 (router solicitations, MLD) so that every frame the tests count is one they sent.
-        for ns in [&host, &sw] {
-            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
-                let ok = std::process::Command::new("ip")
-                    .args(["netns", "exec", &ns.0, "sysctl", "-qw", key])
-                    .status()
-                    .expect("sysctl")
-                    .success();
-                assert!(ok, "sysctl {key} in {}", ns.0);
-            }
-        }
+        host.disable_ipv6();
+        sw.disable_ipv6();
         let host_if = format!("vsa{pid}h{test}");
         let sw_if = format!("vsa{pid}s{test}");
         assert!(host_if.len() <= 15, "{host_if}");

@@ -47,16 +47,8 @@ impl Topo {
         let host = Netns::create(&format!("vsxa{pid}h{test}"));
         let sw = Netns::create(&format!("vsxa{pid}s{test}"));
         // No IPv6 (router solicitations, MLD): every frame the tests see is one they caused.
-        for ns in [&host, &sw] {
-            for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
-                let ok = Command::new("ip")
-                    .args(["netns", "exec", &ns.0, "sysctl", "-qw", key])
-                    .status()
-                    .expect("sysctl")
-                    .success();
-                assert!(ok, "sysctl {key} in {}", ns.0);
-            }
-        }
+        host.disable_ipv6();
+        sw.disable_ipv6();
         let host_if = format!("vsx{pid}h{test}");
         let sw_if = format!("vsx{pid}s{test}");
         assert!(host_if.len() <= 15, "{host_if}");

@@ -43,6 +43,19 @@ impl Netns {
         ns
     }
 
+    /// Turns IPv6 off in the namespace (no router solicitations or MLD), so every frame a test counts is one it
+    /// sent.
+    pub fn disable_ipv6(&self) {
+        for key in ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"] {
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.0, "sysctl", "-qw", key])
+                .status()
+                .expect("sysctl")
+                .success();
+            assert!(ok, "sysctl {key} in {}", self.0);
+        }
+    }
+
     /// Runs `ip -n NAME ARGS`, panicking on failure.
     pub fn ip(&self, args: &[&str]) {
         let mut all = vec!["-n", &self.0];
