@@ -2,7 +2,9 @@
 //! clients of `vswitchd`'s control socket. The wire types (configuration model, requests, counters) are defined
 //! once in the `dataplane` crate and shared from there.
 //!
-//! What exists so far is the presentation layer both tools share: [`table`] renders rows as the aligned,
-//! human-readable tables `vswitchctl` prints by default (`--json` prints the wire types instead).
+//! - [`table`] renders rows as the aligned, human-readable tables `vswitchctl` prints by default (`--json`
+//!   prints the wire types instead).
+//! - [`diff`] computes and renders what changes between the running and the desired configuration.
 
+pub mod diff;
 pub mod table;

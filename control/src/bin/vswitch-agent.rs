@@ -1,0 +1,3 @@
+//! `vswitch-agent` (being written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `vswitchctl` (being written).
+
+fn main() {}
