@@ -2,9 +2,13 @@
 //! clients of `vswitchd`'s control socket. The wire types (configuration model, requests, counters) are defined
 //! once in the `dataplane` crate and shared from there.
 //!
+//! - [`agent`] is the config agent's logic: load and validate the desired state, sync a switch to it.
 //! - [`table`] renders rows as the aligned, human-readable tables `vswitchctl` prints by default (`--json`
 //!   prints the wire types instead).
 //! - [`diff`] computes and renders what changes between the running and the desired configuration.
+//! - [`watch`] notices changes of the agent's configuration file (polling, with a debounce).
 
+pub mod agent;
 pub mod diff;
 pub mod table;
+pub mod watch;
