@@ -5,6 +5,7 @@ pub mod buffer;
 pub mod checksum;
 pub mod config;
 pub mod conntrack;
+pub mod control;
 pub mod counters;
 pub mod fdb;
 pub mod ingress;
