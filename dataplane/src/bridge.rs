@@ -49,6 +49,12 @@ impl Bridge {
         Bridge { fdbs, stats: BridgeStats::default() }
     }
 
+    /// A bridge with the given tables (one per network of the topology it serves, by [`NetId`]) and counters:
+    /// a configuration change carries the tables over (see [`Fdb::remapped`]).
+    pub fn with_tables(fdbs: Vec<Fdb>, stats: BridgeStats) -> Self {
+        Bridge { fdbs, stats }
+    }
+
     /// Learns and decides for every frame whose verdict is still `Continue`.
     #[inline]
     pub fn process(

@@ -147,6 +147,18 @@ impl Counters {
         Counters { drops: [0; DropReason::ALL.len()], ports: vec![PortCounters::default(); ports] }
     }
 
+    /// These counters for a new numbering of `ports` ports (a configuration change): port `p`'s counters move
+    /// to `map[p]` (dropped when `None`); new ports start at zero; drops by reason carry over.
+    pub fn remapped(&self, map: &[Option<PortId>], ports: usize) -> Self {
+        let mut c = Counters { drops: self.drops, ports: vec![PortCounters::default(); ports] };
+        for (old, new) in map.iter().enumerate() {
+            if let Some(slot) = new.and_then(|n| c.ports.get_mut(n as usize)) {
+                *slot = self.ports[old];
+            }
+        }
+        c
+    }
+
     /// Counts a frame of `port` dropped for `reason`.
     #[inline]
     pub fn drop(&mut self, port: PortId, reason: DropReason) {

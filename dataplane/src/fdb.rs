@@ -171,6 +171,27 @@ impl Fdb {
         }
     }
 
+    /// This table for a new numbering of the ports (a configuration change): an entry on old port `p` moves to
+    /// `map[p]`, or is dropped when that is `None`; `port_count`, `limit` and `aging` are the new settings (a
+    /// smaller limit evicts as learning would, oldest first). Entries keep when they were last seen; counters
+    /// carry over. Returns the new table and how many entries were dropped.
+    pub fn remapped(&self, map: &[Option<PortId>], port_count: usize, limit: usize, aging: Nanos) -> (Fdb, usize) {
+        let mut kept: Vec<(Nanos, u64, PortId)> = self
+            .map
+            .iter()
+            .filter_map(|(k, e)| map.get(e.port as usize).copied().flatten().map(|p| (e.last_seen, *k, p)))
+            .collect();
+        let dropped = self.map.len() - kept.len();
+        kept.sort_unstable();
+        let mut fdb = Fdb::new(port_count, limit, aging);
+        for (last_seen, key, port) in kept {
+            fdb.learn(MacAddr::from_u64(key), port, last_seen);
+        }
+        let evicted = fdb.stats.evicted;
+        fdb.stats = FdbStats { evicted: self.stats.evicted + evicted, ..self.stats };
+        (fdb, dropped)
+    }
+
     /// Number of entries (aged ones included until the next [`Fdb::expire`]).
     pub fn len(&self) -> usize {
         self.map.len()
@@ -262,6 +283,27 @@ mod tests {
     }
 
     const S: Nanos = 1_000_000_000;
+
+    #[test]
+    fn remapped_moves_entries_to_new_port_ids_drops_unmapped_ones_and_keeps_ages_and_counters() {
+        let mut f = Fdb::new(3, 10, 300 * S);
+        f.learn(mac(1), 0, S);
+        f.learn(mac(2), 1, 2 * S);
+        f.learn(mac(3), 2, 3 * S);
+        f.learn(mac(3), 0, 4 * S); // a move, counted
+        // Port 0 becomes 1, port 1 goes away, port 2 becomes 0.
+        let (g, dropped) = f.remapped(&[Some(1), None, Some(0)], 2, 10, 300 * S);
+        assert_eq!(dropped, 1);
+        assert_eq!(g.lookup(mac(1), 5 * S), Some(1));
+        assert_eq!(g.lookup(mac(2), 5 * S), None);
+        assert_eq!(g.lookup(mac(3), 5 * S), Some(1));
+        assert_eq!(g.lookup(mac(1), 302 * S), None, "still ages from when it was last seen");
+        assert_eq!((g.stats().learned, g.stats().moved, g.stats().entries), (3, 1, 2));
+        // A smaller limit keeps the most recently seen entries.
+        let (h, _) = f.remapped(&[Some(0), Some(1), Some(2)], 3, 1, 300 * S);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.lookup(mac(3), 5 * S), Some(0));
+    }
 
     #[test]
     fn learn_lookup_refresh_and_age() {
