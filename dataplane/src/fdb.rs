@@ -290,7 +290,8 @@ mod tests {
         f.learn(mac(1), 0, S);
         f.learn(mac(2), 1, 2 * S);
         f.learn(mac(3), 2, 3 * S);
-        f.learn(mac(3), 0, 4 * S); // a move, counted
+        // A move, counted.
+        f.learn(mac(3), 0, 4 * S);
         // Port 0 becomes 1, port 1 goes away, port 2 becomes 0.
         let (g, dropped) = f.remapped(&[Some(1), None, Some(0)], 2, 10, 300 * S);
         assert_eq!(dropped, 1);
