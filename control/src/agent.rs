@@ -4,7 +4,7 @@
 //! vswitchd carries out as one transaction (all or nothing). The agent never applies piecemeal.
 //!
 //! The switch is reached through the [`Switch`] trait, implemented by the socket client
-//! (`client::Client`) and by fakes in tests.
+//! ([`crate::client::SocketSwitch`]) and by fakes in tests.
 //!
 //! Invariants: an invalid desired state is never sent (it is rejected by [`load_desired`] before any request); a
 //! sync that finds the running configuration equal to the desired one sends nothing.
@@ -79,6 +79,8 @@ pub enum SyncError<E> {
         error: E,
         /// What the apply would have changed.
         changes: Vec<Change>,
+        /// The running generation the apply was based on (still running, as the apply changed nothing).
+        generation: u64,
     },
 }
 
@@ -104,7 +106,7 @@ pub fn sync<S: Switch>(switch: &mut S, desired: &Config, dry_run: bool) -> Resul
     }
     match switch.apply(desired, running.generation) {
         Ok(generation) => Ok(SyncOutcome::Applied { changes, generation }),
-        Err(error) => Err(SyncError::Apply { error, changes }),
+        Err(error) => Err(SyncError::Apply { error, changes, generation: running.generation }),
     }
 }
 

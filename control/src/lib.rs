@@ -5,10 +5,12 @@
 //! - [`agent`] is the config agent's logic: load and validate the desired state, sync a switch to it.
 //! - [`table`] renders rows as the aligned, human-readable tables `vswitchctl` prints by default (`--json`
 //!   prints the wire types instead).
+//! - [`client`] speaks the control protocol over the Unix socket, with errors in the operator's terms.
 //! - [`diff`] computes and renders what changes between the running and the desired configuration.
 //! - [`watch`] notices changes of the agent's configuration file (polling, with a debounce).
 
 pub mod agent;
+pub mod client;
 pub mod diff;
 pub mod table;
 pub mod watch;
