@@ -15,8 +15,25 @@
 //! an AF_PACKET fanout group), else 1. Receive queues are dealt round-robin to the workers in configuration
 //! order; any worker transmits on any port through the queue `worker % q`. See `docs/architecture.md` § Threads.
 //!
-//! Threads: [`open_ports`], [`Runtime`] and [`Running`] are used by the daemon's main thread (or a test);
-//! [`Running::report`] may be called while the workers run (it takes each lock briefly).
+//! # Configuration changes
+//! [`Running::reconfigure`] moves a running switch to a new configuration as one transaction (the control
+//! socket's `apply`), following a [`Plan`] that matches ports by name:
+//! 1. Ports that are new, or whose back-end settings changed (kind, ifname, mtu, netns, mode, queue count), are
+//!    opened first. If one fails, those opened are closed and nothing else happens: the error names the port.
+//!    (A port that needs an interface an old port holds, e.g. a tap reopened with another MTU, can only be
+//!    opened after the old one is closed: those are opened while the workers are paused, and if one fails the
+//!    old ports are opened again from the old configuration and the old topology resumes.)
+//! 2. The workers are paused at a batch boundary (they flush and exit; a waker ends their idle sleep), the
+//!    switch is rebuilt for the new topology with its learned state carried over ([`Switch::reconfigure`]), the
+//!    port list is rebuilt (ports whose back-end settings did not change keep their open queues: a tap does not
+//!    flap), and new workers start, with the receive queues dealt again. The pause lasts about as long as a
+//!    thread spawn per worker.
+//! 3. Ports that are gone are closed (taps deleted).
+//!
+//! Threads: [`open_ports`], [`Runtime`] and [`Running`] are used by the daemon's main or control thread (or a
+//! test); [`Running::report`] may be called while the workers run (it takes each lock briefly). A
+//! reconfiguration takes the `Running` by value, so nothing else can use it meanwhile (the daemon keeps it
+//! behind a lock).
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{BufPool, Frame};
@@ -24,7 +41,7 @@ use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
-use crate::pipeline::{Switch, TX_QUEUE_CAP};
+use crate::pipeline::{Carried, Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 #[cfg(feature = "afxdp")]
 use crate::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
@@ -34,8 +51,8 @@ use crate::port::{Port, PortError, PortId, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerReport, WorkerStats};
 use serde::Serialize;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -211,27 +228,31 @@ pub fn queue_count(port: &PortConfig, workers: usize) -> usize {
 /// Opens every configured port's queues for `workers` workers, in configuration order. On error, everything
 /// opened so far is closed (taps created are deleted) before returning.
 pub fn open_ports(cfg: &Config, workers: usize) -> Result<Vec<Vec<AnyPort>>, StartError> {
-    let mut opened = Vec::with_capacity(cfg.ports.len());
-    for (i, p) in cfg.ports.iter().enumerate() {
-        let queues = open_port(i, p, queue_count(p, workers))?;
-        for (i, q) in queues.iter().enumerate() {
-            tracing::info!(
-                port = %p.name,
-                kind = %p.kind,
-                ifname = p.ifname.as_deref().unwrap_or(""),
-                queue = i,
-                queues = queues.len(),
-                mode = q.xdp_mode().as_deref().unwrap_or("-"),
-                "port up"
-            );
-        }
-        opened.push(queues);
-    }
-    Ok(opened)
+    cfg.ports.iter().map(|p| open_port(p, queue_count(p, workers))).collect()
 }
 
-/// Opens the `n` queues of port `index`.
-fn open_port(index: usize, p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
+/// Opens the `n` queues of port `p` (on error, the queues opened so far are closed).
+pub fn open_port(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
+    let queues = open_queues(p, n)?;
+    for (i, q) in queues.iter().enumerate() {
+        tracing::info!(
+            port = %p.name,
+            kind = %p.kind,
+            ifname = p.ifname.as_deref().unwrap_or(""),
+            queue = i,
+            queues = queues.len(),
+            mode = q.xdp_mode().as_deref().unwrap_or("-"),
+            "port up"
+        );
+    }
+    Ok(queues)
+}
+
+/// Fan-out groups handed out so far: each AF_PACKET port opened gets a new one, so a port opened by a
+/// configuration change never joins the group of a port still open.
+static FANOUT_GROUPS: AtomicU16 = AtomicU16::new(0);
+
+fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
     let ifname = || p.ifname.clone().ok_or(StartError::NoIfname { port: p.name.clone(), kind: p.kind });
     match p.kind {
         PortKind::Tap => {
@@ -249,8 +270,10 @@ fn open_port(index: usize, p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, Sta
         }
         PortKind::Afpacket => {
             let mut cfg = AfPacketConfig::new(ifname()?);
-            // Fan-out group ids are per network namespace: derive one from the process and the port.
-            cfg.fanout = (n > 1).then(|| (std::process::id() as u16).wrapping_mul(64).wrapping_add(index as u16));
+            // Fan-out group ids are per network namespace: derive one from the process and a counter.
+            cfg.fanout = (n > 1).then(|| {
+                (std::process::id() as u16).wrapping_mul(64).wrapping_add(FANOUT_GROUPS.fetch_add(1, Relaxed))
+            });
             (0..n).map(|_| Ok(AnyPort::AfPacket(AfPacketPort::open(&p.name, &cfg)?))).collect()
         }
         #[cfg(feature = "afxdp")]
@@ -282,6 +305,8 @@ pub struct Runtime {
     shared: Arc<Shared>,
     meta: Vec<PortMeta>,
     opts: RunOptions,
+    /// The configuration the ports and switch were made for.
+    cfg: Config,
 }
 
 /// What the report says about a port besides its counters.
@@ -303,30 +328,53 @@ impl Runtime {
             });
         }
         let mut live = Vec::with_capacity(ports.len());
-        let mut meta = Vec::with_capacity(ports.len());
         for (pc, queues) in cfg.ports.iter().zip(ports) {
             if queues.is_empty() {
                 return Err(StartError::Queues { port: pc.name.clone(), message: "no queues".to_string() });
             }
-            meta.push(PortMeta {
-                kind: pc.kind,
-                ifname: pc.ifname.clone(),
-                mode: queues.first().and_then(AnyPort::xdp_mode),
-            });
             live.push(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
         }
         let workers = opts.workers.max(1);
         let clock = Clock::new();
-        let shared = Shared {
-            switch: Mutex::new(Switch::new(cfg)),
+        let parts = Parts {
+            switch: Switch::new(cfg),
             ports: live,
             stop: Arc::new(AtomicBool::new(false)),
-            last_housekeeping: AtomicU64::new(clock.now()),
+            last_housekeeping: clock.now(),
             clock,
-            poll_idle: opts.poll_idle,
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
         };
-        Ok(Runtime { shared: Arc::new(shared), meta, opts: RunOptions { workers, ..opts } })
+        Ok(Runtime::from_parts(parts, cfg.clone(), RunOptions { workers, ..opts }))
+    }
+
+    /// A runtime over `parts`, made for `cfg` (`parts.ports[i]` holds the queues of `cfg.ports[i]`).
+    fn from_parts(parts: Parts, cfg: Config, opts: RunOptions) -> Runtime {
+        let meta = cfg
+            .ports
+            .iter()
+            .zip(&parts.ports)
+            .map(|(pc, lp)| PortMeta {
+                kind: pc.kind,
+                ifname: pc.ifname.clone(),
+                mode: lp.queues.first().and_then(|q| lock(q).xdp_mode()),
+            })
+            .collect();
+        let shared = Shared {
+            switch: Mutex::new(parts.switch),
+            ports: parts.ports,
+            stop: parts.stop,
+            pause: AtomicBool::new(false),
+            last_housekeeping: AtomicU64::new(parts.last_housekeeping),
+            clock: parts.clock,
+            poll_idle: opts.poll_idle,
+            workers: parts.workers,
+        };
+        Runtime { shared: Arc::new(shared), meta, opts, cfg }
+    }
+
+    /// The configuration this runtime was made for.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// The flag that stops the workers (for signal handlers).
@@ -341,25 +389,56 @@ impl Runtime {
 
     /// Spawns the workers. If one cannot be spawned, those already running are stopped and joined.
     pub fn start(self) -> Result<Running, StartError> {
+        match self.spawn() {
+            (_, Some(e)) => Err(e),
+            (running, None) => Ok(running),
+        }
+    }
+
+    /// Spawns the workers. If one cannot be spawned, the stop flag is set, those already running are joined,
+    /// and the (stopping) `Running` is returned with the error.
+    fn spawn(self) -> (Running, Option<StartError>) {
         let assignment = assign(&self.shared.ports, self.opts.workers);
         let mut handles = Vec::with_capacity(assignment.len());
+        let mut wakers = Vec::with_capacity(assignment.len());
         for (id, rx) in assignment.iter().enumerate() {
             let worker = Worker::new(id, Arc::clone(&self.shared), rx.clone(), self.opts.pool_buffers);
+            wakers.extend(worker.waker());
             match std::thread::Builder::new().name(format!("vsw-worker-{id}")).spawn(move || worker.run()) {
                 Ok(h) => handles.push(h),
                 Err(source) => {
                     self.shared.stop.store(true, Relaxed);
-                    for h in handles {
+                    wake(&wakers);
+                    for h in handles.drain(..) {
                         let _ = h.join();
                     }
-                    return Err(StartError::Spawn { worker: id, source });
+                    let running = Running { rt: self, assignment, handles, wakers };
+                    return (running, Some(StartError::Spawn { worker: id, source }));
                 }
             }
         }
         for (id, rx) in assignment.iter().enumerate() {
             tracing::info!(worker = id, rx_queues = ?queue_names(&self.shared.ports, rx), "worker started");
         }
-        Ok(Running { rt: self, assignment, handles })
+        (Running { rt: self, assignment, handles, wakers }, None)
+    }
+}
+
+/// What a runtime is made of, taken apart while its workers are paused.
+#[derive(Debug)]
+struct Parts {
+    switch: Switch,
+    ports: Vec<LivePort>,
+    stop: Arc<AtomicBool>,
+    clock: Clock,
+    last_housekeeping: Nanos,
+    workers: Vec<WorkerStats>,
+}
+
+fn wake(wakers: &[Arc<mio::Waker>]) {
+    for w in wakers {
+        // A failed wake only means the worker notices within MAX_SLEEP.
+        let _ = w.wake();
     }
 }
 
@@ -383,6 +462,7 @@ pub struct Running {
     rt: Runtime,
     assignment: Vec<Vec<(PortId, usize)>>,
     handles: Vec<JoinHandle<()>>,
+    wakers: Vec<Arc<mio::Waker>>,
 }
 
 /// How the workers ended.
@@ -421,6 +501,7 @@ impl Running {
     /// runtime (whose ports are still open, so their counters could be read; dropping it closes them).
     pub fn stop(self) -> Stopped {
         self.rt.shared.stop.store(true, Relaxed);
+        wake(&self.wakers);
         let mut panicked = Vec::new();
         for (id, h) in self.handles.into_iter().enumerate() {
             if h.join().is_err() {
@@ -429,6 +510,269 @@ impl Running {
         }
         let report = report(&self.rt, &self.assignment);
         Stopped { report, panicked, runtime: self.rt }
+    }
+}
+
+/// Accessors for the control thread.
+impl Running {
+    /// The running configuration.
+    pub fn config(&self) -> &Config {
+        &self.rt.cfg
+    }
+
+    /// The options the workers run with.
+    pub fn options(&self) -> &RunOptions {
+        &self.rt.opts
+    }
+
+    /// The switch clock's time now (what the workers pass the pipeline).
+    pub fn now(&self) -> Nanos {
+        self.rt.shared.clock.now()
+    }
+
+    /// Runs `f` with the switch locked: keep it short, the workers wait for it (one batch's worth at most).
+    pub fn with_switch<R>(&self, f: impl FnOnce(&mut Switch) -> R) -> R {
+        f(&mut lock(&self.rt.shared.switch))
+    }
+
+    /// Moves the running switch to `cfg` (validated) as one transaction; see the module documentation. `open`
+    /// opens a port's queues ([`open_port`] in the daemon; tests pass memory ports). Always returns the
+    /// `Running`: on success running `cfg`, on failure still the old configuration, unchanged.
+    pub fn reconfigure(
+        self,
+        cfg: &Config,
+        opts: RunOptions,
+        open: &mut OpenPort<'_>,
+    ) -> (Running, Result<Applied, ApplyError>) {
+        let workers = opts.workers.max(1);
+        let opts = RunOptions { workers, ..opts };
+        let old_cfg = self.rt.cfg.clone();
+        let old_opts = self.rt.opts.clone();
+        let plan = Plan::new(&old_cfg, old_opts.workers, cfg, workers);
+        // Interfaces this apply frees (old ports closed or reopened): a new port on one of them is opened only
+        // after the old port is closed.
+        let freed: HashSet<&str> = plan
+            .closed
+            .iter()
+            .copied()
+            .chain(plan.actions.iter().filter_map(|a| match a {
+                PortAction::Reopen(o) => Some(*o),
+                _ => None,
+            }))
+            .filter_map(|o| old_cfg.ports[o].ifname.as_deref())
+            .collect();
+        let needs_open = |i: usize| matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_));
+        let deferred = |i: usize| needs_open(i) && cfg.ports[i].ifname.as_deref().is_some_and(|n| freed.contains(n));
+
+        // 1. Open what can be opened while the old ports still run.
+        let mut opened: Vec<Option<Vec<AnyPort>>> = (0..cfg.ports.len()).map(|_| None).collect();
+        for (i, pc) in cfg.ports.iter().enumerate() {
+            if needs_open(i) && !deferred(i) {
+                match open(pc, queue_count(pc, workers)) {
+                    Ok(q) => opened[i] = Some(q),
+                    // `opened` is dropped on the way out: everything opened so far is closed.
+                    Err(e) => return (self, Err(ApplyError::Port { port: pc.name.clone(), message: e.to_string() })),
+                }
+            }
+        }
+
+        // 2. Pause the workers at a batch boundary and take the runtime apart.
+        let parts = self.pause();
+        let mut old_ports: Vec<Option<LivePort>> = parts.ports.into_iter().map(Some).collect();
+
+        // 3. Deferred ports: close the old ports holding their interfaces, then open them.
+        let holders: Vec<usize> = (0..old_cfg.ports.len())
+            .filter(|&o| {
+                let name = old_cfg.ports[o].ifname.as_deref();
+                freed.contains(name.unwrap_or(""))
+                    && (0..cfg.ports.len()).any(|i| deferred(i) && cfg.ports[i].ifname.as_deref() == name)
+            })
+            .collect();
+        let mut closed_early = Vec::new();
+        for &o in &holders {
+            closed_early.push(o);
+            drop(old_ports[o].take());
+        }
+        let mut failure = None;
+        for (i, pc) in cfg.ports.iter().enumerate() {
+            if deferred(i) {
+                match open(pc, queue_count(pc, workers)) {
+                    Ok(q) => opened[i] = Some(q),
+                    Err(e) => {
+                        failure = Some(ApplyError::Port { port: pc.name.clone(), message: e.to_string() });
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(mut err) = failure {
+            // Put the old ports back as they were and resume the old topology.
+            drop(opened);
+            let mut lost = Vec::new();
+            for o in closed_early {
+                let pc = &old_cfg.ports[o];
+                let n = queue_count(pc, old_opts.workers);
+                let queues = open(pc, n).unwrap_or_else(|e| {
+                    tracing::error!(port = %pc.name, error = %e, "cannot reopen a port after a failed apply");
+                    lost.push(pc.name.clone());
+                    (0..n).map(|_| dead_port(&pc.name)).collect()
+                });
+                old_ports[o] =
+                    Some(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
+            }
+            if !lost.is_empty() {
+                if let ApplyError::Port { message, .. } = &mut err {
+                    message.push_str(&format!(
+                        "; could not reopen {} afterwards: they no longer pass traffic",
+                        lost.join(", ")
+                    ));
+                }
+            }
+            let parts = Parts { ports: old_ports.into_iter().flatten().collect(), ..parts };
+            let (running, spawn_err) = Runtime::from_parts(parts, old_cfg, old_opts).spawn();
+            return (running, Err(spawn_err.map_or(err, ApplyError::Start)));
+        }
+
+        // 4. The new port list, the switch carried over, the worker counters (when the count is the same).
+        let ports: Vec<LivePort> = cfg
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, pc)| match plan.actions[i] {
+                PortAction::Keep(o) | PortAction::Reattach(o) => {
+                    old_ports[o].take().expect("a kept port is taken once")
+                }
+                PortAction::Open | PortAction::Reopen(_) => LivePort {
+                    name: pc.name.clone(),
+                    queues: opened[i].take().expect("opened above").into_iter().map(Mutex::new).collect(),
+                },
+            })
+            .collect();
+        let (switch, carried) = parts.switch.reconfigure(cfg);
+        let stats = if workers == old_opts.workers {
+            parts.workers
+        } else {
+            (0..workers).map(|_| WorkerStats::default()).collect()
+        };
+        let parts = Parts { switch, ports, workers: stats, ..parts };
+        let (running, spawn_err) = Runtime::from_parts(parts, cfg.clone(), opts).spawn();
+
+        // 5. Close what is gone (taps deleted) now that the new workers run.
+        drop(old_ports);
+        match spawn_err {
+            Some(e) => (running, Err(ApplyError::Start(e))),
+            None => (running, Ok(Applied { plan, carried })),
+        }
+    }
+
+    /// Sets the pause flag, wakes and joins the workers, and takes the runtime apart.
+    fn pause(self) -> Parts {
+        self.rt.shared.pause.store(true, Relaxed);
+        wake(&self.wakers);
+        for (id, h) in self.handles.into_iter().enumerate() {
+            if h.join().is_err() {
+                // The stop flag is set by the panic: the daemon stops after this apply.
+                tracing::error!(worker = id, "worker panicked");
+            }
+        }
+        let shared = Arc::try_unwrap(self.rt.shared).expect("the workers, the only other owners, have exited");
+        Parts {
+            switch: shared.switch.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+            ports: shared.ports,
+            stop: shared.stop,
+            clock: shared.clock,
+            last_housekeeping: shared.last_housekeeping.load(Relaxed),
+            workers: shared.workers,
+        }
+    }
+}
+
+/// Opens a port's queues for a reconfiguration: `(port, queues)` → the queues.
+pub type OpenPort<'a> = dyn FnMut(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + 'a;
+
+/// A stand-in for a port that could not be reopened after a failed apply: receives nothing, counts and discards
+/// what is sent.
+fn dead_port(name: &str) -> AnyPort {
+    let mut p = MemPort::new(name.to_string());
+    p.set_tx_mode(crate::port::mem::TxMode::Count);
+    AnyPort::Mem(p)
+}
+
+/// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A port could not be opened.
+    #[error("port {port}: {message}")]
+    Port {
+        /// The port.
+        port: String,
+        /// Why.
+        message: String,
+    },
+    /// The workers could not be restarted: the switch is stopping.
+    #[error("{0}; the switch is stopping")]
+    Start(#[source] StartError),
+}
+
+/// What a successful reconfiguration did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// What happened to each port.
+    pub plan: Plan,
+    /// What the switch carried over.
+    pub carried: Carried,
+}
+
+/// What happens to a port of the new configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortAction {
+    /// The old port with this index, unchanged: stays open, keeps its state.
+    Keep(usize),
+    /// The old port with this index stays open, but its network, address or MAC changed.
+    Reattach(usize),
+    /// A new port: opened.
+    Open,
+    /// The old port with this index changes back-end settings: closed and opened again.
+    Reopen(usize),
+}
+
+/// How a configuration change treats each port, matched by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// One per port of the new configuration, in its order.
+    pub actions: Vec<PortAction>,
+    /// Indices of old ports that are closed (not in the new configuration).
+    pub closed: Vec<usize>,
+}
+
+impl Plan {
+    /// The plan to go from `old` (with `old_workers`) to `new` (with `new_workers`).
+    pub fn new(old: &Config, old_workers: usize, new: &Config, new_workers: usize) -> Plan {
+        let actions: Vec<PortAction> = new
+            .ports
+            .iter()
+            .map(|p| match old.port_index(&p.name) {
+                None => PortAction::Open,
+                Some(o) => {
+                    let q = &old.ports[o];
+                    let same_io = q.kind == p.kind
+                        && q.ifname == p.ifname
+                        && q.mtu == p.mtu
+                        && q.netns == p.netns
+                        && q.mode == p.mode
+                        && queue_count(q, old_workers) == queue_count(p, new_workers);
+                    if !same_io {
+                        PortAction::Reopen(o)
+                    } else if q == p {
+                        PortAction::Keep(o)
+                    } else {
+                        PortAction::Reattach(o)
+                    }
+                }
+            })
+            .collect();
+        let closed = (0..old.ports.len()).filter(|&o| new.port_index(&old.ports[o].name).is_none()).collect();
+        Plan { actions, closed }
     }
 }
 

@@ -322,6 +322,65 @@ impl Switch {
         }
     }
 
+    /// The switch for a new validated configuration, carrying over what is still valid (a configuration
+    /// change at run time; the caller holds the switch, so no batch is in flight). Ports, networks and router
+    /// interfaces are matched by name, since their ids are positions in the configuration and may change:
+    /// - **MAC tables**: a network that still exists keeps its entries on ports that are still access ports of
+    ///   it (with when they were last seen, under the new limit and ageing time); entries of removed ports, of
+    ///   ports that moved to another network or became routed, and whole removed networks are dropped.
+    /// - **Router** (neighbours, tracked connections, NAT bindings, router counters): kept whole when the
+    ///   router would be built the same ([`Topology::same_router_as`]: same interfaces, routes, publish rules,
+    ///   NAT and conntrack settings), unless frames wait for ARP while ports were removed or renumbered (they
+    ///   name their ingress port by id); otherwise rebuilt empty.
+    /// - **Counters**: a port keeps its pipeline counters while its name exists; drops by reason are kept.
+    pub fn reconfigure(self, cfg: &Config) -> (Switch, Carried) {
+        let topo = Topology::from_config(cfg);
+        let old = &self.topo;
+        let net_name = |t: &'_ Topology, n: Option<NetId>| n.map(|n| t.networks[n as usize].name.clone());
+        let by_name: Vec<Option<PortId>> = old.ports.iter().map(|p| topo.port_id(&p.name)).collect();
+        let same_network: Vec<Option<PortId>> = old
+            .ports
+            .iter()
+            .zip(&by_name)
+            .map(|(p, &new)| {
+                new.filter(|&n| {
+                    let was = net_name(old, p.network);
+                    was.is_some() && was == net_name(&topo, topo.ports[n as usize].network)
+                })
+            })
+            .collect();
+        let old_entries: usize = (0..old.networks.len()).map(|n| self.bridge.fdb(n as NetId).len()).sum();
+        let fdbs: Vec<Fdb> = topo
+            .networks
+            .iter()
+            .map(|n| match old.network_id(&n.name) {
+                Some(o) => self.bridge.fdb(o).remapped(&same_network, topo.ports.len(), n.mac_limit, n.mac_aging).0,
+                None => Fdb::new(topo.ports.len(), n.mac_limit, n.mac_aging),
+            })
+            .collect();
+        let fdb_kept: usize = fdbs.iter().map(Fdb::len).sum();
+        let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(i as PortId));
+        let router_kept = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
+        let (router, connections_flushed) = if router_kept {
+            (self.router, 0)
+        } else {
+            (Router::new(&topo), self.router.nat().conntrack().len())
+        };
+        let carried =
+            Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
+        let switch = Switch {
+            ingress: Ingress,
+            bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
+            router,
+            counters: self.counters.remapped(&by_name, topo.ports.len()),
+            verdicts: Verdicts::default(),
+            parsed: [Parsed::default(); BATCH_SIZE],
+            routes: [None; BATCH_SIZE],
+            topo,
+        };
+        (switch, carried)
+    }
+
     /// Transmit queues sized for this switch's ports.
     pub fn tx_queues(&self) -> TxQueues {
         TxQueues::new(self.topo.ports.len(), TX_QUEUE_CAP)
@@ -465,6 +524,19 @@ impl Switch {
     pub fn flush_conntrack(&mut self) -> usize {
         self.router.nat_mut().flush()
     }
+}
+
+/// What [`Switch::reconfigure`] carried over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// MAC entries kept.
+    pub fdb_kept: usize,
+    /// MAC entries dropped (removed ports or networks, ports that changed network, a smaller limit).
+    pub fdb_flushed: usize,
+    /// The router's state (neighbours, connections, NAT bindings) was kept.
+    pub router_kept: bool,
+    /// Tracked connections dropped with the old router.
+    pub connections_flushed: usize,
 }
 
 /// Extra length allowed on egress for the VLAN tags a frame carries.

@@ -279,6 +279,24 @@ impl Topology {
     pub fn network_id(&self, name: &str) -> Option<NetId> {
         self.networks.iter().position(|n| n.name == name).map(|i| i as NetId)
     }
+
+    /// True when the router built for `other` would be the same as the one built for `self`: the same router
+    /// interfaces in the same order (so the same [`RifId`]s; attachments compared by name, which the interface's
+    /// name encodes, since network and port ids may be renumbered), routes, publish rules, NAT port range and
+    /// connection-table settings. A configuration change that keeps this can keep the router's learned state
+    /// (neighbours, connections, NAT bindings); see `Switch::reconfigure`.
+    pub fn same_router_as(&self, other: &Topology) -> bool {
+        let same_rif = |a: &RifInfo, b: &RifInfo| {
+            let kind = |x: &Attach| matches!(x, Attach::Network(_));
+            RifInfo { attach: b.attach, ..a.clone() } == *b && kind(&a.attach) == kind(&b.attach)
+        };
+        self.rifs.len() == other.rifs.len()
+            && self.rifs.iter().zip(&other.rifs).all(|(a, b)| same_rif(a, b))
+            && self.routes == other.routes
+            && self.publish == other.publish
+            && self.nat_port_range == other.nat_port_range
+            && self.conntrack == other.conntrack
+    }
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).

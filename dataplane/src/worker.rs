@@ -31,9 +31,12 @@
 //! That is a rare, bounded allocation off the per-frame path; memory stays within `workers × capacity` plus the
 //! frames the switch holds (bounded by the neighbour queue limits). [`WorkerStats::buffers_added`] counts it.
 //!
-//! # Stop
-//! [`Shared::stop`] is checked once per iteration; sleeps are bounded by [`MAX_SLEEP`], so a worker notices a
-//! stop within about 100 ms, flushes, and returns. A worker that panics sets the stop flag (so the others and
+//! # Stop and pause
+//! [`Shared::stop`] (the daemon is stopping) and [`Shared::pause`] (a configuration change: the worker exits so
+//! that the control thread can rebuild the switch and the port list, then start new workers) are checked once
+//! per iteration, i.e. at a batch boundary. Whoever sets either wakes the worker through its [`Worker::waker`]
+//! (a `mio::Waker` registered in the same poll as the rx fds), so a sleeping worker notices at once; sleeps are
+//! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns. A worker that panics sets the stop flag (so the others and
 //! the daemon stop too) and the poisoned locks are still used for the final counters.
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
@@ -48,6 +51,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
+
+/// The poll token of a worker's waker (rx queues use their index).
+const WAKE_TOKEN: mio::Token = mio::Token(usize::MAX);
 
 /// Longest a worker sleeps in one wait (also bounds how long a stop takes to be noticed).
 pub const MAX_SLEEP: Nanos = 100 * NANOS_PER_SEC / 1000;
@@ -194,6 +200,9 @@ pub struct Shared {
     pub ports: Vec<LivePort>,
     /// Set to stop every worker (signals, [`crate::live::Running::stop`], a panicking worker).
     pub stop: Arc<AtomicBool>,
+    /// Set to make every worker exit at its next batch boundary for a configuration change
+    /// ([`crate::live::Running::reconfigure`]).
+    pub pause: AtomicBool,
     /// The clock every worker reads.
     pub clock: Clock,
     /// When housekeeping last ran ([`Clock::now`] time).
@@ -246,6 +255,7 @@ pub struct Worker {
     batch: Batch,
     tx: TxQueues,
     poll: Option<mio::Poll>,
+    waker: Option<Arc<mio::Waker>>,
     events: mio::Events,
     /// Some owned queue has no fd to sleep on (or could not be registered).
     fdless: bool,
@@ -259,6 +269,7 @@ impl Worker {
     pub fn new(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool_buffers: usize) -> Worker {
         let tx = lock(&shared.switch).tx_queues();
         let mut fdless = false;
+        let mut waker = None;
         let poll = match mio::Poll::new() {
             Ok(poll) => {
                 for (token, &(p, q)) in rx.iter().enumerate() {
@@ -269,6 +280,11 @@ impl Worker {
                             .is_ok()
                     });
                     fdless |= !registered;
+                }
+                match mio::Waker::new(poll.registry(), WAKE_TOKEN) {
+                    Ok(w) => waker = Some(Arc::new(w)),
+                    // Without a waker, a stop or pause is noticed within MAX_SLEEP.
+                    Err(e) => tracing::warn!(worker = id, error = %e, "cannot create a waker"),
                 }
                 Some(poll)
             }
@@ -288,6 +304,7 @@ impl Worker {
             batch: Batch::new(),
             tx,
             poll,
+            waker,
             events: mio::Events::with_capacity(64),
             fdless,
             last_error_log: None,
@@ -295,7 +312,13 @@ impl Worker {
         }
     }
 
-    /// Runs until the stop flag is set, then flushes and returns.
+    /// Wakes this worker from its idle sleep (after setting [`Shared::stop`] or [`Shared::pause`]); `None` if
+    /// no waker could be made.
+    pub fn waker(&self) -> Option<Arc<mio::Waker>> {
+        self.waker.clone()
+    }
+
+    /// Runs until the stop or pause flag is set, then flushes and returns.
     pub fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let _guard = StopOnPanic(&shared.stop);
@@ -304,7 +327,7 @@ impl Worker {
         // The clock is read once per iteration; a busy iteration's cost is measured up to the next reading.
         let mut busy_started: Option<Nanos> = None;
         let mut next_check = 0;
-        while !shared.stop.load(Relaxed) {
+        while !shared.stop.load(Relaxed) && !shared.pause.load(Relaxed) {
             let now = shared.clock.now();
             if let Some(t) = busy_started.take() {
                 stats.busy_ns.fetch_add(now.saturating_sub(t), Relaxed);
