@@ -7,10 +7,12 @@
 //!   prints the wire types instead).
 //! - [`client`] speaks the control protocol over the Unix socket, with errors in the operator's terms.
 //! - [`diff`] computes and renders what changes between the running and the desired configuration.
+//! - [`render`] turns each op's result into what `vswitchctl` prints by default.
 //! - [`watch`] notices changes of the agent's configuration file (polling, with a debounce).
 
 pub mod agent;
 pub mod client;
 pub mod diff;
+pub mod render;
 pub mod table;
 pub mod watch;
