@@ -224,9 +224,46 @@ pub fn config(r: &ConfigResult) -> Result<String, toml::ser::Error> {
     Ok(out)
 }
 
-/// A configuration as TOML that parses back to the same configuration.
+/// A configuration as TOML that parses back to the same configuration, written like a person would: settings at
+/// their default values and empty sections left out.
 pub fn config_toml(c: &Config) -> Result<String, toml::ser::Error> {
-    toml::to_string(c)
+    let toml::Value::Table(mut doc) = toml::Value::try_from(c)? else {
+        return toml::to_string(c);
+    };
+    let defaults = toml::Value::try_from(Config::default())?;
+    // Single tables: keep only the keys that differ from the defaults.
+    for section in ["switch", "nat", "conntrack"] {
+        if let (Some(toml::Value::Table(t)), Some(toml::Value::Table(d))) =
+            (doc.get_mut(section), defaults.get(section))
+        {
+            t.retain(|k, v| d.get(k) != Some(v));
+        }
+    }
+    // Lists: an object's keys at their default are those equal to the object made from its required keys only.
+    strip_defaults::<dataplane::config::NetworkConfig>(&mut doc, "network", &["name"]);
+    strip_defaults::<dataplane::config::PortConfig>(&mut doc, "port", &["name", "kind"]);
+    doc.retain(|_, v| match v {
+        toml::Value::Table(t) => !t.is_empty(),
+        toml::Value::Array(a) => !a.is_empty(),
+        _ => true,
+    });
+    toml::to_string(&doc)
+}
+
+fn strip_defaults<T: serde::de::DeserializeOwned + serde::Serialize>(
+    doc: &mut toml::Table,
+    list: &str,
+    required: &[&str],
+) {
+    let Some(toml::Value::Array(items)) = doc.get_mut(list) else { return };
+    for item in items {
+        let toml::Value::Table(t) = item else { continue };
+        let minimal: toml::Table =
+            t.iter().filter(|(k, _)| required.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let Ok(object) = toml::Value::Table(minimal).try_into::<T>() else { continue };
+        let Ok(defaults) = toml::Value::try_from(object) else { continue };
+        t.retain(|k, v| required.contains(&k) || defaults.get(k) != Some(v));
+    }
 }
 
 /// `version`: this tool's version, then the server's (when reachable).
@@ -373,7 +410,8 @@ mod tests {
             config(&ConfigResult { generation: 3, origin: Some("t.toml".into()), config: cfg.clone() }).unwrap();
         assert!(shown.starts_with("# generation 3, from t.toml\n"), "{shown}");
         assert_eq!(Config::parse(&shown, "shown").unwrap(), cfg, "{shown}");
-        assert_eq!(Config::parse(&config_toml(&Config::default()).unwrap(), "empty").unwrap(), Config::default());
+        assert_eq!(config_toml(&Config::default()).unwrap(), "");
+        assert!(!shown.contains("mtu") && !shown.contains("mac_limit") && !shown.contains("tcp_strict"), "{shown}");
     }
 
     #[test]
