@@ -571,7 +571,7 @@ impl Running {
                 match open(pc, queue_count(pc, workers)) {
                     Ok(q) => opened[i] = Some(q),
                     // `opened` is dropped on the way out: everything opened so far is closed.
-                    Err(e) => return (self, Err(ApplyError::Port { port: pc.name.clone(), message: e.to_string() })),
+                    Err(e) => return (self, Err(ApplyError::port(&pc.name, &e))),
                 }
             }
         }
@@ -599,7 +599,7 @@ impl Running {
                 match open(pc, queue_count(pc, workers)) {
                     Ok(q) => opened[i] = Some(q),
                     Err(e) => {
-                        failure = Some(ApplyError::Port { port: pc.name.clone(), message: e.to_string() });
+                        failure = Some(ApplyError::port(&pc.name, &e));
                         break;
                     }
                 }
@@ -701,8 +701,8 @@ fn dead_port(name: &str) -> AnyPort {
 /// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// A port could not be opened.
-    #[error("port {port}: {message}")]
+    /// A port could not be opened (the message names it).
+    #[error("{message}")]
     Port {
         /// The port.
         port: String,
@@ -712,6 +712,15 @@ pub enum ApplyError {
     /// The workers could not be restarted: the switch is stopping.
     #[error("{0}; the switch is stopping")]
     Start(#[source] StartError),
+}
+
+impl ApplyError {
+    /// Port `port` could not be opened because of `e`.
+    fn port(port: &str, e: &StartError) -> ApplyError {
+        let text = e.to_string();
+        let message = if text.starts_with(&format!("port {port}:")) { text } else { format!("port {port}: {text}") };
+        ApplyError::Port { port: port.to_string(), message }
+    }
 }
 
 /// What a successful reconfiguration did.

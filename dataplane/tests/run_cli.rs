@@ -12,7 +12,28 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn vswitchd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vswitchd")).args(args).output().expect("vswitchd runs")
+    let args = with_socket(args);
+    let out = Command::new(env!("CARGO_BIN_EXE_vswitchd")).args(&args).output().expect("vswitchd runs");
+    let _ = std::fs::remove_dir(socket_dir());
+    out
+}
+
+/// This test process's directory for control sockets (vswitchd creates it and removes each socket at exit).
+fn socket_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vswitchd-run-cli-{}", std::process::id()))
+}
+
+/// `args` with `--socket` set to a path of this test's own for `run` (tests run in parallel, and the default
+/// socket is machine-wide).
+fn with_socket(args: &[&str]) -> Vec<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    if args.first() == Some(&"run") && !args.contains(&"--socket") {
+        let path = socket_dir().join(format!("{}.sock", N.fetch_add(1, Ordering::Relaxed)));
+        v.extend(["--socket".to_string(), path.display().to_string()]);
+    }
+    v
 }
 
 fn write_config(dir: &Path, text: &str) -> String {
@@ -26,10 +47,16 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn run_without_config_exits_2_and_says_why() {
-    let o = vswitchd(&["run"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no --config: waiting for vswitch-agent is not implemented yet"), "{}", stderr(&o));
+fn run_refuses_a_control_socket_path_that_is_not_a_socket_without_touching_it() {
+    // Without --config vswitchd starts empty and serves the socket (tests/control_live.rs); a regular file in
+    // the way is not removed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-socket");
+    std::fs::write(&path, "keep me").unwrap();
+    let o = vswitchd(&["run", "--socket", &path.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("exists and is not a socket"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
 }
 
 #[test]
@@ -130,7 +157,7 @@ impl Drop for Daemon {
 fn spawn_in(ns: &Netns, args: &[&str]) -> Daemon {
     let child = Command::new("ip")
         .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
-        .args(args)
+        .args(with_socket(args))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,9 @@
 //! `vswitchd`: the vswitch dataplane daemon.
 //!
-//! - `vswitchd run --config FILE`: the live switch (see `dataplane::live`): opens every configured port, forwards
-//!   with `[switch] workers` poll-mode threads until SIGINT/SIGTERM, then stops cleanly and prints the counters.
+//! - `vswitchd run [--config FILE] [--socket PATH]`: the live switch (see `dataplane::live`): opens every
+//!   configured port (none without `--config`), serves the control socket (`dataplane::control`; an agent or
+//!   `vswitchctl` applies configurations and reads tables through it), forwards with `[switch] workers`
+//!   poll-mode threads until SIGINT/SIGTERM, then stops cleanly and prints the counters.
 //! - `vswitchd replay`: the forwarding pipeline over capture files on a virtual clock (see `dataplane::replay`).
 //!
 //! Exit status: 0 on success; 2 for a bad command line or configuration; 1 when a port cannot be opened or the
@@ -10,7 +12,10 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dataplane::config::{limits, Config};
-use dataplane::live::{open_ports, LiveReport, RunOptions, Runtime};
+use dataplane::control::daemon::Daemon;
+use dataplane::control::proto::DEFAULT_SOCKET;
+use dataplane::control::server::ControlSocket;
+use dataplane::live::{open_port, open_ports, LiveReport, RunOptions, Runtime};
 use dataplane::port::pcap::read_capture;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
 use dataplane::wire::decode::describe;
@@ -29,10 +34,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the live switch: open every configured port, forward with `[switch] workers` poll-mode threads until
-    /// SIGINT/SIGTERM, then close the ports (deleting the taps it created) and print the counters as JSON on
-    /// stdout. Exit 0 after a clean stop, 2 for a bad configuration, 1 when a port cannot be opened (the message
-    /// names the port; nothing opened before it is left behind).
+    /// Run the live switch: open every configured port (none without --config), serve the control socket, forward
+    /// with `[switch] workers` poll-mode threads until SIGINT/SIGTERM, then close the ports (deleting the taps it
+    /// created), remove the socket and print the counters as JSON on stdout. Exit 0 after a clean stop, 2 for a
+    /// bad configuration or command line, 1 when a port cannot be opened (the message names the port; nothing
+    /// opened before it is left behind) or the control socket cannot be served (another vswitchd on it).
     ///
     /// The counters JSON: uptime_ns, frames_in, frames_out, ports.NAME.{kind, ifname, queues, mode, io,
     /// queue_io, pipeline}, drops, networks, bridge, router, neigh, nat, snat, conntrack, and workers[].{id, rx_queues, iterations,
@@ -40,10 +46,13 @@ enum Command {
     /// cpu_ns, pool_available, pool_capacity}. Switch cost per received packet = sum(busy_ns) / sum(rx_packets) (wall time of busy
     /// iterations) or sum(cpu_ns) / sum(rx_packets) (thread CPU time, includes idle polling).
     Run {
-        /// The switch configuration (TOML). Required for now: without it vswitchd would wait for
-        /// vswitch-agent on the control socket, which is not implemented yet.
+        /// The switch configuration (TOML; generation 1). Without it vswitchd starts with no ports and no
+        /// networks (generation 0) and waits for a configuration on the control socket (`apply`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The control socket (created mode 0600, its directory created if missing, removed at exit).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
         /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the
         /// file is replaced atomically, so a reader never sees half of it).
         #[arg(long, value_name = "FILE")]
@@ -82,8 +91,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, stats_json, stats_interval, workers } => {
-            run(config.as_deref(), stats_json.as_deref(), stats_interval, workers)
+        Command::Run { config, socket, stats_json, stats_interval, workers } => {
+            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers)
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -113,23 +122,22 @@ const MAIN_TICK: Duration = Duration::from_millis(20);
 /// `vswitchd run`.
 fn run(
     config: Option<&Path>,
+    socket: &Path,
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
 ) -> ExitCode {
-    let Some(config) = config else {
-        return usage_error(
-            &"run: no --config: waiting for vswitch-agent is not implemented yet (control socket issue)",
-        );
-    };
     let interval = match stats_interval {
         None => None,
         Some(s) if s.is_finite() && s > 0.0 && s < 1e6 => Some(Duration::from_secs_f64(s)),
         Some(s) => return usage_error(&format!("run: --stats-interval {s}: expected a number of seconds > 0")),
     };
-    let cfg = match Config::load(config) {
-        Ok(c) => c,
-        Err(e) => return usage_error(&e),
+    let (cfg, generation, origin) = match config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => (c, 1, Some(path.display().to_string())),
+            Err(e) => return usage_error(&e),
+        },
+        None => (Config::default(), 0, None),
     };
     let mut opts = RunOptions::from_config(&cfg);
     if let Some(n) = workers {
@@ -142,6 +150,14 @@ fn run(
         }
         opts.workers = n;
     }
+    // The socket before the ports: a second vswitchd on the same socket must not touch any interface.
+    let control = match ControlSocket::bind(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vswitchd: run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     // Signals first: one that arrives while ports are being opened stops the switch as soon as it starts. A
     // second SIGINT/SIGTERM while stopping exits at once (status 1).
@@ -177,15 +193,25 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(workers = opts.workers, ports = cfg.ports.len(), "forwarding");
+    tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
+    let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(open_port)));
+    let control_stop = Arc::new(AtomicBool::new(false));
+    let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop)) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("vswitchd: run: control socket: {e}");
+            stop.store(true, Ordering::Relaxed);
+            None
+        }
+    };
 
     let mut next_stats = interval.map(|i| Instant::now() + i);
-    let mut failed = false;
-    while !stop.load(Ordering::Relaxed) && !running.stopping() {
+    let mut failed = server.is_none();
+    while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
         if let (Some(at), Some(path), Some(every)) = (next_stats, stats_json, interval) {
             if Instant::now() >= at {
-                if let Err(e) = write_stats(path, &running.report()) {
+                if let Some(Err(e)) = daemon.report().map(|r| write_stats(path, &r)) {
                     tracing::warn!(error = %format!("{e:#}"), "cannot write the stats file");
                 }
                 // Keep the cadence, but never try to catch up after a stall.
@@ -198,6 +224,15 @@ fn run(
         failed = true;
     }
     worker_stop.store(true, Ordering::Relaxed);
+    // No more requests; the socket file is removed when the server thread ends.
+    control_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = server {
+        let _ = h.join();
+    }
+    let Some(running) = daemon.shut_down() else {
+        eprintln!("vswitchd: run: the switch was already shut down");
+        return ExitCode::FAILURE;
+    };
     let stopped = running.stop();
     if !stopped.panicked.is_empty() {
         eprintln!("vswitchd: run: worker(s) {:?} panicked", stopped.panicked);

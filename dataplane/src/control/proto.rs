@@ -55,7 +55,7 @@
 //! `expect_generation`, the apply is refused (`conflict`) unless the running generation is that one (optimistic
 //! concurrency between several writers). An apply of the configuration already running changes nothing and
 //! keeps the generation (`changed: false`). `dry_run: true` validates and reports the summary without
-//! applying. Which learned state survives which change is documented in `crate::control::apply` (and the
+//! applying. Which learned state survives which change is documented in `crate::control::daemon` (and the
 //! README); the summary reports what was flushed.
 //!
 //! # Compatibility
@@ -624,7 +624,7 @@ pub enum RouterState {
     #[default]
     Kept,
     /// Emptied: a router interface, route, publish rule, NAT or conntrack setting changed (see
-    /// `crate::control::apply`).
+    /// `crate::control::daemon`).
     Flushed,
 }
 

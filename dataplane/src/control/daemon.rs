@@ -1,0 +1,475 @@
+//! The daemon's side of the control socket: what each request does to the running switch.
+//!
+//! [`Daemon`] owns the [`Running`] switch (behind a `RwLock`), the running configuration's generation and
+//! origin. Requests come parsed from [`crate::control::server`] connection threads; [`Daemon::handle`] answers
+//! each one. Reads (`port_ls`, `fdb_show`, `conntrack_ls`, `stats`, …) take the read lock and then the switch's
+//! mutex for as long as it takes to copy the table out, the same lock a worker takes per batch; they never
+//! wait for the network. `apply` takes the write lock (so applies are serialized, and reads wait for the
+//! few milliseconds the switch-over takes) and runs [`Running::reconfigure`].
+//!
+//! # `apply`: what survives which change
+//! The transaction is described in [`crate::live`] (new ports opened first; all or nothing). Objects are
+//! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
+//!
+//! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
+//! |--------|-------|-------------------|---------------------------------------|
+//! | add a port to an existing network | others stay open | kept | kept (unless the network's gateway MTU changes: a network's MTU is its smallest port MTU) |
+//! | add a network without a gateway, and its ports | others stay open | kept | kept |
+//! | remove a port | closed (tap deleted) | that port's entries dropped | kept, unless frames were waiting for ARP at that moment (they name their ingress port by number) |
+//! | move a port to another network | stays open | that port's entries dropped | kept if no router interface changed |
+//! | change a port's kind, ifname, mtu, netns, mode or queues | closed and reopened (a tap flaps) | that port's entries dropped | kept if no router interface changed |
+//! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (new limit applies, oldest evicted first) | kept |
+//! | add, remove or change a gateway, routed port address or MAC, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | **flushed** (rebuilt empty) |
+//! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
+//!
+//! Pipeline counters follow a port while its name exists; worker counters are kept unless the number of
+//! workers changes. The reply's [`ApplySummary`] lists what was kept, reattached, reopened and flushed.
+//!
+//! Threads: `Daemon` is `Sync`; any control thread may call [`Daemon::handle`]. The daemon's main thread uses
+//! [`Daemon::report`] and, at exit, [`Daemon::shut_down`].
+
+use crate::buffer::NANOS_PER_SEC;
+use crate::config::{Config, ConfigError, PortConfig};
+use crate::control::proto::*;
+use crate::live::{AnyPort, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
+use crate::nat::ConnectionInfo;
+use crate::pipeline::Switch;
+use crate::topology::{NetId, Topology};
+use serde::Serialize;
+use std::sync::{PoisonError, RwLock};
+
+/// Opens a port's queues: the daemon's is [`crate::live::open_port`]; tests pass memory ports.
+pub type Opener = Box<dyn Fn(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + Send + Sync>;
+
+/// The running switch and its configuration's identity, served over the control socket.
+pub struct Daemon {
+    state: RwLock<Option<State>>,
+    /// `--workers`: overrides `[switch] workers` of every configuration applied.
+    workers_override: Option<usize>,
+    open: Opener,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon").field("workers_override", &self.workers_override).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    running: Running,
+    generation: u64,
+    origin: Option<String>,
+}
+
+/// A request's failure.
+type Failed = ErrorBody;
+
+impl Daemon {
+    /// A daemon serving `running`, whose configuration has `generation` (0 when started empty, 1 with
+    /// `--config`) and came from `origin`.
+    pub fn new(
+        running: Running,
+        generation: u64,
+        origin: Option<String>,
+        workers_override: Option<usize>,
+        open: Opener,
+    ) -> Daemon {
+        Daemon { state: RwLock::new(Some(State { running, generation, origin })), workers_override, open }
+    }
+
+    /// The options a configuration runs with (`--workers` applied).
+    pub fn options_for(&self, cfg: &Config) -> RunOptions {
+        let mut opts = RunOptions::from_config(cfg);
+        if let Some(n) = self.workers_override {
+            opts.workers = n;
+        }
+        opts
+    }
+
+    /// True once the switch is stopping (a signal, a panicking worker) or shut down.
+    pub fn stopping(&self) -> bool {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_none_or(|s| s.running.stopping())
+    }
+
+    /// The counters now (`None` after shutdown).
+    pub fn report(&self) -> Option<LiveReport> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.running.report())
+    }
+
+    /// Takes the running switch out (for stopping it); later requests get `shutting_down`.
+    pub fn shut_down(&self) -> Option<Running> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner).take().map(|s| s.running)
+    }
+
+    /// Parses and answers one request line.
+    pub fn handle_line(&self, line: &[u8]) -> Response {
+        match Request::parse(line) {
+            Ok(req) => self.handle(req),
+            Err(rejected) => rejected.into_response(),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: Request) -> Response {
+        let id = req.id;
+        let name = req.op.name();
+        let result = match req.op {
+            Op::Apply(args) => self.apply(*args),
+            op => self.read(op),
+        };
+        match result {
+            Ok(v) => Response { version: PROTOCOL_VERSION, id: Some(id), ok: true, result: Some(v), error: None },
+            Err(e) => {
+                tracing::debug!(op = name, error = %e.message, "control request failed");
+                Response::error(Some(id), e)
+            }
+        }
+    }
+
+    /// Every op but `apply`: under the read lock.
+    fn read(&self, op: Op) -> Result<serde_json::Value, Failed> {
+        let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let st = guard.as_ref().ok_or_else(shutting_down)?;
+        let r = &st.running;
+        match op {
+            Op::Hello => json(&HelloResult {
+                server: "vswitchd".to_string(),
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol_version: PROTOCOL_VERSION,
+                pid: std::process::id(),
+                uptime_ns: r.now() - NANOS_PER_SEC,
+                generation: st.generation,
+            }),
+            Op::GetConfig => {
+                json(&ConfigResult { generation: st.generation, origin: st.origin.clone(), config: r.config().clone() })
+            }
+            Op::NetworkLs => {
+                let cfg = r.config();
+                json(
+                    &r.with_switch(|sw| {
+                        (0..cfg.networks.len()).map(|n| network_summary(cfg, sw, n)).collect::<Vec<_>>()
+                    }),
+                )
+            }
+            Op::NetworkInspect { name } => {
+                let cfg = r.config();
+                let n = cfg.network_index(&name).ok_or_else(|| no_network(cfg, &name, "name"))?;
+                let now = r.now();
+                json(&r.with_switch(|sw| {
+                    let s = sw.fdb(n as NetId).stats();
+                    NetworkInspect {
+                        summary: network_summary(cfg, sw, n),
+                        config: cfg.networks[n].clone(),
+                        fdb: FdbCounters {
+                            entries: s.entries,
+                            learned: s.learned,
+                            moved: s.moved,
+                            evicted: s.evicted,
+                            aged: s.aged,
+                        },
+                        entries: fdb_rows(sw, n as NetId, now),
+                    }
+                }))
+            }
+            Op::PortLs => {
+                let report = r.report();
+                let cfg = r.config();
+                let rows: Vec<PortRow> = cfg
+                    .ports
+                    .iter()
+                    .filter_map(|p| {
+                        let lp = report.ports.get(&p.name)?;
+                        let (io, c) = (&lp.io, &lp.pipeline);
+                        Some(PortRow {
+                            name: p.name.clone(),
+                            kind: p.kind,
+                            ifname: p.ifname.clone(),
+                            mode: if p.network.is_some() { PortMode::Access } else { PortMode::Routed },
+                            network: p.network.clone(),
+                            address: p.address,
+                            queues: lp.queues,
+                            xdp_mode: lp.mode.clone(),
+                            io: PortIo {
+                                rx_packets: io.rx_packets,
+                                rx_bytes: io.rx_bytes,
+                                rx_dropped: io.rx_dropped,
+                                tx_packets: io.tx_packets,
+                                tx_bytes: io.tx_bytes,
+                                tx_dropped: io.tx_dropped,
+                            },
+                            pipeline: PortPipeline {
+                                rx_packets: c.rx_packets,
+                                rx_bytes: c.rx_bytes,
+                                forwarded: c.forwarded,
+                                flooded: c.flooded,
+                                routed: c.routed,
+                                dropped: c.dropped,
+                                tx_packets: c.tx_packets,
+                                tx_bytes: c.tx_bytes,
+                            },
+                        })
+                    })
+                    .collect();
+                json(&rows)
+            }
+            Op::FdbShow { network } => {
+                let cfg = r.config();
+                let nets: Vec<usize> = match &network {
+                    Some(name) => vec![cfg.network_index(name).ok_or_else(|| no_network(cfg, name, "network"))?],
+                    None => (0..cfg.networks.len()).collect(),
+                };
+                let now = r.now();
+                json(&r.with_switch(|sw| nets.iter().flat_map(|&n| fdb_rows(sw, n as NetId, now)).collect::<Vec<_>>()))
+            }
+            Op::RouteShow => json(&r.with_switch(|sw| {
+                let topo = sw.topology();
+                sw.router()
+                    .routes()
+                    .into_iter()
+                    .map(|e| RouteRow {
+                        prefix: e.prefix,
+                        via: e.next_hop.via,
+                        interface: rif_name(topo, e.next_hop.rif),
+                        origin: e.origin.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+            })),
+            Op::NeighShow => {
+                let now = r.now();
+                json(&r.with_switch(|sw| {
+                    let topo = sw.topology();
+                    sw.router()
+                        .neighbours(now)
+                        .into_iter()
+                        .map(|e| NeighRow {
+                            interface: rif_name(topo, e.rif),
+                            ip: e.ip,
+                            mac: e.mac,
+                            state: e.state.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                }))
+            }
+            Op::ConntrackLs { limit } => {
+                let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
+                let now = r.now();
+                // Copied out under the switch lock, converted after it is released.
+                let all = r.with_switch(|sw| sw.connections(now));
+                json(&ConntrackList {
+                    total: all.len(),
+                    truncated: all.len() > limit,
+                    connections: all.iter().take(limit).map(conn_row).collect(),
+                })
+            }
+            Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
+            Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
+            Op::Trace { .. } => Err(ErrorBody::new(ErrorKind::Internal, "trace is not implemented yet".to_string())),
+            Op::Apply(_) => Err(ErrorBody::new(ErrorKind::Internal, "apply is not a read".to_string())),
+        }
+    }
+
+    /// `apply`: validate, then one transaction under the write lock.
+    fn apply(&self, args: ApplyArgs) -> Result<serde_json::Value, Failed> {
+        let origin = args.origin.clone().unwrap_or_else(|| "apply".to_string());
+        let cfg = match (args.config, &args.toml) {
+            (Some(_), Some(_)) => {
+                return Err(ErrorBody::field(
+                    ErrorKind::BadRequest,
+                    "toml",
+                    "give the configuration as `config` or as `toml`, not both".to_string(),
+                ))
+            }
+            (None, None) => {
+                return Err(ErrorBody::field(
+                    ErrorKind::BadRequest,
+                    "config",
+                    "missing field `config` (or `toml`): the configuration to apply".to_string(),
+                ))
+            }
+            (Some(cfg), None) => {
+                cfg.validate(&origin).map_err(|e| ErrorBody::invalid_config("config", &split(e)))?;
+                cfg
+            }
+            (None, Some(text)) => {
+                Config::parse_all_errors(text, &origin).map_err(|e| ErrorBody::invalid_config("toml", &e))?
+            }
+        };
+        let opts = self.options_for(&cfg);
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let st = guard.as_mut().ok_or_else(shutting_down)?;
+        if let Some(expected) = args.expect_generation {
+            if expected != st.generation {
+                return Err(ErrorBody::field(
+                    ErrorKind::Conflict,
+                    "expect_generation",
+                    format!(
+                        "the running configuration is generation {}, not {expected}: read it again (get_config)",
+                        st.generation
+                    ),
+                ));
+            }
+        }
+        let old = st.running.config().clone();
+        let old_workers = st.running.options().workers;
+        let plan = Plan::new(&old, old_workers, &cfg, opts.workers);
+        let unchanged = old == cfg && old_workers == opts.workers;
+        let mut summary = summarize(&old, &cfg, &plan, old_workers != opts.workers);
+        if unchanged || args.dry_run {
+            // What the router would do, for a dry run (MAC entry counts are only known when applied).
+            summary.router_state = router_state(&old, &cfg);
+            return json(&ApplyResult {
+                generation: st.generation,
+                changed: !unchanged,
+                dry_run: args.dry_run,
+                summary,
+            });
+        }
+        // Take the running switch out for the transaction; it is always handed back.
+        let Some(State { running, generation, origin: old_origin }) = guard.take() else {
+            return Err(shutting_down());
+        };
+        let (running, result) = running.reconfigure(&cfg, opts, &mut |p, n| (self.open)(p, n));
+        let outcome = match result {
+            Ok(applied) => {
+                let c = applied.carried;
+                summary.fdb_entries_kept = c.fdb_kept;
+                summary.fdb_entries_flushed = c.fdb_flushed;
+                summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
+                summary.connections_flushed = c.connections_flushed;
+                let generation = generation + 1;
+                tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
+                *guard = Some(State { running, generation, origin: Some(origin) });
+                json(&ApplyResult { generation, changed: true, dry_run: false, summary })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "apply failed; the running configuration is unchanged");
+                *guard = Some(State { running, generation, origin: old_origin });
+                let kind = match e {
+                    crate::live::ApplyError::Port { .. } => ErrorKind::PortFailed,
+                    crate::live::ApplyError::Start(_) => ErrorKind::Internal,
+                };
+                Err(ErrorBody::new(kind, e.to_string()))
+            }
+        };
+        outcome
+    }
+}
+
+/// One joined [`ConfigError`] back into its lines (they are joined one per line; see `crate::config`).
+fn split(e: ConfigError) -> Vec<ConfigError> {
+    let mut lines = e.message.lines();
+    let first = ConfigError { message: lines.next().unwrap_or_default().to_string(), ..e.clone() };
+    std::iter::once(first)
+        .chain(lines.map(|l| ConfigError { origin: e.origin.clone(), line: None, message: l.to_string() }))
+        .collect()
+}
+
+fn router_state(old: &Config, new: &Config) -> RouterState {
+    if Topology::from_config(old).same_router_as(&Topology::from_config(new)) {
+        RouterState::Kept
+    } else {
+        RouterState::Flushed
+    }
+}
+
+/// The summary of a plan, by name (MAC and connection counts are filled in after the apply).
+fn summarize(old: &Config, new: &Config, plan: &Plan, workers_changed: bool) -> ApplySummary {
+    let mut s = ApplySummary { workers_changed, ..ApplySummary::default() };
+    for (p, a) in new.ports.iter().zip(&plan.actions) {
+        let list = match a {
+            PortAction::Keep(_) => &mut s.ports_unchanged,
+            PortAction::Reattach(_) => &mut s.ports_reattached,
+            PortAction::Open => &mut s.ports_added,
+            PortAction::Reopen(_) => &mut s.ports_reopened,
+        };
+        list.push(p.name.clone());
+    }
+    s.ports_removed = plan.closed.iter().map(|&o| old.ports[o].name.clone()).collect();
+    for n in &new.networks {
+        match old.network_index(&n.name) {
+            None => s.networks_added.push(n.name.clone()),
+            Some(o) if old.networks[o] != *n => s.networks_changed.push(n.name.clone()),
+            Some(_) => {}
+        }
+    }
+    s.networks_removed =
+        old.networks.iter().filter(|n| new.network_index(&n.name).is_none()).map(|n| n.name.clone()).collect();
+    s
+}
+
+fn network_summary(cfg: &Config, sw: &Switch, n: usize) -> NetworkSummary {
+    let nc = &cfg.networks[n];
+    let topo = sw.topology();
+    let info = &topo.networks[n];
+    NetworkSummary {
+        name: nc.name.clone(),
+        subnet: nc.subnet,
+        gateway: nc.gateway,
+        gateway_mac: info.rif.map(|r| topo.rifs[r as usize].mac),
+        internal: nc.internal,
+        masquerade: nc.masquerade,
+        ports: info.ports.iter().map(|&p| topo.ports[p as usize].name.clone()).collect(),
+        mac_entries: sw.fdb(n as NetId).len(),
+        mac_limit: nc.mac_limit,
+    }
+}
+
+fn fdb_rows(sw: &Switch, net: NetId, now: u64) -> Vec<FdbRow> {
+    let topo = sw.topology();
+    let network = &topo.networks[net as usize].name;
+    sw.fdb(net)
+        .entries(now)
+        .into_iter()
+        .map(|e| FdbRow {
+            network: network.clone(),
+            mac: e.mac,
+            port: topo.ports.get(e.port as usize).map_or_else(|| format!("#{}", e.port), |p| p.name.clone()),
+            age_ms: now.saturating_sub(e.last_seen) / 1_000_000,
+        })
+        .collect()
+}
+
+fn rif_name(topo: &Topology, rif: u16) -> String {
+    topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
+}
+
+fn conn_row(c: &ConnectionInfo) -> ConnRow {
+    let tuple = |t: &crate::conntrack::Tuple| ConnTuple { src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
+    ConnRow {
+        proto: word(&c.proto),
+        state: word(&c.state),
+        orig: tuple(&c.orig),
+        reply: tuple(&c.reply),
+        nat: c.nat.as_ref().map(word),
+        expires_in_secs: c.expires_in_secs,
+    }
+}
+
+/// A serde enum value as one lowercase word (`{"tcp":"ESTABLISHED"}` → `established`).
+fn word<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.to_lowercase(),
+        Ok(serde_json::Value::Object(m)) if m.len() == 1 => match m.values().next() {
+            Some(serde_json::Value::String(s)) => s.to_lowercase(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        },
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Result<serde_json::Value, Failed> {
+    serde_json::to_value(v).map_err(|e| ErrorBody::new(ErrorKind::Internal, format!("encoding the result: {e}")))
+}
+
+fn shutting_down() -> ErrorBody {
+    ErrorBody::new(ErrorKind::ShuttingDown, "vswitchd is stopping".to_string())
+}
+
+fn no_network(cfg: &Config, name: &str, field: &str) -> ErrorBody {
+    let known: Vec<&str> = cfg.networks.iter().map(|n| n.name.as_str()).collect();
+    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    ErrorBody::field(ErrorKind::NotFound, field, format!("no network {name:?}; known networks: {known}"))
+}
