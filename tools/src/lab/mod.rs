@@ -475,6 +475,9 @@ impl Lab {
             .arg(config)
             .arg("--stats-json")
             .arg(&self.state.stats_json)
+            // A control socket of the lab's own: the default one is machine-wide.
+            .arg("--socket")
+            .arg(self.state.log.with_file_name("vswitchd.sock"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
