@@ -201,19 +201,23 @@ struct Kind<T> {
 /// An added object's fields worth printing: the required ones and those not at their default, except the
 /// identity already printed in the object's name.
 fn added_fields<T: Serialize + DeserializeOwned>(kind: &Kind<T>, v: &T) -> Vec<FieldChange> {
+    non_default_fields(v, kind.required)
+        .into_iter()
+        .filter(|(k, _)| !kind.identity.contains(&k.as_str()))
+        .map(|(k, val)| FieldChange { field: k, old: String::new(), new: show(Some(&val)) })
+        .collect()
+}
+
+/// A model object's fields, in declaration order, that are set and not at their default: the `required` ones
+/// (those without a serde default) always, the others when they differ from the object deserialized from the
+/// required fields alone.
+pub(crate) fn non_default_fields<T: Serialize + DeserializeOwned>(v: &T, required: &[&str]) -> Vec<(String, Value)> {
     let full = fields_of(v);
-    let minimal: Map<String, Value> =
-        full.0.iter().filter(|(k, _)| kind.required.contains(&k.as_str())).cloned().collect();
+    let minimal: Map<String, Value> = full.0.iter().filter(|(k, _)| required.contains(&k.as_str())).cloned().collect();
     let defaults = serde_json::from_value::<T>(Value::Object(minimal)).map(|d| fields_of(&d)).unwrap_or_default();
     full.0
-        .iter()
-        .filter(|(k, val)| {
-            let k = k.as_str();
-            !kind.identity.contains(&k)
-                && !val.is_null()
-                && (kind.required.contains(&k) || defaults.get(k) != Some(val))
-        })
-        .map(|(k, val)| FieldChange { field: k.clone(), old: String::new(), new: show(Some(val)) })
+        .into_iter()
+        .filter(|(k, val)| !val.is_null() && (required.contains(&k.as_str()) || defaults.get(k) != Some(val)))
         .collect()
 }
 

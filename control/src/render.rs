@@ -5,6 +5,7 @@
 //! Conventions: unset values print as `-`; ages and expiries in seconds; every table prints its header even when
 //! empty. Pure functions: any thread.
 
+use crate::diff::non_default_fields;
 use crate::table::Table;
 use dataplane::config::Config;
 use dataplane::control::proto::{
@@ -224,46 +225,44 @@ pub fn config(r: &ConfigResult) -> Result<String, toml::ser::Error> {
     Ok(out)
 }
 
-/// A configuration as TOML that parses back to the same configuration, written like a person would: settings at
-/// their default values and empty sections left out.
+/// A configuration as TOML that parses back to the same configuration, written as a person would: sections and
+/// keys in the language's order, settings at their default left out, empty sections left out.
 pub fn config_toml(c: &Config) -> Result<String, toml::ser::Error> {
-    let toml::Value::Table(mut doc) = toml::Value::try_from(c)? else {
-        return toml::to_string(c);
-    };
-    let defaults = toml::Value::try_from(Config::default())?;
-    // Single tables: keep only the keys that differ from the defaults.
-    for section in ["switch", "nat", "conntrack"] {
-        if let (Some(toml::Value::Table(t)), Some(toml::Value::Table(d))) =
-            (doc.get_mut(section), defaults.get(section))
-        {
-            t.retain(|k, v| d.get(k) != Some(v));
-        }
+    let mut out = String::new();
+    section(&mut out, "[switch]", non_default_fields(&c.switch, &[]))?;
+    for n in &c.networks {
+        section(&mut out, "[[network]]", non_default_fields(n, &["name"]))?;
     }
-    // Lists: an object's keys at their default are those equal to the object made from its required keys only.
-    strip_defaults::<dataplane::config::NetworkConfig>(&mut doc, "network", &["name"]);
-    strip_defaults::<dataplane::config::PortConfig>(&mut doc, "port", &["name", "kind"]);
-    doc.retain(|_, v| match v {
-        toml::Value::Table(t) => !t.is_empty(),
-        toml::Value::Array(a) => !a.is_empty(),
-        _ => true,
-    });
-    toml::to_string(&doc)
+    for p in &c.ports {
+        section(&mut out, "[[port]]", non_default_fields(p, &["name", "kind"]))?;
+    }
+    for r in &c.routes {
+        section(&mut out, "[[route]]", non_default_fields(r, &["prefix", "via"]))?;
+    }
+    for p in &c.publish {
+        section(&mut out, "[[publish]]", non_default_fields(p, &["port", "proto", "external_port", "to"]))?;
+    }
+    section(&mut out, "[nat]", non_default_fields(&c.nat, &[]))?;
+    section(&mut out, "[conntrack]", non_default_fields(&c.conntrack, &[]))?;
+    Ok(out)
 }
 
-fn strip_defaults<T: serde::de::DeserializeOwned + serde::Serialize>(
-    doc: &mut toml::Table,
-    list: &str,
-    required: &[&str],
-) {
-    let Some(toml::Value::Array(items)) = doc.get_mut(list) else { return };
-    for item in items {
-        let toml::Value::Table(t) = item else { continue };
-        let minimal: toml::Table =
-            t.iter().filter(|(k, _)| required.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let Ok(object) = toml::Value::Table(minimal).try_into::<T>() else { continue };
-        let Ok(defaults) = toml::Value::try_from(object) else { continue };
-        t.retain(|k, v| required.contains(&k) || defaults.get(k) != Some(v));
+/// Appends `header` and one `key = value` line per field (nothing when there are no fields), a blank line between
+/// sections.
+fn section(out: &mut String, header: &str, fields: Vec<(String, Value)>) -> Result<(), toml::ser::Error> {
+    if fields.is_empty() {
+        return Ok(());
     }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(header);
+    out.push('\n');
+    for (key, value) in fields {
+        let value = toml::Value::try_from(value)?;
+        let _ = writeln!(out, "{key} = {value}");
+    }
+    Ok(())
 }
 
 /// `version`: this tool's version, then the server's (when reachable).
@@ -412,6 +411,18 @@ mod tests {
         assert_eq!(Config::parse(&shown, "shown").unwrap(), cfg, "{shown}");
         assert_eq!(config_toml(&Config::default()).unwrap(), "");
         assert!(!shown.contains("mtu") && !shown.contains("mac_limit") && !shown.contains("tcp_strict"), "{shown}");
+    }
+
+    #[test]
+    fn config_show_keeps_the_language_order_and_leaves_defaults_out() {
+        let text = "[conntrack]\nlimit = 100\n\n[[port]]\nname = \"c1\"\nkind = \"tap\"\nifname = \"vs-c1\"\nnetwork = \"b\"\nmtu = 1400\n\n\
+                    [[network]]\nname = \"b\"\nsubnet = \"10.1.0.0/24\"\nmac_limit = 8192\n";
+        assert_eq!(
+            config_toml(&Config::parse(text, "t").unwrap()).unwrap(),
+            "[[network]]\nname = \"b\"\nsubnet = \"10.1.0.0/24\"\n\n\
+             [[port]]\nname = \"c1\"\nkind = \"tap\"\nifname = \"vs-c1\"\nnetwork = \"b\"\nmtu = 1400\n\n\
+             [conntrack]\nlimit = 100\n"
+        );
     }
 
     #[test]
