@@ -231,7 +231,9 @@ fn reload(path: &Path, desired: &mut Config, link: &mut Link) {
 fn check_generation(switch: &mut SocketSwitch, link: &mut Link) {
     match switch.call::<HelloResult>(Op::Hello) {
         Ok(hello) => {
-            if link.pid != Some(hello.pid) || link.generation != Some(hello.generation) {
+            // A new process (restarted between two checks) or a generation other than the one last seen.
+            let restarted = link.pid.is_some_and(|pid| pid != hello.pid);
+            if restarted || link.generation != Some(hello.generation) {
                 tracing::info!(generation = hello.generation, pid = hello.pid, "vswitchd changed: comparing");
                 link.must_sync = true;
             }
@@ -250,12 +252,15 @@ fn unreachable_switch(link: &mut Link, e: &ClientError) {
     link.down = true;
     link.must_sync = true;
     link.generation = None;
+    // Whoever answers next is compared anyway; its PID is learnt at the next check.
+    link.pid = None;
     link.next_attempt = Instant::now() + link.backoff;
     link.backoff = (link.backoff * 2).min(BACKOFF_MAX);
 }
 
 /// One comparison (and apply when different).
 fn sync_once(switch: &mut SocketSwitch, desired: &Config, link: &mut Link) {
+    tracing::debug!("comparing with the running configuration");
     match sync(switch, desired, false) {
         Ok(outcome) => {
             if link.down {
