@@ -361,11 +361,8 @@ impl Switch {
         let fdb_kept: usize = fdbs.iter().map(Fdb::len).sum();
         let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(i as PortId));
         let router_kept = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
-        let (router, connections_flushed) = if router_kept {
-            (self.router, 0)
-        } else {
-            (Router::new(&topo), self.router.nat().conntrack().len())
-        };
+        let (router, connections_flushed) =
+            if router_kept { (self.router, 0) } else { (Router::new(&topo), self.router.nat().conntrack().len()) };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
         let switch = Switch {
@@ -379,6 +376,158 @@ impl Switch {
             topo,
         };
         (switch, carried)
+    }
+
+    /// A scratch copy for [`Switch::trace`]: the same topology and MAC tables; the router's resolved neighbours
+    /// re-learned (each one's ARP request for its interface's address is run through the copy); empty
+    /// connection table (the router's state cannot be copied: a traced packet is treated as a connection's
+    /// first); zero counters. Nothing done to the copy reaches this switch.
+    pub fn scratch(&self, now: Nanos) -> Switch {
+        use crate::wire::builder::arp_request;
+        let mut s = Switch::with_topology(self.topo.clone());
+        s.bridge = self.bridge.clone();
+        let mut pool = BufPool::new(4 * BATCH_SIZE);
+        let mut tx = s.tx_queues();
+        let mut batch = Batch::new();
+        for n in self.router.neighbours(now) {
+            let (Some(mac), Some(rif)) = (n.mac, self.topo.rifs.get(n.rif as usize)) else { continue };
+            let port = match rif.attach {
+                Attach::Port(p) => Some(p),
+                Attach::Network(net) => self
+                    .bridge
+                    .fdb(net)
+                    .lookup(mac, now)
+                    .or_else(|| self.topo.networks[net as usize].ports.first().copied()),
+            };
+            let (Some(port), Some(mut f)) = (port, pool.alloc()) else { continue };
+            if f.load(&arp_request(mac, n.ip, rif.addr)).is_ok() && batch.push(f).is_ok() {
+                s.process(now, port, &mut batch, &mut pool, &mut tx);
+            }
+            for p in 0..tx.ports() {
+                for f in tx.queue_mut(p as PortId).drain(..) {
+                    pool.free(f);
+                }
+            }
+        }
+        s.counters = Counters::new(s.topo.ports.len());
+        s
+    }
+
+    /// Runs one frame (received on `in_port` at `now`) through the pipeline and reports each stage's decision,
+    /// the frames that would be sent and the drops counted. Meant for a [`Switch::scratch`] copy: it learns,
+    /// counts and tracks like any frame.
+    pub fn trace(&mut self, now: Nanos, in_port: PortId, data: &[u8]) -> Result<TraceSteps, String> {
+        if in_port as usize >= self.topo.ports.len() {
+            return Err(format!("no port #{in_port}"));
+        }
+        let mut pool = BufPool::new(4 * BATCH_SIZE);
+        let mut tx = self.tx_queues();
+        let mut batch = Batch::new();
+        let load = |pool: &mut BufPool, batch: &mut Batch| -> Result<(), String> {
+            let mut f = pool.alloc().ok_or("no buffer")?;
+            f.load(data).map_err(|e| format!("{e}"))?;
+            f.ts = now;
+            f.port = in_port;
+            batch.push(f).map_err(|_| "batch full".to_string())
+        };
+        let mut stages = Vec::new();
+        // The first stages one by one, for their verdicts.
+        load(&mut pool, &mut batch)?;
+        let cx = Context { now, in_port };
+        let mut v = Verdicts::default();
+        self.ingress.process(&cx, &self.topo, &batch, &mut self.parsed, &mut v);
+        let parsed = self.parsed[0];
+        stages.push((
+            "ingress",
+            match v.get(0) {
+                Verdict::Continue => format!(
+                    "valid: ethertype {:#06x}, {} VLAN tag(s), ip proto {}",
+                    parsed.ethertype, parsed.vlan_tags, parsed.ip_proto
+                ),
+                other => self.describe(other),
+            },
+        ));
+        if v.get(0) == Verdict::Continue {
+            self.bridge.process(&cx, &self.topo, &batch, &self.parsed, &mut v);
+            let port = &self.topo.ports[in_port as usize];
+            let what = match port.network {
+                Some(n) => format!("network {}: ", self.topo.networks[n as usize].name),
+                None => "routed port: ".to_string(),
+            };
+            stages.push(("bridge", what + &self.describe(v.get(0))));
+        }
+        let routed = matches!(v.get(0), Verdict::ToRouter(_) | Verdict::FloodAndRoute(..));
+        if routed && parsed.ethertype == crate::wire::ethertype::IPV4 {
+            let d = batch.iter().next().map(|f| f.data().to_vec()).unwrap_or_default();
+            let off = parsed.l3 as usize + 16;
+            if let Some(b) = d.get(off..off + 4) {
+                let dst = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                let best = self
+                    .router
+                    .routes()
+                    .into_iter()
+                    .filter(|r| r.prefix.contains(&dst))
+                    .max_by_key(|r| r.prefix.prefix_len());
+                stages.push((
+                    "route",
+                    match best {
+                        Some(r) => format!(
+                            "{dst}: {} ({}) via {} out {}",
+                            r.prefix,
+                            r.origin,
+                            r.next_hop.via.map_or("the destination itself".to_string(), |v| v.to_string()),
+                            self.topo.rifs[r.next_hop.rif as usize].name
+                        ),
+                        None => format!("{dst}: no route"),
+                    },
+                ));
+            }
+        }
+        for f in batch.drain() {
+            pool.free(f);
+        }
+        // Then the whole pipeline, for what it does.
+        let stats = |s: &Switch| {
+            serde_json::json!({
+                "router": s.router.stats(),
+                "nat": s.nat_stats(),
+                "neigh": s.router.neigh_stats(),
+                "conntrack": s.conntrack().stats(),
+            })
+        };
+        let before = stats(self);
+        load(&mut pool, &mut batch)?;
+        self.process(now, in_port, &mut batch, &mut pool, &mut tx);
+        if routed {
+            let changes = diff(&before, &stats(self), "");
+            stages
+                .push(("router", if changes.is_empty() { "nothing counted".to_string() } else { changes.join(", ") }));
+        }
+        let mut outputs = Vec::new();
+        for p in 0..tx.ports() {
+            for f in tx.queue_mut(p as PortId).drain(..) {
+                outputs.push((p as PortId, f.data().to_vec()));
+                pool.free(f);
+            }
+        }
+        let drops = self.counters.drops_by_name();
+        Ok(TraceSteps { stages, outputs, drops })
+    }
+
+    fn describe(&self, v: Verdict) -> String {
+        let port = |p: PortId| self.topo.ports.get(p as usize).map_or("?", |p| p.name.as_str()).to_string();
+        let net = |n: NetId| self.topo.networks.get(n as usize).map_or("?", |n| n.name.as_str()).to_string();
+        let rif = |r: RifId| self.topo.rifs.get(r as usize).map_or("?", |r| r.name.as_str()).to_string();
+        match v {
+            Verdict::Continue => "undecided".to_string(),
+            Verdict::Output(p) => format!("known unicast: to port {}", port(p)),
+            Verdict::Flood(n) => format!("flood to the other ports of {}", net(n)),
+            Verdict::ToRouter(r) => format!("to the router, interface {}", rif(r)),
+            Verdict::FloodAndRoute(n, r) => {
+                format!("flood in {} and a copy to the router, interface {}", net(n), rif(r))
+            }
+            Verdict::Drop(reason) => format!("drop: {}", reason.name()),
+        }
     }
 
     /// Transmit queues sized for this switch's ports.
@@ -537,6 +686,37 @@ pub struct Carried {
     pub router_kept: bool,
     /// Tracked connections dropped with the old router.
     pub connections_flushed: usize,
+}
+
+/// What [`Switch::trace`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSteps {
+    /// `(stage, decision)` in order: `ingress`, `bridge`, `route`, `router` (the stages the frame reached).
+    pub stages: Vec<(&'static str, String)>,
+    /// Frames that would be sent, by egress port.
+    pub outputs: Vec<(PortId, Vec<u8>)>,
+    /// Drops counted, by reason name.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The numeric fields of `after` that differ from `before`, as `path +delta` (or `path old → new` for gauges
+/// that went down).
+fn diff(before: &serde_json::Value, after: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => b
+            .iter()
+            .flat_map(|(k, vb)| {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                a.get(k).map(|va| diff(va, vb, &p)).unwrap_or_default()
+            })
+            .collect(),
+        (Value::Number(a), Value::Number(b)) if a != b => match (a.as_u64(), b.as_u64()) {
+            (Some(x), Some(y)) if y > x => vec![format!("{path} +{}", y - x)],
+            _ => vec![format!("{path} {a} → {b}")],
+        },
+        _ => Vec::new(),
+    }
 }
 
 /// Extra length allowed on egress for the VLAN tags a frame carries.

@@ -479,3 +479,59 @@ fn a_reopened_port_on_the_same_interface_rolls_back_when_it_fails() {
     assert_eq!(r.summary.router_state, RouterState::Flushed);
     stop(d);
 }
+
+fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn trace_reports_each_stage_on_a_scratch_copy_and_leaves_the_switch_alone() {
+    let (d, _) = daemon(BASE);
+    learn_and_connect(&d);
+    let stats_before: StatsResult = ok(&d, json!({"op": "stats"}));
+    let fdb_before = fdb(&d);
+
+    // Switched: a new source on b, to a known MAC.
+    let t: TraceResult = ok(&d, json!({"op": "trace", "port": "b", "frame_hex": hex(&frame(mac(1), mac(77)))}));
+    let stages: Vec<(&str, &str)> = t.stages.iter().map(|s| (s.stage.as_str(), s.decision.as_str())).collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].0 == "ingress" && stages[0].1.starts_with("valid"), "{stages:?}");
+    assert_eq!(stages[1], ("bridge", "network lan: known unicast: to port a"));
+    assert_eq!(t.outputs.iter().map(|o| o.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert!(t.drops.is_empty(), "{:?}", t.drops);
+
+    // Routed and masqueraded: out of up, to the next hop's resolved MAC (the neighbour was copied), source
+    // translated to up's address.
+    let gw = derived_mac("network:lan");
+    let pkt = Ipv4Spec::new(mac(1), gw, Ipv4Addr::new(10, 1, 0, 5), Ipv4Addr::new(198, 51, 100, 8)).udp(4001, 53, 20);
+    let t: TraceResult = ok(&d, json!({"op": "trace", "port": "a", "frame_hex": hex(&pkt)}));
+    let find = |name: &str| t.stages.iter().find(|s| s.stage == name).map(|s| s.decision.clone()).unwrap_or_default();
+    assert_eq!(find("bridge"), "network lan: to the router, interface network:lan");
+    assert_eq!(find("route"), "198.51.100.8: 0.0.0.0/0 (static) via 203.0.113.1 out port:up");
+    assert!(find("router").contains("nat.snat_created +1"), "{}", find("router"));
+    assert_eq!(t.outputs.len(), 1, "{t:?}");
+    assert_eq!(t.outputs[0].port, "up");
+    assert!(t.outputs[0].frame.contains("203.0.113.2") && t.outputs[0].frame.contains("02:00:00:00:09:09"), "{t:?}");
+
+    // An unroutable packet is dropped with its reason; a frame too short is refused.
+    let mut ttl1 = pkt.clone();
+    ttl1[14 + 8] = 1;
+    let t: TraceResult = ok(&d, json!({"op": "trace", "port": "a", "frame_hex": hex(&ttl1)}));
+    assert!(!t.drops.is_empty(), "{t:?}");
+
+    // Nothing reached the live switch: no new MAC, no new connection, no counters.
+    assert_eq!(fdb(&d), fdb_before);
+    assert_eq!(connections(&d), 1);
+    let stats_after: StatsResult = ok(&d, json!({"op": "stats"}));
+    for p in ["a", "b", "up"] {
+        assert_eq!(stats_after.report["ports"][p]["pipeline"], stats_before.report["ports"][p]["pipeline"], "{p}");
+    }
+
+    let e = fail(&d, json!({"op": "trace", "port": "zz", "frame_hex": hex(&pkt)}));
+    assert_eq!((e.kind, e.field.as_deref()), (ErrorKind::NotFound, Some("port")));
+    for bad in ["0g", "abc", "0011"] {
+        let e = fail(&d, json!({"op": "trace", "port": "a", "frame_hex": bad}));
+        assert_eq!((e.kind, e.field.as_deref()), (ErrorKind::BadRequest, Some("frame_hex")), "{bad}: {e:?}");
+    }
+    stop(d);
+}

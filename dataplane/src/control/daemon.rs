@@ -28,13 +28,14 @@
 //! Threads: `Daemon` is `Sync`; any control thread may call [`Daemon::handle`]. The daemon's main thread uses
 //! [`Daemon::report`] and, at exit, [`Daemon::shut_down`].
 
-use crate::buffer::NANOS_PER_SEC;
+use crate::buffer::{MAX_FRAME_LEN, NANOS_PER_SEC};
 use crate::config::{Config, ConfigError, PortConfig};
 use crate::control::proto::*;
 use crate::live::{AnyPort, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
 use crate::topology::{NetId, Topology};
+use crate::wire::decode::describe;
 use serde::Serialize;
 use std::sync::{PoisonError, RwLock};
 
@@ -89,7 +90,10 @@ impl Daemon {
 
     /// True once the switch is stopping (a signal, a panicking worker) or shut down.
     pub fn stopping(&self) -> bool {
-        self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_none_or(|s| s.running.stopping())
+        match self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            Some(s) => s.running.stopping(),
+            None => true,
+        }
     }
 
     /// The counters now (`None` after shutdown).
@@ -269,7 +273,38 @@ impl Daemon {
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
-            Op::Trace { .. } => Err(ErrorBody::new(ErrorKind::Internal, "trace is not implemented yet".to_string())),
+            Op::Trace { port, frame_hex } => {
+                let cfg = r.config();
+                let in_port = cfg.port_index(&port).ok_or_else(|| {
+                    let known: Vec<&str> = cfg.ports.iter().map(|p| p.name.as_str()).collect();
+                    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                    ErrorBody::field(ErrorKind::NotFound, "port", format!("no port {port:?}; known ports: {known}"))
+                })?;
+                let frame =
+                    parse_hex(&frame_hex).map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
+                let now = r.now();
+                // The copy is made under the switch lock; the trace runs on it after the lock is released.
+                let mut scratch = r.with_switch(|sw| sw.scratch(now));
+                let steps = scratch
+                    .trace(now, in_port as u16, &frame)
+                    .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
+                let names = &scratch.topology().ports;
+                json(&TraceResult {
+                    port,
+                    frame: describe(&frame),
+                    stages: steps
+                        .stages
+                        .into_iter()
+                        .map(|(stage, decision)| TraceStage { stage: stage.to_string(), decision })
+                        .collect(),
+                    outputs: steps
+                        .outputs
+                        .iter()
+                        .map(|(p, f)| TraceOutput { port: names[*p as usize].name.clone(), frame: describe(f) })
+                        .collect(),
+                    drops: steps.drops.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                })
+            }
             Op::Apply(_) => Err(ErrorBody::new(ErrorKind::Internal, "apply is not a read".to_string())),
         }
     }
@@ -359,6 +394,29 @@ impl Daemon {
         };
         outcome
     }
+}
+
+/// Hex digits (whitespace, `:` and `-` between them allowed) to bytes: a whole Ethernet frame, 14 bytes to
+/// [`MAX_FRAME_LEN`].
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b':' && *b != b'-').collect();
+    if digits.len() & 1 == 1 {
+        return Err(format!("an odd number of hex digits ({})", digits.len()));
+    }
+    let frame = digits
+        .chunks(2)
+        .map(|pair| {
+            let s = std::str::from_utf8(pair).unwrap_or("??");
+            u8::from_str_radix(s, 16).map_err(|_| format!("not a hex byte: {s:?}"))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    if frame.len() < 14 {
+        return Err(format!("{} bytes is shorter than an Ethernet header (14)", frame.len()));
+    }
+    if frame.len() > MAX_FRAME_LEN {
+        return Err(format!("{} bytes is longer than the largest frame ({MAX_FRAME_LEN})", frame.len()));
+    }
+    Ok(frame)
 }
 
 /// One joined [`ConfigError`] back into its lines (they are joined one per line; see `crate::config`).
