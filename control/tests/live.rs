@@ -357,6 +357,20 @@ fn agent_and_ctl_drive_a_real_vswitchd() {
         "{json}"
     );
 
+    // stats and network inspect.
+    let stats = ctl_ok(&socket, &["stats"]);
+    assert!(stats.starts_with("COUNTER") && stats.lines().any(|l| l.starts_with("frames_in ")), "{stats}");
+    assert!(ctl_json(&socket, &["stats"])["report"]["frames_in"].as_u64().unwrap() > 0);
+    let inspect = ctl_ok(&socket, &["network", "inspect", "bridge"]);
+    assert!(inspect.lines().any(|l| l.starts_with("masquerade") && l.ends_with("true")), "{inspect}");
+    assert!(inspect.lines().any(|l| l.contains(&mac1) && l.contains("c1")), "{inspect}");
+
+    // conntrack flush empties the table.
+    let flushed = ctl_ok(&socket, &["conntrack", "flush"]);
+    assert!(flushed.starts_with("flushed ") && !flushed.starts_with("flushed 0 "), "{flushed}");
+    assert_eq!(ctl_json(&socket, &["conntrack", "ls"])["total"], 0);
+    assert_eq!(ctl_json(&socket, &["conntrack", "flush"]), serde_json::json!({"removed": 0}));
+
     // route show and network ls.
     let routes = ctl_ok(&socket, &["route", "show"]);
     assert!(
