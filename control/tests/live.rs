@@ -371,6 +371,17 @@ fn agent_and_ctl_drive_a_real_vswitchd() {
     assert_eq!(ctl_json(&socket, &["conntrack", "ls"])["total"], 0);
     assert_eq!(ctl_json(&socket, &["conntrack", "flush"]), serde_json::json!({"removed": 0}));
 
+    // trace: an ARP request from c1 for the gateway, run on a scratch copy of the switch.
+    let arp = format!(
+        "ffffffffffff {m} 0806 0001 0800 06 04 0001 {m} 0a4d0002 000000000000 0a4d0001",
+        m = mac1.replace(':', "")
+    );
+    let trace = ctl_ok(&socket, &["trace", "c1", &arp]);
+    assert!(trace.starts_with("frame on c1: ") && trace.contains("\nSTAGE "), "{trace}");
+    let json = ctl_json(&socket, &["trace", "c1", &arp]);
+    assert_eq!(json["port"], "c1");
+    assert!(!json["stages"].as_array().unwrap().is_empty(), "{json}");
+
     // route show and network ls.
     let routes = ctl_ok(&socket, &["route", "show"]);
     assert!(
