@@ -36,7 +36,9 @@
 //! that the control thread can rebuild the switch and the port list, then start new workers) are checked once
 //! per iteration, i.e. at a batch boundary. Whoever sets either wakes the worker through its [`Worker::waker`]
 //! (a `mio::Waker` registered in the same poll as the rx fds), so a sleeping worker notices at once; sleeps are
-//! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns. A worker that panics sets the stop flag (so the others and
+//! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns its pool, which the next worker
+//! reuses ([`Worker::with_pool`]) when its capacity is still right: making thousands of buffers is most of a
+//! worker's start-up time, and a configuration change wants the pause short. A worker that panics sets the stop flag (so the others and
 //! the daemon stop too) and the poisoned locks are still used for the final counters.
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
@@ -267,6 +269,12 @@ impl Worker {
     /// queues' rx fds with a new `mio::Poll` (a queue whose fd cannot be registered makes the worker sleep at
     /// most [`FDLESS_SLEEP`]).
     pub fn new(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool_buffers: usize) -> Worker {
+        Worker::with_pool(id, shared, rx, BufPool::new(pool_buffers))
+    }
+
+    /// As [`Worker::new`] with a pool handed over from a worker that ran before (a configuration change: making
+    /// a pool of thousands of buffers is most of a worker's start-up time).
+    pub fn with_pool(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool: BufPool) -> Worker {
         let tx = lock(&shared.switch).tx_queues();
         let mut fdless = false;
         let mut waker = None;
@@ -295,12 +303,12 @@ impl Worker {
             }
         };
         let stats = &shared.workers[id];
-        stats.pool_capacity.store(pool_buffers as u64, Relaxed);
-        stats.pool_available.store(pool_buffers as u64, Relaxed);
+        stats.pool_capacity.store(pool.capacity() as u64, Relaxed);
+        stats.pool_available.store(pool.available() as u64, Relaxed);
         Worker {
             id,
             rx,
-            pool: BufPool::new(pool_buffers),
+            pool,
             batch: Batch::new(),
             tx,
             poll,
@@ -318,8 +326,8 @@ impl Worker {
         self.waker.clone()
     }
 
-    /// Runs until the stop or pause flag is set, then flushes and returns.
-    pub fn run(mut self) {
+    /// Runs until the stop or pause flag is set, then flushes and returns its pool (for the next worker).
+    pub fn run(mut self) -> BufPool {
         let shared = Arc::clone(&self.shared);
         let _guard = StopOnPanic(&shared.stop);
         let stats = &shared.workers[self.id];
@@ -357,6 +365,7 @@ impl Worker {
         self.flush(shared.clock.now());
         stats.pool_available.store(self.pool.available() as u64, Relaxed);
         stats.cpu_ns.store(thread_cpu_ns(), Relaxed);
+        std::mem::replace(&mut self.pool, BufPool::new(0))
     }
 
     /// One pass over the owned queues, housekeeping if due, and a flush. Returns the frames received.

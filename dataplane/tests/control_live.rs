@@ -205,6 +205,7 @@ fn live_empty_vswitchd_configured_over_the_socket_keeps_ports_across_applies() {
     assert_eq!(r["summary"]["ports_added"], json!(["t3"]), "{r}");
     assert_eq!(r["summary"]["ports_unchanged"], json!(["t1", "t2"]), "{r}");
     assert_eq!(r["summary"]["fdb_entries_flushed"], 0, "{r}");
+    println!("apply adding t3: forwarding paused {} µs", r["summary"]["pause_us"]);
     let after = fdb_macs(&mut c);
     assert!(after.contains(&(mac1.clone(), "t1".into())) && after.contains(&(mac2.clone(), "t2".into())), "{after:?}");
     assert_eq!(link(&hosts[0], &taps[0]).0, index1, "t1's tap was not recreated");

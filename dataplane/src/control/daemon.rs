@@ -377,6 +377,7 @@ impl Daemon {
                 summary.fdb_entries_flushed = c.fdb_flushed;
                 summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
                 summary.connections_flushed = c.connections_flushed;
+                summary.pause_us = applied.pause_ns / 1000;
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
                 *guard = Some(State { running, generation, origin: Some(origin) });

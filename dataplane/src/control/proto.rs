@@ -614,6 +614,9 @@ pub struct ApplySummary {
     pub connections_flushed: usize,
     /// The worker threads were restarted with a different count (`[switch] workers`).
     pub workers_changed: bool,
+    /// Microseconds forwarding stood still while the workers switched over (0 when nothing was applied).
+    #[serde(default)]
+    pub pause_us: u64,
 }
 
 /// What became of the router's learned state in an apply.
