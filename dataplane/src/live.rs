@@ -545,21 +545,31 @@ impl Running {
 
     /// Moves the running switch to `cfg` (validated) as one transaction; see the module documentation. `open`
     /// opens a port's queues ([`open_port`] in the daemon; tests pass memory ports). Always returns the
-    /// `Running`: on success running `cfg`, on failure still the old configuration, unchanged.
+    /// `Running`: on success running `cfg`, on failure still the old configuration, unchanged. The same as
+    /// [`Running::prepare`] then [`Running::commit`].
     pub fn reconfigure(
         self,
         cfg: &Config,
         opts: RunOptions,
         open: &mut OpenPort<'_>,
     ) -> (Running, Result<Applied, ApplyError>) {
+        match self.prepare(cfg, opts, open) {
+            Ok(prepared) => self.commit(prepared, open),
+            Err(e) => (self, Err(e)),
+        }
+    }
+
+    /// Step 1 of a reconfiguration, which only needs `&self` (the daemon runs it while reads go on): opens the
+    /// ports of `cfg` that are new or change back-end settings, except those that need an interface an old
+    /// port holds. On failure everything opened is closed and the error names the port.
+    pub fn prepare(&self, cfg: &Config, opts: RunOptions, open: &mut OpenPort<'_>) -> Result<Prepared, ApplyError> {
         let workers = opts.workers.max(1);
         let opts = RunOptions { workers, ..opts };
-        let old_cfg = self.rt.cfg.clone();
-        let old_opts = self.rt.opts.clone();
-        let plan = Plan::new(&old_cfg, old_opts.workers, cfg, workers);
+        let base = self.rt.cfg.clone();
+        let plan = Plan::new(&base, self.rt.opts.workers, cfg, workers);
         // Interfaces this apply frees (old ports closed or reopened): a new port on one of them is opened only
         // after the old port is closed.
-        let freed: HashSet<&str> = plan
+        let freed: HashSet<String> = plan
             .closed
             .iter()
             .copied()
@@ -567,22 +577,39 @@ impl Running {
                 PortAction::Reopen(o) => Some(*o),
                 _ => None,
             }))
-            .filter_map(|o| old_cfg.ports[o].ifname.as_deref())
+            .filter_map(|o| base.ports[o].ifname.clone())
             .collect();
-        let needs_open = |i: usize| matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_));
-        let deferred = |i: usize| needs_open(i) && cfg.ports[i].ifname.as_deref().is_some_and(|n| freed.contains(n));
-
-        // 1. Open what can be opened while the old ports still run.
+        let deferred: Vec<bool> = cfg
+            .ports
+            .iter()
+            .zip(&plan.actions)
+            .map(|(pc, a)| {
+                matches!(a, PortAction::Open | PortAction::Reopen(_))
+                    && pc.ifname.as_ref().is_some_and(|n| freed.contains(n))
+            })
+            .collect();
         let mut opened: Vec<Option<Vec<AnyPort>>> = (0..cfg.ports.len()).map(|_| None).collect();
         for (i, pc) in cfg.ports.iter().enumerate() {
-            if needs_open(i) && !deferred(i) {
-                match open(pc, queue_count(pc, workers)) {
-                    Ok(q) => opened[i] = Some(q),
-                    // `opened` is dropped on the way out: everything opened so far is closed.
-                    Err(e) => return (self, Err(ApplyError::port(&pc.name, &e))),
-                }
+            if matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_)) && !deferred[i] {
+                // On error `opened` is dropped on the way out: everything opened so far is closed.
+                opened[i] = Some(open(pc, queue_count(pc, workers)).map_err(|e| ApplyError::port(&pc.name, &e))?);
             }
         }
+        Ok(Prepared { base, base_workers: self.rt.opts.workers, cfg: cfg.clone(), opts, plan, opened, deferred, freed })
+    }
+
+    /// Steps 2 to 5 of a reconfiguration (see the module documentation): pauses the workers, opens the
+    /// deferred ports, switches over and closes what is gone. `prepared` must come from [`Running::prepare`] on
+    /// this configuration (otherwise nothing happens and the error says so).
+    pub fn commit(self, prepared: Prepared, open: &mut OpenPort<'_>) -> (Running, Result<Applied, ApplyError>) {
+        if prepared.base != self.rt.cfg || prepared.base_workers != self.rt.opts.workers {
+            return (self, Err(ApplyError::Stale));
+        }
+        let Prepared { base: old_cfg, cfg, opts, plan, mut opened, deferred, freed, .. } = prepared;
+        let cfg = &cfg;
+        let old_opts = self.rt.opts.clone();
+        let workers = opts.workers;
+        let deferred = |i: usize| deferred[i];
 
         // 2. Pause the workers at a batch boundary and take the runtime apart.
         let paused = std::time::Instant::now();
@@ -713,6 +740,32 @@ fn dead_port(name: &str) -> AnyPort {
     AnyPort::Mem(p)
 }
 
+/// Ports opened ahead of a reconfiguration by [`Running::prepare`], for [`Running::commit`]; dropping it closes
+/// them.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The configuration it was prepared from.
+    base: Config,
+    base_workers: usize,
+    /// The configuration it goes to.
+    cfg: Config,
+    opts: RunOptions,
+    plan: Plan,
+    /// By new port index: its queues, when opened ahead.
+    opened: Vec<Option<Vec<AnyPort>>>,
+    /// By new port index: opened only once the old port holding its interface is closed.
+    deferred: Vec<bool>,
+    /// Interfaces of old ports closed or reopened.
+    freed: HashSet<String>,
+}
+
+impl Prepared {
+    /// What happens to each port.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
 /// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -724,6 +777,9 @@ pub enum ApplyError {
         /// Why.
         message: String,
     },
+    /// [`Running::commit`] was given ports prepared for another configuration (nothing changed).
+    #[error("the running configuration changed while the apply was prepared; nothing was changed")]
+    Stale,
     /// The workers could not be restarted: the switch is stopping.
     #[error("{0}; the switch is stopping")]
     Start(#[source] StartError),

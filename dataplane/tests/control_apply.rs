@@ -62,7 +62,7 @@ fn mem_port(name: &str) -> AnyPort {
 }
 
 /// A daemon running `cfg` (generation 1) on memory ports, with an opener that records what it opens and fails
-/// for ports called `bad*` and ports with MTU 1234.
+/// for ports called `bad*` and ports with MTU 1234 (and takes 600 ms for ports called `slow*`).
 fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let cfg = Config::parse(cfg, "base.toml").unwrap();
     let ports = cfg.ports.iter().map(|p| vec![mem_port(&p.name)]).collect();
@@ -72,6 +72,9 @@ fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let log = Arc::clone(&opened);
     let open = move |p: &PortConfig, n: usize| -> Result<Vec<AnyPort>, StartError> {
         log.lock().unwrap().push(p.name.clone());
+        if p.name.starts_with("slow") {
+            std::thread::sleep(Duration::from_millis(600));
+        }
         if p.name.starts_with("bad") || p.mtu == 1234 {
             return Err(StartError::Queues { port: p.name.clone(), message: "no such device (test)".into() });
         }
@@ -533,5 +536,27 @@ fn trace_reports_each_stage_on_a_scratch_copy_and_leaves_the_switch_alone() {
         let e = fail(&d, json!({"op": "trace", "port": "a", "frame_hex": bad}));
         assert_eq!((e.kind, e.field.as_deref()), (ErrorKind::BadRequest, Some("frame_hex")), "{bad}: {e:?}");
     }
+    stop(d);
+}
+
+/// Opening ports (taps, AF_XDP sockets can take a while) happens before the switch-over: reads are answered
+/// meanwhile, and a second apply waits for the first.
+#[test]
+fn reads_are_served_while_an_apply_opens_its_ports() {
+    let (d, _) = daemon(BASE);
+    let slow = BASE.to_string() + "\n[[port]]\nname = \"slow1\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    let d2 = Arc::clone(&d);
+    let t0 = Instant::now();
+    let applying = std::thread::spawn(move || apply(&d2, &slow));
+    std::thread::sleep(Duration::from_millis(100));
+    let hello: HelloResult = ok(&d, json!({"op": "hello"}));
+    let ports: Vec<PortRow> = ok(&d, json!({"op": "port_ls"}));
+    assert!(t0.elapsed() < Duration::from_millis(450), "reads waited for the apply: {:?}", t0.elapsed());
+    assert_eq!((hello.generation, ports.len()), (1, 4), "the old configuration until the switch-over");
+    let second = ok::<ApplyResult>(&d, json!({"op": "apply", "toml": BASE, "expect_generation": 2}));
+    assert!(t0.elapsed() >= Duration::from_millis(600), "the second apply waited for the first");
+    assert_eq!(second.generation, 3, "{second:?}");
+    assert_eq!(applying.join().unwrap().generation, 2);
+    assert_eq!(second.summary.ports_removed, ["slow1"]);
     stop(d);
 }

@@ -4,8 +4,10 @@
 //! origin. Requests come parsed from [`crate::control::server`] connection threads; [`Daemon::handle`] answers
 //! each one. Reads (`port_ls`, `fdb_show`, `conntrack_ls`, `stats`, …) take the read lock and then the switch's
 //! mutex for as long as it takes to copy the table out, the same lock a worker takes per batch; they never
-//! wait for the network. `apply` takes the write lock (so applies are serialized, and reads wait for the
-//! few milliseconds the switch-over takes) and runs [`Running::reconfigure`].
+//! wait for the network. `apply` holds an apply lock throughout (applies are serialized), validates and opens
+//! the new ports under the read lock ([`Running::prepare`]: reads go on while taps are created and sockets
+//! bound), then takes the write lock for the switch-over ([`Running::commit`]: reads wait for about a
+//! millisecond).
 //!
 //! # `apply`: what survives which change
 //! The transaction is described in [`crate::live`] (new ports opened first; all or nothing). Objects are
@@ -31,13 +33,13 @@
 use crate::buffer::{MAX_FRAME_LEN, NANOS_PER_SEC};
 use crate::config::{Config, ConfigError, PortConfig};
 use crate::control::proto::*;
-use crate::live::{AnyPort, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
+use crate::live::{AnyPort, ApplyError, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
 use crate::topology::{NetId, Topology};
 use crate::wire::decode::describe;
 use serde::Serialize;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 /// Opens a port's queues: the daemon's is [`crate::live::open_port`]; tests pass memory ports.
 pub type Opener = Box<dyn Fn(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + Send + Sync>;
@@ -45,6 +47,8 @@ pub type Opener = Box<dyn Fn(&PortConfig, usize) -> Result<Vec<AnyPort>, StartEr
 /// The running switch and its configuration's identity, served over the control socket.
 pub struct Daemon {
     state: RwLock<Option<State>>,
+    /// Held for a whole `apply`: applies are serialized.
+    apply_lock: Mutex<()>,
     /// `--workers`: overrides `[switch] workers` of every configuration applied.
     workers_override: Option<usize>,
     open: Opener,
@@ -76,7 +80,12 @@ impl Daemon {
         workers_override: Option<usize>,
         open: Opener,
     ) -> Daemon {
-        Daemon { state: RwLock::new(Some(State { running, generation, origin })), workers_override, open }
+        Daemon {
+            state: RwLock::new(Some(State { running, generation, origin })),
+            apply_lock: Mutex::new(()),
+            workers_override,
+            open,
+        }
     }
 
     /// The options a configuration runs with (`--workers` applied).
@@ -336,41 +345,57 @@ impl Daemon {
             }
         };
         let opts = self.options_for(&cfg);
-        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let st = guard.as_mut().ok_or_else(shutting_down)?;
-        if let Some(expected) = args.expect_generation {
-            if expected != st.generation {
-                return Err(ErrorBody::field(
-                    ErrorKind::Conflict,
-                    "expect_generation",
-                    format!(
-                        "the running configuration is generation {}, not {expected}: read it again (get_config)",
-                        st.generation
-                    ),
-                ));
+        // Applies are serialized; between them, the running configuration only changes under this lock.
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let err = |kind| {
+            move |e: ApplyError| {
+                tracing::warn!(error = %e, "apply failed; the running configuration is unchanged");
+                Err(ErrorBody::new(kind, e.to_string()))
             }
-        }
-        let old = st.running.config().clone();
-        let old_workers = st.running.options().workers;
-        let plan = Plan::new(&old, old_workers, &cfg, opts.workers);
-        let unchanged = old == cfg && old_workers == opts.workers;
-        let mut summary = summarize(&old, &cfg, &plan, old_workers != opts.workers);
-        if unchanged || args.dry_run {
-            // What the router would do, for a dry run (MAC entry counts are only known when applied).
-            summary.router_state = router_state(&old, &cfg);
-            return json(&ApplyResult {
-                generation: st.generation,
-                changed: !unchanged,
-                dry_run: args.dry_run,
-                summary,
-            });
-        }
-        // Take the running switch out for the transaction; it is always handed back.
+        };
+        // Checks and new ports under the read lock: reads go on meanwhile.
+        let (prepared, mut summary) = {
+            let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let st = guard.as_ref().ok_or_else(shutting_down)?;
+            if let Some(expected) = args.expect_generation {
+                if expected != st.generation {
+                    return Err(ErrorBody::field(
+                        ErrorKind::Conflict,
+                        "expect_generation",
+                        format!(
+                            "the running configuration is generation {}, not {expected}: read it again (get_config)",
+                            st.generation
+                        ),
+                    ));
+                }
+            }
+            let old = st.running.config();
+            let old_workers = st.running.options().workers;
+            let plan = Plan::new(old, old_workers, &cfg, opts.workers);
+            let unchanged = *old == cfg && old_workers == opts.workers;
+            let mut summary = summarize(old, &cfg, &plan, old_workers != opts.workers);
+            if unchanged || args.dry_run {
+                // What the router would do, for a dry run (MAC entry counts are only known when applied).
+                summary.router_state = router_state(old, &cfg);
+                return json(&ApplyResult {
+                    generation: st.generation,
+                    changed: !unchanged,
+                    dry_run: args.dry_run,
+                    summary,
+                });
+            }
+            match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
+                Ok(p) => (p, summary),
+                Err(e) => return err(ErrorKind::PortFailed)(e),
+            }
+        };
+        // The switch-over under the write lock: take the running switch out; it is always handed back.
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
         let Some(State { running, generation, origin: old_origin }) = guard.take() else {
             return Err(shutting_down());
         };
-        let (running, result) = running.reconfigure(&cfg, opts, &mut |p, n| (self.open)(p, n));
-        let outcome = match result {
+        let (running, result) = running.commit(prepared, &mut |p, n| (self.open)(p, n));
+        match result {
             Ok(applied) => {
                 let c = applied.carried;
                 summary.fdb_entries_kept = c.fdb_kept;
@@ -384,16 +409,14 @@ impl Daemon {
                 json(&ApplyResult { generation, changed: true, dry_run: false, summary })
             }
             Err(e) => {
-                tracing::warn!(error = %e, "apply failed; the running configuration is unchanged");
                 *guard = Some(State { running, generation, origin: old_origin });
                 let kind = match e {
-                    crate::live::ApplyError::Port { .. } => ErrorKind::PortFailed,
-                    crate::live::ApplyError::Start(_) => ErrorKind::Internal,
+                    ApplyError::Port { .. } => ErrorKind::PortFailed,
+                    ApplyError::Stale | ApplyError::Start(_) => ErrorKind::Internal,
                 };
-                Err(ErrorBody::new(kind, e.to_string()))
+                err(kind)(e)
             }
-        };
-        outcome
+        }
     }
 }
 
