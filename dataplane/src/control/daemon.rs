@@ -20,7 +20,7 @@
 //! | remove a port | closed (tap deleted) | that port's entries dropped | kept, unless frames were waiting for ARP at that moment (they name their ingress port by number) |
 //! | move a port to another network | stays open | that port's entries dropped | kept if no router interface changed |
 //! | change a port's kind, ifname, mtu, netns, mode or queues | closed and reopened (a tap flaps; the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept if no router interface changed (an MTU change of a gateway network's port changes its interface) |
-//! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (new limit applies, oldest evicted first) | kept |
+//! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
 //! | add, remove or change a gateway, routed port address or MAC, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | **flushed** (rebuilt empty) |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
 //!
