@@ -1,8 +1,9 @@
 //! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage ([`crate::nat`])
 //! translates and polices.
 //!
-//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`], and two index entries
-//!   per connection in one hash map: its *original* tuple (what the first packet looked like) and its *reply*
+//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`] (one cache line per
+//!   entry), and two references per connection in the index (`conntrack/index.rs`, a bucketed open-addressing table that stores
+//!   tags, not keys, so a lookup reads one index line and the entry): its *original* tuple (what the first packet looked like) and its *reply*
 //!   tuple (what packets of the other direction look like — the inverse of the original, or whatever NAT made
 //!   of it). Either direction finds the entry, and its [`Direction`], in one lookup ([`Conntrack::lookup`]).
 //!   A [`Tuple`] is a zone (the network, so overlapping subnets stay apart), a protocol, addresses and ports.
@@ -36,17 +37,21 @@
 //! - **Ids**: an [`EntryId`] is valid until its entry is removed — by [`Conntrack::remove`], by a sweep, or by
 //!   `insert` reclaiming it after it expired; then the slot may be reused. Use ids within the batch that
 //!   looked them up. A stale id given to [`Conntrack::update`] is [`Verdict::Invalid`].
-//! - **Cost**: lookups hash one `u128` and allocate nothing; inserts allocate only when the slab or the map
-//!   grows (both are reserved up front, up to 65,536 entries, by [`Conntrack::new`]).
+//! - **Cost**: lookups hash one `u128`, read one index line and the entry, and allocate nothing; inserts
+//!   allocate only when the slab grows or the index is rebuilt larger (both are reserved up front, up to 65,536
+//!   entries, by [`Conntrack::new`]). A batch can overlap its lookups' cache misses: [`Conntrack::probe`] every
+//!   packet first, then [`Conntrack::prefetch_entry`], then [`Conntrack::lookup_probe`] (the router does this
+//!   for NAT, see `Router::lookup_batch`).
 //!
 //! Threads: owned by the worker that runs the NAT stage; not shared. The sweep runs on the same thread,
 //! between batches.
 
+mod index;
+
 use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::snat::NatProto;
-use rustc_hash::FxHashMap;
+use index::{Hash, Index};
 use serde::Serialize;
-use std::collections::hash_map::Entry as MapEntry;
 use std::net::Ipv4Addr;
 
 /// A tracked protocol.
@@ -577,14 +582,46 @@ pub struct ConntrackStats {
     pub clash: u64,
 }
 
+/// A tuple's hash in the table, computed once per packet by [`Conntrack::probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe(Hash);
+
+/// One entry's room in the slab: a cache line of its own, so reading an entry costs one line.
+#[derive(Debug, Clone, Copy)]
+#[repr(align(64))]
+struct Slot(Option<Entry>);
+
+/// The largest entry id: the index keeps `id << 1 | direction` in 32 bits.
+const MAX_ID: u32 = u32::MAX >> 1;
+
+/// An index reference: the entry and the direction of the tuple it is indexed under.
+#[inline]
+fn entry_ref(id: EntryId, dir: Direction) -> u32 {
+    id.0 << 1 | matches!(dir, Direction::Reply) as u32
+}
+
+#[inline]
+fn ref_id(r: u32) -> EntryId {
+    EntryId(r >> 1)
+}
+
+#[inline]
+fn ref_dir(r: u32) -> Direction {
+    if r & 1 == 0 {
+        Direction::Original
+    } else {
+        Direction::Reply
+    }
+}
+
 /// The connection-tracking table. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Conntrack {
     cfg: ConntrackConfig,
-    slots: Vec<Option<Entry>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     count: usize,
-    index: FxHashMap<u128, (EntryId, Direction)>,
+    index: Index,
     /// A lower bound of every entry's `expires` (`Nanos::MAX` when none may have expired).
     earliest: Nanos,
     /// Entries `insert` reclaimed after they expired, to be handed out by the next sweep.
@@ -604,14 +641,12 @@ impl Conntrack {
     pub fn with_reserve(cfg: ConntrackConfig, reserve: usize) -> Self {
         let cfg = ConntrackConfig { limit: cfg.limit.max(1), ..cfg };
         let reserve = reserve.min(cfg.limit);
-        let mut index = FxHashMap::default();
-        index.reserve(2 * reserve);
         Conntrack {
             cfg,
             slots: Vec::with_capacity(reserve),
             free: Vec::new(),
             count: 0,
-            index,
+            index: Index::with_capacity(2 * reserve),
             earliest: Nanos::MAX,
             reclaimed: Vec::new(),
             stats: ConntrackStats::default(),
@@ -626,8 +661,50 @@ impl Conntrack {
     /// The live connection `t` belongs to at `now`, and which direction `t` is.
     #[inline]
     pub fn lookup(&self, t: &Tuple, now: Nanos) -> Option<(EntryId, Direction)> {
-        let &(id, dir) = self.index.get(&t.key())?;
+        let key = t.key();
+        self.lookup_key(key, self.index.hash(key), now)
+    }
+
+    /// As [`Conntrack::lookup`], for a tuple already hashed by [`Conntrack::probe`].
+    #[inline]
+    pub fn lookup_probe(&self, t: &Tuple, p: Probe, now: Nanos) -> Option<(EntryId, Direction)> {
+        self.lookup_key(t.key(), p.0, now)
+    }
+
+    #[inline]
+    fn lookup_key(&self, key: u128, h: Hash, now: Nanos) -> Option<(EntryId, Direction)> {
+        let (id, dir) = self.find(key, h)?;
         self.slot(id)?.is_live(now).then_some((id, dir))
+    }
+
+    /// Hashes `t` for [`Conntrack::lookup_probe`] and starts loading the index line the lookup will read first
+    /// (a hint, see [`crate::buffer::prefetch`]). A batch probes all its packets, then calls
+    /// [`Conntrack::prefetch_entry`] for each, then looks them up: their memory accesses overlap instead of
+    /// stalling one after the other. A probe depends only on the tuple (and the table's seed), so it stays valid
+    /// whatever the table does meanwhile.
+    #[inline]
+    pub fn probe(&self, t: &Tuple) -> Probe {
+        let hash = self.index.hash(t.key());
+        self.index.prefetch(hash);
+        Probe(hash)
+    }
+
+    /// Starts loading the entry (or entries) that the probe's index line points to, without waiting for it;
+    /// call after [`Conntrack::probe`] had time to bring in the index line.
+    #[inline]
+    pub fn prefetch_entry(&self, p: Probe) {
+        self.index.candidates(p.0, |r| {
+            if let Some(s) = self.slots.get(ref_id(r).0 as usize) {
+                crate::buffer::prefetch(s);
+            }
+        });
+    }
+
+    /// The entry and direction indexed under `key` (whose hash is `h`), live or not.
+    #[inline]
+    fn find(&self, key: u128, h: Hash) -> Option<(EntryId, Direction)> {
+        let r = self.index.find(h, |r| self.slot(ref_id(r)).is_some_and(|e| e.tuple(ref_dir(r)).key() == key))?;
+        Some((ref_id(r), ref_dir(r)))
     }
 
     /// The state a new connection starts in when its first packet (original direction) has `flags` (TCP; any
@@ -672,31 +749,9 @@ impl Conntrack {
         }
         let expires = now.saturating_add(self.cfg.timeouts.of(state));
         let entry = Entry { orig, reply, state, created: now, expires, nat };
-        // The common case: neither tuple is a key and there is room. Each key is hashed and probed once, its
-        // vacant index entry filled in place with the slot the entry is about to take. Anything else (a clash,
-        // an expired entry to reclaim, a full table) undoes the one insertion made, if any, and takes the
-        // general path below, so the outcome is the same as if the fast path did not exist.
-        if self.count < self.cfg.limit {
-            let next = match self.free.last() {
-                Some(&i) => Some(i),
-                None => u32::try_from(self.slots.len()).ok(),
-            };
-            if let Some(i) = next {
-                let id = EntryId(i);
-                if let MapEntry::Vacant(v) = self.index.entry(ko) {
-                    v.insert((id, Direction::Original));
-                    if let MapEntry::Vacant(v) = self.index.entry(kr) {
-                        v.insert((id, Direction::Reply));
-                        let placed = self.place(entry);
-                        debug_assert_eq!(placed, Some(id));
-                        return Ok(id);
-                    }
-                    self.index.remove(&ko);
-                }
-            }
-        }
-        for k in [ko, kr] {
-            if let Some(&(id, _)) = self.index.get(&k) {
+        let (ho, hr) = (self.index.hash(ko), self.index.hash(kr));
+        for (k, h) in [(ko, ho), (kr, hr)] {
+            if let Some((id, _)) = self.find(k, h) {
                 if self.slot(id).is_some_and(|e| e.is_live(now)) {
                     self.stats.clash += 1;
                     return Err(InsertError::Clash(id));
@@ -716,10 +771,20 @@ impl Conntrack {
             self.stats.table_full += 1;
             return Err(InsertError::Full);
         }
-        // The slab never exceeds the limit, which is far below u32::MAX in any sane configuration.
+        if self.index.needs_rebuild(2) {
+            let items = self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (i as u32, e)));
+            let keys = items.flat_map(|(i, e)| {
+                [
+                    (e.orig.key(), entry_ref(EntryId(i), Direction::Original)),
+                    (e.reply.key(), entry_ref(EntryId(i), Direction::Reply)),
+                ]
+            });
+            self.index.rebuild(keys, 2 * self.count, 2);
+        }
+        // The slab never exceeds the limit (at most 2^24), so ids fit the index's 31 bits.
         let id = self.place(entry).ok_or(InsertError::Full)?;
-        self.index.insert(ko, (id, Direction::Original));
-        self.index.insert(kr, (id, Direction::Reply));
+        self.index.insert(ho, entry_ref(id, Direction::Original));
+        self.index.insert(hr, entry_ref(id, Direction::Reply));
         Ok(id)
     }
 
@@ -730,12 +795,12 @@ impl Conntrack {
         let expires = entry.expires;
         let id = match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(entry);
+                self.slots[i as usize] = Slot(Some(entry));
                 EntryId(i)
             }
             None => {
-                let i = u32::try_from(self.slots.len()).ok()?;
-                self.slots.push(Some(entry));
+                let i = u32::try_from(self.slots.len()).ok().filter(|&i| i <= MAX_ID)?;
+                self.slots.push(Slot(Some(entry)));
                 EntryId(i)
             }
         };
@@ -760,7 +825,7 @@ impl Conntrack {
     #[inline]
     pub fn update_entry(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Option<&Entry> {
         let strict = self.cfg.strict;
-        let Some(e) = self.slots.get_mut(id.0 as usize).and_then(Option::as_mut).filter(|e| e.is_live(now)) else {
+        let Some(e) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()).filter(|e| e.is_live(now)) else {
             self.stats.invalid += 1;
             return None;
         };
@@ -825,6 +890,8 @@ impl Conntrack {
             }
         }
         self.earliest = Nanos::MAX;
+        // Every way the table used is a tombstone or empty now: start clean.
+        self.index.rebuild(std::iter::empty(), 0, 0);
         n
     }
 
@@ -833,7 +900,7 @@ impl Conntrack {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(move |(i, s)| s.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
+            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
     }
 
     /// Entries `insert` reclaimed after they expired, removed from the table but not yet handed out by
@@ -844,7 +911,7 @@ impl Conntrack {
 
     /// Every entry in the table, live or expired (until swept), in slot order.
     pub fn all_entries(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|e| (EntryId(i as u32), e)))
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (EntryId(i as u32), e)))
     }
 
     /// Number of entries (expired ones included until swept).
@@ -868,13 +935,13 @@ impl Conntrack {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut live = 0;
         for (i, s) in self.slots.iter().enumerate() {
-            let Some(e) = s else { continue };
+            let Some(e) = &s.0 else { continue };
             live += 1;
             let id = EntryId(i as u32);
             for dir in [Direction::Original, Direction::Reply] {
                 let t = e.tuple(dir);
-                match self.index.get(&t.key()) {
-                    Some(&(got, d)) if got == id && d == dir => {}
+                match self.find(t.key(), self.index.hash(t.key())) {
+                    Some((got, d)) if got == id && d == dir => {}
                     other => return Err(format!("entry {i} {dir:?} tuple {t:?} indexed as {other:?}")),
                 }
             }
@@ -891,12 +958,7 @@ impl Conntrack {
         if self.index.len() != 2 * live {
             return Err(format!("{} index entries for {live} entries", self.index.len()));
         }
-        for (k, &(id, dir)) in &self.index {
-            match self.slot(id) {
-                Some(e) if e.tuple(dir).key() == *k => {}
-                other => return Err(format!("index {k:#x} -> {id:?} {dir:?} dangles: {other:?}")),
-            }
-        }
+        self.index.check(|r| self.slot(ref_id(r)).map(|e| e.tuple(ref_dir(r)).key()))?;
         if self.count > self.cfg.limit || self.slots.len() > self.cfg.limit {
             return Err(format!("{} entries in {} slots, limit {}", self.count, self.slots.len(), self.cfg.limit));
         }
@@ -906,21 +968,23 @@ impl Conntrack {
         if free.len() != self.free.len() {
             return Err("free list has duplicates".into());
         }
-        if free.len() + live != self.slots.len() || free.iter().any(|&i| self.slots[i as usize].is_some()) {
+        if free.len() + live != self.slots.len() || free.iter().any(|&i| self.slots[i as usize].0.is_some()) {
             return Err("free list does not match the empty slots".into());
         }
         Ok(())
     }
 
+    #[inline]
     fn slot(&self, id: EntryId) -> Option<&Entry> {
-        self.slots.get(id.0 as usize)?.as_ref()
+        self.slots.get(id.0 as usize)?.0.as_ref()
     }
 
     /// Removes an entry from the slab and both indexes.
     fn take(&mut self, id: EntryId) -> Option<Entry> {
-        let e = self.slots.get_mut(id.0 as usize)?.take()?;
-        self.index.remove(&e.orig.key());
-        self.index.remove(&e.reply.key());
+        let e = self.slots.get_mut(id.0 as usize)?.0.take()?;
+        let (ho, hr) = (self.index.hash(e.orig.key()), self.index.hash(e.reply.key()));
+        self.index.remove(ho, entry_ref(id, Direction::Original));
+        self.index.remove(hr, entry_ref(id, Direction::Reply));
         self.free.push(id.0);
         self.count -= 1;
         Some(e)
@@ -931,7 +995,7 @@ impl Conntrack {
         let mut n = 0;
         let mut earliest = Nanos::MAX;
         for i in 0..self.slots.len() {
-            match &self.slots[i] {
+            match &self.slots[i].0 {
                 Some(e) if !e.is_live(now) => {
                     if let Some(e) = self.take(EntryId(i as u32)) {
                         dead(e);
@@ -1205,10 +1269,12 @@ mod tests {
         assert_eq!(ct.index.len(), 10);
         for id in 0..5u16 {
             let t = Tuple::icmp_echo_request(1, A, B, id);
-            assert!(!ct.index.contains_key(&t.key()) && !ct.index.contains_key(&t.inverse().key()));
+            for k in [t.key(), t.inverse().key()] {
+                assert_eq!(ct.find(k, ct.index.hash(k)), None);
+            }
         }
         assert_eq!(ct.flush(|_| {}), 5);
-        assert!(ct.is_empty() && ct.index.is_empty());
+        assert!(ct.is_empty() && ct.index.len() == 0);
         ct.check_invariants().unwrap();
         assert_eq!(ct.stats().expired, 5);
     }

@@ -82,7 +82,8 @@ use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::checksum;
 use crate::config::PublishProto;
 use crate::conntrack::{
-    Conntrack, ConntrackStats, Direction, Entry, InsertError, NatBinding, NatKind, Proto, ProtoState, TcpFlags, Tuple,
+    Conntrack, ConntrackStats, Direction, Entry, EntryId, InsertError, NatBinding, NatKind, Probe, Proto, ProtoState,
+    TcpFlags, Tuple,
 };
 use crate::counters::DropReason;
 use crate::neigh::RifId;
@@ -242,16 +243,23 @@ mod icmp {
 /// it is TCP, UDP or ICMP echo; `None` otherwise.
 #[inline]
 fn tuple_at(d: &[u8], l3: usize, l4: usize, proto: u8, end: usize) -> Option<Tuple> {
-    if l4 + 8 > end || end > d.len() {
-        return None;
-    }
-    let (src, dst) = (addr_at(d, l3 + 12), addr_at(d, l3 + 16));
+    // Two slice checks up front (the addresses, the first 8 transport bytes); the reads below are then free of
+    // bounds checks.
+    let ip: &[u8; 8] = d.get(l3 + 12..l3 + 20)?.try_into().ok()?;
+    let l4h: &[u8; 8] = d.get(..end)?.get(l4..l4 + 8)?.try_into().ok()?;
+    let src = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+    let dst = Ipv4Addr::new(ip[4], ip[5], ip[6], ip[7]);
+    let (w0, w1, w2) = (
+        u16::from_be_bytes([l4h[0], l4h[1]]),
+        u16::from_be_bytes([l4h[2], l4h[3]]),
+        u16::from_be_bytes([l4h[4], l4h[5]]),
+    );
     match proto {
-        ip_proto::TCP => Some(Tuple::new(ZONE, Proto::Tcp, (src, be16(d, l4)), (dst, be16(d, l4 + 2)))),
-        ip_proto::UDP => Some(Tuple::new(ZONE, Proto::Udp, (src, be16(d, l4)), (dst, be16(d, l4 + 2)))),
-        ip_proto::ICMP if d[l4 + 1] == 0 => match d[l4] {
-            icmp::ECHO_REQUEST => Some(Tuple::icmp_echo_request(ZONE, src, dst, be16(d, l4 + 4))),
-            icmp::ECHO_REPLY => Some(Tuple::icmp_echo_reply(ZONE, src, dst, be16(d, l4 + 4))),
+        ip_proto::TCP => Some(Tuple::new(ZONE, Proto::Tcp, (src, w0), (dst, w1))),
+        ip_proto::UDP => Some(Tuple::new(ZONE, Proto::Udp, (src, w0), (dst, w1))),
+        ip_proto::ICMP if l4h[1] == 0 => match l4h[0] {
+            icmp::ECHO_REQUEST => Some(Tuple::icmp_echo_request(ZONE, src, dst, w2)),
+            icmp::ECHO_REPLY => Some(Tuple::icmp_echo_reply(ZONE, src, dst, w2)),
             _ => None,
         },
         _ => None,
@@ -322,6 +330,14 @@ fn rewrite_at(d: &mut [u8], l3: usize, l4: usize, end: usize, from: &Tuple, to: 
     }
 }
 
+/// A packet's flow as the router's batch lookup saw it ([`Nat::prefetch`]): its tuple, already hashed for the
+/// connection table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    tuple: Tuple,
+    probe: Probe,
+}
+
 /// Writes `rw` into the frame's packet (see [`Rewrite`]).
 #[inline]
 pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
@@ -361,9 +377,46 @@ impl Nat {
         self.enabled
     }
 
+    /// The flow of a packet the router is about to handle, hashed, with its conntrack index line starting to
+    /// load (see [`Conntrack::probe`]); `None` when NAT is off or would not look the packet up.
+    #[inline]
+    pub fn prefetch(&self, d: &[u8], p: &Parsed) -> Option<Flow> {
+        if !self.enabled {
+            return None;
+        }
+        let tuple = packet_tuple(d, p)?;
+        Some(Flow { tuple, probe: self.ct.probe(&tuple) })
+    }
+
+    /// Starts loading the connection entry a flow's index line points to (after [`Nat::prefetch`]).
+    #[inline]
+    pub fn prefetch_entry(&self, f: &Flow) {
+        self.ct.prefetch_entry(f.probe);
+    }
+
+    /// The packet's tuple and the connection it belongs to, from the batch's `flow` when given (it must be
+    /// [`Nat::prefetch`] of this very packet, unchanged since), else computed; `None`: no tuple.
+    #[inline]
+    fn track(
+        &self,
+        now: Nanos,
+        d: &[u8],
+        p: &Parsed,
+        flow: Option<&Flow>,
+    ) -> Option<(Tuple, Option<(EntryId, Direction)>)> {
+        match flow {
+            Some(f) => Some((f.tuple, self.ct.lookup_probe(&f.tuple, f.probe, now))),
+            None => {
+                let t = packet_tuple(d, p)?;
+                Some((t, self.ct.lookup(&t, now)))
+            }
+        }
+    }
+
     /// A packet received on `in_rif` and addressed to `local_rif`'s address: see the module documentation.
     /// ICMP errors are translated in place (hence `&mut`); other translations are returned, to be written with
     /// [`apply`] after the forwarding checks.
+    #[allow(clippy::too_many_arguments)]
     pub fn inbound(
         &mut self,
         now: Nanos,
@@ -371,6 +424,7 @@ impl Nat {
         local_rif: RifId,
         d: &mut [u8],
         p: &Parsed,
+        flow: Option<&Flow>,
         topo: &Topology,
     ) -> Inbound {
         if !self.enabled {
@@ -380,7 +434,7 @@ impl Nat {
             self.stats.fragments_dropped += 1;
             return Inbound::Drop(DropReason::NatFragment);
         }
-        let Some(t) = packet_tuple(d, p) else {
+        let Some((t, found)) = self.track(now, d, p, flow) else {
             if p.ip_proto == ip_proto::ICMP && p.l4 != 0 && icmp::is_error(d[p.l4 as usize]) {
                 return match self.translate_error(now, d, p, ErrorFrom::Outside) {
                     Ok(true) => Inbound::Translated,
@@ -393,7 +447,7 @@ impl Nat {
             }
             return Inbound::Local;
         };
-        if let Some(found) = self.ct.lookup(&t, now) {
+        if let Some(found) = found {
             return match self.hit(now, d, p, t, found) {
                 Ok(rw) => Inbound::Translate(rw),
                 Err(reason) => Inbound::Drop(reason),
@@ -434,6 +488,7 @@ impl Nat {
 
     /// A packet received on `in_rif`, routed out of `out_rif`, every forwarding check passed: translates it in
     /// place when it belongs to a tracked connection or starts a masqueraded one. See the module documentation.
+    #[allow(clippy::too_many_arguments)]
     pub fn outbound(
         &mut self,
         now: Nanos,
@@ -441,6 +496,7 @@ impl Nat {
         out_rif: RifId,
         d: &mut [u8],
         p: &Parsed,
+        flow: Option<&Flow>,
         topo: &Topology,
     ) -> Result<(), DropReason> {
         if !self.enabled || !self.inside[in_rif as usize] {
@@ -455,7 +511,7 @@ impl Nat {
             return Ok(());
         }
         let masquerade = leaves && topo.rifs[in_rif as usize].masquerade;
-        let Some(t) = packet_tuple(d, p) else {
+        let Some((t, found)) = self.track(now, d, p, flow) else {
             let error = p.ip_proto == ip_proto::ICMP && p.l4 != 0 && icmp::is_error(d[p.l4 as usize]);
             if error && self.translate_error(now, d, p, ErrorFrom::Inside)? {
                 return Ok(());
@@ -466,7 +522,7 @@ impl Nat {
             }
             return Ok(());
         };
-        if let Some(found) = self.ct.lookup(&t, now) {
+        if let Some(found) = found {
             let rw = self.hit(now, d, p, t, found)?;
             apply(d, p, &rw);
             return Ok(());
@@ -492,7 +548,7 @@ impl Nat {
         d: &[u8],
         p: &Parsed,
         t: Tuple,
-        (id, dir): (crate::conntrack::EntryId, Direction),
+        (id, dir): (EntryId, Direction),
     ) -> Result<Rewrite, DropReason> {
         let Some(e) = self.ct.update_entry(id, dir, flags(d, p), now) else {
             self.stats.invalid += 1;

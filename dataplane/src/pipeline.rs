@@ -26,8 +26,7 @@ use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::RifId;
 use crate::packet::Parsed;
 use crate::port::PortId;
-use crate::route::NextHopId;
-use crate::router::Router;
+use crate::router::{BatchLookup, Router};
 use crate::topology::{Attach, NetId, Topology};
 use crate::wire::MacAddr;
 
@@ -299,7 +298,7 @@ pub struct Switch {
     counters: Counters,
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
-    routes: [Option<NextHopId>; BATCH_SIZE],
+    routes: [BatchLookup; BATCH_SIZE],
 }
 
 impl Switch {
@@ -317,7 +316,7 @@ impl Switch {
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
-            routes: [None; BATCH_SIZE],
+            routes: [BatchLookup::default(); BATCH_SIZE],
             topo,
         }
     }
@@ -551,7 +550,7 @@ impl Switch {
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
-        self.routes = [None; BATCH_SIZE];
+        self.routes = [BatchLookup::default(); BATCH_SIZE];
         self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
         let mut out = Egress {
             topo: &self.topo,
@@ -583,7 +582,7 @@ impl Switch {
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
-                        self.router.handle(now, rif, copy, &self.parsed[i], None, true, &mut out);
+                        self.router.handle(now, rif, copy, &self.parsed[i], BatchLookup::default(), true, &mut out);
                     }
                     out.flood(net, frame, Some(in_port));
                     // The router took a copy, so the frame reached somewhere even with no other port.

@@ -173,11 +173,22 @@ impl Decided {
     }
 }
 
+/// What [`Router::lookup_batch`] found for one frame of the batch: its route, and with NAT on its flow, hashed
+/// for the connection table (valid while the frame is as it arrived: a frame the router rewrote before
+/// forwarding is routed by its new destination instead, without a flow).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLookup {
+    /// The next hop for the frame's destination, if a route matches.
+    pub next_hop: Option<NextHopId>,
+    /// The frame's flow ([`nat::Nat::prefetch`]).
+    pub flow: Option<nat::Flow>,
+}
+
 /// Where a forwarded packet's route comes from.
 #[derive(Debug, Clone, Copy)]
 enum Route {
     /// What [`Router::lookup_batch`] found for it.
-    Batch(Option<NextHopId>),
+    Batch(BatchLookup),
     /// Look up this (translated) destination.
     Lookup(Ipv4Addr),
 }
@@ -240,17 +251,24 @@ impl Router {
     /// batch ([`Fib::lookup_many`]) before any of them is handled. The lookups are independent, so their cache
     /// misses overlap (a FIB of 10k+ routes does not fit in L1); done one frame at a time inside `handle`, each
     /// miss stalls alone. This is VPP's `ip4-lookup` node.
+    ///
+    /// With NAT on, the same pass starts loading the connection-tracking lines of every frame's flow (index
+    /// line first, then, after the FIB lookups, the entry it points to), so that the NAT stage's lookups in
+    /// `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
+    /// These are hints only (nothing is decided or remembered here).
     #[inline]
     pub fn lookup_batch(
         &mut self,
         batch: &Batch,
         parsed: &[Parsed; BATCH_SIZE],
         verdicts: &Verdicts,
-        routes: &mut [Option<NextHopId>; BATCH_SIZE],
+        routes: &mut [BatchLookup; BATCH_SIZE],
     ) {
         self.last_neigh = None;
         let mut which = [0u8; BATCH_SIZE];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
+        let nat = self.nat.enabled();
+        let mut flows: [Option<nat::Flow>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut n = 0;
         for (i, frame) in batch.iter().enumerate() {
             let p = &parsed[i];
@@ -261,13 +279,19 @@ impl Router {
             if let Some(d) = frame.data().get(p.l3 as usize + ip::DST..p.l3 as usize + ip::DST + 4) {
                 which[n] = i as u8;
                 dsts[n] = ipv4_at(d, 0);
+                if nat {
+                    flows[n] = self.nat.prefetch(frame.data(), p);
+                }
                 n += 1;
             }
         }
         let mut found = [None; BATCH_SIZE];
         self.fib.lookup_many(&dsts[..n], &mut found[..n]);
         for k in 0..n {
-            routes[which[k] as usize] = found[k];
+            routes[which[k] as usize] = BatchLookup { next_hop: found[k], flow: flows[k] };
+        }
+        for flow in flows[..n].iter().flatten() {
+            self.nat.prefetch_entry(flow);
         }
     }
 
@@ -281,7 +305,7 @@ impl Router {
         rif: RifId,
         frame: Frame,
         parsed: &Parsed,
-        route: Option<NextHopId>,
+        route: BatchLookup,
         copy: bool,
         out: &mut Egress,
     ) {
@@ -368,7 +392,7 @@ impl Router {
         in_rif: RifId,
         mut frame: Frame,
         parsed: &Parsed,
-        route: Option<NextHopId>,
+        route: BatchLookup,
         out: &mut Egress,
     ) {
         let l3 = parsed.l3 as usize;
@@ -389,7 +413,8 @@ impl Router {
                 return out.drop(frame, DropReason::InternalNetwork);
             }
             if self.nat.enabled() {
-                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, topo) {
+                let flow = route.flow.as_ref();
+                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo) {
                     Inbound::Local => {}
                     Inbound::Translate(rw) => {
                         let route = Route::Lookup(rw.to.dst);
@@ -439,9 +464,9 @@ impl Router {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::TIME_EXCEEDED, 0, 0, out);
             return out.drop(frame, DropReason::TtlExpired);
         }
-        let route = match route {
-            Route::Batch(r) => r,
-            Route::Lookup(addr) => self.fib.lookup(addr),
+        let (route, flow) = match route {
+            Route::Batch(r) => (r.next_hop, r.flow),
+            Route::Lookup(addr) => (self.fib.lookup(addr), None),
         };
         let Some(nh_id) = route else {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::NET_UNREACHABLE, 0, out);
@@ -471,7 +496,8 @@ impl Router {
                 Err(reason) => return out.drop(frame, reason),
             },
             None if self.nat.enabled() => {
-                if let Err(reason) = self.nat.outbound(now, in_rif, nh.rif, frame.data_mut(), parsed, topo) {
+                let flow = flow.as_ref();
+                if let Err(reason) = self.nat.outbound(now, in_rif, nh.rif, frame.data_mut(), parsed, flow, topo) {
                     return out.drop(frame, reason);
                 }
             }
