@@ -150,6 +150,8 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The socket directory goes once no test uses it any more (removing a non-empty one fails).
+        let _ = std::fs::remove_dir(socket_dir());
     }
 }
 
