@@ -371,7 +371,7 @@ impl Switch {
             counters: self.counters.remapped(&by_name, topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
-            routes: [None; BATCH_SIZE],
+            routes: [BatchLookup::default(); BATCH_SIZE],
             topo,
         };
         (switch, carried)
