@@ -671,7 +671,7 @@ impl Conntrack {
         self.lookup_key(t.key(), p.0, now)
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup_key(&self, key: u128, h: Hash, now: Nanos) -> Option<(EntryId, Direction)> {
         let (id, dir) = self.find(key, h)?;
         self.slot(id)?.is_live(now).then_some((id, dir))
@@ -701,7 +701,7 @@ impl Conntrack {
     }
 
     /// The entry and direction indexed under `key` (whose hash is `h`), live or not.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: u128, h: Hash) -> Option<(EntryId, Direction)> {
         let r = self.index.find(h, |r| self.slot(ref_id(r)).is_some_and(|e| e.tuple(ref_dir(r)).key() == key))?;
         Some((ref_id(r), ref_dir(r)))

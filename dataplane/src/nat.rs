@@ -285,32 +285,33 @@ fn echo_id(t: &Tuple) -> u16 {
 /// checksum and the transport checksum incrementally. `l4_sum_at`: whether the transport checksum is inside
 /// the data (it may not be in a quoted packet).
 fn rewrite_at(d: &mut [u8], l3: usize, l4: usize, end: usize, from: &Tuple, to: &Tuple) {
-    let mut ip_sum = be16(d, l3 + 10);
     // Transport checksum offset, for those with a pseudo-header (TCP, UDP), when it lies inside the data.
     let l4_sum_at = match from.proto {
         Proto::Tcp if l4 + 18 <= end => Some(l4 + 16),
         Proto::Udp if l4 + 8 <= end && be16(d, l4 + 6) != 0 => Some(l4 + 6),
         _ => None,
     };
-    let mut l4_sum = l4_sum_at.map(|o| be16(d, o));
+    // The address changes go into both checksums (the transport one through its pseudo-header), the port or
+    // identifier changes into the transport one; each checksum is updated once, at the end.
+    let mut ip_delta = checksum::Delta::default();
     for (off, old, new) in [(l3 + 12, from.src, to.src), (l3 + 16, from.dst, to.dst)] {
         if old != new {
-            let (o, n) = (u32::from(old), u32::from(new));
             d[off..off + 4].copy_from_slice(&new.octets());
-            ip_sum = checksum::update32(ip_sum, o, n);
-            l4_sum = l4_sum.map(|c| checksum::update32(c, o, n));
+            ip_delta.add32(u32::from(old), u32::from(new));
         }
     }
-    put16(d, l3 + 10, ip_sum);
+    put16(d, l3 + 10, ip_delta.apply(be16(d, l3 + 10)));
     match from.proto {
         Proto::Tcp | Proto::Udp => {
+            let mut l4_delta = ip_delta;
             for (off, old, new) in [(l4, from.sport, to.sport), (l4 + 2, from.dport, to.dport)] {
                 if old != new {
                     put16(d, off, new);
-                    l4_sum = l4_sum.map(|c| checksum::update16(c, old, new));
+                    l4_delta.add16(old, new);
                 }
             }
-            if let (Some(off), Some(mut c)) = (l4_sum_at, l4_sum) {
+            if let Some(off) = l4_sum_at {
+                let mut c = l4_delta.apply(be16(d, off));
                 if from.proto == Proto::Udp && c == 0 {
                     c = 0xffff; // 0 means "no checksum" in UDP
                 }
@@ -396,7 +397,7 @@ impl Nat {
 
     /// The packet's tuple and the connection it belongs to, from the batch's `flow` when given (it must be
     /// [`Nat::prefetch`] of this very packet, unchanged since), else computed; `None`: no tuple.
-    #[inline]
+    #[inline(always)]
     fn track(
         &self,
         now: Nanos,

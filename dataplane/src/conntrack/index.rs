@@ -166,7 +166,7 @@ impl Index {
     }
 
     /// The reference stored under `h` for which `is_key` (which checks the referenced entry's key) holds.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, h: Hash, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = h.tag();
         let mut b = h.0 as usize;

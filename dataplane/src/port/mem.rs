@@ -2,7 +2,8 @@
 //!
 //! Receive side: either a queue of frames injected by the test ([`MemPort::inject`]), or a fixed set of frames
 //! replayed round-robin forever ([`MemPort::cycle`]), which is what benchmarks use: it copies a template into a
-//! pool buffer per frame, like a NIC DMA, and allocates nothing. Transmit side: either keep copies of what was
+//! pool buffer per frame, like a NIC DMA, and allocates nothing; the templates lie back to back in one
+//! allocation, as a receive ring's buffers would. Transmit side: either keep copies of what was
 //! sent ([`TxMode::Capture`], tests) or only count ([`TxMode::Count`], benchmarks).
 
 use super::{Port, PortError, PortStats};
@@ -22,8 +23,17 @@ pub enum TxMode {
 #[derive(Debug)]
 enum RxSource {
     Queue(VecDeque<Vec<u8>>),
-    Cycle { frames: Vec<Vec<u8>>, next: usize },
+    /// The frames back to back in one allocation, each at a multiple of [`CYCLE_SLOT_ALIGN`] (like the
+    /// descriptors of a NIC's receive ring: consecutive frames are consecutive memory, which the CPU streams).
+    Cycle {
+        bytes: Vec<u8>,
+        spans: Vec<(usize, usize)>,
+        next: usize,
+    },
 }
+
+/// Where each cycled frame starts: a cache-line multiple.
+const CYCLE_SLOT_ALIGN: usize = 64;
 
 /// An in-memory port.
 #[derive(Debug)]
@@ -50,7 +60,14 @@ impl MemPort {
     /// A port that receives `frames` round-robin, forever, and only counts what it sends.
     pub fn cycle(name: impl Into<String>, frames: Vec<Vec<u8>>) -> Self {
         assert!(!frames.is_empty(), "a cycling port needs at least one frame");
-        MemPort { rx: RxSource::Cycle { frames, next: 0 }, tx_mode: TxMode::Count, ..MemPort::new(name) }
+        let mut bytes = Vec::new();
+        let mut spans = Vec::with_capacity(frames.len());
+        for f in &frames {
+            bytes.resize(bytes.len().next_multiple_of(CYCLE_SLOT_ALIGN), 0);
+            spans.push((bytes.len(), f.len()));
+            bytes.extend_from_slice(f);
+        }
+        MemPort { rx: RxSource::Cycle { bytes, spans, next: 0 }, tx_mode: TxMode::Count, ..MemPort::new(name) }
     }
 
     /// Sets what happens to transmitted frames.
@@ -92,7 +109,10 @@ impl Port for MemPort {
                     Some(b) => b,
                     None => break,
                 },
-                RxSource::Cycle { frames, next } => &frames[*next],
+                RxSource::Cycle { bytes, spans, next } => {
+                    let (at, len) = spans[*next];
+                    &bytes[at..at + len]
+                }
             };
             let Some(mut frame) = pool.alloc() else { break };
             let ok = frame.load(bytes).is_ok();
@@ -101,7 +121,7 @@ impl Port for MemPort {
                 RxSource::Queue(q) => {
                     q.pop_front();
                 }
-                RxSource::Cycle { frames, next } => *next = (*next + 1) % frames.len(),
+                RxSource::Cycle { spans, next, .. } => *next = (*next + 1) % spans.len(),
             }
             if !ok {
                 self.stats.rx_dropped += 1;
