@@ -690,14 +690,25 @@ impl Conntrack {
     }
 
     /// Starts loading the entry (or entries) that the probe's index line points to, without waiting for it;
-    /// call after [`Conntrack::probe`] had time to bring in the index line.
+    /// call after [`Conntrack::probe`] had time to bring in the index line. Returns false when the line holds
+    /// no candidate at all (the tuple is not tracked: a new connection).
     #[inline]
-    pub fn prefetch_entry(&self, p: Probe) {
+    pub fn prefetch_entry(&self, p: Probe) -> bool {
+        let mut any = false;
         self.index.candidates(p.0, |r| {
+            any = true;
             if let Some(s) = self.slots.get(ref_id(r).0 as usize) {
                 crate::buffer::prefetch(s);
             }
         });
+        any
+    }
+
+    /// Starts loading the index line tuple `t` would be looked up or inserted in (e.g. the reply tuple of a
+    /// connection about to be created).
+    #[inline]
+    pub fn prefetch_tuple(&self, t: &Tuple) {
+        self.index.prefetch(self.index.hash(t.key()));
     }
 
     /// The entry and direction indexed under `key` (whose hash is `h`), live or not.
@@ -883,15 +894,18 @@ impl Conntrack {
     pub fn flush(&mut self, mut dead: impl FnMut(Entry)) -> usize {
         let mut n = self.reclaimed.len();
         self.reclaimed.drain(..).for_each(&mut dead);
-        for i in 0..self.slots.len() {
-            if let Some(e) = self.take(EntryId(i as u32)) {
+        // Every slot is emptied and the index cleared at once (no key-by-key removal); the free list ends up as
+        // if each entry had been removed in slot order.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(e) = slot.0.take() {
+                self.free.push(i as u32);
                 dead(e);
                 n += 1;
             }
         }
+        self.count = 0;
         self.earliest = Nanos::MAX;
-        // Every way the table used is a tombstone or empty now: start clean.
-        self.index.rebuild(std::iter::empty(), 0, 0);
+        self.index.clear();
         n
     }
 

@@ -206,6 +206,10 @@ pub struct Nat {
     publish: FxHashMap<u32, (Ipv4Addr, u16)>,
     /// Per router interface: a network that masquerades or holds a publish target.
     inside: Vec<bool>,
+    /// Per router interface: a masquerade network.
+    masquerade: Vec<bool>,
+    /// Per router interface: its address if it is a routed port (where masquerade translates to).
+    snat_to: Vec<Option<Ipv4Addr>>,
     stats: NatStats,
 }
 
@@ -368,6 +372,8 @@ impl Nat {
             allocators: topo.rifs.iter().map(|r| PortAllocator::new(r.addr, topo.nat_port_range)).collect(),
             publish,
             inside,
+            masquerade: topo.rifs.iter().map(|r| r.masquerade).collect(),
+            snat_to: topo.rifs.iter().map(|r| r.routed_port.then_some(r.addr)).collect(),
             stats: NatStats::default(),
         }
     }
@@ -389,10 +395,18 @@ impl Nat {
         Some(Flow { tuple, probe: self.ct.probe(&tuple) })
     }
 
-    /// Starts loading the connection entry a flow's index line points to (after [`Nat::prefetch`]).
+    /// Starts loading the connection entry a flow's index line points to (after [`Nat::prefetch`]), given the
+    /// interface the packet came in on and the one its route leads out of. When the line holds nothing for the
+    /// flow and it would be masqueraded, it is probably new: then the index line its reply tuple will be
+    /// inserted into starts loading instead (predicted with the source port kept, the usual case).
     #[inline]
-    pub fn prefetch_entry(&self, f: &Flow) {
-        self.ct.prefetch_entry(f.probe);
+    pub fn prefetch_entry(&self, f: &Flow, in_rif: RifId, out_rif: Option<RifId>) {
+        if self.ct.prefetch_entry(f.probe) || !self.masquerade[in_rif as usize] {
+            return;
+        }
+        if let Some(&Some(addr)) = out_rif.and_then(|r| self.snat_to.get(r as usize)) {
+            self.ct.prefetch_tuple(&Tuple { src: addr, ..f.tuple }.inverse());
+        }
     }
 
     /// The packet's tuple and the connection it belongs to, from the batch's `flow` when given (it must be

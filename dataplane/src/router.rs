@@ -253,9 +253,10 @@ impl Router {
     /// miss stalls alone. This is VPP's `ip4-lookup` node.
     ///
     /// With NAT on, the same pass starts loading the connection-tracking lines of every frame's flow (index
-    /// line first, then, after the FIB lookups, the entry it points to), so that the NAT stage's lookups in
-    /// `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
-    /// These are hints only (nothing is decided or remembered here).
+    /// line first, then, after the FIB lookups, the entry it points to, or for what looks like a new
+    /// masqueraded flow the index line its reply tuple will go to), so that the NAT stage's lookups and inserts
+    /// in `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
+    /// These are hints only (nothing is decided here; the flow's hash is kept for `handle`).
     #[inline]
     pub fn lookup_batch(
         &mut self,
@@ -266,18 +267,21 @@ impl Router {
     ) {
         self.last_neigh = None;
         let mut which = [0u8; BATCH_SIZE];
+        let mut rifs = [0 as RifId; BATCH_SIZE];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
         let nat = self.nat.enabled();
         let mut flows: [Option<nat::Flow>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut n = 0;
         for (i, frame) in batch.iter().enumerate() {
             let p = &parsed[i];
-            if !matches!(verdicts.get(i), Verdict::ToRouter(_)) || p.ethertype != ethertype::IPV4 {
+            let Verdict::ToRouter(rif) = verdicts.get(i) else { continue };
+            if p.ethertype != ethertype::IPV4 {
                 continue;
             }
             // Ingress checked that an IPv4 frame holds a whole header at `l3`.
             if let Some(d) = frame.data().get(p.l3 as usize + ip::DST..p.l3 as usize + ip::DST + 4) {
                 which[n] = i as u8;
+                rifs[n] = rif;
                 dsts[n] = ipv4_at(d, 0);
                 if nat {
                     flows[n] = self.nat.prefetch(frame.data(), p);
@@ -290,8 +294,11 @@ impl Router {
         for k in 0..n {
             routes[which[k] as usize] = BatchLookup { next_hop: found[k], flow: flows[k] };
         }
-        for flow in flows[..n].iter().flatten() {
-            self.nat.prefetch_entry(flow);
+        for k in 0..n {
+            if let Some(flow) = &flows[k] {
+                let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
+                self.nat.prefetch_entry(flow, rifs[k], out_rif);
+            }
         }
     }
 

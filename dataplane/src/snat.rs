@@ -248,9 +248,14 @@ impl PortAllocator {
         let chosen = if used.len() as u32 >= size {
             None
         } else {
+            // The preferred port is tested and taken in one search; otherwise the first free one from the
+            // flow's offset.
             match range.index(preferred) {
-                Some(i) if !used.contains(i) => Some((i, true)),
-                _ => used.next_free(start_offset(flow_hash, size), size).map(|i| (i, false)),
+                Some(i) if used.insert_if_free(i, size, self.sparse_max) => Some((i, true)),
+                _ => used.next_free(start_offset(flow_hash, size), size).map(|i| {
+                    used.insert(i, size, self.sparse_max);
+                    (i, false)
+                }),
             }
         };
         let Some((index, kept)) = chosen else {
@@ -258,7 +263,6 @@ impl PortAllocator {
             let dst_port = if proto == NatProto::Icmp { 0 } else { dst.1 };
             return Err(Exhausted { external: self.external, proto, dst_ip: dst.0, dst_port, range });
         };
-        used.insert(index, size, self.sparse_max);
         self.stats.in_use += 1;
         self.stats.allocated += 1;
         if kept {
@@ -393,6 +397,24 @@ impl Used {
         match self {
             Used::Sparse(v) => sparse_next_free(v, start, size),
             Used::Dense(b) => b.next_free(start),
+        }
+    }
+
+    /// Marks `i` (below `size`) in use if it is free; false if it was in use already.
+    fn insert_if_free(&mut self, i: u16, size: u32, sparse_max: usize) -> bool {
+        match self {
+            Used::Sparse(v) if v.len() < sparse_max => match v.binary_search(&i) {
+                Ok(_) => false,
+                Err(pos) => {
+                    v.insert(pos, i);
+                    true
+                }
+            },
+            _ if self.contains(i) => false,
+            _ => {
+                self.insert(i, size, sparse_max);
+                true
+            }
         }
     }
 

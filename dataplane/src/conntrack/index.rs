@@ -98,14 +98,10 @@ impl Bucket {
         *word = (*word & !(0xffff << shift)) | u64::from(tag) << shift;
     }
 
-    /// The first way that is free for an insertion (EMPTY or a tombstone).
+    /// The first way that is free for an insertion (EMPTY or a tombstone: the lanes that are 0 or 1).
     #[inline(always)]
     fn free_way(&self) -> Option<usize> {
-        let (mut e, mut t) = (self.ways_with(EMPTY), self.ways_with(TOMBSTONE));
-        match (e.next_way(), t.next_way()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        Ways([zero_lanes(self.tags[0] & !LANE_LO), zero_lanes(self.tags[1] & !LANE_LO)]).next_way()
     }
 }
 
@@ -269,6 +265,13 @@ impl Index {
             let h = self.hash(k);
             self.insert(h, r);
         }
+    }
+
+    /// Removes every reference, keeping the index's size (a table that was this big will likely be again).
+    pub fn clear(&mut self) {
+        self.buckets.fill(Bucket::default());
+        self.live = 0;
+        self.tombstones = 0;
     }
 
     /// Live references.
@@ -441,6 +444,22 @@ mod tests {
             }
         }
         assert_eq!(o.index.buckets.len(), size);
+        o.check();
+    }
+
+    #[test]
+    fn clear_forgets_everything_and_keeps_the_size() {
+        let mut o = Owner::new(4);
+        for r in 0..1000u32 {
+            o.insert(u128::from(r) + 1, r);
+        }
+        let size = o.index.buckets.len();
+        o.index.clear();
+        o.keys.clear();
+        assert_eq!((o.index.len(), o.index.buckets.len()), (0, size));
+        assert_eq!(o.find(1), None);
+        o.insert(1, 7);
+        assert_eq!(o.find(1), Some(7));
         o.check();
     }
 
