@@ -661,19 +661,18 @@ impl Conntrack {
     /// The live connection `t` belongs to at `now`, and which direction `t` is.
     #[inline]
     pub fn lookup(&self, t: &Tuple, now: Nanos) -> Option<(EntryId, Direction)> {
-        let key = t.key();
-        self.lookup_key(key, self.index.hash(key), now)
+        self.lookup_hashed(t, self.index.hash(t.key()), now)
     }
 
     /// As [`Conntrack::lookup`], for a tuple already hashed by [`Conntrack::probe`].
     #[inline]
     pub fn lookup_probe(&self, t: &Tuple, p: Probe, now: Nanos) -> Option<(EntryId, Direction)> {
-        self.lookup_key(t.key(), p.0, now)
+        self.lookup_hashed(t, p.0, now)
     }
 
     #[inline(always)]
-    fn lookup_key(&self, key: u128, h: Hash, now: Nanos) -> Option<(EntryId, Direction)> {
-        let (id, dir) = self.find(key, h)?;
+    fn lookup_hashed(&self, t: &Tuple, h: Hash, now: Nanos) -> Option<(EntryId, Direction)> {
+        let (id, dir) = self.find(t, h)?;
         self.slot(id)?.is_live(now).then_some((id, dir))
     }
 
@@ -713,8 +712,8 @@ impl Conntrack {
 
     /// The entry and direction indexed under `key` (whose hash is `h`), live or not.
     #[inline(always)]
-    fn find(&self, key: u128, h: Hash) -> Option<(EntryId, Direction)> {
-        let r = self.index.find(h, |r| self.slot(ref_id(r)).is_some_and(|e| e.tuple(ref_dir(r)).key() == key))?;
+    fn find(&self, t: &Tuple, h: Hash) -> Option<(EntryId, Direction)> {
+        let r = self.index.find(h, |r| self.slot(ref_id(r)).is_some_and(|e| e.tuple(ref_dir(r)) == t))?;
         Some((ref_id(r), ref_dir(r)))
     }
 
@@ -761,8 +760,8 @@ impl Conntrack {
         let expires = now.saturating_add(self.cfg.timeouts.of(state));
         let entry = Entry { orig, reply, state, created: now, expires, nat };
         let (ho, hr) = (self.index.hash(ko), self.index.hash(kr));
-        for (k, h) in [(ko, ho), (kr, hr)] {
-            if let Some((id, _)) = self.find(k, h) {
+        for (t, h) in [(&orig, ho), (&reply, hr)] {
+            if let Some((id, _)) = self.find(t, h) {
                 if self.slot(id).is_some_and(|e| e.is_live(now)) {
                     self.stats.clash += 1;
                     return Err(InsertError::Clash(id));
@@ -954,7 +953,7 @@ impl Conntrack {
             let id = EntryId(i as u32);
             for dir in [Direction::Original, Direction::Reply] {
                 let t = e.tuple(dir);
-                match self.find(t.key(), self.index.hash(t.key())) {
+                match self.find(t, self.index.hash(t.key())) {
                     Some((got, d)) if got == id && d == dir => {}
                     other => return Err(format!("entry {i} {dir:?} tuple {t:?} indexed as {other:?}")),
                 }
@@ -1283,8 +1282,8 @@ mod tests {
         assert_eq!(ct.index.len(), 10);
         for id in 0..5u16 {
             let t = Tuple::icmp_echo_request(1, A, B, id);
-            for k in [t.key(), t.inverse().key()] {
-                assert_eq!(ct.find(k, ct.index.hash(k)), None);
+            for t in [t, t.inverse()] {
+                assert_eq!(ct.find(&t, ct.index.hash(t.key())), None);
             }
         }
         assert_eq!(ct.flush(|_| {}), 5);

@@ -219,7 +219,7 @@ fn publish_key(rif: RifId, proto: Proto, port: u16) -> u32 {
 
 #[inline]
 fn be16(d: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([d[off], d[off + 1]])
+    u16::from_be_bytes(d[off..off + 2].try_into().expect("a 2-byte range is 2 bytes"))
 }
 
 #[inline]
@@ -346,7 +346,69 @@ pub struct Flow {
 /// Writes `rw` into the frame's packet (see [`Rewrite`]).
 #[inline]
 pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
-    rewrite_at(d, p.l3 as usize, p.l4 as usize, p.l3_end as usize, &rw.from, &rw.to);
+    let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
+    // The common case, a whole TCP or UDP header after a 20-byte IP header, on fixed-size views of the two
+    // headers (no bounds check per field); anything else takes the general path.
+    if l4 == l3 + 20 && end <= d.len() {
+        let (head, tail) = d.split_at_mut(l4);
+        if let Ok(ip) = <&mut [u8; 20]>::try_from(&mut head[l3..]) {
+            match rw.from.proto {
+                Proto::Tcp if end - l4 >= 18 => {
+                    if let Ok(tcp) = <&mut [u8; 18]>::try_from(&mut tail[..18]) {
+                        return rewrite_transport::<18, 16>(ip, tcp, &rw.from, &rw.to, false);
+                    }
+                }
+                Proto::Udp if end - l4 >= 8 => {
+                    if let Ok(udp) = <&mut [u8; 8]>::try_from(&mut tail[..8]) {
+                        return rewrite_transport::<8, 6>(ip, udp, &rw.from, &rw.to, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    rewrite_at(d, l3, l4, end, &rw.from, &rw.to);
+}
+
+/// [`rewrite_at`] for a TCP or UDP packet whose IP header and first `N` transport bytes (checksum at `SUM`) are
+/// given as arrays: the same bytes written, with the same checksums.
+#[inline(always)]
+fn rewrite_transport<const N: usize, const SUM: usize>(
+    ip: &mut [u8; 20],
+    l4: &mut [u8; N],
+    from: &Tuple,
+    to: &Tuple,
+    udp: bool,
+) {
+    let mut ip_delta = checksum::Delta::default();
+    if from.src != to.src {
+        ip[12..16].copy_from_slice(&to.src.octets());
+        ip_delta.add32(u32::from(from.src), u32::from(to.src));
+    }
+    if from.dst != to.dst {
+        ip[16..20].copy_from_slice(&to.dst.octets());
+        ip_delta.add32(u32::from(from.dst), u32::from(to.dst));
+    }
+    let ip_sum = ip_delta.apply(u16::from_be_bytes([ip[10], ip[11]]));
+    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    let mut l4_delta = ip_delta;
+    if from.sport != to.sport {
+        l4[0..2].copy_from_slice(&to.sport.to_be_bytes());
+        l4_delta.add16(from.sport, to.sport);
+    }
+    if from.dport != to.dport {
+        l4[2..4].copy_from_slice(&to.dport.to_be_bytes());
+        l4_delta.add16(from.dport, to.dport);
+    }
+    let sum = u16::from_be_bytes([l4[SUM], l4[SUM + 1]]);
+    // A UDP checksum of 0 means "none": it stays 0; a computed 0 is sent as 0xffff.
+    if !(udp && sum == 0) {
+        let mut c = l4_delta.apply(sum);
+        if udp && c == 0 {
+            c = 0xffff;
+        }
+        l4[SUM..SUM + 2].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 impl Nat {
@@ -821,13 +883,49 @@ fn flow_hash(t: &Tuple) -> u64 {
 mod tests {
     use crate::buffer::NANOS_PER_SEC;
     use crate::checksum;
-    use crate::conntrack::{NatKind, Proto, ProtoState, TcpState};
+    use crate::conntrack::{NatKind, Proto, ProtoState, TcpState, Tuple};
     use crate::counters::DropReason;
     use crate::packet::{ip_proto, parse};
     use crate::testbed::Testbed;
     use crate::wire::builder::{arp_request, Ipv4Opts, Ipv4Spec, TcpFlags, TcpSegment};
     use crate::wire::MacAddr;
     use etherparse::{icmpv4, Icmpv4Type};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fixed-size fast path of `apply` writes exactly what the general `rewrite_at` writes, for TCP and
+        /// UDP (zero checksum included), whichever of the four fields change.
+        #[test]
+        fn apply_fast_path_equals_the_general_rewrite(
+            bytes in proptest::collection::vec(any::<u8>(), 64),
+            tcp in any::<bool>(),
+            zero_udp_sum in any::<bool>(),
+            from in any::<([u8; 4], u16, [u8; 4], u16)>(),
+            to in any::<([u8; 4], u16, [u8; 4], u16)>(),
+            keep in any::<[bool; 4]>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let t = |x: ([u8; 4], u16, [u8; 4], u16)| Tuple::new(1, proto, (x.0.into(), x.1), (x.2.into(), x.3));
+            let from = t(from);
+            let mut to = t(to);
+            if keep[0] { to.src = from.src; }
+            if keep[1] { to.sport = from.sport; }
+            if keep[2] { to.dst = from.dst; }
+            if keep[3] { to.dport = from.dport; }
+            let mut fast = bytes.clone();
+            if !tcp && zero_udp_sum {
+                fast[34 + 6] = 0;
+                fast[34 + 7] = 0;
+            }
+            let mut general = fast.clone();
+            let p = crate::packet::Parsed {
+                l3: 14, l4: 34, l3_end: 64, ip_proto: if tcp { 6 } else { 17 }, ..Default::default()
+            };
+            super::apply(&mut fast, &p, &super::Rewrite { from, to });
+            super::rewrite_at(&mut general, 14, 34, 64, &from, &to);
+            prop_assert_eq!(fast, general);
+        }
+    }
     use std::net::Ipv4Addr;
 
     const CONFIG: &str = r#"

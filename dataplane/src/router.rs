@@ -151,6 +151,9 @@ pub struct Router {
     last_neigh: Option<(RifId, Ipv4Addr, MacAddr)>,
     /// Connection tracking and NAT.
     nat: Nat,
+    /// Every router interface's address, by [`RifId`] (the topology's, packed for the per-packet "is this for
+    /// us" scan; a router is rebuilt whenever an interface changes, see `Topology::same_router_as`).
+    local_addrs: Vec<Ipv4Addr>,
 }
 
 /// The translation [`Nat::inbound`] decided for a packet to one of our addresses, applied by
@@ -208,7 +211,8 @@ mod ip {
 
 #[inline]
 fn ipv4_at(d: &[u8], off: usize) -> Ipv4Addr {
-    Ipv4Addr::new(d[off], d[off + 1], d[off + 2], d[off + 3])
+    let a: [u8; 4] = d[off..off + 4].try_into().expect("a 4-byte range is 4 bytes");
+    Ipv4Addr::from(a)
 }
 
 /// Addresses never routed (as source or destination).
@@ -230,6 +234,7 @@ impl Router {
             released: Vec::with_capacity(64),
             last_neigh: None,
             nat: Nat::new(topo),
+            local_addrs: topo.rifs.iter().map(|r| r.addr).collect(),
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
             r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
@@ -413,7 +418,7 @@ impl Router {
         }
         let dst = ipv4_at(d, l3 + ip::DST);
         let topo = out.topo();
-        if let Some(local) = topo.rifs.iter().position(|r| r.addr == dst) {
+        if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
             // Another interface's address is reached across the router: not from or to an internal network.
             let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
             if local != in_rif as usize && (a.internal || b.internal) {

@@ -121,7 +121,12 @@ impl Port for MemPort {
                 RxSource::Queue(q) => {
                     q.pop_front();
                 }
-                RxSource::Cycle { spans, next, .. } => *next = (*next + 1) % spans.len(),
+                RxSource::Cycle { spans, next, .. } => {
+                    *next += 1;
+                    if *next == spans.len() {
+                        *next = 0;
+                    }
+                }
             }
             if !ok {
                 self.stats.rx_dropped += 1;
