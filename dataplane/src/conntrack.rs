@@ -582,9 +582,14 @@ pub struct ConntrackStats {
     pub clash: u64,
 }
 
-/// A tuple's hash in the table, computed once per packet by [`Conntrack::probe`].
+/// A tuple's hash in the table, computed once per packet by [`Conntrack::probe`], and the first index reference
+/// [`Conntrack::prefetch_entry`] saw under its tag (a guess, confirmed by [`Conntrack::lookup_probe`] against
+/// the entry before use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Probe(Hash);
+pub struct Probe {
+    hash: Hash,
+    candidate: Option<u32>,
+}
 
 /// One entry's room in the slab: a cache line of its own, so reading an entry costs one line.
 #[derive(Debug, Clone, Copy)]
@@ -667,7 +672,15 @@ impl Conntrack {
     /// As [`Conntrack::lookup`], for a tuple already hashed by [`Conntrack::probe`].
     #[inline]
     pub fn lookup_probe(&self, t: &Tuple, p: Probe, now: Nanos) -> Option<(EntryId, Direction)> {
-        self.lookup_hashed(t, p.0, now)
+        // The candidate is right when its entry holds `t` in its direction (a tuple is indexed at most once, so
+        // that entry is the one); otherwise, or without one, the index is searched.
+        if let Some(r) = p.candidate {
+            let (id, dir) = (ref_id(r), ref_dir(r));
+            if let Some(e) = self.slot(id).filter(|e| e.tuple(dir) == t) {
+                return e.is_live(now).then_some((id, dir));
+            }
+        }
+        self.lookup_hashed(t, p.hash, now)
     }
 
     #[inline(always)]
@@ -685,22 +698,24 @@ impl Conntrack {
     pub fn probe(&self, t: &Tuple) -> Probe {
         let hash = self.index.hash(t.key());
         self.index.prefetch(hash);
-        Probe(hash)
+        Probe { hash, candidate: None }
     }
 
     /// Starts loading the entry (or entries) that the probe's index line points to, without waiting for it;
     /// call after [`Conntrack::probe`] had time to bring in the index line. Returns false when the line holds
-    /// no candidate at all (the tuple is not tracked: a new connection).
+    /// no candidate at all (the tuple is not tracked: a new connection). The first candidate is remembered in
+    /// the probe, so the lookup can check it without scanning the line again.
     #[inline]
-    pub fn prefetch_entry(&self, p: Probe) -> bool {
-        let mut any = false;
-        self.index.candidates(p.0, |r| {
-            any = true;
+    pub fn prefetch_entry(&self, p: &mut Probe) -> bool {
+        self.index.candidates(p.hash, |r| {
+            if p.candidate.is_none() {
+                p.candidate = Some(r);
+            }
             if let Some(s) = self.slots.get(ref_id(r).0 as usize) {
                 crate::buffer::prefetch(s);
             }
         });
-        any
+        p.candidate.is_some()
     }
 
     /// Starts loading the index line tuple `t` would be looked up or inserted in (e.g. the reply tuple of a
@@ -1266,6 +1281,33 @@ mod tests {
         assert_eq!(ct.len(), 1);
         ct.check_invariants().unwrap();
         assert_eq!(ct.expire(30 * S + 1), 1, "the reclaimed one");
+    }
+
+    #[test]
+    fn a_probe_candidate_is_checked_against_the_entry_before_use() {
+        let mut ct = table(ConntrackConfig::default());
+        let st = ProtoState::Udp(UdpState::Unreplied);
+        let a = ct.insert(udp(1), udp(1).inverse(), st, 0).unwrap();
+        let mut p = ct.probe(&udp(1));
+        assert!(ct.prefetch_entry(&mut p));
+        assert_eq!(ct.lookup_probe(&udp(1), p, 0), Some((a, Direction::Original)));
+        // The reply direction's probe finds the same entry, the other way.
+        let mut r = ct.probe(&udp(1).inverse());
+        assert!(ct.prefetch_entry(&mut r));
+        assert_eq!(ct.lookup_probe(&udp(1).inverse(), r, 0), Some((a, Direction::Reply)));
+        // The entry goes and another connection takes its slot: the stale candidate must not answer for it.
+        ct.remove(a).unwrap();
+        let b = ct.insert(udp(2), udp(2).inverse(), st, 0).unwrap();
+        assert_eq!(b, a, "the slot is reused");
+        assert_eq!(ct.lookup_probe(&udp(1), p, 0), None);
+        // udp(1) comes back in another slot: found through the index despite the stale candidate.
+        let c = ct.insert(udp(1), udp(1).inverse(), st, 0).unwrap();
+        assert_ne!(c, a);
+        assert_eq!(ct.lookup_probe(&udp(1), p, 0), Some((c, Direction::Original)));
+        // A new tuple has no candidate.
+        let mut n = ct.probe(&udp(3));
+        assert!(!ct.prefetch_entry(&mut n));
+        assert_eq!(ct.lookup_probe(&udp(3), n, 0), None);
     }
 
     #[test]

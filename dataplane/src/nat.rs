@@ -462,8 +462,8 @@ impl Nat {
     /// flow and it would be masqueraded, it is probably new: then the index line its reply tuple will be
     /// inserted into starts loading instead (predicted with the source port kept, the usual case).
     #[inline]
-    pub fn prefetch_entry(&self, f: &Flow, in_rif: RifId, out_rif: Option<RifId>) {
-        if self.ct.prefetch_entry(f.probe) || !self.masquerade[in_rif as usize] {
+    pub fn prefetch_entry(&self, f: &mut Flow, in_rif: RifId, out_rif: Option<RifId>) {
+        if self.ct.prefetch_entry(&mut f.probe) || !self.masquerade[in_rif as usize] {
             return;
         }
         if let Some(&Some(addr)) = out_rif.and_then(|r| self.snat_to.get(r as usize)) {

@@ -297,13 +297,11 @@ impl Router {
         let mut found = [None; BATCH_SIZE];
         self.fib.lookup_many(&dsts[..n], &mut found[..n]);
         for k in 0..n {
-            routes[which[k] as usize] = BatchLookup { next_hop: found[k], flow: flows[k] };
-        }
-        for k in 0..n {
-            if let Some(flow) = &flows[k] {
+            if let Some(flow) = &mut flows[k] {
                 let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
                 self.nat.prefetch_entry(flow, rifs[k], out_rif);
             }
+            routes[which[k] as usize] = BatchLookup { next_hop: found[k], flow: flows[k] };
         }
     }
 
