@@ -8,7 +8,7 @@
 //! Counters are plain integers owned by the worker that updates them.
 
 use crate::port::PortId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 macro_rules! drop_reasons {
@@ -114,7 +114,7 @@ drop_reasons! {
 }
 
 /// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCounters {
     /// Frames received from the port.
     pub rx_packets: u64,

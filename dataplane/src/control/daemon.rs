@@ -208,24 +208,8 @@ impl Daemon {
                             address: p.address,
                             queues: lp.queues,
                             xdp_mode: lp.mode.clone(),
-                            io: PortIo {
-                                rx_packets: io.rx_packets,
-                                rx_bytes: io.rx_bytes,
-                                rx_dropped: io.rx_dropped,
-                                tx_packets: io.tx_packets,
-                                tx_bytes: io.tx_bytes,
-                                tx_dropped: io.tx_dropped,
-                            },
-                            pipeline: PortPipeline {
-                                rx_packets: c.rx_packets,
-                                rx_bytes: c.rx_bytes,
-                                forwarded: c.forwarded,
-                                flooded: c.flooded,
-                                routed: c.routed,
-                                dropped: c.dropped,
-                                tx_packets: c.tx_packets,
-                                tx_bytes: c.tx_bytes,
-                            },
+                            io: *io,
+                            pipeline: *c,
                         })
                     })
                     .collect();

@@ -730,43 +730,11 @@ pub enum PortMode {
     Routed,
 }
 
-/// A port's I/O counters (see `crate::port::PortStats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortIo {
-    /// Frames received.
-    pub rx_packets: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Frames the port could not hand over.
-    pub rx_dropped: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Frames the port could not send.
-    pub tx_dropped: u64,
-}
+/// A port's I/O counters: [`crate::port::PortStats`], on the wire as it is.
+pub type PortIo = crate::port::PortStats;
 
-/// The pipeline's counters for a port (see `crate::counters::PortCounters`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortPipeline {
-    /// Frames received.
-    pub rx_packets: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Sent to one known port.
-    pub forwarded: u64,
-    /// Flooded.
-    pub flooded: u64,
-    /// Handed to the router.
-    pub routed: u64,
-    /// Dropped.
-    pub dropped: u64,
-    /// Queued for transmission on the port.
-    pub tx_packets: u64,
-    /// Bytes of those.
-    pub tx_bytes: u64,
-}
+/// The pipeline's counters for a port: [`crate::counters::PortCounters`], on the wire as it is.
+pub type PortPipeline = crate::counters::PortCounters;
 
 /// `route_show`: one route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,13 +25,13 @@ pub mod tap;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A port's index in the switch's port table.
 pub type PortId = u16;
 
 /// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortStats {
     /// Frames received and handed to the switch.
     pub rx_packets: u64,
