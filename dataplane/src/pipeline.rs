@@ -194,7 +194,9 @@ impl<'a> Egress<'a> {
     #[inline]
     pub fn to_port(&mut self, p: PortId, frame: Frame) -> bool {
         let len = frame.len();
-        if len > self.topo.ports[p as usize].max_frame_len() + vlan_allowance(frame.data()) {
+        // The VLAN allowance is only looked at for a frame longer than the MTU allows untagged (rare).
+        let max = self.topo.ports[p as usize].max_frame_len();
+        if len > max && len > max + vlan_allowance(frame.data()) {
             self.counters.count(DropReason::EgressTooLong);
             self.pool.free(frame);
             return false;
