@@ -109,7 +109,9 @@ mod tests {
     proptest::proptest! {
         /// The word-at-a-time sum equals the textbook one (16-bit words, end-around carry) for any data.
         #[test]
-        fn sum_matches_the_16_bit_definition(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+        fn sum_matches_the_16_bit_definition(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)
+        ) {
             let mut acc: u32 = 0;
             for c in data.chunks(2) {
                 acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));

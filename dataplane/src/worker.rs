@@ -38,8 +38,9 @@
 //! (a `mio::Waker` registered in the same poll as the rx fds), so a sleeping worker notices at once; sleeps are
 //! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns its pool, which the next worker
 //! reuses ([`Worker::with_pool`]) when its capacity is still right: making thousands of buffers is most of a
-//! worker's start-up time, and a configuration change wants the pause short. A worker that panics sets the stop flag (so the others and
-//! the daemon stop too) and the poisoned locks are still used for the final counters.
+//! worker's start-up time, and a configuration change wants the pause short. A worker that panics sets the
+//! stop flag (so the others and the daemon stop too) and the poisoned locks are still used for the final
+//! counters.
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
