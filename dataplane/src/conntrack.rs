@@ -6,8 +6,8 @@
 //!   table that stores tags, not keys, so a lookup reads one index line and the entry): its *original* tuple
 //!   (what the first packet looked like) and its *reply* tuple (what packets of the other direction look like —
 //!   the inverse of the original, or whatever NAT made of it). Either direction finds the entry, and its
-//!   [`Direction`], in one lookup ([`Conntrack::lookup`]). A [`Tuple`] is a zone (the network, so overlapping subnets stay apart), a protocol, addresses and ports.
-//!   **ICMP echo** is keyed by its identifier: a request as `sport = id, dport = 0`, a reply as `sport = 0,
+//!   [`Direction`], in one lookup ([`Conntrack::lookup`]). A [`Tuple`] is a zone (the network, so overlapping
+//!   subnets stay apart), a protocol, addresses and ports. **ICMP echo** is keyed by its identifier: a request as `sport = id, dport = 0`, a reply as `sport = 0,
 //!   dport = id` ([`Tuple::icmp_echo_request`], [`Tuple::icmp_echo_reply`]). So the [`Tuple::inverse`] of a
 //!   request is exactly its reply, while a request in the opposite direction with the same identifier is
 //!   another connection.
