@@ -1,16 +1,16 @@
 //! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage ([`crate::nat`])
 //! translates and polices.
 //!
-//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`] (one cache line per
-//!   entry), and two references per connection in the index (`conntrack/index.rs`, a bucketed open-addressing
-//!   table that stores tags, not keys, so a lookup reads one index line and the entry): its *original* tuple
-//!   (what the first packet looked like) and its *reply* tuple (what packets of the other direction look like —
-//!   the inverse of the original, or whatever NAT made of it). Either direction finds the entry, and its
-//!   [`Direction`], in one lookup ([`Conntrack::lookup`]). A [`Tuple`] is a zone (the network, so overlapping
-//!   subnets stay apart), a protocol, addresses and ports. **ICMP echo** is keyed by its identifier: a request as `sport = id, dport = 0`, a reply as `sport = 0,
-//!   dport = id` ([`Tuple::icmp_echo_request`], [`Tuple::icmp_echo_reply`]). So the [`Tuple::inverse`] of a
-//!   request is exactly its reply, while a request in the opposite direction with the same identifier is
-//!   another connection.
+//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`] (one cache line per entry), and
+//!   two references per connection in the index (`conntrack/index.rs`, a bucketed open-addressing table that stores
+//!   tags, not keys, so a lookup reads one index line and the entry): its *original* tuple (what the first packet
+//!   looked like) and its *reply* tuple (what packets of the other direction look like — the inverse of the original,
+//!   or whatever NAT made of it). Either direction finds the entry, and its [`Direction`], in one lookup
+//!   ([`Conntrack::lookup`]). A [`Tuple`] is a zone (the network, so overlapping subnets stay apart), a protocol,
+//!   addresses and ports. **ICMP echo** is keyed by its identifier: a request as `sport = id, dport = 0`, a reply as
+//!   `sport = 0, dport = id` ([`Tuple::icmp_echo_request`], [`Tuple::icmp_echo_reply`]). So the [`Tuple::inverse`] of a
+//!   request is exactly its reply, while a request in the opposite direction with the same identifier is another
+//!   connection.
 //! - **Per-protocol state** is a closed enum ([`ProtoState`]; no `dyn` on the hot path). TCP follows netfilter's
 //!   `nf_conntrack_proto_tcp` state machine without window tracking: a transition table as data
 //!   ([`TCP_TRANSITIONS`]) indexed by direction, the packet's flag class and the current state. The policy
