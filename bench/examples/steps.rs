@@ -6,6 +6,7 @@
 //! distinct flows (a multiple of 32) and flushing the table each time they wrap.
 
 use bench::nat::{NatDirection, NatProto, NewFlows};
+use dataplane::worker::thread_cpu_ns;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -20,7 +21,7 @@ fn main() {
     match which {
         "l2" => {
             let mut rig = bench::Rig::l2(size as u32);
-            cpu0 = cpu_ns();
+            cpu0 = thread_cpu_ns();
             let t = std::time::Instant::now();
             for _ in 0..bursts {
                 frames += rig.step();
@@ -36,7 +37,7 @@ fn main() {
                 Some("new") => {
                     let mut nf = NewFlows::new(size as u32, proto);
                     // (CPU time here includes the flushes between windows.)
-                    cpu0 = cpu_ns();
+                    cpu0 = thread_cpu_ns();
                     for _ in 0..bursts {
                         if nf.room() == 0 {
                             nf.flush_if_full();
@@ -49,7 +50,7 @@ fn main() {
                 mode => {
                     let dir = if mode == Some("reply") { NatDirection::Reply } else { NatDirection::Outbound };
                     let mut rig = bench::Rig::nat(size as u32, proto, dir);
-                    cpu0 = cpu_ns();
+                    cpu0 = thread_cpu_ns();
                     let t = std::time::Instant::now();
                     for _ in 0..bursts {
                         frames += rig.step();
@@ -60,7 +61,7 @@ fn main() {
         }
         _ => {
             let mut rig = bench::Rig::routed(size);
-            cpu0 = cpu_ns();
+            cpu0 = thread_cpu_ns();
             let t = std::time::Instant::now();
             for _ in 0..bursts {
                 frames += rig.step();
@@ -70,13 +71,7 @@ fn main() {
     }
     let mpps = frames as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6;
     // On a shared machine the CPU-time rate is the steadier one: time spent preempted is not in it.
-    let cpu = (cpu_ns() - cpu0) as f64 / 1e9;
+    let cpu = (thread_cpu_ns() - cpu0) as f64 / 1e9;
     let cpu_mpps = frames as f64 / cpu.max(1e-9) / 1e6;
     println!("{which} {size}: {frames} frames in {elapsed:.3?} ({mpps:.2} M/s), cpu {cpu:.3}s ({cpu_mpps:.2} M/s cpu)");
-}
-
-/// CPU time of this thread in nanoseconds (`/proc/thread-self/schedstat`), 0 where unavailable.
-fn cpu_ns() -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    text.split_ascii_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
 }

@@ -274,7 +274,6 @@ impl Router {
         let mut which = [0u8; BATCH_SIZE];
         let mut rifs = [0 as RifId; BATCH_SIZE];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
-        let nat = self.nat.enabled();
         let mut flows: [Option<nat::Flow>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut n = 0;
         for (i, frame) in batch.iter().enumerate() {
@@ -288,9 +287,7 @@ impl Router {
                 which[n] = i as u8;
                 rifs[n] = rif;
                 dsts[n] = ipv4_at(d, 0);
-                if nat {
-                    flows[n] = self.nat.prefetch(frame.data(), p);
-                }
+                flows[n] = self.nat.prefetch(frame.data(), p);
                 n += 1;
             }
         }
