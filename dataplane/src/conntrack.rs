@@ -670,7 +670,7 @@ impl Conntrack {
     }
 
     /// As [`Conntrack::lookup`], for a tuple already hashed by [`Conntrack::probe`].
-    #[inline]
+    #[inline(always)]
     pub fn lookup_probe(&self, t: &Tuple, p: Probe, now: Nanos) -> Option<(EntryId, Direction)> {
         // The candidate is right when its entry holds `t` in its direction (a tuple is indexed at most once, so
         // that entry is the one); otherwise, or without one, the index is searched.
@@ -847,7 +847,7 @@ impl Conntrack {
 
     /// As [`Conntrack::update`], returning the entry after the step when the packet is accepted (`None`: invalid,
     /// counted), so the caller reads the entry's tuples without a second lookup.
-    #[inline]
+    #[inline(always)]
     pub fn update_entry(&mut self, id: EntryId, dir: Direction, flags: TcpFlags, now: Nanos) -> Option<&Entry> {
         let strict = self.cfg.strict;
         let Some(e) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()).filter(|e| e.is_live(now)) else {

@@ -566,6 +566,7 @@ impl Nat {
     /// A packet received on `in_rif`, routed out of `out_rif`, every forwarding check passed: translates it in
     /// place when it belongs to a tracked connection or starts a masqueraded one. See the module documentation.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn outbound(
         &mut self,
         now: Nanos,

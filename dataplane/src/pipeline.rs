@@ -191,7 +191,7 @@ impl<'a> Egress<'a> {
     }
 
     /// Queues `frame` on port `p`; on failure counts the reason and frees it. True if queued.
-    #[inline]
+    #[inline(always)]
     pub fn to_port(&mut self, p: PortId, frame: Frame) -> bool {
         let len = frame.len();
         // The VLAN allowance is only looked at for a frame longer than the MTU allows untagged (rare).
@@ -224,7 +224,7 @@ impl<'a> Egress<'a> {
     }
 
     /// As [`Egress::to_attach`] for a frame whose destination MAC the caller already knows.
-    #[inline]
+    #[inline(always)]
     pub fn to_attach_mac(&mut self, attach: Attach, dst: MacAddr, frame: Frame) {
         match attach {
             Attach::Port(p) => {
@@ -580,11 +580,11 @@ impl Switch {
                 }
                 Verdict::ToRouter(rif) => {
                     out.counters.port_mut(in_port).routed += 1;
-                    self.router.handle(now, rif, frame, &self.parsed[i], self.routes[i], false, &mut out);
+                    self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], false, &mut out);
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
-                        self.router.handle(now, rif, copy, &self.parsed[i], BatchLookup::default(), true, &mut out);
+                        self.router.handle(now, rif, copy, &self.parsed[i], &BatchLookup::default(), true, &mut out);
                     }
                     out.flood(net, frame, Some(in_port));
                     // The router took a copy, so the frame reached somewhere even with no other port.

@@ -189,9 +189,9 @@ pub struct BatchLookup {
 
 /// Where a forwarded packet's route comes from.
 #[derive(Debug, Clone, Copy)]
-enum Route {
+enum Route<'a> {
     /// What [`Router::lookup_batch`] found for it.
-    Batch(BatchLookup),
+    Batch(&'a BatchLookup),
     /// Look up this (translated) destination.
     Lookup(Ipv4Addr),
 }
@@ -274,7 +274,6 @@ impl Router {
         let mut which = [0u8; BATCH_SIZE];
         let mut rifs = [0 as RifId; BATCH_SIZE];
         let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
-        let mut flows: [Option<nat::Flow>; BATCH_SIZE] = [None; BATCH_SIZE];
         let mut n = 0;
         for (i, frame) in batch.iter().enumerate() {
             let p = &parsed[i];
@@ -283,22 +282,24 @@ impl Router {
                 continue;
             }
             // Ingress checked that an IPv4 frame holds a whole header at `l3`.
-            if let Some(d) = frame.data().get(p.l3 as usize + ip::DST..p.l3 as usize + ip::DST + 4) {
+            let d = frame.data();
+            if let Some(dst) = d.get(p.l3 as usize + ip::DST..p.l3 as usize + ip::DST + 4) {
                 which[n] = i as u8;
                 rifs[n] = rif;
-                dsts[n] = ipv4_at(d, 0);
-                flows[n] = self.nat.prefetch(frame.data(), p);
+                dsts[n] = ipv4_at(dst, 0);
+                routes[i].flow = self.nat.prefetch(d, p);
                 n += 1;
             }
         }
         let mut found = [None; BATCH_SIZE];
         self.fib.lookup_many(&dsts[..n], &mut found[..n]);
         for k in 0..n {
-            if let Some(flow) = &mut flows[k] {
+            let route = &mut routes[which[k] as usize];
+            route.next_hop = found[k];
+            if let Some(flow) = &mut route.flow {
                 let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
                 self.nat.prefetch_entry(flow, rifs[k], out_rif);
             }
-            routes[which[k] as usize] = BatchLookup { next_hop: found[k], flow: flows[k] };
         }
     }
 
@@ -312,7 +313,7 @@ impl Router {
         rif: RifId,
         frame: Frame,
         parsed: &Parsed,
-        route: BatchLookup,
+        route: &BatchLookup,
         copy: bool,
         out: &mut Egress,
     ) {
@@ -393,23 +394,31 @@ impl Router {
         self.released = released;
     }
 
+    #[inline(always)]
     fn ipv4(
         &mut self,
         now: Nanos,
         in_rif: RifId,
         mut frame: Frame,
         parsed: &Parsed,
-        route: BatchLookup,
+        route: &BatchLookup,
         out: &mut Egress,
     ) {
         let l3 = parsed.l3 as usize;
         let d = frame.data();
-        let ihl = (d[l3] & 0x0f) as usize * 4;
-        if !checksum::verify(&d[l3..l3 + ihl]) {
+        // Ingress checked the header is whole; the usual option-less one is checked as a fixed-size array.
+        let header_ok = match <&[u8; ip::HEADER_LEN]>::try_from(&d[l3..l3 + ip::HEADER_LEN]) {
+            Ok(h) if h[0] & 0x0f == 5 => checksum::verify_ipv4_header(h),
+            _ => {
+                let ihl = (d[l3] & 0x0f) as usize * 4;
+                if !checksum::verify(&d[l3..l3 + ihl]) {
+                    return out.drop(frame, DropReason::BadIpChecksum);
+                }
+                return out.drop(frame, DropReason::IpOptions);
+            }
+        };
+        if !header_ok {
             return out.drop(frame, DropReason::BadIpChecksum);
-        }
-        if ihl != ip::HEADER_LEN {
-            return out.drop(frame, DropReason::IpOptions);
         }
         let dst = ipv4_at(d, l3 + ip::DST);
         let topo = out.topo();
@@ -447,6 +456,7 @@ impl Router {
     /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
     /// or the outbound stage's), TTL decrement and the next hop.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn forward(
         &mut self,
         now: Nanos,
@@ -472,7 +482,7 @@ impl Router {
             return out.drop(frame, DropReason::TtlExpired);
         }
         let (route, flow) = match route {
-            Route::Batch(r) => (r.next_hop, r.flow),
+            Route::Batch(r) => (r.next_hop, r.flow.as_ref()),
             Route::Lookup(addr) => (self.fib.lookup(addr), None),
         };
         let Some(nh_id) = route else {
@@ -503,7 +513,6 @@ impl Router {
                 Err(reason) => return out.drop(frame, reason),
             },
             None if self.nat.enabled() => {
-                let flow = flow.as_ref();
                 if let Err(reason) = self.nat.outbound(now, in_rif, nh.rif, frame.data_mut(), parsed, flow, topo) {
                     return out.drop(frame, reason);
                 }
@@ -522,6 +531,7 @@ impl Router {
     }
 
     /// Sends a routed frame to `target` on `rif`, resolving its MAC first if needed.
+    #[inline(always)]
     fn send_to_neighbour(
         &mut self,
         now: Nanos,
@@ -561,6 +571,7 @@ impl Router {
     }
 
     /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.
+    #[inline(always)]
     fn send_to_mac(&mut self, rif: RifId, mac: MacAddr, mut frame: Frame, out: &mut Egress) {
         self.stats.forwarded += 1;
         let info = &out.topo().rifs[rif as usize];
