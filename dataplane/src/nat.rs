@@ -494,6 +494,7 @@ impl Nat {
     /// ICMP errors are translated in place (hence `&mut`); other translations are returned, to be written with
     /// [`apply`] after the forwarding checks.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn inbound(
         &mut self,
         now: Nanos,

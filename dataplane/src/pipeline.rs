@@ -100,7 +100,7 @@ impl TxQueues {
         TxQueues { queues: (0..ports).map(|_| Vec::with_capacity(cap)).collect(), cap }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, port: PortId, frame: Frame) -> Result<(), Frame> {
         let q = &mut self.queues[port as usize];
         if q.len() >= self.cap {
@@ -580,11 +580,11 @@ impl Switch {
                 }
                 Verdict::ToRouter(rif) => {
                     out.counters.port_mut(in_port).routed += 1;
-                    self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], false, &mut out);
+                    self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], &mut out);
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
-                        self.router.handle(now, rif, copy, &self.parsed[i], &BatchLookup::default(), true, &mut out);
+                        self.router.handle_copy(now, rif, copy, &self.parsed[i], &mut out);
                     }
                     out.flood(net, frame, Some(in_port));
                     // The router took a copy, so the frame reached somewhere even with no other port.

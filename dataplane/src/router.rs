@@ -215,6 +215,18 @@ fn ipv4_at(d: &[u8], off: usize) -> Ipv4Addr {
     Ipv4Addr::from(a)
 }
 
+/// The IPv4 header (without options) at `l3`, which ingress checked is whole.
+#[inline(always)]
+fn header(d: &[u8], l3: usize) -> &[u8; ip::HEADER_LEN] {
+    d[l3..l3 + ip::HEADER_LEN].try_into().expect("a 20-byte range is 20 bytes")
+}
+
+/// [`header`], writable.
+#[inline(always)]
+fn header_mut(d: &mut [u8], l3: usize) -> &mut [u8; ip::HEADER_LEN] {
+    (&mut d[l3..l3 + ip::HEADER_LEN]).try_into().expect("a 20-byte range is 20 bytes")
+}
+
 /// Addresses never routed (as source or destination).
 fn martian(a: Ipv4Addr) -> bool {
     a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()
@@ -303,10 +315,10 @@ impl Router {
         }
     }
 
-    /// Handles one frame received on interface `rif`. `copy` is true for the router's copy of a flooded frame
-    /// (whose fate is counted by the flood, so nothing here counts as its drop). `route` is what
-    /// [`Router::lookup_batch`] found for the frame.
-    #[allow(clippy::too_many_arguments)]
+    /// Handles one frame received on interface `rif` and addressed to it. `route` is what
+    /// [`Router::lookup_batch`] found for the frame. Inlined into the pipeline's loop: this is the per-frame
+    /// body of every routed packet.
+    #[inline(always)]
     pub fn handle(
         &mut self,
         now: Nanos,
@@ -314,14 +326,22 @@ impl Router {
         frame: Frame,
         parsed: &Parsed,
         route: &BatchLookup,
-        copy: bool,
         out: &mut Egress,
     ) {
         match parsed.ethertype {
-            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, copy, out),
-            ethertype::IPV4 if parsed.vlan_tags == 0 && !copy => self.ipv4(now, rif, frame, parsed, route, out),
-            _ if copy => out.free(frame),
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, false, out),
+            ethertype::IPV4 if parsed.vlan_tags == 0 => self.ipv4(now, rif, frame, parsed, route, out),
             _ => out.drop(frame, DropReason::UnsupportedL3),
+        }
+    }
+
+    /// Handles the router's copy of a frame flooded on `rif`'s network (a broadcast ARP): its fate is counted
+    /// by the flood, so nothing here counts as its drop.
+    #[inline(never)]
+    pub fn handle_copy(&mut self, now: Nanos, rif: RifId, frame: Frame, parsed: &Parsed, out: &mut Egress) {
+        match parsed.ethertype {
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, true, out),
+            _ => out.free(frame),
         }
     }
 
@@ -469,14 +489,15 @@ impl Router {
     ) {
         let topo = out.topo();
         let l3 = parsed.l3 as usize;
-        let d = frame.data();
-        let src = ipv4_at(d, l3 + ip::SRC);
-        let dst = nat.map_or_else(|| ipv4_at(d, l3 + ip::DST), |n| n.dst());
+        // Ingress checked the whole header is there; the fields are read from a fixed-size view of it.
+        let h = header(frame.data(), l3);
+        let src = ipv4_at(h, ip::SRC);
+        let dst = nat.map_or_else(|| ipv4_at(h, ip::DST), |n| n.dst());
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
         if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
             return out.drop(frame, DropReason::NotRoutable);
         }
-        let ttl = d[l3 + ip::TTL];
+        let ttl = h[ip::TTL];
         if ttl <= 1 {
             self.icmp_error(now, in_rif, &frame, parsed, icmp::TIME_EXCEEDED, 0, 0, out);
             return out.drop(frame, DropReason::TtlExpired);
@@ -497,9 +518,9 @@ impl Router {
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
         }
-        let total = usize::from(u16::from_be_bytes([d[l3 + ip::TOTAL_LEN], d[l3 + ip::TOTAL_LEN + 1]]));
-        if total > usize::from(eg_info.mtu) {
-            if d[l3 + ip::FLAGS] & ip::DF != 0 {
+        let total = u16::from_be_bytes([h[ip::TOTAL_LEN], h[ip::TOTAL_LEN + 1]]);
+        if total > eg_info.mtu {
+            if h[ip::FLAGS] & ip::DF != 0 {
                 let mtu = u32::from(eg_info.mtu);
                 self.icmp_error(now, in_rif, &frame, parsed, icmp::DEST_UNREACHABLE, icmp::FRAG_NEEDED, mtu, out);
                 return out.drop(frame, DropReason::NeedsFragmentation);
@@ -520,12 +541,12 @@ impl Router {
             None => {}
         }
         // Decrement TTL with an incremental checksum update.
-        let d = frame.data_mut();
-        let old = u16::from_be_bytes([d[l3 + ip::TTL], d[l3 + ip::PROTO]]);
-        d[l3 + ip::TTL] = ttl - 1;
-        let new = u16::from_be_bytes([d[l3 + ip::TTL], d[l3 + ip::PROTO]]);
-        let c = u16::from_be_bytes([d[l3 + ip::CHECKSUM], d[l3 + ip::CHECKSUM + 1]]);
-        d[l3 + ip::CHECKSUM..l3 + ip::CHECKSUM + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
+        let h = header_mut(frame.data_mut(), l3);
+        let old = u16::from_be_bytes([h[ip::TTL], h[ip::PROTO]]);
+        h[ip::TTL] = ttl - 1;
+        let new = u16::from_be_bytes([h[ip::TTL], h[ip::PROTO]]);
+        let c = u16::from_be_bytes([h[ip::CHECKSUM], h[ip::CHECKSUM + 1]]);
+        h[ip::CHECKSUM..ip::CHECKSUM + 2].copy_from_slice(&checksum::update16(c, old, new).to_be_bytes());
         let target = nh.via.unwrap_or(dst);
         self.send_to_neighbour(now, nh.rif, target, frame, parsed, out);
     }
