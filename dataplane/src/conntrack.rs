@@ -308,6 +308,7 @@ impl Default for Timeouts {
 
 impl Timeouts {
     /// The timeout of `state`.
+    #[inline(always)]
     pub fn of(&self, state: ProtoState) -> Nanos {
         match state {
             ProtoState::Tcp(s) => match s {
@@ -468,6 +469,7 @@ fn column(s: Option<TcpState>) -> usize {
 }
 
 /// The step a TCP packet with `flags` going `dir` takes from `state` (None: no connection yet).
+#[inline(always)]
 fn tcp_step(state: Option<TcpState>, dir: Direction, flags: TcpFlags, strict: bool) -> Step {
     let Some(ev) = flags.event() else {
         return Step::Invalid;
@@ -676,8 +678,10 @@ impl Conntrack {
         // that entry is the one); otherwise, or without one, the index is searched.
         if let Some(r) = p.candidate {
             let (id, dir) = (ref_id(r), ref_dir(r));
-            if let Some(e) = self.slot(id).filter(|e| e.tuple(dir) == t) {
-                return e.is_live(now).then_some((id, dir));
+            if let Some(e) = self.slot(id) {
+                if e.tuple(dir) == t {
+                    return e.is_live(now).then_some((id, dir));
+                }
             }
         }
         self.lookup_hashed(t, p.hash, now)
@@ -1002,7 +1006,7 @@ impl Conntrack {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&self, id: EntryId) -> Option<&Entry> {
         self.slots.get(id.0 as usize)?.0.as_ref()
     }

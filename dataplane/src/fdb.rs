@@ -137,7 +137,7 @@ impl Fdb {
     }
 
     /// The port `mac` is behind, unless unknown or aged out at `now`.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, mac: MacAddr, now: Nanos) -> Option<PortId> {
         let e = self.map.get(&mac.to_u64())?;
         (now.saturating_sub(e.last_seen) <= self.aging).then_some(e.port)

@@ -344,7 +344,7 @@ pub struct Flow {
 }
 
 /// Writes `rw` into the frame's packet (see [`Rewrite`]).
-#[inline]
+#[inline(always)]
 pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
     let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
     // The common case, a whole TCP or UDP header after a 20-byte IP header, on fixed-size views of the two

@@ -142,7 +142,7 @@ impl NeighTable {
     }
 
     /// The MAC to send to `ip` on `rif`, if known.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&mut self, rif: RifId, ip: Ipv4Addr, now: Nanos) -> Lookup {
         match self.map.get_mut(&(rif, u32::from(ip))) {
             Some(State::Resolved { mac, confirmed, probed }) => {

@@ -217,7 +217,7 @@ impl Fib {
     }
 
     /// The entry deciding `addr`: a leaf or empty, never extended.
-    #[inline]
+    #[inline(always)]
     fn entry(&self, addr: u32) -> u32 {
         let mut e = self.l1[(addr >> 16) as usize];
         if e & EXT != 0 {
