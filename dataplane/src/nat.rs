@@ -705,6 +705,7 @@ impl Nat {
     /// packet's source (the switch's address), an error from inside must come from the quoted packet's
     /// destination (the host it was delivered to): otherwise an outer address would stay untranslated. Ok(false)
     /// when it quotes nothing tracked or breaks that rule; the frame is then unchanged.
+    #[inline(never)]
     fn translate_error(&mut self, now: Nanos, d: &mut [u8], p: &Parsed, from: ErrorFrom) -> Result<bool, DropReason> {
         let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
         let il3 = l4 + 8;

@@ -345,6 +345,9 @@ impl Router {
         }
     }
 
+    // Out of line (as are `local`, `icmp_error` and `forward_translated`): the per-frame body inlined into the
+    // pipeline's loop stays small enough for the instruction cache; these paths are not per-packet work.
+    #[inline(never)]
     fn arp(&mut self, now: Nanos, rif_id: RifId, mut frame: Frame, parsed: &Parsed, copy: bool, out: &mut Egress) {
         use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetProtocol};
         let rif = &out.topo().rifs[rif_id as usize];
@@ -454,15 +457,23 @@ impl Router {
                     Inbound::Local => {}
                     Inbound::Translate(rw) => {
                         let route = Route::Lookup(rw.to.dst);
-                        return self.forward(now, in_rif, frame, parsed, route, Some(Decided::Rewrite(rw)), out);
+                        return self.forward_translated(
+                            now,
+                            in_rif,
+                            frame,
+                            parsed,
+                            route,
+                            Some(Decided::Rewrite(rw)),
+                            out,
+                        );
                     }
                     Inbound::Open(c) => {
                         let route = Route::Lookup(c.dst());
-                        return self.forward(now, in_rif, frame, parsed, route, Some(Decided::Open(c)), out);
+                        return self.forward_translated(now, in_rif, frame, parsed, route, Some(Decided::Open(c)), out);
                     }
                     Inbound::Translated => {
                         let dst = ipv4_at(frame.data(), l3 + ip::DST);
-                        return self.forward(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                        return self.forward_translated(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
                     }
                     Inbound::Drop(reason) => return out.drop(frame, reason),
                 }
@@ -470,6 +481,23 @@ impl Router {
             return self.local(now, local as RifId, frame, parsed, out);
         }
         self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
+    }
+
+    /// [`Router::forward`] for a packet the inbound NAT stage translated (a reply, a published port, an ICMP
+    /// error): one out-of-line copy of the forwarding body for those three callers.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn forward_translated(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        frame: Frame,
+        parsed: &Parsed,
+        route: Route,
+        nat: Option<Decided>,
+        out: &mut Egress,
+    ) {
+        self.forward(now, in_rif, frame, parsed, route, nat, out)
     }
 
     /// Forwards a packet that is not (or no longer, after `nat`) for one of the switch's addresses: TTL, route,
@@ -615,6 +643,7 @@ impl Router {
         out.to_attach(attach, f);
     }
 
+    #[inline(never)]
     fn local(&mut self, now: Nanos, rif: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
         let (l3, l4, end) = (parsed.l3 as usize, parsed.l4 as usize, parsed.l3_end as usize);
         let d = frame.data();
@@ -660,6 +689,7 @@ impl Router {
 
     /// Sends an ICMP error about `orig` (received on `in_rif`) back to its sender, if the rules allow.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn icmp_error(
         &mut self,
         now: Nanos,
