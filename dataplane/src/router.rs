@@ -430,20 +430,17 @@ impl Router {
         let l3 = parsed.l3 as usize;
         let d = frame.data();
         // Ingress checked the header is whole; the usual option-less one is checked as a fixed-size array.
-        let header_ok = match <&[u8; ip::HEADER_LEN]>::try_from(&d[l3..l3 + ip::HEADER_LEN]) {
-            Ok(h) if h[0] & 0x0f == 5 => checksum::verify_ipv4_header(h),
-            _ => {
-                let ihl = (d[l3] & 0x0f) as usize * 4;
-                if !checksum::verify(&d[l3..l3 + ihl]) {
-                    return out.drop(frame, DropReason::BadIpChecksum);
-                }
-                return out.drop(frame, DropReason::IpOptions);
-            }
-        };
-        if !header_ok {
+        let h = header(d, l3);
+        let ihl = (h[0] & 0x0f) as usize * 4;
+        if ihl != ip::HEADER_LEN {
+            let reason =
+                if checksum::verify(&d[l3..l3 + ihl]) { DropReason::IpOptions } else { DropReason::BadIpChecksum };
+            return out.drop(frame, reason);
+        }
+        if !checksum::verify_ipv4_header(h) {
             return out.drop(frame, DropReason::BadIpChecksum);
         }
-        let dst = ipv4_at(d, l3 + ip::DST);
+        let dst = ipv4_at(h, ip::DST);
         let topo = out.topo();
         if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
             // Another interface's address is reached across the router: not from or to an internal network.
