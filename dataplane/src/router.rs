@@ -37,6 +37,11 @@
 //!   to the MAC it came from (the previous hop).
 //!
 //! Time is passed in; housekeeping ([`Router::tick`]) retries ARP and fails unresolved neighbours.
+//!
+//! Code layout: [`Router::handle`] and what it calls for a forwarded packet (checks, NAT, neighbour, egress) are
+//! `#[inline(always)]`, so the pipeline's loop is one body with no call per frame; ARP, the switch's own ICMP,
+//! ICMP errors and the inbound-NAT forwarding path are `#[inline(never)]`, so that body stays small
+//! (`bench/README.md` § NAT has the measurements behind both).
 //! Threads: owned by the worker running the pipeline.
 
 use crate::batch::{Batch, BATCH_SIZE};
