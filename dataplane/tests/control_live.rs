@@ -5,55 +5,19 @@
 //! there, ping again); an apply with a port that cannot be opened fails, changes nothing and leaves no tap
 //! behind; SIGTERM stops it and removes the socket. Skips with a message when not root.
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/netns.rs"]
 mod netns;
 
+use daemon::Daemon;
 use netns::{skip_reason, Netns};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A vswitchd child process, killed (by its PID) and reaped if the test ends before it exits.
-struct Daemon(Option<Child>);
-
-impl Daemon {
-    fn spawn_in(ns: &Netns, args: &[&str]) -> Daemon {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vswitchd");
-        Daemon(Some(child))
-    }
-
-    fn terminate(&mut self) -> Output {
-        let child = self.0.as_mut().expect("running");
-        // SAFETY: kill takes our own child's PID (not yet reaped, so not reused) and a signal number.
-        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "vswitchd did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.0.take().expect("running").wait_with_output().expect("output")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The tiny client: one request line out, one response line back.
 struct Client {
@@ -157,7 +121,7 @@ fn live_empty_vswitchd_configured_over_the_socket_keeps_ports_across_applies() {
     let socket: PathBuf = dir.path().join("run/vswitchd.sock");
     let sock_arg = socket.display().to_string();
 
-    let mut d = Daemon::spawn_in(&sw, &["run", "--socket", &sock_arg]);
+    let mut d = Daemon::spawn_in(&sw, ["run", "--socket", &sock_arg]);
     assert!(eventually(Duration::from_secs(5), || UnixStream::connect(&socket).is_ok()), "no control socket");
     let mut c = Client::connect(&socket);
     let hello = c.ok(json!({"op": "hello"}));
@@ -165,17 +129,9 @@ fn live_empty_vswitchd_configured_over_the_socket_keeps_ports_across_applies() {
     assert!(c.ok(json!({"op": "port_ls"})).as_array().unwrap().is_empty(), "started empty");
 
     // A second vswitchd on the same socket is refused before it touches anything.
-    let mut second = Daemon::spawn_in(&sw, &["run", "--socket", &sock_arg]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let out = loop {
-        if let Some(status) = second.0.as_mut().unwrap().try_wait().unwrap() {
-            break (status, second.0.take().unwrap().wait_with_output().unwrap());
-        }
-        assert!(Instant::now() < deadline, "a second vswitchd kept running on the same socket");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(out.0.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.1.stderr).contains("another vswitchd"), "{:?}", out.1);
+    let out = Daemon::spawn_in(&sw, ["run", "--socket", &sock_arg]).wait(Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another vswitchd"), "{out:?}");
 
     // Generation 1: two taps, moved into two container namespaces.
     let head = "[switch]\nworkers = 2\npoll_idle_us = 100\n\n[[network]]\nname = \"lan\"\n\n";

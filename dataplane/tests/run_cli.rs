@@ -3,12 +3,15 @@
 //! live run: vswitchd in a namespace of its own, two taps moved into two host namespaces, ping across, SIGTERM,
 //! exit 0, counters, taps gone. Live tests skip with a message when not root.
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/netns.rs"]
 mod netns;
 
+use daemon::Daemon;
 use netns::{skip_reason, Netns};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn vswitchd(args: &[&str]) -> Output {
@@ -117,55 +120,32 @@ fn afxdp_without_the_feature_is_refused_naming_the_port() {
     );
 }
 
-/// A vswitchd child process, killed (by its PID) and reaped if the test ends before it exits.
-struct Daemon(Option<Child>);
+/// Starts `vswitchd ARGS` inside namespace `ns`, with this test's own control socket.
+fn spawn_in(ns: &Netns, args: &[&str]) -> CliDaemon {
+    CliDaemon(Daemon::spawn_in(ns, with_socket(args)))
+}
 
-impl Daemon {
-    fn pid(&self) -> i32 {
-        self.0.as_ref().expect("running").id() as i32
-    }
+/// A [`Daemon`] that also removes this test process's socket directory when dropped, once no test uses it any
+/// more (removing a non-empty one fails).
+struct CliDaemon(Daemon);
 
-    /// Sends `sig` to the child.
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill takes a PID (our own child's, not yet reaped, so not reused) and a signal number.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-
-    /// Waits up to `limit` for the child to exit and returns its output.
-    fn wait(&mut self, limit: Duration) -> Output {
-        let deadline = Instant::now() + limit;
-        let child = self.0.as_mut().expect("running");
-        while child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "vswitchd did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.0.take().expect("running").wait_with_output().expect("output")
+impl std::ops::Deref for CliDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
     }
 }
 
-impl Drop for Daemon {
+impl std::ops::DerefMut for CliDaemon {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
+}
+
+impl Drop for CliDaemon {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // The socket directory goes once no test uses it any more (removing a non-empty one fails).
         let _ = std::fs::remove_dir(socket_dir());
     }
-}
-
-/// Starts `vswitchd ARGS` inside namespace `ns` (`ip netns exec` execs it, so the child's PID is vswitchd's).
-fn spawn_in(ns: &Netns, args: &[&str]) -> Daemon {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
-        .args(with_socket(args))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vswitchd");
-    Daemon(Some(child))
 }
 
 fn link_exists(ns: &Netns, ifname: &str) -> bool {
