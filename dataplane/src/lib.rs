@@ -2,7 +2,6 @@
 pub mod batch;
 pub mod bridge;
 pub mod buffer;
-pub mod checksum;
 pub mod config;
 pub mod conntrack;
 pub mod control;

@@ -79,7 +79,6 @@
 //! Threads: owned by the router of one worker; not shared.
 
 use crate::buffer::{Nanos, NANOS_PER_SEC};
-use crate::checksum;
 use crate::config::PublishProto;
 use crate::conntrack::{
     Conntrack, ConntrackStats, Direction, Entry, EntryId, InsertError, NatBinding, NatKind, Probe, Proto, ProtoState,
@@ -90,6 +89,7 @@ use crate::neigh::RifId;
 use crate::packet::{ip_proto, Parsed};
 use crate::snat::{NatProto, PortAllocator, SnatStats};
 use crate::topology::Topology;
+use crate::wire::checksum;
 use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
@@ -885,12 +885,12 @@ fn flow_hash(t: &Tuple) -> u64 {
 #[cfg(test)]
 mod tests {
     use crate::buffer::NANOS_PER_SEC;
-    use crate::checksum;
     use crate::conntrack::{NatKind, Proto, ProtoState, TcpState, Tuple};
     use crate::counters::DropReason;
     use crate::packet::{ip_proto, parse};
     use crate::testbed::Testbed;
     use crate::wire::builder::{arp_request, Ipv4Opts, Ipv4Spec, TcpFlags, TcpSegment};
+    use crate::wire::checksum;
     use crate::wire::MacAddr;
     use etherparse::{icmpv4, Icmpv4Type};
     use proptest::prelude::*;

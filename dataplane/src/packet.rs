@@ -18,15 +18,7 @@ use crate::wire::ethertype;
 use etherparse::err::ipv4::HeaderSliceError;
 use etherparse::{Ipv4HeaderSlice, SlicedPacket, TcpHeaderSlice};
 
-/// IP protocol numbers the switch looks at.
-pub mod ip_proto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-}
+pub use crate::wire::ip_proto;
 
 /// Where a frame's headers are. Offsets are from the start of the frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

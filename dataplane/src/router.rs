@@ -46,7 +46,6 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
-use crate::checksum;
 use crate::counters::DropReason;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{Held, Lookup, NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
@@ -54,6 +53,7 @@ use crate::packet::{ip_proto, Parsed};
 use crate::pipeline::{Egress, Verdict, Verdicts};
 use crate::route::{Fib, Ipv4Net, NextHopId};
 use crate::topology::{RifInfo, Topology};
+use crate::wire::checksum;
 use crate::wire::{ethertype, MacAddr};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -840,10 +840,10 @@ fn write_arp(buf: &mut [u8; 60], op: u16, sha: MacAddr, spa: Ipv4Addr, eth_dst: 
 #[cfg(test)]
 mod tests {
     use crate::buffer::NANOS_PER_SEC;
-    use crate::checksum;
     use crate::counters::DropReason;
     use crate::testbed::Testbed;
     use crate::wire::builder::{arp_reply, arp_request, Ipv4Opts, Ipv4Spec};
+    use crate::wire::checksum;
     use crate::wire::MacAddr;
     use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
     use std::net::Ipv4Addr;

@@ -12,11 +12,11 @@ use port_io::{rx_until, send};
 
 use dataplane::batch::Batch;
 use dataplane::buffer::BufPool;
-use dataplane::checksum;
 use dataplane::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 use dataplane::port::gso::{self, VnetHdr};
 use dataplane::port::Port;
 use dataplane::wire::builder::{arp_reply, eth, udp, with_vlan};
+use dataplane::wire::checksum;
 use dataplane::wire::MacAddr;
 use netns::{skip_reason, Netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};

@@ -786,7 +786,7 @@ fn l4_checksum_ok(d: &[u8]) -> bool {
     buf.extend_from_slice(&[0, d[23]]);
     buf.extend_from_slice(&(seg.len() as u16).to_be_bytes());
     buf.extend_from_slice(seg);
-    dataplane::checksum::verify(&buf)
+    dataplane::wire::checksum::verify(&buf)
 }
 
 /// What the module documentation says about checksums: with the veth's default offloads the host stack's UDP

@@ -130,7 +130,7 @@ use super::tap::MAX_IFNAME_LEN;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
-use crate::checksum;
+use crate::wire::checksum;
 use crate::wire::MacAddr;
 use std::cell::Cell;
 use std::ffi::CString;

@@ -26,7 +26,7 @@
 //!
 //! Threads: pure functions; any thread.
 
-use crate::checksum;
+use crate::wire::checksum;
 
 /// Length of `struct virtio_net_hdr` (without `num_buffers`), as `PACKET_VNET_HDR` places it before each frame.
 pub const VNET_HDR_LEN: usize = 10;
