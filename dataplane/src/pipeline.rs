@@ -723,14 +723,6 @@ fn diff(before: &serde_json::Value, after: &serde_json::Value, path: &str) -> Ve
 /// Extra length allowed on egress for the VLAN tags a frame carries.
 #[inline]
 fn vlan_allowance(data: &[u8]) -> usize {
-    use crate::topology::ethertype_len::VLAN_TAG_LEN;
-    use crate::wire::ethertype::{QINQ, VLAN};
-    let et = |off: usize| data.get(off..off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    match et(12) {
-        Some(VLAN | QINQ) => match et(16) {
-            Some(VLAN | QINQ) => 2 * VLAN_TAG_LEN,
-            _ => VLAN_TAG_LEN,
-        },
-        _ => 0,
-    }
+    use crate::wire::{ethernet, vlan};
+    ethernet::Packet::new_checked(data).map_or(0, |e| e.vlan_tags_announced() * vlan::HEADER_LEN)
 }

@@ -28,12 +28,12 @@ use std::net::Ipv4Addr;
 /// A network's index in the topology.
 pub type NetId = u16;
 
-/// Lengths used by MTU checks.
+/// Lengths used by MTU checks (the wire layer's, under the names the configuration checks use).
 pub mod ethertype_len {
     /// Ethernet II header (destination, source, EtherType).
-    pub const ETH_HEADER_LEN: usize = 14;
+    pub use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
     /// One 802.1Q / 802.1ad tag.
-    pub const VLAN_TAG_LEN: usize = 4;
+    pub use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
 }
 
 /// One port as the pipeline sees it.

@@ -215,6 +215,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         be::set_u16(self.buffer.as_mut(), field::MTU, mtu);
     }
 
+    /// Sets the message type and updates the checksum incrementally (RFC 1624; type and code are the
+    /// message's first 16-bit word).
+    #[inline]
+    pub fn rewrite_msg_type(&mut self, t: u8) {
+        let code = u16::from(self.code());
+        let old = (u16::from(self.msg_type()) << 8) | code;
+        self.set_msg_type(t);
+        let c = checksum::update16(self.checksum(), old, (u16::from(t) << 8) | code);
+        self.set_checksum(c);
+    }
+
     /// Computes and stores the checksum over the whole buffer.
     #[inline]
     pub fn fill_checksum(&mut self) {
@@ -287,6 +298,8 @@ mod tests {
                 prop_assert_eq!((p.pointer(), p.gateway()), (1, Ipv4Addr::new(1, 2, 3, 4)));
                 p.fill_checksum();
                 prop_assert!(p.verify_checksum());
+                p.rewrite_msg_type(t ^ 0x08);
+                prop_assert!(p.verify_checksum() || p.checksum() == 0, "type rewrite keeps the sum");
                 // An incremental update of one word equals the full recompute.
                 let before = p.checksum();
                 let old = p.echo_ident();
