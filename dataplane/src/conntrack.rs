@@ -49,7 +49,7 @@
 mod index;
 
 use crate::buffer::{Nanos, NANOS_PER_SEC};
-use crate::snat::NatProto;
+use crate::nat::ports::NatProto;
 use index::{Hash, Index};
 use serde::Serialize;
 use std::net::Ipv4Addr;

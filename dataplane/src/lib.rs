@@ -18,8 +18,11 @@ pub mod replay;
 pub mod route;
 pub mod router;
 pub mod simhost;
-pub mod snat;
 pub mod testbed;
 pub mod topology;
 pub mod wire;
 pub mod worker;
+
+/// The masquerade port allocator's old path ([`nat::ports`]), kept until the configuration module imports it from
+/// there.
+pub use nat::ports as snat;

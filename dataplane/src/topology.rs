@@ -17,9 +17,9 @@
 use crate::buffer::NANOS_PER_SEC;
 use crate::config::{Config, PortKind, PublishProto};
 use crate::conntrack::ConntrackConfig;
+use crate::nat::ports::PortRange;
 use crate::neigh::RifId;
 use crate::port::PortId;
-use crate::snat::PortRange;
 use crate::wire::MacAddr;
 use ethertype_len::ETH_HEADER_LEN;
 use ipnet::Ipv4Net;

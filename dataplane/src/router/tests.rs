@@ -3,7 +3,7 @@ use crate::counters::DropReason;
 use crate::testbed::Testbed;
 use crate::wire::builder::{arp_reply, arp_request, Ipv4Opts, Ipv4Spec};
 use crate::wire::checksum;
-use crate::wire::MacAddr;
+use crate::wire::{arp, ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 
@@ -73,6 +73,19 @@ fn ip_of(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8) {
     }
 }
 
+/// (destination, source) MAC of a frame.
+fn macs(frame: &[u8]) -> (MacAddr, MacAddr) {
+    let eth = ethernet::Packet::new_checked(frame).unwrap();
+    (eth.dst_addr(), eth.src_addr())
+}
+
+/// The address an ARP request asks for.
+fn arp_target(frame: &[u8]) -> Ipv4Addr {
+    let eth = ethernet::Packet::new_checked(frame).unwrap();
+    assert_eq!(eth.ethertype(), ethertype::ARP);
+    arp::Packet::new_checked(eth.payload()).unwrap().target_ip()
+}
+
 fn icmp_of(frame: &[u8]) -> Icmpv4Type {
     match SlicedPacket::from_ethernet(frame).unwrap().transport {
         Some(TransportSlice::Icmpv4(i)) => i.icmp_type(),
@@ -87,10 +100,15 @@ fn answers_arp_for_the_gateway_and_learns_the_sender() {
     let out = tb.take("r1");
     assert_eq!(out.len(), 1, "one ARP reply");
     let gw = rif_mac(&tb, "network:red");
-    assert_eq!(&out[0][0..6], &RED_HOST.0 .0);
-    assert_eq!(&out[0][6..12], &gw.0);
-    assert_eq!(out[0][21], 2, "ARP op = reply");
-    assert_eq!(&out[0][22..28], &gw.0, "sender hardware address is the gateway MAC");
+    let eth = ethernet::Packet::new_checked(&out[0][..]).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (RED_HOST.0, gw));
+    let reply = arp::Repr::parse(&arp::Packet::new_checked(eth.payload()).unwrap()).unwrap();
+    assert_eq!(reply.operation, arp::op::REPLY);
+    assert_eq!(reply.sender_mac, gw, "sender hardware address is the gateway MAC");
+    assert_eq!(
+        (reply.sender_ip, reply.target_mac, reply.target_ip),
+        (Ipv4Addr::new(10, 0, 1, 1), RED_HOST.0, RED_HOST.1)
+    );
     let neigh = tb.switch().router().neighbours(0);
     assert_eq!(neigh.len(), 1);
     assert_eq!(neigh[0].mac, Some(RED_HOST.0));
@@ -147,13 +165,12 @@ fn routes_between_networks_holding_the_first_packet_until_arp_resolves() {
     tb.send("r1", &pkt);
     let req = tb.take("b1");
     assert_eq!(req.len(), 1, "an ARP request goes out on blue, the packet waits");
-    assert_eq!(&req[0][38..42], &BLUE_HOST.1.octets(), "asking for the destination");
+    assert_eq!(arp_target(&req[0]), BLUE_HOST.1, "asking for the destination");
     let blue_gw = rif_mac(&tb, "network:blue");
     tb.send("b1", &arp_reply(BLUE_HOST.0, BLUE_HOST.1, blue_gw, Ipv4Addr::new(10, 0, 2, 1)));
     let out = tb.take("b1");
     assert_eq!(out.len(), 1, "the held packet is delivered after the reply");
-    assert_eq!(&out[0][0..6], &BLUE_HOST.0 .0);
-    assert_eq!(&out[0][6..12], &blue_gw.0);
+    assert_eq!(macs(&out[0]), (BLUE_HOST.0, blue_gw));
     assert_eq!(ip_of(&out[0]), (RED_HOST.1, BLUE_HOST.1, 63));
     // The next packet goes straight through.
     tb.send("r1", &pkt);
@@ -167,12 +184,12 @@ fn default_route_via_upstream_router_on_routed_port() {
     tb.send("r1", &from_red(&tb, EXTERNAL, Ipv4Opts::default()).udp(1000, 53, 20));
     let req = tb.take("up");
     assert_eq!(req.len(), 1);
-    assert_eq!(&req[0][38..42], &UPSTREAM.1.octets(), "ARP for the next hop, not the destination");
+    assert_eq!(arp_target(&req[0]), UPSTREAM.1, "ARP for the next hop, not the destination");
     let up_mac = rif_mac(&tb, "port:up");
     tb.send("up", &arp_reply(UPSTREAM.0, UPSTREAM.1, up_mac, Ipv4Addr::new(203, 0, 113, 2)));
     let out = tb.take("up");
     assert_eq!(out.len(), 1);
-    assert_eq!(&out[0][0..6], &UPSTREAM.0 .0);
+    assert_eq!(macs(&out[0]).0, UPSTREAM.0);
     assert_eq!(ip_of(&out[0]), (RED_HOST.1, EXTERNAL, 63));
 }
 
@@ -274,7 +291,7 @@ fn malformed_ipv4_to_the_router_is_dropped_with_reasons() {
     bad_version[14] = 0x65;
     tb.send("r1", &bad_version);
     let mut too_long = good.clone();
-    too_long[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    ipv4::Packet::new_unchecked(&mut too_long[ethernet::HEADER_LEN..]).set_total_len(1000);
     tb.send("r1", &too_long);
     assert!(tb.take_all().is_empty());
     let c = tb.switch().counters();
@@ -292,4 +309,19 @@ fn icmp_errors_are_rate_limited_and_never_about_icmp_errors() {
     }
     assert_eq!(tb.take("r1").len(), 50, "the burst of the ICMP error bucket");
     assert_eq!(tb.switch().router().stats().icmp_rate_limited, 150);
+}
+
+#[test]
+fn never_sends_an_error_about_an_icmp_error_and_only_then() {
+    // The one classification: every ICMP type the router routes with TTL 1 gets Time Exceeded unless
+    // wire::icmpv4::is_error says it is an error itself (the list NAT uses too).
+    for t in 0..=255u8 {
+        let mut tb = testbed();
+        let opts = Ipv4Opts { ttl: 1, ..Ipv4Opts::default() };
+        let kind = Icmpv4Type::Unknown { type_u8: t, code_u8: 0, bytes5to8: [0; 4] };
+        tb.send("r1", &from_red(&tb, BLUE_HOST.1, opts).icmp(kind, &[0x45; 28]));
+        let answered = tb.take("r1").len();
+        assert_eq!(answered == 0, icmpv4::is_error(t), "ICMP type {t}");
+        assert_eq!(tb.switch().counters().drops(DropReason::TtlExpired), 1);
+    }
 }

@@ -1,5 +1,6 @@
 //! Source NAT (masquerade) port allocation: which external port, or ICMP echo identifier, a flow leaving a
-//! masquerade network through a routed port gets on that port's address. Not wired into the pipeline yet.
+//! masquerade network through a routed port gets on that port's address (the NAT stage holds one allocator
+//! per router interface).
 //!
 //! - **What it owns**: one [`PortAllocator`] per external address. It hands out ports from a [`PortRange`]
 //!   (default 1024–65535), separately for TCP, UDP and ICMP identifiers ([`NatProto`]), and remembers which
