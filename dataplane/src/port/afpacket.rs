@@ -125,12 +125,12 @@
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the system calls and
 //! the ring accesses below.
 
+pub use super::gso::complete_partial_checksum;
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
 use super::tap::MAX_IFNAME_LEN;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
-use crate::wire::checksum;
 use crate::wire::MacAddr;
 use std::cell::Cell;
 use std::ffi::CString;
@@ -713,61 +713,6 @@ fn interface_mac(fd: &OwnedFd, ifname: &str) -> io::Result<MacAddr> {
     Ok(MacAddr(mac))
 }
 
-/// Completes the partial (pseudo-header only) TCP or UDP checksum of an Ethernet frame, as the kernel's
-/// `skb_checksum_help` does: the one's-complement sum over the L4 header and payload (whose checksum field holds
-/// the pseudo-header sum) is folded, inverted and stored. Handles up to two VLAN tags, IPv4 (not fragmented)
-/// and IPv6 without extension headers. Returns false, changing nothing, for anything else or any malformed or
-/// truncated frame.
-pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
-    let be16 = |b: &[u8], at: usize| -> Option<u16> { Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])) };
-    let mut off = 12;
-    let Some(mut ethertype) = be16(frame, off) else { return false };
-    let mut tags = 0;
-    while (ethertype == 0x8100 || ethertype == 0x88a8) && tags < 2 {
-        off += 4;
-        tags += 1;
-        let Some(t) = be16(frame, off) else { return false };
-        ethertype = t;
-    }
-    let l3 = off + 2;
-    let (proto, l4, end) = match ethertype {
-        0x0800 => {
-            let Some(&vihl) = frame.get(l3) else { return false };
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            let (Some(total), Some(frag), Some(&proto)) = (be16(frame, l3 + 2), be16(frame, l3 + 6), frame.get(l3 + 9))
-            else {
-                return false;
-            };
-            if vihl >> 4 != 4 || ihl < 20 || usize::from(total) < ihl || frag & 0x3fff != 0 {
-                return false;
-            }
-            (proto, l3 + ihl, l3 + usize::from(total))
-        }
-        0x86dd => {
-            let (Some(plen), Some(&next)) = (be16(frame, l3 + 4), frame.get(l3 + 6)) else { return false };
-            if frame[l3] >> 4 != 6 {
-                return false;
-            }
-            (next, l3 + 40, l3 + 40 + usize::from(plen))
-        }
-        _ => return false,
-    };
-    let field = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return false,
-    };
-    if end > frame.len() || l4 + field + 2 > end {
-        return false;
-    }
-    let mut check = !checksum::sum(&frame[l4..end]);
-    if proto == 17 && check == 0 {
-        check = 0xffff; // 0 means "no checksum" in UDP
-    }
-    frame[l4 + field..l4 + field + 2].copy_from_slice(&check.to_be_bytes());
-    true
-}
-
 impl AsRawFd for AfPacketPort {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -969,85 +914,6 @@ impl Port for AfPacketPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::builder::{tcp, udp, with_vlan, Ipv6Spec, TcpFlags, TcpSegment};
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
-
-    /// Replaces the L4 checksum at `at` with the pseudo-header sum, as a sender with checksum offload leaves it.
-    fn make_partial(frame: &mut [u8], at: usize, pseudo: &[u8]) {
-        frame[at..at + 2].copy_from_slice(&checksum::sum(pseudo).to_be_bytes());
-    }
-
-    fn pseudo_v4(f: &[u8], l3: usize, proto: u8) -> Vec<u8> {
-        let total = usize::from(u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]));
-        let l4_len = (total - 20) as u16;
-        let mut p = f[l3 + 12..l3 + 20].to_vec();
-        p.extend_from_slice(&[0, proto]);
-        p.extend_from_slice(&l4_len.to_be_bytes());
-        p
-    }
-
-    #[test]
-    fn completes_ipv4_udp_and_tcp_and_vlan_tagged() {
-        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let u = udp(A, B, ia, ib, 1000, 53, 37);
-        let t = tcp(A, B, ia, ib, TcpSegment::new(1000, 80, TcpFlags::SYN).seq(9), 11);
-        for (good, l3, proto, field) in [
-            (u.clone(), 14, 17, 6),
-            (t.clone(), 14, 6, 16),
-            (with_vlan(&u, 7), 18, 17, 6),
-            (with_vlan(&with_vlan(&t, 7), 9), 22, 6, 16),
-        ] {
-            let at = l3 + 20 + field;
-            let mut f = good.clone();
-            let pseudo = pseudo_v4(&f, l3, proto);
-            make_partial(&mut f, at, &pseudo);
-            assert_ne!(f, good, "the partial checksum differs from the full one");
-            assert!(complete_partial_checksum(&mut f));
-            assert_eq!(f, good);
-        }
-    }
-
-    #[test]
-    fn completes_ipv6_udp() {
-        let spec = Ipv6Spec::new(A, B, Ipv6Addr::LOCALHOST, "2001:db8::2".parse().unwrap());
-        let good = spec.udp(5000, 6000, 21);
-        let mut f = good.clone();
-        let mut pseudo = f[22..54].to_vec();
-        pseudo.extend_from_slice(&[0, 0]);
-        pseudo.extend_from_slice(&f[58..60]); // upper-layer length = UDP length
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        make_partial(&mut f, 54 + 6, &pseudo);
-        assert_ne!(f, good);
-        assert!(complete_partial_checksum(&mut f));
-        assert_eq!(f, good);
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_complete_without_panicking() {
-        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let u = udp(A, B, ia, ib, 1000, 53, 37);
-        // Every truncation of a valid frame: never panics; short ones are refused unchanged.
-        for cut in 0..u.len() {
-            let mut f = u[..cut].to_vec();
-            let before = f.clone();
-            if !complete_partial_checksum(&mut f) {
-                assert_eq!(f, before);
-            }
-        }
-        let mut frag = u.clone();
-        frag[14 + 6] = 0x20; // more fragments
-        assert!(!complete_partial_checksum(&mut frag));
-        let mut icmp = u.clone();
-        icmp[14 + 9] = 1;
-        assert!(!complete_partial_checksum(&mut icmp));
-        let mut arp = u;
-        arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(!complete_partial_checksum(&mut arp));
-    }
-
     #[test]
     fn bad_names_and_geometry_are_refused_before_any_socket() {
         for bad in ["", "0123456789abcdef", "a/b", "a\0b"] {
