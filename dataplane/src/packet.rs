@@ -158,7 +158,7 @@ mod tests {
         bad_ihl[14] = 0x44;
         assert_eq!(parse(&bad_ihl), Err(DropReason::BadIpHeader));
         let mut bad_len = f.clone();
-        bad_len[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut bad_len[14..]).set_total_len(2000);
         assert_eq!(parse(&bad_len), Err(DropReason::BadIpLength));
         let mut vlan = f[..12].to_vec();
         vlan.extend_from_slice(&[0x81, 0x00, 0x00]);

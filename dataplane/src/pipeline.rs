@@ -460,9 +460,8 @@ impl Switch {
         let routed = matches!(v.get(0), Verdict::ToRouter(_) | Verdict::FloodAndRoute(..));
         if routed && parsed.ethertype == crate::wire::ethertype::IPV4 {
             let d = batch.iter().next().map(|f| f.data().to_vec()).unwrap_or_default();
-            let off = parsed.l3 as usize + 16;
-            if let Some(b) = d.get(off..off + 4) {
-                let dst = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            if let Some(ip) = crate::wire::ipv4::Header::at(&d, parsed.l3 as usize) {
+                let dst = ip.dst_addr();
                 let best = self
                     .router
                     .routes()

@@ -47,11 +47,11 @@ impl Nat {
         }
         // The quoted packet: an option-less or longer IPv4 header, not a later fragment, and 8 bytes after it.
         let quoted = msg.payload();
-        let Some(q) = ipv4::Header::at(quoted, 0) else { return Ok(false) };
-        let qhl = q.header_len();
-        if q.version() != 4 || qhl < ipv4::HEADER_LEN || q.frag_offset() != 0 {
+        let q = ipv4::Packet::new_unchecked(quoted);
+        if q.check_header().is_err() || q.frag_offset() != 0 {
             return Ok(false);
         }
+        let qhl = q.header_len();
         let Some(quoted_tuple) = tuple_at(quoted, 0, qhl, q.protocol(), quoted.len()) else {
             return Ok(false);
         };

@@ -224,8 +224,7 @@ mod tests {
             if keep[3] { to.dport = from.dport; }
             let mut fast = bytes.clone();
             if !tcp && zero_udp_sum {
-                fast[34 + 6] = 0;
-                fast[34 + 7] = 0;
+                udp::Packet::new_unchecked(&mut fast[34..]).set_checksum(0);
             }
             let mut general = fast.clone();
             let p = Parsed { l3: 14, l4: 34, l3_end: 64, ip_proto: if tcp { 6 } else { 17 }, ..Default::default() };
@@ -253,7 +252,7 @@ mod tests {
                 _ => spec.icmp_echo_request(from.1, 1, payload),
             };
             if proto == 1 && no_udp_sum {
-                f[40..42].fill(0);
+                udp::Packet::new_unchecked(&mut f[34..]).set_checksum(0);
             }
             let p = crate::packet::parse(&f).unwrap();
             let old = packet_tuple(&f, &p).unwrap();

@@ -198,10 +198,10 @@ fn masquerades_udp_and_keeps_a_zero_checksum_zero() {
     assert_eq!(ends(&one(tb.take("c1"))), (SERVER, 53, C1.1, 5000));
     // A datagram without a checksum keeps none.
     let mut f = from(&tb, C1, SERVER).udp(5000, 53, 20);
-    f[14 + 20 + 6..14 + 20 + 8].fill(0);
+    udp::Packet::new_unchecked(&mut f[34..]).set_checksum(0);
     tb.send("c1", &f);
     let out = one(tb.take("up"));
-    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+    assert_eq!(udp::Packet::new_checked(ipv4_of(&out).payload()).unwrap().checksum(), 0);
     assert_eq!(ends(&out), (UP_ADDR, 5000, SERVER, 53));
     let c = &tb.switch().connections(tb.now())[0];
     assert_eq!((c.proto, c.expires_in_secs), (Proto::Udp, 120), "assured after the reply");

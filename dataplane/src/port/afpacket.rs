@@ -131,7 +131,7 @@ use super::tap::MAX_IFNAME_LEN;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
-use crate::wire::MacAddr;
+use crate::wire::{ethertype, vlan, MacAddr};
 use std::cell::Cell;
 use std::ffi::CString;
 use std::io;
@@ -329,10 +329,11 @@ impl RingFrame<'_> {
     fn copy_head(&self, out: &mut [u8]) {
         match self.tag {
             Some(tag) => {
-                out[..12].copy_from_slice(&self.data[..12]);
-                out[12..16].copy_from_slice(&tag);
+                const AT: usize = vlan::TAG_OFFSET;
+                out[..AT].copy_from_slice(&self.data[..AT]);
+                out[AT..AT + tag.len()].copy_from_slice(&tag);
                 let n = out.len();
-                out[16..].copy_from_slice(&self.data[12..n - 4]);
+                out[AT + tag.len()..].copy_from_slice(&self.data[AT..n - tag.len()]);
             }
             None => out.copy_from_slice(&self.data[..out.len()]),
         }
@@ -769,10 +770,12 @@ impl Port for AfPacketPort {
             let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
             let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
             let tag = vlan.then(|| {
-                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
-                let tci = (h.hv1.tp_vlan_tci as u16).to_be_bytes();
-                let tpid = tpid.to_be_bytes();
-                [tpid[0], tpid[1], tci[0], tci[1]]
+                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    h.hv1.tp_vlan_tpid
+                } else {
+                    ethertype::VLAN
+                };
+                vlan::tag_bytes(tpid, h.hv1.tp_vlan_tci as u16)
             });
             let rf = RingFrame { data, tag };
             let len = rf.len();

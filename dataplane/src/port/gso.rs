@@ -352,8 +352,9 @@ mod tests {
     fn tcpv4_with_10k_payload_becomes_mss_sized_segments() {
         // CWR + PSH + FIN + ACK on the super-frame (as a sender may set them).
         let mut frame = spec().tcp(TcpSegment::new(40000, 80, TcpFlags::ACK).seq(0xffff_f000).ack(77), 10_000);
-        frame[14 + 20 + 13] |= 0x80 | 0x08 | 0x01;
-        frame[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&[0x12, 0x34]); // a partial checksum: ignored
+        let mut t = tcp::Packet::new_unchecked(&mut frame[34..]);
+        t.set_flags(t.flags() | tcp::flags::CWR | tcp::flags::PSH | tcp::flags::FIN);
+        t.set_checksum(0x1234); // a partial checksum: ignored
         let segs = segment_all(&frame, &gso(GSO_TCPV4, MSS));
         assert_eq!(segs.len(), 7, "10000 / 1448 rounded up");
         let parsed = check_segments(&segs, 54);
@@ -365,9 +366,10 @@ mod tests {
             assert!(s.len() <= 1514, "fits a 1500-byte MTU");
             assert_eq!(*seq, 0xffff_f000u32.wrapping_add((i * 1448) as u32), "sequence wraps");
             assert_eq!(*flags, (i == 0, i == 6, i == 6), "CWR first only, PSH/FIN last only");
-            assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0xfffeu16.wrapping_add(i as u16), "IPv4 id");
+            let ip = ipv4::Header::at(s, 14).unwrap();
+            assert_eq!(ip.ident(), 0xfffeu16.wrapping_add(i as u16), "IPv4 id");
             assert_eq!(s[..12], frame[..12]);
-            assert_eq!(u32::from_be_bytes(s[42..46].try_into().unwrap()), 77, "ack kept");
+            assert_eq!(tcp::Header::at(s, 34).unwrap().ack_number(), 77, "ack kept");
             joined.extend_from_slice(payload);
         }
         assert_eq!(joined, pattern(10_000), "concatenated payloads equal the original");
@@ -401,7 +403,8 @@ mod tests {
         let segs = segment_all(&tagged, &gso(GSO_TCPV4, 1000));
         assert_eq!(segs.len(), 3);
         for s in &segs {
-            assert_eq!(s[12..16], tagged[12..16], "tag kept");
+            let tag = |f: &[u8]| ethernet::Packet::new_checked(f).unwrap().payload()[..4].to_vec();
+            assert_eq!(tag(s), tag(&tagged), "tag kept");
             let p = SlicedPacket::from_ethernet(s).unwrap();
             let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport) else { panic!() };
             let h = ip.header().to_header();

@@ -67,6 +67,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// See the module documentation.
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
+        self.check_header()?;
+        let len = self.buffer.as_ref().len();
+        let total = usize::from(self.total_len());
+        if total < self.header_len() || total > len {
+            return Err(Error::BadLength);
+        }
+        Ok(())
+    }
+
+    /// [`Packet::check_len`] without the total length: the header, options included, is whole and
+    /// well-formed. What a header quoted in an ICMP error (its payload cut after 8 bytes) can be checked for.
+    #[inline(always)]
+    pub fn check_header(&self) -> Result<(), Error> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
             return Err(Error::Truncated);
@@ -76,10 +89,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         if len < self.header_len() {
             return Err(Error::Truncated);
-        }
-        let total = usize::from(self.total_len());
-        if total < self.header_len() || total > len {
-            return Err(Error::BadLength);
         }
         Ok(())
     }
@@ -396,6 +405,10 @@ mod tests {
                 prop_assert_eq!(p.payload().len(), usize::from(p.total_len()) - p.header_len());
             }
             let u = Packet::new_unchecked(&bytes[..]);
+            if u.check_header().is_ok() {
+                let _ = (u.ttl(), u.src_addr(), u.dst_addr(), u.verify_checksum());
+                prop_assert_eq!(u.header().len(), u.header_len());
+            }
             if !bytes.is_empty() {
                 let _ = (u.header(), u.verify_checksum());
                 if bytes.len() >= 4 {

@@ -15,6 +15,16 @@ mod field {
     pub const ETHERTYPE: Field = 2..4;
 }
 
+/// Where a tag goes in an Ethernet frame: after the two MAC addresses (its TPID takes the EtherType's place).
+pub const TAG_OFFSET: usize = 12;
+
+/// The 4 bytes a tag occupies in a frame at [`TAG_OFFSET`]: the TPID, then the tag control information.
+#[inline]
+pub fn tag_bytes(tpid: u16, tci: u16) -> [u8; 4] {
+    let (p, t) = (tpid.to_be_bytes(), tci.to_be_bytes());
+    [p[0], p[1], t[0], t[1]]
+}
+
 /// True for the EtherTypes that announce a tag (802.1Q, 802.1ad).
 #[inline(always)]
 pub fn is_tpid(ethertype: u16) -> bool {
