@@ -66,18 +66,21 @@ pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
 #[inline]
 fn parse_ipv4(data: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     let l3 = p.l3 as usize;
-    let ip = ipv4::Packet::new_checked(data.get(l3..).unwrap_or_default()).map_err(|e| match e {
+    let Some(packet) = data.get(l3..) else { return Err(DropReason::TruncatedIpHeader) };
+    let ip = ipv4::Packet::new_checked(packet).map_err(|e| match e {
         Error::Truncated => DropReason::TruncatedIpHeader,
         Error::Malformed => DropReason::BadIpHeader,
         Error::BadLength => DropReason::BadIpLength,
     })?;
-    p.l3_end = (l3 + usize::from(ip.total_len())) as u16;
+    let (header_len, total) = (ip.header_len(), usize::from(ip.total_len()));
+    p.l3_end = (l3 + total) as u16;
     p.ip_proto = ip.protocol();
     if ip.frag_offset() > 0 {
         p.later_fragment = true;
         return Ok(());
     }
-    let l4_data = ip.payload();
+    // check_len guarantees header_len <= total <= packet.len().
+    let l4_data = &packet[header_len..total];
     let whole = match p.ip_proto {
         ip_proto::TCP => match tcp::Packet::new_checked(l4_data) {
             Ok(_) => true,
@@ -93,7 +96,7 @@ fn parse_ipv4(data: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     if !whole {
         return Err(DropReason::TruncatedL4Header);
     }
-    p.l4 = (l3 + ip.header_len()) as u16;
+    p.l4 = (l3 + header_len) as u16;
     Ok(())
 }
 
