@@ -13,7 +13,7 @@
 //! worker's pool: a pool never grows past its capacity ([`BufPool::free`] drops the extra buffer), and the
 //! workers top up pools that lost buffers (`crate::worker`).
 
-use crate::port::PortId;
+use crate::ids::PortId;
 
 /// Size of one buffer in bytes.
 pub const BUF_SIZE: usize = 2048;
@@ -22,11 +22,7 @@ pub const HEADROOM: usize = 128;
 /// The longest frame a buffer can carry.
 pub const MAX_FRAME_LEN: usize = BUF_SIZE - HEADROOM;
 
-/// Time in nanoseconds: a virtual clock in replay and tests, a monotonic clock in `vswitchd run`.
-pub type Nanos = u64;
-
-/// Nanoseconds per second.
-pub const NANOS_PER_SEC: Nanos = 1_000_000_000;
+pub use crate::ids::{Nanos, NANOS_PER_SEC};
 
 type Buf = Box<[u8; BUF_SIZE]>;
 

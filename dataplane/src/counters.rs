@@ -7,7 +7,7 @@
 //! egress port (`egress-too-long`, `no-buffer`, `tx-queue-full`) counts its reason even if other copies went out.
 //! Counters are plain integers owned by the worker that updates them.
 
-use crate::port::PortId;
+use crate::ids::PortId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

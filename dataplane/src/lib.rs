@@ -8,6 +8,7 @@ pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod fdb;
+pub mod ids;
 pub mod ingress;
 pub mod live;
 pub mod nat;

@@ -38,17 +38,17 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{BufPool, Frame};
-use crate::buffer::{Nanos, NANOS_PER_SEC};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
+use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Carried, Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 #[cfg(feature = "afxdp")]
 use crate::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
 use crate::port::mem::MemPort;
 use crate::port::tap::{TapConfig, TapError, TapPort};
-use crate::port::{Port, PortError, PortId, PortStats};
+use crate::port::{Port, PortError, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerReport, WorkerStats};
 use serde::Serialize;

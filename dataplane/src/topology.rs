@@ -14,19 +14,16 @@
 //! publish rules resolved to their routed port's interface ([`PublishRule`]), the masquerade port range and the
 //! connection table's tunables.
 
-use crate::buffer::NANOS_PER_SEC;
 use crate::config::{Config, PortKind, PublishProto};
 use crate::conntrack::ConntrackConfig;
-use crate::neigh::RifId;
-use crate::port::PortId;
+use crate::ids::{PortId, RifId, NANOS_PER_SEC};
 use crate::snat::PortRange;
 use crate::wire::MacAddr;
 use ethertype_len::ETH_HEADER_LEN;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
-/// A network's index in the topology.
-pub type NetId = u16;
+pub use crate::ids::NetId;
 
 /// Lengths used by MTU checks.
 pub mod ethertype_len {

@@ -151,8 +151,9 @@
 //! Plain data and pure functions (only [`Config::load`] reads a file): call them from the control thread or the
 //! agent, never from the forwarding hot path.
 
-use crate::buffer::{Nanos, MAX_FRAME_LEN, NANOS_PER_SEC};
+use crate::buffer::MAX_FRAME_LEN;
 use crate::conntrack::{ConntrackConfig, Timeouts};
+use crate::ids::{Nanos, NANOS_PER_SEC};
 use crate::snat::PortRange;
 use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use crate::wire::MacAddr;

@@ -119,7 +119,8 @@
 
 use super::{Port, PortError, PortStats};
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN};
+use crate::ids::Nanos;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;

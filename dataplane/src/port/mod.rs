@@ -24,11 +24,11 @@ pub mod pcap;
 pub mod tap;
 
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use serde::{Deserialize, Serialize};
 
-/// A port's index in the switch's port table.
-pub type PortId = u16;
+pub use crate::ids::PortId;
 
 /// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,7 +45,8 @@
 
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use crate::wire::MacAddr;
 use std::ffi::CStr;
 use std::io;
