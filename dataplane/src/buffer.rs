@@ -15,12 +15,12 @@
 
 use crate::ids::PortId;
 
-/// Size of one buffer in bytes.
-pub const BUF_SIZE: usize = 2048;
+/// The longest frame a buffer can carry (the contract's, which the configuration's MTU limit is derived from).
+pub use vswitch_api::frame::MAX_FRAME_LEN;
 /// Bytes kept free in front of the frame for encapsulation.
 pub const HEADROOM: usize = 128;
-/// The longest frame a buffer can carry.
-pub const MAX_FRAME_LEN: usize = BUF_SIZE - HEADROOM;
+/// Size of one buffer in bytes: the headroom plus the longest frame (2048).
+pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
 
 pub use crate::ids::{Nanos, NANOS_PER_SEC};
 

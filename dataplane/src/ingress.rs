@@ -16,8 +16,8 @@ use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
 use crate::packet::{parse, Parsed};
 use crate::pipeline::{Context, Verdict, Verdicts};
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use crate::topology::Topology;
+use crate::wire::ethernet::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use etherparse::err::packet::SliceError;
 use etherparse::err::Layer;
 

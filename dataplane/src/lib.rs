@@ -3,7 +3,6 @@ pub mod batch;
 pub mod bridge;
 pub mod buffer;
 pub mod checksum;
-pub mod config;
 pub mod conntrack;
 pub mod control;
 pub mod counters;
@@ -25,3 +24,6 @@ pub mod testbed;
 pub mod topology;
 pub mod wire;
 pub mod worker;
+
+/// The configuration language and model (defined in the contract crate, `vswitch_api`).
+pub use vswitch_api::config;

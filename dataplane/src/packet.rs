@@ -13,7 +13,7 @@
 
 use crate::counters::DropReason;
 use crate::ingress::slice_error_reason;
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::ethernet::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use crate::wire::ethertype;
 use etherparse::err::ipv4::HeaderSliceError;
 use etherparse::{Ipv4HeaderSlice, SlicedPacket, TcpHeaderSlice};

@@ -722,7 +722,7 @@ fn diff(before: &serde_json::Value, after: &serde_json::Value, path: &str) -> Ve
 /// Extra length allowed on egress for the VLAN tags a frame carries.
 #[inline]
 fn vlan_allowance(data: &[u8]) -> usize {
-    use crate::topology::ethertype_len::VLAN_TAG_LEN;
+    use crate::wire::ethernet::VLAN_TAG_LEN;
     use crate::wire::ethertype::{QINQ, VLAN};
     let et = |off: usize| data.get(off..off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     match et(12) {

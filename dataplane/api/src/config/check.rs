@@ -5,7 +5,7 @@
 
 use super::diag::{ifname_problem, label, name_problem, out_of_range, publish_named, show, Diags, Obj};
 use super::{limits, Config, ConfigError, PortConfig, PortKind, PublishProto};
-use crate::wire::MacAddr;
+use crate::mac::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -336,7 +336,7 @@ fn netns_problem(netns: &str) -> Option<String> {
     }
 }
 
-/// The router interfaces, numbered as [`Topology`](crate::topology::Topology) numbers them: networks with a
+/// The router interfaces, numbered as the dataplane's `Topology` numbers them: networks with a
 /// gateway (and a subnet), then routed ports (with an address of length 1..=32 and no network).
 fn router_interfaces(cfg: &Config) -> Vec<Rif> {
     let networks = cfg.networks.iter().enumerate().filter_map(|(i, n)| {

@@ -4,7 +4,7 @@
 //!
 //! This module owns the user's language and the rules that make a configuration valid. The public types
 //! ([`Config`] and its parts) are also the configuration's wire form between `vswitch-agent` and `vswitchd`.
-//! Nothing is applied here: [`Topology::from_config`](crate::topology::Topology::from_config) numbers a valid
+//! Nothing is applied here: the dataplane's `Topology::from_config` numbers a valid
 //! configuration for the pipeline.
 //!
 //! # The language
@@ -71,7 +71,7 @@
 //! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
 //! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet, nor a routed port's subnet if the network has a gateway |
 //! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address: the network's router interface |
-//! | `network.gateway_mac` | no | derived from the name ([`crate::topology`]) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
+//! | `network.gateway_mac` | no | derived from the name (the dataplane's `topology`) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
 //! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
 //! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
@@ -81,7 +81,7 @@
 //! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
 //! | `port.network` | either `network` or `address` | none | the name of a `[[network]]`: the port is an access port of that network |
 //! | `port.address` | either `network` or `address` | none | `A.B.C.D/N`, N in 1..=32, host bits kept: the switch's own address on the link, making the port a routed port; for N < 31 not the network or broadcast address of its subnet; the subnet must not overlap that of another router interface |
-//! | `port.mac` | no | derived from the name ([`crate::topology`]) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
+//! | `port.mac` | no | derived from the name (the dataplane's `topology`) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
 //! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
 //! | `port.netns` | no | none | only for kind `tap`: an existing named network namespace (1..=255 bytes, no `/` or NUL, not `.` or `..`) the tap is moved into |
 //! | `port.mode` | no | `auto` | only for kind `afxdp`: `auto`, `native` or `generic` ([`XdpMode`]) |
@@ -151,12 +151,9 @@
 //! Plain data and pure functions (only [`Config::load`] reads a file): call them from the control thread or the
 //! agent, never from the forwarding hot path.
 
-use crate::buffer::MAX_FRAME_LEN;
-use crate::conntrack::{ConntrackConfig, Timeouts};
-use crate::ids::{Nanos, NANOS_PER_SEC};
-use crate::snat::PortRange;
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
-use crate::wire::MacAddr;
+use crate::frame::{ETH_HEADER_LEN, MAX_FRAME_LEN, VLAN_TAG_LEN};
+use crate::mac::MacAddr;
+use crate::port_range::PortRange;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -224,6 +221,28 @@ pub mod defaults {
     pub const MAC_LIMIT: usize = 8192;
     /// `[[port]] mtu`.
     pub const MTU: u16 = 1500;
+    /// `[conntrack] tcp_syn_sent_secs` (netfilter's timeouts, as every one below).
+    pub const TCP_SYN_SENT_SECS: u64 = 120;
+    /// `[conntrack] tcp_syn_recv_secs`.
+    pub const TCP_SYN_RECV_SECS: u64 = 60;
+    /// `[conntrack] tcp_established_secs` (5 days).
+    pub const TCP_ESTABLISHED_SECS: u64 = 432_000;
+    /// `[conntrack] tcp_fin_wait_secs`.
+    pub const TCP_FIN_WAIT_SECS: u64 = 120;
+    /// `[conntrack] tcp_close_wait_secs`.
+    pub const TCP_CLOSE_WAIT_SECS: u64 = 60;
+    /// `[conntrack] tcp_last_ack_secs`.
+    pub const TCP_LAST_ACK_SECS: u64 = 30;
+    /// `[conntrack] tcp_time_wait_secs`.
+    pub const TCP_TIME_WAIT_SECS: u64 = 120;
+    /// `[conntrack] tcp_close_secs`.
+    pub const TCP_CLOSE_SECS: u64 = 10;
+    /// `[conntrack] udp_secs`.
+    pub const UDP_SECS: u64 = 30;
+    /// `[conntrack] udp_assured_secs`.
+    pub const UDP_ASSURED_SECS: u64 = 120;
+    /// `[conntrack] icmp_secs`.
+    pub const ICMP_SECS: u64 = 30;
 }
 
 /// The most errors a joined [`ConfigError`] lists before it only counts the rest.
@@ -295,7 +314,7 @@ pub struct NetworkConfig {
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
     /// The gateway's MAC (unicast, unique); derived from the network's name when absent (see
-    /// [`crate::topology`]).
+    /// the dataplane's `topology`).
     #[serde(default)]
     pub gateway_mac: Option<MacAddr>,
     /// Never routed to or from another router interface.
@@ -386,7 +405,7 @@ pub struct PortConfig {
     #[serde(default)]
     pub address: Option<Ipv4Net>,
     /// A routed port's MAC (unicast, unique); derived from the port's name when absent (see
-    /// [`crate::topology`]).
+    /// the dataplane's `topology`).
     #[serde(default)]
     pub mac: Option<MacAddr>,
     /// IP MTU of the link ([`limits::MTU`]).
@@ -496,7 +515,7 @@ pub struct NatConfig {
 
 /// A [`PortRange`] as `"A-B"` in the configuration's serde form.
 mod port_range_text {
-    use crate::snat::PortRange;
+    use crate::port_range::PortRange;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(r: &PortRange, s: S) -> Result<S::Ok, S::Error> {
@@ -510,7 +529,7 @@ mod port_range_text {
 }
 
 /// `[conntrack]`: the connection-tracking table's size, TCP policy and timeouts (seconds; defaults are
-/// netfilter's, see [`Timeouts`]).
+/// netfilter's, see [`defaults`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConntrackTableConfig {
@@ -544,22 +563,20 @@ pub struct ConntrackTableConfig {
 
 impl Default for ConntrackTableConfig {
     fn default() -> Self {
-        let t = Timeouts::default();
-        let s = |n: Nanos| n / NANOS_PER_SEC;
         ConntrackTableConfig {
             limit: defaults::CONNTRACK_LIMIT,
             tcp_strict: false,
-            tcp_syn_sent_secs: s(t.tcp_syn_sent),
-            tcp_syn_recv_secs: s(t.tcp_syn_recv),
-            tcp_established_secs: s(t.tcp_established),
-            tcp_fin_wait_secs: s(t.tcp_fin_wait),
-            tcp_close_wait_secs: s(t.tcp_close_wait),
-            tcp_last_ack_secs: s(t.tcp_last_ack),
-            tcp_time_wait_secs: s(t.tcp_time_wait),
-            tcp_close_secs: s(t.tcp_close),
-            udp_secs: s(t.udp_unreplied),
-            udp_assured_secs: s(t.udp_assured),
-            icmp_secs: s(t.icmp),
+            tcp_syn_sent_secs: defaults::TCP_SYN_SENT_SECS,
+            tcp_syn_recv_secs: defaults::TCP_SYN_RECV_SECS,
+            tcp_established_secs: defaults::TCP_ESTABLISHED_SECS,
+            tcp_fin_wait_secs: defaults::TCP_FIN_WAIT_SECS,
+            tcp_close_wait_secs: defaults::TCP_CLOSE_WAIT_SECS,
+            tcp_last_ack_secs: defaults::TCP_LAST_ACK_SECS,
+            tcp_time_wait_secs: defaults::TCP_TIME_WAIT_SECS,
+            tcp_close_secs: defaults::TCP_CLOSE_SECS,
+            udp_secs: defaults::UDP_SECS,
+            udp_assured_secs: defaults::UDP_ASSURED_SECS,
+            icmp_secs: defaults::ICMP_SECS,
         }
     }
 }
@@ -580,28 +597,6 @@ impl ConntrackTableConfig {
             ("udp_assured_secs", self.udp_assured_secs),
             ("icmp_secs", self.icmp_secs),
         ]
-    }
-
-    /// The table's tunables as [`crate::conntrack`] takes them.
-    pub fn table_config(&self) -> ConntrackConfig {
-        let ns = |secs: u64| secs.saturating_mul(NANOS_PER_SEC);
-        ConntrackConfig {
-            limit: self.limit,
-            strict: self.tcp_strict,
-            timeouts: Timeouts {
-                tcp_syn_sent: ns(self.tcp_syn_sent_secs),
-                tcp_syn_recv: ns(self.tcp_syn_recv_secs),
-                tcp_established: ns(self.tcp_established_secs),
-                tcp_fin_wait: ns(self.tcp_fin_wait_secs),
-                tcp_close_wait: ns(self.tcp_close_wait_secs),
-                tcp_last_ack: ns(self.tcp_last_ack_secs),
-                tcp_time_wait: ns(self.tcp_time_wait_secs),
-                tcp_close: ns(self.tcp_close_secs),
-                udp_unreplied: ns(self.udp_secs),
-                udp_assured: ns(self.udp_assured_secs),
-                icmp: ns(self.icmp_secs),
-            },
-        }
     }
 }
 
