@@ -17,6 +17,7 @@ pub mod config;
 pub mod frame;
 pub mod mac;
 pub mod port_range;
+pub mod proto;
 
 pub use mac::MacAddr;
 pub use port_range::PortRange;

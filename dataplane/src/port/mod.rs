@@ -26,26 +26,11 @@ pub mod tap;
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
 use crate::ids::Nanos;
-use serde::{Deserialize, Serialize};
 
 pub use crate::ids::PortId;
 
-/// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortStats {
-    /// Frames received and handed to the switch.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Frames the port received but could not hand over (longer than a buffer).
-    pub rx_dropped: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// Frames given to the port that it could not send.
-    pub tx_dropped: u64,
-}
+/// What a port counts about its own I/O; defined with the control protocol, which carries it as it is.
+pub use vswitch_api::proto::PortStats;
 
 /// An error from a port's I/O that is not about a single frame (a file or socket failing).
 #[derive(Debug, thiserror::Error)]
