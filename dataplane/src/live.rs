@@ -43,11 +43,12 @@ use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Carried, Switch, TX_QUEUE_CAP};
-use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+use crate::port::afpacket::{AfPacketConfig, AfPacketPort};
 #[cfg(feature = "afxdp")]
-use crate::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort};
+use crate::port::afxdp::{AfXdpConfig, AfXdpPort};
 use crate::port::mem::MemPort;
-use crate::port::tap::{TapConfig, TapError, TapPort};
+use crate::port::tap::{TapConfig, TapPort};
+use crate::port::{BadIfName, IfName, OpenError};
 use crate::port::{Port, PortError, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerReport, WorkerStats};
@@ -159,16 +160,20 @@ pub enum StartError {
         /// Its kind.
         kind: PortKind,
     },
-    /// A tap could not be opened.
+    /// A port's `ifname` is not an interface name (a configuration that skipped validation).
+    #[error("port {port}: ifname {ifname:?} is not an interface name: {source}")]
+    BadIfname {
+        /// The port's name.
+        port: String,
+        /// The refused name.
+        ifname: String,
+        /// Why.
+        #[source]
+        source: BadIfName,
+    },
+    /// A port's back-end (tap, AF_PACKET, AF_XDP) could not open it.
     #[error(transparent)]
-    Tap(#[from] TapError),
-    /// An AF_PACKET socket could not be opened.
-    #[error(transparent)]
-    AfPacket(#[from] AfPacketError),
-    /// An AF_XDP socket could not be opened.
-    #[cfg(feature = "afxdp")]
-    #[error(transparent)]
-    AfXdp(#[from] AfXdpError),
+    Open(#[from] OpenError),
     /// The queues handed to [`Runtime::new`] do not match the configuration.
     #[error("port {port}: {message}")]
     Queues {
@@ -254,7 +259,14 @@ pub fn open_port(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
 static FANOUT_GROUPS: AtomicU16 = AtomicU16::new(0);
 
 fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
-    let ifname = || p.ifname.clone().ok_or(StartError::NoIfname { port: p.name.clone(), kind: p.kind });
+    let ifname = || {
+        let name = p.ifname.as_deref().ok_or(StartError::NoIfname { port: p.name.clone(), kind: p.kind })?;
+        IfName::new(name).map_err(|source| StartError::BadIfname {
+            port: p.name.clone(),
+            ifname: name.to_string(),
+            source,
+        })
+    };
     match p.kind {
         PortKind::Tap => {
             let mut cfg = TapConfig::new(ifname()?);
@@ -279,14 +291,8 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
         }
         #[cfg(feature = "afxdp")]
         PortKind::Afxdp => {
-            use crate::config::XdpMode as Mode;
-            use crate::port::afxdp::XdpMode;
             let mut cfg = AfXdpConfig::new(ifname()?);
-            cfg.mode = match p.xdp_mode() {
-                Mode::Auto => XdpMode::Auto,
-                Mode::Native => XdpMode::Native,
-                Mode::Generic => XdpMode::Generic,
-            };
+            cfg.mode = p.xdp_mode();
             (0..n)
                 .map(|q| {
                     cfg.queue_id = q as u32;

@@ -15,9 +15,11 @@
 
 pub mod config;
 pub mod frame;
+pub mod ifname;
 pub mod mac;
 pub mod port_range;
 pub mod proto;
 
+pub use ifname::IfName;
 pub use mac::MacAddr;
 pub use port_range::PortRange;

@@ -13,6 +13,11 @@
 //! - A frame a port cannot accept on receive (longer than a buffer) is dropped by the port and counted in
 //!   [`PortStats::rx_dropped`].
 //!
+//! # Opening
+//! The back-ends on kernel interfaces take an [`IfName`] (checked once) and fail with one error type,
+//! [`OpenError`] ([`open`]). Choosing and opening the back-end a configured port names is
+//! `crate::live`'s business.
+//!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
@@ -20,6 +25,7 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod gso;
 pub mod mem;
+pub mod open;
 pub mod pcap;
 pub mod tap;
 
@@ -28,6 +34,7 @@ use crate::buffer::{BufPool, Frame};
 use crate::ids::Nanos;
 
 pub use crate::ids::PortId;
+pub use open::{Backend, OpenError, OpenFailure};
 
 /// What a port counts about its own I/O; defined with the control protocol, which carries it as it is.
 pub use vswitch_api::proto::PortStats;
@@ -56,11 +63,12 @@ pub enum PortError {
     },
 }
 
-/// True when `ifname` can name a Linux interface: 1 to [`tap::MAX_IFNAME_LEN`] bytes, no NUL or '/'. Checked
-/// before any system call by the back-ends that take an interface name.
-pub(crate) fn valid_ifname(ifname: &str) -> bool {
-    !ifname.is_empty() && ifname.len() <= tap::MAX_IFNAME_LEN && !ifname.bytes().any(|b| b == 0 || b == b'/')
-}
+/// A Linux interface name, valid by construction: the back-ends on kernel interfaces take one, so a name is
+/// checked once (by the configuration, or by whoever makes the `IfName`), never by each back-end.
+pub use vswitch_api::ifname::{BadIfName, IfName};
+
+// The contract's limit is the kernel's: IFNAMSIZ minus the terminating NUL.
+const _: () = assert!(IfName::MAX_LEN == libc::IFNAMSIZ - 1);
 
 /// A source and sink of frames. See the module documentation for who owns a buffer when.
 pub trait Port {

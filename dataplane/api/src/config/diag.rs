@@ -6,6 +6,7 @@
 //! the wrong type produces only its type error.
 
 use super::{limits, Config, ConfigError, PortKind};
+use crate::ifname::{BadIfName, IfName};
 use ipnet::Ipv4Net;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -168,17 +169,13 @@ pub(super) fn name_problem(name: &str, max: usize) -> Option<String> {
     }
 }
 
-/// What is wrong with an interface name, as "ifname …" (the rules of Linux's `dev_valid_name`).
+/// What is wrong with an interface name, as "ifname …" (the rules are [`IfName::new`]'s).
 pub(super) fn ifname_problem(ifname: &str) -> Option<String> {
-    if ifname.is_empty() {
-        Some("ifname must not be empty".to_string())
-    } else if ifname.len() > limits::IFNAME_MAX {
-        Some(format!("ifname {} is longer than {} bytes", show(ifname), limits::IFNAME_MAX))
-    } else if ifname == "." || ifname == ".." {
-        Some(format!("ifname {} is not a valid interface name", show(ifname)))
-    } else if ifname.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
-        Some(format!("ifname {} must not contain '/', ':', whitespace or NUL", show(ifname)))
-    } else {
-        None
-    }
+    let problem = match IfName::new(ifname).err()? {
+        BadIfName::Empty => return Some("ifname must not be empty".to_string()),
+        BadIfName::TooLong => format!("is longer than {} bytes", IfName::MAX_LEN),
+        BadIfName::Reserved => "is not a valid interface name".to_string(),
+        BadIfName::BadChar => "must not contain '/', ':', whitespace or NUL".to_string(),
+    };
+    Some(format!("ifname {} {problem}", show(ifname)))
 }

@@ -201,8 +201,8 @@ pub mod limits {
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).
     pub const PORT_NAME_MAX: usize = 15;
-    /// Longest `ifname`, in bytes (the kernel's `IFNAMSIZ` minus the terminating NUL).
-    pub const IFNAME_MAX: usize = 15;
+    /// Longest `ifname`, in bytes (the kernel's `IFNAMSIZ` minus the terminating NUL; see [`IfName`](crate::IfName)).
+    pub const IFNAME_MAX: usize = crate::ifname::IfName::MAX_LEN;
 }
 
 /// The values of keys that are left out.
@@ -439,13 +439,19 @@ impl PortConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
-    /// Native (driver) mode if the driver supports it, else generic.
+    /// Native (driver) mode if the driver supports it, else generic (the fallback is logged).
     #[default]
     Auto,
-    /// Driver mode only (fails if unsupported).
+    /// Driver mode only (`XDP_FLAGS_DRV_MODE`; fails if unsupported).
     Native,
-    /// Generic (SKB) mode.
+    /// Generic (SKB) mode (`XDP_FLAGS_SKB_MODE`; works on every interface).
     Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl XdpMode {
