@@ -47,8 +47,8 @@
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::BufPool;
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
-use crate::live::AnyPort;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
+use crate::port::any::AnyPort;
 use crate::port::{Port, PortError};
 use serde::Serialize;
 use std::os::fd::RawFd;

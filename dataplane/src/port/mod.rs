@@ -15,14 +15,15 @@
 //!
 //! # Opening
 //! The back-ends on kernel interfaces take an [`IfName`] (checked once) and fail with one error type,
-//! [`OpenError`] ([`open`]). Choosing and opening the back-end a configured port names is
-//! `crate::live`'s business.
+//! [`OpenError`] ([`open`]). [`any::AnyPort`] is every back-end as one type, and [`any::open_port`] opens the
+//! queues of a configured port with the back-end its kind names.
 //!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+pub mod any;
 pub mod gso;
 pub mod mem;
 pub mod open;
