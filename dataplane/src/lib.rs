@@ -18,8 +18,10 @@ pub mod port;
 pub mod replay;
 pub mod route;
 pub mod router;
+#[cfg(any(test, feature = "testing"))]
 pub mod simhost;
 pub mod snat;
+#[cfg(any(test, feature = "testing"))]
 pub mod testbed;
 pub mod topology;
 pub mod wire;
