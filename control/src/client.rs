@@ -16,7 +16,7 @@ use std::time::Duration;
 use vswitch_api::config::Config;
 use vswitch_api::proto::{ApplyArgs, ApplyResult, ConfigResult, ErrorBody, ErrorKind, Op, Request, Response};
 
-/// The control socket's default path (DESIGN.md §1); `VSWITCH_SOCKET` or `--socket` override it.
+/// The control socket's default path (`vswitchd run --socket`'s default); `VSWITCH_SOCKET` or `--socket` override it.
 pub use vswitch_api::proto::DEFAULT_SOCKET;
 
 /// How long a request may wait for its reply before the connection is given up.

@@ -1,6 +1,6 @@
-//! The configuration model: the TOML language of DESIGN.md §2 (switching, static routing, NAT and connection
-//! tracking, and the settings of the live port back-ends), parsed and validated as a whole before anything is
-//! applied.
+//! The configuration model: the user's TOML language (Docker-flavoured: networks, ports, static routes,
+//! published ports, NAT and connection tracking, and the settings of the live port back-ends), parsed and
+//! validated as a whole before anything is applied.
 //!
 //! This module owns the user's language and the rules that make a configuration valid. The public types
 //! ([`Config`] and its parts) are also the configuration's wire form between `vswitch-agent` and `vswitchd`.
