@@ -18,13 +18,12 @@
 //! State: one [`Fdb`] per network. Owned by the worker running the pipeline.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::Nanos;
 use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbStats};
-use crate::neigh::RifId;
+use crate::ids::{Nanos, NetId, RifId};
 use crate::packet::Parsed;
 use crate::pipeline::{Context, Verdict, Verdicts};
-use crate::topology::{NetId, Topology};
+use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
 
@@ -145,8 +144,8 @@ fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mu
 
 #[cfg(test)]
 mod tests {
-    use crate::buffer::NANOS_PER_SEC;
     use crate::counters::DropReason;
+    use crate::ids::NANOS_PER_SEC;
     use crate::testbed::Testbed;
     use crate::wire::builder::udp;
     use crate::wire::MacAddr;

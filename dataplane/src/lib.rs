@@ -2,11 +2,11 @@
 pub mod batch;
 pub mod bridge;
 pub mod buffer;
-pub mod config;
 pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod fdb;
+pub mod ids;
 pub mod ingress;
 pub mod live;
 pub mod nat;
@@ -17,12 +17,13 @@ pub mod port;
 pub mod replay;
 pub mod route;
 pub mod router;
+#[cfg(any(test, feature = "testing"))]
 pub mod simhost;
+#[cfg(any(test, feature = "testing"))]
 pub mod testbed;
 pub mod topology;
 pub mod wire;
 pub mod worker;
 
-/// The masquerade port allocator's old path ([`nat::ports`]), kept until the configuration module imports it from
-/// there.
-pub use nat::ports as snat;
+/// The configuration language and model (defined in the contract crate, `vswitch_api`).
+pub use vswitch_api::config;

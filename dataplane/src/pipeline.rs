@@ -16,18 +16,17 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};
-use crate::buffer::{BufPool, Frame, Nanos, NANOS_PER_SEC};
+use crate::buffer::{BufPool, Frame};
 use crate::config::Config;
 use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
+use crate::ids::{Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
 use crate::nat::{ConnectionInfo, NatStats};
-use crate::neigh::RifId;
 use crate::packet::Parsed;
-use crate::port::PortId;
 use crate::router::{BatchLookup, Router};
-use crate::topology::{Attach, NetId, Topology};
+use crate::topology::{Attach, Topology};
 use crate::wire::MacAddr;
 
 /// Per-call facts every stage may read.

@@ -127,8 +127,7 @@
 
 pub use super::gso::complete_partial_checksum;
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
-use super::tap::MAX_IFNAME_LEN;
-use super::{Port, PortError, PortStats};
+use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
 use crate::wire::{ethertype, vlan, MacAddr};
@@ -152,8 +151,8 @@ const RING_FRAME_SIZE: u32 = 2048;
 /// How to attach to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfPacketConfig {
-    /// The existing interface to attach to (at most [`MAX_IFNAME_LEN`] bytes).
-    pub ifname: String,
+    /// The existing interface to attach to.
+    pub ifname: IfName,
     /// Join `PACKET_FANOUT` group with this id (`PACKET_FANOUT_HASH`): one port per queue, same id.
     pub fanout: Option<u16>,
     /// Bytes per ring block: a power of two, at least one page. Default 128 KiB: a block must hold a whole GSO
@@ -175,9 +174,9 @@ pub struct AfPacketConfig {
 
 impl AfPacketConfig {
     /// Defaults for interface `ifname`: no fan-out, 64 blocks of 128 KiB, 1 ms block timeout, no qdisc bypass.
-    pub fn new(ifname: impl Into<String>) -> Self {
+    pub fn new(ifname: IfName) -> Self {
         AfPacketConfig {
-            ifname: ifname.into(),
+            ifname,
             fanout: None,
             block_size: 128 * 1024,
             block_count: 64,
@@ -187,60 +186,8 @@ impl AfPacketConfig {
     }
 }
 
-/// Why an AF_PACKET port could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum AfPacketError {
-    /// The interface name is empty, too long, or contains a NUL or '/'.
-    #[error("port {port}: interface name {ifname:?} is invalid (1 to {MAX_IFNAME_LEN} bytes, no NUL or '/')")]
-    BadName {
-        /// The port's name.
-        port: String,
-        /// The refused interface name.
-        ifname: String,
-    },
-    /// No interface of that name in the calling thread's network namespace.
-    #[error("port {port}: no such interface {ifname} (in this network namespace)")]
-    NoSuchInterface {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-    },
-    /// The process may not open packet sockets.
-    #[error("port {port}: interface {ifname}: permission denied (AF_PACKET needs CAP_NET_RAW): {source}")]
-    PermissionDenied {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The ring geometry in the configuration is impossible.
-    #[error("port {port}: interface {ifname}: bad ring configuration: {message}")]
-    BadConfig {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// Another system call failed.
-    #[error("port {port}: interface {ifname}: {op}: {source}")]
-    Io {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What was being done.
-        op: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
+/// What an AF_PACKET socket needs (named in [`OpenFailure::PermissionDenied`]).
+const NEEDS: &str = "AF_PACKET needs CAP_NET_RAW";
 
 /// What the port counts beyond [`PortStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -411,31 +358,18 @@ impl AfPacketPort {
     /// Attaches to the existing interface `cfg.ifname` (in the calling thread's network namespace): packet socket,
     /// `TPACKET_V3` ring, promiscuous membership, optional fan-out group. `port` is the port's name in the switch,
     /// used in errors.
-    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, AfPacketError> {
+    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, OpenError> {
         let ifname = cfg.ifname.as_str();
-        let io_err = |op: &'static str, source: io::Error| AfPacketError::Io {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            op,
-            source,
-        };
-        if !super::valid_ifname(ifname) {
-            return Err(AfPacketError::BadName { port: port.to_string(), ifname: ifname.to_string() });
-        }
-        check_geometry(cfg).map_err(|message| AfPacketError::BadConfig {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            message,
-        })?;
-        let cname = CString::new(ifname).expect("checked for NUL above");
+        let fail = |failure: OpenFailure| OpenError::new(port, Backend::AfPacket, &cfg.ifname, failure);
+        let io_err = |op: &'static str, source: io::Error| fail(OpenFailure::Io { op: op.to_string(), source });
+        check_geometry(cfg).map_err(|message| fail(OpenFailure::BadConfig(message)))?;
+        let cname = CString::new(ifname).expect("an IfName has no NUL");
         // SAFETY: `cname` is a valid NUL-terminated string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
-                }
+                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
                 _ => io_err("if_nametoindex", e),
             });
         }
@@ -448,7 +382,7 @@ impl AfPacketPort {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => {
-                    AfPacketError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source: e }
+                    fail(OpenFailure::PermissionDenied { needs: NEEDS, source: e })
                 }
                 _ => io_err("socket(AF_PACKET)", e),
             });
@@ -515,9 +449,7 @@ impl AfPacketPort {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
-                }
+                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
                 _ => io_err("bind", e),
             });
         }
@@ -918,17 +850,14 @@ impl Port for AfPacketPort {
 mod tests {
     use super::*;
     #[test]
-    fn bad_names_and_geometry_are_refused_before_any_socket() {
-        for bad in ["", "0123456789abcdef", "a/b", "a\0b"] {
-            let err = AfPacketPort::open("p", &AfPacketConfig::new(bad)).unwrap_err();
-            assert!(matches!(err, AfPacketError::BadName { .. }), "{bad:?}: {err}");
-        }
+    fn bad_geometry_is_refused_before_any_socket() {
         for (bs, bc, tmo) in [(4096 * 3, 4, 1), (1024, 4, 1), (4096, 0, 1), (4096, 4, 0), (1 << 30, 2, 1)] {
+            let x = IfName::new("x").unwrap();
             let cfg =
-                AfPacketConfig { block_size: bs, block_count: bc, block_timeout_ms: tmo, ..AfPacketConfig::new("x") };
+                AfPacketConfig { block_size: bs, block_count: bc, block_timeout_ms: tmo, ..AfPacketConfig::new(x) };
             let err = AfPacketPort::open("p", &cfg).unwrap_err();
-            assert!(matches!(err, AfPacketError::BadConfig { .. }), "{bs} {bc} {tmo}: {err}");
-            assert!(err.to_string().starts_with("port p: interface x: bad ring configuration"), "{err}");
+            assert!(matches!(err.failure, OpenFailure::BadConfig(_)), "{bs} {bc} {tmo}: {err}");
+            assert!(err.to_string().starts_with("port p: AF_PACKET on x: bad configuration: "), "{err}");
         }
     }
 }

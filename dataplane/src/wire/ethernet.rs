@@ -6,7 +6,7 @@
 use super::{be, vlan, Error, Field, MacAddr};
 
 /// Ethernet II header length (two MACs and the EtherType).
-pub const HEADER_LEN: usize = 14;
+pub const HEADER_LEN: usize = vswitch_api::frame::ETH_HEADER_LEN;
 
 mod field {
     use super::Field;

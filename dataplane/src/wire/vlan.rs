@@ -5,7 +5,7 @@
 use super::{be, ethertype, Error, Field};
 
 /// Length of one tag after its TPID (TCI and inner EtherType).
-pub const HEADER_LEN: usize = 4;
+pub const HEADER_LEN: usize = vswitch_api::frame::VLAN_TAG_LEN;
 /// Most tags the switch looks through (802.1ad outer + 802.1Q inner); a third is payload.
 pub const MAX_TAGS: usize = 2;
 
