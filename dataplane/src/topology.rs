@@ -17,11 +17,11 @@
 use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::ids::{PortId, RifId, NANOS_PER_SEC};
-use crate::nat::ports::PortRange;
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use vswitch_api::port_range::PortRange;
 
 pub use crate::ids::NetId;
 

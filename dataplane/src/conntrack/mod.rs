@@ -50,7 +50,6 @@ mod index;
 mod tcp;
 
 use crate::buffer::{Nanos, NANOS_PER_SEC};
-use crate::nat::ports::NatProto;
 use index::{Hash, Index};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -68,16 +67,6 @@ pub enum Proto {
     Tcp = 6,
     /// UDP.
     Udp = 17,
-}
-
-impl From<Proto> for NatProto {
-    fn from(p: Proto) -> NatProto {
-        match p {
-            Proto::Icmp => NatProto::Icmp,
-            Proto::Tcp => NatProto::Tcp,
-            Proto::Udp => NatProto::Udp,
-        }
-    }
 }
 
 /// What one direction of a connection looks like. See the module documentation for ICMP echo.

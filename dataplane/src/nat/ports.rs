@@ -36,6 +36,7 @@
 //! Threads: owned by the thread that owns the conntrack entries using this address; not shared. (With several
 //! workers, either one worker owns the masqueraded flows of an address or each owns a disjoint sub-range.)
 
+use crate::conntrack::Proto;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::fmt;
@@ -56,6 +57,17 @@ pub enum NatProto {
     Udp,
     /// ICMP echo identifiers (the destination port is ignored).
     Icmp,
+}
+
+/// The port space a tracked protocol allocates from.
+impl From<Proto> for NatProto {
+    fn from(p: Proto) -> NatProto {
+        match p {
+            Proto::Icmp => NatProto::Icmp,
+            Proto::Tcp => NatProto::Tcp,
+            Proto::Udp => NatProto::Udp,
+        }
+    }
 }
 
 impl fmt::Display for NatProto {
