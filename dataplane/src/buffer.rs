@@ -26,6 +26,18 @@ pub use crate::ids::{Nanos, NANOS_PER_SEC};
 
 type Buf = Box<[u8; BUF_SIZE]>;
 
+// A frame's head and length are kept in `u16`s: every offset into a buffer must fit one.
+const _: () = assert!(BUF_SIZE <= u16::MAX as usize);
+
+/// `n`, an offset or length within one buffer (`n <= BUF_SIZE`, which every caller has checked or holds by
+/// construction), as the `u16` a [`Frame`] keeps. Cannot truncate: `BUF_SIZE` fits a `u16` (asserted above).
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+const fn offset(n: usize) -> u16 {
+    debug_assert!(n <= BUF_SIZE);
+    n as u16
+}
+
 /// Asks the CPU to start loading the cache line holding `x` (a hint: it never faults and changes nothing),
 /// so a batch can start the memory accesses of all its frames before it handles the first (tables do this
 /// for the lines a lookup will read). A no-op where there is no prefetch instruction.
@@ -63,7 +75,7 @@ pub struct TooLong {
 
 impl Frame {
     fn new(buf: Buf) -> Self {
-        Frame { buf, head: HEADROOM as u16, len: 0, port: 0, ts: 0 }
+        Frame { buf, head: offset(HEADROOM), len: 0, port: 0, ts: 0 }
     }
 
     /// The frame's bytes.
@@ -96,8 +108,8 @@ impl Frame {
         if bytes.len() > MAX_FRAME_LEN {
             return Err(TooLong { len: bytes.len() });
         }
-        self.head = HEADROOM as u16;
-        self.len = bytes.len() as u16;
+        self.head = offset(HEADROOM);
+        self.len = offset(bytes.len());
         self.buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
@@ -106,7 +118,7 @@ impl Frame {
     /// [`Frame::set_len`].
     #[inline]
     pub fn room_mut(&mut self) -> &mut [u8] {
-        self.head = HEADROOM as u16;
+        self.head = offset(HEADROOM);
         &mut self.buf[HEADROOM..]
     }
 
@@ -116,7 +128,7 @@ impl Frame {
         if self.head as usize + len > BUF_SIZE {
             return Err(TooLong { len });
         }
-        self.len = len as u16;
+        self.len = offset(len);
         Ok(())
     }
 
@@ -124,7 +136,7 @@ impl Frame {
     #[inline]
     pub fn truncate(&mut self, len: usize) {
         if len < self.len as usize {
-            self.len = len as u16;
+            self.len = offset(len);
         }
     }
 
@@ -135,8 +147,8 @@ impl Frame {
         if n > self.head as usize {
             return false;
         }
-        self.head -= n as u16;
-        self.len += n as u16;
+        self.head -= offset(n);
+        self.len += offset(n);
         true
     }
 
@@ -146,8 +158,8 @@ impl Frame {
         if n > self.len as usize {
             return false;
         }
-        self.head += n as u16;
-        self.len -= n as u16;
+        self.head += offset(n);
+        self.len -= offset(n);
         true
     }
 }

@@ -1,4 +1,7 @@
 //! vswitch's dataplane: buffers, ports, the forwarding pipeline and its tables, and the replay driver.
+// Casts that could truncate or drop a sign are conversions or carry a reason (issue 11 item 4); tests keep theirs.
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::cast_sign_loss))]
+
 pub mod batch;
 pub mod bridge;
 pub mod buffer;

@@ -41,6 +41,15 @@ pub struct Parsed {
     pub later_fragment: bool,
 }
 
+/// `n`, an offset into the frame being parsed (at most its length), as [`Parsed`] keeps it. Cannot truncate:
+/// frames are parsed where they live, in pool buffers, whose offsets fit a `u16` (asserted in `crate::buffer`).
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn offset(n: usize) -> u16 {
+    debug_assert!(n <= usize::from(u16::MAX));
+    n as u16
+}
+
 /// Validates `data` as an Ethernet frame and locates its headers.
 #[inline]
 pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
@@ -49,8 +58,8 @@ pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
     let mut p = Parsed {
         ethertype: l3.ethertype,
         vlan_tags: l3.vlan_tags,
-        l3: l3.offset as u16,
-        l3_end: data.len() as u16,
+        l3: offset(l3.offset),
+        l3_end: offset(data.len()),
         ..Parsed::default()
     };
     match l3.ethertype {
@@ -73,7 +82,7 @@ fn parse_ipv4(data: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
         Error::BadLength => DropReason::BadIpLength,
     })?;
     let (header_len, total) = (ip.header_len(), usize::from(ip.total_len()));
-    p.l3_end = (l3 + total) as u16;
+    p.l3_end = offset(l3 + total);
     p.ip_proto = ip.protocol();
     if ip.frag_offset() > 0 {
         p.later_fragment = true;
@@ -96,7 +105,7 @@ fn parse_ipv4(data: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     if !whole {
         return Err(DropReason::TruncatedL4Header);
     }
-    p.l4 = (l3 + header_len) as u16;
+    p.l4 = offset(l3 + header_len);
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
-use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, Nanos, NANOS_PER_SEC};
 use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
@@ -241,7 +241,7 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError
             next_housekeeping = Some(now + HOUSEKEEPING_INTERVAL);
         }
         ports[idx].rx_burst(now, &mut pool, &mut batch)?;
-        switch.process(now, idx as PortId, &mut batch, &mut pool, &mut tx);
+        switch.process(now, table_id(idx), &mut batch, &mut pool, &mut tx);
         flush(ports, &mut pool, &mut tx, now)?;
         last = now;
     }
@@ -260,7 +260,7 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError
 /// Hands every port its queued frames. Frames made by housekeeping carry its time `now` when they have none.
 fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nanos) -> Result<(), ReplayError> {
     for (p, port) in ports.iter_mut().enumerate() {
-        let q = tx.queue_mut(p as PortId);
+        let q = tx.queue_mut(table_id(p));
         if !q.is_empty() {
             for f in q.iter_mut().filter(|f| f.ts == 0) {
                 f.ts = now;
@@ -276,7 +276,7 @@ fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(i as PortId) })
+            (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(table_id(i)) })
         })
         .collect();
     ReplayReport {

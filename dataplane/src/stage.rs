@@ -17,7 +17,7 @@ use crate::batch::BATCH_SIZE;
 use crate::buffer::{BufPool, Frame};
 use crate::counters::{Counters, DropReason};
 use crate::fdb::Fdb;
-use crate::ids::{Nanos, NetId, PortId, RifId};
+use crate::ids::{table_id, Nanos, NetId, PortId, RifId};
 use crate::topology::{Attach, Topology};
 use crate::wire::MacAddr;
 use std::cell::RefCell;
@@ -142,13 +142,15 @@ impl Verdicts {
 #[derive(Debug)]
 pub struct TxQueues {
     queues: Vec<Vec<Frame>>,
+    /// `queues.len()` as an id bound, checked once when made.
+    ports: PortId,
     cap: usize,
 }
 
 impl TxQueues {
     /// Queues for `ports` ports, each holding up to `cap` frames.
     pub fn new(ports: usize, cap: usize) -> Self {
-        TxQueues { queues: (0..ports).map(|_| Vec::with_capacity(cap)).collect(), cap }
+        TxQueues { queues: (0..ports).map(|_| Vec::with_capacity(cap)).collect(), ports: table_id(ports), cap }
     }
 
     #[inline(always)]
@@ -170,6 +172,11 @@ impl TxQueues {
     /// Number of ports.
     pub fn ports(&self) -> usize {
         self.queues.len()
+    }
+
+    /// Every port's id, in order (`0..ports()`).
+    pub fn port_ids(&self) -> std::ops::Range<PortId> {
+        0..self.ports
     }
 
     /// True when no queue holds a frame.

@@ -7,7 +7,7 @@
 use crate::batch::Batch;
 use crate::buffer::BufPool;
 use crate::config::{Config, ConfigError};
-use crate::ids::{Nanos, PortId};
+use crate::ids::{table_id, Nanos, PortId};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::mem::MemPort;
 use crate::port::Port;
@@ -124,7 +124,7 @@ impl Testbed {
 
     fn flush(&mut self) {
         for (p, port) in self.ports.iter_mut().enumerate() {
-            let q = self.tx.queue_mut(p as PortId);
+            let q = self.tx.queue_mut(table_id(p));
             if !q.is_empty() {
                 port.tx_burst(&mut self.pool, q).expect("mem ports do not fail");
             }

@@ -16,7 +16,7 @@
 
 use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
-use crate::ids::{PortId, RifId, NANOS_PER_SEC};
+use crate::ids::{table_id, PortId, RifId, NANOS_PER_SEC};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -170,13 +170,13 @@ impl Topology {
                             name,
                             addr,
                             subnet: Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet),
-                            attach: Attach::Network(i as NetId),
+                            attach: Attach::Network(table_id(i)),
                             mtu: network_mtu(cfg, &n.name),
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
                         });
-                        Some((rifs.len() - 1) as RifId)
+                        Some(table_id(rifs.len() - 1))
                     }
                     _ => None,
                 };
@@ -194,9 +194,9 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let network = p.network.as_deref().and_then(|n| cfg.network_index(n)).map(|n| n as NetId);
+                let network = p.network.as_deref().and_then(|n| cfg.network_index(n)).map(table_id);
                 if let Some(n) = network {
-                    networks[n as usize].ports.push(i as PortId);
+                    networks[usize::from(n)].ports.push(table_id(i));
                 }
                 let rif = p.address.filter(|_| network.is_none()).map(|address| {
                     let name = format!("port:{}", p.name);
@@ -205,13 +205,13 @@ impl Topology {
                         name,
                         addr: address.addr(),
                         subnet: address,
-                        attach: Attach::Port(i as PortId),
+                        attach: Attach::Port(table_id(i)),
                         mtu: p.mtu,
                         internal: false,
                         masquerade: false,
                         routed_port: true,
                     });
-                    (rifs.len() - 1) as RifId
+                    table_id(rifs.len() - 1)
                 });
                 PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
             })
@@ -224,7 +224,7 @@ impl Topology {
                     Some(port) => rifs.iter().position(|x| x.name == format!("port:{port}")),
                     None => rifs.iter().position(|x| x.subnet.contains(&r.via)),
                 }?;
-                Some(StaticRoute { prefix: r.prefix, via: r.via, rif: rif as RifId })
+                Some(StaticRoute { prefix: r.prefix, via: r.via, rif: table_id(rif) })
             })
             .collect();
         let publish = cfg
@@ -233,7 +233,7 @@ impl Topology {
             .filter_map(|p| {
                 let rif = rifs.iter().position(|x| x.routed_port && x.name == format!("port:{}", p.port))?;
                 Some(PublishRule {
-                    rif: rif as RifId,
+                    rif: table_id(rif),
                     proto: p.proto,
                     external_port: p.external_port,
                     to_addr: *p.to.ip(),
@@ -254,7 +254,7 @@ impl Topology {
 
     /// The id of the port called `name`.
     pub fn port_id(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().position(|p| p.name == name).map(|i| i as PortId)
+        self.ports.iter().position(|p| p.name == name).map(table_id)
     }
 
     /// The router interface a frame arriving on `port` reaches: the port's own, or its network's gateway.
@@ -266,7 +266,7 @@ impl Topology {
 
     /// The id of the network called `name`.
     pub fn network_id(&self, name: &str) -> Option<NetId> {
-        self.networks.iter().position(|n| n.name == name).map(|i| i as NetId)
+        self.networks.iter().position(|n| n.name == name).map(table_id)
     }
 
     /// True when the router built for `other` would be the same as the one built for `self`: the same router

@@ -88,7 +88,8 @@ impl Clock {
     /// Nanoseconds since the clock started, plus one second.
     #[inline]
     pub fn now(&self) -> Nanos {
-        self.start.elapsed().as_nanos() as Nanos + NANOS_PER_SEC
+        // Saturates after 584 years of uptime instead of wrapping.
+        Nanos::try_from(self.start.elapsed().as_nanos()).unwrap_or(Nanos::MAX).saturating_add(NANOS_PER_SEC)
     }
 }
 
@@ -397,12 +398,12 @@ impl Worker {
     /// Hands every port its queued frames, through the port's queue `worker id % queues`.
     fn flush(&mut self, now: Nanos) {
         let shared = Arc::clone(&self.shared);
-        for p in 0..self.tx.ports() {
-            let frames = self.tx.queue_mut(p as PortId);
+        for p in self.tx.port_ids() {
+            let frames = self.tx.queue_mut(p);
             if frames.is_empty() {
                 continue;
             }
-            let port = &shared.ports[p];
+            let port = &shared.ports[usize::from(p)];
             let q = self.id % port.queues.len();
             let r = lock(&port.queues[q]).tx_burst(&mut self.pool, frames);
             // The contract empties the vector even on error; never let a broken port wedge the queue.
@@ -455,12 +456,12 @@ impl Worker {
     fn push_pending_tx(&mut self, now: Nanos) -> bool {
         let shared = Arc::clone(&self.shared);
         let mut pending = false;
-        for p in 0..self.tx.ports() {
-            let port = &shared.ports[p];
+        for p in self.tx.port_ids() {
+            let port = &shared.ports[usize::from(p)];
             let mut queue = lock(&port.queues[self.id % port.queues.len()]);
             if queue.tx_pending() {
                 // The worker's queue for this port is empty after the flush: this only kicks.
-                let r = queue.tx_burst(&mut self.pool, self.tx.queue_mut(p as PortId));
+                let r = queue.tx_burst(&mut self.pool, self.tx.queue_mut(p));
                 pending |= queue.tx_pending();
                 drop(queue);
                 if let Err(e) = r {

@@ -9,6 +9,8 @@
 //! Exit status: 0 on success; 2 for a bad command line or configuration; 1 when a port cannot be opened or the
 //! switch fails while running.
 
+#![warn(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dataplane::config::{limits, Config};

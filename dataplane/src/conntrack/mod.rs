@@ -394,6 +394,15 @@ fn entry_ref(id: EntryId, dir: Direction) -> u32 {
     id.0 << 1 | matches!(dir, Direction::Reply) as u32
 }
 
+/// The id of the slot at position `i` of the slab. A slot is only added while its position is at most
+/// [`MAX_ID`] (`insert`), so every position fits: cannot truncate.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+fn slot_id(i: usize) -> EntryId {
+    debug_assert!(i <= MAX_ID as usize);
+    EntryId(i as u32)
+}
+
 #[inline]
 fn ref_id(r: u32) -> EntryId {
     EntryId(r >> 1)
@@ -588,12 +597,9 @@ impl Conntrack {
             return Err(InsertError::Full);
         }
         if self.index.needs_rebuild(2) {
-            let items = self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (i as u32, e)));
-            let keys = items.flat_map(|(i, e)| {
-                [
-                    (e.orig.key(), entry_ref(EntryId(i), Direction::Original)),
-                    (e.reply.key(), entry_ref(EntryId(i), Direction::Reply)),
-                ]
+            let items = self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (slot_id(i), e)));
+            let keys = items.flat_map(|(id, e)| {
+                [(e.orig.key(), entry_ref(id, Direction::Original)), (e.reply.key(), entry_ref(id, Direction::Reply))]
             });
             self.index.rebuild(keys, 2 * self.count, 2);
         }
@@ -703,7 +709,7 @@ impl Conntrack {
         // if each entry had been removed in slot order.
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(e) = slot.0.take() {
-                self.free.push(i as u32);
+                self.free.push(slot_id(i).0);
                 dead(e);
                 n += 1;
             }
@@ -719,7 +725,7 @@ impl Conntrack {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
+            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (slot_id(i), e)))
     }
 
     /// Entries `insert` reclaimed after they expired, removed from the table but not yet handed out by
@@ -730,7 +736,7 @@ impl Conntrack {
 
     /// Every entry in the table, live or expired (until swept), in slot order.
     pub fn all_entries(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (EntryId(i as u32), e)))
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (slot_id(i), e)))
     }
 
     /// Number of entries (expired ones included until swept).
@@ -756,7 +762,7 @@ impl Conntrack {
         for (i, s) in self.slots.iter().enumerate() {
             let Some(e) = &s.0 else { continue };
             live += 1;
-            let id = EntryId(i as u32);
+            let id = slot_id(i);
             for dir in [Direction::Original, Direction::Reply] {
                 let t = e.tuple(dir);
                 match self.find(t, self.index.hash(t.key())) {
@@ -816,7 +822,7 @@ impl Conntrack {
         for i in 0..self.slots.len() {
             match &self.slots[i].0 {
                 Some(e) if !e.is_live(now) => {
-                    if let Some(e) = self.take(EntryId(i as u32)) {
+                    if let Some(e) = self.take(slot_id(i)) {
                         dead(e);
                         n += 1;
                     }

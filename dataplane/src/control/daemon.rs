@@ -33,7 +33,7 @@
 use crate::buffer::MAX_FRAME_LEN;
 use crate::config::{Config, ConfigError, PortConfig};
 use crate::control::proto::*;
-use crate::ids::{NetId, NANOS_PER_SEC};
+use crate::ids::{table_id, NetId, NANOS_PER_SEC};
 use crate::live::{ApplyError, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
@@ -177,7 +177,7 @@ impl Daemon {
                 let n = cfg.network_index(&name).ok_or_else(|| no_network(cfg, &name, "name"))?;
                 let now = r.now();
                 json(&r.with_switch(|sw| {
-                    let s = sw.fdb(n as NetId).stats();
+                    let s = sw.fdb(table_id(n)).stats();
                     NetworkInspect {
                         summary: network_summary(cfg, sw, n),
                         config: cfg.networks[n].clone(),
@@ -188,7 +188,7 @@ impl Daemon {
                             evicted: s.evicted,
                             aged: s.aged,
                         },
-                        entries: fdb_rows(sw, n as NetId, now),
+                        entries: fdb_rows(sw, table_id(n), now),
                     }
                 }))
             }
@@ -224,7 +224,7 @@ impl Daemon {
                     None => (0..cfg.networks.len()).collect(),
                 };
                 let now = r.now();
-                json(&r.with_switch(|sw| nets.iter().flat_map(|&n| fdb_rows(sw, n as NetId, now)).collect::<Vec<_>>()))
+                json(&r.with_switch(|sw| nets.iter().flat_map(|&n| fdb_rows(sw, table_id(n), now)).collect::<Vec<_>>()))
             }
             Op::RouteShow => json(&r.with_switch(|sw| {
                 let topo = sw.topology();
@@ -281,7 +281,7 @@ impl Daemon {
                 // The copy is made under the switch lock; the trace runs on it after the lock is released.
                 let mut scratch = r.with_switch(|sw| sw.scratch(now));
                 let steps = scratch
-                    .trace(now, in_port as u16, &frame)
+                    .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let names = &scratch.topology().ports;
                 json(&TraceResult {
@@ -483,7 +483,7 @@ fn network_summary(cfg: &Config, sw: &Switch, n: usize) -> NetworkSummary {
         internal: nc.internal,
         masquerade: nc.masquerade,
         ports: info.ports.iter().map(|&p| topo.ports[p as usize].name.clone()).collect(),
-        mac_entries: sw.fdb(n as NetId).len(),
+        mac_entries: sw.fdb(table_id(n)).len(),
         mac_limit: nc.mac_limit,
     }
 }

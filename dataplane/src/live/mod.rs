@@ -53,7 +53,7 @@ use crate::batch::BATCH_SIZE;
 use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::config::PortKind;
-use crate::ids::{Nanos, PortId};
+use crate::ids::{table_id, Nanos, PortId};
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::any::{AnyPort, OpenPortError};
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerStats};
@@ -268,7 +268,7 @@ fn wake(wakers: &[Arc<mio::Waker>]) {
 /// Deals every `(port, queue)` to the workers round-robin, in configuration order.
 fn assign(ports: &[LivePort], workers: usize) -> Vec<Vec<(PortId, usize)>> {
     let mut out = vec![Vec::new(); workers];
-    let all = ports.iter().enumerate().flat_map(|(p, lp)| (0..lp.queues.len()).map(move |q| (p as PortId, q)));
+    let all = ports.iter().enumerate().flat_map(|(p, lp)| (0..lp.queues.len()).map(move |q| (table_id(p), q)));
     for (i, pq) in all.enumerate() {
         out[i % workers].push(pq);
     }

@@ -167,7 +167,7 @@ impl Running {
         let mut parts = Parts { switch, ports, workers: stats, ..parts };
         let pools = std::mem::take(&mut parts.pools);
         let (running, spawn_err) = Runtime::from_parts(parts, cfg.clone(), opts).spawn(pools);
-        let pause_ns = paused.elapsed().as_nanos() as u64;
+        let pause_ns = u64::try_from(paused.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
         // 5. Close what is gone (taps deleted) now that the new workers run.
         drop(old_ports);

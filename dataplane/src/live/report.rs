@@ -8,7 +8,7 @@ use super::{queue_names, Runtime};
 use crate::config::PortKind;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
-use crate::ids::{PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, PortId, NANOS_PER_SEC};
 use crate::port::{Port, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, WorkerReport};
@@ -86,7 +86,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
                 mode: m.mode.clone(),
                 io: sum,
                 queue_io,
-                pipeline: sw.counters().port(i as PortId),
+                pipeline: sw.counters().port(table_id(i)),
             };
             (lp.name.clone(), r)
         })

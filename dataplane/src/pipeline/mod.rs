@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
-use crate::ids::{Nanos, NetId, PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, Nanos, NetId, PortId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::packet::Parsed;
@@ -96,7 +96,7 @@ impl Switch {
                 })
             })
             .collect();
-        let old_entries: usize = (0..old.networks.len()).map(|n| self.bridge.fdb(n as NetId).len()).sum();
+        let old_entries: usize = (0..old.networks.len()).map(|n| self.bridge.fdb(table_id(n)).len()).sum();
         let fdbs: Vec<Fdb> = topo
             .networks
             .iter()
@@ -106,7 +106,7 @@ impl Switch {
             })
             .collect();
         let fdb_kept: usize = fdbs.iter().map(Fdb::len).sum();
-        let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(i as PortId));
+        let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(table_id(i)));
         let router_kept = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
         let (router, connections_flushed) =
             if router_kept { (self.router, 0) } else { (Router::new(&topo), self.router.nat().conntrack().len()) };

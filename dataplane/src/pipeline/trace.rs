@@ -50,8 +50,8 @@ impl Switch {
             if f.load(&arp_request(mac, n.ip, rif.addr)).is_ok() && batch.push(f).is_ok() {
                 s.process(now, port, &mut batch, &mut pool, &mut tx);
             }
-            for p in 0..tx.ports() {
-                for f in tx.queue_mut(p as PortId).drain(..) {
+            for p in tx.port_ids() {
+                for f in tx.queue_mut(p).drain(..) {
                     pool.free(f);
                 }
             }
@@ -79,9 +79,9 @@ impl Switch {
         let trace = Trace::default();
         self.process_traced(Context { now, in_port, trace: Some(&trace) }, &mut batch, &mut pool, &mut tx);
         let mut outputs = Vec::new();
-        for p in 0..tx.ports() {
-            for f in tx.queue_mut(p as PortId).drain(..) {
-                outputs.push((p as PortId, f.data().to_vec()));
+        for p in tx.port_ids() {
+            for f in tx.queue_mut(p).drain(..) {
+                outputs.push((p, f.data().to_vec()));
                 pool.free(f);
             }
         }

@@ -617,7 +617,7 @@ fn classify_socket_error(ifname: &str, cfg: &AfXdpConfig, mode: XdpMode, source:
 /// Whether the socket is bound in zero-copy mode.
 fn socket_zero_copy(fd: RawFd) -> io::Result<bool> {
     let mut opts = libc::xdp_options { flags: 0 };
-    let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::xdp_options>()).expect("a 4-byte struct");
     // SAFETY: getsockopt writes at most `len` bytes into `opts`, which is that large and lives across the call.
     let rc = unsafe {
         libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&mut opts as *mut libc::xdp_options).cast(), &mut len)

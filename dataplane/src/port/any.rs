@@ -203,7 +203,10 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
             let mut cfg = AfPacketConfig::new(ifname()?);
             // Fan-out group ids are per network namespace: derive one from the process and a counter.
             cfg.fanout = (n > 1).then(|| {
-                (std::process::id() as u16).wrapping_mul(64).wrapping_add(FANOUT_GROUPS.fetch_add(1, Relaxed))
+                // Only the pid's low bits seed the 16-bit group id: dropping the rest is the intent.
+                #[allow(clippy::cast_possible_truncation)]
+                let pid = std::process::id() as u16;
+                pid.wrapping_mul(64).wrapping_add(FANOUT_GROUPS.fetch_add(1, Relaxed))
             });
             (0..n).map(|_| Ok(AnyPort::AfPacket(AfPacketPort::open(&p.name, &cfg)?))).collect()
         }
@@ -211,9 +214,10 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
         PortKind::Afxdp => {
             let mut cfg = AfXdpConfig::new(ifname()?);
             cfg.mode = p.xdp_mode();
-            (0..n)
-                .map(|q| {
-                    cfg.queue_id = q as u32;
+            (0..)
+                .take(n)
+                .map(|q: u32| {
+                    cfg.queue_id = q;
                     Ok(AnyPort::AfXdp(Box::new(AfXdpPort::open(&p.name, &cfg)?)))
                 })
                 .collect()

@@ -99,7 +99,9 @@ impl CaptureWriter {
     /// Appends one frame. Timestamps are truncated to microseconds in a microsecond capture.
     pub fn write(&mut self, ts: Nanos, data: &[u8]) -> std::io::Result<()> {
         let ts = if self.nanosecond { ts } else { ts - ts % 1_000 };
-        let pkt = PcapPacket::new(Duration::from_nanos(ts), data.len() as u32, data);
+        let len = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too long for a pcap record"))?;
+        let pkt = PcapPacket::new(Duration::from_nanos(ts), len, data);
         self.writer.write_packet(&pkt).map(|_| ()).map_err(std::io::Error::other)
     }
 

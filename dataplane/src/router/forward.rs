@@ -81,9 +81,8 @@ impl Router {
         }
         if h.total_len() > eg_info.mtu {
             if h.dont_frag() {
-                let mtu = u32::from(eg_info.mtu);
                 let (unreach, frag) = (msg_type::DEST_UNREACHABLE, unreachable::FRAG_NEEDED);
-                self.icmp_error(now, in_rif, &frame, parsed, unreach, frag, mtu, out);
+                self.icmp_error(now, in_rif, &frame, parsed, unreach, frag, eg_info.mtu, out);
                 return out.drop(frame, DropReason::NeedsFragmentation);
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);

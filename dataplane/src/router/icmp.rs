@@ -78,7 +78,7 @@ impl Router {
         parsed: &Parsed,
         kind: u8,
         code: u8,
-        mtu: u32,
+        mtu: u16,
         out: &mut Egress,
     ) {
         let (l3, end) = (parsed.l3 as usize, parsed.l3_end as usize);
@@ -112,6 +112,8 @@ impl Router {
         let quoted = &packet[..(ip.header_len() + QUOTED_DATA).min(packet.len())];
         let msg_len = icmpv4::HEADER_LEN + quoted.len();
         let ip_len = ipv4::HEADER_LEN + msg_len;
+        // At most MAX_ERROR_LEN, so this never fails.
+        let Ok(total_len) = u16::try_from(ip_len) else { return };
         let mut buf = [0u8; MAX_ERROR_LEN];
         let (head, rest) = buf.split_at_mut(ethernet::HEADER_LEN);
         let mut e = ethernet::Packet::new_unchecked(head);
@@ -121,7 +123,7 @@ impl Router {
         let (ip_hdr, rest) = rest.split_at_mut(ipv4::HEADER_LEN);
         let mut h = ipv4::Packet::new_unchecked(ip_hdr);
         h.set_version_and_header_len(ipv4::HEADER_LEN);
-        h.set_total_len(ip_len as u16);
+        h.set_total_len(total_len);
         h.set_ttl(64);
         h.set_protocol(ip_proto::ICMP);
         h.set_src_addr(our_addr);
@@ -131,7 +133,7 @@ impl Router {
         m.set_msg_type(kind);
         m.set_code(code);
         if kind == msg_type::DEST_UNREACHABLE && code == unreachable::FRAG_NEEDED {
-            m.set_next_hop_mtu(mtu as u16);
+            m.set_next_hop_mtu(mtu);
         }
         m.payload_mut().copy_from_slice(quoted);
         m.fill_checksum();

@@ -58,6 +58,7 @@ mod tests;
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::counters::DropReason;
+use crate::ids::table_id;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
@@ -67,6 +68,9 @@ use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use serde::Serialize;
 use std::net::Ipv4Addr;
+
+// `lookup_batch` keeps batch positions in bytes.
+const _: () = assert!(BATCH_SIZE <= 1 << u8::BITS);
 
 /// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -231,7 +235,7 @@ impl Router {
             local_addrs: topo.rifs.iter().map(|r| r.addr).collect(),
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
-            r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
+            r.add_route(rif.subnet.trunc(), NextHop { rif: table_id(i), via: None }, "connected");
         }
         for s in &topo.routes {
             r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
@@ -254,7 +258,7 @@ impl Router {
     }
 
     fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
-        let id = NextHopId::new(self.next_hops.len() as u32).expect("fewer than 2^24 routes");
+        let id = u32::try_from(self.next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 routes");
         self.next_hops.push(nh);
         self.origins.push(origin);
         self.prefixes.push(prefix);
@@ -293,7 +297,10 @@ impl Router {
             // Ingress checked that an IPv4 frame holds a whole header at `l3`.
             let d = frame.data();
             if let Some(ip) = ipv4::Header::at(d, p.l3 as usize) {
-                which[n] = i as u8;
+                // `i` indexes a batch (< BATCH_SIZE ≤ 256, asserted below the imports): cannot truncate.
+                #[allow(clippy::cast_possible_truncation)]
+                let slot = i as u8;
+                which[n] = slot;
                 rifs[n] = rif;
                 dsts[n] = ip.dst_addr();
                 routes[i].flow = self.nat.prefetch(d, p);
@@ -367,6 +374,10 @@ impl Router {
         let dst = ip.dst_addr();
         let topo = out.topo();
         if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
+            // `local_addrs` holds one address per router interface, so a position in it is a RifId (a topology has
+            // fewer than 2^16 interfaces, see `ids::table_id`): cannot truncate, and costs no check per frame.
+            #[allow(clippy::cast_possible_truncation)]
+            let local_rif = local as RifId;
             out.note("router", || format!("{dst} is the address of interface {}", topo.rifs[local].name));
             // Another interface's address is reached across the router: not from or to an internal network.
             let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
@@ -376,7 +387,7 @@ impl Router {
             if self.nat.enabled() {
                 let flow = route.flow.as_ref();
                 let seen = if out.tracing() { self.nat.prefetch(frame.data(), parsed) } else { None };
-                let inbound = self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo);
+                let inbound = self.nat.inbound(now, in_rif, local_rif, frame.data_mut(), parsed, flow, topo);
                 out.note("conntrack", || match inbound {
                     Inbound::Local => "not a tracked or published flow: for the switch itself".to_string(),
                     Inbound::Open(_) => format!("published port: opens {}", self.nat.describe_flow(seen.as_ref())),
@@ -412,7 +423,7 @@ impl Router {
                     Inbound::Drop(reason) => return out.drop(frame, reason),
                 }
             }
-            return self.local(now, local as RifId, frame, parsed, out);
+            return self.local(now, local_rif, frame, parsed, out);
         }
         self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
     }

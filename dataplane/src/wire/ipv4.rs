@@ -215,8 +215,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 4 and the header length in bytes (a multiple of 4, 20..=60).
     #[inline]
+    // Masked to the 4-bit IHL field before narrowing: cannot truncate.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
-        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) & 0x0f) as u8;
     }
 
     /// Sets DSCP and ECN.

@@ -194,8 +194,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the header length in bytes (a multiple of 4, 20..=60), clearing the reserved bits and NS.
     #[inline]
+    // Masked to the 4-bit data offset field before narrowing: cannot truncate.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn set_header_len(&mut self, len: usize) {
-        self.buffer.as_mut()[field::DATA_OFF] = ((len / 4) as u8) << 4;
+        self.buffer.as_mut()[field::DATA_OFF] = (((len / 4) & 0x0f) as u8) << 4;
     }
 
     /// Sets the flags byte.
@@ -227,6 +229,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum_ipv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let seg = self.buffer.as_ref();
+        // A segment lies inside an IPv4 packet, whose 16-bit total length bounds it: cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
         let pseudo = checksum::pseudo_ipv4(src, dst, super::ip_proto::TCP, seg.len() as u16);
         let c = !checksum::add(pseudo, checksum::sum_long(seg));
         self.set_checksum(c);

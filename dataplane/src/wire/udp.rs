@@ -153,6 +153,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum_ipv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let dg = self.datagram();
+        // The datagram is at most its 16-bit length field long: cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
         let pseudo = checksum::pseudo_ipv4(src, dst, super::ip_proto::UDP, dg.len() as u16);
         let c = !checksum::add(pseudo, checksum::sum_long(dg));
         self.set_checksum(if c == 0 { 0xffff } else { c });

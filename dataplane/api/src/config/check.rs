@@ -152,6 +152,9 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
     for (i, n) in cfg.networks.iter().enumerate() {
         let obj = Obj::Network(i);
         let label = label(cfg, d, obj);
+        if i == limits::NETWORKS_MAX {
+            d.report(obj, "name", &label, format!("too many networks: at most {} are allowed", limits::NETWORKS_MAX));
+        }
         if let Some(problem) = name_problem(&n.name, limits::NETWORK_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(n.name.as_str()) {
@@ -239,6 +242,9 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
     for (i, p) in cfg.ports.iter().enumerate() {
         let obj = Obj::Port(i);
         let label = label(cfg, d, obj);
+        if i == limits::PORTS_MAX {
+            d.report(obj, "name", &label, format!("too many ports: at most {} are allowed", limits::PORTS_MAX));
+        }
         if let Some(problem) = name_problem(&p.name, limits::PORT_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(p.name.as_str()) {

@@ -193,10 +193,17 @@ pub mod limits {
     pub const MAX_MTU: u16 = {
         let mtu = MAX_FRAME_LEN - ETH_HEADER_LEN - 2 * VLAN_TAG_LEN;
         assert!(mtu <= u16::MAX as usize);
-        mtu as u16
+        #[allow(clippy::cast_possible_truncation)] // Cannot truncate: the assertion above fails the build first.
+        let mtu = mtu as u16;
+        mtu
     };
     /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`].
     pub const MTU: RangeInclusive<u16> = 68..=MAX_MTU;
+    /// Most `[[network]]` tables: the dataplane numbers networks with 16-bit ids, and router interfaces (one per
+    /// gateway and per routed port) with 16-bit ids too, so networks plus ports must stay below 2^16.
+    pub const NETWORKS_MAX: usize = 16_384;
+    /// Most `[[port]]` tables (see [`NETWORKS_MAX`]).
+    pub const PORTS_MAX: usize = 16_384;
     /// Longest network name, in characters.
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).

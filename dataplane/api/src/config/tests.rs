@@ -1196,6 +1196,23 @@ fn routes() {
 }
 
 #[test]
+fn more_networks_or_ports_than_the_dataplane_numbers_are_errors() {
+    let mut cfg = Config {
+        networks: (0..=limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect(),
+        ports: (0..=limits::PORTS_MAX).map(|i| access_port(&format!("p{i}"), "n0")).collect(),
+        ..Config::default()
+    };
+    assert_eq!(
+        cfg.validate("pushed").unwrap_err().to_string(),
+        "pushed: network n16384: too many networks: at most 16384 are allowed\n\
+         pushed: port p16384: too many ports: at most 16384 are allowed"
+    );
+    cfg.networks.pop();
+    cfg.ports.pop();
+    assert_eq!(cfg.validate("pushed"), Ok(()));
+}
+
+#[test]
 fn validate_checks_l3_rules_without_lines() {
     let mut cfg = full_config();
     cfg.ports[4].network = Some("lab".into());
