@@ -68,7 +68,7 @@
 //! |-----|----------|---------|--------------|
 //! | `switch.workers` | no | 1 | 1..=64 ([`limits::WORKERS`]) |
 //! | `switch.poll_idle_us` | no | 200 | 0..=1_000_000 ([`limits::POLL_IDLE_US`]): microseconds a worker busy-polls with no traffic before sleeping on epoll |
-//! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
+//! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks; at most 16_384 `[[network]]` tables ([`limits::NETWORKS_MAX`]) |
 //! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet, nor a routed port's subnet if the network has a gateway |
 //! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address: the network's router interface |
 //! | `network.gateway_mac` | no | derived from the name (the dataplane's `topology`) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
@@ -76,7 +76,7 @@
 //! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
-//! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
+//! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports; at most 16_384 `[[port]]` tables ([`limits::PORTS_MAX`]) |
 //! | `port.kind` | yes | | `tap`, `afxdp`, `afpacket`, `pcap` or `mem` ([`PortKind`]) |
 //! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
 //! | `port.network` | either `network` or `address` | none | the name of a `[[network]]`: the port is an access port of that network |
