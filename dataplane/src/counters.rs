@@ -39,6 +39,8 @@ drop_reasons! {
     Runt => "runt",
     /// Longer than the ingress port's MTU allows (MTU + Ethernet header + VLAN tags).
     TooLong => "too-long",
+    /// A GSO super-frame whose segment size is under 536 bytes (it would become thousands of frames).
+    GsoSegmentTooSmall => "gso-segment-too-small",
     /// A VLAN tag cut short.
     TruncatedVlan => "truncated-vlan",
     /// An IPv4 or IPv6 header cut short.

@@ -2,7 +2,8 @@
 //! from it.
 //!
 //! Checks, in order, each with its own [`DropReason`]: at least an Ethernet header; no longer than the ingress
-//! port's MTU allows (plus 4 bytes per VLAN tag); and the headers [`crate::packet::parse`] looks at (VLAN tags,
+//! port's MTU allows (plus 4 bytes per VLAN tag; for a GSO super-frame, each segment it stands for, whose size
+//! must be at least 536 bytes); and the headers [`crate::packet::parse`] looks at (VLAN tags,
 //! IPv4/IPv6 header and lengths, IPv6 extension headers, TCP/UDP/ICMP headers) are whole and consistent. The
 //! header offsets it finds are kept for later stages. A switch could
 //! forward such frames blindly; we do not, because every later stage (learning, routing, conntrack) must be able
@@ -14,6 +15,7 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
+use crate::offload::{Offload, MIN_GSO_SIZE};
 use crate::packet::{parse, Parsed};
 use crate::pipeline::{Context, Verdict, Verdicts};
 use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
@@ -37,12 +39,32 @@ impl Ingress {
     ) {
         let max_len = topo.ports[cx.in_port as usize].max_frame_len();
         for (i, frame) in batch.iter().enumerate() {
-            match check(frame.data(), max_len) {
+            let r = if frame.offload.is_gso() {
+                check_super_frame(frame.data(), &frame.offload, max_len)
+            } else {
+                check(frame.data(), max_len)
+            };
+            match r {
                 Ok(p) => parsed[i] = p,
                 Err(reason) => verdicts.set(i, Verdict::Drop(reason)),
             }
         }
     }
+}
+
+/// [`check`] for a GSO super-frame: its headers are checked like any frame's, and the length limit applies to
+/// each segment it stands for (headers + `gso_size`), which must also carry at least
+/// [`MIN_GSO_SIZE`] bytes.
+#[cold]
+pub fn check_super_frame(data: &[u8], offload: &Offload, max_len: usize) -> Result<Parsed, DropReason> {
+    if offload.gso_size() < MIN_GSO_SIZE {
+        return Err(DropReason::GsoSegmentTooSmall);
+    }
+    let parsed = parse(data)?;
+    if offload.segment_len(data) > max_len + parsed.vlan_tags as usize * VLAN_TAG_LEN {
+        return Err(DropReason::TooLong);
+    }
+    Ok(parsed)
 }
 
 /// Checks one frame against an untagged length limit of `max_len` bytes and locates its headers.

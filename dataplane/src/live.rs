@@ -38,10 +38,11 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{BufPool, Frame};
-use crate::buffer::{Nanos, NANOS_PER_SEC};
+use crate::buffer::{Nanos, DEFAULT_LARGE_BUFFERS, NANOS_PER_SEC};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
+use crate::offload::Caps;
 use crate::pipeline::{Carried, Switch, TX_QUEUE_CAP};
 use crate::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 #[cfg(feature = "afxdp")]
@@ -119,6 +120,10 @@ impl Port for AnyPort {
 
     fn stats(&self) -> PortStats {
         dispatch!(self, p => p.stats())
+    }
+
+    fn caps(&self) -> Caps {
+        dispatch!(self, p => p.caps())
     }
 
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -407,7 +412,8 @@ impl Runtime {
         let mut wakers = Vec::with_capacity(assignment.len());
         let mut pools = pools.into_iter().filter(|p| p.capacity() == self.opts.pool_buffers);
         for (id, rx) in assignment.iter().enumerate() {
-            let pool = pools.next().unwrap_or_else(|| BufPool::new(self.opts.pool_buffers));
+            let pool =
+                pools.next().unwrap_or_else(|| BufPool::with_large(self.opts.pool_buffers, DEFAULT_LARGE_BUFFERS));
             let worker = Worker::with_pool(id, Arc::clone(&self.shared), rx.clone(), pool);
             wakers.extend(worker.waker());
             match std::thread::Builder::new().name(format!("vsw-worker-{id}")).spawn(move || worker.run()) {
@@ -912,14 +918,7 @@ fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveReport {
         .enumerate()
         .map(|(i, lp)| {
             let queue_io = io[i].clone();
-            let sum = queue_io.iter().fold(PortStats::default(), |a, s| PortStats {
-                rx_packets: a.rx_packets + s.rx_packets,
-                rx_bytes: a.rx_bytes + s.rx_bytes,
-                rx_dropped: a.rx_dropped + s.rx_dropped,
-                tx_packets: a.tx_packets + s.tx_packets,
-                tx_bytes: a.tx_bytes + s.tx_bytes,
-                tx_dropped: a.tx_dropped + s.tx_dropped,
-            });
+            let sum = queue_io.iter().fold(PortStats::default(), |a, s| a.merged(*s));
             let m = &rt.meta[i];
             let r = LivePortReport {
                 kind: m.kind,

@@ -45,7 +45,7 @@
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
+use crate::buffer::{BufPool, Nanos, DEFAULT_LARGE_BUFFERS, NANOS_PER_SEC};
 use crate::live::AnyPort;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::{Port, PortError, PortId};
@@ -270,7 +270,7 @@ impl Worker {
     /// queues' rx fds with a new `mio::Poll` (a queue whose fd cannot be registered makes the worker sleep at
     /// most [`FDLESS_SLEEP`]).
     pub fn new(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool_buffers: usize) -> Worker {
-        Worker::with_pool(id, shared, rx, BufPool::new(pool_buffers))
+        Worker::with_pool(id, shared, rx, BufPool::with_large(pool_buffers, DEFAULT_LARGE_BUFFERS))
     }
 
     /// As [`Worker::new`] with a pool handed over from a worker that ran before (a configuration change: making
@@ -480,6 +480,10 @@ impl Worker {
                 self.pool.free(f);
             }
             stats.buffers_added.fetch_add((cap - avail) as u64, Relaxed);
+        }
+        if self.pool.large_available() < self.pool.large_capacity() / 2 {
+            let n = self.pool.top_up_large();
+            stats.buffers_added.fetch_add(n as u64, Relaxed);
         }
         stats.pool_available.store(self.pool.available() as u64, Relaxed);
     }

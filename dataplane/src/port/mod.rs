@@ -13,6 +13,13 @@
 //! - A frame a port cannot accept on receive (longer than a buffer) is dropped by the port and counted in
 //!   [`PortStats::rx_dropped`].
 //!
+//! # Offloads (see [`crate::offload`])
+//! A port that receives frames from a host stack with partial checksums or GSO super-frames hands them over
+//! with their [`Frame::offload`] metadata, checked against the frame (it is the trust boundary for it), in a
+//! large buffer when longer than a small one. At transmit, a port sends a frame's metadata to the kernel when
+//! [`Port::caps`] covers it and otherwise completes or segments the frame itself ([`soft_offload`]), so the
+//! pipeline never needs to know what a port can do.
+//!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
@@ -21,10 +28,12 @@ pub mod afxdp;
 pub mod gso;
 pub mod mem;
 pub mod pcap;
+pub mod soft_offload;
 pub mod tap;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos};
+use crate::offload::Caps;
 use serde::{Deserialize, Serialize};
 
 /// A port's index in the switch's port table.
@@ -45,6 +54,37 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames given to the port that it could not send.
     pub tx_dropped: u64,
+    /// GSO super-frames received whole (each also one of `rx_packets`; see `crate::offload`).
+    #[serde(default)]
+    pub rx_super_frames: u64,
+    /// GSO super-frames sent whole, for the kernel to segment if it must (each also one of `tx_packets`).
+    #[serde(default)]
+    pub tx_super_frames: u64,
+    /// Super-frames the port cut into segments in software: on receive when no large buffer was free, on
+    /// transmit when the link takes no super-frames (their segments count in `rx_packets` / `tx_packets`).
+    #[serde(default)]
+    pub sw_segmented: u64,
+    /// Partial checksums the port completed in software (for a link without checksum offload).
+    #[serde(default)]
+    pub sw_csum: u64,
+}
+
+impl PortStats {
+    /// The sum of two sets of counters (the queues of one port).
+    pub fn merged(self, o: PortStats) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
+            rx_dropped: self.rx_dropped + o.rx_dropped,
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_bytes: self.tx_bytes + o.tx_bytes,
+            tx_dropped: self.tx_dropped + o.tx_dropped,
+            rx_super_frames: self.rx_super_frames + o.rx_super_frames,
+            tx_super_frames: self.tx_super_frames + o.tx_super_frames,
+            sw_segmented: self.sw_segmented + o.sw_segmented,
+            sw_csum: self.sw_csum + o.sw_csum,
+        }
+    }
 }
 
 /// An error from a port's I/O that is not about a single frame (a file or socket failing).
@@ -91,6 +131,12 @@ pub trait Port {
 
     /// The port's own counters.
     fn stats(&self) -> PortStats;
+
+    /// What the port can transmit as is (partial checksums, super-frames), learned when it opened. Frames with
+    /// metadata beyond it are completed or segmented by the port itself ([`soft_offload`]) at transmit.
+    fn caps(&self) -> Caps {
+        Caps::NONE
+    }
 
     /// A file descriptor that becomes readable when frames wait to be received, for a worker that has gone
     /// idle to sleep on (with mio) instead of spinning. `None` for ports without one (memory, capture): the
