@@ -19,9 +19,9 @@
 //! empty and keeps its place inside the block for the next call. The socket is non-blocking and `rx_burst`
 //! makes no system call at all.
 //!
-//! - GSO super-frames (a peer's TSO/GSO output, up to 64 KiB) are segmented here: see below. Other frames
-//!   longer than [`MAX_FRAME_LEN`] (jumbo frames), and frames the ring truncated (longer than a block), are
-//!   dropped and counted in [`PortStats::rx_dropped`] and [`AfPacketStats::too_long`].
+//! - GSO super-frames (a peer's TSO/GSO output, up to 64 KiB) and jumbo frames are copied into large buffers:
+//!   see below. Frames the ring truncated (longer than a block) are dropped and counted in
+//!   [`PortStats::rx_dropped`] and [`AfPacketStats::too_long`].
 //! - Frames the kernel could not put into the ring because it was full are counted by the kernel
 //!   (`PACKET_STATISTICS`, `tp_drops`); [`Port::stats`] and [`AfPacketPort::ring_stats`] read that counter (one
 //!   `getsockopt`, which resets the kernel's copy; the port accumulates it) and add it to `rx_dropped`, so a ring
@@ -50,56 +50,53 @@
 //! A TX ring (`PACKET_TX_RING`) was not used: it saves the copy into an skb for large frames only, and still needs
 //! one `send` per burst to kick the kernel, which `sendmmsg` already is.
 //!
-//! # Checksums and offloads
+//! # Checksums and offloads (see [`crate::offload`])
 //! The socket has `PACKET_VNET_HDR`: the kernel writes a `virtio_net_hdr` (10 bytes, [`gso::VnetHdr`]) right
 //! before each frame in the ring (between the `tpacket3_hdr` and `tp_mac`; the live tests check the layout), and
-//! expects one before each frame sent (`tx_burst` sends an all-zero one from a static, as a second iovec).
+//! expects one before each frame sent. So the port carries the host stack's offloads both ways, and a veth peer
+//! with default offloads needs no `ethtool -K ... tx off`:
 //!
 //! **Partial checksums.** A host stack behind a veth with default offloads sends TCP/UDP with
 //! `CHECKSUM_PARTIAL`: the checksum field holds only the pseudo-header sum and the vnet header says
-//! `F_NEEDS_CSUM` with `csum_start`/`csum_offset`. The port completes the checksum generically (the
-//! one's-complement sum from `csum_start` to the end of the frame, stored at `csum_start + csum_offset`, as the
-//! kernel's `skb_checksum_help`; `csum_start` counts from the frame without the VLAN tag the kernel stripped, so
-//! it moves by 4 when the tag is put back), so every frame handed to the switch carries a valid checksum and the
-//! peers need no `ethtool -K ... tx off` (counted in [`AfPacketStats::csum_completed`]; offsets outside the
-//! frame fall back to parsing ([`complete_partial_checksum`]), and failing that the frame is passed on unchanged
-//! and counted in [`AfPacketStats::csum_unsupported`]; so is SCTP, whose partial checksum is a CRC32c the port
-//! does not compute). Frames the switch transmits must carry complete
-//! checksums (they do: they were completed here or built by the switch).
+//! `F_NEEDS_CSUM` with `csum_start`/`csum_offset`. The port hands the frame over with that as its
+//! [`Offload`] metadata (`csum_start` counts from the frame without the VLAN tag the kernel stripped, so it moves
+//! by 4 when the tag is put back; [`AfPacketStats::csum_partial`]); an egress that cannot take a partial
+//! checksum completes it ([`super::soft_offload`]). Offsets outside the frame fall back to completing it here by
+//! parsing ([`complete_partial_checksum`], [`AfPacketStats::csum_completed`]), and failing that the frame is
+//! passed on unchanged and counted in [`AfPacketStats::csum_unsupported`]; so is SCTP, whose partial checksum
+//! is a CRC32c the port does not compute. `F_DATA_VALID` (the kernel verified the checksum) is carried too.
 //!
 //! **GSO super-frames.** A peer with TSO/GSO on (every container's veth by default) hands the kernel TCP
 //! super-frames of up to 64 KiB, which veth passes on unsegmented; the vnet header says `gso_type` (TCPv4,
-//! TCPv6, UDP_L4) and `gso_size` (the MSS). The port segments them in software ([`super::gso`], as the kernel's
-//! `tcp_gso_segment`/`__udp_gso_segment`): each segment is written straight from the ring into its own pool
-//! buffer (headers copied and patched, `gso_size` payload bytes, so each fits the MTU the sender meant; IPv4
-//! total length, identification +1 per segment and header checksum; TCP sequence number, CWR on the first
-//! segment only, FIN/PSH on the last only; the TCP/UDP checksum computed in full). A super-frame may need more
-//! segments (up to ~45 at MSS 1448; more at a small MSS) than a batch (32) or the pool has room for: the port
-//! then stops after the last segment that fitted, keeps the frame in the ring and its place in it
-//! (`RxPos::seg_next`), and the next `rx_burst` goes on from there, so nothing is lost or reordered. Counted
-//! in [`AfPacketStats::gso_frames`] and [`AfPacketStats::gso_segments`] (each segment also in `rx_packets`).
-//! Dropped whole and counted ([`AfPacketStats::gso_dropped`], `rx_dropped`), never segmented from partial
-//! data: a super-frame the ring truncated (longer than a block: the default block is 128 KiB so that a 64 KiB
-//! super-frame fits; `gso_truncated`), an unsupported type (UFO: `gso_unsupported`), headers that do not parse
-//! or disagree with the frame's length, IPv6 extension headers, IPv4 BIG TCP (`tot_len` 0), or a segment that
-//! would not fit a buffer (a peer with an MTU above [`MAX_FRAME_LEN`] and TSO on: `gso_malformed`). Tunnel GSO
-//! (TCP inside VXLAN/GRE from a tunnel device in the peer) is reported by the kernel with its inner TCP type but
-//! outer headers, so it fails the header check and is dropped as `gso_malformed` rather than cut wrongly; GSO
-//! kinds the kernel cannot describe in a `virtio_net_hdr` it drops itself (`kernel_drops`).
+//! TCPv6, UDP_L4) and `gso_size` (the MSS). The port checks the headers against it ([`SuperFrame::plan`]; a
+//! `gso_size` under [`MIN_GSO_SIZE`] is refused, `gso_too_small`) and copies the super-frame whole into a large
+//! pool buffer ([`PortStats::rx_super_frames`]): it crosses the switch as one frame and is cut, if at all, by
+//! the egress port. Only when no large buffer is free does the port cut it here, in software ([`super::gso`],
+//! as the kernel's `tcp_gso_segment`/`__udp_gso_segment`): each segment is written straight from the ring into
+//! its own small buffer (headers copied and patched, `gso_size` payload bytes, so each fits the MTU the sender
+//! meant; IPv4 total length, identification +1 per segment and header checksum; TCP sequence number, CWR on the
+//! first segment only, FIN/PSH on the last only; the TCP/UDP checksum computed in full). A super-frame may need
+//! more segments (up to ~45 at MSS 1448) than a batch (32) or the pool has room for: the port then stops after
+//! the last segment that fitted, keeps the frame in the ring and its place in it (`RxPos::seg_next`), and the
+//! next `rx_burst` goes on from there, so nothing is lost or reordered. Counted in
+//! [`AfPacketStats::gso_frames`], [`AfPacketStats::gso_segments`] (each segment also in `rx_packets`) and
+//! [`PortStats::sw_segmented`]. Dropped whole and counted ([`AfPacketStats::gso_dropped`], `rx_dropped`), never
+//! passed on or segmented from partial data: a super-frame the ring truncated (longer than a block: the default
+//! block is 128 KiB so that a 64 KiB super-frame fits; `gso_truncated`), an unsupported type (UFO:
+//! `gso_unsupported`), headers that do not parse or disagree with the frame's length, IPv6 extension headers,
+//! IPv4 BIG TCP (`tot_len` 0), or a segment that would not fit a buffer (`gso_malformed`). Tunnel GSO (TCP
+//! inside VXLAN/GRE from a tunnel device in the peer) is reported by the kernel with its inner TCP type but outer
+//! headers, so it fails the header check and is dropped as `gso_malformed` rather than cut wrongly; GSO kinds
+//! the kernel cannot describe in a `virtio_net_hdr` it drops itself (`kernel_drops`).
 //!
-//! Cost (`cargo test -p dataplane --release --test afpacket_live tcp -- --nocapture`, three runs; 2 vCPU shared
-//! by sender, receiver and forwarder, loaded machine): segmentation alone (warm cache) **220–260 ns per
-//! 1448-byte segment**, mostly the copy and the checksum over it; in the live TCP transfer an `rx_burst` that
-//! segments costs **550–800 ns per segment** wall (the ring's bytes are cache-cold; receiving the same stream
-//! already segmented by a peer with TSO off cost 550–1050 ns per frame in the same setting), far below the
-//! 5.7–11 µs per frame of `tx_burst` (veth runs the receiver's TCP stack in the sender's call). The 20 MB
-//! transfer between two namespaces through two such ports forwarding to each other reached **0.8–1.3 Gbit/s**
-//! (with the peer's TSO off: 0.6–1.0 Gbit/s), so `sendmmsg` and the 1 ms block timeout (on the ACKs) bound it,
-//! not segmentation. `vswitch-bench --forwarders linux-bridge,vswitchd-afpacket` (vswitchd release build, load
-//! average 2.3): TCP with default offloads **1.26 Gbit/s** (0 before segmentation; 1.08 with offloads off; the
-//! Linux bridge 12.5, which never segments). Limits: the switch sees MSS-sized frames (no GRO: 64 KiB in costs ~45 frames
-//! through the pipeline and ~45 `sendmmsg` entries out), and the port never transmits GSO frames itself.
-
+//! **Transmit.** Each frame is sent with a `virtio_net_hdr` made from its metadata ([`Offload::to_vnet`]: GSO
+//! type, `gso_size`, `hdr_len`, `NEEDS_CSUM` with start and offset), so [`Port::caps`] is everything: the kernel
+//! skips the MTU check for a super-frame (`packet_snd`), veth hands it to its peer unsegmented, and a device
+//! without TSO or checksum offload gets it segmented or completed by the kernel (`validate_xmit_skb`).
+//!
+//! **Jumbo frames** (an MTU up to 9000) are copied into a large buffer; when none is free the frame is dropped
+//! and counted ([`AfPacketStats::no_large_buffer`]) rather than left to block the ring.
+//!
 //! # Host stack
 //! Attaching a packet socket does not take the interface away from the kernel: the host stack in the
 //! interface's namespace still receives every frame. Give the interface no IP address (and ideally put it in a
@@ -126,11 +123,13 @@
 //! the ring accesses below.
 
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
+use super::soft_offload::vnet_of;
 use super::tap::MAX_IFNAME_LEN;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
 use crate::checksum;
+use crate::offload::{Caps, Offload, MIN_GSO_SIZE};
 use crate::wire::MacAddr;
 use std::cell::Cell;
 use std::ffi::CString;
@@ -142,8 +141,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Most frames handed to one `sendmmsg` call.
 pub const TX_CHUNK: usize = 64;
 
-/// The `virtio_net_hdr` sent before every transmitted frame: no GSO, no partial checksum.
-static TX_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the kernel verified the frame's checksum.
+const F_DATA_VALID: u8 = 2;
+/// A partial checksum at this offset from its start is SCTP's CRC32c (veth offers `NETIF_F_SCTP_CRC`).
+const SCTP_CRC_OFFSET: u16 = 8;
 
 /// Nominal frame slot size told to the kernel (`tp_frame_size`); `TPACKET_V3` packs frames by their real length,
 /// so this only sets the ring's nominal frame count.
@@ -249,8 +250,8 @@ pub struct AfPacketStats {
     pub kernel_packets: u64,
     /// Frames the kernel dropped because the ring was full (`tp_drops`); included in `rx_dropped`.
     pub kernel_drops: u64,
-    /// Frames dropped because they were longer than a buffer (jumbo frames that are not GSO super-frames, or
-    /// truncated by the ring); included in `rx_dropped`.
+    /// Frames dropped because the ring truncated them (longer than a block) or longer than a large buffer, and
+    /// not super-frames; included in `rx_dropped`.
     pub too_long: u64,
     /// GSO super-frames received and completely segmented.
     pub gso_frames: u64,
@@ -265,11 +266,20 @@ pub struct AfPacketStats {
     /// ... because their headers do not parse or disagree with the frame, or a segment would not fit a buffer
     /// (a peer with an MTU above the buffer size).
     pub gso_malformed: u64,
-    /// Received frames whose partial TCP/UDP checksum the port completed.
+    /// ... because their segment size is under [`MIN_GSO_SIZE`] (also counted in `gso_malformed`).
+    pub gso_too_small: u64,
+    /// Received frames whose partial TCP/UDP checksum the port carried on as metadata (completed, if at all, by
+    /// the egress port).
+    pub csum_partial: u64,
+    /// Received frames whose partial TCP/UDP checksum the port completed (its offsets from the kernel did not
+    /// fit the frame, so it was found by parsing).
     pub csum_completed: u64,
     /// Received frames marked partial-checksum that the port could not complete (checksum offsets outside the
     /// frame and not TCP/UDP by parsing, or SCTP, whose partial checksum is a CRC32c); passed on unchanged.
     pub csum_unsupported: u64,
+    /// Jumbo frames (longer than a small buffer, not super-frames) dropped because no large buffer was free;
+    /// included in `rx_dropped`.
+    pub no_large_buffer: u64,
     /// Received frames whose VLAN tag the kernel had stripped and the port put back.
     pub vlan_reinserted: u64,
 }
@@ -642,16 +652,59 @@ impl AfPacketPort {
         let mut head = [0u8; MAX_HEADERS];
         let head = &mut head[..rf.len().min(MAX_HEADERS)];
         rf.copy_head(head);
+        let drop_it = |me: &mut Self, e: GsoError| {
+            me.stats.rx_dropped += 1;
+            me.extra.gso_dropped += 1;
+            match e {
+                GsoError::Unsupported(_) => me.extra.gso_unsupported += 1,
+                GsoError::Malformed | GsoError::MssTooBig(_) => me.extra.gso_malformed += 1,
+            }
+            me.pos.seg_next = 0;
+        };
+        if vnet.gso_size < MIN_GSO_SIZE {
+            drop_it(self, GsoError::Malformed);
+            self.extra.gso_too_small += 1;
+            return true;
+        }
+        // Whole, into a large buffer, when one is free and the segmentation has not started already: the
+        // headers are checked as for cutting, and the metadata carried on (csum_start moves past a reinserted
+        // tag). An egress that cannot take it cuts it.
+        if self.pos.seg_next == 0 && rf.len() <= MAX_LARGE_FRAME_LEN {
+            let offload = u16::try_from(usize::from(vnet.csum_start) + rf.tag_len()).ok().and_then(|start| {
+                Offload::from_raw(vnet.flags, vnet.gso_type, vnet.gso_size, start, vnet.csum_offset, rf.len())
+            });
+            if let Some(o) = offload {
+                if let Err(e) = SuperFrame::plan(head, rf.len(), &vnet_of(&o), MAX_LARGE_FRAME_LEN) {
+                    drop_it(self, e);
+                    return true;
+                }
+                if let Some(mut frame) = pool.alloc_large() {
+                    if batch.room() == 0 {
+                        pool.free(frame);
+                        return false;
+                    }
+                    rf.copy_head(&mut frame.room_mut()[..rf.len()]);
+                    // Cannot fail: rf.len() <= MAX_LARGE_FRAME_LEN.
+                    let _ = frame.set_len(rf.len());
+                    frame.offload = o;
+                    frame.ts = now;
+                    if rf.tag.is_some() {
+                        self.extra.vlan_reinserted += 1;
+                    }
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += rf.len() as u64;
+                    self.stats.rx_super_frames += 1;
+                    // Cannot fail: checked room above.
+                    let _ = batch.push(frame);
+                    *n += 1;
+                    return true;
+                }
+            }
+        }
         let plan = match SuperFrame::plan(head, rf.len(), vnet, MAX_FRAME_LEN) {
             Ok(plan) => plan,
             Err(e) => {
-                self.stats.rx_dropped += 1;
-                self.extra.gso_dropped += 1;
-                match e {
-                    GsoError::Unsupported(_) => self.extra.gso_unsupported += 1,
-                    GsoError::Malformed | GsoError::MssTooBig(_) => self.extra.gso_malformed += 1,
-                }
-                self.pos.seg_next = 0;
+                drop_it(self, e);
                 return true;
             }
         };
@@ -680,6 +733,7 @@ impl AfPacketPort {
             self.extra.vlan_reinserted += 1;
         }
         self.extra.gso_frames += 1;
+        self.stats.sw_segmented += 1;
         self.pos.seg_next = 0;
         true
     }
@@ -844,27 +898,41 @@ impl Port for AfPacketPort {
                 if !self.rx_super_frame(&rf, &vnet, now, pool, batch, &mut n) {
                     break; // batch or pool full: continue with this super-frame next time
                 }
-            } else if len > MAX_FRAME_LEN {
+            } else if len > MAX_LARGE_FRAME_LEN {
                 self.stats.rx_dropped += 1;
                 self.extra.too_long += 1;
+            } else if len > MAX_FRAME_LEN && pool.large_available() == 0 {
+                // A jumbo frame and no large buffer: dropped rather than left to block the ring behind it.
+                self.stats.rx_dropped += 1;
+                self.extra.no_large_buffer += 1;
             } else {
-                let Some(mut frame) = pool.alloc() else { break };
+                // A small buffer, or a large one for a jumbo frame.
+                let Some(mut frame) = pool.alloc_for(len) else { break };
                 rf.copy_head(&mut frame.room_mut()[..len]);
                 if tag.is_some() {
                     self.extra.vlan_reinserted += 1;
                 }
-                // Cannot fail: len <= MAX_FRAME_LEN.
+                // Cannot fail: the buffer holds len bytes.
                 let _ = frame.set_len(len);
                 if vnet.flags & gso::F_NEEDS_CSUM != 0 {
-                    // csum_start counts from the frame as the kernel holds it, without the stripped tag.
+                    // csum_start counts from the frame as the kernel holds it, without the stripped tag. The
+                    // partial checksum is carried on (an egress that cannot take it completes it); SCTP's
+                    // (offset 8) is a CRC32c, not carried as an Internet checksum.
                     let start = usize::from(vnet.csum_start) + rf.tag_len();
-                    if gso::complete_checksum(frame.data_mut(), start, usize::from(vnet.csum_offset))
-                        || complete_partial_checksum(frame.data_mut())
-                    {
+                    let partial = u16::try_from(start)
+                        .ok()
+                        .filter(|_| vnet.csum_offset != SCTP_CRC_OFFSET)
+                        .and_then(|start| Offload::from_raw(gso::F_NEEDS_CSUM, 0, 0, start, vnet.csum_offset, len));
+                    if let Some(o) = partial {
+                        frame.offload = o;
+                        self.extra.csum_partial += 1;
+                    } else if complete_partial_checksum(frame.data_mut()) {
                         self.extra.csum_completed += 1;
                     } else {
                         self.extra.csum_unsupported += 1;
                     }
+                } else if vnet.flags & F_DATA_VALID != 0 {
+                    frame.offload = Offload::verified();
                 }
                 frame.ts = now;
                 self.stats.rx_packets += 1;
@@ -887,24 +955,29 @@ impl Port for AfPacketPort {
         let mut start = 0;
         while start < frames.len() && first_err.is_none() {
             let chunk = &frames[start..frames.len().min(start + TX_CHUNK)];
+            // One virtio_net_hdr per frame, from its offload metadata (all zero for an ordinary frame).
+            let mut vh = [[0u8; VNET_HDR_LEN]; TX_CHUNK];
             // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid (null pointers, zero lengths).
             let mut iov: [[libc::iovec; 2]; TX_CHUNK] = unsafe { std::mem::zeroed() };
             // SAFETY: as above.
             let mut msgs: [libc::mmsghdr; TX_CHUNK] = unsafe { std::mem::zeroed() };
             for (i, f) in chunk.iter().enumerate() {
                 let d = f.data();
-                // With PACKET_VNET_HDR every frame sent is preceded by a virtio_net_hdr: all zero (no GSO, the
-                // checksum is complete). The kernel only reads it.
-                iov[i][0] = libc::iovec { iov_base: TX_VNET_HDR.as_ptr() as *mut libc::c_void, iov_len: VNET_HDR_LEN };
+                // With PACKET_VNET_HDR every frame sent is preceded by a virtio_net_hdr: GSO type and segment
+                // size for a super-frame, checksum start and offset for a partial checksum. The kernel only
+                // reads it.
+                if !f.offload.is_none() {
+                    vh[i] = f.offload.to_vnet(d);
+                }
+                iov[i][0] = libc::iovec { iov_base: vh[i].as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
                 iov[i][1] = libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() };
                 msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
                 msgs[i].msg_hdr.msg_iovlen = 2;
             }
             let mut i = 0;
             while i < chunk.len() {
-                // SAFETY: msgs[i..chunk.len()] are initialised headers whose iovecs point into `iov` and `frames`
-                // (neither moved nor freed during the call) and into the static TX_VNET_HDR; the kernel only reads
-                // them (and writes msg_len).
+                // SAFETY: msgs[i..chunk.len()] are initialised headers whose iovecs point into `iov`, `vh` and
+                // `frames` (none moved nor freed during the call); the kernel only reads them (and writes msg_len).
                 let r = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
@@ -917,6 +990,7 @@ impl Port for AfPacketPort {
                     for f in &chunk[i..i + r as usize] {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += f.len() as u64;
+                        self.stats.tx_super_frames += u64::from(f.offload.is_gso());
                     }
                     i += r as usize;
                     continue;
@@ -959,6 +1033,12 @@ impl Port for AfPacketPort {
     fn stats(&self) -> PortStats {
         let (_, kernel_drops) = self.poll_kernel_stats();
         PortStats { rx_dropped: self.stats.rx_dropped + kernel_drops, ..self.stats }
+    }
+
+    fn caps(&self) -> Caps {
+        // The kernel takes any virtio_net_hdr on a packet socket and segments or completes later for a device
+        // that needs it (validate_xmit_skb); veth hands it to its peer as is.
+        Caps::ALL
     }
 
     fn rx_fd(&self) -> Option<RawFd> {

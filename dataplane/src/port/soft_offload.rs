@@ -72,6 +72,12 @@ pub enum Emitted {
     Malformed(GsoError),
 }
 
+/// The `virtio_net_hdr` [`SuperFrame::plan`] takes, from a frame's checked metadata.
+pub fn vnet_of(o: &Offload) -> VnetHdr {
+    let (flags, gso_type, gso_size, csum_start, csum_offset) = o.raw();
+    VnetHdr { flags, gso_type, hdr_len: 0, gso_size, csum_start, csum_offset }
+}
+
 impl SoftOffload {
     /// A scratch buffer for the longest segment any port can send.
     pub fn new() -> Self {
@@ -109,9 +115,7 @@ impl SoftOffload {
         }
         let data = frame.data();
         let head = &data[..data.len().min(MAX_HEADERS)];
-        let (flags, gso_type, gso_size, csum_start, csum_offset) = o.raw();
-        let vnet = VnetHdr { flags, gso_type, hdr_len: 0, gso_size, csum_start, csum_offset };
-        let plan = match SuperFrame::plan(head, data.len(), &vnet, self.scratch.len()) {
+        let plan = match SuperFrame::plan(head, data.len(), &vnet_of(&o), self.scratch.len()) {
             Ok(plan) => plan,
             Err(e) => {
                 self.stats.gso_dropped += 1;

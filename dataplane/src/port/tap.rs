@@ -61,8 +61,8 @@
 //!
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the libc calls below.
 
-use super::gso::{SuperFrame, VnetHdr, MAX_HEADERS};
-use super::soft_offload::{Emitted, SoftOffload};
+use super::gso::{SuperFrame, MAX_HEADERS};
+use super::soft_offload::{vnet_of, Emitted, SoftOffload};
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
@@ -642,12 +642,6 @@ impl TapPort {
         self.stats.sw_segmented += 1;
         true
     }
-}
-
-/// The `virtio_net_hdr` the segmentation planner takes, from checked metadata.
-fn vnet_of(o: &Offload) -> VnetHdr {
-    let (flags, gso_type, gso_size, csum_start, csum_offset) = o.raw();
-    VnetHdr { flags, gso_type, hdr_len: 0, gso_size, csum_start, csum_offset }
 }
 
 impl Port for TapPort {
