@@ -133,6 +133,14 @@ impl Port for AnyPort {
     fn tx_pending(&self) -> bool {
         dispatch!(self, p => p.tx_pending())
     }
+
+    fn before_sleep(&mut self) -> bool {
+        dispatch!(self, p => p.before_sleep())
+    }
+
+    fn after_sleep(&mut self) {
+        dispatch!(self, p => p.after_sleep())
+    }
 }
 
 /// Why the live switch could not start.

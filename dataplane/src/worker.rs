@@ -438,14 +438,24 @@ impl Worker {
         if timeout == 0 {
             return;
         }
-        shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
-        let timeout = Duration::from_nanos(timeout);
-        match &mut self.poll {
-            // An error (EINTR from a signal) just ends the sleep early.
-            Some(poll) => {
-                let _ = poll.poll(&mut self.events, Some(timeout));
+        // The ports arm their wake-ups; one that already has frames cancels the sleep.
+        let mut waiting = false;
+        for &(p, q) in &self.rx {
+            waiting |= !lock(&shared.ports[p as usize].queues[q]).before_sleep();
+        }
+        if !waiting {
+            shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
+            let timeout = Duration::from_nanos(timeout);
+            match &mut self.poll {
+                // An error (EINTR from a signal) just ends the sleep early.
+                Some(poll) => {
+                    let _ = poll.poll(&mut self.events, Some(timeout));
+                }
+                None => std::thread::sleep(timeout),
             }
-            None => std::thread::sleep(timeout),
+        }
+        for &(p, q) in &self.rx {
+            lock(&shared.ports[p as usize].queues[q]).after_sleep();
         }
     }
 

@@ -1012,3 +1012,86 @@ fn vlan_tagged_gso_and_partial_checksums_are_handled_with_the_tag_put_back() {
     assert_eq!(rs.vlan_reinserted, 2, "{rs:?}");
     assert_eq!(pool.available(), pool.capacity());
 }
+
+/// Microseconds until `fd` is readable (`poll`), or `None` after `limit`.
+fn wait_readable(fd: std::os::fd::RawFd, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) };
+    (rc == 1).then(|| t.elapsed())
+}
+
+#[test]
+fn frames_in_the_block_the_kernel_fills_are_taken_at_once_and_wake_a_sleeper() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(9, None);
+    let mut sw = topo.open_sw("sw9", AfPacketConfig::new(&topo.sw_if));
+    let mut host = topo.open_host("host9", AfPacketConfig::new(&topo.host_if));
+    let mut pool = BufPool::new(256);
+    let frame = eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[9; 46]);
+    let mut batch = Batch::new();
+    // Busy-polling reader, one frame at a time: the block timeout is 1 ms, so a frame taken only when the kernel
+    // hands its block over would wait ~1 ms; peeked, it waits for the copy alone.
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        send(&mut host, &mut pool, std::slice::from_ref(&frame));
+        let mut seen = 0;
+        while seen == 0 && t.elapsed() < Duration::from_secs(1) {
+            seen = sw.rx_burst(0, &mut pool, &mut batch).unwrap();
+            for f in batch.drain() {
+                assert_eq!(f.data(), &frame[..]);
+                pool.free(f);
+            }
+        }
+        assert_eq!(seen, 1);
+        delays.push(t.elapsed().as_micros());
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    delays.sort_unstable();
+    println!("afpacket busy-polled one-frame delay min/median/max {}/{}/{} us", delays[0], delays[10], delays[19]);
+    assert!(delays[10] < 300, "median {} us: frames wait for the block timeout", delays[10]);
+
+    // A sleeping reader: armed, the wake-up fd becomes readable on the first frame, which is then taken at once.
+    let fd = sw.rx_fd().expect("an fd to sleep on");
+    // As a worker does: a burst that finds nothing (it gives back the blocks handed over meanwhile), then sleep.
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 0);
+    assert!(sw.before_sleep(), "nothing waiting: the worker may sleep");
+    assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "no wake-up without a frame");
+    let sender = {
+        let (host_if, frame) = (topo.host_if.clone(), frame.clone());
+        topo.host.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let t = Instant::now();
+            raw_send(&host_if, &frame);
+            t
+        })
+    };
+    let woke = wait_readable(fd, Duration::from_secs(2)).expect("woken by the frame");
+    let woke_at = Instant::now();
+    let sent_at = sender.join().unwrap();
+    let wake_delay = woke_at.duration_since(sent_at);
+    sw.after_sleep();
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1, "taken from the block the kernel still fills");
+    for f in batch.drain() {
+        pool.free(f);
+    }
+    println!("afpacket: slept {woke:?}, woken {wake_delay:?} after the frame was sent");
+    // The ring's fd would signal only when the block is handed over, 1 ms after the frame.
+    assert!(wake_delay < Duration::from_micros(800), "woken {wake_delay:?} after the frame");
+    // Disarmed, frames no longer make the fd readable (an idle worker is not woken by traffic it polls anyway).
+    send(&mut host, &mut pool, std::slice::from_ref(&frame));
+    assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "disarmed: no wake-up");
+    // A frame already waiting cancels the sleep.
+    assert!(!sw.before_sleep(), "a frame is waiting");
+    sw.after_sleep();
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1);
+    for f in batch.drain() {
+        pool.free(f);
+    }
+    assert_eq!(pool.available(), pool.capacity());
+}

@@ -32,10 +32,24 @@
 //!   the tag back into the frame (802.1Q, or the TPID the kernel reports), so the switch sees the frame as it was
 //!   on the wire; counted in [`AfPacketStats::vlan_reinserted`].
 //!
-//! **Latency.** A block is handed over only when full or on its timeout, so under light load a frame waits up to
-//! `block_timeout_ms` (default 1 ms) in the ring; the socket's fd ([`Port::rx_fd`]) also becomes readable only
-//! then. This is `TPACKET_V3`'s price for its cheap per-frame walk; latency-sensitive deployments use the AF_XDP
-//! port. The live test prints the measured delay.
+//! **Latency.** The kernel hands a block over only when it is full or on its timeout (`block_timeout_ms`, at
+//! least 1 ms), and the ring's fd becomes readable only then, so under light load a frame used to wait up to
+//! 1 ms. Two things remove that wait without touching the batch walk under load (x86-64 only, where stores become
+//! visible in program order; elsewhere frames wait for the hand-over as before):
+//! - *Peeking.* A block handed over by the timeout (light load) is zeroed where the kernel wrote before it is
+//!   given back. When `rx_burst` reaches a block the kernel still owns and that was zeroed, it takes the frames
+//!   the kernel has finished: `tpacket_rcv` copies the frame, writes the frame header, then (after an opaque
+//!   call) `sll_family` in the `sockaddr_ll` behind the header, so a nonzero `sll_family` means the frame is
+//!   complete. When the block is handed over, the walk resumes after the frames already taken. A block handed
+//!   over full (load) is not zeroed (it would cost a write of the whole block) and is never peeked: under load the
+//!   ring is walked exactly as before.
+//! - *Waking.* [`Port::rx_fd`] is a second packet socket on the interface (`Wake`) whose socket filter drops
+//!   every frame, until a worker about to sleep arms it ([`Port::before_sleep`]: the filter then keeps one byte);
+//!   the first frame makes it readable and wakes the worker, which disarms it ([`Port::after_sleep`]).
+//!
+//! `frames_in_the_block_the_kernel_fills_are_taken_at_once_and_wake_a_sleeper` measures both: a busy-polled
+//! frame is taken 11–54 µs after it was sent (median 14 µs, debug build) against ~0.9 ms without peeking, and a
+//! sleeping reader wakes ~130 µs after the send.
 //!
 //! # Transmit
 //! `tx_burst` sends all frames of a burst with `sendmmsg` (up to [`TX_CHUNK`] frames per system call) with
@@ -111,8 +125,8 @@
 //! - transmit with `sendmmsg`, 64 frames per call: **1.6–2.5 µs CPU per frame** (2.9–4.2 µs wall), which
 //!   includes the peer's receive path (veth runs it in the sender's softirq); a host-stack UDP `send()` over the
 //!   same veth cost 3.5–4.3 µs CPU in the same runs, so the kernel's skb and veth work dominates;
-//! - idle one-frame delay (tx on one end, busy-polled rx on the other): median **1.0 ms**, up to 3–5 ms: the
-//!   block timeout (see Latency above).
+//! - idle one-frame delay (tx on one end, busy-polled rx on the other): median **1.0 ms**, up to 3–5 ms, before
+//!   peeking; ~15 µs with it (see Latency above).
 //!
 //! # Fan-out
 //! [`AfPacketConfig::fanout`] joins the socket to a `PACKET_FANOUT` group (`PACKET_FANOUT_HASH`): open one port
@@ -313,7 +327,34 @@ struct RxPos {
     /// Index of the next segment to emit from that frame when it is a GSO super-frame (0: not started). A
     /// super-frame's segments may span several `rx_burst` calls; the frame stays in the ring until the last one.
     seg_next: usize,
+    /// Frames of the block taken while the kernel still filled it (peeked).
+    peeked: u32,
+    /// Bytes of the open block the kernel wrote (`blk_len`).
+    used: usize,
+    /// The open block was handed over by the timeout rather than full.
+    timed_out: bool,
 }
+
+/// What [`AfPacketPort::take_frame`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// Handed over, or dropped and counted: move on.
+    Done,
+    /// The batch or the pool ran out: try this frame again next burst.
+    Stalled,
+    /// The header points outside the block.
+    Corrupt,
+}
+
+/// Size of a frame header in the ring.
+const FRAME_HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
+
+/// Where the kernel puts the `sockaddr_ll` after a frame header (`TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`).
+const SLL_AT: usize = (FRAME_HDR + 15) & !15;
+
+/// Whether blocks the kernel still fills are peeked (see the module documentation, Latency): relies on x86's
+/// total store order for the frame's bytes to be visible before its header fields.
+const PEEK: bool = cfg!(target_arch = "x86_64");
 
 /// A frame in the ring as the switch will see it: the ring's bytes with the VLAN tag the kernel stripped (if any)
 /// put back after the MAC addresses.
@@ -371,6 +412,98 @@ pub struct AfPacketPort {
     extra: AfPacketStats,
     /// Accumulated `PACKET_STATISTICS` (the kernel resets its copy on every read): packets, drops.
     kernel: Cell<(u64, u64)>,
+    /// Per block: zeroed when last handed back, so it may be peeked while the kernel fills it.
+    peekable: Vec<bool>,
+    /// The socket that wakes a sleeping worker on the first frame (see the module documentation, Latency).
+    wake: Wake,
+}
+
+/// A second packet socket on the interface whose only job is to become readable when a frame arrives while the
+/// worker sleeps (the ring's own fd signals only when a block is handed over). It stays bound, with a socket
+/// filter that drops every frame (a few nanoseconds of the kernel's receive path per frame) until the worker
+/// arms it before sleeping, when the filter is swapped for one that keeps one byte of each frame.
+#[derive(Debug)]
+struct Wake {
+    fd: OwnedFd,
+    armed: bool,
+}
+
+impl Wake {
+    /// A wake-up socket bound to interface `ifindex`, disarmed.
+    fn open(ifindex: u32) -> io::Result<Wake> {
+        // SAFETY: socket takes only integer arguments.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let wake = Wake { fd, armed: true };
+        wake.filter(0)?;
+        let one: libc::c_int = 1;
+        setsockopt(&wake.fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
+        let small: libc::c_int = 4096;
+        setsockopt(&wake.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &small)?;
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
+        let rc = unsafe {
+            libc::bind(
+                wake.fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut wake = wake;
+        wake.armed = false;
+        Ok(wake)
+    }
+
+    /// Attaches a one-instruction classic BPF filter that keeps `keep` bytes of each frame (0: none).
+    fn filter(&self, keep: u32) -> io::Result<()> {
+        let mut insn = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: keep }];
+        let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
+        setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+    }
+
+    /// Lets the next frame wake the worker.
+    fn arm(&mut self) {
+        if !self.armed && self.filter(1).is_ok() {
+            self.armed = true;
+        }
+    }
+
+    /// Back to dropping every frame, and empties the queue so that the next arming starts from silence.
+    fn disarm(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.filter(0).is_ok() {
+            self.armed = false;
+        }
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: `byte` is writable for one byte during the call; the fd is open.
+            let r = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    byte.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if r < 0 {
+                break;
+            }
+        }
+    }
 }
 
 // SAFETY: the ring mapping (the only non-Send field, a raw pointer) belongs to this port alone; moving the port to
@@ -547,6 +680,7 @@ impl AfPacketPort {
         }
 
         let mac = interface_mac(&fd, ifname).map_err(|e| io_err("SIOCGIFHWADDR", e))?;
+        let wake = Wake::open(ifindex).map_err(|e| io_err("wake-up socket", e))?;
 
         Ok(AfPacketPort {
             name: port.to_string(),
@@ -561,6 +695,8 @@ impl AfPacketPort {
             stats: PortStats::default(),
             extra: AfPacketStats::default(),
             kernel: Cell::new((0, 0)),
+            peekable: vec![true; cfg.block_count as usize],
+            wake,
         })
     }
 
@@ -738,11 +874,184 @@ impl AfPacketPort {
         true
     }
 
-    /// Gives the current block back to the kernel and moves to the next.
+    /// Hands over (or drops and counts) the frame whose header `h` sits at `off` in the current block. `Stalled`:
+    /// the batch or pool ran out (the frame stays where it is for the next burst); `Corrupt`: the header points
+    /// outside the block (never expected from the kernel).
+    fn take_frame(
+        &mut self,
+        off: usize,
+        h: &libc::tpacket3_hdr,
+        now: Nanos,
+        pool: &mut BufPool,
+        batch: &mut Batch,
+        n: &mut usize,
+    ) -> Taken {
+        let data_at = off + usize::from(h.tp_mac);
+        let snap = h.tp_snaplen as usize;
+        if data_at + snap > self.block_size || usize::from(h.tp_mac) < FRAME_HDR + VNET_HDR_LEN {
+            return Taken::Corrupt;
+        }
+        // SAFETY: [data_at - VNET_HDR_LEN, data_at + snap) lies inside this block (checked: the vnet header
+        // sits between the frame header and the frame), which is ours until released and which nothing
+        // writes while we hold it.
+        let vnet =
+            unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at - VNET_HDR_LEN), VNET_HDR_LEN) };
+        let vnet = VnetHdr::parse(vnet.try_into().expect("VNET_HDR_LEN bytes"));
+        // SAFETY: as above, for the frame's bytes.
+        let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
+        let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
+        let tag = vlan.then(|| {
+            let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
+            let tci = (h.hv1.tp_vlan_tci as u16).to_be_bytes();
+            let tpid = tpid.to_be_bytes();
+            [tpid[0], tpid[1], tci[0], tci[1]]
+        });
+        let rf = RingFrame { data, tag };
+        let len = rf.len();
+        if h.tp_len as usize != snap {
+            // Truncated by the ring: never handed on, never segmented from partial data.
+            self.stats.rx_dropped += 1;
+            if vnet.is_gso() {
+                self.extra.gso_dropped += 1;
+                self.extra.gso_truncated += 1;
+            } else {
+                self.extra.too_long += 1;
+            }
+        } else if vnet.is_gso() {
+            if !self.rx_super_frame(&rf, &vnet, now, pool, batch, n) {
+                return Taken::Stalled; // batch or pool full: continue with this super-frame next time
+            }
+        } else if len > MAX_LARGE_FRAME_LEN {
+            self.stats.rx_dropped += 1;
+            self.extra.too_long += 1;
+        } else if len > MAX_FRAME_LEN && pool.large_available() == 0 {
+            // A jumbo frame and no large buffer: dropped rather than left to block the ring behind it.
+            self.stats.rx_dropped += 1;
+            self.extra.no_large_buffer += 1;
+        } else {
+            // A small buffer, or a large one for a jumbo frame.
+            let Some(mut frame) = pool.alloc_for(len) else { return Taken::Stalled };
+            rf.copy_head(&mut frame.room_mut()[..len]);
+            if tag.is_some() {
+                self.extra.vlan_reinserted += 1;
+            }
+            // Cannot fail: the buffer holds len bytes.
+            let _ = frame.set_len(len);
+            if vnet.flags & gso::F_NEEDS_CSUM != 0 {
+                // csum_start counts from the frame as the kernel holds it, without the stripped tag. The
+                // partial checksum is carried on (an egress that cannot take it completes it); SCTP's
+                // (offset 8) is a CRC32c, not carried as an Internet checksum.
+                let start = usize::from(vnet.csum_start) + rf.tag_len();
+                let partial = u16::try_from(start)
+                    .ok()
+                    .filter(|_| vnet.csum_offset != SCTP_CRC_OFFSET)
+                    .and_then(|start| Offload::from_raw(gso::F_NEEDS_CSUM, 0, 0, start, vnet.csum_offset, len));
+                if let Some(o) = partial {
+                    frame.offload = o;
+                    self.extra.csum_partial += 1;
+                } else if complete_partial_checksum(frame.data_mut()) {
+                    self.extra.csum_completed += 1;
+                } else {
+                    self.extra.csum_unsupported += 1;
+                }
+            } else if vnet.flags & F_DATA_VALID != 0 {
+                frame.offload = Offload::verified();
+            }
+            frame.ts = now;
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += len as u64;
+            // Cannot fail: the loop runs only while the batch has room.
+            let _ = batch.push(frame);
+            *n += 1;
+        }
+        Taken::Done
+    }
+
+    /// Takes the next frame of the block the kernel is still filling, if the block may be peeked (see the module
+    /// documentation, Latency) and the kernel has finished writing that frame. False when there is none (yet),
+    /// or the batch or pool ran out.
+    fn peek_next(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch, n: &mut usize) -> bool {
+        if !PEEK || !self.peekable[self.pos.block] {
+            return false;
+        }
+        if self.pos.peeked == 0 {
+            // The kernel writes the same first offset into the block header whenever it opens the block.
+            let hdr = self.block_at(self.pos.block, std::mem::offset_of!(libc::tpacket_block_desc, hdr));
+            // SAFETY: `hdr` points to the mapped, 8-aligned block header; the kernel may write the field
+            // concurrently (when it opens the block), with the same value each time, so a volatile read sees it or
+            // the previous one.
+            let first = unsafe {
+                std::ptr::read_volatile(
+                    hdr.wrapping_add(std::mem::offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt)).cast::<u32>(),
+                )
+            } as usize;
+            if first < std::mem::size_of::<libc::tpacket_block_desc>() || first >= self.block_size {
+                return false;
+            }
+            self.pos.off = first;
+        }
+        let off = self.pos.off;
+        let Some(h) = self.finished_frame(off) else { return false };
+        match self.take_frame(off, &h, now, pool, batch, n) {
+            Taken::Done => {
+                self.pos.peeked += 1;
+                self.pos.off = off + h.tp_next_offset as usize;
+                true
+            }
+            // A frame header that does not fit (not expected): wait for the block to be handed over.
+            Taken::Stalled | Taken::Corrupt => false,
+        }
+    }
+
+    /// The header of the frame at `off` in the current (kernel-owned) block, if the kernel has finished writing
+    /// it. The block was zeroed before the kernel got it back; `tpacket_rcv` copies the frame (after the vnet
+    /// header), then writes the `tpacket3_hdr` fields, then calls `dev_parse_header` (an opaque call the compiler
+    /// cannot move those stores past) and only then writes `sll_family = AF_PACKET` into the `sockaddr_ll` that
+    /// follows the header. So `sll_family` set means every byte before it in program order is final, and x86's
+    /// store order makes them visible first. `tp_len`/`tp_snaplen`/`tp_mac` nonzero is checked as well.
+    fn finished_frame(&self, off: usize) -> Option<libc::tpacket3_hdr> {
+        if off + SLL_AT + std::mem::size_of::<libc::sockaddr_ll>() > self.block_size {
+            return None;
+        }
+        let at = self.block_at(self.pos.block, off);
+        let field = |o: usize| {
+            // SAFETY: at + o is a 4-aligned u32 inside the mapped block (checked above; frame headers are
+            // 16-aligned, and every offset read is a multiple of 4); the kernel writes it concurrently, so it is
+            // read atomically.
+            unsafe { AtomicU32::from_ptr(at.wrapping_add(o).cast::<u32>()) }.load(Ordering::Acquire)
+        };
+        use std::mem::offset_of;
+        // sll_family is the first (native-endian) u16 of the sockaddr_ll.
+        let family = field(SLL_AT).to_ne_bytes();
+        if u16::from_ne_bytes([family[0], family[1]]) != libc::AF_PACKET as u16 {
+            return None;
+        }
+        let len = field(offset_of!(libc::tpacket3_hdr, tp_len));
+        let snap = field(offset_of!(libc::tpacket3_hdr, tp_snaplen));
+        if len == 0 || snap == 0 {
+            return None;
+        }
+        // SAFETY: as above; every header field was written before sll_family (see above).
+        Some(unsafe { at.cast::<libc::tpacket3_hdr>().read_volatile() })
+    }
+
+    /// Gives the current block back to the kernel and moves to the next. A block handed over by the timeout
+    /// (light load) is zeroed first where the kernel wrote, so that it may be peeked next time round; a full one
+    /// (load) is not, and will not be.
     #[inline]
     fn release_block(&mut self) {
-        self.block_status(self.pos.block).store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        self.pos = RxPos { block: (self.pos.block + 1) % self.block_count, ..RxPos::default() };
+        let b = self.pos.block;
+        let zero = PEEK && self.pos.timed_out;
+        if zero {
+            let first = std::mem::size_of::<libc::tpacket_block_desc>();
+            let used = self.pos.used.clamp(first, self.block_size);
+            // SAFETY: [first, used) lies inside block b, which is ours until the release below; nothing else
+            // refers to it (frames were copied out).
+            unsafe { std::ptr::write_bytes(self.block_at(b, first), 0, used - first) };
+        }
+        self.peekable[b] = zero;
+        self.block_status(b).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.pos = RxPos { block: (b + 1) % self.block_count, ..RxPos::default() };
     }
 }
 
@@ -834,112 +1143,48 @@ impl Port for AfPacketPort {
     }
 
     fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
-        const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
         let mut n = 0;
         while batch.room() > 0 {
             if !self.pos.open {
-                if self.block_status(self.pos.block).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-                    break; // the kernel still fills this block
+                let status = self.block_status(self.pos.block).load(Ordering::Acquire);
+                if status & libc::TP_STATUS_USER == 0 {
+                    // The kernel still fills this block: take the frames it has finished, if it may be peeked.
+                    if !self.peek_next(now, pool, batch, &mut n) {
+                        break;
+                    }
+                    continue;
                 }
                 let hdr = self.block_at(self.pos.block, std::mem::offset_of!(libc::tpacket_block_desc, hdr));
                 // SAFETY: the block is ours (TP_STATUS_USER, acquired above), so its header is stable; `hdr` points
                 // to the mapped, 8-aligned block header.
                 let bh = unsafe { hdr.cast::<libc::tpacket_hdr_v1>().read() };
                 self.pos.open = true;
-                self.pos.left = bh.num_pkts;
-                self.pos.off = bh.offset_to_first_pkt as usize;
+                self.pos.left = bh.num_pkts.saturating_sub(self.pos.peeked);
+                if self.pos.peeked == 0 {
+                    self.pos.off = bh.offset_to_first_pkt as usize;
+                }
+                self.pos.used = (bh.blk_len as usize).min(self.block_size);
+                self.pos.timed_out = status & libc::TP_STATUS_BLK_TMO != 0;
             }
             if self.pos.left == 0 {
                 self.release_block();
                 continue;
             }
             let off = self.pos.off;
-            if off + HDR > self.block_size {
+            if off + FRAME_HDR > self.block_size {
                 // A corrupt descriptor (never expected): give the block back rather than read out of it.
                 self.release_block();
                 continue;
             }
-            // SAFETY: off + HDR lies inside this block (checked), which is ours; frame headers are 16-aligned.
+            // SAFETY: off + FRAME_HDR lies inside this block (checked), which is ours; frame headers are 16-aligned.
             let h = unsafe { self.block_at(self.pos.block, off).cast::<libc::tpacket3_hdr>().read() };
-            let data_at = off + usize::from(h.tp_mac);
-            let snap = h.tp_snaplen as usize;
-            if data_at + snap > self.block_size || usize::from(h.tp_mac) < HDR + VNET_HDR_LEN {
-                self.release_block();
-                continue;
-            }
-            // SAFETY: [data_at - VNET_HDR_LEN, data_at + snap) lies inside this block (checked: the vnet header
-            // sits between the frame header and the frame), which is ours until released and which nothing
-            // writes while we hold it.
-            let vnet = unsafe {
-                std::slice::from_raw_parts(self.block_at(self.pos.block, data_at - VNET_HDR_LEN), VNET_HDR_LEN)
-            };
-            let vnet = VnetHdr::parse(vnet.try_into().expect("VNET_HDR_LEN bytes"));
-            // SAFETY: as above, for the frame's bytes.
-            let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
-            let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
-            let tag = vlan.then(|| {
-                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
-                let tci = (h.hv1.tp_vlan_tci as u16).to_be_bytes();
-                let tpid = tpid.to_be_bytes();
-                [tpid[0], tpid[1], tci[0], tci[1]]
-            });
-            let rf = RingFrame { data, tag };
-            let len = rf.len();
-            if h.tp_len as usize != snap {
-                // Truncated by the ring: never handed on, never segmented from partial data.
-                self.stats.rx_dropped += 1;
-                if vnet.is_gso() {
-                    self.extra.gso_dropped += 1;
-                    self.extra.gso_truncated += 1;
-                } else {
-                    self.extra.too_long += 1;
+            match self.take_frame(off, &h, now, pool, batch, &mut n) {
+                Taken::Done => {}
+                Taken::Stalled => break,
+                Taken::Corrupt => {
+                    self.release_block();
+                    continue;
                 }
-            } else if vnet.is_gso() {
-                if !self.rx_super_frame(&rf, &vnet, now, pool, batch, &mut n) {
-                    break; // batch or pool full: continue with this super-frame next time
-                }
-            } else if len > MAX_LARGE_FRAME_LEN {
-                self.stats.rx_dropped += 1;
-                self.extra.too_long += 1;
-            } else if len > MAX_FRAME_LEN && pool.large_available() == 0 {
-                // A jumbo frame and no large buffer: dropped rather than left to block the ring behind it.
-                self.stats.rx_dropped += 1;
-                self.extra.no_large_buffer += 1;
-            } else {
-                // A small buffer, or a large one for a jumbo frame.
-                let Some(mut frame) = pool.alloc_for(len) else { break };
-                rf.copy_head(&mut frame.room_mut()[..len]);
-                if tag.is_some() {
-                    self.extra.vlan_reinserted += 1;
-                }
-                // Cannot fail: the buffer holds len bytes.
-                let _ = frame.set_len(len);
-                if vnet.flags & gso::F_NEEDS_CSUM != 0 {
-                    // csum_start counts from the frame as the kernel holds it, without the stripped tag. The
-                    // partial checksum is carried on (an egress that cannot take it completes it); SCTP's
-                    // (offset 8) is a CRC32c, not carried as an Internet checksum.
-                    let start = usize::from(vnet.csum_start) + rf.tag_len();
-                    let partial = u16::try_from(start)
-                        .ok()
-                        .filter(|_| vnet.csum_offset != SCTP_CRC_OFFSET)
-                        .and_then(|start| Offload::from_raw(gso::F_NEEDS_CSUM, 0, 0, start, vnet.csum_offset, len));
-                    if let Some(o) = partial {
-                        frame.offload = o;
-                        self.extra.csum_partial += 1;
-                    } else if complete_partial_checksum(frame.data_mut()) {
-                        self.extra.csum_completed += 1;
-                    } else {
-                        self.extra.csum_unsupported += 1;
-                    }
-                } else if vnet.flags & F_DATA_VALID != 0 {
-                    frame.offload = Offload::verified();
-                }
-                frame.ts = now;
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
-                // Cannot fail: the loop runs only while the batch has room.
-                let _ = batch.push(frame);
-                n += 1;
             }
             self.pos.left -= 1;
             self.pos.off = off + h.tp_next_offset as usize;
@@ -1041,8 +1286,26 @@ impl Port for AfPacketPort {
         Caps::ALL
     }
 
+    /// The wake-up socket: readable on the first frame after [`Port::before_sleep`] (the ring's fd would only
+    /// signal when the kernel hands a block over).
     fn rx_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+        Some(self.wake.fd.as_raw_fd())
+    }
+
+    fn before_sleep(&mut self) -> bool {
+        self.wake.arm();
+        // A frame that arrived before the arming would not wake the worker: look once more.
+        let b = self.pos.block;
+        let handed_over = self.block_status(b).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0;
+        let finished = PEEK && self.peekable[b] && !self.pos.open && {
+            let off = if self.pos.peeked == 0 { std::mem::size_of::<libc::tpacket_block_desc>() } else { self.pos.off };
+            self.finished_frame(off).is_some()
+        };
+        !(handed_over || finished || self.pos.open)
+    }
+
+    fn after_sleep(&mut self) {
+        self.wake.disarm();
     }
 }
 

@@ -145,6 +145,16 @@ pub trait Port {
         None
     }
 
+    /// Called by a worker about to sleep on [`Port::rx_fd`], after a burst found nothing: the port prepares
+    /// whatever makes a new frame raise the fd (AF_PACKET arms its wake-up socket) and returns false when frames
+    /// are already waiting (the worker then does not sleep). Every call is followed by [`Port::after_sleep`].
+    fn before_sleep(&mut self) -> bool {
+        true
+    }
+
+    /// Called by a worker after its sleep (or after deciding not to sleep) to undo [`Port::before_sleep`].
+    fn after_sleep(&mut self) {}
+
     /// True when frames given to an earlier `tx_burst` are still waiting to be pushed to the link (AF_XDP in
     /// copy mode, when the kernel pushed back). A worker about to sleep calls `tx_burst` with no frames to push
     /// them, so an idle link does not hold them until its next wake-up.
