@@ -30,15 +30,16 @@
 //! worker's pool: a pool never grows past its capacity ([`BufPool::free`] drops the extra buffer), and the
 //! workers top up pools that lost buffers (`crate::worker`).
 
+use crate::ids::PortId;
 use crate::offload::Offload;
-use crate::port::PortId;
 
-/// Size of one small buffer in bytes.
-pub const BUF_SIZE: usize = 2048;
+/// The longest frame a small buffer can carry (the contract's, which the configuration's MTU limit is derived
+/// from).
+pub use vswitch_api::frame::MAX_FRAME_LEN;
 /// Bytes kept free in front of the frame for encapsulation.
 pub const HEADROOM: usize = 128;
-/// The longest frame a small buffer can carry.
-pub const MAX_FRAME_LEN: usize = BUF_SIZE - HEADROOM;
+/// Size of one small buffer in bytes: the headroom plus the longest frame (2048).
+pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
 /// The longest frame a large buffer carries: 64 KiB - 1 (a frame's length is 16 bits; an IPv4 super-frame from
 /// Linux stays below it, since the kernel caps TCP's at `gso_max_size` - 1 - `MAX_TCP_HEADER`).
 pub const MAX_LARGE_FRAME_LEN: usize = u16::MAX as usize;
@@ -47,11 +48,7 @@ pub const LARGE_BUF_SIZE: usize = HEADROOM + MAX_LARGE_FRAME_LEN;
 /// Large buffers in a pool unless told otherwise: 64 (4.2 MiB).
 pub const DEFAULT_LARGE_BUFFERS: usize = 64;
 
-/// Time in nanoseconds: a virtual clock in replay and tests, a monotonic clock in `vswitchd run`.
-pub type Nanos = u64;
-
-/// Nanoseconds per second.
-pub const NANOS_PER_SEC: Nanos = 1_000_000_000;
+pub use crate::ids::{Nanos, NANOS_PER_SEC};
 
 /// A buffer: [`BUF_SIZE`] or [`LARGE_BUF_SIZE`] bytes; its length says which list it goes back to.
 type Buf = Box<[u8]>;

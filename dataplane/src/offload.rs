@@ -32,6 +32,9 @@
 //!
 //! Threads: plain values; any thread.
 
+use crate::wire::checksum;
+use crate::wire::virtio_net_hdr::{self, Repr as VnetRepr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN};
+use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
 use serde::{Deserialize, Serialize};
 
 /// What kind of super-frame a frame is.
@@ -52,13 +55,6 @@ pub enum GsoKind {
 /// one 64 KiB super-frame into thousands of frames; ports and the ingress stage drop such a super-frame and count
 /// it (`gso-segment-too-small`).
 pub const MIN_GSO_SIZE: u16 = 536;
-
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
-const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_F_DATA_VALID`.
-const F_DATA_VALID: u8 = 2;
-/// `VIRTIO_NET_HDR_GSO_ECN`.
-const GSO_ECN: u8 = 0x80;
 
 /// A frame's offload metadata: the fields of a `virtio_net_hdr` (without `hdr_len`, which is derived), checked
 /// against the frame when it was received. Eight bytes, [`Offload::NONE`] for an ordinary frame. See the module
@@ -93,7 +89,7 @@ impl Offload {
     /// segment only) requested or not.
     #[inline]
     pub fn gso(kind: GsoKind, gso_size: u16, ecn: bool, l4: u16) -> Offload {
-        let csum_offset = if kind == GsoKind::UdpL4 { 6 } else { 16 };
+        let csum_offset = if kind == GsoKind::UdpL4 { udp::CHECKSUM_OFFSET } else { tcp::CHECKSUM_OFFSET };
         Offload {
             flags: F_NEEDS_CSUM,
             gso_type: kind as u8 | if ecn { GSO_ECN } else { 0 },
@@ -207,14 +203,14 @@ impl Offload {
 }
 
 /// Length of `struct virtio_net_hdr` (without `num_buffers`), as taps and packet sockets exchange it.
-pub const VNET_HDR_LEN: usize = 10;
+pub const VNET_HDR_LEN: usize = virtio_net_hdr::HEADER_LEN;
 
 impl Offload {
     /// Decodes a `virtio_net_hdr` (host byte order, as the kernel writes it for a tap or packet socket on a
     /// little-endian host) read before a frame of `len` bytes: see [`Offload::from_raw`] for what is refused.
     pub fn from_vnet(b: &[u8; VNET_HDR_LEN], len: usize) -> Option<Offload> {
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Offload::from_raw(b[0], b[1], u(4), u(6), u(8), len)
+        let h = VnetRepr::parse(b);
+        Offload::from_raw(h.flags, h.gso_type, h.gso_size, h.csum_start, h.csum_offset, len)
     }
 
     /// Length of the headers in front of the payload of `frame` (whose metadata this is): the end of the
@@ -226,8 +222,10 @@ impl Offload {
         let len = match self.gso_kind() {
             GsoKind::None if self.flags & F_NEEDS_CSUM != 0 => start + usize::from(self.csum_offset) + 2,
             GsoKind::None => 0,
-            GsoKind::UdpL4 => start + 8,
-            GsoKind::Tcp4 | GsoKind::Tcp6 => start + frame.get(start + 12).map_or(20, |d| usize::from(d >> 4) * 4),
+            GsoKind::UdpL4 => start + udp::HEADER_LEN,
+            GsoKind::Tcp4 | GsoKind::Tcp6 => {
+                start + tcp::Header::at(frame, start).map_or(tcp::HEADER_LEN, |t| t.header_len())
+            }
         };
         len.min(frame.len())
     }
@@ -247,17 +245,18 @@ impl Offload {
     /// (how much the kernel puts in the skb's linear part) is the headers' length: the transport header's end
     /// for a super-frame, the checksum field's end for a partial checksum, 0 for an ordinary frame.
     pub fn to_vnet(&self, frame: &[u8]) -> [u8; VNET_HDR_LEN] {
-        let mut b = [0u8; VNET_HDR_LEN];
         if self.is_none() {
-            return b;
+            return [0; VNET_HDR_LEN];
         }
-        let hdr_len = self.header_len(frame) as u16;
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        for (i, v) in [(2, hdr_len), (4, self.gso_size), (6, self.csum_start), (8, self.csum_offset)] {
-            b[i..i + 2].copy_from_slice(&v.to_ne_bytes());
+        VnetRepr {
+            flags: self.flags,
+            gso_type: self.gso_type,
+            hdr_len: self.header_len(frame) as u16,
+            gso_size: self.gso_size,
+            csum_start: self.csum_start,
+            csum_offset: self.csum_offset,
         }
-        b
+        .to_bytes()
     }
 }
 
@@ -267,52 +266,43 @@ impl Offload {
 /// that segment size (TCP or UDP segmentation by the IP version and protocol). `None` for anything else.
 /// For fixtures, benchmarks and fuzzing: the ports get this form from the kernel.
 pub fn offloaded_form(frame: &[u8], gso_size: Option<u16>) -> Option<(Vec<u8>, Offload)> {
-    let be16 = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let mut l3 = 14;
-    let mut et = be16(12)?;
-    while et == 0x8100 || et == 0x88a8 {
-        et = be16(l3 + 2)?;
-        l3 += 4;
-    }
-    let (v4, l4, proto, l4_len, pseudo) = match et {
-        0x0800 => {
-            let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
-            let total = usize::from(be16(l3 + 2)?);
-            let proto = *frame.get(l3 + 9)?;
-            (true, l3 + ihl, proto, total.checked_sub(ihl)?, crate::checksum::sum(frame.get(l3 + 12..l3 + 20)?))
+    let l3 = ethernet::Packet::new_checked(frame).ok()?.layer3()?;
+    let (v4, l4, proto, l4_len, pseudo) = match l3.ethertype {
+        ethertype::IPV4 => {
+            let ip = ipv4::Header::at(frame, l3.offset)?;
+            let l4_len = usize::from(ip.total_len()).checked_sub(ip.header_len())?;
+            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), l4_len as u16);
+            (true, l3.offset + ip.header_len(), ip.protocol(), l4_len, pseudo)
         }
-        0x86dd => (
-            false,
-            l3 + 40,
-            *frame.get(l3 + 6)?,
-            usize::from(be16(l3 + 4)?),
-            crate::checksum::sum(frame.get(l3 + 8..l3 + 40)?),
-        ),
+        ethertype::IPV6 => {
+            let ip = ipv6::Header::at(frame, l3.offset)?;
+            let l4_len = usize::from(ip.payload_len());
+            let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), l4_len as u32);
+            (false, l3.offset + ipv6::HEADER_LEN, ip.next_header(), l4_len, pseudo)
+        }
         _ => return None,
     };
-    let offset = match proto {
-        6 => 16u16,
-        17 => 6,
-        _ => return None,
-    };
-    if l4 + l4_len > frame.len() || l4 + usize::from(offset) + 2 > l4 + l4_len {
-        return None;
-    }
-    // The pseudo-header sum: addresses, protocol, L4 length (one's complement, folded, not inverted).
-    let mut acc = u32::from(pseudo) + u32::from(proto) + l4_len as u32;
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
     let mut out = frame.to_vec();
-    let at = l4 + usize::from(offset);
-    out[at..at + 2].copy_from_slice(&(acc as u16).to_be_bytes());
+    let seg = out.get_mut(l4..l4.checked_add(l4_len)?)?;
+    // The checksum field holds the pseudo-header sum (folded, not inverted).
+    let offset = match proto {
+        ip_proto::TCP if tcp::Packet::new_unchecked(&*seg).holds_checksum() => {
+            tcp::Packet::new_unchecked(seg).set_checksum(pseudo);
+            tcp::CHECKSUM_OFFSET
+        }
+        ip_proto::UDP if udp::Packet::new_unchecked(&*seg).holds_checksum() => {
+            udp::Packet::new_unchecked(seg).set_checksum(pseudo);
+            udp::CHECKSUM_OFFSET
+        }
+        _ => return None,
+    };
     let l4 = u16::try_from(l4).ok()?;
     let o = match gso_size {
         None => Offload::partial(l4, offset),
         Some(size) => {
             let kind = match (proto, v4) {
-                (6, true) => GsoKind::Tcp4,
-                (6, false) => GsoKind::Tcp6,
+                (ip_proto::TCP, true) => GsoKind::Tcp4,
+                (ip_proto::TCP, false) => GsoKind::Tcp6,
                 _ => GsoKind::UdpL4,
             };
             Offload::gso(kind, size, false, l4)

@@ -2,11 +2,11 @@
 //! frames over with offload metadata, as the tap and AF_PACKET ports do, and sends what its capabilities allow
 //! (`MemPort::set_caps`). What a port without the capability sends is checked as wire frames.
 
-use dataplane::checksum;
 use dataplane::counters::DropReason;
 use dataplane::offload::{offloaded_form, Caps, GsoKind, Offload};
 use dataplane::testbed::Testbed;
 use dataplane::wire::builder::{pattern, Ipv4Spec, TcpFlags, TcpSegment};
+use dataplane::wire::checksum;
 use dataplane::wire::MacAddr;
 use std::net::Ipv4Addr;
 

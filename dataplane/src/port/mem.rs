@@ -15,7 +15,8 @@
 use super::soft_offload::SoftOffload;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN};
+use crate::ids::Nanos;
 use crate::offload::{Caps, Offload};
 use std::collections::VecDeque;
 

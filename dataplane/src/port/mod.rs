@@ -20,72 +20,34 @@
 //! [`Port::caps`] covers it and otherwise completes or segments the frame itself ([`soft_offload`]), so the
 //! pipeline never needs to know what a port can do.
 //!
+//! # Opening
+//! The back-ends on kernel interfaces take an [`IfName`] (checked once) and fail with one error type,
+//! [`OpenError`] ([`open`]). [`any::AnyPort`] is every back-end as one type, and [`any::open_port`] opens the
+//! queues of a configured port with the back-end its kind names.
+//!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+pub mod any;
 pub mod gso;
 pub mod mem;
+pub mod open;
 pub mod pcap;
 pub mod soft_offload;
 pub mod tap;
 
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use crate::offload::Caps;
-use serde::{Deserialize, Serialize};
 
-/// A port's index in the switch's port table.
-pub type PortId = u16;
+pub use crate::ids::PortId;
+pub use open::{Backend, OpenError, OpenFailure};
 
-/// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortStats {
-    /// Frames received and handed to the switch.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Frames the port received but could not hand over (longer than a buffer).
-    pub rx_dropped: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// Frames given to the port that it could not send.
-    pub tx_dropped: u64,
-    /// GSO super-frames received whole (each also one of `rx_packets`; see `crate::offload`).
-    #[serde(default)]
-    pub rx_super_frames: u64,
-    /// GSO super-frames sent whole, for the kernel to segment if it must (each also one of `tx_packets`).
-    #[serde(default)]
-    pub tx_super_frames: u64,
-    /// Super-frames the port cut into segments in software: on receive when no large buffer was free, on
-    /// transmit when the link takes no super-frames (their segments count in `rx_packets` / `tx_packets`).
-    #[serde(default)]
-    pub sw_segmented: u64,
-    /// Partial checksums the port completed in software (for a link without checksum offload).
-    #[serde(default)]
-    pub sw_csum: u64,
-}
-
-impl PortStats {
-    /// The sum of two sets of counters (the queues of one port).
-    pub fn merged(self, o: PortStats) -> PortStats {
-        PortStats {
-            rx_packets: self.rx_packets + o.rx_packets,
-            rx_bytes: self.rx_bytes + o.rx_bytes,
-            rx_dropped: self.rx_dropped + o.rx_dropped,
-            tx_packets: self.tx_packets + o.tx_packets,
-            tx_bytes: self.tx_bytes + o.tx_bytes,
-            tx_dropped: self.tx_dropped + o.tx_dropped,
-            rx_super_frames: self.rx_super_frames + o.rx_super_frames,
-            tx_super_frames: self.tx_super_frames + o.tx_super_frames,
-            sw_segmented: self.sw_segmented + o.sw_segmented,
-            sw_csum: self.sw_csum + o.sw_csum,
-        }
-    }
-}
+/// What a port counts about its own I/O; defined with the control protocol, which carries it as it is.
+pub use vswitch_api::proto::PortStats;
 
 /// An error from a port's I/O that is not about a single frame (a file or socket failing).
 #[derive(Debug, thiserror::Error)]
@@ -111,11 +73,12 @@ pub enum PortError {
     },
 }
 
-/// True when `ifname` can name a Linux interface: 1 to [`tap::MAX_IFNAME_LEN`] bytes, no NUL or '/'. Checked
-/// before any system call by the back-ends that take an interface name.
-pub(crate) fn valid_ifname(ifname: &str) -> bool {
-    !ifname.is_empty() && ifname.len() <= tap::MAX_IFNAME_LEN && !ifname.bytes().any(|b| b == 0 || b == b'/')
-}
+/// A Linux interface name, valid by construction: the back-ends on kernel interfaces take one, so a name is
+/// checked once (by the configuration, or by whoever makes the `IfName`), never by each back-end.
+pub use vswitch_api::ifname::{BadIfName, IfName};
+
+// The contract's limit is the kernel's: IFNAMSIZ minus the terminating NUL.
+const _: () = assert!(IfName::MAX_LEN == libc::IFNAMSIZ - 1);
 
 /// A source and sink of frames. See the module documentation for who owns a buffer when.
 pub trait Port {

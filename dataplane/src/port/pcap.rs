@@ -8,7 +8,8 @@
 use super::soft_offload::{Emitted, SoftOffload};
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
+use crate::ids::Nanos;
 use crate::offload::Caps;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, TsResolution};

@@ -141,10 +141,10 @@ impl SoftOffload {
 mod tests {
     use super::*;
     use crate::buffer::BufPool;
-    use crate::checksum;
     use crate::offload::GsoKind;
     use crate::wire::builder::{pattern, Ipv4Spec, TcpFlags, TcpSegment};
-    use crate::wire::MacAddr;
+    use crate::wire::checksum;
+    use crate::wire::{ethernet, ip_proto, ipv4, tcp, MacAddr};
     use std::net::Ipv4Addr;
 
     fn spec() -> Ipv4Spec {
@@ -157,12 +157,8 @@ mod tests {
     }
 
     /// Replaces a TCP/IPv4 frame's checksum by the pseudo-header sum, as a sender with checksum offload leaves it.
-    fn make_partial(f: &mut [u8]) {
-        let l4_len = (f.len() - 34) as u16;
-        let mut pseudo = f[26..34].to_vec();
-        pseudo.extend_from_slice(&[0, 6]);
-        pseudo.extend_from_slice(&l4_len.to_be_bytes());
-        f[50..52].copy_from_slice(&checksum::sum(&pseudo).to_be_bytes());
+    fn make_partial(f: &mut Vec<u8>) {
+        *f = crate::offload::offloaded_form(f, None).expect("a TCP frame").0;
     }
 
     fn frame(pool: &mut BufPool, bytes: &[u8], o: Offload) -> Frame {
@@ -238,14 +234,15 @@ mod tests {
         for (i, (s, o)) in segs.iter().enumerate() {
             assert_eq!(*o, Offload::NONE);
             assert!(s.len() <= 1514);
-            assert!(checksum::verify(&s[14..34]), "IPv4 header checksum of segment {i}");
-            let mut pseudo = s[26..34].to_vec();
-            pseudo.extend_from_slice(&[0, 6]);
-            pseudo.extend_from_slice(&((s.len() - 34) as u16).to_be_bytes());
-            pseudo.extend_from_slice(&s[34..]);
-            assert!(checksum::verify(&pseudo), "TCP checksum of segment {i}");
-            assert_eq!(u32::from_be_bytes(s[38..42].try_into().unwrap()), 1000 + (i * 1448) as u32);
-            payload.extend_from_slice(&s[54..]);
+            let eth = ethernet::Packet::new_checked(&s[..]).unwrap();
+            let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+            assert!(ip.verify_checksum(), "IPv4 header checksum of segment {i}");
+            let seg = ip.payload();
+            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip_proto::TCP, seg.len() as u16);
+            assert_eq!(checksum::add(pseudo, checksum::sum(seg)), 0xffff, "TCP checksum of segment {i}");
+            let t = tcp::Packet::new_checked(seg).unwrap();
+            assert_eq!(t.seq_number(), 1000 + (i * 1448) as u32);
+            payload.extend_from_slice(t.payload());
         }
         assert_eq!(payload, pattern(10_000));
         assert_eq!((soft.stats().gso_segmented, soft.stats().gso_segments), (1, 7));
