@@ -21,6 +21,7 @@ use crate::pipeline::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
+use crate::wire::{ethertype, ip_proto, tcp, udp};
 
 /// The ingress validation stage (stateless).
 #[derive(Debug, Default, Clone)]
@@ -38,10 +39,11 @@ impl Ingress {
     ) {
         let max_len = topo.ports[cx.in_port as usize].max_frame_len();
         for (i, frame) in batch.iter().enumerate() {
-            let r = if frame.offload.is_gso() {
-                check_super_frame(frame.data(), &frame.offload, max_len)
-            } else {
+            // One comparison on the ordinary path: only frames with offload metadata take the longer check.
+            let r = if frame.offload.is_none() {
                 check(frame.data(), max_len)
+            } else {
+                check_offloaded(frame.data(), &frame.offload, max_len)
             };
             match r {
                 Ok(p) => parsed[i] = p,
@@ -51,17 +53,39 @@ impl Ingress {
     }
 }
 
-/// [`check`] for a GSO super-frame: its headers are checked like any frame's, and the length limit applies to
-/// each segment it stands for (headers + `gso_size`), which must also carry at least
-/// [`MIN_GSO_SIZE`] bytes.
+/// [`check`] for a frame with offload metadata. A GSO super-frame's headers are checked like any frame's, and
+/// the length limit applies to each segment it stands for (headers + `gso_size`), which must also carry at least
+/// [`MIN_GSO_SIZE`] bytes. A partial checksum (every super-frame has one) on an IPv4 packet must sit in its TCP or
+/// UDP header's checksum field ([`DropReason::OffloadMismatch`] otherwise), and is then marked in
+/// [`Parsed::csum_partial`] for NAT. IPv6 frames are only switched, never rewritten: their metadata goes on as the
+/// port checked it.
 #[cold]
-pub fn check_super_frame(data: &[u8], offload: &Offload, max_len: usize) -> Result<Parsed, DropReason> {
-    if offload.gso_size() < MIN_GSO_SIZE {
-        return Err(DropReason::GsoSegmentTooSmall);
-    }
-    let parsed = parse(data)?;
-    if offload.segment_len(data) > max_len + parsed.vlan_tags as usize * VLAN_TAG_LEN {
-        return Err(DropReason::TooLong);
+#[inline(never)]
+pub fn check_offloaded(data: &[u8], offload: &Offload, max_len: usize) -> Result<Parsed, DropReason> {
+    let mut parsed = if offload.is_gso() {
+        if offload.gso_size() < MIN_GSO_SIZE {
+            return Err(DropReason::GsoSegmentTooSmall);
+        }
+        let parsed = parse(data)?;
+        if offload.segment_len(data) > max_len + parsed.vlan_tags as usize * VLAN_TAG_LEN {
+            return Err(DropReason::TooLong);
+        }
+        parsed
+    } else {
+        check(data, max_len)?
+    };
+    if let Some((start, offset)) = offload.partial_csum() {
+        if parsed.ethertype == ethertype::IPV4 {
+            let field = match parsed.ip_proto {
+                ip_proto::TCP => Some(tcp::CHECKSUM_OFFSET),
+                ip_proto::UDP => Some(udp::CHECKSUM_OFFSET),
+                _ => None,
+            };
+            if parsed.l4 == 0 || start != parsed.l4 || field != Some(offset) {
+                return Err(DropReason::OffloadMismatch);
+            }
+            parsed.csum_partial = true;
+        }
     }
     Ok(parsed)
 }

@@ -39,6 +39,10 @@ pub struct Parsed {
     pub ip_proto: u8,
     /// IPv4 fragment that is not the first (offset > 0).
     pub later_fragment: bool,
+    /// The TCP/UDP checksum field at `l4` holds only the pseudo-header sum (a partial checksum, see
+    /// [`crate::offload`]): set by ingress from the frame's metadata once it checked that the metadata points at
+    /// this field; never set by [`parse`]. NAT updates such a field for address changes only.
+    pub csum_partial: bool,
 }
 
 /// Validates `data` as an Ethernet frame and locates its headers.

@@ -78,7 +78,7 @@ impl Router {
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
         }
-        if h.total_len() > eg_info.mtu {
+        if h.total_len() > eg_info.mtu && exceeds_mtu(&frame, l3, eg_info.mtu) {
             if h.dont_frag() {
                 let mtu = u32::from(eg_info.mtu);
                 let (unreach, frag) = (msg_type::DEST_UNREACHABLE, unreachable::FRAG_NEEDED);
@@ -86,6 +86,10 @@ impl Router {
                 return out.drop(frame, DropReason::NeedsFragmentation);
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
+        }
+        if !frame.offload.is_none() {
+            // NAT rewrites keep a verified checksum right, but the receiver checks it again all the same.
+            frame.offload.clear_verified();
         }
         match nat {
             Some(Decided::Rewrite(rw)) => nat::apply(frame.data_mut(), parsed, &rw),
@@ -157,4 +161,16 @@ impl Router {
         let attach = info.attach;
         out.to_attach_mac(attach, mac, frame);
     }
+}
+
+/// Whether an IPv4 packet (header at `l3`) longer than `mtu` really is too long for the egress: an ordinary one
+/// is; a GSO super-frame is only if one of the segments it stands for (headers + `gso_size`) is, as the kernel's
+/// `skb_gso_validate_network_len` decides. TTL and the header checksum are then handled once for the whole
+/// super-frame; each segment gets a copy of the headers when it is cut (by the egress port or the kernel).
+#[cold]
+fn exceeds_mtu(frame: &Frame, l3: usize, mtu: u16) -> bool {
+    if !frame.offload.is_gso() {
+        return true;
+    }
+    frame.offload.segment_len(frame.data()).saturating_sub(l3) > usize::from(mtu)
 }
