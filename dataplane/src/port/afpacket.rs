@@ -359,8 +359,11 @@ pub struct AfPacketPort {
     extra: AfPacketStats,
     /// Accumulated `PACKET_STATISTICS` (the kernel resets its copy on every read): packets, drops.
     kernel: Cell<(u64, u64)>,
-    /// Per block: zeroed when last handed back, so it may be peeked while the kernel fills it.
-    peekable: Vec<bool>,
+    /// Per block: the end of the bytes the kernel may have written since the block was last zeroed (0: all of
+    /// it is zero, so it may be peeked while the kernel fills it). Kept across rounds: a block filled to 100 KB,
+    /// then to 2 KB and zeroed that far, still holds old frames beyond 2 KB that a peek must never mistake for
+    /// new ones.
+    dirty: Vec<usize>,
     /// The socket that wakes a sleeping worker on the first frame (see the module documentation, Latency).
     wake: Wake,
 }
@@ -627,7 +630,7 @@ impl AfPacketPort {
             stats: PortStats::default(),
             extra: AfPacketStats::default(),
             kernel: Cell::new((0, 0)),
-            peekable: vec![true; cfg.block_count as usize],
+            dirty: vec![0; cfg.block_count as usize],
             wake,
         })
     }
@@ -902,7 +905,7 @@ impl AfPacketPort {
     /// documentation, Latency) and the kernel has finished writing that frame. False when there is none (yet),
     /// or the batch or pool ran out.
     fn peek_next(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch, n: &mut usize) -> bool {
-        if !PEEK || !self.peekable[self.pos.block] {
+        if !PEEK || self.dirty[self.pos.block] != 0 {
             return false;
         }
         if self.pos.peeked == 0 {
@@ -967,20 +970,21 @@ impl AfPacketPort {
     }
 
     /// Gives the current block back to the kernel and moves to the next. A block handed over by the timeout
-    /// (light load) is zeroed first where the kernel wrote, so that it may be peeked next time round; a full one
-    /// (load) is not, and will not be.
+    /// (light load) is zeroed first wherever the kernel wrote since it was last zeroed, so that it may be peeked
+    /// next time round; a full one (load) is not, and will not be until a light-load round zeroes it.
     #[inline]
     fn release_block(&mut self) {
         let b = self.pos.block;
-        let zero = PEEK && self.pos.timed_out;
-        if zero {
-            let first = std::mem::size_of::<libc::tpacket_block_desc>();
-            let used = self.pos.used.clamp(first, self.block_size);
-            // SAFETY: [first, used) lies inside block b, which is ours until the release below; nothing else
+        let first = std::mem::size_of::<libc::tpacket_block_desc>();
+        let written = self.dirty[b].max(self.pos.used).clamp(first, self.block_size);
+        if PEEK && self.pos.timed_out {
+            // SAFETY: [first, written) lies inside block b, which is ours until the release below; nothing else
             // refers to it (frames were copied out).
-            unsafe { std::ptr::write_bytes(self.block_at(b, first), 0, used - first) };
+            unsafe { std::ptr::write_bytes(self.block_at(b, first), 0, written - first) };
+            self.dirty[b] = 0;
+        } else {
+            self.dirty[b] = written;
         }
-        self.peekable[b] = zero;
         self.block_status(b).store(libc::TP_STATUS_KERNEL, Ordering::Release);
         self.pos = RxPos { block: (b + 1) % self.block_count, ..RxPos::default() };
     }
@@ -1173,7 +1177,7 @@ impl Port for AfPacketPort {
         // A frame that arrived before the arming would not wake the worker: look once more.
         let b = self.pos.block;
         let handed_over = self.block_status(b).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0;
-        let finished = PEEK && self.peekable[b] && !self.pos.open && {
+        let finished = PEEK && self.dirty[b] == 0 && !self.pos.open && {
             let off = if self.pos.peeked == 0 { std::mem::size_of::<libc::tpacket_block_desc>() } else { self.pos.off };
             self.finished_frame(off).is_some()
         };
