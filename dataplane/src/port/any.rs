@@ -203,6 +203,7 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
             let mut cfg = TapConfig::new(ifname()?);
             cfg.multi_queue = n > 1;
             cfg.mtu = Some(u32::from(p.mtu));
+            cfg.offload = p.offloads();
             let mut queues = Vec::with_capacity(n);
             for i in 0..n {
                 // Every queue attaches in this namespace; the last one moves the interface (and so the queues

@@ -190,6 +190,10 @@ pub struct PortRow {
     pub io: PortIo,
     /// The pipeline's counters for the port.
     pub pipeline: PortPipeline,
+    /// What the port transmits as is (learned when it opened): `csum`, `tso4`, `tso6`, `uso`, comma-separated,
+    /// or `-`; a frame needing more is segmented or completed in software first.
+    #[serde(default)]
+    pub offloads: String,
 }
 
 /// How a port is attached.
