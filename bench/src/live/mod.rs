@@ -218,7 +218,7 @@ impl Topology {
                 lo.prefix = prefix.to_string();
                 lo.vswitchd = opts.vswitchd.clone();
                 lo.state_root = state.path().to_path_buf();
-                lo.offloads = offloads;
+                lo.offloads = Some(offloads);
                 lo.switch_cpu = Some(opts.switch_cpu);
                 let lab = Lab::up(&spec, &lo)?;
                 let dst = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
