@@ -90,8 +90,10 @@ pub fn check_offloaded(data: &[u8], offload: &Offload, max_len: usize) -> Result
     Ok(parsed)
 }
 
-/// Checks one frame against an untagged length limit of `max_len` bytes and locates its headers.
-#[inline]
+/// Checks one frame against an untagged length limit of `max_len` bytes and locates its headers. Always
+/// inlined into the per-frame loop (it is also called from [`check_offloaded`], which made the compiler keep it
+/// out of line).
+#[inline(always)]
 pub fn check(data: &[u8], max_len: usize) -> Result<Parsed, DropReason> {
     if data.len() < ETH_HEADER_LEN {
         return Err(DropReason::Runt);

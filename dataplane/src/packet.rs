@@ -45,8 +45,10 @@ pub struct Parsed {
     pub csum_partial: bool,
 }
 
-/// Validates `data` as an Ethernet frame and locates its headers.
-#[inline]
+/// Validates `data` as an Ethernet frame and locates its headers. Always inlined: ingress calls it from its
+/// per-frame check and from the cold check of frames with offload metadata, and an out-of-line call here cost
+/// the 64-byte path about a third of its rate (criterion `l2`).
+#[inline(always)]
 pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
     let eth = ethernet::Packet::new_checked(data).map_err(|_| DropReason::Runt)?;
     let Some(l3) = eth.layer3() else { return Err(DropReason::TruncatedVlan) };
