@@ -84,10 +84,11 @@ pub fn fdb(rows: &[FdbRow]) -> String {
     t.to_string()
 }
 
-/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops.
+/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops; OFFLOADS is what
+/// the port transmits as is (anything more is segmented or completed in software first).
 pub fn ports(rows: &[PortRow]) -> String {
     let mut t = Table::new([
-        "NAME", "KIND", "IFNAME", "ATTACH", "QUEUES", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
+        "NAME", "KIND", "IFNAME", "ATTACH", "QUEUES", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "OFFLOADS",
     ]);
     for c in 4..10 {
         t = t.right(c);
@@ -112,6 +113,7 @@ pub fn ports(rows: &[PortRow]) -> String {
             p.io.tx_packets.to_string(),
             p.io.tx_bytes.to_string(),
             (p.io.rx_dropped + p.io.tx_dropped + p.pipeline.dropped).to_string(),
+            if p.offloads.is_empty() { "?".to_string() } else { p.offloads.clone() },
         ]);
     }
     t.to_string()
@@ -301,18 +303,27 @@ mod tests {
             address: address.map(|a| a.parse().unwrap()),
             queues: 1,
             xdp_mode: None,
-            io: PortIo { rx_packets: 5, rx_bytes: 420, rx_dropped: 1, tx_packets: 3, tx_bytes: 300, tx_dropped: 2 },
+            io: PortIo {
+                rx_packets: 5,
+                rx_bytes: 420,
+                rx_dropped: 1,
+                tx_packets: 3,
+                tx_bytes: 300,
+                tx_dropped: 2,
+                ..PortIo::default()
+            },
             pipeline: PortPipeline { dropped: 4, ..PortPipeline::default() },
+            offloads: "csum,tso4,tso6,uso".into(),
         };
         let text = ports(&[
             row("c1", PortMode::Access, Some("bridge"), None),
-            row("up", PortMode::Routed, None, Some("203.0.113.2/24")),
+            PortRow { offloads: "-".into(), ..row("up", PortMode::Routed, None, Some("203.0.113.2/24")) },
         ]);
         assert_eq!(
             text,
-            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS\n\
-             c1    tap   vs-c1   network bridge              1        5       420        3       300      7\n\
-             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7\n"
+            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS  OFFLOADS\n\
+             c1    tap   vs-c1   network bridge              1        5       420        3       300      7  csum,tso4,tso6,uso\n\
+             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7  -\n"
         );
     }
 

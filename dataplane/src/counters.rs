@@ -38,6 +38,11 @@ drop_reasons! {
     Runt => "runt",
     /// Longer than the ingress port's MTU allows (MTU + Ethernet header + VLAN tags).
     TooLong => "too-long",
+    /// A GSO super-frame whose segment size is under 536 bytes (it would become thousands of frames).
+    GsoSegmentTooSmall => "gso-segment-too-small",
+    /// A partial checksum (or super-frame) whose offsets do not point at the IPv4 packet's TCP or UDP checksum
+    /// field: a later stage could neither update nor complete it.
+    OffloadMismatch => "offload-mismatch",
     /// A VLAN tag cut short.
     TruncatedVlan => "truncated-vlan",
     /// An IPv4 or IPv6 header cut short.

@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod live;
 pub mod nat;
 pub mod neigh;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

@@ -15,7 +15,7 @@
 
 use crate::batch::Batch;
 use crate::bridge::BridgeStats;
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::config::Config;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
@@ -223,7 +223,7 @@ const DRAIN_LIMIT: Nanos = 60 * NANOS_PER_SEC;
 /// steps, up to [`DRAIN_LIMIT`]) until the router has nothing pending, so timeouts after the last frame happen.
 /// Returns the virtual time it ended at.
 fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError> {
-    let mut pool = BufPool::new(POOL_SIZE);
+    let mut pool = BufPool::with_large(POOL_SIZE, DEFAULT_LARGE_BUFFERS);
     let mut tx = switch.tx_queues();
     let mut batch = Batch::new();
     let mut next_housekeeping: Option<Nanos> = None;

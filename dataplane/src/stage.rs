@@ -287,9 +287,10 @@ impl<'a> Egress<'a> {
     #[inline(always)]
     pub fn to_port(&mut self, p: PortId, frame: Frame) -> bool {
         let len = frame.len();
-        // The VLAN allowance is only looked at for a frame longer than the MTU allows untagged (rare).
+        // The VLAN allowance is only looked at for a frame longer than the MTU allows untagged (rare), and a
+        // super-frame's segments for a super-frame.
         let max = self.topo.ports[p as usize].max_frame_len();
-        if len > max && len > max + vlan_allowance(frame.data()) {
+        if len > max && !fits_egress(&frame, max) {
             self.note("egress", || format!("{len} bytes too long for port {}: egress-too-long", self.port_name(p)));
             self.counters.count(DropReason::EgressTooLong);
             self.pool.free(frame);
@@ -385,6 +386,14 @@ impl<'a> Egress<'a> {
             self.counters.port_mut(in_port).dropped += 1;
         }
     }
+}
+
+/// True when a frame longer than `max` untagged bytes still fits an egress port: its VLAN tags allowed for, and for
+/// a super-frame, each of its segments (as the kernel's `skb_gso_validate_mac_len`).
+#[cold]
+fn fits_egress(frame: &Frame, max: usize) -> bool {
+    let d = frame.data();
+    frame.offload.segment_len(d) <= max + vlan_allowance(d)
 }
 
 /// Extra length allowed on egress for the VLAN tags a frame carries.

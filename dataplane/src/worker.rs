@@ -45,7 +45,7 @@
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
@@ -272,7 +272,7 @@ impl Worker {
     /// queues' rx fds with a new `mio::Poll` (a queue whose fd cannot be registered makes the worker sleep at
     /// most [`FDLESS_SLEEP`]).
     pub fn new(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool_buffers: usize) -> Worker {
-        Worker::with_pool(id, shared, rx, BufPool::new(pool_buffers))
+        Worker::with_pool(id, shared, rx, BufPool::with_large(pool_buffers, DEFAULT_LARGE_BUFFERS))
     }
 
     /// As [`Worker::new`] with a pool handed over from a worker that ran before (a configuration change: making
@@ -440,14 +440,24 @@ impl Worker {
         if timeout == 0 {
             return;
         }
-        shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
-        let timeout = Duration::from_nanos(timeout);
-        match &mut self.poll {
-            // An error (EINTR from a signal) just ends the sleep early.
-            Some(poll) => {
-                let _ = poll.poll(&mut self.events, Some(timeout));
+        // The ports arm their wake-ups; one that already has frames cancels the sleep.
+        let mut waiting = false;
+        for &(p, q) in &self.rx {
+            waiting |= !lock(&shared.ports[p as usize].queues[q]).before_sleep();
+        }
+        if !waiting {
+            shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
+            let timeout = Duration::from_nanos(timeout);
+            match &mut self.poll {
+                // An error (EINTR from a signal) just ends the sleep early.
+                Some(poll) => {
+                    let _ = poll.poll(&mut self.events, Some(timeout));
+                }
+                None => std::thread::sleep(timeout),
             }
-            None => std::thread::sleep(timeout),
+        }
+        for &(p, q) in &self.rx {
+            lock(&shared.ports[p as usize].queues[q]).after_sleep();
         }
     }
 
@@ -482,6 +492,10 @@ impl Worker {
                 self.pool.free(f);
             }
             stats.buffers_added.fetch_add((cap - avail) as u64, Relaxed);
+        }
+        if self.pool.large_available() < self.pool.large_capacity() / 2 {
+            let n = self.pool.top_up_large();
+            stats.buffers_added.fetch_add(n as u64, Relaxed);
         }
         stats.pool_available.store(self.pool.available() as u64, Relaxed);
     }

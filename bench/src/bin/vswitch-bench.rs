@@ -20,6 +20,9 @@ struct Cli {
     /// Skip the TCP measurements.
     #[arg(long)]
     no_tcp: bool,
+    /// Skip the 64-byte UDP measurements (TCP only).
+    #[arg(long)]
+    no_udp: bool,
     /// The sender's (and TCP client's) core.
     #[arg(long, default_value_t = 0)]
     sender_cpu: usize,
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         sender_cpu: cli.sender_cpu,
         switch_cpu: cli.switch_cpu,
         vswitchd: cli.vswitchd.unwrap_or_else(tools::lab::default_vswitchd),
+        udp: !cli.no_udp,
         tcp: !cli.no_tcp,
         sender,
     };

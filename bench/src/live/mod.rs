@@ -104,6 +104,8 @@ pub struct BenchOptions {
     pub switch_cpu: usize,
     /// The vswitchd executable.
     pub vswitchd: PathBuf,
+    /// Measure 64-byte UDP.
+    pub udp: bool,
     /// Measure TCP (two runs per forwarder: offloads off and on).
     pub tcp: bool,
     /// The UDP sender.
@@ -216,7 +218,7 @@ impl Topology {
                 lo.prefix = prefix.to_string();
                 lo.vswitchd = opts.vswitchd.clone();
                 lo.state_root = state.path().to_path_buf();
-                lo.offloads = offloads;
+                lo.offloads = Some(offloads);
                 lo.switch_cpu = Some(opts.switch_cpu);
                 let lab = Lab::up(&spec, &lo)?;
                 let dst = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
@@ -378,9 +380,11 @@ pub fn measure(f: Forwarder, idx: usize, opts: &BenchOptions) -> ForwarderResult
     let mut r =
         ForwarderResult { forwarder: f, udp: None, tcp_offloads_off: None, tcp_offloads_on: None, errors: vec![] };
     let prefix = |run: char| format!("vsb{}{idx}{run}-", std::process::id());
-    match udp(f, &prefix('u'), opts) {
-        Ok(u) => r.udp = Some(u),
-        Err(e) => r.errors.push(format!("udp: {e:#}")),
+    if opts.udp {
+        match udp(f, &prefix('u'), opts) {
+            Ok(u) => r.udp = Some(u),
+            Err(e) => r.errors.push(format!("udp: {e:#}")),
+        }
     }
     if opts.tcp {
         match tcp(f, &prefix('t'), false, opts) {

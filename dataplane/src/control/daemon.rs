@@ -212,6 +212,7 @@ impl Daemon {
                             xdp_mode: lp.mode.clone(),
                             io: *io,
                             pipeline: *c,
+                            offloads: lp.offloads.clone(),
                         })
                     })
                     .collect();

@@ -50,7 +50,7 @@ pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared}
 pub use report::{LivePortReport, LiveReport};
 
 use crate::batch::BATCH_SIZE;
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::config::Config;
 use crate::config::PortKind;
 use crate::ids::{table_id, Nanos, PortId};
@@ -222,7 +222,8 @@ impl Runtime {
         let mut wakers = Vec::with_capacity(assignment.len());
         let mut pools = pools.into_iter().filter(|p| p.capacity() == self.opts.pool_buffers);
         for (id, rx) in assignment.iter().enumerate() {
-            let pool = pools.next().unwrap_or_else(|| BufPool::new(self.opts.pool_buffers));
+            let pool =
+                pools.next().unwrap_or_else(|| BufPool::with_large(self.opts.pool_buffers, DEFAULT_LARGE_BUFFERS));
             let worker = Worker::with_pool(id, Arc::clone(&self.shared), rx.clone(), pool);
             wakers.extend(worker.waker());
             match std::thread::Builder::new().name(format!("vsw-worker-{id}")).spawn(move || worker.run()) {

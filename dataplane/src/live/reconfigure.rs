@@ -315,6 +315,7 @@ impl Plan {
                         && q.mtu == p.mtu
                         && q.netns == p.netns
                         && q.mode == p.mode
+                        && q.offloads() == p.offloads()
                         && queue_count(q, old_workers) == queue_count(p, new_workers);
                     if !same_io {
                         PortAction::Reopen(o)

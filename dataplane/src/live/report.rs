@@ -9,6 +9,7 @@ use crate::config::PortKind;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::ids::{table_id, PortId, NANOS_PER_SEC};
+use crate::offload::Caps;
 use crate::port::{Port, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, WorkerReport};
@@ -32,6 +33,9 @@ pub struct LivePortReport {
     pub queue_io: Vec<PortStats>,
     /// The pipeline's counters for the port.
     pub pipeline: PortCounters,
+    /// What the port transmits as is, learned when it opened ([`crate::offload::Caps::names`]): `csum`,
+    /// `tso4`, `tso6`, `uso`, or `-` (anything else is segmented or completed in software first).
+    pub offloads: String,
 }
 
 /// The counters of a running (or stopped) live switch: the shape of the replay's counters JSON plus
@@ -63,6 +67,11 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
     // Port counters first (each queue lock briefly), then the switch's under one lock.
     let io: Vec<Vec<PortStats>> =
         shared.ports.iter().map(|lp| lp.queues.iter().map(|q| lock(q).stats()).collect()).collect();
+    let caps: Vec<String> = shared
+        .ports
+        .iter()
+        .map(|lp| lp.queues.first().map_or_else(|| Caps::NONE.names(), |q| lock(q).caps().names()))
+        .collect();
     let sw = lock(&shared.switch);
     let ports = shared
         .ports
@@ -70,14 +79,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         .enumerate()
         .map(|(i, lp)| {
             let queue_io = io[i].clone();
-            let sum = queue_io.iter().fold(PortStats::default(), |a, s| PortStats {
-                rx_packets: a.rx_packets + s.rx_packets,
-                rx_bytes: a.rx_bytes + s.rx_bytes,
-                rx_dropped: a.rx_dropped + s.rx_dropped,
-                tx_packets: a.tx_packets + s.tx_packets,
-                tx_bytes: a.tx_bytes + s.tx_bytes,
-                tx_dropped: a.tx_dropped + s.tx_dropped,
-            });
+            let sum = queue_io.iter().fold(PortStats::default(), |a, s| a.merged(*s));
             let m = &rt.meta[i];
             let r = LivePortReport {
                 kind: m.kind,
@@ -87,6 +89,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
                 io: sum,
                 queue_io,
                 pipeline: sw.counters().port(table_id(i)),
+                offloads: caps[i].clone(),
             };
             (lp.name.clone(), r)
         })

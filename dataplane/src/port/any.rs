@@ -19,6 +19,7 @@ use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::ids::Nanos;
+use crate::offload::Caps;
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 /// Any port back-end `vswitchd run` can drive (enum dispatch: no `dyn` on the hot path).
@@ -85,12 +86,24 @@ impl Port for AnyPort {
         dispatch!(self, p => p.stats())
     }
 
+    fn caps(&self) -> Caps {
+        dispatch!(self, p => p.caps())
+    }
+
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
         dispatch!(self, p => p.rx_fd())
     }
 
     fn tx_pending(&self) -> bool {
         dispatch!(self, p => p.tx_pending())
+    }
+
+    fn before_sleep(&mut self) -> bool {
+        dispatch!(self, p => p.before_sleep())
+    }
+
+    fn after_sleep(&mut self) {
+        dispatch!(self, p => p.after_sleep())
     }
 }
 
@@ -190,6 +203,7 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
             let mut cfg = TapConfig::new(ifname()?);
             cfg.multi_queue = n > 1;
             cfg.mtu = Some(u32::from(p.mtu));
+            cfg.offload = p.offloads();
             let mut queues = Vec::with_capacity(n);
             for i in 0..n {
                 // Every queue attaches in this namespace; the last one moves the interface (and so the queues

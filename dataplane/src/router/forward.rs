@@ -79,13 +79,17 @@ impl Router {
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
         }
-        if h.total_len() > eg_info.mtu {
+        if h.total_len() > eg_info.mtu && exceeds_mtu(&frame, l3, eg_info.mtu) {
             if h.dont_frag() {
                 let (unreach, frag) = (msg_type::DEST_UNREACHABLE, unreachable::FRAG_NEEDED);
                 self.icmp_error(now, in_rif, &frame, parsed, unreach, frag, eg_info.mtu, out);
                 return out.drop(frame, DropReason::NeedsFragmentation);
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
+        }
+        if !frame.offload.is_none() {
+            // NAT rewrites keep a verified checksum right, but the receiver checks it again all the same.
+            frame.offload.clear_verified();
         }
         // Traced: the flow as it arrived, for conntrack's note (a packet translated inbound has had its note).
         let seen = if out.tracing() && nat.is_none() { self.nat.prefetch(frame.data(), parsed) } else { None };
@@ -169,4 +173,16 @@ impl Router {
         let attach = info.attach;
         out.to_attach_mac(attach, mac, frame);
     }
+}
+
+/// Whether an IPv4 packet (header at `l3`) longer than `mtu` really is too long for the egress: an ordinary one
+/// is; a GSO super-frame is only if one of the segments it stands for (headers + `gso_size`) is, as the kernel's
+/// `skb_gso_validate_network_len` decides. TTL and the header checksum are then handled once for the whole
+/// super-frame; each segment gets a copy of the headers when it is cut (by the egress port or the kernel).
+#[cold]
+fn exceeds_mtu(frame: &Frame, l3: usize, mtu: u16) -> bool {
+    if !frame.offload.is_gso() {
+        return true;
+    }
+    frame.offload.segment_len(frame.data()).saturating_sub(l3) > usize::from(mtu)
 }

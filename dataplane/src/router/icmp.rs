@@ -5,6 +5,7 @@ use super::{martian, set_macs, Router};
 use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::neigh::RifId;
+use crate::offload::Offload;
 use crate::packet::{ip_proto, Parsed};
 use crate::stage::Egress;
 use crate::wire::builder::MIN_FRAME_LEN;
@@ -46,6 +47,8 @@ impl Router {
         }
         let our_addr = out.topo().rifs[rif as usize].addr;
         let in_mac = out.rif_of_port(frame.port).map(|r| out.topo().rifs[r as usize].mac);
+        // The reply is the switch's own frame, its checksum verified above: it claims nothing of the request's.
+        frame.offload = Offload::NONE;
         let d = frame.data_mut();
         // Ethernet: back to the sender, from the interface it reached.
         set_macs(d, sender_mac, in_mac.unwrap_or(to_mac));

@@ -163,6 +163,15 @@ impl Delta {
         // The sum stays far below 2^32 (see `add16`), so one fold covers the checksum and every change.
         !fold(u32::from(!check) + self.0)
     }
+
+    /// A partial checksum (the folded, uncomplemented pseudo-header sum a sender with checksum offload leaves in
+    /// the field) updated for every change added: the sum itself moves, where [`Delta::apply`] moves its
+    /// complement. Only pseudo-header words (addresses) belong in such a delta: the rest of the transport header
+    /// is summed when the checksum is completed.
+    #[inline]
+    pub fn apply_to_partial(self, sum: u16) -> u16 {
+        fold(u32::from(sum) + self.0)
+    }
 }
 
 #[cfg(test)]

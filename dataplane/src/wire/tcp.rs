@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 
 /// Length of a header without options.
 pub const HEADER_LEN: usize = 20;
+/// Offset of the checksum field from the start of the TCP header (a `virtio_net_hdr`'s `csum_offset`).
+#[allow(clippy::cast_possible_truncation)] // a header offset below 20
+pub const CHECKSUM_OFFSET: u16 = field::CHECKSUM.start as u16;
 /// Length of the longest header (data offset 15).
 pub const MAX_HEADER_LEN: usize = 60;
 

@@ -9,6 +9,9 @@ use std::net::Ipv4Addr;
 
 /// Header length.
 pub const HEADER_LEN: usize = 8;
+/// Offset of the checksum field from the start of the UDP header (a `virtio_net_hdr`'s `csum_offset`).
+#[allow(clippy::cast_possible_truncation)] // a header offset below 20
+pub const CHECKSUM_OFFSET: u16 = field::CHECKSUM.start as u16;
 /// The IANA VXLAN port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
 

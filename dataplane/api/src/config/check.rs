@@ -305,9 +305,12 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
     by_name
 }
 
-/// The back-end keys: `netns` (tap), `mode` (afxdp), `queues` (afxdp, afpacket, tap).
+/// The back-end keys: `netns` (tap), `mode` (afxdp), `queues` (afxdp, afpacket, tap), `offload` (tap).
 fn check_port_backend(d: &mut Diags, obj: Obj, label: &str, p: &PortConfig) {
     let kind_ok = !d.is_broken(obj, "kind");
+    if p.offload.is_some() && kind_ok && p.kind != PortKind::Tap {
+        d.report(obj, "offload", label, format!("offload is only for kind tap, not {}", p.kind));
+    }
     if let Some(netns) = &p.netns {
         if kind_ok && p.kind != PortKind::Tap {
             d.report(obj, "netns", label, format!("netns is only for kind tap, not {}", p.kind));

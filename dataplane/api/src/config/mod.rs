@@ -428,9 +428,19 @@ pub struct PortConfig {
     /// [`PortConfig::queue_count`] gives the default).
     #[serde(default)]
     pub queues: Option<u16>,
+    /// `tap` only: exchange GSO super-frames and partial checksums with the kernel (`IFF_VNET_HDR`,
+    /// `TUNSETOFFLOAD`); [`PortConfig::offloads`] gives the default (on). Off: wire-sized frames with complete
+    /// checksums, as a tap without a vnet header.
+    #[serde(default)]
+    pub offload: Option<bool>,
 }
 
 impl PortConfig {
+    /// Whether a tap exchanges super-frames and partial checksums: as configured, else on.
+    pub fn offloads(&self) -> bool {
+        self.offload.unwrap_or(true)
+    }
+
     /// The XDP attach mode: as configured, else [`XdpMode::Auto`].
     pub fn xdp_mode(&self) -> XdpMode {
         self.mode.unwrap_or(XdpMode::Auto)

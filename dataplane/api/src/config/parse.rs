@@ -120,6 +120,7 @@ struct RawPort {
     netns: Option<Spanned<Scalar>>,
     mode: Option<Spanned<Scalar>>,
     queues: Option<Spanned<Scalar>>,
+    offload: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +542,7 @@ impl Converter<'_> {
                 mode
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
+            offload: self.boolean(obj, "offload", &label, raw.offload),
             name,
         }
     }

@@ -87,6 +87,7 @@ fn access_port(name: &str, network: &str) -> PortConfig {
         netns: None,
         mode: None,
         queues: None,
+        offload: None,
     }
 }
 
@@ -143,6 +144,7 @@ fn full_config() -> Config {
                 netns: None,
                 mode: Some(XdpMode::Native),
                 queues: Some(4),
+                offload: None,
             },
         ],
         routes: vec![
@@ -879,6 +881,9 @@ fn live_port_keys() {
         ["t.toml:18: port p: mode \"skb\" is not one of auto, native, generic"]
     );
     assert_eq!(port("tap", "mode = \"native\""), ["t.toml:18: port p: mode native is only for kind afxdp, not tap"]);
+    assert_eq!(port("tap", "offload = false"), Vec::<String>::new());
+    assert_eq!(port("afpacket", "offload = false"), ["t.toml:18: port p: offload is only for kind tap, not afpacket"]);
+    assert!(port("tap", "offload = 1")[0].contains("offload"), "{:?}", port("tap", "offload = 1"));
     for kind in ["afxdp", "afpacket", "tap"] {
         assert_eq!(port(kind, "queues = 64"), Vec::<String>::new());
         assert_eq!(port(kind, "queues = 0"), ["t.toml:18: port p: queues 0 is out of range 1..=64"]);

@@ -190,6 +190,10 @@ pub struct PortRow {
     pub io: PortIo,
     /// The pipeline's counters for the port.
     pub pipeline: PortPipeline,
+    /// What the port transmits as is (learned when it opened): `csum`, `tso4`, `tso6`, `uso`, comma-separated,
+    /// or `-`; a frame needing more is segmented or completed in software first.
+    #[serde(default)]
+    pub offloads: String,
 }
 
 /// How a port is attached.
@@ -223,6 +227,43 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames given to the port that it could not send.
     pub tx_dropped: u64,
+    /// GSO super-frames received whole (each also one of `rx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_super_frames: u64,
+    /// GSO super-frames sent whole, for the kernel to segment if it must (each also one of `tx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_super_frames: u64,
+    /// Super-frames the port cut into segments in software: on receive when no large buffer was free, on
+    /// transmit when the link takes no super-frames (their segments count in `rx_packets` / `tx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sw_segmented: u64,
+    /// Partial checksums the port completed in software (for a link without checksum offload).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sw_csum: u64,
+}
+
+/// Offload counters are left out of the JSON while zero, so ports and captures that never see offloads report
+/// exactly what they did before those counters existed (`vswitchd replay` output, the golden files).
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl PortStats {
+    /// The sum of two sets of counters (the queues of one port).
+    pub fn merged(self, o: PortStats) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
+            rx_dropped: self.rx_dropped + o.rx_dropped,
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_bytes: self.tx_bytes + o.tx_bytes,
+            tx_dropped: self.tx_dropped + o.tx_dropped,
+            rx_super_frames: self.rx_super_frames + o.rx_super_frames,
+            tx_super_frames: self.tx_super_frames + o.tx_super_frames,
+            sw_segmented: self.sw_segmented + o.sw_segmented,
+            sw_csum: self.sw_csum + o.sw_csum,
+        }
+    }
 }
 
 /// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).
