@@ -107,6 +107,22 @@ pub struct LivePort {
     pub queues: Vec<Mutex<AnyPort>>,
 }
 
+impl LivePort {
+    /// Makes the port's interface outlive the process ([`AnyPort::persist`]).
+    pub fn persist(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).persist();
+        }
+    }
+
+    /// Makes closing the port delete its interface ([`AnyPort::remove_on_close`]).
+    pub fn remove_on_close(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).remove_on_close();
+        }
+    }
+}
+
 /// A worker's counters (relaxed atomics: written by the worker, read by the stats reporter).
 #[derive(Debug, Default)]
 pub struct WorkerStats {

@@ -196,7 +196,8 @@ fn live_two_taps_in_two_namespaces_ping_then_sigterm_stops_cleanly() {
     );
     let stats = dir.path().join("stats.json");
     let stats_arg = stats.display().to_string();
-    let mut d = spawn_in(&sw, &["run", "--config", &cfg, "--stats-json", &stats_arg, "--stats-interval", "0.2"]);
+    let mut d =
+        spawn_in(&sw, &["run", "--config", &cfg, "--stats-json", &stats_arg, "--stats-interval", "0.2", "--cleanup"]);
     assert!(
         eventually(Duration::from_secs(5), || link_exists(&h1, &ta) && link_exists(&h2, &tb)),
         "taps did not appear in the host namespaces"
@@ -247,7 +248,7 @@ fn live_two_taps_in_two_namespaces_ping_then_sigterm_stops_cleanly() {
     let rx: u64 = workers.iter().map(|w| w["rx_packets"].as_u64().unwrap()).sum();
     assert!(rx >= 6, "{report}");
     assert!(workers.iter().all(|w| w["pool_available"] == w["pool_capacity"]), "buffers lost: {report}");
-    // The taps were the switch's: closing them deleted them, wherever they had been moved.
+    // --cleanup: the taps (persistent otherwise) were deleted at exit, wherever they had been moved.
     assert!(!link_exists(&h1, &ta) && !link_exists(&h2, &tb), "taps left behind");
 }
 
@@ -277,7 +278,8 @@ fn live_startup_failure_names_the_port_and_leaves_no_tap_behind() {
     assert!(e.contains("port up:") && e.contains(&format!("vrc{pid}x")), "{e}");
     assert!(eventually(Duration::from_secs(1), || !link_exists(&sw, &tap)), "tap {tap} left behind");
 
-    // A tap whose name belongs to another interface (a veth): refused, naming the port; the veth untouched.
+    // A tap whose name belongs to another interface (a veth, not ours): refused, naming the port; the veth
+    // untouched.
     let peer = format!("vrc{pid}e");
     sw.ip(&["link", "add", &taken, "type", "veth", "peer", "name", &peer]);
     let cfg = write_config(
@@ -287,7 +289,7 @@ fn live_startup_failure_names_the_port_and_leaves_no_tap_behind() {
     let out = spawn_in(&sw, &["run", "--config", &cfg]).wait(Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains(&format!("port t9: tap {taken}: busy")), "{e}");
+    assert!(e.contains(&format!("port t9: tap {taken}: an interface of that name exists and is not")), "{e}");
     assert!(link_exists(&sw, &taken), "the veth must survive");
 }
 

@@ -35,9 +35,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the live switch: open every configured port (none without --config), serve the control socket, forward
-    /// with `[switch] workers` poll-mode threads until SIGINT/SIGTERM, then close the ports (deleting the taps it
-    /// created), remove the socket and print the counters as JSON on stdout. Exit 0 after a clean stop, 2 for a
+    /// Run the live switch: open every configured port (none without --config; taps left by an earlier vswitchd
+    /// are re-adopted), serve the control socket, forward with `[switch] workers` poll-mode threads until
+    /// SIGINT/SIGTERM, then close the ports (taps stay, persistent, unless --cleanup), remove the socket and print the counters as JSON on stdout. Exit 0 after a clean stop, 2 for a
     /// bad configuration or command line, 1 when a port cannot be opened (the message names the port; nothing
     /// opened before it is left behind) or the control socket cannot be served (another vswitchd on it).
     ///
@@ -64,6 +64,10 @@ enum Command {
         /// Override `[switch] workers` (1..=64).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        /// At exit, delete the taps of every port (by default they are persistent and outlive vswitchd, so
+        /// that a restart re-adopts them and the containers keep their interfaces).
+        #[arg(long)]
+        cleanup: bool,
     },
     /// Run the pipeline over pcap files with a virtual clock; every configured port writes OUT_DIR/PORT.pcap.
     Replay {
@@ -92,8 +96,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, socket, stats_json, stats_interval, workers } => {
-            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers)
+        Command::Run { config, socket, stats_json, stats_interval, workers, cleanup } => {
+            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers, cleanup)
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -127,6 +131,7 @@ fn run(
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
+    cleanup: bool,
 ) -> ExitCode {
     let interval = match stats_interval {
         None => None,
@@ -239,7 +244,10 @@ fn run(
         eprintln!("vswitchd: run: worker(s) {:?} panicked", stopped.panicked);
         failed = true;
     }
-    // Close the ports (taps deleted) before saying we are done.
+    // Close the ports before saying we are done: taps stay (persistent) unless --cleanup.
+    if cleanup {
+        stopped.runtime.remove_ports_on_close();
+    }
     drop(stopped.runtime);
     let report = stopped.report;
     let w = &report.workers;

@@ -4,7 +4,8 @@
 //! Two separate steps, so that tests can run the worker machinery on memory ports without privileges:
 //! 1. [`open_ports`](crate::port::any::open_ports) opens every configured port's queues (taps, AF_PACKET,
 //!    AF_XDP). On the first failure it returns an error naming the port, and every queue opened so far is
-//!    dropped on the way out: taps it created are deleted (a non-persistent tap goes away with its last fd),
+//!    dropped on the way out: taps it created are deleted (a tap is made persistent only once it is part of the
+//!    running switch, see `port::tap_persist`; a re-adopted tap stays),
 //!    sockets closed. Nothing is left half-made.
 //! 2. [`Runtime::new`] takes the opened queues (from `open_ports`, or [`AnyPort::Mem`] ports made by a test),
 //!    builds the [`Switch`], and [`Runtime::start`] spawns the workers, returning a [`Running`] handle that can
@@ -148,7 +149,10 @@ impl Runtime {
             if queues.is_empty() {
                 return Err(StartError::Queues { port: pc.name.clone(), message: "no queues".to_string() });
             }
-            live.push(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
+            let lp = LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() };
+            // Part of the running switch: its tap outlives the process (`port::tap_persist`).
+            lp.persist();
+            live.push(lp);
         }
         let workers = opts.workers.max(1);
         let clock = Clock::new();
@@ -286,6 +290,15 @@ pub struct Running {
     assignment: Vec<Vec<(PortId, usize)>>,
     handles: Vec<JoinHandle<BufPool>>,
     wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl Runtime {
+    /// Makes closing this runtime delete every port's interface (`vswitchd run --cleanup`).
+    pub fn remove_ports_on_close(&self) {
+        for lp in &self.shared.ports {
+            lp.remove_on_close();
+        }
+    }
 }
 
 /// How the workers ended.

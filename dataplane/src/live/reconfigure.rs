@@ -100,7 +100,9 @@ impl Running {
         let mut closed_early = Vec::new();
         for &o in &holders {
             closed_early.push(o);
-            drop(old_ports[o].take());
+            if let Some(lp) = old_ports[o].take() {
+                lp.remove_on_close();
+            }
         }
         let mut failure = None;
         for (i, pc) in cfg.ports.iter().enumerate() {
@@ -126,8 +128,9 @@ impl Running {
                     lost.push(pc.name.clone());
                     (0..n).map(|_| dead_port(&pc.name)).collect()
                 });
-                old_ports[o] =
-                    Some(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
+                let lp = LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() };
+                lp.persist();
+                old_ports[o] = Some(lp);
             }
             if !lost.is_empty() {
                 if let ApplyError::Port { message, .. } = &mut err {
@@ -152,10 +155,15 @@ impl Running {
                 PortAction::Keep(o) | PortAction::Reattach(o) => {
                     old_ports[o].take().expect("a kept port is taken once")
                 }
-                PortAction::Open | PortAction::Reopen(_) => LivePort {
-                    name: pc.name.clone(),
-                    queues: opened[i].take().expect("opened above").into_iter().map(Mutex::new).collect(),
-                },
+                PortAction::Open | PortAction::Reopen(_) => {
+                    let lp = LivePort {
+                        name: pc.name.clone(),
+                        queues: opened[i].take().expect("opened above").into_iter().map(Mutex::new).collect(),
+                    };
+                    // Part of the running switch from now on: its tap outlives the process.
+                    lp.persist();
+                    lp
+                }
             })
             .collect();
         let (switch, carried) = parts.switch.reconfigure(cfg);
@@ -170,7 +178,9 @@ impl Running {
         let pause_ns = paused.elapsed().as_nanos() as u64;
 
         // 5. Close what is gone (taps deleted) now that the new workers run.
-        drop(old_ports);
+        for lp in old_ports.into_iter().flatten() {
+            lp.remove_on_close();
+        }
         match spawn_err {
             Some(e) => (running, Err(ApplyError::Start(e))),
             None => (running, Ok(Applied { plan, carried, pause_ns })),

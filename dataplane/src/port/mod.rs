@@ -29,6 +29,7 @@ pub mod mem;
 pub mod open;
 pub mod pcap;
 pub mod tap;
+pub mod tap_persist;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};

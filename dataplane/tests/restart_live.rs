@@ -1,0 +1,250 @@
+//! Restarting `vswitchd run` without taking the containers down (root; skips with a message otherwise).
+//!
+//! The world: vswitchd in a namespace of its own (`vrs{pid}s`); two "containers" (`vrs{pid}c1`, `vrs{pid}c2`) on
+//! taps the switch moves into them (network `lan`, 10.80.0.0/24, gateway 10.80.0.1, masquerade); an "external"
+//! host (`vrs{pid}x`, 203.0.113.1/24) behind an AF_PACKET uplink on a veth (the switch's 203.0.113.2/24).
+//! Namespaces are deleted by exact name when their guards drop (on failure too), which deletes every interface
+//! in them.
+//!
+//! A TCP stream runs from c1 to the external host through masquerade, a byte pattern checked by the receiver.
+//! vswitchd is killed (`SIGKILL`) and started again with the same configuration: c1's interface keeps its index,
+//! MAC and address throughout, and the same TCP connection carries data again within 2 s of the restart. The
+//! same after a clean SIGTERM stop and start. At the end, with `--cleanup`, nothing is left behind.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+#[path = "common/netns.rs"]
+mod netns;
+
+use daemon::Daemon;
+use netns::{skip_reason, Netns};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `(ifindex, MAC)` of `ifname` in `ns`, if it exists.
+fn link(ns: &Netns, ifname: &str) -> Option<(String, String)> {
+    let out = netns::ip_output(&["-n", &ns.0, "-o", "link", "show", "dev", ifname]);
+    if !out.status.success() {
+        return None;
+    }
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let index = out.split(':').next()?.trim().to_string();
+    let mac = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1)?.to_string();
+    Some((index, mac))
+}
+
+fn has_addr(ns: &Netns, ifname: &str, addr: &str) -> bool {
+    ns.ip_stdout(&["-o", "addr", "show", "dev", ifname]).contains(addr)
+}
+
+/// The byte at offset `i` of the stream.
+fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// One TCP connection from c1 to the external host, sending the pattern; the receiver counts and checks it.
+struct Stream {
+    received: Arc<AtomicU64>,
+    corrupt: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Stream {
+    fn start(client: &Netns, server: &Netns, to: &'static str) -> Stream {
+        let received = Arc::new(AtomicU64::new(0));
+        let corrupt = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = server.run(move || TcpListener::bind(to).expect("bind the server"));
+        let (r, c) = (Arc::clone(&received), Arc::clone(&corrupt));
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let mut at = 0u64;
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if buf[..n].iter().enumerate().any(|(k, b)| *b != pattern(at + k as u64)) {
+                    c.store(true, Relaxed);
+                }
+                at += n as u64;
+                r.store(at, Relaxed);
+            }
+        });
+        let st = Arc::clone(&stop);
+        client.spawn(move || {
+            let mut s = TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5)).expect("connect");
+            let mut at = 0u64;
+            while !st.load(Relaxed) {
+                let chunk: Vec<u8> = (0..512).map(|k| pattern(at + k)).collect();
+                if s.write_all(&chunk).is_err() {
+                    break;
+                }
+                at += chunk.len() as u64;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Stream { received, corrupt, stop }
+    }
+
+    fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    /// Waits up to `limit` for more than `than` bytes; returns how long it took.
+    fn grows_past(&self, than: u64, limit: Duration) -> Option<Duration> {
+        let t = Instant::now();
+        eventually(limit, || self.received() > than + 2048).then(|| t.elapsed())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+struct World {
+    pid: u32,
+    sw: Netns,
+    c1: Netns,
+    c2: Netns,
+    ext: Netns,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl World {
+    fn tap(&self, c: usize) -> String {
+        format!("vrs{}t{c}", self.pid)
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("vswitchd.sock").display().to_string()
+    }
+
+    fn build() -> World {
+        let pid = std::process::id();
+        let sw = Netns::create(&format!("vrs{pid}s"));
+        let (c1, c2, ext) = (
+            Netns::create(&format!("vrs{pid}c1")),
+            Netns::create(&format!("vrs{pid}c2")),
+            Netns::create(&format!("vrs{pid}x")),
+        );
+        for ns in [&c1, &c2, &ext] {
+            ns.disable_ipv6();
+        }
+        let (veth_sw, veth_ex) = (format!("vrs{pid}u"), format!("vrs{pid}e"));
+        sw.ip(&["link", "add", &veth_sw, "type", "veth", "peer", "name", &veth_ex, "netns", &ext.0]);
+        sw.ip(&["link", "set", "dev", &veth_sw, "up"]);
+        ext.ip(&["addr", "add", "203.0.113.1/24", "dev", &veth_ex]);
+        ext.ip(&["link", "set", "dev", &veth_ex, "up"]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("switch.toml");
+        let text = format!(
+            "[switch]\npoll_idle_us = 100\n\n\
+             [[network]]\nname = \"lan\"\nsubnet = \"10.80.0.0/24\"\ngateway = \"10.80.0.1\"\nmasquerade = true\n\n\
+             [[port]]\nname = \"c1\"\nkind = \"tap\"\nifname = \"vrs{pid}t1\"\nnetns = \"{}\"\nnetwork = \"lan\"\n\n\
+             [[port]]\nname = \"c2\"\nkind = \"tap\"\nifname = \"vrs{pid}t2\"\nnetns = \"{}\"\nnetwork = \"lan\"\n\n\
+             [[port]]\nname = \"up\"\nkind = \"afpacket\"\nifname = \"{veth_sw}\"\naddress = \"203.0.113.2/24\"\n\n\
+             [[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"203.0.113.1\"\n",
+            c1.0, c2.0
+        );
+        std::fs::write(&config, text).unwrap();
+        World { pid, sw, c1, c2, ext, dir, config }
+    }
+
+    fn start(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec!["run", "--config", self.config.to_str().unwrap(), "--socket"];
+        let socket = self.socket();
+        args.push(&socket);
+        args.extend_from_slice(extra);
+        Daemon::spawn_in(&self.sw, args)
+    }
+
+    /// Addresses and default routes in the containers (once: they live on the taps).
+    fn configure_containers(&self) {
+        for (c, ns) in [(1, &self.c1), (2, &self.c2)] {
+            let tap = self.tap(c);
+            ns.ip(&["addr", "add", &format!("10.80.0.{}/24", c + 1), "dev", &tap]);
+            ns.ip(&["route", "add", "default", "via", "10.80.0.1"]);
+        }
+    }
+}
+
+fn wait_socket(path: &str) -> bool {
+    eventually(Duration::from_secs(5), || Path::new(path).exists())
+}
+
+#[test]
+fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build();
+    let (t1, t2) = (w.tap(1), w.tap(2));
+    let mut d = w.start(&[]);
+    assert!(
+        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
+        "taps did not appear"
+    );
+    w.configure_containers();
+    let before = link(&w.c1, &t1).unwrap();
+    let before2 = link(&w.c2, &t2).unwrap();
+
+    let stream = Stream::start(&w.c1, &w.ext, "203.0.113.1:7001");
+    assert!(stream.grows_past(0, Duration::from_secs(5)).is_some(), "the stream never started");
+
+    // kill -9: nothing runs at exit. The taps stay, with their index, MAC and address.
+    d.signal(libc::SIGKILL);
+    let _ = d.wait(Duration::from_secs(5));
+    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface survives kill -9");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "c1's address survives kill -9");
+    let at_kill = stream.received();
+
+    let mut d = w.start(&[]);
+    let took = stream.grows_past(at_kill, Duration::from_secs(2));
+    assert!(took.is_some(), "the TCP connection did not carry data within 2 s of the restart (kill -9)");
+    println!("after kill -9: data again {:?} after the restart", took.unwrap());
+    assert!(wait_socket(&w.socket()), "no control socket after the restart");
+    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface re-adopted, not recreated");
+    assert_eq!(link(&w.c2, &t2).as_ref(), Some(&before2), "c2's interface re-adopted, not recreated");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"));
+
+    // A clean stop and start: the same.
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface survives a clean stop");
+    let at_stop = stream.received();
+    let mut d = w.start(&["--cleanup"]);
+    let took = stream.grows_past(at_stop, Duration::from_secs(2));
+    assert!(took.is_some(), "the TCP connection did not carry data within 2 s of the restart (SIGTERM)");
+    println!("after SIGTERM: data again {:?} after the restart", took.unwrap());
+    assert!(!stream.corrupt.load(Relaxed), "the receiver saw bytes out of pattern");
+    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before));
+    drop(stream);
+
+    // --cleanup: the taps go at exit; nothing of ours is left in any namespace.
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(link(&w.c1, &t1).is_none() && link(&w.c2, &t2).is_none(), "taps left behind after --cleanup");
+    assert!(netns::ip_output(&["link", "show", "dev", &t1]).status.code() != Some(0), "no tap in the root namespace");
+}
