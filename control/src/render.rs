@@ -12,7 +12,7 @@ use std::fmt::{Display, Write as _};
 use vswitch_api::config::Config;
 use vswitch_api::proto::{
     ConfigResult, ConnRow, ConnTuple, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect,
-    NetworkSummary, PortMode, PortRow, RouteRow, StatsResult, TraceResult,
+    NetworkSummary, PortMode, PortRow, PortState, RouteRow, StatsResult, TraceResult,
 };
 
 fn opt<T: Display>(v: &Option<T>) -> String {
@@ -84,10 +84,11 @@ pub fn fdb(rows: &[FdbRow]) -> String {
     t.to_string()
 }
 
-/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops.
+/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops; STATE is `up` or
+/// `failed`, and each failed port's error follows the table.
 pub fn ports(rows: &[PortRow]) -> String {
     let mut t = Table::new([
-        "NAME", "KIND", "IFNAME", "ATTACH", "QUEUES", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
+        "NAME", "KIND", "IFNAME", "ATTACH", "QUEUES", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "STATE",
     ]);
     for c in 4..10 {
         t = t.right(c);
@@ -112,9 +113,17 @@ pub fn ports(rows: &[PortRow]) -> String {
             p.io.tx_packets.to_string(),
             p.io.tx_bytes.to_string(),
             (p.io.rx_dropped + p.io.tx_dropped + p.pipeline.dropped).to_string(),
+            match p.state {
+                PortState::Up => "up".to_string(),
+                PortState::Failed => "failed".to_string(),
+            },
         ]);
     }
-    t.to_string()
+    let mut out = t.to_string();
+    for p in rows.iter().filter(|p| p.state == PortState::Failed) {
+        out.push_str(&format!("{}: failed: {} (retried with backoff)\n", p.name, p.error.as_deref().unwrap_or("?")));
+    }
+    out
 }
 
 /// `route show`.
@@ -303,16 +312,24 @@ mod tests {
             xdp_mode: None,
             io: PortIo { rx_packets: 5, rx_bytes: 420, rx_dropped: 1, tx_packets: 3, tx_bytes: 300, tx_dropped: 2 },
             pipeline: PortPipeline { dropped: 4, ..PortPipeline::default() },
+            state: PortState::Up,
+            error: None,
         };
+        let mut down = row("c2", PortMode::Access, Some("bridge"), None);
+        down.state = PortState::Failed;
+        down.error = Some("port c2: tap vs-c2: moving into netns c2: no such namespace".into());
         let text = ports(&[
             row("c1", PortMode::Access, Some("bridge"), None),
             row("up", PortMode::Routed, None, Some("203.0.113.2/24")),
+            down,
         ]);
         assert_eq!(
             text,
-            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS\n\
-             c1    tap   vs-c1   network bridge              1        5       420        3       300      7\n\
-             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7\n"
+            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS  STATE\n\
+             c1    tap   vs-c1   network bridge              1        5       420        3       300      7  up\n\
+             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7  up\n\
+             c2    tap   vs-c2   network bridge              1        5       420        3       300      7  failed\n\
+             c2: failed: port c2: tap vs-c2: moving into netns c2: no such namespace (retried with backoff)\n"
         );
     }
 

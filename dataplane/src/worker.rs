@@ -49,6 +49,7 @@ use crate::buffer::BufPool;
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
+use crate::port::failed::PortFailure;
 use crate::port::{Port, PortError};
 use serde::Serialize;
 use std::os::fd::RawFd;
@@ -105,9 +106,25 @@ pub struct LivePort {
     pub name: String,
     /// Its queues (at least one).
     pub queues: Vec<Mutex<AnyPort>>,
+    /// Set while the port could not be opened: its queues are stand-ins ([`crate::port::failed`]).
+    pub failure: Mutex<Option<PortFailure>>,
 }
 
 impl LivePort {
+    /// A port that is up, with its queues.
+    pub fn up(name: &str, queues: Vec<AnyPort>) -> LivePort {
+        LivePort {
+            name: name.to_string(),
+            queues: queues.into_iter().map(Mutex::new).collect(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The port's failure, if it is down.
+    pub fn failure(&self) -> Option<PortFailure> {
+        lock(&self.failure).clone()
+    }
+
     /// Makes the port's interface outlive the process ([`AnyPort::persist`]).
     pub fn persist(&self) {
         if let Some(q) = self.queues.first() {

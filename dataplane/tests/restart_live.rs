@@ -10,6 +10,10 @@
 //! vswitchd is killed (`SIGKILL`) and started again with the same configuration: c1's interface keeps its index,
 //! MAC and address throughout, and the same TCP connection carries data again within 2 s of the restart. The
 //! same after a clean SIGTERM stop and start. At the end, with `--cleanup`, nothing is left behind.
+//!
+//! One container's namespace deleted while vswitchd is down: after the restart the other container forwards,
+//! the missing one is reported failed (with the reason) and comes up by itself once the namespace exists again.
+//! A tap of the configured name that vswitchd did not make is never adopted.
 
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -18,8 +22,9 @@ mod netns;
 
 use daemon::Daemon;
 use netns::{skip_reason, Netns};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -122,7 +127,7 @@ impl Drop for Stream {
 }
 
 struct World {
-    pid: u32,
+    pid: String,
     sw: Netns,
     c1: Netns,
     c2: Netns,
@@ -140,8 +145,9 @@ impl World {
         self.dir.path().join("vswitchd.sock").display().to_string()
     }
 
-    fn build() -> World {
-        let pid = std::process::id();
+    /// The world of test `tag` (one letter: tests run in parallel in one process).
+    fn build(tag: &str) -> World {
+        let pid = format!("{}{tag}", std::process::id());
         let sw = Netns::create(&format!("vrs{pid}s"));
         let (c1, c2, ext) = (
             Netns::create(&format!("vrs{pid}c1")),
@@ -189,6 +195,30 @@ impl World {
     }
 }
 
+/// One request on the control socket; the whole response.
+fn control(socket: &str, op: &str) -> Option<serde_json::Value> {
+    let s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    (&s).write_all(format!("{{\"version\":1,\"id\":1,\"op\":\"{op}\"}}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// `(state, error)` of port `name` from `port_ls`.
+fn port_state(socket: &str, name: &str) -> Option<(String, Option<String>)> {
+    let r = control(socket, "port_ls")?;
+    let p = r["result"].as_array()?.iter().find(|p| p["name"] == name)?.clone();
+    Some((p["state"].as_str()?.to_string(), p["error"].as_str().map(str::to_string)))
+}
+
+fn ping_ok(from: &Netns, to: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &from.0, "ping", "-c", "1", "-W", "1", to])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn wait_socket(path: &str) -> bool {
     eventually(Duration::from_secs(5), || Path::new(path).exists())
 }
@@ -199,7 +229,7 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
         println!("skipped: {why}");
         return;
     }
-    let w = World::build();
+    let w = World::build("k");
     let (t1, t2) = (w.tap(1), w.tap(2));
     let mut d = w.start(&[]);
     assert!(
@@ -247,4 +277,76 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(link(&w.c1, &t1).is_none() && link(&w.c2, &t2).is_none(), "taps left behind after --cleanup");
     assert!(netns::ip_output(&["link", "show", "dev", &t1]).status.code() != Some(0), "no tap in the root namespace");
+}
+
+#[test]
+fn live_a_missing_namespace_fails_one_port_the_other_forwards_and_it_comes_back_by_itself() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("m");
+    let (t1, t2) = (w.tap(1), w.tap(2));
+    let mut d = w.start(&[]);
+    assert!(
+        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
+        "taps did not appear"
+    );
+    w.configure_containers();
+    assert!(ping_ok(&w.c1, "203.0.113.1"), "c1 → external through masquerade");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // c2's namespace goes (and its tap with it) while vswitchd is down (its guard deletes it again at the end).
+    let c2_name = w.c2.0.clone();
+    netns::ip(&["netns", "delete", &c2_name]);
+    let mut d = w.start(&[]);
+    let t = Instant::now();
+    assert!(eventually(Duration::from_secs(2), || ping_ok(&w.c1, "203.0.113.1")), "c1 does not forward");
+    println!("c1 forwards {:?} after the restart", t.elapsed());
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    let (state, error) = port_state(&socket, "c2").expect("c2 listed");
+    assert_eq!(state, "failed");
+    let error = error.expect("a reason");
+    assert!(error.contains("port c2") && error.contains(&c2_name), "{error}");
+    assert_eq!(port_state(&socket, "c1").unwrap().0, "up");
+
+    // The namespace is back: the port comes up by itself (a new tap), and c2 forwards again.
+    netns::ip(&["netns", "add", &c2_name]);
+    w.c2.disable_ipv6();
+    assert!(
+        eventually(Duration::from_secs(8), || port_state(&socket, "c2").is_some_and(|(s, _)| s == "up")),
+        "c2 did not come up: {:?}",
+        port_state(&socket, "c2")
+    );
+    assert!(link(&w.c2, &t2).is_some(), "c2's tap is back in its namespace");
+    w.c2.ip(&["addr", "add", "10.80.0.3/24", "dev", &t2]);
+    assert!(eventually(Duration::from_secs(3), || ping_ok(&w.c2, "10.80.0.2")), "c2 → c1 after coming back");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn live_a_tap_that_is_not_ours_is_never_adopted() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("n");
+    let t1 = w.tap(1);
+    // Someone else's tap, with the configured name, in c1's namespace.
+    w.c1.ip(&["tuntap", "add", "dev", &t1, "mode", "tap"]);
+    let theirs = link(&w.c1, &t1).unwrap();
+    let mut d = w.start(&[]);
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    assert!(eventually(Duration::from_secs(3), || port_state(&socket, "c2").is_some_and(|(s, _)| s == "up")));
+    let (state, error) = port_state(&socket, "c1").unwrap();
+    assert_eq!(state, "failed");
+    assert!(error.as_deref().unwrap_or("").contains("is not a free vswitchd tap"), "{error:?}");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(link(&w.c1, &t1), Some(theirs), "their tap untouched");
+    assert!(!w.c1.ip_stdout(&["-d", "link", "show", "dev", &t1]).contains("vswitchd"), "not marked as ours");
 }

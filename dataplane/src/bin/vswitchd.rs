@@ -16,7 +16,7 @@ use dataplane::control::daemon::Daemon;
 use dataplane::control::proto::DEFAULT_SOCKET;
 use dataplane::control::server::ControlSocket;
 use dataplane::live::{LiveReport, RunOptions, Runtime};
-use dataplane::port::any::{open_port, open_ports};
+use dataplane::port::any::open_port;
 use dataplane::port::pcap::read_capture;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
 use dataplane::wire::decode::describe;
@@ -177,14 +177,8 @@ fn run(
         }
     }
 
-    let ports = match open_ports(&cfg, opts.workers) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("vswitchd: run: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let runtime = match Runtime::new(&cfg, ports, opts.clone()) {
+    // A port that cannot be opened is logged, reported as failed and retried; the others come up.
+    let runtime = match Runtime::open(&cfg, opts.clone(), &mut |p, n| Ok(open_port(p, n)?)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vswitchd: run: {e}");
@@ -215,6 +209,7 @@ fn run(
     let mut failed = server.is_none();
     while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
+        daemon.retry_failed_ports();
         if let (Some(at), Some(path), Some(every)) = (next_stats, stats_json, interval) {
             if Instant::now() >= at {
                 if let Some(Err(e)) = daemon.report().map(|r| write_stats(path, &r)) {

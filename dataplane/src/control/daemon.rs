@@ -10,7 +10,8 @@
 //! millisecond).
 //!
 //! # `apply`: what survives which change
-//! The transaction is described in [`crate::live`] (new ports opened first; all or nothing). Objects are
+//! The transaction is described in [`crate::live`] (new ports opened first, each on its own: one that fails is
+//! applied as failed and retried; everything else all or nothing). Objects are
 //! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
@@ -122,6 +123,31 @@ impl Daemon {
         self.state.write().unwrap_or_else(PoisonError::into_inner).take().map(|s| s.running)
     }
 
+    /// Tries again the failed ports whose retry is due ([`Running::prepare_retry`], then
+    /// [`Running::commit_retry`] if one opened); returns the names of the ports brought up. Cheap when nothing
+    /// is due (one read lock). The daemon's main thread calls it every tick.
+    pub fn retry_failed_ports(&self) -> Vec<String> {
+        let due =
+            self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|s| s.running.retry_due());
+        if !due {
+            return Vec::new();
+        }
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let retried = {
+            let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(st) = guard.as_ref() else { return Vec::new() };
+            st.running.prepare_retry(&mut |p, n| (self.open)(p, n))
+        };
+        if retried.is_empty() {
+            return Vec::new();
+        }
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(State { running, generation, origin }) = guard.take() else { return Vec::new() };
+        let (running, up) = running.commit_retry(retried);
+        *guard = Some(State { running, generation, origin });
+        up
+    }
+
     /// Parses and answers one request line.
     pub fn handle_line(&self, line: &[u8]) -> Response {
         match Request::parse(line) {
@@ -212,6 +238,8 @@ impl Daemon {
                             xdp_mode: lp.mode.clone(),
                             io: *io,
                             pipeline: *c,
+                            state: if lp.error.is_some() { PortState::Failed } else { PortState::Up },
+                            error: lp.error.clone(),
                         })
                     })
                     .collect();
@@ -372,7 +400,8 @@ impl Daemon {
             }
             match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
                 Ok(p) => (p, summary),
-                Err(e) => return err(ErrorKind::PortFailed)(e),
+                Err(e @ ApplyError::Port { .. }) => return err(ErrorKind::PortFailed)(e),
+                Err(e) => return err(ErrorKind::Internal)(e),
             }
         };
         // The switch-over under the write lock: take the running switch out; it is always handed back.
@@ -389,6 +418,11 @@ impl Daemon {
                 summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
                 summary.connections_flushed = c.connections_flushed;
                 summary.pause_us = applied.pause_ns / 1000;
+                summary.ports_failed =
+                    applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                for f in &summary.ports_failed {
+                    tracing::warn!(port = %f.port, error = %f.error, "applied with this port down: retrying it");
+                }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
                 *guard = Some(State { running, generation, origin: Some(origin) });
@@ -396,11 +430,7 @@ impl Daemon {
             }
             Err(e) => {
                 *guard = Some(State { running, generation, origin: old_origin });
-                let kind = match e {
-                    ApplyError::Port { .. } => ErrorKind::PortFailed,
-                    ApplyError::Stale | ApplyError::Start(_) => ErrorKind::Internal,
-                };
-                err(kind)(e)
+                err(ErrorKind::Internal)(e)
             }
         }
     }

@@ -5,15 +5,14 @@
 //!
 //! Threads: the daemon's control thread, which owns the [`Running`] (taken by value while the workers pause).
 
-use super::{wake, Parts, RunOptions, Running, Runtime, StartError};
+use super::{failed_ports, open_live, wake, Parts, RunOptions, Running, Runtime, StartError};
 use crate::config::{Config, PortConfig};
 use crate::pipeline::Carried;
 use crate::port::any::{queue_count, AnyPort};
-use crate::port::mem::MemPort;
 use crate::worker::{LivePort, WorkerStats};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 impl Running {
     /// Moves the running switch to `cfg` (validated) as one transaction; see the module documentation. `open`
@@ -34,7 +33,8 @@ impl Running {
 
     /// Step 1 of a reconfiguration, which only needs `&self` (the daemon runs it while reads go on): opens the
     /// ports of `cfg` that are new or change back-end settings, except those that need an interface an old
-    /// port holds. On failure everything opened is closed and the error names the port.
+    /// port holds. A port that fails to open is kept as failed (stand-in queues, retried later): it does not
+    /// fail the apply.
     pub fn prepare(&self, cfg: &Config, opts: RunOptions, open: &mut OpenPort<'_>) -> Result<Prepared, ApplyError> {
         let workers = opts.workers.max(1);
         let opts = RunOptions { workers, ..opts };
@@ -61,11 +61,12 @@ impl Running {
                     && pc.ifname.as_ref().is_some_and(|n| freed.contains(n))
             })
             .collect();
-        let mut opened: Vec<Option<Vec<AnyPort>>> = (0..cfg.ports.len()).map(|_| None).collect();
+        let mut opened: Vec<Option<LivePort>> = (0..cfg.ports.len()).map(|_| None).collect();
         for (i, pc) in cfg.ports.iter().enumerate() {
             if matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_)) && !deferred[i] {
-                // On error `opened` is dropped on the way out: everything opened so far is closed.
-                opened[i] = Some(open(pc, queue_count(pc, workers)).map_err(|e| ApplyError::port(&pc.name, &e))?);
+                // On a permanent error `opened` is dropped on the way out: what was opened is closed.
+                opened[i] =
+                    Some(open_live(pc, queue_count(pc, workers), open).map_err(|e| ApplyError::port(&pc.name, &e))?);
             }
         }
         Ok(Prepared { base, base_workers: self.rt.opts.workers, cfg: cfg.clone(), opts, plan, opened, deferred, freed })
@@ -80,7 +81,7 @@ impl Running {
         }
         let Prepared { base: old_cfg, cfg, opts, plan, mut opened, deferred, freed, .. } = prepared;
         let cfg = &cfg;
-        let old_opts = self.rt.opts.clone();
+        let old_workers = self.rt.opts.workers;
         let workers = opts.workers;
         let deferred = |i: usize| deferred[i];
 
@@ -89,61 +90,29 @@ impl Running {
         let parts = self.pause();
         let mut old_ports: Vec<Option<LivePort>> = parts.ports.into_iter().map(Some).collect();
 
-        // 3. Deferred ports: close the old ports holding their interfaces, then open them.
-        let holders: Vec<usize> = (0..old_cfg.ports.len())
-            .filter(|&o| {
-                let name = old_cfg.ports[o].ifname.as_deref();
-                freed.contains(name.unwrap_or(""))
-                    && (0..cfg.ports.len()).any(|i| deferred(i) && cfg.ports[i].ifname.as_deref() == name)
-            })
-            .collect();
-        let mut closed_early = Vec::new();
-        for &o in &holders {
-            closed_early.push(o);
-            if let Some(lp) = old_ports[o].take() {
-                lp.remove_on_close();
+        // 3. Deferred ports: close (and delete) the old ports holding their interfaces, then open them.
+        for (old, slot) in old_cfg.ports.iter().zip(old_ports.iter_mut()) {
+            let name = old.ifname.as_deref();
+            let holds = freed.contains(name.unwrap_or(""))
+                && (0..cfg.ports.len()).any(|i| deferred(i) && cfg.ports[i].ifname.as_deref() == name);
+            if holds {
+                if let Some(lp) = slot.take() {
+                    lp.remove_on_close();
+                }
             }
         }
-        let mut failure = None;
         for (i, pc) in cfg.ports.iter().enumerate() {
             if deferred(i) {
-                match open(pc, queue_count(pc, workers)) {
-                    Ok(q) => opened[i] = Some(q),
-                    Err(e) => {
-                        failure = Some(ApplyError::port(&pc.name, &e));
-                        break;
-                    }
-                }
+                // A permanent error here (the old port on this interface opened, so it is unlikely) is kept as
+                // failed like any other: the old port is already closed.
+                let n = queue_count(pc, workers);
+                opened[i] = Some(open_live(pc, n, open).unwrap_or_else(|e| {
+                    let lp = LivePort::up(&pc.name, crate::port::failed::stand_ins(&pc.name, n));
+                    *crate::worker::lock(&lp.failure) =
+                        Some(crate::port::failed::PortFailure::new(e.to_string(), std::time::Instant::now()));
+                    lp
+                }));
             }
-        }
-        if let Some(mut err) = failure {
-            // Put the old ports back as they were and resume the old topology.
-            drop(opened);
-            let mut lost = Vec::new();
-            for o in closed_early {
-                let pc = &old_cfg.ports[o];
-                let n = queue_count(pc, old_opts.workers);
-                let queues = open(pc, n).unwrap_or_else(|e| {
-                    tracing::error!(port = %pc.name, error = %e, "cannot reopen a port after a failed apply");
-                    lost.push(pc.name.clone());
-                    (0..n).map(|_| dead_port(&pc.name)).collect()
-                });
-                let lp = LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() };
-                lp.persist();
-                old_ports[o] = Some(lp);
-            }
-            if !lost.is_empty() {
-                if let ApplyError::Port { message, .. } = &mut err {
-                    message.push_str(&format!(
-                        "; could not reopen {} afterwards: they no longer pass traffic",
-                        lost.join(", ")
-                    ));
-                }
-            }
-            let mut parts = Parts { ports: old_ports.into_iter().flatten().collect(), ..parts };
-            let pools = std::mem::take(&mut parts.pools);
-            let (running, spawn_err) = Runtime::from_parts(parts, old_cfg, old_opts).spawn(pools);
-            return (running, Err(spawn_err.map_or(err, ApplyError::Start)));
         }
 
         // 4. The new port list, the switch carried over, the worker counters (when the count is the same).
@@ -151,27 +120,22 @@ impl Running {
             .ports
             .iter()
             .enumerate()
-            .map(|(i, pc)| match plan.actions[i] {
+            .map(|(i, _)| match plan.actions[i] {
                 PortAction::Keep(o) | PortAction::Reattach(o) => {
                     old_ports[o].take().expect("a kept port is taken once")
                 }
                 PortAction::Open | PortAction::Reopen(_) => {
-                    let lp = LivePort {
-                        name: pc.name.clone(),
-                        queues: opened[i].take().expect("opened above").into_iter().map(Mutex::new).collect(),
-                    };
+                    let lp = opened[i].take().expect("opened above");
                     // Part of the running switch from now on: its tap outlives the process.
                     lp.persist();
                     lp
                 }
             })
             .collect();
+        let failed = failed_ports(&ports);
         let (switch, carried) = parts.switch.reconfigure(cfg);
-        let stats = if workers == old_opts.workers {
-            parts.workers
-        } else {
-            (0..workers).map(|_| WorkerStats::default()).collect()
-        };
+        let stats =
+            if workers == old_workers { parts.workers } else { (0..workers).map(|_| WorkerStats::default()).collect() };
         let mut parts = Parts { switch, ports, workers: stats, ..parts };
         let pools = std::mem::take(&mut parts.pools);
         let (running, spawn_err) = Runtime::from_parts(parts, cfg.clone(), opts).spawn(pools);
@@ -183,12 +147,12 @@ impl Running {
         }
         match spawn_err {
             Some(e) => (running, Err(ApplyError::Start(e))),
-            None => (running, Ok(Applied { plan, carried, pause_ns })),
+            None => (running, Ok(Applied { plan, carried, pause_ns, failed })),
         }
     }
 
     /// Sets the pause flag, wakes and joins the workers, and takes the runtime apart.
-    fn pause(self) -> Parts {
+    pub(super) fn pause(self) -> Parts {
         self.rt.shared.pause.store(true, Relaxed);
         wake(&self.wakers);
         let mut pools = Vec::new();
@@ -215,14 +179,6 @@ impl Running {
 /// Opens a port's queues for a reconfiguration: `(port, queues)` → the queues.
 pub type OpenPort<'a> = dyn FnMut(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + 'a;
 
-/// A stand-in for a port that could not be reopened after a failed apply: receives nothing, counts and discards
-/// what is sent.
-fn dead_port(name: &str) -> AnyPort {
-    let mut p = MemPort::new(name.to_string());
-    p.set_tx_mode(crate::port::mem::TxMode::Count);
-    AnyPort::Mem(p)
-}
-
 /// Ports opened ahead of a reconfiguration by [`Running::prepare`], for [`Running::commit`]; dropping it closes
 /// them.
 #[derive(Debug)]
@@ -234,8 +190,8 @@ pub struct Prepared {
     cfg: Config,
     opts: RunOptions,
     plan: Plan,
-    /// By new port index: its queues, when opened ahead.
-    opened: Vec<Option<Vec<AnyPort>>>,
+    /// By new port index: the port, when opened ahead (up, or failed with stand-in queues).
+    opened: Vec<Option<LivePort>>,
     /// By new port index: opened only once the old port holding its interface is closed.
     deferred: Vec<bool>,
     /// Interfaces of old ports closed or reopened.
@@ -252,7 +208,9 @@ impl Prepared {
 /// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// A port could not be opened (the message names it).
+    /// A port can never be opened by this vswitchd ([`StartError::is_permanent`]: a replay-only kind, a
+    /// back-end not built in): refused, nothing changed. (A port that fails for a reason that may pass is
+    /// applied as failed and retried instead.)
     #[error("{message}")]
     Port {
         /// The port.
@@ -269,7 +227,7 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Port `port` could not be opened because of `e`.
+    /// Port `port` can never be opened because of `e`.
     fn port(port: &str, e: &StartError) -> ApplyError {
         let text = e.to_string();
         let message = if text.starts_with(&format!("port {port}:")) { text } else { format!("port {port}: {text}") };
@@ -286,6 +244,8 @@ pub struct Applied {
     pub carried: Carried,
     /// How long forwarding stopped: from pausing the workers to the new ones started.
     pub pause_ns: u64,
+    /// Ports down after the apply, `(name, error)`: they could not be opened (now or before) and are retried.
+    pub failed: Vec<(String, String)>,
 }
 
 /// What happens to a port of the new configuration.

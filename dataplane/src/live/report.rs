@@ -32,6 +32,14 @@ pub struct LivePortReport {
     pub queue_io: Vec<PortStats>,
     /// The pipeline's counters for the port.
     pub pipeline: PortCounters,
+    /// `up`, or `failed` when it could not be opened (it is retried with backoff; its queues are stand-ins that
+    /// drop what is sent to them).
+    pub state: &'static str,
+    /// Why it is down (`state` = `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed attempts to open it so far (0 when up).
+    pub open_attempts: u32,
 }
 
 /// The counters of a running (or stopped) live switch: the shape of the replay's counters JSON plus
@@ -79,7 +87,11 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
                 tx_dropped: a.tx_dropped + s.tx_dropped,
             });
             let m = &rt.meta[i];
+            let failure = lp.failure();
             let r = LivePortReport {
+                state: if failure.is_some() { "failed" } else { "up" },
+                open_attempts: failure.as_ref().map_or(0, |f| f.attempts),
+                error: failure.map(|f| f.error),
                 kind: m.kind,
                 ifname: m.ifname.clone(),
                 queues: lp.queues.len(),

@@ -19,6 +19,8 @@ pub enum TxMode {
     Capture,
     /// Count and free.
     Count,
+    /// Free, counting each frame as dropped (`tx_dropped`): the stand-in of a port that is down.
+    Discard,
 }
 
 #[derive(Debug)]
@@ -146,6 +148,11 @@ impl Port for MemPort {
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
         for frame in frames.drain(..) {
+            if self.tx_mode == TxMode::Discard {
+                self.stats.tx_dropped += 1;
+                pool.free(frame);
+                continue;
+            }
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += frame.len() as u64;
             if self.tx_mode == TxMode::Capture {

@@ -24,6 +24,7 @@ pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 pub mod any;
+pub mod failed;
 pub mod gso;
 pub mod mem;
 pub mod open;
