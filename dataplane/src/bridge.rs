@@ -113,6 +113,11 @@ impl Bridge {
         &self.fdbs[net as usize]
     }
 
+    /// The MAC table of network `net`, to restore entries from a snapshot (`crate::snapshot`).
+    pub fn fdb_mut(&mut self, net: NetId) -> &mut Fdb {
+        &mut self.fdbs[net as usize]
+    }
+
     /// Counters of every table, by network id.
     pub fn fdb_stats(&self) -> Vec<FdbStats> {
         self.fdbs.iter().map(Fdb::stats).collect()

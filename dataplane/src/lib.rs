@@ -19,6 +19,7 @@ pub mod route;
 pub mod router;
 #[cfg(any(test, feature = "testing"))]
 pub mod simhost;
+pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testbed;
 pub mod topology;

@@ -652,6 +652,12 @@ impl Switch {
         &self.router
     }
 
+    /// The bridge and the router, mutable: for restoring learned state from a snapshot (`crate::snapshot`) into
+    /// a switch that is not forwarding yet.
+    pub fn tables_mut(&mut self) -> (&mut Bridge, &mut Router) {
+        (&mut self.bridge, &mut self.router)
+    }
+
     /// The connection-tracking table.
     pub fn conntrack(&self) -> &Conntrack {
         self.router.nat().conntrack()

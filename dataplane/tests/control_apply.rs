@@ -180,6 +180,32 @@ fn learn_and_connect(d: &Daemon) {
     assert!(neigh.iter().any(|n| n.ip == next_hop && n.mac.is_some()), "{neigh:?}");
 }
 
+/// A vswitchd started empty (agent-managed) restores the snapshot of the one before it at the first apply:
+/// MAC entries, the resolved neighbour and the connection with its NAT port, matched by name.
+#[test]
+fn a_snapshot_is_restored_at_the_first_apply_of_an_empty_switch() {
+    let (before, _) = daemon(BASE);
+    learn_and_connect(&before);
+    let snap = before.snapshot().expect("running");
+    assert_eq!((snap.fdb.len(), snap.connections.len(), snap.neighbours.len()), (3, 1, 1), "{snap:?}");
+    stop(before);
+
+    let (d, _) = daemon("");
+    d.restore_after_first_apply(snap);
+    assert_eq!(connections(&d), 0);
+    apply(&d, BASE);
+    assert_eq!(connections(&d), 1, "the connection is back");
+    assert_eq!(fdb(&d).len(), 3, "{:?}", fdb(&d));
+    let neigh: Vec<NeighRow> = ok(&d, json!({"op": "neigh_show"}));
+    assert!(neigh.iter().any(|n| n.ip == Ipv4Addr::new(203, 0, 113, 1) && n.mac.is_some()), "{neigh:?}");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["snat"]["in_use"], 1, "its NAT port is held again: {}", stats.report["snat"]);
+    // Only once: a later apply does not restore it again.
+    apply(&d, &(BASE.to_string() + "\n[[port]]\nname = \"z\"\nkind = \"mem\"\nnetwork = \"lan\"\n"));
+    assert_eq!(connections(&d), 1);
+    stop(d);
+}
+
 #[test]
 fn apply_keeps_unchanged_ports_open_and_learned_state_of_what_it_does_not_touch() {
     let (d, opened) = daemon(BASE);

@@ -9,7 +9,9 @@
 //! A TCP stream runs from c1 to the external host through masquerade, a byte pattern checked by the receiver.
 //! vswitchd is killed (`SIGKILL`) and started again with the same configuration: c1's interface keeps its index,
 //! MAC and address throughout, and the same TCP connection carries data again within 2 s of the restart. The
-//! same after a clean SIGTERM stop and start. At the end, with `--cleanup`, nothing is left behind.
+//! same after a clean SIGTERM stop and start. A second connection runs the other way (a download from the
+//! external host): after the restart only the external host's retransmissions reach the switch, so it goes on
+//! only because the state snapshot restored its connection and NAT binding. At the end, with `--cleanup`, nothing is left behind.
 //!
 //! One container's namespace deleted while vswitchd is down: after the restart the other container forwards,
 //! the missing one is reported failed (with the reason) and comes up by itself once the namespace exists again.
@@ -64,6 +66,35 @@ fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+/// Reads the pattern from `s`, counting bytes into `received` and setting `corrupt` on a wrong byte.
+fn receive(mut s: TcpStream, received: &AtomicU64, corrupt: &AtomicBool) {
+    let mut buf = [0u8; 4096];
+    let mut at = 0u64;
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().enumerate().any(|(k, b)| *b != pattern(at + k as u64)) {
+            corrupt.store(true, Relaxed);
+        }
+        at += n as u64;
+        received.store(at, Relaxed);
+    }
+}
+
+/// Writes the pattern to `s`, 512 bytes every 5 ms, until `stop`.
+fn send(mut s: TcpStream, stop: &AtomicBool) {
+    let mut at = 0u64;
+    while !stop.load(Relaxed) {
+        let chunk: Vec<u8> = (0..512).map(|k| pattern(at + k)).collect();
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        at += chunk.len() as u64;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// One TCP connection from c1 to the external host, sending the pattern; the receiver counts and checks it.
 struct Stream {
     received: Arc<AtomicU64>,
@@ -72,38 +103,30 @@ struct Stream {
 }
 
 impl Stream {
-    fn start(client: &Netns, server: &Netns, to: &'static str) -> Stream {
+    /// A connection from `client` to `to` (in `server`); `upload`: the client sends the pattern and the server
+    /// checks it, else the other way round (a download: after a restart only the server's retransmissions
+    /// reach the switch, so the connection continues only if the switch restored its NAT binding).
+    fn start(client: &Netns, server: &Netns, to: &'static str, upload: bool) -> Stream {
         let received = Arc::new(AtomicU64::new(0));
         let corrupt = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let listener = server.run(move || TcpListener::bind(to).expect("bind the server"));
-        let (r, c) = (Arc::clone(&received), Arc::clone(&corrupt));
+        let (r, c, st) = (Arc::clone(&received), Arc::clone(&corrupt), Arc::clone(&stop));
+        let (r2, c2, st2) = (Arc::clone(&received), Arc::clone(&corrupt), Arc::clone(&stop));
         std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().expect("accept");
-            let mut buf = [0u8; 4096];
-            let mut at = 0u64;
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if buf[..n].iter().enumerate().any(|(k, b)| *b != pattern(at + k as u64)) {
-                    c.store(true, Relaxed);
-                }
-                at += n as u64;
-                r.store(at, Relaxed);
+            let (s, _) = listener.accept().expect("accept");
+            if upload {
+                receive(s, &r, &c)
+            } else {
+                send(s, &st)
             }
         });
-        let st = Arc::clone(&stop);
         client.spawn(move || {
-            let mut s = TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5)).expect("connect");
-            let mut at = 0u64;
-            while !st.load(Relaxed) {
-                let chunk: Vec<u8> = (0..512).map(|k| pattern(at + k)).collect();
-                if s.write_all(&chunk).is_err() {
-                    break;
-                }
-                at += chunk.len() as u64;
-                std::thread::sleep(Duration::from_millis(5));
+            let s = TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5)).expect("connect");
+            if upload {
+                send(s, &st2)
+            } else {
+                receive(s, &r2, &c2)
             }
         });
         Stream { received, corrupt, stop }
@@ -113,10 +136,15 @@ impl Stream {
         self.received.load(Relaxed)
     }
 
+    /// Waits until `since + limit` for more than `than` bytes; returns when that was, from `since`.
+    fn grows_past_since(&self, than: u64, since: Instant, limit: Duration) -> Option<Duration> {
+        let left = (since + limit).saturating_duration_since(Instant::now());
+        eventually(left, || self.received() > than + 2048).then(|| since.elapsed())
+    }
+
     /// Waits up to `limit` for more than `than` bytes; returns how long it took.
     fn grows_past(&self, than: u64, limit: Duration) -> Option<Duration> {
-        let t = Instant::now();
-        eventually(limit, || self.received() > than + 2048).then(|| t.elapsed())
+        self.grows_past_since(than, Instant::now(), limit)
     }
 }
 
@@ -124,6 +152,16 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
     }
+}
+
+/// The byte counts of two streams once they have stopped moving (vswitchd is down): what was in flight is
+/// drained first, then they must stay put for 200 ms.
+fn stalled(a: &Stream, b: &Stream) -> (u64, u64) {
+    std::thread::sleep(Duration::from_millis(300));
+    let at = (a.received(), b.received());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!((a.received(), b.received()), at, "data moved while vswitchd was down");
+    at
 }
 
 struct World {
@@ -178,7 +216,7 @@ impl World {
     }
 
     fn start(&self, extra: &[&str]) -> Daemon {
-        let mut args = vec!["run", "--config", self.config.to_str().unwrap(), "--socket"];
+        let mut args = vec!["run", "--config", self.config.to_str().unwrap(), "--state-interval", "0.2", "--socket"];
         let socket = self.socket();
         args.push(&socket);
         args.extend_from_slice(extra);
@@ -240,20 +278,29 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
     let before = link(&w.c1, &t1).unwrap();
     let before2 = link(&w.c2, &t2).unwrap();
 
-    let stream = Stream::start(&w.c1, &w.ext, "203.0.113.1:7001");
+    let stream = Stream::start(&w.c1, &w.ext, "203.0.113.1:7001", true);
+    let download = Stream::start(&w.c1, &w.ext, "203.0.113.1:7002", false);
     assert!(stream.grows_past(0, Duration::from_secs(5)).is_some(), "the stream never started");
+    assert!(download.grows_past(0, Duration::from_secs(5)).is_some(), "the download never started");
+    // The connections are in the next periodic state snapshot (--state-interval 0.2).
+    std::thread::sleep(Duration::from_millis(400));
 
     // kill -9: nothing runs at exit. The taps stay, with their index, MAC and address.
     d.signal(libc::SIGKILL);
     let _ = d.wait(Duration::from_secs(5));
     assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface survives kill -9");
     assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "c1's address survives kill -9");
-    let at_kill = stream.received();
+    // Nothing moves while the switch is down (so what follows the restart is the switch's doing).
+    let (at_kill, down_at_kill) = stalled(&stream, &download);
 
     let mut d = w.start(&[]);
-    let took = stream.grows_past(at_kill, Duration::from_secs(2));
+    let restarted = Instant::now();
+    let took = stream.grows_past_since(at_kill, restarted, Duration::from_secs(2));
     assert!(took.is_some(), "the TCP connection did not carry data within 2 s of the restart (kill -9)");
     println!("after kill -9: data again {:?} after the restart", took.unwrap());
+    let took = download.grows_past_since(down_at_kill, restarted, Duration::from_secs(2));
+    assert!(took.is_some(), "the download did not go on within 2 s of the restart (kill -9): NAT binding lost?");
+    println!("after kill -9: download again {:?} after the restart", took.unwrap());
     assert!(wait_socket(&w.socket()), "no control socket after the restart");
     assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface re-adopted, not recreated");
     assert_eq!(link(&w.c2, &t2).as_ref(), Some(&before2), "c2's interface re-adopted, not recreated");
@@ -263,12 +310,17 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
     let out = d.terminate();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before), "c1's interface survives a clean stop");
-    let at_stop = stream.received();
+    let (at_stop, down_at_stop) = stalled(&stream, &download);
     let mut d = w.start(&["--cleanup"]);
-    let took = stream.grows_past(at_stop, Duration::from_secs(2));
+    let restarted = Instant::now();
+    let took = stream.grows_past_since(at_stop, restarted, Duration::from_secs(2));
     assert!(took.is_some(), "the TCP connection did not carry data within 2 s of the restart (SIGTERM)");
     println!("after SIGTERM: data again {:?} after the restart", took.unwrap());
-    assert!(!stream.corrupt.load(Relaxed), "the receiver saw bytes out of pattern");
+    let took = download.grows_past_since(down_at_stop, restarted, Duration::from_secs(2));
+    assert!(took.is_some(), "the download did not go on within 2 s of the restart (SIGTERM)");
+    println!("after SIGTERM: download again {:?} after the restart", took.unwrap());
+    assert!(!stream.corrupt.load(Relaxed) && !download.corrupt.load(Relaxed), "bytes out of pattern");
+    drop(download);
     assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before));
     drop(stream);
 

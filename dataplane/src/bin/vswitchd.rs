@@ -19,6 +19,7 @@ use dataplane::live::{LiveReport, RunOptions, Runtime};
 use dataplane::port::any::open_port;
 use dataplane::port::pcap::read_capture;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
+use dataplane::snapshot;
 use dataplane::wire::decode::describe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +65,14 @@ enum Command {
         /// Override `[switch] workers` (1..=64).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        /// Where the state snapshot lives (`vswitchd.state`: MAC tables, neighbours, connections with their NAT
+        /// bindings; read at start, written every --state-interval and at exit). Default: the control socket's
+        /// directory (`/run/vswitch/` with the default socket), so two vswitchds never share one.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Write the state snapshot every SECS seconds while running (fractions allowed; 0: only at exit).
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        state_interval: f64,
         /// At exit, delete the taps of every port (by default they are persistent and outlive vswitchd, so
         /// that a restart re-adopts them and the containers keep their interfaces).
         #[arg(long)]
@@ -96,8 +105,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, socket, stats_json, stats_interval, workers, cleanup } => {
-            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers, cleanup)
+        Command::Run { config, socket, stats_json, stats_interval, workers, state_dir, state_interval, cleanup } => {
+            let state = match state_options(&socket, state_dir, state_interval) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
+            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers, &state, cleanup)
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -131,6 +144,7 @@ fn run(
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
+    state: &StateOptions,
     cleanup: bool,
 ) -> ExitCode {
     let interval = match stats_interval {
@@ -185,6 +199,24 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    // The learned state of the vswitchd that ran before: restored now when started with a configuration, else
+    // after the first apply. A missing, corrupt or other-version file is ignored (with a warning).
+    let snapshot = match snapshot::read(&state.path) {
+        Ok(s) => Some(s),
+        Err(snapshot::ReadError::Missing(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "state snapshot not used");
+            None
+        }
+    };
+    let snapshot = match snapshot {
+        Some(snap) if config.is_some() => {
+            let r = runtime.restore(&snap);
+            tracing::info!(restored = ?r, path = %state.path.display(), "state snapshot restored");
+            None
+        }
+        other => other,
+    };
     let worker_stop = runtime.stop_flag();
     let running = match runtime.start() {
         Ok(r) => r,
@@ -195,6 +227,9 @@ fn run(
     };
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(|p, n| Ok(open_port(p, n)?))));
+    if let Some(snap) = snapshot {
+        daemon.restore_after_first_apply(snap);
+    }
     let control_stop = Arc::new(AtomicBool::new(false));
     let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop)) {
         Ok(h) => Some(h),
@@ -206,10 +241,19 @@ fn run(
     };
 
     let mut next_stats = interval.map(|i| Instant::now() + i);
+    let mut next_state = state.interval.map(|i| Instant::now() + i);
     let mut failed = server.is_none();
     while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
         daemon.retry_failed_ports();
+        if let (Some(at), Some(every)) = (next_state, state.interval) {
+            if Instant::now() >= at {
+                if let Some(snap) = daemon.snapshot() {
+                    save_state(&state.path, &snap);
+                }
+                next_state = Some((at + every).max(Instant::now()));
+            }
+        }
         if let (Some(at), Some(path), Some(every)) = (next_stats, stats_json, interval) {
             if Instant::now() >= at {
                 if let Some(Err(e)) = daemon.report().map(|r| write_stats(path, &r)) {
@@ -239,9 +283,17 @@ fn run(
         eprintln!("vswitchd: run: worker(s) {:?} panicked", stopped.panicked);
         failed = true;
     }
-    // Close the ports before saying we are done: taps stay (persistent) unless --cleanup.
+    // Close the ports before saying we are done: taps stay (persistent) unless --cleanup, and so does the state
+    // snapshot, written now that nothing forwards any more.
     if cleanup {
         stopped.runtime.remove_ports_on_close();
+        if let Err(e) = std::fs::remove_file(&state.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, path = %state.path.display(), "cannot remove the state snapshot");
+            }
+        }
+    } else {
+        save_state(&state.path, &stopped.runtime.snapshot());
     }
     drop(stopped.runtime);
     let report = stopped.report;
@@ -270,6 +322,37 @@ fn run(
         }
     }
     status
+}
+
+/// Where the state snapshot is and how often it is written.
+struct StateOptions {
+    path: PathBuf,
+    interval: Option<Duration>,
+}
+
+fn state_options(socket: &Path, dir: Option<PathBuf>, interval: f64) -> Result<StateOptions, String> {
+    let dir = dir.unwrap_or_else(|| socket.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+    let interval = match interval {
+        0.0 => None,
+        s if s.is_finite() && s > 0.0 && s < 1e6 => Some(Duration::from_secs_f64(s)),
+        s => return Err(format!("run: --state-interval {s}: expected a number of seconds >= 0")),
+    };
+    Ok(StateOptions { path: snapshot::path_in(&dir), interval })
+}
+
+/// Writes the state snapshot (atomically); a failure is logged, never fatal.
+fn save_state(path: &Path, snap: &dataplane::snapshot::Snapshot) {
+    let t = Instant::now();
+    match snapshot::write(path, snap) {
+        Ok(bytes) => tracing::debug!(
+            path = %path.display(),
+            bytes,
+            connections = snap.connections.len(),
+            us = t.elapsed().as_micros() as u64,
+            "state snapshot written"
+        ),
+        Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot write the state snapshot"),
+    }
 }
 
 /// Writes the counters JSON to `path` through a temporary file and a rename, so readers see whole files only.

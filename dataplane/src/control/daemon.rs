@@ -39,6 +39,7 @@ use crate::live::{ApplyError, LiveReport, Plan, PortAction, RunOptions, Running,
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
 use crate::port::any::AnyPort;
+use crate::snapshot::Snapshot;
 use crate::topology::Topology;
 use crate::wire::decode::describe;
 use serde::Serialize;
@@ -55,6 +56,9 @@ pub struct Daemon {
     /// `--workers`: overrides `[switch] workers` of every configuration applied.
     workers_override: Option<usize>,
     open: Opener,
+    /// A snapshot read at start, restored after the first successful `apply` (vswitchd started without
+    /// `--config`).
+    pending_snapshot: Mutex<Option<Snapshot>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -88,7 +92,18 @@ impl Daemon {
             apply_lock: Mutex::new(()),
             workers_override,
             open,
+            pending_snapshot: Mutex::new(None),
         }
+    }
+
+    /// Keeps `snap` to restore after the first successful `apply` (when vswitchd started empty).
+    pub fn restore_after_first_apply(&self, snap: Snapshot) {
+        *self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Some(snap);
+    }
+
+    /// A snapshot of the running switch's learned state (`None` after shutdown).
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.with_running(Running::snapshot)
     }
 
     /// The options a configuration runs with (`--workers` applied).
@@ -425,6 +440,10 @@ impl Daemon {
                 }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
+                if let Some(snap) = self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    let r = running.restore(&snap);
+                    tracing::info!(restored = ?r, "state snapshot restored after the first apply");
+                }
                 *guard = Some(State { running, generation, origin: Some(origin) });
                 json(&ApplyResult { generation, changed: true, dry_run: false, summary })
             }

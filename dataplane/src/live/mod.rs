@@ -62,6 +62,7 @@ use crate::ids::{Nanos, PortId};
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::any::{queue_count, AnyPort, OpenPortError};
 use crate::port::failed::{stand_ins, PortFailure};
+use crate::snapshot::{self, Restored, Snapshot};
 use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerStats};
 use report::report;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -354,6 +355,19 @@ pub struct Running {
 }
 
 impl Runtime {
+    /// Puts a snapshot's learned state into the switch (before it forwards, or between batches); see
+    /// [`crate::snapshot::restore`].
+    pub fn restore(&self, snap: &Snapshot) -> Restored {
+        let now = self.shared.clock.now();
+        snapshot::restore(&mut lock(&self.shared.switch), &self.cfg, snap, now)
+    }
+
+    /// A snapshot of the switch's learned state now (the switch locked while it is copied).
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.shared.clock.now();
+        snapshot::take(&lock(&self.shared.switch), &self.cfg, now)
+    }
+
     /// Makes closing this runtime delete every port's interface (`vswitchd run --cleanup`).
     pub fn remove_ports_on_close(&self) {
         for lp in &self.shared.ports {
@@ -425,6 +439,16 @@ impl Running {
     /// The switch clock's time now (what the workers pass the pipeline).
     pub fn now(&self) -> Nanos {
         self.rt.shared.clock.now()
+    }
+
+    /// A snapshot of the switch's learned state now ([`Runtime::snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        self.rt.snapshot()
+    }
+
+    /// Puts a snapshot's learned state into the running switch ([`Runtime::restore`]).
+    pub fn restore(&self, snap: &Snapshot) -> Restored {
+        self.rt.restore(snap)
     }
 
     /// Runs `f` with the switch locked: keep it short, the workers wait for it (one batch's worth at most).
