@@ -60,7 +60,8 @@ pub struct Snapshot {
     pub fdb: Vec<FdbRecord>,
     /// Resolved neighbours.
     pub neighbours: Vec<NeighRecord>,
-    /// Tracked connections.
+    /// Tracked connections (one byte string of fixed-size records: see [`packed`]).
+    #[serde(with = "packed")]
     pub connections: Vec<ConnRecord>,
 }
 
@@ -88,8 +89,8 @@ pub struct NeighRecord {
     pub mac: MacAddr,
 }
 
-/// One tracked connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One tracked connection (encoded by [`packed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnRecord {
     /// What the first packet looked like.
     pub orig: Tuple,
@@ -281,5 +282,6 @@ pub fn read(path: &Path) -> Result<Snapshot, ReadError> {
     decode(&bytes).map_err(|what| ReadError::Format { path: path.to_path_buf(), what })
 }
 
+pub mod packed;
 #[cfg(test)]
 mod tests;

@@ -266,15 +266,28 @@ fn apply_keeps_unchanged_ports_open_and_learned_state_of_what_it_does_not_touch(
     assert_eq!((x.network.as_deref(), x.mode), (Some("lan"), PortMode::Access));
     assert_eq!(x.pipeline.rx_packets, 1, "x keeps its counters across the apply");
 
-    // 3. A route changes: the router is rebuilt, its connections and neighbours flushed.
+    // 3. An unrelated route is added: the router is rebuilt, but the connection (10.1.0.5 → 198.51.100.7, routed
+    // as before) and the neighbour are carried over: nothing flushed.
     let routed = moved.clone() + "\n[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"203.0.113.1\"\n";
     let r = apply(&d, &routed);
-    assert_eq!((r.summary.router_state, r.summary.connections_flushed), (RouterState::Flushed, 1));
-    assert_eq!(connections(&d), 0);
-    assert!(ok::<Vec<NeighRow>>(&d, json!({"op": "neigh_show"})).is_empty());
-    assert_eq!(fdb(&d), vec![entry("lan", 1, "a")], "MAC entries are not the router's");
+    assert_eq!((r.summary.router_state, r.summary.connections_flushed), (RouterState::Kept, 0));
+    assert_eq!(connections(&d), 1);
+    assert_eq!(ok::<Vec<NeighRow>>(&d, json!({"op": "neigh_show"})).len(), 1);
     let routes: Vec<RouteRow> = ok(&d, json!({"op": "route_show"}));
     assert!(routes.iter().any(|r| r.prefix.to_string() == "10.9.0.0/16" && r.interface == "port:up"), "{routes:?}");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["snat"]["in_use"], 1, "its NAT port is still held: {}", stats.report["snat"]);
+
+    // 4. A route that concerns it (its destination now goes through another gateway): that connection is
+    // flushed, and its port released; the neighbour stays.
+    let rerouted = routed + "\n[[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"203.0.113.9\"\n";
+    let r = apply(&d, &rerouted);
+    assert_eq!((r.summary.router_state, r.summary.connections_flushed), (RouterState::Flushed, 1));
+    assert_eq!(connections(&d), 0);
+    assert_eq!(ok::<Vec<NeighRow>>(&d, json!({"op": "neigh_show"})).len(), 1);
+    assert_eq!(fdb(&d), vec![entry("lan", 1, "a")], "MAC entries are not the router's");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["snat"]["in_use"], 0, "{}", stats.report["snat"]);
     stop(d);
 }
 
@@ -545,8 +558,9 @@ fn a_reopened_port_that_fails_is_reported_failed_and_the_apply_goes_on() {
     inject(&d, "a", &frame(mac(2), mac(1)));
     eventually("a → b", || !sent(&d, "b").is_empty());
     assert!(fdb(&d).contains(&entry("lan", 1, "a")), "same name, same network: its MAC entries stay");
-    // The gateway network's MTU (its smallest port MTU) changed: the router was rebuilt.
-    assert_eq!(r.summary.router_state, RouterState::Flushed);
+    // The gateway network's MTU (its smallest port MTU) changed: the router was rebuilt, its state carried over.
+    assert_eq!((r.summary.router_state, r.summary.connections_flushed), (RouterState::Kept, 0));
+    assert_eq!(connections(&d), 1);
     stop(d);
 }
 

@@ -107,10 +107,16 @@ impl Stream {
     /// checks it, else the other way round (a download: after a restart only the server's retransmissions
     /// reach the switch, so the connection continues only if the switch restored its NAT binding).
     fn start(client: &Netns, server: &Netns, to: &'static str, upload: bool) -> Stream {
+        Stream::start_via(client, server, to, to, upload)
+    }
+
+    /// As [`Stream::start`], the server listening on `bind` and the client connecting to `to` (a published
+    /// port: the switch translates one into the other).
+    fn start_via(client: &Netns, server: &Netns, bind: &'static str, to: &'static str, upload: bool) -> Stream {
         let received = Arc::new(AtomicU64::new(0));
         let corrupt = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let listener = server.run(move || TcpListener::bind(to).expect("bind the server"));
+        let listener = server.run(move || TcpListener::bind(bind).expect("bind the server"));
         let (r, c, st) = (Arc::clone(&received), Arc::clone(&corrupt), Arc::clone(&stop));
         let (r2, c2, st2) = (Arc::clone(&received), Arc::clone(&corrupt), Arc::clone(&stop));
         std::thread::spawn(move || {
@@ -208,7 +214,8 @@ impl World {
              [[port]]\nname = \"c1\"\nkind = \"tap\"\nifname = \"vrs{pid}t1\"\nnetns = \"{}\"\nnetwork = \"lan\"\n\n\
              [[port]]\nname = \"c2\"\nkind = \"tap\"\nifname = \"vrs{pid}t2\"\nnetns = \"{}\"\nnetwork = \"lan\"\n\n\
              [[port]]\nname = \"up\"\nkind = \"afpacket\"\nifname = \"{veth_sw}\"\naddress = \"203.0.113.2/24\"\n\n\
-             [[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"203.0.113.1\"\n",
+             [[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"203.0.113.1\"\n\n\
+             [[publish]]\nport = \"up\"\nproto = \"tcp\"\nexternal_port = 8080\nto = \"10.80.0.2:8080\"\n",
             c1.0, c2.0
         );
         std::fs::write(&config, text).unwrap();
@@ -235,9 +242,16 @@ impl World {
 
 /// One request on the control socket; the whole response.
 fn control(socket: &str, op: &str) -> Option<serde_json::Value> {
+    request(socket, serde_json::json!({"op": op}))
+}
+
+/// One request (`op` and its arguments) on the control socket; the whole response.
+fn request(socket: &str, mut req: serde_json::Value) -> Option<serde_json::Value> {
+    req["version"] = 1.into();
+    req["id"] = 1.into();
     let s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    (&s).write_all(format!("{{\"version\":1,\"id\":1,\"op\":\"{op}\"}}\n").as_bytes()).ok()?;
+    (&s).write_all(format!("{req}\n").as_bytes()).ok()?;
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).ok()?;
     serde_json::from_str(&line).ok()
@@ -401,4 +415,89 @@ fn live_a_tap_that_is_not_ours_is_never_adopted() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(link(&w.c1, &t1), Some(theirs), "their tap untouched");
     assert!(!w.c1.ip_stdout(&["-d", "link", "show", "dev", &t1]).contains("vswitchd"), "not marked as ours");
+}
+
+#[test]
+fn live_a_tap_mtu_changes_in_place_without_losing_a_ping() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("u");
+    let (t1, t2) = (w.tap(1), w.tap(2));
+    let mut d = w.start(&[]);
+    assert!(
+        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
+        "taps did not appear"
+    );
+    w.configure_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1");
+    let before = link(&w.c1, &t1).unwrap();
+
+    // c2 pings c1 every 10 ms for 2 s; half way, c1's MTU changes.
+    let ping = std::process::Command::new("ip")
+        .args(["netns", "exec", &w.c2.0, "ping", "-q", "-i", "0.01", "-c", "200", "-W", "1", "10.80.0.2"])
+        .output();
+    let pinger = std::thread::spawn(move || ping);
+    std::thread::sleep(Duration::from_millis(800));
+    let text = std::fs::read_to_string(&w.config).unwrap().replacen(
+        &format!("ifname = \"{t1}\""),
+        &format!("ifname = \"{t1}\"\nmtu = 1400"),
+        1,
+    );
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": text, "origin": "mtu.toml"})).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let summary = &r["result"]["summary"];
+    assert_eq!(summary["ports_reattached"], serde_json::json!(["c1"]), "changed in place, not reopened: {r}");
+    assert!(summary["ports_reopened"].as_array().unwrap().is_empty(), "{r}");
+    let out = pinger.join().unwrap().expect("ping");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("200 received") && stdout.contains(" 0% packet loss"), "{stdout}");
+    assert_eq!(link(&w.c1, &t1), Some(before), "same interface index and MAC");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "address kept");
+    assert!(w.c1.ip_stdout(&["link", "show", "dev", &t1]).contains("mtu 1400"), "MTU changed");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn live_adding_an_unrelated_network_flushes_no_connection_and_a_published_stream_goes_on() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("p");
+    let (t1, t2) = (w.tap(1), w.tap(2));
+    let mut d = w.start(&[]);
+    assert!(
+        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
+        "taps did not appear"
+    );
+    w.configure_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    // The external host streams to c1 through the published port.
+    let stream = Stream::start_via(&w.ext, &w.c1, "0.0.0.0:8080", "203.0.113.2:8080", true);
+    assert!(stream.grows_past(0, Duration::from_secs(5)).is_some(), "the published stream never started");
+
+    // A network with a gateway of its own (a new router interface: the router is rebuilt).
+    let text = std::fs::read_to_string(&w.config).unwrap()
+        + "\n[[network]]\nname = \"other\"\nsubnet = \"10.81.0.0/24\"\ngateway = \"10.81.0.1\"\n";
+    let at = stream.received();
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": text, "origin": "more.toml"})).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let summary = &r["result"]["summary"];
+    assert_eq!(summary["networks_added"], serde_json::json!(["other"]), "{r}");
+    assert_eq!(summary["connections_flushed"], 0, "{r}");
+    let took = stream.grows_past(at, Duration::from_millis(500));
+    assert!(took.is_some(), "the stream stalled after the apply");
+    println!("published stream: data again {:?} after the apply", took.unwrap());
+    let conns = control(&socket, "conntrack_ls").unwrap();
+    assert!(conns.to_string().contains("dnat"), "the published connection is still tracked: {conns}");
+    assert!(!stream.corrupt.load(Relaxed));
+    drop(stream);
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

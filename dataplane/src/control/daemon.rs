@@ -16,13 +16,13 @@
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
 //! |--------|-------|-------------------|---------------------------------------|
-//! | add a port to an existing network | others stay open | kept | kept (unless the network's gateway MTU changes: a network's MTU is its smallest port MTU) |
-//! | add a network without a gateway, and its ports | others stay open | kept | kept |
-//! | remove a port | closed (tap deleted) | that port's entries dropped | kept, unless frames were waiting for ARP at that moment (they name their ingress port by number) |
-//! | move a port to another network | stays open | that port's entries dropped | kept if no router interface changed |
-//! | change a port's kind, ifname, mtu, netns, mode or queues | closed and reopened (a tap flaps; the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept if no router interface changed (an MTU change of a gateway network's port changes its interface) |
+//! | add a port, add a network | others stay open | kept | kept |
+//! | remove a port | closed (tap deleted) | that port's entries dropped | kept (frames waiting for ARP at that moment are dropped) |
+//! | move a port to another network | stays open | that port's entries dropped | kept unless they went through a router interface that changed |
+//! | change a tap's mtu | stays open, MTU set in place | kept | kept |
+//! | change a port's kind, ifname, netns, mode or queues (or a non-tap's mtu) | closed and reopened (the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept |
 //! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
-//! | add, remove or change a gateway, routed port address or MAC, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | **flushed** (rebuilt empty) |
+//! | add, remove or change a gateway, routed port address, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | the router is rebuilt and carries over what the change does not concern (`router/carry.rs`); the others are **flushed** and counted |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
 //!
 //! Pipeline counters follow a port while its name exists; worker counters are kept unless the number of

@@ -6,9 +6,10 @@
 //! Threads: the daemon's control thread, which owns the [`Running`] (taken by value while the workers pause).
 
 use super::{failed_ports, open_live, wake, Parts, RunOptions, Running, Runtime, StartError};
-use crate::config::{Config, PortConfig};
+use crate::config::{Config, PortConfig, PortKind};
 use crate::pipeline::Carried;
 use crate::port::any::{queue_count, AnyPort};
+use crate::port::tap_persist;
 use crate::worker::{LivePort, WorkerStats};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -61,6 +62,23 @@ impl Running {
                     && pc.ifname.as_ref().is_some_and(|n| freed.contains(n))
             })
             .collect();
+        // Taps kept open whose MTU changes: set in place (index, MAC, addresses stay). If one fails, the apply is
+        // refused and the port keeps its old settings (an MTU set before it in this apply stays set).
+        for (pc, a) in cfg.ports.iter().zip(&plan.actions) {
+            if let PortAction::Reattach(o) | PortAction::Keep(o) = *a {
+                let old = &base.ports[o];
+                // A failed port has no tap yet: it is opened with the new MTU when it comes up.
+                let failed = self.rt.shared.ports[o].failure().is_some();
+                if pc.kind == PortKind::Tap && old.mtu != pc.mtu && !failed {
+                    let ifname = pc.ifname.as_deref().unwrap_or_default();
+                    tap_persist::set_mtu(pc.netns.as_deref(), ifname, pc.mtu).map_err(|e| ApplyError::Port {
+                        port: pc.name.clone(),
+                        message: format!("port {}: setting the MTU of tap {ifname} to {}: {e}", pc.name, pc.mtu),
+                    })?;
+                    tracing::info!(port = %pc.name, ifname, from = old.mtu, to = pc.mtu, "tap MTU changed in place");
+                }
+            }
+        }
         let mut opened: Vec<Option<LivePort>> = (0..cfg.ports.len()).map(|_| None).collect();
         for (i, pc) in cfg.ports.iter().enumerate() {
             if matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_)) && !deferred[i] {
@@ -280,9 +298,11 @@ impl Plan {
                 None => PortAction::Open,
                 Some(o) => {
                     let q = &old.ports[o];
+                    // A tap's MTU changes in place (`Running::prepare`): not a reason to reopen it.
+                    let mtu_in_place = p.kind == PortKind::Tap;
                     let same_io = q.kind == p.kind
                         && q.ifname == p.ifname
-                        && q.mtu == p.mtu
+                        && (q.mtu == p.mtu || mtu_in_place)
                         && q.netns == p.netns
                         && q.mode == p.mode
                         && queue_count(q, old_workers) == queue_count(p, new_workers);

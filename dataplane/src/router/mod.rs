@@ -50,6 +50,8 @@
 //! Threads: owned by the worker running the pipeline.
 
 mod arp;
+mod carry;
+pub use carry::CarriedRouter;
 mod forward;
 mod icmp;
 #[cfg(test)]
