@@ -64,7 +64,7 @@ fn mem_port(name: &str) -> AnyPort {
 
 /// A daemon running `cfg` (generation 1) on memory ports, with an opener that records what it opens and fails
 /// for ports called `bad*` and ports with MTU 1234, and for `flaky*` ports the first time (and takes 600 ms for
-/// ports called `slow*`).
+/// ports called `slow*`, and panics for ports called `panic*`).
 fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let cfg = Config::parse(cfg, "base.toml").unwrap();
     let ports = cfg.ports.iter().map(|p| vec![mem_port(&p.name)]).collect();
@@ -74,6 +74,9 @@ fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let log = Arc::clone(&opened);
     let open = move |p: &PortConfig, n: usize| -> Result<Vec<AnyPort>, StartError> {
         log.lock().unwrap().push(p.name.clone());
+        if p.name.starts_with("panic") {
+            panic!("the opener of {} panicked (test)", p.name);
+        }
         if p.name.starts_with("slow") {
             std::thread::sleep(Duration::from_millis(600));
         }
@@ -338,6 +341,29 @@ fn a_port_that_fails_to_open_is_applied_as_failed_the_others_forward_and_it_is_r
     eventually("flaky1 → good", || !sent(&d, "good").is_empty());
     assert!(fdb(&d).contains(&entry("lan", 3, "flaky1")), "{:?}", fdb(&d));
     assert!(fdb(&d).contains(&entry("lan", 1, "a")), "the MAC table was kept");
+    stop(d);
+}
+
+/// A panic while answering a request fails that request only: counted, the daemon goes on serving and
+/// forwarding, later applies work.
+#[test]
+fn a_request_that_panics_fails_alone_and_is_counted() {
+    let (d, _) = daemon(BASE);
+    learn_and_connect(&d);
+    let more = BASE.to_string() + "\n[[port]]\nname = \"panic1\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    let e = fail(&d, json!({"op": "apply", "toml": more}));
+    assert_eq!(e.kind, ErrorKind::Internal);
+    assert!(e.message.contains("apply: the request panicked: the opener of panic1 panicked"), "{}", e.message);
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["control_panics"], 1, "{}", stats.report);
+    assert_eq!(stats.report["worker_restarts"], 0);
+    assert_eq!(ok::<HelloResult>(&d, json!({"op": "hello"})).generation, 1, "nothing applied");
+    assert_eq!(connections(&d), 1);
+    sent(&d, "b");
+    inject(&d, "a", &frame(mac(2), mac(1)));
+    eventually("a → b after the panic", || !sent(&d, "b").is_empty());
+    let ok_more = BASE.to_string() + "\n[[port]]\nname = \"z\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    assert_eq!(apply(&d, &ok_more).generation, 2, "applies still work (the poisoned locks are used as they are)");
     stop(d);
 }
 

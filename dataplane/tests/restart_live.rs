@@ -11,7 +11,8 @@
 //! MAC and address throughout, and the same TCP connection carries data again within 2 s of the restart. The
 //! same after a clean SIGTERM stop and start. A second connection runs the other way (a download from the
 //! external host): after the restart only the external host's retransmissions reach the switch, so it goes on
-//! only because the state snapshot restored its connection and NAT binding. At the end, with `--cleanup`, nothing is left behind.
+//! only because the state snapshot restored its connection and NAT binding. Then a worker panic injected through
+//! the test hook (`VSWITCHD_TEST_HOOKS=1`, SIGUSR1): counted, and both connections go on. At the end, with `--cleanup`, nothing is left behind.
 //!
 //! One container's namespace deleted while vswitchd is down: after the restart the other container forwards,
 //! the missing one is reported failed (with the reason) and comes up by itself once the namespace exists again.
@@ -227,7 +228,8 @@ impl World {
         let socket = self.socket();
         args.push(&socket);
         args.extend_from_slice(extra);
-        Daemon::spawn_in(&self.sw, args)
+        // The test hook (SIGUSR1 injects a worker panic) is on in every test's vswitchd.
+        Daemon::spawn_in_env(&self.sw, args, &[("VSWITCHD_TEST_HOOKS", "1")])
     }
 
     /// Addresses and default routes in the containers (once: they live on the taps).
@@ -333,9 +335,19 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
     let took = download.grows_past_since(down_at_stop, restarted, Duration::from_secs(2));
     assert!(took.is_some(), "the download did not go on within 2 s of the restart (SIGTERM)");
     println!("after SIGTERM: download again {:?} after the restart", took.unwrap());
+    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before));
+
+    // A worker panics (the test hook): it recovers, the switch keeps running, both connections go on.
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    let (at_panic, down_at_panic) = (stream.received(), download.received());
+    d.signal(libc::SIGUSR1);
+    let restarts = || control(&socket, "stats").map(|r| r["result"]["report"]["worker_restarts"].clone());
+    assert!(eventually(Duration::from_secs(2), || restarts() == Some(1.into())), "not counted: {:?}", restarts());
+    assert!(stream.grows_past(at_panic, Duration::from_secs(2)).is_some(), "the stream stopped after a worker panic");
+    assert!(download.grows_past(down_at_panic, Duration::from_secs(2)).is_some(), "the download stopped");
     assert!(!stream.corrupt.load(Relaxed) && !download.corrupt.load(Relaxed), "bytes out of pattern");
     drop(download);
-    assert_eq!(link(&w.c1, &t1).as_ref(), Some(&before));
     drop(stream);
 
     // --cleanup: the taps go at exit; nothing of ours is left in any namespace.

@@ -191,6 +191,17 @@ fn run(
         }
     }
 
+    // Test hook: with VSWITCHD_TEST_HOOKS=1, SIGUSR1 makes a worker iteration panic (the worker recovers and
+    // counts it in `worker_restarts`). Never installed otherwise.
+    let inject_panic = Arc::new(AtomicBool::new(false));
+    if std::env::var_os("VSWITCHD_TEST_HOOKS").is_some_and(|v| v == "1") {
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&inject_panic)) {
+            eprintln!("vswitchd: run: cannot install the test hook: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::warn!("test hooks on: SIGUSR1 injects a worker panic");
+    }
+
     // A port that cannot be opened is logged, reported as failed and retried; the others come up.
     let runtime = match Runtime::open(&cfg, opts.clone(), &mut |p, n| Ok(open_port(p, n)?)) {
         Ok(r) => r,
@@ -246,6 +257,9 @@ fn run(
     while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
         daemon.retry_failed_ports();
+        if inject_panic.swap(false, Ordering::Relaxed) {
+            daemon.with_running(|r| r.inject_worker_panic());
+        }
         if let (Some(at), Some(every)) = (next_state, state.interval) {
             if Instant::now() >= at {
                 if let Some(snap) = daemon.snapshot() {

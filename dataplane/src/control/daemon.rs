@@ -42,6 +42,7 @@ use crate::port::any::AnyPort;
 use crate::snapshot::Snapshot;
 use crate::topology::Topology;
 use crate::wire::decode::describe;
+use crate::worker::panic_message;
 use serde::Serialize;
 use std::sync::{Mutex, PoisonError, RwLock};
 
@@ -175,10 +176,20 @@ impl Daemon {
     pub fn handle(&self, req: Request) -> Response {
         let id = req.id;
         let name = req.op.name();
-        let result = match req.op {
+        // A panic while answering fails this request only (counted as `control_panics`, logged with its
+        // message); the locks it poisoned are used as they are. (A panic during an apply's switch-over, with the
+        // workers paused and the switch taken apart, loses the running switch: vswitchd then stops, its taps and
+        // state snapshot surviving it.)
+        let run = std::panic::AssertUnwindSafe(|| match req.op {
             Op::Apply(args) => self.apply(*args),
             op => self.read(op),
-        };
+        });
+        let result = std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+            let message = panic_message(&*payload);
+            let n = self.with_running(Running::count_control_panic).unwrap_or(0);
+            tracing::error!(op = name, panic = %message, control_panics = n, "control request panicked: it failed, the rest goes on");
+            Err(ErrorBody::new(ErrorKind::Internal, format!("{name}: the request panicked: {message}")))
+        });
         match result {
             Ok(v) => Response { version: PROTOCOL_VERSION, id: Some(id), ok: true, result: Some(v), error: None },
             Err(e) => {

@@ -63,7 +63,7 @@ use crate::pipeline::{Switch, TX_QUEUE_CAP};
 use crate::port::any::{queue_count, AnyPort, OpenPortError};
 use crate::port::failed::{stand_ins, PortFailure};
 use crate::snapshot::{self, Restored, Snapshot};
-use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerStats};
+use crate::worker::{lock, Clock, Faults, LivePort, Shared, Worker, WorkerStats};
 use report::report;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -226,6 +226,7 @@ impl Runtime {
             clock,
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             pools: Vec::new(),
+            faults: Arc::new(Faults::default()),
         };
         Ok(Runtime::from_parts(parts, cfg.clone(), RunOptions { workers, ..opts }))
     }
@@ -251,6 +252,7 @@ impl Runtime {
             clock: parts.clock,
             poll_idle: opts.poll_idle,
             workers: parts.workers,
+            faults: parts.faults,
         };
         Runtime { shared: Arc::new(shared), meta, opts, cfg }
     }
@@ -322,6 +324,8 @@ struct Parts {
     workers: Vec<WorkerStats>,
     /// The workers' buffer pools, for the next workers.
     pools: Vec<BufPool>,
+    /// Panics contained so far.
+    faults: Arc<Faults>,
 }
 
 fn wake(wakers: &[Arc<mio::Waker>]) {
@@ -446,6 +450,16 @@ impl Running {
         self.rt.snapshot()
     }
 
+    /// Test hook: makes the next worker iteration panic (the worker recovers; see `crate::worker`).
+    pub fn inject_worker_panic(&self) {
+        self.rt.shared.faults.inject_panic.store(true, Relaxed);
+    }
+
+    /// Counts a control request that panicked (reported as `control_panics`).
+    pub fn count_control_panic(&self) -> u64 {
+        self.rt.shared.faults.control_panics.fetch_add(1, Relaxed) + 1
+    }
+
     /// Puts a snapshot's learned state into the running switch ([`Runtime::restore`]).
     pub fn restore(&self, snap: &Snapshot) -> Restored {
         self.rt.restore(snap)
@@ -522,6 +536,30 @@ network = "lan"
             std::thread::sleep(Duration::from_millis(2));
         }
         false
+    }
+
+    #[test]
+    fn a_worker_that_panics_recovers_counts_it_and_keeps_forwarding() {
+        let cfg = Config::parse(CONFIG, "t").unwrap();
+        let running = Runtime::new(&cfg, mem_ports(&cfg, 1), opts(2)).unwrap().start().unwrap();
+        inject(&running, 0, 0, &frame(2, 1, 1));
+        assert!(eventually(|| !sent(&running, 1, 0).is_empty()), "a → flood");
+        running.inject_worker_panic();
+        assert!(eventually(|| running.report().worker_restarts == 1), "the panic is counted");
+        assert!(!running.stopping(), "a contained panic does not stop the switch");
+        // Both workers still forward: every port's queue is polled (a learned unicast b → a, then a → b).
+        inject(&running, 1, 0, &frame(1, 2, 2));
+        assert!(eventually(|| sent(&running, 0, 0).iter().any(|f| f[14] == 2)), "b → a after the panic");
+        inject(&running, 0, 0, &frame(2, 1, 3));
+        assert!(eventually(|| sent(&running, 1, 0).iter().any(|f| f[14] == 3)), "a → b after the panic");
+        let stopped = running.stop();
+        assert!(stopped.panicked.is_empty(), "no thread died");
+        assert_eq!(stopped.report.worker_restarts, 1);
+        assert!(
+            stopped.report.workers.iter().all(|w| w.pool_available == w.pool_capacity),
+            "no buffer lost: {:?}",
+            stopped.report.workers
+        );
     }
 
     #[test]

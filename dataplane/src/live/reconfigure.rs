@@ -190,6 +190,7 @@ impl Running {
             last_housekeeping: shared.last_housekeeping.load(Relaxed),
             workers: shared.workers,
             pools,
+            faults: shared.faults,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::replay::SwitchReport;
 use crate::worker::{lock, WorkerReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What one port did, live.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +63,10 @@ pub struct LiveReport {
     pub conntrack: ConntrackStats,
     /// Per worker, by id.
     pub workers: Vec<WorkerReport>,
+    /// Worker iterations that panicked and were recovered from.
+    pub worker_restarts: u64,
+    /// Control requests that panicked (each failed alone).
+    pub control_panics: u64,
 }
 
 /// The counters now, `assignment` being the workers' receive queues.
@@ -119,5 +124,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         switch: tables,
         conntrack,
         workers,
+        worker_restarts: shared.faults.worker_restarts.load(Relaxed),
+        control_panics: shared.faults.control_panics.load(Relaxed),
     }
 }
