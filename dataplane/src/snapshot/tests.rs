@@ -233,9 +233,9 @@ fn measure_snapshot_cost() {
     let mut sw = Switch::new(&cfg);
     let up = up_rif(&sw);
     let n = 100_000u32;
+    // NAT ports repeat every 49,999 connections, each time towards another server (i % 200): all distinct.
     let conns: Vec<ConnRecord> =
-        (0..n).map(|i| conn(i, Proto::Tcp, 1024 + (i % 60_000) as u16, up, 1, 3_600_000_000_000)).collect();
-    // Distinct destinations for the ports that repeat: the server address varies with i.
+        (0..n).map(|i| conn(i, Proto::Tcp, 1024 + (i % 49_999) as u16, up, 1, 3_600_000_000_000)).collect();
     let snap = Snapshot { config: cfg.clone(), fdb: Vec::new(), neighbours: Vec::new(), connections: conns };
     let t = Instant::now();
     let r = restore(&mut sw, &cfg, &snap, NOW);
