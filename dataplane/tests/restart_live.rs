@@ -513,3 +513,61 @@ fn live_adding_an_unrelated_network_flushes_no_connection_and_a_published_stream
     let out = d.terminate();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The XDP program attached to `ifname` in `ns`, from `ip -j link show`.
+#[cfg(feature = "afxdp")]
+fn xdp_prog(ns: &Netns, ifname: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip_stdout(&["-j", "link", "show", "dev", ifname])).ok()?;
+    v[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// AF_XDP: the program a killed vswitchd left attached is recognised as ours and replaced at restart, so the
+/// restarted vswitchd detaches its own at a clean stop and nothing is left on the interface.
+#[cfg(feature = "afxdp")]
+#[test]
+fn live_a_stale_xdp_program_of_ours_is_replaced_and_nothing_is_left() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let pid = std::process::id();
+    let sw = Netns::create(&format!("vrs{pid}xs"));
+    let ext = Netns::create(&format!("vrs{pid}xx"));
+    let (u, e) = (format!("vrs{pid}xu"), format!("vrs{pid}xe"));
+    sw.ip(&["link", "add", &u, "type", "veth", "peer", "name", &e, "netns", &ext.0]);
+    sw.ip(&["link", "set", "dev", &u, "up"]);
+    ext.ip(&["link", "set", "dev", &e, "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[network]]\nname = \"lan\"\n\n[[port]]\nname = \"up\"\nkind = \"afxdp\"\nmode = \"generic\"\n\
+             ifname = \"{u}\"\nnetwork = \"lan\"\n\n[[port]]\nname = \"t\"\nkind = \"tap\"\nifname = \"vrs{pid}xt\"\nnetwork = \"lan\"\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("vswitchd.sock").display().to_string();
+    let args = ["run", "--config", config.to_str().unwrap(), "--socket", &socket];
+    let mut d = Daemon::spawn_in(&sw, args);
+    assert!(eventually(Duration::from_secs(5), || xdp_prog(&sw, &u).is_some()), "no XDP program attached");
+    let first = xdp_prog(&sw, &u).unwrap();
+    // vswitchd records the program as its own right after the open (a kill before that leaves one it will not
+    // recognise: the window is the open itself).
+    let record = dir.path().join("xdp-programs.json");
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&record)
+        .is_ok_and(|r| r.contains(&first.to_string()))));
+    d.signal(libc::SIGKILL);
+    let _ = d.wait(Duration::from_secs(5));
+    assert_eq!(xdp_prog(&sw, &u), Some(first), "kill -9 leaves the program attached");
+
+    let mut d = Daemon::spawn_in(&sw, args);
+    assert!(
+        eventually(Duration::from_secs(5), || xdp_prog(&sw, &u).is_some_and(|id| id != first)),
+        "the stale program was not replaced: {:?}",
+        xdp_prog(&sw, &u)
+    );
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(xdp_prog(&sw, &u), None, "our program detached at the clean stop: nothing left");
+}

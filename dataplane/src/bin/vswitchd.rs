@@ -12,12 +12,15 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dataplane::config::{limits, Config};
+use dataplane::config::{PortConfig, PortKind};
 use dataplane::control::daemon::Daemon;
 use dataplane::control::proto::DEFAULT_SOCKET;
 use dataplane::control::server::ControlSocket;
+use dataplane::live::StartError;
 use dataplane::live::{LiveReport, RunOptions, Runtime};
-use dataplane::port::any::open_port;
+use dataplane::port::any::{open_port, AnyPort};
 use dataplane::port::pcap::read_capture;
+use dataplane::port::xdp_owned::XdpPrograms;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
 use dataplane::snapshot;
 use dataplane::wire::decode::describe;
@@ -202,8 +205,22 @@ fn run(
         tracing::warn!("test hooks on: SIGUSR1 injects a worker panic");
     }
 
+    // AF_XDP programs of ours left by a vswitchd that did not stop cleanly are replaced, others left alone.
+    let xdp = Arc::new(XdpPrograms::load(&XdpPrograms::path_in(state.path.parent().unwrap_or(Path::new(".")))));
+    let opener = {
+        let xdp = Arc::clone(&xdp);
+        move |p: &PortConfig, n: usize| -> Result<Vec<AnyPort>, StartError> {
+            let xdp_if = (p.kind == PortKind::Afxdp).then_some(p.ifname.as_deref()).flatten();
+            let before = xdp_if.map(|i| xdp.before_open(i));
+            let queues = open_port(p, n)?;
+            if let (Some(i), Some(before)) = (xdp_if, before) {
+                xdp.after_open(i, before);
+            }
+            Ok(queues)
+        }
+    };
     // A port that cannot be opened is logged, reported as failed and retried; the others come up.
-    let runtime = match Runtime::open(&cfg, opts.clone(), &mut |p, n| Ok(open_port(p, n)?)) {
+    let runtime = match Runtime::open(&cfg, opts.clone(), &mut |p, n| opener(p, n)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vswitchd: run: {e}");
@@ -237,7 +254,7 @@ fn run(
         }
     };
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
-    let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(|p, n| Ok(open_port(p, n)?))));
+    let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(opener)));
     if let Some(snap) = snapshot {
         daemon.restore_after_first_apply(snap);
     }
@@ -301,6 +318,7 @@ fn run(
     // snapshot, written now that nothing forwards any more.
     if cleanup {
         stopped.runtime.remove_ports_on_close();
+        let _ = std::fs::remove_file(XdpPrograms::path_in(state.path.parent().unwrap_or(Path::new("."))));
         if let Err(e) = std::fs::remove_file(&state.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(error = %e, path = %state.path.display(), "cannot remove the state snapshot");

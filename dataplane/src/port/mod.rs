@@ -31,6 +31,7 @@ pub mod open;
 pub mod pcap;
 pub mod tap;
 pub mod tap_persist;
+pub mod xdp_owned;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
