@@ -554,7 +554,7 @@ fn live_a_stale_xdp_program_of_ours_is_replaced_and_nothing_is_left() {
     let first = xdp_prog(&sw, &u).unwrap();
     // vswitchd records the program as its own right after the open (a kill before that leaves one it will not
     // recognise: the window is the open itself).
-    let record = dir.path().join("xdp-programs.json");
+    let record = dir.path().join("vswitchd.xdp-programs.json");
     assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&record)
         .is_ok_and(|r| r.contains(&first.to_string()))));
     d.signal(libc::SIGKILL);

@@ -41,6 +41,11 @@ fn with_socket(args: &[&str]) -> Vec<String> {
     if args.first() == Some(&"run") && !args.contains(&"--socket") {
         let path = socket_dir().join(format!("{}.sock", N.fetch_add(1, Ordering::Relaxed)));
         v.extend(["--socket".to_string(), path.display().to_string()]);
+        // The state snapshot is written next to the socket at exit: --cleanup deletes it (and the taps), so the
+        // socket directory is left empty and removed.
+        if !args.contains(&"--cleanup") {
+            v.push("--cleanup".to_string());
+        }
     }
     v
 }

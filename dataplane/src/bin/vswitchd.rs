@@ -68,9 +68,10 @@ enum Command {
         /// Override `[switch] workers` (1..=64).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
-        /// Where the state snapshot lives (`vswitchd.state`: MAC tables, neighbours, connections with their NAT
-        /// bindings; read at start, written every --state-interval and at exit). Default: the control socket's
-        /// directory (`/run/vswitch/` with the default socket), so two vswitchds never share one.
+        /// Where the state snapshot lives (`DIR/vswitchd.state`: MAC tables, neighbours, connections with their
+        /// NAT bindings; read at start, written every --state-interval and at exit) and the record of the XDP
+        /// programs vswitchd attached (`DIR/xdp-programs.json`). Default: next to the control socket, named
+        /// after it (`/run/vswitch/vswitchd.state` with the default socket), so two vswitchds never share one.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
         /// Write the state snapshot every SECS seconds while running (fractions allowed; 0: only at exit).
@@ -206,7 +207,7 @@ fn run(
     }
 
     // AF_XDP programs of ours left by a vswitchd that did not stop cleanly are replaced, others left alone.
-    let xdp = Arc::new(XdpPrograms::load(&XdpPrograms::path_in(state.path.parent().unwrap_or(Path::new(".")))));
+    let xdp = Arc::new(XdpPrograms::load(&state.xdp));
     let opener = {
         let xdp = Arc::clone(&xdp);
         move |p: &PortConfig, n: usize| -> Result<Vec<AnyPort>, StartError> {
@@ -318,7 +319,7 @@ fn run(
     // snapshot, written now that nothing forwards any more.
     if cleanup {
         stopped.runtime.remove_ports_on_close();
-        let _ = std::fs::remove_file(XdpPrograms::path_in(state.path.parent().unwrap_or(Path::new("."))));
+        let _ = std::fs::remove_file(&state.xdp);
         if let Err(e) = std::fs::remove_file(&state.path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(error = %e, path = %state.path.display(), "cannot remove the state snapshot");
@@ -356,20 +357,31 @@ fn run(
     status
 }
 
-/// Where the state snapshot is and how often it is written.
+/// Where the state snapshot and the XDP record are, and how often the snapshot is written.
 struct StateOptions {
     path: PathBuf,
+    xdp: PathBuf,
     interval: Option<Duration>,
 }
 
+/// With `--state-dir DIR`: `DIR/vswitchd.state` and `DIR/xdp-programs.json`; without: next to the control
+/// socket, named after it (`/run/vswitch/vswitchd.state` for the default socket), so that vswitchds on
+/// different sockets never share state.
 fn state_options(socket: &Path, dir: Option<PathBuf>, interval: f64) -> Result<StateOptions, String> {
-    let dir = dir.unwrap_or_else(|| socket.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
     let interval = match interval {
         0.0 => None,
         s if s.is_finite() && s > 0.0 && s < 1e6 => Some(Duration::from_secs_f64(s)),
         s => return Err(format!("run: --state-interval {s}: expected a number of seconds >= 0")),
     };
-    Ok(StateOptions { path: snapshot::path_in(&dir), interval })
+    let (path, xdp) = match dir {
+        Some(dir) => (snapshot::path_in(&dir), XdpPrograms::path_in(&dir)),
+        None => {
+            let dir = socket.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let stem = socket.file_stem().map_or_else(|| "vswitchd".into(), |s| s.to_string_lossy().into_owned());
+            (dir.join(format!("{stem}.state")), dir.join(format!("{stem}.xdp-programs.json")))
+        }
+    };
+    Ok(StateOptions { path, xdp, interval })
 }
 
 /// Writes the state snapshot (atomically); a failure is logged, never fatal.
