@@ -16,10 +16,9 @@
 //! Times are stored as durations (an entry's age, a connection's remaining lifetime), since the switch clock
 //! starts again at each start. Objects are matched by name:
 //! - MAC entries whose network and port still exist, with the port still in that network;
-//! - neighbours and connections only when the router is the same: the snapshot's configuration and the running one
-//!   have the same router interfaces, routes, publish rules, NAT range and connection-table settings
-//!   ([`Topology::same_router_as`], the rule an `apply` uses to keep or flush them). Otherwise they are dropped,
-//!   and loose TCP tracking picks up what it can.
+//! - neighbours and connections by the rules an `apply` uses (`router/carry.rs`): all of them when the router is
+//!   the same ([`Topology::same_router_as`]); otherwise those whose interfaces (matched by name), routes, NAT
+//!   port and publish rule are unchanged. The others are dropped, and loose TCP tracking picks up what it can.
 //!
 //! A connection opened after the last snapshot is not in it; loose TCP tracking picks it up mid-stream when its
 //! next packet leaves (a masqueraded connection keeps its port only if that port is still free).
@@ -32,6 +31,7 @@ use crate::conntrack::{Entry, NatBinding, ProtoState, Tuple};
 use crate::ids::{Nanos, NetId, PortId};
 use crate::neigh::RifId;
 use crate::pipeline::Switch;
+use crate::router::Router;
 use crate::topology::Topology;
 use crate::wire::MacAddr;
 use serde::{Deserialize, Serialize};
@@ -157,7 +157,8 @@ pub struct Restored {
     pub connections: usize,
     /// Connections dropped (the router changed, or the table refused them).
     pub connections_dropped: usize,
-    /// Whether the router matched (neighbours and connections could be restored).
+    /// Whether the router is the same as the snapshot's (everything restored as it was); otherwise what the
+    /// differences do not concern was carried over.
     pub router_matched: bool,
 }
 
@@ -179,10 +180,26 @@ pub fn restore(sw: &mut Switch, cfg: &Config, snap: &Snapshot, now: Nanos) -> Re
         }
     }
     r.router_matched = Topology::from_config(&snap.config).same_router_as(&Topology::from_config(cfg));
-    if !r.router_matched {
-        r.connections_dropped = snap.connections.len();
+    if r.router_matched {
+        restore_router(router, &topo, snap, now, &mut r);
         return r;
     }
+    // Another router: rebuild the snapshot's own, then carry over into this one what the differences do not
+    // concern (interfaces by name, routes, NAT ports, publish rules: the rules of an `apply`, `router/carry.rs`).
+    let snap_topo = Topology::from_config(&snap.config);
+    let mut theirs = Router::new(&snap_topo);
+    let mut counted = Restored::default();
+    restore_router(&mut theirs, &snap_topo, snap, now, &mut counted);
+    let (carried, c) = theirs.carried_into(&snap_topo, &topo);
+    *router = carried;
+    r.neighbours = c.neighbours_kept;
+    r.connections = c.connections_kept;
+    r.connections_dropped = counted.connections_dropped + c.connections_flushed;
+    r
+}
+
+/// Puts the snapshot's neighbours and connections into `router`, a router for the snapshot's own topology.
+fn restore_router(router: &mut Router, topo: &Topology, snap: &Snapshot, now: Nanos, r: &mut Restored) {
     for n in &snap.neighbours {
         if (n.rif as usize) < topo.rifs.len() {
             router.restore_neighbour(n.rif, n.ip, n.mac, now);
@@ -204,7 +221,6 @@ pub fn restore(sw: &mut Switch, cfg: &Config, snap: &Snapshot, now: Nanos) -> Re
             r.connections_dropped += 1;
         }
     }
-    r
 }
 
 /// Why a snapshot file was not used.

@@ -188,7 +188,7 @@ fn other_versions_and_other_files_are_refused_with_a_reason() {
 }
 
 #[test]
-fn entries_of_removed_objects_are_dropped_and_a_changed_router_drops_connections() {
+fn entries_of_removed_objects_are_dropped_and_a_changed_router_keeps_what_it_does_not_concern() {
     let cfg = config();
     let mut sw = Switch::new(&cfg);
     let up = up_rif(&sw);
@@ -208,14 +208,25 @@ fn entries_of_removed_objects_are_dropped_and_a_changed_router_drops_connections
     let mut sw2 = Switch::new(&without_b);
     let r = restore(&mut sw2, &without_b, &snap, NOW);
     assert_eq!((r.fdb, r.fdb_dropped, r.connections, r.neighbours), (1, 2, 1, 1), "{r:?}");
-    // A route added: the router changed, so neighbours and connections are dropped (as an apply would).
+    // An unrelated route added: the router changed, but the connection (to 198.51.100.x) and the neighbour
+    // are carried over, as an apply would.
     let routed =
         Config::parse(&format!("{CONFIG}\n[[route]]\nprefix = \"198.18.0.0/15\"\nvia = \"203.0.113.9\"\n"), "t")
             .unwrap();
     let mut sw3 = Switch::new(&routed);
     let r = restore(&mut sw3, &routed, &snap, NOW);
-    assert_eq!((r.router_matched, r.connections, r.connections_dropped, r.neighbours), (false, 0, 1, 0), "{r:?}");
-    assert_eq!(sw3.conntrack().len(), 0);
+    assert_eq!((r.router_matched, r.connections, r.connections_dropped, r.neighbours), (false, 1, 0, 1), "{r:?}");
+    assert_eq!(sw3.conntrack().len(), 1);
+    assert_eq!(sw3.router().nat().snat_stats().in_use, 1);
+    // A route that concerns it (its destination through another gateway): dropped, its port not held.
+    let rerouted =
+        Config::parse(&format!("{CONFIG}\n[[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"203.0.113.9\"\n"), "t")
+            .unwrap();
+    let mut sw4 = Switch::new(&rerouted);
+    let r = restore(&mut sw4, &rerouted, &snap, NOW);
+    assert_eq!((r.router_matched, r.connections, r.connections_dropped, r.neighbours), (false, 0, 1, 1), "{r:?}");
+    assert_eq!(sw4.conntrack().len(), 0);
+    assert_eq!(sw4.router().nat().snat_stats().in_use, 0);
     // The same configuration: everything, and the NAT port is claimed again.
     let r = restore(&mut sw, &cfg, &snap, NOW);
     assert_eq!((r.fdb, r.connections), (2, 1));
