@@ -114,6 +114,11 @@ impl Bridge {
         &self.fdbs[net as usize]
     }
 
+    /// The MAC table of network `net`, to restore entries from a snapshot (`crate::snapshot`).
+    pub fn fdb_mut(&mut self, net: NetId) -> &mut Fdb {
+        &mut self.fdbs[net as usize]
+    }
+
     /// Every network's MAC table, by network id (what [`crate::stage::Egress`] looks destinations up in).
     pub fn fdbs(&self) -> &[Fdb] {
         &self.fdbs

@@ -23,6 +23,7 @@ pub mod route;
 pub mod router;
 #[cfg(any(test, feature = "testing"))]
 pub mod simhost;
+pub mod snapshot;
 pub mod stage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testbed;

@@ -221,6 +221,25 @@ impl NeighTable {
         }
     }
 
+    /// Copies the resolved entries into `into` (a table for a rebuilt router), their interface renumbered by
+    /// `map` (`None`: the interface is gone or changed; the entry is not copied), with their timers as they were.
+    /// Unresolved entries and the frames they hold are not copied. Returns `(copied, dropped)`.
+    pub fn carry_into(&self, into: &mut NeighTable, map: impl Fn(RifId) -> Option<RifId>) -> (usize, usize) {
+        let (mut copied, mut dropped) = (0, 0);
+        for (&(rif, ip), state) in &self.map {
+            if let State::Resolved { mac, confirmed, probed } = state {
+                match map(rif) {
+                    Some(r) if into.map.len() < into.cfg.max_entries => {
+                        into.map.insert((r, ip), State::Resolved { mac: *mac, confirmed: *confirmed, probed: *probed });
+                        copied += 1;
+                    }
+                    _ => dropped += 1,
+                }
+            }
+        }
+        (copied, dropped)
+    }
+
     /// Housekeeping: retries, failures and ageing at `now`.
     pub fn tick(&mut self, now: Nanos, work: &mut TickWork) {
         let cfg = self.cfg;

@@ -38,9 +38,14 @@
 //! (a `mio::Waker` registered in the same poll as the rx fds), so a sleeping worker notices at once; sleeps are
 //! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns its pool, which the next worker
 //! reuses ([`Worker::with_pool`]) when its capacity is still right: making thousands of buffers is most of a
-//! worker's start-up time, and a configuration change wants the pause short. A worker that panics sets the
-//! stop flag (so the others and the daemon stop too) and the poisoned locks are still used for the final
-//! counters.
+//! worker's start-up time, and a configuration change wants the pause short.
+//!
+//! # Panics
+//! A panic inside an iteration (the pipeline, a port) is caught: the frames the iteration held go back to the
+//! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
+//! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
+//! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
+//! snapshot survive it). [`Faults::inject_panic`] is the test hook.
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
@@ -49,6 +54,7 @@ use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
+use crate::port::failed::PortFailure;
 use crate::port::{Port, PortError};
 use serde::Serialize;
 use std::os::fd::RawFd;
@@ -106,6 +112,38 @@ pub struct LivePort {
     pub name: String,
     /// Its queues (at least one).
     pub queues: Vec<Mutex<AnyPort>>,
+    /// Set while the port could not be opened: its queues are stand-ins ([`crate::port::failed`]).
+    pub failure: Mutex<Option<PortFailure>>,
+}
+
+impl LivePort {
+    /// A port that is up, with its queues.
+    pub fn up(name: &str, queues: Vec<AnyPort>) -> LivePort {
+        LivePort {
+            name: name.to_string(),
+            queues: queues.into_iter().map(Mutex::new).collect(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The port's failure, if it is down.
+    pub fn failure(&self) -> Option<PortFailure> {
+        lock(&self.failure).clone()
+    }
+
+    /// Makes the port's interface outlive the process ([`AnyPort::persist`]).
+    pub fn persist(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).persist();
+        }
+    }
+
+    /// Makes closing the port delete its interface ([`AnyPort::remove_on_close`]).
+    pub fn remove_on_close(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).remove_on_close();
+        }
+    }
 }
 
 /// A worker's counters (relaxed atomics: written by the worker, read by the stats reporter).
@@ -196,6 +234,28 @@ impl WorkerStats {
     }
 }
 
+/// Panics contained, and the test hook that causes one; shared by the workers and the control thread, and
+/// carried across configuration changes.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Worker iterations that panicked and were recovered from (the worker goes on; see [`Worker::run`]).
+    pub worker_restarts: AtomicU64,
+    /// Control requests that panicked (that request failed; see `crate::control::daemon`).
+    pub control_panics: AtomicU64,
+    /// Test hook: the next worker iteration that sees it set clears it and panics (`vswitchd run` sets it on
+    /// SIGUSR1 when started with `VSWITCHD_TEST_HOOKS=1`).
+    pub inject_panic: AtomicBool,
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_string())
+}
+
 /// What every worker (and the stats reporter) shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -216,6 +276,8 @@ pub struct Shared {
     pub poll_idle: Nanos,
     /// Per worker, by id.
     pub workers: Vec<WorkerStats>,
+    /// Panics contained.
+    pub faults: Arc<Faults>,
 }
 
 impl Shared {
@@ -343,7 +405,13 @@ impl Worker {
             if let Some(t) = busy_started.take() {
                 stats.busy_ns.fetch_add(now.saturating_sub(t), Relaxed);
             }
-            let moved = self.iteration(now);
+            let moved = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.iteration(now))) {
+                Ok(moved) => moved,
+                Err(payload) => {
+                    self.recover(&*payload);
+                    0
+                }
+            };
             stats.iterations.fetch_add(1, Relaxed);
             if moved > 0 {
                 stats.busy_iterations.fetch_add(1, Relaxed);
@@ -374,6 +442,9 @@ impl Worker {
     /// One pass over the owned queues, housekeeping if due, and a flush. Returns the frames received.
     fn iteration(&mut self, now: Nanos) -> u64 {
         let shared = Arc::clone(&self.shared);
+        if shared.faults.inject_panic.load(Relaxed) && shared.faults.inject_panic.swap(false, Relaxed) {
+            panic!("injected worker panic (test hook)");
+        }
         let mut moved = 0;
         for i in 0..self.rx.len() {
             let (p, q) = self.rx[i];
@@ -393,6 +464,24 @@ impl Worker {
         }
         self.flush(now);
         moved
+    }
+
+    /// After an iteration panicked: the frames it held (batch, transmit queues) go back to the pool unsent, the
+    /// panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on with
+    /// its queues, pool, registrations and waker. Locks the panic poisoned are used as they are ([`lock`]); a
+    /// table the panic left half-updated stays so (the pipeline is written not to panic: this is a last resort
+    /// that keeps the other ports and containers forwarding).
+    fn recover(&mut self, payload: &(dyn std::any::Any + Send)) {
+        for frame in self.batch.drain() {
+            self.pool.free(frame);
+        }
+        for p in 0..self.tx.ports() {
+            for frame in self.tx.queue_mut(crate::ids::table_id(p)).drain(..) {
+                self.pool.free(frame);
+            }
+        }
+        let n = self.shared.faults.worker_restarts.fetch_add(1, Relaxed) + 1;
+        tracing::error!(worker = self.id, panic = %panic_message(payload), worker_restarts = n, "worker panicked: recovered, forwarding goes on");
     }
 
     /// Hands every port its queued frames, through the port's queue `worker id % queues`.

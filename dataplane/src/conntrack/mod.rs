@@ -51,13 +51,13 @@ mod tcp;
 
 use crate::buffer::{Nanos, NANOS_PER_SEC};
 use index::{Hash, Index};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use tcp::{tcp_step, Step};
 pub use tcp::{Cell, TcpFlags, TcpState, TCP_TRANSITIONS};
 
 /// A tracked protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Proto {
@@ -70,7 +70,7 @@ pub enum Proto {
 }
 
 /// What one direction of a connection looks like. See the module documentation for ICMP echo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tuple {
     /// The network the packet is in.
     pub zone: u16,
@@ -141,7 +141,7 @@ impl Direction {
 }
 
 /// UDP connection states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpState {
     /// Packets seen in the original direction only.
@@ -151,7 +151,7 @@ pub enum UdpState {
 }
 
 /// ICMP echo states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IcmpState {
     /// Requests seen, no reply yet.
@@ -161,7 +161,7 @@ pub enum IcmpState {
 }
 
 /// The protocol state of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtoState {
     /// A TCP connection.
@@ -277,7 +277,7 @@ impl Default for ConntrackConfig {
 pub struct EntryId(pub u32);
 
 /// How a connection is translated (the reply tuple is not the inverse of the original one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatKind {
     /// Source NAT: a masquerade network's connection leaving through a routed port.
@@ -291,7 +291,7 @@ pub enum NatKind {
 /// What a translated connection holds: its kind and, when a source port was allocated, the allocator that
 /// must get it back when the entry dies (its port is the reply tuple's `dport`, its destination the reply
 /// tuple's `src:sport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NatBinding {
     /// How the connection is translated.
     pub kind: NatKind,
@@ -607,6 +607,19 @@ impl Conntrack {
         let id = self.place(entry).ok_or(InsertError::Full)?;
         self.index.insert(ho, entry_ref(id, Direction::Original));
         self.index.insert(hr, entry_ref(id, Direction::Reply));
+        Ok(id)
+    }
+
+    /// Tracks a connection carried over from a snapshot of an earlier process (`crate::snapshot`): as
+    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created` and `expires` (its age and remaining
+    /// lifetime as they were, on this table's clock).
+    pub fn restore(&mut self, e: &Entry, now: Nanos) -> Result<EntryId, InsertError> {
+        let id = self.insert_nat(e.orig, e.reply, e.state, e.nat, now)?;
+        if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()) {
+            slot.created = e.created;
+            slot.expires = e.expires;
+        }
+        self.earliest = self.earliest.min(e.expires);
         Ok(id)
     }
 

@@ -10,18 +10,19 @@
 //! millisecond).
 //!
 //! # `apply`: what survives which change
-//! The transaction is described in [`crate::live`] (new ports opened first; all or nothing). Objects are
+//! The transaction is described in [`crate::live`] (new ports opened first, each on its own: one that fails is
+//! applied as failed and retried; everything else all or nothing). Objects are
 //! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
 //! |--------|-------|-------------------|---------------------------------------|
-//! | add a port to an existing network | others stay open | kept | kept (unless the network's gateway MTU changes: a network's MTU is its smallest port MTU) |
-//! | add a network without a gateway, and its ports | others stay open | kept | kept |
-//! | remove a port | closed (tap deleted) | that port's entries dropped | kept, unless frames were waiting for ARP at that moment (they name their ingress port by number) |
-//! | move a port to another network | stays open | that port's entries dropped | kept if no router interface changed |
-//! | change a port's kind, ifname, mtu, netns, mode or queues | closed and reopened (a tap flaps; the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept if no router interface changed (an MTU change of a gateway network's port changes its interface) |
+//! | add a port, add a network | others stay open | kept | kept |
+//! | remove a port | closed (tap deleted) | that port's entries dropped | kept (frames waiting for ARP at that moment are dropped) |
+//! | move a port to another network | stays open | that port's entries dropped | kept unless they went through a router interface that changed |
+//! | change a tap's mtu | stays open, MTU set in place | kept | kept |
+//! | change a port's kind, ifname, netns, mode or queues (or a non-tap's mtu) | closed and reopened (the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept |
 //! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
-//! | add, remove or change a gateway, routed port address or MAC, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | **flushed** (rebuilt empty) |
+//! | add, remove or change a gateway, routed port address, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | the router is rebuilt and carries over what the change does not concern (`router/carry.rs`); the others are **flushed** and counted |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
 //!
 //! Pipeline counters follow a port while its name exists; worker counters are kept unless the number of
@@ -38,8 +39,10 @@ use crate::live::{ApplyError, LiveReport, Plan, PortAction, RunOptions, Running,
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
 use crate::port::any::AnyPort;
+use crate::snapshot::Snapshot;
 use crate::topology::Topology;
 use crate::wire::decode::describe;
+use crate::worker::panic_message;
 use serde::Serialize;
 use std::sync::{Mutex, PoisonError, RwLock};
 
@@ -54,6 +57,9 @@ pub struct Daemon {
     /// `--workers`: overrides `[switch] workers` of every configuration applied.
     workers_override: Option<usize>,
     open: Opener,
+    /// A snapshot read at start, restored after the first successful `apply` (vswitchd started without
+    /// `--config`).
+    pending_snapshot: Mutex<Option<Snapshot>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -87,7 +93,18 @@ impl Daemon {
             apply_lock: Mutex::new(()),
             workers_override,
             open,
+            pending_snapshot: Mutex::new(None),
         }
+    }
+
+    /// Keeps `snap` to restore after the first successful `apply` (when vswitchd started empty).
+    pub fn restore_after_first_apply(&self, snap: Snapshot) {
+        *self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Some(snap);
+    }
+
+    /// A snapshot of the running switch's learned state (`None` after shutdown).
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.with_running(Running::snapshot)
     }
 
     /// The options a configuration runs with (`--workers` applied).
@@ -122,6 +139,31 @@ impl Daemon {
         self.state.write().unwrap_or_else(PoisonError::into_inner).take().map(|s| s.running)
     }
 
+    /// Tries again the failed ports whose retry is due ([`Running::prepare_retry`], then
+    /// [`Running::commit_retry`] if one opened); returns the names of the ports brought up. Cheap when nothing
+    /// is due (one read lock). The daemon's main thread calls it every tick.
+    pub fn retry_failed_ports(&self) -> Vec<String> {
+        let due =
+            self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|s| s.running.retry_due());
+        if !due {
+            return Vec::new();
+        }
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let retried = {
+            let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(st) = guard.as_ref() else { return Vec::new() };
+            st.running.prepare_retry(&mut |p, n| (self.open)(p, n))
+        };
+        if retried.is_empty() {
+            return Vec::new();
+        }
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(State { running, generation, origin }) = guard.take() else { return Vec::new() };
+        let (running, up) = running.commit_retry(retried);
+        *guard = Some(State { running, generation, origin });
+        up
+    }
+
     /// Parses and answers one request line.
     pub fn handle_line(&self, line: &[u8]) -> Response {
         match Request::parse(line) {
@@ -134,10 +176,20 @@ impl Daemon {
     pub fn handle(&self, req: Request) -> Response {
         let id = req.id;
         let name = req.op.name();
-        let result = match req.op {
+        // A panic while answering fails this request only (counted as `control_panics`, logged with its
+        // message); the locks it poisoned are used as they are. (A panic during an apply's switch-over, with the
+        // workers paused and the switch taken apart, loses the running switch: vswitchd then stops, its taps and
+        // state snapshot surviving it.)
+        let run = std::panic::AssertUnwindSafe(|| match req.op {
             Op::Apply(args) => self.apply(*args),
             op => self.read(op),
-        };
+        });
+        let result = std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+            let message = panic_message(&*payload);
+            let n = self.with_running(Running::count_control_panic).unwrap_or(0);
+            tracing::error!(op = name, panic = %message, control_panics = n, "control request panicked: it failed, the rest goes on");
+            Err(ErrorBody::new(ErrorKind::Internal, format!("{name}: the request panicked: {message}")))
+        });
         match result {
             Ok(v) => Response { version: PROTOCOL_VERSION, id: Some(id), ok: true, result: Some(v), error: None },
             Err(e) => {
@@ -213,6 +265,8 @@ impl Daemon {
                             io: *io,
                             pipeline: *c,
                             offloads: lp.offloads.clone(),
+                            state: if lp.error.is_some() { PortState::Failed } else { PortState::Up },
+                            error: lp.error.clone(),
                         })
                     })
                     .collect();
@@ -373,7 +427,8 @@ impl Daemon {
             }
             match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
                 Ok(p) => (p, summary),
-                Err(e) => return err(ErrorKind::PortFailed)(e),
+                Err(e @ ApplyError::Port { .. }) => return err(ErrorKind::PortFailed)(e),
+                Err(e) => return err(ErrorKind::Internal)(e),
             }
         };
         // The switch-over under the write lock: take the running switch out; it is always handed back.
@@ -390,18 +445,23 @@ impl Daemon {
                 summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
                 summary.connections_flushed = c.connections_flushed;
                 summary.pause_us = applied.pause_ns / 1000;
+                summary.ports_failed =
+                    applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                for f in &summary.ports_failed {
+                    tracing::warn!(port = %f.port, error = %f.error, "applied with this port down: retrying it");
+                }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
+                if let Some(snap) = self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    let r = running.restore(&snap);
+                    tracing::info!(restored = ?r, "state snapshot restored after the first apply");
+                }
                 *guard = Some(State { running, generation, origin: Some(origin) });
                 json(&ApplyResult { generation, changed: true, dry_run: false, summary })
             }
             Err(e) => {
                 *guard = Some(State { running, generation, origin: old_origin });
-                let kind = match e {
-                    ApplyError::Port { .. } => ErrorKind::PortFailed,
-                    ApplyError::Stale | ApplyError::Start(_) => ErrorKind::Internal,
-                };
-                err(kind)(e)
+                err(ErrorKind::Internal)(e)
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::replay::SwitchReport;
 use crate::worker::{lock, WorkerReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What one port did, live.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +37,14 @@ pub struct LivePortReport {
     /// What the port transmits as is, learned when it opened ([`crate::offload::Caps::names`]): `csum`,
     /// `tso4`, `tso6`, `uso`, or `-` (anything else is segmented or completed in software first).
     pub offloads: String,
+    /// `up`, or `failed` when it could not be opened (it is retried with backoff; its queues are stand-ins that
+    /// drop what is sent to them).
+    pub state: &'static str,
+    /// Why it is down (`state` = `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed attempts to open it so far (0 when up).
+    pub open_attempts: u32,
 }
 
 /// The counters of a running (or stopped) live switch: the shape of the replay's counters JSON plus
@@ -58,6 +67,10 @@ pub struct LiveReport {
     pub conntrack: ConntrackStats,
     /// Per worker, by id.
     pub workers: Vec<WorkerReport>,
+    /// Worker iterations that panicked and were recovered from.
+    pub worker_restarts: u64,
+    /// Control requests that panicked (each failed alone).
+    pub control_panics: u64,
 }
 
 /// The counters now, `assignment` being the workers' receive queues.
@@ -81,7 +94,11 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
             let queue_io = io[i].clone();
             let sum = queue_io.iter().fold(PortStats::default(), |a, s| a.merged(*s));
             let m = &rt.meta[i];
+            let failure = lp.failure();
             let r = LivePortReport {
+                state: if failure.is_some() { "failed" } else { "up" },
+                open_attempts: failure.as_ref().map_or(0, |f| f.attempts),
+                error: failure.map(|f| f.error),
                 kind: m.kind,
                 ifname: m.ifname.clone(),
                 queues: lp.queues.len(),
@@ -110,5 +127,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         switch: tables,
         conntrack,
         workers,
+        worker_restarts: shared.faults.worker_restarts.load(Relaxed),
+        control_panics: shared.faults.control_panics.load(Relaxed),
     }
 }

@@ -541,6 +541,24 @@ impl Nat {
         n
     }
 
+    /// Tracks a connection carried over from a snapshot (`crate::snapshot`, see [`Conntrack::restore`]) and
+    /// claims its allocated port again. False (nothing changed) if the table refuses it or the port is taken.
+    pub fn restore(&mut self, e: &Entry, now: Nanos) -> bool {
+        if let Some(a) = e.nat.and_then(|n| n.allocator) {
+            let Some(allocator) = self.allocators.get_mut(usize::from(a)) else { return false };
+            if !allocator.claim(NatProto::from(e.reply.proto), (e.reply.src, e.reply.sport), e.reply.dport) {
+                return false;
+            }
+        }
+        match self.ct.restore(e, now) {
+            Ok(_) => true,
+            Err(_) => {
+                release(&mut self.allocators, e);
+                false
+            }
+        }
+    }
+
     /// Removes every connection and releases their ports (`vswitchctl conntrack flush`); returns how many.
     pub fn flush(&mut self) -> usize {
         let allocators = &mut self.allocators;

@@ -107,9 +107,15 @@ impl Switch {
             .collect();
         let fdb_kept: usize = fdbs.iter().map(Fdb::len).sum();
         let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(table_id(i)));
-        let router_kept = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
-        let (router, connections_flushed) =
-            if router_kept { (self.router, 0) } else { (Router::new(&topo), self.router.nat().conntrack().len()) };
+        let same_router = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
+        // A changed router is rebuilt, carrying over the connections and neighbours the change does not concern
+        // (`router/carry.rs`); "kept" when that was all of them.
+        let (router, router_kept, connections_flushed) = if same_router {
+            (self.router, true, 0)
+        } else {
+            let (r, c) = self.router.carried_into(old, &topo);
+            (r, c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
+        };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
         let switch = Switch {
@@ -238,6 +244,12 @@ impl Switch {
     /// The router stage (routes, neighbours, counters).
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The bridge and the router, mutable: for restoring learned state from a snapshot (`crate::snapshot`) into
+    /// a switch that is not forwarding yet.
+    pub fn tables_mut(&mut self) -> (&mut Bridge, &mut Router) {
+        (&mut self.bridge, &mut self.router)
     }
 
     /// The connection-tracking table.

@@ -3,7 +3,8 @@
 //! back-end opens them ([`open_port`], [`open_ports`]).
 //!
 //! Opening is all or nothing: on the first failure every queue opened so far is dropped on the way out (taps
-//! created are deleted: a non-persistent tap goes away with its last fd; sockets are closed), and the error
+//! created are deleted: a tap is not persistent until the live switch makes it so, see `tap_persist`; a
+//! re-adopted tap is only closed; sockets are closed), and the error
 //! names the port.
 //!
 //! Threads: opening runs on the daemon's main or control thread (or a test); an `AnyPort` is then owned by the
@@ -14,6 +15,7 @@ use super::afpacket::{AfPacketConfig, AfPacketPort};
 use super::afxdp::{AfXdpConfig, AfXdpPort};
 use super::mem::MemPort;
 use super::tap::{TapConfig, TapPort};
+use super::tap_persist;
 use super::{BadIfName, IfName, OpenError, Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
@@ -43,6 +45,26 @@ impl AnyPort {
             #[cfg(feature = "afxdp")]
             AnyPort::AfXdp(p) => Some(p.mode().to_string()),
             _ => None,
+        }
+    }
+
+    /// Makes the port's interface outlive the process (taps: persistent, see `tap_persist`); other kinds have
+    /// nothing to keep. Call it on one queue of a port once the port is part of the running switch.
+    pub fn persist(&self) {
+        if let AnyPort::Tap(t) = self {
+            if let Err(e) = tap_persist::persist(std::slice::from_ref(t)) {
+                tracing::warn!(port = %t.name(), error = %e, "cannot make the tap persistent");
+            }
+        }
+    }
+
+    /// Makes closing the port delete its interface (taps: the persistent flag cleared); other kinds delete
+    /// nothing. Call it on one queue before dropping a port the configuration removed.
+    pub fn remove_on_close(&self) {
+        if let AnyPort::Tap(t) = self {
+            if let Err(e) = tap_persist::remove(std::slice::from_ref(t)) {
+                tracing::warn!(port = %t.name(), error = %e, "cannot clear the tap's persistent flag");
+            }
         }
     }
 
@@ -201,17 +223,12 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
     match p.kind {
         PortKind::Tap => {
             let mut cfg = TapConfig::new(ifname()?);
-            cfg.multi_queue = n > 1;
             cfg.mtu = Some(u32::from(p.mtu));
             cfg.offload = p.offloads();
-            let mut queues = Vec::with_capacity(n);
-            for i in 0..n {
-                // Every queue attaches in this namespace; the last one moves the interface (and so the queues
-                // already attached) into the configured namespace.
-                cfg.netns = if i + 1 == n { p.netns.clone() } else { None };
-                queues.push(AnyPort::Tap(TapPort::open(&p.name, &cfg)?));
-            }
-            Ok(queues)
+            cfg.netns = p.netns.clone();
+            // Created (not yet persistent) or re-adopted: see `tap_persist`.
+            let (queues, _origin) = tap_persist::open(&p.name, &cfg, n)?;
+            Ok(queues.into_iter().map(AnyPort::Tap).collect())
         }
         PortKind::Afpacket => {
             let mut cfg = AfPacketConfig::new(ifname()?);

@@ -27,6 +27,8 @@ pub enum TxMode {
     Capture,
     /// Count and free.
     Count,
+    /// Free, counting each frame as dropped (`tx_dropped`): the stand-in of a port that is down.
+    Discard,
 }
 
 #[derive(Debug)]
@@ -179,6 +181,11 @@ impl Port for MemPort {
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
         for mut frame in frames.drain(..) {
+            if self.tx_mode == TxMode::Discard {
+                self.stats.tx_dropped += 1;
+                pool.free(frame);
+                continue;
+            }
             if self.tx_mode == TxMode::Count || !self.caps.needs_software(&frame.offload) {
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += frame.len() as u64;

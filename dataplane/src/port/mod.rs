@@ -31,12 +31,15 @@ pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 pub mod any;
+pub mod failed;
 pub mod gso;
 pub mod mem;
 pub mod open;
 pub mod pcap;
 pub mod soft_offload;
 pub mod tap;
+pub mod tap_persist;
+pub mod xdp_owned;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};

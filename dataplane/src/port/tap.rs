@@ -2,8 +2,10 @@
 //!
 //! # What it owns
 //! One file descriptor on `/dev/net/tun` bound to one tap interface (one queue of it when opened with
-//! [`TapConfig::multi_queue`]). The tap is not persistent: when the [`TapPort`] is dropped the fd is closed and
-//! the kernel deletes the interface (for a multi-queue tap, when its last queue is closed). A failed
+//! [`TapConfig::multi_queue`]). [`TapPort::open`] makes the tap non-persistent: when the [`TapPort`] is dropped
+//! the fd is closed and the kernel deletes the interface (for a multi-queue tap, when its last queue is closed).
+//! `vswitchd run` makes its taps persistent ([`TapPort::set_persist`]), marks and re-adopts them: see
+//! [`super::tap_persist`]. A failed
 //! [`TapPort::open`] closes the fd it had opened, so it leaves no interface behind. The fd is `O_CLOEXEC`, but a
 //! thread that forks a subprocess at that moment holds a copy until its exec, so deletion can lag the drop by
 //! that long.
@@ -333,6 +335,18 @@ impl TapPort {
     /// The port's counters beyond [`PortStats`].
     pub fn counters(&self) -> TapStats {
         self.extra
+    }
+
+    /// Makes the tap persistent (`TUNSETPERSIST 1`: it outlives this fd and the process) or not (`0`: it is
+    /// deleted when its last fd closes). See [`super::tap_persist`] for who calls it when.
+    pub fn set_persist(&self, persist: bool) -> io::Result<()> {
+        // SAFETY: TUNSETPERSIST takes an integer argument (no memory is passed); `self.fd` is an open tap fd.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETPERSIST as _, libc::c_ulong::from(persist)) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// The interface's name.

@@ -50,6 +50,8 @@
 //! Threads: owned by the worker running the pipeline.
 
 mod arp;
+mod carry;
+pub use carry::CarriedRouter;
 mod forward;
 mod icmp;
 #[cfg(test)]
@@ -494,5 +496,13 @@ impl Router {
     /// The NAT stage, for housekeeping (expiry) and flushes.
     pub fn nat_mut(&mut self) -> &mut Nat {
         &mut self.nat
+    }
+
+    /// Records a resolved neighbour carried over from a snapshot (`crate::snapshot`) as confirmed at `now`.
+    pub fn restore_neighbour(&mut self, rif: RifId, ip: Ipv4Addr, mac: MacAddr, now: Nanos) {
+        let mut released = Vec::new();
+        self.neigh.confirm(rif, ip, mac, now, true, &mut released);
+        // A new table holds no frames; nothing can have been released.
+        debug_assert!(released.is_empty());
     }
 }

@@ -387,7 +387,9 @@ pub enum ErrorKind {
     TooLarge,
     /// `apply`: the configuration is not valid (see [`ErrorBody::errors`]).
     InvalidConfig,
-    /// `apply`: a port could not be opened (the message names it; nothing was changed).
+    /// `apply`: a port can never be opened by this vswitchd (a replay-only kind, a back-end not built in; the
+    /// message names it; nothing was changed). A port that fails to open for a reason that may pass is applied
+    /// as failed instead (see `ApplySummary::ports_failed`).
     PortFailed,
     /// `apply`: `expect_generation` is not the running generation.
     Conflict,

@@ -89,6 +89,11 @@ pub struct ApplySummary {
     /// Microseconds forwarding stood still while the workers switched over (0 when nothing was applied).
     #[serde(default)]
     pub pause_us: u64,
+    /// Ports of the new configuration that are down (they could not be opened, now or before): applied
+    /// anyway, reported here and in `port_ls`, and retried by vswitchd with backoff. Per-port outcome: a port
+    /// failing never refuses the apply.
+    #[serde(default)]
+    pub ports_failed: Vec<PortFailedRow>,
 }
 
 /// What became of the router's learned state in an apply.
@@ -194,6 +199,33 @@ pub struct PortRow {
     /// or `-`; a frame needing more is segmented or completed in software first.
     #[serde(default)]
     pub offloads: String,
+    /// `up`, or `failed`: it could not be opened (vswitchd retries it with backoff; meanwhile what the switch
+    /// sends it is dropped and the others forward).
+    #[serde(default)]
+    pub state: PortState,
+    /// Why it is down (`state` = `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a configured port is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// Open and forwarding.
+    #[default]
+    Up,
+    /// It could not be opened; retried with backoff.
+    Failed,
+}
+
+/// A port that is down after an `apply` (in [`ApplySummary::ports_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortFailedRow {
+    /// The port.
+    pub port: String,
+    /// Why it could not be opened (names the port).
+    pub error: String,
 }
 
 /// How a port is attached.
