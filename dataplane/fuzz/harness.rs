@@ -83,7 +83,8 @@ network = "blue"
 /// [`L2_CONFIG`]. Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail
 /// on egress. Ports by index: a 0, b 1 (red), c 2, d 3 (blue), e 4, f 5 (lab), up 6.
 ///
-/// NAT: `red` masquerades out of `up`; `up` publishes TCP 8080 to 10.1.0.2:80 (red, so red hosts hairpin) and
+/// NAT: `red` masquerades out of `up` (isolated, but `allow_routing_with` blue, so red and blue route to each
+/// other; `up` reaches red only through NAT, `not-published` otherwise); `up` publishes TCP 8080 to 10.1.0.2:80 (red, so red hosts hairpin) and
 /// UDP 5353 to 10.2.0.3:53 (blue). The connection table holds 16 connections, masquerade has 8 ports
 /// (1024-1031) and timeouts are seconds, so the table fills, ports run out and connections expire.
 pub const ROUTED_CONFIG: &str = r#"
@@ -92,6 +93,7 @@ name = "red"
 subnet = "10.1.0.0/24"
 gateway = "10.1.0.1"
 masquerade = true
+allow_routing_with = ["blue"]
 mac_limit = 4
 mac_aging_secs = 5
 

@@ -84,6 +84,12 @@ drop_reasons! {
     NoRoute => "no-route",
     /// Routing into or out of an `internal` network.
     InternalNetwork => "internal-network",
+    /// Routed between two networks when one of them is isolated (`masquerade = true`) and no
+    /// `allow_routing_with` connects them, untranslated and untracked (see `isolation.rs`).
+    NetworkIsolation => "network-isolation",
+    /// Routed from a routed port straight to an isolated network's address, not through a published port nor
+    /// as a reply to a tracked connection (see `isolation.rs`).
+    NotPublished => "not-published",
     /// Larger than the egress MTU with DF set (Fragmentation Needed sent).
     NeedsFragmentation => "needs-fragmentation",
     /// Larger than the egress MTU without DF: the switch does not fragment.

@@ -17,6 +17,7 @@
 use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::ids::{PortId, RifId, NANOS_PER_SEC};
+use crate::isolation::{Isolation, RifClass};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -151,6 +152,8 @@ pub struct Topology {
     pub nat_port_range: PortRange,
     /// The connection table's tunables.
     pub conntrack: ConntrackConfig,
+    /// Which router interfaces may route to which untranslated.
+    pub isolation: Isolation,
 }
 
 impl Topology {
@@ -241,6 +244,7 @@ impl Topology {
                 })
             })
             .collect();
+        let isolation = isolation(cfg, &networks, &rifs);
         Topology {
             ports,
             networks,
@@ -249,6 +253,7 @@ impl Topology {
             publish,
             nat_port_range: cfg.nat.port_range,
             conntrack: conntrack_config(&cfg.conntrack),
+            isolation,
         }
     }
 
@@ -286,6 +291,25 @@ impl Topology {
             && self.nat_port_range == other.nat_port_range
             && self.conntrack == other.conntrack
     }
+}
+
+/// The isolation policy of the numbered interfaces: their classes and `allow_routing_with` pairs.
+fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolation {
+    let class = rifs
+        .iter()
+        .map(|r| match (r.routed_port, r.internal, r.masquerade) {
+            (true, _, _) => RifClass::Routed,
+            (false, true, _) => RifClass::Internal,
+            (false, false, true) => RifClass::Isolated,
+            (false, false, false) => RifClass::Plain,
+        })
+        .collect();
+    let rif_of = |name: &str| cfg.network_index(name).and_then(|n| networks[n].rif);
+    let allowed = cfg.networks.iter().flat_map(|n| {
+        let a = rif_of(&n.name);
+        n.allow_routing_with.iter().filter_map(move |m| Some((a?, rif_of(m)?)))
+    });
+    Isolation::new(class, allowed.collect::<Vec<_>>())
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).

@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
-use tools::lab::probe::{ping, tcp_send, TcpServer};
+use tools::lab::probe::{ping, tcp_send, udp_echoed, TcpServer, UdpEcho};
 use tools::lab::{default_vswitchd, HostSpec, Lab, LabOptions, LabSpec};
 
 const BYTES: u64 = 2_000_000;
@@ -240,6 +240,100 @@ fn published_port_reaches_the_container() {
     let Some((lab, _state)) = lab('f', NAT_SWITCH, &NAT_HOSTS) else { return };
     let seen = assert_tcp(&lab, "ext", "c2", 80, "203.0.113.2", 8080);
     assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 1), "a published port translates the destination only");
+}
+
+/// The drop counter `reason` in vswitchd's final stats.
+fn drops(stats: &Option<serde_json::Value>, reason: &str) -> u64 {
+    let v = stats.as_ref().expect("vswitchd printed its counters");
+    v.pointer(&format!("/drops/{reason}")).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+fn two_masquerade_networks(extra: &str) -> String {
+    format!(
+        r#"
+[[network]]
+name = "n1"
+subnet = "172.31.1.0/24"
+gateway = "172.31.1.1"
+masquerade = true
+{extra}
+[[network]]
+name = "n2"
+subnet = "172.31.2.0/24"
+gateway = "172.31.2.1"
+masquerade = true
+
+[[port]]
+name = "a"
+kind = "tap"
+ifname = "vs-a"
+network = "n1"
+
+[[port]]
+name = "b"
+kind = "tap"
+ifname = "vs-b"
+network = "n2"
+"#
+    )
+}
+
+const TWO_NETWORK_HOSTS: [(&str, &str, &str, Option<&str>); 2] =
+    [("a", "a", "172.31.1.2/24", Some("172.31.1.1")), ("b", "b", "172.31.2.2/24", Some("172.31.2.1"))];
+
+/// Docker's isolation between bridge networks: two masquerade networks cannot reach each other (ping and UDP,
+/// counted as `network-isolation`), while each still reaches its own gateway.
+#[test]
+fn masquerade_networks_cannot_reach_each_other() {
+    let Some((mut lab, _state)) = lab('h', &two_masquerade_networks(""), &TWO_NETWORK_HOSTS) else { return };
+    assert_ping(&lab, "a", "172.31.1.1");
+    let r = ping(&lab.host_ns("a"), Ipv4Addr::new(172, 31, 2, 2), 3).expect("ping");
+    assert_eq!(r.received, 0, "a reached b across isolated networks: {r:?}");
+    let echo = UdpEcho::start(&lab.host_ns("b"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(172, 31, 2, 2), 7000);
+    assert!(!udp_echoed(&lab.host_ns("a"), to, 3, Duration::from_millis(300)).expect("udp probe"));
+    assert_eq!(echo.finish().expect("echo"), 0, "b received nothing");
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "network-isolation") >= 6, "3 pings and 3 datagrams counted: {stats:?}");
+}
+
+/// `allow_routing_with` connects the same two networks: ping and UDP go through, untranslated.
+#[test]
+fn allow_routing_with_lets_two_masquerade_networks_talk() {
+    let switch = two_masquerade_networks("allow_routing_with = [\"n2\"]");
+    let Some((mut lab, _state)) = lab('i', &switch, &TWO_NETWORK_HOSTS) else { return };
+    assert_ping(&lab, "a", "172.31.2.2");
+    let echo = UdpEcho::start(&lab.host_ns("b"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(172, 31, 2, 2), 7000);
+    assert!(udp_echoed(&lab.host_ns("a"), to, 3, Duration::from_millis(500)).expect("udp probe"));
+    assert!(echo.finish().expect("echo") > 0);
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert_eq!(drops(&stats, "network-isolation"), 0);
+}
+
+/// With a route to the container subnet, the external host cannot reach a container's unpublished UDP port
+/// (`not-published`), while the published port works.
+#[test]
+fn an_unpublished_udp_port_is_unreachable_from_outside_even_with_a_route() {
+    let switch = format!(
+        "{NAT_SWITCH}\n[[publish]]\nport = \"uplink\"\nproto = \"udp\"\nexternal_port = 5353\nto = \"172.30.0.3:53\"\n"
+    );
+    let Some((mut lab, _state)) = lab('j', &switch, &NAT_HOSTS) else { return };
+    let ext = lab.host_ns("ext");
+    tools::lab::netns::exec(&ext, "ip", &["route", "add", "172.30.0.0/24", "via", "203.0.113.2"]).expect("route");
+    let c2 = lab.host_ns("c2");
+    let unpublished = UdpEcho::start(&c2, 9999, Duration::from_secs(4)).expect("udp echo 9999");
+    let published = UdpEcho::start(&c2, 53, Duration::from_secs(4)).expect("udp echo 53");
+    let direct = SocketAddrV4::new(Ipv4Addr::new(172, 30, 0, 3), 9999);
+    assert!(!udp_echoed(&ext, direct, 3, Duration::from_millis(300)).expect("udp probe"), "unpublished port reached");
+    let direct53 = SocketAddrV4::new(Ipv4Addr::new(172, 30, 0, 3), 53);
+    assert!(!udp_echoed(&ext, direct53, 2, Duration::from_millis(300)).expect("udp probe"), "target reached directly");
+    let via = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 5353);
+    assert!(udp_echoed(&ext, via, 3, Duration::from_millis(500)).expect("udp probe"), "published port works");
+    assert_eq!(unpublished.finish().expect("echo"), 0);
+    assert!(published.finish().expect("echo") > 0);
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "not-published") >= 5, "{stats:?}");
 }
 
 /// `vswitch-lab up`, `status` and `down` through the binary: `up` leaves the default lab running after the

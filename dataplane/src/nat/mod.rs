@@ -319,6 +319,20 @@ impl Nat {
         }
     }
 
+    /// True when the packet belongs to a tracked connection (either direction) or is an ICMP error quoting a
+    /// packet of one: what lifts the isolation policy's refusals ([`crate::isolation`]). Off the fast path:
+    /// the router asks only about packets the policy refused.
+    #[inline(never)]
+    pub fn tracks(&self, now: Nanos, d: &[u8], p: &Parsed, flow: Option<&Flow>) -> bool {
+        if !self.enabled || p.later_fragment {
+            return false;
+        }
+        match self.track(now, d, p, flow) {
+            Some((_, found)) => found.is_some(),
+            None => is_icmp_error(d, p) && self.quotes_tracked(now, d, p),
+        }
+    }
+
     /// A packet received on `in_rif` and addressed to `local_rif`'s address: see the module documentation.
     /// ICMP errors are translated in place (hence `&mut`); other translations are returned, to be written with
     /// [`apply`] after the forwarding checks.

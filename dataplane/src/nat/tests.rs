@@ -561,12 +561,72 @@ fn later_fragments_and_untrackable_protocols_are_not_leaked() {
 }
 
 #[test]
-fn traffic_between_networks_without_nat_is_not_tracked() {
+fn an_isolated_network_is_not_routed_to_or_from_another_network() {
     let mut tb = testbed();
+    let blue_gw = rif_mac(&tb, "network:blue");
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).icmp_echo_request(7, 1, 4));
+    tb.send("c2", &from(&tb, C2, B1.1).udp(7001, 7000, 8));
+    tb.send("c2", &from(&tb, C2, B1.1).tcp(seg(7001, 7000, TcpFlags::SYN), 0));
+    assert!(tb.take_all().is_empty(), "nothing crosses between bridge (masquerade) and blue");
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 4);
+    assert_eq!(tb.switch().conntrack().len(), 0);
+}
+
+#[test]
+fn allow_routing_with_routes_between_networks_untranslated_and_untracked() {
+    let config = CONFIG.replace("masquerade = true", "masquerade = true\n    allow_routing_with = [\"blue\"]");
+    let mut tb = testbed_with(&config);
     let blue_gw = rif_mac(&tb, "network:blue");
     tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
     assert_eq!(ends(&one(tb.take("c2"))), (B1.1, 7000, C2.1, 7001));
     tb.send("c2", &from(&tb, C2, B1.1).udp(7001, 7000, 8));
     assert_eq!(ends(&one(tb.take("b1"))), (C2.1, 7001, B1.1, 7000), "from a masquerade network, not translated");
     assert_eq!(tb.switch().conntrack().len(), 0);
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 0);
+    // Routed ports stay shut out: the allowance is between the two networks only.
+    tb.send("up", &inbound(&tb, CLIENT, C2.1).udp(5000, 7001, 8));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 1);
+}
+
+#[test]
+fn a_routed_port_reaches_an_isolated_network_only_through_nat() {
+    let mut tb = testbed();
+    // Straight to a container's address (the outside host has a route to the subnet): refused, every protocol.
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 53, 8));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 9999, 8));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).tcp(seg(50000, 80, TcpFlags::SYN), 0));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).icmp_echo_request(9, 1, 4));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 4);
+    // Through the published port: translated in, and the reply out.
+    tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).udp(5000, 5353, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (CLIENT, 5000, C1.1, 53));
+    tb.send("c1", &from(&tb, C1, CLIENT).udp(53, 5000, 8));
+    assert_eq!(ends(&one(tb.take("up"))), (UP_ADDR, 5353, CLIENT, 5000));
+    // A container's own connection: its replies come back (addressed to the port, translated).
+    tb.send("c2", &from(&tb, C2, SERVER).udp(6000, 53, 8));
+    let (src, sport, ..) = ends(&one(tb.take("up")));
+    assert_eq!(src, UP_ADDR);
+    tb.send("up", &inbound(&tb, SERVER, UP_ADDR).udp(53, sport, 8));
+    assert_eq!(ends(&one(tb.take("c2"))), (SERVER, 53, C2.1, 6000));
+    // A reply-shaped packet sent straight to the container's address is still not let in.
+    tb.send("up", &inbound(&tb, SERVER, C2.1).udp(53, 6000, 8));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 5);
+    invariants(&tb);
+}
+
+#[test]
+fn a_plain_network_stays_routed_both_ways() {
+    let config = CONFIG.replace("masquerade = true", "masquerade = false");
+    let mut tb = testbed_with(&config);
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 9999, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (CLIENT, 5000, C1.1, 9999));
+    let blue_gw = rif_mac(&tb, "network:blue");
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
+    assert_eq!(ends(&one(tb.take("c2"))), (B1.1, 7000, C2.1, 7001));
+    let c = tb.switch().counters();
+    assert_eq!(c.drops(DropReason::NotPublished) + c.drops(DropReason::NetworkIsolation), 0);
 }

@@ -20,7 +20,10 @@
 //! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
 //!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
 //!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
-//!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
+//!   the isolation policy refuses ([`crate::isolation`]: into or out of an `internal` network, between an
+//!   isolated (masquerade) network and another network, from a routed port straight into an isolated network,
+//!   unless the NAT stage translated or tracks the packet) → dropped (`internal-network`,
+//!   `network-isolation`, `not-published`); a packet larger
 //!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
 //!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
 //!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then the NAT
@@ -164,16 +167,8 @@ enum Decided {
     Rewrite(Rewrite),
     /// A new connection: open it, then write its first packet's rewrite.
     Open(NewConnection),
-}
-
-impl Decided {
-    /// The packet's destination after translation.
-    fn dst(&self) -> Ipv4Addr {
-        match self {
-            Decided::Rewrite(rw) => rw.to.dst,
-            Decided::Open(c) => c.dst(),
-        }
-    }
+    /// Already translated in place (an ICMP error about a tracked connection).
+    Translated,
 }
 
 /// What [`Router::lookup_batch`] found for one frame of the batch: its route, and with NAT on its flow, hashed
@@ -379,7 +374,16 @@ impl Router {
                             return out.drop(frame, DropReason::TruncatedIpHeader);
                         };
                         let dst = ip.dst_addr();
-                        return self.forward_translated(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                        let route = Route::Lookup(dst);
+                        return self.forward_translated(
+                            now,
+                            in_rif,
+                            frame,
+                            parsed,
+                            route,
+                            Some(Decided::Translated),
+                            out,
+                        );
                     }
                     Inbound::Drop(reason) => return out.drop(frame, reason),
                 }

@@ -179,6 +179,9 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
                 d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
             }
         }
+        if !n.allow_routing_with.is_empty() {
+            check_allow_routing(cfg, d, obj, &label, i);
+        }
         if n.masquerade {
             if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
                 let message = "masquerade requires a gateway (only routed traffic is translated)".to_string();
@@ -190,6 +193,34 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
         }
     }
     by_name
+}
+
+/// `network.allow_routing_with`: names of other networks, each once, both ends routed and not internal.
+fn check_allow_routing(cfg: &Config, d: &mut Diags, obj: Obj, label: &str, i: usize) {
+    let n = &cfg.networks[i];
+    let field = "allow_routing_with";
+    if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+        d.report(obj, field, label, "allow_routing_with requires a gateway (only routed traffic is isolated)".into());
+        return;
+    }
+    if n.internal {
+        d.report(obj, field, label, "allow_routing_with has no effect on an internal network (never routed)".into());
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for other in &n.allow_routing_with {
+        let problem = match cfg.networks.iter().find(|m| &m.name == other) {
+            _ if !seen.insert(other.as_str()) => Some(format!("network {} is listed twice", show(other))),
+            _ if *other == n.name => Some("a network cannot list itself".to_string()),
+            None => Some(format!("network {} does not exist", show(other))),
+            Some(m) if m.gateway.is_none() => Some(format!("network {} has no gateway (nothing routes to it)", m.name)),
+            Some(m) if m.internal => Some(format!("network {} is internal (never routed)", m.name)),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            d.report(obj, field, label, format!("allow_routing_with: {problem}"));
+        }
+    }
 }
 
 fn check_gateway(d: &mut Diags, obj: Obj, label: &str, gateway: Ipv4Addr, subnet: Option<Ipv4Net>) {

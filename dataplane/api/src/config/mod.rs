@@ -20,7 +20,8 @@
 //! gateway = "172.17.0.1"     # the switch routes for this network
 //! gateway_mac = "02:00:00:00:01:01"
 //! internal = false           # true: never routed to or from another interface
-//! masquerade = true          # SNAT what leaves through a routed port to that port's address
+//! masquerade = true          # SNAT what leaves through a routed port to that port's address; isolated
+//! allow_routing_with = []    # networks routed to and from this one despite isolation
 //! mac_aging_secs = 300
 //! mac_limit = 8192
 //!
@@ -61,6 +62,19 @@
 //! tcp_established_secs = 432000
 //! ```
 //!
+//! # Isolation
+//!
+//! What the router forwards between two router interfaces (a network's gateway or a routed port), untranslated:
+//! - a network with `masquerade = true` is **isolated**, as a Docker bridge network is: nothing is routed
+//!   between it and another network (`network-isolation`), and from a routed port only what the NAT stage
+//!   translates or tracks reaches it — replies to its own (masqueraded) connections, published ports and ICMP
+//!   errors about them; a packet routed straight to one of its addresses is dropped (`not-published`), even
+//!   with a route to its subnet. It reaches routed ports (masqueraded) and the switch's own addresses;
+//! - `internal = true` networks are never routed at all (`internal-network`);
+//! - any other network is a plainly routed subnet (Docker's routed gateway mode): it reaches and is reached
+//!   from routed ports and other non-isolated networks;
+//! - `allow_routing_with` lifts isolation between two named networks (both ways), not from routed ports.
+//!
 //! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
 //! prefix length); the subnets of router interfaces are the connected subnets the switch routes between.
 //!
@@ -74,6 +88,7 @@
 //! | `network.gateway_mac` | no | derived from the name (the dataplane's `topology`) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
 //! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
 //! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
+//! | `network.allow_routing_with` | no | `[]` | an array of names of other networks with a `gateway`, not `internal`, each at most once; requires `gateway`, not with `internal = true`: the router forwards between this network and each of them untranslated, both ways, even if one of them is isolated (§ Isolation) |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
 //! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
@@ -324,6 +339,10 @@ pub struct NetworkConfig {
     /// requires `gateway`.
     #[serde(default)]
     pub masquerade: bool,
+    /// Networks this one routes to and from untranslated despite isolation (see the module documentation,
+    /// § Isolation); the relation is symmetric: naming it on either side is enough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_routing_with: Vec<String>,
     /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,

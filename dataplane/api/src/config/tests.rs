@@ -69,6 +69,7 @@ fn network(name: &str) -> NetworkConfig {
         gateway_mac: None,
         internal: false,
         masquerade: false,
+        allow_routing_with: Vec::new(),
         mac_aging_secs: defaults::MAC_AGING_SECS,
         mac_limit: defaults::MAC_LIMIT,
     }
@@ -103,6 +104,7 @@ fn full_config() -> Config {
                 gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                 gateway_mac: Some(mac("02:00:00:00:01:01")),
                 masquerade: true,
+                allow_routing_with: vec!["apps".into()],
                 mac_aging_secs: 600,
                 mac_limit: 4096,
                 ..network("bridge")
@@ -711,6 +713,48 @@ fn masquerade() {
     )
     .unwrap();
     assert!(ok.networks[0].masquerade);
+}
+
+#[test]
+fn allow_routing_with() {
+    let other = ["[[network]]", "name = \"m\"", "subnet = \"10.5.0.0/24\"", "gateway = \"10.5.0.1\""];
+    let with = |extra: &[&str]| {
+        let mut lines = other.to_vec();
+        lines.extend_from_slice(extra);
+        l3(&lines)
+    };
+    assert_eq!(with(&["masquerade = true", "allow_routing_with = [\"bridge\"]"]), Vec::<String>::new());
+    assert_eq!(
+        with(&["allow_routing_with = [\"nope\", \"m\", \"bridge\", \"bridge\"]"]),
+        [
+            "t.toml:17: network m: allow_routing_with: network \"nope\" does not exist",
+            "t.toml:17: network m: allow_routing_with: a network cannot list itself",
+            "t.toml:17: network m: allow_routing_with: network \"bridge\" is listed twice",
+        ]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = \"bridge\""]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found string \"bridge\""]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = [1]"]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found integer 1"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"l2\"", "[[network]]", "name = \"m\"", "allow_routing_with = [\"bridge\"]"]),
+        ["t.toml:17: network m: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    assert_eq!(
+        with(&["[[network]]", "name = \"l2\"", "allow_routing_with = [\"m\"]"]),
+        ["t.toml:19: network l2: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    let mut lines = vec!["[[network]]", "name = \"bridge\"", "subnet = \"172.17.0.0/16\"", "gateway = \"172.17.0.1\""];
+    lines.extend_from_slice(&other);
+    lines.push("allow_routing_with = [\"bridge\"]");
+    let cfg = Config::parse(&text(&lines), "t").unwrap();
+    assert_eq!(cfg.networks[1].allow_routing_with, ["bridge"]);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
 }
 
 /// `[[publish]]` lines start at line 13.
