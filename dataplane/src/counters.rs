@@ -105,8 +105,14 @@ drop_reasons! {
     /// A packet of a tracked (NAT'd) connection that does not fit its TCP state, or a TCP packet that cannot open
     /// a connection to be translated (e.g. a SYN-ACK with no connection).
     ConntrackInvalid => "conntrack-invalid",
-    /// A new connection to translate while the connection table holds its limit.
+    /// A new connection to translate while the connection table holds its limit and every connection in it has
+    /// seen replies (unreplied ones are evicted first).
     ConntrackFull => "conntrack-full",
+    /// A new connection from (or to a published port of) a network that holds its `conntrack_limit`.
+    ConntrackNetworkLimit => "conntrack-network-limit",
+    /// From a masquerade network with a source address outside the network's subnet (spoofed): never
+    /// masqueraded.
+    SpoofedSource => "spoofed-source",
     /// A new masqueraded (or hairpinned) connection with every port of the range in use towards its destination.
     NatPortExhausted => "nat-port-exhausted",
     /// A non-first IPv4 fragment that would need translation (it carries no ports to match a connection by).

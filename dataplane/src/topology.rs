@@ -95,6 +95,8 @@ pub struct RifInfo {
     pub masquerade: bool,
     /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
     pub routed_port: bool,
+    /// Most connections of this network's hosts tracked at once (`network.conntrack_limit`).
+    pub conntrack_limit: Option<usize>,
 }
 
 /// A `[[publish]]` rule resolved for the pipeline: connections arriving on routed interface `rif` for its
@@ -178,6 +180,7 @@ impl Topology {
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
+                            conntrack_limit: n.conntrack_limit,
                         });
                         Some((rifs.len() - 1) as RifId)
                     }
@@ -213,6 +216,7 @@ impl Topology {
                         internal: false,
                         masquerade: false,
                         routed_port: true,
+                        conntrack_limit: None,
                     });
                     (rifs.len() - 1) as RifId
                 });
@@ -340,6 +344,7 @@ pub fn conntrack_config(c: &ConntrackTableConfig) -> ConntrackConfig {
             udp_unreplied: ns(c.udp_secs),
             udp_assured: ns(c.udp_assured_secs),
             icmp: ns(c.icmp_secs),
+            tcp_unreplied: ns(c.tcp_unreplied_secs),
         },
     }
 }

@@ -179,6 +179,15 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
                 d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
             }
         }
+        if let Some(limit) = n.conntrack_limit {
+            if !limits::CONNTRACK_LIMIT.contains(&limit) {
+                let message = out_of_range("conntrack_limit", limit, &limits::CONNTRACK_LIMIT);
+                d.report(obj, "conntrack_limit", &label, message);
+            } else if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+                let message = "conntrack_limit requires a gateway (only routed traffic is tracked)".to_string();
+                d.report(obj, "conntrack_limit", &label, message);
+            }
+        }
         if !n.allow_routing_with.is_empty() {
             check_allow_routing(cfg, d, obj, &label, i);
         }

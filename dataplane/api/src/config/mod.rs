@@ -22,6 +22,7 @@
 //! internal = false           # true: never routed to or from another interface
 //! masquerade = true          # SNAT what leaves through a routed port to that port's address; isolated
 //! allow_routing_with = []    # networks routed to and from this one despite isolation
+//! conntrack_limit = 65536    # most connections of this network's hosts (default: no own limit)
 //! mac_aging_secs = 300
 //! mac_limit = 8192
 //!
@@ -89,6 +90,7 @@
 //! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
 //! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
 //! | `network.allow_routing_with` | no | `[]` | an array of names of other networks with a `gateway`, not `internal`, each at most once; requires `gateway`, not with `internal = true`: the router forwards between this network and each of them untranslated, both ways, even if one of them is isolated (§ Isolation) |
+//! | `network.conntrack_limit` | no | none | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]); requires `gateway`: most connections this network's hosts hold at once (masqueraded ones and those to its published ports); a new one beyond it is dropped (`conntrack-network-limit`), so one network's flood cannot fill the table for the others |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
 //! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
@@ -109,7 +111,7 @@
 //! | `publish.external_port` | yes | | 1..=65535; (`port`, `proto`, `external_port`) unique among publish rules |
 //! | `publish.to` | yes | | `A.B.C.D:PORT`, port not 0: an address inside the subnet of a network that has a `gateway` and is not `internal`, not the gateway itself nor the subnet's network or broadcast address |
 //! | `nat.port_range` | no | `"1024-65535"` | `"A-B"`, 1 <= A <= B <= 65535: the external ports (and ICMP echo identifiers) masquerade hands out |
-//! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; new ones beyond are dropped (`conntrack-full`) |
+//! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; when full, the oldest connection that has not seen a reply is evicted for a new one (`evicted`), and only when every one has seen replies is the new one dropped (`conntrack-full`) |
 //! | `conntrack.tcp_strict` | no | false | a boolean; `false` (netfilter's loose policy) picks up TCP connections mid-stream, `true` only tracks from a SYN |
 //! | `conntrack.tcp_syn_sent_secs` | no | 120 | 1..=2_592_000 ([`limits::TIMEOUT_SECS`]), as every timeout below |
 //! | `conntrack.tcp_syn_recv_secs` | no | 60 | |
@@ -122,6 +124,7 @@
 //! | `conntrack.udp_secs` | no | 30 | a UDP flow with no reply yet |
 //! | `conntrack.udp_assured_secs` | no | 120 | a UDP flow that has seen replies |
 //! | `conntrack.icmp_secs` | no | 30 | an ICMP echo exchange |
+//! | `conntrack.tcp_unreplied_secs` | no | 30 | a TCP connection picked up mid-stream (a plain ACK, loose policy) until it sees a packet in the reply direction (then `tcp_established_secs`); at most `tcp_established_secs` |
 //!
 //! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
 //! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
@@ -258,6 +261,8 @@ pub mod defaults {
     pub const UDP_ASSURED_SECS: u64 = 120;
     /// `[conntrack] icmp_secs`.
     pub const ICMP_SECS: u64 = 30;
+    /// `[conntrack] tcp_unreplied_secs`.
+    pub const TCP_UNREPLIED_SECS: u64 = 30;
 }
 
 /// The most errors a joined [`ConfigError`] lists before it only counts the rest.
@@ -343,6 +348,10 @@ pub struct NetworkConfig {
     /// § Isolation); the relation is symmetric: naming it on either side is enough.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_routing_with: Vec<String>,
+    /// Most connections from this network tracked at once (masqueraded, or to its published ports); `None`:
+    /// only the table's `[conntrack] limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_limit: Option<usize>,
     /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,
@@ -584,6 +593,8 @@ pub struct ConntrackTableConfig {
     pub udp_assured_secs: u64,
     /// ICMP echo.
     pub icmp_secs: u64,
+    /// TCP ESTABLISHED picked up mid-stream (loose policy) until a packet is seen in the reply direction.
+    pub tcp_unreplied_secs: u64,
 }
 
 impl Default for ConntrackTableConfig {
@@ -602,13 +613,14 @@ impl Default for ConntrackTableConfig {
             udp_secs: defaults::UDP_SECS,
             udp_assured_secs: defaults::UDP_ASSURED_SECS,
             icmp_secs: defaults::ICMP_SECS,
+            tcp_unreplied_secs: defaults::TCP_UNREPLIED_SECS,
         }
     }
 }
 
 impl ConntrackTableConfig {
     /// The timeout keys with their values, in documentation order.
-    pub fn timeouts_secs(&self) -> [(&'static str, u64); 11] {
+    pub fn timeouts_secs(&self) -> [(&'static str, u64); 12] {
         [
             ("tcp_syn_sent_secs", self.tcp_syn_sent_secs),
             ("tcp_syn_recv_secs", self.tcp_syn_recv_secs),
@@ -621,6 +633,7 @@ impl ConntrackTableConfig {
             ("udp_secs", self.udp_secs),
             ("udp_assured_secs", self.udp_assured_secs),
             ("icmp_secs", self.icmp_secs),
+            ("tcp_unreplied_secs", self.tcp_unreplied_secs),
         ]
     }
 }

@@ -92,6 +92,7 @@ struct RawConntrack {
     udp_secs: Option<Spanned<Scalar>>,
     udp_assured_secs: Option<Spanned<Scalar>>,
     icmp_secs: Option<Spanned<Scalar>>,
+    tcp_unreplied_secs: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +105,7 @@ struct RawNetwork {
     internal: Option<Spanned<Scalar>>,
     masquerade: Option<Spanned<Scalar>>,
     allow_routing_with: Option<Spanned<Scalar>>,
+    conntrack_limit: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
 }
@@ -532,6 +534,13 @@ impl Converter<'_> {
             allow_routing_with: self
                 .strings(obj, "allow_routing_with", &label, raw.allow_routing_with)
                 .unwrap_or_default(),
+            conntrack_limit: self.integer(
+                obj,
+                "conntrack_limit",
+                &label,
+                raw.conntrack_limit,
+                &limits::CONNTRACK_LIMIT,
+            ),
             mac_aging_secs: self
                 .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
                 .unwrap_or(defaults::MAC_AGING_SECS),
@@ -640,6 +649,7 @@ impl Converter<'_> {
             udp_secs: secs("udp_secs", raw.udp_secs, d.udp_secs),
             udp_assured_secs: secs("udp_assured_secs", raw.udp_assured_secs, d.udp_assured_secs),
             icmp_secs: secs("icmp_secs", raw.icmp_secs, d.icmp_secs),
+            tcp_unreplied_secs: secs("tcp_unreplied_secs", raw.tcp_unreplied_secs, d.tcp_unreplied_secs),
             ..d
         };
         ConntrackTableConfig {

@@ -70,6 +70,7 @@ fn network(name: &str) -> NetworkConfig {
         internal: false,
         masquerade: false,
         allow_routing_with: Vec::new(),
+        conntrack_limit: None,
         mac_aging_secs: defaults::MAC_AGING_SECS,
         mac_limit: defaults::MAC_LIMIT,
     }
@@ -105,6 +106,7 @@ fn full_config() -> Config {
                 gateway_mac: Some(mac("02:00:00:00:01:01")),
                 masquerade: true,
                 allow_routing_with: vec!["apps".into()],
+                conntrack_limit: Some(1000),
                 mac_aging_secs: 600,
                 mac_limit: 4096,
                 ..network("bridge")
@@ -185,6 +187,7 @@ fn full_config() -> Config {
             udp_secs: 20,
             udp_assured_secs: 90,
             icmp_secs: 10,
+            tcp_unreplied_secs: 20,
         },
     }
 }
@@ -713,6 +716,18 @@ fn masquerade() {
     )
     .unwrap();
     assert!(ok.networks[0].masquerade);
+}
+
+#[test]
+fn network_conntrack_limit() {
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 10"]),
+        ["t.toml:15: network m: conntrack_limit requires a gateway (only routed traffic is tracked)"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 0"]),
+        ["t.toml:15: network m: conntrack_limit 0 is out of range 1..=16777216"]
+    );
 }
 
 #[test]
