@@ -98,8 +98,10 @@ drop_reasons! {
     NeighQueueOverflow => "neigh-queue-overflow",
     /// The next hop did not answer ARP (Host Unreachable sent).
     HostUnreachable => "host-unreachable",
-    /// The neighbour table is full.
+    /// The neighbour table is full of reachable neighbours.
     NeighTableFull => "neigh-table-full",
+    /// Waited for a neighbour whose unresolved entry was evicted to make room for another.
+    NeighEvicted => "neigh-evicted",
     /// Addressed to the switch but not something it answers (only ARP and ICMP echo are).
     LocalUnsupported => "local-unsupported",
     /// A packet of a tracked (NAT'd) connection that does not fit its TCP state, or a TCP packet that cannot open

@@ -147,7 +147,10 @@ impl Router {
                 self.arp_request(rif, target, now, out);
             }
             Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
-                Held::SendRequest => self.arp_request(rif, target, now, out),
+                Held::SendRequest => {
+                    self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+                    self.arp_request(rif, target, now, out)
+                }
                 Held::Queued => {}
                 Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
                 Held::Unreachable(f) => {
