@@ -54,6 +54,11 @@ enum Command {
         /// The control socket (created mode 0600, its directory created if missing, removed at exit).
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Also let members of this group (numeric gid) use the control socket: it is then mode 0660, owned by
+        /// that group. Without it only root and vswitchd's own uid may (checked per connection with
+        /// SO_PEERCRED, and logged).
+        #[arg(long, value_name = "GID")]
+        socket_group: Option<u32>,
         /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the
         /// file is replaced atomically, so a reader never sees half of it).
         #[arg(long, value_name = "FILE")]
@@ -92,8 +97,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, socket, stats_json, stats_interval, workers } => {
-            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers)
+        Command::Run { config, socket, socket_group, stats_json, stats_interval, workers } => {
+            run(config.as_deref(), (&socket, socket_group), stats_json.as_deref(), stats_interval, workers)
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -123,7 +128,7 @@ const MAIN_TICK: Duration = Duration::from_millis(20);
 /// `vswitchd run`.
 fn run(
     config: Option<&Path>,
-    socket: &Path,
+    (socket, socket_group): (&Path, Option<u32>),
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
@@ -159,6 +164,12 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    if let Some(gid) = socket_group {
+        if let Err(e) = control.allow_group(gid) {
+            eprintln!("vswitchd: run: control socket {}: group {gid}: {e}", socket.display());
+            return ExitCode::FAILURE;
+        }
+    }
 
     // Signals first: one that arrives while ports are being opened stops the switch as soon as it starts. A
     // second SIGINT/SIGTERM while stopping exits at once (status 1).
@@ -197,7 +208,7 @@ fn run(
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(|p, n| Ok(open_port(p, n)?))));
     let control_stop = Arc::new(AtomicBool::new(false));
-    let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop)) {
+    let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop), socket_group) {
         Ok(h) => Some(h),
         Err(e) => {
             eprintln!("vswitchd: run: control socket: {e}");

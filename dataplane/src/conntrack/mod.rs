@@ -836,6 +836,22 @@ impl Conntrack {
             .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
     }
 
+    /// The live entries at `now` among slots `from..from + len` (for reading the table in bounded chunks), and
+    /// the slot to continue from (`None`: the end).
+    pub fn entries_chunk(
+        &self,
+        now: Nanos,
+        from: usize,
+        len: usize,
+    ) -> (impl Iterator<Item = (EntryId, &Entry)> + '_, Option<usize>) {
+        let end = from.saturating_add(len).min(self.slots.len());
+        let start = from.min(end);
+        let it = self.slots[start..end].iter().enumerate().filter_map(move |(i, s)| {
+            s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId((start + i) as u32), e))
+        });
+        (it, (end < self.slots.len()).then_some(end))
+    }
+
     /// Entries `insert` reclaimed after they expired, removed from the table but not yet handed out by
     /// [`Conntrack::expire_with`] (their NAT ports are still held).
     pub fn pending_dead(&self) -> &[Entry] {

@@ -258,12 +258,31 @@ impl Daemon {
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
                 let now = r.now();
-                // Copied out under the switch lock, converted after it is released.
-                let all = r.with_switch(|sw| sw.connections(now));
+                // Read in chunks of CONNTRACK_CHUNK slots, each under its own short hold of the switch lock
+                // (forwarding goes on between them), keeping only the `limit` first by original tuple: the
+                // lock is never held for the whole table, and memory is O(limit + chunk). Not a snapshot: a
+                // connection created or removed meanwhile may or may not be listed.
+                let mut first: std::collections::BinaryHeap<OrderedConn> = std::collections::BinaryHeap::new();
+                let (mut total, mut from) = (0usize, Some(0usize));
+                while let Some(start) = from {
+                    let (chunk, next) = r.with_switch(|sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
+                    total += chunk.len();
+                    for c in chunk {
+                        if first.len() < limit {
+                            first.push(OrderedConn(c));
+                        } else if first.peek().is_some_and(|top| c.orig < top.0.orig) {
+                            first.pop();
+                            first.push(OrderedConn(c));
+                        }
+                    }
+                    from = next;
+                }
+                let mut kept: Vec<ConnectionInfo> = first.into_iter().map(|c| c.0).collect();
+                kept.sort_by_key(|c| c.orig);
                 json(&ConntrackList {
-                    total: all.len(),
-                    truncated: all.len() > limit,
-                    connections: all.iter().take(limit).map(conn_row).collect(),
+                    total,
+                    truncated: total > limit,
+                    connections: kept.iter().map(conn_row).collect(),
                 })
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
@@ -505,6 +524,29 @@ fn fdb_rows(sw: &Switch, net: NetId, now: u64) -> Vec<FdbRow> {
 
 fn rif_name(topo: &Topology, rif: u16) -> String {
     topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
+}
+
+/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
+const CONNTRACK_CHUNK: usize = 4096;
+
+/// A connection ordered by its original tuple (for keeping the first `limit` in a heap).
+struct OrderedConn(ConnectionInfo);
+
+impl PartialEq for OrderedConn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.orig == other.0.orig
+    }
+}
+impl Eq for OrderedConn {}
+impl PartialOrd for OrderedConn {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedConn {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.orig.cmp(&other.0.orig)
+    }
 }
 
 fn conn_row(c: &ConnectionInfo) -> ConnRow {

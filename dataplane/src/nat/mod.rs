@@ -621,20 +621,16 @@ impl Nat {
 
     /// The live connections at `now`, sorted by original tuple (deterministic).
     pub fn connections(&self, now: Nanos) -> Vec<ConnectionInfo> {
-        let mut v: Vec<ConnectionInfo> = self
-            .ct
-            .entries(now)
-            .map(|(_, e)| ConnectionInfo {
-                proto: e.orig.proto,
-                state: e.state,
-                orig: e.orig,
-                reply: e.reply,
-                nat: e.nat.map(|n| n.kind),
-                expires_in_secs: (e.expires - now) / NANOS_PER_SEC,
-            })
-            .collect();
+        let mut v: Vec<ConnectionInfo> = self.ct.entries(now).map(|(_, e)| connection_info(e, now)).collect();
         v.sort_by_key(|c| c.orig);
         v
+    }
+
+    /// The live connections at `now` in slots `from..from + len` of the table (unsorted), and the slot to
+    /// continue from: for listing a large table in chunks, each under a short hold of the switch lock.
+    pub fn connections_chunk(&self, now: Nanos, from: usize, len: usize) -> (Vec<ConnectionInfo>, Option<usize>) {
+        let (it, next) = self.ct.entries_chunk(now, from, len);
+        (it.map(|(_, e)| connection_info(e, now)).collect(), next)
     }
 
     /// Checks the table's invariants and that the ports in use equal the connections holding one (in the
@@ -652,6 +648,17 @@ impl Nat {
             return Err(format!("{stray} releases of ports not in use"));
         }
         Ok(())
+    }
+}
+
+fn connection_info(e: &Entry, now: Nanos) -> ConnectionInfo {
+    ConnectionInfo {
+        proto: e.orig.proto,
+        state: e.state,
+        orig: e.orig,
+        reply: e.reply,
+        nat: e.nat.map(|n| n.kind),
+        expires_in_secs: e.expires.saturating_sub(now) / NANOS_PER_SEC,
     }
 }
 

@@ -692,3 +692,28 @@ fn a_plain_network_stays_routed_both_ways() {
     let c = tb.switch().counters();
     assert_eq!(c.drops(DropReason::NotPublished) + c.drops(DropReason::NetworkIsolation), 0);
 }
+
+#[test]
+fn connections_read_in_chunks_are_the_whole_table() {
+    let mut tb = testbed();
+    for sport in 0..300u16 {
+        tb.send("c1", &from(&tb, C1, SERVER).udp(20_000 + sport, 53, 8));
+    }
+    tb.take_all();
+    let now = tb.now();
+    let nat = tb.switch().router().nat();
+    let mut chunked = Vec::new();
+    let mut from = Some(0);
+    let mut chunks = 0;
+    while let Some(start) = from {
+        let (part, next) = nat.connections_chunk(now, start, 7);
+        assert!(part.len() <= 7);
+        chunked.extend(part);
+        from = next;
+        chunks += 1;
+    }
+    assert!(chunks >= 300 / 7);
+    chunked.sort_by_key(|c| c.orig);
+    assert_eq!(chunked, nat.connections(now));
+    assert_eq!(chunked.len(), 300);
+}
