@@ -582,7 +582,9 @@ impl AfPacketPort {
                 self.extra.gso_dropped += 1;
                 match e {
                     GsoError::Unsupported(_) => self.extra.gso_unsupported += 1,
-                    GsoError::Malformed | GsoError::MssTooBig(_) => self.extra.gso_malformed += 1,
+                    GsoError::Malformed | GsoError::MssTooBig(_) | GsoError::MssTooSmall(_) => {
+                        self.extra.gso_malformed += 1
+                    }
                 }
                 self.pos.seg_next = 0;
                 return true;

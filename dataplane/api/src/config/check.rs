@@ -57,6 +57,9 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
         let message = out_of_range("poll_idle_us", cfg.switch.poll_idle_us, &limits::POLL_IDLE_US);
         d.report(Obj::Switch, "poll_idle_us", "switch", message);
     }
+    if !check_counts(cfg, d) {
+        return;
+    }
     let networks = check_networks(cfg, d);
     let ports = check_ports(cfg, d, &networks);
     let rifs = router_interfaces(cfg);
@@ -65,6 +68,26 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
     check_routes(cfg, d, &ports, &rifs);
     check_publish(cfg, d, &ports);
     check_conntrack(cfg, d);
+}
+
+/// The number of each kind of object against its cap; false (reported on the first object beyond it) when one
+/// is over.
+fn check_counts(cfg: &Config, d: &mut Diags) -> bool {
+    let counts = [
+        (cfg.networks.len(), limits::NETWORKS_MAX, "network", "networks", Obj::Network(limits::NETWORKS_MAX)),
+        (cfg.ports.len(), limits::PORTS_MAX, "port", "ports", Obj::Port(limits::PORTS_MAX)),
+        (cfg.routes.len(), limits::ROUTES_MAX, "route", "routes", Obj::Route(limits::ROUTES_MAX)),
+        (cfg.publish.len(), limits::PUBLISH_MAX, "publish", "publish rules", Obj::Publish(limits::PUBLISH_MAX)),
+    ];
+    let mut ok = true;
+    for (n, max, field, what, first_over) in counts {
+        if n > max {
+            let label = label(cfg, d, first_over);
+            d.report(first_over, field, &label, format!("too many {what}: {n}, at most {max}"));
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Published ports: a routed port, a port number, a target inside a network with a gateway, and unique

@@ -126,6 +126,11 @@
 //! | `conntrack.icmp_secs` | no | 30 | an ICMP echo exchange |
 //! | `conntrack.tcp_unreplied_secs` | no | 30 | a TCP connection picked up mid-stream (a plain ACK, loose policy) until it sees a packet in the reply direction (then `tcp_established_secs`); at most `tcp_established_secs` |
 //!
+//! **Counts**: at most 4096 networks ([`limits::NETWORKS_MAX`]), 4096 ports ([`limits::PORTS_MAX`]), 16,384
+//! routes ([`limits::ROUTES_MAX`]) and 16,384 publish rules ([`limits::PUBLISH_MAX`]); more is one error on the
+//! first object beyond the cap (`network #4097: …`), and no other rule is checked (they would cost time
+//! quadratic in the count).
+//!
 //! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
 //! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
 //!
@@ -219,6 +224,14 @@ pub mod limits {
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).
     pub const PORT_NAME_MAX: usize = 15;
+    /// Most `[[network]]`s (ids are 16-bit; each network's tables are set up front).
+    pub const NETWORKS_MAX: usize = 4096;
+    /// Most `[[port]]`s (ids are 16-bit; each port has a preallocated transmit queue per worker).
+    pub const PORTS_MAX: usize = 4096;
+    /// Most `[[route]]`s.
+    pub const ROUTES_MAX: usize = 16_384;
+    /// Most `[[publish]]` rules.
+    pub const PUBLISH_MAX: usize = 16_384;
     /// Longest `ifname`, in bytes (the kernel's `IFNAMSIZ` minus the terminating NUL; see [`IfName`](crate::IfName)).
     pub const IFNAME_MAX: usize = crate::ifname::IfName::MAX_LEN;
 }

@@ -719,6 +719,33 @@ fn masquerade() {
 }
 
 #[test]
+fn object_counts_are_capped_with_one_error_on_the_first_beyond() {
+    let mut text = String::new();
+    for i in 0..=limits::NETWORKS_MAX {
+        text.push_str(&format!("[[network]]\nname = \"n{i}\"\n"));
+    }
+    for i in 0..=limits::ROUTES_MAX {
+        text.push_str(&format!("[[route]]\nprefix = \"10.{}.{}.0/24\"\nvia = \"10.0.0.1\"\n", i / 256, i % 256));
+    }
+    let errors: Vec<String> =
+        Config::parse_all_errors(&text, "t.toml").unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            format!("t.toml:{}: network n4096: too many networks: 4097, at most 4096", 2 * 4096 + 1),
+            format!("t.toml:{}: route 10.64.0.0/24: too many routes: 16385, at most 16384", 2 * 4097 + 3 * 16384 + 1),
+        ]
+    );
+    // Exactly at the caps is fine as far as counts go.
+    let mut cfg = Config::default();
+    cfg.networks = (0..limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect();
+    assert_eq!(cfg.validate("t"), Ok(()));
+    cfg.networks.push(network("one-more"));
+    let e = cfg.validate("t").unwrap_err();
+    assert!(e.to_string().contains("network one-more: too many networks: 4097, at most 4096"), "{e}");
+}
+
+#[test]
 fn network_conntrack_limit() {
     assert_eq!(
         l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 10"]),
