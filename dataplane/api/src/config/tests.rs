@@ -737,8 +737,8 @@ fn object_counts_are_capped_with_one_error_on_the_first_beyond() {
         ]
     );
     // Exactly at the caps is fine as far as counts go.
-    let mut cfg = Config::default();
-    cfg.networks = (0..limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect();
+    let networks = (0..limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect();
+    let mut cfg = Config { networks, ..Config::default() };
     assert_eq!(cfg.validate("t"), Ok(()));
     cfg.networks.push(network("one-more"));
     let e = cfg.validate("t").unwrap_err();
