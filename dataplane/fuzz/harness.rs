@@ -260,10 +260,19 @@ pub struct Harness {
     last_sent: Vec<(PortId, Vec<u8>)>,
 }
 
+/// Buffers in the harness's pool: enough for every queue a small configuration holds at once (held ARP
+/// frames, a flood), a fraction of the testbed's default 4096 (allocating and zeroing 8 MiB per input was the
+/// fuzzer's whole cost).
+pub const POOL: usize = 256;
+
 impl Harness {
-    /// A fresh testbed for `cfg`.
+    /// A fresh testbed for `cfg`, with a pool of [`POOL`] buffers.
     pub fn new(cfg: &Config) -> Harness {
-        let tb = Testbed::from_config(cfg);
+        Harness::with_testbed(Testbed::with_pool(cfg, POOL))
+    }
+
+    /// A harness around `tb`.
+    pub fn with_testbed(tb: Testbed) -> Harness {
         let topo = tb.switch().topology();
         let rif_mac =
             (0..topo.ports.len()).map(|p| topo.rif_of_port(p as PortId).map(|r| topo.rifs[r as usize].mac)).collect();
