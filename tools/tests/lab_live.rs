@@ -336,6 +336,59 @@ fn an_unpublished_udp_port_is_unreachable_from_outside_even_with_a_route() {
     assert!(drops(&stats, "not-published") >= 5, "{stats:?}");
 }
 
+/// A full connection table does not lock other containers out: with `[conntrack] limit = 1000`, c1 opens
+/// 1,000 connections to an address that never answers (SYNs: the kernel's own TCP; each an unreplied entry),
+/// then c2's new TCP connection to the external host still goes through, evicting the oldest unreplied one.
+#[test]
+fn a_flood_of_unanswered_connections_does_not_stop_another_containers_connection() {
+    let switch = format!("{NAT_SWITCH}\n[conntrack]\nlimit = 1000\n");
+    let Some((mut lab, _state)) = lab('k', &switch, &NAT_HOSTS) else { return };
+    let silent = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 99), 80);
+    let flood = tools::lab::netns::in_netns(&lab.host_ns("c1"), move || {
+        for _ in 0..1000 {
+            // Sends one SYN and gives up: nothing answers, so the switch tracks an unreplied connection.
+            let _ = std::net::TcpStream::connect_timeout(&silent.into(), Duration::from_millis(1));
+        }
+    });
+    flood.join().expect("flood thread").expect("join c1");
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = assert_tcp(&lab, "c2", "ext", 5003, "203.0.113.1", 5003);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 2));
+    let stats = lab.stop_switch().expect("stop vswitchd").expect("counters");
+    let evicted = stats.pointer("/conntrack/evicted").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(evicted > 0, "the table filled and evicted: {}", stats["conntrack"]);
+    assert_eq!(drops(&Some(stats.clone()), "conntrack-full"), 0);
+}
+
+/// Anti-spoofing: c1 gives itself a second address outside its network's subnet and sends from it; the switch
+/// does not masquerade it (`spoofed-source`), so the external host receives nothing, while c1's own address
+/// still gets through.
+#[test]
+fn a_spoofed_source_is_not_masqueraded() {
+    let Some((mut lab, _state)) = lab('l', NAT_SWITCH, &NAT_HOSTS) else { return };
+    let c1 = lab.host_ns("c1");
+    tools::lab::netns::exec(&c1, "ip", &["addr", "add", "10.99.0.5/32", "dev", "vs-c1"]).expect("second address");
+    let echo = UdpEcho::start(&lab.host_ns("ext"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let spoof_sink = UdpEcho::start(&lab.host_ns("ext"), 7001, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 7000);
+    let spoof_to = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 7001);
+    let sent = tools::lab::netns::in_netns(&c1, move || -> std::io::Result<()> {
+        let spoofed = std::net::UdpSocket::bind("10.99.0.5:0")?;
+        for _ in 0..3 {
+            spoofed.send_to(b"spoofed", spoof_to)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    });
+    sent.join().expect("thread").expect("join c1").expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(udp_echoed(&c1, to, 3, Duration::from_millis(500)).expect("udp probe"), "c1's own address works");
+    assert!(echo.finish().expect("echo") > 0);
+    assert_eq!(spoof_sink.finish().expect("echo"), 0, "nothing from the spoofed address arrived");
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "spoofed-source") >= 3, "{stats:?}");
+}
+
 /// `vswitch-lab up`, `status` and `down` through the binary: `up` leaves the default lab running after the
 /// command exits, `down` finds it through the state file, stops exactly that vswitchd and deletes exactly its
 /// namespaces.
