@@ -262,23 +262,14 @@ impl Daemon {
                 // (forwarding goes on between them), keeping only the `limit` first by original tuple: the
                 // lock is never held for the whole table, and memory is O(limit + chunk). Not a snapshot: a
                 // connection created or removed meanwhile may or may not be listed.
-                let mut first: std::collections::BinaryHeap<OrderedConn> = std::collections::BinaryHeap::new();
-                let (mut total, mut from) = (0usize, Some(0usize));
+                let mut first = FirstByOrig::new(limit);
+                let mut from = Some(0usize);
                 while let Some(start) = from {
                     let (chunk, next) = r.with_switch(|sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
-                    total += chunk.len();
-                    for c in chunk {
-                        if first.len() < limit {
-                            first.push(OrderedConn(c));
-                        } else if first.peek().is_some_and(|top| c.orig < top.0.orig) {
-                            first.pop();
-                            first.push(OrderedConn(c));
-                        }
-                    }
+                    first.extend(chunk);
                     from = next;
                 }
-                let mut kept: Vec<ConnectionInfo> = first.into_iter().map(|c| c.0).collect();
-                kept.sort_by_key(|c| c.orig);
+                let (total, kept) = first.finish();
                 json(&ConntrackList {
                     total,
                     truncated: total > limit,
@@ -529,6 +520,39 @@ fn rif_name(topo: &Topology, rif: u16) -> String {
 /// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
 const CONNTRACK_CHUNK: usize = 4096;
 
+/// The first `limit` connections by original tuple among all given, in O(limit) memory (a max-heap of the
+/// kept ones), and how many were given.
+struct FirstByOrig {
+    limit: usize,
+    total: usize,
+    heap: std::collections::BinaryHeap<OrderedConn>,
+}
+
+impl FirstByOrig {
+    fn new(limit: usize) -> Self {
+        FirstByOrig { limit, total: 0, heap: std::collections::BinaryHeap::new() }
+    }
+
+    fn extend(&mut self, chunk: impl IntoIterator<Item = ConnectionInfo>) {
+        for c in chunk {
+            self.total += 1;
+            if self.heap.len() < self.limit {
+                self.heap.push(OrderedConn(c));
+            } else if self.heap.peek().is_some_and(|top| c.orig < top.0.orig) {
+                self.heap.pop();
+                self.heap.push(OrderedConn(c));
+            }
+        }
+    }
+
+    /// (how many were given, the first `limit` sorted by original tuple).
+    fn finish(self) -> (usize, Vec<ConnectionInfo>) {
+        let mut kept: Vec<ConnectionInfo> = self.heap.into_iter().map(|c| c.0).collect();
+        kept.sort_by_key(|c| c.orig);
+        (self.total, kept)
+    }
+}
+
 /// A connection ordered by its original tuple (for keeping the first `limit` in a heap).
 struct OrderedConn(ConnectionInfo);
 
@@ -587,4 +611,38 @@ fn no_network(cfg: &Config, name: &str, field: &str) -> ErrorBody {
     let known: Vec<&str> = cfg.networks.iter().map(|n| n.name.as_str()).collect();
     let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
     ErrorBody::field(ErrorKind::NotFound, field, format!("no network {name:?}; known networks: {known}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{Proto, ProtoState, Tuple, UdpState};
+    use std::net::Ipv4Addr;
+
+    fn conn(sport: u16) -> ConnectionInfo {
+        let orig = Tuple::new(0, Proto::Udp, (Ipv4Addr::new(10, 0, 0, 2), sport), (Ipv4Addr::new(10, 0, 0, 9), 53));
+        ConnectionInfo {
+            proto: Proto::Udp,
+            state: ProtoState::Udp(UdpState::Unreplied),
+            orig,
+            reply: orig.inverse(),
+            nat: None,
+            expires_in_secs: 1,
+        }
+    }
+
+    #[test]
+    fn the_first_by_tuple_are_kept_across_chunks_whatever_their_order() {
+        // 1,000 connections in a scrambled order, given in chunks of 7: the 10 smallest ports are kept.
+        let ports: Vec<u16> = (0..1000u32).map(|i| ((i * 379) % 1000) as u16).collect();
+        let mut first = FirstByOrig::new(10);
+        for chunk in ports.chunks(7) {
+            first.extend(chunk.iter().map(|&p| conn(p)));
+        }
+        let (total, kept) = first.finish();
+        assert_eq!(total, 1000);
+        assert_eq!(kept.iter().map(|c| c.orig.sport).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        let (total, kept) = FirstByOrig::new(0).finish();
+        assert_eq!((total, kept.len()), (0, 0));
+    }
 }
