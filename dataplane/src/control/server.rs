@@ -440,8 +440,9 @@ fn connection(
                 conn.last_active.store(shared.now_ms(), Relaxed);
             }
             Ok(Line::Eof) => {
-                // A last line without a newline is still a request.
-                if !line.iter().all(u8::is_ascii_whitespace) {
+                // A last line without a newline is still a request (not when the server shut the connection:
+                // an evicted client's half line is not acted on).
+                if !conn.closed.load(Relaxed) && !line.iter().all(u8::is_ascii_whitespace) {
                     respond(&line, &mut writer)?;
                 }
                 return Ok(());
