@@ -206,6 +206,18 @@ fn run(
         }
     };
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
+    let b = dataplane::live::budget::memory_budget(&cfg, opts.workers);
+    let mib = |x: u64| x >> 20;
+    tracing::info!(
+        total_mib = mib(b.total),
+        buffers_mib = mib(b.buffers),
+        tx_queues_mib = mib(b.tx_queues),
+        conntrack_mib = mib(b.conntrack),
+        fdb_mib = mib(b.fdb),
+        neigh_mib = mib(b.neigh),
+        control_mib = mib(b.control),
+        "memory budget (upper-bound estimate of the configuration's big items, live::budget)"
+    );
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(|p, n| Ok(open_port(p, n)?))));
     let control_stop = Arc::new(AtomicBool::new(false));
     let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop), socket_group) {

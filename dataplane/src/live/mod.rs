@@ -43,6 +43,7 @@
 //! configuration change ([`Plan`], [`Running::prepare`], [`Running::commit`]); [`report`] the counters
 //! ([`LiveReport`]). Ports are opened by `crate::port::any`.
 
+pub mod budget;
 pub mod reconfigure;
 pub mod report;
 
