@@ -11,6 +11,7 @@ pub mod counters;
 pub mod fdb;
 pub mod ids;
 pub mod ingress;
+pub mod isolation;
 pub mod live;
 pub mod nat;
 pub mod neigh;

@@ -214,6 +214,9 @@ fn restore_router(router: &mut Router, topo: &Topology, snap: &Snapshot, now: Na
             created: now.saturating_sub(c.age_ns),
             expires: now.saturating_add(c.remaining_ns),
             nat: c.nat,
+            // Snapshot version 1 records neither SEEN_REPLY nor the per-network limit group: a restored
+            // connection counts as assured (it was tracked before the restart) and against no network's limit.
+            replied: true,
         };
         if router.nat_mut().restore(&e, now) {
             r.connections += 1;

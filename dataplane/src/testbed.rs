@@ -37,12 +37,19 @@ impl Testbed {
 
     /// A testbed for a validated configuration.
     pub fn from_config(cfg: &Config) -> Testbed {
+        Testbed::with_pool(cfg, POOL_SIZE)
+    }
+
+    /// A testbed whose buffer pool holds `buffers` buffers (the default, 4096, is 8 MiB to allocate and zero:
+    /// the fuzz harness uses a few hundred, so one input costs microseconds, not milliseconds). Frames beyond
+    /// what the pool holds are dropped as `no-buffer`, as in a live switch.
+    pub fn with_pool(cfg: &Config, buffers: usize) -> Testbed {
         let switch = Switch::new(cfg);
         let tx = switch.tx_queues();
         Testbed {
             ports: cfg.ports.iter().map(|p| MemPort::new(p.name.clone())).collect(),
             switch,
-            pool: BufPool::with_large(POOL_SIZE, LARGE_POOL_SIZE),
+            pool: BufPool::with_large(buffers, LARGE_POOL_SIZE),
             tx,
             now: 0,
             next_housekeeping: HOUSEKEEPING_INTERVAL,

@@ -17,6 +17,7 @@
 use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::ids::{table_id, PortId, RifId, NANOS_PER_SEC};
+use crate::isolation::{Isolation, RifClass};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -94,6 +95,8 @@ pub struct RifInfo {
     pub masquerade: bool,
     /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
     pub routed_port: bool,
+    /// Most connections of this network's hosts tracked at once (`network.conntrack_limit`).
+    pub conntrack_limit: Option<usize>,
 }
 
 /// A `[[publish]]` rule resolved for the pipeline: connections arriving on routed interface `rif` for its
@@ -151,6 +154,8 @@ pub struct Topology {
     pub nat_port_range: PortRange,
     /// The connection table's tunables.
     pub conntrack: ConntrackConfig,
+    /// Which router interfaces may route to which untranslated.
+    pub isolation: Isolation,
 }
 
 impl Topology {
@@ -175,6 +180,7 @@ impl Topology {
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
+                            conntrack_limit: n.conntrack_limit,
                         });
                         Some(table_id(rifs.len() - 1))
                     }
@@ -210,6 +216,7 @@ impl Topology {
                         internal: false,
                         masquerade: false,
                         routed_port: true,
+                        conntrack_limit: None,
                     });
                     table_id(rifs.len() - 1)
                 });
@@ -241,6 +248,7 @@ impl Topology {
                 })
             })
             .collect();
+        let isolation = isolation(cfg, &networks, &rifs);
         Topology {
             ports,
             networks,
@@ -249,6 +257,7 @@ impl Topology {
             publish,
             nat_port_range: cfg.nat.port_range,
             conntrack: conntrack_config(&cfg.conntrack),
+            isolation,
         }
     }
 
@@ -288,6 +297,25 @@ impl Topology {
     }
 }
 
+/// The isolation policy of the numbered interfaces: their classes and `allow_routing_with` pairs.
+fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolation {
+    let class = rifs
+        .iter()
+        .map(|r| match (r.routed_port, r.internal, r.masquerade) {
+            (true, _, _) => RifClass::Routed,
+            (false, true, _) => RifClass::Internal,
+            (false, false, true) => RifClass::Isolated,
+            (false, false, false) => RifClass::Plain,
+        })
+        .collect();
+    let rif_of = |name: &str| cfg.network_index(name).and_then(|n| networks[n].rif);
+    let allowed = cfg.networks.iter().flat_map(|n| {
+        let a = rif_of(&n.name);
+        n.allow_routing_with.iter().filter_map(move |m| Some((a?, rif_of(m)?)))
+    });
+    Isolation::new(class, allowed.collect::<Vec<_>>())
+}
+
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).
 fn network_mtu(cfg: &Config, network: &str) -> u16 {
     cfg.ports
@@ -316,6 +344,7 @@ pub fn conntrack_config(c: &ConntrackTableConfig) -> ConntrackConfig {
             udp_unreplied: ns(c.udp_secs),
             udp_assured: ns(c.udp_assured_secs),
             icmp: ns(c.icmp_secs),
+            tcp_unreplied: ns(c.tcp_unreplied_secs),
         },
     }
 }

@@ -503,7 +503,7 @@ fn the_socket_answers_bad_lines_with_errors_and_keeps_serving() {
 
     let (d, _) = daemon(BASE);
     let stop_flag = Arc::new(AtomicBool::new(false));
-    let server = sock.serve(Arc::clone(&d), Arc::clone(&stop_flag)).unwrap();
+    let server = sock.serve(Arc::clone(&d), Arc::clone(&stop_flag), None).unwrap();
 
     let mut c = Client::connect(&path);
     let mut other = Client::connect(&path);
@@ -549,6 +549,113 @@ fn the_socket_answers_bad_lines_with_errors_and_keeps_serving() {
     stop_flag.store(true, Ordering::Relaxed);
     server.join().unwrap();
     assert!(!path.exists(), "the socket file is removed at exit");
+    stop(d);
+}
+
+/// A served socket in a temporary directory: (its path, the directory, the stop flag, the server thread).
+fn served(d: &Arc<Daemon>) -> (std::path::PathBuf, tempfile::TempDir, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctl.sock");
+    let sock = ControlSocket::bind(&path).unwrap();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let server = sock.serve(Arc::clone(d), Arc::clone(&stop_flag), None).unwrap();
+    (path, dir, stop_flag, server)
+}
+
+/// 64 clients that each send half a request line and then nothing take every slot; a new client (vswitchctl
+/// port ls) is still answered within 1 s, because it evicts the connection idle the longest.
+#[test]
+fn half_line_clients_do_not_lock_out_a_new_client() {
+    let (d, _) = daemon(BASE);
+    let (path, _dir, stop_flag, server) = served(&d);
+    let mut idle: Vec<UnixStream> = (0..64)
+        .map(|_| {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(br#"{"version":1,"id":1,"#).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut c = Client::connect(&path);
+        let r = c.send(br#"{"version":1,"id":2,"op":"port_ls"}"#).expect("an answer");
+        assert!(r.ok, "round {round}: {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(1), "round {round}: answered after {:?}", t.elapsed());
+    }
+    // The evicted ones were closed: reading them gives end of stream (or an error), not a hang.
+    let mut closed = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 16];
+        if matches!(std::io::Read::read(s, &mut buf), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 1, "at least one idle connection was evicted");
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    stop(d);
+}
+
+/// A client that pipelines requests and never reads the answers fills the socket: the connection thread
+/// blocks writing. Stopping the server still takes well under a second (it shuts the sockets down).
+#[test]
+fn a_client_that_never_reads_does_not_delay_stopping() {
+    let (d, _) = daemon(BASE);
+    let (path, _dir, stop_flag, server) = served(&d);
+    let s = UnixStream::connect(&path).unwrap();
+    s.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let flood = std::thread::spawn(move || {
+        let line = b"{\"version\":1,\"id\":1,\"op\":\"get_config\"}\n".repeat(64);
+        while w.write_all(&line).is_ok() {}
+    });
+    // Until the writes block: the server is stuck writing answers nobody reads, and we are stuck behind it.
+    flood.join().unwrap();
+    let t = Instant::now();
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "stopping took {:?}", t.elapsed());
+    drop(s);
+    stop(d);
+}
+
+/// Large request lines draw on a shared budget: while two clients each hold 7 MiB of unfinished lines, a
+/// third large line is refused (too_large, "retry later") instead of being buffered; small requests go on.
+#[test]
+fn large_lines_share_a_bounded_budget() {
+    let (d, _) = daemon(BASE);
+    let (path, _dir, stop_flag, server) = served(&d);
+    let chunk = vec![b' '; 7 << 20];
+    let mut holders: Vec<UnixStream> = (0..2)
+        .map(|_| {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(b"{").unwrap();
+            s.write_all(&chunk).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = Client::connect(&path);
+    let _ = third.writer.write_all(&chunk);
+    let mut buf = String::new();
+    third.reader.read_line(&mut buf).unwrap();
+    let r = Response::parse(buf.as_bytes()).unwrap();
+    let e = r.error.expect("refused");
+    assert_eq!(e.kind, ErrorKind::TooLarge);
+    assert!(e.message.contains("retry later"), "{}", e.message);
+    let mut small = Client::connect(&path);
+    assert!(small.send(br#"{"version":1,"id":3,"op":"hello"}"#).unwrap().ok);
+    // The holders finish their lines: each gets an answer (a bad request: `{` + spaces + `}` has no fields).
+    for h in &mut holders {
+        h.write_all(b"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(h.try_clone().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(Response::parse(line.as_bytes()).unwrap().error.unwrap().kind, ErrorKind::BadRequest);
+    }
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
     stop(d);
 }
 

@@ -395,3 +395,41 @@ fn measure_afpacket_loop_one_vs_two_workers() {
         );
     }
 }
+
+/// Hostile control clients do not hold vswitchd's exit: 64 clients that sent half a line and one that pipelines
+/// requests and never reads its answers (its connection thread blocked writing) — SIGTERM still ends vswitchd
+/// within a second, exit 0.
+#[test]
+fn live_sigterm_is_prompt_whatever_control_clients_do() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let sw = Netns::create(&format!("vrc{}q", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg]);
+    assert!(eventually(Duration::from_secs(10), || UnixStream::connect(&socket).is_ok()), "socket up");
+    let _half: Vec<UnixStream> = (0..64)
+        .map(|_| {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            s.write_all(br#"{"version":1,"id":1,"#).unwrap();
+            s
+        })
+        .collect();
+    let flood = UnixStream::connect(&socket).unwrap();
+    flood.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut w = flood.try_clone().unwrap();
+    let line = b"{\"version\":1,\"id\":1,\"op\":\"get_config\"}\n".repeat(64);
+    while w.write_all(&line).is_ok() {}
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let out = d.wait(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    assert!(!socket.exists(), "socket removed");
+}

@@ -60,6 +60,11 @@ enum Command {
         /// The control socket (created mode 0600, its directory created if missing, removed at exit).
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Also let members of this group (numeric gid) use the control socket: it is then mode 0660, owned by
+        /// that group. Without it only root and vswitchd's own uid may (checked per connection with
+        /// SO_PEERCRED, and logged).
+        #[arg(long, value_name = "GID")]
+        socket_group: Option<u32>,
         /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the
         /// file is replaced atomically, so a reader never sees half of it).
         #[arg(long, value_name = "FILE")]
@@ -111,12 +116,30 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, socket, stats_json, stats_interval, workers, state_dir, state_interval, cleanup } => {
+        Command::Run {
+            config,
+            socket,
+            socket_group,
+            stats_json,
+            stats_interval,
+            workers,
+            state_dir,
+            state_interval,
+            cleanup,
+        } => {
             let state = match state_options(&socket, state_dir, state_interval) {
                 Ok(s) => s,
                 Err(e) => return usage_error(&e),
             };
-            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers, &state, cleanup)
+            run(
+                config.as_deref(),
+                (&socket, socket_group),
+                stats_json.as_deref(),
+                stats_interval,
+                workers,
+                &state,
+                cleanup,
+            )
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -146,7 +169,7 @@ const MAIN_TICK: Duration = Duration::from_millis(20);
 /// `vswitchd run`.
 fn run(
     config: Option<&Path>,
-    socket: &Path,
+    (socket, socket_group): (&Path, Option<u32>),
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
@@ -184,6 +207,12 @@ fn run(
             return ExitCode::FAILURE;
         }
     };
+    if let Some(gid) = socket_group {
+        if let Err(e) = control.allow_group(gid) {
+            eprintln!("vswitchd: run: control socket {}: group {gid}: {e}", socket.display());
+            return ExitCode::FAILURE;
+        }
+    }
 
     // Signals first: one that arrives while ports are being opened stops the switch as soon as it starts. A
     // second SIGINT/SIGTERM while stopping exits at once (status 1).
@@ -257,12 +286,24 @@ fn run(
         }
     };
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
+    let b = dataplane::live::budget::memory_budget(&cfg, opts.workers);
+    let mib = |x: u64| x >> 20;
+    tracing::info!(
+        total_mib = mib(b.total),
+        buffers_mib = mib(b.buffers),
+        tx_queues_mib = mib(b.tx_queues),
+        conntrack_mib = mib(b.conntrack),
+        fdb_mib = mib(b.fdb),
+        neigh_mib = mib(b.neigh),
+        control_mib = mib(b.control),
+        "memory budget (upper-bound estimate of the configuration's big items, live::budget)"
+    );
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(opener)));
     if let Some(snap) = snapshot {
         daemon.restore_after_first_apply(snap);
     }
     let control_stop = Arc::new(AtomicBool::new(false));
-    let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop)) {
+    let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop), socket_group) {
         Ok(h) => Some(h),
         Err(e) => {
             eprintln!("vswitchd: run: control socket: {e}");

@@ -313,12 +313,22 @@ impl Daemon {
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
                 let now = r.now();
-                // Copied out under the switch lock, converted after it is released.
-                let all = r.with_switch(|sw| sw.connections(now));
+                // Read in chunks of CONNTRACK_CHUNK slots, each under its own short hold of the switch lock
+                // (forwarding goes on between them), keeping only the `limit` first by original tuple: the
+                // lock is never held for the whole table, and memory is O(limit + chunk). Not a snapshot: a
+                // connection created or removed meanwhile may or may not be listed.
+                let mut first = FirstByOrig::new(limit);
+                let mut from = Some(0usize);
+                while let Some(start) = from {
+                    let (chunk, next) = r.with_switch(|sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
+                    first.extend(chunk);
+                    from = next;
+                }
+                let (total, kept) = first.finish();
                 json(&ConntrackList {
-                    total: all.len(),
-                    truncated: all.len() > limit,
-                    connections: all.iter().take(limit).map(conn_row).collect(),
+                    total,
+                    truncated: total > limit,
+                    connections: kept.iter().map(conn_row).collect(),
                 })
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
@@ -568,6 +578,62 @@ fn rif_name(topo: &Topology, rif: u16) -> String {
     topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
 }
 
+/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
+const CONNTRACK_CHUNK: usize = 4096;
+
+/// The first `limit` connections by original tuple among all given, in O(limit) memory (a max-heap of the
+/// kept ones), and how many were given.
+struct FirstByOrig {
+    limit: usize,
+    total: usize,
+    heap: std::collections::BinaryHeap<OrderedConn>,
+}
+
+impl FirstByOrig {
+    fn new(limit: usize) -> Self {
+        FirstByOrig { limit, total: 0, heap: std::collections::BinaryHeap::new() }
+    }
+
+    fn extend(&mut self, chunk: impl IntoIterator<Item = ConnectionInfo>) {
+        for c in chunk {
+            self.total += 1;
+            if self.heap.len() < self.limit {
+                self.heap.push(OrderedConn(c));
+            } else if self.heap.peek().is_some_and(|top| c.orig < top.0.orig) {
+                self.heap.pop();
+                self.heap.push(OrderedConn(c));
+            }
+        }
+    }
+
+    /// (how many were given, the first `limit` sorted by original tuple).
+    fn finish(self) -> (usize, Vec<ConnectionInfo>) {
+        let mut kept: Vec<ConnectionInfo> = self.heap.into_iter().map(|c| c.0).collect();
+        kept.sort_by_key(|c| c.orig);
+        (self.total, kept)
+    }
+}
+
+/// A connection ordered by its original tuple (for keeping the first `limit` in a heap).
+struct OrderedConn(ConnectionInfo);
+
+impl PartialEq for OrderedConn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.orig == other.0.orig
+    }
+}
+impl Eq for OrderedConn {}
+impl PartialOrd for OrderedConn {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedConn {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.orig.cmp(&other.0.orig)
+    }
+}
+
 fn conn_row(c: &ConnectionInfo) -> ConnRow {
     let tuple = |t: &crate::conntrack::Tuple| ConnTuple { src: t.src, sport: t.sport, dst: t.dst, dport: t.dport };
     ConnRow {
@@ -606,4 +672,38 @@ fn no_network(cfg: &Config, name: &str, field: &str) -> ErrorBody {
     let known: Vec<&str> = cfg.networks.iter().map(|n| n.name.as_str()).collect();
     let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
     ErrorBody::field(ErrorKind::NotFound, field, format!("no network {name:?}; known networks: {known}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{Proto, ProtoState, Tuple, UdpState};
+    use std::net::Ipv4Addr;
+
+    fn conn(sport: u16) -> ConnectionInfo {
+        let orig = Tuple::new(0, Proto::Udp, (Ipv4Addr::new(10, 0, 0, 2), sport), (Ipv4Addr::new(10, 0, 0, 9), 53));
+        ConnectionInfo {
+            proto: Proto::Udp,
+            state: ProtoState::Udp(UdpState::Unreplied),
+            orig,
+            reply: orig.inverse(),
+            nat: None,
+            expires_in_secs: 1,
+        }
+    }
+
+    #[test]
+    fn the_first_by_tuple_are_kept_across_chunks_whatever_their_order() {
+        // 1,000 connections in a scrambled order, given in chunks of 7: the 10 smallest ports are kept.
+        let ports: Vec<u16> = (0..1000u32).map(|i| ((i * 379) % 1000) as u16).collect();
+        let mut first = FirstByOrig::new(10);
+        for chunk in ports.chunks(7) {
+            first.extend(chunk.iter().map(|&p| conn(p)));
+        }
+        let (total, kept) = first.finish();
+        assert_eq!(total, 1000);
+        assert_eq!(kept.iter().map(|c| c.orig.sport).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        let (total, kept) = FirstByOrig::new(0).finish();
+        assert_eq!((total, kept.len()), (0, 0));
+    }
 }

@@ -47,6 +47,7 @@
 //! configuration change ([`Plan`], [`Running::prepare`], [`Running::commit`]); [`report`] the counters
 //! ([`LiveReport`]); [`revive`] failed ports brought up. Ports are opened by `crate::port::any`.
 
+pub mod budget;
 pub mod reconfigure;
 pub mod report;
 pub mod revive;

@@ -262,6 +262,11 @@ impl Switch {
         self.router.nat().connections(now)
     }
 
+    /// The live connections in one chunk of the table's slots (see [`crate::nat::Nat::connections_chunk`]).
+    pub fn connections_chunk(&self, now: Nanos, from: usize, len: usize) -> (Vec<ConnectionInfo>, Option<usize>) {
+        self.router.nat().connections_chunk(now, from, len)
+    }
+
     /// The NAT stage's counters.
     pub fn nat_stats(&self) -> NatStats {
         self.router.nat().stats()

@@ -731,7 +731,7 @@ impl AfPacketPort {
             me.extra.gso_dropped += 1;
             match e {
                 GsoError::Unsupported(_) => me.extra.gso_unsupported += 1,
-                GsoError::Malformed | GsoError::MssTooBig(_) => me.extra.gso_malformed += 1,
+                GsoError::Malformed | GsoError::MssTooBig(_) | GsoError::MssTooSmall(_) => me.extra.gso_malformed += 1,
             }
             me.pos.seg_next = 0;
         };

@@ -60,9 +60,16 @@ pub struct Capture {
 
 /// Reads a whole Ethernet capture.
 pub fn read_capture(path: &Path) -> Result<Capture, CaptureError> {
+    let file =
+        File::open(path).map_err(|e| CaptureError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
+    read_capture_from(std::io::BufReader::new(file), path)
+}
+
+/// Reads a whole Ethernet capture from `input` (`path` names it in errors). Any byte sequence gives a capture
+/// or an error, never a panic (fuzzed: `dataplane/fuzz`, target `pcap_reader`).
+pub fn read_capture_from(input: impl std::io::Read, path: &Path) -> Result<Capture, CaptureError> {
     let unreadable = |message: String| CaptureError::Unreadable { path: path.to_path_buf(), message };
-    let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let mut reader = PcapReader::new(std::io::BufReader::new(file)).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = PcapReader::new(input).map_err(|e| unreadable(e.to_string()))?;
     let header = reader.header();
     if header.datalink != DataLink::ETHERNET {
         return Err(CaptureError::NotEthernet { path: path.to_path_buf(), link: header.datalink });

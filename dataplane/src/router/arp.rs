@@ -51,6 +51,7 @@ impl Router {
         self.last_neigh = None;
         let mut released = std::mem::take(&mut self.released);
         self.neigh.confirm(rif_id, spa, sha, now, for_us, &mut released);
+        self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
         match msg.operation {
             arp::op::REQUEST if for_us => {
                 // Turn the request into the reply in place.

@@ -1,4 +1,4 @@
-//! The router's forwarding path: the checks on a packet as it arrived (martians, TTL, route, `internal`, MTU),
+//! The router's forwarding path: the checks on a packet as it arrived (martians, TTL, route, isolation, MTU),
 //! the NAT translation, the TTL decrement, the neighbour (resolving it with ARP if needed) and the MAC rewrite.
 //! Inlined into the pipeline's loop (see the `router` module documentation).
 
@@ -32,7 +32,7 @@ impl Router {
     }
 
     /// Forwards a packet that is not (or no longer, after `nat`) for one of the switch's addresses: TTL, route,
-    /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
+    /// isolation ([`crate::isolation`]) and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
     /// or the outbound stage's), TTL decrement and the next hop.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -53,7 +53,11 @@ impl Router {
             return out.drop(frame, DropReason::TruncatedIpHeader);
         };
         let src = h.src_addr();
-        let dst = nat.map_or_else(|| h.dst_addr(), |n| n.dst());
+        let dst = match nat {
+            Some(Decided::Rewrite(rw)) => rw.to.dst,
+            Some(Decided::Open(c)) => c.dst(),
+            Some(Decided::Translated) | None => h.dst_addr(),
+        };
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
         if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
             return out.drop(frame, DropReason::NotRoutable);
@@ -72,9 +76,16 @@ impl Router {
             return out.drop(frame, DropReason::NoRoute);
         };
         let nh = self.next_hops[nh_id.index()];
-        let (in_info, eg_info) = (&topo.rifs[in_rif as usize], &topo.rifs[nh.rif as usize]);
-        if nh.rif != in_rif && (in_info.internal || eg_info.internal) {
-            return out.drop(frame, DropReason::InternalNetwork);
+        let eg_info = &topo.rifs[nh.rif as usize];
+        if nh.rif != in_rif {
+            if let Some(reason) = topo.isolation.refusal(in_rif, nh.rif) {
+                // Isolation yields to NAT: translated packets, and those of tracked connections, pass.
+                let lifted = reason != DropReason::InternalNetwork
+                    && (nat.is_some() || self.nat.tracks(now, frame.data(), parsed, flow));
+                if !lifted {
+                    return out.drop(frame, reason);
+                }
+            }
         }
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
@@ -95,6 +106,7 @@ impl Router {
         let seen = if out.tracing() && nat.is_none() { self.nat.prefetch(frame.data(), parsed) } else { None };
         let inbound_decided = nat.is_some();
         match nat {
+            Some(Decided::Translated) => {}
             Some(Decided::Rewrite(rw)) => nat::apply(frame.data_mut(), parsed, &rw),
             Some(Decided::Open(c)) => match self.nat.open(now, c) {
                 Ok(rw) => nat::apply(frame.data_mut(), parsed, &rw),
@@ -151,7 +163,10 @@ impl Router {
                 self.arp_request(rif, target, now, out);
             }
             Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
-                Held::SendRequest => self.arp_request(rif, target, now, out),
+                Held::SendRequest => {
+                    self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+                    self.arp_request(rif, target, now, out)
+                }
                 Held::Queued => {}
                 Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
                 Held::Unreachable(f) => {

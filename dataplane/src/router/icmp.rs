@@ -106,7 +106,7 @@ impl Router {
         if sender_mac.is_multicast() {
             return;
         }
-        if !self.icmp_errors.take(now) {
+        if !self.icmp_errors[super::ErrorClass::of(kind, code) as usize].take(now) {
             self.stats.icmp_rate_limited += 1;
             return;
         }

@@ -20,7 +20,10 @@
 //! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
 //!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
 //!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
-//!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
+//!   the isolation policy refuses ([`crate::isolation`]: into or out of an `internal` network, between an
+//!   isolated (masquerade) network and another network, from a routed port straight into an isolated network,
+//!   unless the NAT stage translated or tracks the packet) → dropped (`internal-network`,
+//!   `network-isolation`, `not-published`); a packet larger
 //!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
 //!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
 //!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then the NAT
@@ -31,8 +34,10 @@
 //!   the packet as it arrived, so the router's own ICMP errors quote the untranslated packet — except Host
 //!   Unreachable for a packet that waited for ARP, which was already translated.
 //! - ICMP errors (RFC 1812 §4.3.2.7) are never sent about ICMP errors, non-first fragments, or packets from or
-//!   to broadcast/multicast/zero addresses, and are rate limited (a token bucket, default 100/s, burst 50;
-//!   echo replies have their own, 1000/s). An error quotes the IP header and the first 8 bytes of the payload,
+//!   to broadcast/multicast/zero addresses, and are rate limited by kind, each kind with its own token bucket
+//!   ([`ErrorClass`]: Time Exceeded 100/s burst 50, other Unreachables 100/s burst 50, Fragmentation Needed
+//!   1000/s burst 200; echo replies have their own, 1000/s), so one host's TTL=1 flood cannot starve
+//!   path-MTU discovery. The buckets are switch-wide, not per source. An error quotes the IP header and the first 8 bytes of the payload,
 //!   comes from the address of the interface the packet arrived on, and goes back out of the port it came from
 //!   to the MAC it came from (the previous hop).
 //!
@@ -142,6 +147,29 @@ impl TokenBucket {
     }
 }
 
+/// Which rate limit an ICMP error the router sends counts against: one bucket each, so no kind of error
+/// starves another (a host sending TTL=1 traffic must not silence path-MTU discovery for everyone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// Time Exceeded (100/s, burst 50).
+    TimeExceeded = 0,
+    /// Destination Unreachable other than Fragmentation Needed (100/s, burst 50).
+    Unreachable = 1,
+    /// Fragmentation Needed (1000/s, burst 200: Linux does not rate-limit it at all; bounded here so a flood of
+    /// oversized packets cannot turn the switch into an amplifier).
+    FragNeeded = 2,
+}
+
+impl ErrorClass {
+    fn of(kind: u8, code: u8) -> ErrorClass {
+        match (kind, code) {
+            (icmpv4::msg_type::DEST_UNREACHABLE, icmpv4::unreachable::FRAG_NEEDED) => ErrorClass::FragNeeded,
+            (icmpv4::msg_type::DEST_UNREACHABLE, _) => ErrorClass::Unreachable,
+            _ => ErrorClass::TimeExceeded,
+        }
+    }
+}
+
 /// The router stage. See the module documentation.
 #[derive(Debug)]
 pub struct Router {
@@ -151,7 +179,8 @@ pub struct Router {
     /// Each route's prefix, by next-hop id (for traces).
     prefixes: Vec<Ipv4Net>,
     neigh: NeighTable,
-    icmp_errors: TokenBucket,
+    /// ICMP error buckets by [`ErrorClass`].
+    icmp_errors: [TokenBucket; 3],
     echo: TokenBucket,
     stats: RouterStats,
     released: Vec<Frame>,
@@ -172,16 +201,8 @@ enum Decided {
     Rewrite(Rewrite),
     /// A new connection: open it, then write its first packet's rewrite.
     Open(NewConnection),
-}
-
-impl Decided {
-    /// The packet's destination after translation.
-    fn dst(&self) -> Ipv4Addr {
-        match self {
-            Decided::Rewrite(rw) => rw.to.dst,
-            Decided::Open(c) => c.dst(),
-        }
-    }
+    /// Already translated in place (an ICMP error about a tracked connection).
+    Translated,
 }
 
 /// What [`Router::lookup_batch`] found for one frame of the batch: its route, and with NAT on its flow, hashed
@@ -228,7 +249,7 @@ impl Router {
             origins: Vec::new(),
             prefixes: Vec::new(),
             neigh: NeighTable::new(NeighConfig::default()),
-            icmp_errors: TokenBucket::new(100, 50),
+            icmp_errors: [TokenBucket::new(100, 50), TokenBucket::new(100, 50), TokenBucket::new(1000, 200)],
             echo: TokenBucket::new(1000, 100),
             stats: RouterStats::default(),
             released: Vec::with_capacity(64),
@@ -420,7 +441,16 @@ impl Router {
                             return out.drop(frame, DropReason::TruncatedIpHeader);
                         };
                         let dst = ip.dst_addr();
-                        return self.forward_translated(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                        let route = Route::Lookup(dst);
+                        return self.forward_translated(
+                            now,
+                            in_rif,
+                            frame,
+                            parsed,
+                            route,
+                            Some(Decided::Translated),
+                            out,
+                        );
                     }
                     Inbound::Drop(reason) => return out.drop(frame, reason),
                 }

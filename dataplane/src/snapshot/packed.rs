@@ -119,6 +119,8 @@ pub fn get(rec: &[u8]) -> Result<ConnRecord, String> {
         (k, a) => Some(NatBinding {
             kind: *NAT.get(usize::from(k) - 1).ok_or_else(|| format!("connection record: NAT kind {k}"))?,
             allocator: (a != u16::MAX).then_some(a),
+            // Not recorded (snapshot version 1): see `restore_router`.
+            group: None,
         }),
     };
     Ok(ConnRecord { orig, reply, state, nat, age_ns: r.u64(), remaining_ns: r.u64() })

@@ -61,7 +61,7 @@ fn conn(i: u32, proto: Proto, nat_port: u16, up: RifId, age_ns: u64, remaining_n
         orig: Tuple::new(0, proto, (inside, sport), (server, 443)),
         reply: Tuple::new(0, proto, (server, 443), (Ipv4Addr::new(203, 0, 113, 2), nat_port)),
         state,
-        nat: Some(NatBinding { kind: NatKind::Snat, allocator: Some(up) }),
+        nat: Some(NatBinding { kind: NatKind::Snat, allocator: Some(up), group: None }),
         age_ns,
         remaining_ns,
     }

@@ -57,6 +57,9 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
         let message = out_of_range("poll_idle_us", cfg.switch.poll_idle_us, &limits::POLL_IDLE_US);
         d.report(Obj::Switch, "poll_idle_us", "switch", message);
     }
+    if !check_counts(cfg, d) {
+        return;
+    }
     let networks = check_networks(cfg, d);
     let ports = check_ports(cfg, d, &networks);
     let rifs = router_interfaces(cfg);
@@ -65,6 +68,26 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
     check_routes(cfg, d, &ports, &rifs);
     check_publish(cfg, d, &ports);
     check_conntrack(cfg, d);
+}
+
+/// The number of each kind of object against its cap; false (reported on the first object beyond it) when one
+/// is over.
+fn check_counts(cfg: &Config, d: &mut Diags) -> bool {
+    let counts = [
+        (cfg.networks.len(), limits::NETWORKS_MAX, "network", "networks", Obj::Network(limits::NETWORKS_MAX)),
+        (cfg.ports.len(), limits::PORTS_MAX, "port", "ports", Obj::Port(limits::PORTS_MAX)),
+        (cfg.routes.len(), limits::ROUTES_MAX, "route", "routes", Obj::Route(limits::ROUTES_MAX)),
+        (cfg.publish.len(), limits::PUBLISH_MAX, "publish", "publish rules", Obj::Publish(limits::PUBLISH_MAX)),
+    ];
+    let mut ok = true;
+    for (n, max, field, what, first_over) in counts {
+        if n > max {
+            let label = label(cfg, d, first_over);
+            d.report(first_over, field, &label, format!("too many {what}: {n}, at most {max}"));
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Published ports: a routed port, a port number, a target inside a network with a gateway, and unique
@@ -152,9 +175,6 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
     for (i, n) in cfg.networks.iter().enumerate() {
         let obj = Obj::Network(i);
         let label = label(cfg, d, obj);
-        if i == limits::NETWORKS_MAX {
-            d.report(obj, "name", &label, format!("too many networks: at most {} are allowed", limits::NETWORKS_MAX));
-        }
         if let Some(problem) = name_problem(&n.name, limits::NETWORK_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(n.name.as_str()) {
@@ -182,6 +202,18 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
                 d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
             }
         }
+        if let Some(limit) = n.conntrack_limit {
+            if !limits::CONNTRACK_LIMIT.contains(&limit) {
+                let message = out_of_range("conntrack_limit", limit, &limits::CONNTRACK_LIMIT);
+                d.report(obj, "conntrack_limit", &label, message);
+            } else if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+                let message = "conntrack_limit requires a gateway (only routed traffic is tracked)".to_string();
+                d.report(obj, "conntrack_limit", &label, message);
+            }
+        }
+        if !n.allow_routing_with.is_empty() {
+            check_allow_routing(cfg, d, obj, &label, i);
+        }
         if n.masquerade {
             if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
                 let message = "masquerade requires a gateway (only routed traffic is translated)".to_string();
@@ -193,6 +225,34 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
         }
     }
     by_name
+}
+
+/// `network.allow_routing_with`: names of other networks, each once, both ends routed and not internal.
+fn check_allow_routing(cfg: &Config, d: &mut Diags, obj: Obj, label: &str, i: usize) {
+    let n = &cfg.networks[i];
+    let field = "allow_routing_with";
+    if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+        d.report(obj, field, label, "allow_routing_with requires a gateway (only routed traffic is isolated)".into());
+        return;
+    }
+    if n.internal {
+        d.report(obj, field, label, "allow_routing_with has no effect on an internal network (never routed)".into());
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for other in &n.allow_routing_with {
+        let problem = match cfg.networks.iter().find(|m| &m.name == other) {
+            _ if !seen.insert(other.as_str()) => Some(format!("network {} is listed twice", show(other))),
+            _ if *other == n.name => Some("a network cannot list itself".to_string()),
+            None => Some(format!("network {} does not exist", show(other))),
+            Some(m) if m.gateway.is_none() => Some(format!("network {} has no gateway (nothing routes to it)", m.name)),
+            Some(m) if m.internal => Some(format!("network {} is internal (never routed)", m.name)),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            d.report(obj, field, label, format!("allow_routing_with: {problem}"));
+        }
+    }
 }
 
 fn check_gateway(d: &mut Diags, obj: Obj, label: &str, gateway: Ipv4Addr, subnet: Option<Ipv4Net>) {
@@ -242,9 +302,6 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
     for (i, p) in cfg.ports.iter().enumerate() {
         let obj = Obj::Port(i);
         let label = label(cfg, d, obj);
-        if i == limits::PORTS_MAX {
-            d.report(obj, "name", &label, format!("too many ports: at most {} are allowed", limits::PORTS_MAX));
-        }
         if let Some(problem) = name_problem(&p.name, limits::PORT_NAME_MAX) {
             d.report(obj, "name", &label, problem);
         } else if let Some(&j) = by_name.get(p.name.as_str()) {

@@ -92,6 +92,7 @@ struct RawConntrack {
     udp_secs: Option<Spanned<Scalar>>,
     udp_assured_secs: Option<Spanned<Scalar>>,
     icmp_secs: Option<Spanned<Scalar>>,
+    tcp_unreplied_secs: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +104,8 @@ struct RawNetwork {
     gateway_mac: Option<Spanned<Scalar>>,
     internal: Option<Spanned<Scalar>>,
     masquerade: Option<Spanned<Scalar>>,
+    allow_routing_with: Option<Spanned<Scalar>>,
+    conntrack_limit: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
 }
@@ -216,7 +219,7 @@ impl<'de, T: Deserialize<'de> + TableKind> Deserialize<'de> for ArrayOfTables<T>
     }
 }
 
-/// Any TOML value, as found; arrays and tables are only recognised, not kept.
+/// Any TOML value, as found; arrays are kept (of scalars), tables only recognised.
 #[derive(Debug, Clone, PartialEq)]
 enum Scalar {
     Str(String),
@@ -224,7 +227,7 @@ enum Scalar {
     Float(f64),
     Bool(bool),
     Datetime(String),
-    Array,
+    Array(Vec<Scalar>),
     Table,
 }
 
@@ -258,8 +261,11 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Str(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Array)
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Scalar>()? {
+                    items.push(item);
+                }
+                Ok(Scalar::Array(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
                 let mut datetime = None;
@@ -289,7 +295,7 @@ impl Scalar {
             Scalar::Float(x) => format!("float {x}"),
             Scalar::Bool(b) => format!("boolean {b}"),
             Scalar::Datetime(d) => format!("datetime {}", truncate(d)),
-            Scalar::Array => "an array".to_string(),
+            Scalar::Array(_) => "an array".to_string(),
             Scalar::Table => "a table".to_string(),
         }
     }
@@ -411,6 +417,35 @@ impl Converter<'_> {
         }
     }
 
+    /// An array of strings.
+    fn strings(
+        &mut self,
+        obj: Obj,
+        field: &'static str,
+        label: &str,
+        value: Option<Spanned<Scalar>>,
+    ) -> Option<Vec<String>> {
+        match self.take(obj, field, value)? {
+            Scalar::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Scalar::Str(s) => out.push(s),
+                        other => {
+                            self.wrong_type(obj, field, label, "an array of strings", &other);
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.wrong_type(obj, field, label, "an array of strings", &other);
+                None
+            }
+        }
+    }
+
     fn boolean(&mut self, obj: Obj, field: &'static str, label: &str, value: Option<Spanned<Scalar>>) -> Option<bool> {
         match self.take(obj, field, value)? {
             Scalar::Bool(b) => Some(b),
@@ -497,6 +532,16 @@ impl Converter<'_> {
             gateway_mac: self.parsed(obj, "gateway_mac", &label, raw.gateway_mac, WHAT_MAC),
             internal: self.boolean(obj, "internal", &label, raw.internal).unwrap_or(false),
             masquerade: self.boolean(obj, "masquerade", &label, raw.masquerade).unwrap_or(false),
+            allow_routing_with: self
+                .strings(obj, "allow_routing_with", &label, raw.allow_routing_with)
+                .unwrap_or_default(),
+            conntrack_limit: self.integer(
+                obj,
+                "conntrack_limit",
+                &label,
+                raw.conntrack_limit,
+                &limits::CONNTRACK_LIMIT,
+            ),
             mac_aging_secs: self
                 .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
                 .unwrap_or(defaults::MAC_AGING_SECS),
@@ -606,6 +651,7 @@ impl Converter<'_> {
             udp_secs: secs("udp_secs", raw.udp_secs, d.udp_secs),
             udp_assured_secs: secs("udp_assured_secs", raw.udp_assured_secs, d.udp_assured_secs),
             icmp_secs: secs("icmp_secs", raw.icmp_secs, d.icmp_secs),
+            tcp_unreplied_secs: secs("tcp_unreplied_secs", raw.tcp_unreplied_secs, d.tcp_unreplied_secs),
             ..d
         };
         ConntrackTableConfig {

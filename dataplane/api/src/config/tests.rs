@@ -69,6 +69,8 @@ fn network(name: &str) -> NetworkConfig {
         gateway_mac: None,
         internal: false,
         masquerade: false,
+        allow_routing_with: Vec::new(),
+        conntrack_limit: None,
         mac_aging_secs: defaults::MAC_AGING_SECS,
         mac_limit: defaults::MAC_LIMIT,
     }
@@ -104,6 +106,8 @@ fn full_config() -> Config {
                 gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                 gateway_mac: Some(mac("02:00:00:00:01:01")),
                 masquerade: true,
+                allow_routing_with: vec!["apps".into()],
+                conntrack_limit: Some(1000),
                 mac_aging_secs: 600,
                 mac_limit: 4096,
                 ..network("bridge")
@@ -185,6 +189,7 @@ fn full_config() -> Config {
             udp_secs: 20,
             udp_assured_secs: 90,
             icmp_secs: 10,
+            tcp_unreplied_secs: 20,
         },
     }
 }
@@ -715,6 +720,87 @@ fn masquerade() {
     assert!(ok.networks[0].masquerade);
 }
 
+#[test]
+fn object_counts_are_capped_with_one_error_on_the_first_beyond() {
+    let mut text = String::new();
+    for i in 0..=limits::NETWORKS_MAX {
+        text.push_str(&format!("[[network]]\nname = \"n{i}\"\n"));
+    }
+    for i in 0..=limits::ROUTES_MAX {
+        text.push_str(&format!("[[route]]\nprefix = \"10.{}.{}.0/24\"\nvia = \"10.0.0.1\"\n", i / 256, i % 256));
+    }
+    let errors: Vec<String> =
+        Config::parse_all_errors(&text, "t.toml").unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            format!("t.toml:{}: network n4096: too many networks: 4097, at most 4096", 2 * 4096 + 1),
+            format!("t.toml:{}: route 10.64.0.0/24: too many routes: 16385, at most 16384", 2 * 4097 + 3 * 16384 + 1),
+        ]
+    );
+    // Exactly at the caps is fine as far as counts go.
+    let networks = (0..limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect();
+    let mut cfg = Config { networks, ..Config::default() };
+    assert_eq!(cfg.validate("t"), Ok(()));
+    cfg.networks.push(network("one-more"));
+    let e = cfg.validate("t").unwrap_err();
+    assert!(e.to_string().contains("network one-more: too many networks: 4097, at most 4096"), "{e}");
+}
+
+#[test]
+fn network_conntrack_limit() {
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 10"]),
+        ["t.toml:15: network m: conntrack_limit requires a gateway (only routed traffic is tracked)"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 0"]),
+        ["t.toml:15: network m: conntrack_limit 0 is out of range 1..=16777216"]
+    );
+}
+
+#[test]
+fn allow_routing_with() {
+    let other = ["[[network]]", "name = \"m\"", "subnet = \"10.5.0.0/24\"", "gateway = \"10.5.0.1\""];
+    let with = |extra: &[&str]| {
+        let mut lines = other.to_vec();
+        lines.extend_from_slice(extra);
+        l3(&lines)
+    };
+    assert_eq!(with(&["masquerade = true", "allow_routing_with = [\"bridge\"]"]), Vec::<String>::new());
+    assert_eq!(
+        with(&["allow_routing_with = [\"nope\", \"m\", \"bridge\", \"bridge\"]"]),
+        [
+            "t.toml:17: network m: allow_routing_with: network \"nope\" does not exist",
+            "t.toml:17: network m: allow_routing_with: a network cannot list itself",
+            "t.toml:17: network m: allow_routing_with: network \"bridge\" is listed twice",
+        ]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = \"bridge\""]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found string \"bridge\""]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = [1]"]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found integer 1"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"l2\"", "[[network]]", "name = \"m\"", "allow_routing_with = [\"bridge\"]"]),
+        ["t.toml:17: network m: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    assert_eq!(
+        with(&["[[network]]", "name = \"l2\"", "allow_routing_with = [\"m\"]"]),
+        ["t.toml:19: network l2: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    let mut lines = vec!["[[network]]", "name = \"bridge\"", "subnet = \"172.17.0.0/16\"", "gateway = \"172.17.0.1\""];
+    lines.extend_from_slice(&other);
+    lines.push("allow_routing_with = [\"bridge\"]");
+    let cfg = Config::parse(&text(&lines), "t").unwrap();
+    assert_eq!(cfg.networks[1].allow_routing_with, ["bridge"]);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+}
+
 /// `[[publish]]` lines start at line 13.
 fn publish(fields: &[&str]) -> Vec<String> {
     let mut lines = vec!["[[publish]]"];
@@ -1198,23 +1284,6 @@ fn routes() {
         first_error(&["[[route]]", "prefix = \"0.0.0.0/0\"", "via = \"10.0.0.1\"", "port = \"x\""]),
         "t.toml:4: route 0.0.0.0/0: port \"x\" does not exist; no routed ports are defined"
     );
-}
-
-#[test]
-fn more_networks_or_ports_than_the_dataplane_numbers_are_errors() {
-    let mut cfg = Config {
-        networks: (0..=limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect(),
-        ports: (0..=limits::PORTS_MAX).map(|i| access_port(&format!("p{i}"), "n0")).collect(),
-        ..Config::default()
-    };
-    assert_eq!(
-        cfg.validate("pushed").unwrap_err().to_string(),
-        "pushed: network n16384: too many networks: at most 16384 are allowed\n\
-         pushed: port p16384: too many ports: at most 16384 are allowed"
-    );
-    cfg.networks.pop();
-    cfg.ports.pop();
-    assert_eq!(cfg.validate("pushed"), Ok(()));
 }
 
 #[test]

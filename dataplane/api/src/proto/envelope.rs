@@ -251,9 +251,17 @@ impl Request {
             };
             return fail(ErrorKind::BadRequest, message, extra);
         }
-        match serde_json::from_value::<Op>(Value::Object(obj.clone())) {
+        // No copy of the tree on the way (a big `apply` line's tree is many times its text): on an error the
+        // line is read again to find the culprit.
+        match serde_json::from_value::<Op>(Value::Object(obj)) {
             Ok(op) => Ok(Request { version: PROTOCOL_VERSION, id, op }),
             Err(e) => {
+                let mut obj = match serde_json::from_slice::<Value>(line) {
+                    Ok(Value::Object(o)) => o,
+                    _ => Map::new(),
+                };
+                obj.remove("version");
+                obj.remove("id");
                 let message = format!("{name}: {e}");
                 let field = backticked(&e.to_string()).or_else(|| culprit(&obj, &e.to_string()));
                 Err(Rejected {
