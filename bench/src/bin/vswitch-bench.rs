@@ -1,5 +1,12 @@
-//! `vswitch-bench`: vswitchd against the Linux bridge and kernel MASQUERADE on the same veth/namespace
-//! topology, in one run (see `bench::live` and bench/README.md). Needs root.
+//! `vswitch-bench`: vswitch's benchmarks (see docs/PERFORMANCE.md and bench/README.md).
+//!
+//! - `vswitch-bench live` (also what `vswitch-bench` with no subcommand runs, as before subcommands existed):
+//!   vswitchd against the Linux bridge, kernel MASQUERADE and Open vSwitch on the same veth/namespace topology,
+//!   in one run (`bench::live`). Needs root.
+//! - `vswitch-bench pipeline`: the pipeline and workers over memory ports: Mpps and latency percentiles
+//!   (`bench::pipeline`).
+//! - `vswitch-bench sweep`: one of those over a range of frame sizes, flows, connections, routes or workers,
+//!   written as CSV and an SVG plot (`bench::sweep`).
 
 use bench::live::{measure, traffic, BenchOptions, Forwarder, ForwarderResult, Sender};
 use clap::Parser;
@@ -7,14 +14,33 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "vswitch-bench", version, about = "vswitchd vs the kernel on one veth topology (root)")]
+#[command(name = "vswitch-bench", version, about = "vswitch benchmarks", args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: `live` with these options.
+    #[command(flatten)]
+    live: LiveArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// vswitchd vs the Linux bridge, kernel routing/MASQUERADE and OVS on one veth topology (root).
+    Live(LiveArgs),
+    /// The pipeline and its workers over memory ports: maximum rate and latency at a load.
+    Pipeline(bench::cli::PipelineArgs),
+    /// A curve: a pipeline or live measurement over a range of one parameter, as CSV and SVG.
+    Sweep(bench::cli::SweepArgs),
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Forwarders to measure, comma-separated (default: all; the AF_XDP ones only when built with the
-    /// `afxdp` feature): linux-bridge, linux-masquerade, vswitchd-tap, vswitchd-afpacket, vswitchd-masquerade,
-    /// vswitchd-afxdp-native, vswitchd-afxdp-generic.
+    /// Forwarders to measure, comma-separated (default: all; the vswitchd AF_XDP ones only when built with the
+    /// `afxdp` feature, OVS only when installed): linux-bridge, linux-routing, linux-masquerade, ovs-afxdp,
+    /// vswitchd-tap, vswitchd-afpacket, vswitchd-masquerade, vswitchd-afxdp-native, vswitchd-afxdp-generic.
     #[arg(long, value_delimiter = ',')]
     forwarders: Vec<String>,
     /// Skip the TCP measurements.
@@ -35,10 +61,34 @@ struct Cli {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// Skip the NDR/PDR search and the round-trip latencies.
+    #[arg(long)]
+    no_rates: bool,
+    /// Seconds per NDR/PDR trial.
+    #[arg(long, default_value_t = 1.0)]
+    trial: f64,
+    /// Round-trip requests per second (at most; one outstanding at a time).
+    #[arg(long, default_value_t = 10_000.0)]
+    rr_rate: f64,
+    /// Seconds per round-trip measurement.
+    #[arg(long, default_value_t = 2.0)]
+    rr_duration: f64,
+    /// The loaded round trips' background stream, percent of the forwarder's PDR.
+    #[arg(long, default_value = "50%", value_parser = bench::cli::parse_percent)]
+    load: f64,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        None => live(cli.live),
+        Some(Command::Live(args)) => live(args),
+        Some(Command::Pipeline(args)) => bench::cli::pipeline(&args),
+        Some(Command::Sweep(args)) => bench::cli::sweep(&args),
+    }
+}
+
+fn live(cli: LiveArgs) -> anyhow::Result<()> {
     anyhow::ensure!(tools::lab::is_root(), "vswitch-bench needs root (it creates namespaces and veths)");
     let forwarders: Vec<Forwarder> = if cli.forwarders.is_empty() {
         Forwarder::ALL
@@ -46,6 +96,13 @@ fn main() -> anyhow::Result<()> {
             .filter(|f| {
                 cfg!(feature = "afxdp")
                     || !matches!(f, Forwarder::VswitchdAfxdpNative | Forwarder::VswitchdAfxdpGeneric)
+            })
+            .filter(|f| {
+                let ok = *f != Forwarder::OvsAfxdp || bench::live::ovs::available();
+                if !ok {
+                    eprintln!("skipping ovs-afxdp: Open vSwitch is not installed (openvswitch-switch)");
+                }
+                ok
             })
             .collect()
     } else {
@@ -68,6 +125,12 @@ fn main() -> anyhow::Result<()> {
         vswitchd: cli.vswitchd.unwrap_or_else(tools::lab::default_vswitchd),
         tcp: !cli.no_tcp,
         sender,
+        rates: (!cli.no_rates).then(|| bench::live::rates::RateOptions {
+            trial: Duration::from_secs_f64(cli.trial.clamp(0.2, 60.0)),
+            rr_rate: cli.rr_rate.clamp(1.0, 1e6),
+            rr_duration: Duration::from_secs_f64(cli.rr_duration.clamp(0.2, 600.0)),
+            load: cli.load / 100.0,
+        }),
     };
     // Other work on the machine skews every figure (2 vCPUs): record how busy it was.
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
@@ -82,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         results.push(measure(*f, i, &opts));
     }
     let ratios = ratios(&results);
+    let rate_ratios = bench::live::rates::ratios(&results);
     if cli.json {
         let v = serde_json::json!({
             "duration_secs": opts.duration.as_secs_f64(),
@@ -91,10 +155,12 @@ fn main() -> anyhow::Result<()> {
             "loadavg_before": loadavg,
             "sender": opts.sender,
             "ratios_vs_kernel": ratios,
+            "ratios_vs_peers": rate_ratios,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_table(&results, &ratios);
+        print!("{}", bench::live::rates::table(&results, &rate_ratios));
     }
     Ok(())
 }
