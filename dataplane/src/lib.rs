@@ -10,6 +10,7 @@ pub mod counters;
 pub mod fdb;
 pub mod ingress;
 pub mod live;
+pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod packet;

@@ -63,6 +63,10 @@ enum Command {
         /// Override `[switch] workers` (1..=64).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477, an address of vswitchd's own
+        /// network namespace). Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run the pipeline over pcap files with a virtual clock; every configured port writes OUT_DIR/PORT.pcap.
     Replay {
@@ -91,8 +95,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, socket, stats_json, stats_interval, workers } => {
-            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers)
+        Command::Run { config, socket, stats_json, stats_interval, workers, metrics } => {
+            run(config.as_deref(), &socket, stats_json.as_deref(), stats_interval, workers, metrics)
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
             let cfg = match Config::load(&config) {
@@ -126,6 +130,7 @@ fn run(
     stats_json: Option<&Path>,
     stats_interval: Option<f64>,
     workers: Option<usize>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     let interval = match stats_interval {
         None => None,
@@ -155,6 +160,15 @@ fn run(
         Ok(s) => s,
         Err(e) => {
             eprintln!("vswitchd: run: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // The metrics address too: a taken address fails before any port is touched.
+    let metrics_listener = match metrics.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vswitchd: run: --metrics {}: {e}", metrics.map(|a| a.to_string()).unwrap_or_default());
             return ExitCode::FAILURE;
         }
     };
@@ -205,8 +219,25 @@ fn run(
         }
     };
 
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let metrics_server = metrics_listener.and_then(|listener| {
+        let d = Arc::clone(&daemon);
+        let page = Box::new(move || metrics_page(&d));
+        match dataplane::metrics::serve(listener, Arc::clone(&metrics_stop), page) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("vswitchd: run: --metrics: {e}");
+                stop.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    });
+    if let Some(addr) = metrics.filter(|_| metrics_server.is_some()) {
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
+
     let mut next_stats = interval.map(|i| Instant::now() + i);
-    let mut failed = server.is_none();
+    let mut failed = server.is_none() || (metrics.is_some() && metrics_server.is_none());
     while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
         if let (Some(at), Some(path), Some(every)) = (next_stats, stats_json, interval) {
@@ -227,6 +258,10 @@ fn run(
     // No more requests; the socket file is removed when the server thread ends.
     control_stop.store(true, Ordering::Relaxed);
     if let Some(h) = server {
+        let _ = h.join();
+    }
+    metrics_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = metrics_server {
         let _ = h.join();
     }
     let Some(running) = daemon.shut_down() else {
@@ -266,6 +301,16 @@ fn run(
         }
     }
     status
+}
+
+/// The metrics page: the live counters and the running configuration's limits (`None` once shut down).
+fn metrics_page(daemon: &Daemon) -> Option<String> {
+    let report = daemon.report()?;
+    let (conntrack_limit, mac_limits, routes) = daemon.with_running(|r| {
+        let c = r.config();
+        (c.conntrack.limit, c.networks.iter().map(|n| (n.name.clone(), n.mac_limit)).collect(), c.routes.len())
+    })?;
+    Some(dataplane::metrics::render(dataplane::metrics::Snapshot { report, conntrack_limit, mac_limits, routes }))
 }
 
 /// Writes the counters JSON to `path` through a temporary file and a rename, so readers see whole files only.
