@@ -64,12 +64,7 @@ pub fn draw(path: &Path, x_label: &str, log_x: bool, panels: &[Panel]) -> anyhow
             let mut chart = b
                 .build_cartesian_2d(x0.min(0.0)..x1.max(x0 + 1.0) * 1.02, 0f64..y1)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(&panel.y_label)
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            chart.configure_mesh().x_desc(x_label).y_desc(&panel.y_label).draw().map_err(|e| anyhow::anyhow!("{e}"))?;
             series(&mut chart, panel)?;
         }
     }

@@ -103,8 +103,7 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
         "over,value,scenario,workers,flows,frame_size,routes,mpps,gbps,ns_per_packet,load_percent,\
          latency_p50_ns,latency_p90_ns,latency_p99_ns,latency_p999_ns,latency_max_ns,per_worker_mpps\n",
     );
-    let (mut mpps, mut gbps, mut p50, mut p99, mut p999, mut nsp) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut mpps, mut gbps, mut p50, mut p99, mut p999, mut nsp) = (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut per_worker: Vec<Vec<(f64, f64)>> = vec![];
     for v in values {
         let mut o = args.pipeline.options();

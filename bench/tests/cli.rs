@@ -52,7 +52,10 @@ fn a_half_second_pipeline_run_writes_its_report() {
         assert!(text.contains("Mpps") && text.contains("p99.9"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(v["scenario"], scenario);
-        assert_eq!((v["workers"].as_u64(), v["flows"].as_u64(), v["frame_size"].as_u64()), (Some(1), Some(100), Some(64)));
+        assert_eq!(
+            (v["workers"].as_u64(), v["flows"].as_u64(), v["frame_size"].as_u64()),
+            (Some(1), Some(100), Some(64))
+        );
         let mpps = v["mpps"].as_f64().unwrap();
         assert!(mpps > 0.01 && mpps < 1e4, "{scenario}: {mpps} Mpps");
         let gbps = v["gbps"].as_f64().unwrap();

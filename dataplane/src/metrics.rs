@@ -106,7 +106,9 @@ fn stats_struct(
     for (field, v) in fields {
         let Some(v) = v.as_u64() else { continue };
         match gauges.iter().find(|(f, _)| f == field) {
-            Some((_, name)) => gauge(e, &format!("{prefix}_{name}"), &format!("{what}: {field} now"), [(vec![], v as i64)])?,
+            Some((_, name)) => {
+                gauge(e, &format!("{prefix}_{name}"), &format!("{what}: {field} now"), [(vec![], v as i64)])?
+            }
             None => counter(e, &format!("{prefix}_{field}"), &format!("{what}: {field}"), [(vec![], v)])?,
         }
     }
@@ -117,7 +119,12 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let s = &self.0;
         let r = &s.report;
-        gauge(&mut e, "vswitch_uptime_seconds", "Seconds since the workers' clock started", [(vec![], r.uptime_ns as f64 / 1e9)])?;
+        gauge(
+            &mut e,
+            "vswitch_uptime_seconds",
+            "Seconds since the workers' clock started",
+            [(vec![], r.uptime_ns as f64 / 1e9)],
+        )?;
 
         // Ports.
         let port = |name: &String, p: &crate::live::LivePortReport| -> Labels {
@@ -127,12 +134,18 @@ impl Collector for SnapshotCollector {
         let io: [(&str, &str, Io); 10] = [
             ("vswitch_port_rx_packets", "Frames the port received and handed to the switch", |p| p.io.rx_packets),
             ("vswitch_port_rx_bytes", "Bytes of the frames received", |p| p.io.rx_bytes),
-            ("vswitch_port_rx_dropped", "Frames the port received but could not hand over (ring full, too long)", |p| p.io.rx_dropped),
+            (
+                "vswitch_port_rx_dropped",
+                "Frames the port received but could not hand over (ring full, too long)",
+                |p| p.io.rx_dropped,
+            ),
             ("vswitch_port_tx_packets", "Frames the port sent", |p| p.io.tx_packets),
             ("vswitch_port_tx_bytes", "Bytes of the frames sent", |p| p.io.tx_bytes),
             ("vswitch_port_tx_dropped", "Frames given to the port that it could not send", |p| p.io.tx_dropped),
             ("vswitch_port_forwarded", "Received frames the pipeline sent to one known port", |p| p.pipeline.forwarded),
-            ("vswitch_port_flooded", "Received frames flooded (broadcast, multicast, unknown unicast)", |p| p.pipeline.flooded),
+            ("vswitch_port_flooded", "Received frames flooded (broadcast, multicast, unknown unicast)", |p| {
+                p.pipeline.flooded
+            }),
             ("vswitch_port_routed", "Received frames handed to the router", |p| p.pipeline.routed),
             ("vswitch_port_dropped", "Received frames the pipeline dropped (any reason)", |p| p.pipeline.dropped),
         ];
@@ -150,7 +163,12 @@ impl Collector for SnapshotCollector {
 
         // Tables.
         let net = |n: &String| -> Labels { vec![("network", n.clone())] };
-        gauge(&mut e, "vswitch_fdb_entries", "MAC table entries now", r.switch.networks.iter().map(|(n, x)| (net(n), x.fdb.entries as i64)))?;
+        gauge(
+            &mut e,
+            "vswitch_fdb_entries",
+            "MAC table entries now",
+            r.switch.networks.iter().map(|(n, x)| (net(n), x.fdb.entries as i64)),
+        )?;
         gauge(
             &mut e,
             "vswitch_fdb_limit",
@@ -180,19 +198,34 @@ impl Collector for SnapshotCollector {
             &[("in_use", "ports_in_use"), ("destinations", "destinations")],
         )?;
         stats_struct(&mut e, "vswitch_conntrack", "Connection table", &json(&r.conntrack), &[("entries", "entries")])?;
-        gauge(&mut e, "vswitch_conntrack_limit", "Connection table limit ([conntrack] limit)", [(vec![], s.conntrack_limit as i64)])?;
+        gauge(
+            &mut e,
+            "vswitch_conntrack_limit",
+            "Connection table limit ([conntrack] limit)",
+            [(vec![], s.conntrack_limit as i64)],
+        )?;
 
         // Workers.
         let w = |id: usize| -> Labels { vec![("worker", id.to_string())] };
         let secs = |ns: u64| ns as f64 / 1e9;
-        counter(&mut e, "vswitch_worker_busy_seconds", "Wall time in iterations that moved frames", r.workers.iter().map(|x| (w(x.id), secs(x.busy_ns))))?;
+        counter(
+            &mut e,
+            "vswitch_worker_busy_seconds",
+            "Wall time in iterations that moved frames",
+            r.workers.iter().map(|x| (w(x.id), secs(x.busy_ns))),
+        )?;
         counter(
             &mut e,
             "vswitch_worker_idle_seconds",
             "Wall time since start not in busy iterations (polling empty queues or asleep)",
             r.workers.iter().map(|x| (w(x.id), secs(r.uptime_ns.saturating_sub(x.busy_ns)))),
         )?;
-        counter(&mut e, "vswitch_worker_cpu_seconds", "The worker thread's CPU time (read every 100 ms)", r.workers.iter().map(|x| (w(x.id), secs(x.cpu_ns))))?;
+        counter(
+            &mut e,
+            "vswitch_worker_cpu_seconds",
+            "The worker thread's CPU time (read every 100 ms)",
+            r.workers.iter().map(|x| (w(x.id), secs(x.cpu_ns))),
+        )?;
         type Wk = fn(&crate::worker::WorkerReport) -> u64;
         let wk: [(&str, &str, Wk); 6] = [
             ("vswitch_worker_rx_packets", "Frames received from the worker's queues", |x| x.rx_packets),
@@ -205,20 +238,41 @@ impl Collector for SnapshotCollector {
         for (name, help, get) in wk {
             counter(&mut e, name, help, r.workers.iter().map(|x| (w(x.id), get(x))))?;
         }
-        gauge(&mut e, "vswitch_worker_pool_available_buffers", "Free buffers in the worker's pool", r.workers.iter().map(|x| (w(x.id), x.pool_available as i64)))?;
-        gauge(&mut e, "vswitch_worker_pool_capacity_buffers", "The worker's pool capacity", r.workers.iter().map(|x| (w(x.id), x.pool_capacity as i64)))?;
+        gauge(
+            &mut e,
+            "vswitch_worker_pool_available_buffers",
+            "Free buffers in the worker's pool",
+            r.workers.iter().map(|x| (w(x.id), x.pool_available as i64)),
+        )?;
+        gauge(
+            &mut e,
+            "vswitch_worker_pool_capacity_buffers",
+            "The worker's pool capacity",
+            r.workers.iter().map(|x| (w(x.id), x.pool_capacity as i64)),
+        )?;
 
-        let mut m = e.encode_descriptor("vswitch_worker_batch_frames", "Frames per received burst", None, MetricType::Histogram)?;
-        for x in &r.workers {
-            let buckets: Vec<(f64, u64)> =
-                BATCH_FRAMES_BOUNDS.iter().zip(&x.batch_frames).map(|(b, c)| (*b as f64, *c)).chain([(f64::MAX, 0)]).collect();
-            let sum: f64 = BATCH_FRAMES_BOUNDS.iter().zip(&x.batch_frames).map(|(b, c)| *b as f64 * *c as f64).sum();
-            let count = x.batch_frames.iter().sum();
-            // The sum is an upper bound (each burst counted at its bucket's bound): the exact sum is rx_packets.
-            let sum = if x.rx_batches == count { x.rx_packets as f64 } else { sum };
-            m.encode_family(&w(x.id))?.encode_histogram::<()>(sum, count, &buckets, None)?;
+        {
+            let mut m = e.encode_descriptor(
+                "vswitch_worker_batch_frames",
+                "Frames per received burst",
+                None,
+                MetricType::Histogram,
+            )?;
+            for x in &r.workers {
+                let buckets: Vec<(f64, u64)> = BATCH_FRAMES_BOUNDS
+                    .iter()
+                    .zip(&x.batch_frames)
+                    .map(|(b, c)| (*b as f64, *c))
+                    .chain([(f64::MAX, 0)])
+                    .collect();
+                let sum: f64 =
+                    BATCH_FRAMES_BOUNDS.iter().zip(&x.batch_frames).map(|(b, c)| *b as f64 * *c as f64).sum();
+                let count = x.batch_frames.iter().sum();
+                // The sum is an upper bound (each burst counted at its bucket's bound): the exact sum is rx_packets.
+                let sum = if x.rx_batches == count { x.rx_packets as f64 } else { sum };
+                m.encode_family(&w(x.id))?.encode_histogram::<()>(sum, count, &buckets, None)?;
+            }
         }
-        drop(m);
         let mut m = e.encode_descriptor(
             "vswitch_worker_batch_duration_seconds",
             "The pipeline's time per received burst (switch lock wait included)",
@@ -263,7 +317,10 @@ pub fn to_classic_text(open_metrics: &str) -> String {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        let rest = line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)).or(line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        let rest = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or(line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
         match rest {
             Some((kw, r)) => {
                 let (name, tail) = r.split_once(' ').unwrap_or((r, ""));
@@ -328,7 +385,13 @@ fn answer(mut stream: TcpStream, page: &dyn Fn() -> Option<String>) -> std::io::
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_HEAD {
-            respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", true)?;
+            respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request head too large\n",
+                true,
+            )?;
             linger(&mut stream);
             return Ok(());
         }
@@ -394,8 +457,10 @@ mod tests {
     fn snapshot_after_traffic() -> Snapshot {
         let cfg = Config::parse(CONFIG, "test").unwrap();
         let ports = cfg.ports.iter().map(|p| vec![AnyPort::Mem(MemPort::new(p.name.clone()))]).collect();
-        let running =
-            Runtime::new(&cfg, ports, RunOptions { workers: 1, poll_idle: 50_000, pool_buffers: 256 }).unwrap().start().unwrap();
+        let running = Runtime::new(&cfg, ports, RunOptions { workers: 1, poll_idle: 50_000, pool_buffers: 256 })
+            .unwrap()
+            .start()
+            .unwrap();
         let frame = eth(MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]), 0x88b5, &pattern(46));
         for _ in 0..5 {
             running.with_queue(0, 0, |p| p.as_mem_mut().unwrap().inject(&frame));
@@ -426,7 +491,11 @@ mod tests {
         assert!(text.contains("vswitch_fdb_limit{network=\"lan\"} 77\n"));
         assert!(text.contains("vswitch_fdb_entries{network=\"lan\"} 1\n"));
         assert!(text.contains("vswitch_worker_batch_frames_count{worker=\"0\"} "), "{text}");
-        assert!(text.contains("vswitch_worker_batch_duration_seconds_bucket{le=\"+Inf\",worker=\"0\"} ") || text.contains("vswitch_worker_batch_duration_seconds_bucket{worker=\"0\",le=\"+Inf\"} "), "{text}");
+        assert!(
+            text.contains("vswitch_worker_batch_duration_seconds_bucket{le=\"+Inf\",worker=\"0\"} ")
+                || text.contains("vswitch_worker_batch_duration_seconds_bucket{worker=\"0\",le=\"+Inf\"} "),
+            "{text}"
+        );
         assert!(text.contains("vswitch_conntrack_entries 0\n"));
         // Every sample belongs to a family with HELP and TYPE, every counter sample ends in _total.
         let mut typed = std::collections::HashMap::new();

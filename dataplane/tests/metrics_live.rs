@@ -6,10 +6,10 @@
 //! Needs root; skipped (with a message) without it or without prometheus/promtool. Prometheus and vswitchd are
 //! stopped by their PIDs; the namespaces are deleted by name.
 
-#[path = "common/netns.rs"]
-mod netns;
 #[path = "common/daemon.rs"]
 mod daemon;
+#[path = "common/netns.rs"]
+mod netns;
 
 use daemon::Daemon;
 use netns::{skip_reason, Netns};
@@ -142,8 +142,12 @@ fn prometheus_scrapes_counters_that_traffic_moves() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(page.contains("vswitch_port_rx_packets_total{port=\"a\",kind=\"tap\"}"), "{page}");
-    let mut promtool =
-        Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     promtool.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(out.status.success(), "promtool check metrics: {}", String::from_utf8_lossy(&out.stdout));

@@ -54,7 +54,13 @@ impl Ovs {
         );
         wait_for(|| sock.exists(), "ovsdb-server's socket", &d)?;
         ovs.vsctl(&["--no-wait", "init"])?;
-        ovs.vsctl(&["--no-wait", "set", "Open_vSwitch", ".", &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << cpu)])?;
+        ovs.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << cpu),
+        ])?;
         ovs.vswitchd = Some(
             ovs.command(ns, Some(cpu), "ovs-vswitchd")
                 .arg(format!("unix:{}", sock.display()))
@@ -131,7 +137,11 @@ impl Ovs {
 fn wait_for(mut cond: impl FnMut() -> bool, what: &str, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}{}", log_tail(&dir.join("ovsdb-server.log")));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}{}",
+            log_tail(&dir.join("ovsdb-server.log"))
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())

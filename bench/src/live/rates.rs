@@ -30,12 +30,7 @@ pub struct RateOptions {
 
 impl Default for RateOptions {
     fn default() -> Self {
-        RateOptions {
-            trial: Duration::from_secs(1),
-            rr_rate: 10_000.0,
-            rr_duration: Duration::from_secs(2),
-            load: 0.5,
-        }
+        RateOptions { trial: Duration::from_secs(1), rr_rate: 10_000.0, rr_duration: Duration::from_secs(2), load: 0.5 }
     }
 }
 
@@ -171,7 +166,14 @@ pub fn table(results: &[ForwarderResult], ratios: &serde_json::Value) -> String 
     let _ = writeln!(
         s,
         "\n{:<24} {:>9} {:>9} {:>9} {:>7} | {:>25} | {:>25} {:>9}",
-        "64-byte UDP", "NDR", "PDR", "sender", "trials", "RR idle p50/p90/p99/p99.9", "RR loaded p50/p99/p99.9", "loaded"
+        "64-byte UDP",
+        "NDR",
+        "PDR",
+        "sender",
+        "trials",
+        "RR idle p50/p90/p99/p99.9",
+        "RR loaded p50/p99/p99.9",
+        "loaded"
     );
     let _ = writeln!(
         s,
@@ -197,7 +199,11 @@ pub fn table(results: &[ForwarderResult], ratios: &serde_json::Value) -> String 
             let l = &r.latency_ns;
             (format!("{}/{}/{}", us(l.p50), us(l.p99), us(l.p999)), format!("{:.0}", r.background_pps / 1e3))
         });
-        let _ = writeln!(s, "{:<24} {ndr:>9} {pdr:>9} {max:>9} {trials:>7} | {low:>25} | {loaded:>25} {bg:>9}", r.forwarder.name());
+        let _ = writeln!(
+            s,
+            "{:<24} {ndr:>9} {pdr:>9} {max:>9} {trials:>7} | {low:>25} | {loaded:>25} {bg:>9}",
+            r.forwarder.name()
+        );
     }
     let _ = writeln!(s, "  * the forwarder kept up with the sender's maximum: the figure is the sender's limit");
     if let Some(m) = ratios.as_object().filter(|m| !m.is_empty()) {
@@ -279,7 +285,11 @@ pub fn sweep_frame_sizes(args: &SweepArgs, values: &[String]) -> anyhow::Result<
                         t.delivered_pps,
                         t.loss
                     );
-                    eprintln!("  {size} B: offered {:.0} kpps, delivered {:.0} kpps, {gb:.2} Gbit/s", t.offered_pps / 1e3, t.delivered_pps / 1e3);
+                    eprintln!(
+                        "  {size} B: offered {:.0} kpps, delivered {:.0} kpps, {gb:.2} Gbit/s",
+                        t.offered_pps / 1e3,
+                        t.delivered_pps / 1e3
+                    );
                     p.push((size as f64, t.delivered_pps / 1e3));
                     g.push((size as f64, gb));
                 }
@@ -293,7 +303,11 @@ pub fn sweep_frame_sizes(args: &SweepArgs, values: &[String]) -> anyhow::Result<
     std::fs::write(&args.csv, &csv).map_err(|e| anyhow::anyhow!("--csv {}: {e}", args.csv.display()))?;
     let panels = [
         Panel { title: "live, sender flat out: delivered packets/s".into(), y_label: "kpps".into(), series: pps },
-        Panel { title: "live, sender flat out: delivered Gbit/s (frames with FCS)".into(), y_label: "Gbit/s".into(), series: gbps },
+        Panel {
+            title: "live, sender flat out: delivered Gbit/s (frames with FCS)".into(),
+            y_label: "Gbit/s".into(),
+            series: gbps,
+        },
     ];
     plot::draw(&args.svg, "frame size (bytes with FCS)", false, &panels)?;
     eprintln!("sweep: wrote {} and {}", args.csv.display(), args.svg.display());

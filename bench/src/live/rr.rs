@@ -179,6 +179,6 @@ fn client(spec: &RrSpec) -> anyhow::Result<RrResult> {
             next = Instant::now();
         }
     }
-    anyhow::ensure!(hist.len() > 0, "no reply to any of {requests} requests");
+    anyhow::ensure!(!hist.is_empty(), "no reply to any of {requests} requests");
     Ok(RrResult { background_pps: 0.0, rate: spec.rate, latency_ns: Latency::of(&hist), requests, lost })
 }

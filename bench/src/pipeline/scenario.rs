@@ -56,9 +56,10 @@ impl std::str::FromStr for Scenario {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Scenario::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| {
-            format!("unknown scenario {s:?}: {}", Scenario::ALL.map(Scenario::name).join(", "))
-        })
+        Scenario::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown scenario {s:?}: {}", Scenario::ALL.map(Scenario::name).join(", ")))
     }
 }
 
@@ -214,8 +215,7 @@ pub fn build(scenario: Scenario, flows: usize, size: FrameSize, workers: usize, 
             let nf = NewFlows::new(window, NatProto::Udp);
             let cfg = crate::nat::config(false, window as usize + 1024);
             let gens = deal(n, workers, |j| {
-                crate::nat::udp_frames(&nf.rig.switch, j as u32..j as u32 + 1, NatDirection::Outbound, len(j))
-                    .remove(0)
+                crate::nat::udp_frames(&nf.rig.switch, j as u32..j as u32 + 1, NatDirection::Outbound, len(j)).remove(0)
             });
             Built { cfg, switch: nf.rig.switch, gens: vec![(0, gens)], windowed: true }
         }
