@@ -445,7 +445,8 @@ fn respond(stream: &mut TcpStream, status: &str, ctype: &str, body: &str, with_b
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::live::{AnyPort, RunOptions, Runtime};
+    use crate::live::{RunOptions, Runtime};
+    use crate::port::any::AnyPort;
     use crate::port::mem::MemPort;
     use crate::wire::builder::{eth, pattern};
     use crate::wire::MacAddr;

@@ -23,7 +23,8 @@
 pub mod ports;
 pub mod scenario;
 
-use dataplane::live::{pool_buffers_for, AnyPort, LiveReport, RunOptions, Running, Runtime};
+use dataplane::live::{pool_buffers_for, LiveReport, RunOptions, Running, Runtime};
+use dataplane::port::any::AnyPort;
 use dataplane::port::PortId;
 use hdrhistogram::Histogram;
 use ports::{BenchPort, Control};
