@@ -15,7 +15,7 @@
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
 use crate::packet::{parse, Parsed};
-use crate::pipeline::{Context, Verdict, Verdicts};
+use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
@@ -37,8 +37,19 @@ impl Ingress {
         let max_len = topo.ports[cx.in_port as usize].max_frame_len();
         for (i, frame) in batch.iter().enumerate() {
             match check(frame.data(), max_len) {
-                Ok(p) => parsed[i] = p,
-                Err(reason) => verdicts.set(i, Verdict::Drop(reason)),
+                Ok(p) => {
+                    parsed[i] = p;
+                    cx.note("ingress", || {
+                        format!(
+                            "valid: ethertype {:#06x}, {} VLAN tag(s), ip proto {}",
+                            p.ethertype, p.vlan_tags, p.ip_proto
+                        )
+                    });
+                }
+                Err(reason) => {
+                    verdicts.set(i, Verdict::Drop(reason));
+                    cx.note("ingress", || format!("invalid: {}", reason.name()));
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod route;
 pub mod router;
 #[cfg(any(test, feature = "testing"))]
 pub mod simhost;
+pub mod stage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testbed;
 pub mod topology;

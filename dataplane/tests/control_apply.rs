@@ -498,9 +498,10 @@ fn trace_reports_each_stage_on_a_scratch_copy_and_leaves_the_switch_alone() {
     // Switched: a new source on b, to a known MAC.
     let t: TraceResult = ok(&d, json!({"op": "trace", "port": "b", "frame_hex": hex(&frame(mac(1), mac(77)))}));
     let stages: Vec<(&str, &str)> = t.stages.iter().map(|s| (s.stage.as_str(), s.decision.as_str())).collect();
-    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert_eq!(stages.len(), 3, "{stages:?}");
     assert!(stages[0].0 == "ingress" && stages[0].1.starts_with("valid"), "{stages:?}");
     assert_eq!(stages[1], ("bridge", "network lan: known unicast: to port a"));
+    assert_eq!(stages[2], ("egress", "queued on port a (60 bytes)"));
     assert_eq!(t.outputs.iter().map(|o| o.port.as_str()).collect::<Vec<_>>(), ["a"]);
     assert!(t.drops.is_empty(), "{:?}", t.drops);
 
@@ -512,10 +513,33 @@ fn trace_reports_each_stage_on_a_scratch_copy_and_leaves_the_switch_alone() {
     let find = |name: &str| t.stages.iter().find(|s| s.stage == name).map(|s| s.decision.clone()).unwrap_or_default();
     assert_eq!(find("bridge"), "network lan: to the router, interface network:lan");
     assert_eq!(find("route"), "198.51.100.8: 0.0.0.0/0 (static) via 203.0.113.1 out port:up");
-    assert!(find("router").contains("nat.snat_created +1"), "{}", find("router"));
+    // Each stage said what it decided, in order, from the real pipeline: the route from the FIB, conntrack's
+    // verdict with the translation, the neighbour the frame goes to.
+    let order: Vec<&str> = t.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(order, ["ingress", "bridge", "route", "conntrack", "neighbour", "egress"], "{t:?}");
+    assert!(find("conntrack").starts_with("original direction of a tracked connection"), "{}", find("conntrack"));
+    assert!(find("conntrack").contains("Snat: Udp 10.1.0.5:4001 -> 198.51.100.8:53 becomes Udp 203.0.113.2:"), "{t:?}");
+    assert_eq!(find("neighbour"), "203.0.113.1 is at 02:00:00:00:09:09");
     assert_eq!(t.outputs.len(), 1, "{t:?}");
     assert_eq!(t.outputs[0].port, "up");
     assert!(t.outputs[0].frame.contains("203.0.113.2") && t.outputs[0].frame.contains("02:00:00:00:09:09"), "{t:?}");
+
+    // A reply of the live switch's tracked connection: the scratch copy has the connection, so conntrack says
+    // so and the reply is translated back to the container.
+    let up = derived_mac("port:up");
+    let reply =
+        Ipv4Spec::new(MacAddr([2, 0, 0, 0, 9, 9]), up, Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(203, 0, 113, 2))
+            .udp(53, 4000, 20);
+    let t: TraceResult = ok(&d, json!({"op": "trace", "port": "up", "frame_hex": hex(&reply)}));
+    let find = |name: &str| t.stages.iter().find(|s| s.stage == name).map(|s| s.decision.clone()).unwrap_or_default();
+    let order: Vec<&str> = t.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(order[..6], ["ingress", "bridge", "router", "conntrack", "route", "neighbour"], "{t:?}");
+    assert!(find("conntrack").starts_with("reply direction of a tracked connection"), "{t:?}");
+    assert!(find("conntrack").ends_with("becomes Udp 198.51.100.7:53 -> 10.1.0.5:4000"), "{t:?}");
+    // The container's address was never resolved: the translated reply waits while the router asks for it.
+    assert_eq!(find("neighbour"), "10.1.0.5 unresolved: the frame waits for ARP");
+    assert_eq!(t.outputs.iter().map(|o| o.port.as_str()).collect::<Vec<_>>(), ["a", "b"], "{t:?}");
+    assert!(t.outputs.iter().all(|o| o.frame.contains("ARP who-has 10.1.0.5")), "{t:?}");
 
     // An unroutable packet is dropped with its reason; a frame too short is refused.
     let mut ttl1 = pkt.clone();

@@ -81,6 +81,11 @@
 mod icmp_error;
 pub mod ports;
 mod rewrite;
+/// `proto src:port -> dst:port` (for traces).
+fn show(t: &Tuple) -> String {
+    format!("{:?} {}:{} -> {}:{}", t.proto, t.src, t.sport, t.dst, t.dport)
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -204,7 +209,7 @@ pub enum Inbound {
 }
 
 /// The NAT stage. See the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Nat {
     /// Any masquerade network or publish rule: otherwise every method is a no-op.
     enabled: bool,
@@ -545,6 +550,36 @@ impl Nat {
     /// The connection table.
     pub fn conntrack(&self) -> &Conntrack {
         &self.ct
+    }
+
+    /// A trace note: conntrack's view of a packet whose tuple (as it arrived) is `flow`'s, after the stage ran
+    /// on it at `now`.
+    pub fn explain(&self, flow: Option<&Flow>, now: Nanos) -> String {
+        if !self.enabled {
+            return "off (no masquerade network or publish rule)".to_string();
+        }
+        let Some(f) = flow else { return "untracked (not TCP, UDP or ICMP echo, or a later fragment)".to_string() };
+        let Some((id, dir)) = self.ct.lookup(&f.tuple, now) else {
+            return format!(
+                "{} not tracked (neither from a masquerade network nor to a published port)",
+                show(&f.tuple)
+            );
+        };
+        let Some(e) = self.ct.get(id) else { return "tracked entry vanished".to_string() };
+        let to = e.tuple(dir.opposite()).inverse();
+        let dir = match dir {
+            Direction::Original => "original",
+            Direction::Reply => "reply",
+        };
+        let nat = e.nat.map_or("not translated".to_string(), |b| {
+            format!("{:?}: {} becomes {}", b.kind, show(&f.tuple), show(&to))
+        });
+        format!("{dir} direction of a tracked connection, state {:?}; {nat}", e.state)
+    }
+
+    /// A flow's tuple in words (for traces).
+    pub fn describe_flow(&self, flow: Option<&Flow>) -> String {
+        flow.map_or("an untracked flow".to_string(), |f| show(&f.tuple))
     }
 
     /// The stage's counters.

@@ -8,7 +8,7 @@ use crate::counters::DropReason;
 use crate::nat;
 use crate::neigh::{Held, Lookup, RifId};
 use crate::packet::Parsed;
-use crate::pipeline::Egress;
+use crate::stage::Egress;
 use crate::wire::icmpv4::{msg_type, unreachable};
 use crate::wire::{ipv4, MacAddr};
 use std::net::Ipv4Addr;
@@ -66,6 +66,7 @@ impl Router {
             Route::Batch(r) => (r.next_hop, r.flow.as_ref()),
             Route::Lookup(addr) => (self.fib.lookup(addr), None),
         };
+        out.note("route", || self.describe_route(dst, route, topo));
         let Some(nh_id) = route else {
             self.icmp_error(now, in_rif, &frame, parsed, msg_type::DEST_UNREACHABLE, unreachable::NET, 0, out);
             return out.drop(frame, DropReason::NoRoute);
@@ -87,6 +88,9 @@ impl Router {
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
         }
+        // Traced: the flow as it arrived, for conntrack's note (a packet translated inbound has had its note).
+        let seen = if out.tracing() && nat.is_none() { self.nat.prefetch(frame.data(), parsed) } else { None };
+        let inbound_decided = nat.is_some();
         match nat {
             Some(Decided::Rewrite(rw)) => nat::apply(frame.data_mut(), parsed, &rw),
             Some(Decided::Open(c)) => match self.nat.open(now, c) {
@@ -99,6 +103,9 @@ impl Router {
                 }
             }
             None => {}
+        }
+        if !inbound_decided {
+            out.note("conntrack", || self.nat.explain(seen.as_ref(), now));
         }
         // Decrement TTL with an incremental checksum update.
         if let Some(mut h) = ipv4::HeaderMut::at_mut(frame.data_mut(), l3) {
@@ -125,7 +132,13 @@ impl Router {
                 return self.send_to_mac(rif, mac, frame, out);
             }
         }
-        match self.neigh.lookup(rif, target, now) {
+        let found = self.neigh.lookup(rif, target, now);
+        out.note("neighbour", || match found {
+            Lookup::Mac(mac) => format!("{target} is at {mac}"),
+            Lookup::MacProbe(mac) => format!("{target} is at {mac} (stale: sent, and ARP asks again)"),
+            Lookup::Unresolved => format!("{target} unresolved: the frame waits for ARP"),
+        });
+        match found {
             Lookup::Mac(mac) => {
                 self.last_neigh = Some((rif, target, mac));
                 self.send_to_mac(rif, mac, frame, out)

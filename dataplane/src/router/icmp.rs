@@ -6,7 +6,7 @@ use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::neigh::RifId;
 use crate::packet::{ip_proto, Parsed};
-use crate::pipeline::Egress;
+use crate::stage::Egress;
 use crate::wire::builder::MIN_FRAME_LEN;
 use crate::wire::icmpv4::{self, msg_type, unreachable};
 use crate::wire::{ethernet, ethertype, ipv4};
@@ -62,6 +62,7 @@ impl Router {
             m.rewrite_msg_type(msg_type::ECHO_REPLY);
         }
         self.stats.echo_replies += 1;
+        out.note("router", || format!("echo reply to {sender}"));
         let port = frame.port;
         out.to_port(port, frame);
     }
@@ -141,6 +142,7 @@ impl Router {
         f.ts = orig.ts;
         f.port = orig.port;
         self.stats.icmp_errors += 1;
+        out.note("router", || format!("ICMP error type {kind} code {code} to {src}"));
         out.to_port(orig.port, f);
     }
 }

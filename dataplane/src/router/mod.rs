@@ -61,8 +61,8 @@ use crate::counters::DropReason;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
-use crate::pipeline::{Egress, Verdict, Verdicts};
 use crate::route::{Fib, Ipv4Net, NextHopId};
+use crate::stage::{Egress, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use serde::Serialize;
@@ -142,6 +142,8 @@ pub struct Router {
     fib: Fib,
     next_hops: Vec<NextHop>,
     origins: Vec<&'static str>,
+    /// Each route's prefix, by next-hop id (for traces).
+    prefixes: Vec<Ipv4Net>,
     neigh: NeighTable,
     icmp_errors: TokenBucket,
     echo: TokenBucket,
@@ -218,6 +220,7 @@ impl Router {
             fib: Fib::new(),
             next_hops: Vec::new(),
             origins: Vec::new(),
+            prefixes: Vec::new(),
             neigh: NeighTable::new(NeighConfig::default()),
             icmp_errors: TokenBucket::new(100, 50),
             echo: TokenBucket::new(1000, 100),
@@ -236,10 +239,25 @@ impl Router {
         r
     }
 
+    /// A trace note for the FIB's answer about `dst`.
+    fn describe_route(&self, dst: Ipv4Addr, found: Option<NextHopId>, topo: &Topology) -> String {
+        let Some(id) = found else { return format!("{dst}: no route") };
+        let nh = self.next_hops[id.index()];
+        let via = nh.via.map_or("the destination itself".to_string(), |v| v.to_string());
+        let out = topo.rifs.get(nh.rif as usize).map_or("?", |r| r.name.as_str());
+        format!("{dst}: {} ({}) via {via} out {out}", self.prefixes[id.index()], self.origins[id.index()])
+    }
+
+    /// Replaces the connection table and NAT bindings (a trace's scratch copy takes the live switch's).
+    pub fn set_nat(&mut self, nat: Nat) {
+        self.nat = nat;
+    }
+
     fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
         let id = NextHopId::new(self.next_hops.len() as u32).expect("fewer than 2^24 routes");
         self.next_hops.push(nh);
         self.origins.push(origin);
+        self.prefixes.push(prefix);
         self.fib.insert(prefix, id);
     }
 
@@ -349,6 +367,7 @@ impl Router {
         let dst = ip.dst_addr();
         let topo = out.topo();
         if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
+            out.note("router", || format!("{dst} is the address of interface {}", topo.rifs[local].name));
             // Another interface's address is reached across the router: not from or to an internal network.
             let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
             if local != in_rif as usize && (a.internal || b.internal) {
@@ -356,7 +375,16 @@ impl Router {
             }
             if self.nat.enabled() {
                 let flow = route.flow.as_ref();
-                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo) {
+                let seen = if out.tracing() { self.nat.prefetch(frame.data(), parsed) } else { None };
+                let inbound = self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo);
+                out.note("conntrack", || match inbound {
+                    Inbound::Local => "not a tracked or published flow: for the switch itself".to_string(),
+                    Inbound::Open(_) => format!("published port: opens {}", self.nat.describe_flow(seen.as_ref())),
+                    Inbound::Translated => "ICMP error about a tracked connection: translated".to_string(),
+                    Inbound::Drop(reason) => format!("refused: {}", reason.name()),
+                    Inbound::Translate(_) => self.nat.explain(seen.as_ref(), now),
+                });
+                match inbound {
                     Inbound::Local => {}
                     Inbound::Translate(rw) => {
                         let route = Route::Lookup(rw.to.dst);
