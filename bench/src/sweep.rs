@@ -101,9 +101,11 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
 fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
     let mut csv = String::from(
         "over,value,scenario,workers,flows,frame_size,routes,mpps,gbps,ns_per_packet,load_percent,\
-         latency_p50_ns,latency_p90_ns,latency_p99_ns,latency_p999_ns,latency_max_ns,per_worker_mpps\n",
+         latency_p50_ns,latency_p90_ns,latency_p99_ns,latency_p999_ns,latency_max_ns,per_worker_mpps,\
+         cpu_ns_per_packet,latency_offered_mpps,latency_delivered_mpps,latency_ring_dropped\n",
     );
     let (mut mpps, mut gbps, mut p50, mut p99, mut p999, mut nsp) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut cpu, mut offered, mut delivered) = (vec![], vec![], vec![]);
     let mut per_worker: Vec<Vec<(f64, f64)>> = vec![];
     for v in values {
         let mut o = args.pipeline.options();
@@ -133,7 +135,7 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
         let l = &r.latency_ns;
         let _ = writeln!(
             csv,
-            "{:?},{v},{},{},{},{},{},{:.4},{:.4},{:.2},{},{},{},{},{},{},{}",
+            "{:?},{v},{},{},{},{},{},{:.4},{:.4},{:.2},{},{},{},{},{},{},{},{:.2},{:.4},{:.4},{}",
             args.over,
             r.scenario.name(),
             r.workers,
@@ -149,11 +151,20 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
             l.p99,
             l.p999,
             l.max,
-            r.per_worker_mpps.iter().map(|m| format!("{m:.4}")).collect::<Vec<_>>().join(";")
+            r.per_worker_mpps.iter().map(|m| format!("{m:.4}")).collect::<Vec<_>>().join(";"),
+            r.cpu_ns_per_packet,
+            r.latency_load.as_ref().map_or(0.0, |l| l.offered_mpps),
+            r.latency_load.as_ref().map_or(0.0, |l| l.delivered_mpps),
+            r.latency_load.as_ref().map_or(0, |l| l.ring_dropped),
         );
         mpps.push((x, r.mpps));
         gbps.push((x, r.gbps));
         nsp.push((x, r.ns_per_packet));
+        cpu.push((x, r.cpu_ns_per_packet));
+        if let Some(l) = &r.latency_load {
+            offered.push((x, l.offered_mpps));
+            delivered.push((x, l.delivered_mpps));
+        }
         p50.push((x, l.p50 as f64 / 1e3));
         p99.push((x, l.p99 as f64 / 1e3));
         p999.push((x, l.p999 as f64 / 1e3));
@@ -177,28 +188,62 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
         title: format!("{what}: latency through the pipeline at {}% load", o.load_percent),
         y_label: "µs".into(),
         series: vec![s("p50", &p50), s("p99", &p99), s("p99.9", &p999)],
+        log_y: true,
     };
     let panels = match args.over {
-        Over::Load => vec![Panel {
-            title: format!("{what}: latency through the pipeline against offered load ({} worker(s))", o.workers),
-            y_label: "µs".into(),
-            series: vec![s("p50", &p50), s("p99", &p99), s("p99.9", &p999)],
-        }],
+        Over::Load => vec![
+            Panel {
+                title: format!("{what}: latency of delivered frames against offered load ({} worker(s))", o.workers),
+                y_label: "µs".into(),
+                series: vec![s("p50", &p50), s("p99", &p99), s("p99.9", &p999)],
+                log_y: true,
+            },
+            Panel {
+                title: format!("{what}: offered and delivered during the latency phase"),
+                y_label: "Mpps".into(),
+                series: vec![s("offered", &offered), s("delivered", &delivered)],
+                log_y: false,
+            },
+        ],
         Over::FrameSize => vec![
-            Panel { title: format!("{what}: maximum rate"), y_label: "Mpps".into(), series: vec![s("Mpps", &mpps)] },
-            Panel { title: format!("{what}: throughput"), y_label: "Gbit/s".into(), series: vec![s("Gbit/s", &gbps)] },
+            Panel {
+                title: format!("{what}: maximum rate"),
+                y_label: "Mpps".into(),
+                series: vec![s("Mpps", &mpps)],
+                log_y: false,
+            },
+            Panel {
+                title: format!("{what}: throughput"),
+                y_label: "Gbit/s".into(),
+                series: vec![s("Gbit/s", &gbps)],
+                log_y: false,
+            },
         ],
         Over::Workers => {
             let mut series = vec![s("all workers", &mpps)];
             series.extend(per_worker.iter().enumerate().map(|(w, p)| s(&format!("worker {w}"), p)));
-            vec![Panel { title: format!("{what}: maximum rate by workers"), y_label: "Mpps".into(), series }, latency]
+            vec![
+                Panel {
+                    title: format!("{what}: maximum rate by workers"),
+                    y_label: "Mpps".into(),
+                    series,
+                    log_y: false,
+                },
+                latency,
+            ]
         }
         _ => vec![
-            Panel { title: format!("{what}: maximum rate"), y_label: "Mpps".into(), series: vec![s("Mpps", &mpps)] },
             Panel {
-                title: format!("{what}: workers' busy time per frame"),
+                title: format!("{what}: maximum rate"),
+                y_label: "Mpps".into(),
+                series: vec![s("Mpps", &mpps)],
+                log_y: false,
+            },
+            Panel {
+                title: format!("{what}: workers' time per frame at the maximum rate"),
                 y_label: "ns".into(),
-                series: vec![s("ns/frame", &nsp)],
+                series: vec![s("busy (wall) ns/frame", &nsp), s("thread CPU ns/frame", &cpu)],
+                log_y: false,
             },
             latency,
         ],

@@ -94,5 +94,8 @@ fn a_sweep_writes_csv_and_svg() {
     assert_eq!(rows.len(), 4, "{text}");
     assert!(rows[0].starts_with("over,value,scenario"));
     assert!(rows[3].contains(",imix,"), "{text}");
+    let columns = rows[0].split(',').count();
+    assert!(rows.iter().all(|r| r.split(',').count() == columns), "{text}");
+    assert!(rows[0].ends_with("latency_delivered_mpps,latency_ring_dropped"), "{text}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("maximum rate"));
 }

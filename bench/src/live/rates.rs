@@ -302,11 +302,17 @@ pub fn sweep_frame_sizes(args: &SweepArgs, values: &[String]) -> anyhow::Result<
     }
     std::fs::write(&args.csv, &csv).map_err(|e| anyhow::anyhow!("--csv {}: {e}", args.csv.display()))?;
     let panels = [
-        Panel { title: "live, sender flat out: delivered packets/s".into(), y_label: "kpps".into(), series: pps },
+        Panel {
+            title: "live, sender flat out: delivered packets/s".into(),
+            y_label: "kpps".into(),
+            series: pps,
+            log_y: false,
+        },
         Panel {
             title: "live, sender flat out: delivered Gbit/s (frames with FCS)".into(),
             y_label: "Gbit/s".into(),
             series: gbps,
+            log_y: false,
         },
     ];
     plot::draw(&args.svg, "frame size (bytes with FCS)", false, &panels)?;
