@@ -22,6 +22,8 @@ fn bad_options_are_refused_naming_the_option() {
         (&["sweep", "--over", "colour", "--csv", "x.csv", "--svg", "x.svg"][..], "--over"),
         (&["sweep", "--over", "flows"][..], "--csv"),
         (&["live", "--load", "abc"][..], "percentage"),
+        (&["live", "--rounds", "0"][..], "--rounds"),
+        (&["live", "--rounds", "21"][..], "--rounds"),
     ] {
         let out = bench(args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -76,6 +76,10 @@ struct LiveArgs {
     /// The loaded round trips' background stream, percent of the forwarder's PDR.
     #[arg(long, default_value = "50%", value_parser = bench::cli::parse_percent)]
     load: f64,
+    /// Measure every forwarder this many times, interleaved: round k starts with the k-th forwarder (A B C,
+    /// B C A, C A B, ...); prints each round, then the median (min–max) of each ratio over the rounds.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,30 +141,56 @@ fn live(cli: LiveArgs) -> anyhow::Result<()> {
     if !cli.json {
         eprintln!("load average before the run: {loadavg}; UDP sender: {:?}", opts.sender);
     }
-    let mut results = Vec::new();
-    for (i, f) in forwarders.iter().enumerate() {
-        if !cli.json {
-            eprintln!("measuring {} ...", f.name());
+    let n = forwarders.len();
+    let rounds = cli.rounds as usize;
+    let mut per_round = Vec::new();
+    for round in 0..rounds {
+        // Interleaved: each round starts one forwarder later, so no forwarder always runs first or last.
+        let mut results: Vec<Option<ForwarderResult>> = vec![None; n];
+        for k in 0..n {
+            let i = (round + k) % n;
+            if !cli.json {
+                let of = if rounds > 1 { format!(" (round {}/{rounds})", round + 1) } else { String::new() };
+                eprintln!("measuring {}{of} ...", forwarders[i].name());
+            }
+            results[i] = Some(measure(forwarders[i], round * n + i, &opts));
         }
-        results.push(measure(*f, i, &opts));
+        let results: Vec<ForwarderResult> = results.into_iter().flatten().collect();
+        let ratios = ratios(&results);
+        let rate_ratios = bench::live::rates::ratios(&results);
+        if !cli.json {
+            if rounds > 1 {
+                let order: Vec<&str> = (0..n).map(|k| forwarders[(round + k) % n].name()).collect();
+                println!("\n== round {}/{rounds} (in this order: {})", round + 1, order.join(", "));
+            }
+            print_table(&results, &ratios);
+            print!("{}", bench::live::rates::table(&results, &rate_ratios));
+        }
+        per_round.push((results, ratios, rate_ratios));
     }
-    let ratios = ratios(&results);
-    let rate_ratios = bench::live::rates::ratios(&results);
+    let summary = bench::live::rates::summarize(&per_round.iter().map(|r| r.2.clone()).collect::<Vec<_>>());
     if cli.json {
-        let v = serde_json::json!({
+        let round = |(results, ratios, rate_ratios): &(Vec<ForwarderResult>, serde_json::Value, serde_json::Value)| serde_json::json!({ "results": results, "ratios_vs_kernel": ratios, "ratios_vs_peers": rate_ratios });
+        let mut v = serde_json::json!({
             "duration_secs": opts.duration.as_secs_f64(),
             "sender_cpu": opts.sender_cpu,
             "switch_cpu": opts.switch_cpu,
-            "results": results,
             "loadavg_before": loadavg,
             "sender": opts.sender,
-            "ratios_vs_kernel": ratios,
-            "ratios_vs_peers": rate_ratios,
+            "rounds": rounds,
         });
+        // One round: the round's keys at the top level, as before --rounds existed.
+        let first = round(&per_round[0]);
+        for k in ["results", "ratios_vs_kernel", "ratios_vs_peers"] {
+            v[k] = first[k].clone();
+        }
+        if rounds > 1 {
+            v["per_round"] = per_round.iter().map(round).collect();
+            v["ratios_vs_peers_over_rounds"] = summary;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print_table(&results, &ratios);
-        print!("{}", bench::live::rates::table(&results, &rate_ratios));
+    } else if rounds > 1 {
+        print!("{}", bench::live::rates::summary_table(&summary, rounds));
     }
     Ok(())
 }

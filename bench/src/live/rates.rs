@@ -153,6 +153,66 @@ pub fn ratios(results: &[ForwarderResult]) -> serde_json::Value {
     out.into()
 }
 
+/// The ratios of several rounds ([`ratios`] of each) summarised per vswitchd forwarder, peer and figure: the
+/// median, smallest and largest value and how many rounds had it. Rounds without a figure are left out of it.
+pub fn summarize(rounds: &[serde_json::Value]) -> serde_json::Value {
+    let mut values: std::collections::BTreeMap<(String, String, String), Vec<f64>> = Default::default();
+    for r in rounds {
+        for (name, per) in r.as_object().into_iter().flatten() {
+            for (peer, v) in per.as_object().into_iter().flatten() {
+                for (key, x) in v.as_object().into_iter().flatten() {
+                    if let Some(x) = x.as_f64().filter(|x| x.is_finite()) {
+                        values.entry((name.clone(), peer.clone(), key.clone())).or_default().push(x);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for ((name, peer, key), mut v) in values {
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+        let entry = out.entry(name).or_insert_with(|| serde_json::json!({}));
+        let per = entry.as_object_mut().expect("an object").entry(peer).or_insert_with(|| serde_json::json!({}));
+        per[key.as_str()] =
+            serde_json::json!({ "median": median, "min": v[0], "max": v[v.len() - 1], "rounds": v.len() });
+    }
+    out.into()
+}
+
+/// The table of [`summarize`]: median (min–max) per ratio.
+pub fn summary_table(summary: &serde_json::Value, rounds: usize) -> String {
+    let mut s = String::new();
+    let Some(m) = summary.as_object().filter(|m| !m.is_empty()) else { return s };
+    let _ = writeln!(
+        s,
+        "\nratios vswitchd / peer over {rounds} interleaved rounds, median (min-max): NDR, PDR (higher is better); \
+         RR idle p50, p99, p99.9 (lower is better)"
+    );
+    for (name, per) in m {
+        for (peer, v) in per.as_object().into_iter().flatten() {
+            let f = |k: &str| {
+                let x = &v[k];
+                match (x["median"].as_f64(), x["min"].as_f64(), x["max"].as_f64()) {
+                    (Some(m), Some(a), Some(b)) => format!("{m:.2} ({a:.2}-{b:.2})"),
+                    _ => "-".into(),
+                }
+            };
+            let _ = writeln!(s, "  {name} / {peer}");
+            let _ = writeln!(
+                s,
+                "    NDR {}  PDR {}  |  p50 {}  p99 {}  p99.9 {}",
+                f("ndr"),
+                f("pdr"),
+                f("rr_p50"),
+                f("rr_p99"),
+                f("rr_p999")
+            );
+        }
+    }
+    s
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1e3)
 }
@@ -318,4 +378,31 @@ pub fn sweep_frame_sizes(args: &SweepArgs, values: &[String]) -> anyhow::Result<
     plot::draw(&args.svg, "frame size (bytes with FCS)", false, &panels)?;
     eprintln!("sweep: wrote {} and {}", args.csv.display(), args.svg.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ndr: f64, p50: Option<f64>) -> serde_json::Value {
+        serde_json::json!({
+            "vswitchd-afxdp-native": {
+                "ovs-afxdp": { "ndr": ndr, "pdr": 1.0, "rr_p50": p50, "rr_p99": null, "rr_p999": 2.0 },
+            },
+        })
+    }
+
+    #[test]
+    fn rounds_are_summarised_by_median_and_range_per_ratio() {
+        let s = summarize(&[round(0.8, Some(1.0)), round(1.8, None), round(1.1, Some(0.5))]);
+        let r = &s["vswitchd-afxdp-native"]["ovs-afxdp"];
+        assert_eq!(r["ndr"], serde_json::json!({ "median": 1.1, "min": 0.8, "max": 1.8, "rounds": 3 }));
+        // A figure missing from a round is left out of it; an even count takes the middle two's mean.
+        assert_eq!(r["rr_p50"], serde_json::json!({ "median": 0.75, "min": 0.5, "max": 1.0, "rounds": 2 }));
+        assert!(r.get("rr_p99").is_none(), "{r}");
+        let t = summary_table(&s, 3);
+        assert!(t.contains("over 3 interleaved rounds"), "{t}");
+        assert!(t.contains("NDR 1.10 (0.80-1.80)") && t.contains("p99 -"), "{t}");
+        assert!(summary_table(&summarize(&[]), 1).is_empty());
+    }
 }
