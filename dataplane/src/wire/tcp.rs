@@ -48,27 +48,9 @@ mod field {
     pub const URGENT: Field = 18..20;
 }
 
-/// A view of a TCP segment. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of a TCP segment.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a whole header (see the module documentation).
-    #[inline(always)]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// See the module documentation.
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -83,12 +65,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -237,27 +213,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         self.buffer.as_mut().get_mut(start..).unwrap_or_default()
-    }
-}
-
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The fixed header at `off` in `buf`, if the buffer holds it.
-    #[inline(always)]
-    pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(buf, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The fixed header at `off` in `buf`, writable, if the buffer holds it.
-    #[inline(always)]
-    pub fn at_mut(buf: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(buf, off).map(Packet::new_unchecked)
     }
 }
 
