@@ -170,7 +170,14 @@ fn live(cli: LiveArgs) -> anyhow::Result<()> {
     }
     let summary = bench::live::rates::summarize(&per_round.iter().map(|r| r.2.clone()).collect::<Vec<_>>());
     if cli.json {
-        let round = |(results, ratios, rate_ratios): &(Vec<ForwarderResult>, serde_json::Value, serde_json::Value)| serde_json::json!({ "results": results, "ratios_vs_kernel": ratios, "ratios_vs_peers": rate_ratios });
+        type Round = (Vec<ForwarderResult>, serde_json::Value, serde_json::Value);
+        let round = |r: &Round| {
+            let mut m = serde_json::Map::new();
+            m.insert("results".into(), serde_json::json!(r.0));
+            m.insert("ratios_vs_kernel".into(), r.1.clone());
+            m.insert("ratios_vs_peers".into(), r.2.clone());
+            serde_json::Value::Object(m)
+        };
         let mut v = serde_json::json!({
             "duration_secs": opts.duration.as_secs_f64(),
             "sender_cpu": opts.sender_cpu,
@@ -179,7 +186,7 @@ fn live(cli: LiveArgs) -> anyhow::Result<()> {
             "sender": opts.sender,
             "rounds": rounds,
         });
-        // One round: the round's keys at the top level, as before --rounds existed.
+        // The first round's keys at the top level: without --rounds the output is what it was before.
         let first = round(&per_round[0]);
         for k in ["results", "ratios_vs_kernel", "ratios_vs_peers"] {
             v[k] = first[k].clone();
