@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ingress;
 pub mod isolation;
 pub mod live;
+pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod offload;

@@ -146,6 +146,42 @@ impl LivePort {
     }
 }
 
+/// Upper bounds of the batch-size histogram's buckets, frames (a burst holds at most 32).
+pub const BATCH_FRAMES_BOUNDS: [u64; 6] = [1, 2, 4, 8, 16, 32];
+/// Upper bounds of the per-batch processing time histogram's buckets, nanoseconds: 250 ns × 2^k up to about 1 ms;
+/// a last bucket (not listed) takes the rest.
+pub const BATCH_NS_BOUNDS: [u64; 13] =
+    [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000, 1_024_000];
+
+/// Per-batch histograms of one worker: how many frames each received burst held, and how long the pipeline took
+/// over it ([`Switch::process`], the switch lock's wait included). Fixed buckets of relaxed atomics, written by
+/// the worker only (no lock, no allocation: one `fetch_add` per histogram per batch), read by the metrics
+/// exporter. Counts are per bucket, not cumulative.
+#[derive(Debug, Default)]
+pub struct BatchHistograms {
+    /// Bursts by size, one bucket per [`BATCH_FRAMES_BOUNDS`] entry.
+    pub frames: [AtomicU64; BATCH_FRAMES_BOUNDS.len()],
+    /// Bursts by processing time, one bucket per [`BATCH_NS_BOUNDS`] entry and one above.
+    pub ns: [AtomicU64; BATCH_NS_BOUNDS.len() + 1],
+    /// Total processing time, nanoseconds.
+    pub ns_sum: AtomicU64,
+}
+
+impl BatchHistograms {
+    /// Records one burst of `frames` (1..=32) frames that took `ns` nanoseconds.
+    #[inline]
+    pub fn record(&self, frames: usize, ns: u64) {
+        // ceil(log2(frames)): 1 → 0, 2 → 1, 3..=4 → 2, ... 17..=32 → 5.
+        let f = (usize::BITS - frames.saturating_sub(1).leading_zeros()) as usize;
+        self.frames[f.min(BATCH_FRAMES_BOUNDS.len() - 1)].fetch_add(1, Relaxed);
+        // ceil(log2(ns / 250)), clamped to the last bucket.
+        let q = ns.div_ceil(250);
+        let t = (u64::BITS - q.saturating_sub(1).leading_zeros()) as usize;
+        self.ns[t.min(BATCH_NS_BOUNDS.len())].fetch_add(1, Relaxed);
+        self.ns_sum.fetch_add(ns, Relaxed);
+    }
+}
+
 /// A worker's counters (relaxed atomics: written by the worker, read by the stats reporter).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -177,6 +213,8 @@ pub struct WorkerStats {
     pub pool_available: AtomicU64,
     /// The pool's capacity.
     pub pool_capacity: AtomicU64,
+    /// Batch sizes and per-batch processing times.
+    pub batches: BatchHistograms,
 }
 
 /// A snapshot of one worker's counters.
@@ -210,6 +248,12 @@ pub struct WorkerReport {
     pub pool_available: u64,
     /// See [`WorkerStats`].
     pub pool_capacity: u64,
+    /// Bursts by size: one count per [`BATCH_FRAMES_BOUNDS`] bucket (not cumulative).
+    pub batch_frames: Vec<u64>,
+    /// Bursts by processing time: one count per [`BATCH_NS_BOUNDS`] bucket and one above (not cumulative).
+    pub batch_ns: Vec<u64>,
+    /// Total processing time of all bursts, nanoseconds.
+    pub batch_ns_sum: u64,
 }
 
 impl WorkerStats {
@@ -230,6 +274,9 @@ impl WorkerStats {
             cpu_ns: self.cpu_ns.load(Relaxed),
             pool_available: self.pool_available.load(Relaxed),
             pool_capacity: self.pool_capacity.load(Relaxed),
+            batch_frames: self.batches.frames.iter().map(|c| c.load(Relaxed)).collect(),
+            batch_ns: self.batches.ns.iter().map(|c| c.load(Relaxed)).collect(),
+            batch_ns_sum: self.batches.ns_sum.load(Relaxed),
         }
     }
 }
@@ -454,9 +501,14 @@ impl Worker {
             }
             // A failing burst may still have delivered frames before the error.
             if !self.batch.is_empty() {
-                moved += self.batch.len() as u64;
-                shared.workers[self.id].rx_batches.fetch_add(1, Relaxed);
+                let frames = self.batch.len();
+                moved += frames as u64;
+                let stats = &shared.workers[self.id];
+                stats.rx_batches.fetch_add(1, Relaxed);
+                // Two clock reads per burst (not per frame) for the processing-time histogram.
+                let t = Instant::now();
                 shared.lock_switch(self.id).process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
+                stats.batches.record(frames, u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
         if shared.claim_housekeeping(now) {
@@ -598,4 +650,23 @@ pub fn thread_cpu_ns() -> u64 {
     let n = std::fs::File::open("/proc/thread-self/schedstat").and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
     let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
     text.split_ascii_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_histograms_put_each_burst_in_its_bucket() {
+        let h = BatchHistograms::default();
+        for (frames, ns) in [(1, 1), (2, 250), (3, 251), (4, 500), (17, 1_000), (32, 1_024_000), (32, 5_000_000)] {
+            h.record(frames, ns);
+        }
+        let frames: Vec<u64> = h.frames.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(frames, [1, 1, 2, 0, 0, 3], "sizes 1 | 2 | 3, 4 | - | - | 17, 32, 32");
+        let ns: Vec<u64> = h.ns.iter().map(|c| c.load(Relaxed)).collect();
+        // ≤250: 1, 250 | ≤500: 251, 500 | ≤1000: 1000 | ... | ≤1.024 ms: 1_024_000 | above: 5 ms.
+        assert_eq!(ns, [2, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(h.ns_sum.load(Relaxed), 1 + 250 + 251 + 500 + 1_000 + 1_024_000 + 5_000_000);
+    }
 }

@@ -88,6 +88,10 @@ enum Command {
         /// that a restart re-adopts them and the containers keep their interfaces).
         #[arg(long)]
         cleanup: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477, an address of vswitchd's own
+        /// network namespace). Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run the pipeline over pcap files with a virtual clock; every configured port writes OUT_DIR/PORT.pcap.
     Replay {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             state_dir,
             state_interval,
             cleanup,
+            metrics,
         } => {
             let state = match state_options(&socket, state_dir, state_interval) {
                 Ok(s) => s,
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
                 workers,
                 &state,
                 cleanup,
+                metrics,
             )
         }
         Command::Replay { config, inputs, out_dir, stats_json, show } => {
@@ -167,6 +173,7 @@ fn main() -> ExitCode {
 const MAIN_TICK: Duration = Duration::from_millis(20);
 
 /// `vswitchd run`.
+#[allow(clippy::too_many_arguments)]
 fn run(
     config: Option<&Path>,
     (socket, socket_group): (&Path, Option<u32>),
@@ -175,6 +182,7 @@ fn run(
     workers: Option<usize>,
     state: &StateOptions,
     cleanup: bool,
+    metrics: Option<std::net::SocketAddr>,
 ) -> ExitCode {
     let interval = match stats_interval {
         None => None,
@@ -213,6 +221,15 @@ fn run(
             return ExitCode::FAILURE;
         }
     }
+
+    // The metrics address too: a taken address fails before any port is touched.
+    let metrics_listener = match metrics.map(std::net::TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vswitchd: run: --metrics {}: {e}", metrics.map(|a| a.to_string()).unwrap_or_default());
+            return ExitCode::FAILURE;
+        }
+    };
 
     // Signals first: one that arrives while ports are being opened stops the switch as soon as it starts. A
     // second SIGINT/SIGTERM while stopping exits at once (status 1).
@@ -312,9 +329,26 @@ fn run(
         }
     };
 
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let metrics_server = metrics_listener.and_then(|listener| {
+        let d = Arc::clone(&daemon);
+        let page = Box::new(move || metrics_page(&d));
+        match dataplane::metrics::serve(listener, Arc::clone(&metrics_stop), page) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("vswitchd: run: --metrics: {e}");
+                stop.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    });
+    if let Some(addr) = metrics.filter(|_| metrics_server.is_some()) {
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
+
     let mut next_stats = interval.map(|i| Instant::now() + i);
     let mut next_state = state.interval.map(|i| Instant::now() + i);
-    let mut failed = server.is_none();
+    let mut failed = server.is_none() || (metrics.is_some() && metrics_server.is_none());
     while !stop.load(Ordering::Relaxed) && !daemon.stopping() {
         std::thread::sleep(MAIN_TICK);
         daemon.retry_failed_ports();
@@ -347,6 +381,10 @@ fn run(
     // No more requests; the socket file is removed when the server thread ends.
     control_stop.store(true, Ordering::Relaxed);
     if let Some(h) = server {
+        let _ = h.join();
+    }
+    metrics_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = metrics_server {
         let _ = h.join();
     }
     let Some(running) = daemon.shut_down() else {
@@ -440,6 +478,16 @@ fn save_state(path: &Path, snap: &dataplane::snapshot::Snapshot) {
         ),
         Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot write the state snapshot"),
     }
+}
+
+/// The metrics page: the live counters and the running configuration's limits (`None` once shut down).
+fn metrics_page(daemon: &Daemon) -> Option<String> {
+    let report = daemon.report()?;
+    let (conntrack_limit, mac_limits, routes) = daemon.with_running(|r| {
+        let c = r.config();
+        (c.conntrack.limit, c.networks.iter().map(|n| (n.name.clone(), n.mac_limit)).collect(), c.routes.len())
+    })?;
+    Some(dataplane::metrics::render(dataplane::metrics::Snapshot { report, conntrack_limit, mac_limits, routes }))
 }
 
 /// Writes the counters JSON to `path` through a temporary file and a rename, so readers see whole files only.

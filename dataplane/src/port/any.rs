@@ -36,7 +36,16 @@ pub enum AnyPort {
     /// One queue of an existing interface through an AF_XDP socket (boxed: its rings make it large).
     #[cfg(feature = "afxdp")]
     AfXdp(Box<AfXdpPort>),
+    /// A port implemented outside this crate (the benchmarks' paced generators and latency sinks, which must
+    /// run through the real workers): dynamic dispatch, one virtual call per burst. Not made by
+    /// [`open_ports`]; a caller of `live::Runtime::new` hands it in.
+    External(Box<dyn ExternalPort>),
 }
+
+/// A [`Port`] that can run in a worker: what [`AnyPort::External`] holds.
+pub trait ExternalPort: Port + Send + std::fmt::Debug {}
+
+impl<T: Port + Send + std::fmt::Debug> ExternalPort for T {}
 
 impl AnyPort {
     /// The AF_XDP attach mode obtained, for AF_XDP ports.
@@ -85,6 +94,7 @@ macro_rules! dispatch {
             AnyPort::AfPacket($p) => $e,
             #[cfg(feature = "afxdp")]
             AnyPort::AfXdp($p) => $e,
+            AnyPort::External($p) => $e,
         }
     };
 }
