@@ -232,6 +232,19 @@ impl World {
         Daemon::spawn_in_env(&self.sw, args, &[("VSWITCHD_TEST_HOOKS", "1")])
     }
 
+    /// vswitchd started for the first time: waits for both taps to appear in the containers, then gives them
+    /// their addresses and routes.
+    fn start_with_containers(&self) -> Daemon {
+        let d = self.start(&[]);
+        let (t1, t2) = (self.tap(1), self.tap(2));
+        assert!(
+            eventually(Duration::from_secs(5), || link(&self.c1, &t1).is_some() && link(&self.c2, &t2).is_some()),
+            "taps did not appear"
+        );
+        self.configure_containers();
+        d
+    }
+
     /// Addresses and default routes in the containers (once: they live on the taps).
     fn configure_containers(&self) {
         for (c, ns) in [(1, &self.c1), (2, &self.c2)] {
@@ -285,12 +298,7 @@ fn live_kill_9_and_restart_keep_the_taps_and_the_masqueraded_tcp_connection() {
     }
     let w = World::build("k");
     let (t1, t2) = (w.tap(1), w.tap(2));
-    let mut d = w.start(&[]);
-    assert!(
-        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
-        "taps did not appear"
-    );
-    w.configure_containers();
+    let mut d = w.start_with_containers();
     let before = link(&w.c1, &t1).unwrap();
     let before2 = link(&w.c2, &t2).unwrap();
 
@@ -364,13 +372,8 @@ fn live_a_missing_namespace_fails_one_port_the_other_forwards_and_it_comes_back_
         return;
     }
     let w = World::build("m");
-    let (t1, t2) = (w.tap(1), w.tap(2));
-    let mut d = w.start(&[]);
-    assert!(
-        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
-        "taps did not appear"
-    );
-    w.configure_containers();
+    let t2 = w.tap(2);
+    let mut d = w.start_with_containers();
     assert!(ping_ok(&w.c1, "203.0.113.1"), "c1 → external through masquerade");
     let out = d.terminate();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -436,13 +439,8 @@ fn live_a_tap_mtu_changes_in_place_without_losing_a_ping() {
         return;
     }
     let w = World::build("u");
-    let (t1, t2) = (w.tap(1), w.tap(2));
-    let mut d = w.start(&[]);
-    assert!(
-        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
-        "taps did not appear"
-    );
-    w.configure_containers();
+    let t1 = w.tap(1);
+    let mut d = w.start_with_containers();
     let socket = w.socket();
     assert!(wait_socket(&socket));
     assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1");
@@ -481,13 +479,8 @@ fn live_adding_an_unrelated_network_flushes_no_connection_and_a_published_stream
         return;
     }
     let w = World::build("p");
-    let (t1, t2) = (w.tap(1), w.tap(2));
-    let mut d = w.start(&[]);
-    assert!(
-        eventually(Duration::from_secs(5), || link(&w.c1, &t1).is_some() && link(&w.c2, &t2).is_some()),
-        "taps did not appear"
-    );
-    w.configure_containers();
+
+    let mut d = w.start_with_containers();
     let socket = w.socket();
     assert!(wait_socket(&socket));
     // The external host streams to c1 through the published port.
