@@ -15,12 +15,14 @@
 //! must not divert the router's traffic). Frames on a routed port (one with an address and no network) go to
 //! the router if addressed to the port's MAC or broadcast, and are dropped as `not-for-us` otherwise.
 //!
-//! State: one [`Fdb`] per network. Owned by the worker running the pipeline.
+//! State: one [`Fdb`] per network. Owned by the worker running the pipeline. With several workers (each its own
+//! bridge, see `crate::pipeline::shard`) the bridge also notes what it learned that the other workers' tables
+//! must hear of ([`Bridge::take_announced`]); [`Bridge::learn_remote`] applies what they heard.
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
-use crate::fdb::{Fdb, FdbStats};
-use crate::ids::{Nanos, NetId, RifId};
+use crate::fdb::{Fdb, FdbStats, Learned};
+use crate::ids::{Nanos, NetId, PortId, RifId};
 use crate::packet::Parsed;
 use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
@@ -39,19 +41,47 @@ pub struct BridgeStats {
 pub struct Bridge {
     fdbs: Vec<Fdb>,
     stats: BridgeStats,
+    /// Note what is learned for the other workers (several workers only).
+    announcing: bool,
+    /// `(network, address, port)` learned, moved or renewed since the last [`Bridge::take_announced`].
+    announced: Vec<(NetId, MacAddr, PortId)>,
 }
 
 impl Bridge {
     /// Empty MAC tables for every network of `topo`.
     pub fn new(topo: &Topology) -> Self {
         let fdbs = topo.networks.iter().map(|n| Fdb::new(topo.ports.len(), n.mac_limit, n.mac_aging)).collect();
-        Bridge { fdbs, stats: BridgeStats::default() }
+        Bridge { fdbs, stats: BridgeStats::default(), announcing: false, announced: Vec::new() }
     }
 
     /// A bridge with the given tables (one per network of the topology it serves, by [`NetId`]) and counters:
     /// a configuration change carries the tables over (see [`Fdb::remapped`]).
     pub fn with_tables(fdbs: Vec<Fdb>, stats: BridgeStats) -> Self {
-        Bridge { fdbs, stats }
+        Bridge { fdbs, stats, announcing: false, announced: Vec::new() }
+    }
+
+    /// Starts (or stops) noting what is learned for other workers' tables.
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announcing = on;
+        self.announced = Vec::with_capacity(if on { BATCH_SIZE } else { 0 });
+    }
+
+    /// What was learned since the last call (at most one batch's worth: the caller drains it after each).
+    pub fn take_announced(&mut self, mut f: impl FnMut(NetId, MacAddr, PortId)) {
+        for (net, mac, port) in self.announced.drain(..) {
+            f(net, mac, port);
+        }
+    }
+
+    /// Applies another worker's sighting of `mac` on `port` at `seen` to network `net`'s table, unless this
+    /// table saw the address later (crossing updates settle on the latest sighting). Ids out of range are
+    /// ignored.
+    pub fn learn_remote(&mut self, net: NetId, mac: MacAddr, port: PortId, seen: Nanos) {
+        if let Some(fdb) = self.fdbs.get_mut(net as usize) {
+            if fdb.last_seen(mac).is_none_or(|t| t <= seen) && usize::from(port) < fdb.port_slots() {
+                fdb.learn(mac, port, seen);
+            }
+        }
     }
 
     /// Learns and decides for every frame whose verdict is still `Continue`.
@@ -82,8 +112,11 @@ impl Bridge {
             let (dst, src) = (eth.dst_addr(), eth.src_addr());
             if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
-            } else {
-                fdb.learn(src, cx.in_port, cx.now);
+            } else if !cx.handed {
+                let learned = fdb.learn(src, cx.in_port, cx.now);
+                if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
+                    self.announced.push((net, src, cx.in_port));
+                }
             }
             let v = match gateway {
                 Some((rif, mac)) if dst == mac => Verdict::ToRouter(rif),

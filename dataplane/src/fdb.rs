@@ -27,6 +27,8 @@ struct Entry {
     last_seen: Nanos,
     /// `last_seen` when the entry's current record was queued on its port's FIFO; identifies that record.
     queued: Nanos,
+    /// When the entry was last told to the other workers' replicas (see [`Learned::Renewed`]).
+    announced: Nanos,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -42,6 +44,10 @@ struct PortFifo {
 pub enum Learned {
     /// A known address seen again on the same port.
     Refreshed,
+    /// A known address seen again on the same port, last announced a quarter of the ageing time ago or more:
+    /// with several workers, the caller tells the other replicas, so an address seen by one worker only does
+    /// not age out of the others' tables (see `crate::pipeline::shard`).
+    Renewed,
     /// A new address.
     New,
     /// A new address that evicted another one (table full).
@@ -107,12 +113,17 @@ impl Fdb {
         if let Some(e) = self.map.get_mut(&key) {
             if e.port == port {
                 e.last_seen = now;
+                if now.saturating_sub(e.announced) >= self.aging / 4 {
+                    e.announced = now;
+                    return Learned::Renewed;
+                }
                 return Learned::Refreshed;
             }
             let old = e.port;
             e.port = port;
             e.last_seen = now;
             e.queued = now;
+            e.announced = now;
             self.ports[old as usize].count -= 1;
             self.enqueue(port, key, now);
             self.stats.moved += 1;
@@ -124,7 +135,7 @@ impl Fdb {
             // grow past the limit.
             return Learned::Refreshed;
         }
-        self.map.insert(key, Entry { port, last_seen: now, queued: now });
+        self.map.insert(key, Entry { port, last_seen: now, queued: now, announced: now });
         self.enqueue(port, key, now);
         self.stats.learned += 1;
         if evicted {
@@ -140,6 +151,16 @@ impl Fdb {
     pub fn lookup(&self, mac: MacAddr, now: Nanos) -> Option<PortId> {
         let e = self.map.get(&mac.to_u64())?;
         (now.saturating_sub(e.last_seen) <= self.aging).then_some(e.port)
+    }
+
+    /// When `mac` was last seen (aged entries included until the next [`Fdb::expire`]).
+    pub fn last_seen(&self, mac: MacAddr) -> Option<Nanos> {
+        self.map.get(&mac.to_u64()).map(|e| e.last_seen)
+    }
+
+    /// How many port ids this table has room for.
+    pub fn port_slots(&self) -> usize {
+        self.ports.len()
     }
 
     /// Removes entries older than the ageing time; returns how many.

@@ -96,6 +96,45 @@ pub enum Held {
     TableFull(Frame),
 }
 
+/// A change to one neighbour that the other workers' tables must hear of (several workers, see
+/// `crate::pipeline::shard`): the worker that first holds a frame for an address resolves it (sends the
+/// requests, times out); the others wait on its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighNote {
+    /// ARP confirmed `ip` at `mac` (`create`: the entry was made, an answer to us; else only refreshed).
+    Confirmed {
+        /// Interface.
+        rif: RifId,
+        /// Address.
+        ip: Ipv4Addr,
+        /// Its MAC.
+        mac: MacAddr,
+        /// Make the entry if absent.
+        create: bool,
+    },
+    /// A request for `ip` was sent: hold frames for it without asking again ([`NeighTable::pending_remote`]).
+    Pending {
+        /// Interface.
+        rif: RifId,
+        /// Address.
+        ip: Ipv4Addr,
+    },
+    /// A stale entry was probed ([`NeighTable::probed_remote`]).
+    Probed {
+        /// Interface.
+        rif: RifId,
+        /// Address.
+        ip: Ipv4Addr,
+    },
+    /// Resolution failed ([`NeighTable::fail_remote`]).
+    Failed {
+        /// Interface.
+        rif: RifId,
+        /// Address.
+        ip: Ipv4Addr,
+    },
+}
+
 /// Work for the caller after [`NeighTable::tick`].
 #[derive(Debug, Default)]
 pub struct TickWork {
@@ -103,6 +142,8 @@ pub struct TickWork {
     pub requests: Vec<(RifId, Ipv4Addr)>,
     /// Frames whose neighbour failed to resolve, with the interface: answer Host Unreachable and free.
     pub failed: Vec<(RifId, Frame)>,
+    /// The entries that failed.
+    pub failed_entries: Vec<(RifId, Ipv4Addr)>,
 }
 
 /// How many of an interface's oldest records one eviction looks at.
@@ -308,6 +349,39 @@ impl NeighTable {
         }
     }
 
+    /// Another worker sent a request for `ip` on `rif`: an absent entry becomes incomplete without a request of
+    /// its own, so frames for it wait for that worker's answer ([`NeighTable::confirm`]) or failure
+    /// ([`NeighTable::fail_remote`]). Should neither arrive (a lost update), the entry fails on its own after
+    /// every retry the other worker could have made, and one more interval.
+    pub fn pending_remote(&mut self, rif: RifId, ip: Ipv4Addr, now: Nanos) {
+        let key = (rif, u32::from(ip));
+        if !self.map.contains_key(&key) && self.make_room(now) {
+            self.record(rif, key.1);
+            let wait = self.cfg.retry_interval.saturating_mul(u64::from(self.cfg.retries) + 2);
+            let queue = VecDeque::new();
+            self.map.insert(key, State::Incomplete { sent: self.cfg.retries, next_retry: now + wait, queue });
+        }
+    }
+
+    /// Another worker probed the stale entry for `ip` on `rif` at `now`: this table does not probe it again
+    /// within the retry interval.
+    pub fn probed_remote(&mut self, rif: RifId, ip: Ipv4Addr, now: Nanos) {
+        if let Some(State::Resolved { probed, .. }) = self.map.get_mut(&(rif, u32::from(ip))) {
+            *probed = (*probed).max(now);
+        }
+    }
+
+    /// Another worker's resolution of `ip` on `rif` failed: the frames held here for it are moved to `failed`
+    /// (answer Host Unreachable), and the entry fails as the other worker's did (not counted again).
+    pub fn fail_remote(&mut self, rif: RifId, ip: Ipv4Addr, now: Nanos, failed: &mut Vec<Frame>) {
+        if let Some(state) = self.map.get_mut(&(rif, u32::from(ip))) {
+            if let State::Incomplete { queue, .. } = state {
+                failed.extend(queue.drain(..));
+                *state = State::Failed { until: now + self.cfg.retry_interval };
+            }
+        }
+    }
+
     /// Copies the resolved entries into `into` (a table for a rebuilt router), their interface renumbered by
     /// `map` (`None`: the interface is gone or changed; the entry is not copied), with their timers as they were.
     /// Unresolved entries and the frames they hold are not copied. Returns `(copied, dropped)`.
@@ -366,6 +440,7 @@ impl NeighTable {
                 }
                 stats.failed += 1;
                 work.failed.extend(queue.drain(..).map(|f| (rif, f)));
+                work.failed_entries.push((rif, Ipv4Addr::from(ip)));
                 *state = State::Failed { until: now + cfg.retry_interval };
                 true
             }

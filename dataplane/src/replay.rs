@@ -24,6 +24,7 @@ use crate::ids::{table_id, Nanos, NANOS_PER_SEC};
 use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
+use crate::pipeline::shards::Shards;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
 use crate::port::{Port, PortError, PortStats};
@@ -123,8 +124,13 @@ pub struct SwitchReport {
     pub snat: SnatStats,
 }
 
+/// `a.f += b.f` for every listed field.
+macro_rules! add_fields {
+    ($a:expr, $b:expr; $($f:ident),* $(,)?) => { $( $a.$f += $b.$f; )* };
+}
+
 impl SwitchReport {
-    /// The counters of `switch` now.
+    /// The report of one switch.
     pub fn of(switch: &Switch) -> SwitchReport {
         let networks = (switch.topology().networks.iter().zip(switch.fdb_stats()))
             .map(|(n, fdb)| (n.name.clone(), NetworkReport { fdb }))
@@ -139,6 +145,58 @@ impl SwitchReport {
             snat: switch.router().nat().snat_stats(),
         }
     }
+
+    /// The report of a switch made of `shards` (`crate::pipeline::shard`): what counts frames and connections
+    /// is summed; what the shards replicate (MAC tables, neighbour entries and their ageing) is shard 0's.
+    pub fn of_shards(shards: &[Switch]) -> SwitchReport {
+        let Some((first, rest)) = shards.split_first() else {
+            return SwitchReport::of(&Switch::new(&Config::default()));
+        };
+        let mut r = SwitchReport::of(first);
+        for s in rest {
+            let o = SwitchReport::of(s);
+            for (k, v) in o.drops {
+                *r.drops.entry(k).or_default() += v;
+            }
+            add_fields!(r.bridge, o.bridge; learn_skipped);
+            add_fields!(r.router, o.router; forwarded, arp_replies, arp_requests, arp_ignored, echo_replies,
+                icmp_errors, icmp_rate_limited);
+            add_fields!(r.neigh, o.neigh; queued, queue_overflow, failed);
+            add_fields!(r.nat, o.nat; snat_created, dnat_created, hairpin_created, hits_original, hits_reply,
+                invalid, table_full, network_limit, spoofed, port_exhausted, clash, no_translation,
+                icmp_errors_translated, fragments_dropped, unsupported, expired);
+            add_fields!(r.snat, o.snat; in_use, destinations, allocated, preferred_kept, remapped, exhausted,
+                claimed, released, stray_releases);
+        }
+        r
+    }
+}
+
+/// The pipeline counters of port `port`, summed over `shards`.
+pub fn port_counters(shards: &[Switch], port: crate::ids::PortId) -> PortCounters {
+    let mut c = PortCounters::default();
+    for s in shards {
+        let o = s.counters().port(port);
+        add_fields!(c, o; rx_packets, rx_bytes, forwarded, flooded, routed, dropped, tx_packets, tx_bytes);
+    }
+    c
+}
+
+/// The connection-table counters summed over `shards`.
+pub fn conntrack_stats(shards: &[Switch]) -> ConntrackStats {
+    let mut c = ConntrackStats::default();
+    for s in shards {
+        let o = s.conntrack().stats();
+        add_fields!(c, o; entries, created, expired, invalid, table_full, clash, evicted, group_full);
+    }
+    c
+}
+
+/// Every shard's live connections at `now`, sorted by original tuple.
+pub fn connections(shards: &[Switch], now: Nanos) -> Vec<ConnectionInfo> {
+    let mut v: Vec<ConnectionInfo> = shards.iter().flat_map(|s| s.connections(now)).collect();
+    v.sort_by_key(|c| c.orig);
+    v
 }
 
 /// The connection table at the end of a replay.
@@ -182,6 +240,20 @@ impl ReplayReport {
 
 /// Replays `inputs` through a switch built from `cfg`, writing one capture per configured port into `out_dir`.
 pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<ReplayReport, ReplayError> {
+    replay_with_workers(cfg, inputs, out_dir, 1)
+}
+
+/// [`replay`] through `workers` shards of the switch (`crate::pipeline::shard`), driven on this thread by
+/// [`Shards`]: received bursts are dealt to the shards round-robin (the harshest spread: consecutive frames of
+/// one flow land on different shards), and after each burst everything the shards tell one another is
+/// delivered. The outcome (frames per port, counters) must be one switch's, up to the order of frames of
+/// different flows within a port's capture; `workers = 1` is exactly [`replay`].
+pub fn replay_with_workers(
+    cfg: &Config,
+    inputs: &[ReplayInput],
+    out_dir: &Path,
+    workers: usize,
+) -> Result<ReplayReport, ReplayError> {
     let mut captures: BTreeMap<usize, Vec<CapturedFrame>> = BTreeMap::new();
     let mut nanosecond = false;
     for input in inputs {
@@ -208,32 +280,33 @@ pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<Re
         outputs.insert(p.name.clone(), path);
     }
 
-    let mut switch = Switch::new(cfg);
-    let end = run(&mut switch, &mut ports)?;
+    let mut shards = Shards::new(workers, |shard| Switch::new(cfg).sharded(shard));
+    let end = run(&mut shards, &mut ports)?;
     for p in &mut ports {
         p.finish()?;
     }
-    Ok(report(&switch, &ports, outputs, end))
+    Ok(report(shards.switches(), &ports, outputs, end))
 }
 
 /// Longest the clock keeps running after the last input frame while the router still waits for ARP answers.
 const DRAIN_LIMIT: Nanos = 60 * NANOS_PER_SEC;
 
-/// Drives `switch` over `ports` until every input is consumed, then lets virtual time run on (in housekeeping
+/// Drives `shards` over `ports` until every input is consumed, then lets virtual time run on (in housekeeping
 /// steps, up to [`DRAIN_LIMIT`]) until the router has nothing pending, so timeouts after the last frame happen.
 /// Returns the virtual time it ended at.
-fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError> {
+fn run(shards: &mut Shards, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError> {
     let mut pool = BufPool::with_large(POOL_SIZE, DEFAULT_LARGE_BUFFERS);
-    let mut tx = switch.tx_queues();
+    let mut tx = shards.switches()[0].tx_queues();
     let mut batch = Batch::new();
     let mut next_housekeeping: Option<Nanos> = None;
     let mut last = 0;
+    let mut bursts = 0usize;
     loop {
         let next = ports.iter().enumerate().filter_map(|(i, p)| p.next_ts().map(|ts| (ts, i))).min();
         let Some((now, idx)) = next else { break };
         // Housekeeping due before this frame runs first, at its own (virtual) time.
         while let Some(t) = next_housekeeping.filter(|&t| t <= now) {
-            switch.housekeeping(t, &mut pool, &mut tx);
+            shards.housekeeping(t, &mut pool, &mut tx);
             flush(ports, &mut pool, &mut tx, t)?;
             next_housekeeping = Some(t + HOUSEKEEPING_INTERVAL);
         }
@@ -241,14 +314,15 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError
             next_housekeeping = Some(now + HOUSEKEEPING_INTERVAL);
         }
         ports[idx].rx_burst(now, &mut pool, &mut batch)?;
-        switch.process(now, table_id(idx), &mut batch, &mut pool, &mut tx);
+        shards.process(bursts, now, table_id(idx), &mut batch, &mut pool, &mut tx);
+        bursts += 1;
         flush(ports, &mut pool, &mut tx, now)?;
         last = now;
     }
     let mut end = last;
     if let Some(mut t) = next_housekeeping {
-        while switch.has_pending() && t <= last + DRAIN_LIMIT {
-            switch.housekeeping(t, &mut pool, &mut tx);
+        while shards.has_pending() && t <= last + DRAIN_LIMIT {
+            shards.housekeeping(t, &mut pool, &mut tx);
             flush(ports, &mut pool, &mut tx, t)?;
             end = t;
             t += HOUSEKEEPING_INTERVAL;
@@ -271,20 +345,20 @@ fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nan
     Ok(())
 }
 
-fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
+fn report(shards: &[Switch], ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
     let ports_report: BTreeMap<_, _> = ports
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(table_id(i)) })
+            (p.name().to_string(), PortReport { io: p.stats(), pipeline: port_counters(shards, table_id(i)) })
         })
         .collect();
     ReplayReport {
         frames_in: ports_report.values().map(|p| p.io.rx_packets + p.io.rx_dropped).sum(),
         frames_out: ports_report.values().map(|p| p.io.tx_packets).sum(),
         ports: ports_report,
-        switch: SwitchReport::of(switch),
-        conntrack: ConntrackReport { stats: switch.conntrack().stats(), connections: switch.connections(end) },
+        switch: SwitchReport::of_shards(shards),
+        conntrack: ConntrackReport { stats: conntrack_stats(shards), connections: connections(shards, end) },
         outputs,
     }
 }

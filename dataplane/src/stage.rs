@@ -53,13 +53,15 @@ pub struct Context<'a> {
     pub in_port: PortId,
     /// Where stages record their decisions, when the batch is traced.
     pub trace: Option<&'a Trace>,
+    /// The batch was handed over by another worker (`crate::pipeline::shard`): received and learned there.
+    pub handed: bool,
 }
 
 impl Context<'_> {
     /// A context without a trace.
     #[inline]
     pub fn new(now: Nanos, in_port: PortId) -> Context<'static> {
-        Context { now, in_port, trace: None }
+        Context { now, in_port, trace: None, handed: false }
     }
 
     /// Records `stage`'s decision if the batch is traced (`what` is only called then).

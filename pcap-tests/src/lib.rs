@@ -16,7 +16,7 @@
 
 use dataplane::config::Config;
 use dataplane::port::pcap::read_capture;
-use dataplane::replay::{replay, ReplayInput};
+use dataplane::replay::{replay, replay_with_workers, ReplayInput};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -127,6 +127,53 @@ pub fn run_case(dir: &Path, bless: bool) -> Result<(), String> {
             let _ = writeln!(problems, "expected/counters.json: {e}");
         }
     }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!("\n{problems}")))
+    }
+}
+
+/// Replays case `dir` through one switch and through `workers` shards of it
+/// ([`dataplane::replay::replay_with_workers`]); `Err` describes every difference: a port whose frames differ
+/// as a multiset (order between flows may change; every frame keeps its timestamp), or a counter that differs.
+pub fn compare_workers(dir: &Path, workers: usize) -> Result<(), String> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let fail = |msg: String| format!("case {name} with {workers} workers: {msg}");
+    let cfg = Config::load(&dir.join("config.toml")).map_err(|e| fail(e.to_string()))?;
+    let mut inputs = Vec::new();
+    for e in std::fs::read_dir(dir.join("in")).map_err(|e| fail(e.to_string()))?.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "pcap") {
+            let port = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            inputs.push(ReplayInput { port, path: p });
+        }
+    }
+    inputs.sort_by(|a, b| a.port.cmp(&b.port));
+    let (one_dir, n_dir) =
+        (tempfile::tempdir().map_err(|e| fail(e.to_string()))?, tempfile::tempdir().map_err(|e| fail(e.to_string()))?);
+    let one = replay(&cfg, &inputs, one_dir.path()).map_err(|e| fail(e.to_string()))?;
+    let many = replay_with_workers(&cfg, &inputs, n_dir.path(), workers).map_err(|e| fail(e.to_string()))?;
+    let mut problems = String::new();
+    for (port, path) in &one.outputs {
+        let frames = |p: &Path| -> Result<Vec<(u64, Vec<u8>)>, String> {
+            let mut v: Vec<(u64, Vec<u8>)> =
+                read_capture(p).map_err(|e| e.to_string())?.frames.into_iter().map(|f| (f.ts, f.data)).collect();
+            v.sort();
+            Ok(v)
+        };
+        let want = frames(path).map_err(&fail)?;
+        let got = frames(&many.outputs[port]).map_err(&fail)?;
+        if want != got {
+            let _ = writeln!(
+                problems,
+                "port {port}: {} frames with one switch, {} with {workers} shards (or different ones)",
+                want.len(),
+                got.len()
+            );
+        }
+    }
+    compare_json("", &many.counters_json(), &one.counters_json(), &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {

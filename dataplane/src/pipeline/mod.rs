@@ -11,9 +11,13 @@
 //! [`Switch::housekeeping`] every [`HOUSEKEEPING_INTERVAL`].
 //!
 //! Threads: nothing in a `Switch` is shared or locked inside; it is used by one thread at a time. `vswitchd run`
-//! puts it behind one mutex that a worker takes per received batch (see `crate::worker` and
-//! docs/architecture.md § Threads); replay and tests own it outright.
+//! gives every worker a switch of its own, a [`Shard`]: the shards replicate MAC tables and neighbours and
+//! partition connections, handing frames to the shard that owns their connection ([`shard`]; the driver moves
+//! each shard's [`Outbox`] to the others after every call). Replay and tests own one switch outright (or
+//! several, [`shards::Shards`], to check that N shards forward as one switch does).
 
+pub mod shard;
+pub mod shards;
 mod trace;
 
 use crate::batch::{Batch, BATCH_SIZE};
@@ -29,6 +33,7 @@ use crate::nat::{ConnectionInfo, NatStats};
 use crate::packet::Parsed;
 use crate::router::{BatchLookup, Router};
 use crate::topology::Topology;
+pub use shard::{Handoff, Outbox, Owners, Shard, Update};
 
 pub use crate::stage::{Context, Egress, Trace, TxQueues, Verdict, Verdicts, TX_QUEUE_CAP};
 pub use trace::TraceSteps;
@@ -47,6 +52,12 @@ pub struct Switch {
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
     routes: [BatchLookup; BATCH_SIZE],
+    /// Which worker's switch this is.
+    shard: Shard,
+    /// Who owns a routed frame's connection (several shards only).
+    owners: Owners,
+    /// What this shard produced for the others since the driver last drained it.
+    outbox: Outbox,
 }
 
 impl Switch {
@@ -65,8 +76,70 @@ impl Switch {
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],
+            shard: Shard::ONE,
+            owners: Owners::default(),
+            outbox: Outbox::default(),
             topo,
         }
+    }
+
+    /// This switch as shard `shard` of several (a worker's own switch in `vswitchd run`): it announces what it
+    /// learns and hands routed frames to their connection's owner through its [`Outbox`] (see [`shard`]).
+    pub fn sharded(mut self, shard: Shard) -> Switch {
+        self.set_shard(shard);
+        self
+    }
+
+    fn set_shard(&mut self, shard: Shard) {
+        self.shard = shard;
+        self.owners = if shard.is_sharded() { Owners::new(&self.topo) } else { Owners::default() };
+        self.bridge.set_announcing(shard.is_sharded());
+        self.router.set_announcing(shard.is_sharded());
+        self.outbox = Outbox::default();
+    }
+
+    /// Which shard this is.
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// What this shard produced for the others: the driver takes it after every call and delivers it
+    /// ([`Switch::apply_update`], [`Switch::process_handed`]).
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// Applies another shard's [`Update`] (at a batch boundary); frames it releases (held for ARP) are queued in
+    /// `tx`.
+    pub fn apply_update(&mut self, now: Nanos, update: Update, pool: &mut BufPool, tx: &mut TxQueues) {
+        match update {
+            Update::Mac { net, mac, port, seen } => self.bridge.learn_remote(net, mac, port, seen),
+            Update::Neigh(note) => {
+                let mut out = Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, now, None);
+                self.router.apply_note(now, note, &mut out);
+            }
+        }
+    }
+
+    /// Runs frames another shard received on `in_port` and handed over ([`Handoff`]) through the pipeline: as
+    /// [`Switch::process`], but not counted as received nor learned again (the receiving shard did both).
+    pub fn process_handed(
+        &mut self,
+        now: Nanos,
+        in_port: PortId,
+        batch: &mut Batch,
+        pool: &mut BufPool,
+        tx: &mut TxQueues,
+    ) {
+        if usize::from(in_port) >= self.topo.ports.len() {
+            for f in batch.drain() {
+                pool.free(f);
+            }
+            return;
+        }
+        let mut cx = Context::new(now, in_port);
+        cx.handed = true;
+        self.process_traced(cx, batch, pool, tx);
     }
 
     /// The switch for a new validated configuration, carrying over what is still valid (a configuration
@@ -126,8 +199,13 @@ impl Switch {
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],
+            shard: Shard::ONE,
+            owners: Owners::default(),
+            outbox: Outbox::default(),
             topo,
         };
+        let mut switch = switch;
+        switch.set_shard(self.shard);
         (switch, carried)
     }
 
@@ -153,10 +231,12 @@ impl Switch {
         let (now, in_port) = (cx.now, cx.in_port);
         let mut verdicts = std::mem::take(&mut self.verdicts);
         verdicts.reset();
-        let pc = self.counters.port_mut(in_port);
-        for f in batch.iter() {
-            pc.rx_packets += 1;
-            pc.rx_bytes += f.len() as u64;
+        if !cx.handed {
+            let pc = self.counters.port_mut(in_port);
+            for f in batch.iter() {
+                pc.rx_packets += 1;
+                pc.rx_bytes += f.len() as u64;
+            }
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
@@ -179,6 +259,13 @@ impl Switch {
                     out.settle_flood(in_port, net, sent);
                 }
                 Verdict::ToRouter(rif) => {
+                    if self.shard.is_sharded() && !cx.handed {
+                        let owner = self.owners.owner(frame.data(), &self.parsed[i], self.shard.count);
+                        if let Some(owner) = owner.filter(|&o| o != self.shard.index) {
+                            self.outbox.handoffs.push(Handoff { owner, port: in_port, frame });
+                            continue;
+                        }
+                    }
                     out.counters.port_mut(in_port).routed += 1;
                     self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], &mut out);
                 }
@@ -199,6 +286,11 @@ impl Switch {
             }
         }
         self.verdicts = verdicts;
+        if self.shard.is_sharded() {
+            let updates = &mut self.outbox.updates;
+            self.bridge.take_announced(|net, mac, port| updates.push(Update::Mac { net, mac, port, seen: now }));
+            self.router.take_notes(|note| updates.push(Update::Neigh(note)));
+        }
     }
 
     /// Housekeeping off the hot path: ages out MAC entries, expires connections (releasing their NAT ports),
@@ -209,6 +301,10 @@ impl Switch {
         self.router.nat_mut().expire(now);
         let mut out = Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, now, None);
         self.router.tick(now, &mut out);
+        if self.shard.is_sharded() {
+            let updates = &mut self.outbox.updates;
+            self.router.take_notes(|note| updates.push(Update::Neigh(note)));
+        }
     }
 
     /// True while the router waits for ARP answers (a driver with a virtual clock keeps time moving until then).

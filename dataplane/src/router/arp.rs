@@ -5,7 +5,7 @@
 use super::{set_macs, Router};
 use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
-use crate::neigh::RifId;
+use crate::neigh::{NeighNote, RifId};
 use crate::packet::Parsed;
 use crate::stage::Egress;
 use crate::topology::RifInfo;
@@ -51,6 +51,7 @@ impl Router {
         self.last_neigh = None;
         let mut released = std::mem::take(&mut self.released);
         self.neigh.confirm(rif_id, spa, sha, now, for_us, &mut released);
+        self.note_neigh(NeighNote::Confirmed { rif: rif_id, ip: spa, mac: sha, create: for_us });
         self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
         match msg.operation {
             arp::op::REQUEST if for_us => {

@@ -6,7 +6,7 @@ use super::{martian, set_macs, Decided, Route, Router};
 use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::nat;
-use crate::neigh::{Held, Lookup, RifId};
+use crate::neigh::{Held, Lookup, NeighNote, RifId};
 use crate::packet::Parsed;
 use crate::stage::Egress;
 use crate::wire::icmpv4::{msg_type, unreachable};
@@ -161,11 +161,13 @@ impl Router {
             Lookup::MacProbe(mac) => {
                 self.send_to_mac(rif, mac, frame, out);
                 self.arp_request(rif, target, now, out);
+                self.note_neigh(NeighNote::Probed { rif, ip: target });
             }
             Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
                 Held::SendRequest => {
                     self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
-                    self.arp_request(rif, target, now, out)
+                    self.arp_request(rif, target, now, out);
+                    self.note_neigh(NeighNote::Pending { rif, ip: target });
                 }
                 Held::Queued => {}
                 Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),

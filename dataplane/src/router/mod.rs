@@ -67,7 +67,7 @@ use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::counters::DropReason;
 use crate::ids::table_id;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
-use crate::neigh::{NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
+use crate::neigh::{NeighConfig, NeighEntry, NeighNote, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
 use crate::route::{Fib, Ipv4Net, NextHopId};
 use crate::stage::{Egress, Verdict, Verdicts};
@@ -191,6 +191,10 @@ pub struct Router {
     /// Every router interface's address, by [`RifId`] (the topology's, packed for the per-packet "is this for
     /// us" scan; a router is rebuilt whenever an interface changes, see `Topology::same_router_as`).
     local_addrs: Vec<Ipv4Addr>,
+    /// Note neighbour changes for the other workers (several workers only, see `crate::pipeline::shard`).
+    announcing: bool,
+    /// Neighbour changes since the last [`Router::take_notes`].
+    notes: Vec<NeighNote>,
 }
 
 /// The translation [`Nat::inbound`] decided for a packet to one of our addresses, applied by
@@ -256,6 +260,8 @@ impl Router {
             last_neigh: None,
             nat: Nat::new(topo),
             local_addrs: topo.rifs.iter().map(|r| r.addr).collect(),
+            announcing: false,
+            notes: Vec::new(),
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
             r.add_route(rif.subnet.trunc(), NextHop { rif: table_id(i), via: None }, "connected");
@@ -467,22 +473,11 @@ impl Router {
         for (rif, target) in work.requests {
             self.arp_request(rif, target, now, out);
         }
-        for (rif, mut f) in work.failed {
-            // The queued frame was already rewritten for forwarding (TTL - 1); ICMP quotes it as it is.
-            let parsed = crate::packet::parse(f.data()).unwrap_or_default();
-            let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
-            f.ts = now;
-            self.icmp_error(
-                now,
-                in_rif,
-                &f,
-                &parsed,
-                icmpv4::msg_type::DEST_UNREACHABLE,
-                icmpv4::unreachable::HOST,
-                0,
-                out,
-            );
-            out.drop(f, DropReason::HostUnreachable);
+        for (rif, f) in work.failed {
+            self.unreachable_held(now, rif, f, out);
+        }
+        for (rif, ip) in work.failed_entries {
+            self.note_neigh(NeighNote::Failed { rif, ip });
         }
     }
 
@@ -526,6 +521,84 @@ impl Router {
     /// The NAT stage, for housekeeping (expiry) and flushes.
     pub fn nat_mut(&mut self) -> &mut Nat {
         &mut self.nat
+    }
+
+    /// Starts (or stops) noting neighbour changes for other workers' tables ([`NeighNote`]).
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announcing = on;
+        self.notes = Vec::with_capacity(if on { 4 * crate::batch::BATCH_SIZE } else { 0 });
+    }
+
+    /// Notes a neighbour change for the other workers (bounded: the caller drains after every batch).
+    #[inline]
+    pub(crate) fn note_neigh(&mut self, note: NeighNote) {
+        if self.announcing && self.notes.len() < self.notes.capacity() {
+            self.notes.push(note);
+        }
+    }
+
+    /// The neighbour changes since the last call.
+    pub fn take_notes(&mut self, mut f: impl FnMut(NeighNote)) {
+        for n in self.notes.drain(..) {
+            f(n);
+        }
+    }
+
+    /// Applies another worker's neighbour change: a confirmation releases the frames held here for it (as if
+    /// the answer had arrived here); a failure answers them Host Unreachable.
+    pub fn apply_note(&mut self, now: Nanos, note: NeighNote, out: &mut Egress) {
+        let rif = match note {
+            NeighNote::Confirmed { rif, .. }
+            | NeighNote::Pending { rif, .. }
+            | NeighNote::Probed { rif, .. }
+            | NeighNote::Failed { rif, .. } => rif,
+        };
+        if usize::from(rif) >= self.local_addrs.len() {
+            return;
+        }
+        self.last_neigh = None;
+        let mut released = std::mem::take(&mut self.released);
+        match note {
+            NeighNote::Confirmed { rif, ip, mac, create } => {
+                self.neigh.confirm(rif, ip, mac, now, create, &mut released);
+                self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+                for mut f in released.drain(..) {
+                    f.ts = now;
+                    self.send_to_mac(rif, mac, f, out);
+                }
+            }
+            NeighNote::Pending { rif, ip } => {
+                self.neigh.pending_remote(rif, ip, now);
+                self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+            }
+            NeighNote::Probed { rif, ip } => self.neigh.probed_remote(rif, ip, now),
+            NeighNote::Failed { rif, ip } => {
+                self.neigh.fail_remote(rif, ip, now, &mut released);
+                for f in released.drain(..) {
+                    self.unreachable_held(now, rif, f, out);
+                }
+            }
+        }
+        self.released = released;
+    }
+
+    /// A held frame whose neighbour failed: Host Unreachable to its sender, and the frame dropped.
+    fn unreachable_held(&mut self, now: Nanos, rif: RifId, mut f: Frame, out: &mut Egress) {
+        // The queued frame was already rewritten for forwarding (TTL - 1); ICMP quotes it as it is.
+        let parsed = crate::packet::parse(f.data()).unwrap_or_default();
+        let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+        f.ts = now;
+        self.icmp_error(
+            now,
+            in_rif,
+            &f,
+            &parsed,
+            icmpv4::msg_type::DEST_UNREACHABLE,
+            icmpv4::unreachable::HOST,
+            0,
+            out,
+        );
+        out.drop(f, DropReason::HostUnreachable);
     }
 
     /// Records a resolved neighbour carried over from a snapshot (`crate::snapshot`) as confirmed at `now`.
