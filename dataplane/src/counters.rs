@@ -129,6 +129,9 @@ drop_reasons! {
     /// From a masquerade network out of a routed port, but not translatable: a protocol other than TCP, UDP and
     /// ICMP echo, or an ICMP error about no tracked connection (it would leak the inside address).
     NatUnsupported => "nat-unsupported",
+    /// A routed frame for a connection another worker owns could not be handed to it: that worker's handoff
+    /// queue was full (`crate::pipeline::shard`).
+    HandoffFull => "handoff-full",
 }
 
 /// What the pipeline counted for one port; defined with the control protocol, which carries it as it is.

@@ -332,9 +332,11 @@ mod tests {
         assert_eq!(f.learn(mac(1), 0, 0), Learned::New);
         assert_eq!(f.lookup(mac(1), 300 * S), Some(0));
         assert_eq!(f.lookup(mac(1), 300 * S + 1), None, "aged out at lookup, before any sweep");
-        assert_eq!(f.learn(mac(1), 0, 100 * S), Learned::Refreshed);
-        assert_eq!(f.lookup(mac(1), 400 * S), Some(0));
-        assert_eq!(f.expire(401 * S), 1);
+        assert_eq!(f.learn(mac(1), 0, 50 * S), Learned::Refreshed, "seen again within a quarter of the ageing time");
+        assert_eq!(f.learn(mac(1), 0, 100 * S), Learned::Renewed, "a quarter of the ageing time since announced");
+        assert_eq!(f.learn(mac(1), 0, 101 * S), Learned::Refreshed, "renewed once per quarter");
+        assert_eq!(f.lookup(mac(1), 401 * S), Some(0));
+        assert_eq!(f.expire(402 * S), 1);
         assert!(f.is_empty());
         assert_eq!(f.port_count(0), 0);
         assert_eq!(f.stats().aged, 1);

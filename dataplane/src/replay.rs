@@ -148,7 +148,7 @@ impl SwitchReport {
 
     /// The report of a switch made of `shards` (`crate::pipeline::shard`): what counts frames and connections
     /// is summed; what the shards replicate (MAC tables, neighbour entries and their ageing) is shard 0's.
-    pub fn of_shards(shards: &[Switch]) -> SwitchReport {
+    pub fn of_shards(shards: &[&Switch]) -> SwitchReport {
         let Some((first, rest)) = shards.split_first() else {
             return SwitchReport::of(&Switch::new(&Config::default()));
         };
@@ -173,7 +173,7 @@ impl SwitchReport {
 }
 
 /// The pipeline counters of port `port`, summed over `shards`.
-pub fn port_counters(shards: &[Switch], port: crate::ids::PortId) -> PortCounters {
+pub fn port_counters(shards: &[&Switch], port: crate::ids::PortId) -> PortCounters {
     let mut c = PortCounters::default();
     for s in shards {
         let o = s.counters().port(port);
@@ -183,7 +183,7 @@ pub fn port_counters(shards: &[Switch], port: crate::ids::PortId) -> PortCounter
 }
 
 /// The connection-table counters summed over `shards`.
-pub fn conntrack_stats(shards: &[Switch]) -> ConntrackStats {
+pub fn conntrack_stats(shards: &[&Switch]) -> ConntrackStats {
     let mut c = ConntrackStats::default();
     for s in shards {
         let o = s.conntrack().stats();
@@ -193,7 +193,7 @@ pub fn conntrack_stats(shards: &[Switch]) -> ConntrackStats {
 }
 
 /// Every shard's live connections at `now`, sorted by original tuple.
-pub fn connections(shards: &[Switch], now: Nanos) -> Vec<ConnectionInfo> {
+pub fn connections(shards: &[&Switch], now: Nanos) -> Vec<ConnectionInfo> {
     let mut v: Vec<ConnectionInfo> = shards.iter().flat_map(|s| s.connections(now)).collect();
     v.sort_by_key(|c| c.orig);
     v
@@ -285,7 +285,8 @@ pub fn replay_with_workers(
     for p in &mut ports {
         p.finish()?;
     }
-    Ok(report(shards.switches(), &ports, outputs, end))
+    let switches: Vec<&Switch> = shards.switches().iter().collect();
+    Ok(report(&switches, &ports, outputs, end))
 }
 
 /// Longest the clock keeps running after the last input frame while the router still waits for ARP answers.
@@ -345,7 +346,7 @@ fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nan
     Ok(())
 }
 
-fn report(shards: &[Switch], ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
+fn report(shards: &[&Switch], ports: &[PcapPort], outputs: BTreeMap<String, PathBuf>, end: Nanos) -> ReplayReport {
     let ports_report: BTreeMap<_, _> = ports
         .iter()
         .enumerate()

@@ -144,6 +144,48 @@ pub fn take(sw: &Switch, cfg: &Config, now: Nanos) -> Snapshot {
     Snapshot { config: cfg.clone(), fdb, neighbours, connections }
 }
 
+/// [`take`] of a switch made of `shards` (`crate::pipeline::shard`): the replicated tables (MAC, neighbours)
+/// from shard 0, the connections from every shard.
+pub fn take_shards(shards: &[&Switch], cfg: &Config, now: Nanos) -> Snapshot {
+    let Some((first, rest)) = shards.split_first() else {
+        return Snapshot { config: cfg.clone(), fdb: Vec::new(), neighbours: Vec::new(), connections: Vec::new() };
+    };
+    let mut snap = take(first, cfg, now);
+    for s in rest {
+        snap.connections.extend(take(s, cfg, now).connections);
+    }
+    snap
+}
+
+/// [`restore`] into a switch made of `shards`, each a switch for `cfg` in shard order: the MAC tables and
+/// neighbours into every shard, each connection into the shard that owns it. Counts MAC entries and neighbours
+/// once (shard 0's) and connections over all shards.
+pub fn restore_shards(shards: &mut [&mut Switch], cfg: &Config, snap: &Snapshot, now: Nanos) -> Restored {
+    let count = shards.len();
+    let mut total = Restored::default();
+    for (i, sw) in shards.iter_mut().enumerate() {
+        let owners = crate::pipeline::Owners::new(sw.topology());
+        let mine = |c: &&ConnRecord| {
+            let (o, proto) = (c.orig, c.orig.proto as u8);
+            owners.owner_of(o.src, o.dst, proto, Some(o.dport), count).unwrap_or(0) == i
+        };
+        let part = Snapshot {
+            config: snap.config.clone(),
+            fdb: snap.fdb.clone(),
+            neighbours: snap.neighbours.clone(),
+            connections: snap.connections.iter().filter(mine).cloned().collect(),
+        };
+        let r = restore(sw, cfg, &part, now);
+        if i == 0 {
+            total = r;
+        } else {
+            total.connections += r.connections;
+            total.connections_dropped += r.connections_dropped;
+        }
+    }
+    total
+}
+
 /// What [`restore`] put back, and what it dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Restored {

@@ -2,19 +2,28 @@
 //!
 //! # What a worker owns
 //! Its own [`BufPool`], [`Batch`] and [`TxQueues`], a fixed list of receive queues (`(port, queue)` pairs,
-//! assigned round-robin by [`crate::live`]), and a `mio::Poll` with those queues' rx fds registered once at
-//! start. Everything else is [`Shared`]: the [`Switch`] behind one mutex, every port queue behind its own mutex,
-//! the stop flag, the clock, and the per-worker [`WorkerStats`].
+//! assigned round-robin by [`crate::live`]), a `mio::Poll` with those queues' rx fds registered once at start,
+//! and its own [`Switch`], a shard of the switch ([`crate::pipeline::shard`]), in its [`ShardLink`] with the
+//! two bounded lock-free queues other workers write to it: learned-state [`Update`]s and frames handed to it
+//! because it owns their connection. Everything else is [`Shared`]: every port queue behind its own mutex, the
+//! stop flag, the clock, and the per-worker [`WorkerStats`].
+//!
+//! The shard's mutex is taken by its worker once per burst and by the control thread for reads (`vswitchctl`,
+//! stats, the state snapshot) — never by another worker: no lock is shared between workers on the forwarding
+//! path, and [`WorkerStats::switch_waits`] counts only a control read in the way.
 //!
 //! # One iteration
 //! 1. Read the clock once (`now`, [`Clock::now`]); the pipeline never reads a clock.
-//! 2. For each owned rx queue: lock it, `rx_burst` into the batch, unlock; if frames came, lock the switch,
-//!    [`Switch::process`] the batch into this worker's [`TxQueues`], unlock. Locks are taken per burst, never per
-//!    frame, and port I/O (system calls, copies) happens outside the switch lock.
-//! 3. Housekeeping when due: the worker that wins the compare-and-swap on [`Shared::last_housekeeping`] runs
-//!    [`Switch::housekeeping`]; its output goes through the same transmit queues.
-//! 4. Flush: for every port with queued frames, lock the port's queue `worker_id % queues` and `tx_burst`.
-//! 5. Idle handling: after `poll_idle` nanoseconds without a single frame, sleep on the registered fds (epoll via
+//! 2. For each owned rx queue: lock it, `rx_burst` into the batch, unlock; if frames came, lock the shard,
+//!    [`Switch::process`] the batch into this worker's [`TxQueues`], hand its outbox to the other workers
+//!    ([`Worker::dispatch`]: updates to every other worker, handed frames to their owner; a full queue drops and
+//!    counts, `updates_dropped` and `handoff-full`; a sleeping receiver is woken), unlock.
+//! 3. The inbox: updates from the others applied, frames handed over run through the pipeline
+//!    ([`Switch::process_handed`]), at most [`INBOX_BATCHES`] bursts per iteration.
+//! 4. Housekeeping every [`HOUSEKEEPING_INTERVAL`], each worker on its own shard (MAC ageing, its connections'
+//!    expiry, its ARP retries); its output goes through the same transmit queues.
+//! 5. Flush: for every port with queued frames, lock the port's queue `worker_id % queues` and `tx_burst`.
+//! 6. Idle handling: after `poll_idle` nanoseconds without a single frame, sleep on the registered fds (epoll via
 //!    mio) for at most min(next housekeeping, [`MAX_SLEEP`]); [`FDLESS_SLEEP`] when a queue has no fd (memory
 //!    ports) or the pool is short of buffers (frames may wait in a port without a new wake-up).
 //!
@@ -50,16 +59,19 @@
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
+use crate::buffer::Frame;
 use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
+use crate::counters::DropReason;
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
-use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
+use crate::pipeline::{Switch, TxQueues, Update, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
 use crate::port::failed::PortFailure;
 use crate::port::{Port, PortError};
+use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 /// The poll token of a worker's waker (rx queues use their index).
@@ -71,6 +83,55 @@ pub const MAX_SLEEP: Nanos = 100 * NANOS_PER_SEC / 1000;
 const TX_PENDING_SLEEP: Nanos = 50_000;
 /// Longest a worker sleeps while it owns a queue without an fd, or its pool is short of buffers.
 pub const FDLESS_SLEEP: Nanos = NANOS_PER_SEC / 1000;
+
+/// Capacity of a worker's queue of learned-state updates from the others.
+pub const UPDATE_QUEUE: usize = 8192;
+/// Capacity of a worker's queue of frames handed to it (frames, not bursts).
+pub const HANDOFF_QUEUE: usize = 2048;
+/// Most bursts of handed frames a worker runs per iteration (then it flushes and polls its own queues again).
+pub const INBOX_BATCHES: usize = 8;
+
+/// One worker's shard of the switch and the queues the other workers write to it.
+#[derive(Debug)]
+pub struct ShardLink {
+    /// The worker's own switch: locked by its worker per burst, by the control thread for reads.
+    pub switch: Mutex<Switch>,
+    /// Learned state from the other workers, applied at the next batch boundary.
+    pub updates: ArrayQueue<Update>,
+    /// Frames handed over (with their ingress port) because this worker owns their connection.
+    pub handoffs: ArrayQueue<(PortId, Frame)>,
+    /// Set while the worker sleeps (or is about to): a writer then wakes it.
+    pub sleeping: AtomicBool,
+    /// The worker's waker, once it has one.
+    pub waker: OnceLock<Arc<mio::Waker>>,
+}
+
+impl ShardLink {
+    /// A link around `switch`.
+    pub fn new(switch: Switch) -> ShardLink {
+        ShardLink {
+            switch: Mutex::new(switch),
+            updates: ArrayQueue::new(UPDATE_QUEUE),
+            handoffs: ArrayQueue::new(HANDOFF_QUEUE),
+            sleeping: AtomicBool::new(false),
+            waker: OnceLock::new(),
+        }
+    }
+
+    /// Something waits in the inbox.
+    fn has_mail(&self) -> bool {
+        !self.updates.is_empty() || !self.handoffs.is_empty()
+    }
+
+    /// Wakes the worker if it sleeps (after something was queued for it).
+    fn nudge(&self) {
+        if self.sleeping.load(SeqCst) {
+            if let Some(w) = self.waker.get() {
+                let _ = w.wake();
+            }
+        }
+    }
+}
 
 /// Locks `m`, using the data even if another thread panicked while holding it (the panic has already set the
 /// stop flag; the counters are still worth reporting).
@@ -196,9 +257,18 @@ pub struct WorkerStats {
     pub rx_packets: AtomicU64,
     /// Non-empty bursts received (each one switch lock).
     pub rx_batches: AtomicU64,
-    /// Times the switch lock was found held by another thread (a worker, or the stats reporter now and then):
-    /// the contention the shared tables cost.
+    /// Times the worker found its shard locked (by the control thread reading it).
     pub switch_waits: AtomicU64,
+    /// Frames this worker received and handed to the worker owning their connection.
+    pub handed_off: AtomicU64,
+    /// Frames handed to this worker by others (and run through its shard).
+    pub handed_in: AtomicU64,
+    /// Frames that could not be handed over (the owner's queue was full; dropped as `handoff-full`), or that
+    /// were still queued when the workers stopped or paused.
+    pub handoff_dropped: AtomicU64,
+    /// Learned-state updates lost to a full queue of another worker (it learns the address itself later, or
+    /// hears of it at the next renewal).
+    pub updates_dropped: AtomicU64,
     /// Times the worker went to sleep on its fds.
     pub sleeps: AtomicU64,
     /// Port I/O errors (not per-frame drops: a failing fd).
@@ -237,6 +307,14 @@ pub struct WorkerReport {
     /// See [`WorkerStats`].
     pub switch_waits: u64,
     /// See [`WorkerStats`].
+    pub handed_off: u64,
+    /// See [`WorkerStats`].
+    pub handed_in: u64,
+    /// See [`WorkerStats`].
+    pub handoff_dropped: u64,
+    /// See [`WorkerStats`].
+    pub updates_dropped: u64,
+    /// See [`WorkerStats`].
     pub sleeps: u64,
     /// See [`WorkerStats`].
     pub port_errors: u64,
@@ -268,6 +346,10 @@ impl WorkerStats {
             rx_packets: self.rx_packets.load(Relaxed),
             rx_batches: self.rx_batches.load(Relaxed),
             switch_waits: self.switch_waits.load(Relaxed),
+            handed_off: self.handed_off.load(Relaxed),
+            handed_in: self.handed_in.load(Relaxed),
+            handoff_dropped: self.handoff_dropped.load(Relaxed),
+            updates_dropped: self.updates_dropped.load(Relaxed),
             sleeps: self.sleeps.load(Relaxed),
             port_errors: self.port_errors.load(Relaxed),
             buffers_added: self.buffers_added.load(Relaxed),
@@ -306,8 +388,8 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// What every worker (and the stats reporter) shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The pipeline and its tables; locked once per received batch and for housekeeping.
-    pub switch: Mutex<Switch>,
+    /// Every worker's shard of the switch and its queues, by worker id.
+    pub shards: Vec<ShardLink>,
     /// Ports by [`PortId`].
     pub ports: Vec<LivePort>,
     /// Set to stop every worker (signals, [`crate::live::Running::stop`], a panicking worker).
@@ -317,8 +399,6 @@ pub struct Shared {
     pub pause: AtomicBool,
     /// The clock every worker reads.
     pub clock: Clock,
-    /// When housekeeping last ran ([`Clock::now`] time).
-    pub last_housekeeping: AtomicU64,
     /// Nanoseconds without traffic before a worker sleeps.
     pub poll_idle: Nanos,
     /// Per worker, by id.
@@ -328,23 +408,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Locks the switch for `worker`, counting in [`WorkerStats::switch_waits`] when another thread holds it.
+    /// Locks worker `worker`'s shard for it, counting in [`WorkerStats::switch_waits`] when the control thread
+    /// holds it.
     fn lock_switch(&self, worker: usize) -> MutexGuard<'_, Switch> {
-        match self.switch.try_lock() {
+        let m = &self.shards[worker].switch;
+        match m.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => {
                 self.workers[worker].switch_waits.fetch_add(1, Relaxed);
-                lock(&self.switch)
+                lock(m)
             }
         }
-    }
-
-    /// True (once per interval, for exactly one caller) when housekeeping is due at `now`.
-    fn claim_housekeeping(&self, now: Nanos) -> bool {
-        let last = self.last_housekeeping.load(Relaxed);
-        now.saturating_sub(last) >= HOUSEKEEPING_INTERVAL
-            && self.last_housekeeping.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
     }
 }
 
@@ -374,6 +449,8 @@ pub struct Worker {
     /// Some owned queue has no fd to sleep on (or could not be registered).
     fdless: bool,
     last_error_log: Option<Nanos>,
+    /// When this worker's shard next runs housekeeping.
+    next_housekeeping: Nanos,
 }
 
 impl Worker {
@@ -387,7 +464,7 @@ impl Worker {
     /// As [`Worker::new`] with a pool handed over from a worker that ran before (a configuration change: making
     /// a pool of thousands of buffers is most of a worker's start-up time).
     pub fn with_pool(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool: BufPool) -> Worker {
-        let tx = lock(&shared.switch).tx_queues();
+        let tx = lock(&shared.shards[id].switch).tx_queues();
         let mut fdless = false;
         let mut waker = None;
         let poll = match mio::Poll::new() {
@@ -402,7 +479,11 @@ impl Worker {
                     fdless |= !registered;
                 }
                 match mio::Waker::new(poll.registry(), WAKE_TOKEN) {
-                    Ok(w) => waker = Some(Arc::new(w)),
+                    Ok(w) => {
+                        let w = Arc::new(w);
+                        let _ = shared.shards[id].waker.set(Arc::clone(&w));
+                        waker = Some(w);
+                    }
                     // Without a waker, a stop or pause is noticed within MAX_SLEEP.
                     Err(e) => tracing::warn!(worker = id, error = %e, "cannot create a waker"),
                 }
@@ -428,6 +509,7 @@ impl Worker {
             events: mio::Events::with_capacity(64),
             fdless,
             last_error_log: None,
+            next_housekeeping: shared.clock.now() + HOUSEKEEPING_INTERVAL,
             shared,
         }
     }
@@ -481,6 +563,11 @@ impl Worker {
             stats.busy_ns.fetch_add(shared.clock.now().saturating_sub(t), Relaxed);
         }
         self.flush(shared.clock.now());
+        // Frames handed to this worker after its last iteration are lost with the pause or stop: counted.
+        while let Some((_, f)) = shared.shards[self.id].handoffs.pop() {
+            self.pool.free(f);
+            stats.handoff_dropped.fetch_add(1, Relaxed);
+        }
         stats.pool_available.store(self.pool.available() as u64, Relaxed);
         stats.cpu_ns.store(thread_cpu_ns(), Relaxed);
         std::mem::replace(&mut self.pool, BufPool::new(0))
@@ -507,15 +594,110 @@ impl Worker {
                 stats.rx_batches.fetch_add(1, Relaxed);
                 // Two clock reads per burst (not per frame) for the processing-time histogram.
                 let t = Instant::now();
-                shared.lock_switch(self.id).process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
+                let mut sw = shared.lock_switch(self.id);
+                sw.process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
+                self.dispatch(&mut sw);
+                drop(sw);
                 stats.batches.record(frames, u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
-        if shared.claim_housekeeping(now) {
-            shared.lock_switch(self.id).housekeeping(now, &mut self.pool, &mut self.tx);
+        moved += self.inbox(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            let mut sw = shared.lock_switch(self.id);
+            sw.housekeeping(now, &mut self.pool, &mut self.tx);
+            self.dispatch(&mut sw);
         }
         self.flush(now);
         moved
+    }
+
+    /// Hands what this worker's shard produced for the others (its outbox) to them: updates to every other
+    /// worker, frames to their owner. A full queue drops (counted); a sleeping receiver is woken.
+    fn dispatch(&mut self, sw: &mut Switch) {
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.workers[self.id];
+        let outbox = sw.outbox_mut();
+        if outbox.updates.is_empty() && outbox.handoffs.is_empty() {
+            return;
+        }
+        let mut woken = 0u64;
+        for u in outbox.updates.drain(..) {
+            for (k, link) in shared.shards.iter().enumerate() {
+                if k != self.id {
+                    if link.updates.push(u).is_err() {
+                        stats.updates_dropped.fetch_add(1, Relaxed);
+                    }
+                    woken |= 1 << (k % 64);
+                }
+            }
+        }
+        let mut full = Vec::new();
+        for h in outbox.handoffs.drain(..) {
+            let link = &shared.shards[h.owner];
+            match link.handoffs.push((h.port, h.frame)) {
+                Ok(()) => {
+                    stats.handed_off.fetch_add(1, Relaxed);
+                    woken |= 1 << (h.owner % 64);
+                }
+                Err((port, frame)) => full.push((port, frame)),
+            }
+        }
+        for (port, frame) in full {
+            stats.handoff_dropped.fetch_add(1, Relaxed);
+            sw.count_drop(port, DropReason::HandoffFull);
+            self.pool.free(frame);
+        }
+        for (k, link) in shared.shards.iter().enumerate() {
+            if woken & (1 << (k % 64)) != 0 {
+                link.nudge();
+            }
+        }
+    }
+
+    /// Applies the updates other workers sent and runs the frames they handed over (at most
+    /// [`INBOX_BATCHES`] bursts). Returns the frames run.
+    fn inbox(&mut self, now: Nanos) -> u64 {
+        let shared = Arc::clone(&self.shared);
+        let link = &shared.shards[self.id];
+        if !link.has_mail() {
+            return 0;
+        }
+        let mut sw = shared.lock_switch(self.id);
+        while let Some(u) = link.updates.pop() {
+            sw.apply_update(now, u, &mut self.pool, &mut self.tx);
+        }
+        let mut ran = 0;
+        let mut carry: Option<(PortId, Frame)> = None;
+        for _ in 0..INBOX_BATCHES {
+            let Some((port, first)) = carry.take().or_else(|| link.handoffs.pop()) else { break };
+            let _ = self.batch.push(first);
+            while self.batch.room() > 0 {
+                match link.handoffs.pop() {
+                    Some((p, f)) if p == port => {
+                        let _ = self.batch.push(f);
+                    }
+                    Some(other) => {
+                        carry = Some(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            ran += self.batch.len() as u64;
+            sw.process_handed(now, port, &mut self.batch, &mut self.pool, &mut self.tx);
+        }
+        if let Some((port, f)) = carry {
+            // Put back at the end: order between flows may change, never within one (a flow has one port).
+            if let Err((_, f)) = link.handoffs.push((port, f)) {
+                sw.count_drop(port, DropReason::HandoffFull);
+                self.shared.workers[self.id].handoff_dropped.fetch_add(1, Relaxed);
+                self.pool.free(f);
+            }
+        }
+        self.dispatch(&mut sw);
+        self.shared.workers[self.id].handed_in.fetch_add(ran, Relaxed);
+        ran
     }
 
     /// After an iteration panicked: the frames it held (batch, transmit queues) go back to the pool unsent, the
@@ -570,8 +752,7 @@ impl Worker {
     fn sleep(&mut self, now: Nanos) {
         let tx_pending = self.push_pending_tx(now);
         let shared = &self.shared;
-        let next_hk = shared.last_housekeeping.load(Relaxed).saturating_add(HOUSEKEEPING_INTERVAL);
-        let mut timeout = next_hk.saturating_sub(now).min(MAX_SLEEP);
+        let mut timeout = self.next_housekeeping.saturating_sub(now).min(MAX_SLEEP);
         if self.fdless || self.pool.available() < BATCH_SIZE {
             timeout = timeout.min(FDLESS_SLEEP);
         }
@@ -581,8 +762,11 @@ impl Worker {
         if timeout == 0 {
             return;
         }
-        // The ports arm their wake-ups; one that already has frames cancels the sleep.
-        let mut waiting = false;
+        // The ports arm their wake-ups; one that already has frames cancels the sleep. So does mail from
+        // another worker: `sleeping` is set before the inbox is checked, and a writer checks it after queueing.
+        let link = &shared.shards[self.id];
+        link.sleeping.store(true, SeqCst);
+        let mut waiting = link.has_mail();
         for &(p, q) in &self.rx {
             waiting |= !lock(&shared.ports[p as usize].queues[q]).before_sleep();
         }
@@ -597,6 +781,7 @@ impl Worker {
                 None => std::thread::sleep(timeout),
             }
         }
+        link.sleeping.store(false, SeqCst);
         for &(p, q) in &self.rx {
             lock(&shared.ports[p as usize].queues[q]).after_sleep();
         }

@@ -3,7 +3,8 @@
 //! A scenario ([`scenario`]) gives a configuration, a switch with warmed tables (the rigs of `bench`) and the
 //! frames each worker generates. The switch runs in the code `vswitchd run` runs: [`Runtime`] with `--workers`
 //! worker threads ([`dataplane::worker`]), each polling its own queue of every port, the shared switch as it is
-//! ([`Running::with_switch`] swaps the warmed switch in before any frame flows), busy-polling without idle
+//! ([`Running::restore`] puts the warmed switch's tables into every worker's shard before any frame flows),
+//! busy-polling without idle
 //! sleeps (a poll-mode driver's behaviour; `nat-new` excepted, see `run`). The ports are [`BenchPort`]s:
 //! generators that copy templates into pool buffers with a timestamp, sinks that count and record latency.
 //!
@@ -244,7 +245,9 @@ impl Bench {
             if self.windowed {
                 if self.parked.iter().all(|p| p.load(Relaxed)) {
                     let t = Instant::now();
-                    self.running.with_switch(|sw| sw.flush_conntrack());
+                    self.running.for_each_shard(|sw| {
+                        sw.flush_conntrack();
+                    });
                     self.ctl.release();
                     paused += t.elapsed();
                 } else {
@@ -319,9 +322,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         pool_buffers: pool_buffers_for(built.cfg.ports.len()),
     };
     let running = Runtime::new(&built.cfg, ports, run_opts)?.start()?;
-    // The warmed switch replaces the empty one before any frame flows (the generators are stopped).
-    let mut warmed = Some(built.switch);
-    running.with_switch(|sw| *sw = warmed.take().expect("once"));
+    // The warmed switch's learned state goes into every worker's shard before any frame flows (the generators
+    // are stopped): MAC tables and neighbours into all, each connection into its owner. The rigs run at time 0.
+    let restored = running.restore(&dataplane::snapshot::take(&built.switch, &built.cfg, 0));
+    anyhow::ensure!(
+        restored.fdb_dropped == 0 && restored.connections_dropped == 0 && restored.router_matched,
+        "the warmed tables did not carry into the workers' shards: {restored:?}"
+    );
     let gens: Vec<PortId> = built.gens.iter().map(|(p, _)| *p).collect();
     let gen_queues = (gens.len() * n) as f64;
     let mut b = Bench { running, ctl, hists, unstamped, parked, gens, windowed: built.windowed, flush: Duration::ZERO };

@@ -190,7 +190,12 @@ pub fn build(scenario: Scenario, flows: usize, size: FrameSize, workers: usize, 
                 let sport = 1000 + (i / 200 % 60000) as u16;
                 udp_frame(host_mac(1), gw, Ipv4Addr::new(10, 0, 1, 10), dsts[i], sport, 9, len(j))
             });
-            Built { cfg: Rig::routed_config(), switch: rig.switch, gens: vec![(0, gens)], windowed: false }
+            // The configuration the workers' shards are built from carries the rig's routes.
+            let mut cfg = Rig::routed_config();
+            let via = Ipv4Addr::new(10, 0, 2, 254);
+            cfg.routes =
+                prefixes.iter().map(|p| dataplane::config::RouteConfig { prefix: *p, via, port: None }).collect();
+            Built { cfg, switch: rig.switch, gens: vec![(0, gens)], windowed: false }
         }
         Scenario::NatEstablished | Scenario::Mixed => {
             let rig = Rig::nat(flows as u32, NatProto::Udp, NatDirection::Outbound);

@@ -313,16 +313,19 @@ impl Daemon {
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
                 let now = r.now();
-                // Read in chunks of CONNTRACK_CHUNK slots, each under its own short hold of the switch lock
-                // (forwarding goes on between them), keeping only the `limit` first by original tuple: the
-                // lock is never held for the whole table, and memory is O(limit + chunk). Not a snapshot: a
-                // connection created or removed meanwhile may or may not be listed.
+                // Every worker's shard (each holds the connections it owns), read in chunks of CONNTRACK_CHUNK
+                // slots, each under its own short hold of that shard's lock (that worker forwards between them,
+                // the others are never stopped), keeping only the `limit` first by original tuple: no lock is
+                // held for a whole table, and memory is O(limit + chunk). Not a snapshot: a connection created or
+                // removed meanwhile may or may not be listed.
                 let mut first = FirstByOrig::new(limit);
-                let mut from = Some(0usize);
-                while let Some(start) = from {
-                    let (chunk, next) = r.with_switch(|sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
-                    first.extend(chunk);
-                    from = next;
+                for k in 0..r.shards() {
+                    let mut from = Some(0usize);
+                    while let Some(start) = from {
+                        let (chunk, next) = r.with_shard(k, |sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
+                        first.extend(chunk);
+                        from = next;
+                    }
                 }
                 let (total, kept) = first.finish();
                 json(&ConntrackList {
@@ -331,7 +334,11 @@ impl Daemon {
                     connections: kept.iter().map(conn_row).collect(),
                 })
             }
-            Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
+            Op::ConntrackFlush => {
+                let mut removed = 0;
+                r.for_each_shard(|sw| removed += sw.flush_conntrack());
+                json(&ConntrackFlushed { removed })
+            }
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
             Op::Trace { port, frame_hex } => {
                 let cfg = r.config();
@@ -343,8 +350,11 @@ impl Daemon {
                 let frame =
                     parse_hex(&frame_hex).map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let now = r.now();
-                // The copy is made under the switch lock; the trace runs on it after the lock is released.
-                let mut scratch = r.with_switch(|sw| sw.scratch(now));
+                // The copy is made under the lock of the shard owning the frame's connection (which holds it; the
+                // MAC tables and neighbours are the same in every shard); the trace runs on it after the lock is
+                // released.
+                let owner = r.with_switch(|sw| sw.owner_of_frame(&frame, r.shards())).unwrap_or(0);
+                let mut scratch = r.with_shard(owner, |sw| sw.scratch(now));
                 let steps = scratch
                     .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;

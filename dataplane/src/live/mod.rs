@@ -60,14 +60,14 @@ use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::config::Config;
 use crate::config::{PortConfig, PortKind};
 use crate::ids::{table_id, Nanos, PortId};
-use crate::pipeline::{Switch, TX_QUEUE_CAP};
+use crate::pipeline::{Shard, Switch, TX_QUEUE_CAP};
 use crate::port::any::{queue_count, AnyPort, OpenPortError};
 use crate::port::failed::{stand_ins, PortFailure};
 use crate::snapshot::{self, Restored, Snapshot};
-use crate::worker::{lock, Clock, Faults, LivePort, Shared, Worker, WorkerStats};
+use crate::worker::{lock, Clock, Faults, LivePort, ShardLink, Shared, Worker, WorkerStats};
 use report::report;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -220,10 +220,9 @@ impl Runtime {
         let workers = opts.workers.max(1);
         let clock = Clock::new();
         let parts = Parts {
-            switch: Switch::new(cfg),
+            switches: (0..workers).map(|i| Switch::new(cfg).sharded(Shard::new(i, workers))).collect(),
             ports: live,
             stop: Arc::new(AtomicBool::new(false)),
-            last_housekeeping: clock.now(),
             clock,
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             pools: Vec::new(),
@@ -245,11 +244,10 @@ impl Runtime {
             })
             .collect();
         let shared = Shared {
-            switch: Mutex::new(parts.switch),
+            shards: parts.switches.into_iter().map(ShardLink::new).collect(),
             ports: parts.ports,
             stop: parts.stop,
             pause: AtomicBool::new(false),
-            last_housekeeping: AtomicU64::new(parts.last_housekeeping),
             clock: parts.clock,
             poll_idle: opts.poll_idle,
             workers: parts.workers,
@@ -318,11 +316,11 @@ impl Runtime {
 /// What a runtime is made of, taken apart while its workers are paused.
 #[derive(Debug)]
 struct Parts {
-    switch: Switch,
+    /// One shard per worker, by worker id.
+    switches: Vec<Switch>,
     ports: Vec<LivePort>,
     stop: Arc<AtomicBool>,
     clock: Clock,
-    last_housekeeping: Nanos,
     workers: Vec<WorkerStats>,
     /// The workers' buffer pools, for the next workers.
     pools: Vec<BufPool>,
@@ -365,13 +363,17 @@ impl Runtime {
     /// [`crate::snapshot::restore`].
     pub fn restore(&self, snap: &Snapshot) -> Restored {
         let now = self.shared.clock.now();
-        snapshot::restore(&mut lock(&self.shared.switch), &self.cfg, snap, now)
+        let mut guards: Vec<_> = self.shared.shards.iter().map(|l| lock(&l.switch)).collect();
+        let mut shards: Vec<&mut Switch> = guards.iter_mut().map(|g| &mut **g).collect();
+        snapshot::restore_shards(&mut shards, &self.cfg, snap, now)
     }
 
-    /// A snapshot of the switch's learned state now (the switch locked while it is copied).
+    /// A snapshot of the switch's learned state now (every shard locked while it is copied).
     pub fn snapshot(&self) -> Snapshot {
         let now = self.shared.clock.now();
-        snapshot::take(&lock(&self.shared.switch), &self.cfg, now)
+        let guards: Vec<_> = self.shared.shards.iter().map(|l| lock(&l.switch)).collect();
+        let shards: Vec<&Switch> = guards.iter().map(|g| &**g).collect();
+        snapshot::take_shards(&shards, &self.cfg, now)
     }
 
     /// Makes closing this runtime delete every port's interface (`vswitchd run --cleanup`).
@@ -467,9 +469,28 @@ impl Running {
         self.rt.restore(snap)
     }
 
-    /// Runs `f` with the switch locked: keep it short, the workers wait for it (one batch's worth at most).
+    /// Runs `f` on worker 0's shard of the switch, locked: for what every shard holds the same (topology,
+    /// routes, MAC tables and neighbours, which the shards replicate). Keep it short: worker 0 waits for it.
     pub fn with_switch<R>(&self, f: impl FnOnce(&mut Switch) -> R) -> R {
-        f(&mut lock(&self.rt.shared.switch))
+        self.with_shard(0, f)
+    }
+
+    /// The number of shards (one per worker).
+    pub fn shards(&self) -> usize {
+        self.rt.shared.shards.len()
+    }
+
+    /// Runs `f` on worker `k`'s shard, locked (only that worker waits).
+    pub fn with_shard<R>(&self, k: usize, f: impl FnOnce(&mut Switch) -> R) -> R {
+        f(&mut lock(&self.rt.shared.shards[k].switch))
+    }
+
+    /// Runs `f` on every shard in turn, each locked only while `f` runs on it (what counts or holds
+    /// connections: `conntrack flush`, listing connections).
+    pub fn for_each_shard(&self, mut f: impl FnMut(&mut Switch)) {
+        for l in &self.rt.shared.shards {
+            f(&mut lock(&l.switch));
+        }
     }
 }
 

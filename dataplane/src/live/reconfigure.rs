@@ -7,9 +7,11 @@
 
 use super::{failed_ports, open_live, wake, Parts, RunOptions, Running, Runtime, StartError};
 use crate::config::{Config, PortConfig, PortKind};
-use crate::pipeline::Carried;
+use crate::ids::Nanos;
+use crate::pipeline::{Carried, Shard, Switch};
 use crate::port::any::{queue_count, AnyPort};
 use crate::port::tap_persist;
+use crate::snapshot;
 use crate::worker::{LivePort, WorkerStats};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -151,10 +153,11 @@ impl Running {
             })
             .collect();
         let failed = failed_ports(&ports);
-        let (switch, carried) = parts.switch.reconfigure(cfg);
+        let now = parts.clock.now();
+        let (switches, carried) = reshard(parts.switches, &old_cfg, cfg, workers, now);
         let stats =
             if workers == old_workers { parts.workers } else { (0..workers).map(|_| WorkerStats::default()).collect() };
-        let mut parts = Parts { switch, ports, workers: stats, ..parts };
+        let mut parts = Parts { switches, ports, workers: stats, ..parts };
         let pools = std::mem::take(&mut parts.pools);
         let (running, spawn_err) = Runtime::from_parts(parts, cfg.clone(), opts).spawn(pools);
         let pause_ns = u64::try_from(paused.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -183,16 +186,53 @@ impl Running {
         }
         let shared = Arc::try_unwrap(self.rt.shared).expect("the workers, the only other owners, have exited");
         Parts {
-            switch: shared.switch.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+            switches: shared
+                .shards
+                .into_iter()
+                .map(|l| l.switch.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .collect(),
             ports: shared.ports,
             stop: shared.stop,
             clock: shared.clock,
-            last_housekeeping: shared.last_housekeeping.load(Relaxed),
             workers: shared.workers,
             pools,
             faults: shared.faults,
         }
     }
+}
+
+/// The workers' shards carried over to `cfg` (from `base`) with `workers` shards: each shard reconfigured in
+/// place when the worker count stays ([`Switch::reconfigure`]); otherwise the learned state moves through a
+/// snapshot ([`snapshot::take_shards`], [`snapshot::restore_shards`]) into new shards, so each connection lands
+/// on its owner for the new count.
+fn reshard(old: Vec<Switch>, base: &Config, cfg: &Config, workers: usize, now: Nanos) -> (Vec<Switch>, Carried) {
+    if old.len() == workers {
+        let mut total = Carried::default();
+        let mut out = Vec::with_capacity(workers);
+        for (i, sw) in old.into_iter().enumerate() {
+            let (sw, c) = sw.reconfigure(cfg);
+            if i == 0 {
+                total = c;
+            } else {
+                total.connections_flushed += c.connections_flushed;
+                total.router_kept &= c.router_kept;
+            }
+            out.push(sw);
+        }
+        return (out, total);
+    }
+    let refs: Vec<&Switch> = old.iter().collect();
+    let snap = snapshot::take_shards(&refs, base, now);
+    let mut out: Vec<Switch> = (0..workers).map(|i| Switch::new(cfg).sharded(Shard::new(i, workers))).collect();
+    let mut targets: Vec<&mut Switch> = out.iter_mut().collect();
+    let r = snapshot::restore_shards(&mut targets, cfg, &snap, now);
+    let carried = Carried {
+        fdb_kept: r.fdb,
+        fdb_flushed: r.fdb_dropped,
+        router_kept: r.router_matched && r.connections_dropped == 0,
+        connections_flushed: r.connections_dropped,
+    };
+    (out, carried)
 }
 
 /// Opens a port's queues for a reconfiguration: `(port, queues)` → the queues.

@@ -11,7 +11,7 @@ use crate::counters::PortCounters;
 use crate::ids::{table_id, PortId, NANOS_PER_SEC};
 use crate::offload::Caps;
 use crate::port::{Port, PortStats};
-use crate::replay::SwitchReport;
+use crate::replay::{conntrack_stats, port_counters, SwitchReport};
 use crate::worker::{lock, WorkerReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -85,7 +85,10 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         .iter()
         .map(|lp| lp.queues.first().map_or_else(|| Caps::NONE.names(), |q| lock(q).caps().names()))
         .collect();
-    let sw = lock(&shared.switch);
+    // Every shard locked at once, briefly (each worker waits at most for this copy), so that the sums are of
+    // one moment.
+    let guards: Vec<_> = shared.shards.iter().map(|l| lock(&l.switch)).collect();
+    let shards: Vec<&crate::pipeline::Switch> = guards.iter().map(|g| &**g).collect();
     let ports = shared
         .ports
         .iter()
@@ -105,14 +108,15 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
                 mode: m.mode.clone(),
                 io: sum,
                 queue_io,
-                pipeline: sw.counters().port(table_id(i)),
+                pipeline: port_counters(&shards, table_id(i)),
                 offloads: caps[i].clone(),
             };
             (lp.name.clone(), r)
         })
         .collect::<BTreeMap<_, _>>();
-    let (tables, conntrack) = (SwitchReport::of(&sw), sw.conntrack().stats());
-    drop(sw);
+    let (tables, conntrack) = (SwitchReport::of_shards(&shards), conntrack_stats(&shards));
+    drop(shards);
+    drop(guards);
     let workers = shared
         .workers
         .iter()

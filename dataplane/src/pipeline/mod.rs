@@ -98,6 +98,19 @@ impl Switch {
         self.outbox = Outbox::default();
     }
 
+    /// Counts a frame received on `port` that this shard dropped for `reason` outside the pipeline (a handoff
+    /// that found its owner's queue full).
+    pub fn count_drop(&mut self, port: PortId, reason: DropReason) {
+        self.counters.drop(port, reason);
+    }
+
+    /// The shard (of `count`) that would own the connection of `frame` if it reached the router (`None`: any,
+    /// or not routed); for `vswitchctl trace`, which runs on a copy of the owner.
+    pub fn owner_of_frame(&self, frame: &[u8], count: usize) -> Option<usize> {
+        let parsed = crate::packet::parse(frame).ok()?;
+        Owners::new(&self.topo).owner(frame, &parsed, count)
+    }
+
     /// Which shard this is.
     pub fn shard(&self) -> Shard {
         self.shard

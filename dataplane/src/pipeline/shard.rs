@@ -210,6 +210,17 @@ impl Owners {
                 l4 = None;
             }
         }
+        let dport = l4.and_then(|at| dst_port(data, at, proto));
+        self.owner_of(src, dst, proto, dport, count)
+    }
+
+    /// The shard (of `count`) owning a connection whose packet goes from `src` to `dst` (`dport`: its TCP or
+    /// UDP destination port, if known): [`Owners::owner`] without the frame (for connections restored from a
+    /// snapshot, by their original tuple).
+    pub fn owner_of(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: Option<u16>, count: usize) -> Option<usize> {
+        if !self.enabled || count <= 1 {
+            return None;
+        }
         let (cs, cd) = (self.class(src), self.class(dst));
         let hash = |a: Ipv4Addr| (u32::from(a).wrapping_mul(0x9e37_79b1) >> 16) as usize % count;
         match (cs, cd) {
@@ -217,7 +228,6 @@ impl Owners {
             (Class::Remote, _) => Some(hash(src)),
             (_, Class::Remote) => Some(hash(dst)),
             (Class::Inside, Class::Own) if self.routed_own.contains(&dst) => {
-                let dport = l4.and_then(|at| dst_port(data, at, proto));
                 let hairpin = dport.is_some_and(|port| {
                     self.published
                         .iter()
