@@ -133,6 +133,26 @@ impl ShardLink {
     }
 }
 
+/// One worker's part of a configuration change applied without a pause (`crate::live`): its new topology and
+/// router, built by the control thread, and a stand-in switch for the moment its own is carried over.
+#[derive(Debug)]
+pub struct HotItem {
+    /// The new topology and router.
+    pub pre: crate::pipeline::Prebuilt,
+    /// Any switch.
+    pub spare: Switch,
+}
+
+/// A configuration change in flight to the running workers: [`Shared::generation`] moved on, each worker takes
+/// its item at its next batch boundary and reports what it carried over and how long it took.
+#[derive(Debug, Default)]
+pub struct HotApply {
+    /// By worker id: its item, until taken.
+    pub items: Vec<Option<HotItem>>,
+    /// By worker id: what its shard carried over, and the nanoseconds it spent.
+    pub done: Vec<Option<(crate::pipeline::Carried, u64)>>,
+}
+
 /// Locks `m`, using the data even if another thread panicked while holding it (the panic has already set the
 /// stop flag; the counters are still worth reporting).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -390,6 +410,10 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub struct Shared {
     /// Every worker's shard of the switch and its queues, by worker id.
     pub shards: Vec<ShardLink>,
+    /// Moves on when a configuration change is waiting in [`Shared::hot`] (checked once per iteration).
+    pub generation: AtomicU64,
+    /// The configuration change in flight, if any.
+    pub hot: Mutex<HotApply>,
     /// Ports by [`PortId`].
     pub ports: Vec<LivePort>,
     /// Set to stop every worker (signals, [`crate::live::Running::stop`], a panicking worker).
@@ -451,6 +475,8 @@ pub struct Worker {
     last_error_log: Option<Nanos>,
     /// When this worker's shard next runs housekeeping.
     next_housekeeping: Nanos,
+    /// The last [`Shared::generation`] this worker applied.
+    generation: u64,
 }
 
 impl Worker {
@@ -510,6 +536,7 @@ impl Worker {
             fdless,
             last_error_log: None,
             next_housekeeping: shared.clock.now() + HOUSEKEEPING_INTERVAL,
+            generation: shared.generation.load(SeqCst),
             shared,
         }
     }
@@ -579,6 +606,9 @@ impl Worker {
         if shared.faults.inject_panic.load(Relaxed) && shared.faults.inject_panic.swap(false, Relaxed) {
             panic!("injected worker panic (test hook)");
         }
+        if shared.generation.load(Relaxed) != self.generation {
+            self.hot_apply();
+        }
         let mut moved = 0;
         for i in 0..self.rx.len() {
             let (p, q) = self.rx[i];
@@ -610,6 +640,21 @@ impl Worker {
         }
         self.flush(now);
         moved
+    }
+
+    /// Carries this worker's shard over to the configuration waiting in [`Shared::hot`] (at a batch boundary).
+    fn hot_apply(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        self.generation = shared.generation.load(SeqCst);
+        let item = lock(&shared.hot).items.get_mut(self.id).and_then(Option::take);
+        if let Some(HotItem { pre, spare }) = item {
+            let t = Instant::now();
+            let carried = shared.lock_switch(self.id).reconfigure_in_place(pre, spare);
+            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if let Some(slot) = lock(&shared.hot).done.get_mut(self.id) {
+                *slot = Some((carried, ns));
+            }
+        }
     }
 
     /// Hands what this worker's shard produced for the others (its outbox) to them: updates to every other

@@ -465,6 +465,7 @@ impl Daemon {
                 summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
                 summary.connections_flushed = c.connections_flushed;
                 summary.pause_us = applied.pause_ns / 1000;
+                summary.workers_paused = applied.paused;
                 summary.ports_failed =
                     applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
                 for f in &summary.ports_failed {

@@ -64,10 +64,10 @@ use crate::pipeline::{Shard, Switch, TX_QUEUE_CAP};
 use crate::port::any::{queue_count, AnyPort, OpenPortError};
 use crate::port::failed::{stand_ins, PortFailure};
 use crate::snapshot::{self, Restored, Snapshot};
-use crate::worker::{lock, Clock, Faults, LivePort, ShardLink, Shared, Worker, WorkerStats};
+use crate::worker::{lock, Clock, Faults, HotApply, LivePort, ShardLink, Shared, Worker, WorkerStats};
 use report::report;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -245,6 +245,8 @@ impl Runtime {
             .collect();
         let shared = Shared {
             shards: parts.switches.into_iter().map(ShardLink::new).collect(),
+            generation: AtomicU64::new(0),
+            hot: Mutex::new(HotApply::default()),
             ports: parts.ports,
             stop: parts.stop,
             pause: AtomicBool::new(false),
@@ -787,5 +789,39 @@ mac = "02:00:00:00:02:01"
                 busy as f64 / pkts as f64
             );
         }
+    }
+
+    /// Opens memory ports for a reconfiguration.
+    fn open_mem(pc: &crate::config::PortConfig, n: usize) -> Result<Vec<AnyPort>, StartError> {
+        Ok((0..n).map(|_| AnyPort::Mem(MemPort::new(pc.name.clone()))).collect())
+    }
+
+    #[test]
+    fn an_apply_that_keeps_every_port_reaches_the_workers_without_a_pause() {
+        let cfg = Config::parse(CONFIG, "t").unwrap();
+        let running = Runtime::new(&cfg, mem_ports(&cfg, 1), opts(2)).unwrap().start().unwrap();
+        inject(&running, 0, 0, &frame(2, 1, 1));
+        assert!(eventually(|| !sent(&running, 1, 0).is_empty()), "a → flood");
+        let before: Vec<u64> = running.report().workers.iter().map(|w| w.iterations).collect();
+        // Same ports, networks and owners; another MAC limit.
+        let limited = Config::parse(&CONFIG.replace("name = \"lan\"", "name = \"lan\"\nmac_limit = 77"), "t").unwrap();
+        let (running, r) = running.reconfigure(&limited, opts(2), &mut open_mem);
+        let applied = r.expect("applied");
+        assert!(!applied.paused, "taken at a batch boundary, no restart");
+        assert_eq!(applied.carried.fdb_kept, 1, "the learned MAC stays");
+        for k in 0..running.shards() {
+            assert_eq!(running.with_shard(k, |sw| sw.topology().networks[0].mac_limit), 77, "shard {k}");
+        }
+        let after: Vec<u64> = running.report().workers.iter().map(|w| w.iterations).collect();
+        assert!(after.iter().zip(&before).all(|(a, b)| a >= b), "the same workers went on: {before:?} → {after:?}");
+        assert_eq!(running.config(), &limited);
+        // Still forwarding, with what was learned before: b → a is unicast.
+        inject(&running, 1, 0, &frame(1, 2, 2));
+        assert!(eventually(|| sent(&running, 0, 0).iter().any(|f| f[14] == 2)), "b → a after the apply");
+        // A new port needs the pause.
+        let more = CONFIG.to_string() + "\n[[port]]\nname = \"d\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+        let (running, r) = running.reconfigure(&Config::parse(&more, "t").unwrap(), opts(2), &mut open_mem);
+        assert!(r.expect("applied").paused, "a port was opened");
+        assert!(running.stop().panicked.is_empty());
     }
 }

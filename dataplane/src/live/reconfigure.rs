@@ -8,10 +8,12 @@
 use super::{failed_ports, open_live, wake, Parts, RunOptions, Running, Runtime, StartError};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::ids::Nanos;
-use crate::pipeline::{Carried, Shard, Switch};
+use crate::pipeline::{Carried, Owners, Prebuilt, Shard, Switch};
 use crate::port::any::{queue_count, AnyPort};
 use crate::port::tap_persist;
 use crate::snapshot;
+use crate::topology::Topology;
+use crate::worker::HotItem;
 use crate::worker::{LivePort, WorkerStats};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -99,6 +101,9 @@ impl Running {
         if prepared.base != self.rt.cfg || prepared.base_workers != self.rt.opts.workers {
             return (self, Err(ApplyError::Stale));
         }
+        if self.hot_eligible(&prepared) {
+            return self.hot_commit(prepared);
+        }
         let Prepared { base: old_cfg, cfg, opts, plan, mut opened, deferred, freed, .. } = prepared;
         let cfg = &cfg;
         let old_workers = self.rt.opts.workers;
@@ -168,8 +173,88 @@ impl Running {
         }
         match spawn_err {
             Some(e) => (running, Err(ApplyError::Start(e))),
-            None => (running, Ok(Applied { plan, carried, pause_ns, failed })),
+            None => (running, Ok(Applied { plan, carried, pause_ns, paused: true, failed })),
         }
+    }
+
+    /// True when `prepared` can be applied without pausing the workers: the same worker options, every port kept
+    /// open at its index (none opened, closed or reordered), the same networks and router interfaces by name
+    /// and order (so every id the workers' queues carry keeps its meaning), and the same connection owners.
+    fn hot_eligible(&self, prepared: &Prepared) -> bool {
+        let same_ports = prepared.plan.closed.is_empty()
+            && prepared.plan.actions.len() == self.rt.cfg.ports.len()
+            && prepared
+                .plan
+                .actions
+                .iter()
+                .enumerate()
+                .all(|(i, a)| matches!(*a, PortAction::Keep(o) | PortAction::Reattach(o) if o == i))
+            && prepared.opened.iter().all(Option::is_none)
+            && !prepared.deferred.iter().any(|&d| d);
+        if prepared.opts != self.rt.opts || !same_ports {
+            return false;
+        }
+        let (a, b) = (Topology::from_config(&prepared.base), Topology::from_config(&prepared.cfg));
+        let names = |t: &Topology| {
+            (
+                t.networks.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+                t.rifs.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            )
+        };
+        names(&a) == names(&b) && Owners::new(&a) == Owners::new(&b)
+    }
+
+    /// Applies `prepared` (eligible: [`Running::hot_eligible`]) while the workers forward: the new topology and
+    /// router are built here, one per worker, then handed over; each worker carries its own shard over at its
+    /// next batch boundary ([`Switch::reconfigure_in_place`]) and goes on. No thread stops; `pause_ns` is the
+    /// longest a worker spent carrying its shard over.
+    fn hot_commit(mut self, prepared: Prepared) -> (Running, Result<Applied, ApplyError>) {
+        let Prepared { cfg, plan, .. } = prepared;
+        let shared = std::sync::Arc::clone(&self.rt.shared);
+        let n = shared.shards.len();
+        let items: Vec<Option<HotItem>> = (0..n)
+            .map(|_| Some(HotItem { pre: Prebuilt::new(&cfg), spare: Switch::new(&Config::default()) }))
+            .collect();
+        {
+            let mut hot = crate::worker::lock(&shared.hot);
+            hot.items = items;
+            hot.done = vec![None; n];
+        }
+        shared.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        wake(&self.wakers);
+        let results = loop {
+            {
+                let hot = crate::worker::lock(&shared.hot);
+                if hot.done.iter().all(Option::is_some) {
+                    break hot.done.iter().flatten().copied().collect::<Vec<_>>();
+                }
+            }
+            if shared.stop.load(Relaxed) || self.handles.iter().any(std::thread::JoinHandle::is_finished) {
+                return (
+                    self,
+                    Err(ApplyError::Start(StartError::Queues {
+                        port: "*".to_string(),
+                        message: "a worker stopped during the apply".to_string(),
+                    })),
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            wake(&self.wakers);
+        };
+        let mut carried = Carried::default();
+        let mut pause_ns = 0;
+        for (i, (c, stall)) in results.into_iter().enumerate() {
+            pause_ns = pause_ns.max(stall);
+            if i == 0 {
+                carried = c;
+            } else {
+                carried.connections_flushed += c.connections_flushed;
+                carried.router_kept &= c.router_kept;
+            }
+        }
+        self.rt.cfg = cfg;
+        let failed = failed_ports(&shared.ports);
+        (self, Ok(Applied { plan, carried, pause_ns, paused: false, failed }))
     }
 
     /// Sets the pause flag, wakes and joins the workers, and takes the runtime apart.
@@ -202,11 +287,15 @@ impl Running {
 }
 
 /// The workers' shards carried over to `cfg` (from `base`) with `workers` shards: each shard reconfigured in
-/// place when the worker count stays ([`Switch::reconfigure`]); otherwise the learned state moves through a
-/// snapshot ([`snapshot::take_shards`], [`snapshot::restore_shards`]) into new shards, so each connection lands
-/// on its owner for the new count.
+/// place when the worker count and the connections' owners stay ([`Switch::reconfigure`]); otherwise the
+/// learned state moves through a snapshot ([`snapshot::take_shards`], [`snapshot::restore_shards`]) into new
+/// shards, so each connection lands on its owner for the new count and addresses.
 fn reshard(old: Vec<Switch>, base: &Config, cfg: &Config, workers: usize, now: Nanos) -> (Vec<Switch>, Carried) {
-    if old.len() == workers {
+    let owners_same = || {
+        let (a, b) = (Topology::from_config(base), Topology::from_config(cfg));
+        Owners::new(&a) == Owners::new(&b)
+    };
+    if old.len() == workers && (workers == 1 || owners_same()) {
         let mut total = Carried::default();
         let mut out = Vec::with_capacity(workers);
         for (i, sw) in old.into_iter().enumerate() {
@@ -301,8 +390,11 @@ pub struct Applied {
     pub plan: Plan,
     /// What the switch carried over.
     pub carried: Carried,
-    /// How long forwarding stopped: from pausing the workers to the new ones started.
+    /// How long forwarding stopped: from pausing the workers to the new ones started; without a pause, the
+    /// longest one worker spent carrying its shard over.
     pub pause_ns: u64,
+    /// The workers were stopped and restarted (false: they took the change at a batch boundary).
+    pub paused: bool,
     /// Ports down after the apply, `(name, error)`: they could not be opened (now or before) and are retried.
     pub failed: Vec<(String, String)>,
 }

@@ -167,7 +167,23 @@ impl Switch {
     ///   name their ingress port by id); otherwise rebuilt empty.
     /// - **Counters**: a port keeps its pipeline counters while its name exists; drops by reason are kept.
     pub fn reconfigure(self, cfg: &Config) -> (Switch, Carried) {
-        let topo = Topology::from_config(cfg);
+        self.reconfigure_prebuilt(Prebuilt::new(cfg))
+    }
+
+    /// [`Switch::reconfigure_prebuilt`] in place: `spare` (any switch, built off the forwarding thread) stands in
+    /// while this one is carried over.
+    pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch) -> Carried {
+        let old = std::mem::replace(self, spare);
+        let (new, carried) = old.reconfigure_prebuilt(pre);
+        *self = new;
+        carried
+    }
+
+    /// [`Switch::reconfigure`] with the new topology and router built beforehand ([`Prebuilt::new`], off the
+    /// forwarding thread): what is left is carrying the learned state over (a worker does this at a batch
+    /// boundary when an `apply` reaches it without a pause, see `crate::live`).
+    pub fn reconfigure_prebuilt(self, pre: Prebuilt) -> (Switch, Carried) {
+        let Prebuilt { topo, router: fresh } = pre;
         let old = &self.topo;
         let net_name = |t: &'_ Topology, n: Option<NetId>| n.map(|n| t.networks[n as usize].name.clone());
         let by_name: Vec<Option<PortId>> = old.ports.iter().map(|p| topo.port_id(&p.name)).collect();
@@ -199,7 +215,7 @@ impl Switch {
         let (router, router_kept, connections_flushed) = if same_router {
             (self.router, true, 0)
         } else {
-            let (r, c) = self.router.carried_into(old, &topo);
+            let (r, c) = self.router.carried_into_new(old, &topo, fresh);
             (r, c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
         };
         let carried =
@@ -385,6 +401,27 @@ impl Switch {
     /// many were removed.
     pub fn flush_conntrack(&mut self) -> usize {
         self.router.nat_mut().flush()
+    }
+}
+
+/// A configuration's topology and empty router (its FIB), built ahead of [`Switch::reconfigure_prebuilt`].
+#[derive(Debug)]
+pub struct Prebuilt {
+    topo: Topology,
+    router: Router,
+}
+
+impl Prebuilt {
+    /// The topology and router for `cfg` (validated).
+    pub fn new(cfg: &Config) -> Prebuilt {
+        let topo = Topology::from_config(cfg);
+        let router = Router::new(&topo);
+        Prebuilt { topo, router }
+    }
+
+    /// The numbered topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
     }
 }
 

@@ -131,7 +131,7 @@ enum Class {
 }
 
 /// A publish rule as the hairpin test needs it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Published {
     proto: u8,
     port: u16,
@@ -139,8 +139,9 @@ struct Published {
     target_net: Option<Ipv4Net>,
 }
 
-/// The addresses [`Owners::owner`] classifies endpoints by, taken from a topology.
-#[derive(Debug, Clone, Default)]
+/// The addresses [`Owners::owner`] classifies endpoints by, taken from a topology. Two topologies with equal
+/// `Owners` give every connection the same owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Owners {
     /// Some masquerade network or publish rule: connections can be tracked.
     enabled: bool,

@@ -66,7 +66,13 @@ impl Router {
     /// A router for `new_topo` carrying over what of this router's state (built for `old_topo`) the change does
     /// not invalidate; see the module documentation.
     pub fn carried_into(self, old_topo: &Topology, new_topo: &Topology) -> (Router, CarriedRouter) {
-        let mut new = Router::new(new_topo);
+        self.carried_into_new(old_topo, new_topo, Router::new(new_topo))
+    }
+
+    /// [`Router::carried_into`] with the new router (`Router::new(new_topo)`, its FIB the costly part) built
+    /// beforehand, off the forwarding thread.
+    pub fn carried_into_new(self, old_topo: &Topology, new_topo: &Topology, new: Router) -> (Router, CarriedRouter) {
+        let mut new = new;
         let map: Vec<Option<RifId>> = old_topo.rifs.iter().map(|r| same_rif(r, new_topo)).collect();
         let remap = |rif: RifId| map.get(rif as usize).copied().flatten();
         let mut c = CarriedRouter::default();

@@ -86,9 +86,16 @@ pub struct ApplySummary {
     pub connections_flushed: usize,
     /// The worker threads were restarted with a different count (`[switch] workers`).
     pub workers_changed: bool,
-    /// Microseconds forwarding stood still while the workers switched over (0 when nothing was applied).
+    /// Microseconds forwarding stood still while the workers switched over (0 when nothing was applied): the
+    /// whole pause when the workers were stopped and restarted, else the longest any one worker spent carrying
+    /// its tables over at a batch boundary while the others forwarded.
     #[serde(default)]
     pub pause_us: u64,
+    /// The worker threads were stopped and restarted for this apply (ports opened, closed or reordered,
+    /// networks or interfaces added, removed or renamed, other worker settings, other connection owners);
+    /// false when they took the change at a batch boundary without stopping.
+    #[serde(default)]
+    pub workers_paused: bool,
     /// Ports of the new configuration that are down (they could not be opened, now or before): applied
     /// anyway, reported here and in `port_ls`, and retried by vswitchd with backoff. Per-port outcome: a port
     /// failing never refuses the apply.
