@@ -54,6 +54,11 @@ pub struct PipelineArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// After the maximum-rate phase, apply a configuration change while the generators run flat out and report
+    /// the longest gap between batches across it: `hot` (another MAC limit: taken at a batch boundary) or
+    /// `pause` (one more port: the workers are stopped and restarted).
+    #[arg(long)]
+    pub apply: Option<pipeline::ApplyKind>,
 }
 
 impl PipelineArgs {
@@ -67,6 +72,7 @@ impl PipelineArgs {
         o.duration = Duration::from_secs_f64(self.duration);
         o.load_percent = self.load;
         o.progress = !self.quiet;
+        o.apply = self.apply;
         o
     }
 }

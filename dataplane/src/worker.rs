@@ -18,8 +18,9 @@
 //!    [`Switch::process`] the batch into this worker's [`TxQueues`], hand its outbox to the other workers
 //!    ([`Worker::dispatch`]: updates to every other worker, handed frames to their owner; a full queue drops and
 //!    counts, `updates_dropped` and `handoff-full`; a sleeping receiver is woken), unlock.
-//! 3. The inbox: updates from the others applied, frames handed over run through the pipeline
-//!    ([`Switch::process_handed`]), at most [`INBOX_BATCHES`] bursts per iteration.
+//! 3. The inbox (when there is mail: the transmit queues are flushed first): updates from the others applied,
+//!    frames handed over run through the pipeline ([`Switch::process_handed`]), at most [`INBOX_BATCHES`] bursts
+//!    per iteration.
 //! 4. Housekeeping every [`HOUSEKEEPING_INTERVAL`], each worker on its own shard (MAC ageing, its connections'
 //!    expiry, its ARP retries); its output goes through the same transmit queues.
 //! 5. Flush: for every port with queued frames, lock the port's queue `worker_id % queues` and `tx_burst`.
@@ -88,8 +89,9 @@ pub const FDLESS_SLEEP: Nanos = NANOS_PER_SEC / 1000;
 pub const UPDATE_QUEUE: usize = 8192;
 /// Capacity of a worker's queue of frames handed to it (frames, not bursts).
 pub const HANDOFF_QUEUE: usize = 2048;
-/// Most bursts of handed frames a worker runs per iteration (then it flushes and polls its own queues again).
-pub const INBOX_BATCHES: usize = 8;
+/// Most bursts of handed frames a worker runs per iteration (then it flushes and polls its own queues again):
+/// with the transmit queues flushed just before, 4 bursts fit any port's queue (`TX_QUEUE_CAP` is 8 bursts).
+pub const INBOX_BATCHES: usize = 4;
 
 /// One worker's shard of the switch and the queues the other workers write to it.
 #[derive(Debug)]
@@ -289,6 +291,11 @@ pub struct WorkerStats {
     /// Learned-state updates lost to a full queue of another worker (it learns the address itself later, or
     /// hears of it at the next renewal).
     pub updates_dropped: AtomicU64,
+    /// [`Clock::now`] of the last iteration that moved frames (carried across a paused apply with the stats).
+    pub last_busy_at: AtomicU64,
+    /// The longest time between the starts of two consecutive iterations that moved frames, since it was last
+    /// reset (stored 0): how long forwarding stood still, e.g. across an apply.
+    pub max_gap_ns: AtomicU64,
     /// Times the worker went to sleep on its fds.
     pub sleeps: AtomicU64,
     /// Port I/O errors (not per-frame drops: a failing fd).
@@ -335,6 +342,8 @@ pub struct WorkerReport {
     /// See [`WorkerStats`].
     pub updates_dropped: u64,
     /// See [`WorkerStats`].
+    pub max_gap_ns: u64,
+    /// See [`WorkerStats`].
     pub sleeps: u64,
     /// See [`WorkerStats`].
     pub port_errors: u64,
@@ -370,6 +379,7 @@ impl WorkerStats {
             handed_in: self.handed_in.load(Relaxed),
             handoff_dropped: self.handoff_dropped.load(Relaxed),
             updates_dropped: self.updates_dropped.load(Relaxed),
+            max_gap_ns: self.max_gap_ns.load(Relaxed),
             sleeps: self.sleeps.load(Relaxed),
             port_errors: self.port_errors.load(Relaxed),
             buffers_added: self.buffers_added.load(Relaxed),
@@ -572,6 +582,11 @@ impl Worker {
             if moved > 0 {
                 stats.busy_iterations.fetch_add(1, Relaxed);
                 stats.rx_packets.fetch_add(moved, Relaxed);
+                let last = stats.last_busy_at.swap(now, Relaxed);
+                let gap = if last == 0 { 0 } else { now.saturating_sub(last) };
+                if gap > stats.max_gap_ns.load(Relaxed) {
+                    stats.max_gap_ns.fetch_max(gap, Relaxed);
+                }
                 busy_started = Some(now);
                 idle_since = None;
             } else {
@@ -708,6 +723,8 @@ impl Worker {
         if !link.has_mail() {
             return 0;
         }
+        // Room in the transmit queues for what the handed frames produce.
+        self.flush(now);
         let mut sw = shared.lock_switch(self.id);
         while let Some(u) = link.updates.pop() {
             sw.apply_update(now, u, &mut self.pool, &mut self.tx);

@@ -26,6 +26,7 @@ pub mod ports;
 pub mod scenario;
 
 use dataplane::buffer::Nanos;
+use dataplane::config::Config;
 use dataplane::live::{pool_buffers_for, LiveReport, RunOptions, Running, Runtime};
 use dataplane::port::any::AnyPort;
 use dataplane::port::PortId;
@@ -61,6 +62,36 @@ pub struct Options {
     pub ring: u64,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Apply a configuration change during a flat-out phase of its own (see [`ApplyKind`]).
+    pub apply: Option<ApplyKind>,
+}
+
+/// The configuration change `--apply` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyKind {
+    /// The first network's MAC limit raised by one: every port kept, taken by the workers at a batch boundary.
+    Hot,
+    /// One more port (a memory port in the first port's network): the workers are paused and restarted.
+    Pause,
+}
+
+/// What `--apply` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// The change made.
+    pub kind: ApplyKind,
+    /// The workers were stopped and restarted.
+    pub paused: bool,
+    /// The apply's own figure: the pause, or the longest a worker spent carrying its shard over (µs).
+    pub pause_us: u64,
+    /// The longest gap between the starts of two consecutive busy iterations of any worker, over a window of
+    /// `--duration / 2` without an apply (ns).
+    pub gap_ns_without: u64,
+    /// The same over the window containing the apply (from 100 ms before to 100 ms after it; ns).
+    pub gap_ns_across: u64,
+    /// Frames the pipeline dropped during that window, by reason (should be empty).
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 impl Options {
@@ -77,6 +108,7 @@ impl Options {
             load_percent: 50.0,
             ring: 4096,
             progress: false,
+            apply: None,
         }
     }
 
@@ -188,6 +220,8 @@ pub struct Report {
     pub latency_load: Option<LoadReport>,
     /// Frames sent without a timestamp during the latency phase (should be 0).
     pub unstamped: u64,
+    /// `--apply`: the gap between batches across a configuration change.
+    pub apply: Option<ApplyReport>,
 }
 
 /// Counters at one instant.
@@ -401,6 +435,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             );
         }
     }
+    let mut apply_report = None;
+    if let Some(kind) = opts.apply {
+        let (nb, r) = apply_phase(b, &built.cfg, kind, opts)?;
+        b = nb;
+        apply_report = Some(r);
+    }
     b.ctl.stop();
     let stopped = b.running.stop();
     anyhow::ensure!(stopped.panicked.is_empty(), "worker(s) {:?} panicked", stopped.panicked);
@@ -423,7 +463,65 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         latency_ns: latency,
         latency_load: load,
         unstamped: unstamped_total,
+        apply: apply_report,
     })
+}
+
+/// `--apply`: the generators flat out; the longest gap between batches over a window without an apply, then
+/// over one with the apply in its middle.
+fn apply_phase(b: Bench, cfg: &Config, kind: ApplyKind, opts: &Options) -> anyhow::Result<(Bench, ApplyReport)> {
+    let mut b = b;
+    b.ctl.flat_out();
+    b.wait(opts.warmup, "warm-up", false, None);
+    let max_gap = |r: &Running| r.report().workers.iter().map(|w| w.max_gap_ns).max().unwrap_or(0);
+    b.running.reset_max_gaps();
+    b.wait(opts.duration / 2, "without apply", false, None);
+    let gap_ns_without = max_gap(&b.running);
+    let mut new = cfg.clone();
+    match kind {
+        ApplyKind::Hot => {
+            if let Some(n) = new.networks.first_mut() {
+                n.mac_limit += 1;
+            }
+        }
+        ApplyKind::Pause => {
+            let mut extra = new.ports[0].clone();
+            extra.name = "apply-extra".to_string();
+            extra.kind = dataplane::config::PortKind::Mem;
+            new.ports.push(extra);
+        }
+    }
+    let s0 = sample(&b.running, &b.gens);
+    b.running.reset_max_gaps();
+    std::thread::sleep(Duration::from_millis(100));
+    let run_opts = b.running.options().clone();
+    let Bench { running, ctl, hists, unstamped, parked, gens, windowed, flush } = b;
+    let mut open = |pc: &dataplane::config::PortConfig, n: usize| {
+        Ok((0..n).map(|_| AnyPort::Mem(dataplane::port::mem::MemPort::new(pc.name.clone()))).collect())
+    };
+    let (running, applied) = running.reconfigure(&new, run_opts, &mut open);
+    let applied = applied.map_err(|e| anyhow::anyhow!("--apply: {e}"))?;
+    std::thread::sleep(Duration::from_millis(100));
+    let gap_ns_across = max_gap(&running);
+    let s1 = sample(&running, &gens);
+    let mut drops = s1.drops.clone();
+    for (k, v) in drops.iter_mut() {
+        *v -= s0.drops.get(k).copied().unwrap_or(0);
+    }
+    drops.retain(|_, v| *v > 0);
+    let b = Bench { running, ctl, hists, unstamped, parked, gens, windowed, flush };
+    let r = ApplyReport {
+        kind,
+        paused: applied.paused,
+        pause_us: applied.pause_ns / 1000,
+        gap_ns_without,
+        gap_ns_across,
+        drops,
+    };
+    if opts.progress {
+        eprintln!("  apply ({kind:?}): {r:?}");
+    }
+    Ok((b, r))
 }
 
 /// The human-readable summary `vswitch-bench pipeline` prints.
@@ -449,6 +547,16 @@ pub fn summary(r: &Report) -> String {
     }
     if !r.drops.is_empty() {
         s.push_str(&format!("\npipeline drops: {:?}", r.drops));
+    }
+    if let Some(a) = &r.apply {
+        s.push_str(&format!(
+            "\napply ({:?}, workers {}): longest gap between batches {} µs across it, {} µs without; apply reports {} µs",
+            a.kind,
+            if a.paused { "paused" } else { "not paused" },
+            a.gap_ns_across / 1000,
+            a.gap_ns_without / 1000,
+            a.pause_us
+        ));
     }
     s
 }

@@ -10,7 +10,9 @@
 //! | `mixed` | the `nat-established` rig, both ports generating | half masqueraded out, half replies un-NATed in | established UDP connections, both directions |
 //!
 //! Every frame is UDP/IPv4 (the pipeline's timestamps ride in the UDP payload). Worker `w` of `N` generates
-//! the flows `i` with `i % N == w` (as a NIC's RSS would spread them).
+//! the flows `i` with `i % N == w` (as a NIC's RSS would spread them); for the NAT scenarios, the flows whose
+//! connection worker `w` owns (as an RSS hash on the remote address would spread them, so no frame is handed
+//! between workers; `docs/architecture.md` § Threads).
 
 use crate::nat::{NatDirection, NatProto, NewFlows};
 use crate::{host_mac, udp_frame, Rig, SplitMix};
@@ -128,6 +130,22 @@ pub struct Built {
     pub windowed: bool,
 }
 
+/// Deals templates to the worker owning their connection (`Switch::owner_of_frame`; round-robin when any worker
+/// may route it), as a NIC's RSS hashing on the remote address would: no frame is handed between workers.
+fn deal_by_owner(switch: &Switch, templates: Vec<Vec<u8>>, workers: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut out = vec![Vec::new(); workers];
+    for (j, t) in templates.into_iter().enumerate() {
+        let w = switch.owner_of_frame(&t, workers).unwrap_or(j % workers);
+        out[w].push(t);
+    }
+    if out.iter().any(Vec::is_empty) {
+        // Too few flows to give every worker one of its own: fall back to round-robin (frames are handed over).
+        let all: Vec<Vec<u8>> = out.into_iter().flatten().collect();
+        return deal(all.len(), workers, |j| all[j].clone());
+    }
+    out
+}
+
 /// Deals templates `0..n` (made by `make(j)`) to `workers` workers: worker `w` gets those with `j % workers == w`.
 fn deal(n: usize, workers: usize, mut make: impl FnMut(usize) -> Vec<u8>) -> Vec<Vec<Vec<u8>>> {
     let mut out = vec![Vec::new(); workers];
@@ -207,7 +225,7 @@ pub fn build(scenario: Scenario, flows: usize, size: FrameSize, workers: usize, 
                         crate::nat::udp_frames(&rig.switch, i..i + 1, dir, len(j)).remove(0)
                     })
                     .collect();
-                deal(n, workers, |j| per[j].clone())
+                deal_by_owner(&rig.switch, per, workers)
             };
             let mut gens = vec![(0, mk(NatDirection::Outbound))];
             if scenario == Scenario::Mixed {
@@ -219,9 +237,13 @@ pub fn build(scenario: Scenario, flows: usize, size: FrameSize, workers: usize, 
             let window = (n as u32).next_multiple_of(32);
             let nf = NewFlows::new(window, NatProto::Udp);
             let cfg = crate::nat::config(false, window as usize + 1024);
-            let gens = deal(n, workers, |j| {
-                crate::nat::udp_frames(&nf.rig.switch, j as u32..j as u32 + 1, NatDirection::Outbound, len(j)).remove(0)
-            });
+            let all: Vec<Vec<u8>> = (0..n)
+                .map(|j| {
+                    crate::nat::udp_frames(&nf.rig.switch, j as u32..j as u32 + 1, NatDirection::Outbound, len(j))
+                        .remove(0)
+                })
+                .collect();
+            let gens = deal_by_owner(&nf.rig.switch, all, workers);
             Built { cfg, switch: nf.rig.switch, gens: vec![(0, gens)], windowed: true }
         }
     }

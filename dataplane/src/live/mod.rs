@@ -413,6 +413,13 @@ impl Running {
         self.rt.with_queue(port, queue, f)
     }
 
+    /// Starts a new window for every worker's [`WorkerStats::max_gap_ns`](crate::worker::WorkerStats).
+    pub fn reset_max_gaps(&self) {
+        for w in &self.rt.shared.workers {
+            w.max_gap_ns.store(0, Relaxed);
+        }
+    }
+
     /// The counters now.
     pub fn report(&self) -> LiveReport {
         report(&self.rt, &self.assignment)
