@@ -66,6 +66,13 @@ impl Bridge {
         self.announced = Vec::with_capacity(if on { BATCH_SIZE } else { 0 });
     }
 
+    /// See [`Fdb::set_renew_every_refresh`] (every table).
+    pub fn set_renew_every_refresh(&mut self, every: bool) {
+        for f in &mut self.fdbs {
+            f.set_renew_every_refresh(every);
+        }
+    }
+
     /// What was learned since the last call (at most one batch's worth: the caller drains it after each).
     pub fn take_announced(&mut self, mut f: impl FnMut(NetId, MacAddr, PortId)) {
         for (net, mac, port) in self.announced.drain(..) {
@@ -110,9 +117,11 @@ impl Bridge {
                 continue;
             };
             let (dst, src) = (eth.dst_addr(), eth.src_addr());
-            if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
+            if cx.handed {
+                // Learned (or skipped, and counted) by the worker that received it.
+            } else if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
-            } else if !cx.handed {
+            } else {
                 let learned = fdb.learn(src, cx.in_port, cx.now);
                 if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
                     self.announced.push((net, src, cx.in_port));

@@ -89,6 +89,8 @@ pub struct Fdb {
     ports: Vec<PortFifo>,
     limit: usize,
     aging: Nanos,
+    /// A refresh this long after the entry was last announced is [`Learned::Renewed`].
+    renew_every: Nanos,
     stats: FdbStats,
 }
 
@@ -102,8 +104,17 @@ impl Fdb {
             ports: vec![PortFifo::default(); port_count],
             limit: limit.max(1),
             aging,
+            renew_every: aging / 4,
             stats: FdbStats::default(),
         }
+    }
+
+    /// Reports every refresh as [`Learned::Renewed`] (`true`), or one per quarter of the ageing time (`false`,
+    /// the default). With every refresh announced, replicas age an address exactly when the worker seeing it
+    /// would (deterministic drivers comparing N workers with one use this); with one per quarter, a replica may
+    /// age it up to a quarter of the ageing time earlier, and floods to it meanwhile.
+    pub fn set_renew_every_refresh(&mut self, every: bool) {
+        self.renew_every = if every { 0 } else { self.aging / 4 };
     }
 
     /// Records that `mac` was seen on `port` at `now`.
@@ -113,7 +124,7 @@ impl Fdb {
         if let Some(e) = self.map.get_mut(&key) {
             if e.port == port {
                 e.last_seen = now;
-                if now.saturating_sub(e.announced) >= self.aging / 4 {
+                if now.saturating_sub(e.announced) >= self.renew_every {
                     e.announced = now;
                     return Learned::Renewed;
                 }

@@ -227,12 +227,16 @@ impl Collector for SnapshotCollector {
             r.workers.iter().map(|x| (w(x.id), secs(x.cpu_ns))),
         )?;
         type Wk = fn(&crate::worker::WorkerReport) -> u64;
-        let wk: [(&str, &str, Wk); 6] = [
+        let wk: [(&str, &str, Wk); 10] = [
             ("vswitch_worker_rx_packets", "Frames received from the worker's queues", |x| x.rx_packets),
             ("vswitch_worker_rx_batches", "Non-empty bursts received", |x| x.rx_batches),
             ("vswitch_worker_iterations", "Poll loop iterations", |x| x.iterations),
             ("vswitch_worker_sleeps", "Times the worker slept on its ports' fds", |x| x.sleeps),
-            ("vswitch_worker_switch_waits", "Times the switch lock was held by another thread", |x| x.switch_waits),
+            ("vswitch_worker_switch_waits", "Times the worker's shard was held by the control thread", |x| x.switch_waits),
+            ("vswitch_worker_handed_off", "Frames handed to the worker owning their connection", |x| x.handed_off),
+            ("vswitch_worker_handed_in", "Frames handed to this worker by others", |x| x.handed_in),
+            ("vswitch_worker_handoff_dropped", "Frames that could not be handed over", |x| x.handoff_dropped),
+            ("vswitch_worker_updates_dropped", "Learned-state updates lost to a full queue", |x| x.updates_dropped),
             ("vswitch_worker_port_errors", "Port I/O errors", |x| x.port_errors),
         ];
         for (name, help, get) in wk {

@@ -111,6 +111,13 @@ impl Switch {
         Owners::new(&self.topo).owner(frame, &parsed, count)
     }
 
+    /// Announces every MAC refresh to the other shards, not one per quarter of the ageing time, so that every
+    /// replica ages an address exactly when one switch would (see [`crate::fdb::Fdb::set_renew_every_refresh`]):
+    /// for deterministic drivers ([`shards::Shards`]); the live workers keep the default.
+    pub fn renew_every_refresh(&mut self) {
+        self.bridge.set_renew_every_refresh(true);
+    }
+
     /// Which shard this is.
     pub fn shard(&self) -> Shard {
         self.shard

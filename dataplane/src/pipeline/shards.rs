@@ -21,10 +21,18 @@ pub struct Shards {
 
 impl Shards {
     /// `count` shards, shard `i` made by `make(Shard::new(i, count))` (a switch for the same configuration,
-    /// already [`Switch::sharded`]).
+    /// already [`Switch::sharded`]). Every MAC refresh is announced ([`Switch::renew_every_refresh`]), so the
+    /// replicas age addresses exactly as one switch does.
     pub fn new(count: usize, mut make: impl FnMut(Shard) -> Switch) -> Shards {
         let count = count.max(1);
-        Shards { switches: (0..count).map(|i| make(Shard::new(i, count))).collect() }
+        let switches = (0..count)
+            .map(|i| {
+                let mut s = make(Shard::new(i, count));
+                s.renew_every_refresh();
+                s
+            })
+            .collect();
+        Shards { switches }
     }
 
     /// The shards.

@@ -14,12 +14,27 @@ use std::time::{Duration, Instant};
 /// A vswitchd child process, killed (by its PID) and reaped if the test ends before it exits.
 pub struct Daemon(Option<Child>);
 
+/// `args`, with `--workers N` added to a `run` that does not choose its own when the environment variable
+/// `VSWITCH_TEST_WORKERS=N` is set: the live suites run again with several workers that way
+/// (`VSWITCH_TEST_WORKERS=2 cargo test -p dataplane --all-features`).
+fn with_test_workers<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+    if let Ok(n) = std::env::var("VSWITCH_TEST_WORKERS") {
+        let is_run = v.first().is_some_and(|a| a == "run");
+        if is_run && !v.iter().any(|a| a == "--workers") {
+            v.push("--workers".into());
+            v.push(n.into());
+        }
+    }
+    v
+}
+
 impl Daemon {
     /// Starts `vswitchd ARGS` inside namespace `ns`, stdout and stderr captured.
     pub fn spawn_in<S: AsRef<OsStr>>(ns: &Netns, args: impl IntoIterator<Item = S>) -> Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
-            .args(args)
+            .args(with_test_workers(args))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -36,7 +51,7 @@ impl Daemon {
     ) -> Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
-            .args(args)
+            .args(with_test_workers(args))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
