@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod live;
 pub mod nat;
 pub mod neigh;
+pub mod overlay;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

@@ -72,6 +72,33 @@ pub struct NetworkInfo {
     pub mac_limit: usize,
     /// The network's gateway interface.
     pub rif: Option<RifId>,
+    /// Set for an overlay network (`scope = "overlay"`): a bridge domain whose remote members are VTEPs.
+    pub overlay: Option<OverlayNetInfo>,
+}
+
+/// What the pipeline needs of an overlay network's configuration (membership comes from the control plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayNetInfo {
+    /// Its VXLAN network identifier; `None` until one is configured (the agent allocates one through etcd):
+    /// until then the network is bridged locally only.
+    pub vni: Option<u32>,
+    /// Broadcast, multicast and unknown-unicast frames replicated to the other hosts per second, at most.
+    pub bum_rate_pps: u32,
+}
+
+/// The switch's VXLAN tunnel endpoint: a routed port's address (`[cluster] vtep_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VtepInfo {
+    /// The routed port.
+    pub port: PortId,
+    /// Its router interface.
+    pub rif: RifId,
+    /// The outer source address.
+    pub addr: Ipv4Addr,
+    /// The UDP port VXLAN is received on (`[cluster] vxlan_udp_port`).
+    pub udp_port: u16,
+    /// The underlay MTU (the port's).
+    pub mtu: u16,
 }
 
 /// Where a router interface sends and receives frames.
@@ -162,6 +189,8 @@ pub struct Topology {
     pub nat_port_range: PortRange,
     /// The connection table's tunables.
     pub conntrack: ConntrackConfig,
+    /// The VXLAN tunnel endpoint, when the configuration has overlay networks.
+    pub vtep: Option<VtepInfo>,
 }
 
 impl Topology {
@@ -197,6 +226,7 @@ impl Topology {
                     mac_aging: n.mac_aging_secs.saturating_mul(NANOS_PER_SEC),
                     mac_limit: n.mac_limit,
                     rif,
+                    overlay: None,
                 }
             })
             .collect();
@@ -260,6 +290,7 @@ impl Topology {
             publish,
             nat_port_range: cfg.nat.port_range,
             conntrack: cfg.conntrack.table_config(),
+            vtep: None,
         }
     }
 
