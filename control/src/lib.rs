@@ -2,6 +2,7 @@
 //! clients of `vswitchd`'s control socket. The wire types (configuration model, requests, counters) are defined
 //! once in the `dataplane` crate and shared from there.
 //!
+//! - [`cluster`] keeps the host registered in etcd and follows the other hosts (overlay membership).
 //! - [`agent`] is the config agent's logic: load and validate the desired state, sync a switch to it.
 //! - [`table`] renders rows as the aligned, human-readable tables `vswitchctl` prints by default (`--json`
 //!   prints the wire types instead).
@@ -12,6 +13,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod cluster;
 pub mod diff;
 pub mod render;
 pub mod table;
