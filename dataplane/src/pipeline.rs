@@ -24,6 +24,7 @@ use crate::fdb::{Fdb, FdbStats};
 use crate::ingress::Ingress;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::RifId;
+use crate::overlay::{Overlay, OverlayError, OverlayState, Pending, UpdateSummary};
 use crate::packet::Parsed;
 use crate::port::PortId;
 use crate::router::{BatchLookup, Router};
@@ -52,6 +53,8 @@ pub enum Verdict {
     ToRouter(RifId),
     /// Flood in the network and give the router a copy (broadcast ARP on a network with a gateway).
     FloodAndRoute(NetId, RifId),
+    /// A VXLAN packet for our VTEP: decapsulate and bridge the inner frame in its overlay network.
+    Decap,
     /// Drop, counting the reason.
     Drop(DropReason),
 }
@@ -143,6 +146,7 @@ pub struct Egress<'a> {
     counters: &'a mut Counters,
     tx: &'a mut TxQueues,
     pool: &'a mut BufPool,
+    overlay: &'a mut Overlay,
     now: Nanos,
     last_fdb: Option<(NetId, MacAddr, PortId)>,
 }
@@ -256,8 +260,120 @@ impl<'a> Egress<'a> {
         }
     }
 
-    /// Sends `frame` to every port of `net` except `except`; returns how many copies were queued.
+    /// Sends `frame` to every port of `net` except `except`, and on an overlay network to the remote endpoint it
+    /// is addressed to, or else (broadcast, multicast, unknown unicast) to every member VTEP too; returns how many
+    /// copies were queued.
+    #[inline]
     fn flood(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
+        if self.overlay.is_overlay(net) {
+            return self.overlay_flood(net, frame, except);
+        }
+        self.flood_local(net, frame, except)
+    }
+
+    /// [`Egress::flood`] on an overlay network (see `crate::overlay`: known remote unicast is encapsulated to its
+    /// VTEP; anything else is flooded locally and replicated head-end, within the network's rate limit).
+    #[inline(never)]
+    fn overlay_flood(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
+        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+        if !dst.is_multicast() {
+            if let Some(peer) = self.overlay.remote_mac(net, dst) {
+                return u64::from(self.encap(net, peer, frame));
+            }
+        }
+        let mut sent = 0;
+        let members = self.overlay.members(net).len();
+        if members > 0 {
+            if self.overlay.take_bum_token(net, self.now) {
+                for k in 0..members {
+                    let peer = self.overlay.members(net)[k];
+                    match self.pool.clone_frame(&frame) {
+                        Some(copy) => {
+                            if self.encap(net, peer, copy) {
+                                self.overlay.count_replicated();
+                                sent += 1;
+                            }
+                        }
+                        None => self.counters.count(DropReason::NoBuffer),
+                    }
+                }
+            } else {
+                self.counters.count(DropReason::VxlanBumRateLimited);
+            }
+        }
+        sent + self.flood_local(net, frame, except)
+    }
+
+    /// Encapsulates `frame` towards `peer` (queued for the router's neighbour stage); on failure counts the
+    /// reason and frees it. True if queued.
+    #[inline]
+    fn encap(&mut self, net: NetId, peer: crate::overlay::peers::PeerId, frame: Frame) -> bool {
+        match self.overlay.encap(net, peer, frame) {
+            Ok(()) => true,
+            Err((frame, reason)) => {
+                self.counters.count(reason);
+                self.pool.free(frame);
+                false
+            }
+        }
+    }
+
+    /// Decapsulates a VXLAN packet received on `in_port` and delivers the inner frame to the local ports of its
+    /// overlay network (split horizon: never to another VTEP, never to the router), counting it.
+    #[inline(never)]
+    fn decap(&mut self, in_port: PortId, mut frame: Frame, parsed: &Parsed) {
+        let net = match self.overlay.decap(&mut frame, parsed) {
+            Ok((net, _)) => net,
+            Err(reason) => return self.drop(frame, reason),
+        };
+        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+        let gateway = self.topo.networks[net as usize].rif.map(|r| self.topo.rifs[r as usize].mac);
+        if gateway == Some(dst) {
+            return self.drop(frame, DropReason::VxlanGatewayMac);
+        }
+        let known = if dst.is_multicast() { None } else { self.bridge.fdb(net).lookup(dst, self.now) };
+        match known {
+            Some(p) => {
+                let ok = self.to_port(p, frame);
+                let pc = self.counters.port_mut(in_port);
+                if ok {
+                    pc.forwarded += 1
+                } else {
+                    pc.dropped += 1
+                }
+            }
+            None => {
+                let sent = self.flood_local(net, frame, None);
+                self.settle_flood(in_port, net, sent);
+            }
+        }
+    }
+
+    /// The encapsulated frames waiting for the router's neighbour stage (give the vector back with
+    /// [`Egress::restore_pending`]).
+    #[inline]
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        self.overlay.take_pending()
+    }
+
+    /// See [`Egress::take_pending`].
+    #[inline]
+    pub fn restore_pending(&mut self, v: Vec<Pending>) {
+        self.overlay.restore_pending(v)
+    }
+
+    /// The MAC of the remote endpoint `ip` on router interface `rif`'s overlay network (the router uses it instead
+    /// of ARP, which the endpoint's own host would answer).
+    #[inline(never)]
+    pub fn overlay_endpoint(&self, rif: RifId, ip: std::net::Ipv4Addr) -> Option<MacAddr> {
+        match self.topo.rifs.get(rif as usize)?.attach {
+            Attach::Network(net) => self.overlay.endpoint_mac(net, ip),
+            Attach::Port(_) => None,
+        }
+    }
+
+    /// Sends `frame` to every port of `net` except `except`; returns how many copies were queued.
+    fn flood_local(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
         let ports = &self.topo.networks[net as usize].ports;
         let Some(last) = ports.iter().rposition(|&p| Some(p) != except) else {
             self.pool.free(frame);
@@ -274,6 +390,18 @@ impl<'a> Egress<'a> {
             }
         }
         sent + u64::from(self.to_port(ports[last], frame))
+    }
+
+    /// Sends an ARP reply the overlay made in place of a request (suppression) back out of `in_port`.
+    #[inline(never)]
+    fn arp_suppressed(&mut self, in_port: PortId, frame: Frame) {
+        let ok = self.to_port(in_port, frame);
+        let pc = self.counters.port_mut(in_port);
+        if ok {
+            pc.forwarded += 1;
+        } else {
+            pc.dropped += 1;
+        }
     }
 
     /// Counts what a flood of a frame received on `in_port` achieved.
@@ -297,6 +425,7 @@ pub struct Switch {
     ingress: Ingress,
     bridge: Bridge,
     router: Router,
+    overlay: Overlay,
     counters: Counters,
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
@@ -315,6 +444,7 @@ impl Switch {
             ingress: Ingress,
             bridge: Bridge::new(&topo),
             router: Router::new(&topo),
+            overlay: Overlay::new(&topo),
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
@@ -366,17 +496,50 @@ impl Switch {
             if router_kept { (self.router, 0) } else { (Router::new(&topo), self.router.nat().conntrack().len()) };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
-        let switch = Switch {
+        let mut switch = Switch {
             ingress: Ingress,
             bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
             router,
+            overlay: Overlay::new(&topo),
             counters: self.counters.remapped(&by_name, topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],
             topo,
         };
+        // The overlay membership is the control plane's, not the configuration's: it carries over (per-peer
+        // counters included), applied to the new networks and routes.
+        let overlay = self.overlay.reconfigured(&switch.topo, &|a| switch.router.underlay_route(a));
+        switch.overlay = overlay;
+        switch.apply_overlay_mtu();
         (switch, carried)
+    }
+
+    /// Replaces the overlay membership (members and remote endpoints, from the control plane) in one step, and
+    /// the overlay networks' MTU with it. Nothing else changes: MAC tables, neighbours and connections stay, and
+    /// the caller holds the switch only as long as rebuilding the overlay tables takes (no worker pause). An
+    /// invalid state changes nothing.
+    pub fn update_overlay(&mut self, state: OverlayState) -> Result<UpdateSummary, OverlayError> {
+        let router = &self.router;
+        let summary = self.overlay.update(&self.topo, state, &|a| router.underlay_route(a))?;
+        self.apply_overlay_mtu();
+        Ok(summary)
+    }
+
+    /// The overlay tables (members, endpoints, counters).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Sets the gateway MTU of every overlay network to the smaller of its ports' MTU and the overlay MTU, so the
+    /// router sends Fragmentation Needed for routed DF packets that would not fit the tunnel.
+    fn apply_overlay_mtu(&mut self) {
+        for (n, net) in self.topo.networks.iter().enumerate() {
+            let (Some(rif), Some(overlay_mtu)) = (net.rif, self.overlay.mtu(n as NetId)) else { continue };
+            let ports = net.ports.iter().map(|&p| self.topo.ports[p as usize].mtu).min();
+            let base = ports.unwrap_or(crate::config::defaults::MTU);
+            self.topo.rifs[rif as usize].mtu = base.min(overlay_mtu);
+        }
     }
 
     /// A scratch copy for [`Switch::trace`]: the same topology and MAC tables; the router's resolved neighbours
@@ -387,6 +550,7 @@ impl Switch {
         use crate::wire::builder::arp_request;
         let mut s = Switch::with_topology(self.topo.clone());
         s.bridge = self.bridge.clone();
+        s.overlay = self.overlay.reconfigured(&s.topo, &|a| s.router.underlay_route(a));
         let mut pool = BufPool::new(4 * BATCH_SIZE);
         let mut tx = s.tx_queues();
         let mut batch = Batch::new();
@@ -527,6 +691,7 @@ impl Switch {
             Verdict::FloodAndRoute(n, r) => {
                 format!("flood in {} and a copy to the router, interface {}", net(n), rif(r))
             }
+            Verdict::Decap => "VXLAN for our VTEP: decapsulate into its overlay network".to_string(),
             Verdict::Drop(reason) => format!("drop: {}", reason.name()),
         }
     }
@@ -552,6 +717,9 @@ impl Switch {
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
+        if let Some(vtep) = self.topo.vtep.filter(|v| v.port == in_port) {
+            self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
+        }
         self.routes = [BatchLookup::default(); BATCH_SIZE];
         self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
         let mut out = Egress {
@@ -560,6 +728,7 @@ impl Switch {
             counters: &mut self.counters,
             tx,
             pool,
+            overlay: &mut self.overlay,
             now,
             last_fdb: None,
         };
@@ -575,12 +744,22 @@ impl Switch {
                     *pc += 1;
                 }
                 Verdict::Flood(net) => {
-                    let sent = out.flood(net, frame, Some(in_port));
-                    out.settle_flood(in_port, net, sent);
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) {
+                        out.arp_suppressed(in_port, frame);
+                    } else {
+                        let sent = out.flood(net, frame, Some(in_port));
+                        out.settle_flood(in_port, net, sent);
+                    }
                 }
                 Verdict::ToRouter(rif) => {
                     out.counters.port_mut(in_port).routed += 1;
                     self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], &mut out);
+                }
+                Verdict::Decap => out.decap(in_port, frame, &self.parsed[i]),
+                Verdict::FloodAndRoute(net, _)
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) =>
+                {
+                    out.arp_suppressed(in_port, frame);
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
@@ -597,8 +776,24 @@ impl Switch {
                     out.drop(frame, DropReason::NoNetwork);
                 }
             }
+            if out.overlay.has_pending() {
+                self.router.send_encapsulated(now, &mut out);
+            }
         }
         self.verdicts = verdicts;
+    }
+
+    /// Turns the bridge's `ToRouter` verdicts for the VTEP's interface into `Decap` for VXLAN packets to our VTEP
+    /// (they never reach the router: no forwarding checks, no NAT, no connection tracking).
+    #[inline(never)]
+    fn mark_decap(&self, vtep_rif: RifId, in_port: PortId, batch: &Batch, verdicts: &mut Verdicts) {
+        for (i, f) in batch.iter().enumerate() {
+            if verdicts.get(i) == Verdict::ToRouter(vtep_rif)
+                && self.overlay.is_vxlan(in_port, f.data(), &self.parsed[i])
+            {
+                verdicts.set(i, Verdict::Decap);
+            }
+        }
     }
 
     /// Housekeeping off the hot path: ages out MAC entries, expires connections (releasing their NAT ports),
@@ -613,10 +808,14 @@ impl Switch {
             counters: &mut self.counters,
             tx,
             pool,
+            overlay: &mut self.overlay,
             now,
             last_fdb: None,
         };
         self.router.tick(now, &mut out);
+        if out.overlay.has_pending() {
+            self.router.send_encapsulated(now, &mut out);
+        }
     }
 
     /// True while the router waits for ARP answers (a driver with a virtual clock keeps time moving until then).

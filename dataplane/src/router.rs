@@ -81,7 +81,8 @@ pub struct RouteEntry {
 /// Router outcomes that are not drops of a forwarded frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RouterStats {
-    /// Packets routed and sent to their next hop (after resolution, for held ones).
+    /// Packets routed and sent to their next hop (after resolution, for held ones), encapsulated overlay frames
+    /// sent to their underlay next hop included.
     pub forwarded: u64,
     /// ARP requests for our addresses answered.
     pub arp_replies: u64,
@@ -607,18 +608,68 @@ impl Router {
                 self.send_to_mac(rif, mac, frame, out);
                 self.arp_request(rif, target, now, out);
             }
-            Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
-                Held::SendRequest => self.arp_request(rif, target, now, out),
-                Held::Queued => {}
-                Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
-                Held::Unreachable(f) => {
-                    let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
-                    self.icmp_error(now, in_rif, &f, parsed, icmp::DEST_UNREACHABLE, icmp::HOST_UNREACHABLE, 0, out);
-                    out.drop(f, DropReason::HostUnreachable);
+            Lookup::Unresolved => {
+                if let Some(mac) = out.overlay_endpoint(rif, target) {
+                    // A remote endpoint of an overlay network: its MAC comes from the control plane (its own host's
+                    // gateway would answer its ARP replies, not us).
+                    self.last_neigh = Some((rif, target, mac));
+                    return self.send_to_mac(rif, mac, frame, out);
                 }
-                Held::TableFull(f) => out.drop(f, DropReason::NeighTableFull),
-            },
+                self.hold_for_neighbour(now, rif, target, frame, parsed, out)
+            }
         }
+    }
+
+    /// Queues `frame` until `target` on `rif` resolves (sending the ARP request when it is the first).
+    #[inline(never)]
+    fn hold_for_neighbour(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        target: Ipv4Addr,
+        frame: Frame,
+        parsed: &Parsed,
+        out: &mut Egress,
+    ) {
+        match self.neigh.hold(rif, target, frame, now) {
+            Held::SendRequest => self.arp_request(rif, target, now, out),
+            Held::Queued => {}
+            Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
+            Held::Unreachable(f) => {
+                let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+                self.icmp_error(now, in_rif, &f, parsed, icmp::DEST_UNREACHABLE, icmp::HOST_UNREACHABLE, 0, out);
+                out.drop(f, DropReason::HostUnreachable);
+            }
+            Held::TableFull(f) => out.drop(f, DropReason::NeighTableFull),
+        }
+    }
+
+    /// The route to `addr` as (egress interface, next hop): the gateway, or `addr` itself on a connected route.
+    /// The overlay uses it for the underlay next hop of each remote VTEP.
+    pub fn underlay_route(&self, addr: Ipv4Addr) -> Option<(RifId, Ipv4Addr)> {
+        let nh = self.next_hops[self.fib.lookup(addr)?.index()];
+        Some((nh.rif, nh.via.unwrap_or(addr)))
+    }
+
+    /// Sends the frames the overlay encapsulated to their underlay next hop, resolving its MAC with ARP like any
+    /// routed packet's (held meanwhile). They are counted in `forwarded` when sent.
+    #[inline(never)]
+    pub fn send_encapsulated(&mut self, now: Nanos, out: &mut Egress) {
+        let mut pending = out.take_pending();
+        for p in pending.drain(..) {
+            let len = p.frame.len() as u16;
+            let outer = Parsed {
+                ethertype: ethertype::IPV4,
+                vlan_tags: 0,
+                l3: 14,
+                l4: 34,
+                l3_end: len,
+                ip_proto: ip_proto::UDP,
+                later_fragment: false,
+            };
+            self.send_to_neighbour(now, p.rif, p.target, p.frame, &outer, out);
+        }
+        out.restore_pending(pending);
     }
 
     /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.
@@ -709,7 +760,8 @@ impl Router {
             return;
         }
         let (src, dst) = (ipv4_at(d, l3 + ip::SRC), ipv4_at(d, l3 + ip::DST));
-        if martian(src) || dst.is_broadcast() || dst.is_multicast() {
+        // Nor about packets the switch sent itself (encapsulated frames whose VTEP next hop did not answer).
+        if martian(src) || dst.is_broadcast() || dst.is_multicast() || self.local_addrs.contains(&src) {
             return;
         }
         if parsed.ip_proto == ip_proto::ICMP && parsed.l4 != 0 && icmp::is_error(d[parsed.l4 as usize]) {

@@ -38,7 +38,7 @@ pub const TUNNEL_HEADER_LEN: usize = 20 + 8 + VXLAN_HEADER_LEN;
 /// Bytes encapsulation adds to a frame: outer Ethernet, IPv4, UDP and VXLAN headers.
 pub const OVERHEAD: usize = ETH_HEADER_LEN + TUNNEL_HEADER_LEN;
 /// IANA's VXLAN port.
-pub const DEFAULT_UDP_PORT: u16 = 4789;
+pub const DEFAULT_UDP_PORT: u16 = super::state::DEFAULT_UDP_PORT;
 /// First outer source port ([`source_port`]): the start of the dynamic range.
 pub const SOURCE_PORT_BASE: u16 = 49152;
 /// Number of outer source ports used.
