@@ -193,6 +193,16 @@ pub mod limits {
     };
     /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`].
     pub const MTU: RangeInclusive<u16> = 68..=MAX_MTU;
+    /// `[[network]] vni`: 24 bits, 0 excluded.
+    pub const VNI: RangeInclusive<u32> = 1..=0x00ff_ffff;
+    /// `[[network]] bum_rate_pps`.
+    pub const BUM_RATE_PPS: RangeInclusive<u32> = 1..=10_000_000;
+    /// `[cluster] lease_ttl_secs` (etcd's minimum lease is about 2 s).
+    pub const LEASE_TTL_SECS: RangeInclusive<u32> = 2..=3600;
+    /// `[cluster] vxlan_udp_port`.
+    pub const VXLAN_UDP_PORT: RangeInclusive<u16> = 1..=65535;
+    /// Most `[cluster] etcd` endpoints.
+    pub const ETCD_ENDPOINTS_MAX: usize = 16;
     /// Longest network name, in characters.
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).
@@ -217,6 +227,12 @@ pub mod defaults {
     pub const MAC_LIMIT: usize = 8192;
     /// `[[port]] mtu`.
     pub const MTU: u16 = 1500;
+    /// `[[network]] bum_rate_pps`.
+    pub const BUM_RATE_PPS: u32 = 1000;
+    /// `[cluster] lease_ttl_secs`.
+    pub const LEASE_TTL_SECS: u32 = 10;
+    /// `[cluster] vxlan_udp_port` (IANA's VXLAN port).
+    pub const VXLAN_UDP_PORT: u16 = 4789;
 }
 
 /// The most errors a joined [`ConfigError`] lists before it only counts the rest.
@@ -247,6 +263,59 @@ pub struct Config {
     /// `[conntrack]`: the connection table.
     #[serde(default)]
     pub conntrack: ConntrackTableConfig,
+    /// `[cluster]`: the overlay's membership (etcd, read by `vswitch-agent`) and the VTEP (used by vswitchd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: which cluster this host belongs to and how its overlay traffic leaves. `vswitch-agent` uses every
+/// key (it registers the host in etcd and follows the others); vswitchd uses `vtep_port` and `vxlan_udp_port`,
+/// and only checks the others, so one file serves both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name (the etcd key prefix `/vswitch/v1/NAME/`).
+    pub name: String,
+    /// This host's name, unique in the cluster.
+    pub host: String,
+    /// etcd client URLs, `http://HOST:PORT`.
+    pub etcd: Vec<String>,
+    /// The host's etcd lease, in seconds: how long a host that died unannounced stays listed.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u32,
+    /// The routed port whose address is this host's VTEP (outer source of VXLAN packets).
+    pub vtep_port: String,
+    /// The UDP port VXLAN is received on (and announced to the others).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_udp_port: u16,
+}
+
+fn default_lease_ttl() -> u32 {
+    defaults::LEASE_TTL_SECS
+}
+fn default_vxlan_port() -> u16 {
+    defaults::VXLAN_UDP_PORT
+}
+
+/// A network's reach: this switch only, or an overlay across the cluster's hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A bridge domain of this switch only.
+    #[default]
+    Local,
+    /// A bridge domain spanning the hosts of the cluster, carried over VXLAN.
+    Overlay,
+}
+
+impl Scope {
+    /// The name in the language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Overlay => "overlay",
+        }
+    }
 }
 
 /// `[switch]`.
@@ -304,6 +373,27 @@ pub struct NetworkConfig {
     /// Most MAC entries this network learns ([`limits::MAC_LIMIT`]).
     #[serde(default = "default_mac_limit")]
     pub mac_limit: usize,
+    /// `local` (default) or `overlay` (spans the cluster's hosts; needs `[cluster]`).
+    #[serde(default, skip_serializing_if = "is_local")]
+    pub scope: Scope,
+    /// An overlay network's VXLAN network identifier; omitted: `vswitch-agent` allocates one through etcd (until
+    /// it has one the network is bridged on this host only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// An overlay network's broadcast/multicast/unknown-unicast frames replicated to the other hosts per second,
+    /// at most ([`limits::BUM_RATE_PPS`]).
+    #[serde(default = "default_bum_rate", skip_serializing_if = "is_default_bum_rate")]
+    pub bum_rate_pps: u32,
+}
+
+fn is_local(s: &Scope) -> bool {
+    *s == Scope::Local
+}
+fn default_bum_rate() -> u32 {
+    defaults::BUM_RATE_PPS
+}
+fn is_default_bum_rate(r: &u32) -> bool {
+    *r == defaults::BUM_RATE_PPS
 }
 
 fn default_aging() -> u64 {
@@ -395,6 +485,14 @@ pub struct PortConfig {
     /// [`PortConfig::queue_count`] gives the default).
     #[serde(default)]
     pub queues: Option<u16>,
+    /// An access port of an overlay network: the MAC of the endpoint (container interface) behind it, which
+    /// `vswitch-agent` registers in etcd so the other hosts reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mac: Option<MacAddr>,
+    /// With `endpoint_mac`: the endpoint's IPv4 address (inside the network's subnet), registered with it (the
+    /// other hosts answer ARP for it locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ip: Option<Ipv4Addr>,
 }
 
 impl PortConfig {
@@ -718,6 +816,8 @@ struct RawDoc {
     nat: Option<OnlyTable<RawNat>>,
     #[serde(default)]
     conntrack: Option<OnlyTable<RawConntrack>>,
+    #[serde(default)]
+    cluster: Option<Spanned<OnlyTable<RawCluster>>>,
 }
 
 #[derive(Deserialize)]
@@ -771,6 +871,9 @@ struct RawNetwork {
     masquerade: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
+    scope: Option<Spanned<Scalar>>,
+    vni: Option<Spanned<Scalar>>,
+    bum_rate_pps: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -786,6 +889,19 @@ struct RawPort {
     netns: Option<Spanned<Scalar>>,
     mode: Option<Spanned<Scalar>>,
     queues: Option<Spanned<Scalar>>,
+    endpoint_mac: Option<Spanned<Scalar>>,
+    endpoint_ip: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Option<Spanned<Scalar>>,
+    host: Option<Spanned<Scalar>>,
+    etcd: Option<Spanned<Scalar>>,
+    lease_ttl_secs: Option<Spanned<Scalar>>,
+    vtep_port: Option<Spanned<Scalar>>,
+    vxlan_udp_port: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -830,6 +946,10 @@ impl TableKind for RawNat {
 impl TableKind for RawConntrack {
     const KEY: &'static str = "conntrack";
     const EXPECTING: &'static str = "a [conntrack] table";
+}
+impl TableKind for RawCluster {
+    const KEY: &'static str = "cluster";
+    const EXPECTING: &'static str = "a [cluster] table";
 }
 
 /// A struct that may only be written as a table: serde's derived `Deserialize` would also take a struct from an
@@ -889,7 +1009,7 @@ enum Scalar {
     Float(f64),
     Bool(bool),
     Datetime(String),
-    Array,
+    Array(Vec<Scalar>),
     Table,
 }
 
@@ -923,8 +1043,11 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Str(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Array)
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Scalar>()? {
+                    items.push(item);
+                }
+                Ok(Scalar::Array(items))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
                 let mut datetime = None;
@@ -954,7 +1077,7 @@ impl Scalar {
             Scalar::Float(x) => format!("float {x}"),
             Scalar::Bool(b) => format!("boolean {b}"),
             Scalar::Datetime(d) => format!("datetime {}", truncate(d)),
-            Scalar::Array => "an array".to_string(),
+            Scalar::Array(_) => "an array".to_string(),
             Scalar::Table => "a table".to_string(),
         }
     }
@@ -1060,6 +1183,7 @@ enum Obj {
     Publish(usize),
     Nat,
     Conntrack,
+    Cluster,
 }
 
 /// Collected errors, with the lines of tables and values (none for a configuration built in code) and the
@@ -1150,6 +1274,7 @@ fn label(cfg: &Config, d: &Diags, obj: Obj) -> String {
         Obj::Publish(i) => publish_named(i),
         Obj::Nat => "nat".to_string(),
         Obj::Conntrack => "conntrack".to_string(),
+        Obj::Cluster => "cluster".to_string(),
     }
 }
 
@@ -1342,7 +1467,68 @@ impl Converter<'_> {
             mac_limit: self
                 .integer(obj, "mac_limit", &label, raw.mac_limit, &limits::MAC_LIMIT)
                 .unwrap_or(defaults::MAC_LIMIT),
+            scope: self.string(obj, "scope", &label, raw.scope).map_or(Scope::Local, |v| match v.as_str() {
+                "local" => Scope::Local,
+                "overlay" => Scope::Overlay,
+                _ => {
+                    let message = format!("scope {} is not one of local, overlay", show(&v));
+                    self.diags.report_broken(obj, "scope", &label, message);
+                    Scope::Local
+                }
+            }),
+            vni: self.integer(obj, "vni", &label, raw.vni, &limits::VNI),
+            bum_rate_pps: self
+                .integer(obj, "bum_rate_pps", &label, raw.bum_rate_pps, &limits::BUM_RATE_PPS)
+                .unwrap_or(defaults::BUM_RATE_PPS),
             name,
+        }
+    }
+
+    fn cluster(&mut self, raw: Spanned<OnlyTable<RawCluster>>) -> ClusterConfig {
+        let (obj, label) = (Obj::Cluster, "cluster");
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        for (field, present, what) in [
+            ("name", raw.name.is_some(), "the cluster's name"),
+            ("host", raw.host.is_some(), "this host's name in the cluster"),
+            ("etcd", raw.etcd.is_some(), "etcd client URLs like [\"http://198.51.100.11:2379\"]"),
+            ("vtep_port", raw.vtep_port.is_some(), "the routed port whose address is the VTEP"),
+        ] {
+            if !present {
+                self.diags.report_broken(obj, field, label, format!("missing field \"{field}\" ({what})"));
+            }
+        }
+        let etcd = match self.take(obj, "etcd", raw.etcd) {
+            None => Vec::new(),
+            Some(Scalar::Array(items)) => {
+                let mut urls = Vec::new();
+                for item in items {
+                    match item {
+                        Scalar::Str(u) => urls.push(u),
+                        other => {
+                            self.wrong_type(obj, "etcd", label, "an array of strings", &other);
+                            break;
+                        }
+                    }
+                }
+                urls
+            }
+            Some(other) => {
+                self.wrong_type(obj, "etcd", label, "an array of URL strings", &other);
+                Vec::new()
+            }
+        };
+        ClusterConfig {
+            name: self.string(obj, "name", label, raw.name).unwrap_or_default(),
+            host: self.string(obj, "host", label, raw.host).unwrap_or_default(),
+            etcd,
+            lease_ttl_secs: self
+                .integer(obj, "lease_ttl_secs", label, raw.lease_ttl_secs, &limits::LEASE_TTL_SECS)
+                .unwrap_or(defaults::LEASE_TTL_SECS),
+            vtep_port: self.string(obj, "vtep_port", label, raw.vtep_port).unwrap_or_default(),
+            vxlan_udp_port: self
+                .integer(obj, "vxlan_udp_port", label, raw.vxlan_udp_port, &limits::VXLAN_UDP_PORT)
+                .unwrap_or(defaults::VXLAN_UDP_PORT),
         }
     }
 
@@ -1381,6 +1567,8 @@ impl Converter<'_> {
                 mode
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
+            endpoint_mac: self.parsed(obj, "endpoint_mac", &label, raw.endpoint_mac, WHAT_MAC),
+            endpoint_ip: self.parsed(obj, "endpoint_ip", &label, raw.endpoint_ip, "an IPv4 address"),
             name,
         }
     }
@@ -1499,7 +1687,8 @@ fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
     let publish = raw.publish.0.into_iter().enumerate().map(|(i, p)| conv.publish(i, p)).collect();
     let nat = raw.nat.map(|n| conv.nat(n.0)).unwrap_or_default();
     let conntrack = raw.conntrack.map(|c| conv.conntrack(c.0)).unwrap_or_default();
-    let cfg = Config { switch, networks, ports, routes, publish, nat, conntrack };
+    let cluster = raw.cluster.map(|c| conv.cluster(c));
+    let cfg = Config { switch, networks, ports, routes, publish, nat, conntrack, cluster };
     (cfg, conv.diags)
 }
 
@@ -1555,6 +1744,129 @@ fn check(cfg: &Config, d: &mut Diags) {
     check_routes(cfg, d, &ports, &rifs);
     check_publish(cfg, d, &ports);
     check_conntrack(cfg, d);
+    check_overlay(cfg, d, &ports);
+}
+
+/// Overlay networks, their endpoints and `[cluster]`: an overlay needs a cluster whose `vtep_port` is a routed
+/// port; VNIs are unique; endpoint keys only on access ports of overlay networks, the address inside the
+/// network's subnet; the cluster's names usable in etcd keys and its endpoints `http://` URLs.
+fn check_overlay(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
+    let mut vnis: HashMap<u32, usize> = HashMap::new();
+    for (i, n) in cfg.networks.iter().enumerate() {
+        let obj = Obj::Network(i);
+        let label = label(cfg, d, obj);
+        if n.scope == Scope::Local {
+            if let Some(vni) = n.vni {
+                d.report(obj, "vni", &label, format!("vni {vni} requires scope = \"overlay\""));
+            }
+            continue;
+        }
+        if cfg.cluster.is_none() && !d.is_broken(obj, "scope") {
+            let message = "scope \"overlay\" requires a [cluster] section (its vtep_port is the tunnel endpoint)";
+            d.report(obj, "scope", &label, message.to_string());
+        }
+        if let Some(vni) = n.vni {
+            if !limits::VNI.contains(&vni) {
+                d.report(obj, "vni", &label, out_of_range("vni", vni, &limits::VNI));
+            } else if let Some(&j) = vnis.get(&vni) {
+                let other = d.other(Obj::Network(j), self::label(cfg, d, Obj::Network(j)));
+                d.report(obj, "vni", &label, format!("vni {vni} is already used by {other}"));
+            } else {
+                vnis.insert(vni, i);
+            }
+        }
+        if !limits::BUM_RATE_PPS.contains(&n.bum_rate_pps) {
+            let message = out_of_range("bum_rate_pps", n.bum_rate_pps, &limits::BUM_RATE_PPS);
+            d.report(obj, "bum_rate_pps", &label, message);
+        }
+    }
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let obj = Obj::Port(i);
+        if p.endpoint_mac.is_none() && p.endpoint_ip.is_none() {
+            continue;
+        }
+        let label = label(cfg, d, obj);
+        let net = p.network.as_deref().and_then(|n| cfg.networks.iter().find(|x| x.name == n));
+        let field = if p.endpoint_mac.is_some() { "endpoint_mac" } else { "endpoint_ip" };
+        match net {
+            Some(n) if n.scope == Scope::Overlay => {}
+            _ if d.is_broken(obj, "network") => continue,
+            _ => {
+                let message = format!("{field} is only for access ports of overlay networks");
+                d.report(obj, field, &label, message);
+                continue;
+            }
+        }
+        match (p.endpoint_mac, p.endpoint_ip) {
+            (Some(mac), _) if mac.is_multicast() || mac.is_zero() => {
+                d.report(obj, "endpoint_mac", &label, format!("endpoint_mac {mac} is not a unicast MAC"));
+            }
+            (None, Some(_)) if !d.is_broken(obj, "endpoint_mac") => {
+                let message = "endpoint_ip requires endpoint_mac (an endpoint is registered by its MAC)";
+                d.report(obj, "endpoint_ip", &label, message.to_string());
+            }
+            _ => {}
+        }
+        if let (Some(ip), Some(subnet)) = (p.endpoint_ip, net.and_then(|n| n.subnet)) {
+            if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                let message = format!("endpoint_ip {ip} is not a host address of subnet {subnet}");
+                d.report(obj, "endpoint_ip", &label, message);
+            }
+        }
+    }
+    let Some(c) = &cfg.cluster else { return };
+    let (obj, label) = (Obj::Cluster, "cluster");
+    for (field, value) in [("name", &c.name), ("host", &c.host)] {
+        if d.is_broken(obj, field) {
+            continue;
+        }
+        if let Some(problem) = name_problem(value, limits::NETWORK_NAME_MAX) {
+            d.report(obj, field, label, problem.replacen("name", field, 1));
+        }
+    }
+    if !d.is_broken(obj, "etcd") {
+        if c.etcd.is_empty() || c.etcd.len() > limits::ETCD_ENDPOINTS_MAX {
+            let message =
+                format!("etcd needs 1..={} endpoint URLs, found {}", limits::ETCD_ENDPOINTS_MAX, c.etcd.len());
+            d.report(obj, "etcd", label, message);
+        }
+        for u in &c.etcd {
+            let rest = u.strip_prefix("http://").unwrap_or("");
+            let ok = rest.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                d.report(
+                    obj,
+                    "etcd",
+                    label,
+                    format!("etcd endpoint {} is not a URL like \"http://HOST:2379\"", show(u)),
+                );
+                break;
+            }
+        }
+    }
+    if !limits::LEASE_TTL_SECS.contains(&c.lease_ttl_secs) {
+        let message = out_of_range("lease_ttl_secs", c.lease_ttl_secs, &limits::LEASE_TTL_SECS);
+        d.report(obj, "lease_ttl_secs", label, message);
+    }
+    if !limits::VXLAN_UDP_PORT.contains(&c.vxlan_udp_port) {
+        let message = out_of_range("vxlan_udp_port", c.vxlan_udp_port, &limits::VXLAN_UDP_PORT);
+        d.report(obj, "vxlan_udp_port", label, message);
+    }
+    if !d.is_broken(obj, "vtep_port") {
+        match ports.get(c.vtep_port.as_str()).map(|&i| &cfg.ports[i]) {
+            Some(p) if p.address.is_some() => {}
+            Some(_) => {
+                let message = format!("vtep_port {} is not a routed port (it needs an address)", show(&c.vtep_port));
+                d.report(obj, "vtep_port", label, message);
+            }
+            None => {
+                let routed: Vec<String> =
+                    cfg.ports.iter().filter(|p| p.address.is_some()).map(|p| p.name.clone()).collect();
+                let known = listing("routed ports", &routed, "there are no routed ports");
+                d.report(obj, "vtep_port", label, format!("vtep_port {} does not exist; {known}", show(&c.vtep_port)));
+            }
+        }
+    }
 }
 
 /// Published ports: a routed port, a port number, a target inside a network with a gateway, and unique
@@ -2062,6 +2374,9 @@ mod tests {
             masquerade: false,
             mac_aging_secs: defaults::MAC_AGING_SECS,
             mac_limit: defaults::MAC_LIMIT,
+            scope: Scope::Local,
+            vni: None,
+            bum_rate_pps: defaults::BUM_RATE_PPS,
         }
     }
 
@@ -2078,6 +2393,8 @@ mod tests {
             netns: None,
             mode: None,
             queues: None,
+            endpoint_mac: None,
+            endpoint_ip: None,
         }
     }
 
@@ -2134,6 +2451,8 @@ mod tests {
                     netns: None,
                     mode: Some(XdpMode::Native),
                     queues: Some(4),
+                    endpoint_mac: None,
+                    endpoint_ip: None,
                 },
             ],
             routes: vec![
@@ -2175,6 +2494,7 @@ mod tests {
                 udp_assured_secs: 90,
                 icmp_secs: 10,
             },
+            cluster: None,
         }
     }
 

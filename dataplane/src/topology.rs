@@ -226,7 +226,8 @@ impl Topology {
                     mac_aging: n.mac_aging_secs.saturating_mul(NANOS_PER_SEC),
                     mac_limit: n.mac_limit,
                     rif,
-                    overlay: None,
+                    overlay: (n.scope == crate::config::Scope::Overlay)
+                        .then_some(OverlayNetInfo { vni: n.vni, bum_rate_pps: n.bum_rate_pps }),
                 }
             })
             .collect();
@@ -282,6 +283,12 @@ impl Topology {
                 })
             })
             .collect();
+        let vtep = cfg.cluster.as_ref().and_then(|c| {
+            let port = cfg.port_index(&c.vtep_port)?;
+            let rif = ports_rif(&rifs, &c.vtep_port)?;
+            let addr = rifs[rif as usize].addr;
+            Some(VtepInfo { port: port as PortId, rif, addr, udp_port: c.vxlan_udp_port, mtu: cfg.ports[port].mtu })
+        });
         Topology {
             ports,
             networks,
@@ -290,7 +297,7 @@ impl Topology {
             publish,
             nat_port_range: cfg.nat.port_range,
             conntrack: cfg.conntrack.table_config(),
-            vtep: None,
+            vtep,
         }
     }
 
@@ -328,6 +335,11 @@ impl Topology {
             && self.nat_port_range == other.nat_port_range
             && self.conntrack == other.conntrack
     }
+}
+
+/// The router interface of routed port `port`.
+fn ports_rif(rifs: &[RifInfo], port: &str) -> Option<RifId> {
+    rifs.iter().position(|r| r.routed_port && r.name == format!("port:{port}")).map(|i| i as RifId)
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).
