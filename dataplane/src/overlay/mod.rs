@@ -598,3 +598,6 @@ fn validate(s: &OverlayState) -> Result<(), OverlayError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod switch_tests;
