@@ -243,7 +243,7 @@ fn routing_into_the_overlay_uses_the_registered_mac_and_the_overlay_mtu() {
     let blue_gw = tb.switch().topology().rifs.iter().find(|r| r.name == "network:blue").unwrap().mac;
     let red_gw = tb.switch().topology().rifs.iter().find(|r| r.name == "network:red").unwrap().mac;
     let p = Ipv4Spec::new(X1.0, blue_gw, X1.1, R1.1);
-    tb.send("x1", &p.clone().udp(1, 2, 100));
+    tb.send("x1", &p.udp(1, 2, 100));
     let out = resolve_underlay(&mut tb);
     assert_eq!(out.len(), 1, "no ARP on red for a registered endpoint: straight into the tunnel");
     let (_, dst, vni, _, inner) = outer(&out[0]);
@@ -251,7 +251,7 @@ fn routing_into_the_overlay_uses_the_registered_mac_and_the_overlay_mtu() {
     assert_eq!((&inner[0..6], &inner[6..12]), (&R1.0 .0[..], &red_gw.0[..]));
     // 1450 = 1500 - 50 fits; 1451 with DF gets Fragmentation Needed (next-hop MTU 1450).
     let df = Ipv4Opts { df: true, ..Ipv4Opts::default() };
-    tb.send("x1", &p.clone().with_opts(df).udp(1, 2, 1450 - 28));
+    tb.send("x1", &p.with_opts(df).udp(1, 2, 1450 - 28));
     assert_eq!(tb.take("under").len(), 1);
     tb.send("x1", &p.with_opts(df).udp(1, 2, 1451 - 28));
     let back = tb.take("x1");
