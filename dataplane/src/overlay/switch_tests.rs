@@ -168,7 +168,8 @@ fn from_peer(tb: &Testbed, src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
 #[test]
 fn decapsulated_frames_reach_local_ports_only() {
     let mut tb = testbed();
-    tb.send("c1", &udp(C1, C2, 10)); // learn c1
+    tb.send("c1", &udp(C1, C2, 10)); // learn c1 (flooded to c2 and both members: the underlay gets resolved)
+    assert_eq!(resolve_underlay(&mut tb).len(), 2);
     tb.take_all();
     let to_c1 = udp(R1, C1, 30);
     tb.send("under", &from_peer(&tb, B, 100, &to_c1));
