@@ -187,6 +187,7 @@ impl Daemon {
                             aged: s.aged,
                         },
                         entries: fdb_rows(sw, n as NetId, now),
+                        overlay: sw.overlay().inspect(n as NetId),
                     }
                 }))
             }
@@ -265,6 +266,17 @@ impl Daemon {
                 })
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
+            Op::OverlayUpdate { state } => {
+                // Under the switch lock only (a worker waits for it as for any batch): no pause, no apply lock.
+                let (result, held) = r.with_switch(|sw| {
+                    let t = std::time::Instant::now();
+                    (sw.update_overlay(state), t.elapsed())
+                });
+                let summary = result.map_err(|e| {
+                    ErrorBody::field(ErrorKind::BadRequest, &format!("state.{}", e.field), e.message.clone())
+                })?;
+                json(&OverlayUpdateResult { summary, held_us: held.as_micros() as u64 })
+            }
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
             Op::Trace { port, frame_hex } => {
                 let cfg = r.config();

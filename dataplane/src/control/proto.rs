@@ -46,6 +46,7 @@
 //! | `conntrack_ls` | optional `limit` (default [`DEFAULT_CONNTRACK_LIMIT`]) | [`ConntrackList`] |
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
+//! | `overlay_update` | `state`: an [`OverlayState`] (every live remote member and remote endpoint) | [`OverlayUpdateResult`]: what the overlay tables now hold; replaces them in one step under the switch lock, without pausing the workers or touching any other state; an invalid state changes nothing (`bad_request`, field `state.members[i].…`) |
 //! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables and resolved neighbours copied, no connections: a packet is traced as a connection's first); the live switch is not touched |
 //!
 //! # `apply`: one transaction
@@ -65,6 +66,7 @@
 //! Threads: plain data and pure functions; used by the control thread and by clients.
 
 use crate::config::{Config, ConfigError, NetworkConfig, PortKind};
+pub use crate::overlay::{OverlayInspect, OverlayState, UpdateSummary};
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
@@ -136,6 +138,11 @@ pub enum Op {
     ConntrackFlush,
     /// → [`StatsResult`].
     Stats,
+    /// → [`OverlayUpdateResult`].
+    OverlayUpdate {
+        /// The membership to install.
+        state: OverlayState,
+    },
     /// → [`TraceResult`].
     Trace {
         /// The port the frame arrives on.
@@ -147,7 +154,7 @@ pub enum Op {
 
 impl Op {
     /// Every op name, in the order the module documentation lists them.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "hello",
         "get_config",
         "apply",
@@ -160,6 +167,7 @@ impl Op {
         "conntrack_ls",
         "conntrack_flush",
         "stats",
+        "overlay_update",
         "trace",
     ];
 
@@ -171,6 +179,7 @@ impl Op {
             "fdb_show" => &["network"],
             "conntrack_ls" => &["limit"],
             "trace" => &["port", "frame_hex"],
+            "overlay_update" => &["state"],
             _ => &[],
         }
     }
@@ -190,6 +199,7 @@ impl Op {
             Op::ConntrackLs { .. } => "conntrack_ls",
             Op::ConntrackFlush => "conntrack_flush",
             Op::Stats => "stats",
+            Op::OverlayUpdate { .. } => "overlay_update",
             Op::Trace { .. } => "trace",
         }
     }
@@ -198,7 +208,7 @@ impl Op {
     pub fn mutates(&self) -> bool {
         match self {
             Op::Apply(a) => !a.dry_run,
-            Op::ConntrackFlush => true,
+            Op::ConntrackFlush | Op::OverlayUpdate { .. } => true,
             _ => false,
         }
     }
@@ -665,6 +675,19 @@ pub struct NetworkInspect {
     pub fdb: FdbCounters,
     /// Its learned MAC entries.
     pub entries: Vec<FdbRow>,
+    /// For an overlay network: the VNI, MTU, member VTEPs (with their state, MTU and counters) and remote
+    /// endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayInspect>,
+}
+
+/// `overlay_update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayUpdateResult {
+    /// What the tables hold now.
+    pub summary: UpdateSummary,
+    /// Microseconds the switch lock was held for the update (forwarding of every port waits that long at most).
+    pub held_us: u64,
 }
 
 /// A MAC table's counters.
@@ -892,6 +915,19 @@ mod tests {
             Op::ConntrackLs { limit: Some(5) },
             Op::ConntrackFlush,
             Op::Stats,
+            Op::OverlayUpdate {
+                state: OverlayState {
+                    revision: 9,
+                    members: vec![crate::overlay::Member {
+                        host: "b".into(),
+                        vtep: Ipv4Addr::new(198, 51, 100, 12),
+                        udp_port: 4789,
+                        mtu: 1500,
+                        networks: vec!["red".into()],
+                    }],
+                    endpoints: vec![],
+                },
+            },
             Op::Trace { port: "c1".into(), frame_hex: "ffff".into() },
         ];
         assert_eq!(ops.iter().map(Op::name).collect::<std::collections::BTreeSet<_>>().len(), Op::NAMES.len());
