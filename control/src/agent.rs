@@ -12,8 +12,8 @@
 //! Threads: called from the agent's single main loop.
 
 use crate::diff::{diff, Change};
-use dataplane::config::{Config, ConfigError};
 use std::path::Path;
+use vswitch_api::config::{Config, ConfigError};
 
 /// The running state as the switch reports it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,4 +1,4 @@
-//! [`Client`]: one connection to vswitchd's control socket speaking [`dataplane::control::proto`] (one request
+//! [`Client`]: one connection to vswitchd's control socket speaking [`vswitch_api::proto`] (one request
 //! line, one response line), and [`ClientError`], whose messages say what went wrong in the operator's terms (no
 //! socket at the path, permission denied, nothing listening, the server's error with the field it names).
 //!
@@ -8,16 +8,16 @@
 //! Threads: a client is used by one thread at a time (the agent's loop, or vswitchctl's main).
 
 use crate::agent::{Running, Switch};
-use dataplane::config::Config;
-use dataplane::control::proto::{ApplyArgs, ApplyResult, ConfigResult, ErrorBody, ErrorKind, Op, Request, Response};
 use serde::de::DeserializeOwned;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use vswitch_api::config::Config;
+use vswitch_api::proto::{ApplyArgs, ApplyResult, ConfigResult, ErrorBody, ErrorKind, Op, Request, Response};
 
-/// The control socket's default path (DESIGN.md §1); `VSWITCH_SOCKET` or `--socket` override it.
-pub use dataplane::control::proto::DEFAULT_SOCKET;
+/// The control socket's default path (`vswitchd run --socket`'s default); `VSWITCH_SOCKET` or `--socket` override it.
+pub use vswitch_api::proto::DEFAULT_SOCKET;
 
 /// How long a request may wait for its reply before the connection is given up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,7 +105,7 @@ impl Client {
         &self.path
     }
 
-    /// Sends `op` and decodes its result as `T` (the op's result type, see [`dataplane::control::proto`]).
+    /// Sends `op` and decodes its result as `T` (the op's result type, see [`vswitch_api::proto`]).
     pub fn call<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, ClientError> {
         let response = self.call_raw(op)?;
         response.into_result().map_err(|e| match e.kind {

@@ -15,11 +15,11 @@
 //!
 //! Pure functions over plain data: any thread.
 
-use dataplane::config::{Config, NetworkConfig, PortConfig, PublishConfig, RouteConfig};
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
+use vswitch_api::config::{Config, NetworkConfig, PortConfig, PublishConfig, RouteConfig};
 
 /// What happens to an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

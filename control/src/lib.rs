@@ -1,6 +1,7 @@
 //! vswitch's control plane: the config agent (`vswitch-agent`) and the operator CLI (`vswitchctl`), both
 //! clients of `vswitchd`'s control socket. The wire types (configuration model, requests, counters) are defined
-//! once in the `dataplane` crate and shared from there.
+//! once in the contract crate `vswitch_api` (`dataplane/api`), which `vswitchd` uses too; this crate does not
+//! depend on the dataplane itself.
 //!
 //! - [`cluster`] keeps the host registered in etcd and follows the other hosts (overlay membership).
 //! - [`agent`] is the config agent's logic: load and validate the desired state, sync a switch to it.

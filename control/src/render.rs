@@ -1,5 +1,5 @@
 //! How `vswitchctl` shows each result to a person: one function per op, from the protocol's result types
-//! ([`dataplane::control::proto`]) to text, mostly [`Table`]s. (`--json` bypasses this and prints the result as it
+//! ([`vswitch_api::proto`]) to text, mostly [`Table`]s. (`--json` bypasses this and prints the result as it
 //! came off the wire.)
 //!
 //! Conventions: unset values print as `-`; ages and expiries in seconds; every table prints its header even when
@@ -7,13 +7,13 @@
 
 use crate::diff::non_default_fields;
 use crate::table::Table;
-use dataplane::config::Config;
-use dataplane::control::proto::{
+use serde_json::Value;
+use std::fmt::{Display, Write as _};
+use vswitch_api::config::Config;
+use vswitch_api::proto::{
     ConfigResult, ConnRow, ConnTuple, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect,
     NetworkSummary, PortMode, PortRow, RouteRow, StatsResult, TraceResult,
 };
-use serde_json::Value;
-use std::fmt::{Display, Write as _};
 
 fn opt<T: Display>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
@@ -267,11 +267,8 @@ fn section(out: &mut String, header: &str, fields: Vec<(String, Value)>) -> Resu
 
 /// `version`: this tool's version, then the server's (when reachable).
 pub fn version(hello: Option<&HelloResult>) -> String {
-    let mut out = format!(
-        "vswitchctl {} (protocol {})\n",
-        env!("CARGO_PKG_VERSION"),
-        dataplane::control::proto::PROTOCOL_VERSION
-    );
+    let mut out =
+        format!("vswitchctl {} (protocol {})\n", env!("CARGO_PKG_VERSION"), vswitch_api::proto::PROTOCOL_VERSION);
     if let Some(h) = hello {
         let _ = writeln!(
             out,
@@ -290,8 +287,8 @@ pub fn version(hello: Option<&HelloResult>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::config::PortKind;
-    use dataplane::control::proto::{PortIo, PortPipeline, TraceOutput, TraceStage};
+    use vswitch_api::config::PortKind;
+    use vswitch_api::proto::{PortIo, PortPipeline, TraceOutput, TraceStage};
 
     #[test]
     fn port_rows_show_attachment_counters_and_summed_drops() {

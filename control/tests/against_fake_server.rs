@@ -6,12 +6,12 @@
 mod common;
 
 use common::fake::{FakeServer, State};
-use dataplane::config::Config;
-use dataplane::control::proto::{ErrorBody, ErrorKind, Op};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use vswitch_api::config::Config;
+use vswitch_api::proto::{ErrorBody, ErrorKind, Op};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_vswitch-agent");
 const CTL: &str = env!("CARGO_BIN_EXE_vswitchctl");

@@ -8,9 +8,9 @@ mod common;
 use common::etcd::{etcd_missing, Etcd};
 use control::cluster::schema::{EndpointRecord, HostRecord, Keys};
 use control::cluster::{Membership, Registration, Settings, Snapshot};
-use dataplane::wire::MacAddr;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use vswitch_api::MacAddr;
 
 const TTL: i64 = 2;
 

@@ -403,8 +403,8 @@ fn agent_and_ctl_drive_a_real_vswitchd() {
     let shown = ctl_ok(&socket, &["config", "show"]);
     assert!(shown.starts_with("# generation 2"), "{shown}");
     assert_eq!(
-        dataplane::config::Config::parse(&shown, "shown").unwrap(),
-        dataplane::config::Config::parse(&edited, "edited").unwrap()
+        vswitch_api::config::Config::parse(&shown, "shown").unwrap(),
+        vswitch_api::config::Config::parse(&edited, "edited").unwrap()
     );
     assert!(ping(&ns_c1, "10.77.0.3"), "forwarding goes on across the apply");
 
@@ -423,8 +423,8 @@ fn agent_and_ctl_drive_a_real_vswitchd() {
     });
     let shown = ctl_ok(&socket, &["config", "show"]);
     assert_eq!(
-        dataplane::config::Config::parse(&shown, "shown").unwrap(),
-        dataplane::config::Config::parse(&edited, "edited").unwrap()
+        vswitch_api::config::Config::parse(&shown, "shown").unwrap(),
+        vswitch_api::config::Config::parse(&edited, "edited").unwrap()
     );
     let names: Vec<String> = ctl_json(&socket, &["port", "ls"])
         .as_array()

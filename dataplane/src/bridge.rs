@@ -18,14 +18,13 @@
 //! State: one [`Fdb`] per network. Owned by the worker running the pipeline.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::Nanos;
 use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbStats};
-use crate::neigh::RifId;
+use crate::ids::{Nanos, NetId, RifId};
 use crate::packet::Parsed;
 use crate::pipeline::{Context, Verdict, Verdicts};
-use crate::topology::{NetId, Topology};
-use crate::wire::{ethertype, MacAddr};
+use crate::topology::Topology;
+use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
 
 /// Learning outcomes that are not drops, counted per stage.
@@ -75,12 +74,12 @@ impl Bridge {
             if verdicts.get(i) != Verdict::Continue {
                 continue;
             }
-            let data = frame.data();
             // Ingress guaranteed at least an Ethernet header.
-            let (Some(dst), Some(src)) = (MacAddr::from_slice(data), MacAddr::from_slice(&data[6..])) else {
+            let Some(eth) = ethernet::Header::at(frame.data(), 0) else {
                 verdicts.set(i, Verdict::Drop(DropReason::Runt));
                 continue;
             };
+            let (dst, src) = (eth.dst_addr(), eth.src_addr());
             if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
             } else {
@@ -133,7 +132,7 @@ fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mu
         if verdicts.get(i) != Verdict::Continue {
             continue;
         }
-        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::ZERO);
+        let dst = ethernet::Header::at(frame.data(), 0).map_or(MacAddr::ZERO, |e| e.dst_addr());
         let v = match (rif, mac) {
             (Some(rif), Some(mac)) if dst == mac || dst.is_broadcast() => Verdict::ToRouter(rif),
             (Some(_), _) => Verdict::Drop(DropReason::NotForUs),
@@ -145,8 +144,8 @@ fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mu
 
 #[cfg(test)]
 mod tests {
-    use crate::buffer::NANOS_PER_SEC;
     use crate::counters::DropReason;
+    use crate::ids::NANOS_PER_SEC;
     use crate::testbed::Testbed;
     use crate::wire::builder::udp;
     use crate::wire::MacAddr;

@@ -13,20 +13,16 @@
 //! worker's pool: a pool never grows past its capacity ([`BufPool::free`] drops the extra buffer), and the
 //! workers top up pools that lost buffers (`crate::worker`).
 
-use crate::port::PortId;
+use crate::ids::PortId;
 
-/// Size of one buffer in bytes.
-pub const BUF_SIZE: usize = 2048;
+/// The longest frame a buffer can carry (the contract's, which the configuration's MTU limit is derived from).
+pub use vswitch_api::frame::MAX_FRAME_LEN;
 /// Bytes kept free in front of the frame for encapsulation.
 pub const HEADROOM: usize = 128;
-/// The longest frame a buffer can carry.
-pub const MAX_FRAME_LEN: usize = BUF_SIZE - HEADROOM;
+/// Size of one buffer in bytes: the headroom plus the longest frame (2048).
+pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
 
-/// Time in nanoseconds: a virtual clock in replay and tests, a monotonic clock in `vswitchd run`.
-pub type Nanos = u64;
-
-/// Nanoseconds per second.
-pub const NANOS_PER_SEC: Nanos = 1_000_000_000;
+pub use crate::ids::{Nanos, NANOS_PER_SEC};
 
 type Buf = Box<[u8; BUF_SIZE]>;
 

@@ -7,8 +7,7 @@
 //! egress port (`egress-too-long`, `no-buffer`, `tx-queue-full`) counts its reason even if other copies went out.
 //! Counters are plain integers owned by the worker that updates them.
 
-use crate::port::PortId;
-use serde::{Deserialize, Serialize};
+use crate::ids::PortId;
 use std::collections::BTreeMap;
 
 macro_rules! drop_reasons {
@@ -134,26 +133,8 @@ drop_reasons! {
     VxlanBumRateLimited => "vxlan-bum-rate-limited",
 }
 
-/// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortCounters {
-    /// Frames received from the port.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Received frames sent to one known port.
-    pub forwarded: u64,
-    /// Received frames flooded (broadcast, multicast, unknown unicast).
-    pub flooded: u64,
-    /// Received frames handed to the router (it counts what became of them; its drops also count in `dropped`).
-    pub routed: u64,
-    /// Received frames dropped (whatever the reason).
-    pub dropped: u64,
-    /// Frames queued for transmission on the port.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-}
+/// What the pipeline counted for one port; defined with the control protocol, which carries it as it is.
+pub use vswitch_api::proto::PortCounters;
 
 /// All the pipeline's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,7 @@
 //!
 //! Threads: owned by the worker that runs the pipeline; not shared.
 
-use crate::buffer::Nanos;
-use crate::port::PortId;
+use crate::ids::{Nanos, PortId};
 use crate::wire::MacAddr;
 use rustc_hash::FxHashMap;
 use serde::Serialize;

@@ -13,13 +13,9 @@
 //! they have an Ethernet header.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::counters::DropReason;
-use crate::packet::{parse, Parsed};
+use crate::packet::{check, Parsed};
 use crate::pipeline::{Context, Verdict, Verdicts};
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
 use crate::topology::Topology;
-use etherparse::err::packet::SliceError;
-use etherparse::err::Layer;
 
 /// The ingress validation stage (stateless).
 #[derive(Debug, Default, Clone)]
@@ -42,45 +38,5 @@ impl Ingress {
                 Err(reason) => verdicts.set(i, Verdict::Drop(reason)),
             }
         }
-    }
-}
-
-/// Checks one frame against an untagged length limit of `max_len` bytes and locates its headers.
-#[inline]
-pub fn check(data: &[u8], max_len: usize) -> Result<Parsed, DropReason> {
-    if data.len() < ETH_HEADER_LEN {
-        return Err(DropReason::Runt);
-    }
-    // Cheap early bound before parsing: no frame longer than two tags' worth can be valid.
-    if data.len() > max_len + 2 * VLAN_TAG_LEN {
-        return Err(DropReason::TooLong);
-    }
-    let parsed = parse(data)?;
-    if data.len() > max_len + parsed.vlan_tags as usize * VLAN_TAG_LEN {
-        return Err(DropReason::TooLong);
-    }
-    Ok(parsed)
-}
-
-/// Maps an etherparse slicing error to the drop reason that names it.
-pub fn slice_error_reason(e: SliceError) -> DropReason {
-    match e {
-        SliceError::Len(len) => match len.layer {
-            Layer::Ethernet2Header => DropReason::Runt,
-            Layer::VlanHeader => DropReason::TruncatedVlan,
-            Layer::IpHeader | Layer::Ipv4Header | Layer::Ipv6Header => DropReason::TruncatedIpHeader,
-            Layer::Ipv4Packet | Layer::Ipv6Packet => DropReason::BadIpLength,
-            Layer::IpAuthHeader
-            | Layer::Ipv6ExtHeader
-            | Layer::Ipv6HopByHopHeader
-            | Layer::Ipv6DestOptionsHeader
-            | Layer::Ipv6RouteHeader
-            | Layer::Ipv6FragHeader => DropReason::BadIpExtension,
-            _ => DropReason::TruncatedL4Header,
-        },
-        SliceError::Ip(_) | SliceError::Ipv4(_) | SliceError::Ipv6(_) => DropReason::BadIpHeader,
-        SliceError::Ipv4Exts(_) | SliceError::Ipv6Exts(_) => DropReason::BadIpExtension,
-        SliceError::Tcp(_) => DropReason::BadL4Header,
-        SliceError::LinuxSll(_) => DropReason::Runt,
     }
 }

@@ -2,12 +2,11 @@
 pub mod batch;
 pub mod bridge;
 pub mod buffer;
-pub mod checksum;
-pub mod config;
 pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod fdb;
+pub mod ids;
 pub mod ingress;
 pub mod live;
 pub mod nat;
@@ -19,9 +18,13 @@ pub mod port;
 pub mod replay;
 pub mod route;
 pub mod router;
+#[cfg(any(test, feature = "testing"))]
 pub mod simhost;
-pub mod snat;
+#[cfg(any(test, feature = "testing"))]
 pub mod testbed;
 pub mod topology;
 pub mod wire;
 pub mod worker;
+
+/// The configuration language and model (defined in the contract crate, `vswitch_api`).
+pub use vswitch_api::config;

@@ -17,15 +17,15 @@
 //! Threads: owned by the worker running the router; housekeeping ([`NeighTable::tick`]) is called off the hot
 //! path by the same thread.
 
-use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
+use crate::buffer::Frame;
+use crate::ids::{Nanos, NANOS_PER_SEC};
 use crate::wire::MacAddr;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-/// A router interface's index.
-pub type RifId = u16;
+pub use crate::ids::RifId;
 
 /// Tunables of the neighbour table (defaults follow Linux's ARP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,32 +1,26 @@
 //! [`Parsed`]: where a frame's headers are, found once at ingress and read by every later stage.
 //!
 //! [`parse`] validates the headers the switch may look at and records their offsets; it never copies headers
-//! into owned structs. IPv4 (the common case) is checked with etherparse's header slices (`Ipv4HeaderSlice`,
-//! `TcpHeaderSlice`, ...), which cost a few nanoseconds; everything else goes through etherparse's full
-//! `SlicedPacket`, whose large result struct cost ~30 ns per frame in the L2 benchmark, too much for the common
-//! path.
+//! into owned structs. Ethernet, VLAN tags and IPv4 with its transport header (the common case) are checked
+//! with the [`crate::wire`] views; IPv6 goes through etherparse's full `SlicedPacket` (extension headers),
+//! whose large result struct costs ~30 ns per frame, too much for the common path.
 //!
-//! What is checked: an Ethernet header; up to two VLAN tags whole; for IPv4: version 4, IHL >= 5, header whole,
-//! total length covering the header and within the frame, and (unless a non-first fragment) a whole TCP (with a
-//! sane data offset), UDP or ICMP header; for IPv6: what `SlicedPacket` checks (header, extension headers,
-//! payload length, L4 header). Other EtherTypes pass with only the Ethernet header checked.
+//! What is checked: an Ethernet header; up to two VLAN tags whole; for IPv4 ([`ipv4::Packet::check_len`]):
+//! version 4, IHL >= 5, header whole, total length covering the header and within the frame, and (unless a
+//! non-first fragment) a whole TCP header with a sane data offset ([`tcp::Packet::check_len`]), or 8 bytes of
+//! UDP or ICMP header; for IPv6: what `SlicedPacket` checks (header, extension headers, payload length, L4
+//! header). Other EtherTypes pass with only the Ethernet header checked.
+//!
+//! Later stages trust these offsets: a view they build at `l3` or `l4` holds a whole header. Pure code, any
+//! thread.
 
 use crate::counters::DropReason;
-use crate::ingress::slice_error_reason;
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
-use crate::wire::ethertype;
-use etherparse::err::ipv4::HeaderSliceError;
-use etherparse::{Ipv4HeaderSlice, SlicedPacket, TcpHeaderSlice};
+use crate::wire::{ethernet, ethertype, icmpv4, ipv4, tcp, udp, vlan, vxlan, Error};
+use etherparse::err::packet::SliceError;
+use etherparse::err::Layer;
+use etherparse::SlicedPacket;
 
-/// IP protocol numbers the switch looks at.
-pub mod ip_proto {
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-}
+pub use crate::wire::ip_proto;
 
 /// Where a frame's headers are. Offsets are from the start of the frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,29 +41,54 @@ pub struct Parsed {
     pub later_fragment: bool,
 }
 
+/// Checks one frame against an untagged length limit of `max_len` bytes (plus its VLAN tags) and locates its
+/// headers: what ingress does with every received frame, and the overlay with every decapsulated one.
 #[inline]
-fn be16(data: &[u8], off: usize) -> Option<u16> {
-    data.get(off..off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+pub fn check(data: &[u8], max_len: usize) -> Result<Parsed, DropReason> {
+    if data.len() < ethernet::HEADER_LEN {
+        return Err(DropReason::Runt);
+    }
+    // Cheap early bound before parsing: no frame longer than two tags' worth can be valid.
+    if data.len() > max_len + 2 * vlan::HEADER_LEN {
+        return Err(DropReason::TooLong);
+    }
+    let parsed = parse(data)?;
+    if data.len() > max_len + parsed.vlan_tags as usize * vlan::HEADER_LEN {
+        return Err(DropReason::TooLong);
+    }
+    Ok(parsed)
+}
+
+impl Parsed {
+    /// What a frame the overlay encapsulated looks like (untagged IPv4 UDP at the fixed outer offsets of
+    /// [`vxlan::outer`]), `len` bytes long: no need to parse what the switch just wrote.
+    #[inline]
+    pub fn vxlan_outer(len: usize) -> Parsed {
+        Parsed {
+            ethertype: ethertype::IPV4,
+            vlan_tags: 0,
+            l3: vxlan::outer::IPV4 as u16,
+            l4: vxlan::outer::UDP as u16,
+            l3_end: len as u16,
+            ip_proto: ip_proto::UDP,
+            later_fragment: false,
+        }
+    }
 }
 
 /// Validates `data` as an Ethernet frame and locates its headers.
 #[inline]
 pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
-    let Some(mut et) = be16(data, 12) else { return Err(DropReason::Runt) };
-    let mut l3 = ETH_HEADER_LEN;
-    let mut tags = 0u8;
-    while et == ethertype::VLAN || et == ethertype::QINQ {
-        if tags == 2 {
-            break; // a third tag is left as payload, as etherparse does
-        }
-        let Some(inner) = be16(data, l3 + 2) else { return Err(DropReason::TruncatedVlan) };
-        et = inner;
-        l3 += VLAN_TAG_LEN;
-        tags += 1;
-    }
-    let mut p =
-        Parsed { ethertype: et, vlan_tags: tags, l3: l3 as u16, l3_end: data.len() as u16, ..Parsed::default() };
-    match et {
+    let eth = ethernet::Packet::new_checked(data).map_err(|_| DropReason::Runt)?;
+    let Some(l3) = eth.layer3() else { return Err(DropReason::TruncatedVlan) };
+    let mut p = Parsed {
+        ethertype: l3.ethertype,
+        vlan_tags: l3.vlan_tags,
+        l3: l3.offset as u16,
+        l3_end: data.len() as u16,
+        ..Parsed::default()
+    };
+    match l3.ethertype {
         ethertype::IPV4 => parse_ipv4(data, &mut p)?,
         ethertype::IPV6 => {
             SlicedPacket::from_ethernet(data).map_err(slice_error_reason)?;
@@ -82,40 +101,61 @@ pub fn parse(data: &[u8]) -> Result<Parsed, DropReason> {
 #[inline]
 fn parse_ipv4(data: &[u8], p: &mut Parsed) -> Result<(), DropReason> {
     let l3 = p.l3 as usize;
-    let ip = Ipv4HeaderSlice::from_slice(&data[l3..]).map_err(|e| match e {
-        HeaderSliceError::Len(_) => DropReason::TruncatedIpHeader,
-        HeaderSliceError::Content(_) => DropReason::BadIpHeader,
+    let Some(packet) = data.get(l3..) else { return Err(DropReason::TruncatedIpHeader) };
+    let ip = ipv4::Packet::new_checked(packet).map_err(|e| match e {
+        Error::Truncated => DropReason::TruncatedIpHeader,
+        Error::Malformed => DropReason::BadIpHeader,
+        Error::BadLength => DropReason::BadIpLength,
     })?;
-    let header_len = ip.slice().len();
-    let total = ip.total_len() as usize;
-    if total < header_len || l3 + total > data.len() {
-        return Err(DropReason::BadIpLength);
-    }
-    let l4 = l3 + header_len;
-    let end = l3 + total;
-    p.l3_end = end as u16;
-    p.ip_proto = ip.protocol().0;
-    if ip.fragments_offset().value() > 0 {
+    let (header_len, total) = (ip.header_len(), usize::from(ip.total_len()));
+    p.l3_end = (l3 + total) as u16;
+    p.ip_proto = ip.protocol();
+    if ip.frag_offset() > 0 {
         p.later_fragment = true;
         return Ok(());
     }
-    let l4_data = &data[l4..end];
-    let ok = match p.ip_proto {
-        ip_proto::TCP => match TcpHeaderSlice::from_slice(l4_data) {
+    // check_len guarantees header_len <= total <= packet.len().
+    let l4_data = &packet[header_len..total];
+    let whole = match p.ip_proto {
+        ip_proto::TCP => match tcp::Packet::new_checked(l4_data) {
             Ok(_) => true,
-            Err(etherparse::err::tcp::HeaderSliceError::Len(_)) => false,
-            Err(etherparse::err::tcp::HeaderSliceError::Content(_)) => return Err(DropReason::BadL4Header),
+            Err(Error::Malformed) => return Err(DropReason::BadL4Header),
+            Err(_) => false,
         },
-        ip_proto::UDP | ip_proto::ICMP => l4_data.len() >= 8,
+        ip_proto::UDP => l4_data.len() >= udp::HEADER_LEN,
+        ip_proto::ICMP => l4_data.len() >= icmpv4::HEADER_LEN,
         _ => true,
     };
     // A first fragment may legitimately end before the whole L4 header only if it is tiny, which is an attack
     // pattern (RFC 1858); treat it as truncated like any other.
-    if !ok {
+    if !whole {
         return Err(DropReason::TruncatedL4Header);
     }
-    p.l4 = l4 as u16;
+    p.l4 = (l3 + header_len) as u16;
     Ok(())
+}
+
+/// Maps an etherparse slicing error (IPv6 frames) to the drop reason that names it.
+pub fn slice_error_reason(e: SliceError) -> DropReason {
+    match e {
+        SliceError::Len(len) => match len.layer {
+            Layer::Ethernet2Header => DropReason::Runt,
+            Layer::VlanHeader => DropReason::TruncatedVlan,
+            Layer::IpHeader | Layer::Ipv4Header | Layer::Ipv6Header => DropReason::TruncatedIpHeader,
+            Layer::Ipv4Packet | Layer::Ipv6Packet => DropReason::BadIpLength,
+            Layer::IpAuthHeader
+            | Layer::Ipv6ExtHeader
+            | Layer::Ipv6HopByHopHeader
+            | Layer::Ipv6DestOptionsHeader
+            | Layer::Ipv6RouteHeader
+            | Layer::Ipv6FragHeader => DropReason::BadIpExtension,
+            _ => DropReason::TruncatedL4Header,
+        },
+        SliceError::Ip(_) | SliceError::Ipv4(_) | SliceError::Ipv6(_) => DropReason::BadIpHeader,
+        SliceError::Ipv4Exts(_) | SliceError::Ipv6Exts(_) => DropReason::BadIpExtension,
+        SliceError::Tcp(_) => DropReason::BadL4Header,
+        SliceError::LinuxSll(_) => DropReason::Runt,
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +196,7 @@ mod tests {
         bad_ihl[14] = 0x44;
         assert_eq!(parse(&bad_ihl), Err(DropReason::BadIpHeader));
         let mut bad_len = f.clone();
-        bad_len[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        ipv4::Packet::new_unchecked(&mut bad_len[14..]).set_total_len(2000);
         assert_eq!(parse(&bad_len), Err(DropReason::BadIpLength));
         let mut vlan = f[..12].to_vec();
         vlan.extend_from_slice(&[0x81, 0x00, 0x00]);

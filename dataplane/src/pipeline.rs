@@ -16,19 +16,18 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};
-use crate::buffer::{BufPool, Frame, Nanos, NANOS_PER_SEC};
+use crate::buffer::{BufPool, Frame};
 use crate::config::Config;
 use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
+use crate::ids::{Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
 use crate::nat::{ConnectionInfo, NatStats};
-use crate::neigh::RifId;
 use crate::overlay::{Overlay, OverlayError, OverlayState, Pending, UpdateSummary};
 use crate::packet::Parsed;
-use crate::port::PortId;
 use crate::router::{BatchLookup, Router};
-use crate::topology::{Attach, NetId, Topology};
+use crate::topology::{Attach, Topology};
 use crate::wire::MacAddr;
 
 /// Per-call facts every stage may read.
@@ -624,9 +623,8 @@ impl Switch {
         let routed = matches!(v.get(0), Verdict::ToRouter(_) | Verdict::FloodAndRoute(..));
         if routed && parsed.ethertype == crate::wire::ethertype::IPV4 {
             let d = batch.iter().next().map(|f| f.data().to_vec()).unwrap_or_default();
-            let off = parsed.l3 as usize + 16;
-            if let Some(b) = d.get(off..off + 4) {
-                let dst = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+            if let Some(ip) = crate::wire::ipv4::Header::at(&d, parsed.l3 as usize) {
+                let dst = ip.dst_addr();
                 let best = self
                     .router
                     .routes()
@@ -922,14 +920,6 @@ fn diff(before: &serde_json::Value, after: &serde_json::Value, path: &str) -> Ve
 /// Extra length allowed on egress for the VLAN tags a frame carries.
 #[inline]
 fn vlan_allowance(data: &[u8]) -> usize {
-    use crate::topology::ethertype_len::VLAN_TAG_LEN;
-    use crate::wire::ethertype::{QINQ, VLAN};
-    let et = |off: usize| data.get(off..off + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    match et(12) {
-        Some(VLAN | QINQ) => match et(16) {
-            Some(VLAN | QINQ) => 2 * VLAN_TAG_LEN,
-            _ => VLAN_TAG_LEN,
-        },
-        _ => 0,
-    }
+    use crate::wire::{ethernet, vlan};
+    ethernet::Packet::new_checked(data).map_or(0, |e| e.vlan_tags_announced() * vlan::HEADER_LEN)
 }

@@ -15,18 +15,19 @@
 
 use crate::batch::Batch;
 use crate::bridge::BridgeStats;
-use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
+use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
+use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
+use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
-use crate::port::{Port, PortError, PortId, PortStats};
+use crate::port::{Port, PortError, PortStats};
 use crate::router::RouterStats;
-use crate::snat::SnatStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

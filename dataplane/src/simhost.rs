@@ -5,7 +5,7 @@
 //! The host's device is two queues: frames the host sent wait in its outbox until [`exchange`] hands them to the
 //! testbed's port, and frames the port sent are delivered to the host's inbox.
 
-use crate::buffer::Nanos;
+use crate::ids::Nanos;
 use crate::testbed::Testbed;
 use crate::wire::MacAddr;
 use smoltcp::iface::{Config, Interface, SocketSet};

@@ -5,11 +5,12 @@
 //! Not for the hot path (it allocates per frame); it drives the same `Switch::process` as every other driver.
 
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Nanos};
+use crate::buffer::BufPool;
 use crate::config::{Config, ConfigError};
+use crate::ids::{Nanos, PortId};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::mem::MemPort;
-use crate::port::{Port, PortId};
+use crate::port::Port;
 
 /// Buffers in a testbed's pool.
 const POOL_SIZE: usize = 4096;

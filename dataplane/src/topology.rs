@@ -14,27 +14,16 @@
 //! publish rules resolved to their routed port's interface ([`PublishRule`]), the masquerade port range and the
 //! connection table's tunables.
 
-use crate::buffer::NANOS_PER_SEC;
-use crate::config::{Config, PortKind, PublishProto};
-use crate::conntrack::ConntrackConfig;
-use crate::neigh::RifId;
-use crate::port::PortId;
-use crate::snat::PortRange;
+use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
+use crate::conntrack::{ConntrackConfig, Timeouts};
+use crate::ids::{PortId, RifId, NANOS_PER_SEC};
+use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
-use ethertype_len::ETH_HEADER_LEN;
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use vswitch_api::port_range::PortRange;
 
-/// A network's index in the topology.
-pub type NetId = u16;
-
-/// Lengths used by MTU checks.
-pub mod ethertype_len {
-    /// Ethernet II header (destination, source, EtherType).
-    pub const ETH_HEADER_LEN: usize = 14;
-    /// One 802.1Q / 802.1ad tag.
-    pub const VLAN_TAG_LEN: usize = 4;
-}
+pub use crate::ids::NetId;
 
 /// One port as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,7 +285,7 @@ impl Topology {
             routes,
             publish,
             nat_port_range: cfg.nat.port_range,
-            conntrack: cfg.conntrack.table_config(),
+            conntrack: conntrack_config(&cfg.conntrack),
             vtep,
         }
     }
@@ -350,4 +339,105 @@ fn network_mtu(cfg: &Config, network: &str) -> u16 {
         .map(|p| p.mtu)
         .min()
         .unwrap_or(crate::config::defaults::MTU)
+}
+
+/// The `[conntrack]` table's tunables as [`crate::conntrack`] takes them (seconds to nanoseconds).
+pub fn conntrack_config(c: &ConntrackTableConfig) -> ConntrackConfig {
+    let ns = |secs: u64| secs.saturating_mul(NANOS_PER_SEC);
+    ConntrackConfig {
+        limit: c.limit,
+        strict: c.tcp_strict,
+        timeouts: Timeouts {
+            tcp_syn_sent: ns(c.tcp_syn_sent_secs),
+            tcp_syn_recv: ns(c.tcp_syn_recv_secs),
+            tcp_established: ns(c.tcp_established_secs),
+            tcp_fin_wait: ns(c.tcp_fin_wait_secs),
+            tcp_close_wait: ns(c.tcp_close_wait_secs),
+            tcp_last_ack: ns(c.tcp_last_ack_secs),
+            tcp_time_wait: ns(c.tcp_time_wait_secs),
+            tcp_close: ns(c.tcp_close_secs),
+            udp_unreplied: ns(c.udp_secs),
+            udp_assured: ns(c.udp_assured_secs),
+            icmp: ns(c.icmp_secs),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::defaults;
+
+    /// The configuration language's full example (`dataplane/api/tests/config/full.toml`).
+    const FULL: &str = include_str!("../api/tests/config/full.toml");
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn conntrack_defaults_are_the_tables_own() {
+        let cfg = Config::parse("", "t").unwrap();
+        assert_eq!(conntrack_config(&cfg.conntrack).timeouts, Timeouts::default(), "netfilter's defaults");
+        assert_eq!(conntrack_config(&cfg.conntrack).limit, defaults::CONNTRACK_LIMIT);
+        let cfg = Config::parse("[conntrack]\ntcp_strict = true\nudp_secs = 7", "t").unwrap();
+        let c = conntrack_config(&cfg.conntrack);
+        assert!(c.strict);
+        assert_eq!(c.timeouts.udp_unreplied, 7 * NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn full_example_numbers_router_interfaces_and_routes() {
+        let topo = Topology::from_config(&Config::parse(FULL, "full.toml").unwrap());
+        let rifs: Vec<(&str, Ipv4Addr, String, MacAddr, bool)> =
+            topo.rifs.iter().map(|r| (r.name.as_str(), r.addr, r.subnet.to_string(), r.mac, r.internal)).collect();
+        assert_eq!(
+            rifs,
+            [
+                (
+                    "network:bridge",
+                    Ipv4Addr::new(172, 17, 0, 1),
+                    "172.17.0.1/16".into(),
+                    mac("02:00:00:00:01:01"),
+                    false
+                ),
+                (
+                    "network:apps",
+                    Ipv4Addr::new(10, 10, 0, 1),
+                    "10.10.0.1/24".into(),
+                    derived_mac("network:apps"),
+                    false
+                ),
+                (
+                    "network:backend",
+                    Ipv4Addr::new(10, 20, 0, 1),
+                    "10.20.0.1/24".into(),
+                    derived_mac("network:backend"),
+                    true
+                ),
+                (
+                    "port:uplink",
+                    Ipv4Addr::new(203, 0, 113, 2),
+                    "203.0.113.2/24".into(),
+                    mac("02:00:00:00:02:01"),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(topo.rifs[3].attach, Attach::Port(4));
+        assert_eq!(topo.ports[4].rif, Some(3));
+        assert_eq!(topo.ports[4].network, None);
+        assert_eq!(topo.rif_of_port(2), Some(1));
+        assert_eq!(topo.rifs[1].mtu, defaults::MTU);
+        let routes: Vec<(String, Ipv4Addr, RifId)> =
+            topo.routes.iter().map(|r| (r.prefix.to_string(), r.via, r.rif)).collect();
+        assert_eq!(
+            routes,
+            [
+                ("0.0.0.0/0".to_string(), Ipv4Addr::new(203, 0, 113, 1), 3),
+                ("198.51.100.0/24".to_string(), Ipv4Addr::new(203, 0, 113, 254), 3),
+                ("10.99.0.0/16".to_string(), Ipv4Addr::new(10, 10, 0, 254), 1),
+            ]
+        );
+    }
 }

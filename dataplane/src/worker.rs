@@ -45,10 +45,11 @@
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::{BufPool, Nanos, NANOS_PER_SEC};
-use crate::live::AnyPort;
+use crate::buffer::BufPool;
+use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
-use crate::port::{Port, PortError, PortId};
+use crate::port::any::AnyPort;
+use crate::port::{Port, PortError};
 use serde::Serialize;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

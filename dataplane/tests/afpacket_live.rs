@@ -12,15 +12,21 @@ use port_io::{rx_until, send};
 
 use dataplane::batch::Batch;
 use dataplane::buffer::BufPool;
-use dataplane::checksum;
-use dataplane::port::afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use dataplane::port::gso::{self, VnetHdr};
 use dataplane::port::Port;
+use dataplane::port::{IfName, OpenFailure};
 use dataplane::wire::builder::{arp_reply, eth, udp, with_vlan};
+use dataplane::wire::checksum;
 use dataplane::wire::MacAddr;
 use netns::{skip_reason, Netns};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+/// An interface name the test made (valid by construction).
+fn ifname(name: &str) -> IfName {
+    IfName::new(name).expect("a valid interface name")
+}
 
 /// Local experimental EtherType: the host stacks ignore such frames.
 const EXPERIMENTAL: u16 = 0x88b5;
@@ -104,7 +110,7 @@ fn arp_from_the_host_arrives_and_our_arp_reply_reaches_the_host() {
         return;
     }
     let topo = Topo::new(0, None);
-    let mut port = topo.open_sw("sw0", AfPacketConfig::new(&topo.sw_if));
+    let mut port = topo.open_sw("sw0", AfPacketConfig::new(ifname(&topo.sw_if)));
     let mut pool = BufPool::new(256);
     // A datagram to the peer address makes the host ARP for it (the datagram waits for the answer).
     let (peer_ip, host_ip) = (topo.peer_ip, topo.host_ip);
@@ -154,8 +160,8 @@ fn a_burst_of_64_frames_goes_out_in_one_call_and_all_arrive() {
         return;
     }
     let topo = Topo::new(1, None);
-    let mut sw = topo.open_sw("sw1", AfPacketConfig::new(&topo.sw_if));
-    let mut host = topo.open_host("host1", AfPacketConfig::new(&topo.host_if));
+    let mut sw = topo.open_sw("sw1", AfPacketConfig::new(ifname(&topo.sw_if)));
+    let mut host = topo.open_host("host1", AfPacketConfig::new(ifname(&topo.host_if)));
     let mut pool = BufPool::new(256);
     let frames: Vec<Vec<u8>> = (0..64u8).map(|i| eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[i; 46])).collect();
     let before = topo.host.if_stat(&topo.host_if, "rx_packets");
@@ -189,7 +195,7 @@ fn partial_checksums_from_the_host_stack_are_completed() {
         return;
     }
     let topo = Topo::new(2, None);
-    let mut port = topo.open_sw("sw2", AfPacketConfig::new(&topo.sw_if));
+    let mut port = topo.open_sw("sw2", AfPacketConfig::new(ifname(&topo.sw_if)));
     let mut pool = BufPool::new(256);
     let peer = topo.peer_ip.to_string();
     topo.host.ip(&["neigh", "replace", &peer, "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
@@ -228,8 +234,8 @@ fn missing_interface_permission_and_bad_ring_are_named_errors() {
         return;
     }
     let ns = Netns::create(&format!("vsaf{}e", std::process::id()));
-    let err = ns.run(|| AfPacketPort::open("up", &AfPacketConfig::new("vsanothere0"))).unwrap_err();
-    assert!(matches!(err, AfPacketError::NoSuchInterface { .. }), "{err:?}");
+    let err = ns.run(|| AfPacketPort::open("up", &AfPacketConfig::new(ifname("vsanothere0")))).unwrap_err();
+    assert!(matches!(err.failure, OpenFailure::NoSuchInterface), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("port up") && msg.contains("vsanothere0") && msg.contains("no such interface"), "{msg}");
     // Without CAP_NET_RAW. The raw system call (unlike libc's setresuid, which changes every thread) drops root
@@ -239,18 +245,18 @@ fn missing_interface_permission_and_bad_ring_are_named_errors() {
             // SAFETY: setresuid takes integer arguments; it affects only the calling thread's credentials.
             let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
             assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
-            AfPacketPort::open("up", &AfPacketConfig::new("lo"))
+            AfPacketPort::open("up", &AfPacketConfig::new(ifname("lo")))
         })
         .unwrap_err();
-    assert!(matches!(err, AfPacketError::PermissionDenied { .. }), "{err:?}");
+    assert!(matches!(err.failure, OpenFailure::PermissionDenied { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("port up") && msg.contains("interface lo") && msg.contains("CAP_NET_RAW"), "{msg}");
+    assert!(msg.contains("port up") && msg.contains("AF_PACKET on lo") && msg.contains("CAP_NET_RAW"), "{msg}");
     // SAFETY: geteuid has no preconditions; the test process itself is still root.
     assert_eq!(unsafe { libc::geteuid() }, 0);
     // Geometry the kernel would refuse is refused first, naming the field.
-    let cfg = AfPacketConfig { block_size: 5000, ..AfPacketConfig::new("lo") };
+    let cfg = AfPacketConfig { block_size: 5000, ..AfPacketConfig::new(ifname("lo")) };
     let err = ns.run(move || AfPacketPort::open("up", &cfg)).unwrap_err();
-    assert!(matches!(err, AfPacketError::BadConfig { .. }) && err.to_string().contains("block_size"), "{err}");
+    assert!(matches!(err.failure, OpenFailure::BadConfig(_)) && err.to_string().contains("block_size"), "{err}");
 }
 
 #[test]
@@ -261,9 +267,9 @@ fn oversized_frames_and_ring_overflow_are_counted() {
     }
     let topo = Topo::new(3, Some(9000));
     // A tiny ring (2 blocks of one page) that overflows quickly.
-    let small = AfPacketConfig { block_size: 4096, block_count: 2, ..AfPacketConfig::new(&topo.sw_if) };
+    let small = AfPacketConfig { block_size: 4096, block_count: 2, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
     let mut sw = topo.open_sw("sw3", small);
-    let mut host = topo.open_host("host3", AfPacketConfig::new(&topo.host_if));
+    let mut host = topo.open_host("host3", AfPacketConfig::new(ifname(&topo.host_if)));
     let mut pool = BufPool::new(1024);
     // A 3000-byte frame cannot be loaded into a pool buffer, so send it with a raw socket in the host ns.
     let host_if = topo.host_if.clone();
@@ -306,8 +312,8 @@ fn vlan_tags_stripped_by_the_kernel_are_put_back() {
         return;
     }
     let topo = Topo::new(5, None);
-    let mut sw = topo.open_sw("sw5", AfPacketConfig::new(&topo.sw_if));
-    let mut host = topo.open_host("host5", AfPacketConfig::new(&topo.host_if));
+    let mut sw = topo.open_sw("sw5", AfPacketConfig::new(ifname(&topo.sw_if)));
+    let mut host = topo.open_host("host5", AfPacketConfig::new(ifname(&topo.host_if)));
     let mut pool = BufPool::new(64);
     let plain = udp(OUR_MAC, MacAddr::BROADCAST, topo.host_ip, topo.peer_ip, 1000, 4789, 20);
     let tagged = with_vlan(&plain, 42);
@@ -329,9 +335,9 @@ fn a_fanout_group_keeps_each_flow_on_one_socket() {
         return;
     }
     let topo = Topo::new(6, None);
-    let cfg = AfPacketConfig { fanout: Some(7), ..AfPacketConfig::new(&topo.sw_if) };
+    let cfg = AfPacketConfig { fanout: Some(7), ..AfPacketConfig::new(ifname(&topo.sw_if)) };
     let mut queues = [topo.open_sw("sw6q0", cfg.clone()), topo.open_sw("sw6q1", cfg)];
-    let mut host = topo.open_host("host6", AfPacketConfig::new(&topo.host_if));
+    let mut host = topo.open_host("host6", AfPacketConfig::new(ifname(&topo.host_if)));
     let mut pool = BufPool::new(1024);
     // 32 flows (UDP source ports 2000..2032), 4 frames each, interleaved.
     let flows = 32u16;
@@ -405,9 +411,9 @@ fn udp_gso_super_frames_are_segmented_across_bursts_and_truncated_ones_dropped()
     // Three sockets on the same interface see the same frames: a pool of 10 buffers (segmentation pauses when
     // the pool is empty), a big pool (pauses when the 32-frame batch is full), and 32 KiB blocks (a 60 KB
     // super-frame does not fit: truncated).
-    let mut small_pool = topo.open_sw("sw7a", AfPacketConfig::new(&topo.sw_if));
-    let mut big_pool = topo.open_sw("sw7b", AfPacketConfig::new(&topo.sw_if));
-    let small_blocks = AfPacketConfig { block_size: 32 * 1024, ..AfPacketConfig::new(&topo.sw_if) };
+    let mut small_pool = topo.open_sw("sw7a", AfPacketConfig::new(ifname(&topo.sw_if)));
+    let mut big_pool = topo.open_sw("sw7b", AfPacketConfig::new(ifname(&topo.sw_if)));
+    let small_blocks = AfPacketConfig { block_size: 32 * 1024, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
     let mut small_ring = topo.open_sw("sw7c", small_blocks);
     let peer = topo.peer_ip;
     topo.host.ip(&["neigh", "replace", &peer.to_string(), "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
@@ -519,10 +525,10 @@ fn measure_costs() {
         return;
     }
     let topo = Topo::new(4, None);
-    let mut sw = topo.open_sw("sw4", AfPacketConfig::new(&topo.sw_if));
+    let mut sw = topo.open_sw("sw4", AfPacketConfig::new(ifname(&topo.sw_if)));
     // A ring that holds the whole measurement (256 blocks: frames arrive while nobody reads, and a block
     // is handed over after at most 1 ms however few frames it holds).
-    let big = AfPacketConfig { block_size: 64 * 1024, block_count: 256, ..AfPacketConfig::new(&topo.host_if) };
+    let big = AfPacketConfig { block_size: 64 * 1024, block_count: 256, ..AfPacketConfig::new(ifname(&topo.host_if)) };
     let mut host = topo.open_host("host4", big);
     let mut pool = BufPool::new(1024);
     let frame = eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[0; 46]);
@@ -726,7 +732,10 @@ fn tcp_transfer(v6: bool) {
     let (sa, sb) = (sa_if.clone(), sb_if.clone());
     let ports = sw
         .run(move || {
-            [AfPacketPort::open("sa", &AfPacketConfig::new(&sa)), AfPacketPort::open("sb", &AfPacketConfig::new(&sb))]
+            [
+                AfPacketPort::open("sa", &AfPacketConfig::new(ifname(&sa))),
+                AfPacketPort::open("sb", &AfPacketConfig::new(ifname(&sb))),
+            ]
         })
         .map(|p| p.expect("open port in switch ns"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -882,7 +891,7 @@ fn vlan_tagged_gso_and_partial_checksums_are_handled_with_the_tag_put_back() {
         return;
     }
     let topo = Topo::new(8, None);
-    let mut port = topo.open_sw("sw8", AfPacketConfig::new(&topo.sw_if));
+    let mut port = topo.open_sw("sw8", AfPacketConfig::new(ifname(&topo.sw_if)));
     let mut pool = BufPool::new(256);
     // Tagged frames with partial checksums (the field holds the pseudo-header sum) and, for the first, UDP_L4
     // GSO metadata, sent in-band tagged; the receiving side's stack moves the tag into metadata (the switch's

@@ -13,8 +13,10 @@ use port_io::{rx_until, send};
 
 use dataplane::batch::Batch;
 use dataplane::buffer::{BufPool, Frame};
-use dataplane::port::afxdp::{AfXdpConfig, AfXdpError, AfXdpPort, XdpMode};
+use dataplane::config::XdpMode;
+use dataplane::port::afxdp::{AfXdpConfig, AfXdpPort};
 use dataplane::port::Port;
+use dataplane::port::{IfName, OpenFailure};
 use dataplane::wire::builder::{arp_reply, eth, Ipv4Spec};
 use dataplane::wire::MacAddr;
 use etherparse::{IcmpEchoHeader, Icmpv4Type};
@@ -23,6 +25,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// An interface name the test made (valid by construction).
+fn ifname(name: &str) -> IfName {
+    IfName::new(name).expect("a valid interface name")
+}
 
 /// Local experimental EtherType: the host stack ignores such frames.
 const EXPERIMENTAL: u16 = 0x88b5;
@@ -93,7 +100,7 @@ impl Topo {
     }
 
     fn cfg(&self, mode: XdpMode) -> AfXdpConfig {
-        let mut c = AfXdpConfig::new(&self.sw_if);
+        let mut c = AfXdpConfig::new(ifname(&self.sw_if));
         c.mode = mode;
         c
     }
@@ -423,7 +430,7 @@ fn modes_are_reported_and_nothing_remains_after_drop_or_failure() {
         zc.zero_copy = true;
         zc.mode = XdpMode::Generic;
         let err = AfXdpPort::open("zc", &zc).unwrap_err();
-        (seen, err.to_string(), matches!(err, AfXdpError::ZeroCopyUnsupported { .. }), show(&sw_if))
+        (seen, err.to_string(), matches!(err.failure, OpenFailure::ZeroCopyUnsupported { .. }), show(&sw_if))
     });
     let (seen, zc_msg, zc_kind, after_zc) = links;
     for (asked, got, zero_copy, open_link, closed_link) in &seen {
@@ -453,7 +460,7 @@ fn errors_name_port_and_interface() {
     let sw_if = topo.sw_if.clone();
     let base = topo.cfg(XdpMode::Generic);
     let (missing, busy, mismatch, during) = topo.sw.run(move || {
-        let missing = AfXdpPort::open("gone", &AfXdpConfig::new("vsxnothere0")).unwrap_err();
+        let missing = AfXdpPort::open("gone", &AfXdpConfig::new(ifname("vsxnothere0"))).unwrap_err();
         let first = AfXdpPort::open("first", &base).expect("open first");
         let busy = AfXdpPort::open("second", &base).unwrap_err();
         let mut q1 = base.clone();
@@ -471,14 +478,14 @@ fn errors_name_port_and_interface() {
         (missing, busy, mismatch, during)
     });
     let m = missing.to_string();
-    assert!(matches!(missing, AfXdpError::NoSuchInterface { .. }), "{m}");
+    assert!(matches!(missing.failure, OpenFailure::NoSuchInterface), "{m}");
     assert!(m.contains("port gone") && m.contains("vsxnothere0"), "{m}");
     let b = busy.to_string();
-    assert!(matches!(busy, AfXdpError::QueueBusy { .. }), "{b}");
+    assert!(matches!(busy.failure, OpenFailure::QueueBusy { .. }), "{b}");
     assert!(b.contains("port second") && b.contains(&topo.sw_if) && b.contains("queue 0"), "{b}");
     let mm = mismatch.to_string();
     assert!(
-        matches!(mismatch, AfXdpError::ModeMismatch { .. } | AfXdpError::AttachFailed { .. }),
+        matches!(mismatch.failure, OpenFailure::ModeMismatch { .. } | OpenFailure::AttachFailed { .. }),
         "explicit native on a generic-attached interface: {mm}"
     );
     assert!(mm.contains("port third") && mm.contains(&topo.sw_if), "{mm}");
@@ -501,7 +508,7 @@ fn auto_falls_back_to_generic_where_native_is_unsupported() {
     topo.sw.ip(&["link", "set", "dev", &br, "up"]);
     let br2 = br.clone();
     let (auto_mode, native_err, link) = topo.sw.run(move || {
-        let mut cfg = AfXdpConfig::new(&br2);
+        let mut cfg = AfXdpConfig::new(ifname(&br2));
         let auto = AfXdpPort::open("br", &cfg).expect("auto on a bridge");
         let auto_mode = auto.mode();
         drop(auto);
@@ -512,7 +519,7 @@ fn auto_falls_back_to_generic_where_native_is_unsupported() {
     });
     assert_eq!(auto_mode, XdpMode::Generic, "auto fell back to generic");
     let msg = native_err.to_string();
-    assert!(matches!(native_err, AfXdpError::NativeUnsupported { .. }), "{msg}");
+    assert!(matches!(native_err.failure, OpenFailure::NativeUnsupported { .. }), "{msg}");
     assert!(msg.contains("port br") && msg.contains(&br) && msg.contains("native"), "{msg}");
     assert!(!has_xdp(&link), "nothing attached: {link}");
     println!("explicit native on a bridge: {msg}");
@@ -664,14 +671,14 @@ fn memlock_and_permission_errors_are_named() {
         Some(r) => {
             let err = r.unwrap_err();
             let msg = err.to_string();
-            assert!(matches!(err, AfXdpError::Memlock { .. }), "{msg}");
+            assert!(matches!(err.failure, OpenFailure::Memlock { .. }), "{msg}");
             assert!(msg.contains("port big") && msg.contains(&topo.sw_if) && msg.contains("MEMLOCK"), "{msg}");
             println!("{msg}");
         }
     }
     let err = perm.unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, AfXdpError::PermissionDenied { .. }), "{msg}");
+    assert!(matches!(err.failure, OpenFailure::PermissionDenied { .. }), "{msg}");
     assert!(msg.contains("port noraw") && msg.contains(&topo.sw_if) && msg.contains("permission"), "{msg}");
     println!("{msg}");
     assert!(!has_xdp(&topo.sw_link()), "{}", topo.sw_link());
@@ -786,7 +793,7 @@ fn l4_checksum_ok(d: &[u8]) -> bool {
     buf.extend_from_slice(&[0, d[23]]);
     buf.extend_from_slice(&(seg.len() as u16).to_be_bytes());
     buf.extend_from_slice(seg);
-    dataplane::checksum::verify(&buf)
+    dataplane::wire::checksum::verify(&buf)
 }
 
 /// What the module documentation says about checksums: with the veth's default offloads the host stack's UDP

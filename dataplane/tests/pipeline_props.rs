@@ -158,7 +158,7 @@ impl Valid {
                         let mut f = spec.udp(1000, 53, *len);
                         f[20..22].copy_from_slice(&8u16.to_be_bytes());
                         f[24..26].fill(0);
-                        let c = dataplane::checksum::checksum(&f[14..34]);
+                        let c = dataplane::wire::checksum::checksum(&f[14..34]);
                         f[24..26].copy_from_slice(&c.to_be_bytes());
                         f
                     }

@@ -9,10 +9,16 @@ mod daemon;
 mod netns;
 
 use daemon::Daemon;
+use dataplane::port::IfName;
 use netns::{skip_reason, Netns};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// An interface name the test made (valid by construction).
+fn ifname(name: &str) -> IfName {
+    IfName::new(name).expect("a valid interface name")
+}
 
 fn vswitchd(args: &[&str]) -> Output {
     let args = with_socket(args);
@@ -281,7 +287,7 @@ fn live_startup_failure_names_the_port_and_leaves_no_tap_behind() {
     let out = spawn_in(&sw, &["run", "--config", &cfg]).wait(Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains(&format!("port t9: tap {taken} is busy")), "{e}");
+    assert!(e.contains(&format!("port t9: tap {taken}: busy")), "{e}");
     assert!(link_exists(&sw, &taken), "the veth must survive");
 }
 
@@ -326,7 +332,8 @@ fn measure_afpacket_loop_one_vs_two_workers() {
         assert!(eventually(Duration::from_secs(5), || stats.exists()), "vswitchd did not start");
         let inject_on = a.clone();
         sw.run(move || {
-            let mut port = AfPacketPort::open("inject", &AfPacketConfig::new(&inject_on)).expect("inject socket");
+            let mut port =
+                AfPacketPort::open("inject", &AfPacketConfig::new(ifname(&inject_on))).expect("inject socket");
             let mut pool = BufPool::new(256);
             let (src, dst) = (MacAddr([2, 0, 0x5e, 0, 0, 1]), MacAddr([2, 0, 0x5e, 0, 0, 2]));
             let spec = Ipv4Spec::new(src, dst, Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2));

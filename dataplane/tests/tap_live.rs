@@ -4,13 +4,19 @@
 
 use dataplane::batch::Batch;
 use dataplane::buffer::{BufPool, Frame};
-use dataplane::port::tap::{TapConfig, TapError, TapPort};
+use dataplane::port::tap::{TapConfig, TapPort};
 use dataplane::port::Port;
+use dataplane::port::{IfName, OpenFailure};
 use dataplane::wire::builder::arp_request;
 use dataplane::wire::MacAddr;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// An interface name the test made (valid by construction).
+fn ifname(name: &str) -> IfName {
+    IfName::new(name).expect("a valid interface name")
+}
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -77,7 +83,7 @@ fn kernel_answers_arp_through_a_tap_moved_into_a_netns() {
     }
     let (ns_name, tap_name, x) = names(0);
     let ns = Netns::create(&ns_name);
-    let mut cfg = TapConfig::new(&tap_name);
+    let mut cfg = TapConfig::new(ifname(&tap_name));
     cfg.mtu = Some(1500);
     cfg.netns = Some(ns.0.clone());
     let mut port = TapPort::open("tap0", &cfg).expect("open tap");
@@ -142,10 +148,10 @@ fn opening_the_same_tap_twice_is_a_clear_error_and_closing_deletes_it() {
     }
     let (_, tap_name, _) = names(1);
     // Guard: if the test fails while the tap exists, dropping `first` (unwinding) deletes it.
-    let first = TapPort::open("a", &TapConfig::new(&tap_name)).expect("open tap");
+    let first = TapPort::open("a", &TapConfig::new(ifname(&tap_name))).expect("open tap");
     assert!(std::path::Path::new(&format!("/sys/class/net/{tap_name}")).exists());
-    let err = TapPort::open("b", &TapConfig::new(&tap_name)).unwrap_err();
-    assert!(matches!(err, TapError::Busy { .. }), "{err:?}");
+    let err = TapPort::open("b", &TapConfig::new(ifname(&tap_name))).unwrap_err();
+    assert!(matches!(err.failure, OpenFailure::Busy), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("port b") && msg.contains(&tap_name) && msg.contains("busy"), "{msg}");
     drop(first);
@@ -159,11 +165,11 @@ fn failed_netns_move_leaves_no_interface_behind() {
         return;
     }
     let (ns_name, tap_name, _) = names(2);
-    let mut cfg = TapConfig::new(&tap_name);
+    let mut cfg = TapConfig::new(ifname(&tap_name));
     // A namespace that does not exist (never created).
     cfg.netns = Some(format!("{ns_name}missing"));
     let err = TapPort::open("c", &cfg).unwrap_err();
-    assert!(matches!(err, TapError::Netns { .. }), "{err:?}");
+    assert!(matches!(err.failure, OpenFailure::Netns { .. }), "{err:?}");
     assert!(gone(&tap_name), "the failed open closed its fd, so the kernel deleted the tap");
 }
 
@@ -190,7 +196,7 @@ fn oversized_frames_are_dropped_and_counted_and_udp_arrives_with_a_complete_chec
     }
     let (ns_name, tap_name, x) = names(3);
     let ns = Netns::create(&ns_name);
-    let mut cfg = TapConfig::new(&tap_name);
+    let mut cfg = TapConfig::new(ifname(&tap_name));
     cfg.mtu = Some(9000);
     cfg.netns = Some(ns.0.clone());
     let mut port = TapPort::open("tap3", &cfg).expect("open tap");
@@ -247,7 +253,7 @@ fn measure_write_and_empty_read_cost() {
         return;
     }
     let (_, tap_name, _) = names(4);
-    let mut port = TapPort::open("tap4", &TapConfig::new(&tap_name)).expect("open tap");
+    let mut port = TapPort::open("tap4", &TapConfig::new(ifname(&tap_name))).expect("open tap");
     let mut pool = BufPool::new(64);
     // Broadcast frames of an unassigned EtherType: the host stack drops them at once.
     let mut frame = vec![0xffu8; 60];

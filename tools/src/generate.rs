@@ -605,7 +605,7 @@ impl Plan {
             frame[l3 + 6..l3 + 8].copy_from_slice(&word.to_be_bytes());
             frame[l3 + 10..l3 + 12].fill(0);
             let ihl = usize::from(frame[l3] & 0x0f) * 4;
-            let sum = dataplane::checksum::checksum(&frame[l3..l3 + ihl]);
+            let sum = dataplane::wire::checksum::checksum(&frame[l3..l3 + ihl]);
             frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
         }
         match self.vlan {
@@ -1109,7 +1109,7 @@ df = true
         assert_eq!(quoted[8], 1, "ttl");
         assert_eq!(quoted[12..28], want[26..42]);
         assert_eq!(quoted.len(), 28);
-        assert!(dataplane::checksum::verify(&quoted[..20]), "quoted header checksum");
+        assert!(dataplane::wire::checksum::verify(&quoted[..20]), "quoted header checksum");
         assert_eq!(be(f[1].data[14 + 26], f[1].data[14 + 27]), 1400, "mtu");
         assert_eq!(f[1].data.len() - 14 - 28, 40, "quote_bytes 20 after the header");
     }

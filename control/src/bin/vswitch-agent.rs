@@ -26,14 +26,14 @@ use control::agent::{load_desired, sync, SyncError, SyncOutcome};
 use control::client::{ClientError, SocketSwitch, DEFAULT_SOCKET};
 use control::diff::{render, Change};
 use control::watch::FileWatch;
-use dataplane::config::{Config, ConfigError};
-use dataplane::control::proto::{ErrorKind, HelloResult, Op};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vswitch_api::config::{Config, ConfigError};
+use vswitch_api::proto::{ErrorKind, HelloResult, Op};
 
 #[derive(Parser, Debug)]
 #[command(name = "vswitch-agent", version, about = "Keep vswitchd at the configuration in a file")]

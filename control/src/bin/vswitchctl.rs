@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Tables for people by default (`control::render`); `--json` prints the op's result exactly as vswitchd sent it
-//! (the protocol's wire types, `dataplane::control::proto`), pretty-printed. The socket is `--socket`, else
+//! (the protocol's wire types, `vswitch_api::proto`), pretty-printed. The socket is `--socket`, else
 //! `$VSWITCH_SOCKET`, else `/run/vswitch/vswitchd.sock`.
 //!
 //! Exit status: 0 on success; 1 when vswitchd cannot be reached or answers with an error (the message says
@@ -25,15 +25,15 @@
 use clap::{Parser, Subcommand};
 use control::client::{Client, DEFAULT_SOCKET};
 use control::render;
-use dataplane::control::proto::{
-    ConfigResult, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect, NetworkSummary, Op,
-    PortRow, RouteRow, StatsResult, TraceResult, PROTOCOL_VERSION,
-};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vswitch_api::proto::{
+    ConfigResult, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect, NetworkSummary, Op,
+    PortRow, RouteRow, StatsResult, TraceResult, PROTOCOL_VERSION,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "vswitchctl", version, about = "Inspect a running vswitchd")]

@@ -18,9 +18,9 @@
 //!
 //! Pure functions and plain data; used by the membership session's task.
 
-use dataplane::wire::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use vswitch_api::MacAddr;
 
 /// The schema version in every key.
 pub const VERSION: &str = "v1";

@@ -386,7 +386,7 @@ async fn vni_for(
                 .await??;
                 let taken: std::collections::BTreeSet<u32> =
                     used.kvs().iter().filter_map(|kv| kv.key_str().ok()?.rsplit('/').next()?.parse().ok()).collect();
-                (FIRST_ALLOCATED_VNI..=dataplane::overlay::vxlan::MAX_VNI)
+                (FIRST_ALLOCATED_VNI..=vswitch_api::overlay::MAX_VNI)
                     .find(|v| !taken.contains(v))
                     .ok_or_else(|| SessionError::Etcd(etcd_client::Error::InvalidArgs("no free VNI".into())))?
             }

@@ -5,8 +5,8 @@
 //! the agent, nor remove what it knew. Pure data; owned by the membership task.
 
 use super::schema::{EndpointRecord, HostRecord, KeyKind, Keys};
-use dataplane::overlay::{Member, OverlayState, RemoteEndpoint};
 use std::collections::BTreeMap;
+use vswitch_api::overlay::{Member, OverlayState, RemoteEndpoint};
 
 /// What the agent knows of the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl ClusterView {
                 Err(e) => bad(key, &e),
             },
             Some(KeyKind::Vni(n)) => match std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<u32>().ok()) {
-                Some(v) if v <= dataplane::overlay::vxlan::MAX_VNI => {
+                Some(v) if v <= vswitch_api::overlay::MAX_VNI => {
                     self.vnis.insert(n, v);
                     true
                 }
@@ -140,8 +140,8 @@ fn bad(key: &str, e: &dyn std::fmt::Display) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::wire::MacAddr;
     use std::net::Ipv4Addr;
+    use vswitch_api::MacAddr;
 
     fn host(last: u8, nets: &[&str]) -> Vec<u8> {
         serde_json::to_vec(&HostRecord {

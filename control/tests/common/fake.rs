@@ -1,15 +1,11 @@
 //! A fake vswitchd control server for the client tests: it speaks the real protocol
-//! (`dataplane::control::proto`), keeps a configuration and a generation like vswitchd (`apply` validates,
+//! (`vswitch_api::proto`), keeps a configuration and a generation like vswitchd (`apply` validates,
 //! honours `expect_generation`, replaces the whole configuration in one step), records every request, and answers
 //! the read-only ops with canned results set by the test.
 //!
 //! Stopping it closes the listener, removes the socket and shuts down every open connection, which is what a
 //! client sees when vswitchd exits.
 
-use dataplane::config::Config;
-use dataplane::control::proto::{
-    ApplyResult, ApplySummary, ConfigResult, ErrorBody, ErrorKind, HelloResult, Op, Request, Response,
-};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vswitch_api::config::Config;
+use vswitch_api::proto::{
+    ApplyResult, ApplySummary, ConfigResult, ErrorBody, ErrorKind, HelloResult, Op, Request, Response,
+};
 
 /// What the fake knows and has seen.
 #[derive(Debug, Default)]
@@ -156,7 +156,7 @@ fn answer(st: &mut State, req: Request, pid: u32) -> Response {
             &HelloResult {
                 server: "vswitchd".into(),
                 server_version: "fake".into(),
-                protocol_version: dataplane::control::proto::PROTOCOL_VERSION,
+                protocol_version: vswitch_api::proto::PROTOCOL_VERSION,
                 pid,
                 uptime_ns: 1_000_000_000,
                 generation: st.generation,

@@ -15,7 +15,8 @@ use dataplane::config::{limits, Config};
 use dataplane::control::daemon::Daemon;
 use dataplane::control::proto::DEFAULT_SOCKET;
 use dataplane::control::server::ControlSocket;
-use dataplane::live::{open_port, open_ports, LiveReport, RunOptions, Runtime};
+use dataplane::live::{LiveReport, RunOptions, Runtime};
+use dataplane::port::any::{open_port, open_ports};
 use dataplane::port::pcap::read_capture;
 use dataplane::replay::{replay, ReplayInput, ReplayReport};
 use dataplane::wire::decode::describe;
@@ -194,7 +195,7 @@ fn run(
         }
     };
     tracing::info!(workers = opts.workers, ports = cfg.ports.len(), generation, socket = %socket.display(), "forwarding");
-    let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(open_port)));
+    let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(|p, n| Ok(open_port(p, n)?))));
     let control_stop = Arc::new(AtomicBool::new(false));
     let server = match control.serve(Arc::clone(&daemon), Arc::clone(&control_stop)) {
         Ok(h) => Some(h),

@@ -30,18 +30,20 @@
 //! Threads: `Daemon` is `Sync`; any control thread may call [`Daemon::handle`]. The daemon's main thread uses
 //! [`Daemon::report`] and, at exit, [`Daemon::shut_down`].
 
-use crate::buffer::{MAX_FRAME_LEN, NANOS_PER_SEC};
+use crate::buffer::MAX_FRAME_LEN;
 use crate::config::{Config, ConfigError, PortConfig};
 use crate::control::proto::*;
-use crate::live::{AnyPort, ApplyError, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
+use crate::ids::{NetId, NANOS_PER_SEC};
+use crate::live::{ApplyError, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
-use crate::topology::{NetId, Topology};
+use crate::port::any::AnyPort;
+use crate::topology::Topology;
 use crate::wire::decode::describe;
 use serde::Serialize;
 use std::sync::{Mutex, PoisonError, RwLock};
 
-/// Opens a port's queues: the daemon's is [`crate::live::open_port`]; tests pass memory ports.
+/// Opens a port's queues: the daemon's is [`crate::port::any::open_port`]; tests pass memory ports.
 pub type Opener = Box<dyn Fn(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + Send + Sync>;
 
 /// The running switch and its configuration's identity, served over the control socket.

@@ -45,37 +45,21 @@ pub mod peers;
 mod state;
 pub mod vxlan;
 
-pub use state::{Member, OverlayError, OverlayState, RemoteEndpoint};
+pub use state::{
+    EndpointInfo, Member, MemberInfo, OverlayError, OverlayInspect, OverlayState, PeerCounters, RemoteEndpoint,
+    UpdateSummary,
+};
 
-use crate::buffer::{Frame, Nanos};
+use crate::buffer::Frame;
 use crate::counters::DropReason;
-use crate::ingress;
-use crate::neigh::RifId;
+use crate::ids::{Nanos, NetId, PortId, RifId};
 use crate::packet::{ip_proto, Parsed};
-use crate::port::PortId;
-use crate::topology::ethertype_len::{ETH_HEADER_LEN, VLAN_TAG_LEN};
-use crate::topology::{Attach, NetId, Topology, VtepInfo};
-use crate::wire::{ethertype, MacAddr};
-use peers::{Peer, PeerCounters, PeerId, TokenBucket};
+use crate::topology::{Attach, Topology, VtepInfo};
+use crate::wire::{arp, ethernet, ethertype, ipv4, udp, vlan, MacAddr};
+use peers::{Peer, PeerId, TokenBucket};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-
-/// What [`Overlay::update`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpdateSummary {
-    /// Members (VTEPs) now known.
-    pub members: usize,
-    /// Members added / removed by this update.
-    pub members_added: usize,
-    /// Members removed by this update.
-    pub members_removed: usize,
-    /// Remote endpoints now known (entries in the networks configured here).
-    pub endpoints: usize,
-    /// Entries of the state that name a network not configured here (or not an overlay), or whose host does not
-    /// serve the network: ignored.
-    pub ignored: usize,
-}
 
 /// Overlay counters that are not drops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,7 +177,7 @@ impl Overlay {
         state: OverlayState,
         routes: &dyn UnderlayRoutes,
     ) -> Result<UpdateSummary, OverlayError> {
-        validate(&state)?;
+        state.validate()?;
         let mut summary = UpdateSummary::default();
         let own = self.vtep.map(|v| v.addr);
         let mut peers: Vec<Peer> = Vec::new();
@@ -297,13 +281,12 @@ impl Overlay {
         if in_port != v.port || p.vlan_tags != 0 || p.ethertype != ethertype::IPV4 || p.ip_proto != ip_proto::UDP {
             return false;
         }
-        let (l3, l4) = (p.l3 as usize, p.l4 as usize);
-        if l4 == 0 {
+        if p.l4 == 0 {
             return false;
         }
-        let dst = data.get(l3 + 16..l3 + 20);
-        let port = data.get(l4 + 2..l4 + 4);
-        dst == Some(&v.addr.octets()[..]) && port == Some(&v.udp_port.to_be_bytes()[..])
+        let dst = ipv4::Header::at(data, p.l3 as usize).map(|ip| ip.dst_addr());
+        let port = udp::Header::at(data, p.l4 as usize).map(|u| u.dst_port());
+        dst == Some(v.addr) && port == Some(v.udp_port)
     }
 
     /// Decapsulates a VXLAN packet ([`Overlay::is_vxlan`] was true): checks it, strips the outer headers, checks
@@ -319,8 +302,8 @@ impl Overlay {
             return Err(DropReason::VxlanUnknownVtep);
         }
         let inner = &frame.data()[d.inner..d.end];
-        let parsed = ingress::check(inner, usize::from(n.mtu) + ETH_HEADER_LEN)?;
-        let src = MacAddr::from_slice(&inner[6..]).unwrap_or(MacAddr::ZERO);
+        let parsed = crate::packet::check(inner, usize::from(n.mtu) + ethernet::HEADER_LEN)?;
+        let src = ethernet::Header::at(inner, 0).map_or(MacAddr::ZERO, |e| e.src_addr());
         if src.is_multicast() || src.is_zero() {
             return Err(DropReason::VxlanInnerNotEthernet);
         }
@@ -365,7 +348,7 @@ impl Overlay {
     pub fn encap(&mut self, net: NetId, peer: PeerId, mut frame: Frame) -> Result<(), (Frame, DropReason)> {
         let Some(Some(n)) = self.nets.get(net as usize) else { return Err((frame, DropReason::VxlanUnknownVni)) };
         let vni = n.vni;
-        if frame.len() > usize::from(n.mtu) + ETH_HEADER_LEN + vlan_allowance(frame.data()) {
+        if frame.len() > usize::from(n.mtu) + ethernet::HEADER_LEN + vlan_allowance(frame.data()) {
             return Err((frame, DropReason::VxlanTooBig));
         }
         let Some(p) = self.peers.get_mut(peer as usize) else { return Err((frame, DropReason::VxlanUnknownVtep)) };
@@ -417,29 +400,29 @@ impl Overlay {
     /// caller sends it back out of the port it came in on.
     pub fn arp_suppress(&mut self, net: NetId, frame: &mut Frame) -> bool {
         let d = frame.data();
-        if d.len() < 42 || d[12..14] != ethertype::ARP.to_be_bytes() {
+        let is_arp = ethernet::Header::at(d, 0).is_some_and(|e| e.ethertype() == ethertype::ARP);
+        let Some(a) = arp::Packet::new_checked(d.get(ethernet::HEADER_LEN..).unwrap_or_default()).ok() else {
+            return false;
+        };
+        if !is_arp || !a.is_ethernet_ipv4() || a.operation() != arp::op::REQUEST {
             return false;
         }
-        let a = &d[14..42];
-        // Ethernet/IPv4, 6/4 bytes, request.
-        if a[0..8] != [0, 1, 8, 0, 6, 4, 0, 1] {
-            return false;
-        }
-        let tpa = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+        let (tpa, sha, spa) = (a.target_ip(), a.sender_mac(), a.sender_ip());
         let Some(mac) = self.endpoint_mac(net, tpa) else { return false };
-        let (sha, spa) = (MacAddr([a[8], a[9], a[10], a[11], a[12], a[13]]), [a[14], a[15], a[16], a[17]]);
         if sha.is_multicast() || sha.is_zero() {
             return false;
         }
         let d = frame.data_mut();
-        d[0..6].copy_from_slice(&sha.0);
-        d[6..12].copy_from_slice(&mac.0);
-        let a = &mut d[14..42];
-        a[7] = 2; // reply
-        a[8..14].copy_from_slice(&mac.0);
-        a[14..18].copy_from_slice(&tpa.octets());
-        a[18..24].copy_from_slice(&sha.0);
-        a[24..28].copy_from_slice(&spa);
+        let (eth, rest) = d.split_at_mut(ethernet::HEADER_LEN);
+        let mut eth = ethernet::Packet::new_unchecked(eth);
+        eth.set_dst_addr(sha);
+        eth.set_src_addr(mac);
+        let mut a = arp::Packet::new_unchecked(rest);
+        a.set_operation(arp::op::REPLY);
+        a.set_sender_mac(mac);
+        a.set_sender_ip(tpa);
+        a.set_target_mac(sha);
+        a.set_target_ip(spa);
         self.stats.arp_suppressed += 1;
         true
     }
@@ -497,103 +480,10 @@ impl Overlay {
     }
 }
 
-/// `network inspect`'s overlay part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OverlayInspect {
-    /// The VNI.
-    pub vni: u32,
-    /// The overlay MTU (IP bytes).
-    pub mtu: u16,
-    /// Our VTEP.
-    pub vtep: Option<Ipv4Addr>,
-    /// The revision of the membership applied.
-    pub revision: u64,
-    /// Member VTEPs serving the network.
-    pub members: Vec<MemberInfo>,
-    /// Remote endpoints.
-    pub endpoints: Vec<EndpointInfo>,
-}
-
-/// A member VTEP as `network inspect` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    /// Host name.
-    pub host: String,
-    /// VTEP address.
-    pub vtep: Ipv4Addr,
-    /// Its VXLAN UDP port.
-    pub udp_port: u16,
-    /// Its underlay MTU.
-    pub mtu: u16,
-    /// `live` (listed by the control plane, with an underlay route) or `no-underlay-route`.
-    pub state: String,
-    /// The underlay next hop.
-    pub next_hop: Option<Ipv4Addr>,
-    /// Per-peer counters (across all networks).
-    pub counters: PeerCounters,
-}
-
-/// A remote endpoint as `network inspect` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointInfo {
-    /// MAC.
-    pub mac: MacAddr,
-    /// IPv4 address, if registered.
-    pub ip: Option<Ipv4Addr>,
-    /// The host it is behind.
-    pub host: String,
-    /// That host's VTEP.
-    pub vtep: Ipv4Addr,
-}
-
-/// Extra length allowed for the VLAN tags an inner frame carries.
+/// Extra length allowed for the VLAN tags an inner frame carries (at most two).
 #[inline]
 fn vlan_allowance(d: &[u8]) -> usize {
-    let tagged = |o: usize| matches!(d.get(o..o + 2), Some([0x81, 0x00]) | Some([0x88, 0xa8]));
-    match (tagged(12), tagged(16)) {
-        (true, true) => 2 * VLAN_TAG_LEN,
-        (true, false) => VLAN_TAG_LEN,
-        _ => 0,
-    }
-}
-
-/// Checks an [`OverlayState`] on its own: unique hosts and VTEPs, usable addresses, ports and MTUs, unicast
-/// endpoint MACs. (An endpoint behind a host that is not a member is ignored, not refused: the registry may list
-/// one for a moment while its host's registration expires.)
-fn validate(s: &OverlayState) -> Result<(), OverlayError> {
-    let err = |field: String, message: String| Err(OverlayError { field, message });
-    let mut hosts = FxHashMap::default();
-    let mut vteps = FxHashMap::default();
-    for (i, m) in s.members.iter().enumerate() {
-        if m.host.is_empty() {
-            return err(format!("members[{i}].host"), "empty host name".into());
-        }
-        if let Some(j) = hosts.insert(m.host.as_str(), i) {
-            return err(format!("members[{i}].host"), format!("host {:?} is also members[{j}]", m.host));
-        }
-        let a = m.vtep;
-        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
-            return err(format!("members[{i}].vtep"), format!("{a} is not a unicast address"));
-        }
-        if let Some(j) = vteps.insert(a, i) {
-            return err(format!("members[{i}].vtep"), format!("VTEP {a} is also that of members[{j}]"));
-        }
-        if m.udp_port == 0 {
-            return err(format!("members[{i}].udp_port"), "port 0".into());
-        }
-        if !(peers::MIN_UNDERLAY_MTU..=peers::MAX_UNDERLAY_MTU).contains(&m.mtu) {
-            return err(
-                format!("members[{i}].mtu"),
-                format!("{} is out of range {}..={}", m.mtu, peers::MIN_UNDERLAY_MTU, peers::MAX_UNDERLAY_MTU),
-            );
-        }
-    }
-    for (i, e) in s.endpoints.iter().enumerate() {
-        if e.mac.is_multicast() || e.mac.is_zero() {
-            return err(format!("endpoints[{i}].mac"), format!("{} is not a unicast MAC", e.mac));
-        }
-    }
-    Ok(())
+    ethernet::Header::at(d, 0).map_or(0, |e| e.vlan_tags_announced().min(2) * vlan::HEADER_LEN)
 }
 
 #[cfg(test)]

@@ -5,32 +5,14 @@
 //! update; its counters follow its VTEP address from one update to the next. Threads: as `crate::overlay`.
 
 use super::vxlan::Template;
-use super::Member;
-use crate::buffer::{Nanos, NANOS_PER_SEC};
-use crate::neigh::RifId;
-use serde::{Deserialize, Serialize};
+use super::{Member, PeerCounters};
+use crate::ids::{Nanos, RifId, NANOS_PER_SEC};
 use std::net::Ipv4Addr;
 
 /// A peer's index in the overlay tables (valid until the next update).
 pub type PeerId = u16;
 
-/// The smallest underlay MTU a member may announce: an IPv4 minimum (68) plus the VXLAN overhead.
-pub const MIN_UNDERLAY_MTU: u16 = 68 + super::vxlan::OVERHEAD as u16;
-/// The largest.
-pub const MAX_UNDERLAY_MTU: u16 = u16::MAX;
-
-/// Per-peer counters (all overlay networks together).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerCounters {
-    /// Frames encapsulated towards the peer.
-    pub tx_packets: u64,
-    /// Their bytes, outer headers included.
-    pub tx_bytes: u64,
-    /// Frames decapsulated from the peer.
-    pub rx_packets: u64,
-    /// Their bytes, outer headers included.
-    pub rx_bytes: u64,
-}
+pub use vswitch_api::overlay::{MAX_UNDERLAY_MTU, MIN_UNDERLAY_MTU};
 
 /// One remote VTEP.
 #[derive(Debug, Clone)]

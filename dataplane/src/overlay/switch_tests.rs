@@ -4,9 +4,10 @@
 //! away from NAT.
 
 use super::*;
-use crate::buffer::NANOS_PER_SEC;
+use crate::ids::NANOS_PER_SEC;
 use crate::testbed::Testbed;
 use crate::wire::builder::{arp_reply, arp_request, Ipv4Opts, Ipv4Spec};
+use crate::wire::vxlan::{outer, OUTER_LEN};
 use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
 
 const CONFIG: &str = r#"
@@ -195,20 +196,19 @@ fn refused_tunnel_packets_are_dropped_with_their_reasons() {
     tb.send("under", &from_peer(&tb, B, 999, &inner));
     tb.send("under", &from_peer(&tb, Ipv4Addr::new(198, 51, 100, 99), 100, &inner));
     let mut flags = from_peer(&tb, B, 100, &inner);
-    flags[42] = 0x0c;
+    crate::wire::vxlan::Packet::new_unchecked(&mut flags[outer::VXLAN..]).set_flags(0x0c);
     tb.send("under", &flags);
-    let short = from_peer(&tb, B, 100, &inner);
-    let mut short = short[..50 + 10].to_vec();
-    let len = (short.len() - 14) as u16;
-    short[16..18].copy_from_slice(&len.to_be_bytes());
-    short[24..26].fill(0);
-    let sum = crate::checksum::checksum(&short[14..34]);
-    short[24..26].copy_from_slice(&sum.to_be_bytes());
-    short[38..40].copy_from_slice(&(len - 20).to_be_bytes());
+    // Cut inside the inner Ethernet header, with outer lengths and checksum that agree (ingress accepts it).
+    let mut short = from_peer(&tb, B, 100, &inner)[..OUTER_LEN + 10].to_vec();
+    let len = (short.len() - ethernet::HEADER_LEN) as u16;
+    let mut ip = ipv4::Packet::new_unchecked(&mut short[outer::IPV4..outer::UDP]);
+    ip.set_total_len(len);
+    ip.fill_checksum();
+    udp::Packet::new_unchecked(&mut short[outer::UDP..]).set_length(len - ipv4::HEADER_LEN as u16);
     tb.send("under", &short);
     let mut gw = udp(R1, C1, 30);
     let gw_mac = tb.switch().topology().rifs.iter().find(|r| r.name == "network:red").unwrap().mac;
-    gw[0..6].copy_from_slice(&gw_mac.0);
+    ethernet::Packet::new_unchecked(&mut gw[..]).set_dst_addr(gw_mac);
     tb.send("under", &from_peer(&tb, B, 100, &gw));
     assert!(tb.take_all().is_empty());
     let c = tb.switch().counters();

@@ -25,41 +25,29 @@
 //! Everything here is a pure function of its inputs: no state, no clock; callable from any thread.
 
 use crate::buffer::Frame;
-use crate::checksum;
 use crate::counters::DropReason;
-use crate::topology::ethertype_len::ETH_HEADER_LEN;
-use crate::wire::ethertype;
+use crate::packet::ip_proto;
+use crate::wire::vxlan::{OuterMut, OUTER_LEN, TUNNEL_LEN};
+use crate::wire::{checksum, ethernet, ethertype, ipv4, udp, vxlan};
 use std::net::Ipv4Addr;
 
 /// The VXLAN header's length.
-pub const VXLAN_HEADER_LEN: usize = 8;
+pub const VXLAN_HEADER_LEN: usize = vxlan::HEADER_LEN;
 /// Outer IPv4 header (no options) + UDP + VXLAN.
-pub const TUNNEL_HEADER_LEN: usize = 20 + 8 + VXLAN_HEADER_LEN;
+pub const TUNNEL_HEADER_LEN: usize = TUNNEL_LEN;
 /// Bytes encapsulation adds to a frame: outer Ethernet, IPv4, UDP and VXLAN headers.
-pub const OVERHEAD: usize = ETH_HEADER_LEN + TUNNEL_HEADER_LEN;
+pub const OVERHEAD: usize = OUTER_LEN;
+const _: () = assert!(OVERHEAD == vswitch_api::overlay::OVERHEAD as usize);
 /// IANA's VXLAN port.
-pub const DEFAULT_UDP_PORT: u16 = super::state::DEFAULT_UDP_PORT;
+pub const DEFAULT_UDP_PORT: u16 = vswitch_api::overlay::DEFAULT_UDP_PORT;
 /// First outer source port ([`source_port`]): the start of the dynamic range.
 pub const SOURCE_PORT_BASE: u16 = 49152;
 /// Number of outer source ports used.
 pub const SOURCE_PORT_SPAN: u16 = 16384;
 /// The largest VNI (24 bits).
-pub const MAX_VNI: u32 = 0x00ff_ffff;
-/// The flags byte: "VNI valid" (the I flag), nothing else.
-pub const FLAGS_VNI_VALID: u8 = 0x08;
-
-/// Byte offsets in an outer frame.
-mod off {
-    pub const ETHERTYPE: usize = 12;
-    pub const IP: usize = 14;
-    pub const IP_TOTAL_LEN: usize = IP + 2;
-    pub const IP_CHECKSUM: usize = IP + 10;
-    pub const UDP: usize = IP + 20;
-    pub const UDP_SRC: usize = UDP;
-    pub const UDP_LEN: usize = UDP + 4;
-    pub const VXLAN: usize = UDP + 8;
-    pub const VNI: usize = VXLAN + 4;
-}
+pub const MAX_VNI: u32 = vxlan::MAX_VNI;
+/// Outer TTL.
+pub const TTL: u8 = 64;
 
 /// The precomputed outer headers towards one remote VTEP (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,50 +55,49 @@ pub struct Template {
     bytes: [u8; OVERHEAD],
     /// One's-complement sum of the IPv4 header with its total length and checksum zero.
     ip_sum: u16,
+    dst: Ipv4Addr,
 }
 
 impl Template {
     /// The outer headers from `src` (our VTEP) to `dst` (the peer's), UDP destination port `dst_port`.
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, dst_port: u16) -> Template {
-        let mut b = [0u8; OVERHEAD];
-        b[off::ETHERTYPE..off::ETHERTYPE + 2].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-        let ip = &mut b[off::IP..off::UDP];
-        ip[0] = 0x45;
-        ip[6] = 0x40; // DF
-        ip[8] = 64; // TTL
-        ip[9] = 17; // UDP
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let ip_sum = checksum::sum(ip);
-        b[off::UDP + 2..off::UDP + 4].copy_from_slice(&dst_port.to_be_bytes());
-        b[off::VXLAN] = FLAGS_VNI_VALID;
-        Template { bytes: b, ip_sum }
+        let mut bytes = [0u8; OVERHEAD];
+        let mut h = OuterMut::new(&mut bytes);
+        h.eth.set_ethertype(ethertype::IPV4);
+        h.ip.set_version_and_header_len(ipv4::HEADER_LEN);
+        h.ip.set_flags_frag(ipv4::flags::DF);
+        h.ip.set_ttl(TTL);
+        h.ip.set_protocol(ip_proto::UDP);
+        h.ip.set_src_addr(src);
+        h.ip.set_dst_addr(dst);
+        let ip_sum = checksum::sum(h.ip.header());
+        h.udp.set_dst_port(dst_port);
+        h.vxlan.set_header(0);
+        Template { bytes, ip_sum, dst }
     }
 
     /// The peer's VTEP address.
     pub fn dst(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.bytes[30], self.bytes[31], self.bytes[32], self.bytes[33])
+        self.dst
     }
 
     /// Prepends the outer headers to `frame` for `vni` with outer source port `sport`. Returns false, leaving
     /// the frame as it was, when the headroom is short or the outer packet would exceed 65535 bytes.
     #[inline]
     pub fn encap(&self, frame: &mut Frame, vni: u32, sport: u16) -> bool {
-        let inner = frame.len();
-        let ip_len = inner + TUNNEL_HEADER_LEN;
+        let ip_len = frame.len() + TUNNEL_HEADER_LEN;
         if ip_len > usize::from(u16::MAX) || !frame.push_front(OVERHEAD) {
             return false;
         }
-        let d = frame.data_mut();
-        let h: &mut [u8; OVERHEAD] = (&mut d[..OVERHEAD]).try_into().expect("OVERHEAD bytes were pushed");
+        let Some(h) = crate::wire::fixed_mut::<OVERHEAD>(frame.data_mut(), 0) else { return false };
         *h = self.bytes;
-        h[off::IP_TOTAL_LEN..off::IP_TOTAL_LEN + 2].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        let sum = u32::from(self.ip_sum) + ip_len as u32;
-        let sum = (sum & 0xffff) + (sum >> 16);
-        h[off::IP_CHECKSUM..off::IP_CHECKSUM + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        h[off::UDP_SRC..off::UDP_SRC + 2].copy_from_slice(&sport.to_be_bytes());
-        h[off::UDP_LEN..off::UDP_LEN + 2].copy_from_slice(&((ip_len - 20) as u16).to_be_bytes());
-        h[off::VNI..off::VNI + 3].copy_from_slice(&vni.to_be_bytes()[1..]);
+        let mut h = OuterMut::new(h);
+        let ip_len = ip_len as u16;
+        h.ip.set_total_len(ip_len);
+        h.ip.set_checksum(!checksum::add(self.ip_sum, ip_len));
+        h.udp.set_src_port(sport);
+        h.udp.set_length(ip_len - ipv4::HEADER_LEN as u16);
+        h.vxlan.set_vni(vni);
         true
     }
 }
@@ -124,27 +111,38 @@ pub fn flow_hash(inner: &[u8]) -> u32 {
     fn mix(h: u32, w: u32) -> u32 {
         (h.rotate_left(5) ^ w).wrapping_mul(0x9e37_79b9)
     }
-    let word = |o: usize| inner.get(o..o + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    let et = inner.get(12..14).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
     let mut h = 0x811c_9dc5u32;
-    if et == ethertype::IPV4 && inner.len() >= 34 {
-        let ip = &inner[14..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let proto = ip[9];
-        let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-        h = mix(h, word(26));
-        h = mix(h, word(30));
-        h = mix(h, u32::from(proto));
-        if (proto == 6 || proto == 17) && !fragment && ihl >= 20 {
-            h = mix(h, word(14 + ihl));
+    let Some(eth) = ethernet::Header::at(inner, 0) else { return finish(h) };
+    let ip = if eth.ethertype() == ethertype::IPV4 { ipv4::Header::at(inner, ethernet::HEADER_LEN) } else { None };
+    match ip {
+        Some(ip) => {
+            let proto = ip.protocol();
+            h = mix(h, u32::from(ip.src_addr()));
+            h = mix(h, u32::from(ip.dst_addr()));
+            h = mix(h, u32::from(proto));
+            let ports = if (proto == ip_proto::TCP || proto == ip_proto::UDP) && !ip.is_fragment() {
+                udp::Header::at(inner, ethernet::HEADER_LEN + ip.header_len())
+            } else {
+                None
+            };
+            if let Some(p) = ports {
+                h = mix(h, u32::from(p.src_port()) << 16 | u32::from(p.dst_port()));
+            }
         }
-    } else {
-        h = mix(h, word(0));
-        h = mix(h, word(4));
-        h = mix(h, word(8));
-        h = mix(h, u32::from(et));
+        None => {
+            let (d, s) = (eth.dst_addr().0, eth.src_addr().0);
+            h = mix(h, u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+            h = mix(h, u32::from_be_bytes([d[4], d[5], s[0], s[1]]));
+            h = mix(h, u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+            h = mix(h, u32::from(eth.ethertype()));
+        }
     }
-    // Final avalanche so the low bits depend on every input bit.
+    finish(h)
+}
+
+/// Final avalanche so the low bits depend on every input bit.
+#[inline(always)]
+fn finish(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^ (h >> 13)
@@ -174,23 +172,20 @@ pub struct Decap {
 /// checks and their drop reasons.
 #[inline]
 pub fn parse(data: &[u8], l3: usize, l4: usize, l3_end: usize) -> Result<Decap, DropReason> {
-    let ip = data.get(l3..l3 + 20).ok_or(DropReason::VxlanTruncated)?;
+    let ip = ipv4::Header::at(data, l3).ok_or(DropReason::VxlanTruncated)?;
     // MF set or a non-zero offset: a fragment.
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+    if ip.is_fragment() {
         return Err(DropReason::VxlanTruncated);
     }
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let vx_at = l4 + 8;
-    let inner = vx_at + VXLAN_HEADER_LEN;
-    if l4 == 0 || l3_end > data.len() || inner + ETH_HEADER_LEN > l3_end {
+    let inner = vxlan::inner_offset(l4);
+    if l4 == 0 || l3_end > data.len() || inner + ethernet::HEADER_LEN > l3_end {
         return Err(DropReason::VxlanTruncated);
     }
-    let vx = &data[vx_at..inner];
-    if vx[0] != FLAGS_VNI_VALID || vx[1..4] != [0, 0, 0] || vx[7] != 0 {
+    let vx = vxlan::Header::at(data, vxlan::header_offset(l4)).ok_or(DropReason::VxlanTruncated)?;
+    if !vx.is_strict() {
         return Err(DropReason::VxlanBadFlags);
     }
-    let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-    Ok(Decap { vni, src, inner, end: l3_end })
+    Ok(Decap { vni: vx.vni(), src: ip.src_addr(), inner, end: l3_end })
 }
 
 #[cfg(test)]

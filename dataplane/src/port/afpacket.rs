@@ -125,13 +125,12 @@
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the system calls and
 //! the ring accesses below.
 
+pub use super::gso::complete_partial_checksum;
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
-use super::tap::MAX_IFNAME_LEN;
-use super::{Port, PortError, PortStats};
+use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
-use crate::checksum;
-use crate::wire::MacAddr;
+use crate::wire::{ethertype, vlan, MacAddr};
 use std::cell::Cell;
 use std::ffi::CString;
 use std::io;
@@ -152,8 +151,8 @@ const RING_FRAME_SIZE: u32 = 2048;
 /// How to attach to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfPacketConfig {
-    /// The existing interface to attach to (at most [`MAX_IFNAME_LEN`] bytes).
-    pub ifname: String,
+    /// The existing interface to attach to.
+    pub ifname: IfName,
     /// Join `PACKET_FANOUT` group with this id (`PACKET_FANOUT_HASH`): one port per queue, same id.
     pub fanout: Option<u16>,
     /// Bytes per ring block: a power of two, at least one page. Default 128 KiB: a block must hold a whole GSO
@@ -175,9 +174,9 @@ pub struct AfPacketConfig {
 
 impl AfPacketConfig {
     /// Defaults for interface `ifname`: no fan-out, 64 blocks of 128 KiB, 1 ms block timeout, no qdisc bypass.
-    pub fn new(ifname: impl Into<String>) -> Self {
+    pub fn new(ifname: IfName) -> Self {
         AfPacketConfig {
-            ifname: ifname.into(),
+            ifname,
             fanout: None,
             block_size: 128 * 1024,
             block_count: 64,
@@ -187,60 +186,8 @@ impl AfPacketConfig {
     }
 }
 
-/// Why an AF_PACKET port could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum AfPacketError {
-    /// The interface name is empty, too long, or contains a NUL or '/'.
-    #[error("port {port}: interface name {ifname:?} is invalid (1 to {MAX_IFNAME_LEN} bytes, no NUL or '/')")]
-    BadName {
-        /// The port's name.
-        port: String,
-        /// The refused interface name.
-        ifname: String,
-    },
-    /// No interface of that name in the calling thread's network namespace.
-    #[error("port {port}: no such interface {ifname} (in this network namespace)")]
-    NoSuchInterface {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-    },
-    /// The process may not open packet sockets.
-    #[error("port {port}: interface {ifname}: permission denied (AF_PACKET needs CAP_NET_RAW): {source}")]
-    PermissionDenied {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The ring geometry in the configuration is impossible.
-    #[error("port {port}: interface {ifname}: bad ring configuration: {message}")]
-    BadConfig {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// Another system call failed.
-    #[error("port {port}: interface {ifname}: {op}: {source}")]
-    Io {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What was being done.
-        op: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
+/// What an AF_PACKET socket needs (named in [`OpenFailure::PermissionDenied`]).
+const NEEDS: &str = "AF_PACKET needs CAP_NET_RAW";
 
 /// What the port counts beyond [`PortStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -329,10 +276,11 @@ impl RingFrame<'_> {
     fn copy_head(&self, out: &mut [u8]) {
         match self.tag {
             Some(tag) => {
-                out[..12].copy_from_slice(&self.data[..12]);
-                out[12..16].copy_from_slice(&tag);
+                const AT: usize = vlan::TAG_OFFSET;
+                out[..AT].copy_from_slice(&self.data[..AT]);
+                out[AT..AT + tag.len()].copy_from_slice(&tag);
                 let n = out.len();
-                out[16..].copy_from_slice(&self.data[12..n - 4]);
+                out[AT + tag.len()..].copy_from_slice(&self.data[AT..n - tag.len()]);
             }
             None => out.copy_from_slice(&self.data[..out.len()]),
         }
@@ -410,31 +358,18 @@ impl AfPacketPort {
     /// Attaches to the existing interface `cfg.ifname` (in the calling thread's network namespace): packet socket,
     /// `TPACKET_V3` ring, promiscuous membership, optional fan-out group. `port` is the port's name in the switch,
     /// used in errors.
-    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, AfPacketError> {
+    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, OpenError> {
         let ifname = cfg.ifname.as_str();
-        let io_err = |op: &'static str, source: io::Error| AfPacketError::Io {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            op,
-            source,
-        };
-        if !super::valid_ifname(ifname) {
-            return Err(AfPacketError::BadName { port: port.to_string(), ifname: ifname.to_string() });
-        }
-        check_geometry(cfg).map_err(|message| AfPacketError::BadConfig {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            message,
-        })?;
-        let cname = CString::new(ifname).expect("checked for NUL above");
+        let fail = |failure: OpenFailure| OpenError::new(port, Backend::AfPacket, &cfg.ifname, failure);
+        let io_err = |op: &'static str, source: io::Error| fail(OpenFailure::Io { op: op.to_string(), source });
+        check_geometry(cfg).map_err(|message| fail(OpenFailure::BadConfig(message)))?;
+        let cname = CString::new(ifname).expect("an IfName has no NUL");
         // SAFETY: `cname` is a valid NUL-terminated string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
-                }
+                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
                 _ => io_err("if_nametoindex", e),
             });
         }
@@ -447,7 +382,7 @@ impl AfPacketPort {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => {
-                    AfPacketError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source: e }
+                    fail(OpenFailure::PermissionDenied { needs: NEEDS, source: e })
                 }
                 _ => io_err("socket(AF_PACKET)", e),
             });
@@ -514,9 +449,7 @@ impl AfPacketPort {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => {
-                    AfPacketError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() }
-                }
+                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
                 _ => io_err("bind", e),
             });
         }
@@ -713,61 +646,6 @@ fn interface_mac(fd: &OwnedFd, ifname: &str) -> io::Result<MacAddr> {
     Ok(MacAddr(mac))
 }
 
-/// Completes the partial (pseudo-header only) TCP or UDP checksum of an Ethernet frame, as the kernel's
-/// `skb_checksum_help` does: the one's-complement sum over the L4 header and payload (whose checksum field holds
-/// the pseudo-header sum) is folded, inverted and stored. Handles up to two VLAN tags, IPv4 (not fragmented)
-/// and IPv6 without extension headers. Returns false, changing nothing, for anything else or any malformed or
-/// truncated frame.
-pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
-    let be16 = |b: &[u8], at: usize| -> Option<u16> { Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?])) };
-    let mut off = 12;
-    let Some(mut ethertype) = be16(frame, off) else { return false };
-    let mut tags = 0;
-    while (ethertype == 0x8100 || ethertype == 0x88a8) && tags < 2 {
-        off += 4;
-        tags += 1;
-        let Some(t) = be16(frame, off) else { return false };
-        ethertype = t;
-    }
-    let l3 = off + 2;
-    let (proto, l4, end) = match ethertype {
-        0x0800 => {
-            let Some(&vihl) = frame.get(l3) else { return false };
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            let (Some(total), Some(frag), Some(&proto)) = (be16(frame, l3 + 2), be16(frame, l3 + 6), frame.get(l3 + 9))
-            else {
-                return false;
-            };
-            if vihl >> 4 != 4 || ihl < 20 || usize::from(total) < ihl || frag & 0x3fff != 0 {
-                return false;
-            }
-            (proto, l3 + ihl, l3 + usize::from(total))
-        }
-        0x86dd => {
-            let (Some(plen), Some(&next)) = (be16(frame, l3 + 4), frame.get(l3 + 6)) else { return false };
-            if frame[l3] >> 4 != 6 {
-                return false;
-            }
-            (next, l3 + 40, l3 + 40 + usize::from(plen))
-        }
-        _ => return false,
-    };
-    let field = match proto {
-        6 => 16,
-        17 => 6,
-        _ => return false,
-    };
-    if end > frame.len() || l4 + field + 2 > end {
-        return false;
-    }
-    let mut check = !checksum::sum(&frame[l4..end]);
-    if proto == 17 && check == 0 {
-        check = 0xffff; // 0 means "no checksum" in UDP
-    }
-    frame[l4 + field..l4 + field + 2].copy_from_slice(&check.to_be_bytes());
-    true
-}
-
 impl AsRawFd for AfPacketPort {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -824,10 +702,12 @@ impl Port for AfPacketPort {
             let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
             let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
             let tag = vlan.then(|| {
-                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { 0x8100 };
-                let tci = (h.hv1.tp_vlan_tci as u16).to_be_bytes();
-                let tpid = tpid.to_be_bytes();
-                [tpid[0], tpid[1], tci[0], tci[1]]
+                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    h.hv1.tp_vlan_tpid
+                } else {
+                    ethertype::VLAN
+                };
+                vlan::tag_bytes(tpid, h.hv1.tp_vlan_tci as u16)
             });
             let rf = RingFrame { data, tag };
             let len = rf.len();
@@ -969,97 +849,15 @@ impl Port for AfPacketPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::builder::{tcp, udp, with_vlan, Ipv6Spec, TcpFlags, TcpSegment};
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
-    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
-
-    /// Replaces the L4 checksum at `at` with the pseudo-header sum, as a sender with checksum offload leaves it.
-    fn make_partial(frame: &mut [u8], at: usize, pseudo: &[u8]) {
-        frame[at..at + 2].copy_from_slice(&checksum::sum(pseudo).to_be_bytes());
-    }
-
-    fn pseudo_v4(f: &[u8], l3: usize, proto: u8) -> Vec<u8> {
-        let total = usize::from(u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]));
-        let l4_len = (total - 20) as u16;
-        let mut p = f[l3 + 12..l3 + 20].to_vec();
-        p.extend_from_slice(&[0, proto]);
-        p.extend_from_slice(&l4_len.to_be_bytes());
-        p
-    }
-
     #[test]
-    fn completes_ipv4_udp_and_tcp_and_vlan_tagged() {
-        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let u = udp(A, B, ia, ib, 1000, 53, 37);
-        let t = tcp(A, B, ia, ib, TcpSegment::new(1000, 80, TcpFlags::SYN).seq(9), 11);
-        for (good, l3, proto, field) in [
-            (u.clone(), 14, 17, 6),
-            (t.clone(), 14, 6, 16),
-            (with_vlan(&u, 7), 18, 17, 6),
-            (with_vlan(&with_vlan(&t, 7), 9), 22, 6, 16),
-        ] {
-            let at = l3 + 20 + field;
-            let mut f = good.clone();
-            let pseudo = pseudo_v4(&f, l3, proto);
-            make_partial(&mut f, at, &pseudo);
-            assert_ne!(f, good, "the partial checksum differs from the full one");
-            assert!(complete_partial_checksum(&mut f));
-            assert_eq!(f, good);
-        }
-    }
-
-    #[test]
-    fn completes_ipv6_udp() {
-        let spec = Ipv6Spec::new(A, B, Ipv6Addr::LOCALHOST, "2001:db8::2".parse().unwrap());
-        let good = spec.udp(5000, 6000, 21);
-        let mut f = good.clone();
-        let mut pseudo = f[22..54].to_vec();
-        pseudo.extend_from_slice(&[0, 0]);
-        pseudo.extend_from_slice(&f[58..60]); // upper-layer length = UDP length
-        pseudo.extend_from_slice(&[0, 0, 0, 17]);
-        make_partial(&mut f, 54 + 6, &pseudo);
-        assert_ne!(f, good);
-        assert!(complete_partial_checksum(&mut f));
-        assert_eq!(f, good);
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_complete_without_panicking() {
-        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        let u = udp(A, B, ia, ib, 1000, 53, 37);
-        // Every truncation of a valid frame: never panics; short ones are refused unchanged.
-        for cut in 0..u.len() {
-            let mut f = u[..cut].to_vec();
-            let before = f.clone();
-            if !complete_partial_checksum(&mut f) {
-                assert_eq!(f, before);
-            }
-        }
-        let mut frag = u.clone();
-        frag[14 + 6] = 0x20; // more fragments
-        assert!(!complete_partial_checksum(&mut frag));
-        let mut icmp = u.clone();
-        icmp[14 + 9] = 1;
-        assert!(!complete_partial_checksum(&mut icmp));
-        let mut arp = u;
-        arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert!(!complete_partial_checksum(&mut arp));
-    }
-
-    #[test]
-    fn bad_names_and_geometry_are_refused_before_any_socket() {
-        for bad in ["", "0123456789abcdef", "a/b", "a\0b"] {
-            let err = AfPacketPort::open("p", &AfPacketConfig::new(bad)).unwrap_err();
-            assert!(matches!(err, AfPacketError::BadName { .. }), "{bad:?}: {err}");
-        }
+    fn bad_geometry_is_refused_before_any_socket() {
         for (bs, bc, tmo) in [(4096 * 3, 4, 1), (1024, 4, 1), (4096, 0, 1), (4096, 4, 0), (1 << 30, 2, 1)] {
+            let x = IfName::new("x").unwrap();
             let cfg =
-                AfPacketConfig { block_size: bs, block_count: bc, block_timeout_ms: tmo, ..AfPacketConfig::new("x") };
+                AfPacketConfig { block_size: bs, block_count: bc, block_timeout_ms: tmo, ..AfPacketConfig::new(x) };
             let err = AfPacketPort::open("p", &cfg).unwrap_err();
-            assert!(matches!(err, AfPacketError::BadConfig { .. }), "{bs} {bc} {tmo}: {err}");
-            assert!(err.to_string().starts_with("port p: interface x: bad ring configuration"), "{err}");
+            assert!(matches!(err.failure, OpenFailure::BadConfig(_)), "{bs} {bc} {tmo}: {err}");
+            assert!(err.to_string().starts_with("port p: AF_PACKET on x: bad configuration: "), "{err}");
         }
     }
 }

@@ -9,7 +9,7 @@
 //! attached before failing, and the UMEM is unregistered when its handle drops. Each attach attempt gets a
 //! fresh UMEM: when libxdp fails after the bind (at the attach), the UMEM's own socket stays bound to the queue
 //! until the UMEM is dropped. The kernel frees a closed socket's queue from a work queue, so `open` retries a
-//! busy queue (`EBUSY`) for up to half a second before reporting [`AfXdpError::QueueBusy`]. `tests/afxdp_live.rs`
+//! busy queue (`EBUSY`) for up to half a second before reporting [`OpenFailure::QueueBusy`]. `tests/afxdp_live.rs`
 //! checks with `ip link show` that no XDP program remains after a drop and after a failed open.
 //!
 //! # Crate
@@ -31,13 +31,13 @@
 //! program is actually attached in, read back from the kernel (`bpf_xdp_query_id`) after the open: libxdp
 //! reuses an AF_XDP program already attached to the interface by another socket whatever mode it is in, so a
 //! second queue opened in another mode gets the first queue's mode. An explicit mode that the interface ends up
-//! not having is an error ([`AfXdpError::ModeMismatch`]); `Auto` accepts and reports it. On veth both native and
+//! not having is an error ([`OpenFailure::ModeMismatch`]); `Auto` accepts and reports it. On veth both native and
 //! generic mode work (kernel 6.18) and `Auto` gets native; on a bridge (no driver XDP) `Auto` falls back to
-//! generic and an explicit `Native` fails with [`AfXdpError::NativeUnsupported`] (both live-tested).
+//! generic and an explicit `Native` fails with [`OpenFailure::NativeUnsupported`] (both live-tested).
 //!
 //! The socket is bound in copy mode (`XDP_COPY`) unless [`AfXdpConfig::zero_copy`] asks for zero-copy, which
 //! needs driver support (veth has none: the bind fails with `EOPNOTSUPP`, reported as
-//! [`AfXdpError::ZeroCopyUnsupported`]). `XDP_USE_NEED_WAKEUP` is always requested. [`AfXdpPort::zero_copy`]
+//! [`OpenFailure::ZeroCopyUnsupported`]). `XDP_USE_NEED_WAKEUP` is always requested. [`AfXdpPort::zero_copy`]
 //! reports what the kernel granted (`XDP_OPTIONS`).
 //!
 //! # Buffer ownership and copies
@@ -102,7 +102,7 @@
 //! # Memory and privileges
 //! The UMEM is `frames * frame_size` bytes (8 MiB by default), pinned: without `CAP_IPC_LOCK` it counts against
 //! `RLIMIT_MEMLOCK` (8 MiB by default on Debian), and registration fails with `ENOBUFS`
-//! ([`AfXdpError::Memlock`]). Creating the socket needs `CAP_NET_RAW`, attaching XDP `CAP_NET_ADMIN` and
+//! ([`OpenFailure::Memlock`]). Creating the socket needs `CAP_NET_RAW`, attaching XDP `CAP_NET_ADMIN` and
 //! `CAP_BPF`/`CAP_SYS_ADMIN`; root has them all.
 //!
 //! # Network namespaces and threads
@@ -117,9 +117,11 @@
 //! The port starts no threads. It is `Send` (every `xsk-rs` handle is; checked at compile time) and not `Sync`:
 //! one worker owns it; the rings are only touched through `&mut self`. All `unsafe` here is ring/UMEM access or a libc call, each with its reason.
 
-use super::{Port, PortError, PortStats};
+use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN};
+use crate::config::XdpMode;
+use crate::ids::Nanos;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
@@ -131,42 +133,17 @@ use xsk_rs::socket::{RxQueue, Socket, TxQueue};
 use xsk_rs::umem::frame::FrameDesc;
 use xsk_rs::umem::{CompQueue, FillQueue, Umem};
 
-/// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
-pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
-
 /// Frames the kernel sends per `sendto()` in copy mode (`TX_BATCH_SIZE` in net/xdp/xsk.c).
 const KERNEL_TX_BATCH: u32 = 32;
 
-/// How long `open` retries a queue that is busy (see [`AfXdpError::QueueBusy`]).
+/// How long `open` retries a queue that is busy (see [`OpenFailure::QueueBusy`]).
 const QUEUE_BUSY_RETRY: Duration = Duration::from_millis(500);
-
-/// How the XDP program is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// Native (driver) mode first, generic if the driver refuses; the fallback is logged.
-    #[default]
-    Auto,
-    /// Driver mode (`XDP_FLAGS_DRV_MODE`) or fail.
-    Native,
-    /// Generic/SKB mode (`XDP_FLAGS_SKB_MODE`).
-    Generic,
-}
-
-impl std::fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            XdpMode::Auto => "auto",
-            XdpMode::Native => "native",
-            XdpMode::Generic => "generic",
-        })
-    }
-}
 
 /// How to open an AF_XDP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfXdpConfig {
     /// The interface (in the calling thread's network namespace).
-    pub ifname: String,
+    pub ifname: IfName,
     /// The interface's receive queue to bind to.
     pub queue_id: u32,
     /// How to attach the XDP program.
@@ -185,9 +162,9 @@ pub struct AfXdpConfig {
 
 impl AfXdpConfig {
     /// Queue 0 of `ifname`, auto mode, copy mode, 4096 chunks of 2048 bytes, 2048-entry rings.
-    pub fn new(ifname: impl Into<String>) -> Self {
+    pub fn new(ifname: IfName) -> Self {
         AfXdpConfig {
-            ifname: ifname.into(),
+            ifname,
             queue_id: 0,
             mode: XdpMode::Auto,
             zero_copy: false,
@@ -199,147 +176,8 @@ impl AfXdpConfig {
     }
 }
 
-/// Why an AF_XDP port could not be opened. Every variant names the port and the interface.
-#[derive(Debug, thiserror::Error)]
-pub enum AfXdpError {
-    /// The configuration is not usable (sizes not powers of two, bad interface name).
-    #[error("port {port}: AF_XDP on {ifname}: bad configuration: {message}")]
-    BadConfig {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// No interface of that name in the calling thread's network namespace.
-    #[error("port {port}: AF_XDP: no such interface {ifname} (in this network namespace)")]
-    NoSuchInterface {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-    },
-    /// The process lacks a capability (CAP_NET_RAW for the socket, CAP_NET_ADMIN and CAP_BPF to attach XDP).
-    #[error(
-        "port {port}: AF_XDP on {ifname}: permission denied (needs CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF): {source}"
-    )]
-    PermissionDenied {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel refused to pin the UMEM: locked-memory limit too low and no CAP_IPC_LOCK.
-    #[error(
-        "port {port}: AF_XDP on {ifname}: cannot register a {bytes}-byte UMEM (RLIMIT_MEMLOCK too low without \
-         CAP_IPC_LOCK; raise `ulimit -l` or lower `frames`): {source}"
-    )]
-    Memlock {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The UMEM's size.
-        bytes: u64,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// The kernel has no AF_XDP support (`EAFNOSUPPORT`).
-    #[error("port {port}: AF_XDP on {ifname}: AF_XDP sockets are not supported by this kernel: {source}")]
-    Unsupported {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Native mode was asked for explicitly and the driver refused it.
-    #[error(
-        "port {port}: AF_XDP on {ifname}: native (driver) XDP mode is not supported (use generic or auto): {source}"
-    )]
-    NativeUnsupported {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Zero-copy was asked for and the driver cannot do it.
-    #[error("port {port}: AF_XDP on {ifname}: zero-copy is not supported by the driver (use copy mode): {source}")]
-    ZeroCopyUnsupported {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Another AF_XDP socket is bound to this queue (`EBUSY` for longer than the half second `open` waits for a
-    /// socket closed just before to be released: the kernel releases it from a work queue).
-    #[error("port {port}: AF_XDP on {ifname}: queue {queue_id} is busy (another AF_XDP socket is bound to it)")]
-    QueueBusy {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The queue.
-        queue_id: u32,
-    },
-    /// The XDP program could not be attached.
-    #[error("port {port}: AF_XDP on {ifname}: attaching the XDP program in {mode} mode failed{hint}: {source}")]
-    AttachFailed {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The mode tried.
-        mode: XdpMode,
-        /// What the error most likely means (e.g. another program is attached).
-        hint: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// An explicit mode was asked for but the interface's AF_XDP program runs in the other one (it was attached
-    /// earlier by another socket on the interface and libxdp reuses it).
-    #[error(
-        "port {port}: AF_XDP on {ifname}: asked for {wanted} mode but the interface's XDP program is attached in \
-         {got} mode (by another AF_XDP socket on it)"
-    )]
-    ModeMismatch {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The mode asked for.
-        wanted: XdpMode,
-        /// The mode found.
-        got: XdpMode,
-    },
-    /// Another step failed.
-    #[error("port {port}: AF_XDP on {ifname}: {op}: {source}")]
-    Io {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What was being done.
-        op: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-}
+/// What an AF_XDP socket needs (named in [`OpenFailure::PermissionDenied`]).
+const NEEDS: &str = "CAP_NET_RAW, CAP_NET_ADMIN, CAP_BPF";
 
 /// The kernel's counters for the socket (`XDP_STATISTICS`), read on demand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -421,10 +259,6 @@ const _: fn() = || {
     assert_send::<AfXdpPort>();
 };
 
-fn valid_ifname(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_IFNAME_LEN && !s.bytes().any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
-}
-
 /// The ifindex of `ifname` in the calling thread's namespace, or 0.
 fn ifindex(ifname: &str) -> u32 {
     let Ok(c) = CString::new(ifname) else { return 0 };
@@ -466,13 +300,10 @@ fn errno_of(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
 impl AfXdpPort {
     /// Creates the UMEM, binds an AF_XDP socket to `cfg.ifname` queue `cfg.queue_id`, attaches the XDP program in
     /// the requested mode and fills the fill ring. `port` is the port's name in the switch, used in errors.
-    pub fn open(port: &str, cfg: &AfXdpConfig) -> Result<AfXdpPort, AfXdpError> {
+    pub fn open(port: &str, cfg: &AfXdpConfig) -> Result<AfXdpPort, OpenError> {
         let ifname = cfg.ifname.as_str();
-        let bad =
-            |message: String| AfXdpError::BadConfig { port: port.to_string(), ifname: ifname.to_string(), message };
-        if !valid_ifname(ifname) {
-            return Err(bad(format!("interface name must be 1 to {MAX_IFNAME_LEN} bytes, no NUL, '/' or space")));
-        }
+        let fail = |failure: OpenFailure| OpenError::new(port, Backend::AfXdp, &cfg.ifname, failure);
+        let bad = |message: String| fail(OpenFailure::BadConfig(message));
         if !cfg.frames.is_power_of_two() || cfg.frames < 64 {
             return Err(bad(format!("frames = {} must be a power of two >= 64", cfg.frames)));
         }
@@ -483,18 +314,13 @@ impl AfXdpPort {
         let tx_ring = QueueSize::new(cfg.tx_ring_size).map_err(|e| bad(format!("tx_ring_size: {e}")))?;
         let index = ifindex(ifname);
         if index == 0 {
-            return Err(AfXdpError::NoSuchInterface { port: port.to_string(), ifname: ifname.to_string() });
+            return Err(fail(OpenFailure::NoSuchInterface));
         }
 
         let rx_frames = cfg.frames / 2;
         let tx_frames = cfg.frames - rx_frames;
         let umem_bytes = u64::from(cfg.frames) * u64::from(cfg.frame_size);
-        let io_err = |op: String, source: io::Error| AfXdpError::Io {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            op,
-            source,
-        };
+        let io_err = |op: String, source: io::Error| fail(OpenFailure::Io { op, source });
         // Both powers of two (checked above), so these cannot fail.
         let fill_size = QueueSize::new(rx_frames).map_err(|e| bad(e.to_string()))?;
         let comp_size = QueueSize::new(tx_frames).map_err(|e| bad(e.to_string()))?;
@@ -512,18 +338,13 @@ impl AfXdpPort {
             Umem::new(umem_cfg, frame_count, false).map_err(|e| {
                 let source = errno_of(&e).unwrap_or_else(|| io::Error::other(e.to_string()));
                 match source.raw_os_error() {
-                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) => AfXdpError::Memlock {
-                        port: port.to_string(),
-                        ifname: ifname.to_string(),
-                        bytes: umem_bytes,
-                        source,
-                    },
+                    Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+                        fail(OpenFailure::Memlock { bytes: umem_bytes, source })
+                    }
                     Some(libc::EPERM) | Some(libc::EACCES) => {
-                        AfXdpError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source }
+                        fail(OpenFailure::PermissionDenied { needs: NEEDS, source })
                     }
-                    Some(libc::EAFNOSUPPORT) => {
-                        AfXdpError::Unsupported { port: port.to_string(), ifname: ifname.to_string(), source }
-                    }
+                    Some(libc::EAFNOSUPPORT) => fail(OpenFailure::Unsupported { source }),
                     _ => io_err(format!("creating the UMEM ({e})"), source),
                 }
             })
@@ -578,10 +399,13 @@ impl AfXdpPort {
                 }
                 Err(e) => {
                     let source = errno_of(&e).unwrap_or_else(|| io::Error::other(e.to_string()));
-                    let err = classify_socket_error(port, ifname, cfg, mode, source);
+                    let err = fail(classify_socket_error(ifname, cfg, mode, source));
                     let fall_back = cfg.mode == XdpMode::Auto
                         && mode == XdpMode::Native
-                        && matches!(err, AfXdpError::NativeUnsupported { .. } | AfXdpError::AttachFailed { .. });
+                        && matches!(
+                            err.failure,
+                            OpenFailure::NativeUnsupported { .. } | OpenFailure::AttachFailed { .. }
+                        );
                     if fall_back {
                         tracing::warn!(
                             port, ifname, error = %err,
@@ -610,12 +434,7 @@ impl AfXdpPort {
         };
         if mode != tried {
             if cfg.mode != XdpMode::Auto {
-                return Err(AfXdpError::ModeMismatch {
-                    port: port.to_string(),
-                    ifname: ifname.to_string(),
-                    wanted: cfg.mode,
-                    got: mode,
-                });
+                return Err(fail(OpenFailure::ModeMismatch { wanted: cfg.mode, got: mode }));
             }
             tracing::warn!(port, ifname, "AF_XDP: interface's XDP program was already attached in {mode} mode");
         }
@@ -767,36 +586,31 @@ impl AfXdpPort {
     }
 }
 
-/// Maps an errno from socket creation/bind/attach to an error naming its likely cause.
-fn classify_socket_error(port: &str, ifname: &str, cfg: &AfXdpConfig, mode: XdpMode, source: io::Error) -> AfXdpError {
-    let (port, ifname) = (port.to_string(), ifname.to_string());
+/// Maps an errno from socket creation/bind/attach to a failure naming its likely cause.
+fn classify_socket_error(ifname: &str, cfg: &AfXdpConfig, mode: XdpMode, source: io::Error) -> OpenFailure {
     match source.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => AfXdpError::PermissionDenied { port, ifname, source },
-        Some(libc::EAFNOSUPPORT) => AfXdpError::Unsupported { port, ifname, source },
-        Some(libc::EBUSY) => AfXdpError::QueueBusy { port, ifname, queue_id: cfg.queue_id },
-        Some(libc::EOPNOTSUPP) if cfg.zero_copy => AfXdpError::ZeroCopyUnsupported { port, ifname, source },
-        Some(libc::EOPNOTSUPP) if mode == XdpMode::Native => AfXdpError::NativeUnsupported { port, ifname, source },
-        Some(libc::EEXIST) => AfXdpError::AttachFailed {
+        Some(libc::EPERM) | Some(libc::EACCES) => OpenFailure::PermissionDenied { needs: NEEDS, source },
+        Some(libc::EAFNOSUPPORT) => OpenFailure::Unsupported { source },
+        Some(libc::EBUSY) => OpenFailure::QueueBusy { queue_id: cfg.queue_id },
+        Some(libc::EOPNOTSUPP) if cfg.zero_copy => OpenFailure::ZeroCopyUnsupported { source },
+        Some(libc::EOPNOTSUPP) if mode == XdpMode::Native => OpenFailure::NativeUnsupported { source },
+        Some(libc::EEXIST) => OpenFailure::AttachFailed {
             hint: format!(
                 " (another XDP program is already attached to {ifname}, or one in another mode; \
                  see `ip link show {ifname}`)"
             ),
-            port,
-            ifname,
             mode,
             source,
         },
-        Some(libc::EINVAL) => AfXdpError::AttachFailed {
+        Some(libc::EINVAL) => OpenFailure::AttachFailed {
             hint: format!(" (queue {} out of range for the interface, or flags refused)", cfg.queue_id),
-            port,
-            ifname,
             mode,
             source,
         },
         Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
-            AfXdpError::Memlock { port, ifname, bytes: u64::from(cfg.frames) * u64::from(cfg.frame_size), source }
+            OpenFailure::Memlock { bytes: u64::from(cfg.frames) * u64::from(cfg.frame_size), source }
         }
-        _ => AfXdpError::AttachFailed { port, ifname, mode, hint: String::new(), source },
+        _ => OpenFailure::AttachFailed { mode, hint: String::new(), source },
     }
 }
 
@@ -990,34 +804,35 @@ impl Drop for AfXdpPort {
 mod tests {
     use super::*;
 
+    fn lo() -> IfName {
+        IfName::new("lo").unwrap()
+    }
+
     #[test]
     fn bad_configs_are_refused_before_any_system_call() {
         let mut cfgs = Vec::new();
-        for bad in ["", "0123456789abcdef", "a/b", "a\0b", "a b"] {
-            cfgs.push(AfXdpConfig::new(bad));
-        }
-        let mut c = AfXdpConfig::new("lo");
+        let mut c = AfXdpConfig::new(lo());
         c.frames = 100;
         cfgs.push(c.clone());
         c.frames = 32;
         cfgs.push(c.clone());
-        c = AfXdpConfig::new("lo");
+        c = AfXdpConfig::new(lo());
         c.frame_size = 3000;
         cfgs.push(c.clone());
-        c = AfXdpConfig::new("lo");
+        c = AfXdpConfig::new(lo());
         c.rx_ring_size = 1000;
         cfgs.push(c);
         for cfg in cfgs {
             let err = AfXdpPort::open("p", &cfg).unwrap_err();
-            assert!(matches!(err, AfXdpError::BadConfig { .. }), "{cfg:?}: {err}");
+            assert!(matches!(err.failure, OpenFailure::BadConfig(_)), "{cfg:?}: {err}");
             assert!(err.to_string().contains("port p"), "{err}");
         }
     }
 
     #[test]
     fn missing_interface_is_named() {
-        let err = AfXdpPort::open("p", &AfXdpConfig::new("vsnoexist0")).unwrap_err();
-        assert!(matches!(err, AfXdpError::NoSuchInterface { .. }), "{err}");
+        let err = AfXdpPort::open("p", &AfXdpConfig::new(IfName::new("vsnoexist0").unwrap())).unwrap_err();
+        assert!(matches!(err.failure, OpenFailure::NoSuchInterface), "{err}");
         let msg = err.to_string();
         assert!(msg.contains("port p") && msg.contains("vsnoexist0"), "{msg}");
     }

@@ -3,7 +3,7 @@
 //! offloads hands up to 64 KiB TCP "super-frames" to a packet socket).
 //!
 //! # What it owns
-//! Nothing: [`VnetHdr`] decodes the 10-byte header, [`SuperFrame::plan`] checks a super-frame's headers and
+//! Nothing: [`VnetHdr`] ([`crate::wire::virtio_net_hdr::Repr`]) decodes the 10-byte header, [`SuperFrame::plan`] checks a super-frame's headers and
 //! says how to cut it, [`SuperFrame::write_segment`] writes one segment (headers copied, lengths, IPv4
 //! identification, TCP sequence number and flags patched, IPv4 header and TCP/UDP checksums computed in full)
 //! into a caller's buffer. The caller (the AF_PACKET port) decides where the bytes come from (the receive ring)
@@ -26,68 +26,17 @@
 //!
 //! Threads: pure functions; any thread.
 
-use crate::checksum;
+use crate::wire::checksum::{self, add, sum_long};
+use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
 
-/// Length of `struct virtio_net_hdr` (without `num_buffers`), as `PACKET_VNET_HDR` places it before each frame.
-pub const VNET_HDR_LEN: usize = 10;
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` holds only the pseudo-header sum.
-pub const F_NEEDS_CSUM: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_NONE`.
-pub const GSO_NONE: u8 = 0;
-/// `VIRTIO_NET_HDR_GSO_TCPV4`.
-pub const GSO_TCPV4: u8 = 1;
-/// `VIRTIO_NET_HDR_GSO_UDP` (UFO: IP fragmentation of one datagram; not supported).
-pub const GSO_UDP: u8 = 3;
-/// `VIRTIO_NET_HDR_GSO_TCPV6`.
-pub const GSO_TCPV6: u8 = 4;
-/// `VIRTIO_NET_HDR_GSO_UDP_L4` (`UDP_SEGMENT`: a train of datagrams).
-pub const GSO_UDP_L4: u8 = 5;
-/// `VIRTIO_NET_HDR_GSO_ECN`, or-ed into the type for TCP with ECN.
-pub const GSO_ECN: u8 = 0x80;
+pub use crate::wire::virtio_net_hdr::{
+    Repr as VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4,
+    HEADER_LEN as VNET_HDR_LEN,
+};
+
 /// Longest header block (Ethernet, two VLAN tags, IPv4 with options, TCP with options) a super-frame may have.
-pub const MAX_HEADERS: usize = 14 + 8 + 60 + 60;
-
-/// A decoded `struct virtio_net_hdr` (fields in host byte order, as the kernel writes them for a packet socket on
-/// a little-endian or legacy host).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct VnetHdr {
-    /// `VIRTIO_NET_HDR_F_*`.
-    pub flags: u8,
-    /// `VIRTIO_NET_HDR_GSO_*`, possibly with [`GSO_ECN`].
-    pub gso_type: u8,
-    /// Length of the headers (advisory; not trusted here).
-    pub hdr_len: u16,
-    /// Payload bytes per segment (the MSS for TCP).
-    pub gso_size: u16,
-    /// Where the partial checksum's coverage starts, from the start of the frame as the kernel saw it.
-    pub csum_start: u16,
-    /// Offset of the checksum field from `csum_start`.
-    pub csum_offset: u16,
-}
-
-impl VnetHdr {
-    /// Decodes the header's 10 bytes.
-    pub fn parse(b: &[u8; VNET_HDR_LEN]) -> VnetHdr {
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        VnetHdr { flags: b[0], gso_type: b[1], hdr_len: u(2), gso_size: u(4), csum_start: u(6), csum_offset: u(8) }
-    }
-
-    /// Encodes the header (for tests and for building frames to send).
-    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
-        let mut b = [0u8; VNET_HDR_LEN];
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        for (i, v) in [(2, self.hdr_len), (4, self.gso_size), (6, self.csum_start), (8, self.csum_offset)] {
-            b[i..i + 2].copy_from_slice(&v.to_ne_bytes());
-        }
-        b
-    }
-
-    /// True if the frame is a super-frame to segment (any GSO type other than none).
-    pub fn is_gso(&self) -> bool {
-        self.gso_type & !GSO_ECN != GSO_NONE
-    }
-}
+pub const MAX_HEADERS: usize =
+    ethernet::HEADER_LEN + 2 * crate::wire::vlan::HEADER_LEN + ipv4::MAX_HEADER_LEN + tcp::MAX_HEADER_LEN;
 
 /// Why a super-frame cannot be segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -129,37 +78,6 @@ pub struct SuperFrame {
     pseudo: u16,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// [`checksum::sum`] eight bytes at a time (a 64-bit one's-complement sum folds to the same 16-bit sum), about
-/// four times faster on a 1500-byte segment: this is the per-byte cost of segmentation.
-#[inline]
-pub fn sum(data: &[u8]) -> u16 {
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let (s, carry) = acc.overflowing_add(u64::from_be_bytes(c.try_into().expect("8 bytes")));
-        acc = s + u64::from(carry);
-    }
-    // The remainder starts at an even offset, so its 16-bit sum adds in directly.
-    let (s, carry) = acc.overflowing_add(u64::from(checksum::sum(chunks.remainder())));
-    acc = s + u64::from(carry);
-    acc = (acc >> 32) + (acc & 0xffff_ffff);
-    acc = (acc >> 32) + (acc & 0xffff_ffff);
-    acc = (acc >> 16) + (acc & 0xffff);
-    acc = (acc >> 16) + (acc & 0xffff);
-    acc as u16
-}
-
-/// One's-complement addition of two folded sums.
-#[inline]
-fn add(a: u16, b: u16) -> u16 {
-    let s = u32::from(a) + u32::from(b);
-    ((s & 0xffff) + (s >> 16)) as u16
-}
-
 impl SuperFrame {
     /// Checks a super-frame and plans its segmentation. `head` holds the frame's first bytes (at least all its
     /// headers; [`MAX_HEADERS`] is always enough, fewer if the frame is shorter), `frame_len` is the whole
@@ -173,58 +91,48 @@ impl SuperFrame {
             other => return Err(GsoError::Unsupported(other)),
         };
         let bad = GsoError::Malformed;
-        let mut off = 12;
-        let mut ethertype = be16(head, off).ok_or(bad)?;
-        let mut tags = 0;
-        while (ethertype == 0x8100 || ethertype == 0x88a8) && tags < 2 {
-            off += 4;
-            tags += 1;
-            ethertype = be16(head, off).ok_or(bad)?;
-        }
-        let l3 = off + 2;
-        let proto = if tcp { 6 } else { 17 };
+        let eth = ethernet::Packet::new_checked(head).map_err(|_| bad)?;
+        let ethernet::Layer3 { ethertype, offset: l3, .. } = eth.layer3().ok_or(bad)?;
+        let proto = if tcp { ip_proto::TCP } else { ip_proto::UDP };
         let (ipv4, l4, id0, pseudo) = match ethertype {
-            0x0800 if want_v4 => {
-                let vihl = *head.get(l3).ok_or(bad)?;
-                let ihl = usize::from(vihl & 0x0f) * 4;
-                let (total, id, frag) =
-                    (be16(head, l3 + 2).ok_or(bad)?, be16(head, l3 + 4).ok_or(bad)?, be16(head, l3 + 6).ok_or(bad)?);
-                let addrs = head.get(l3 + 12..l3 + 20).ok_or(bad)?;
-                if vihl >> 4 != 4
-                    || ihl < 20
-                    || usize::from(total) != frame_len.saturating_sub(l3)
-                    || frag & 0x3fff != 0
-                    || head.get(l3 + 9) != Some(&proto)
+            ethertype::IPV4 if want_v4 => {
+                let ip = ipv4::Header::at(head, l3).ok_or(bad)?;
+                let ihl = ip.header_len();
+                if ip.version() != 4
+                    || ihl < ipv4::HEADER_LEN
+                    || usize::from(ip.total_len()) != frame_len.saturating_sub(l3)
+                    || ip.is_fragment()
+                    || ip.protocol() != proto
                 {
                     return Err(bad);
                 }
-                (true, l3 + ihl, id, add(checksum::sum(addrs), u16::from(proto)))
+                (true, l3 + ihl, ip.ident(), checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), proto, 0))
             }
-            0x86dd if want_v6 => {
-                let plen = be16(head, l3 + 4).ok_or(bad)?;
-                let addrs = head.get(l3 + 8..l3 + 40).ok_or(bad)?;
-                if head[l3] >> 4 != 6
-                    || usize::from(plen) != frame_len.saturating_sub(l3 + 40)
-                    || head.get(l3 + 6) != Some(&proto)
+            ethertype::IPV6 if want_v6 => {
+                let ip = ipv6::Header::at(head, l3).ok_or(bad)?;
+                if ip.version() != 6
+                    || usize::from(ip.payload_len()) != frame_len.saturating_sub(l3 + ipv6::HEADER_LEN)
+                    || ip.next_header() != proto
                 {
                     return Err(bad);
                 }
-                (false, l3 + 40, 0, add(checksum::sum(addrs), u16::from(proto)))
+                let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), proto, 0);
+                (false, l3 + ipv6::HEADER_LEN, 0, pseudo)
             }
             _ => return Err(bad),
         };
         let (hdr_len, seq0, flags) = if tcp {
-            let doff = usize::from(*head.get(l4 + 12).ok_or(bad)? >> 4) * 4;
-            let seq = u32::from_be_bytes(head.get(l4 + 4..l4 + 8).ok_or(bad)?.try_into().map_err(|_| bad)?);
-            if doff < 20 {
+            let t = tcp::Header::at(head, l4).ok_or(bad)?;
+            if t.header_len() < tcp::HEADER_LEN {
                 return Err(bad);
             }
-            (l4 + doff, seq, *head.get(l4 + 13).ok_or(bad)?)
+            (l4 + t.header_len(), t.seq_number(), t.flags())
         } else {
-            if usize::from(be16(head, l4 + 4).ok_or(bad)?) != frame_len.saturating_sub(l4) {
+            let u = udp::Header::at(head, l4).ok_or(bad)?;
+            if usize::from(u.length()) != frame_len.saturating_sub(l4) {
                 return Err(bad);
             }
-            (l4 + 8, 0, 0)
+            (l4 + udp::HEADER_LEN, 0, 0)
         };
         let mss = usize::from(vnet.gso_size);
         if hdr_len > head.len() || hdr_len >= frame_len || mss == 0 {
@@ -259,39 +167,43 @@ impl SuperFrame {
         out[h..].copy_from_slice(payload);
         let l4_len = len - l4;
         if self.ipv4 {
-            out[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
-            out[l3 + 4..l3 + 6].copy_from_slice(&self.id0.wrapping_add(index as u16).to_be_bytes());
-            out[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-            let c = checksum::checksum(&out[l3..l4]);
-            out[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            let mut ip = ipv4::Packet::new_unchecked(&mut out[l3..l4]);
+            ip.set_total_len((len - l3) as u16);
+            ip.set_ident(self.id0.wrapping_add(index as u16));
+            ip.fill_checksum();
         } else {
-            out[l3 + 4..l3 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ipv6::Packet::new_unchecked(&mut out[l3..l4]).set_payload_len(l4_len as u16);
         }
-        let field = if self.tcp {
-            let seq = self.seq0.wrapping_add((index * self.mss) as u32);
-            out[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let seg = &mut out[l4..];
+        if self.tcp {
+            let mut t = tcp::Packet::new_unchecked(&mut seg[..]);
+            t.set_seq_number(self.seq0.wrapping_add((index * self.mss) as u32));
             let mut flags = self.flags;
             if index != 0 {
-                flags &= !0x80; // CWR
+                flags &= !tcp::flags::CWR;
             }
             if index + 1 != self.segments() {
-                flags &= !(0x01 | 0x08); // FIN, PSH
+                flags &= !(tcp::flags::FIN | tcp::flags::PSH);
             }
-            out[l4 + 13] = flags;
-            l4 + 16
+            t.set_flags(flags);
+            t.set_checksum(0);
         } else {
-            out[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            l4 + 6
-        };
-        out[field..field + 2].copy_from_slice(&[0, 0]);
-        let mut sum = add(self.pseudo, sum(&out[l4..]));
+            let mut u = udp::Packet::new_unchecked(&mut seg[..]);
+            u.set_length(l4_len as u16);
+            u.set_checksum(0);
+        }
+        let mut sum = add(self.pseudo, sum_long(seg));
         // The pseudo-header's length: 16 bits for IPv4, 32 for IPv6 (an l4_len < 64 KiB has a zero upper half).
         sum = add(sum, l4_len as u16);
         let mut check = !sum;
-        if !self.tcp && check == 0 {
-            check = 0xffff; // 0 means "no checksum" in UDP
+        if self.tcp {
+            tcp::Packet::new_unchecked(seg).set_checksum(check);
+        } else {
+            if check == 0 {
+                check = 0xffff; // 0 means "no checksum" in UDP
+            }
+            udp::Packet::new_unchecked(seg).set_checksum(check);
         }
-        out[field..field + 2].copy_from_slice(&check.to_be_bytes());
         len
     }
 }
@@ -307,11 +219,54 @@ pub fn complete_checksum(frame: &mut [u8], csum_start: usize, csum_offset: usize
     if field + 2 > frame.len() || !csum_offset.is_multiple_of(2) || csum_offset == SCTP_CRC_OFFSET {
         return false;
     }
-    let mut check = !sum(&frame[csum_start..]);
+    let mut check = !sum_long(&frame[csum_start..]);
     if check == 0 {
         check = 0xffff;
     }
     frame[field..field + 2].copy_from_slice(&check.to_be_bytes());
+    true
+}
+
+/// Completes the partial (pseudo-header only) TCP or UDP checksum of an Ethernet frame, as the kernel's
+/// `skb_checksum_help` does, finding the transport header by parsing (for when the `virtio_net_hdr` offsets do
+/// not fit the frame): the one's-complement sum over the L4 header and payload (whose checksum field holds the
+/// pseudo-header sum) is folded, inverted and stored. Handles up to two VLAN tags, IPv4 (not fragmented) and
+/// IPv6 without extension headers. Returns false, changing nothing, for anything else or any malformed or
+/// truncated frame.
+pub fn complete_partial_checksum(frame: &mut [u8]) -> bool {
+    let Some(l3) = ethernet::Packet::new_checked(&*frame).ok().and_then(|e| e.layer3()) else { return false };
+    let (proto, l4, end) = match l3.ethertype {
+        ethertype::IPV4 => {
+            let Some(ip) = ipv4::Header::at(frame, l3.offset) else { return false };
+            let (ihl, total) = (ip.header_len(), usize::from(ip.total_len()));
+            if ip.version() != 4 || ihl < ipv4::HEADER_LEN || total < ihl || ip.is_fragment() {
+                return false;
+            }
+            (ip.protocol(), l3.offset + ihl, l3.offset + total)
+        }
+        ethertype::IPV6 => {
+            let Some(ip) = ipv6::Header::at(frame, l3.offset) else { return false };
+            if ip.version() != 6 {
+                return false;
+            }
+            let l4 = l3.offset + ipv6::HEADER_LEN;
+            (ip.next_header(), l4, l4 + usize::from(ip.payload_len()))
+        }
+        _ => return false,
+    };
+    let Some(seg) = frame.get_mut(l4..end) else { return false };
+    match proto {
+        ip_proto::TCP if tcp::Packet::new_unchecked(&*seg).holds_checksum() => {
+            let check = !sum_long(seg);
+            tcp::Packet::new_unchecked(seg).set_checksum(check);
+        }
+        ip_proto::UDP if udp::Packet::new_unchecked(&*seg).holds_checksum() => {
+            let check = !sum_long(seg);
+            // 0 means "no checksum" in UDP.
+            udp::Packet::new_unchecked(seg).set_checksum(if check == 0 { 0xffff } else { check });
+        }
+        _ => return false,
+    }
     true
 }
 
@@ -321,7 +276,7 @@ mod tests {
     use crate::wire::builder::{pattern, with_vlan, Ipv4Opts, Ipv4Spec, TcpFlags, TcpSegment};
     use crate::wire::MacAddr;
     use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
@@ -397,8 +352,9 @@ mod tests {
     fn tcpv4_with_10k_payload_becomes_mss_sized_segments() {
         // CWR + PSH + FIN + ACK on the super-frame (as a sender may set them).
         let mut frame = spec().tcp(TcpSegment::new(40000, 80, TcpFlags::ACK).seq(0xffff_f000).ack(77), 10_000);
-        frame[14 + 20 + 13] |= 0x80 | 0x08 | 0x01;
-        frame[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&[0x12, 0x34]); // a partial checksum: ignored
+        let mut t = tcp::Packet::new_unchecked(&mut frame[34..]);
+        t.set_flags(t.flags() | tcp::flags::CWR | tcp::flags::PSH | tcp::flags::FIN);
+        t.set_checksum(0x1234); // a partial checksum: ignored
         let segs = segment_all(&frame, &gso(GSO_TCPV4, MSS));
         assert_eq!(segs.len(), 7, "10000 / 1448 rounded up");
         let parsed = check_segments(&segs, 54);
@@ -410,9 +366,10 @@ mod tests {
             assert!(s.len() <= 1514, "fits a 1500-byte MTU");
             assert_eq!(*seq, 0xffff_f000u32.wrapping_add((i * 1448) as u32), "sequence wraps");
             assert_eq!(*flags, (i == 0, i == 6, i == 6), "CWR first only, PSH/FIN last only");
-            assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0xfffeu16.wrapping_add(i as u16), "IPv4 id");
+            let ip = ipv4::Header::at(s, 14).unwrap();
+            assert_eq!(ip.ident(), 0xfffeu16.wrapping_add(i as u16), "IPv4 id");
             assert_eq!(s[..12], frame[..12]);
-            assert_eq!(u32::from_be_bytes(s[42..46].try_into().unwrap()), 77, "ack kept");
+            assert_eq!(tcp::Header::at(s, 34).unwrap().ack_number(), 77, "ack kept");
             joined.extend_from_slice(payload);
         }
         assert_eq!(joined, pattern(10_000), "concatenated payloads equal the original");
@@ -446,7 +403,8 @@ mod tests {
         let segs = segment_all(&tagged, &gso(GSO_TCPV4, 1000));
         assert_eq!(segs.len(), 3);
         for s in &segs {
-            assert_eq!(s[12..16], tagged[12..16], "tag kept");
+            let tag = |f: &[u8]| ethernet::Packet::new_checked(f).unwrap().payload()[..4].to_vec();
+            assert_eq!(tag(s), tag(&tagged), "tag kept");
             let p = SlicedPacket::from_ethernet(s).unwrap();
             let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport) else { panic!() };
             let h = ip.header().to_header();
@@ -493,16 +451,73 @@ mod tests {
         }
     }
 
+    /// Replaces a frame's TCP or UDP checksum with the pseudo-header sum, as a sender with checksum offload
+    /// leaves it.
+    fn make_partial(frame: &mut [u8]) {
+        let p = crate::packet::parse(frame).expect("a valid frame");
+        let (l3, l4, end) = (usize::from(p.l3), usize::from(p.l4), usize::from(p.l3_end));
+        let pseudo = if p.ethertype == ethertype::IPV4 {
+            let ip = ipv4::Header::at(frame, l3).unwrap();
+            checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), (end - l4) as u16)
+        } else {
+            let ip = ipv6::Header::at(frame, l3).unwrap();
+            checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), u32::from(ip.payload_len()))
+        };
+        let l4 = if p.l4 == 0 { l3 + ipv6::HEADER_LEN } else { l4 };
+        let seg = &mut frame[l4..];
+        match p.ip_proto {
+            ip_proto::TCP => tcp::Packet::new_unchecked(seg).set_checksum(pseudo),
+            _ => udp::Packet::new_unchecked(seg).set_checksum(pseudo),
+        }
+    }
+
     #[test]
-    fn fast_sum_equals_the_reference_sum() {
-        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for start in 0..9 {
-            for len in (0..200).chain([1499, 1500, 1501, 2991]) {
-                let d = &data[start..start + len];
-                assert_eq!(sum(d), checksum::sum(d), "start {start} len {len}");
+    fn completes_ipv4_udp_and_tcp_and_vlan_tagged() {
+        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let u = crate::wire::builder::udp(A, B, ia, ib, 1000, 53, 37);
+        let t = crate::wire::builder::tcp(A, B, ia, ib, TcpSegment::new(1000, 80, TcpFlags::SYN).seq(9), 11);
+        for good in [u.clone(), t.clone(), with_vlan(&u, 7), with_vlan(&with_vlan(&t, 7), 9)] {
+            let mut f = good.clone();
+            make_partial(&mut f);
+            assert_ne!(f, good, "the partial checksum differs from the full one");
+            assert!(complete_partial_checksum(&mut f));
+            assert_eq!(f, good);
+        }
+    }
+
+    #[test]
+    fn completes_ipv6_udp() {
+        let spec = crate::wire::builder::Ipv6Spec::new(A, B, Ipv6Addr::LOCALHOST, "2001:db8::2".parse().unwrap());
+        let good = spec.udp(5000, 6000, 21);
+        let mut f = good.clone();
+        // IPv6 frames keep l4 = 0 in Parsed: make_partial finds the UDP header after the fixed header.
+        make_partial(&mut f);
+        assert_ne!(f, good);
+        assert!(complete_partial_checksum(&mut f));
+        assert_eq!(f, good);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_complete_without_panicking() {
+        let (ia, ib) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let u = crate::wire::builder::udp(A, B, ia, ib, 1000, 53, 37);
+        // Every truncation of a valid frame: never panics; short ones are refused unchanged.
+        for cut in 0..u.len() {
+            let mut f = u[..cut].to_vec();
+            let before = f.clone();
+            if !complete_partial_checksum(&mut f) {
+                assert_eq!(f, before);
             }
         }
-        assert_eq!(sum(&[0xff; 4096]), checksum::sum(&[0xff; 4096]), "carries");
+        let mut frag = u.clone();
+        ipv4::Packet::new_unchecked(&mut frag[ethernet::HEADER_LEN..]).set_flags_frag(ipv4::flags::MF);
+        assert!(!complete_partial_checksum(&mut frag));
+        let mut icmp = u.clone();
+        ipv4::Packet::new_unchecked(&mut icmp[ethernet::HEADER_LEN..]).set_protocol(ip_proto::ICMP);
+        assert!(!complete_partial_checksum(&mut icmp));
+        let mut arp = u;
+        ethernet::Packet::new_unchecked(&mut arp[..]).set_ethertype(ethertype::ARP);
+        assert!(!complete_partial_checksum(&mut arp));
     }
 
     #[test]
@@ -513,10 +528,7 @@ mod tests {
         assert!(!VnetHdr { gso_type: GSO_ECN, ..v }.is_gso());
         let good = spec().udp(1, 2, 33);
         let mut f = good.clone();
-        // The pseudo-header sum, as a sender with checksum offload leaves it.
-        let mut pseudo = f[26..34].to_vec();
-        pseudo.extend_from_slice(&[0, 17, 0, 41]);
-        f[40..42].copy_from_slice(&checksum::sum(&pseudo).to_be_bytes());
+        make_partial(&mut f);
         assert_ne!(f, good);
         assert!(complete_checksum(&mut f, 34, 6));
         assert_eq!(f, good);

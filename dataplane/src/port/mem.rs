@@ -8,7 +8,8 @@
 
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use std::collections::VecDeque;
 
 /// What a [`MemPort`] does with transmitted frames.

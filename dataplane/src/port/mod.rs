@@ -13,39 +13,32 @@
 //! - A frame a port cannot accept on receive (longer than a buffer) is dropped by the port and counted in
 //!   [`PortStats::rx_dropped`].
 //!
+//! # Opening
+//! The back-ends on kernel interfaces take an [`IfName`] (checked once) and fail with one error type,
+//! [`OpenError`] ([`open`]). [`any::AnyPort`] is every back-end as one type, and [`any::open_port`] opens the
+//! queues of a configured port with the back-end its kind names.
+//!
 //! Threads: a port is owned by one worker at a time and is `Send` but not shared.
 
 pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
+pub mod any;
 pub mod gso;
 pub mod mem;
+pub mod open;
 pub mod pcap;
 pub mod tap;
 
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
-use serde::{Deserialize, Serialize};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 
-/// A port's index in the switch's port table.
-pub type PortId = u16;
+pub use crate::ids::PortId;
+pub use open::{Backend, OpenError, OpenFailure};
 
-/// What a port counts about its own I/O (what the switch decided is counted by the pipeline).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortStats {
-    /// Frames received and handed to the switch.
-    pub rx_packets: u64,
-    /// Bytes of those frames.
-    pub rx_bytes: u64,
-    /// Frames the port received but could not hand over (longer than a buffer).
-    pub rx_dropped: u64,
-    /// Frames sent.
-    pub tx_packets: u64,
-    /// Bytes of those frames.
-    pub tx_bytes: u64,
-    /// Frames given to the port that it could not send.
-    pub tx_dropped: u64,
-}
+/// What a port counts about its own I/O; defined with the control protocol, which carries it as it is.
+pub use vswitch_api::proto::PortStats;
 
 /// An error from a port's I/O that is not about a single frame (a file or socket failing).
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +64,12 @@ pub enum PortError {
     },
 }
 
-/// True when `ifname` can name a Linux interface: 1 to [`tap::MAX_IFNAME_LEN`] bytes, no NUL or '/'. Checked
-/// before any system call by the back-ends that take an interface name.
-pub(crate) fn valid_ifname(ifname: &str) -> bool {
-    !ifname.is_empty() && ifname.len() <= tap::MAX_IFNAME_LEN && !ifname.bytes().any(|b| b == 0 || b == b'/')
-}
+/// A Linux interface name, valid by construction: the back-ends on kernel interfaces take one, so a name is
+/// checked once (by the configuration, or by whoever makes the `IfName`), never by each back-end.
+pub use vswitch_api::ifname::{BadIfName, IfName};
+
+// The contract's limit is the kernel's: IFNAMSIZ minus the terminating NUL.
+const _: () = assert!(IfName::MAX_LEN == libc::IFNAMSIZ - 1);
 
 /// A source and sink of frames. See the module documentation for who owns a buffer when.
 pub trait Port {

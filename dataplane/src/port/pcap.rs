@@ -7,7 +7,8 @@
 
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 use std::collections::VecDeque;

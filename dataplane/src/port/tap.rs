@@ -43,23 +43,21 @@
 //!
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the libc calls below.
 
-use super::{Port, PortError, PortStats};
+use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos};
+use crate::buffer::{BufPool, Frame};
+use crate::ids::Nanos;
 use crate::wire::MacAddr;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
 
-/// Longest interface name Linux accepts (`IFNAMSIZ` - 1 for the terminating NUL).
-pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
-
 /// How to open a tap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TapConfig {
-    /// The interface name (at most [`MAX_IFNAME_LEN`] bytes).
-    pub ifname: String,
+    /// The interface name.
+    pub ifname: IfName,
     /// Open with `IFF_MULTI_QUEUE` (each [`TapPort`] opened on the same name is then one more queue).
     pub multi_queue: bool,
     /// Set this MTU on the interface.
@@ -70,68 +68,13 @@ pub struct TapConfig {
 
 impl TapConfig {
     /// A single-queue tap named `ifname`, default MTU, in the current namespace.
-    pub fn new(ifname: impl Into<String>) -> Self {
-        TapConfig { ifname: ifname.into(), multi_queue: false, mtu: None, netns: None }
+    pub fn new(ifname: IfName) -> Self {
+        TapConfig { ifname, multi_queue: false, mtu: None, netns: None }
     }
 }
 
-/// Why a tap could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum TapError {
-    /// The interface name is empty, too long, or contains a NUL or '/'.
-    #[error("port {port}: tap name {ifname:?} is invalid (1 to {MAX_IFNAME_LEN} bytes, no NUL or '/')")]
-    BadName {
-        /// The port's name.
-        port: String,
-        /// The refused interface name.
-        ifname: String,
-    },
-    /// The name is taken: a single-queue tap of that name is already open (`EBUSY`), or an interface of that
-    /// name exists that is not a tap with the requested flags (`EINVAL`, e.g. a veth, or a multi-queue mismatch).
-    #[error("port {port}: tap {ifname} is busy (already open, or the name belongs to an incompatible interface)")]
-    Busy {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-    },
-    /// The process may not create taps (needs CAP_NET_ADMIN and access to /dev/net/tun).
-    #[error("port {port}: tap {ifname}: permission denied (needs CAP_NET_ADMIN and /dev/net/tun): {source}")]
-    PermissionDenied {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Another system call failed.
-    #[error("port {port}: tap {ifname}: {op}: {source}")]
-    Io {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// What was being done.
-        op: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Moving the interface into a network namespace failed.
-    #[error("port {port}: tap {ifname}: moving into netns {netns}: {message}")]
-    Netns {
-        /// The port's name.
-        port: String,
-        /// The interface name.
-        ifname: String,
-        /// The namespace name.
-        netns: String,
-        /// What went wrong (the `ip` tool's message).
-        message: String,
-    },
-}
+/// What creating a tap needs (named in [`OpenFailure::PermissionDenied`]).
+const NEEDS: &str = "CAP_NET_ADMIN and /dev/net/tun";
 
 /// A tap interface as a port. See the module documentation.
 #[derive(Debug)]
@@ -166,17 +109,11 @@ fn run_ip(args: &[&str]) -> Result<(), String> {
 impl TapPort {
     /// Creates (or attaches to) the tap `cfg.ifname`, sets it non-blocking, applies the MTU, brings it up and
     /// optionally moves it into `cfg.netns`. `port` is the port's name in the switch, used in errors.
-    pub fn open(port: &str, cfg: &TapConfig) -> Result<TapPort, TapError> {
+    pub fn open(port: &str, cfg: &TapConfig) -> Result<TapPort, OpenError> {
         let ifname = cfg.ifname.as_str();
-        let io_err = |op: &'static str, source: io::Error| TapError::Io {
-            port: port.to_string(),
-            ifname: ifname.to_string(),
-            op,
-            source,
-        };
-        if !super::valid_ifname(ifname) {
-            return Err(TapError::BadName { port: port.to_string(), ifname: ifname.to_string() });
-        }
+        let fail = |failure: OpenFailure| OpenError::new(port, Backend::Tap, &cfg.ifname, failure);
+        let io_err = |op: &'static str, source: io::Error| fail(OpenFailure::Io { op: op.to_string(), source });
+        let denied = |source: io::Error| fail(OpenFailure::PermissionDenied { needs: NEEDS, source });
 
         let path: &CStr = c"/dev/net/tun";
         // SAFETY: `path` is a valid NUL-terminated string; open has no other memory effects.
@@ -184,9 +121,7 @@ impl TapPort {
         if raw < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EACCES) | Some(libc::EPERM) => {
-                    TapError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source: e }
-                }
+                Some(libc::EACCES) | Some(libc::EPERM) => denied(e),
                 _ => io_err("open /dev/net/tun", e),
             });
         }
@@ -204,12 +139,8 @@ impl TapPort {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EBUSY) | Some(libc::EINVAL) => {
-                    TapError::Busy { port: port.to_string(), ifname: ifname.to_string() }
-                }
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    TapError::PermissionDenied { port: port.to_string(), ifname: ifname.to_string(), source: e }
-                }
+                Some(libc::EBUSY) | Some(libc::EINVAL) => fail(OpenFailure::Busy),
+                Some(libc::EPERM) | Some(libc::EACCES) => denied(e),
                 _ => io_err("TUNSETIFF", e),
             });
         }
@@ -222,7 +153,7 @@ impl TapPort {
         }
         // SAFETY: `sraw` is a fresh fd we own.
         let sock = unsafe { OwnedFd::from_raw_fd(sraw) };
-        let sioc = |req: libc::c_ulong, ifr: &mut libc::ifreq, op: &'static str| -> Result<(), TapError> {
+        let sioc = |req: libc::c_ulong, ifr: &mut libc::ifreq, op: &'static str| -> Result<(), OpenError> {
             // SAFETY: the SIOC{G,S}IF* requests used here read/write one `struct ifreq`, which `ifr` points to.
             let rc = unsafe { libc::ioctl(sock.as_raw_fd(), req as _, ifr as *mut libc::ifreq) };
             if rc < 0 {
@@ -256,12 +187,7 @@ impl TapPort {
         drop(sock);
 
         if let Some(ns) = &cfg.netns {
-            let netns_err = |message: String| TapError::Netns {
-                port: port.to_string(),
-                ifname: ifname.to_string(),
-                netns: ns.clone(),
-                message,
-            };
+            let netns_err = |message: String| fail(OpenFailure::Netns { netns: ns.clone(), message });
             if ns.is_empty() || ns.contains('/') || ns.starts_with('.') {
                 return Err(netns_err("invalid namespace name".to_string()));
             }
@@ -387,19 +313,5 @@ impl Port for TapPort {
 
     fn rx_fd(&self) -> Option<RawFd> {
         Some(self.fd.as_raw_fd())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_names_are_refused_before_any_system_call() {
-        for bad in ["", "0123456789abcdef", "a/b", "a\0b"] {
-            let err = TapPort::open("p", &TapConfig::new(bad)).unwrap_err();
-            assert!(matches!(err, TapError::BadName { .. }), "{bad:?}: {err}");
-            assert!(err.to_string().contains("port p"), "{err}");
-        }
     }
 }

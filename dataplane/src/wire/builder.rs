@@ -1,7 +1,9 @@
 //! Frame builders for fixtures and generators: whole, valid Ethernet frames with correct checksums.
 //!
-//! IP, UDP, TCP and ICMP are written by etherparse's `PacketBuilder` and ARP by smoltcp's `ArpRepr`; this module
-//! only chooses the fields. Conventions shared by every builder:
+//! Ethernet, VLAN tags and ARP are written through this crate's views ([`super::ethernet`], [`super::vlan`],
+//! [`super::arp`]); IP, UDP, TCP and ICMP by etherparse's `PacketBuilder` — on purpose an independent
+//! implementation, so fixtures cross-check the views and the stages that read them. This module only chooses
+//! the fields. Conventions shared by every builder:
 //!
 //! - Frames carry no FCS and are zero-padded to [`MIN_FRAME_LEN`] (60) bytes.
 //! - `payload_len` counts the bytes after the last header (after the UDP / TCP / ICMP header; after the Ethernet
@@ -27,12 +29,8 @@
 //! fit one IP packet (more than 65 535 bytes with its headers) — a bug in the caller; the `vswitch-pcap`
 //! generator checks sizes before calling.
 
-use super::{ethertype, MacAddr};
-use etherparse::{
-    EtherType, Ethernet2Header, Icmpv4Type, IpHeaders, Ipv4Extensions, Ipv4Header, PacketBuilder, SingleVlanHeader,
-    TcpHeader, VlanId, VlanPcp,
-};
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
+use super::{arp as arp_view, ethernet, ethertype, vlan, MacAddr};
+use etherparse::{Icmpv4Type, IpHeaders, Ipv4Extensions, Ipv4Header, PacketBuilder, TcpHeader};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::{BitOr, BitOrAssign};
@@ -40,11 +38,11 @@ use std::ops::{BitOr, BitOrAssign};
 /// Shortest Ethernet frame without FCS; builders pad up to it.
 pub const MIN_FRAME_LEN: usize = 60;
 /// Ethernet II header length (two MACs and the EtherType).
-pub const ETH_HEADER_LEN: usize = 14;
+pub const ETH_HEADER_LEN: usize = ethernet::HEADER_LEN;
 /// Length of an 802.1Q tag.
-pub const VLAN_TAG_LEN: usize = 4;
+pub const VLAN_TAG_LEN: usize = vlan::HEADER_LEN;
 /// Length of an ARP message for Ethernet/IPv4.
-pub const ARP_LEN: usize = 28;
+pub const ARP_LEN: usize = arp_view::HEADER_LEN;
 /// TCP window advertised by [`tcp`].
 pub const TCP_WINDOW: u16 = 65535;
 
@@ -63,30 +61,31 @@ fn pad(mut frame: Vec<u8>) -> Vec<u8> {
 
 /// An Ethernet II frame `dst`, `src`, `ethertype` carrying `payload`, zero-padded to 60 bytes.
 pub fn eth(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let header = Ethernet2Header { destination: dst.0, source: src.0, ether_type: EtherType(ethertype) };
-    let mut frame = Vec::with_capacity((ETH_HEADER_LEN + payload.len()).max(MIN_FRAME_LEN));
-    frame.extend_from_slice(&header.to_bytes());
-    frame.extend_from_slice(payload);
+    let mut frame = vec![0u8; ETH_HEADER_LEN + payload.len()];
+    let mut e = ethernet::Packet::new_unchecked(&mut frame[..]);
+    e.set_dst_addr(dst);
+    e.set_src_addr(src);
+    e.set_ethertype(ethertype);
+    e.payload_mut().copy_from_slice(payload);
     pad(frame)
 }
 
 /// `frame` with an 802.1Q tag (priority 0) for VLAN `vid` inserted after the MAC addresses. Only the low 12 bits
 /// of `vid` are used. A frame shorter than an Ethernet header is returned unchanged.
 pub fn with_vlan(frame: &[u8], vid: u16) -> Vec<u8> {
-    let Some(inner_type) = frame.get(12..14) else {
+    let Ok(inner) = ethernet::Packet::new_checked(frame) else {
         return frame.to_vec();
     };
-    let tag = SingleVlanHeader {
-        pcp: VlanPcp::ZERO,
-        drop_eligible_indicator: false,
-        vlan_id: VlanId::try_new(vid & VlanId::MAX_U16).unwrap_or(VlanId::ZERO),
-        ether_type: EtherType(u16::from_be_bytes([inner_type[0], inner_type[1]])),
-    };
-    let mut out = Vec::with_capacity(frame.len() + VLAN_TAG_LEN);
-    out.extend_from_slice(&frame[..12]);
-    out.extend_from_slice(&ethertype::VLAN.to_be_bytes());
-    out.extend_from_slice(&tag.to_bytes());
-    out.extend_from_slice(&frame[14..]);
+    let mut out = vec![0u8; frame.len() + VLAN_TAG_LEN];
+    let mut e = ethernet::Packet::new_unchecked(&mut out[..]);
+    e.set_dst_addr(inner.dst_addr());
+    e.set_src_addr(inner.src_addr());
+    e.set_ethertype(ethertype::VLAN);
+    let mut tag = vlan::Packet::new_unchecked(e.payload_mut());
+    tag.set_tci(0);
+    tag.set_vid(vid);
+    tag.set_ethertype(inner.ethertype());
+    out[ETH_HEADER_LEN + VLAN_TAG_LEN..].copy_from_slice(inner.payload());
     out
 }
 
@@ -116,18 +115,18 @@ pub struct Arp {
 
 /// A frame to `eth_dst` from `msg.sender_mac` carrying the ARP message `msg`.
 pub fn arp(eth_dst: MacAddr, msg: &Arp) -> Vec<u8> {
-    let repr = ArpRepr::EthernetIpv4 {
+    let repr = arp_view::Repr {
         operation: match msg.op {
-            ArpOp::Request => ArpOperation::Request,
-            ArpOp::Reply => ArpOperation::Reply,
+            ArpOp::Request => arp_view::op::REQUEST,
+            ArpOp::Reply => arp_view::op::REPLY,
         },
-        source_hardware_addr: EthernetAddress(msg.sender_mac.0),
-        source_protocol_addr: msg.sender_ip,
-        target_hardware_addr: EthernetAddress(msg.target_mac.0),
-        target_protocol_addr: msg.target_ip,
+        sender_mac: msg.sender_mac,
+        sender_ip: msg.sender_ip,
+        target_mac: msg.target_mac,
+        target_ip: msg.target_ip,
     };
     let mut body = [0u8; ARP_LEN];
-    repr.emit(&mut ArpPacket::new_unchecked(&mut body[..]));
+    repr.emit(&mut arp_view::Packet::new_unchecked(&mut body[..]));
     eth(eth_dst, msg.sender_mac, ethertype::ARP, &body)
 }
 
@@ -485,6 +484,8 @@ pub fn ipv6_udp(
 mod tests {
     use super::*;
     use etherparse::{LinkSlice, NetSlice, SlicedPacket, TransportSlice, VlanSlice};
+    // smoltcp's ARP codec, as an independent reader of what wire::arp wrote.
+    use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress};
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Layers are decoded outside in (Ethernet, 802.1Q/802.1ad tags, ARP / IPv4 / IPv6, UDP / TCP / ICMP / ICMPv6) with
-//! etherparse's checked header slices and smoltcp's ARP parser. The first layer that cannot be decoded ends the
+//! etherparse's checked header slices (whose errors name what is wrong) and, for ARP and ICMP, this crate's
+//! views ([`super::arp`], [`super::icmpv4`]). The first layer that cannot be decoded ends the
 //! line with what is wrong with it (`truncated UDP header (have 3 of 8 bytes)`, `bad IPv4 IHL 3`, `truncated
 //! (total length 100, have 46)`); checksums that do not verify are flagged (`bad ip cksum`, `bad cksum`) without
 //! stopping. Every line but a runt's ends with `, len N`, the frame's length in bytes.
@@ -18,16 +19,15 @@
 //! [`describe`] never panics, whatever the bytes. It allocates, so it is for tools, tests and logs, not for the
 //! forwarding path. No state: callable from any thread.
 
-use super::{ethertype, MacAddr};
+use super::{arp, ethertype, icmpv4, ipv4, tcp, MacAddr};
 use etherparse::checksum::Sum16BitWords;
-use etherparse::err::{ipv4, ipv6, ipv6_exts, tcp, LenError};
+use etherparse::err::{ipv4 as ipv4_err, ipv6, ipv6_exts, tcp as tcp_err, LenError};
 use etherparse::{
-    Ethernet2HeaderSlice, Icmpv4Slice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice,
+    Ethernet2HeaderSlice, Icmpv6Slice, IpNumber, Ipv4HeaderSlice, Ipv6ExtensionsSlice, Ipv6HeaderSlice,
     SingleVlanHeader, SingleVlanHeaderSlice, TcpHeaderSlice, UdpHeader, UdpHeaderSlice,
 };
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr};
 use std::fmt::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Appends formatted text to the line (writing to a `String` cannot fail).
 macro_rules! put {
@@ -84,33 +84,24 @@ fn ether_payload(mut ether_type: u16, mut rest: &[u8], out: &mut String) {
 }
 
 fn arp_line(b: &[u8], out: &mut String) {
-    let Ok(pkt) = ArpPacket::new_checked(b) else {
+    let Ok(pkt) = arp::Packet::new_checked(b) else {
         return put!(out, " truncated ARP ({} bytes)", b.len());
     };
-    match ArpRepr::parse(&pkt) {
-        Ok(ArpRepr::EthernetIpv4 {
-            operation,
-            source_hardware_addr,
-            source_protocol_addr: spa,
-            target_protocol_addr: tpa,
-            ..
-        }) => {
-            match operation {
-                ArpOperation::Request => put!(out, " ARP who-has {tpa} tell {spa}"),
-                ArpOperation::Reply => put!(out, " ARP reply {spa} is-at {}", MacAddr(source_hardware_addr.0)),
-                ArpOperation::Unknown(op) => put!(out, " ARP op {op} {spa} > {tpa}"),
+    match arp::Repr::parse(&pkt) {
+        Ok(msg) => {
+            let (spa, tpa) = (msg.sender_ip, msg.target_ip);
+            match msg.operation {
+                arp::op::REQUEST => put!(out, " ARP who-has {tpa} tell {spa}"),
+                arp::op::REPLY => put!(out, " ARP reply {spa} is-at {}", msg.sender_mac),
+                op => put!(out, " ARP op {op} {spa} > {tpa}"),
             }
             if spa == tpa {
                 put!(out, " (gratuitous)");
             }
         }
-        _ => put!(
-            out,
-            " ARP htype {} ptype 0x{:04x} op {}",
-            u16::from(pkt.hardware_type()),
-            u16::from(pkt.protocol_type()),
-            u16::from(pkt.operation())
-        ),
+        Err(_) => {
+            put!(out, " ARP htype {} ptype 0x{:04x} op {}", pkt.hardware_type(), pkt.protocol_type(), pkt.operation())
+        }
     }
 }
 
@@ -154,11 +145,11 @@ fn checksum_ok(b: &[u8]) -> bool {
 fn ipv4_line(b: &[u8], out: &mut String) {
     let h = match Ipv4HeaderSlice::from_slice(b) {
         Ok(h) => h,
-        Err(ipv4::HeaderSliceError::Len(e)) => return put!(out, " truncated IPv4 header ({})", have(&e)),
-        Err(ipv4::HeaderSliceError::Content(ipv4::HeaderError::UnexpectedVersion { version_number })) => {
+        Err(ipv4_err::HeaderSliceError::Len(e)) => return put!(out, " truncated IPv4 header ({})", have(&e)),
+        Err(ipv4_err::HeaderSliceError::Content(ipv4_err::HeaderError::UnexpectedVersion { version_number })) => {
             return put!(out, " bad IPv4 version {version_number}")
         }
-        Err(ipv4::HeaderSliceError::Content(ipv4::HeaderError::HeaderLengthSmallerThanHeader { ihl })) => {
+        Err(ipv4_err::HeaderSliceError::Content(ipv4_err::HeaderError::HeaderLengthSmallerThanHeader { ihl })) => {
             return put!(out, " bad IPv4 IHL {ihl}")
         }
     };
@@ -281,8 +272,8 @@ fn tcp_flags(h: &TcpHeaderSlice<'_>) -> String {
 fn tcp_line(seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
     let h = match TcpHeaderSlice::from_slice(seg) {
         Ok(h) => h,
-        Err(tcp::HeaderSliceError::Len(e)) => return put!(out, " truncated TCP header ({})", have(&e)),
-        Err(tcp::HeaderSliceError::Content(tcp::HeaderError::DataOffsetTooSmall { data_offset })) => {
+        Err(tcp_err::HeaderSliceError::Len(e)) => return put!(out, " truncated TCP header ({})", have(&e)),
+        Err(tcp_err::HeaderSliceError::Content(tcp_err::HeaderError::DataOffsetTooSmall { data_offset })) => {
             return put!(out, " TCP bad data offset {data_offset}")
         }
     };
@@ -298,27 +289,22 @@ fn tcp_line(seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
     }
 }
 
-fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
 fn icmp4_line(seg: &[u8], check: bool, out: &mut String) {
-    let s = match Icmpv4Slice::from_slice(seg) {
-        Ok(s) => s,
-        Err(e) => return put!(out, " truncated ICMP ({})", have(&e)),
+    let Ok(s) = icmpv4::Packet::new_checked(seg) else {
+        return put!(out, " truncated ICMP (have {} of {} bytes)", seg.len(), icmpv4::HEADER_LEN);
     };
-    let (t, code, r) = (s.type_u8(), s.code_u8(), s.bytes5to8());
+    let (t, code) = (s.msg_type(), s.code());
     put!(out, " ICMP");
     match t {
-        0 | 8 => put!(
+        icmpv4::msg_type::ECHO_REPLY | icmpv4::msg_type::ECHO_REQUEST => put!(
             out,
             " echo {} id {} seq {} payload {}",
-            if t == 8 { "request" } else { "reply" },
-            be16([r[0], r[1]]),
-            be16([r[2], r[3]]),
+            if t == icmpv4::msg_type::ECHO_REQUEST { "request" } else { "reply" },
+            s.echo_ident(),
+            s.echo_seq_no(),
             s.payload().len()
         ),
-        3 => {
+        icmpv4::msg_type::DEST_UNREACHABLE => {
             const CODES: [&str; 16] = [
                 "net",
                 "host",
@@ -341,12 +327,12 @@ fn icmp4_line(seg: &[u8], check: bool, out: &mut String) {
                 Some(name) => put!(out, " unreachable {name}"),
                 None => put!(out, " unreachable code {code}"),
             }
-            if code == 4 {
-                put!(out, " mtu {}", be16([r[2], r[3]]));
+            if code == icmpv4::unreachable::FRAG_NEEDED {
+                put!(out, " mtu {}", s.next_hop_mtu());
             }
             quoted(s.payload(), out);
         }
-        11 => {
+        icmpv4::msg_type::TIME_EXCEEDED => {
             match code {
                 0 => put!(out, " time-exceeded ttl"),
                 1 => put!(out, " time-exceeded reassembly"),
@@ -354,39 +340,42 @@ fn icmp4_line(seg: &[u8], check: bool, out: &mut String) {
             }
             quoted(s.payload(), out);
         }
-        5 => {
-            put!(out, " redirect code {code} to {}", Ipv4Addr::from(r));
+        icmpv4::msg_type::REDIRECT => {
+            put!(out, " redirect code {code} to {}", s.gateway());
             quoted(s.payload(), out);
         }
-        12 => {
-            put!(out, " param-problem code {code} ptr {}", r[0]);
+        icmpv4::msg_type::PARAM_PROBLEM => {
+            put!(out, " param-problem code {code} ptr {}", s.pointer());
             quoted(s.payload(), out);
         }
         t => put!(out, " type {t} code {code} payload {}", s.payload().len()),
     }
-    if check && !checksum_ok(seg) {
+    if check && !s.verify_checksum() {
         put!(out, " bad cksum");
     }
 }
 
 /// The offending packet quoted by an ICMP error: `for UDP 10.0.0.1:1000 > 10.0.0.2:53`.
 fn quoted(b: &[u8], out: &mut String) {
-    let Ok(h) = Ipv4HeaderSlice::from_slice(b) else {
+    // The quote is cut after 8 bytes of payload: only the header can be checked whole.
+    let h = ipv4::Packet::new_unchecked(b);
+    if h.check_header().is_err() {
         return put!(out, " for ({} bytes, no IPv4 header)", b.len());
-    };
-    let (src, dst) = (h.source_addr(), h.destination_addr());
-    let l4 = b.get(h.slice().len()..).unwrap_or_default();
+    }
+    let (src, dst) = (h.src_addr(), h.dst_addr());
+    let l4 = b.get(h.header_len()..).unwrap_or_default();
     let name = match h.protocol() {
-        IpNumber::UDP => "UDP",
-        IpNumber::TCP => "TCP",
-        IpNumber::ICMP => "ICMP",
-        p => return put!(out, " for proto {} {src} > {dst}", p.0),
+        super::ip_proto::UDP => "UDP",
+        super::ip_proto::TCP => "TCP",
+        super::ip_proto::ICMP => "ICMP",
+        p => return put!(out, " for proto {p} {src} > {dst}"),
     };
-    match (h.protocol(), l4.get(..4)) {
-        (IpNumber::UDP | IpNumber::TCP, Some(p)) => {
-            put!(out, " for {name} {src}:{} > {dst}:{}", be16([p[0], p[1]]), be16([p[2], p[3]]))
-        }
-        _ => put!(out, " for {name} {src} > {dst}"),
+    if h.protocol() != super::ip_proto::ICMP && l4.len() >= 4 {
+        // TCP and UDP ports sit at the same place: an unchecked view of the quoted bytes reads them.
+        let t = tcp::Packet::new_unchecked(l4);
+        put!(out, " for {name} {src}:{} > {dst}:{}", t.src_port(), t.dst_port())
+    } else {
+        put!(out, " for {name} {src} > {dst}")
     }
 }
 
@@ -403,8 +392,8 @@ fn icmp6_line(seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
             out,
             " echo {} id {} seq {} payload {}",
             if t == 128 { "request" } else { "reply" },
-            be16([r[0], r[1]]),
-            be16([r[2], r[3]]),
+            u16::from_be_bytes([r[0], r[1]]),
+            u16::from_be_bytes([r[2], r[3]]),
             s.payload().len()
         ),
         (1, _) => put!(out, " unreachable code {code}"),
@@ -431,6 +420,7 @@ mod tests {
     use crate::wire::builder::*;
     use etherparse::{icmpv4, IcmpEchoHeader, Icmpv4Type};
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);

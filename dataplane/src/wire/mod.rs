@@ -1,114 +1,134 @@
-//! Wire-level vocabulary shared by the pipeline, the tools and the tests: MAC addresses, EtherTypes, and (in
-//! [`builder`]) helpers that build whole frames for fixtures and generators, and (in [`decode`]) a one-line
-//! human description of any frame.
+//! The wire layer: every byte the switch reads or writes in a frame goes through this module.
 //!
-//! Parsing on the hot path uses etherparse's zero-copy slices directly; this module adds only what etherparse
-//! does not have.
+//! - **Vocabulary**: [`MacAddr`], [`ethertype`] values, [`Error`].
+//! - **Checked zero-copy views**, one module per header, in the style of smoltcp's `wire` module:
+//!   [`ethernet`], [`vlan`], [`arp`], [`ipv4`], [`ipv6`], [`udp`], [`tcp`], [`icmpv4`], [`vxlan`] and
+//!   [`virtio_net_hdr`]. Each is a `Packet<T: AsRef<[u8]>>` over borrowed (or owned) bytes with a private
+//!   `mod field` of byte ranges and typed `#[inline]` getters (setters when `T: AsMut<[u8]>`).
+//!   `Packet::new_unchecked` wraps any buffer: the caller promises it is long enough for what it reads.
+//!   `Packet::new_checked` is `new_unchecked` followed by `check_len`, which checks every length the
+//!   accessors rely on, so **no accessor of a checked view can panic**, whatever the bytes (property tests in
+//!   each module drive every accessor over arbitrary buffers). Accessors of variable-length parts (payloads,
+//!   options) never panic even on an unchecked view: they return what the buffer holds.
+//! - **Fixed-size views** for the hot path: `ipv4::Header`, `tcp::Header`, `udp::Header`, `icmpv4::Header`,
+//!   ... are the same `Packet` over a `&[u8; HEADER_LEN]` (`Header::at(frame, offset)`, one bounds check), so
+//!   after inlining every field access is a fixed offset with no bounds check — the code the router and NAT had
+//!   written by hand with raw offsets.
+//! - [`checksum`]: RFC 1071 sums and RFC 1624 incremental updates ([`checksum::Delta`]).
+//! - [`builder`]: whole frames for fixtures and generators; [`decode`]: one human-readable line per frame.
+//!
+//! Which stage may trust which offsets is not this module's business: [`crate::packet::Parsed`] records where
+//! ingress found (and checked) each header, and later stages build fixed-size views at those offsets.
+//!
+//! Byte order: network order (big-endian) everywhere except [`virtio_net_hdr`], whose fields are little-endian
+//! (see there). Pure code, no state: callable from any thread.
 
+pub mod arp;
 pub mod builder;
+pub mod checksum;
 pub mod decode;
+pub mod ethernet;
+pub mod icmpv4;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+pub mod virtio_net_hdr;
+pub mod vlan;
+pub mod vxlan;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
-use std::str::FromStr;
+pub use vswitch_api::mac::{BadMac, MacAddr};
 
-/// A 48-bit IEEE 802 MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
+/// Why a buffer is not a valid header of a view's kind (`new_checked` / `check_len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Error {
+    /// The buffer ends before the header (or the part a length field says is there) does.
+    #[error("truncated header")]
+    Truncated,
+    /// A field that fixes the header's shape is impossible: a wrong version, a header length below the minimum.
+    #[error("malformed header")]
+    Malformed,
+    /// A length field disagrees with the buffer or the header: shorter than the header, longer than the buffer.
+    #[error("length field out of range")]
+    BadLength,
+}
 
-impl MacAddr {
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-    /// 00:00:00:00:00:00.
-    pub const ZERO: MacAddr = MacAddr([0; 6]);
+/// A byte range inside a header (the `mod field` constants of every view).
+pub(crate) type Field = std::ops::Range<usize>;
 
-    /// Reads the first six bytes of `b`; `None` if there are fewer.
-    #[inline]
-    pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
-        b.get(..6).map(|s| MacAddr([s[0], s[1], s[2], s[3], s[4], s[5]]))
+/// The `N` bytes of `buf` at `off`, as an array reference (`None` if `buf` is shorter): the one bounds check
+/// a fixed-size view needs.
+#[inline(always)]
+pub fn fixed<const N: usize>(buf: &[u8], off: usize) -> Option<&[u8; N]> {
+    buf.get(off..off + N)?.try_into().ok()
+}
+
+/// [`fixed`], writable.
+#[inline(always)]
+pub fn fixed_mut<const N: usize>(buf: &mut [u8], off: usize) -> Option<&mut [u8; N]> {
+    buf.get_mut(off..off + N)?.try_into().ok()
+}
+
+/// Big-endian field accessors shared by the views (the only place that turns byte ranges into numbers).
+pub(crate) mod be {
+    use super::Field;
+    use std::net::Ipv4Addr;
+
+    #[inline(always)]
+    pub fn u16_at(d: &[u8], f: Field) -> u16 {
+        let b = &d[f];
+        u16::from_be_bytes([b[0], b[1]])
     }
 
-    /// Group (multicast or broadcast) address: the I/G bit is set.
-    #[inline]
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
+    #[inline(always)]
+    pub fn set_u16(d: &mut [u8], f: Field, v: u16) {
+        d[f].copy_from_slice(&v.to_be_bytes());
     }
 
-    /// The all-zero address.
-    #[inline]
-    pub fn is_zero(&self) -> bool {
-        self.0 == [0; 6]
+    #[inline(always)]
+    pub fn u32_at(d: &[u8], f: Field) -> u32 {
+        let b = &d[f];
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
     }
 
-    /// The broadcast address.
-    #[inline]
-    pub fn is_broadcast(&self) -> bool {
-        self.0 == [0xff; 6]
+    #[inline(always)]
+    pub fn set_u32(d: &mut [u8], f: Field, v: u32) {
+        d[f].copy_from_slice(&v.to_be_bytes());
     }
 
-    /// The address as the low 48 bits of a `u64` (a compact table key).
-    #[inline]
-    pub fn to_u64(self) -> u64 {
-        let b = self.0;
-        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    #[inline(always)]
+    pub fn ipv4_at(d: &[u8], f: Field) -> Ipv4Addr {
+        let b = &d[f];
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
     }
 
-    /// Inverse of [`MacAddr::to_u64`] (the high 16 bits are ignored).
-    #[inline]
-    pub fn from_u64(v: u64) -> MacAddr {
-        let b = v.to_be_bytes();
-        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]])
+    #[inline(always)]
+    pub fn set_ipv4(d: &mut [u8], f: Field, a: Ipv4Addr) {
+        d[f].copy_from_slice(&a.octets());
+    }
+
+    #[inline(always)]
+    pub fn mac_at(d: &[u8], f: Field) -> super::MacAddr {
+        let b = &d[f];
+        super::MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    #[inline(always)]
+    pub fn set_mac(d: &mut [u8], f: Field, m: super::MacAddr) {
+        d[f].copy_from_slice(&m.0);
     }
 }
 
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
-    }
-}
-
-impl fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A MAC address that could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid MAC address {0:?}: expected six hex bytes like 02:00:00:00:00:01")]
-pub struct BadMac(pub String);
-
-impl FromStr for MacAddr {
-    type Err = BadMac;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut out = [0u8; 6];
-        let mut n = 0;
-        for part in s.split([':', '-']) {
-            if n == 6 || part.len() != 2 {
-                return Err(BadMac(s.to_string()));
-            }
-            out[n] = u8::from_str_radix(part, 16).map_err(|_| BadMac(s.to_string()))?;
-            n += 1;
-        }
-        if n != 6 {
-            return Err(BadMac(s.to_string()));
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+/// IP protocol numbers the switch looks at.
+pub mod ip_proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
 }
 
 /// EtherType values the switch looks at.
@@ -123,27 +143,4 @@ pub mod ethertype {
     pub const QINQ: u16 = 0x88a8;
     /// IPv6.
     pub const IPV6: u16 = 0x86dd;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mac_parse_display_round_trip() {
-        let m: MacAddr = "02:00:5e:10:00:ff".parse().unwrap();
-        assert_eq!(m.to_string(), "02:00:5e:10:00:ff");
-        assert_eq!(MacAddr::from_u64(m.to_u64()), m);
-        assert!("02:00:5e:10:00".parse::<MacAddr>().is_err());
-        assert!("02:00:5e:10:00:ff:01".parse::<MacAddr>().is_err());
-        assert!("zz:00:5e:10:00:ff".parse::<MacAddr>().is_err());
-    }
-
-    #[test]
-    fn mac_classes() {
-        assert!(MacAddr::BROADCAST.is_multicast());
-        assert!(MacAddr([0x01, 0, 0x5e, 0, 0, 1]).is_multicast());
-        assert!(!MacAddr([0x02, 0, 0, 0, 0, 1]).is_multicast());
-        assert!(MacAddr::ZERO.is_zero());
-    }
 }

@@ -1,4 +1,8 @@
-//! Internet checksum helpers (RFC 1071 sums, RFC 1624 incremental updates) for headers the router rewrites.
+//! Internet checksums: RFC 1071 sums ([`sum`], [`checksum`], [`verify`]; [`sum_long`] for whole segments),
+//! pseudo-header sums ([`pseudo_ipv4`], [`pseudo_ipv6`]) and RFC 1624 incremental updates ([`update16`],
+//! [`update32`], and [`Delta`] for several changes folded once) — the one place the switch computes them.
+//!
+//! Sums are "folded, not inverted" 16-bit values; a checksum field holds `!sum`. Pure functions, any thread.
 
 /// One's-complement sum of `data` (big-endian 16-bit words, odd byte padded), folded to 16 bits, not inverted.
 #[inline]
@@ -20,6 +24,50 @@ pub fn sum(data: &[u8]) -> u16 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u16
+}
+
+/// [`sum`] eight bytes at a time (a 64-bit one's-complement sum folds to the same 16-bit sum), about four times
+/// faster on a 1500-byte segment: for payloads (segmentation, completing partial checksums), where the per-byte
+/// cost matters; [`sum`] stays the cheaper one for a header's few words.
+#[inline]
+pub fn sum_long(data: &[u8]) -> u16 {
+    let mut acc: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        let (s, carry) = acc.overflowing_add(u64::from_be_bytes(c.try_into().expect("8 bytes")));
+        acc = s + u64::from(carry);
+    }
+    // The remainder starts at an even offset, so its 16-bit sum adds in directly.
+    let (s, carry) = acc.overflowing_add(u64::from(sum(chunks.remainder())));
+    acc = s + u64::from(carry);
+    acc = (acc >> 32) + (acc & 0xffff_ffff);
+    acc = (acc >> 32) + (acc & 0xffff_ffff);
+    acc = (acc >> 16) + (acc & 0xffff);
+    acc = (acc >> 16) + (acc & 0xffff);
+    acc as u16
+}
+
+/// One's-complement addition of two folded sums.
+#[inline]
+pub fn add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// The sum of the IPv4 pseudo-header (RFC 768/793): addresses, protocol, and the transport length `len`.
+#[inline]
+pub fn pseudo_ipv4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, len: u16) -> u16 {
+    let (s, d) = (u32::from(src), u32::from(dst));
+    let acc = (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + u32::from(proto) + u32::from(len);
+    fold(acc)
+}
+
+/// The sum of the IPv6 pseudo-header (RFC 8200 §8.1): addresses, upper-layer length `len`, next header.
+#[inline]
+pub fn pseudo_ipv6(src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr, proto: u8, len: u32) -> u16 {
+    let words = src.segments().into_iter().chain(dst.segments()).map(u32::from);
+    let acc: u32 = words.sum::<u32>() + (len >> 16) + (len & 0xffff) + u32::from(proto);
+    fold(acc)
 }
 
 /// Folds a 32-bit one's-complement accumulator to 16 bits (end-around carry). Two steps always suffice: the
@@ -102,6 +150,32 @@ impl Delta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_sum_equals_the_reference_sum() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for start in 0..9 {
+            for len in (0..200).chain([1499, 1500, 1501, 2991]) {
+                let d = &data[start..start + len];
+                assert_eq!(sum_long(d), sum(d), "start {start} len {len}");
+            }
+        }
+        assert_eq!(sum_long(&[0xff; 4096]), sum(&[0xff; 4096]), "carries");
+    }
+
+    #[test]
+    fn pseudo_headers_equal_the_sum_of_their_bytes() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let (s, d) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(255, 255, 255, 254));
+        let mut b = [s.octets(), d.octets()].concat();
+        b.extend_from_slice(&[0, 17, 0xff, 0xf0]);
+        assert_eq!(pseudo_ipv4(s, d, 17, 0xfff0), sum(&b));
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("fd00::ffff:1".parse().unwrap(), "ffff::fffe".parse().unwrap());
+        let mut b = [s6.octets(), d6.octets()].concat();
+        b.extend_from_slice(&[0, 1, 0xff, 0xfe, 0, 0, 0, 6]);
+        assert_eq!(pseudo_ipv6(&s6, &d6, 6, 0x1fffe), sum(&b));
+        assert_eq!(add(0xffff, 1), 1);
+    }
 
     #[test]
     fn a_gathered_delta_equals_the_updates_one_by_one() {

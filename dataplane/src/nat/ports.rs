@@ -1,5 +1,6 @@
 //! Source NAT (masquerade) port allocation: which external port, or ICMP echo identifier, a flow leaving a
-//! masquerade network through a routed port gets on that port's address. Not wired into the pipeline yet.
+//! masquerade network through a routed port gets on that port's address (the NAT stage holds one allocator
+//! per router interface).
 //!
 //! - **What it owns**: one [`PortAllocator`] per external address. It hands out ports from a [`PortRange`]
 //!   (default 1024–65535), separately for TCP, UDP and ICMP identifiers ([`NatProto`]), and remembers which
@@ -35,6 +36,7 @@
 //! Threads: owned by the thread that owns the conntrack entries using this address; not shared. (With several
 //! workers, either one worker owns the masqueraded flows of an address or each owns a disjoint sub-range.)
 
+use crate::conntrack::Proto;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::fmt;
@@ -57,6 +59,17 @@ pub enum NatProto {
     Icmp,
 }
 
+/// The port space a tracked protocol allocates from.
+impl From<Proto> for NatProto {
+    fn from(p: Proto) -> NatProto {
+        match p {
+            Proto::Icmp => NatProto::Icmp,
+            Proto::Tcp => NatProto::Tcp,
+            Proto::Udp => NatProto::Udp,
+        }
+    }
+}
+
 impl fmt::Display for NatProto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -67,93 +80,7 @@ impl fmt::Display for NatProto {
     }
 }
 
-/// The external ports an allocator may hand out, both ends included; never empty, never containing port 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PortRange {
-    first: u16,
-    last: u16,
-}
-
-/// A port range that is empty or contains port 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid port range {first}-{last}: need 1 <= first <= last")]
-pub struct BadPortRange {
-    /// The first port asked for.
-    pub first: u16,
-    /// The last port asked for.
-    pub last: u16,
-}
-
-impl PortRange {
-    /// 1024–65535: the unprivileged ports.
-    pub const DEFAULT: PortRange = PortRange { first: 1024, last: 65535 };
-
-    /// The ports `first..=last`.
-    pub fn new(first: u16, last: u16) -> Result<PortRange, BadPortRange> {
-        if first == 0 || first > last {
-            return Err(BadPortRange { first, last });
-        }
-        Ok(PortRange { first, last })
-    }
-
-    /// The first port.
-    pub fn first(self) -> u16 {
-        self.first
-    }
-
-    /// The last port.
-    pub fn last(self) -> u16 {
-        self.last
-    }
-
-    /// How many ports (1..=65535).
-    pub fn size(self) -> u32 {
-        u32::from(self.last - self.first) + 1
-    }
-
-    /// True when `port` is in the range.
-    pub fn contains(self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-
-    /// `port`'s position in the range.
-    fn index(self, port: u16) -> Option<u16> {
-        self.contains(port).then(|| port - self.first)
-    }
-}
-
-/// Text that is not a port range `"A-B"` with 1 <= A <= B <= 65535.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a port range \"A-B\" with 1 <= A <= B <= 65535: {0:?}")]
-pub struct ParsePortRangeError(pub String);
-
-/// `"A-B"` (both ends included; a single port `"A"` is `A-A`).
-impl std::str::FromStr for PortRange {
-    type Err = ParsePortRangeError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParsePortRangeError(s.to_string());
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let port = |t: &str| -> Result<u16, ParsePortRangeError> {
-            if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(bad());
-            }
-            t.parse().map_err(|_| bad())
-        };
-        PortRange::new(port(a)?, port(b)?).map_err(|_| bad())
-    }
-}
-
-impl Default for PortRange {
-    fn default() -> Self {
-        PortRange::DEFAULT
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.first, self.last)
-    }
-}
+pub use vswitch_api::port_range::{BadPortRange, ParsePortRangeError, PortRange};
 
 /// Every port of the range is in use towards the destination; the packet cannot be translated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -270,7 +197,7 @@ impl PortAllocator {
         } else {
             self.stats.remapped += 1;
         }
-        Ok(range.first + index)
+        Ok(range.first() + index)
     }
 
     /// Marks `port` in use towards `dst` without choosing, e.g. for a tuple an inbound (published) flow already

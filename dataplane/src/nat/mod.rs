@@ -1,0 +1,646 @@
+//! The NAT stage: connection tracking ([`Conntrack`]) and address/port translation of routed IPv4 traffic —
+//! masquerade (SNAT) of networks with `masquerade = true`, published ports (`[[publish]]`, DNAT) and hairpin.
+//! The router ([`crate::router`]) calls it; it owns the connection table and one port allocator
+//! ([`PortAllocator`]) per router interface.
+//!
+//! # Where it sits
+//!
+//! The router's order for an IPv4 packet is: header checks → own addresses → **NAT (inbound)** → TTL, route,
+//! `internal`, MTU checks → **NAT (outbound)** → TTL decrement, MAC rewrite, neighbour. Concretely:
+//! - **Inbound** ([`Nat::inbound`]): a packet addressed to one of the switch's own addresses (a routed port's
+//!   or a gateway's) is looked up first: a reply of a masqueraded connection, a packet of a published-port
+//!   (DNAT) connection, or a new connection matching a `[[publish]]` rule is translated (its destination
+//!   changes) and then *forwarded* like any routed packet, with a fresh route lookup for the new destination
+//!   (the batch lookup, [`crate::router::Router::lookup_batch`], saw the switch's own address: only that first
+//!   lookup is wasted). A *new* connection is only decided inbound ([`Inbound::Open`]) and made
+//!   ([`Nat::open`]) after the forwarding checks passed, so a packet the router drops (TTL 1, no route, too big)
+//!   leaves no entry and holds no port. ICMP errors addressed to the switch that quote a packet of a tracked connection are
+//!   translated (outer destination, quoted header and ports, all checksums) and forwarded the same way, so path
+//!   MTU discovery (Fragmentation Needed) and traceroute work through NAT. Anything else goes to the router's
+//!   own handling as before (ping to the port address keeps working; an unmatched ICMP error is counted in
+//!   [`NatStats::no_translation`] and dropped as `local-unsupported`). The translation is *computed* inbound
+//!   but written only after the forwarding checks, so an ICMP error the router sends itself (TTL exceeded, no
+//!   route, Fragmentation Needed) quotes the packet as it arrived.
+//! - **Outbound** ([`Nat::outbound`]): a packet being forwarded from a network that masquerades or holds a
+//!   publish target ("inside" networks) is looked up by its tuple after every forwarding check passed: the
+//!   original direction of a masqueraded connection or the reply direction of a published one is translated
+//!   (its source changes; its destination never does, so the route stays right). A miss from a masquerade
+//!   network whose route leaves through a routed port creates a masqueraded connection: the source becomes
+//!   the port's address, the source port (ICMP echo identifier) is kept when free towards that destination,
+//!   else allocated from `[nat] port_range` ([`PortAllocator`]). Other misses are forwarded untranslated and
+//!   untracked (e.g. between two networks).
+//!
+//! # What is tracked
+//!
+//! Only connections that are translated: IPv4 TCP, UDP and ICMP echo that cross the router and are
+//! masqueraded, published or hairpinned. Traffic between networks without NAT is routed untracked (no lookup
+//! at all unless it comes from an inside network), and bridged traffic inside a network never reaches the
+//! router. So TCP state policing (`conntrack-invalid`) applies to NAT'd connections only. All connections live
+//! in **one zone (0)**: the subnets of router interfaces are disjoint (the configuration checks it) and every
+//! tracked tuple has the switch's own address or an inside host on one side, so tuples of different
+//! interfaces cannot collide.
+//!
+//! # Rules
+//!
+//! - **Masquerade**: from a `masquerade = true` network, out of a routed port; the new source is that port's
+//!   address. Packets from such a network out of a routed port that cannot be tracked (another protocol, an
+//!   ICMP error about nothing tracked) are dropped as `nat-unsupported` rather than leak the inside address.
+//! - **Publish (DNAT)**: a new TCP/UDP connection to a routed port's address and a published `(proto,
+//!   external_port)` goes to the rule's `to` address and port, from whichever interface it arrives.
+//! - **Hairpin**: when the client is in the target's own network (it reached the published port through the
+//!   routed port's address), the source is also translated, to the **network's gateway address** (port kept
+//!   when free, else allocated from that address's allocator), so the reply comes back through the switch
+//!   instead of going straight to the client on the bridge (which would not recognise it). Clients in other
+//!   networks keep their address: their replies are routed back through the switch anyway.
+//! - **TCP**: [`Conntrack::new_state`] decides whether a packet may open a connection (a SYN; also a plain ACK
+//!   under the default loose policy, `[conntrack] tcp_strict = false`); [`Conntrack::update`] decides whether
+//!   a packet fits its connection. Refused packets are dropped as `conntrack-invalid` (nothing is translated).
+//!   A SYN from the original side on a TIME_WAIT or CLOSE connection reopens it (netfilter does the same).
+//!   A RST moves the connection to CLOSE; it expires (and releases its port) after `tcp_close_secs`.
+//! - **Fragments**: a first fragment carries the ports and is tracked and translated like a whole packet.
+//!   Later fragments cannot be matched: they are dropped as `nat-fragment` when they would need translation —
+//!   addressed to the switch's own addresses, or from an inside network out of a routed port. So fragmented
+//!   datagrams do not cross NAT (the switch does not reassemble).
+//! - **Limits**: a new connection is refused when the table is full (`conntrack-full`), the port range is
+//!   exhausted towards the destination (`nat-port-exhausted`) or its translated tuple is already tracked
+//!   (`nat-clash`). Existing connections are never evicted. Masquerade may give a connection a published port
+//!   number as its external port (ports are unique per destination, not globally); a later connection from that
+//!   very destination address and port to the published port then clashes — as in netfilter.
+//! - **Expiry**: [`Nat::expire`], from the switch's housekeeping, removes expired connections and releases
+//!   their ports ([`PortAllocator::release`]); [`Nat::check_invariants`] checks that the ports in use equal
+//!   the connections holding one.
+//!
+//! # Cost
+//!
+//! One hash lookup per packet that may be NAT'd (none for traffic that cannot be), incremental checksum
+//! updates (RFC 1624) of the IPv4 header and the TCP/UDP/ICMP checksum, no allocation for established
+//! connections (the table and allocators grow only on new connections).
+//!
+//! Threads: owned by the router of one worker; not shared.
+
+mod icmp_error;
+pub mod ports;
+mod rewrite;
+#[cfg(test)]
+mod tests;
+
+use crate::buffer::{Nanos, NANOS_PER_SEC};
+use crate::config::PublishProto;
+use crate::conntrack::{
+    Conntrack, ConntrackStats, Direction, Entry, EntryId, InsertError, NatBinding, NatKind, Probe, Proto, ProtoState,
+    TcpFlags, Tuple,
+};
+use crate::counters::DropReason;
+use crate::neigh::RifId;
+use crate::packet::{ip_proto, Parsed};
+use crate::topology::Topology;
+use crate::wire::tcp;
+use icmp_error::is_icmp_error;
+use ports::{NatProto, PortAllocator, SnatStats};
+pub use rewrite::apply;
+use rewrite::packet_tuple;
+use rustc_hash::{FxHashMap, FxHasher};
+use serde::Serialize;
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+
+/// The zone of every tracked connection (see the module documentation).
+pub const ZONE: u16 = 0;
+
+/// Counters of the NAT stage (the connection table has its own, [`ConntrackStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NatStats {
+    /// Masqueraded connections created.
+    pub snat_created: u64,
+    /// Published-port connections created.
+    pub dnat_created: u64,
+    /// Hairpin connections created.
+    pub hairpin_created: u64,
+    /// Packets of tracked connections translated in their original direction.
+    pub hits_original: u64,
+    /// Packets of tracked connections translated in their reply direction.
+    pub hits_reply: u64,
+    /// Packets dropped as `conntrack-invalid`.
+    pub invalid: u64,
+    /// New connections dropped because the table was full.
+    pub table_full: u64,
+    /// New connections dropped because no port was free.
+    pub port_exhausted: u64,
+    /// New connections dropped because their translated tuple was taken.
+    pub clash: u64,
+    /// ICMP errors addressed to the switch that quote no tracked connection (left to the router).
+    pub no_translation: u64,
+    /// ICMP errors translated (either way).
+    pub icmp_errors_translated: u64,
+    /// Later fragments dropped (`nat-fragment`).
+    pub fragments_dropped: u64,
+    /// Packets from a masquerade network that could not be translated (`nat-unsupported`).
+    pub unsupported: u64,
+    /// Connections removed after expiry (their ports released).
+    pub expired: u64,
+}
+
+/// One tracked connection, as listed by [`Nat::connections`] (and `vswitchctl conntrack ls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionInfo {
+    /// The protocol.
+    pub proto: Proto,
+    /// The protocol state.
+    pub state: ProtoState,
+    /// What the first packet looked like.
+    pub orig: Tuple,
+    /// What replies look like.
+    pub reply: Tuple,
+    /// How it is translated.
+    pub nat: Option<NatKind>,
+    /// Whole seconds until it expires without traffic.
+    pub expires_in_secs: u64,
+}
+
+/// A translation to write into one packet: its tuple `from` becomes `to` (addresses, ports or ICMP echo
+/// identifier). Both are in the packet's own direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The packet's tuple as it is.
+    pub from: Tuple,
+    /// The packet's tuple after translation.
+    pub to: Tuple,
+}
+
+/// A connection [`Nat::inbound`] decided to open (a published port, or a hairpin through one), made only by
+/// [`Nat::open`] once the packet passed the forwarding checks: a packet the router then drops (TTL 1, no route,
+/// too big) must not leave an entry, or a port held on the gateway, behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewConnection {
+    orig: Tuple,
+    translated: Tuple,
+    state: ProtoState,
+    kind: NatKind,
+    alloc: Option<RifId>,
+}
+
+impl NewConnection {
+    /// Where the first packet goes after translation.
+    #[inline]
+    pub fn dst(&self) -> Ipv4Addr {
+        self.translated.dst
+    }
+}
+
+/// What [`Nat::inbound`] decided about a packet addressed to one of the switch's own addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Not NAT's: the router handles it as its own (ping, or `local-unsupported`).
+    Local,
+    /// Forward it to its new destination after writing `Rewrite` ([`apply`]) once the forwarding checks pass.
+    Translate(Rewrite),
+    /// Forward it to the connection's destination; once the forwarding checks pass, [`Nat::open`] the
+    /// connection and write the rewrite it returns.
+    Open(NewConnection),
+    /// An ICMP error already translated in place: forward it to its new destination.
+    Translated,
+    /// Drop it.
+    Drop(DropReason),
+}
+
+/// The NAT stage. See the module documentation.
+#[derive(Debug)]
+pub struct Nat {
+    /// Any masquerade network or publish rule: otherwise every method is a no-op.
+    enabled: bool,
+    ct: Conntrack,
+    /// One per router interface: the ports in use on its address.
+    allocators: Vec<PortAllocator>,
+    /// `(rif, proto, external port)` → `(address, port)`, see [`publish_key`].
+    publish: FxHashMap<u32, (Ipv4Addr, u16)>,
+    /// Per router interface: a network that masquerades or holds a publish target.
+    inside: Vec<bool>,
+    /// Per router interface: a masquerade network.
+    masquerade: Vec<bool>,
+    /// Per router interface: its address if it is a routed port (where masquerade translates to).
+    snat_to: Vec<Option<Ipv4Addr>>,
+    stats: NatStats,
+}
+
+fn publish_key(rif: RifId, proto: Proto, port: u16) -> u32 {
+    (u32::from(rif) << 24) | (u32::from(proto as u8) << 16) | u32::from(port)
+}
+
+/// The ICMP echo identifier of a tuple (one of the two ports is it, the other is 0).
+#[inline]
+fn echo_id(t: &Tuple) -> u16 {
+    t.sport | t.dport
+}
+
+/// A packet's flow as the router's batch lookup saw it ([`Nat::prefetch`]): its tuple, already hashed for the
+/// connection table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    tuple: Tuple,
+    probe: Probe,
+}
+
+impl Nat {
+    /// The stage for `topo`: its publish rules, masquerade flags, port range and table size.
+    pub fn new(topo: &Topology) -> Self {
+        let mut inside: Vec<bool> = topo.rifs.iter().map(|r| r.masquerade).collect();
+        let mut publish = FxHashMap::default();
+        for rule in &topo.publish {
+            let proto = match rule.proto {
+                PublishProto::Tcp => Proto::Tcp,
+                PublishProto::Udp => Proto::Udp,
+            };
+            publish.insert(publish_key(rule.rif, proto, rule.external_port), (rule.to_addr, rule.to_port));
+            if let Some(i) = topo.rifs.iter().position(|r| !r.routed_port && r.subnet.contains(&rule.to_addr)) {
+                inside[i] = true;
+            }
+        }
+        let enabled = !publish.is_empty() || topo.rifs.iter().any(|r| r.masquerade);
+        Nat {
+            enabled,
+            // Without NAT nothing is tracked: reserve nothing (the default table reserves several MB).
+            ct: Conntrack::with_reserve(topo.conntrack, if enabled { topo.conntrack.limit.min(1 << 16) } else { 0 }),
+            allocators: topo.rifs.iter().map(|r| PortAllocator::new(r.addr, topo.nat_port_range)).collect(),
+            publish,
+            inside,
+            masquerade: topo.rifs.iter().map(|r| r.masquerade).collect(),
+            snat_to: topo.rifs.iter().map(|r| r.routed_port.then_some(r.addr)).collect(),
+            stats: NatStats::default(),
+        }
+    }
+
+    /// True when the configuration has masquerade networks or publish rules.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The flow of a packet the router is about to handle, hashed, with its conntrack index line starting to
+    /// load (see [`Conntrack::probe`]); `None` when NAT is off or would not look the packet up.
+    #[inline]
+    pub fn prefetch(&self, d: &[u8], p: &Parsed) -> Option<Flow> {
+        if !self.enabled {
+            return None;
+        }
+        let tuple = packet_tuple(d, p)?;
+        Some(Flow { tuple, probe: self.ct.probe(&tuple) })
+    }
+
+    /// Starts loading the connection entry a flow's index line points to (after [`Nat::prefetch`]), given the
+    /// interface the packet came in on and the one its route leads out of. When the line holds nothing for the
+    /// flow and it would be masqueraded, it is probably new: then the index line its reply tuple will be
+    /// inserted into starts loading instead (predicted with the source port kept, the usual case).
+    #[inline]
+    pub fn prefetch_entry(&self, f: &mut Flow, in_rif: RifId, out_rif: Option<RifId>) {
+        if self.ct.prefetch_entry(&mut f.probe) || !self.masquerade[in_rif as usize] {
+            return;
+        }
+        if let Some(&Some(addr)) = out_rif.and_then(|r| self.snat_to.get(r as usize)) {
+            self.ct.prefetch_tuple(&Tuple { src: addr, ..f.tuple }.inverse());
+        }
+    }
+
+    /// The packet's tuple and the connection it belongs to, from the batch's `flow` when given (it must be
+    /// [`Nat::prefetch`] of this very packet, unchanged since), else computed; `None`: no tuple.
+    #[inline(always)]
+    fn track(
+        &self,
+        now: Nanos,
+        d: &[u8],
+        p: &Parsed,
+        flow: Option<&Flow>,
+    ) -> Option<(Tuple, Option<(EntryId, Direction)>)> {
+        match flow {
+            Some(f) => Some((f.tuple, self.ct.lookup_probe(&f.tuple, f.probe, now))),
+            None => {
+                let t = packet_tuple(d, p)?;
+                Some((t, self.ct.lookup(&t, now)))
+            }
+        }
+    }
+
+    /// A packet received on `in_rif` and addressed to `local_rif`'s address: see the module documentation.
+    /// ICMP errors are translated in place (hence `&mut`); other translations are returned, to be written with
+    /// [`apply`] after the forwarding checks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn inbound(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        local_rif: RifId,
+        d: &mut [u8],
+        p: &Parsed,
+        flow: Option<&Flow>,
+        topo: &Topology,
+    ) -> Inbound {
+        if !self.enabled {
+            return Inbound::Local;
+        }
+        if p.later_fragment {
+            self.stats.fragments_dropped += 1;
+            return Inbound::Drop(DropReason::NatFragment);
+        }
+        let Some((t, found)) = self.track(now, d, p, flow) else {
+            if is_icmp_error(d, p) {
+                return match self.translate_error(now, d, p, ErrorFrom::Outside) {
+                    Ok(true) => Inbound::Translated,
+                    Ok(false) => {
+                        self.stats.no_translation += 1;
+                        Inbound::Local
+                    }
+                    Err(reason) => Inbound::Drop(reason),
+                };
+            }
+            return Inbound::Local;
+        };
+        if let Some(found) = found {
+            return match self.hit(now, d, p, t, found) {
+                Ok(rw) => Inbound::Translate(rw),
+                Err(reason) => Inbound::Drop(reason),
+            };
+        }
+        let Some(&(to_addr, to_port)) = self.publish.get(&publish_key(local_rif, t.proto, t.dport)) else {
+            return Inbound::Local;
+        };
+        if t.proto == Proto::Icmp {
+            return Inbound::Local;
+        }
+        let Some(state) = self.ct.new_state(t.proto, flags(d, p)) else {
+            self.stats.invalid += 1;
+            return Inbound::Drop(DropReason::ConntrackInvalid);
+        };
+        let dnat = Tuple { dst: to_addr, dport: to_port, ..t };
+        let client = &topo.rifs[in_rif as usize];
+        if !client.routed_port && client.subnet.contains(&to_addr) {
+            // Hairpin: the source becomes the gateway's address, so the reply comes back to the switch.
+            let translated = Tuple { src: client.addr, ..dnat };
+            return Inbound::Open(NewConnection {
+                orig: t,
+                translated,
+                state,
+                kind: NatKind::Hairpin,
+                alloc: Some(in_rif),
+            });
+        }
+        Inbound::Open(NewConnection { orig: t, translated: dnat, state, kind: NatKind::Dnat, alloc: None })
+    }
+
+    /// Creates the connection [`Nat::inbound`] decided on (its packet passed the forwarding checks) and returns
+    /// the first packet's rewrite; a full table, exhausted ports or a clash is the packet's drop reason.
+    #[inline]
+    pub fn open(&mut self, now: Nanos, c: NewConnection) -> Result<Rewrite, DropReason> {
+        self.create(now, c.orig, c.translated, c.state, c.kind, c.alloc)
+    }
+
+    /// A packet received on `in_rif`, routed out of `out_rif`, every forwarding check passed: translates it in
+    /// place when it belongs to a tracked connection or starts a masqueraded one. See the module documentation.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn outbound(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        out_rif: RifId,
+        d: &mut [u8],
+        p: &Parsed,
+        flow: Option<&Flow>,
+        topo: &Topology,
+    ) -> Result<(), DropReason> {
+        if !self.enabled || !self.inside[in_rif as usize] {
+            return Ok(());
+        }
+        let leaves = topo.rifs[out_rif as usize].routed_port;
+        if p.later_fragment {
+            if leaves {
+                self.stats.fragments_dropped += 1;
+                return Err(DropReason::NatFragment);
+            }
+            return Ok(());
+        }
+        let masquerade = leaves && topo.rifs[in_rif as usize].masquerade;
+        let Some((t, found)) = self.track(now, d, p, flow) else {
+            if is_icmp_error(d, p) && self.translate_error(now, d, p, ErrorFrom::Inside)? {
+                return Ok(());
+            }
+            if masquerade {
+                self.stats.unsupported += 1;
+                return Err(DropReason::NatUnsupported);
+            }
+            return Ok(());
+        };
+        if let Some(found) = found {
+            let rw = self.hit(now, d, p, t, found)?;
+            apply(d, p, &rw);
+            return Ok(());
+        }
+        if !masquerade {
+            return Ok(());
+        }
+        let Some(state) = self.ct.new_state(t.proto, flags(d, p)) else {
+            self.stats.invalid += 1;
+            return Err(DropReason::ConntrackInvalid);
+        };
+        let translated = Tuple { src: topo.rifs[out_rif as usize].addr, ..t };
+        let rw = self.create(now, t, translated, state, NatKind::Snat, Some(out_rif))?;
+        apply(d, p, &rw);
+        Ok(())
+    }
+
+    /// A packet of a tracked connection: runs the state machine, returns its translation.
+    #[inline(always)]
+    fn hit(
+        &mut self,
+        now: Nanos,
+        d: &[u8],
+        p: &Parsed,
+        t: Tuple,
+        (id, dir): (EntryId, Direction),
+    ) -> Result<Rewrite, DropReason> {
+        let Some(e) = self.ct.update_entry(id, dir, flags(d, p), now) else {
+            self.stats.invalid += 1;
+            return Err(DropReason::ConntrackInvalid);
+        };
+        let to = e.tuple(dir.opposite()).inverse();
+        match dir {
+            Direction::Original => self.stats.hits_original += 1,
+            Direction::Reply => self.stats.hits_reply += 1,
+        }
+        Ok(Rewrite { from: t, to })
+    }
+
+    /// Creates a connection whose first packet `orig` becomes `translated` (its source port/identifier
+    /// allocated from allocator `alloc` when given), and returns the first packet's rewrite.
+    fn create(
+        &mut self,
+        now: Nanos,
+        orig: Tuple,
+        mut translated: Tuple,
+        state: ProtoState,
+        kind: NatKind,
+        alloc: Option<RifId>,
+    ) -> Result<Rewrite, DropReason> {
+        let nproto = NatProto::from(orig.proto);
+        let mut held = None;
+        if let Some(a) = alloc {
+            let allocator = &mut self.allocators[a as usize];
+            let dst = (translated.dst, translated.dport);
+            let preferred = if orig.proto == Proto::Icmp { echo_id(&orig) } else { orig.sport };
+            match allocator.allocate(nproto, preferred, dst, flow_hash(&orig)) {
+                Ok(port) => {
+                    // ICMP echo requests carry the identifier as `sport`.
+                    translated.sport = port;
+                    held = Some((a, dst, port));
+                }
+                Err(_) => {
+                    self.stats.port_exhausted += 1;
+                    return Err(DropReason::NatPortExhausted);
+                }
+            }
+        }
+        let reply = translated.inverse();
+        let binding = NatBinding { kind, allocator: alloc };
+        match self.ct.insert_nat(orig, reply, state, Some(binding), now) {
+            Ok(_) => {
+                match kind {
+                    NatKind::Snat => self.stats.snat_created += 1,
+                    NatKind::Dnat => self.stats.dnat_created += 1,
+                    NatKind::Hairpin => self.stats.hairpin_created += 1,
+                }
+                Ok(Rewrite { from: orig, to: translated })
+            }
+            Err(e) => {
+                if let Some((a, dst, port)) = held {
+                    self.allocators[a as usize].release(nproto, dst, port);
+                }
+                Err(match e {
+                    InsertError::Full => {
+                        self.stats.table_full += 1;
+                        DropReason::ConntrackFull
+                    }
+                    InsertError::Clash(_) | InsertError::BadTuples => {
+                        self.stats.clash += 1;
+                        DropReason::NatClash
+                    }
+                })
+            }
+        }
+    }
+
+    /// Removes the connections expired at `now` and releases their ports; returns how many. Call from
+    /// housekeeping, off the hot path.
+    pub fn expire(&mut self, now: Nanos) -> usize {
+        let allocators = &mut self.allocators;
+        let n = self.ct.expire_with(now, |e| release(allocators, &e));
+        self.stats.expired += n as u64;
+        n
+    }
+
+    /// Removes every connection and releases their ports (`vswitchctl conntrack flush`); returns how many.
+    pub fn flush(&mut self) -> usize {
+        let allocators = &mut self.allocators;
+        self.ct.flush(|e| release(allocators, &e))
+    }
+
+    /// The connection table.
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// The stage's counters.
+    pub fn stats(&self) -> NatStats {
+        self.stats
+    }
+
+    /// The connection table's counters.
+    pub fn conntrack_stats(&self) -> ConntrackStats {
+        self.ct.stats()
+    }
+
+    /// The port allocators' counters summed over every address.
+    pub fn snat_stats(&self) -> SnatStats {
+        self.allocators.iter().map(PortAllocator::stats).fold(SnatStats::default(), |a, s| SnatStats {
+            in_use: a.in_use + s.in_use,
+            destinations: a.destinations + s.destinations,
+            allocated: a.allocated + s.allocated,
+            preferred_kept: a.preferred_kept + s.preferred_kept,
+            remapped: a.remapped + s.remapped,
+            exhausted: a.exhausted + s.exhausted,
+            claimed: a.claimed + s.claimed,
+            released: a.released + s.released,
+            stray_releases: a.stray_releases + s.stray_releases,
+        })
+    }
+
+    /// The live connections at `now`, sorted by original tuple (deterministic).
+    pub fn connections(&self, now: Nanos) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self
+            .ct
+            .entries(now)
+            .map(|(_, e)| ConnectionInfo {
+                proto: e.orig.proto,
+                state: e.state,
+                orig: e.orig,
+                reply: e.reply,
+                nat: e.nat.map(|n| n.kind),
+                expires_in_secs: (e.expires - now) / NANOS_PER_SEC,
+            })
+            .collect();
+        v.sort_by_key(|c| c.orig);
+        v
+    }
+
+    /// Checks the table's invariants and that the ports in use equal the connections holding one (in the
+    /// table or waiting to be handed out by the next expiry).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.ct.check_invariants()?;
+        let holding = self.ct.all_entries().map(|(_, e)| e).chain(self.ct.pending_dead()).filter(|e| holds_port(e));
+        let holding = holding.count();
+        let in_use: usize = self.allocators.iter().map(|a| a.stats().in_use).sum();
+        if holding != in_use {
+            return Err(format!("{holding} connections hold a NAT port but {in_use} ports are in use"));
+        }
+        let stray: u64 = self.allocators.iter().map(|a| a.stats().stray_releases).sum();
+        if stray != 0 {
+            return Err(format!("{stray} releases of ports not in use"));
+        }
+        Ok(())
+    }
+}
+
+/// Which way an ICMP error goes, for [`Nat::translate_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorFrom {
+    /// Addressed to the switch (inbound).
+    Outside,
+    /// From an inside network, being forwarded (outbound).
+    Inside,
+}
+
+fn holds_port(e: &Entry) -> bool {
+    e.nat.is_some_and(|n| n.allocator.is_some())
+}
+
+/// Gives a dead connection's port back to its allocator.
+fn release(allocators: &mut [PortAllocator], e: &Entry) {
+    if let Some(a) = e.nat.and_then(|n| n.allocator) {
+        if let Some(allocator) = allocators.get_mut(usize::from(a)) {
+            allocator.release(NatProto::from(e.reply.proto), (e.reply.src, e.reply.sport), e.reply.dport);
+        }
+    }
+}
+
+/// The TCP flags of a parsed frame (none for other protocols).
+#[inline(always)]
+fn flags(d: &[u8], p: &Parsed) -> TcpFlags {
+    if p.ip_proto != ip_proto::TCP || p.l4 == 0 {
+        return TcpFlags::NONE;
+    }
+    tcp::Header::at(d, p.l4 as usize).map_or(TcpFlags::NONE, |t| TcpFlags(t.flags()))
+}
+
+fn flow_hash(t: &Tuple) -> u64 {
+    let mut h = FxHasher::default();
+    t.hash(&mut h);
+    h.finish()
+}

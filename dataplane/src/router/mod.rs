@@ -1,0 +1,460 @@
+//! The IPv4 router stage: the switch's own addresses (ARP, ping), longest-prefix routing between router
+//! interfaces, neighbour resolution, TTL and checksum rewriting, and ICMP errors.
+//!
+//! A **router interface** ([`RifInfo`]) is either a network's gateway (frames reach it through the bridge when
+//! addressed to the gateway MAC, and leave through the bridge to the neighbour's port) or a routed port (every
+//! frame addressed to the port's MAC or broadcast). The bridge hands frames to this stage with
+//! `Verdict::ToRouter(rif)`, and a copy of each broadcast ARP with `Verdict::FloodAndRoute`.
+//!
+//! What it does with a frame received on interface `rif`:
+//! - **ARP** (RFC 826): validated (Ethernet/IPv4, lengths, sender inside the interface's subnet, not our own
+//!   address, not a group MAC). A request for our address on that interface is answered, and its sender
+//!   learned; a reply to us is learned and releases the frames waiting for it; anything else only refreshes an
+//!   entry that already exists (gratuitous ARP), so no host can plant entries for other networks or make us
+//!   answer for addresses that are not ours (no proxy ARP).
+//! - **IPv4 to one of our addresses**: first the NAT stage ([`crate::nat`], when the configuration has
+//!   masquerade networks or publish rules) may claim it — a reply of a masqueraded connection, a published port,
+//!   a hairpin connection, an ICMP error about a tracked connection — and translate its destination; it is then
+//!   forwarded like the next case, with a route lookup for the new destination. Otherwise ICMP echo requests are
+//!   answered (rate limited); anything else is dropped and counted (`local-unsupported`).
+//! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
+//!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
+//!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
+//!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
+//!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
+//!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
+//!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then the NAT
+//!   translation is written (decided above for packets to our addresses; otherwise the NAT stage's outbound
+//!   step looks up packets from masquerade/publish networks and creates masqueraded connections), TTL is
+//!   decremented, the header checksum updated incrementally (RFC 1624), the MACs rewritten and the frame sent
+//!   to the next hop's MAC, resolving it with ARP first if needed (see [`crate::neigh`]). Every check runs on
+//!   the packet as it arrived, so the router's own ICMP errors quote the untranslated packet — except Host
+//!   Unreachable for a packet that waited for ARP, which was already translated.
+//! - ICMP errors (RFC 1812 §4.3.2.7) are never sent about ICMP errors, non-first fragments, or packets from or
+//!   to broadcast/multicast/zero addresses, and are rate limited (a token bucket, default 100/s, burst 50;
+//!   echo replies have their own, 1000/s). An error quotes the IP header and the first 8 bytes of the payload,
+//!   comes from the address of the interface the packet arrived on, and goes back out of the port it came from
+//!   to the MAC it came from (the previous hop).
+//!
+//! Time is passed in; housekeeping ([`Router::tick`]) retries ARP and fails unresolved neighbours.
+//!
+//! Files: this one holds the stage, its route lookup and the per-frame dispatch; `forward.rs` the forwarding
+//! path (checks, NAT, TTL, neighbour, egress), `arp.rs` ARP (answering, learning, asking), `icmp.rs` the
+//! switch's own ICMP (echo replies, errors). Every header is read and written through [`crate::wire`] views at
+//! the offsets ingress found ([`Parsed`]).
+//!
+//! Code layout: [`Router::handle`] and what it calls for a forwarded packet (checks, NAT, neighbour, egress) are
+//! `#[inline(always)]`, so the pipeline's loop is one body with no call per frame; ARP, the switch's own ICMP,
+//! ICMP errors and the inbound-NAT forwarding path are `#[inline(never)]`, so that body stays small
+//! (`bench/README.md` § NAT has the measurements behind both).
+//! Threads: owned by the worker running the pipeline.
+
+mod arp;
+mod forward;
+mod icmp;
+#[cfg(test)]
+mod tests;
+
+use crate::batch::{Batch, BATCH_SIZE};
+use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
+use crate::counters::DropReason;
+use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
+use crate::neigh::{NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
+use crate::packet::Parsed;
+use crate::pipeline::{Egress, Verdict, Verdicts};
+use crate::route::{Fib, Ipv4Net, NextHopId};
+use crate::topology::Topology;
+use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NextHop {
+    /// Egress interface.
+    pub rif: RifId,
+    /// Gateway; `None` for a connected route.
+    pub via: Option<Ipv4Addr>,
+}
+
+/// A route as listed by [`Router::routes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteEntry {
+    /// The prefix.
+    pub prefix: Ipv4Net,
+    /// Where it leads.
+    pub next_hop: NextHop,
+    /// `connected` or `static`.
+    pub origin: &'static str,
+}
+
+/// Router outcomes that are not drops of a forwarded frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RouterStats {
+    /// Packets routed and sent to their next hop (after resolution, for held ones), encapsulated overlay frames
+    /// sent to their underlay next hop included.
+    pub forwarded: u64,
+    /// ARP requests for our addresses answered.
+    pub arp_replies: u64,
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// ARP packets not for us (flood copies) ignored.
+    pub arp_ignored: u64,
+    /// Echo replies sent.
+    pub echo_replies: u64,
+    /// ICMP errors sent.
+    pub icmp_errors: u64,
+    /// ICMP messages not sent because of the rate limit.
+    pub icmp_rate_limited: u64,
+}
+
+/// A token bucket on the caller's clock.
+#[derive(Debug, Clone, Copy)]
+struct TokenBucket {
+    rate_per_sec: u64,
+    burst: u64,
+    /// Tokens scaled by 1e9 so refill needs no division per call.
+    tokens: u128,
+    last: Nanos,
+}
+
+impl TokenBucket {
+    fn new(rate_per_sec: u64, burst: u64) -> Self {
+        TokenBucket { rate_per_sec, burst, tokens: u128::from(burst) * u128::from(NANOS_PER_SEC), last: 0 }
+    }
+
+    fn take(&mut self, now: Nanos) -> bool {
+        let elapsed = now.saturating_sub(self.last);
+        self.last = self.last.max(now);
+        let cap = u128::from(self.burst) * u128::from(NANOS_PER_SEC);
+        self.tokens = (self.tokens + u128::from(elapsed) * u128::from(self.rate_per_sec)).min(cap);
+        if self.tokens >= u128::from(NANOS_PER_SEC) {
+            self.tokens -= u128::from(NANOS_PER_SEC);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The router stage. See the module documentation.
+#[derive(Debug)]
+pub struct Router {
+    fib: Fib,
+    next_hops: Vec<NextHop>,
+    origins: Vec<&'static str>,
+    neigh: NeighTable,
+    icmp_errors: TokenBucket,
+    echo: TokenBucket,
+    stats: RouterStats,
+    released: Vec<Frame>,
+    /// The last resolved neighbour, valid within one batch (cleared by [`Router::lookup_batch`] and by ARP).
+    last_neigh: Option<(RifId, Ipv4Addr, MacAddr)>,
+    /// Connection tracking and NAT.
+    nat: Nat,
+    /// Every router interface's address, by [`RifId`] (the topology's, packed for the per-packet "is this for
+    /// us" scan; a router is rebuilt whenever an interface changes, see `Topology::same_router_as`).
+    local_addrs: Vec<Ipv4Addr>,
+}
+
+/// The translation [`Nat::inbound`] decided for a packet to one of our addresses, applied by
+/// [`Router::forward`] after the forwarding checks.
+#[derive(Debug, Clone, Copy)]
+enum Decided {
+    /// A tracked connection's packet: write this.
+    Rewrite(Rewrite),
+    /// A new connection: open it, then write its first packet's rewrite.
+    Open(NewConnection),
+}
+
+impl Decided {
+    /// The packet's destination after translation.
+    fn dst(&self) -> Ipv4Addr {
+        match self {
+            Decided::Rewrite(rw) => rw.to.dst,
+            Decided::Open(c) => c.dst(),
+        }
+    }
+}
+
+/// What [`Router::lookup_batch`] found for one frame of the batch: its route, and with NAT on its flow, hashed
+/// for the connection table (valid while the frame is as it arrived: a frame the router rewrote before
+/// forwarding is routed by its new destination instead, without a flow).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLookup {
+    /// The next hop for the frame's destination, if a route matches.
+    pub next_hop: Option<NextHopId>,
+    /// The frame's flow ([`nat::Nat::prefetch`]).
+    pub flow: Option<nat::Flow>,
+}
+
+/// Where a forwarded packet's route comes from.
+#[derive(Debug, Clone, Copy)]
+enum Route<'a> {
+    /// What [`Router::lookup_batch`] found for it.
+    Batch(&'a BatchLookup),
+    /// Look up this (translated) destination.
+    Lookup(Ipv4Addr),
+}
+
+/// Addresses never routed (as source or destination).
+fn martian(a: Ipv4Addr) -> bool {
+    a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()
+}
+
+/// Rewrites a frame's Ethernet addresses (a frame shorter than an Ethernet header is left alone: ingress let
+/// none through).
+#[inline(always)]
+fn set_macs(d: &mut [u8], dst: MacAddr, src: MacAddr) {
+    if let Some(mut eth) = ethernet::HeaderMut::at_mut(d, 0) {
+        eth.set_dst_addr(dst);
+        eth.set_src_addr(src);
+    }
+}
+
+impl Router {
+    /// A router for `topo`: connected routes for every interface, then the static routes.
+    pub fn new(topo: &Topology) -> Self {
+        let mut r = Router {
+            fib: Fib::new(),
+            next_hops: Vec::new(),
+            origins: Vec::new(),
+            neigh: NeighTable::new(NeighConfig::default()),
+            icmp_errors: TokenBucket::new(100, 50),
+            echo: TokenBucket::new(1000, 100),
+            stats: RouterStats::default(),
+            released: Vec::with_capacity(64),
+            last_neigh: None,
+            nat: Nat::new(topo),
+            local_addrs: topo.rifs.iter().map(|r| r.addr).collect(),
+        };
+        for (i, rif) in topo.rifs.iter().enumerate() {
+            r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
+        }
+        for s in &topo.routes {
+            r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
+        }
+        r
+    }
+
+    fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
+        let id = NextHopId::new(self.next_hops.len() as u32).expect("fewer than 2^24 routes");
+        self.next_hops.push(nh);
+        self.origins.push(origin);
+        self.fib.insert(prefix, id);
+    }
+
+    /// The route lookup stage: finds the next hop of every IPv4 frame in `batch` headed for the router, in one
+    /// batch ([`Fib::lookup_many`]) before any of them is handled. The lookups are independent, so their cache
+    /// misses overlap (a FIB of 10k+ routes does not fit in L1); done one frame at a time inside `handle`, each
+    /// miss stalls alone. This is VPP's `ip4-lookup` node.
+    ///
+    /// With NAT on, the same pass starts loading the connection-tracking lines of every frame's flow (index
+    /// line first, then, after the FIB lookups, the entry it points to, or for what looks like a new
+    /// masqueraded flow the index line its reply tuple will go to), so that the NAT stage's lookups and inserts
+    /// in `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
+    /// These are hints only (nothing is decided here; the flow's hash is kept for `handle`).
+    #[inline]
+    pub fn lookup_batch(
+        &mut self,
+        batch: &Batch,
+        parsed: &[Parsed; BATCH_SIZE],
+        verdicts: &Verdicts,
+        routes: &mut [BatchLookup; BATCH_SIZE],
+    ) {
+        self.last_neigh = None;
+        let mut which = [0u8; BATCH_SIZE];
+        let mut rifs = [0 as RifId; BATCH_SIZE];
+        let mut dsts = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
+        let mut n = 0;
+        for (i, frame) in batch.iter().enumerate() {
+            let p = &parsed[i];
+            let Verdict::ToRouter(rif) = verdicts.get(i) else { continue };
+            if p.ethertype != ethertype::IPV4 {
+                continue;
+            }
+            // Ingress checked that an IPv4 frame holds a whole header at `l3`.
+            let d = frame.data();
+            if let Some(ip) = ipv4::Header::at(d, p.l3 as usize) {
+                which[n] = i as u8;
+                rifs[n] = rif;
+                dsts[n] = ip.dst_addr();
+                routes[i].flow = self.nat.prefetch(d, p);
+                n += 1;
+            }
+        }
+        let mut found = [None; BATCH_SIZE];
+        self.fib.lookup_many(&dsts[..n], &mut found[..n]);
+        for k in 0..n {
+            let route = &mut routes[which[k] as usize];
+            route.next_hop = found[k];
+            if let Some(flow) = &mut route.flow {
+                let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
+                self.nat.prefetch_entry(flow, rifs[k], out_rif);
+            }
+        }
+    }
+
+    /// Handles one frame received on interface `rif` and addressed to it. `route` is what
+    /// [`Router::lookup_batch`] found for the frame. Inlined into the pipeline's loop: this is the per-frame
+    /// body of every routed packet.
+    #[inline(always)]
+    pub fn handle(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        frame: Frame,
+        parsed: &Parsed,
+        route: &BatchLookup,
+        out: &mut Egress,
+    ) {
+        match parsed.ethertype {
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, false, out),
+            ethertype::IPV4 if parsed.vlan_tags == 0 => self.ipv4(now, rif, frame, parsed, route, out),
+            _ => out.drop(frame, DropReason::UnsupportedL3),
+        }
+    }
+
+    /// Handles the router's copy of a frame flooded on `rif`'s network (a broadcast ARP): its fate is counted
+    /// by the flood, so nothing here counts as its drop.
+    #[inline(never)]
+    pub fn handle_copy(&mut self, now: Nanos, rif: RifId, frame: Frame, parsed: &Parsed, out: &mut Egress) {
+        match parsed.ethertype {
+            ethertype::ARP if parsed.vlan_tags == 0 => self.arp(now, rif, frame, parsed, true, out),
+            _ => out.free(frame),
+        }
+    }
+
+    #[inline(always)]
+    fn ipv4(
+        &mut self,
+        now: Nanos,
+        in_rif: RifId,
+        mut frame: Frame,
+        parsed: &Parsed,
+        route: &BatchLookup,
+        out: &mut Egress,
+    ) {
+        let l3 = parsed.l3 as usize;
+        let d = frame.data();
+        // Ingress checked the header is whole; the usual option-less one is checked through a fixed-size view.
+        let Some(ip) = ipv4::Header::at(d, l3) else { return out.drop(frame, DropReason::TruncatedIpHeader) };
+        if ip.header_len() != ipv4::HEADER_LEN {
+            let whole = ipv4::Packet::new_unchecked(&d[l3..]);
+            let reason = if whole.verify_checksum() { DropReason::IpOptions } else { DropReason::BadIpChecksum };
+            return out.drop(frame, reason);
+        }
+        if !ip.verify_checksum_fixed() {
+            return out.drop(frame, DropReason::BadIpChecksum);
+        }
+        let dst = ip.dst_addr();
+        let topo = out.topo();
+        if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
+            // Another interface's address is reached across the router: not from or to an internal network.
+            let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
+            if local != in_rif as usize && (a.internal || b.internal) {
+                return out.drop(frame, DropReason::InternalNetwork);
+            }
+            if self.nat.enabled() {
+                let flow = route.flow.as_ref();
+                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo) {
+                    Inbound::Local => {}
+                    Inbound::Translate(rw) => {
+                        let route = Route::Lookup(rw.to.dst);
+                        return self.forward_translated(
+                            now,
+                            in_rif,
+                            frame,
+                            parsed,
+                            route,
+                            Some(Decided::Rewrite(rw)),
+                            out,
+                        );
+                    }
+                    Inbound::Open(c) => {
+                        let route = Route::Lookup(c.dst());
+                        return self.forward_translated(now, in_rif, frame, parsed, route, Some(Decided::Open(c)), out);
+                    }
+                    Inbound::Translated => {
+                        let Some(ip) = ipv4::Header::at(frame.data(), l3) else {
+                            return out.drop(frame, DropReason::TruncatedIpHeader);
+                        };
+                        let dst = ip.dst_addr();
+                        return self.forward_translated(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                    }
+                    Inbound::Drop(reason) => return out.drop(frame, reason),
+                }
+            }
+            return self.local(now, local as RifId, frame, parsed, out);
+        }
+        self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
+    }
+
+    /// Housekeeping at `now`: ARP retries, failed resolutions (Host Unreachable to their senders), ageing.
+    pub fn tick(&mut self, now: Nanos, out: &mut Egress) {
+        let mut work = TickWork::default();
+        self.neigh.tick(now, &mut work);
+        for (rif, target) in work.requests {
+            self.arp_request(rif, target, now, out);
+        }
+        for (rif, mut f) in work.failed {
+            // The queued frame was already rewritten for forwarding (TTL - 1); ICMP quotes it as it is.
+            let parsed = crate::packet::parse(f.data()).unwrap_or_default();
+            let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+            f.ts = now;
+            self.icmp_error(
+                now,
+                in_rif,
+                &f,
+                &parsed,
+                icmpv4::msg_type::DEST_UNREACHABLE,
+                icmpv4::unreachable::HOST,
+                0,
+                out,
+            );
+            out.drop(f, DropReason::HostUnreachable);
+        }
+    }
+
+    /// True while some neighbour is being resolved (replay keeps its clock running until this is false).
+    pub fn has_pending(&self) -> bool {
+        self.neigh.pending() > 0
+    }
+
+    /// The routing table, sorted by prefix.
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        self.fib
+            .iter()
+            .map(|(prefix, id)| RouteEntry {
+                prefix,
+                next_hop: self.next_hops[id.index()],
+                origin: self.origins[id.index()],
+            })
+            .collect()
+    }
+
+    /// The neighbour table.
+    pub fn neighbours(&self, now: Nanos) -> Vec<NeighEntry> {
+        self.neigh.entries(now)
+    }
+
+    /// Neighbour table counters.
+    pub fn neigh_stats(&self) -> NeighStats {
+        self.neigh.stats()
+    }
+
+    /// The router's counters.
+    pub fn stats(&self) -> RouterStats {
+        self.stats
+    }
+
+    /// The NAT stage (connection table, NAT counters).
+    pub fn nat(&self) -> &Nat {
+        &self.nat
+    }
+
+    /// The NAT stage, for housekeeping (expiry) and flushes.
+    pub fn nat_mut(&mut self) -> &mut Nat {
+        &mut self.nat
+    }
+}
