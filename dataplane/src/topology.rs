@@ -8,7 +8,10 @@
 //! Router interfaces are numbered networks-with-a-gateway first (in configuration order), then routed ports.
 //! An interface's MAC is the configured `gateway_mac` (network) or `mac` (routed port), or else derived from its
 //! name: `02:76:73` ("vs", locally administered) followed by the low 24 bits of the FNV-1a hash of
-//! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings.
+//! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings. With a
+//! `[cluster]` section a routed port's key is `"port:NAME@HOST"`: hosts sharing an underlay segment then get
+//! different MACs for their same-named ports, while an overlay network's gateway MAC stays the same on every host
+//! (the anycast gateway).
 //!
 //! NAT facts are resolved here too: each network interface's `masquerade` flag ([`RifInfo::masquerade`]), the
 //! publish rules resolved to their routed port's interface ([`PublishRule`]), the masquerade port range and the
@@ -231,8 +234,14 @@ impl Topology {
                 }
                 let rif = p.address.filter(|_| network.is_none()).map(|address| {
                     let name = format!("port:{}", p.name);
+                    // In a cluster every host has its own routed ports (often with the same names, on one
+                    // underlay segment): their derived MACs take the host's name too, so they differ.
+                    let key = match &cfg.cluster {
+                        Some(c) => format!("{name}@{}", c.host),
+                        None => name.clone(),
+                    };
                     rifs.push(RifInfo {
-                        mac: p.mac.unwrap_or_else(|| derived_mac(&name)),
+                        mac: p.mac.unwrap_or_else(|| derived_mac(&key)),
                         name,
                         addr: address.addr(),
                         subnet: address,
@@ -384,6 +393,24 @@ mod tests {
         let c = conntrack_config(&cfg.conntrack);
         assert!(c.strict);
         assert_eq!(c.timeouts.udp_unreplied, 7 * NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn in_a_cluster_routed_port_macs_differ_per_host_and_the_gateway_mac_does_not() {
+        let host = |h: &str| {
+            let text = format!(
+                "[cluster]\nname = \"c\"\nhost = \"{h}\"\netcd = [\"http://10.9.0.1:2379\"]\nvtep_port = \"under\"\n\
+                 [[network]]\nname = \"red\"\nscope = \"overlay\"\nsubnet = \"10.1.0.0/24\"\ngateway = \"10.1.0.1\"\n\
+                 [[port]]\nname = \"under\"\nkind = \"mem\"\naddress = \"10.200.0.11/24\"\n"
+            );
+            let t = Topology::from_config(&Config::parse(&text, "t").unwrap());
+            (t.rifs[0].mac, t.rifs[1].mac)
+        };
+        let ((gw_a, under_a), (gw_b, under_b)) = (host("a"), host("b"));
+        assert_eq!(gw_a, gw_b, "anycast gateway");
+        assert_eq!(gw_a, derived_mac("network:red"));
+        assert_ne!(under_a, under_b, "one underlay segment, two hosts");
+        assert_eq!(under_a, derived_mac("port:under@a"));
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! Threads: [`Membership::start`] runs the session ([`session::run`]) on a thread of its own with a
 //! single-threaded tokio runtime; the agent's main loop reads snapshots and sends commands without blocking.
 
+pub mod from_config;
 pub mod schema;
 pub mod session;
 pub mod view;
