@@ -10,6 +10,7 @@ use etherparse::PacketBuilder;
 
 pub mod live;
 pub mod nat;
+pub mod overlay;
 
 /// A 64-byte (without FCS: 60 + 4) UDP frame: 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload = 60 bytes.
 pub fn udp64(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], sport: u16) -> Vec<u8> {
