@@ -2,7 +2,7 @@
 //! PID), and per host a namespace with its own `vswitchd run` (started empty) and `vswitch-agent` with a
 //! `[cluster]` section; root only (skips otherwise), and only with etcd installed (`.ci/run` installs it).
 //!
-//! Topology (every name carries the test's PID; nothing is created in the root namespace but the agents'
+//! Topology of the first test (every name carries the test's PID; nothing is created in the root namespace but the agents'
 //! processes, which only talk to the Unix sockets and to etcd on 127.0.0.1):
 //! - namespace `vo{pid}u`: the underlay, a Linux bridge `vo{pid}br` with one veth per host (10.200.0.0/24);
 //! - per host `hN`: namespace `vo{pid}hN` with vswitchd, whose routed port `under` (afpacket on the veth
@@ -19,6 +19,10 @@
 //! red do not leak into each other; the kernel VTEP and an overlay container ping each other both ways; a fourth
 //! host joins with only its own configuration and is reachable within 5 s; SIGTERM of an agent removes its host
 //! on the others within 1 s; SIGKILL of a host's agent and vswitchd removes it within TTL + 3 s. Lease TTL 2 s.
+//!
+//! A second test (names `vp{pid}…`, its own etcd): the etcd leader killed during a continuous ping loses at
+//! most one ping; a third host joins with two members left; with two members down (no quorum) pings go on and
+//! every host keeps its members and endpoints past the lease TTL (nothing is flushed).
 
 mod common;
 #[path = "../../dataplane/tests/common/netns.rs"]
@@ -125,6 +129,7 @@ fn ping(ns: &Netns, ip: &str) -> bool {
 /// One host: its namespaces, vswitchd and agent.
 struct Host {
     n: u8,
+    pre: String,
     ns: Netns,
     red: Netns,
     blue: Option<Netns>,
@@ -136,32 +141,44 @@ struct Host {
 }
 
 struct World {
-    pid: u32,
+    /// `vo{pid}` or `vp{pid}`: every name of this test starts with it (two tests run at once in one process).
+    pre: String,
     dir: tempfile::TempDir,
     etcd: Etcd,
     underlay: Netns,
 }
 
 impl World {
+    /// The underlay namespace and bridge, and a three-member etcd.
+    fn new(letters: &str) -> World {
+        let pre = format!("{letters}{}", std::process::id());
+        let underlay = Netns::create(&format!("{pre}u"));
+        underlay.disable_ipv6();
+        let br = format!("{pre}br");
+        underlay.ip(&["link", "add", &br, "type", "bridge"]);
+        underlay.ip(&["link", "set", "dev", &br, "up"]);
+        World { pre, dir: tempfile::tempdir().unwrap(), etcd: Etcd::start(3), underlay }
+    }
+
     fn tag(&self, what: &str, n: u8) -> String {
-        format!("vo{}{what}{n}", self.pid)
+        format!("{}{what}{n}", self.pre)
     }
 
     /// A veth from namespace `ns` (end `inside`, up) to the underlay bridge.
     fn plug(&self, ns: &Netns, inside: &str, bridge_end: &str) {
         ns.ip(&["link", "add", inside, "type", "veth", "peer", "name", bridge_end, "netns", &self.underlay.0]);
         ns.ip(&["link", "set", "dev", inside, "up"]);
-        let br = format!("vo{}br", self.pid);
+        let br = format!("{}br", self.pre);
         self.underlay.ip(&["link", "set", "dev", bridge_end, "master", &br]);
         self.underlay.ip(&["link", "set", "dev", bridge_end, "up"]);
     }
 
     fn config(&self, n: u8, blue: bool) -> String {
         let etcd = self.etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
-        let pid = self.pid;
+        let pre = &self.pre;
         let mut s = format!(
             r#"[cluster]
-name = "t{pid}"
+name = "{pre}"
 host = "h{n}"
 etcd = [{etcd}]
 lease_ttl_secs = {TTL_SECS}
@@ -176,16 +193,16 @@ gateway = "10.1.0.1"
 [[port]]
 name = "c1"
 kind = "tap"
-ifname = "vo{pid}t{n}"
+ifname = "{pre}t{n}"
 network = "red"
-netns = "vo{pid}c{n}"
+netns = "{pre}c{n}"
 endpoint_mac = "02:00:00:00:01:0{n}"
 endpoint_ip = "10.1.0.1{n}"
 
 [[port]]
 name = "under"
 kind = "afpacket"
-ifname = "vo{pid}u{n}"
+ifname = "{pre}u{n}"
 address = "10.200.0.1{n}/24"
 "#
         );
@@ -200,9 +217,9 @@ vni = {BLUE_VNI}
 [[port]]
 name = "b1"
 kind = "tap"
-ifname = "vo{pid}v{n}"
+ifname = "{pre}v{n}"
 network = "blue"
-netns = "vo{pid}d{n}"
+netns = "{pre}d{n}"
 endpoint_mac = "02:00:00:00:02:0{n}"
 endpoint_ip = "10.1.0.5{n}"
 "#
@@ -223,7 +240,7 @@ endpoint_ip = "10.1.0.5{n}"
         let socket = self.dir.path().join(format!("h{n}.sock"));
         let cfg = self.dir.path().join(format!("h{n}.toml"));
         std::fs::write(&cfg, self.config(n, blue)).unwrap();
-        let mut h = Host { n, ns, red, blue: blue_ns, socket, cfg, agent: None, vswitchd: None };
+        let mut h = Host { n, pre: self.pre.clone(), ns, red, blue: blue_ns, socket, cfg, agent: None, vswitchd: None };
         h.start_vswitchd(self.dir.path());
         h.start_agent(self.dir.path());
         h
@@ -290,10 +307,10 @@ impl Host {
 
     /// Gives the container's tap (once vswitchd moved it there) its registered MAC, address and default route.
     fn configure(&self) {
-        let pid = std::process::id();
-        let setups = [(Some(&self.red), format!("vo{pid}t{}", self.n), 1u8, true)]
+        let pre = &self.pre;
+        let setups = [(Some(&self.red), format!("{pre}t{}", self.n), 1u8, true)]
             .into_iter()
-            .chain(self.blue.as_ref().map(|b| (Some(b), format!("vo{pid}v{}", self.n), 2u8, false)));
+            .chain(self.blue.as_ref().map(|b| (Some(b), format!("{pre}v{}", self.n), 2u8, false)));
         for (ns, ifname, kind, route) in setups {
             let ns = ns.unwrap();
             wait_until(&format!("tap {ifname}"), WAIT, || {
@@ -470,14 +487,8 @@ fn overlay_hosts_join_reach_each_other_and_leave() {
         return;
     }
     let t0 = Instant::now();
-    let pid = std::process::id();
-    let underlay = Netns::create(&format!("vo{pid}u"));
-    underlay.disable_ipv6();
-    let br = format!("vo{pid}br");
-    underlay.ip(&["link", "add", &br, "type", "bridge"]);
-    underlay.ip(&["link", "set", "dev", &br, "up"]);
-    let world = World { pid, dir: tempfile::tempdir().unwrap(), etcd: Etcd::start(3), underlay };
-
+    let world = World::new("vo");
+    let pre = world.pre.clone();
     let mut hosts: Vec<Host> = (1..=3).map(|n| world.host(n, n <= 2)).collect();
     for h in &hosts {
         h.configure();
@@ -525,9 +536,9 @@ fn overlay_hosts_join_reach_each_other_and_leave() {
     assert!(ping(b2, "10.1.0.51"));
 
     // Interop: a kernel vxlan device registered by hand pings a container both ways.
-    let kns = Netns::create(&format!("vo{pid}k"));
+    let kns = Netns::create(&format!("{pre}k"));
     kns.disable_ipv6();
-    let (kveth, kbr, kvx) = (format!("vo{pid}k0"), format!("vo{pid}bk"), format!("vo{pid}x"));
+    let (kveth, kbr, kvx) = (format!("{pre}k0"), format!("{pre}bk"), format!("{pre}x"));
     world.plug(&kns, &kveth, &kbr);
     kns.ip(&["addr", "add", "10.200.0.50/24", "dev", &kveth]);
     let id = red_vni.to_string();
@@ -542,7 +553,7 @@ fn overlay_hosts_join_reach_each_other_and_leave() {
         .status()
         .unwrap();
     assert!(fdb.success(), "bridge fdb append");
-    let prefix = format!("/vswitch/v1/t{pid}/");
+    let prefix = format!("/vswitch/v1/{pre}/");
     let host = r#"{"vtep":"10.200.0.50","udp_port":4789,"mtu":1500,"networks":["red"]}"#;
     let ep = r#"{"network":"red","mac":"02:00:00:00:0a:01","ip":"10.1.0.60"}"#;
     world.etcd.ctl(&["put", &format!("{prefix}hosts/kvx"), host]).expect("etcdctl put host");
@@ -589,4 +600,66 @@ fn overlay_hosts_join_reach_each_other_and_leave() {
         t0.elapsed()
     );
     drop(kns);
+}
+
+/// `ping -i 0.1 -c COUNT` from `ns` to `ip` in the background; its (transmitted, received) when joined.
+fn ping_loop(ns: &Netns, ip: &str, count: u32) -> std::thread::JoinHandle<(u32, u32)> {
+    let (ns, ip) = (ns.0.clone(), ip.to_string());
+    std::thread::spawn(move || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "ping", "-n", "-q", "-i", "0.1", "-W", "1", "-c", &count.to_string(), &ip])
+            .output()
+            .expect("run ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "20 packets transmitted, 19 received, 5% packet loss, time 1905ms"
+        let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
+        let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+        (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+    })
+}
+
+#[test]
+fn overlay_survives_the_etcd_leader_and_two_members_going_down() {
+    if let Some(why) = skip_reason().or_else(etcd_missing) {
+        eprintln!("skipping the overlay live test: {why}");
+        return;
+    }
+    let mut world = World::new("vp");
+    let hosts: Vec<Host> = (1..=2).map(|n| world.host(n, false)).collect();
+    for h in &hosts {
+        h.configure();
+    }
+    let (h1, h2) = (&hosts[0], &hosts[1]);
+    wait_until("h1 lists h2", WAIT, || h1.members("red") == ["h2"]);
+    wait_until("h2 lists h1", WAIT, || h2.members("red") == ["h1"]);
+    wait_until("c1 pings c2", WAIT, || ping(&h1.red, "10.1.0.12"));
+
+    // The etcd leader killed during a continuous ping: at most one ping lost.
+    let pings = ping_loop(&h1.red, "10.1.0.12", 30);
+    std::thread::sleep(Duration::from_millis(800));
+    let leader = world.etcd.leader().expect("a leader");
+    world.etcd.kill(leader);
+    let (sent, received) = pings.join().unwrap();
+    assert!(sent >= 30 && sent - received <= 1, "leader kill: {received} of {sent} pings answered");
+
+    // A host still joins with two members left.
+    let joined = Instant::now();
+    let h3 = world.host(3, false);
+    h3.configure();
+    wait_until("c3 (h3) pings c1 (h1) with two etcd members", WAIT, || ping(&h3.red, "10.1.0.11"));
+    let join_time = joined.elapsed();
+    wait_until("h1 lists h3", WAIT, || h1.members("red") == ["h2", "h3"]);
+
+    // Two members down (no quorum): forwarding goes on and nothing is flushed, even past the lease TTL.
+    let second = (0..3).find(|&i| i != leader).unwrap();
+    world.etcd.kill(second);
+    let pings = ping_loop(&h1.red, "10.1.0.13", 10 * (TTL_SECS as u32 + 2));
+    let (sent, received) = pings.join().unwrap();
+    assert!(sent > 0 && received == sent, "without quorum: {received} of {sent} pings answered");
+    for h in [h1, h2, &h3] {
+        let others: Vec<String> = [1, 2, 3].iter().filter(|&&n| n != h.n).map(|n| format!("h{n}")).collect();
+        assert_eq!(h.members("red"), others, "h{} keeps its members", h.n);
+        assert_eq!(h.endpoint_count("red"), 2, "h{} keeps its endpoints", h.n);
+    }
+    eprintln!("overlay live (etcd failures): join on two members {join_time:?}");
 }
