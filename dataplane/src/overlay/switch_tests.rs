@@ -78,8 +78,9 @@ fn resolve_underlay(tb: &mut Testbed) -> Vec<Vec<u8>> {
     let mac = tb.switch().topology().rifs.iter().find(|r| r.name == "port:under").unwrap().mac;
     let mut released = Vec::new();
     for f in tb.take("under") {
-        if f[12..14] == [0x08, 0x06] {
-            let target = Ipv4Addr::new(f[38], f[39], f[40], f[41]);
+        let arp = ethernet::Header::at(&f, 0).filter(|e| e.ethertype() == ethertype::ARP);
+        if arp.is_some() {
+            let target = arp::Packet::new_checked(&f[ethernet::HEADER_LEN..]).unwrap().target_ip();
             let peer_mac = if target == B { B_MAC } else { C_MAC };
             tb.send("under", &arp_reply(peer_mac, target, mac, OURS));
             released.extend(tb.take("under"));
@@ -97,15 +98,9 @@ fn outer(f: &[u8]) -> (MacAddr, Ipv4Addr, u32, bool, Vec<u8>) {
     let Some(TransportSlice::Udp(u)) = p.transport else { panic!("outer UDP") };
     assert_eq!(u.destination_port(), 4789);
     assert_eq!(ip.header().source_addr(), OURS);
-    let vx = u.payload();
-    let vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-    (
-        MacAddr::from_slice(f).unwrap(),
-        ip.header().destination_addr(),
-        vni,
-        ip.header().dont_fragment(),
-        vx[8..].to_vec(),
-    )
+    let vx = crate::wire::vxlan::Packet::new_checked(u.payload()).expect("a VXLAN header");
+    let dst = ethernet::Header::at(f, 0).unwrap().dst_addr();
+    (dst, ip.header().destination_addr(), vx.vni(), ip.header().dont_fragment(), vx.payload().to_vec())
 }
 
 fn udp(from: (MacAddr, Ipv4Addr), to: (MacAddr, Ipv4Addr), len: usize) -> Vec<u8> {
@@ -134,7 +129,7 @@ fn known_remote_unicast_is_encapsulated_to_its_vtep_after_underlay_arp() {
 fn broadcast_is_flooded_locally_and_replicated_to_every_member_within_the_rate_limit() {
     let mut tb = testbed();
     let mut bcast = udp(C1, (MacAddr::BROADCAST, Ipv4Addr::BROADCAST), 20);
-    bcast[0..6].copy_from_slice(&[0xff; 6]);
+    set_dst(&mut bcast, MacAddr::BROADCAST);
     tb.send("c1", &bcast);
     assert_eq!(tb.take("c2").len(), 1);
     let out = resolve_underlay(&mut tb);
@@ -161,9 +156,14 @@ fn from_peer(tb: &Testbed, src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     assert!(vxlan::Template::new(src, OURS, 4789).encap(&mut f, vni, 55555));
     let mac = tb.switch().topology().rifs.iter().find(|r| r.name == "port:under").unwrap().mac;
     let mut d = f.data().to_vec();
-    d[0..6].copy_from_slice(&mac.0);
-    d[6..12].copy_from_slice(&B_MAC.0);
+    let mut eth = ethernet::Packet::new_unchecked(&mut d[..]);
+    eth.set_dst_addr(mac);
+    eth.set_src_addr(B_MAC);
     d
+}
+
+fn set_dst(frame: &mut [u8], mac: MacAddr) {
+    ethernet::Packet::new_unchecked(frame).set_dst_addr(mac);
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn decapsulated_frames_reach_local_ports_only() {
     assert_eq!(tb.take("c1"), vec![to_c1], "known local unicast");
     assert!(tb.take("c2").is_empty());
     let mut bcast = udp(R1, C1, 30);
-    bcast[0..6].copy_from_slice(&[0xff; 6]);
+    set_dst(&mut bcast, MacAddr::BROADCAST);
     tb.send("under", &from_peer(&tb, B, 100, &bcast));
     assert_eq!((tb.take("c1").len(), tb.take("c2").len()), (1, 1));
     assert!(tb.take("under").is_empty(), "split horizon: never back into a tunnel");
@@ -231,7 +231,8 @@ fn arp_for_a_remote_endpoint_is_answered_by_the_switch() {
     tb.send("c1", &arp_request(C1.0, C1.1, R1.1));
     let back = tb.take("c1");
     assert_eq!(back.len(), 1);
-    assert_eq!(&back[0][22..28], &R1.0 .0, "the remote endpoint's MAC");
+    let reply = arp::Packet::new_checked(&back[0][ethernet::HEADER_LEN..]).unwrap();
+    assert_eq!(reply.sender_mac(), R1.0, "the remote endpoint's MAC");
     assert!(tb.take("c2").is_empty() && tb.take("under").is_empty(), "not flooded anywhere");
     // Unknown addresses are flooded as usual, also to the members.
     tb.send("c1", &arp_request(C1.0, C1.1, Ipv4Addr::new(10, 1, 0, 77)));
@@ -250,7 +251,8 @@ fn routing_into_the_overlay_uses_the_registered_mac_and_the_overlay_mtu() {
     assert_eq!(out.len(), 1, "no ARP on red for a registered endpoint: straight into the tunnel");
     let (_, dst, vni, _, inner) = outer(&out[0]);
     assert_eq!((dst, vni), (B, 100));
-    assert_eq!((&inner[0..6], &inner[6..12]), (&R1.0 .0[..], &red_gw.0[..]));
+    let eth = ethernet::Header::at(&inner, 0).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (R1.0, red_gw));
     // 1450 = 1500 - 50 fits; 1451 with DF gets Fragmentation Needed (next-hop MTU 1450).
     let df = Ipv4Opts { df: true, ..Ipv4Opts::default() };
     tb.send("x1", &p.with_opts(df).udp(1, 2, 1450 - 28));
@@ -287,7 +289,7 @@ fn a_member_that_leaves_is_refused_and_not_replicated_to() {
     s.members.retain(|m| m.host != "c");
     tb.switch_mut().update_overlay(s).unwrap();
     let mut bcast = udp(C1, C2, 20);
-    bcast[0..6].copy_from_slice(&[0xff; 6]);
+    set_dst(&mut bcast, MacAddr::BROADCAST);
     tb.send("c1", &bcast);
     let out = resolve_underlay(&mut tb);
     assert_eq!(out.iter().map(|f| outer(f).1).collect::<Vec<_>>(), vec![B]);

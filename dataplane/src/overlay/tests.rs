@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::packet::parse;
 use crate::topology::{OverlayNetInfo, VtepInfo};
 use crate::wire::builder::{arp_request, Ipv4Spec};
+use crate::wire::vxlan::outer;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 const OURS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
@@ -183,8 +184,9 @@ fn encap_queues_the_outer_frame_for_the_peers_next_hop() {
     let Some(TransportSlice::Udp(u)) = p.transport else { panic!() };
     assert_eq!(u.destination_port(), 4789);
     assert_eq!(u.source_port(), vxlan::source_port(&inner));
-    assert_eq!(&u.payload()[4..7], &[0, 0, 100], "red's VNI");
-    assert_eq!(&u.payload()[8..], &inner[..]);
+    let vx = crate::wire::vxlan::Packet::new_checked(u.payload()).unwrap();
+    assert_eq!(vx.vni(), 100, "red's VNI");
+    assert_eq!(vx.payload(), &inner[..]);
     let i = o.inspect(0).unwrap();
     assert_eq!(i.members[0].counters.tx_packets, 1);
     assert_eq!(i.members[0].counters.tx_bytes, (inner.len() + vxlan::OVERHEAD) as u64);
@@ -223,8 +225,9 @@ fn vxlan_frame(src: Ipv4Addr, vni: u32, inner: &[u8]) -> Vec<u8> {
     f.load(inner).unwrap();
     assert!(vxlan::Template::new(src, OURS, 4789).encap(&mut f, vni, 50000));
     let mut d = f.data().to_vec();
-    d[0..6].copy_from_slice(&[2, 0x76, 0x73, 0, 0, 1]);
-    d[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xee]);
+    let mut eth = ethernet::Packet::new_unchecked(&mut d[..]);
+    eth.set_dst_addr(MacAddr([2, 0x76, 0x73, 0, 0, 1]));
+    eth.set_src_addr(MacAddr([2, 0, 0, 0, 0, 0xee]));
     d
 }
 
@@ -269,10 +272,10 @@ fn only_vxlan_to_our_address_and_port_on_the_vtep_port_is_decapsulated() {
     assert!(o.is_vxlan(port, &d, &p));
     assert!(!o.is_vxlan(port - 1, &d, &p), "another port");
     let mut other_port = d.clone();
-    other_port[36..38].copy_from_slice(&4790u16.to_be_bytes());
+    udp::Packet::new_unchecked(&mut other_port[outer::UDP..]).set_dst_port(4790);
     assert!(!o.is_vxlan(port, &other_port, &parse(&other_port).unwrap()));
     let mut other_addr = d.clone();
-    other_addr[33] = 99;
+    ipv4::Packet::new_unchecked(&mut other_addr[outer::IPV4..]).set_dst_addr(Ipv4Addr::new(198, 51, 100, 99));
     assert!(!o.is_vxlan(port, &other_addr, &p));
 }
 
@@ -285,11 +288,13 @@ fn arp_for_a_remote_endpoint_is_answered_locally() {
     f.load(&arp_request(asker, Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1, 0, 13))).unwrap();
     assert!(o.arp_suppress(0, &mut f));
     let d = f.data();
-    let c1 = [2, 0, 0, 0, 0, 0xc1];
-    assert_eq!((&d[0..6], &d[6..12]), (&asker.0[..], &c1[..]));
-    assert_eq!(d[21], 2, "a reply");
-    assert_eq!((&d[22..28], &d[28..32]), (&c1[..], &[10, 1, 0, 13][..]));
-    assert_eq!((&d[32..38], &d[38..42]), (&asker.0[..], &[10, 1, 0, 11][..]));
+    let c1 = MacAddr([2, 0, 0, 0, 0, 0xc1]);
+    let eth = ethernet::Header::at(d, 0).unwrap();
+    assert_eq!((eth.dst_addr(), eth.src_addr()), (asker, c1));
+    let a = arp::Packet::new_checked(&d[ethernet::HEADER_LEN..]).unwrap();
+    assert_eq!(a.operation(), arp::op::REPLY);
+    assert_eq!((a.sender_mac(), a.sender_ip()), (c1, Ipv4Addr::new(10, 1, 0, 13)));
+    assert_eq!((a.target_mac(), a.target_ip()), (asker, Ipv4Addr::new(10, 1, 0, 11)));
     let mut g = pool.alloc().unwrap();
     g.load(&arp_request(asker, Ipv4Addr::new(10, 1, 0, 11), Ipv4Addr::new(10, 1, 0, 99))).unwrap();
     assert!(!o.arp_suppress(0, &mut g), "unknown address: flooded as usual");
