@@ -361,6 +361,11 @@ impl<'a> Egress<'a> {
         self.overlay.restore_pending(v)
     }
 
+    /// True for a packet the overlay encapsulated (from our VTEP to a member's VTEP).
+    pub fn is_tunnel_packet(&self, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> bool {
+        self.overlay.is_tunnel(src, dst)
+    }
+
     /// The MAC of the remote endpoint `ip` on router interface `rif`'s overlay network (the router uses it instead
     /// of ARP, which the endpoint's own host would answer).
     #[inline(never)]

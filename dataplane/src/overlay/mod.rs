@@ -322,6 +322,13 @@ impl Overlay {
         self.nets.get(net as usize)?.as_ref()?.macs.get(&mac).copied()
     }
 
+    /// True for a packet from our VTEP to a member's: one the overlay encapsulated (the router sends no ICMP
+    /// errors about those).
+    #[inline]
+    pub fn is_tunnel(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.vtep.is_some_and(|v| v.addr == src) && self.by_vtep.contains_key(&dst)
+    }
+
     /// The MAC of the remote endpoint with address `ip` on `net`.
     #[inline]
     pub fn endpoint_mac(&self, net: NetId, ip: Ipv4Addr) -> Option<MacAddr> {

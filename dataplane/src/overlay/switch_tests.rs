@@ -296,3 +296,17 @@ fn a_member_that_leaves_is_refused_and_not_replicated_to() {
     tb.send("under", &from_peer(&tb, C, 100, &udp(R1, C1, 10)));
     assert_eq!(tb.switch().counters().drops(DropReason::VxlanUnknownVtep), 1);
 }
+
+#[test]
+fn tunnel_packets_whose_underlay_arp_fails_are_dropped_without_icmp_errors() {
+    let mut tb = testbed();
+    tb.send("c1", &udp(C1, R1, 10));
+    assert_eq!(tb.take("under").len(), 1, "the ARP request for b's VTEP");
+    // Nobody answers: ARP retries, then the held tunnel packet is dropped (a minute of virtual time).
+    tb.advance(60 * NANOS_PER_SEC);
+    tb.take("under");
+    assert!(tb.take("c1").is_empty(), "no ICMP error to the container: the switch sent the packet");
+    assert_eq!(tb.switch().router().stats().icmp_errors, 0);
+    assert_eq!(tb.switch().counters().drops(DropReason::HostUnreachable), 1);
+    assert_eq!(tb.free_buffers(), tb.total_buffers());
+}
