@@ -8,14 +8,39 @@ use dataplane::port::mem::MemPort;
 use dataplane::port::{Port, PortId};
 use etherparse::PacketBuilder;
 
+pub mod cli;
 pub mod live;
 pub mod nat;
 pub mod overlay;
+pub mod pipeline;
+pub mod plot;
+pub mod sweep;
 
 /// A 64-byte (without FCS: 60 + 4) UDP frame: 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload = 60 bytes.
 pub fn udp64(src_mac: [u8; 6], dst_mac: [u8; 6], src_ip: [u8; 4], dst_ip: [u8; 4], sport: u16) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src_ip, dst_ip, 64).udp(sport, 9);
     let payload = [0u8; 18];
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, &payload).expect("writing to a Vec cannot fail");
+    v
+}
+
+/// Frame lengths (without FCS) `udp_frame` can build: 60 (a 64-byte frame on the wire) to 1514.
+pub const FRAME_LEN: std::ops::RangeInclusive<usize> = 60..=1514;
+
+/// A UDP frame of `frame_len` bytes (without FCS; clamped to [`FRAME_LEN`]) with an all-zero payload and a valid
+/// UDP checksum.
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src_ip: std::net::Ipv4Addr,
+    dst_ip: std::net::Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    frame_len: usize,
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src_ip.octets(), dst_ip.octets(), 64).udp(sport, dport);
+    let payload = vec![0u8; frame_len.clamp(*FRAME_LEN.start(), *FRAME_LEN.end()) - 42];
     let mut v = Vec::with_capacity(b.size(payload.len()));
     b.write(&mut v, &payload).expect("writing to a Vec cannot fail");
     v
@@ -56,10 +81,9 @@ impl Rig {
         }
     }
 
-    /// One network, two ports: `gen` receives a cycle of frames from `sources` distinct source MACs, all
-    /// addressed to a host already learned behind `sink`.
-    pub fn l2(sources: u32) -> Self {
-        let cfg = Config::parse(
+    /// The configuration of [`Rig::l2`] with `sources` source MACs.
+    pub fn l2_config(sources: u32) -> Config {
+        Config::parse(
             &format!(
                 "[[network]]\nname = \"bench\"\nmac_limit = {}\n\n\
                  [[port]]\nname = \"gen\"\nkind = \"mem\"\nnetwork = \"bench\"\n\n\
@@ -68,7 +92,25 @@ impl Rig {
             ),
             "bench",
         )
-        .expect("bench config is valid");
+        .expect("bench config is valid")
+    }
+
+    /// The configuration of [`Rig::routed`] without its extra routes (which are added after validation).
+    pub fn routed_config() -> Config {
+        Config::parse(
+            "[[network]]\nname = \"a\"\nsubnet = \"10.0.1.0/24\"\ngateway = \"10.0.1.1\"\n\
+             [[network]]\nname = \"b\"\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.1\"\n\
+             [[port]]\nname = \"gen\"\nkind = \"mem\"\nnetwork = \"a\"\n\
+             [[port]]\nname = \"sink\"\nkind = \"mem\"\nnetwork = \"b\"\n",
+            "bench",
+        )
+        .expect("bench config is valid")
+    }
+
+    /// One network, two ports: `gen` receives a cycle of frames from `sources` distinct source MACs, all
+    /// addressed to a host already learned behind `sink`.
+    pub fn l2(sources: u32) -> Self {
+        let cfg = Rig::l2_config(sources);
         let dst = host_mac(0xffff_0001);
         let frames = (0..sources).map(|i| udp64(host_mac(i + 1), dst, [10, 0, 0, 1], [10, 0, 0, 2], 1000)).collect();
         let mut rig = Rig::with(Switch::new(&cfg), frames);
@@ -107,6 +149,12 @@ impl Rig {
     /// to the gateway MAC, destined to addresses inside the installed routes (1024 distinct destinations cycled);
     /// the next hop's MAC is resolved before measuring. Every frame is routed: LPM, TTL, checksum, MAC rewrite.
     pub fn routed(routes: usize) -> Self {
+        Rig::routed_with_prefixes(routes).0
+    }
+
+    /// [`Rig::routed`], with the extra routes' prefixes (for callers that make their own frames: the source is
+    /// host [`host_mac`]`(1)` at 10.0.1.10 on network `a`, sent to the gateway MAC, `switch.topology().rifs[0]`).
+    pub fn routed_with_prefixes(routes: usize) -> (Self, Vec<dataplane::route::Ipv4Net>) {
         use dataplane::config::RouteConfig;
         use std::net::Ipv4Addr;
         let via = Ipv4Addr::new(10, 0, 2, 254);
@@ -127,14 +175,7 @@ impl Rig {
                 }
             }
         }
-        let mut cfg = Config::parse(
-            "[[network]]\nname = \"a\"\nsubnet = \"10.0.1.0/24\"\ngateway = \"10.0.1.1\"\n\
-             [[network]]\nname = \"b\"\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.1\"\n\
-             [[port]]\nname = \"gen\"\nkind = \"mem\"\nnetwork = \"a\"\n\
-             [[port]]\nname = \"sink\"\nkind = \"mem\"\nnetwork = \"b\"\n",
-            "bench",
-        )
-        .expect("bench config is valid");
+        let mut cfg = Rig::routed_config();
         // Routes are added after validation: checking a million of them is not what is measured here.
         cfg.routes = prefixes.iter().map(|p| RouteConfig { prefix: *p, via, port: None }).collect();
         let switch = Switch::new(&cfg);
@@ -142,6 +183,7 @@ impl Rig {
         let gw_a = rifs[0].mac.0;
         // Destinations: 1024 addresses inside the installed routes (or 10.0.2.x when there are none).
         let prefixes: Vec<_> = prefixes.into_iter().collect();
+        let kept = prefixes.clone();
         let frames = (0..1024u32)
             .map(|i| {
                 let dst = if prefixes.is_empty() {
@@ -172,7 +214,7 @@ impl Rig {
         }
         rig.sink.set_tx_mode(dataplane::port::mem::TxMode::Count);
         rig.step();
-        rig
+        (rig, kept)
     }
 }
 

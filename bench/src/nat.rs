@@ -137,7 +137,8 @@ impl Frames {
 }
 
 /// The rig's configuration: the generator port first (id 0), the sink second (id 1).
-fn config(generator_is_uplink: bool, limit: usize) -> Config {
+/// The rigs' configuration: ports `c` and `up` (the generator's first), connection limit `limit`.
+pub fn config(generator_is_uplink: bool, limit: usize) -> Config {
     let c = "[[port]]\nname = \"c\"\nkind = \"mem\"\nnetwork = \"bridge\"\n";
     let up = "[[port]]\nname = \"up\"\nkind = \"mem\"\naddress = \"203.0.113.2/24\"\n";
     let (first, second) = if generator_is_uplink { (up, c) } else { (c, up) };
@@ -225,6 +226,24 @@ impl Rig {
         rig.gen = MemPort::cycle(if generator_is_uplink { "up" } else { "c" }, templates);
         rig
     }
+}
+
+/// The steady-state UDP frames of a rig made by `Rig::nat(flows, NatProto::Udp, dir)` (or the first packets of
+/// [`NewFlows`] when `first`), `frame_len` bytes each (without FCS), with zeros in the first 10 payload bytes
+/// (where `vswitch-bench pipeline` writes its timestamps) and a valid UDP checksum.
+pub fn udp_frames(switch: &Switch, flows: std::ops::Range<u32>, dir: NatDirection, frame_len: usize) -> Vec<Vec<u8>> {
+    let (gw, up) = (rif_mac(switch, "network:bridge"), rif_mac(switch, "port:up"));
+    flows
+        .map(|i| {
+            let f = flow(i);
+            match dir {
+                NatDirection::Outbound => crate::udp_frame(f.mac.0, gw.0, f.ip, f.server, f.sport, f.dport, frame_len),
+                NatDirection::Reply => {
+                    crate::udp_frame(UPSTREAM_MAC.0, up.0, f.server, UPLINK_ADDR, f.dport, f.sport, frame_len)
+                }
+            }
+        })
+        .collect()
 }
 
 /// A rig where every frame opens a new masqueraded connection (see the module documentation).

@@ -203,6 +203,10 @@ impl Switch for SocketSwitch {
             ..ApplyArgs::default()
         };
         let r: ApplyResult = self.call(Op::Apply(Box::new(args)))?;
+        // Per-port outcome: the apply went through; vswitchd retries these ports itself (no file change needed).
+        for f in &r.summary.ports_failed {
+            tracing::warn!(port = %f.port, error = %f.error, "port down after the apply: vswitchd retries it");
+        }
         Ok(r.generation)
     }
 }

@@ -13,7 +13,7 @@ use vswitch_api::config::Config;
 use vswitch_api::overlay::OverlayInspect;
 use vswitch_api::proto::{
     ConfigResult, ConnRow, ConnTuple, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect,
-    NetworkSummary, PortMode, PortRow, RouteRow, StatsResult, TraceResult,
+    NetworkSummary, PortMode, PortRow, PortState, RouteRow, StatsResult, TraceResult,
 };
 
 fn opt<T: Display>(v: &Option<T>) -> String {
@@ -125,10 +125,13 @@ pub fn fdb(rows: &[FdbRow]) -> String {
     t.to_string()
 }
 
-/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops.
+/// `port ls`: I/O counters are the port's own; DROPS adds the port's and the pipeline's drops; OFFLOADS is what
+/// the port transmits as is (anything more is segmented or completed in software first); STATE is `up` or
+/// `failed`, and each failed port's error follows the table.
 pub fn ports(rows: &[PortRow]) -> String {
     let mut t = Table::new([
         "NAME", "KIND", "IFNAME", "ATTACH", "QUEUES", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
+        "OFFLOADS", "STATE",
     ]);
     for c in 4..10 {
         t = t.right(c);
@@ -153,9 +156,18 @@ pub fn ports(rows: &[PortRow]) -> String {
             p.io.tx_packets.to_string(),
             p.io.tx_bytes.to_string(),
             (p.io.rx_dropped + p.io.tx_dropped + p.pipeline.dropped).to_string(),
+            if p.offloads.is_empty() { "?".to_string() } else { p.offloads.clone() },
+            match p.state {
+                PortState::Up => "up".to_string(),
+                PortState::Failed => "failed".to_string(),
+            },
         ]);
     }
-    t.to_string()
+    let mut out = t.to_string();
+    for p in rows.iter().filter(|p| p.state == PortState::Failed) {
+        out.push_str(&format!("{}: failed: {} (retried with backoff)\n", p.name, p.error.as_deref().unwrap_or("?")));
+    }
+    out
 }
 
 /// `route show`.
@@ -342,18 +354,35 @@ mod tests {
             address: address.map(|a| a.parse().unwrap()),
             queues: 1,
             xdp_mode: None,
-            io: PortIo { rx_packets: 5, rx_bytes: 420, rx_dropped: 1, tx_packets: 3, tx_bytes: 300, tx_dropped: 2 },
+            io: PortIo {
+                rx_packets: 5,
+                rx_bytes: 420,
+                rx_dropped: 1,
+                tx_packets: 3,
+                tx_bytes: 300,
+                tx_dropped: 2,
+                ..PortIo::default()
+            },
             pipeline: PortPipeline { dropped: 4, ..PortPipeline::default() },
+            offloads: "csum,tso4,tso6,uso".into(),
+            state: PortState::Up,
+            error: None,
         };
+        let mut down = row("c2", PortMode::Access, Some("bridge"), None);
+        down.state = PortState::Failed;
+        down.error = Some("port c2: tap vs-c2: moving into netns c2: no such namespace".into());
         let text = ports(&[
             row("c1", PortMode::Access, Some("bridge"), None),
-            row("up", PortMode::Routed, None, Some("203.0.113.2/24")),
+            PortRow { offloads: "-".into(), ..row("up", PortMode::Routed, None, Some("203.0.113.2/24")) },
+            PortRow { offloads: "-".into(), ..down },
         ]);
         assert_eq!(
             text,
-            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS\n\
-             c1    tap   vs-c1   network bridge              1        5       420        3       300      7\n\
-             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7\n"
+            "NAME  KIND  IFNAME  ATTACH                 QUEUES  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS  OFFLOADS            STATE\n\
+             c1    tap   vs-c1   network bridge              1        5       420        3       300      7  csum,tso4,tso6,uso  up\n\
+             up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7  -                   up\n\
+             c2    tap   vs-c2   network bridge              1        5       420        3       300      7  -                   failed\n\
+             c2: failed: port c2: tap vs-c2: moving into netns c2: no such namespace (retried with backoff)\n"
         );
     }
 

@@ -436,3 +436,31 @@ fn agent_and_ctl_drive_a_real_vswitchd() {
     drop(agent);
     drop(vswitchd2);
 }
+
+/// 64 control connections that each sent half a request line and then nothing take every slot of a real
+/// vswitchd; `vswitchctl port ls` is still answered within a second (it evicts the connection idle the longest).
+#[test]
+fn vswitchctl_answers_despite_64_half_line_clients() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping the control live test: {why}");
+        return;
+    }
+    use std::io::Write;
+    let ns_sw = Netns::create(&format!("vsa{}hl", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let _vswitchd = start_vswitchd(&ns_sw, &socket, &dir.path().join("vswitchd.log"));
+    let _half: Vec<std::os::unix::net::UnixStream> = (0..64)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            s.write_all(br#"{"version":1,"id":1,"#).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let t = Instant::now();
+        ctl_ok(&socket, &["port", "ls"]);
+        assert!(t.elapsed() < Duration::from_secs(1), "port ls took {:?}", t.elapsed());
+    }
+}

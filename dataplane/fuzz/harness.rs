@@ -83,7 +83,8 @@ network = "blue"
 /// [`L2_CONFIG`]. Port `d` has a smaller MTU, so routing into `blue` can need fragmentation and flooding can fail
 /// on egress. Ports by index: a 0, b 1 (red), c 2, d 3 (blue), e 4, f 5 (lab), up 6.
 ///
-/// NAT: `red` masquerades out of `up`; `up` publishes TCP 8080 to 10.1.0.2:80 (red, so red hosts hairpin) and
+/// NAT: `red` masquerades out of `up` (isolated, but `allow_routing_with` blue, so red and blue route to each
+/// other; `up` reaches red only through NAT, `not-published` otherwise); `up` publishes TCP 8080 to 10.1.0.2:80 (red, so red hosts hairpin) and
 /// UDP 5353 to 10.2.0.3:53 (blue). The connection table holds 16 connections, masquerade has 8 ports
 /// (1024-1031) and timeouts are seconds, so the table fills, ports run out and connections expire.
 pub const ROUTED_CONFIG: &str = r#"
@@ -92,6 +93,7 @@ name = "red"
 subnet = "10.1.0.0/24"
 gateway = "10.1.0.1"
 masquerade = true
+allow_routing_with = ["blue"]
 mac_limit = 4
 mac_aging_secs = 5
 
@@ -258,10 +260,19 @@ pub struct Harness {
     last_sent: Vec<(PortId, Vec<u8>)>,
 }
 
+/// Buffers in the harness's pool: enough for every queue a small configuration holds at once (held ARP
+/// frames, a flood), a fraction of the testbed's default 4096 (allocating and zeroing 8 MiB per input was the
+/// fuzzer's whole cost).
+pub const POOL: usize = 256;
+
 impl Harness {
-    /// A fresh testbed for `cfg`.
+    /// A fresh testbed for `cfg`, with a pool of [`POOL`] buffers.
     pub fn new(cfg: &Config) -> Harness {
-        let tb = Testbed::from_config(cfg);
+        Harness::with_testbed(Testbed::with_pool(cfg, POOL))
+    }
+
+    /// A harness around `tb`.
+    pub fn with_testbed(tb: Testbed) -> Harness {
         let topo = tb.switch().topology();
         let rif_mac =
             (0..topo.ports.len()).map(|p| topo.rif_of_port(p as PortId).map(|r| topo.rifs[r as usize].mac)).collect();

@@ -22,7 +22,7 @@ use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbStats};
 use crate::ids::{Nanos, NetId, RifId};
 use crate::packet::Parsed;
-use crate::pipeline::{Context, Verdict, Verdicts};
+use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
@@ -66,7 +66,7 @@ impl Bridge {
     ) {
         let port = &topo.ports[cx.in_port as usize];
         let Some(net) = port.network else {
-            return routed_port(port.rif, topo, batch, verdicts);
+            return routed_port(cx, port.rif, topo, batch, verdicts);
         };
         let gateway = topo.networks[net as usize].rif.map(|r| (r, topo.rifs[r as usize].mac));
         let fdb = &mut self.fdbs[net as usize];
@@ -98,6 +98,7 @@ impl Bridge {
                 },
             };
             verdicts.set(i, v);
+            cx.note("bridge", || format!("network {}: {}", topo.networks[net as usize].name, v.describe(topo)));
         }
     }
 
@@ -113,6 +114,16 @@ impl Bridge {
         &self.fdbs[net as usize]
     }
 
+    /// The MAC table of network `net`, to restore entries from a snapshot (`crate::snapshot`).
+    pub fn fdb_mut(&mut self, net: NetId) -> &mut Fdb {
+        &mut self.fdbs[net as usize]
+    }
+
+    /// Every network's MAC table, by network id (what [`crate::stage::Egress`] looks destinations up in).
+    pub fn fdbs(&self) -> &[Fdb] {
+        &self.fdbs
+    }
+
     /// Counters of every table, by network id.
     pub fn fdb_stats(&self) -> Vec<FdbStats> {
         self.fdbs.iter().map(Fdb::stats).collect()
@@ -126,7 +137,7 @@ impl Bridge {
 
 /// Decides for frames on a routed port (no network): frames for the port's MAC, and broadcasts, go to the
 /// router; anything else is not for us.
-fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mut Verdicts) {
+fn routed_port(cx: &Context, rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mut Verdicts) {
     let mac = rif.map(|r| topo.rifs[r as usize].mac);
     for (i, frame) in batch.iter().enumerate() {
         if verdicts.get(i) != Verdict::Continue {
@@ -139,6 +150,7 @@ fn routed_port(rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mu
             (None, _) => Verdict::Drop(DropReason::NoNetwork),
         };
         verdicts.set(i, v);
+        cx.note("bridge", || format!("routed port: {}", v.describe(topo)));
     }
 }
 

@@ -1,8 +1,25 @@
 //! Packet buffers: the preallocated [`BufPool`] and the [`Frame`] that borrows one of its buffers.
 //!
 //! Every buffer is allocated once, when the pool is made; the hot path only moves them between the pool, ports,
-//! batches and transmit queues (moving a `Frame` moves a pointer, never the bytes). A frame's bytes start
-//! [`HEADROOM`] bytes into its buffer, so encapsulations (VLAN, VXLAN) can be prepended without a copy.
+//! batches and transmit queues (moving a `Frame` moves a pointer and its metadata, never the bytes). A frame's
+//! bytes start [`HEADROOM`] bytes into its buffer, so encapsulations (VLAN, VXLAN) can be prepended without a copy.
+//!
+//! # Two sizes
+//! - **Small buffers** ([`BUF_SIZE`], 2 KiB) carry every frame up to [`MAX_FRAME_LEN`] (1920 bytes): all
+//!   standard-MTU traffic. [`BufPool::alloc`] hands them out; this is the 64-byte-frame fast path.
+//! - **Large buffers** ([`LARGE_BUF_SIZE`], 64 KiB + headroom) carry what a port hands over that is longer: GSO
+//!   super-frames (TCP/UDP up to 64 KiB, see [`crate::offload`]) and jumbo frames (MTU up to 9000). A pool has
+//!   a few of them ([`BufPool::with_large`]; per worker, like the small ones) and [`BufPool::alloc_large`] hands
+//!   them out only to a port that has such a frame. When none is left, a port segments a super-frame into small
+//!   buffers on receive instead (so nothing is dropped; counted by the port), and drops a jumbo frame it cannot
+//!   hold (counted).
+//!
+//! Why contiguous large buffers rather than chains of small ones (VPP's choice): every stage reads headers and
+//! checksums from one `&[u8]`, so a super-frame goes through the pipeline exactly like any frame, and the ports
+//! hand one slice to `write`/`sendmmsg`; chains would put a scatter/gather walk into every stage that looks past
+//! the headers (checksum completion, segmentation, pcap) and into each port. The price is memory: a large buffer
+//! holds one super-frame whatever its length, so a pool keeps only a few dozen of them (a few MiB per worker),
+//! enough for the super-frames of one batch per port in flight; past that the ports fall back as above.
 //!
 //! Ownership: a `Frame` owns its buffer. Whoever holds a frame must either pass it on (to a batch, a transmit
 //! queue, a port) or give it back with [`BufPool::free`]. Dropping a `Frame` instead only loses a pool slot
@@ -14,17 +31,40 @@
 //! workers top up pools that lost buffers (`crate::worker`).
 
 use crate::ids::PortId;
+use crate::offload::Offload;
 
-/// The longest frame a buffer can carry (the contract's, which the configuration's MTU limit is derived from).
+/// The longest frame a small buffer can carry (the contract's, which the configuration's MTU limit is derived
+/// from).
 pub use vswitch_api::frame::MAX_FRAME_LEN;
 /// Bytes kept free in front of the frame for encapsulation.
 pub const HEADROOM: usize = 128;
-/// Size of one buffer in bytes: the headroom plus the longest frame (2048).
+/// Size of one small buffer in bytes: the headroom plus the longest frame (2048).
 pub const BUF_SIZE: usize = HEADROOM + MAX_FRAME_LEN;
+/// The longest frame a large buffer carries: 64 KiB - 1 (a frame's length is 16 bits; an IPv4 super-frame from
+/// Linux stays below it, since the kernel caps TCP's at `gso_max_size` - 1 - `MAX_TCP_HEADER`).
+pub const MAX_LARGE_FRAME_LEN: usize = u16::MAX as usize;
+/// Size of one large buffer in bytes.
+pub const LARGE_BUF_SIZE: usize = HEADROOM + MAX_LARGE_FRAME_LEN;
+/// Large buffers in a pool unless told otherwise: 64 (4.2 MiB).
+pub const DEFAULT_LARGE_BUFFERS: usize = 64;
 
 pub use crate::ids::{Nanos, NANOS_PER_SEC};
 
-type Buf = Box<[u8; BUF_SIZE]>;
+/// A buffer: [`BUF_SIZE`] or [`LARGE_BUF_SIZE`] bytes; its length says which list it goes back to.
+type Buf = Box<[u8]>;
+
+// A frame's head and length are kept in `u16`s: every offset into a buffer must fit one.
+const _: () = assert!(BUF_SIZE <= u16::MAX as usize);
+
+/// `n`, an offset or length within one buffer (`n <= BUF_SIZE`, which every caller has checked or holds by
+/// construction), as the `u16` a [`Frame`] keeps. Cannot truncate: a frame's length is at most
+/// `MAX_LARGE_FRAME_LEN` (`u16::MAX`) and its head at most `HEADROOM`.
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+const fn offset(n: usize) -> u16 {
+    debug_assert!(n <= u16::MAX as usize);
+    n as u16
+}
 
 /// Asks the CPU to start loading the cache line holding `x` (a hint: it never faults and changes nothing),
 /// so a batch can start the memory accesses of all its frames before it handles the first (tables do this
@@ -41,7 +81,7 @@ pub fn prefetch<T>(x: &T) {
     let _ = x;
 }
 
-/// One frame in one pool buffer, with the port it came in on and the time it arrived.
+/// One frame in one pool buffer, with the port it came in on, the time it arrived and its offload metadata.
 #[derive(Debug)]
 pub struct Frame {
     buf: Buf,
@@ -49,21 +89,29 @@ pub struct Frame {
     len: u16,
     /// The port this frame was received on (for frames the switch made itself, the port that caused it).
     pub port: PortId,
+    /// Partial checksum and segmentation metadata ([`Offload::NONE`] for an ordinary frame). Set by the port
+    /// that received the frame; see [`crate::offload`] for what a stage that edits the frame must keep true.
+    pub offload: Offload,
     /// When the frame was received; frames the switch emits carry the time of the frame that caused them.
     pub ts: Nanos,
 }
 
 /// A frame did not fit into a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("frame of {len} bytes does not fit in a {MAX_FRAME_LEN}-byte buffer")]
+#[error("frame of {len} bytes does not fit in a buffer of {room} bytes")]
 pub struct TooLong {
     /// Length of the frame that was refused.
     pub len: usize,
+    /// The most the buffer could hold.
+    pub room: usize,
 }
 
+// Casts of offsets and lengths to `u16`: every one is bounded by the buffer's capacity, checked by the
+// method that does it (`load`, `set_len`, `push_front`, `pull_front`) before the cast.
+#[allow(clippy::cast_possible_truncation)]
 impl Frame {
     fn new(buf: Buf) -> Self {
-        Frame { buf, head: HEADROOM as u16, len: 0, port: 0, ts: 0 }
+        Frame { buf, head: HEADROOM as u16, len: 0, port: 0, offload: Offload::NONE, ts: 0 }
     }
 
     /// The frame's bytes.
@@ -90,14 +138,28 @@ impl Frame {
         self.len == 0
     }
 
-    /// Replaces the frame's contents with `bytes`, placed after the headroom.
+    /// True when the frame sits in a large buffer.
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.buf.len() != BUF_SIZE
+    }
+
+    /// The longest frame this frame's buffer can hold after the headroom.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        (self.buf.len() - HEADROOM).min(MAX_LARGE_FRAME_LEN)
+    }
+
+    /// Replaces the frame's contents with `bytes`, placed after the headroom, as an ordinary frame (no offload
+    /// metadata).
     #[inline]
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), TooLong> {
-        if bytes.len() > MAX_FRAME_LEN {
-            return Err(TooLong { len: bytes.len() });
+        if bytes.len() > self.capacity() {
+            return Err(TooLong { len: bytes.len(), room: self.capacity() });
         }
         self.head = HEADROOM as u16;
         self.len = bytes.len() as u16;
+        self.offload = Offload::NONE;
         self.buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
@@ -107,16 +169,17 @@ impl Frame {
     #[inline]
     pub fn room_mut(&mut self) -> &mut [u8] {
         self.head = HEADROOM as u16;
-        &mut self.buf[HEADROOM..]
+        let end = HEADROOM + self.capacity();
+        &mut self.buf[HEADROOM..end]
     }
 
     /// Sets the frame's length after writing into [`Frame::room_mut`].
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), TooLong> {
-        if self.head as usize + len > BUF_SIZE {
-            return Err(TooLong { len });
+        if len > self.capacity() || self.head as usize + len > self.buf.len() {
+            return Err(TooLong { len, room: self.capacity() });
         }
-        self.len = len as u16;
+        self.len = offset(len);
         Ok(())
     }
 
@@ -124,23 +187,27 @@ impl Frame {
     #[inline]
     pub fn truncate(&mut self, len: usize) {
         if len < self.len as usize {
-            self.len = len as u16;
+            self.len = offset(len);
         }
     }
 
-    /// Grows the frame at the front by `n` bytes taken from the headroom; returns false (and changes nothing) if
-    /// the headroom is too small.
+    /// Grows the frame at the front by `n` bytes taken from the headroom (moving the offload metadata's offsets
+    /// with it); returns false (and changes nothing) if the headroom is too small.
     #[inline]
     pub fn push_front(&mut self, n: usize) -> bool {
-        if n > self.head as usize {
+        if n > self.head as usize || self.len as usize + n > MAX_LARGE_FRAME_LEN {
             return false;
         }
         self.head -= n as u16;
         self.len += n as u16;
+        if !self.offload.is_none() {
+            self.offload = self.offload.shifted(n as isize);
+        }
         true
     }
 
-    /// Removes `n` bytes from the front; returns false (and changes nothing) if the frame is shorter.
+    /// Removes `n` bytes from the front (moving the offload metadata's offsets with it); returns false (and
+    /// changes nothing) if the frame is shorter.
     #[inline]
     pub fn pull_front(&mut self, n: usize) -> bool {
         if n > self.len as usize {
@@ -148,64 +215,119 @@ impl Frame {
         }
         self.head += n as u16;
         self.len -= n as u16;
+        if !self.offload.is_none() {
+            self.offload = self.offload.shifted(-(n as isize));
+        }
         true
     }
 }
 
-/// A fixed set of buffers, allocated once.
+/// A fixed set of buffers, allocated once: [`BufPool::capacity`] small ones and [`BufPool::large_capacity`]
+/// large ones.
 #[derive(Debug)]
 pub struct BufPool {
     free: Vec<Buf>,
     capacity: usize,
+    large: Vec<Buf>,
+    large_capacity: usize,
 }
 
 impl BufPool {
-    /// Allocates `capacity` buffers up front.
+    /// Allocates `capacity` small buffers up front, and no large ones.
     pub fn new(capacity: usize) -> Self {
-        let free = (0..capacity).map(|_| new_buf()).collect();
-        BufPool { free, capacity }
+        BufPool::with_large(capacity, 0)
     }
 
-    /// Takes a buffer as an empty frame, or `None` when every buffer is in use.
+    /// Allocates `capacity` small and `large` large buffers up front (a large buffer's pages are only touched
+    /// when a frame first uses it).
+    pub fn with_large(capacity: usize, large: usize) -> Self {
+        let free = (0..capacity).map(|_| new_buf(BUF_SIZE)).collect();
+        let large_bufs = (0..large).map(|_| new_buf(LARGE_BUF_SIZE)).collect();
+        BufPool { free, capacity, large: large_bufs, large_capacity: large }
+    }
+
+    /// Takes a small buffer as an empty frame, or `None` when every small buffer is in use.
     #[inline]
     pub fn alloc(&mut self) -> Option<Frame> {
         self.free.pop().map(Frame::new)
     }
 
-    /// Takes a buffer and copies `src`'s bytes, port and timestamp into it.
+    /// Takes a large buffer as an empty frame, or `None` when every large buffer is in use (or the pool has
+    /// none): the caller then falls back (see the module documentation).
+    #[inline]
+    pub fn alloc_large(&mut self) -> Option<Frame> {
+        self.large.pop().map(Frame::new)
+    }
+
+    /// Takes a buffer that holds `len` bytes: a small one if it fits, else a large one.
+    #[inline]
+    pub fn alloc_for(&mut self, len: usize) -> Option<Frame> {
+        if len <= MAX_FRAME_LEN {
+            self.alloc()
+        } else if len <= MAX_LARGE_FRAME_LEN {
+            self.alloc_large()
+        } else {
+            None
+        }
+    }
+
+    /// Takes a buffer as large as `src`'s needs and copies `src`'s bytes, metadata, port and timestamp into it.
     #[inline]
     pub fn clone_frame(&mut self, src: &Frame) -> Option<Frame> {
-        let mut f = self.alloc()?;
         let (h, l) = (src.head as usize, src.len as usize);
+        let mut f = if h + l <= BUF_SIZE { self.alloc()? } else { self.alloc_large()? };
         f.buf[h..h + l].copy_from_slice(&src.buf[h..h + l]);
         f.head = src.head;
         f.len = src.len;
         f.port = src.port;
+        f.offload = src.offload;
         f.ts = src.ts;
         Some(f)
     }
 
-    /// Gives a frame's buffer back.
+    /// Gives a frame's buffer back (to the list of its size).
     #[inline]
     pub fn free(&mut self, frame: Frame) {
-        if self.free.len() < self.capacity {
-            self.free.push(frame.buf);
+        if frame.buf.len() == BUF_SIZE {
+            if self.free.len() < self.capacity {
+                self.free.push(frame.buf);
+            }
+        } else if self.large.len() < self.large_capacity {
+            self.large.push(frame.buf);
         }
     }
 
-    /// Buffers not in use.
+    /// Small buffers not in use.
     pub fn available(&self) -> usize {
         self.free.len()
     }
 
-    /// Buffers the pool was made with.
+    /// Small buffers the pool was made with.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Large buffers not in use.
+    pub fn large_available(&self) -> usize {
+        self.large.len()
+    }
+
+    /// Large buffers the pool was made with.
+    pub fn large_capacity(&self) -> usize {
+        self.large_capacity
+    }
+
+    /// Allocates large buffers until the pool holds its capacity again (a worker topping up its pool, off the
+    /// per-frame path); returns how many it made.
+    pub fn top_up_large(&mut self) -> usize {
+        let n = self.large_capacity - self.large.len().min(self.large_capacity);
+        self.large.extend((0..n).map(|_| new_buf(LARGE_BUF_SIZE)));
+        n
+    }
 }
 
-fn new_buf() -> Buf {
-    vec![0u8; BUF_SIZE].into_boxed_slice().try_into().expect("vector has BUF_SIZE bytes")
+fn new_buf(size: usize) -> Buf {
+    vec![0u8; size].into_boxed_slice()
 }
 
 #[cfg(test)]
@@ -244,7 +366,65 @@ mod tests {
     fn oversize_load_is_refused() {
         let mut pool = BufPool::new(1);
         let mut f = pool.alloc().unwrap();
-        assert_eq!(f.load(&[0; MAX_FRAME_LEN + 1]), Err(TooLong { len: MAX_FRAME_LEN + 1 }));
+        assert_eq!(f.load(&[0; MAX_FRAME_LEN + 1]), Err(TooLong { len: MAX_FRAME_LEN + 1, room: MAX_FRAME_LEN }));
         assert!(f.load(&[0; MAX_FRAME_LEN]).is_ok());
+        assert_eq!(f.set_len(MAX_FRAME_LEN + 1), Err(TooLong { len: MAX_FRAME_LEN + 1, room: MAX_FRAME_LEN }));
+    }
+
+    #[test]
+    fn large_buffers_carry_super_frames_and_go_back_to_their_own_list() {
+        let mut pool = BufPool::with_large(2, 1);
+        assert_eq!((pool.available(), pool.large_available()), (2, 1));
+        let mut big = pool.alloc_large().unwrap();
+        assert!(big.is_large());
+        assert_eq!(big.capacity(), MAX_LARGE_FRAME_LEN);
+        assert!(pool.alloc_large().is_none(), "one large buffer only");
+        assert!(pool.alloc_for(MAX_FRAME_LEN + 1).is_none(), "no large buffer left");
+        assert!(big.load(&vec![0; MAX_LARGE_FRAME_LEN + 1]).is_err());
+        let payload: Vec<u8> = (0..60_000u32).map(|i| i as u8).collect();
+        big.offload = Offload::partial(34, 16);
+        big.load(&payload).unwrap();
+        assert_eq!(big.offload, Offload::NONE, "load makes an ordinary frame");
+        big.offload = Offload::partial(34, 16);
+        assert!(pool.clone_frame(&big).is_none(), "a clone of a long frame needs a large buffer: none left");
+        let small = pool.alloc_for(100).unwrap();
+        assert!(!small.is_large());
+        pool.free(small);
+        pool.free(big);
+        assert_eq!((pool.available(), pool.large_available()), (2, 1), "each buffer back to its own list");
+
+        let mut big = pool.alloc_large().unwrap();
+        big.load(&payload).unwrap();
+        let mut other = BufPool::with_large(0, 1);
+        let copy = other.clone_frame(&big).unwrap();
+        assert!(copy.is_large());
+        assert_eq!(copy.data(), big.data());
+        // Freeing more than the capacity drops the extra buffer.
+        pool.free(big);
+        pool.free(copy);
+        assert_eq!(pool.large_available(), 1);
+        // Topping up refills what was lost.
+        drop(pool.alloc_large().unwrap());
+        assert_eq!(pool.top_up_large(), 1);
+        assert_eq!(pool.large_available(), 1);
+    }
+
+    #[test]
+    fn headroom_moves_carry_the_checksum_offsets() {
+        let mut pool = BufPool::new(1);
+        let mut f = pool.alloc().unwrap();
+        f.load(&[0; 100]).unwrap();
+        f.offload = Offload::partial(34, 16);
+        assert!(f.push_front(4));
+        assert_eq!(f.offload.partial_csum(), Some((38, 16)));
+        assert!(f.pull_front(8));
+        assert_eq!(f.offload.partial_csum(), Some((30, 16)));
+        let mut g = pool_clone(&f);
+        assert_eq!(g.offload, f.offload, "clones keep the metadata");
+        g.offload = Offload::NONE;
+    }
+
+    fn pool_clone(f: &Frame) -> Frame {
+        BufPool::new(1).clone_frame(f).unwrap()
     }
 }

@@ -38,6 +38,11 @@ drop_reasons! {
     Runt => "runt",
     /// Longer than the ingress port's MTU allows (MTU + Ethernet header + VLAN tags).
     TooLong => "too-long",
+    /// A GSO super-frame whose segment size is under 536 bytes (it would become thousands of frames).
+    GsoSegmentTooSmall => "gso-segment-too-small",
+    /// A partial checksum (or super-frame) whose offsets do not point at the IPv4 packet's TCP or UDP checksum
+    /// field: a later stage could neither update nor complete it.
+    OffloadMismatch => "offload-mismatch",
     /// A VLAN tag cut short.
     TruncatedVlan => "truncated-vlan",
     /// An IPv4 or IPv6 header cut short.
@@ -84,6 +89,12 @@ drop_reasons! {
     NoRoute => "no-route",
     /// Routing into or out of an `internal` network.
     InternalNetwork => "internal-network",
+    /// Routed between two networks when one of them is isolated (`masquerade = true`) and no
+    /// `allow_routing_with` connects them, untranslated and untracked (see `isolation.rs`).
+    NetworkIsolation => "network-isolation",
+    /// Routed from a routed port straight to an isolated network's address, not through a published port nor
+    /// as a reply to a tracked connection (see `isolation.rs`).
+    NotPublished => "not-published",
     /// Larger than the egress MTU with DF set (Fragmentation Needed sent).
     NeedsFragmentation => "needs-fragmentation",
     /// Larger than the egress MTU without DF: the switch does not fragment.
@@ -92,15 +103,23 @@ drop_reasons! {
     NeighQueueOverflow => "neigh-queue-overflow",
     /// The next hop did not answer ARP (Host Unreachable sent).
     HostUnreachable => "host-unreachable",
-    /// The neighbour table is full.
+    /// The neighbour table is full of reachable neighbours.
     NeighTableFull => "neigh-table-full",
+    /// Waited for a neighbour whose unresolved entry was evicted to make room for another.
+    NeighEvicted => "neigh-evicted",
     /// Addressed to the switch but not something it answers (only ARP and ICMP echo are).
     LocalUnsupported => "local-unsupported",
     /// A packet of a tracked (NAT'd) connection that does not fit its TCP state, or a TCP packet that cannot open
     /// a connection to be translated (e.g. a SYN-ACK with no connection).
     ConntrackInvalid => "conntrack-invalid",
-    /// A new connection to translate while the connection table holds its limit.
+    /// A new connection to translate while the connection table holds its limit and every connection in it has
+    /// seen replies (unreplied ones are evicted first).
     ConntrackFull => "conntrack-full",
+    /// A new connection from (or to a published port of) a network that holds its `conntrack_limit`.
+    ConntrackNetworkLimit => "conntrack-network-limit",
+    /// From a masquerade network with a source address outside the network's subnet (spoofed): never
+    /// masqueraded.
+    SpoofedSource => "spoofed-source",
     /// A new masqueraded (or hairpinned) connection with every port of the range in use towards its destination.
     NatPortExhausted => "nat-port-exhausted",
     /// A non-first IPv4 fragment that would need translation (it carries no ports to match a connection by).

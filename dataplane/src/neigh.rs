@@ -11,8 +11,14 @@
 //! - **Stale**: older than that; still used for forwarding, and the first use asks the caller to re-validate it
 //!   with an ARP request (at most once per `retry_interval`). Not confirmed for [`NeighConfig::gc_after`]: removed.
 //!
-//! The number of entries is capped ([`NeighConfig::max_entries`]); when full, new resolutions are refused (the
-//! caller counts `neigh-table-full`) rather than evicting a neighbour in use.
+//! The number of entries is capped ([`NeighConfig::max_entries`]). When full, a new entry evicts one from the
+//! interface holding the most entries (fairness between interfaces, like the MAC table's between ports): among
+//! the oldest [`EVICT_SCAN`] entries of that interface, a failed one first, else a stale one, else one still
+//! being resolved (its waiting frames are handed back through [`NeighTable::take_evicted`], counted
+//! `neigh-evicted`). Reachable neighbours are never evicted; only when the scan finds none of the others is the
+//! new resolution refused (`neigh-table-full`). So sweeping a /16 recycles its own unresolved entries instead of
+//! making new hosts unreachable. Each interface keeps its entries' keys in creation order; records of removed
+//! entries are skipped and compacted away when they outnumber the entries.
 //!
 //! Threads: owned by the worker running the router; housekeeping ([`NeighTable::tick`]) is called off the hot
 //! path by the same thread.
@@ -99,6 +105,9 @@ pub struct TickWork {
     pub failed: Vec<(RifId, Frame)>,
 }
 
+/// How many of an interface's oldest records one eviction looks at.
+pub const EVICT_SCAN: usize = 64;
+
 /// Counters of the neighbour table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct NeighStats {
@@ -112,6 +121,10 @@ pub struct NeighStats {
     pub failed: u64,
     /// Entries removed unconfirmed.
     pub aged: u64,
+    /// Entries evicted to make room for a new one.
+    pub evicted: u64,
+    /// New entries refused because the table was full of reachable neighbours.
+    pub refused: u64,
 }
 
 /// One entry as listed by [`NeighTable::entries`].
@@ -132,13 +145,88 @@ pub struct NeighEntry {
 pub struct NeighTable {
     cfg: NeighConfig,
     map: FxHashMap<(RifId, u32), State>,
+    /// Per interface: its entries' addresses in creation order (with stale records, see the module docs).
+    order: Vec<VecDeque<u32>>,
+    /// Per interface: its entries.
+    counts: Vec<usize>,
+    /// Frames of evicted unresolved entries, for [`NeighTable::take_evicted`].
+    evicted: Vec<Frame>,
     stats: NeighStats,
 }
 
 impl NeighTable {
     /// An empty table.
     pub fn new(cfg: NeighConfig) -> Self {
-        NeighTable { cfg, map: FxHashMap::default(), stats: NeighStats::default() }
+        NeighTable {
+            cfg,
+            map: FxHashMap::default(),
+            order: Vec::new(),
+            counts: Vec::new(),
+            evicted: Vec::with_capacity(cfg.queue_len),
+            stats: NeighStats::default(),
+        }
+    }
+
+    /// Hands out the frames that waited in an entry evicted by the last [`NeighTable::hold`] or
+    /// [`NeighTable::confirm`] (the caller drops them as `neigh-evicted`).
+    pub fn take_evicted(&mut self, mut f: impl FnMut(Frame)) {
+        self.evicted.drain(..).for_each(&mut f);
+    }
+
+    /// Records a new entry of `rif` (the caller inserts it into the map).
+    fn record(&mut self, rif: RifId, ip: u32) {
+        let r = usize::from(rif);
+        if self.order.len() <= r {
+            self.order.resize_with(r + 1, VecDeque::new);
+            self.counts.resize(r + 1, 0);
+        }
+        self.counts[r] += 1;
+        let (map, order) = (&self.map, &mut self.order[r]);
+        if order.len() >= 2 * self.counts[r] + 64 {
+            let mut seen = rustc_hash::FxHashSet::default();
+            order.retain(|&a| map.contains_key(&(rif, a)) && seen.insert(a));
+        }
+        order.push_back(ip);
+    }
+
+    /// Makes room for one entry, if the table is full: see the module documentation. False: full of reachable
+    /// neighbours (refused).
+    fn make_room(&mut self, now: Nanos) -> bool {
+        if self.map.len() < self.cfg.max_entries {
+            return true;
+        }
+        let Some(rif) = (0..self.counts.len()).max_by_key(|&r| self.counts[r]) else { return false };
+        let order = &mut self.order[rif];
+        let mut best: Option<(u8, usize)> = None;
+        let mut i = 0;
+        while i < order.len() && i < EVICT_SCAN {
+            let key = (crate::ids::table_id(rif), order[i]);
+            let rank = match self.map.get(&key) {
+                None => {
+                    order.remove(i);
+                    continue;
+                }
+                Some(State::Failed { .. }) => 0,
+                Some(State::Resolved { confirmed, .. }) if now.saturating_sub(*confirmed) > self.cfg.reachable => 1,
+                Some(State::Incomplete { .. }) => 2,
+                Some(State::Resolved { .. }) => u8::MAX,
+            };
+            if rank != u8::MAX && best.is_none_or(|(b, _)| rank < b) {
+                best = Some((rank, i));
+            }
+            i += 1;
+        }
+        let Some((_, i)) = best else {
+            self.stats.refused += 1;
+            return false;
+        };
+        let Some(ip) = order.remove(i) else { return false };
+        if let Some(State::Incomplete { queue, .. }) = self.map.remove(&(crate::ids::table_id(rif), ip)) {
+            self.evicted.extend(queue);
+        }
+        self.counts[rif] -= 1;
+        self.stats.evicted += 1;
+        true
     }
 
     /// The MAC to send to `ip` on `rif`, if known.
@@ -181,12 +269,15 @@ impl NeighTable {
             Some(State::Resolved { .. }) => Held::Unreachable(frame),
             existing => {
                 let is_new = existing.is_none();
-                if is_new && self.map.len() >= self.cfg.max_entries {
+                if is_new && !self.make_room(now) {
                     return Held::TableFull(frame);
                 }
                 let mut queue = VecDeque::with_capacity(self.cfg.queue_len);
                 queue.push_back(frame);
                 self.stats.queued += 1;
+                if is_new {
+                    self.record(rif, key.1);
+                }
                 self.map.insert(key, State::Incomplete { sent: 1, next_retry: now + self.cfg.retry_interval, queue });
                 Held::SendRequest
             }
@@ -206,26 +297,63 @@ impl NeighTable {
         released: &mut Vec<Frame>,
     ) {
         let key = (rif, u32::from(ip));
-        let room = self.map.len() < self.cfg.max_entries;
-        match self.map.get_mut(&key) {
-            Some(state) => {
-                if let State::Incomplete { queue, .. } = state {
-                    released.extend(queue.drain(..));
-                }
-                *state = State::Resolved { mac, confirmed: now, probed: now };
+        if let Some(state) = self.map.get_mut(&key) {
+            if let State::Incomplete { queue, .. } = state {
+                released.extend(queue.drain(..));
             }
-            None if create && room => {
-                self.map.insert(key, State::Resolved { mac, confirmed: now, probed: now });
-            }
-            None => {}
+            *state = State::Resolved { mac, confirmed: now, probed: now };
+        } else if create && self.make_room(now) {
+            self.record(rif, key.1);
+            self.map.insert(key, State::Resolved { mac, confirmed: now, probed: now });
         }
+    }
+
+    /// Copies the resolved entries into `into` (a table for a rebuilt router), their interface renumbered by
+    /// `map` (`None`: the interface is gone or changed; the entry is not copied), with their timers as they were.
+    /// Unresolved entries and the frames they hold are not copied. Returns `(copied, dropped)`.
+    pub fn carry_into(&self, into: &mut NeighTable, map: impl Fn(RifId) -> Option<RifId>) -> (usize, usize) {
+        let (mut copied, mut dropped) = (0, 0);
+        for (&(rif, ip), state) in &self.map {
+            if let State::Resolved { mac, confirmed, probed } = state {
+                match map(rif) {
+                    Some(r) if into.map.len() < into.cfg.max_entries => {
+                        into.map.insert((r, ip), State::Resolved { mac: *mac, confirmed: *confirmed, probed: *probed });
+                        copied += 1;
+                    }
+                    _ => dropped += 1,
+                }
+            }
+        }
+        (copied, dropped)
     }
 
     /// Housekeeping: retries, failures and ageing at `now`.
     pub fn tick(&mut self, now: Nanos, work: &mut TickWork) {
         let cfg = self.cfg;
         let stats = &mut self.stats;
-        self.map.retain(|&(rif, ip), state| match state {
+        let counts = &mut self.counts;
+        self.map.retain(|&(rif, ip), state| {
+            let keep = Self::tick_entry(&cfg, stats, work, now, rif, ip, state);
+            if !keep {
+                if let Some(c) = counts.get_mut(usize::from(rif)) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+            keep
+        });
+    }
+
+    /// One entry's housekeeping; false: remove it.
+    fn tick_entry(
+        cfg: &NeighConfig,
+        stats: &mut NeighStats,
+        work: &mut TickWork,
+        now: Nanos,
+        rif: RifId,
+        ip: u32,
+        state: &mut State,
+    ) -> bool {
+        match state {
             State::Incomplete { sent, next_retry, queue } => {
                 if now < *next_retry {
                     return true;
@@ -249,7 +377,7 @@ impl NeighTable {
                 }
                 keep
             }
-        });
+        }
     }
 
     /// Every entry, sorted by interface and address.
@@ -368,10 +496,75 @@ mod tests {
     }
 
     #[test]
-    fn table_full_refuses_new_entries() {
+    fn a_full_table_evicts_failed_then_stale_then_unresolved_never_reachable() {
+        let mut pool = BufPool::new(64);
+        let cfg = NeighConfig { max_entries: 4, ..NeighConfig::default() };
+        let mut t = NeighTable::new(cfg);
+        let ip = |i: u8| Ipv4Addr::new(10, 0, 0, i);
+        // 1 reachable (refreshed), 2 stale, 3 unresolved, 4 failed.
+        t.confirm(0, ip(1), MAC, 0, true, &mut Vec::new());
+        t.confirm(0, ip(2), MAC, 0, true, &mut Vec::new());
+        t.hold(0, ip(4), frame(&mut pool, 4), 0);
+        let mut w = TickWork::default();
+        for s in 1..=3 {
+            t.tick(s * S, &mut w);
+        }
+        t.hold(0, ip(3), frame(&mut pool, 3), 3 * S);
+        t.confirm(0, ip(1), MAC, 31 * S, false, &mut Vec::new());
+        let now = 3 * S + 1;
+        let now_stale = 40 * S;
+        assert!(matches!(t.hold(0, ip(5), frame(&mut pool, 5), now), Held::SendRequest));
+        assert_eq!(t.lookup(0, ip(4), now), Lookup::Unresolved);
+        assert_eq!(t.entries(now).iter().filter(|e| e.state == "failed").count(), 0, "the failed one went first");
+        // Full again: at 40 s entry 2 is stale (1 was refreshed at 31 s): it goes next.
+        assert!(matches!(t.hold(0, ip(6), frame(&mut pool, 6), now_stale), Held::SendRequest));
+        assert_eq!(t.lookup(0, ip(2), now_stale), Lookup::Unresolved, "stale evicted");
+        // Then the oldest unresolved one (3), its frame handed back.
+        assert!(matches!(t.hold(0, ip(7), frame(&mut pool, 7), now_stale), Held::SendRequest));
+        let mut dropped = Vec::new();
+        t.take_evicted(|f| dropped.push(f.data()[0]));
+        assert_eq!(dropped, vec![3]);
+        assert_eq!(t.stats().evicted, 3);
+        assert_eq!(t.lookup(0, ip(1), now_stale), Lookup::Mac(MAC), "the reachable one stays");
+    }
+
+    #[test]
+    fn a_table_full_of_reachable_neighbours_refuses() {
         let mut pool = BufPool::new(8);
         let mut t = NeighTable::new(NeighConfig { max_entries: 1, ..NeighConfig::default() });
-        t.hold(0, IP, frame(&mut pool, 1), 0);
+        t.confirm(0, IP, MAC, 0, true, &mut Vec::new());
         assert!(matches!(t.hold(0, Ipv4Addr::new(10, 0, 0, 3), frame(&mut pool, 2), 0), Held::TableFull(_)));
+        assert_eq!(t.stats().refused, 1);
+    }
+
+    #[test]
+    fn eviction_takes_from_the_interface_with_the_most_entries() {
+        let mut pool = BufPool::new(64);
+        let mut t = NeighTable::new(NeighConfig { max_entries: 4, ..NeighConfig::default() });
+        t.hold(1, Ipv4Addr::new(10, 1, 0, 1), frame(&mut pool, 1), 0);
+        for i in 1..=3 {
+            t.hold(0, Ipv4Addr::new(10, 0, 0, i), frame(&mut pool, i), 0);
+        }
+        // Interface 1's only entry is the oldest, but interface 0 holds three: its oldest goes.
+        t.hold(1, Ipv4Addr::new(10, 1, 0, 2), frame(&mut pool, 9), 0);
+        let mut dropped = Vec::new();
+        t.take_evicted(|f| dropped.push(f.data()[0]));
+        assert_eq!(dropped, vec![1]);
+        let left: Vec<_> = t.entries(0).iter().map(|e| (e.rif, e.ip)).collect();
+        assert!(left.contains(&(1, Ipv4Addr::new(10, 1, 0, 1))));
+        assert!(!left.contains(&(0, Ipv4Addr::new(10, 0, 0, 1))));
+    }
+
+    #[test]
+    fn a_sweep_keeps_the_table_bounded_and_its_records_too() {
+        let mut pool = BufPool::new(256);
+        let mut t = NeighTable::new(NeighConfig { max_entries: 100, ..NeighConfig::default() });
+        for i in 0..20_000u32 {
+            let ip = Ipv4Addr::from(0x0a00_0000 + i);
+            assert!(matches!(t.hold(0, ip, frame(&mut pool, 1), 0), Held::SendRequest), "{i}");
+            t.take_evicted(|f| pool.free(f));
+            assert!(t.map.len() <= 100);
+            assert!(t.order[0].len() <= 2 * t.counts[0] + 65);
+        }
     }
 }

@@ -16,12 +16,12 @@
 
 use crate::batch::Batch;
 use crate::bridge::BridgeStats;
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::config::Config;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
 use crate::fdb::FdbStats;
-use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, Nanos, NANOS_PER_SEC};
 use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
@@ -251,7 +251,7 @@ const DRAIN_LIMIT: Nanos = 60 * NANOS_PER_SEC;
 /// steps, up to [`DRAIN_LIMIT`]) until the router has nothing pending, so timeouts after the last frame happen.
 /// Returns the virtual time it ended at.
 fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError> {
-    let mut pool = BufPool::new(POOL_SIZE);
+    let mut pool = BufPool::with_large(POOL_SIZE, DEFAULT_LARGE_BUFFERS);
     let mut tx = switch.tx_queues();
     let mut batch = Batch::new();
     let mut next_housekeeping: Option<Nanos> = None;
@@ -269,7 +269,7 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError
             next_housekeeping = Some(now + HOUSEKEEPING_INTERVAL);
         }
         ports[idx].rx_burst(now, &mut pool, &mut batch)?;
-        switch.process(now, idx as PortId, &mut batch, &mut pool, &mut tx);
+        switch.process(now, table_id(idx), &mut batch, &mut pool, &mut tx);
         flush(ports, &mut pool, &mut tx, now)?;
         last = now;
     }
@@ -288,7 +288,7 @@ fn run(switch: &mut Switch, ports: &mut [PcapPort]) -> Result<Nanos, ReplayError
 /// Hands every port its queued frames. Frames made by housekeeping carry its time `now` when they have none.
 fn flush(ports: &mut [PcapPort], pool: &mut BufPool, tx: &mut TxQueues, now: Nanos) -> Result<(), ReplayError> {
     for (p, port) in ports.iter_mut().enumerate() {
-        let q = tx.queue_mut(p as PortId);
+        let q = tx.queue_mut(table_id(p));
         if !q.is_empty() {
             for f in q.iter_mut().filter(|f| f.ts == 0) {
                 f.ts = now;
@@ -304,7 +304,7 @@ fn report(switch: &Switch, ports: &[PcapPort], outputs: BTreeMap<String, PathBuf
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(i as PortId) })
+            (p.name().to_string(), PortReport { io: p.stats(), pipeline: switch.counters().port(table_id(i)) })
         })
         .collect();
     ReplayReport {

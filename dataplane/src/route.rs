@@ -192,12 +192,12 @@ impl Fib {
             }
             for i in 0..n {
                 if e[i] & EXT != 0 {
-                    e[i] = self.chunks[(e[i] & PAYLOAD) as usize][(a[i] >> 8) as u8 as usize];
+                    e[i] = self.chunks[(e[i] & PAYLOAD) as usize][((a[i] >> 8) & 0xff) as usize];
                 }
             }
             for i in 0..n {
                 if e[i] & EXT != 0 {
-                    e[i] = self.chunks[(e[i] & PAYLOAD) as usize][a[i] as u8 as usize];
+                    e[i] = self.chunks[(e[i] & PAYLOAD) as usize][(a[i] & 0xff) as usize];
                 }
             }
             for i in 0..n {
@@ -221,9 +221,9 @@ impl Fib {
     fn entry(&self, addr: u32) -> u32 {
         let mut e = self.l1[(addr >> 16) as usize];
         if e & EXT != 0 {
-            e = self.chunks[(e & PAYLOAD) as usize][(addr >> 8) as u8 as usize];
+            e = self.chunks[(e & PAYLOAD) as usize][((addr >> 8) & 0xff) as usize];
             if e & EXT != 0 {
-                e = self.chunks[(e & PAYLOAD) as usize][addr as u8 as usize];
+                e = self.chunks[(e & PAYLOAD) as usize][(addr & 0xff) as usize];
             }
         }
         e
@@ -298,15 +298,15 @@ impl Fib {
             return;
         }
         let c2 = self.descend(self.l1[i]);
-        self.l1[i] = EXT | c2 as u32;
-        let j = (addr >> 8) as u8 as usize;
+        self.l1[i] = EXT | chunk_ref(c2);
+        let j = ((addr >> 8) & 0xff) as usize;
         if len <= 24 {
             for j in j..j + (1 << (24 - len)) {
                 self.chunks[c2][j] = self.update(self.chunks[c2][j], op);
             }
         } else {
             let c3 = self.descend(self.chunks[c2][j]);
-            let k = addr as u8 as usize;
+            let k = (addr & 0xff) as usize;
             for k in k..k + (1 << (32 - len)) {
                 self.chunks[c3][k] = op.rewrite(self.chunks[c3][k]);
             }
@@ -351,10 +351,10 @@ impl Fib {
     fn fold(&mut self, c: usize) -> u32 {
         let first = self.chunks[c][0];
         if first & EXT == 0 && self.chunks[c].iter().all(|&e| e == first) {
-            self.free.push(c as u32);
+            self.free.push(chunk_ref(c));
             first
         } else {
-            EXT | c as u32
+            EXT | chunk_ref(c)
         }
     }
 }
@@ -389,6 +389,13 @@ impl FromIterator<(Ipv4Net, NextHopId)> for Fib {
         }
         fib
     }
+}
+
+/// Chunk `c`'s index as the payload of an extended entry. `Fib::descend` makes at most `PAYLOAD + 1` chunks
+/// (it asserts before adding one), so every chunk index fits; this is the control path (route changes), where
+/// a check costs nothing.
+fn chunk_ref(c: usize) -> u32 {
+    u32::try_from(c).expect("chunk indices stay within PAYLOAD (asserted in Fib::descend)")
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@
 use crate::batch::Batch;
 use crate::buffer::BufPool;
 use crate::config::{Config, ConfigError};
-use crate::ids::{Nanos, PortId};
+use crate::ids::{table_id, Nanos, PortId};
+use crate::offload::{Caps, Offload};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::mem::MemPort;
 use crate::port::Port;
 
 /// Buffers in a testbed's pool.
 const POOL_SIZE: usize = 4096;
+/// Large buffers in a testbed's pool (for super-frames and jumbo frames).
+const LARGE_POOL_SIZE: usize = 8;
 
 /// A switch wired to one [`MemPort`] per configured port. See the module documentation.
 #[derive(Debug)]
@@ -34,12 +37,19 @@ impl Testbed {
 
     /// A testbed for a validated configuration.
     pub fn from_config(cfg: &Config) -> Testbed {
+        Testbed::with_pool(cfg, POOL_SIZE)
+    }
+
+    /// A testbed whose buffer pool holds `buffers` buffers (the default, 4096, is 8 MiB to allocate and zero:
+    /// the fuzz harness uses a few hundred, so one input costs microseconds, not milliseconds). Frames beyond
+    /// what the pool holds are dropped as `no-buffer`, as in a live switch.
+    pub fn with_pool(cfg: &Config, buffers: usize) -> Testbed {
         let switch = Switch::new(cfg);
         let tx = switch.tx_queues();
         Testbed {
             ports: cfg.ports.iter().map(|p| MemPort::new(p.name.clone())).collect(),
             switch,
-            pool: BufPool::new(POOL_SIZE),
+            pool: BufPool::with_large(buffers, LARGE_POOL_SIZE),
             tx,
             now: 0,
             next_housekeeping: HOUSEKEEPING_INTERVAL,
@@ -55,6 +65,26 @@ impl Testbed {
     pub fn send(&mut self, port: &str, frame: &[u8]) {
         let id = self.port(port);
         self.send_on(id, &[frame]);
+    }
+
+    /// Receives `frame` with offload metadata (a super-frame, a partial checksum) on port `port` at the current
+    /// time, as a port that read it from a host stack hands it over.
+    pub fn send_with(&mut self, port: &str, frame: &[u8], offload: Offload) {
+        let id = self.port(port);
+        self.ports[id as usize].inject_with(frame, offload);
+        self.send_on(id, &[]);
+    }
+
+    /// Sets what port `port` can send as is (none by default: tests see wire frames; see [`MemPort`]).
+    pub fn set_caps(&mut self, port: &str, caps: Caps) {
+        let id = self.port(port);
+        self.ports[id as usize].set_caps(caps);
+    }
+
+    /// Takes the frames port `port` sent since the last call, with the offload metadata they left with.
+    pub fn take_frames(&mut self, port: &str) -> Vec<(Vec<u8>, Offload)> {
+        let id = self.port(port);
+        self.ports[id as usize].take_sent_frames()
     }
 
     /// Receives `frames` (up to a burst at a time) on port `id` at the current time.
@@ -122,6 +152,11 @@ impl Testbed {
         self.pool.available()
     }
 
+    /// Large buffers not in use (all of them when nothing is queued).
+    pub fn free_large_buffers(&self) -> usize {
+        self.pool.large_available()
+    }
+
     /// Buffers the pool was made with.
     pub fn total_buffers(&self) -> usize {
         self.pool.capacity()
@@ -129,7 +164,7 @@ impl Testbed {
 
     fn flush(&mut self) {
         for (p, port) in self.ports.iter_mut().enumerate() {
-            let q = self.tx.queue_mut(p as PortId);
+            let q = self.tx.queue_mut(table_id(p));
             if !q.is_empty() {
                 port.tx_burst(&mut self.pool, q).expect("mem ports do not fail");
             }

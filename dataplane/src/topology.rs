@@ -19,7 +19,8 @@
 
 use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
-use crate::ids::{PortId, RifId, NANOS_PER_SEC};
+use crate::ids::{table_id, PortId, RifId, NANOS_PER_SEC};
+use crate::isolation::{Isolation, RifClass};
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -124,6 +125,8 @@ pub struct RifInfo {
     pub masquerade: bool,
     /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
     pub routed_port: bool,
+    /// Most connections of this network's hosts tracked at once (`network.conntrack_limit`).
+    pub conntrack_limit: Option<usize>,
 }
 
 /// A `[[publish]]` rule resolved for the pipeline: connections arriving on routed interface `rif` for its
@@ -183,6 +186,8 @@ pub struct Topology {
     pub conntrack: ConntrackConfig,
     /// The VXLAN tunnel endpoint, when the configuration has overlay networks.
     pub vtep: Option<VtepInfo>,
+    /// Which router interfaces may route to which untranslated.
+    pub isolation: Isolation,
 }
 
 impl Topology {
@@ -202,13 +207,14 @@ impl Topology {
                             name,
                             addr,
                             subnet: Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet),
-                            attach: Attach::Network(i as NetId),
+                            attach: Attach::Network(table_id(i)),
                             mtu: network_mtu(cfg, &n.name),
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
+                            conntrack_limit: n.conntrack_limit,
                         });
-                        Some((rifs.len() - 1) as RifId)
+                        Some(table_id(rifs.len() - 1))
                     }
                     _ => None,
                 };
@@ -228,9 +234,9 @@ impl Topology {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let network = p.network.as_deref().and_then(|n| cfg.network_index(n)).map(|n| n as NetId);
+                let network = p.network.as_deref().and_then(|n| cfg.network_index(n)).map(table_id);
                 if let Some(n) = network {
-                    networks[n as usize].ports.push(i as PortId);
+                    networks[usize::from(n)].ports.push(table_id(i));
                 }
                 let rif = p.address.filter(|_| network.is_none()).map(|address| {
                     let name = format!("port:{}", p.name);
@@ -245,13 +251,14 @@ impl Topology {
                         name,
                         addr: address.addr(),
                         subnet: address,
-                        attach: Attach::Port(i as PortId),
+                        attach: Attach::Port(table_id(i)),
                         mtu: p.mtu,
                         internal: false,
                         masquerade: false,
                         routed_port: true,
+                        conntrack_limit: None,
                     });
-                    (rifs.len() - 1) as RifId
+                    table_id(rifs.len() - 1)
                 });
                 PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
             })
@@ -264,7 +271,7 @@ impl Topology {
                     Some(port) => rifs.iter().position(|x| x.name == format!("port:{port}")),
                     None => rifs.iter().position(|x| x.subnet.contains(&r.via)),
                 }?;
-                Some(StaticRoute { prefix: r.prefix, via: r.via, rif: rif as RifId })
+                Some(StaticRoute { prefix: r.prefix, via: r.via, rif: table_id(rif) })
             })
             .collect();
         let publish = cfg
@@ -273,7 +280,7 @@ impl Topology {
             .filter_map(|p| {
                 let rif = rifs.iter().position(|x| x.routed_port && x.name == format!("port:{}", p.port))?;
                 Some(PublishRule {
-                    rif: rif as RifId,
+                    rif: table_id(rif),
                     proto: p.proto,
                     external_port: p.external_port,
                     to_addr: *p.to.ip(),
@@ -285,8 +292,9 @@ impl Topology {
             let port = cfg.port_index(&c.vtep_port)?;
             let rif = ports_rif(&rifs, &c.vtep_port)?;
             let addr = rifs[rif as usize].addr;
-            Some(VtepInfo { port: port as PortId, rif, addr, udp_port: c.vxlan_udp_port, mtu: cfg.ports[port].mtu })
+            Some(VtepInfo { port: table_id(port), rif, addr, udp_port: c.vxlan_udp_port, mtu: cfg.ports[port].mtu })
         });
+        let isolation = isolation(cfg, &networks, &rifs);
         Topology {
             ports,
             networks,
@@ -296,12 +304,13 @@ impl Topology {
             nat_port_range: cfg.nat.port_range,
             conntrack: conntrack_config(&cfg.conntrack),
             vtep,
+            isolation,
         }
     }
 
     /// The id of the port called `name`.
     pub fn port_id(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().position(|p| p.name == name).map(|i| i as PortId)
+        self.ports.iter().position(|p| p.name == name).map(table_id)
     }
 
     /// The router interface a frame arriving on `port` reaches: the port's own, or its network's gateway.
@@ -313,7 +322,7 @@ impl Topology {
 
     /// The id of the network called `name`.
     pub fn network_id(&self, name: &str) -> Option<NetId> {
-        self.networks.iter().position(|n| n.name == name).map(|i| i as NetId)
+        self.networks.iter().position(|n| n.name == name).map(table_id)
     }
 
     /// True when the router built for `other` would be the same as the one built for `self`: the same router
@@ -337,7 +346,26 @@ impl Topology {
 
 /// The router interface of routed port `port`.
 fn ports_rif(rifs: &[RifInfo], port: &str) -> Option<RifId> {
-    rifs.iter().position(|r| r.routed_port && r.name == format!("port:{port}")).map(|i| i as RifId)
+    rifs.iter().position(|r| r.routed_port && r.name == format!("port:{port}")).map(table_id)
+}
+
+/// The isolation policy of the numbered interfaces: their classes and `allow_routing_with` pairs.
+fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolation {
+    let class = rifs
+        .iter()
+        .map(|r| match (r.routed_port, r.internal, r.masquerade) {
+            (true, _, _) => RifClass::Routed,
+            (false, true, _) => RifClass::Internal,
+            (false, false, true) => RifClass::Isolated,
+            (false, false, false) => RifClass::Plain,
+        })
+        .collect();
+    let rif_of = |name: &str| cfg.network_index(name).and_then(|n| networks[n].rif);
+    let allowed = cfg.networks.iter().flat_map(|n| {
+        let a = rif_of(&n.name);
+        n.allow_routing_with.iter().filter_map(move |m| Some((a?, rif_of(m)?)))
+    });
+    Isolation::new(class, allowed.collect::<Vec<_>>())
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).
@@ -368,6 +396,7 @@ pub fn conntrack_config(c: &ConntrackTableConfig) -> ConntrackConfig {
             udp_unreplied: ns(c.udp_secs),
             udp_assured: ns(c.udp_assured_secs),
             icmp: ns(c.icmp_secs),
+            tcp_unreplied: ns(c.tcp_unreplied_secs),
         },
     }
 }

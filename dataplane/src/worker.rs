@@ -38,17 +38,23 @@
 //! (a `mio::Waker` registered in the same poll as the rx fds), so a sleeping worker notices at once; sleeps are
 //! bounded by [`MAX_SLEEP`] anyway. The worker then flushes and returns its pool, which the next worker
 //! reuses ([`Worker::with_pool`]) when its capacity is still right: making thousands of buffers is most of a
-//! worker's start-up time, and a configuration change wants the pause short. A worker that panics sets the
-//! stop flag (so the others and the daemon stop too) and the poisoned locks are still used for the final
-//! counters.
+//! worker's start-up time, and a configuration change wants the pause short.
+//!
+//! # Panics
+//! A panic inside an iteration (the pipeline, a port) is caught: the frames the iteration held go back to the
+//! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
+//! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
+//! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
+//! snapshot survive it). [`Faults::inject_panic`] is the test hook.
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
+use crate::port::failed::PortFailure;
 use crate::port::{Port, PortError};
 use serde::Serialize;
 use std::os::fd::RawFd;
@@ -88,7 +94,8 @@ impl Clock {
     /// Nanoseconds since the clock started, plus one second.
     #[inline]
     pub fn now(&self) -> Nanos {
-        self.start.elapsed().as_nanos() as Nanos + NANOS_PER_SEC
+        // Saturates after 584 years of uptime instead of wrapping.
+        Nanos::try_from(self.start.elapsed().as_nanos()).unwrap_or(Nanos::MAX).saturating_add(NANOS_PER_SEC)
     }
 }
 
@@ -105,6 +112,74 @@ pub struct LivePort {
     pub name: String,
     /// Its queues (at least one).
     pub queues: Vec<Mutex<AnyPort>>,
+    /// Set while the port could not be opened: its queues are stand-ins ([`crate::port::failed`]).
+    pub failure: Mutex<Option<PortFailure>>,
+}
+
+impl LivePort {
+    /// A port that is up, with its queues.
+    pub fn up(name: &str, queues: Vec<AnyPort>) -> LivePort {
+        LivePort {
+            name: name.to_string(),
+            queues: queues.into_iter().map(Mutex::new).collect(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The port's failure, if it is down.
+    pub fn failure(&self) -> Option<PortFailure> {
+        lock(&self.failure).clone()
+    }
+
+    /// Makes the port's interface outlive the process ([`AnyPort::persist`]).
+    pub fn persist(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).persist();
+        }
+    }
+
+    /// Makes closing the port delete its interface ([`AnyPort::remove_on_close`]).
+    pub fn remove_on_close(&self) {
+        if let Some(q) = self.queues.first() {
+            lock(q).remove_on_close();
+        }
+    }
+}
+
+/// Upper bounds of the batch-size histogram's buckets, frames (a burst holds at most 32).
+pub const BATCH_FRAMES_BOUNDS: [u64; 6] = [1, 2, 4, 8, 16, 32];
+/// Upper bounds of the per-batch processing time histogram's buckets, nanoseconds: 250 ns × 2^k up to about 1 ms;
+/// a last bucket (not listed) takes the rest.
+pub const BATCH_NS_BOUNDS: [u64; 13] =
+    [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 512_000, 1_024_000];
+
+/// Per-batch histograms of one worker: how many frames each received burst held, and how long the pipeline took
+/// over it ([`Switch::process`], the switch lock's wait included). Fixed buckets of relaxed atomics, written by
+/// the worker only (no lock, no allocation: one `fetch_add` per histogram per batch), read by the metrics
+/// exporter. Counts are per bucket, not cumulative.
+#[derive(Debug, Default)]
+pub struct BatchHistograms {
+    /// Bursts by size, one bucket per [`BATCH_FRAMES_BOUNDS`] entry.
+    pub frames: [AtomicU64; BATCH_FRAMES_BOUNDS.len()],
+    /// Bursts by processing time, one bucket per [`BATCH_NS_BOUNDS`] entry and one above.
+    pub ns: [AtomicU64; BATCH_NS_BOUNDS.len() + 1],
+    /// Total processing time, nanoseconds.
+    pub ns_sum: AtomicU64,
+}
+
+impl BatchHistograms {
+    /// Records one burst of `frames` (1..=32) frames that took `ns` nanoseconds.
+    #[inline]
+    pub fn record(&self, frames: usize, ns: u64) {
+        // ceil(log2(frames)): 1 → 0, 2 → 1, 3..=4 → 2, ... 17..=32 → 5.
+        let f = (usize::BITS - frames.saturating_sub(1).leading_zeros()) as usize;
+        self.frames[f.min(BATCH_FRAMES_BOUNDS.len() - 1)].fetch_add(1, Relaxed);
+        // ceil(log2(ns / 250)), clamped to the last bucket.
+        let q = ns.div_ceil(250);
+        let t = (u64::BITS - q.saturating_sub(1).leading_zeros()) as usize;
+        self.ns[t.min(BATCH_NS_BOUNDS.len())].fetch_add(1, Relaxed);
+        self.ns_sum.fetch_add(ns, Relaxed);
+    }
 }
 
 /// A worker's counters (relaxed atomics: written by the worker, read by the stats reporter).
@@ -138,6 +213,8 @@ pub struct WorkerStats {
     pub pool_available: AtomicU64,
     /// The pool's capacity.
     pub pool_capacity: AtomicU64,
+    /// Batch sizes and per-batch processing times.
+    pub batches: BatchHistograms,
 }
 
 /// A snapshot of one worker's counters.
@@ -171,6 +248,12 @@ pub struct WorkerReport {
     pub pool_available: u64,
     /// See [`WorkerStats`].
     pub pool_capacity: u64,
+    /// Bursts by size: one count per [`BATCH_FRAMES_BOUNDS`] bucket (not cumulative).
+    pub batch_frames: Vec<u64>,
+    /// Bursts by processing time: one count per [`BATCH_NS_BOUNDS`] bucket and one above (not cumulative).
+    pub batch_ns: Vec<u64>,
+    /// Total processing time of all bursts, nanoseconds.
+    pub batch_ns_sum: u64,
 }
 
 impl WorkerStats {
@@ -191,8 +274,33 @@ impl WorkerStats {
             cpu_ns: self.cpu_ns.load(Relaxed),
             pool_available: self.pool_available.load(Relaxed),
             pool_capacity: self.pool_capacity.load(Relaxed),
+            batch_frames: self.batches.frames.iter().map(|c| c.load(Relaxed)).collect(),
+            batch_ns: self.batches.ns.iter().map(|c| c.load(Relaxed)).collect(),
+            batch_ns_sum: self.batches.ns_sum.load(Relaxed),
         }
     }
+}
+
+/// Panics contained, and the test hook that causes one; shared by the workers and the control thread, and
+/// carried across configuration changes.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Worker iterations that panicked and were recovered from (the worker goes on; see [`Worker::run`]).
+    pub worker_restarts: AtomicU64,
+    /// Control requests that panicked (that request failed; see `crate::control::daemon`).
+    pub control_panics: AtomicU64,
+    /// Test hook: the next worker iteration that sees it set clears it and panics (`vswitchd run` sets it on
+    /// SIGUSR1 when started with `VSWITCHD_TEST_HOOKS=1`).
+    pub inject_panic: AtomicBool,
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a format).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_string())
 }
 
 /// What every worker (and the stats reporter) shares.
@@ -215,6 +323,8 @@ pub struct Shared {
     pub poll_idle: Nanos,
     /// Per worker, by id.
     pub workers: Vec<WorkerStats>,
+    /// Panics contained.
+    pub faults: Arc<Faults>,
 }
 
 impl Shared {
@@ -271,7 +381,7 @@ impl Worker {
     /// queues' rx fds with a new `mio::Poll` (a queue whose fd cannot be registered makes the worker sleep at
     /// most [`FDLESS_SLEEP`]).
     pub fn new(id: usize, shared: Arc<Shared>, rx: Vec<(PortId, usize)>, pool_buffers: usize) -> Worker {
-        Worker::with_pool(id, shared, rx, BufPool::new(pool_buffers))
+        Worker::with_pool(id, shared, rx, BufPool::with_large(pool_buffers, DEFAULT_LARGE_BUFFERS))
     }
 
     /// As [`Worker::new`] with a pool handed over from a worker that ran before (a configuration change: making
@@ -342,7 +452,13 @@ impl Worker {
             if let Some(t) = busy_started.take() {
                 stats.busy_ns.fetch_add(now.saturating_sub(t), Relaxed);
             }
-            let moved = self.iteration(now);
+            let moved = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.iteration(now))) {
+                Ok(moved) => moved,
+                Err(payload) => {
+                    self.recover(&*payload);
+                    0
+                }
+            };
             stats.iterations.fetch_add(1, Relaxed);
             if moved > 0 {
                 stats.busy_iterations.fetch_add(1, Relaxed);
@@ -373,6 +489,9 @@ impl Worker {
     /// One pass over the owned queues, housekeeping if due, and a flush. Returns the frames received.
     fn iteration(&mut self, now: Nanos) -> u64 {
         let shared = Arc::clone(&self.shared);
+        if shared.faults.inject_panic.load(Relaxed) && shared.faults.inject_panic.swap(false, Relaxed) {
+            panic!("injected worker panic (test hook)");
+        }
         let mut moved = 0;
         for i in 0..self.rx.len() {
             let (p, q) = self.rx[i];
@@ -382,9 +501,14 @@ impl Worker {
             }
             // A failing burst may still have delivered frames before the error.
             if !self.batch.is_empty() {
-                moved += self.batch.len() as u64;
-                shared.workers[self.id].rx_batches.fetch_add(1, Relaxed);
+                let frames = self.batch.len();
+                moved += frames as u64;
+                let stats = &shared.workers[self.id];
+                stats.rx_batches.fetch_add(1, Relaxed);
+                // Two clock reads per burst (not per frame) for the processing-time histogram.
+                let t = Instant::now();
                 shared.lock_switch(self.id).process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
+                stats.batches.record(frames, u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
         if shared.claim_housekeeping(now) {
@@ -394,15 +518,33 @@ impl Worker {
         moved
     }
 
+    /// After an iteration panicked: the frames it held (batch, transmit queues) go back to the pool unsent, the
+    /// panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on with
+    /// its queues, pool, registrations and waker. Locks the panic poisoned are used as they are ([`lock`]); a
+    /// table the panic left half-updated stays so (the pipeline is written not to panic: this is a last resort
+    /// that keeps the other ports and containers forwarding).
+    fn recover(&mut self, payload: &(dyn std::any::Any + Send)) {
+        for frame in self.batch.drain() {
+            self.pool.free(frame);
+        }
+        for p in 0..self.tx.ports() {
+            for frame in self.tx.queue_mut(crate::ids::table_id(p)).drain(..) {
+                self.pool.free(frame);
+            }
+        }
+        let n = self.shared.faults.worker_restarts.fetch_add(1, Relaxed) + 1;
+        tracing::error!(worker = self.id, panic = %panic_message(payload), worker_restarts = n, "worker panicked: recovered, forwarding goes on");
+    }
+
     /// Hands every port its queued frames, through the port's queue `worker id % queues`.
     fn flush(&mut self, now: Nanos) {
         let shared = Arc::clone(&self.shared);
-        for p in 0..self.tx.ports() {
-            let frames = self.tx.queue_mut(p as PortId);
+        for p in self.tx.port_ids() {
+            let frames = self.tx.queue_mut(p);
             if frames.is_empty() {
                 continue;
             }
-            let port = &shared.ports[p];
+            let port = &shared.ports[usize::from(p)];
             let q = self.id % port.queues.len();
             let r = lock(&port.queues[q]).tx_burst(&mut self.pool, frames);
             // The contract empties the vector even on error; never let a broken port wedge the queue.
@@ -439,14 +581,24 @@ impl Worker {
         if timeout == 0 {
             return;
         }
-        shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
-        let timeout = Duration::from_nanos(timeout);
-        match &mut self.poll {
-            // An error (EINTR from a signal) just ends the sleep early.
-            Some(poll) => {
-                let _ = poll.poll(&mut self.events, Some(timeout));
+        // The ports arm their wake-ups; one that already has frames cancels the sleep.
+        let mut waiting = false;
+        for &(p, q) in &self.rx {
+            waiting |= !lock(&shared.ports[p as usize].queues[q]).before_sleep();
+        }
+        if !waiting {
+            shared.workers[self.id].sleeps.fetch_add(1, Relaxed);
+            let timeout = Duration::from_nanos(timeout);
+            match &mut self.poll {
+                // An error (EINTR from a signal) just ends the sleep early.
+                Some(poll) => {
+                    let _ = poll.poll(&mut self.events, Some(timeout));
+                }
+                None => std::thread::sleep(timeout),
             }
-            None => std::thread::sleep(timeout),
+        }
+        for &(p, q) in &self.rx {
+            lock(&shared.ports[p as usize].queues[q]).after_sleep();
         }
     }
 
@@ -455,12 +607,12 @@ impl Worker {
     fn push_pending_tx(&mut self, now: Nanos) -> bool {
         let shared = Arc::clone(&self.shared);
         let mut pending = false;
-        for p in 0..self.tx.ports() {
-            let port = &shared.ports[p];
+        for p in self.tx.port_ids() {
+            let port = &shared.ports[usize::from(p)];
             let mut queue = lock(&port.queues[self.id % port.queues.len()]);
             if queue.tx_pending() {
                 // The worker's queue for this port is empty after the flush: this only kicks.
-                let r = queue.tx_burst(&mut self.pool, self.tx.queue_mut(p as PortId));
+                let r = queue.tx_burst(&mut self.pool, self.tx.queue_mut(p));
                 pending |= queue.tx_pending();
                 drop(queue);
                 if let Err(e) = r {
@@ -482,6 +634,10 @@ impl Worker {
             }
             stats.buffers_added.fetch_add((cap - avail) as u64, Relaxed);
         }
+        if self.pool.large_available() < self.pool.large_capacity() / 2 {
+            let n = self.pool.top_up_large();
+            stats.buffers_added.fetch_add(n as u64, Relaxed);
+        }
         stats.pool_available.store(self.pool.available() as u64, Relaxed);
     }
 }
@@ -494,4 +650,23 @@ pub fn thread_cpu_ns() -> u64 {
     let n = std::fs::File::open("/proc/thread-self/schedstat").and_then(|mut f| f.read(&mut buf)).unwrap_or(0);
     let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
     text.split_ascii_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_histograms_put_each_burst_in_its_bucket() {
+        let h = BatchHistograms::default();
+        for (frames, ns) in [(1, 1), (2, 250), (3, 251), (4, 500), (17, 1_000), (32, 1_024_000), (32, 5_000_000)] {
+            h.record(frames, ns);
+        }
+        let frames: Vec<u64> = h.frames.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(frames, [1, 1, 2, 0, 0, 3], "sizes 1 | 2 | 3, 4 | - | - | 17, 32, 32");
+        let ns: Vec<u64> = h.ns.iter().map(|c| c.load(Relaxed)).collect();
+        // ≤250: 1, 250 | ≤500: 251, 500 | ≤1000: 1000 | ... | ≤1.024 ms: 1_024_000 | above: 5 ms.
+        assert_eq!(ns, [2, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(h.ns_sum.load(Relaxed), 1 + 250 + 251 + 500 + 1_000 + 1_024_000 + 5_000_000);
+    }
 }

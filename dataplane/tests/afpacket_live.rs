@@ -8,10 +8,11 @@
 mod netns;
 #[path = "common/port_io.rs"]
 mod port_io;
-use port_io::{rx_until, send};
+use port_io::{completed, rx_frames_until, rx_until, send};
 
 use dataplane::batch::Batch;
 use dataplane::buffer::BufPool;
+use dataplane::offload::GsoKind;
 use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
 use dataplane::port::gso::{self, VnetHdr};
 use dataplane::port::Port;
@@ -134,17 +135,18 @@ fn arp_from_the_host_arrives_and_our_arp_reply_reaches_the_host() {
     send(&mut port, &mut pool, &[arp_reply(OUR_MAC, peer_ip, host_mac, host_ip)]);
     // The host learns us and releases the waiting datagram to our MAC.
     let mut datagram = None;
-    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
-        if is_udp_to(d, peer_ip, 9) {
-            datagram = Some(d.to_vec());
+    rx_frames_until(&mut port, &mut pool, Duration::from_secs(3), |f| {
+        if is_udp_to(f.data(), peer_ip, 9) {
+            datagram = Some((completed(f), f.offload.partial_csum()));
             return true;
         }
         false
     });
-    let d = datagram.expect("the queued datagram did not arrive after our ARP reply");
+    let (d, partial) = datagram.expect("the queued datagram did not arrive after our ARP reply");
     assert_eq!(d[0..6], OUR_MAC.0, "sent to the MAC our ARP reply announced");
     assert_eq!(&d[42..42 + 14], b"hello afpacket");
-    assert!(l4_checksum_ok(&d), "complete UDP checksum");
+    assert_eq!(partial, Some((34, 6)), "the host's partial UDP checksum is carried as metadata");
+    assert!(l4_checksum_ok(&d), "completing it gives the right UDP checksum");
     let neigh = topo.host.ip_stdout(&["neigh", "show", &peer_ip.to_string(), "dev", &topo.host_if]);
     assert!(neigh.contains("02:00:5e:20:00:02"), "host neighbour table: {neigh}");
     let st = port.stats();
@@ -189,7 +191,7 @@ fn a_burst_of_64_frames_goes_out_in_one_call_and_all_arrive() {
 }
 
 #[test]
-fn partial_checksums_from_the_host_stack_are_completed() {
+fn partial_checksums_from_the_host_stack_are_carried_as_metadata() {
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
         return;
@@ -209,21 +211,26 @@ fn partial_checksums_from_the_host_stack_are_completed() {
         let _ = TcpStream::connect_timeout(&SocketAddr::from((peer_ip, 80)), Duration::from_millis(300));
     });
     let (mut udp_ok, mut tcp_ok) = (None, None);
-    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+    // (partial metadata, raw bytes' checksum right, completed bytes' checksum right)
+    let check = |f: &dataplane::buffer::Frame| {
+        (f.offload.partial_csum(), l4_checksum_ok(f.data()), l4_checksum_ok(&completed(f)))
+    };
+    rx_frames_until(&mut port, &mut pool, Duration::from_secs(3), |f| {
+        let d = f.data();
         if is_udp_to(d, peer_ip, 9) {
-            udp_ok = Some(l4_checksum_ok(d));
+            udp_ok = Some(check(f));
         }
         if d.len() >= 54 && d[12..14] == [0x08, 0x00] && d[23] == 6 && d[36..38] == 80u16.to_be_bytes() {
-            tcp_ok = Some(l4_checksum_ok(d));
+            tcp_ok = Some(check(f));
         }
         udp_ok.is_some() && tcp_ok.is_some()
     });
     syn_thread.join().unwrap();
-    assert_eq!(udp_ok, Some(true), "UDP datagram received with a complete checksum");
-    assert_eq!(tcp_ok, Some(true), "TCP SYN received with a complete checksum");
+    assert_eq!(udp_ok, Some((Some((34, 6)), false, true)), "UDP: partial, carried as metadata, completes right");
+    assert_eq!(tcp_ok, Some((Some((34, 16)), false, true)), "TCP SYN: partial, carried, completes right");
     let rs = port.ring_stats();
-    assert!(rs.csum_completed >= 2, "the kernel handed over partial checksums and the port completed them: {rs:?}");
-    assert_eq!(rs.csum_unsupported, 0, "{rs:?}");
+    assert!(rs.csum_partial >= 2, "the kernel handed over partial checksums: {rs:?}");
+    assert_eq!(rs.csum_unsupported + rs.csum_completed, 0, "{rs:?}");
     assert_eq!(pool.available(), pool.capacity());
 }
 
@@ -266,14 +273,19 @@ fn oversized_frames_and_ring_overflow_are_counted() {
         return;
     }
     let topo = Topo::new(3, Some(9000));
-    // A tiny ring (2 blocks of one page) that overflows quickly.
-    let small = AfPacketConfig { block_size: 4096, block_count: 2, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
+    // A tiny ring (4 blocks of one page) that overflows quickly.
+    let small = AfPacketConfig { block_size: 4096, block_count: 4, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
     let mut sw = topo.open_sw("sw3", small);
     let mut host = topo.open_host("host3", AfPacketConfig::new(ifname(&topo.host_if)));
+    // No large buffers in this pool: a jumbo frame cannot be held.
     let mut pool = BufPool::new(1024);
-    // A 3000-byte frame cannot be loaded into a pool buffer, so send it with a raw socket in the host ns.
+    // Jumbo frames cannot be loaded into a small pool buffer, so send them with a raw socket in the host ns: one
+    // of 3000 bytes (fits the 4 KiB block, but no buffer), one of 8000 (longer than a block: truncated).
     let host_if = topo.host_if.clone();
-    topo.host.run(move || raw_send(&host_if, &eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[1; 2986])));
+    topo.host.run(move || {
+        raw_send(&host_if, &eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[1; 2986]));
+        raw_send(&host_if, &eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[1; 7986]));
+    });
     send(&mut host, &mut pool, &[eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[2; 46])]);
     let mut got = Vec::new();
     rx_until(&mut sw, &mut pool, Duration::from_secs(3), |d| {
@@ -282,8 +294,19 @@ fn oversized_frames_and_ring_overflow_are_counted() {
     });
     assert_eq!(got, vec![60], "only the small frame is handed over");
     let rs = sw.ring_stats();
-    assert_eq!(rs.too_long, 1, "{rs:?}");
+    assert_eq!((rs.too_long, rs.no_large_buffer), (1, 1), "{rs:?}");
     assert_eq!(rs.kernel_drops, 0, "{rs:?}");
+    // With large buffers the jumbo frame arrives whole.
+    let mut jumbo_pool = BufPool::with_large(64, 2);
+    let host_if = topo.host_if.clone();
+    topo.host.run(move || raw_send(&host_if, &eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[4; 2986])));
+    let mut jumbo = None;
+    rx_until(&mut sw, &mut jumbo_pool, Duration::from_secs(3), |d| {
+        jumbo = Some(d.to_vec());
+        true
+    });
+    assert_eq!(jumbo, Some(eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[4; 2986])), "the jumbo frame, whole");
+    assert_eq!((jumbo_pool.available(), jumbo_pool.large_available()), (64, 2));
 
     // Overflow: 2000 frames while nobody reads.
     let burst: Vec<Vec<u8>> = (0..64).map(|_| eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[3; 46])).collect();
@@ -298,9 +321,9 @@ fn oversized_frames_and_ring_overflow_are_counted() {
     });
     let rs = sw.ring_stats();
     let st = sw.stats();
-    assert!(rs.kernel_drops > 0, "a ring of two pages must overflow: {rs:?}");
+    assert!(rs.kernel_drops > 0, "a ring of four pages must overflow: {rs:?}");
     assert_eq!(received + rs.kernel_drops, sent, "every frame received or counted as dropped: {rs:?}");
-    assert_eq!(st.rx_dropped, rs.kernel_drops + rs.too_long, "{st:?} {rs:?}");
+    assert_eq!(st.rx_dropped, rs.kernel_drops + rs.too_long + rs.no_large_buffer, "{st:?} {rs:?}");
     println!("ring overflow: sent {sent}, received {received}, kernel drops {}", rs.kernel_drops);
     assert_eq!(pool.available(), pool.capacity());
 }
@@ -415,6 +438,7 @@ fn udp_gso_super_frames_are_segmented_across_bursts_and_truncated_ones_dropped()
     let mut big_pool = topo.open_sw("sw7b", AfPacketConfig::new(ifname(&topo.sw_if)));
     let small_blocks = AfPacketConfig { block_size: 32 * 1024, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
     let mut small_ring = topo.open_sw("sw7c", small_blocks);
+    let mut big_pool_whole = topo.open_sw("sw7d", AfPacketConfig::new(ifname(&topo.sw_if)));
     let peer = topo.peer_ip;
     topo.host.ip(&["neigh", "replace", &peer.to_string(), "lladdr", "02:00:5e:20:00:02", "dev", &topo.host_if]);
     let payload: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
@@ -434,7 +458,7 @@ fn udp_gso_super_frames_are_segmented_across_bursts_and_truncated_ones_dropped()
             let mut batch = Batch::new();
             bursts += usize::from(port.rx_burst(5, &mut pool, &mut batch).unwrap() > 0);
             for f in batch.drain() {
-                let d = f.data();
+                let d = &completed(&f);
                 if d.len() >= 42 && d[12..14] == [0x08, 0x00] && d[23] == 17 {
                     assert!(l4_checksum_ok(d) && ip_checksum_ok(d), "valid checksums: {:?}", &d[..42]);
                     lens.push(d.len());
@@ -473,6 +497,35 @@ fn udp_gso_super_frames_are_segmented_across_bursts_and_truncated_ones_dropped()
     let rs = small_ring.ring_stats();
     assert_eq!((rs.gso_frames, rs.gso_truncated, rs.gso_dropped), (1, 1, 1), "{rs:?}");
     assert_eq!(small_ring.stats().rx_dropped, 1);
+    // With large buffers both super-frames arrive whole, with their metadata, and cut in software they give
+    // the same datagrams.
+    let mut pool = BufPool::with_large(64, 4);
+    let mut whole = Vec::new();
+    rx_frames_until(&mut big_pool_whole, &mut pool, Duration::from_secs(3), |f| {
+        whole.push((f.data().to_vec(), f.offload));
+        is_udp_to(f.data(), peer, 10)
+    });
+    assert_eq!(whole.iter().map(|(d, _)| d.len()).collect::<Vec<_>>(), vec![3042, 60042, 47]);
+    let o = whole[1].1;
+    assert_eq!((o.gso_kind(), o.gso_size(), o.partial_csum()), (GsoKind::UdpL4, 1000, Some((34, 6))));
+    let mut soft = dataplane::port::soft_offload::SoftOffload::new();
+    let mut data = Vec::new();
+    for (bytes, o) in &whole[..2] {
+        let mut f = pool.alloc_large().unwrap();
+        f.load(bytes).unwrap();
+        f.offload = *o;
+        soft.emit(&mut f, dataplane::offload::Caps::NONE, |seg, _| {
+            assert!(l4_checksum_ok(seg) && ip_checksum_ok(seg));
+            data.extend_from_slice(&seg[42..]);
+            true
+        });
+        pool.free(f);
+    }
+    let mut want_data = payload[..3000].to_vec();
+    want_data.extend_from_slice(&payload);
+    assert!(data == want_data, "the whole super-frames cut in software carry what was sent");
+    let st = big_pool_whole.stats();
+    assert_eq!((st.rx_super_frames, st.rx_packets, st.sw_segmented, st.rx_dropped), (2, 3, 0, 0), "{st:?}");
 }
 
 /// CPU time of the calling thread (user + system), in ns.
@@ -636,8 +689,13 @@ struct ForwardStats {
 }
 
 /// A minimal switch: two AF_PACKET ports, each frame received on one is sent on the other, until `stop`.
-fn forward(mut ports: [AfPacketPort; 2], stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> ForwardStats {
-    let mut pool = BufPool::new(4096);
+/// `large`: large buffers in the pool (0: every super-frame is cut on receive).
+fn forward(
+    mut ports: [AfPacketPort; 2],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    large: usize,
+) -> ForwardStats {
+    let mut pool = BufPool::with_large(4096, large);
     let mut st = ForwardStats::default();
     let mut out = Vec::with_capacity(64);
     let mut idle = 0u32;
@@ -673,25 +731,39 @@ fn forward(mut ports: [AfPacketPort; 2], stop: std::sync::Arc<std::sync::atomic:
         }
     }
     assert_eq!(pool.available(), pool.capacity(), "every buffer came back");
+    assert_eq!(pool.large_available(), large, "every large buffer came back");
     st.ports = ports.iter().map(|p| (p.stats(), p.ring_stats())).collect();
     st
 }
 
 /// The test that matters: a real TCP transfer between two namespaces whose veths keep their default offloads
-/// (TSO/GSO on), through a two-port switch of AF_PACKET ports in a third namespace.
+/// (TSO/GSO on), through a two-port switch of AF_PACKET ports in a third namespace, which carries the
+/// super-frames whole: received into large buffers, sent with their virtio_net_hdr.
 /// `cargo test -p dataplane --release --test afpacket_live tcp -- --nocapture` prints throughput and costs.
 #[test]
 fn tcp_through_two_afpacket_ports_with_default_offloads() {
-    tcp_transfer(false);
+    tcp_transfer(false, 64);
 }
 
 /// The same over IPv6 (TCPv6 super-frames).
 #[test]
 fn tcp6_through_two_afpacket_ports_with_default_offloads() {
-    tcp_transfer(true);
+    tcp_transfer(true, 64);
 }
 
-fn tcp_transfer(v6: bool) {
+/// Without large buffers: every super-frame is cut on receive, in software.
+#[test]
+fn tcp_through_two_afpacket_ports_segmenting_on_receive() {
+    tcp_transfer(false, 0);
+}
+
+/// The same over IPv6.
+#[test]
+fn tcp6_through_two_afpacket_ports_segmenting_on_receive() {
+    tcp_transfer(true, 0);
+}
+
+fn tcp_transfer(v6: bool, large: usize) {
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
         return;
@@ -701,8 +773,13 @@ fn tcp_transfer(v6: bool) {
     const BYTES: usize = 20 << 20;
     let pid = std::process::id();
     let x = (pid % 200) as u8 + 1;
-    // Name letters: t/s for IPv4, u/w for IPv6 (both tests may run at once).
-    let (h, s) = if v6 { ('u', 'w') } else { ('t', 's') };
+    // Name letters, distinct per test (they may run at once).
+    let (h, s) = match (v6, large > 0) {
+        (false, false) => ('t', 's'),
+        (true, false) => ('u', 'w'),
+        (false, true) => ('g', 'h'),
+        (true, true) => ('i', 'j'),
+    };
     let a = Netns::create(&format!("vsaf{pid}{h}a"));
     let b = Netns::create(&format!("vsaf{pid}{h}b"));
     let sw = Netns::create(&format!("vsaf{pid}{h}s"));
@@ -740,7 +817,7 @@ fn tcp_transfer(v6: bool) {
         .map(|p| p.expect("open port in switch ns"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let guard = StopOnDrop(stop.clone());
-    let switch = std::thread::spawn(move || forward(ports, stop));
+    let switch = std::thread::spawn(move || forward(ports, stop, large));
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let receiver = b.spawn(move || {
@@ -803,11 +880,20 @@ fn tcp_transfer(v6: bool) {
         st.tx_ns / u128::from(st.tx_frames.max(1)),
         segmentation_ns_per_segment(),
     );
-    assert!(
-        a_ring.gso_frames > 0 && a_ring.gso_segments > a_ring.gso_frames,
-        "super-frames were segmented: {a_ring:?}"
-    );
     assert_eq!(a_ring.gso_dropped, 0, "{a_ring:?}");
+    let b_stats = st.ports[1].0;
+    if large == 0 {
+        assert!(
+            a_ring.gso_frames > 0 && a_ring.gso_segments > a_ring.gso_frames,
+            "super-frames were segmented: {a_ring:?}"
+        );
+        assert_eq!(a_stats.rx_super_frames + b_stats.tx_super_frames, 0);
+    } else {
+        assert_eq!(a_ring.gso_frames, 0, "nothing cut on receive: {a_ring:?}");
+        assert!(a_stats.rx_super_frames > 0 && b_stats.tx_super_frames > 0, "carried whole: {a_stats:?} {b_stats:?}");
+        assert!(a_stats.rx_bytes / a_stats.rx_packets > 10_000, "average frame over 10 KB: {a_stats:?}");
+        assert_eq!(b_stats.tx_dropped, 0, "{b_stats:?}");
+    }
 }
 
 /// Time to plan and write every segment of a 65000-byte TCPv4 super-frame (MSS 1448) into a pool buffer, per
@@ -914,9 +1000,13 @@ fn vlan_tagged_gso_and_partial_checksums_are_handled_with_the_tag_put_back() {
         raw_send_vnet(&host_if, csum, &small);
     });
     let mut got = Vec::new();
-    rx_until(&mut port, &mut pool, Duration::from_secs(3), |d| {
+    rx_frames_until(&mut port, &mut pool, Duration::from_secs(3), |f| {
+        let d = &completed(f);
         if d.len() < 46 || d[12..18] != [0x81, 0x00, 0x00, 0x07, 0x08, 0x00] {
             return false;
+        }
+        if let Some((start, _)) = f.offload.partial_csum() {
+            assert_eq!(start, 18 + 20, "the checksum start moved past the tag put back");
         }
         // Check it as the untagged frame.
         let mut untagged = d[..12].to_vec();
@@ -927,7 +1017,138 @@ fn vlan_tagged_gso_and_partial_checksums_are_handled_with_the_tag_put_back() {
     });
     assert_eq!(got, vec![1046, 1046, 546, 66], "three tagged segments, then the tagged datagram");
     let rs = port.ring_stats();
-    assert_eq!((rs.gso_frames, rs.gso_segments, rs.csum_completed, rs.csum_unsupported), (1, 3, 1, 0), "{rs:?}");
+    assert_eq!((rs.gso_frames, rs.gso_segments, rs.csum_partial, rs.csum_unsupported), (1, 3, 1, 0), "{rs:?}");
     assert_eq!(rs.vlan_reinserted, 2, "{rs:?}");
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+/// Microseconds until `fd` is readable (`poll`), or `None` after `limit`.
+fn wait_readable(fd: std::os::fd::RawFd, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) };
+    (rc == 1).then(|| t.elapsed())
+}
+
+#[test]
+fn frames_in_the_block_the_kernel_fills_are_taken_at_once_and_wake_a_sleeper() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let topo = Topo::new(9, None);
+    let mut sw = topo.open_sw("sw9", AfPacketConfig::new(ifname(&topo.sw_if)));
+    let mut host = topo.open_host("host9", AfPacketConfig::new(ifname(&topo.host_if)));
+    let mut pool = BufPool::new(256);
+    let frame = eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[9; 46]);
+    let mut batch = Batch::new();
+    // Busy-polling reader, one frame at a time: the block timeout is 1 ms, so a frame taken only when the kernel
+    // hands its block over would wait ~1 ms; peeked, it waits for the copy alone.
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        send(&mut host, &mut pool, std::slice::from_ref(&frame));
+        let mut seen = 0;
+        while seen == 0 && t.elapsed() < Duration::from_secs(1) {
+            seen = sw.rx_burst(0, &mut pool, &mut batch).unwrap();
+            for f in batch.drain() {
+                assert_eq!(f.data(), &frame[..]);
+                pool.free(f);
+            }
+        }
+        assert_eq!(seen, 1);
+        delays.push(t.elapsed().as_micros());
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    delays.sort_unstable();
+    println!("afpacket busy-polled one-frame delay min/median/max {}/{}/{} us", delays[0], delays[10], delays[19]);
+    assert!(delays[10] < 300, "median {} us: frames wait for the block timeout", delays[10]);
+
+    // A sleeping reader: armed, the wake-up fd becomes readable on the first frame, which is then taken at once.
+    let fd = sw.rx_fd().expect("an fd to sleep on");
+    // As a worker does: a burst that finds nothing (it gives back the blocks handed over meanwhile), then sleep.
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 0);
+    assert!(sw.before_sleep(), "nothing waiting: the worker may sleep");
+    assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "no wake-up without a frame");
+    let sender = {
+        let (host_if, frame) = (topo.host_if.clone(), frame.clone());
+        topo.host.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let t = Instant::now();
+            raw_send(&host_if, &frame);
+            t
+        })
+    };
+    let woke = wait_readable(fd, Duration::from_secs(2)).expect("woken by the frame");
+    let woke_at = Instant::now();
+    let sent_at = sender.join().unwrap();
+    let wake_delay = woke_at.duration_since(sent_at);
+    sw.after_sleep();
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1, "taken from the block the kernel still fills");
+    for f in batch.drain() {
+        pool.free(f);
+    }
+    println!("afpacket: slept {woke:?}, woken {wake_delay:?} after the frame was sent");
+    // The ring's fd would signal only when the block is handed over, 1 ms after the frame.
+    assert!(wake_delay < Duration::from_micros(800), "woken {wake_delay:?} after the frame");
+    // Disarmed, frames no longer make the fd readable (an idle worker is not woken by traffic it polls anyway).
+    send(&mut host, &mut pool, std::slice::from_ref(&frame));
+    assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "disarmed: no wake-up");
+    // A frame already waiting cancels the sleep.
+    assert!(!sw.before_sleep(), "a frame is waiting");
+    sw.after_sleep();
+    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1);
+    for f in batch.drain() {
+        pool.free(f);
+    }
+    assert_eq!(pool.available(), pool.capacity());
+}
+
+#[test]
+fn a_block_peeked_after_a_full_round_never_yields_its_old_frames_again() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    // Four one-page blocks: a round through the ring is four block timeouts.
+    let topo = Topo::new(11, None);
+    let small = AfPacketConfig { block_size: 4096, block_count: 4, ..AfPacketConfig::new(ifname(&topo.sw_if)) };
+    let mut sw = topo.open_sw("sw11", small);
+    let mut host = topo.open_host("host11", AfPacketConfig::new(ifname(&topo.host_if)));
+    let mut pool = BufPool::new(256);
+    let mut batch = Batch::new();
+    let frame =
+        |seq: u16| eth(MacAddr::BROADCAST, OUR_MAC, EXPERIMENTAL, &[seq.to_be_bytes().as_slice(), &[7; 44]].concat());
+    let seq_of = |d: &[u8]| u16::from_be_bytes([d[14], d[15]]);
+    // Reads for `dur`, returning the sequence numbers seen.
+    let mut read_for = |sw: &mut AfPacketPort, pool: &mut BufPool, dur: Duration| -> Vec<u16> {
+        let (t, mut seen) = (Instant::now(), Vec::new());
+        while t.elapsed() < dur {
+            sw.rx_burst(0, pool, &mut batch).unwrap();
+            for f in batch.drain() {
+                if f.data().len() >= 16 && f.data()[12..14] == EXPERIMENTAL.to_be_bytes() {
+                    seen.push(seq_of(f.data()));
+                }
+                pool.free(f);
+            }
+        }
+        seen
+    };
+    // Round 1: every block filled to the end (a burst at load), then read: the blocks go back full, unzeroed.
+    let burst: Vec<Vec<u8>> = (0..120).map(frame).collect();
+    for chunk in burst.chunks(8) {
+        send(&mut host, &mut pool, chunk);
+    }
+    let seen = read_for(&mut sw, &mut pool, Duration::from_millis(30));
+    assert!(seen.len() >= 60, "the ring held most of the burst: {seen:?}");
+    // Rounds 2 and 3: one frame per block, each block handed over by its timeout. In round 2 the blocks are
+    // zeroed as they go back; in round 3 they are peeked, and the old round-1 frames beyond the new one must
+    // not come back.
+    for next in 1000..1000 + 2 * 4 {
+        send(&mut host, &mut pool, &[frame(next)]);
+        let seen = read_for(&mut sw, &mut pool, Duration::from_millis(4));
+        assert_eq!(seen, vec![next], "exactly the new frame, once");
+    }
     assert_eq!(pool.available(), pool.capacity());
 }

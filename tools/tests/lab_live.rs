@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
-use tools::lab::probe::{ping, tcp_send, TcpServer};
+use tools::lab::probe::{ping, tcp_send, udp_echoed, TcpServer, UdpEcho};
 use tools::lab::{default_vswitchd, HostSpec, Lab, LabOptions, LabSpec};
 
 const BYTES: u64 = 2_000_000;
@@ -240,6 +240,153 @@ fn published_port_reaches_the_container() {
     let Some((lab, _state)) = lab('f', NAT_SWITCH, &NAT_HOSTS) else { return };
     let seen = assert_tcp(&lab, "ext", "c2", 80, "203.0.113.2", 8080);
     assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 1), "a published port translates the destination only");
+}
+
+/// The drop counter `reason` in vswitchd's final stats.
+fn drops(stats: &Option<serde_json::Value>, reason: &str) -> u64 {
+    let v = stats.as_ref().expect("vswitchd printed its counters");
+    v.pointer(&format!("/drops/{reason}")).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+fn two_masquerade_networks(extra: &str) -> String {
+    format!(
+        r#"
+[[network]]
+name = "n1"
+subnet = "172.31.1.0/24"
+gateway = "172.31.1.1"
+masquerade = true
+{extra}
+[[network]]
+name = "n2"
+subnet = "172.31.2.0/24"
+gateway = "172.31.2.1"
+masquerade = true
+
+[[port]]
+name = "a"
+kind = "tap"
+ifname = "vs-a"
+network = "n1"
+
+[[port]]
+name = "b"
+kind = "tap"
+ifname = "vs-b"
+network = "n2"
+"#
+    )
+}
+
+const TWO_NETWORK_HOSTS: [(&str, &str, &str, Option<&str>); 2] =
+    [("a", "a", "172.31.1.2/24", Some("172.31.1.1")), ("b", "b", "172.31.2.2/24", Some("172.31.2.1"))];
+
+/// Docker's isolation between bridge networks: two masquerade networks cannot reach each other (ping and UDP,
+/// counted as `network-isolation`), while each still reaches its own gateway.
+#[test]
+fn masquerade_networks_cannot_reach_each_other() {
+    let Some((mut lab, _state)) = lab('h', &two_masquerade_networks(""), &TWO_NETWORK_HOSTS) else { return };
+    assert_ping(&lab, "a", "172.31.1.1");
+    let r = ping(&lab.host_ns("a"), Ipv4Addr::new(172, 31, 2, 2), 3).expect("ping");
+    assert_eq!(r.received, 0, "a reached b across isolated networks: {r:?}");
+    let echo = UdpEcho::start(&lab.host_ns("b"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(172, 31, 2, 2), 7000);
+    assert!(!udp_echoed(&lab.host_ns("a"), to, 3, Duration::from_millis(300)).expect("udp probe"));
+    assert_eq!(echo.finish().expect("echo"), 0, "b received nothing");
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "network-isolation") >= 6, "3 pings and 3 datagrams counted: {stats:?}");
+}
+
+/// `allow_routing_with` connects the same two networks: ping and UDP go through, untranslated.
+#[test]
+fn allow_routing_with_lets_two_masquerade_networks_talk() {
+    let switch = two_masquerade_networks("allow_routing_with = [\"n2\"]");
+    let Some((mut lab, _state)) = lab('i', &switch, &TWO_NETWORK_HOSTS) else { return };
+    assert_ping(&lab, "a", "172.31.2.2");
+    let echo = UdpEcho::start(&lab.host_ns("b"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(172, 31, 2, 2), 7000);
+    assert!(udp_echoed(&lab.host_ns("a"), to, 3, Duration::from_millis(500)).expect("udp probe"));
+    assert!(echo.finish().expect("echo") > 0);
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert_eq!(drops(&stats, "network-isolation"), 0);
+}
+
+/// With a route to the container subnet, the external host cannot reach a container's unpublished UDP port
+/// (`not-published`), while the published port works.
+#[test]
+fn an_unpublished_udp_port_is_unreachable_from_outside_even_with_a_route() {
+    let switch = format!(
+        "{NAT_SWITCH}\n[[publish]]\nport = \"uplink\"\nproto = \"udp\"\nexternal_port = 5353\nto = \"172.30.0.3:53\"\n"
+    );
+    let Some((mut lab, _state)) = lab('j', &switch, &NAT_HOSTS) else { return };
+    let ext = lab.host_ns("ext");
+    tools::lab::netns::exec(&ext, "ip", &["route", "add", "172.30.0.0/24", "via", "203.0.113.2"]).expect("route");
+    let c2 = lab.host_ns("c2");
+    let unpublished = UdpEcho::start(&c2, 9999, Duration::from_secs(4)).expect("udp echo 9999");
+    let published = UdpEcho::start(&c2, 53, Duration::from_secs(4)).expect("udp echo 53");
+    let direct = SocketAddrV4::new(Ipv4Addr::new(172, 30, 0, 3), 9999);
+    assert!(!udp_echoed(&ext, direct, 3, Duration::from_millis(300)).expect("udp probe"), "unpublished port reached");
+    let direct53 = SocketAddrV4::new(Ipv4Addr::new(172, 30, 0, 3), 53);
+    assert!(!udp_echoed(&ext, direct53, 2, Duration::from_millis(300)).expect("udp probe"), "target reached directly");
+    let via = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 2), 5353);
+    assert!(udp_echoed(&ext, via, 3, Duration::from_millis(500)).expect("udp probe"), "published port works");
+    assert_eq!(unpublished.finish().expect("echo"), 0);
+    assert!(published.finish().expect("echo") > 0);
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "not-published") >= 5, "{stats:?}");
+}
+
+/// A full connection table does not lock other containers out: with `[conntrack] limit = 1000`, c1 opens
+/// 1,000 connections to an address that never answers (SYNs: the kernel's own TCP; each an unreplied entry),
+/// then c2's new TCP connection to the external host still goes through, evicting the oldest unreplied one.
+#[test]
+fn a_flood_of_unanswered_connections_does_not_stop_another_containers_connection() {
+    let switch = format!("{NAT_SWITCH}\n[conntrack]\nlimit = 1000\n");
+    let Some((mut lab, _state)) = lab('k', &switch, &NAT_HOSTS) else { return };
+    let silent = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 99), 80);
+    let flood = tools::lab::netns::in_netns(&lab.host_ns("c1"), move || {
+        for _ in 0..1000 {
+            // Sends one SYN and gives up: nothing answers, so the switch tracks an unreplied connection.
+            let _ = std::net::TcpStream::connect_timeout(&silent.into(), Duration::from_millis(1));
+        }
+    });
+    flood.join().expect("flood thread").expect("join c1");
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = assert_tcp(&lab, "c2", "ext", 5003, "203.0.113.1", 5003);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 2));
+    let stats = lab.stop_switch().expect("stop vswitchd").expect("counters");
+    let evicted = stats.pointer("/conntrack/evicted").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(evicted > 0, "the table filled and evicted: {}", stats["conntrack"]);
+    assert_eq!(drops(&Some(stats.clone()), "conntrack-full"), 0);
+}
+
+/// Anti-spoofing: c1 gives itself a second address outside its network's subnet and sends from it; the switch
+/// does not masquerade it (`spoofed-source`), so the external host receives nothing, while c1's own address
+/// still gets through.
+#[test]
+fn a_spoofed_source_is_not_masqueraded() {
+    let Some((mut lab, _state)) = lab('l', NAT_SWITCH, &NAT_HOSTS) else { return };
+    let c1 = lab.host_ns("c1");
+    tools::lab::netns::exec(&c1, "ip", &["addr", "add", "10.99.0.5/32", "dev", "vs-c1"]).expect("second address");
+    let echo = UdpEcho::start(&lab.host_ns("ext"), 7000, Duration::from_secs(3)).expect("udp echo");
+    let spoof_sink = UdpEcho::start(&lab.host_ns("ext"), 7001, Duration::from_secs(3)).expect("udp echo");
+    let to = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 7000);
+    let spoof_to = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 7001);
+    let sent = tools::lab::netns::in_netns(&c1, move || -> std::io::Result<()> {
+        let spoofed = std::net::UdpSocket::bind("10.99.0.5:0")?;
+        for _ in 0..3 {
+            spoofed.send_to(b"spoofed", spoof_to)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    });
+    sent.join().expect("thread").expect("join c1").expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(udp_echoed(&c1, to, 3, Duration::from_millis(500)).expect("udp probe"), "c1's own address works");
+    assert!(echo.finish().expect("echo") > 0);
+    assert_eq!(spoof_sink.finish().expect("echo"), 0, "nothing from the spoofed address arrived");
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "spoofed-source") >= 3, "{stats:?}");
 }
 
 /// `vswitch-lab up`, `status` and `down` through the binary: `up` leaves the default lab running after the

@@ -13,6 +13,11 @@
 //! guards); the root namespace is never touched. Addresses: 10.71.1.0/24 for the sender's link (and the whole
 //! L2 network), 198.51.100.0/24 behind the masquerading router. Runs on the caller's thread; needs root.
 
+pub mod ndr;
+pub mod ovs;
+pub mod rates;
+pub mod rr;
+pub mod sender;
 pub mod traffic;
 
 use serde::Serialize;
@@ -31,6 +36,10 @@ pub enum Forwarder {
     LinuxBridge,
     /// Kernel routing with a MASQUERADE rule (nftables, else iptables).
     LinuxMasquerade,
+    /// Kernel routing (the `linux-masquerade` topology without the rule).
+    LinuxRouting,
+    /// Open vSwitch's userspace datapath, AF_XDP ports in native mode (see [`ovs`]).
+    OvsAfxdp,
     /// vswitchd, both hosts on taps.
     VswitchdTap,
     /// vswitchd, AF_PACKET on the switch ends of veths.
@@ -45,9 +54,11 @@ pub enum Forwarder {
 
 impl Forwarder {
     /// Every forwarder, in table order.
-    pub const ALL: [Forwarder; 7] = [
+    pub const ALL: [Forwarder; 9] = [
         Forwarder::LinuxBridge,
+        Forwarder::LinuxRouting,
         Forwarder::LinuxMasquerade,
+        Forwarder::OvsAfxdp,
         Forwarder::VswitchdTap,
         Forwarder::VswitchdAfpacket,
         Forwarder::VswitchdMasquerade,
@@ -60,6 +71,8 @@ impl Forwarder {
         match self {
             Forwarder::LinuxBridge => "linux-bridge",
             Forwarder::LinuxMasquerade => "linux-masquerade",
+            Forwarder::LinuxRouting => "linux-routing",
+            Forwarder::OvsAfxdp => "ovs-afxdp",
             Forwarder::VswitchdTap => "vswitchd-tap",
             Forwarder::VswitchdAfpacket => "vswitchd-afpacket",
             Forwarder::VswitchdMasquerade => "vswitchd-masquerade",
@@ -84,7 +97,7 @@ impl Forwarder {
     /// vswitchd's port kind and extra port keys, for the vswitchd forwarders.
     fn port(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Forwarder::LinuxBridge | Forwarder::LinuxMasquerade => None,
+            Forwarder::LinuxBridge | Forwarder::LinuxMasquerade | Forwarder::LinuxRouting | Forwarder::OvsAfxdp => None,
             Forwarder::VswitchdTap => Some(("tap", "")),
             Forwarder::VswitchdAfpacket | Forwarder::VswitchdMasquerade => Some(("afpacket", "")),
             Forwarder::VswitchdAfxdpNative => Some(("afxdp", "mode = \"native\"\n")),
@@ -104,10 +117,14 @@ pub struct BenchOptions {
     pub switch_cpu: usize,
     /// The vswitchd executable.
     pub vswitchd: PathBuf,
+    /// Measure 64-byte UDP.
+    pub udp: bool,
     /// Measure TCP (two runs per forwarder: offloads off and on).
     pub tcp: bool,
     /// The UDP sender.
     pub sender: Sender,
+    /// Measure NDR/PDR and round-trip latency (`None`: skip).
+    pub rates: Option<rates::RateOptions>,
 }
 
 /// What sends the 64-byte UDP frames.
@@ -161,19 +178,23 @@ pub struct ForwarderResult {
     pub tcp_offloads_off: Option<TcpResult>,
     /// TCP with the veths' default offloads.
     pub tcp_offloads_on: Option<TcpResult>,
+    /// NDR/PDR and round-trip latency (see [`rates`]).
+    pub rates: Option<rates::RatesResult>,
     /// What went wrong.
     pub errors: Vec<String>,
 }
 
 /// A sender and a receiver joined through a forwarder; removed when dropped.
 enum Topology {
-    Kernel { namespaces: Vec<String>, dst: Ipv4Addr },
+    Kernel { namespaces: Vec<String>, dst: Ipv4Addr, ovs: Option<ovs::Ovs> },
     Switch { lab: Box<Lab>, _state: tempfile::TempDir, tap: bool, dst: Ipv4Addr },
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        if let Topology::Kernel { namespaces, .. } = self {
+        if let Topology::Kernel { namespaces, ovs, .. } = self {
+            // OVS first: it holds the namespace's interfaces.
+            drop(ovs.take());
             for ns in namespaces.iter().rev() {
                 if netns::exists(ns) {
                     let _ = netns::delete(ns);
@@ -186,7 +207,7 @@ impl Drop for Topology {
 impl Topology {
     fn up(f: Forwarder, prefix: &str, offloads: bool, opts: &BenchOptions) -> anyhow::Result<Topology> {
         match f.port() {
-            None => Self::kernel(f, prefix, offloads),
+            None => Self::kernel(f, prefix, offloads, opts),
             Some((kind, extra)) => {
                 let masq = f == Forwarder::VswitchdMasquerade;
                 let switch = if masq {
@@ -216,7 +237,7 @@ impl Topology {
                 lo.prefix = prefix.to_string();
                 lo.vswitchd = opts.vswitchd.clone();
                 lo.state_root = state.path().to_path_buf();
-                lo.offloads = offloads;
+                lo.offloads = Some(offloads);
                 lo.switch_cpu = Some(opts.switch_cpu);
                 let lab = Lab::up(&spec, &lo)?;
                 let dst = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
@@ -225,11 +246,12 @@ impl Topology {
         }
     }
 
-    fn kernel(f: Forwarder, prefix: &str, offloads: bool) -> anyhow::Result<Topology> {
+    fn kernel(f: Forwarder, prefix: &str, offloads: bool, opts: &BenchOptions) -> anyhow::Result<Topology> {
         let (tx, fw, rx) = (format!("{prefix}tx"), format!("{prefix}fw"), format!("{prefix}rx"));
         let masq = f == Forwarder::LinuxMasquerade;
-        let dst: Ipv4Addr = if masq { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
-        let mut topo = Topology::Kernel { namespaces: Vec::new(), dst };
+        let routed = masq || f == Forwarder::LinuxRouting;
+        let dst: Ipv4Addr = if routed { "198.51.100.2" } else { "10.71.1.3" }.parse()?;
+        let mut topo = Topology::Kernel { namespaces: Vec::new(), dst, ovs: None };
         for ns in [&tx, &fw, &rx] {
             anyhow::ensure!(!netns::exists(ns), "namespace {ns} already exists");
             netns::create(ns)?;
@@ -244,14 +266,31 @@ impl Topology {
                 netns::offloads(ns, ifname, false)?;
             }
         }
-        if masq {
+        if routed {
             netns::ip(&["-n", &fw, "addr", "add", "10.71.1.1/24", "dev", "vs-a"])?;
             netns::ip(&["-n", &fw, "addr", "add", "198.51.100.1/24", "dev", "vs-b"])?;
             netns::exec(&fw, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-            masquerade(&fw, "vs-b")?;
+            if masq {
+                masquerade(&fw, "vs-b")?;
+            }
             netns::ip(&["-n", &tx, "addr", "add", "10.71.1.2/24", "dev", "eth0"])?;
             netns::ip(&["-n", &tx, "route", "add", "default", "via", "10.71.1.1"])?;
             netns::ip(&["-n", &rx, "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
+            if !masq {
+                netns::ip(&["-n", &rx, "route", "add", "10.71.1.0/24", "via", "198.51.100.1"])?;
+            }
+        } else if f == Forwarder::OvsAfxdp {
+            anyhow::ensure!(ovs::available(), "Open vSwitch is not installed (openvswitch-switch)");
+            // AF_XDP reads frames as the peer wrote them: the hosts must not leave checksums to offloads.
+            for (ns, ifname) in [(&tx, "eth0"), (&rx, "eth0")] {
+                netns::exec(ns, "ethtool", &["-K", ifname, "tx", "off"])?;
+            }
+            netns::ip(&["-n", &tx, "addr", "add", "10.71.1.2/24", "dev", "eth0"])?;
+            netns::ip(&["-n", &rx, "addr", "add", "10.71.1.3/24", "dev", "eth0"])?;
+            let started = ovs::Ovs::start(&fw, &["vs-a", "vs-b"], "native", opts.switch_cpu)?;
+            if let Topology::Kernel { ovs, .. } = &mut topo {
+                *ovs = Some(started);
+            }
         } else {
             netns::ip(&["-n", &fw, "link", "add", "br0", "type", "bridge"])?;
             netns::ip(&["-n", &fw, "link", "set", "vs-a", "master", "br0"])?;
@@ -375,12 +414,20 @@ fn masquerade(ns: &str, oif: &str) -> anyhow::Result<()> {
 
 /// Measures `f`; `idx` makes its namespace names unique within the run.
 pub fn measure(f: Forwarder, idx: usize, opts: &BenchOptions) -> ForwarderResult {
-    let mut r =
-        ForwarderResult { forwarder: f, udp: None, tcp_offloads_off: None, tcp_offloads_on: None, errors: vec![] };
+    let mut r = ForwarderResult {
+        forwarder: f,
+        udp: None,
+        tcp_offloads_off: None,
+        tcp_offloads_on: None,
+        rates: None,
+        errors: vec![],
+    };
     let prefix = |run: char| format!("vsb{}{idx}{run}-", std::process::id());
-    match udp(f, &prefix('u'), opts) {
-        Ok(u) => r.udp = Some(u),
-        Err(e) => r.errors.push(format!("udp: {e:#}")),
+    if opts.udp {
+        match udp(f, &prefix('u'), opts) {
+            Ok(u) => r.udp = Some(u),
+            Err(e) => r.errors.push(format!("udp: {e:#}")),
+        }
     }
     if opts.tcp {
         match tcp(f, &prefix('t'), false, opts) {
@@ -391,6 +438,9 @@ pub fn measure(f: Forwarder, idx: usize, opts: &BenchOptions) -> ForwarderResult
             Ok(t) => r.tcp_offloads_on = Some(t),
             Err(e) => r.errors.push(format!("tcp, offloads on: {e:#}")),
         }
+    }
+    if let Some(ro) = &opts.rates {
+        rates::measure(f, &prefix('n'), opts, ro, &mut r);
     }
     r
 }

@@ -20,6 +20,11 @@ pub const OVERHEAD: u16 = 50;
 pub const MIN_UNDERLAY_MTU: u16 = 68 + OVERHEAD;
 /// The largest.
 pub const MAX_UNDERLAY_MTU: u16 = u16::MAX;
+/// The most members (hosts) one state may list: a cluster larger than this is beyond head-end replication anyway,
+/// and the switch numbers its peers in 16 bits.
+pub const MAX_MEMBERS: usize = 4096;
+/// The most remote endpoints one state may list (bounds the memory one control request can make the switch use).
+pub const MAX_ENDPOINTS: usize = 1 << 20;
 
 /// The membership the control plane pushes: every live remote host and every remote endpoint. The wire form of
 /// the control socket's `overlay_update` and of `vswitchd replay --overlay FILE`.
@@ -87,9 +92,15 @@ impl OverlayState {
     /// Checks the state on its own: unique hosts and VTEPs, unicast VTEP addresses, non-zero ports, MTUs in
     /// [`MIN_UNDERLAY_MTU`]`..=`[`MAX_UNDERLAY_MTU`], unicast endpoint MACs. (An endpoint behind a host that is not
     /// a member is not refused: the registry may list one for a moment while its host's registration expires;
-    /// the switch ignores it.)
+    /// the switch ignores it.) At most [`MAX_MEMBERS`] members and [`MAX_ENDPOINTS`] endpoints.
     pub fn validate(&self) -> Result<(), OverlayError> {
         let err = |field: String, message: String| Err(OverlayError { field, message });
+        if self.members.len() > MAX_MEMBERS {
+            return err("members".into(), format!("{} members, at most {MAX_MEMBERS}", self.members.len()));
+        }
+        if self.endpoints.len() > MAX_ENDPOINTS {
+            return err("endpoints".into(), format!("{} endpoints, at most {MAX_ENDPOINTS}", self.endpoints.len()));
+        }
         let mut hosts = HashMap::new();
         let mut vteps = HashMap::new();
         for (i, m) in self.members.iter().enumerate() {
@@ -209,6 +220,19 @@ mod tests {
 
     fn member(host: &str, vtep: [u8; 4]) -> Member {
         Member { host: host.into(), vtep: vtep.into(), udp_port: 4789, mtu: 1500, networks: vec!["red".into()] }
+    }
+
+    #[test]
+    fn validate_caps_members_and_endpoints() {
+        let member = |i: usize| {
+            let mut m = member(&format!("h{i}"), [10, 0, 0, 0]);
+            m.vtep = Ipv4Addr::from(0x0a00_0001 + u32::try_from(i).unwrap());
+            m
+        };
+        let mut s = OverlayState { revision: 1, members: (0..MAX_MEMBERS).map(member).collect(), endpoints: vec![] };
+        assert_eq!(s.validate(), Ok(()));
+        s.members.push(member(MAX_MEMBERS));
+        assert_eq!(s.validate().unwrap_err().field, "members");
     }
 
     #[test]

@@ -87,6 +87,8 @@ impl Bucket {
     }
 
     #[inline(always)]
+    // Takes way `w`'s 16-bit lane out of a word of four: dropping the other lanes is the intent.
+    #[allow(clippy::cast_possible_truncation)]
     fn tag(&self, w: usize) -> u16 {
         (self.tags[w / 4] >> (16 * (w % 4))) as u16
     }
@@ -114,6 +116,14 @@ impl Hash {
     fn tag(self) -> u16 {
         // Tags 0 and 1 are the EMPTY and TOMBSTONE markers.
         ((self.0 >> 48) as u16).max(2)
+    }
+
+    /// The home bucket in a table of `mask + 1` buckets.
+    #[inline(always)]
+    // Only the low bits select a bucket, so a `usize` narrower than the hash (a 32-bit target) loses nothing.
+    #[allow(clippy::cast_possible_truncation)]
+    fn bucket(self, mask: usize) -> usize {
+        self.0 as usize & mask
     }
 }
 
@@ -152,6 +162,8 @@ impl Index {
 
     /// The hash of `key`.
     #[inline]
+    // Splits 128-bit values into their 64-bit halves: dropping the other half is the intent.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn hash(&self, key: u128) -> Hash {
         let (lo, hi) = (key as u64, (key >> 64) as u64);
         let x = u128::from(lo ^ self.seed[0]).wrapping_mul(u128::from(hi ^ self.seed[1]));
@@ -165,7 +177,7 @@ impl Index {
     #[inline(always)]
     pub fn find(&self, h: Hash, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = h.tag();
-        let mut b = h.0 as usize;
+        let mut b = h.bucket(self.mask);
         loop {
             let bucket = &self.buckets[b & self.mask];
             let mut hits = bucket.ways_with(tag);
@@ -186,7 +198,7 @@ impl Index {
     /// for prefetching the entries a lookup will read.
     #[inline]
     pub fn candidates(&self, h: Hash, mut f: impl FnMut(u32)) {
-        let bucket = &self.buckets[h.0 as usize & self.mask];
+        let bucket = &self.buckets[h.bucket(self.mask)];
         let mut hits = bucket.ways_with(h.tag());
         while let Some(w) = hits.next_way() {
             f(bucket.refs[w % WAYS]);
@@ -196,7 +208,7 @@ impl Index {
     /// Asks the CPU to start loading `h`'s home bucket (a hint; see [`crate::buffer::prefetch`]).
     #[inline]
     pub fn prefetch(&self, h: Hash) {
-        crate::buffer::prefetch(&self.buckets[h.0 as usize & self.mask]);
+        crate::buffer::prefetch(&self.buckets[h.bucket(self.mask)]);
     }
 
     /// True when `more` references do not fit without a [`Index::rebuild`].
@@ -210,7 +222,7 @@ impl Index {
     #[inline]
     pub fn insert(&mut self, h: Hash, r: u32) {
         debug_assert!(!self.needs_rebuild(1), "insert without room");
-        let mut b = h.0 as usize & self.mask;
+        let mut b = h.bucket(self.mask);
         loop {
             let bucket = &mut self.buckets[b];
             if let Some(w) = bucket.free_way() {
@@ -230,7 +242,7 @@ impl Index {
     #[inline]
     pub fn remove(&mut self, h: Hash, r: u32) -> bool {
         let tag = h.tag();
-        let mut b = h.0 as usize & self.mask;
+        let mut b = h.bucket(self.mask);
         loop {
             let bucket = &mut self.buckets[b];
             if let Some(w) = (0..WAYS).find(|&w| bucket.tag(w) == tag && bucket.refs[w] == r) {
@@ -297,7 +309,7 @@ impl Index {
                             return Err(format!("index ref {r:#x} under tag {t:#x}, its key hashes to {:#x}", h.tag()));
                         }
                         // Every bucket from the home one up to this one must be without EMPTY ways.
-                        let mut p = h.0 as usize & self.mask;
+                        let mut p = h.bucket(self.mask);
                         while p != b {
                             if self.buckets[p].has_empty() {
                                 return Err(format!("index ref {r:#x} in bucket {b} past bucket {p} with a free way"));

@@ -28,12 +28,22 @@
 //!   [`Entry::nat`]), including those that `insert` reclaimed since the last call
 //!   ([`Conntrack::pending_dead`] lists those). The sweep walks every slot, so it runs only when the lower
 //!   bound of all expiry times says something may have expired.
-//! - **Limit**: at most [`ConntrackConfig::limit`] live entries. When full, [`Conntrack::insert`] refuses new
-//!   connections with [`InsertError::Full`] (counted in [`ConntrackStats::table_full`]; the caller drops the
-//!   packet as `conntrack-full`); existing connections are unaffected — nothing is evicted. Before refusing,
-//!   `insert` sweeps expired entries, but only if one may have expired: the table keeps a lower bound of all
-//!   expiry times, so a full table of live connections refuses in O(1), and each sweep either frees an entry
-//!   or tightens the bound (a sweep can be wasted only after the earliest entry was refreshed or removed).
+//! - **Limit**: at most [`ConntrackConfig::limit`] live entries. When full, [`Conntrack::insert`] first sweeps
+//!   expired entries (only if one may have expired: the table keeps a lower bound of all expiry times, and each
+//!   sweep either frees an entry or tightens the bound), then **evicts** the oldest entry that has not seen a
+//!   packet in the reply direction ([`Entry::replied`]; netfilter's early drop of unassured connections),
+//!   counted in [`ConntrackStats::evicted`] and handed out like an expired one. Only when every entry has
+//!   replied is the new connection refused with [`InsertError::Full`] ([`ConntrackStats::table_full`]; the
+//!   caller drops the packet as `conntrack-full`). So a host that opens connections nobody answers (a SYN or
+//!   ACK flood, a UDP sweep) recycles its own entries and cannot lock others out. Eviction candidates are a
+//!   FIFO of `(id, created)` records, oldest first; stale ones are skipped and compacted away when they
+//!   outnumber the entries (amortised O(1)).
+//! - **Group limits** ([`Conntrack::set_group_limits`]): an entry whose [`NatBinding::group`] is set counts
+//!   against that group (the NAT stage uses the inside network's interface, `network.conntrack_limit`); a
+//!   group at its limit refuses new entries ([`InsertError::GroupFull`]) without evicting.
+//! - **Mid-stream pickups**: a TCP connection created ESTABLISHED from a plain ACK (loose policy) lives
+//!   `Timeouts::tcp_unreplied` (30 s) until a packet in the reply direction moves its state machine, then the
+//!   established timeout ([`Timeouts::of_entry`]): an ACK flood to a silent address holds nothing for days.
 //! - **Ids**: an [`EntryId`] is valid until its entry is removed — by [`Conntrack::remove`], by a sweep, or by
 //!   `insert` reclaiming it after it expired; then the slot may be reused. Use ids within the batch that
 //!   looked them up. A stale id given to [`Conntrack::update`] is [`Verdict::Invalid`].
@@ -51,13 +61,14 @@ mod tcp;
 
 use crate::buffer::{Nanos, NANOS_PER_SEC};
 use index::{Hash, Index};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use tcp::{tcp_step, Step};
 pub use tcp::{Cell, TcpFlags, TcpState, TCP_TRANSITIONS};
 
 /// A tracked protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Proto {
@@ -70,7 +81,7 @@ pub enum Proto {
 }
 
 /// What one direction of a connection looks like. See the module documentation for ICMP echo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Tuple {
     /// The network the packet is in.
     pub zone: u16,
@@ -141,7 +152,7 @@ impl Direction {
 }
 
 /// UDP connection states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpState {
     /// Packets seen in the original direction only.
@@ -151,7 +162,7 @@ pub enum UdpState {
 }
 
 /// ICMP echo states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IcmpState {
     /// Requests seen, no reply yet.
@@ -161,7 +172,7 @@ pub enum IcmpState {
 }
 
 /// The protocol state of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProtoState {
     /// A TCP connection.
@@ -208,6 +219,9 @@ pub struct Timeouts {
     pub udp_assured: Nanos,
     /// ICMP echo (30 s).
     pub icmp: Nanos,
+    /// TCP ESTABLISHED picked up mid-stream, until a packet is seen in the reply direction (30 s; capped by
+    /// `tcp_established`).
+    pub tcp_unreplied: Nanos,
 }
 
 impl Default for Timeouts {
@@ -225,6 +239,7 @@ impl Default for Timeouts {
             udp_unreplied: 30 * S,
             udp_assured: 120 * S,
             icmp: 30 * S,
+            tcp_unreplied: 30 * S,
         }
     }
 }
@@ -247,6 +262,16 @@ impl Timeouts {
             ProtoState::Udp(UdpState::Unreplied) => self.udp_unreplied,
             ProtoState::Udp(UdpState::Assured) => self.udp_assured,
             ProtoState::Icmp(_) => self.icmp,
+        }
+    }
+
+    /// The timeout of `state` for an entry that has (`replied`) or has not seen a packet in the reply
+    /// direction: an ESTABLISHED connection without one was picked up mid-stream and gets `tcp_unreplied`.
+    #[inline(always)]
+    pub fn of_entry(&self, state: ProtoState, replied: bool) -> Nanos {
+        match state {
+            ProtoState::Tcp(TcpState::Established) if !replied => self.tcp_unreplied.min(self.tcp_established),
+            _ => self.of(state),
         }
     }
 }
@@ -277,7 +302,7 @@ impl Default for ConntrackConfig {
 pub struct EntryId(pub u32);
 
 /// How a connection is translated (the reply tuple is not the inverse of the original one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatKind {
     /// Source NAT: a masquerade network's connection leaving through a routed port.
@@ -291,12 +316,15 @@ pub enum NatKind {
 /// What a translated connection holds: its kind and, when a source port was allocated, the allocator that
 /// must get it back when the entry dies (its port is the reply tuple's `dport`, its destination the reply
 /// tuple's `src:sport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NatBinding {
     /// How the connection is translated.
     pub kind: NatKind,
     /// The allocator (the router interface whose address is the new source) holding the port, if any.
     pub allocator: Option<u16>,
+    /// The group whose limit the connection counts against ([`Conntrack::set_group_limits`]; the NAT stage
+    /// uses the inside network's router interface), if any.
+    pub group: Option<u16>,
 }
 
 /// One tracked connection.
@@ -314,6 +342,9 @@ pub struct Entry {
     pub expires: Nanos,
     /// The translation, for a NAT'd connection.
     pub nat: Option<NatBinding>,
+    /// A packet was accepted in the reply direction (netfilter's SEEN_REPLY): the connection is *assured*,
+    /// never evicted to make room ([`Conntrack::insert`]).
+    pub replied: bool,
 }
 
 impl Entry {
@@ -343,9 +374,12 @@ pub enum Verdict {
 /// Why [`Conntrack::insert`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InsertError {
-    /// The table holds its limit of live connections (`conntrack-full`).
+    /// The table holds its limit of live connections, every one of them replied (`conntrack-full`).
     #[error("conntrack table full")]
     Full,
+    /// The connection's group holds its limit (`conntrack-network-limit`).
+    #[error("conntrack group limit reached")]
+    GroupFull,
     /// One of the tuples is already a key of a live connection.
     #[error("tuple already tracked by entry {}", .0 .0)]
     Clash(EntryId),
@@ -369,6 +403,10 @@ pub struct ConntrackStats {
     pub table_full: u64,
     /// New connections refused because a tuple was already tracked.
     pub clash: u64,
+    /// Unreplied connections evicted to make room for new ones in a full table.
+    pub evicted: u64,
+    /// New connections refused because their group held its limit.
+    pub group_full: u64,
 }
 
 /// A tuple's hash in the table, computed once per packet by [`Conntrack::probe`], and the first index reference
@@ -392,6 +430,15 @@ const MAX_ID: u32 = u32::MAX >> 1;
 #[inline]
 fn entry_ref(id: EntryId, dir: Direction) -> u32 {
     id.0 << 1 | matches!(dir, Direction::Reply) as u32
+}
+
+/// The id of the slot at position `i` of the slab. A slot is only added while its position is at most
+/// [`MAX_ID`] (`insert`), so every position fits: cannot truncate.
+#[inline]
+#[allow(clippy::cast_possible_truncation)]
+fn slot_id(i: usize) -> EntryId {
+    debug_assert!(i <= MAX_ID as usize);
+    EntryId(i as u32)
 }
 
 #[inline]
@@ -418,8 +465,15 @@ pub struct Conntrack {
     index: Index,
     /// A lower bound of every entry's `expires` (`Nanos::MAX` when none may have expired).
     earliest: Nanos,
-    /// Entries `insert` reclaimed after they expired, to be handed out by the next sweep.
+    /// Entries `insert` reclaimed after they expired or evicted, to be handed out by the next sweep.
     reclaimed: Vec<Entry>,
+    /// Every entry created, as `(id, created)`, oldest first: the eviction candidates. A record is stale once
+    /// its entry is gone (the slot is empty or holds another entry) or has replied; stale records are skipped
+    /// when evicting and dropped when they outnumber live entries (see [`Conntrack::place`]).
+    unreplied: VecDeque<(u32, Nanos)>,
+    /// Per group: its limit (0: none) and the entries counted against it.
+    group_limits: Vec<u32>,
+    group_counts: Vec<u32>,
     stats: ConntrackStats,
 }
 
@@ -443,8 +497,60 @@ impl Conntrack {
             index: Index::with_capacity(2 * reserve),
             earliest: Nanos::MAX,
             reclaimed: Vec::new(),
+            unreplied: VecDeque::new(),
+            group_limits: Vec::new(),
+            group_counts: Vec::new(),
             stats: ConntrackStats::default(),
         }
+    }
+
+    /// Sets the limit of each group, by group id (`None`: no limit of its own); entries already counted stay.
+    pub fn set_group_limits(&mut self, limits: &[Option<usize>]) {
+        self.group_limits =
+            limits.iter().map(|l| l.map_or(0, |l| u32::try_from(l.max(1)).unwrap_or(u32::MAX))).collect();
+        if self.group_counts.len() < self.group_limits.len() {
+            self.group_counts.resize(self.group_limits.len(), 0);
+        }
+    }
+
+    /// Entries counted against group `g`.
+    pub fn group_count(&self, g: u16) -> usize {
+        self.group_counts.get(g as usize).map_or(0, |&c| c as usize)
+    }
+
+    /// True when group `g` has a limit and holds it.
+    fn group_at_limit(&self, g: Option<u16>) -> bool {
+        let Some(g) = g.map(usize::from) else { return false };
+        match (self.group_limits.get(g), self.group_counts.get(g)) {
+            (Some(&limit), Some(&count)) => limit != 0 && count >= limit,
+            _ => false,
+        }
+    }
+
+    /// Drops stale eviction records once they outnumber the entries, so the queue stays O(entries) and each
+    /// record is pushed and dropped once (amortised O(1) per insert or removal).
+    fn compact_records(&mut self) {
+        if self.unreplied.len() >= 2 * self.count + 64 {
+            let slots = &self.slots;
+            self.unreplied.retain(|&(i, c)| {
+                slots.get(i as usize).and_then(|s| s.0.as_ref()).is_some_and(|e| e.created == c && !e.replied)
+            });
+        }
+    }
+
+    /// Evicts the oldest live entry that has not replied, handing it to `reclaimed`; false when there is none.
+    fn evict_unreplied(&mut self) -> bool {
+        while let Some((i, created)) = self.unreplied.pop_front() {
+            let candidate = self.slot(EntryId(i)).is_some_and(|e| e.created == created && !e.replied);
+            if candidate {
+                if let Some(e) = self.take(EntryId(i)) {
+                    self.stats.evicted += 1;
+                    self.reclaimed.push(e);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// The configuration.
@@ -563,8 +669,9 @@ impl Conntrack {
         if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
             return Err(InsertError::BadTuples);
         }
-        let expires = now.saturating_add(self.cfg.timeouts.of(state));
-        let entry = Entry { orig, reply, state, created: now, expires, nat };
+        let expires = now.saturating_add(self.cfg.timeouts.of_entry(state, false));
+        let entry = Entry { orig, reply, state, created: now, expires, nat, replied: false };
+        let group = nat.and_then(|n| n.group);
         let (ho, hr) = (self.index.hash(ko), self.index.hash(kr));
         for (t, h) in [(&orig, ho), (&reply, hr)] {
             if let Some((id, _)) = self.find(t, h) {
@@ -578,22 +685,24 @@ impl Conntrack {
                 }
             }
         }
-        if self.count >= self.cfg.limit && now > self.earliest {
+        let crowded = self.count >= self.cfg.limit || self.group_at_limit(group);
+        if crowded && now > self.earliest {
             let mut reclaimed = std::mem::take(&mut self.reclaimed);
             self.sweep(now, |e| reclaimed.push(e));
             self.reclaimed = reclaimed;
         }
-        if self.count >= self.cfg.limit {
+        if self.group_at_limit(group) {
+            self.stats.group_full += 1;
+            return Err(InsertError::GroupFull);
+        }
+        if self.count >= self.cfg.limit && !self.evict_unreplied() {
             self.stats.table_full += 1;
             return Err(InsertError::Full);
         }
         if self.index.needs_rebuild(2) {
-            let items = self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (i as u32, e)));
-            let keys = items.flat_map(|(i, e)| {
-                [
-                    (e.orig.key(), entry_ref(EntryId(i), Direction::Original)),
-                    (e.reply.key(), entry_ref(EntryId(i), Direction::Reply)),
-                ]
+            let items = self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (slot_id(i), e)));
+            let keys = items.flat_map(|(id, e)| {
+                [(e.orig.key(), entry_ref(id, Direction::Original)), (e.reply.key(), entry_ref(id, Direction::Reply))]
             });
             self.index.rebuild(keys, 2 * self.count, 2);
         }
@@ -604,11 +713,24 @@ impl Conntrack {
         Ok(id)
     }
 
+    /// Tracks a connection carried over from a snapshot of an earlier process (`crate::snapshot`): as
+    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created` and `expires` (its age and remaining
+    /// lifetime as they were, on this table's clock).
+    pub fn restore(&mut self, e: &Entry, now: Nanos) -> Result<EntryId, InsertError> {
+        let id = self.insert_nat(e.orig, e.reply, e.state, e.nat, now)?;
+        if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()) {
+            slot.created = e.created;
+            slot.expires = e.expires;
+        }
+        self.earliest = self.earliest.min(e.expires);
+        Ok(id)
+    }
+
     /// Puts a new entry into a free slot (the last one freed, else a new one at the end) and counts it; the
     /// caller indexes it. `None` (nothing changed) if the slab cannot grow.
     #[inline]
     fn place(&mut self, entry: Entry) -> Option<EntryId> {
-        let expires = entry.expires;
+        let (expires, created, group) = (entry.expires, entry.created, entry.nat.and_then(|n| n.group));
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Slot(Some(entry));
@@ -623,6 +745,11 @@ impl Conntrack {
         self.count += 1;
         self.earliest = self.earliest.min(expires);
         self.stats.created += 1;
+        if let Some(c) = group.and_then(|g| self.group_counts.get_mut(usize::from(g))) {
+            *c += 1;
+        }
+        self.compact_records();
+        self.unreplied.push_back((id.0, created));
         Some(id)
     }
 
@@ -659,9 +786,14 @@ impl Conntrack {
             (ProtoState::Icmp(s), Direction::Original) => Some(ProtoState::Icmp(s)),
             (ProtoState::Icmp(_), Direction::Reply) => Some(ProtoState::Icmp(IcmpState::Replied)),
         };
+        // Only a packet that moves the state machine (not one the loose policy ignores) makes it assured.
+        let newly_replied = dir == Direction::Reply && !e.replied && next.is_some();
+        if newly_replied {
+            e.replied = true;
+        }
         if let Some(n) = next {
             e.state = n;
-            e.expires = now.saturating_add(self.cfg.timeouts.of(n));
+            e.expires = now.saturating_add(self.cfg.timeouts.of_entry(n, e.replied));
             self.earliest = self.earliest.min(e.expires);
         }
         Some(e)
@@ -703,7 +835,7 @@ impl Conntrack {
         // if each entry had been removed in slot order.
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(e) = slot.0.take() {
-                self.free.push(i as u32);
+                self.free.push(slot_id(i).0);
                 dead(e);
                 n += 1;
             }
@@ -711,6 +843,8 @@ impl Conntrack {
         self.count = 0;
         self.earliest = Nanos::MAX;
         self.index.clear();
+        self.unreplied.clear();
+        self.group_counts.iter_mut().for_each(|c| *c = 0);
         n
     }
 
@@ -719,7 +853,24 @@ impl Conntrack {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (EntryId(i as u32), e)))
+            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (slot_id(i), e)))
+    }
+
+    /// The live entries at `now` among slots `from..from + len` (for reading the table in bounded chunks), and
+    /// the slot to continue from (`None`: the end).
+    pub fn entries_chunk(
+        &self,
+        now: Nanos,
+        from: usize,
+        len: usize,
+    ) -> (impl Iterator<Item = (EntryId, &Entry)> + '_, Option<usize>) {
+        let end = from.saturating_add(len).min(self.slots.len());
+        let start = from.min(end);
+        let it = self.slots[start..end]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| s.0.as_ref().filter(|e| e.is_live(now)).map(|e| (slot_id(start + i), e)));
+        (it, (end < self.slots.len()).then_some(end))
     }
 
     /// Entries `insert` reclaimed after they expired, removed from the table but not yet handed out by
@@ -730,7 +881,7 @@ impl Conntrack {
 
     /// Every entry in the table, live or expired (until swept), in slot order.
     pub fn all_entries(&self) -> impl Iterator<Item = (EntryId, &Entry)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (EntryId(i as u32), e)))
+        self.slots.iter().enumerate().filter_map(|(i, s)| s.0.as_ref().map(|e| (slot_id(i), e)))
     }
 
     /// Number of entries (expired ones included until swept).
@@ -756,7 +907,7 @@ impl Conntrack {
         for (i, s) in self.slots.iter().enumerate() {
             let Some(e) = &s.0 else { continue };
             live += 1;
-            let id = EntryId(i as u32);
+            let id = slot_id(i);
             for dir in [Direction::Original, Direction::Reply] {
                 let t = e.tuple(dir);
                 match self.find(t, self.index.hash(t.key())) {
@@ -773,6 +924,18 @@ impl Conntrack {
         }
         if live != self.count {
             return Err(format!("count {} but {live} entries", self.count));
+        }
+        let mut groups = vec![0u32; self.group_counts.len()];
+        for e in self.slots.iter().filter_map(|s| s.0.as_ref()) {
+            if let Some(c) = e.nat.and_then(|n| n.group).and_then(|g| groups.get_mut(usize::from(g))) {
+                *c += 1;
+            }
+        }
+        if groups != self.group_counts {
+            return Err(format!("group counts {:?} but entries say {groups:?}", self.group_counts));
+        }
+        if self.unreplied.len() > 2 * self.count + 64 + 2 * self.reclaimed.len() + 1 {
+            return Err(format!("{} eviction records for {} entries", self.unreplied.len(), self.count));
         }
         if self.index.len() != 2 * live {
             return Err(format!("{} index entries for {live} entries", self.index.len()));
@@ -806,6 +969,9 @@ impl Conntrack {
         self.index.remove(hr, entry_ref(id, Direction::Reply));
         self.free.push(id.0);
         self.count -= 1;
+        if let Some(c) = e.nat.and_then(|n| n.group).and_then(|g| self.group_counts.get_mut(usize::from(g))) {
+            *c = c.saturating_sub(1);
+        }
         Some(e)
     }
 
@@ -816,7 +982,7 @@ impl Conntrack {
         for i in 0..self.slots.len() {
             match &self.slots[i].0 {
                 Some(e) if !e.is_live(now) => {
-                    if let Some(e) = self.take(EntryId(i as u32)) {
+                    if let Some(e) = self.take(slot_id(i)) {
                         dead(e);
                         n += 1;
                     }
@@ -827,6 +993,7 @@ impl Conntrack {
         }
         self.earliest = earliest;
         self.stats.expired += n as u64;
+        self.compact_records();
         n
     }
 }
@@ -1039,26 +1206,81 @@ mod tests {
     }
 
     #[test]
-    fn full_table_refuses_new_and_keeps_old_until_they_expire() {
-        let mut ct = table(ConntrackConfig { limit: 2, ..ConntrackConfig::default() });
+    fn a_full_table_evicts_the_oldest_unreplied_and_refuses_only_when_all_replied() {
+        let mut ct = table(ConntrackConfig { limit: 3, ..ConntrackConfig::default() });
         let st = ProtoState::Udp(UdpState::Unreplied);
         let a = ct.insert(udp(1), udp(1).inverse(), st, 0).unwrap();
-        let b = ct.insert(udp(2), udp(2).inverse(), st, 10 * S).unwrap();
-        assert_eq!(ct.insert(udp(3), udp(3).inverse(), st, 20 * S), Err(InsertError::Full));
-        assert_eq!(ct.stats().table_full, 1);
-        assert_eq!(ct.lookup(&udp(1), 20 * S), Some((a, Direction::Original)), "old connections unaffected");
-        assert_eq!(ct.update(a, Direction::Original, TcpFlags::NONE, 20 * S), Verdict::Accept);
-        // At 40 s+1 only b (expires 40 s) has expired; the insert reclaims it without waiting for a sweep.
-        let c = ct.insert(udp(3), udp(3).inverse(), st, 40 * S + 1).unwrap();
-        assert!(ct.get(a).is_some());
-        assert_eq!(ct.lookup(&udp(2), 40 * S + 1), None);
+        let b = ct.insert(udp(2), udp(2).inverse(), st, S).unwrap();
+        let c = ct.insert(udp(3), udp(3).inverse(), st, 2 * S).unwrap();
+        // a is the oldest but has replied (assured): b, the oldest unreplied, makes room.
+        assert_eq!(ct.update(a, Direction::Reply, TcpFlags::NONE, 3 * S), Verdict::Accept);
+        assert!(ct.get(a).unwrap().replied);
+        let d = ct.insert(udp(4), udp(4).inverse(), st, 4 * S).unwrap();
+        assert_eq!(ct.lookup(&udp(2), 4 * S), None, "b evicted");
+        assert_eq!(ct.lookup(&udp(1), 4 * S), Some((a, Direction::Original)), "the replied one stays");
+        assert_eq!(ct.stats().evicted, 1);
         ct.check_invariants().unwrap();
-        // The reclaimed entry is handed out by the next sweep, so its NAT port can be released.
+        // The evicted entry is handed out by the next sweep, so its NAT port can be released.
         let mut dead = Vec::new();
-        assert_eq!(ct.expire_with(40 * S + 1, |e| dead.push(e.orig)), 1);
+        assert_eq!(ct.expire_with(4 * S, |e| dead.push(e.orig)), 1);
         assert_eq!(dead, vec![udp(2)]);
-        assert_eq!(ct.stats().expired, 1);
-        let _ = (b, c);
+        // Every entry replied: nothing to evict, the new connection is refused.
+        ct.update(c, Direction::Reply, TcpFlags::NONE, 5 * S);
+        ct.update(d, Direction::Reply, TcpFlags::NONE, 5 * S);
+        assert_eq!(ct.insert(udp(5), udp(5).inverse(), st, 6 * S), Err(InsertError::Full));
+        assert_eq!(ct.stats().table_full, 1);
+        // Until one expires (assured UDP: 120 s after its last packet); the insert reclaims it.
+        let e = ct.insert(udp(5), udp(5).inverse(), st, 123 * S + 1).unwrap();
+        assert_eq!(ct.lookup(&udp(1), 123 * S + 1), None);
+        ct.check_invariants().unwrap();
+        let _ = (b, e);
+    }
+
+    #[test]
+    fn eviction_goes_oldest_first_and_records_stay_bounded() {
+        let mut ct = table(ConntrackConfig { limit: 100, ..ConntrackConfig::default() });
+        let st = ProtoState::Udp(UdpState::Unreplied);
+        for i in 0..10_000u16 {
+            ct.insert(udp(i), udp(i).inverse(), st, u64::from(i) * 1000).unwrap();
+            ct.check_invariants().unwrap();
+            // The 100 newest are the ones left.
+            let oldest = i.saturating_sub(99);
+            assert!(ct.lookup(&udp(oldest), u64::from(i) * 1000).is_some());
+            if i >= 100 {
+                assert!(ct.lookup(&udp(oldest - 1), u64::from(i) * 1000).is_none());
+            }
+        }
+        assert_eq!(ct.stats().evicted, 9_900);
+    }
+
+    #[test]
+    fn a_mid_stream_pickup_has_a_short_timeout_until_it_sees_a_reply() {
+        let mut ct = table(ConntrackConfig::default());
+        let st = ct.new_state(Proto::Tcp, ACK).unwrap();
+        let id = ct.insert(tcp(1), tcp(1).inverse(), st, 0).unwrap();
+        assert_eq!(ct.get(id).unwrap().expires, 30 * S, "tcp_unreplied, not 5 days");
+        ct.update(id, Direction::Original, ACK, S);
+        assert_eq!(ct.get(id).unwrap().expires, 31 * S, "traffic one way keeps it short");
+        ct.update(id, Direction::Reply, ACK, 2 * S);
+        assert_eq!(ct.get(id).unwrap().expires, 2 * S + 432_000 * S, "two-way: established");
+    }
+
+    #[test]
+    fn group_limits_refuse_only_their_group() {
+        let mut ct = table(ConntrackConfig::default());
+        ct.set_group_limits(&[Some(2), None]);
+        let st = ProtoState::Udp(UdpState::Unreplied);
+        let nat = |g| Some(NatBinding { kind: NatKind::Snat, allocator: None, group: Some(g) });
+        ct.insert_nat(udp(1), udp(1).inverse(), st, nat(0), 0).unwrap();
+        ct.insert_nat(udp(2), udp(2).inverse(), st, nat(0), 0).unwrap();
+        assert_eq!(ct.insert_nat(udp(3), udp(3).inverse(), st, nat(0), 0), Err(InsertError::GroupFull));
+        ct.insert_nat(udp(4), udp(4).inverse(), st, nat(1), 0).unwrap();
+        assert_eq!(ct.group_count(0), 2);
+        assert_eq!(ct.stats().group_full, 1);
+        // Expiry frees the group's room.
+        ct.insert_nat(udp(3), udp(3).inverse(), st, nat(0), 31 * S).unwrap();
+        assert_eq!(ct.group_count(0), 1);
+        ct.check_invariants().unwrap();
     }
 
     #[test]
@@ -1189,13 +1411,17 @@ mod tests {
                         };
                         if let Some(st) = ct.new_state(proto, TcpFlags(flags)) {
                             let live_before = ct.entries(now).count();
+                            let unreplied_before = ct.entries(now).filter(|(_, e)| !e.replied).count();
+                            let evicted_before = ct.stats().evicted;
                             match ct.insert(orig, reply, st, now) {
                                 Ok(id) => {
-                                    prop_assert!(live_before < limit);
+                                    // Room, or an unreplied connection evicted for it.
+                                    prop_assert!(live_before < limit || ct.stats().evicted == evicted_before + 1);
                                     prop_assert_eq!(ct.lookup(&orig, now), Some((id, Direction::Original)));
                                     prop_assert_eq!(ct.lookup(&reply, now), Some((id, Direction::Reply)));
                                 }
-                                Err(InsertError::Full) => prop_assert!(live_before >= limit),
+                                Err(InsertError::Full) => prop_assert!(live_before >= limit && unreplied_before == 0),
+                                Err(InsertError::GroupFull) => prop_assert!(false, "no group limits here"),
                                 Err(InsertError::Clash(id)) => prop_assert!(ct.get(id).unwrap().is_live(now)),
                                 Err(InsertError::BadTuples) => prop_assert_eq!(orig.key(), reply.key()),
                             }

@@ -6,7 +6,7 @@
 
 use super::Direction;
 use crate::wire::tcp::flags;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The flags byte of a TCP header (byte 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -56,7 +56,7 @@ impl TcpFlags {
 }
 
 /// TCP connection states (netfilter's, without LISTEN and SYN_SENT2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TcpState {
     /// SYN seen in the original direction.

@@ -10,18 +10,19 @@
 //! millisecond).
 //!
 //! # `apply`: what survives which change
-//! The transaction is described in [`crate::live`] (new ports opened first; all or nothing). Objects are
+//! The transaction is described in [`crate::live`] (new ports opened first, each on its own: one that fails is
+//! applied as failed and retried; everything else all or nothing). Objects are
 //! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
 //! |--------|-------|-------------------|---------------------------------------|
-//! | add a port to an existing network | others stay open | kept | kept (unless the network's gateway MTU changes: a network's MTU is its smallest port MTU) |
-//! | add a network without a gateway, and its ports | others stay open | kept | kept |
-//! | remove a port | closed (tap deleted) | that port's entries dropped | kept, unless frames were waiting for ARP at that moment (they name their ingress port by number) |
-//! | move a port to another network | stays open | that port's entries dropped | kept if no router interface changed |
-//! | change a port's kind, ifname, mtu, netns, mode or queues | closed and reopened (a tap flaps; the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept if no router interface changed (an MTU change of a gateway network's port changes its interface) |
+//! | add a port, add a network | others stay open | kept | kept |
+//! | remove a port | closed (tap deleted) | that port's entries dropped | kept (frames waiting for ARP at that moment are dropped) |
+//! | move a port to another network | stays open | that port's entries dropped | kept unless they went through a router interface that changed |
+//! | change a tap's mtu | stays open, MTU set in place | kept | kept |
+//! | change a port's kind, ifname, netns, mode or queues (or a non-tap's mtu) | closed and reopened (the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept |
 //! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
-//! | add, remove or change a gateway, routed port address or MAC, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | **flushed** (rebuilt empty) |
+//! | add, remove or change a gateway, routed port address, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | the router is rebuilt and carries over what the change does not concern (`router/carry.rs`); the others are **flushed** and counted |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
 //!
 //! Pipeline counters follow a port while its name exists; worker counters are kept unless the number of
@@ -33,13 +34,15 @@
 use crate::buffer::MAX_FRAME_LEN;
 use crate::config::{Config, ConfigError, PortConfig};
 use crate::control::proto::*;
-use crate::ids::{NetId, NANOS_PER_SEC};
+use crate::ids::{table_id, NetId, NANOS_PER_SEC};
 use crate::live::{ApplyError, LiveReport, Plan, PortAction, RunOptions, Running, StartError};
 use crate::nat::ConnectionInfo;
 use crate::pipeline::Switch;
 use crate::port::any::AnyPort;
+use crate::snapshot::Snapshot;
 use crate::topology::Topology;
 use crate::wire::decode::describe;
+use crate::worker::panic_message;
 use serde::Serialize;
 use std::sync::{Mutex, PoisonError, RwLock};
 
@@ -54,6 +57,9 @@ pub struct Daemon {
     /// `--workers`: overrides `[switch] workers` of every configuration applied.
     workers_override: Option<usize>,
     open: Opener,
+    /// A snapshot read at start, restored after the first successful `apply` (vswitchd started without
+    /// `--config`).
+    pending_snapshot: Mutex<Option<Snapshot>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -87,7 +93,18 @@ impl Daemon {
             apply_lock: Mutex::new(()),
             workers_override,
             open,
+            pending_snapshot: Mutex::new(None),
         }
+    }
+
+    /// Keeps `snap` to restore after the first successful `apply` (when vswitchd started empty).
+    pub fn restore_after_first_apply(&self, snap: Snapshot) {
+        *self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Some(snap);
+    }
+
+    /// A snapshot of the running switch's learned state (`None` after shutdown).
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.with_running(Running::snapshot)
     }
 
     /// The options a configuration runs with (`--workers` applied).
@@ -122,6 +139,31 @@ impl Daemon {
         self.state.write().unwrap_or_else(PoisonError::into_inner).take().map(|s| s.running)
     }
 
+    /// Tries again the failed ports whose retry is due ([`Running::prepare_retry`], then
+    /// [`Running::commit_retry`] if one opened); returns the names of the ports brought up. Cheap when nothing
+    /// is due (one read lock). The daemon's main thread calls it every tick.
+    pub fn retry_failed_ports(&self) -> Vec<String> {
+        let due =
+            self.state.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|s| s.running.retry_due());
+        if !due {
+            return Vec::new();
+        }
+        let _one_at_a_time = self.apply_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let retried = {
+            let guard = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(st) = guard.as_ref() else { return Vec::new() };
+            st.running.prepare_retry(&mut |p, n| (self.open)(p, n))
+        };
+        if retried.is_empty() {
+            return Vec::new();
+        }
+        let mut guard = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(State { running, generation, origin }) = guard.take() else { return Vec::new() };
+        let (running, up) = running.commit_retry(retried);
+        *guard = Some(State { running, generation, origin });
+        up
+    }
+
     /// Parses and answers one request line.
     pub fn handle_line(&self, line: &[u8]) -> Response {
         match Request::parse(line) {
@@ -134,10 +176,20 @@ impl Daemon {
     pub fn handle(&self, req: Request) -> Response {
         let id = req.id;
         let name = req.op.name();
-        let result = match req.op {
+        // A panic while answering fails this request only (counted as `control_panics`, logged with its
+        // message); the locks it poisoned are used as they are. (A panic during an apply's switch-over, with the
+        // workers paused and the switch taken apart, loses the running switch: vswitchd then stops, its taps and
+        // state snapshot surviving it.)
+        let run = std::panic::AssertUnwindSafe(|| match req.op {
             Op::Apply(args) => self.apply(*args),
             op => self.read(op),
-        };
+        });
+        let result = std::panic::catch_unwind(run).unwrap_or_else(|payload| {
+            let message = panic_message(&*payload);
+            let n = self.with_running(Running::count_control_panic).unwrap_or(0);
+            tracing::error!(op = name, panic = %message, control_panics = n, "control request panicked: it failed, the rest goes on");
+            Err(ErrorBody::new(ErrorKind::Internal, format!("{name}: the request panicked: {message}")))
+        });
         match result {
             Ok(v) => Response { version: PROTOCOL_VERSION, id: Some(id), ok: true, result: Some(v), error: None },
             Err(e) => {
@@ -177,7 +229,7 @@ impl Daemon {
                 let n = cfg.network_index(&name).ok_or_else(|| no_network(cfg, &name, "name"))?;
                 let now = r.now();
                 json(&r.with_switch(|sw| {
-                    let s = sw.fdb(n as NetId).stats();
+                    let s = sw.fdb(table_id(n)).stats();
                     NetworkInspect {
                         summary: network_summary(cfg, sw, n),
                         config: cfg.networks[n].clone(),
@@ -188,8 +240,8 @@ impl Daemon {
                             evicted: s.evicted,
                             aged: s.aged,
                         },
-                        entries: fdb_rows(sw, n as NetId, now),
-                        overlay: sw.overlay().inspect(n as NetId),
+                        entries: fdb_rows(sw, table_id(n), now),
+                        overlay: sw.overlay().inspect(table_id(n)),
                     }
                 }))
             }
@@ -213,6 +265,9 @@ impl Daemon {
                             xdp_mode: lp.mode.clone(),
                             io: *io,
                             pipeline: *c,
+                            offloads: lp.offloads.clone(),
+                            state: if lp.error.is_some() { PortState::Failed } else { PortState::Up },
+                            error: lp.error.clone(),
                         })
                     })
                     .collect();
@@ -225,7 +280,7 @@ impl Daemon {
                     None => (0..cfg.networks.len()).collect(),
                 };
                 let now = r.now();
-                json(&r.with_switch(|sw| nets.iter().flat_map(|&n| fdb_rows(sw, n as NetId, now)).collect::<Vec<_>>()))
+                json(&r.with_switch(|sw| nets.iter().flat_map(|&n| fdb_rows(sw, table_id(n), now)).collect::<Vec<_>>()))
             }
             Op::RouteShow => json(&r.with_switch(|sw| {
                 let topo = sw.topology();
@@ -259,12 +314,22 @@ impl Daemon {
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
                 let now = r.now();
-                // Copied out under the switch lock, converted after it is released.
-                let all = r.with_switch(|sw| sw.connections(now));
+                // Read in chunks of CONNTRACK_CHUNK slots, each under its own short hold of the switch lock
+                // (forwarding goes on between them), keeping only the `limit` first by original tuple: the
+                // lock is never held for the whole table, and memory is O(limit + chunk). Not a snapshot: a
+                // connection created or removed meanwhile may or may not be listed.
+                let mut first = FirstByOrig::new(limit);
+                let mut from = Some(0usize);
+                while let Some(start) = from {
+                    let (chunk, next) = r.with_switch(|sw| sw.connections_chunk(now, start, CONNTRACK_CHUNK));
+                    first.extend(chunk);
+                    from = next;
+                }
+                let (total, kept) = first.finish();
                 json(&ConntrackList {
-                    total: all.len(),
-                    truncated: all.len() > limit,
-                    connections: all.iter().take(limit).map(conn_row).collect(),
+                    total,
+                    truncated: total > limit,
+                    connections: kept.iter().map(conn_row).collect(),
                 })
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
@@ -277,7 +342,7 @@ impl Daemon {
                 let summary = result.map_err(|e| {
                     ErrorBody::field(ErrorKind::BadRequest, &format!("state.{}", e.field), e.message.clone())
                 })?;
-                json(&OverlayUpdateResult { summary, held_us: held.as_micros() as u64 })
+                json(&OverlayUpdateResult { summary, held_us: u64::try_from(held.as_micros()).unwrap_or(u64::MAX) })
             }
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
             Op::Trace { port, frame_hex } => {
@@ -293,7 +358,7 @@ impl Daemon {
                 // The copy is made under the switch lock; the trace runs on it after the lock is released.
                 let mut scratch = r.with_switch(|sw| sw.scratch(now));
                 let steps = scratch
-                    .trace(now, in_port as u16, &frame)
+                    .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let names = &scratch.topology().ports;
                 json(&TraceResult {
@@ -384,7 +449,8 @@ impl Daemon {
             }
             match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
                 Ok(p) => (p, summary),
-                Err(e) => return err(ErrorKind::PortFailed)(e),
+                Err(e @ ApplyError::Port { .. }) => return err(ErrorKind::PortFailed)(e),
+                Err(e) => return err(ErrorKind::Internal)(e),
             }
         };
         // The switch-over under the write lock: take the running switch out; it is always handed back.
@@ -401,18 +467,23 @@ impl Daemon {
                 summary.router_state = if c.router_kept { RouterState::Kept } else { RouterState::Flushed };
                 summary.connections_flushed = c.connections_flushed;
                 summary.pause_us = applied.pause_ns / 1000;
+                summary.ports_failed =
+                    applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                for f in &summary.ports_failed {
+                    tracing::warn!(port = %f.port, error = %f.error, "applied with this port down: retrying it");
+                }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
+                if let Some(snap) = self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                    let r = running.restore(&snap);
+                    tracing::info!(restored = ?r, "state snapshot restored after the first apply");
+                }
                 *guard = Some(State { running, generation, origin: Some(origin) });
                 json(&ApplyResult { generation, changed: true, dry_run: false, summary })
             }
             Err(e) => {
                 *guard = Some(State { running, generation, origin: old_origin });
-                let kind = match e {
-                    ApplyError::Port { .. } => ErrorKind::PortFailed,
-                    ApplyError::Stale | ApplyError::Start(_) => ErrorKind::Internal,
-                };
-                err(kind)(e)
+                err(ErrorKind::Internal)(e)
             }
         }
     }
@@ -495,7 +566,7 @@ fn network_summary(cfg: &Config, sw: &Switch, n: usize) -> NetworkSummary {
         internal: nc.internal,
         masquerade: nc.masquerade,
         ports: info.ports.iter().map(|&p| topo.ports[p as usize].name.clone()).collect(),
-        mac_entries: sw.fdb(n as NetId).len(),
+        mac_entries: sw.fdb(table_id(n)).len(),
         mac_limit: nc.mac_limit,
     }
 }
@@ -517,6 +588,62 @@ fn fdb_rows(sw: &Switch, net: NetId, now: u64) -> Vec<FdbRow> {
 
 fn rif_name(topo: &Topology, rif: u16) -> String {
     topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
+}
+
+/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
+const CONNTRACK_CHUNK: usize = 4096;
+
+/// The first `limit` connections by original tuple among all given, in O(limit) memory (a max-heap of the
+/// kept ones), and how many were given.
+struct FirstByOrig {
+    limit: usize,
+    total: usize,
+    heap: std::collections::BinaryHeap<OrderedConn>,
+}
+
+impl FirstByOrig {
+    fn new(limit: usize) -> Self {
+        FirstByOrig { limit, total: 0, heap: std::collections::BinaryHeap::new() }
+    }
+
+    fn extend(&mut self, chunk: impl IntoIterator<Item = ConnectionInfo>) {
+        for c in chunk {
+            self.total += 1;
+            if self.heap.len() < self.limit {
+                self.heap.push(OrderedConn(c));
+            } else if self.heap.peek().is_some_and(|top| c.orig < top.0.orig) {
+                self.heap.pop();
+                self.heap.push(OrderedConn(c));
+            }
+        }
+    }
+
+    /// (how many were given, the first `limit` sorted by original tuple).
+    fn finish(self) -> (usize, Vec<ConnectionInfo>) {
+        let mut kept: Vec<ConnectionInfo> = self.heap.into_iter().map(|c| c.0).collect();
+        kept.sort_by_key(|c| c.orig);
+        (self.total, kept)
+    }
+}
+
+/// A connection ordered by its original tuple (for keeping the first `limit` in a heap).
+struct OrderedConn(ConnectionInfo);
+
+impl PartialEq for OrderedConn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.orig == other.0.orig
+    }
+}
+impl Eq for OrderedConn {}
+impl PartialOrd for OrderedConn {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for OrderedConn {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.orig.cmp(&other.0.orig)
+    }
 }
 
 fn conn_row(c: &ConnectionInfo) -> ConnRow {
@@ -557,4 +684,38 @@ fn no_network(cfg: &Config, name: &str, field: &str) -> ErrorBody {
     let known: Vec<&str> = cfg.networks.iter().map(|n| n.name.as_str()).collect();
     let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
     ErrorBody::field(ErrorKind::NotFound, field, format!("no network {name:?}; known networks: {known}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{Proto, ProtoState, Tuple, UdpState};
+    use std::net::Ipv4Addr;
+
+    fn conn(sport: u16) -> ConnectionInfo {
+        let orig = Tuple::new(0, Proto::Udp, (Ipv4Addr::new(10, 0, 0, 2), sport), (Ipv4Addr::new(10, 0, 0, 9), 53));
+        ConnectionInfo {
+            proto: Proto::Udp,
+            state: ProtoState::Udp(UdpState::Unreplied),
+            orig,
+            reply: orig.inverse(),
+            nat: None,
+            expires_in_secs: 1,
+        }
+    }
+
+    #[test]
+    fn the_first_by_tuple_are_kept_across_chunks_whatever_their_order() {
+        // 1,000 connections in a scrambled order, given in chunks of 7: the 10 smallest ports are kept.
+        let ports: Vec<u16> = (0..1000u32).map(|i| ((i * 379) % 1000) as u16).collect();
+        let mut first = FirstByOrig::new(10);
+        for chunk in ports.chunks(7) {
+            first.extend(chunk.iter().map(|&p| conn(p)));
+        }
+        let (total, kept) = first.finish();
+        assert_eq!(total, 1000);
+        assert_eq!(kept.iter().map(|c| c.orig.sport).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        let (total, kept) = FirstByOrig::new(0).finish();
+        assert_eq!((total, kept.len()), (0, 0));
+    }
 }

@@ -2,12 +2,15 @@
 //! reports counters while running, and stops them.
 //!
 //! Two separate steps, so that tests can run the worker machinery on memory ports without privileges:
-//! 1. [`open_ports`](crate::port::any::open_ports) opens every configured port's queues (taps, AF_PACKET,
-//!    AF_XDP). On the first failure it returns an error naming the port, and every queue opened so far is
-//!    dropped on the way out: taps it created are deleted (a non-persistent tap goes away with its last fd),
-//!    sockets closed. Nothing is left half-made.
-//! 2. [`Runtime::new`] takes the opened queues (from `open_ports`, or [`AnyPort::Mem`] ports made by a test),
-//!    builds the [`Switch`], and [`Runtime::start`] spawns the workers, returning a [`Running`] handle that can
+//! 1. [`Runtime::open`] opens every configured port's queues with an opener
+//!    ([`open_port`](crate::port::any::open_port) in the daemon), one port at a time. A port that fails to open
+//!    is logged and kept as **failed**: stand-in queues that drop what is sent to them
+//!    ([`crate::port::failed`]), its error in the report, retried with backoff ([`revive`]). Only a port that can
+//!    never open ([`StartError::is_permanent`]) fails the start; everything opened before it is dropped (taps it
+//!    created are deleted: a tap is made persistent only once it is part of the running switch, see
+//!    `port::tap_persist`; a re-adopted tap stays). [`Runtime::new`] takes queues opened by the caller (memory
+//!    ports made by a test).
+//! 2. [`Runtime::start`] builds nothing more: it spawns the workers, returning a [`Running`] handle that can
 //!    report ([`Running::report`]) and stop ([`Running::stop`]) them.
 //!
 //! # Queues and workers
@@ -20,10 +23,11 @@
 //! [`Running::reconfigure`] moves a running switch to a new configuration as one transaction (the control
 //! socket's `apply`), following a [`Plan`] that matches ports by name:
 //! 1. Ports that are new, or whose back-end settings changed (kind, ifname, mtu, netns, mode, queue count), are
-//!    opened first. If one fails, those opened are closed and nothing else happens: the error names the port.
-//!    (A port that needs an interface an old port holds, e.g. a tap reopened with another MTU, can only be
-//!    opened after the old one is closed: those are opened while the workers are paused, and if one fails the
-//!    old ports are opened again from the old configuration and the old topology resumes.)
+//!    opened first. One that fails is kept as failed (reported, retried), not a reason to refuse the apply; one
+//!    that can never open refuses it (those opened are closed, nothing else happens, the error names the port).
+//!    (A port that needs an interface an old port holds, e.g. a tap reopened with another queue count, can only
+//!    be opened after the old one is closed: those are opened while the workers are paused; if one fails it is
+//!    failed like any other.)
 //! 2. The workers are paused at a batch boundary (they flush and exit; a waker ends their idle sleep), the
 //!    switch is rebuilt for the new topology with its learned state carried over ([`Switch::reconfigure`]), the
 //!    port list is rebuilt (ports whose back-end settings did not change keep their open queues: a tap does not
@@ -32,7 +36,7 @@
 //!    debug build (`tests/control_live.rs` prints it; 5.6–6.5 ms before the pools were handed over).
 //! 3. Ports that are gone are closed (taps deleted).
 //!
-//! Threads: [`open_ports`](crate::port::any::open_ports), [`Runtime`] and [`Running`] are used by the daemon's main or control thread (or a
+//! Threads: [`Runtime`] and [`Running`] are used by the daemon's main or control thread (or a
 //! test); [`Running::report`] may be called while the workers run (it takes each lock briefly). A
 //! reconfiguration takes the `Running` by value, so nothing else can use it meanwhile (the daemon keeps it
 //! behind a lock).
@@ -41,26 +45,31 @@
 //! # Where
 //! This file holds the runtime (workers started, stopped, paused); [`reconfigure`] the transaction of a
 //! configuration change ([`Plan`], [`Running::prepare`], [`Running::commit`]); [`report`] the counters
-//! ([`LiveReport`]). Ports are opened by `crate::port::any`.
+//! ([`LiveReport`]); [`revive`] failed ports brought up. Ports are opened by `crate::port::any`.
 
+pub mod budget;
 pub mod reconfigure;
 pub mod report;
+pub mod revive;
 
 pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared};
 pub use report::{LivePortReport, LiveReport};
 
 use crate::batch::BATCH_SIZE;
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
 use crate::config::Config;
-use crate::config::PortKind;
-use crate::ids::{Nanos, PortId};
+use crate::config::{PortConfig, PortKind};
+use crate::ids::{table_id, Nanos, PortId};
 use crate::pipeline::{Switch, TX_QUEUE_CAP};
-use crate::port::any::{AnyPort, OpenPortError};
-use crate::worker::{lock, Clock, LivePort, Shared, Worker, WorkerStats};
+use crate::port::any::{queue_count, AnyPort, OpenPortError};
+use crate::port::failed::{stand_ins, PortFailure};
+use crate::snapshot::{self, Restored, Snapshot};
+use crate::worker::{lock, Clock, Faults, LivePort, Shared, Worker, WorkerStats};
 use report::report;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 /// Why the live switch could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +96,23 @@ pub enum StartError {
     },
 }
 
+impl StartError {
+    /// An error no retry can cure: the configuration asks for something this vswitchd cannot open at all (a
+    /// replay-only kind, a back-end not built in, a missing or invalid ifname). Such a port is refused (at start,
+    /// in an `apply`) instead of being kept as failed and retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StartError::Port(
+                OpenPortError::ReplayOnly { .. }
+                    | OpenPortError::NotBuilt { .. }
+                    | OpenPortError::NoIfname { .. }
+                    | OpenPortError::BadIfname { .. }
+            )
+        )
+    }
+}
+
 /// How the live switch runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOptions {
@@ -107,6 +133,28 @@ impl RunOptions {
             pool_buffers: pool_buffers_for(cfg.ports.len()),
         }
     }
+}
+
+/// Opens port `pc`'s `n` queues with `open`. A failure is logged and gives a failed port: stand-in queues
+/// ([`crate::port::failed`]) and the error, retried later; a permanent one ([`StartError::is_permanent`]) is
+/// returned.
+pub(crate) fn open_live(pc: &PortConfig, n: usize, open: &mut OpenPort<'_>) -> Result<LivePort, StartError> {
+    match open(pc, n) {
+        Ok(queues) => Ok(LivePort::up(&pc.name, queues)),
+        Err(e) if e.is_permanent() => Err(e),
+        Err(e) => {
+            let error = e.to_string();
+            tracing::error!(port = %pc.name, error = %error, "port failed to open: the others go on; retrying it with backoff");
+            let lp = LivePort::up(&pc.name, stand_ins(&pc.name, n));
+            *lock(&lp.failure) = Some(PortFailure::new(error, Instant::now()));
+            Ok(lp)
+        }
+    }
+}
+
+/// `(name, error)` of the ports of `ports` that are down.
+pub(crate) fn failed_ports(ports: &[LivePort]) -> Vec<(String, String)> {
+    ports.iter().filter_map(|lp| lp.failure().map(|f| (lp.name.clone(), f.error))).collect()
 }
 
 /// A worker's pool: a full transmit queue for every port (floods fill them all) plus a few bursts in flight,
@@ -148,7 +196,26 @@ impl Runtime {
             if queues.is_empty() {
                 return Err(StartError::Queues { port: pc.name.clone(), message: "no queues".to_string() });
             }
-            live.push(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
+            live.push(LivePort::up(&pc.name, queues));
+        }
+        Runtime::with_ports(cfg, live, opts)
+    }
+
+    /// A runtime for `cfg` whose ports are opened with `open`, one by one: a port that fails is reported, kept
+    /// as failed (stand-in queues) and retried later ([`Running::prepare_retry`]); the others come up.
+    pub fn open(cfg: &Config, opts: RunOptions, open: &mut OpenPort<'_>) -> Result<Runtime, StartError> {
+        let workers = opts.workers.max(1);
+        // On a permanent error the ports opened so far are dropped (taps created are deleted: not yet persistent).
+        let live =
+            cfg.ports.iter().map(|pc| open_live(pc, queue_count(pc, workers), open)).collect::<Result<_, _>>()?;
+        Runtime::with_ports(cfg, live, opts)
+    }
+
+    /// A runtime for `cfg` over `live` (`live[i]` is `cfg.ports[i]`).
+    fn with_ports(cfg: &Config, live: Vec<LivePort>, opts: RunOptions) -> Result<Runtime, StartError> {
+        for lp in &live {
+            // Part of the running switch: its tap outlives the process (`port::tap_persist`).
+            lp.persist();
         }
         let workers = opts.workers.max(1);
         let clock = Clock::new();
@@ -160,6 +227,7 @@ impl Runtime {
             clock,
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             pools: Vec::new(),
+            faults: Arc::new(Faults::default()),
         };
         Ok(Runtime::from_parts(parts, cfg.clone(), RunOptions { workers, ..opts }))
     }
@@ -185,6 +253,7 @@ impl Runtime {
             clock: parts.clock,
             poll_idle: opts.poll_idle,
             workers: parts.workers,
+            faults: parts.faults,
         };
         Runtime { shared: Arc::new(shared), meta, opts, cfg }
     }
@@ -222,7 +291,8 @@ impl Runtime {
         let mut wakers = Vec::with_capacity(assignment.len());
         let mut pools = pools.into_iter().filter(|p| p.capacity() == self.opts.pool_buffers);
         for (id, rx) in assignment.iter().enumerate() {
-            let pool = pools.next().unwrap_or_else(|| BufPool::new(self.opts.pool_buffers));
+            let pool =
+                pools.next().unwrap_or_else(|| BufPool::with_large(self.opts.pool_buffers, DEFAULT_LARGE_BUFFERS));
             let worker = Worker::with_pool(id, Arc::clone(&self.shared), rx.clone(), pool);
             wakers.extend(worker.waker());
             match std::thread::Builder::new().name(format!("vsw-worker-{id}")).spawn(move || worker.run()) {
@@ -256,6 +326,8 @@ struct Parts {
     workers: Vec<WorkerStats>,
     /// The workers' buffer pools, for the next workers.
     pools: Vec<BufPool>,
+    /// Panics contained so far.
+    faults: Arc<Faults>,
 }
 
 fn wake(wakers: &[Arc<mio::Waker>]) {
@@ -268,7 +340,7 @@ fn wake(wakers: &[Arc<mio::Waker>]) {
 /// Deals every `(port, queue)` to the workers round-robin, in configuration order.
 fn assign(ports: &[LivePort], workers: usize) -> Vec<Vec<(PortId, usize)>> {
     let mut out = vec![Vec::new(); workers];
-    let all = ports.iter().enumerate().flat_map(|(p, lp)| (0..lp.queues.len()).map(move |q| (p as PortId, q)));
+    let all = ports.iter().enumerate().flat_map(|(p, lp)| (0..lp.queues.len()).map(move |q| (table_id(p), q)));
     for (i, pq) in all.enumerate() {
         out[i % workers].push(pq);
     }
@@ -286,6 +358,28 @@ pub struct Running {
     assignment: Vec<Vec<(PortId, usize)>>,
     handles: Vec<JoinHandle<BufPool>>,
     wakers: Vec<Arc<mio::Waker>>,
+}
+
+impl Runtime {
+    /// Puts a snapshot's learned state into the switch (before it forwards, or between batches); see
+    /// [`crate::snapshot::restore`].
+    pub fn restore(&self, snap: &Snapshot) -> Restored {
+        let now = self.shared.clock.now();
+        snapshot::restore(&mut lock(&self.shared.switch), &self.cfg, snap, now)
+    }
+
+    /// A snapshot of the switch's learned state now (the switch locked while it is copied).
+    pub fn snapshot(&self) -> Snapshot {
+        let now = self.shared.clock.now();
+        snapshot::take(&lock(&self.shared.switch), &self.cfg, now)
+    }
+
+    /// Makes closing this runtime delete every port's interface (`vswitchd run --cleanup`).
+    pub fn remove_ports_on_close(&self) {
+        for lp in &self.shared.ports {
+            lp.remove_on_close();
+        }
+    }
 }
 
 /// How the workers ended.
@@ -351,6 +445,26 @@ impl Running {
     /// The switch clock's time now (what the workers pass the pipeline).
     pub fn now(&self) -> Nanos {
         self.rt.shared.clock.now()
+    }
+
+    /// A snapshot of the switch's learned state now ([`Runtime::snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        self.rt.snapshot()
+    }
+
+    /// Test hook: makes the next worker iteration panic (the worker recovers; see `crate::worker`).
+    pub fn inject_worker_panic(&self) {
+        self.rt.shared.faults.inject_panic.store(true, Relaxed);
+    }
+
+    /// Counts a control request that panicked (reported as `control_panics`).
+    pub fn count_control_panic(&self) -> u64 {
+        self.rt.shared.faults.control_panics.fetch_add(1, Relaxed) + 1
+    }
+
+    /// Puts a snapshot's learned state into the running switch ([`Runtime::restore`]).
+    pub fn restore(&self, snap: &Snapshot) -> Restored {
+        self.rt.restore(snap)
     }
 
     /// Runs `f` with the switch locked: keep it short, the workers wait for it (one batch's worth at most).
@@ -424,6 +538,30 @@ network = "lan"
             std::thread::sleep(Duration::from_millis(2));
         }
         false
+    }
+
+    #[test]
+    fn a_worker_that_panics_recovers_counts_it_and_keeps_forwarding() {
+        let cfg = Config::parse(CONFIG, "t").unwrap();
+        let running = Runtime::new(&cfg, mem_ports(&cfg, 1), opts(2)).unwrap().start().unwrap();
+        inject(&running, 0, 0, &frame(2, 1, 1));
+        assert!(eventually(|| !sent(&running, 1, 0).is_empty()), "a → flood");
+        running.inject_worker_panic();
+        assert!(eventually(|| running.report().worker_restarts == 1), "the panic is counted");
+        assert!(!running.stopping(), "a contained panic does not stop the switch");
+        // Both workers still forward: every port's queue is polled (a learned unicast b → a, then a → b).
+        inject(&running, 1, 0, &frame(1, 2, 2));
+        assert!(eventually(|| sent(&running, 0, 0).iter().any(|f| f[14] == 2)), "b → a after the panic");
+        inject(&running, 0, 0, &frame(2, 1, 3));
+        assert!(eventually(|| sent(&running, 1, 0).iter().any(|f| f[14] == 3)), "a → b after the panic");
+        let stopped = running.stop();
+        assert!(stopped.panicked.is_empty(), "no thread died");
+        assert_eq!(stopped.report.worker_restarts, 1);
+        assert!(
+            stopped.report.workers.iter().all(|w| w.pool_available == w.pool_capacity),
+            "no buffer lost: {:?}",
+            stopped.report.workers
+        );
     }
 
     #[test]

@@ -5,15 +5,15 @@
 //!
 //! Threads: the daemon's control thread, which owns the [`Running`] (taken by value while the workers pause).
 
-use super::{wake, Parts, RunOptions, Running, Runtime, StartError};
-use crate::config::{Config, PortConfig};
+use super::{failed_ports, open_live, wake, Parts, RunOptions, Running, Runtime, StartError};
+use crate::config::{Config, PortConfig, PortKind};
 use crate::pipeline::Carried;
 use crate::port::any::{queue_count, AnyPort};
-use crate::port::mem::MemPort;
+use crate::port::tap_persist;
 use crate::worker::{LivePort, WorkerStats};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 impl Running {
     /// Moves the running switch to `cfg` (validated) as one transaction; see the module documentation. `open`
@@ -34,7 +34,8 @@ impl Running {
 
     /// Step 1 of a reconfiguration, which only needs `&self` (the daemon runs it while reads go on): opens the
     /// ports of `cfg` that are new or change back-end settings, except those that need an interface an old
-    /// port holds. On failure everything opened is closed and the error names the port.
+    /// port holds. A port that fails to open is kept as failed (stand-in queues, retried later): it does not
+    /// fail the apply.
     pub fn prepare(&self, cfg: &Config, opts: RunOptions, open: &mut OpenPort<'_>) -> Result<Prepared, ApplyError> {
         let workers = opts.workers.max(1);
         let opts = RunOptions { workers, ..opts };
@@ -61,11 +62,29 @@ impl Running {
                     && pc.ifname.as_ref().is_some_and(|n| freed.contains(n))
             })
             .collect();
-        let mut opened: Vec<Option<Vec<AnyPort>>> = (0..cfg.ports.len()).map(|_| None).collect();
+        // Taps kept open whose MTU changes: set in place (index, MAC, addresses stay). If one fails, the apply is
+        // refused and the port keeps its old settings (an MTU set before it in this apply stays set).
+        for (pc, a) in cfg.ports.iter().zip(&plan.actions) {
+            if let PortAction::Reattach(o) | PortAction::Keep(o) = *a {
+                let old = &base.ports[o];
+                // A failed port has no tap yet: it is opened with the new MTU when it comes up.
+                let failed = self.rt.shared.ports[o].failure().is_some();
+                if pc.kind == PortKind::Tap && old.mtu != pc.mtu && !failed {
+                    let ifname = pc.ifname.as_deref().unwrap_or_default();
+                    tap_persist::set_mtu(pc.netns.as_deref(), ifname, pc.mtu).map_err(|e| ApplyError::Port {
+                        port: pc.name.clone(),
+                        message: format!("port {}: setting the MTU of tap {ifname} to {}: {e}", pc.name, pc.mtu),
+                    })?;
+                    tracing::info!(port = %pc.name, ifname, from = old.mtu, to = pc.mtu, "tap MTU changed in place");
+                }
+            }
+        }
+        let mut opened: Vec<Option<LivePort>> = (0..cfg.ports.len()).map(|_| None).collect();
         for (i, pc) in cfg.ports.iter().enumerate() {
             if matches!(plan.actions[i], PortAction::Open | PortAction::Reopen(_)) && !deferred[i] {
-                // On error `opened` is dropped on the way out: everything opened so far is closed.
-                opened[i] = Some(open(pc, queue_count(pc, workers)).map_err(|e| ApplyError::port(&pc.name, &e))?);
+                // On a permanent error `opened` is dropped on the way out: what was opened is closed.
+                opened[i] =
+                    Some(open_live(pc, queue_count(pc, workers), open).map_err(|e| ApplyError::port(&pc.name, &e))?);
             }
         }
         Ok(Prepared { base, base_workers: self.rt.opts.workers, cfg: cfg.clone(), opts, plan, opened, deferred, freed })
@@ -80,7 +99,7 @@ impl Running {
         }
         let Prepared { base: old_cfg, cfg, opts, plan, mut opened, deferred, freed, .. } = prepared;
         let cfg = &cfg;
-        let old_opts = self.rt.opts.clone();
+        let old_workers = self.rt.opts.workers;
         let workers = opts.workers;
         let deferred = |i: usize| deferred[i];
 
@@ -89,58 +108,29 @@ impl Running {
         let parts = self.pause();
         let mut old_ports: Vec<Option<LivePort>> = parts.ports.into_iter().map(Some).collect();
 
-        // 3. Deferred ports: close the old ports holding their interfaces, then open them.
-        let holders: Vec<usize> = (0..old_cfg.ports.len())
-            .filter(|&o| {
-                let name = old_cfg.ports[o].ifname.as_deref();
-                freed.contains(name.unwrap_or(""))
-                    && (0..cfg.ports.len()).any(|i| deferred(i) && cfg.ports[i].ifname.as_deref() == name)
-            })
-            .collect();
-        let mut closed_early = Vec::new();
-        for &o in &holders {
-            closed_early.push(o);
-            drop(old_ports[o].take());
+        // 3. Deferred ports: close (and delete) the old ports holding their interfaces, then open them.
+        for (old, slot) in old_cfg.ports.iter().zip(old_ports.iter_mut()) {
+            let name = old.ifname.as_deref();
+            let holds = freed.contains(name.unwrap_or(""))
+                && (0..cfg.ports.len()).any(|i| deferred(i) && cfg.ports[i].ifname.as_deref() == name);
+            if holds {
+                if let Some(lp) = slot.take() {
+                    lp.remove_on_close();
+                }
+            }
         }
-        let mut failure = None;
         for (i, pc) in cfg.ports.iter().enumerate() {
             if deferred(i) {
-                match open(pc, queue_count(pc, workers)) {
-                    Ok(q) => opened[i] = Some(q),
-                    Err(e) => {
-                        failure = Some(ApplyError::port(&pc.name, &e));
-                        break;
-                    }
-                }
+                // A permanent error here (the old port on this interface opened, so it is unlikely) is kept as
+                // failed like any other: the old port is already closed.
+                let n = queue_count(pc, workers);
+                opened[i] = Some(open_live(pc, n, open).unwrap_or_else(|e| {
+                    let lp = LivePort::up(&pc.name, crate::port::failed::stand_ins(&pc.name, n));
+                    *crate::worker::lock(&lp.failure) =
+                        Some(crate::port::failed::PortFailure::new(e.to_string(), std::time::Instant::now()));
+                    lp
+                }));
             }
-        }
-        if let Some(mut err) = failure {
-            // Put the old ports back as they were and resume the old topology.
-            drop(opened);
-            let mut lost = Vec::new();
-            for o in closed_early {
-                let pc = &old_cfg.ports[o];
-                let n = queue_count(pc, old_opts.workers);
-                let queues = open(pc, n).unwrap_or_else(|e| {
-                    tracing::error!(port = %pc.name, error = %e, "cannot reopen a port after a failed apply");
-                    lost.push(pc.name.clone());
-                    (0..n).map(|_| dead_port(&pc.name)).collect()
-                });
-                old_ports[o] =
-                    Some(LivePort { name: pc.name.clone(), queues: queues.into_iter().map(Mutex::new).collect() });
-            }
-            if !lost.is_empty() {
-                if let ApplyError::Port { message, .. } = &mut err {
-                    message.push_str(&format!(
-                        "; could not reopen {} afterwards: they no longer pass traffic",
-                        lost.join(", ")
-                    ));
-                }
-            }
-            let mut parts = Parts { ports: old_ports.into_iter().flatten().collect(), ..parts };
-            let pools = std::mem::take(&mut parts.pools);
-            let (running, spawn_err) = Runtime::from_parts(parts, old_cfg, old_opts).spawn(pools);
-            return (running, Err(spawn_err.map_or(err, ApplyError::Start)));
         }
 
         // 4. The new port list, the switch carried over, the worker counters (when the count is the same).
@@ -148,37 +138,39 @@ impl Running {
             .ports
             .iter()
             .enumerate()
-            .map(|(i, pc)| match plan.actions[i] {
+            .map(|(i, _)| match plan.actions[i] {
                 PortAction::Keep(o) | PortAction::Reattach(o) => {
                     old_ports[o].take().expect("a kept port is taken once")
                 }
-                PortAction::Open | PortAction::Reopen(_) => LivePort {
-                    name: pc.name.clone(),
-                    queues: opened[i].take().expect("opened above").into_iter().map(Mutex::new).collect(),
-                },
+                PortAction::Open | PortAction::Reopen(_) => {
+                    let lp = opened[i].take().expect("opened above");
+                    // Part of the running switch from now on: its tap outlives the process.
+                    lp.persist();
+                    lp
+                }
             })
             .collect();
+        let failed = failed_ports(&ports);
         let (switch, carried) = parts.switch.reconfigure(cfg);
-        let stats = if workers == old_opts.workers {
-            parts.workers
-        } else {
-            (0..workers).map(|_| WorkerStats::default()).collect()
-        };
+        let stats =
+            if workers == old_workers { parts.workers } else { (0..workers).map(|_| WorkerStats::default()).collect() };
         let mut parts = Parts { switch, ports, workers: stats, ..parts };
         let pools = std::mem::take(&mut parts.pools);
         let (running, spawn_err) = Runtime::from_parts(parts, cfg.clone(), opts).spawn(pools);
-        let pause_ns = paused.elapsed().as_nanos() as u64;
+        let pause_ns = u64::try_from(paused.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
         // 5. Close what is gone (taps deleted) now that the new workers run.
-        drop(old_ports);
+        for lp in old_ports.into_iter().flatten() {
+            lp.remove_on_close();
+        }
         match spawn_err {
             Some(e) => (running, Err(ApplyError::Start(e))),
-            None => (running, Ok(Applied { plan, carried, pause_ns })),
+            None => (running, Ok(Applied { plan, carried, pause_ns, failed })),
         }
     }
 
     /// Sets the pause flag, wakes and joins the workers, and takes the runtime apart.
-    fn pause(self) -> Parts {
+    pub(super) fn pause(self) -> Parts {
         self.rt.shared.pause.store(true, Relaxed);
         wake(&self.wakers);
         let mut pools = Vec::new();
@@ -198,20 +190,13 @@ impl Running {
             last_housekeeping: shared.last_housekeeping.load(Relaxed),
             workers: shared.workers,
             pools,
+            faults: shared.faults,
         }
     }
 }
 
 /// Opens a port's queues for a reconfiguration: `(port, queues)` → the queues.
 pub type OpenPort<'a> = dyn FnMut(&PortConfig, usize) -> Result<Vec<AnyPort>, StartError> + 'a;
-
-/// A stand-in for a port that could not be reopened after a failed apply: receives nothing, counts and discards
-/// what is sent.
-fn dead_port(name: &str) -> AnyPort {
-    let mut p = MemPort::new(name.to_string());
-    p.set_tx_mode(crate::port::mem::TxMode::Count);
-    AnyPort::Mem(p)
-}
 
 /// Ports opened ahead of a reconfiguration by [`Running::prepare`], for [`Running::commit`]; dropping it closes
 /// them.
@@ -224,8 +209,8 @@ pub struct Prepared {
     cfg: Config,
     opts: RunOptions,
     plan: Plan,
-    /// By new port index: its queues, when opened ahead.
-    opened: Vec<Option<Vec<AnyPort>>>,
+    /// By new port index: the port, when opened ahead (up, or failed with stand-in queues).
+    opened: Vec<Option<LivePort>>,
     /// By new port index: opened only once the old port holding its interface is closed.
     deferred: Vec<bool>,
     /// Interfaces of old ports closed or reopened.
@@ -242,7 +227,9 @@ impl Prepared {
 /// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// A port could not be opened (the message names it).
+    /// A port can never be opened by this vswitchd ([`StartError::is_permanent`]: a replay-only kind, a
+    /// back-end not built in): refused, nothing changed. (A port that fails for a reason that may pass is
+    /// applied as failed and retried instead.)
     #[error("{message}")]
     Port {
         /// The port.
@@ -259,7 +246,7 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Port `port` could not be opened because of `e`.
+    /// Port `port` can never be opened because of `e`.
     fn port(port: &str, e: &StartError) -> ApplyError {
         let text = e.to_string();
         let message = if text.starts_with(&format!("port {port}:")) { text } else { format!("port {port}: {text}") };
@@ -276,6 +263,8 @@ pub struct Applied {
     pub carried: Carried,
     /// How long forwarding stopped: from pausing the workers to the new ones started.
     pub pause_ns: u64,
+    /// Ports down after the apply, `(name, error)`: they could not be opened (now or before) and are retried.
+    pub failed: Vec<(String, String)>,
 }
 
 /// What happens to a port of the new configuration.
@@ -310,11 +299,14 @@ impl Plan {
                 None => PortAction::Open,
                 Some(o) => {
                     let q = &old.ports[o];
+                    // A tap's MTU changes in place (`Running::prepare`): not a reason to reopen it.
+                    let mtu_in_place = p.kind == PortKind::Tap;
                     let same_io = q.kind == p.kind
                         && q.ifname == p.ifname
-                        && q.mtu == p.mtu
+                        && (q.mtu == p.mtu || mtu_in_place)
                         && q.netns == p.netns
                         && q.mode == p.mode
+                        && q.offloads() == p.offloads()
                         && queue_count(q, old_workers) == queue_count(p, new_workers);
                     if !same_io {
                         PortAction::Reopen(o)

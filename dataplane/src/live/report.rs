@@ -8,12 +8,14 @@ use super::{queue_names, Runtime};
 use crate::config::PortKind;
 use crate::conntrack::ConntrackStats;
 use crate::counters::PortCounters;
-use crate::ids::{PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, PortId, NANOS_PER_SEC};
+use crate::offload::Caps;
 use crate::port::{Port, PortStats};
 use crate::replay::SwitchReport;
 use crate::worker::{lock, WorkerReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What one port did, live.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +34,17 @@ pub struct LivePortReport {
     pub queue_io: Vec<PortStats>,
     /// The pipeline's counters for the port.
     pub pipeline: PortCounters,
+    /// What the port transmits as is, learned when it opened ([`crate::offload::Caps::names`]): `csum`,
+    /// `tso4`, `tso6`, `uso`, or `-` (anything else is segmented or completed in software first).
+    pub offloads: String,
+    /// `up`, or `failed` when it could not be opened (it is retried with backoff; its queues are stand-ins that
+    /// drop what is sent to them).
+    pub state: &'static str,
+    /// Why it is down (`state` = `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed attempts to open it so far (0 when up).
+    pub open_attempts: u32,
 }
 
 /// The counters of a running (or stopped) live switch: the shape of the replay's counters JSON plus
@@ -54,6 +67,10 @@ pub struct LiveReport {
     pub conntrack: ConntrackStats,
     /// Per worker, by id.
     pub workers: Vec<WorkerReport>,
+    /// Worker iterations that panicked and were recovered from.
+    pub worker_restarts: u64,
+    /// Control requests that panicked (each failed alone).
+    pub control_panics: u64,
 }
 
 /// The counters now, `assignment` being the workers' receive queues.
@@ -63,6 +80,11 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
     // Port counters first (each queue lock briefly), then the switch's under one lock.
     let io: Vec<Vec<PortStats>> =
         shared.ports.iter().map(|lp| lp.queues.iter().map(|q| lock(q).stats()).collect()).collect();
+    let caps: Vec<String> = shared
+        .ports
+        .iter()
+        .map(|lp| lp.queues.first().map_or_else(|| Caps::NONE.names(), |q| lock(q).caps().names()))
+        .collect();
     let sw = lock(&shared.switch);
     let ports = shared
         .ports
@@ -70,23 +92,21 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         .enumerate()
         .map(|(i, lp)| {
             let queue_io = io[i].clone();
-            let sum = queue_io.iter().fold(PortStats::default(), |a, s| PortStats {
-                rx_packets: a.rx_packets + s.rx_packets,
-                rx_bytes: a.rx_bytes + s.rx_bytes,
-                rx_dropped: a.rx_dropped + s.rx_dropped,
-                tx_packets: a.tx_packets + s.tx_packets,
-                tx_bytes: a.tx_bytes + s.tx_bytes,
-                tx_dropped: a.tx_dropped + s.tx_dropped,
-            });
+            let sum = queue_io.iter().fold(PortStats::default(), |a, s| a.merged(*s));
             let m = &rt.meta[i];
+            let failure = lp.failure();
             let r = LivePortReport {
+                state: if failure.is_some() { "failed" } else { "up" },
+                open_attempts: failure.as_ref().map_or(0, |f| f.attempts),
+                error: failure.map(|f| f.error),
                 kind: m.kind,
                 ifname: m.ifname.clone(),
                 queues: lp.queues.len(),
                 mode: m.mode.clone(),
                 io: sum,
                 queue_io,
-                pipeline: sw.counters().port(i as PortId),
+                pipeline: sw.counters().port(table_id(i)),
+                offloads: caps[i].clone(),
             };
             (lp.name.clone(), r)
         })
@@ -107,5 +127,7 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         switch: tables,
         conntrack,
         workers,
+        worker_restarts: shared.faults.worker_restarts.load(Relaxed),
+        control_panics: shared.faults.control_panics.load(Relaxed),
     }
 }

@@ -61,9 +61,13 @@
 //!   Later fragments cannot be matched: they are dropped as `nat-fragment` when they would need translation —
 //!   addressed to the switch's own addresses, or from an inside network out of a routed port. So fragmented
 //!   datagrams do not cross NAT (the switch does not reassemble).
-//! - **Limits**: a new connection is refused when the table is full (`conntrack-full`), the port range is
-//!   exhausted towards the destination (`nat-port-exhausted`) or its translated tuple is already tracked
-//!   (`nat-clash`). Existing connections are never evicted. Masquerade may give a connection a published port
+//! - **Limits**: a new connection is refused when the table is full of connections that have all seen
+//!   replies (`conntrack-full`; unreplied ones are evicted first, see [`crate::conntrack`]), its network holds
+//!   its `conntrack_limit` (`conntrack-network-limit`; masqueraded and hairpin connections count against the
+//!   client's network, published ones against the target's), the port range is exhausted towards the
+//!   destination (`nat-port-exhausted`) or its translated tuple is already tracked (`nat-clash`).
+//! - **Anti-spoofing**: a new connection from a masquerade network whose source is outside the network's
+//!   subnet is dropped (`spoofed-source`), never masqueraded. Masquerade may give a connection a published port
 //!   number as its external port (ports are unique per destination, not globally); a later connection from that
 //!   very destination address and port to the published port then clashes — as in netfilter.
 //! - **Expiry**: [`Nat::expire`], from the switch's housekeeping, removes expired connections and releases
@@ -81,6 +85,11 @@
 mod icmp_error;
 pub mod ports;
 mod rewrite;
+/// `proto src:port -> dst:port` (for traces).
+fn show(t: &Tuple) -> String {
+    format!("{:?} {}:{} -> {}:{}", t.proto, t.src, t.sport, t.dst, t.dport)
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -124,6 +133,10 @@ pub struct NatStats {
     pub invalid: u64,
     /// New connections dropped because the table was full.
     pub table_full: u64,
+    /// New connections dropped because their network held its `conntrack_limit`.
+    pub network_limit: u64,
+    /// Packets from a masquerade network with a source outside its subnet, dropped (`spoofed-source`).
+    pub spoofed: u64,
     /// New connections dropped because no port was free.
     pub port_exhausted: u64,
     /// New connections dropped because their translated tuple was taken.
@@ -177,6 +190,7 @@ pub struct NewConnection {
     state: ProtoState,
     kind: NatKind,
     alloc: Option<RifId>,
+    group: Option<RifId>,
 }
 
 impl NewConnection {
@@ -204,15 +218,16 @@ pub enum Inbound {
 }
 
 /// The NAT stage. See the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Nat {
     /// Any masquerade network or publish rule: otherwise every method is a no-op.
     enabled: bool,
     ct: Conntrack,
     /// One per router interface: the ports in use on its address.
     allocators: Vec<PortAllocator>,
-    /// `(rif, proto, external port)` → `(address, port)`, see [`publish_key`].
-    publish: FxHashMap<u32, (Ipv4Addr, u16)>,
+    /// `(rif, proto, external port)` → `(address, port, the target network's interface)`, see
+    /// [`publish_key`].
+    publish: FxHashMap<u32, (Ipv4Addr, u16, Option<RifId>)>,
     /// Per router interface: a network that masquerades or holds a publish target.
     inside: Vec<bool>,
     /// Per router interface: a masquerade network.
@@ -250,16 +265,21 @@ impl Nat {
                 PublishProto::Tcp => Proto::Tcp,
                 PublishProto::Udp => Proto::Udp,
             };
-            publish.insert(publish_key(rule.rif, proto, rule.external_port), (rule.to_addr, rule.to_port));
-            if let Some(i) = topo.rifs.iter().position(|r| !r.routed_port && r.subnet.contains(&rule.to_addr)) {
+            let target = topo.rifs.iter().position(|r| !r.routed_port && r.subnet.contains(&rule.to_addr));
+            let key = publish_key(rule.rif, proto, rule.external_port);
+            publish.insert(key, (rule.to_addr, rule.to_port, target.map(crate::ids::table_id)));
+            if let Some(i) = target {
                 inside[i] = true;
             }
         }
         let enabled = !publish.is_empty() || topo.rifs.iter().any(|r| r.masquerade);
+        // Without NAT nothing is tracked: reserve nothing (the default table reserves several MB).
+        let mut ct =
+            Conntrack::with_reserve(topo.conntrack, if enabled { topo.conntrack.limit.min(1 << 16) } else { 0 });
+        ct.set_group_limits(&topo.rifs.iter().map(|r| r.conntrack_limit).collect::<Vec<_>>());
         Nat {
             enabled,
-            // Without NAT nothing is tracked: reserve nothing (the default table reserves several MB).
-            ct: Conntrack::with_reserve(topo.conntrack, if enabled { topo.conntrack.limit.min(1 << 16) } else { 0 }),
+            ct,
             allocators: topo.rifs.iter().map(|r| PortAllocator::new(r.addr, topo.nat_port_range)).collect(),
             publish,
             inside,
@@ -319,6 +339,20 @@ impl Nat {
         }
     }
 
+    /// True when the packet belongs to a tracked connection (either direction) or is an ICMP error quoting a
+    /// packet of one: what lifts the isolation policy's refusals ([`crate::isolation`]). Off the fast path:
+    /// the router asks only about packets the policy refused.
+    #[inline(never)]
+    pub fn tracks(&self, now: Nanos, d: &[u8], p: &Parsed, flow: Option<&Flow>) -> bool {
+        if !self.enabled || p.later_fragment {
+            return false;
+        }
+        match self.track(now, d, p, flow) {
+            Some((_, found)) => found.is_some(),
+            None => is_icmp_error(d, p) && self.quotes_tracked(now, d, p),
+        }
+    }
+
     /// A packet received on `in_rif` and addressed to `local_rif`'s address: see the module documentation.
     /// ICMP errors are translated in place (hence `&mut`); other translations are returned, to be written with
     /// [`apply`] after the forwarding checks.
@@ -360,7 +394,7 @@ impl Nat {
                 Err(reason) => Inbound::Drop(reason),
             };
         }
-        let Some(&(to_addr, to_port)) = self.publish.get(&publish_key(local_rif, t.proto, t.dport)) else {
+        let Some(&(to_addr, to_port, target)) = self.publish.get(&publish_key(local_rif, t.proto, t.dport)) else {
             return Inbound::Local;
         };
         if t.proto == Proto::Icmp {
@@ -381,16 +415,24 @@ impl Nat {
                 state,
                 kind: NatKind::Hairpin,
                 alloc: Some(in_rif),
+                group: Some(in_rif),
             });
         }
-        Inbound::Open(NewConnection { orig: t, translated: dnat, state, kind: NatKind::Dnat, alloc: None })
+        Inbound::Open(NewConnection {
+            orig: t,
+            translated: dnat,
+            state,
+            kind: NatKind::Dnat,
+            alloc: None,
+            group: target,
+        })
     }
 
     /// Creates the connection [`Nat::inbound`] decided on (its packet passed the forwarding checks) and returns
     /// the first packet's rewrite; a full table, exhausted ports or a clash is the packet's drop reason.
     #[inline]
     pub fn open(&mut self, now: Nanos, c: NewConnection) -> Result<Rewrite, DropReason> {
-        self.create(now, c.orig, c.translated, c.state, c.kind, c.alloc)
+        self.create(now, c.orig, c.translated, c.state, c.kind, (c.alloc, c.group))
     }
 
     /// A packet received on `in_rif`, routed out of `out_rif`, every forwarding check passed: translates it in
@@ -437,12 +479,17 @@ impl Nat {
         if !masquerade {
             return Ok(());
         }
+        if !topo.rifs[in_rif as usize].subnet.contains(&t.src) {
+            // Anti-spoofing: masquerade would hide the forged source and send the replies to this network.
+            self.stats.spoofed += 1;
+            return Err(DropReason::SpoofedSource);
+        }
         let Some(state) = self.ct.new_state(t.proto, flags(d, p)) else {
             self.stats.invalid += 1;
             return Err(DropReason::ConntrackInvalid);
         };
         let translated = Tuple { src: topo.rifs[out_rif as usize].addr, ..t };
-        let rw = self.create(now, t, translated, state, NatKind::Snat, Some(out_rif))?;
+        let rw = self.create(now, t, translated, state, NatKind::Snat, (Some(out_rif), Some(in_rif)))?;
         apply(d, p, &rw);
         Ok(())
     }
@@ -470,7 +517,8 @@ impl Nat {
     }
 
     /// Creates a connection whose first packet `orig` becomes `translated` (its source port/identifier
-    /// allocated from allocator `alloc` when given), and returns the first packet's rewrite.
+    /// allocated from allocator `alloc` when given, counted against the limit of network interface `group`),
+    /// and returns the first packet's rewrite.
     fn create(
         &mut self,
         now: Nanos,
@@ -478,7 +526,7 @@ impl Nat {
         mut translated: Tuple,
         state: ProtoState,
         kind: NatKind,
-        alloc: Option<RifId>,
+        (alloc, group): (Option<RifId>, Option<RifId>),
     ) -> Result<Rewrite, DropReason> {
         let nproto = NatProto::from(orig.proto);
         let mut held = None;
@@ -499,7 +547,7 @@ impl Nat {
             }
         }
         let reply = translated.inverse();
-        let binding = NatBinding { kind, allocator: alloc };
+        let binding = NatBinding { kind, allocator: alloc, group };
         match self.ct.insert_nat(orig, reply, state, Some(binding), now) {
             Ok(_) => {
                 match kind {
@@ -517,6 +565,10 @@ impl Nat {
                     InsertError::Full => {
                         self.stats.table_full += 1;
                         DropReason::ConntrackFull
+                    }
+                    InsertError::GroupFull => {
+                        self.stats.network_limit += 1;
+                        DropReason::ConntrackNetworkLimit
                     }
                     InsertError::Clash(_) | InsertError::BadTuples => {
                         self.stats.clash += 1;
@@ -536,6 +588,24 @@ impl Nat {
         n
     }
 
+    /// Tracks a connection carried over from a snapshot (`crate::snapshot`, see [`Conntrack::restore`]) and
+    /// claims its allocated port again. False (nothing changed) if the table refuses it or the port is taken.
+    pub fn restore(&mut self, e: &Entry, now: Nanos) -> bool {
+        if let Some(a) = e.nat.and_then(|n| n.allocator) {
+            let Some(allocator) = self.allocators.get_mut(usize::from(a)) else { return false };
+            if !allocator.claim(NatProto::from(e.reply.proto), (e.reply.src, e.reply.sport), e.reply.dport) {
+                return false;
+            }
+        }
+        match self.ct.restore(e, now) {
+            Ok(_) => true,
+            Err(_) => {
+                release(&mut self.allocators, e);
+                false
+            }
+        }
+    }
+
     /// Removes every connection and releases their ports (`vswitchctl conntrack flush`); returns how many.
     pub fn flush(&mut self) -> usize {
         let allocators = &mut self.allocators;
@@ -545,6 +615,36 @@ impl Nat {
     /// The connection table.
     pub fn conntrack(&self) -> &Conntrack {
         &self.ct
+    }
+
+    /// A trace note: conntrack's view of a packet whose tuple (as it arrived) is `flow`'s, after the stage ran
+    /// on it at `now`.
+    pub fn explain(&self, flow: Option<&Flow>, now: Nanos) -> String {
+        if !self.enabled {
+            return "off (no masquerade network or publish rule)".to_string();
+        }
+        let Some(f) = flow else { return "untracked (not TCP, UDP or ICMP echo, or a later fragment)".to_string() };
+        let Some((id, dir)) = self.ct.lookup(&f.tuple, now) else {
+            return format!(
+                "{} not tracked (neither from a masquerade network nor to a published port)",
+                show(&f.tuple)
+            );
+        };
+        let Some(e) = self.ct.get(id) else { return "tracked entry vanished".to_string() };
+        let to = e.tuple(dir.opposite()).inverse();
+        let dir = match dir {
+            Direction::Original => "original",
+            Direction::Reply => "reply",
+        };
+        let nat = e.nat.map_or("not translated".to_string(), |b| {
+            format!("{:?}: {} becomes {}", b.kind, show(&f.tuple), show(&to))
+        });
+        format!("{dir} direction of a tracked connection, state {:?}; {nat}", e.state)
+    }
+
+    /// A flow's tuple in words (for traces).
+    pub fn describe_flow(&self, flow: Option<&Flow>) -> String {
+        flow.map_or("an untracked flow".to_string(), |f| show(&f.tuple))
     }
 
     /// The stage's counters.
@@ -574,20 +674,16 @@ impl Nat {
 
     /// The live connections at `now`, sorted by original tuple (deterministic).
     pub fn connections(&self, now: Nanos) -> Vec<ConnectionInfo> {
-        let mut v: Vec<ConnectionInfo> = self
-            .ct
-            .entries(now)
-            .map(|(_, e)| ConnectionInfo {
-                proto: e.orig.proto,
-                state: e.state,
-                orig: e.orig,
-                reply: e.reply,
-                nat: e.nat.map(|n| n.kind),
-                expires_in_secs: (e.expires - now) / NANOS_PER_SEC,
-            })
-            .collect();
+        let mut v: Vec<ConnectionInfo> = self.ct.entries(now).map(|(_, e)| connection_info(e, now)).collect();
         v.sort_by_key(|c| c.orig);
         v
+    }
+
+    /// The live connections at `now` in slots `from..from + len` of the table (unsorted), and the slot to
+    /// continue from: for listing a large table in chunks, each under a short hold of the switch lock.
+    pub fn connections_chunk(&self, now: Nanos, from: usize, len: usize) -> (Vec<ConnectionInfo>, Option<usize>) {
+        let (it, next) = self.ct.entries_chunk(now, from, len);
+        (it.map(|(_, e)| connection_info(e, now)).collect(), next)
     }
 
     /// Checks the table's invariants and that the ports in use equal the connections holding one (in the
@@ -605,6 +701,17 @@ impl Nat {
             return Err(format!("{stray} releases of ports not in use"));
         }
         Ok(())
+    }
+}
+
+fn connection_info(e: &Entry, now: Nanos) -> ConnectionInfo {
+    ConnectionInfo {
+        proto: e.orig.proto,
+        state: e.state,
+        orig: e.orig,
+        reply: e.reply,
+        nat: e.nat.map(|n| n.kind),
+        expires_in_secs: e.expires.saturating_sub(now) / NANOS_PER_SEC,
     }
 }
 

@@ -172,7 +172,7 @@ impl PortAllocator {
         // A new entry is only created when nothing is in use towards `dst`, so allocation below succeeds and
         // the map never keeps an empty set.
         let used = self.dests.entry(dest_key(proto, dst)).or_insert_with(Used::new);
-        let chosen = if used.len() as u32 >= size {
+        let chosen = if used.len() >= size as usize {
             None
         } else {
             // The preferred port is tested and taken in one search; otherwise the first free one from the
@@ -282,6 +282,8 @@ fn dest_key(proto: NatProto, (ip, port): (Ipv4Addr, u16)) -> u64 {
 
 /// Where the search for a free port starts: the flow hash, mixed (splitmix64's finaliser, so that a poorly
 /// mixed caller hash still spreads), scaled onto `0..size` by multiply-shift.
+// The result is below `size`, a port range's size (at most 65535): cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 fn start_offset(flow_hash: u64, size: u32) -> u16 {
     let mut h = flow_hash;
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -393,8 +395,10 @@ impl Used {
 
 /// The first index at or after `start` (wrapping at `size`) not in the sorted `v`. Walks one run of
 /// consecutive used indices, twice at most (before and after wrapping).
+// Only a `cand` below `size` (a port range's size, at most 65535) is narrowed: cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 fn sparse_next_free(v: &[u16], start: u16, size: u32) -> Option<u16> {
-    if v.len() as u32 >= size {
+    if v.len() >= size as usize {
         return None;
     }
     let walk = |mut pos: usize, mut cand: u32| {
@@ -479,6 +483,9 @@ impl Bitmap {
     }
 
     /// The first clear index at or after `start`, wrapping; None when full.
+    // A clear bit is below `size` (padding bits are set), and `size` is a port range's (at most 65535): cannot
+    // truncate.
+    #[allow(clippy::cast_possible_truncation)]
     fn next_free(&self, start: u16) -> Option<u16> {
         let start = usize::from(start);
         let m = !*self.words.get(start / 64)? & (!0u64 << (start % 64));
@@ -498,9 +505,8 @@ impl Bitmap {
             let mut m = w;
             while m != 0 {
                 let i = wi * 64 + m.trailing_zeros() as usize;
-                if i < self.size as usize {
-                    v.push(i as u16);
-                }
+                // Padding bits (at or past `size`) are not indices.
+                v.extend(u16::try_from(i).ok().filter(|&i| u32::from(i) < self.size));
                 m &= m - 1;
             }
         }

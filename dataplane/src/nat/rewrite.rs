@@ -5,6 +5,12 @@
 //! [`apply`] is the per-packet writer: for the common case (an option-less IPv4 header followed by a whole
 //! TCP or UDP header) it works on fixed-size views, with no bounds check per field; anything else (and the
 //! packet an ICMP error quotes, whose transport header may be cut after 8 bytes) takes [`rewrite_at`].
+//!
+//! **Partial checksums** ([`Parsed::csum_partial`]: a sender with checksum offload left only the pseudo-header
+//! sum in the TCP/UDP checksum field, to be completed by whoever transmits the frame): [`rewrite_partial`]
+//! moves that sum by the address changes alone (the pseudo-header's part), since the ports are summed when the
+//! checksum is completed; a UDP field of 0 is a sum like any other there, not "no checksum". Completing the
+//! rewritten frame gives the same bytes as rewriting the completed frame (property-tested below).
 
 use super::{echo_id, Rewrite, ZONE};
 use crate::conntrack::{Proto, Tuple};
@@ -142,6 +148,9 @@ fn set_udp_checksum<T: AsRef<[u8]> + AsMut<[u8]>>(u: &mut udp::Packet<T>, delta:
 #[inline(always)]
 pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
     let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
+    if p.csum_partial {
+        return rewrite_partial(d, l3, l4, end, &rw.from, &rw.to);
+    }
     // The common case, a whole TCP or UDP header after an option-less IP header, on fixed-size views of the two
     // headers (no bounds check per field); anything else takes the general path.
     if l4 == l3 + ipv4::HEADER_LEN && end <= d.len() {
@@ -164,6 +173,45 @@ pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
         }
     }
     rewrite_at(d, l3, l4, end, &rw.from, &rw.to);
+}
+
+/// [`rewrite_at`] for a TCP or UDP packet whose checksum field holds a partial checksum (see the module
+/// documentation): addresses and ports written, the IP header checksum updated, the partial sum moved by the
+/// address changes only. Does nothing if the headers are not there (ingress checked they are).
+#[cold]
+#[inline(never)]
+fn rewrite_partial(d: &mut [u8], l3: usize, l4: usize, end: usize, from: &Tuple, to: &Tuple) {
+    let Some(d) = d.get_mut(..end) else { return };
+    if l4 > d.len() {
+        return;
+    }
+    let (head, seg) = d.split_at_mut(l4);
+    let Some(mut ip) = ipv4::HeaderMut::at_mut(head, l3) else { return };
+    let delta = rewrite_addrs(&mut ip, from, to);
+    match from.proto {
+        Proto::Tcp => {
+            let mut t = tcp::Packet::new_unchecked(seg);
+            if !t.holds_checksum() {
+                return;
+            }
+            t.set_src_port(to.sport);
+            t.set_dst_port(to.dport);
+            let c = delta.apply_to_partial(t.checksum());
+            t.set_checksum(c);
+        }
+        Proto::Udp => {
+            let mut u = udp::Packet::new_unchecked(seg);
+            if !u.holds_checksum() {
+                return;
+            }
+            u.set_src_port(to.sport);
+            u.set_dst_port(to.dport);
+            let c = delta.apply_to_partial(u.checksum());
+            u.set_checksum(c);
+        }
+        // Ingress marks only TCP and UDP partial.
+        Proto::Icmp => {}
+    }
 }
 
 /// [`rewrite_at`] for a TCP packet given as fixed-size views: the same bytes written, with the same checksums.
@@ -279,6 +327,46 @@ mod tests {
                 Proto::Icmp => icmpv4::Packet::new_checked(ip.payload()).unwrap().verify_checksum(),
             };
             prop_assert!(ok, "transport checksum after the rewrite");
+        }
+
+        /// NAT of a frame with a partial checksum (as a sender with checksum offload hands it over), then
+        /// completion, gives the same bytes as NAT of the completed frame: for TCP and UDP, short frames and
+        /// super-frame-sized ones (a super-frame's partial checksum is the same kind of sum), whichever of the four
+        /// fields change.
+        #[test]
+        fn nat_of_a_partial_checksum_then_completion_equals_nat_of_the_completed_frame(
+            tcp in any::<bool>(),
+            payload in prop_oneof![0usize..64, 1400usize..4000],
+            from in any::<([u8; 4], u16, [u8; 4], u16)>(),
+            to in any::<([u8; 4], u16, [u8; 4], u16)>(),
+            keep in any::<[bool; 4]>(),
+        ) {
+            use crate::offload::offloaded_form;
+            use crate::port::gso::complete_checksum;
+            use crate::wire::builder::{Ipv4Spec, TcpFlags, TcpSegment};
+            use crate::wire::MacAddr;
+            let spec = Ipv4Spec::new(MacAddr::ZERO, MacAddr::ZERO, from.0.into(), from.2.into());
+            let complete = if tcp {
+                spec.tcp(TcpSegment::new(from.1, from.3, TcpFlags::ACK), payload)
+            } else {
+                spec.udp(from.1, from.3, payload)
+            };
+            let (mut partial, o) = offloaded_form(&complete, None).unwrap();
+            let p = crate::packet::parse(&complete).unwrap();
+            let old = packet_tuple(&complete, &p).unwrap();
+            let mut new = Tuple { src: to.0.into(), dst: to.2.into(), sport: to.1, dport: to.3, ..old };
+            if keep[0] { new.src = old.src; }
+            if keep[1] { new.sport = old.sport; }
+            if keep[2] { new.dst = old.dst; }
+            if keep[3] { new.dport = old.dport; }
+            let rw = Rewrite { from: old, to: new };
+
+            let mut expected = complete.clone();
+            apply(&mut expected, &p, &rw);
+            apply(&mut partial, &Parsed { csum_partial: true, ..p }, &rw);
+            let (start, offset) = o.partial_csum().unwrap();
+            prop_assert!(complete_checksum(&mut partial, start.into(), offset.into()));
+            prop_assert_eq!(&partial, &expected);
         }
     }
 }

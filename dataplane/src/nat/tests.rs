@@ -286,16 +286,78 @@ fn expiry_releases_the_port() {
 }
 
 #[test]
-fn table_full_drops_new_connections_but_not_existing_ones() {
+fn a_full_table_evicts_unreplied_connections_and_drops_only_when_all_replied() {
     let cfg = format!("{CONFIG}\n[conntrack]\nlimit = 2\n");
     let mut tb = testbed_with(&cfg);
     for sport in [3000, 3001, 3002] {
         tb.send("c1", &from(&tb, C1, SERVER).udp(sport, 53, 8));
     }
-    assert_eq!(tb.take("up").len(), 2);
+    assert_eq!(tb.take("up").len(), 3, "the oldest unreplied connection made room for the third");
+    assert_eq!(tb.switch().conntrack().stats().evicted, 1);
+    // Both left get replies (assured): a new connection is then refused, the existing ones pass.
+    for sport in [3001, 3002] {
+        tb.send("up", &inbound(&tb, SERVER, UP_ADDR).udp(53, sport, 8));
+    }
+    assert_eq!(tb.take("c1").len(), 2);
+    tb.send("c1", &from(&tb, C1, SERVER).udp(3003, 53, 8));
+    assert!(tb.take("up").is_empty());
     assert_eq!(tb.switch().counters().drops(DropReason::ConntrackFull), 1);
-    tb.send("c1", &from(&tb, C1, SERVER).udp(3000, 53, 8));
+    tb.send("c1", &from(&tb, C1, SERVER).udp(3001, 53, 8));
     assert_eq!(tb.take("up").len(), 1, "an existing connection still passes");
+    tb.advance(NANOS_PER_SEC);
+    invariants(&tb);
+}
+
+#[test]
+fn an_ack_flood_to_a_silent_address_does_not_stop_another_containers_connection() {
+    let cfg = format!("{CONFIG}\n[conntrack]\nlimit = 1000\n");
+    let mut tb = testbed_with(&cfg);
+    for sport in 0..1000u16 {
+        tb.send("c1", &from(&tb, C1, SERVER).tcp(seg(10_000 + sport, 80, TcpFlags::ACK), 0));
+    }
+    assert_eq!(tb.take("up").len(), 1000);
+    assert_eq!(tb.switch().conntrack().len(), 1000, "full");
+    tb.send("c2", &from(&tb, C2, Ipv4Addr::new(198, 51, 100, 20)).tcp(seg(40_000, 443, TcpFlags::SYN), 0));
+    assert_eq!(ends(&one(tb.take("up"))).0, UP_ADDR, "c2's SYN is masqueraded and sent");
+    assert_eq!(tb.switch().counters().drops(DropReason::ConntrackFull), 0);
+    assert_eq!(tb.switch().conntrack().stats().evicted, 1);
+    // The picked-up connections expire after tcp_unreplied_secs (30 s), not five days.
+    tb.advance(31 * NANOS_PER_SEC);
+    assert_eq!(tb.switch().conntrack().len(), 1, "only c2's SYN_SENT (120 s) is left");
+    assert_eq!(tb.switch().conntrack().stats().expired, 999);
+    invariants(&tb);
+}
+
+#[test]
+fn masquerade_refuses_sources_outside_the_network() {
+    let mut tb = testbed();
+    let spoofed = (C1.0, Ipv4Addr::new(10, 99, 0, 5));
+    tb.send("c1", &from(&tb, spoofed, SERVER).udp(4000, 53, 8));
+    tb.send("c1", &from(&tb, spoofed, SERVER).tcp(seg(4000, 80, TcpFlags::SYN), 0));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::SpoofedSource), 2);
+    assert_eq!(tb.switch().conntrack().len(), 0);
+    tb.send("c1", &from(&tb, C1, SERVER).udp(4000, 53, 8));
+    assert_eq!(tb.take("up").len(), 1, "its own address is masqueraded");
+}
+
+#[test]
+fn a_network_conntrack_limit_stops_its_own_flood_only() {
+    let cfg = CONFIG.replace("masquerade = true", "masquerade = true\n    conntrack_limit = 100")
+        + "[[publish]]\nport = \"up\"\nproto = \"udp\"\nexternal_port = 6000\nto = \"10.0.2.20:60\"\n";
+    let mut tb = testbed_with(&cfg);
+    // c1 floods: 1,000 ACKs to a silent address, each a new (picked-up) connection.
+    for sport in 0..1000u16 {
+        tb.send("c1", &from(&tb, C1, SERVER).tcp(seg(10_000 + sport, 80, TcpFlags::ACK), 0));
+    }
+    assert_eq!(tb.take("up").len(), 100);
+    assert_eq!(tb.switch().counters().drops(DropReason::ConntrackNetworkLimit), 900);
+    // A published connection to bridge counts against the same limit; one to blue (another network) does not.
+    tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).udp(5000, 5353, 8));
+    assert!(tb.take("c1").is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::ConntrackNetworkLimit), 901);
+    tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).udp(5000, 6000, 8));
+    assert_eq!(ends(&one(tb.take("b1"))), (CLIENT, 5000, B1.1, 60));
     invariants(&tb);
 }
 
@@ -561,12 +623,97 @@ fn later_fragments_and_untrackable_protocols_are_not_leaked() {
 }
 
 #[test]
-fn traffic_between_networks_without_nat_is_not_tracked() {
+fn an_isolated_network_is_not_routed_to_or_from_another_network() {
     let mut tb = testbed();
+    let blue_gw = rif_mac(&tb, "network:blue");
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).icmp_echo_request(7, 1, 4));
+    tb.send("c2", &from(&tb, C2, B1.1).udp(7001, 7000, 8));
+    tb.send("c2", &from(&tb, C2, B1.1).tcp(seg(7001, 7000, TcpFlags::SYN), 0));
+    assert!(tb.take_all().is_empty(), "nothing crosses between bridge (masquerade) and blue");
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 4);
+    assert_eq!(tb.switch().conntrack().len(), 0);
+}
+
+#[test]
+fn allow_routing_with_routes_between_networks_untranslated_and_untracked() {
+    let config = CONFIG.replace("masquerade = true", "masquerade = true\n    allow_routing_with = [\"blue\"]");
+    let mut tb = testbed_with(&config);
     let blue_gw = rif_mac(&tb, "network:blue");
     tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
     assert_eq!(ends(&one(tb.take("c2"))), (B1.1, 7000, C2.1, 7001));
     tb.send("c2", &from(&tb, C2, B1.1).udp(7001, 7000, 8));
     assert_eq!(ends(&one(tb.take("b1"))), (C2.1, 7001, B1.1, 7000), "from a masquerade network, not translated");
     assert_eq!(tb.switch().conntrack().len(), 0);
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 0);
+    // Routed ports stay shut out: the allowance is between the two networks only.
+    tb.send("up", &inbound(&tb, CLIENT, C2.1).udp(5000, 7001, 8));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 1);
+}
+
+#[test]
+fn a_routed_port_reaches_an_isolated_network_only_through_nat() {
+    let mut tb = testbed();
+    // Straight to a container's address (the outside host has a route to the subnet): refused, every protocol.
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 53, 8));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 9999, 8));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).tcp(seg(50000, 80, TcpFlags::SYN), 0));
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).icmp_echo_request(9, 1, 4));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 4);
+    // Through the published port: translated in, and the reply out.
+    tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).udp(5000, 5353, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (CLIENT, 5000, C1.1, 53));
+    tb.send("c1", &from(&tb, C1, CLIENT).udp(53, 5000, 8));
+    assert_eq!(ends(&one(tb.take("up"))), (UP_ADDR, 5353, CLIENT, 5000));
+    // A container's own connection: its replies come back (addressed to the port, translated).
+    tb.send("c2", &from(&tb, C2, SERVER).udp(6000, 53, 8));
+    let (src, sport, ..) = ends(&one(tb.take("up")));
+    assert_eq!(src, UP_ADDR);
+    tb.send("up", &inbound(&tb, SERVER, UP_ADDR).udp(53, sport, 8));
+    assert_eq!(ends(&one(tb.take("c2"))), (SERVER, 53, C2.1, 6000));
+    // A reply-shaped packet sent straight to the container's address is still not let in.
+    tb.send("up", &inbound(&tb, SERVER, C2.1).udp(53, 6000, 8));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 5);
+    invariants(&tb);
+}
+
+#[test]
+fn a_plain_network_stays_routed_both_ways() {
+    let config = CONFIG.replace("masquerade = true", "masquerade = false");
+    let mut tb = testbed_with(&config);
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).udp(5000, 9999, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (CLIENT, 5000, C1.1, 9999));
+    let blue_gw = rif_mac(&tb, "network:blue");
+    tb.send("b1", &Ipv4Spec::new(B1.0, blue_gw, B1.1, C2.1).udp(7000, 7001, 8));
+    assert_eq!(ends(&one(tb.take("c2"))), (B1.1, 7000, C2.1, 7001));
+    let c = tb.switch().counters();
+    assert_eq!(c.drops(DropReason::NotPublished) + c.drops(DropReason::NetworkIsolation), 0);
+}
+
+#[test]
+fn connections_read_in_chunks_are_the_whole_table() {
+    let mut tb = testbed();
+    for sport in 0..300u16 {
+        tb.send("c1", &from(&tb, C1, SERVER).udp(20_000 + sport, 53, 8));
+    }
+    tb.take_all();
+    let now = tb.now();
+    let nat = tb.switch().router().nat();
+    let mut chunked = Vec::new();
+    let mut from = Some(0);
+    let mut chunks = 0;
+    while let Some(start) = from {
+        let (part, next) = nat.connections_chunk(now, start, 7);
+        assert!(part.len() <= 7);
+        chunked.extend(part);
+        from = next;
+        chunks += 1;
+    }
+    assert!(chunks >= 300 / 7);
+    chunked.sort_by_key(|c| c.orig);
+    assert_eq!(chunked, nat.connections(now));
+    assert_eq!(chunked.len(), 300);
 }

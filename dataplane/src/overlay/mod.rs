@@ -52,8 +52,9 @@ pub use state::{
 
 use crate::buffer::Frame;
 use crate::counters::DropReason;
-use crate::ids::{Nanos, NetId, PortId, RifId};
+use crate::ids::{table_id, Nanos, NetId, PortId, RifId};
 use crate::packet::{ip_proto, Parsed};
+use crate::port::soft_offload::{SoftOffload, SoftStats};
 use crate::topology::{Attach, Topology, VtepInfo};
 use crate::wire::{arp, ethernet, ethertype, ipv4, udp, vlan, MacAddr};
 use peers::{Peer, PeerId, TokenBucket};
@@ -118,6 +119,8 @@ pub struct Overlay {
     state: OverlayState,
     stats: OverlayStats,
     pending: Vec<Pending>,
+    /// Completes checksums and cuts super-frames before encapsulation (made at the first such frame: 64 KiB).
+    soft: Option<SoftOffload>,
 }
 
 /// How [`Overlay::update`] finds the underlay next hop of a VTEP: the router's route lookup, giving the egress
@@ -145,8 +148,8 @@ impl Overlay {
                 let o = n.overlay?;
                 let vni = o.vni?;
                 topo.vtep?;
-                vnis.insert(vni, i as NetId);
-                let mtu = topo.vtep.map_or(0, |v| v.mtu.saturating_sub(vxlan::OVERHEAD as u16));
+                vnis.insert(vni, table_id(i));
+                let mtu = topo.vtep.map_or(0, |v| v.mtu.saturating_sub(vswitch_api::overlay::OVERHEAD));
                 Some(NetOverlay {
                     vni,
                     members: Vec::new(),
@@ -166,6 +169,7 @@ impl Overlay {
             state: OverlayState::default(),
             stats: OverlayStats::default(),
             pending: Vec::with_capacity(PENDING_CAP),
+            soft: None,
         }
     }
 
@@ -193,7 +197,7 @@ impl Overlay {
             if Some(m.vtep) == own {
                 continue;
             }
-            let id = peers.len() as PeerId;
+            let id = table_id(peers.len());
             let counters = self.by_vtep.get(&m.vtep).map(|&p| self.peers[p as usize].counters).unwrap_or_default();
             let next_hop = self.vtep.and_then(|v| {
                 let (rif, target) = routes.route(m.vtep)?;
@@ -230,7 +234,7 @@ impl Overlay {
         let own_mtu = self.vtep.map_or(0, |v| v.mtu);
         for n in nets.iter_mut().flatten() {
             let min = n.members.iter().map(|&p| peers[p as usize].mtu).fold(own_mtu, u16::min);
-            n.mtu = min.saturating_sub(vxlan::OVERHEAD as u16);
+            n.mtu = min.saturating_sub(vswitch_api::overlay::OVERHEAD);
         }
         summary.members = peers.len();
         summary.members_added = by_vtep.keys().filter(|a| !self.by_vtep.contains_key(a)).count();
@@ -253,7 +257,25 @@ impl Overlay {
         // The state was valid when accepted and validation does not depend on the topology.
         let _ = o.update(topo, self.state.clone(), routes);
         o.stats.updates = self.stats.updates;
+        o.soft = self.soft.as_ref().map(|_| SoftOffload::new());
         o
+    }
+
+    /// The software offload engine encapsulation uses for frames with offload metadata (give it back with
+    /// [`Overlay::restore_soft`]): VXLAN carries wire-sized inner frames with complete checksums.
+    #[cold]
+    pub fn take_soft(&mut self) -> SoftOffload {
+        self.soft.take().unwrap_or_default()
+    }
+
+    /// See [`Overlay::take_soft`].
+    pub fn restore_soft(&mut self, soft: SoftOffload) {
+        self.soft = Some(soft);
+    }
+
+    /// What software offloads did before encapsulation: checksums completed, super-frames cut, segments made.
+    pub fn soft_stats(&self) -> SoftStats {
+        self.soft.as_ref().map(SoftOffload::stats).unwrap_or_default()
     }
 
     /// True when `net` is an overlay network with a VNI.

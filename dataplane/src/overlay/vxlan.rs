@@ -42,6 +42,9 @@ const _: () = assert!(OVERHEAD == vswitch_api::overlay::OVERHEAD as usize);
 pub const DEFAULT_UDP_PORT: u16 = vswitch_api::overlay::DEFAULT_UDP_PORT;
 /// First outer source port ([`source_port`]): the start of the dynamic range.
 pub const SOURCE_PORT_BASE: u16 = 49152;
+/// The outer IPv4 header's length as the UDP length field counts it (the template has no options).
+const IPV4_HEADER_LEN: u16 = 20;
+const _: () = assert!(IPV4_HEADER_LEN as usize == ipv4::HEADER_LEN);
 /// Number of outer source ports used.
 pub const SOURCE_PORT_SPAN: u16 = 16384;
 /// The largest VNI (24 bits).
@@ -85,18 +88,17 @@ impl Template {
     /// the frame as it was, when the headroom is short or the outer packet would exceed 65535 bytes.
     #[inline]
     pub fn encap(&self, frame: &mut Frame, vni: u32, sport: u16) -> bool {
-        let ip_len = frame.len() + TUNNEL_HEADER_LEN;
-        if ip_len > usize::from(u16::MAX) || !frame.push_front(OVERHEAD) {
+        let Ok(ip_len) = u16::try_from(frame.len() + TUNNEL_HEADER_LEN) else { return false };
+        if !frame.push_front(OVERHEAD) {
             return false;
         }
         let Some(h) = crate::wire::fixed_mut::<OVERHEAD>(frame.data_mut(), 0) else { return false };
         *h = self.bytes;
         let mut h = OuterMut::new(h);
-        let ip_len = ip_len as u16;
         h.ip.set_total_len(ip_len);
         h.ip.set_checksum(!checksum::add(self.ip_sum, ip_len));
         h.udp.set_src_port(sport);
-        h.udp.set_length(ip_len - ipv4::HEADER_LEN as u16);
+        h.udp.set_length(ip_len - IPV4_HEADER_LEN);
         h.vxlan.set_vni(vni);
         true
     }
@@ -151,7 +153,8 @@ fn finish(mut h: u32) -> u32 {
 /// The outer UDP source port for an inner frame: `49152 + flow_hash % 16384` (RFC 7348 §5).
 #[inline]
 pub fn source_port(inner: &[u8]) -> u16 {
-    SOURCE_PORT_BASE + (flow_hash(inner) % u32::from(SOURCE_PORT_SPAN)) as u16
+    let offset = u16::try_from(flow_hash(inner) % u32::from(SOURCE_PORT_SPAN)).unwrap_or(0);
+    SOURCE_PORT_BASE + offset
 }
 
 /// What [`parse`] found in a VXLAN packet.

@@ -19,9 +19,9 @@
 //! empty and keeps its place inside the block for the next call. The socket is non-blocking and `rx_burst`
 //! makes no system call at all.
 //!
-//! - GSO super-frames (a peer's TSO/GSO output, up to 64 KiB) are segmented here: see below. Other frames
-//!   longer than [`MAX_FRAME_LEN`] (jumbo frames), and frames the ring truncated (longer than a block), are
-//!   dropped and counted in [`PortStats::rx_dropped`] and [`AfPacketStats::too_long`].
+//! - GSO super-frames (a peer's TSO/GSO output, up to 64 KiB) and jumbo frames are copied into large buffers:
+//!   see below. Frames the ring truncated (longer than a block) are dropped and counted in
+//!   [`PortStats::rx_dropped`] and [`AfPacketStats::too_long`].
 //! - Frames the kernel could not put into the ring because it was full are counted by the kernel
 //!   (`PACKET_STATISTICS`, `tp_drops`); [`Port::stats`] and [`AfPacketPort::ring_stats`] read that counter (one
 //!   `getsockopt`, which resets the kernel's copy; the port accumulates it) and add it to `rx_dropped`, so a ring
@@ -32,10 +32,24 @@
 //!   the tag back into the frame (802.1Q, or the TPID the kernel reports), so the switch sees the frame as it was
 //!   on the wire; counted in [`AfPacketStats::vlan_reinserted`].
 //!
-//! **Latency.** A block is handed over only when full or on its timeout, so under light load a frame waits up to
-//! `block_timeout_ms` (default 1 ms) in the ring; the socket's fd ([`Port::rx_fd`]) also becomes readable only
-//! then. This is `TPACKET_V3`'s price for its cheap per-frame walk; latency-sensitive deployments use the AF_XDP
-//! port. The live test prints the measured delay.
+//! **Latency.** The kernel hands a block over only when it is full or on its timeout (`block_timeout_ms`, at
+//! least 1 ms), and the ring's fd becomes readable only then, so under light load a frame used to wait up to
+//! 1 ms. Two things remove that wait without touching the batch walk under load (x86-64 only, where stores become
+//! visible in program order; elsewhere frames wait for the hand-over as before):
+//! - *Peeking.* A block handed over by the timeout (light load) is zeroed where the kernel wrote before it is
+//!   given back. When `rx_burst` reaches a block the kernel still owns and that was zeroed, it takes the frames
+//!   the kernel has finished: `tpacket_rcv` copies the frame, writes the frame header, then (after an opaque
+//!   call) `sll_family` in the `sockaddr_ll` behind the header, so a nonzero `sll_family` means the frame is
+//!   complete. When the block is handed over, the walk resumes after the frames already taken. A block handed
+//!   over full (load) is not zeroed (it would cost a write of the whole block) and is never peeked: under load the
+//!   ring is walked exactly as before.
+//! - *Waking.* [`Port::rx_fd`] is a second packet socket on the interface (`Wake`) whose socket filter drops
+//!   every frame, until a worker about to sleep arms it ([`Port::before_sleep`]: the filter then keeps one byte);
+//!   the first frame makes it readable and wakes the worker, which disarms it ([`Port::after_sleep`]).
+//!
+//! `frames_in_the_block_the_kernel_fills_are_taken_at_once_and_wake_a_sleeper` measures both: a busy-polled
+//! frame is taken 11–54 µs after it was sent (median 14 µs, debug build) against ~0.9 ms without peeking, and a
+//! sleeping reader wakes ~130 µs after the send.
 //!
 //! # Transmit
 //! `tx_burst` sends all frames of a burst with `sendmmsg` (up to [`TX_CHUNK`] frames per system call) with
@@ -50,56 +64,53 @@
 //! A TX ring (`PACKET_TX_RING`) was not used: it saves the copy into an skb for large frames only, and still needs
 //! one `send` per burst to kick the kernel, which `sendmmsg` already is.
 //!
-//! # Checksums and offloads
+//! # Checksums and offloads (see [`crate::offload`])
 //! The socket has `PACKET_VNET_HDR`: the kernel writes a `virtio_net_hdr` (10 bytes, [`gso::VnetHdr`]) right
 //! before each frame in the ring (between the `tpacket3_hdr` and `tp_mac`; the live tests check the layout), and
-//! expects one before each frame sent (`tx_burst` sends an all-zero one from a static, as a second iovec).
+//! expects one before each frame sent. So the port carries the host stack's offloads both ways, and a veth peer
+//! with default offloads needs no `ethtool -K ... tx off`:
 //!
 //! **Partial checksums.** A host stack behind a veth with default offloads sends TCP/UDP with
 //! `CHECKSUM_PARTIAL`: the checksum field holds only the pseudo-header sum and the vnet header says
-//! `F_NEEDS_CSUM` with `csum_start`/`csum_offset`. The port completes the checksum generically (the
-//! one's-complement sum from `csum_start` to the end of the frame, stored at `csum_start + csum_offset`, as the
-//! kernel's `skb_checksum_help`; `csum_start` counts from the frame without the VLAN tag the kernel stripped, so
-//! it moves by 4 when the tag is put back), so every frame handed to the switch carries a valid checksum and the
-//! peers need no `ethtool -K ... tx off` (counted in [`AfPacketStats::csum_completed`]; offsets outside the
-//! frame fall back to parsing ([`complete_partial_checksum`]), and failing that the frame is passed on unchanged
-//! and counted in [`AfPacketStats::csum_unsupported`]; so is SCTP, whose partial checksum is a CRC32c the port
-//! does not compute). Frames the switch transmits must carry complete
-//! checksums (they do: they were completed here or built by the switch).
+//! `F_NEEDS_CSUM` with `csum_start`/`csum_offset`. The port hands the frame over with that as its
+//! [`Offload`] metadata (`csum_start` counts from the frame without the VLAN tag the kernel stripped, so it moves
+//! by 4 when the tag is put back; [`AfPacketStats::csum_partial`]); an egress that cannot take a partial
+//! checksum completes it ([`super::soft_offload`]). Offsets outside the frame fall back to completing it here by
+//! parsing ([`complete_partial_checksum`], [`AfPacketStats::csum_completed`]), and failing that the frame is
+//! passed on unchanged and counted in [`AfPacketStats::csum_unsupported`]; so is SCTP, whose partial checksum
+//! is a CRC32c the port does not compute. `F_DATA_VALID` (the kernel verified the checksum) is carried too.
 //!
 //! **GSO super-frames.** A peer with TSO/GSO on (every container's veth by default) hands the kernel TCP
 //! super-frames of up to 64 KiB, which veth passes on unsegmented; the vnet header says `gso_type` (TCPv4,
-//! TCPv6, UDP_L4) and `gso_size` (the MSS). The port segments them in software ([`super::gso`], as the kernel's
-//! `tcp_gso_segment`/`__udp_gso_segment`): each segment is written straight from the ring into its own pool
-//! buffer (headers copied and patched, `gso_size` payload bytes, so each fits the MTU the sender meant; IPv4
-//! total length, identification +1 per segment and header checksum; TCP sequence number, CWR on the first
-//! segment only, FIN/PSH on the last only; the TCP/UDP checksum computed in full). A super-frame may need more
-//! segments (up to ~45 at MSS 1448; more at a small MSS) than a batch (32) or the pool has room for: the port
-//! then stops after the last segment that fitted, keeps the frame in the ring and its place in it
-//! (`RxPos::seg_next`), and the next `rx_burst` goes on from there, so nothing is lost or reordered. Counted
-//! in [`AfPacketStats::gso_frames`] and [`AfPacketStats::gso_segments`] (each segment also in `rx_packets`).
-//! Dropped whole and counted ([`AfPacketStats::gso_dropped`], `rx_dropped`), never segmented from partial
-//! data: a super-frame the ring truncated (longer than a block: the default block is 128 KiB so that a 64 KiB
-//! super-frame fits; `gso_truncated`), an unsupported type (UFO: `gso_unsupported`), headers that do not parse
-//! or disagree with the frame's length, IPv6 extension headers, IPv4 BIG TCP (`tot_len` 0), or a segment that
-//! would not fit a buffer (a peer with an MTU above [`MAX_FRAME_LEN`] and TSO on: `gso_malformed`). Tunnel GSO
-//! (TCP inside VXLAN/GRE from a tunnel device in the peer) is reported by the kernel with its inner TCP type but
-//! outer headers, so it fails the header check and is dropped as `gso_malformed` rather than cut wrongly; GSO
-//! kinds the kernel cannot describe in a `virtio_net_hdr` it drops itself (`kernel_drops`).
+//! TCPv6, UDP_L4) and `gso_size` (the MSS). The port checks the headers against it ([`SuperFrame::plan`]; a
+//! `gso_size` under [`MIN_GSO_SIZE`] is refused, `gso_too_small`) and copies the super-frame whole into a large
+//! pool buffer ([`PortStats::rx_super_frames`]): it crosses the switch as one frame and is cut, if at all, by
+//! the egress port. Only when no large buffer is free does the port cut it here, in software ([`super::gso`],
+//! as the kernel's `tcp_gso_segment`/`__udp_gso_segment`): each segment is written straight from the ring into
+//! its own small buffer (headers copied and patched, `gso_size` payload bytes, so each fits the MTU the sender
+//! meant; IPv4 total length, identification +1 per segment and header checksum; TCP sequence number, CWR on the
+//! first segment only, FIN/PSH on the last only; the TCP/UDP checksum computed in full). A super-frame may need
+//! more segments (up to ~45 at MSS 1448) than a batch (32) or the pool has room for: the port then stops after
+//! the last segment that fitted, keeps the frame in the ring and its place in it (`RxPos::seg_next`), and the
+//! next `rx_burst` goes on from there, so nothing is lost or reordered. Counted in
+//! [`AfPacketStats::gso_frames`], [`AfPacketStats::gso_segments`] (each segment also in `rx_packets`) and
+//! [`PortStats::sw_segmented`]. Dropped whole and counted ([`AfPacketStats::gso_dropped`], `rx_dropped`), never
+//! passed on or segmented from partial data: a super-frame the ring truncated (longer than a block: the default
+//! block is 128 KiB so that a 64 KiB super-frame fits; `gso_truncated`), an unsupported type (UFO:
+//! `gso_unsupported`), headers that do not parse or disagree with the frame's length, IPv6 extension headers,
+//! IPv4 BIG TCP (`tot_len` 0), or a segment that would not fit a buffer (`gso_malformed`). Tunnel GSO (TCP
+//! inside VXLAN/GRE from a tunnel device in the peer) is reported by the kernel with its inner TCP type but outer
+//! headers, so it fails the header check and is dropped as `gso_malformed` rather than cut wrongly; GSO kinds
+//! the kernel cannot describe in a `virtio_net_hdr` it drops itself (`kernel_drops`).
 //!
-//! Cost (`cargo test -p dataplane --release --test afpacket_live tcp -- --nocapture`, three runs; 2 vCPU shared
-//! by sender, receiver and forwarder, loaded machine): segmentation alone (warm cache) **220–260 ns per
-//! 1448-byte segment**, mostly the copy and the checksum over it; in the live TCP transfer an `rx_burst` that
-//! segments costs **550–800 ns per segment** wall (the ring's bytes are cache-cold; receiving the same stream
-//! already segmented by a peer with TSO off cost 550–1050 ns per frame in the same setting), far below the
-//! 5.7–11 µs per frame of `tx_burst` (veth runs the receiver's TCP stack in the sender's call). The 20 MB
-//! transfer between two namespaces through two such ports forwarding to each other reached **0.8–1.3 Gbit/s**
-//! (with the peer's TSO off: 0.6–1.0 Gbit/s), so `sendmmsg` and the 1 ms block timeout (on the ACKs) bound it,
-//! not segmentation. `vswitch-bench --forwarders linux-bridge,vswitchd-afpacket` (vswitchd release build, load
-//! average 2.3): TCP with default offloads **1.26 Gbit/s** (0 before segmentation; 1.08 with offloads off; the
-//! Linux bridge 12.5, which never segments). Limits: the switch sees MSS-sized frames (no GRO: 64 KiB in costs ~45 frames
-//! through the pipeline and ~45 `sendmmsg` entries out), and the port never transmits GSO frames itself.
-
+//! **Transmit.** Each frame is sent with a `virtio_net_hdr` made from its metadata ([`Offload::to_vnet`]: GSO
+//! type, `gso_size`, `hdr_len`, `NEEDS_CSUM` with start and offset), so [`Port::caps`] is everything: the kernel
+//! skips the MTU check for a super-frame (`packet_snd`), veth hands it to its peer unsegmented, and a device
+//! without TSO or checksum offload gets it segmented or completed by the kernel (`validate_xmit_skb`).
+//!
+//! **Jumbo frames** (an MTU up to 9000) are copied into a large buffer; when none is free the frame is dropped
+//! and counted ([`AfPacketStats::no_large_buffer`]) rather than left to block the ring.
+//!
 //! # Host stack
 //! Attaching a packet socket does not take the interface away from the kernel: the host stack in the
 //! interface's namespace still receives every frame. Give the interface no IP address (and ideally put it in a
@@ -114,8 +125,8 @@
 //! - transmit with `sendmmsg`, 64 frames per call: **1.6–2.5 µs CPU per frame** (2.9–4.2 µs wall), which
 //!   includes the peer's receive path (veth runs it in the sender's softirq); a host-stack UDP `send()` over the
 //!   same veth cost 3.5–4.3 µs CPU in the same runs, so the kernel's skb and veth work dominates;
-//! - idle one-frame delay (tx on one end, busy-polled rx on the other): median **1.0 ms**, up to 3–5 ms: the
-//!   block timeout (see Latency above).
+//! - idle one-frame delay (tx on one end, busy-polled rx on the other): median **1.0 ms**, up to 3–5 ms, before
+//!   peeking; ~15 µs with it (see Latency above).
 //!
 //! # Fan-out
 //! [`AfPacketConfig::fanout`] joins the socket to a `PACKET_FANOUT` group (`PACKET_FANOUT_HASH`): open one port
@@ -125,11 +136,17 @@
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the system calls and
 //! the ring accesses below.
 
+// Casts reviewed after the offload work lands (issue 11 item 4).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 pub use super::gso::complete_partial_checksum;
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
+use super::soft_offload::vnet_of;
 use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN};
+use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
+use crate::offload::{Caps, Offload, MIN_GSO_SIZE};
+use crate::wire::virtio_net_hdr::F_DATA_VALID;
 use crate::wire::{ethertype, vlan, MacAddr};
 use std::cell::Cell;
 use std::ffi::CString;
@@ -141,8 +158,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Most frames handed to one `sendmmsg` call.
 pub const TX_CHUNK: usize = 64;
 
-/// The `virtio_net_hdr` sent before every transmitted frame: no GSO, no partial checksum.
-static TX_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+/// A partial checksum at this offset from its start is SCTP's CRC32c (veth offers `NETIF_F_SCTP_CRC`).
+const SCTP_CRC_OFFSET: u16 = 8;
 
 /// Nominal frame slot size told to the kernel (`tp_frame_size`); `TPACKET_V3` packs frames by their real length,
 /// so this only sets the ring's nominal frame count.
@@ -196,8 +213,8 @@ pub struct AfPacketStats {
     pub kernel_packets: u64,
     /// Frames the kernel dropped because the ring was full (`tp_drops`); included in `rx_dropped`.
     pub kernel_drops: u64,
-    /// Frames dropped because they were longer than a buffer (jumbo frames that are not GSO super-frames, or
-    /// truncated by the ring); included in `rx_dropped`.
+    /// Frames dropped because the ring truncated them (longer than a block) or longer than a large buffer, and
+    /// not super-frames; included in `rx_dropped`.
     pub too_long: u64,
     /// GSO super-frames received and completely segmented.
     pub gso_frames: u64,
@@ -212,11 +229,20 @@ pub struct AfPacketStats {
     /// ... because their headers do not parse or disagree with the frame, or a segment would not fit a buffer
     /// (a peer with an MTU above the buffer size).
     pub gso_malformed: u64,
-    /// Received frames whose partial TCP/UDP checksum the port completed.
+    /// ... because their segment size is under [`MIN_GSO_SIZE`] (also counted in `gso_malformed`).
+    pub gso_too_small: u64,
+    /// Received frames whose partial TCP/UDP checksum the port carried on as metadata (completed, if at all, by
+    /// the egress port).
+    pub csum_partial: u64,
+    /// Received frames whose partial TCP/UDP checksum the port completed (its offsets from the kernel did not
+    /// fit the frame, so it was found by parsing).
     pub csum_completed: u64,
     /// Received frames marked partial-checksum that the port could not complete (checksum offsets outside the
     /// frame and not TCP/UDP by parsing, or SCTP, whose partial checksum is a CRC32c); passed on unchanged.
     pub csum_unsupported: u64,
+    /// Jumbo frames (longer than a small buffer, not super-frames) dropped because no large buffer was free;
+    /// included in `rx_dropped`.
+    pub no_large_buffer: u64,
     /// Received frames whose VLAN tag the kernel had stripped and the port put back.
     pub vlan_reinserted: u64,
 }
@@ -250,7 +276,34 @@ struct RxPos {
     /// Index of the next segment to emit from that frame when it is a GSO super-frame (0: not started). A
     /// super-frame's segments may span several `rx_burst` calls; the frame stays in the ring until the last one.
     seg_next: usize,
+    /// Frames of the block taken while the kernel still filled it (peeked).
+    peeked: u32,
+    /// Bytes of the open block the kernel wrote (`blk_len`).
+    used: usize,
+    /// The open block was handed over by the timeout rather than full.
+    timed_out: bool,
 }
+
+/// What [`AfPacketPort::take_frame`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// Handed over, or dropped and counted: move on.
+    Done,
+    /// The batch or the pool ran out: try this frame again next burst.
+    Stalled,
+    /// The header points outside the block.
+    Corrupt,
+}
+
+/// Size of a frame header in the ring.
+const FRAME_HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
+
+/// Where the kernel puts the `sockaddr_ll` after a frame header (`TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`).
+const SLL_AT: usize = (FRAME_HDR + 15) & !15;
+
+/// Whether blocks the kernel still fills are peeked (see the module documentation, Latency): relies on x86's
+/// total store order for the frame's bytes to be visible before its header fields.
+const PEEK: bool = cfg!(target_arch = "x86_64");
 
 /// A frame in the ring as the switch will see it: the ring's bytes with the VLAN tag the kernel stripped (if any)
 /// put back after the MAC addresses.
@@ -309,6 +362,101 @@ pub struct AfPacketPort {
     extra: AfPacketStats,
     /// Accumulated `PACKET_STATISTICS` (the kernel resets its copy on every read): packets, drops.
     kernel: Cell<(u64, u64)>,
+    /// Per block: the end of the bytes the kernel may have written since the block was last zeroed (0: all of
+    /// it is zero, so it may be peeked while the kernel fills it). Kept across rounds: a block filled to 100 KB,
+    /// then to 2 KB and zeroed that far, still holds old frames beyond 2 KB that a peek must never mistake for
+    /// new ones.
+    dirty: Vec<usize>,
+    /// The socket that wakes a sleeping worker on the first frame (see the module documentation, Latency).
+    wake: Wake,
+}
+
+/// A second packet socket on the interface whose only job is to become readable when a frame arrives while the
+/// worker sleeps (the ring's own fd signals only when a block is handed over). It stays bound, with a socket
+/// filter that drops every frame (a few nanoseconds of the kernel's receive path per frame) until the worker
+/// arms it before sleeping, when the filter is swapped for one that keeps one byte of each frame.
+#[derive(Debug)]
+struct Wake {
+    fd: OwnedFd,
+    armed: bool,
+}
+
+impl Wake {
+    /// A wake-up socket bound to interface `ifindex`, disarmed.
+    fn open(ifindex: u32) -> io::Result<Wake> {
+        // SAFETY: socket takes only integer arguments.
+        let raw =
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let wake = Wake { fd, armed: true };
+        wake.filter(0)?;
+        let one: libc::c_int = 1;
+        setsockopt(&wake.fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
+        let small: libc::c_int = 4096;
+        setsockopt(&wake.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &small)?;
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as libc::c_int;
+        // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
+        let rc = unsafe {
+            libc::bind(
+                wake.fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut wake = wake;
+        wake.armed = false;
+        Ok(wake)
+    }
+
+    /// Attaches a one-instruction classic BPF filter that keeps `keep` bytes of each frame (0: none).
+    fn filter(&self, keep: u32) -> io::Result<()> {
+        let mut insn = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: keep }];
+        let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
+        setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+    }
+
+    /// Lets the next frame wake the worker.
+    fn arm(&mut self) {
+        if !self.armed && self.filter(1).is_ok() {
+            self.armed = true;
+        }
+    }
+
+    /// Back to dropping every frame, and empties the queue so that the next arming starts from silence.
+    fn disarm(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if self.filter(0).is_ok() {
+            self.armed = false;
+        }
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: `byte` is writable for one byte during the call; the fd is open.
+            let r = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    byte.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                )
+            };
+            if r < 0 {
+                break;
+            }
+        }
+    }
 }
 
 // SAFETY: the ring mapping (the only non-Send field, a raw pointer) belongs to this port alone; moving the port to
@@ -470,6 +618,7 @@ impl AfPacketPort {
         }
 
         let mac = interface_mac(&fd, ifname).map_err(|e| io_err("SIOCGIFHWADDR", e))?;
+        let wake = Wake::open(ifindex).map_err(|e| io_err("wake-up socket", e))?;
 
         Ok(AfPacketPort {
             name: port.to_string(),
@@ -484,6 +633,8 @@ impl AfPacketPort {
             stats: PortStats::default(),
             extra: AfPacketStats::default(),
             kernel: Cell::new((0, 0)),
+            dirty: vec![0; cfg.block_count as usize],
+            wake,
         })
     }
 
@@ -575,16 +726,59 @@ impl AfPacketPort {
         let mut head = [0u8; MAX_HEADERS];
         let head = &mut head[..rf.len().min(MAX_HEADERS)];
         rf.copy_head(head);
+        let drop_it = |me: &mut Self, e: GsoError| {
+            me.stats.rx_dropped += 1;
+            me.extra.gso_dropped += 1;
+            match e {
+                GsoError::Unsupported(_) => me.extra.gso_unsupported += 1,
+                GsoError::Malformed | GsoError::MssTooBig(_) | GsoError::MssTooSmall(_) => me.extra.gso_malformed += 1,
+            }
+            me.pos.seg_next = 0;
+        };
+        if vnet.gso_size < MIN_GSO_SIZE {
+            drop_it(self, GsoError::Malformed);
+            self.extra.gso_too_small += 1;
+            return true;
+        }
+        // Whole, into a large buffer, when one is free and the segmentation has not started already: the
+        // headers are checked as for cutting, and the metadata carried on (csum_start moves past a reinserted
+        // tag). An egress that cannot take it cuts it.
+        if self.pos.seg_next == 0 && rf.len() <= MAX_LARGE_FRAME_LEN {
+            let offload = u16::try_from(usize::from(vnet.csum_start) + rf.tag_len()).ok().and_then(|start| {
+                Offload::from_raw(vnet.flags, vnet.gso_type, vnet.gso_size, start, vnet.csum_offset, rf.len())
+            });
+            if let Some(o) = offload {
+                if let Err(e) = SuperFrame::plan(head, rf.len(), &vnet_of(&o), MAX_LARGE_FRAME_LEN) {
+                    drop_it(self, e);
+                    return true;
+                }
+                if let Some(mut frame) = pool.alloc_large() {
+                    if batch.room() == 0 {
+                        pool.free(frame);
+                        return false;
+                    }
+                    rf.copy_head(&mut frame.room_mut()[..rf.len()]);
+                    // Cannot fail: rf.len() <= MAX_LARGE_FRAME_LEN.
+                    let _ = frame.set_len(rf.len());
+                    frame.offload = o;
+                    frame.ts = now;
+                    if rf.tag.is_some() {
+                        self.extra.vlan_reinserted += 1;
+                    }
+                    self.stats.rx_packets += 1;
+                    self.stats.rx_bytes += rf.len() as u64;
+                    self.stats.rx_super_frames += 1;
+                    // Cannot fail: checked room above.
+                    let _ = batch.push(frame);
+                    *n += 1;
+                    return true;
+                }
+            }
+        }
         let plan = match SuperFrame::plan(head, rf.len(), vnet, MAX_FRAME_LEN) {
             Ok(plan) => plan,
             Err(e) => {
-                self.stats.rx_dropped += 1;
-                self.extra.gso_dropped += 1;
-                match e {
-                    GsoError::Unsupported(_) => self.extra.gso_unsupported += 1,
-                    GsoError::Malformed | GsoError::MssTooBig(_) => self.extra.gso_malformed += 1,
-                }
-                self.pos.seg_next = 0;
+                drop_it(self, e);
                 return true;
             }
         };
@@ -613,15 +807,189 @@ impl AfPacketPort {
             self.extra.vlan_reinserted += 1;
         }
         self.extra.gso_frames += 1;
+        self.stats.sw_segmented += 1;
         self.pos.seg_next = 0;
         true
     }
 
-    /// Gives the current block back to the kernel and moves to the next.
+    /// Hands over (or drops and counts) the frame whose header `h` sits at `off` in the current block. `Stalled`:
+    /// the batch or pool ran out (the frame stays where it is for the next burst); `Corrupt`: the header points
+    /// outside the block (never expected from the kernel).
+    fn take_frame(
+        &mut self,
+        off: usize,
+        h: &libc::tpacket3_hdr,
+        now: Nanos,
+        pool: &mut BufPool,
+        batch: &mut Batch,
+        n: &mut usize,
+    ) -> Taken {
+        let data_at = off + usize::from(h.tp_mac);
+        let snap = h.tp_snaplen as usize;
+        if data_at + snap > self.block_size || usize::from(h.tp_mac) < FRAME_HDR + VNET_HDR_LEN {
+            return Taken::Corrupt;
+        }
+        // SAFETY: [data_at - VNET_HDR_LEN, data_at + snap) lies inside this block (checked: the vnet header
+        // sits between the frame header and the frame), which is ours until released and which nothing
+        // writes while we hold it.
+        let vnet =
+            unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at - VNET_HDR_LEN), VNET_HDR_LEN) };
+        let vnet = VnetHdr::parse(vnet.try_into().expect("VNET_HDR_LEN bytes"));
+        // SAFETY: as above, for the frame's bytes.
+        let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
+        let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
+        let tag = vlan.then(|| {
+            let tpid =
+                if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { ethertype::VLAN };
+            vlan::tag_bytes(tpid, h.hv1.tp_vlan_tci as u16)
+        });
+        let rf = RingFrame { data, tag };
+        let len = rf.len();
+        if h.tp_len as usize != snap {
+            // Truncated by the ring: never handed on, never segmented from partial data.
+            self.stats.rx_dropped += 1;
+            if vnet.is_gso() {
+                self.extra.gso_dropped += 1;
+                self.extra.gso_truncated += 1;
+            } else {
+                self.extra.too_long += 1;
+            }
+        } else if vnet.is_gso() {
+            if !self.rx_super_frame(&rf, &vnet, now, pool, batch, n) {
+                return Taken::Stalled; // batch or pool full: continue with this super-frame next time
+            }
+        } else if len > MAX_LARGE_FRAME_LEN {
+            self.stats.rx_dropped += 1;
+            self.extra.too_long += 1;
+        } else if len > MAX_FRAME_LEN && pool.large_available() == 0 {
+            // A jumbo frame and no large buffer: dropped rather than left to block the ring behind it.
+            self.stats.rx_dropped += 1;
+            self.extra.no_large_buffer += 1;
+        } else {
+            // A small buffer, or a large one for a jumbo frame.
+            let Some(mut frame) = pool.alloc_for(len) else { return Taken::Stalled };
+            rf.copy_head(&mut frame.room_mut()[..len]);
+            if tag.is_some() {
+                self.extra.vlan_reinserted += 1;
+            }
+            // Cannot fail: the buffer holds len bytes.
+            let _ = frame.set_len(len);
+            if vnet.flags & gso::F_NEEDS_CSUM != 0 {
+                // csum_start counts from the frame as the kernel holds it, without the stripped tag. The
+                // partial checksum is carried on (an egress that cannot take it completes it); SCTP's
+                // (offset 8) is a CRC32c, not carried as an Internet checksum.
+                let start = usize::from(vnet.csum_start) + rf.tag_len();
+                let partial = u16::try_from(start)
+                    .ok()
+                    .filter(|_| vnet.csum_offset != SCTP_CRC_OFFSET)
+                    .and_then(|start| Offload::from_raw(gso::F_NEEDS_CSUM, 0, 0, start, vnet.csum_offset, len));
+                if let Some(o) = partial {
+                    frame.offload = o;
+                    self.extra.csum_partial += 1;
+                } else if complete_partial_checksum(frame.data_mut()) {
+                    self.extra.csum_completed += 1;
+                } else {
+                    self.extra.csum_unsupported += 1;
+                }
+            } else if vnet.flags & F_DATA_VALID != 0 {
+                frame.offload = Offload::verified();
+            }
+            frame.ts = now;
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += len as u64;
+            // Cannot fail: the loop runs only while the batch has room.
+            let _ = batch.push(frame);
+            *n += 1;
+        }
+        Taken::Done
+    }
+
+    /// Takes the next frame of the block the kernel is still filling, if the block may be peeked (see the module
+    /// documentation, Latency) and the kernel has finished writing that frame. False when there is none (yet),
+    /// or the batch or pool ran out.
+    fn peek_next(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch, n: &mut usize) -> bool {
+        if !PEEK || self.dirty[self.pos.block] != 0 {
+            return false;
+        }
+        if self.pos.peeked == 0 {
+            // The kernel writes the same first offset into the block header whenever it opens the block.
+            let hdr = self.block_at(self.pos.block, std::mem::offset_of!(libc::tpacket_block_desc, hdr));
+            // SAFETY: `hdr` points to the mapped, 8-aligned block header; the kernel may write the field
+            // concurrently (when it opens the block), with the same value each time, so a volatile read sees it or
+            // the previous one.
+            let first = unsafe {
+                std::ptr::read_volatile(
+                    hdr.wrapping_add(std::mem::offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt)).cast::<u32>(),
+                )
+            } as usize;
+            if first < std::mem::size_of::<libc::tpacket_block_desc>() || first >= self.block_size {
+                return false;
+            }
+            self.pos.off = first;
+        }
+        let off = self.pos.off;
+        let Some(h) = self.finished_frame(off) else { return false };
+        match self.take_frame(off, &h, now, pool, batch, n) {
+            Taken::Done => {
+                self.pos.peeked += 1;
+                self.pos.off = off + h.tp_next_offset as usize;
+                true
+            }
+            // A frame header that does not fit (not expected): wait for the block to be handed over.
+            Taken::Stalled | Taken::Corrupt => false,
+        }
+    }
+
+    /// The header of the frame at `off` in the current (kernel-owned) block, if the kernel has finished writing
+    /// it. The block was zeroed before the kernel got it back; `tpacket_rcv` copies the frame (after the vnet
+    /// header), then writes the `tpacket3_hdr` fields, then calls `dev_parse_header` (an opaque call the compiler
+    /// cannot move those stores past) and only then writes `sll_family = AF_PACKET` into the `sockaddr_ll` that
+    /// follows the header. So `sll_family` set means every byte before it in program order is final, and x86's
+    /// store order makes them visible first. `tp_len`/`tp_snaplen`/`tp_mac` nonzero is checked as well.
+    fn finished_frame(&self, off: usize) -> Option<libc::tpacket3_hdr> {
+        if off + SLL_AT + std::mem::size_of::<libc::sockaddr_ll>() > self.block_size {
+            return None;
+        }
+        let at = self.block_at(self.pos.block, off);
+        let field = |o: usize| {
+            // SAFETY: at + o is a 4-aligned u32 inside the mapped block (checked above; frame headers are
+            // 16-aligned, and every offset read is a multiple of 4); the kernel writes it concurrently, so it is
+            // read atomically.
+            unsafe { AtomicU32::from_ptr(at.wrapping_add(o).cast::<u32>()) }.load(Ordering::Acquire)
+        };
+        use std::mem::offset_of;
+        // sll_family is the first (native-endian) u16 of the sockaddr_ll.
+        let family = field(SLL_AT).to_ne_bytes();
+        if u16::from_ne_bytes([family[0], family[1]]) != libc::AF_PACKET as u16 {
+            return None;
+        }
+        let len = field(offset_of!(libc::tpacket3_hdr, tp_len));
+        let snap = field(offset_of!(libc::tpacket3_hdr, tp_snaplen));
+        if len == 0 || snap == 0 {
+            return None;
+        }
+        // SAFETY: as above; every header field was written before sll_family (see above).
+        Some(unsafe { at.cast::<libc::tpacket3_hdr>().read_volatile() })
+    }
+
+    /// Gives the current block back to the kernel and moves to the next. A block handed over by the timeout
+    /// (light load) is zeroed first wherever the kernel wrote since it was last zeroed, so that it may be peeked
+    /// next time round; a full one (load) is not, and will not be until a light-load round zeroes it.
     #[inline]
     fn release_block(&mut self) {
-        self.block_status(self.pos.block).store(libc::TP_STATUS_KERNEL, Ordering::Release);
-        self.pos = RxPos { block: (self.pos.block + 1) % self.block_count, ..RxPos::default() };
+        let b = self.pos.block;
+        let first = std::mem::size_of::<libc::tpacket_block_desc>();
+        let written = self.dirty[b].max(self.pos.used).clamp(first, self.block_size);
+        if PEEK && self.pos.timed_out {
+            // SAFETY: [first, written) lies inside block b, which is ours until the release below; nothing else
+            // refers to it (frames were copied out).
+            unsafe { std::ptr::write_bytes(self.block_at(b, first), 0, written - first) };
+            self.dirty[b] = 0;
+        } else {
+            self.dirty[b] = written;
+        }
+        self.block_status(b).store(libc::TP_STATUS_KERNEL, Ordering::Release);
+        self.pos = RxPos { block: (b + 1) % self.block_count, ..RxPos::default() };
     }
 }
 
@@ -658,100 +1026,48 @@ impl Port for AfPacketPort {
     }
 
     fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
-        const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
         let mut n = 0;
         while batch.room() > 0 {
             if !self.pos.open {
-                if self.block_status(self.pos.block).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-                    break; // the kernel still fills this block
+                let status = self.block_status(self.pos.block).load(Ordering::Acquire);
+                if status & libc::TP_STATUS_USER == 0 {
+                    // The kernel still fills this block: take the frames it has finished, if it may be peeked.
+                    if !self.peek_next(now, pool, batch, &mut n) {
+                        break;
+                    }
+                    continue;
                 }
                 let hdr = self.block_at(self.pos.block, std::mem::offset_of!(libc::tpacket_block_desc, hdr));
                 // SAFETY: the block is ours (TP_STATUS_USER, acquired above), so its header is stable; `hdr` points
                 // to the mapped, 8-aligned block header.
                 let bh = unsafe { hdr.cast::<libc::tpacket_hdr_v1>().read() };
                 self.pos.open = true;
-                self.pos.left = bh.num_pkts;
-                self.pos.off = bh.offset_to_first_pkt as usize;
+                self.pos.left = bh.num_pkts.saturating_sub(self.pos.peeked);
+                if self.pos.peeked == 0 {
+                    self.pos.off = bh.offset_to_first_pkt as usize;
+                }
+                self.pos.used = (bh.blk_len as usize).min(self.block_size);
+                self.pos.timed_out = status & libc::TP_STATUS_BLK_TMO != 0;
             }
             if self.pos.left == 0 {
                 self.release_block();
                 continue;
             }
             let off = self.pos.off;
-            if off + HDR > self.block_size {
+            if off + FRAME_HDR > self.block_size {
                 // A corrupt descriptor (never expected): give the block back rather than read out of it.
                 self.release_block();
                 continue;
             }
-            // SAFETY: off + HDR lies inside this block (checked), which is ours; frame headers are 16-aligned.
+            // SAFETY: off + FRAME_HDR lies inside this block (checked), which is ours; frame headers are 16-aligned.
             let h = unsafe { self.block_at(self.pos.block, off).cast::<libc::tpacket3_hdr>().read() };
-            let data_at = off + usize::from(h.tp_mac);
-            let snap = h.tp_snaplen as usize;
-            if data_at + snap > self.block_size || usize::from(h.tp_mac) < HDR + VNET_HDR_LEN {
-                self.release_block();
-                continue;
-            }
-            // SAFETY: [data_at - VNET_HDR_LEN, data_at + snap) lies inside this block (checked: the vnet header
-            // sits between the frame header and the frame), which is ours until released and which nothing
-            // writes while we hold it.
-            let vnet = unsafe {
-                std::slice::from_raw_parts(self.block_at(self.pos.block, data_at - VNET_HDR_LEN), VNET_HDR_LEN)
-            };
-            let vnet = VnetHdr::parse(vnet.try_into().expect("VNET_HDR_LEN bytes"));
-            // SAFETY: as above, for the frame's bytes.
-            let data = unsafe { std::slice::from_raw_parts(self.block_at(self.pos.block, data_at), snap) };
-            let vlan = h.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && snap >= 12;
-            let tag = vlan.then(|| {
-                let tpid = if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                    h.hv1.tp_vlan_tpid
-                } else {
-                    ethertype::VLAN
-                };
-                vlan::tag_bytes(tpid, h.hv1.tp_vlan_tci as u16)
-            });
-            let rf = RingFrame { data, tag };
-            let len = rf.len();
-            if h.tp_len as usize != snap {
-                // Truncated by the ring: never handed on, never segmented from partial data.
-                self.stats.rx_dropped += 1;
-                if vnet.is_gso() {
-                    self.extra.gso_dropped += 1;
-                    self.extra.gso_truncated += 1;
-                } else {
-                    self.extra.too_long += 1;
+            match self.take_frame(off, &h, now, pool, batch, &mut n) {
+                Taken::Done => {}
+                Taken::Stalled => break,
+                Taken::Corrupt => {
+                    self.release_block();
+                    continue;
                 }
-            } else if vnet.is_gso() {
-                if !self.rx_super_frame(&rf, &vnet, now, pool, batch, &mut n) {
-                    break; // batch or pool full: continue with this super-frame next time
-                }
-            } else if len > MAX_FRAME_LEN {
-                self.stats.rx_dropped += 1;
-                self.extra.too_long += 1;
-            } else {
-                let Some(mut frame) = pool.alloc() else { break };
-                rf.copy_head(&mut frame.room_mut()[..len]);
-                if tag.is_some() {
-                    self.extra.vlan_reinserted += 1;
-                }
-                // Cannot fail: len <= MAX_FRAME_LEN.
-                let _ = frame.set_len(len);
-                if vnet.flags & gso::F_NEEDS_CSUM != 0 {
-                    // csum_start counts from the frame as the kernel holds it, without the stripped tag.
-                    let start = usize::from(vnet.csum_start) + rf.tag_len();
-                    if gso::complete_checksum(frame.data_mut(), start, usize::from(vnet.csum_offset))
-                        || complete_partial_checksum(frame.data_mut())
-                    {
-                        self.extra.csum_completed += 1;
-                    } else {
-                        self.extra.csum_unsupported += 1;
-                    }
-                }
-                frame.ts = now;
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
-                // Cannot fail: the loop runs only while the batch has room.
-                let _ = batch.push(frame);
-                n += 1;
             }
             self.pos.left -= 1;
             self.pos.off = off + h.tp_next_offset as usize;
@@ -767,24 +1083,29 @@ impl Port for AfPacketPort {
         let mut start = 0;
         while start < frames.len() && first_err.is_none() {
             let chunk = &frames[start..frames.len().min(start + TX_CHUNK)];
+            // One virtio_net_hdr per frame, from its offload metadata (all zero for an ordinary frame).
+            let mut vh = [[0u8; VNET_HDR_LEN]; TX_CHUNK];
             // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid (null pointers, zero lengths).
             let mut iov: [[libc::iovec; 2]; TX_CHUNK] = unsafe { std::mem::zeroed() };
             // SAFETY: as above.
             let mut msgs: [libc::mmsghdr; TX_CHUNK] = unsafe { std::mem::zeroed() };
             for (i, f) in chunk.iter().enumerate() {
                 let d = f.data();
-                // With PACKET_VNET_HDR every frame sent is preceded by a virtio_net_hdr: all zero (no GSO, the
-                // checksum is complete). The kernel only reads it.
-                iov[i][0] = libc::iovec { iov_base: TX_VNET_HDR.as_ptr() as *mut libc::c_void, iov_len: VNET_HDR_LEN };
+                // With PACKET_VNET_HDR every frame sent is preceded by a virtio_net_hdr: GSO type and segment
+                // size for a super-frame, checksum start and offset for a partial checksum. The kernel only
+                // reads it.
+                if !f.offload.is_none() {
+                    vh[i] = f.offload.to_vnet(d);
+                }
+                iov[i][0] = libc::iovec { iov_base: vh[i].as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
                 iov[i][1] = libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() };
                 msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
                 msgs[i].msg_hdr.msg_iovlen = 2;
             }
             let mut i = 0;
             while i < chunk.len() {
-                // SAFETY: msgs[i..chunk.len()] are initialised headers whose iovecs point into `iov` and `frames`
-                // (neither moved nor freed during the call) and into the static TX_VNET_HDR; the kernel only reads
-                // them (and writes msg_len).
+                // SAFETY: msgs[i..chunk.len()] are initialised headers whose iovecs point into `iov`, `vh` and
+                // `frames` (none moved nor freed during the call); the kernel only reads them (and writes msg_len).
                 let r = unsafe {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
@@ -797,6 +1118,7 @@ impl Port for AfPacketPort {
                     for f in &chunk[i..i + r as usize] {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += f.len() as u64;
+                        self.stats.tx_super_frames += u64::from(f.offload.is_gso());
                     }
                     i += r as usize;
                     continue;
@@ -841,8 +1163,32 @@ impl Port for AfPacketPort {
         PortStats { rx_dropped: self.stats.rx_dropped + kernel_drops, ..self.stats }
     }
 
+    fn caps(&self) -> Caps {
+        // The kernel takes any virtio_net_hdr on a packet socket and segments or completes later for a device
+        // that needs it (validate_xmit_skb); veth hands it to its peer as is.
+        Caps::ALL
+    }
+
+    /// The wake-up socket: readable on the first frame after [`Port::before_sleep`] (the ring's fd would only
+    /// signal when the kernel hands a block over).
     fn rx_fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+        Some(self.wake.fd.as_raw_fd())
+    }
+
+    fn before_sleep(&mut self) -> bool {
+        self.wake.arm();
+        // A frame that arrived before the arming would not wake the worker: look once more.
+        let b = self.pos.block;
+        let handed_over = self.block_status(b).load(Ordering::Acquire) & libc::TP_STATUS_USER != 0;
+        let finished = PEEK && self.dirty[b] == 0 && !self.pos.open && {
+            let off = if self.pos.peeked == 0 { std::mem::size_of::<libc::tpacket_block_desc>() } else { self.pos.off };
+            self.finished_frame(off).is_some()
+        };
+        !(handed_over || finished || self.pos.open)
+    }
+
+    fn after_sleep(&mut self) {
+        self.wake.disarm();
     }
 }
 

@@ -93,11 +93,14 @@
 //! # Checksums
 //! AF_XDP carries no metadata: a frame from a veth whose peer sends with the default offloads may carry a
 //! *partial* checksum (`CHECKSUM_PARTIAL`: only the pseudo-header sum is in the field) and nothing tells the
-//! port so. This port passes frames through unchanged. Until the switch completes checksums itself (a later
-//! step), users must turn transmit checksum offload off on the container side of each veth
-//! (`ethtool -K <container-veth> tx off`), as OVS with AF_XDP requires too. The live test
-//! `partial_checksums_arrive_unless_tx_offload_is_off` shows both cases for a UDP datagram from the host stack.
-//! Frames this port transmits must carry complete checksums (the kernel does not fix them).
+//! port so. This port passes frames through unchanged, so users must turn transmit checksum offload off on the
+//! container side of each veth (`ethtool -K <container-veth> tx off`), as OVS with AF_XDP requires too. The live
+//! test `partial_checksums_arrive_unless_tx_offload_is_off` shows both cases for a UDP datagram from the host
+//! stack. (GSO super-frames never arrive: attaching XDP to a veth turns GSO off on its peer.)
+//!
+//! Transmit has no offloads either ([`Port::caps`] is none): a frame from another port with a partial checksum
+//! or a super-frame is completed or cut in software ([`super::soft_offload`]) and each wire frame copied into
+//! its own UMEM chunk (checksum offload through AF_XDP tx metadata is not used).
 //!
 //! # Memory and privileges
 //! The UMEM is `frames * frame_size` bytes (8 MiB by default), pinned: without `CAP_IPC_LOCK` it counts against
@@ -117,11 +120,13 @@
 //! The port starts no threads. It is `Send` (every `xsk-rs` handle is; checked at compile time) and not `Sync`:
 //! one worker owns it; the rings are only touched through `&mut self`. All `unsafe` here is ring/UMEM access or a libc call, each with its reason.
 
+use super::soft_offload::{Emitted, SoftOffload};
 use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN};
 use crate::config::XdpMode;
 use crate::ids::Nanos;
+use crate::offload::Caps;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
@@ -233,6 +238,9 @@ pub struct AfXdpPort {
     max_kicks: u32,
     chunk_data_len: usize,
     stats: PortStats,
+    /// Taken out for the duration of a `tx_burst` (its closure needs the rest of `self`); always `Some` between
+    /// calls.
+    soft: Option<Box<SoftOffload>>,
 }
 
 impl std::fmt::Debug for AfXdpPort {
@@ -483,6 +491,7 @@ impl AfXdpPort {
             max_kicks: cfg.tx_ring_size / KERNEL_TX_BATCH + 2,
             chunk_data_len,
             stats: PortStats::default(),
+            soft: Some(Box::new(SoftOffload::new())),
         })
     }
 
@@ -617,7 +626,7 @@ fn classify_socket_error(ifname: &str, cfg: &AfXdpConfig, mode: XdpMode, source:
 /// Whether the socket is bound in zero-copy mode.
 fn socket_zero_copy(fd: RawFd) -> io::Result<bool> {
     let mut opts = libc::xdp_options { flags: 0 };
-    let mut len = std::mem::size_of::<libc::xdp_options>() as libc::socklen_t;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::xdp_options>()).expect("a 4-byte struct");
     // SAFETY: getsockopt writes at most `len` bytes into `opts`, which is that large and lives across the call.
     let rc = unsafe {
         libc::getsockopt(fd, libc::SOL_XDP, libc::XDP_OPTIONS, (&mut opts as *mut libc::xdp_options).cast(), &mut len)
@@ -684,29 +693,37 @@ impl Port for AfXdpPort {
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
         self.reclaim();
         let mut queued = 0usize;
-        for frame in frames.drain(..) {
-            let len = frame.len();
-            let desc = if len <= self.chunk_data_len { self.tx_free.pop() } else { None };
-            match desc {
-                Some(mut desc) => {
-                    // SAFETY: `desc` is a transmit-half chunk of this UMEM from the free list: the kernel is done
-                    // with it (it came back on the completion ring, or was never submitted) and nothing else
-                    // refers to it.
-                    let mut data = unsafe { self.xsk.umem.data_mut(&mut desc) };
-                    let mut cur = data.cursor();
-                    cur.set_pos(0);
-                    // Cannot fail: the chunk holds `chunk_data_len` >= len bytes.
-                    let _ = cur.write_all(frame.data());
-                    self.tx_descs.push(desc);
-                    self.stats.tx_bytes += len as u64;
-                    queued += 1;
+        for mut frame in frames.drain(..) {
+            // Each wire frame (the frame itself, or its segments when a super-frame) into its own chunk.
+            let mut soft = self.soft.take().unwrap_or_else(|| Box::new(SoftOffload::new()));
+            let emitted = soft.emit(&mut frame, Caps::NONE, |bytes, _| {
+                let len = bytes.len();
+                let Some(mut desc) = (if len <= self.chunk_data_len { self.tx_free.pop() } else { None }) else {
+                    return false;
+                };
+                // SAFETY: `desc` is a transmit-half chunk of this UMEM from the free list: the kernel is done
+                // with it (it came back on the completion ring, or was never submitted) and nothing else
+                // refers to it.
+                let mut data = unsafe { self.xsk.umem.data_mut(&mut desc) };
+                let mut cur = data.cursor();
+                cur.set_pos(0);
+                // Cannot fail: the chunk holds `chunk_data_len` >= len bytes.
+                let _ = cur.write_all(bytes);
+                self.tx_descs.push(desc);
+                self.stats.tx_bytes += len as u64;
+                queued += 1;
+                if self.tx_descs.len() == self.tx_descs.capacity() {
+                    self.submit();
                 }
-                None => self.stats.tx_dropped += 1,
+                true
+            });
+            self.soft = Some(soft);
+            match emitted {
+                Emitted::All(_) => {}
+                Emitted::Stopped { left, .. } => self.stats.tx_dropped += left as u64,
+                Emitted::Malformed(_) => self.stats.tx_dropped += 1,
             }
             pool.free(frame);
-            if self.tx_descs.len() == self.tx_descs.capacity() {
-                self.submit();
-            }
         }
         self.submit();
         if queued > 0 || self.tx_pending {
@@ -720,6 +737,10 @@ impl Port for AfXdpPort {
     /// `rx_dropped`, so losses show in the same counter on every back-end.
     fn stats(&self) -> PortStats {
         let mut s = self.stats;
+        if let Some(soft) = &self.soft {
+            let soft = soft.stats();
+            (s.sw_segmented, s.sw_csum) = (soft.gso_segmented, soft.csum_completed);
+        }
         if let Ok(k) = self.xdp_stats() {
             s.rx_dropped += k.rx_dropped + k.rx_ring_full + k.rx_invalid_descs;
         }
@@ -728,6 +749,10 @@ impl Port for AfXdpPort {
 
     fn tx_pending(&self) -> bool {
         self.tx_pending
+    }
+
+    fn caps(&self) -> Caps {
+        Caps::NONE
     }
 
     fn rx_fd(&self) -> Option<RawFd> {

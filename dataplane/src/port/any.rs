@@ -3,7 +3,8 @@
 //! back-end opens them ([`open_port`], [`open_ports`]).
 //!
 //! Opening is all or nothing: on the first failure every queue opened so far is dropped on the way out (taps
-//! created are deleted: a non-persistent tap goes away with its last fd; sockets are closed), and the error
+//! created are deleted: a tap is not persistent until the live switch makes it so, see `tap_persist`; a
+//! re-adopted tap is only closed; sockets are closed), and the error
 //! names the port.
 //!
 //! Threads: opening runs on the daemon's main or control thread (or a test); an `AnyPort` is then owned by the
@@ -14,11 +15,13 @@ use super::afpacket::{AfPacketConfig, AfPacketPort};
 use super::afxdp::{AfXdpConfig, AfXdpPort};
 use super::mem::MemPort;
 use super::tap::{TapConfig, TapPort};
+use super::tap_persist;
 use super::{BadIfName, IfName, OpenError, Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
 use crate::config::{Config, PortConfig, PortKind};
 use crate::ids::Nanos;
+use crate::offload::Caps;
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 /// Any port back-end `vswitchd run` can drive (enum dispatch: no `dyn` on the hot path).
@@ -33,7 +36,16 @@ pub enum AnyPort {
     /// One queue of an existing interface through an AF_XDP socket (boxed: its rings make it large).
     #[cfg(feature = "afxdp")]
     AfXdp(Box<AfXdpPort>),
+    /// A port implemented outside this crate (the benchmarks' paced generators and latency sinks, which must
+    /// run through the real workers): dynamic dispatch, one virtual call per burst. Not made by
+    /// [`open_ports`]; a caller of `live::Runtime::new` hands it in.
+    External(Box<dyn ExternalPort>),
 }
+
+/// A [`Port`] that can run in a worker: what [`AnyPort::External`] holds.
+pub trait ExternalPort: Port + Send + std::fmt::Debug {}
+
+impl<T: Port + Send + std::fmt::Debug> ExternalPort for T {}
 
 impl AnyPort {
     /// The AF_XDP attach mode obtained, for AF_XDP ports.
@@ -42,6 +54,26 @@ impl AnyPort {
             #[cfg(feature = "afxdp")]
             AnyPort::AfXdp(p) => Some(p.mode().to_string()),
             _ => None,
+        }
+    }
+
+    /// Makes the port's interface outlive the process (taps: persistent, see `tap_persist`); other kinds have
+    /// nothing to keep. Call it on one queue of a port once the port is part of the running switch.
+    pub fn persist(&self) {
+        if let AnyPort::Tap(t) = self {
+            if let Err(e) = tap_persist::persist(std::slice::from_ref(t)) {
+                tracing::warn!(port = %t.name(), error = %e, "cannot make the tap persistent");
+            }
+        }
+    }
+
+    /// Makes closing the port delete its interface (taps: the persistent flag cleared); other kinds delete
+    /// nothing. Call it on one queue before dropping a port the configuration removed.
+    pub fn remove_on_close(&self) {
+        if let AnyPort::Tap(t) = self {
+            if let Err(e) = tap_persist::remove(std::slice::from_ref(t)) {
+                tracing::warn!(port = %t.name(), error = %e, "cannot clear the tap's persistent flag");
+            }
         }
     }
 
@@ -62,6 +94,7 @@ macro_rules! dispatch {
             AnyPort::AfPacket($p) => $e,
             #[cfg(feature = "afxdp")]
             AnyPort::AfXdp($p) => $e,
+            AnyPort::External($p) => $e,
         }
     };
 }
@@ -85,12 +118,24 @@ impl Port for AnyPort {
         dispatch!(self, p => p.stats())
     }
 
+    fn caps(&self) -> Caps {
+        dispatch!(self, p => p.caps())
+    }
+
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
         dispatch!(self, p => p.rx_fd())
     }
 
     fn tx_pending(&self) -> bool {
         dispatch!(self, p => p.tx_pending())
+    }
+
+    fn before_sleep(&mut self) -> bool {
+        dispatch!(self, p => p.before_sleep())
+    }
+
+    fn after_sleep(&mut self) {
+        dispatch!(self, p => p.after_sleep())
     }
 }
 
@@ -188,22 +233,21 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
     match p.kind {
         PortKind::Tap => {
             let mut cfg = TapConfig::new(ifname()?);
-            cfg.multi_queue = n > 1;
             cfg.mtu = Some(u32::from(p.mtu));
-            let mut queues = Vec::with_capacity(n);
-            for i in 0..n {
-                // Every queue attaches in this namespace; the last one moves the interface (and so the queues
-                // already attached) into the configured namespace.
-                cfg.netns = if i + 1 == n { p.netns.clone() } else { None };
-                queues.push(AnyPort::Tap(TapPort::open(&p.name, &cfg)?));
-            }
-            Ok(queues)
+            cfg.offload = p.offloads();
+            cfg.netns = p.netns.clone();
+            // Created (not yet persistent) or re-adopted: see `tap_persist`.
+            let (queues, _origin) = tap_persist::open(&p.name, &cfg, n)?;
+            Ok(queues.into_iter().map(AnyPort::Tap).collect())
         }
         PortKind::Afpacket => {
             let mut cfg = AfPacketConfig::new(ifname()?);
             // Fan-out group ids are per network namespace: derive one from the process and a counter.
             cfg.fanout = (n > 1).then(|| {
-                (std::process::id() as u16).wrapping_mul(64).wrapping_add(FANOUT_GROUPS.fetch_add(1, Relaxed))
+                // Only the pid's low bits seed the 16-bit group id: dropping the rest is the intent.
+                #[allow(clippy::cast_possible_truncation)]
+                let pid = std::process::id() as u16;
+                pid.wrapping_mul(64).wrapping_add(FANOUT_GROUPS.fetch_add(1, Relaxed))
             });
             (0..n).map(|_| Ok(AnyPort::AfPacket(AfPacketPort::open(&p.name, &cfg)?))).collect()
         }
@@ -211,9 +255,10 @@ fn open_queues(p: &PortConfig, n: usize) -> Result<Vec<AnyPort>, OpenPortError> 
         PortKind::Afxdp => {
             let mut cfg = AfXdpConfig::new(ifname()?);
             cfg.mode = p.xdp_mode();
-            (0..n)
-                .map(|q| {
-                    cfg.queue_id = q as u32;
+            (0..)
+                .take(n)
+                .map(|q: u32| {
+                    cfg.queue_id = q;
                     Ok(AnyPort::AfXdp(Box::new(AfXdpPort::open(&p.name, &cfg)?)))
                 })
                 .collect()

@@ -22,9 +22,13 @@
 //! Refused (the caller drops and counts): UFO (`GSO_UDP`) and unknown types ([`GsoError::Unsupported`]); headers
 //! that do not parse or disagree with the frame's length or the GSO type, IPv4 `tot_len` 0 (BIG TCP), IPv6
 //! extension headers, a `gso_size` of 0 or no payload ([`GsoError::Malformed`]); a segment that would not fit in
-//! `max_frame` bytes (a jumbo-MTU peer: [`GsoError::MssTooBig`]).
+//! `max_frame` bytes (a jumbo-MTU peer: [`GsoError::MssTooBig`]); a `gso_size` below [`MIN_GSO_SIZE`]
+//! ([`GsoError::MssTooSmall`]: a 64 KiB super-frame would otherwise become up to 65,000 frames).
 //!
 //! Threads: pure functions; any thread.
+
+// Casts reviewed after the offload work lands (issue 11 item 4).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use crate::wire::checksum::{self, add, sum_long};
 use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
@@ -50,7 +54,14 @@ pub enum GsoError {
     /// Headers + `gso_size` exceed the longest frame the caller can hold.
     #[error("segment of {0} bytes does not fit in a buffer")]
     MssTooBig(usize),
+    /// A `gso_size` below [`MIN_GSO_SIZE`]: one 64 KiB super-frame would become thousands of frames.
+    #[error("gso_size {0} is below the minimum of {MIN_GSO_SIZE}")]
+    MssTooSmall(usize),
 }
+
+/// The smallest `gso_size` segmented (RFC 879's default MSS, 536): bounds a 64 KiB super-frame to ~122
+/// segments. Smaller ones are refused ([`GsoError::MssTooSmall`]).
+pub const MIN_GSO_SIZE: usize = 536;
 
 /// How to cut one super-frame: the result of [`SuperFrame::plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +151,9 @@ impl SuperFrame {
         }
         if hdr_len + mss > max_frame {
             return Err(GsoError::MssTooBig(hdr_len + mss));
+        }
+        if mss < MIN_GSO_SIZE {
+            return Err(GsoError::MssTooSmall(mss));
         }
         Ok(SuperFrame { l3, l4, hdr_len, payload_len: frame_len - hdr_len, mss, ipv4, tcp, id0, seq0, flags, pseudo })
     }
@@ -431,6 +445,9 @@ mod tests {
         assert_eq!(plan(&good, gso(GSO_UDP_L4, 1448)), Err(GsoError::Malformed), "TCP frame, UDP type");
         assert_eq!(plan(&good, gso(GSO_TCPV4, 0)), Err(GsoError::Malformed));
         assert_eq!(plan(&good, gso(GSO_TCPV4, 8948)), Err(GsoError::MssTooBig(54 + 8948)));
+        assert_eq!(plan(&good, gso(GSO_TCPV4, 1)), Err(GsoError::MssTooSmall(1)), "one 64 KiB frame, 65k segments");
+        assert_eq!(plan(&good, gso(GSO_TCPV4, 535)), Err(GsoError::MssTooSmall(535)));
+        assert!(plan(&good, gso(GSO_TCPV4, 536)).is_ok());
         // Every truncation (the IPv4 length then disagrees) and every single-byte corruption of the headers.
         for cut in 0..good.len() {
             assert!(plan(&good[..cut], gso(GSO_TCPV4, 1448)).is_err(), "cut {cut}");
@@ -439,7 +456,7 @@ mod tests {
             for v in [0u8, 0xff, 0x45, 0x0f] {
                 let mut f = good.clone();
                 f[at] = v;
-                if let Ok(p) = plan(&f, gso(GSO_TCPV4, 100)) {
+                if let Ok(p) = plan(&f, gso(GSO_TCPV4, MIN_GSO_SIZE as u16)) {
                     // Whatever passes must be writable without panicking.
                     let mut out = vec![0u8; 1920];
                     for i in 0..p.segments() {

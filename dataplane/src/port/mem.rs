@@ -5,11 +5,19 @@
 //! pool buffer per frame, like a NIC DMA, and allocates nothing; the templates lie back to back in one
 //! allocation, as a receive ring's buffers would. Transmit side: either keep copies of what was
 //! sent ([`TxMode::Capture`], tests) or only count ([`TxMode::Count`], benchmarks).
+//!
+//! Offloads: injected frames may carry [`Offload`] metadata ([`MemPort::inject_with`]; a long one goes into a
+//! large buffer). In capture mode the port keeps what a port with its [`MemPort::set_caps`] capabilities
+//! (none by default) would put on the wire: frames with metadata it cannot take are completed or segmented in
+//! software first ([`super::soft_offload`]), so tests see wire frames, or super-frames with their metadata
+//! ([`MemPort::take_sent_frames`]) when the capabilities allow them. Count mode counts frames as given.
 
+use super::soft_offload::SoftOffload;
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN};
 use crate::ids::Nanos;
+use crate::offload::{Caps, Offload};
 use std::collections::VecDeque;
 
 /// What a [`MemPort`] does with transmitted frames.
@@ -19,11 +27,13 @@ pub enum TxMode {
     Capture,
     /// Count and free.
     Count,
+    /// Free, counting each frame as dropped (`tx_dropped`): the stand-in of a port that is down.
+    Discard,
 }
 
 #[derive(Debug)]
 enum RxSource {
-    Queue(VecDeque<Vec<u8>>),
+    Queue(VecDeque<(Vec<u8>, Offload)>),
     /// The frames back to back in one allocation, each at a multiple of [`CYCLE_SLOT_ALIGN`] (like the
     /// descriptors of a NIC's receive ring: consecutive frames are consecutive memory, which the CPU streams).
     Cycle {
@@ -42,8 +52,11 @@ pub struct MemPort {
     name: String,
     rx: RxSource,
     tx_mode: TxMode,
-    sent: Vec<Vec<u8>>,
+    sent: Vec<(Vec<u8>, Offload)>,
     stats: PortStats,
+    caps: Caps,
+    /// Made on the first frame that needs it (most memory ports never do).
+    soft: Option<Box<SoftOffload>>,
 }
 
 impl MemPort {
@@ -55,6 +68,8 @@ impl MemPort {
             tx_mode: TxMode::Capture,
             sent: Vec::new(),
             stats: PortStats::default(),
+            caps: Caps::NONE,
+            soft: None,
         }
     }
 
@@ -78,9 +93,20 @@ impl MemPort {
 
     /// Queues a frame for receive (queue ports only; a cycling port ignores it).
     pub fn inject(&mut self, frame: &[u8]) {
+        self.inject_with(frame, Offload::NONE);
+    }
+
+    /// Queues a frame with offload metadata for receive (as a port that read it from a host stack would hand
+    /// it over; the caller vouches that the metadata matches the frame).
+    pub fn inject_with(&mut self, frame: &[u8], offload: Offload) {
         if let RxSource::Queue(q) = &mut self.rx {
-            q.push_back(frame.to_vec());
+            q.push_back((frame.to_vec(), offload));
         }
+    }
+
+    /// Sets what the port can send as is (see the module documentation).
+    pub fn set_caps(&mut self, caps: Caps) {
+        self.caps = caps;
     }
 
     /// Frames waiting to be received.
@@ -93,6 +119,11 @@ impl MemPort {
 
     /// Takes the frames sent so far (in [`TxMode::Capture`]).
     pub fn take_sent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.sent).into_iter().map(|(f, _)| f).collect()
+    }
+
+    /// Takes the frames sent so far with the offload metadata they were sent with (in [`TxMode::Capture`]).
+    pub fn take_sent_frames(&mut self) -> Vec<(Vec<u8>, Offload)> {
         std::mem::take(&mut self.sent)
     }
 }
@@ -105,18 +136,21 @@ impl Port for MemPort {
     fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
         let mut n = 0;
         while batch.room() > 0 {
-            let bytes: &[u8] = match &mut self.rx {
+            let (bytes, offload): (&[u8], Offload) = match &mut self.rx {
                 RxSource::Queue(q) => match q.front() {
-                    Some(b) => b,
+                    Some((b, o)) => (b, *o),
                     None => break,
                 },
                 RxSource::Cycle { bytes, spans, next } => {
                     let (at, len) = spans[*next];
-                    &bytes[at..at + len]
+                    (&bytes[at..at + len], Offload::NONE)
                 }
             };
-            let Some(mut frame) = pool.alloc() else { break };
+            let frame =
+                if bytes.len() <= MAX_FRAME_LEN { pool.alloc() } else { pool.alloc_large().or_else(|| pool.alloc()) };
+            let Some(mut frame) = frame else { break };
             let ok = frame.load(bytes).is_ok();
+            frame.offload = offload;
             let len = bytes.len() as u64;
             match &mut self.rx {
                 RxSource::Queue(q) => {
@@ -137,6 +171,7 @@ impl Port for MemPort {
             frame.ts = now;
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += len;
+            self.stats.rx_super_frames += u64::from(offload.is_gso());
             // Cannot fail: the loop runs only while the batch has room.
             let _ = batch.push(frame);
             n += 1;
@@ -145,11 +180,30 @@ impl Port for MemPort {
     }
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
-        for frame in frames.drain(..) {
-            self.stats.tx_packets += 1;
-            self.stats.tx_bytes += frame.len() as u64;
-            if self.tx_mode == TxMode::Capture {
-                self.sent.push(frame.data().to_vec());
+        for mut frame in frames.drain(..) {
+            if self.tx_mode == TxMode::Discard {
+                self.stats.tx_dropped += 1;
+                pool.free(frame);
+                continue;
+            }
+            if self.tx_mode == TxMode::Count || !self.caps.needs_software(&frame.offload) {
+                self.stats.tx_packets += 1;
+                self.stats.tx_bytes += frame.len() as u64;
+                self.stats.tx_super_frames += u64::from(frame.offload.is_gso());
+                if self.tx_mode == TxMode::Capture {
+                    self.sent.push((frame.data().to_vec(), frame.offload));
+                }
+            } else {
+                let soft = self.soft.get_or_insert_with(|| Box::new(SoftOffload::new()));
+                let (sent, stats) = (&mut self.sent, &mut self.stats);
+                if let super::soft_offload::Emitted::Malformed(_) = soft.emit(&mut frame, self.caps, |b, o| {
+                    stats.tx_packets += 1;
+                    stats.tx_bytes += b.len() as u64;
+                    sent.push((b.to_vec(), o));
+                    true
+                }) {
+                    stats.tx_dropped += 1;
+                }
             }
             pool.free(frame);
         }
@@ -157,7 +211,12 @@ impl Port for MemPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.stats
+        let soft = self.soft.as_ref().map(|s| s.stats()).unwrap_or_default();
+        PortStats { sw_segmented: soft.gso_segmented, sw_csum: soft.csum_completed, ..self.stats }
+    }
+
+    fn caps(&self) -> Caps {
+        self.caps
     }
 }
 

@@ -13,6 +13,13 @@
 //! - A frame a port cannot accept on receive (longer than a buffer) is dropped by the port and counted in
 //!   [`PortStats::rx_dropped`].
 //!
+//! # Offloads (see [`crate::offload`])
+//! A port that receives frames from a host stack with partial checksums or GSO super-frames hands them over
+//! with their [`Frame::offload`] metadata, checked against the frame (it is the trust boundary for it), in a
+//! large buffer when longer than a small one. At transmit, a port sends a frame's metadata to the kernel when
+//! [`Port::caps`] covers it and otherwise completes or segments the frame itself ([`soft_offload`]), so the
+//! pipeline never needs to know what a port can do.
+//!
 //! # Opening
 //! The back-ends on kernel interfaces take an [`IfName`] (checked once) and fail with one error type,
 //! [`OpenError`] ([`open`]). [`any::AnyPort`] is every back-end as one type, and [`any::open_port`] opens the
@@ -24,15 +31,20 @@ pub mod afpacket;
 #[cfg(feature = "afxdp")]
 pub mod afxdp;
 pub mod any;
+pub mod failed;
 pub mod gso;
 pub mod mem;
 pub mod open;
 pub mod pcap;
+pub mod soft_offload;
 pub mod tap;
+pub mod tap_persist;
+pub mod xdp_owned;
 
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame};
 use crate::ids::Nanos;
+use crate::offload::Caps;
 
 pub use crate::ids::PortId;
 pub use open::{Backend, OpenError, OpenFailure};
@@ -86,12 +98,28 @@ pub trait Port {
     /// The port's own counters.
     fn stats(&self) -> PortStats;
 
+    /// What the port can transmit as is (partial checksums, super-frames), learned when it opened. Frames with
+    /// metadata beyond it are completed or segmented by the port itself ([`soft_offload`]) at transmit.
+    fn caps(&self) -> Caps {
+        Caps::NONE
+    }
+
     /// A file descriptor that becomes readable when frames wait to be received, for a worker that has gone
     /// idle to sleep on (with mio) instead of spinning. `None` for ports without one (memory, capture): the
     /// worker then never sleeps longer than its housekeeping interval while it owns such a port.
     fn rx_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+
+    /// Called by a worker about to sleep on [`Port::rx_fd`], after a burst found nothing: the port prepares
+    /// whatever makes a new frame raise the fd (AF_PACKET arms its wake-up socket) and returns false when frames
+    /// are already waiting (the worker then does not sleep). Every call is followed by [`Port::after_sleep`].
+    fn before_sleep(&mut self) -> bool {
+        true
+    }
+
+    /// Called by a worker after its sleep (or after deciding not to sleep) to undo [`Port::before_sleep`].
+    fn after_sleep(&mut self) {}
 
     /// True when frames given to an earlier `tx_burst` are still waiting to be pushed to the link (AF_XDP in
     /// copy mode, when the kernel pushed back). A worker about to sleep calls `tx_burst` with no frames to push

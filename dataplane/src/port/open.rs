@@ -86,6 +86,10 @@ pub enum OpenFailure {
     /// mismatch).
     #[error("busy (already open, or the name belongs to an incompatible interface)")]
     Busy,
+    /// Tap: an interface of that name exists that vswitchd did not make (no `vswitchd port …` alias) or that
+    /// another process holds open: it is left alone.
+    #[error("an interface of that name exists and is not a free vswitchd tap ({0}); left alone")]
+    NotOurs(String),
     /// Tap: moving the interface into a network namespace failed.
     #[error("moving into netns {netns}: {message}")]
     Netns {

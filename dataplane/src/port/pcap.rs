@@ -5,10 +5,12 @@
 //! timestamp of the first, so the caller can merge several ports by time and advance its virtual clock between
 //! bursts. Frames keep their capture timestamp (`now` is ignored).
 
+use super::soft_offload::{Emitted, SoftOffload};
 use super::{Port, PortError, PortStats};
 use crate::batch::Batch;
-use crate::buffer::{BufPool, Frame};
+use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
 use crate::ids::Nanos;
+use crate::offload::Caps;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 use std::collections::VecDeque;
@@ -58,9 +60,16 @@ pub struct Capture {
 
 /// Reads a whole Ethernet capture.
 pub fn read_capture(path: &Path) -> Result<Capture, CaptureError> {
+    let file =
+        File::open(path).map_err(|e| CaptureError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
+    read_capture_from(std::io::BufReader::new(file), path)
+}
+
+/// Reads a whole Ethernet capture from `input` (`path` names it in errors). Any byte sequence gives a capture
+/// or an error, never a panic (fuzzed: `dataplane/fuzz`, target `pcap_reader`).
+pub fn read_capture_from(input: impl std::io::Read, path: &Path) -> Result<Capture, CaptureError> {
     let unreadable = |message: String| CaptureError::Unreadable { path: path.to_path_buf(), message };
-    let file = File::open(path).map_err(|e| unreadable(e.to_string()))?;
-    let mut reader = PcapReader::new(std::io::BufReader::new(file)).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = PcapReader::new(input).map_err(|e| unreadable(e.to_string()))?;
     let header = reader.header();
     if header.datalink != DataLink::ETHERNET {
         return Err(CaptureError::NotEthernet { path: path.to_path_buf(), link: header.datalink });
@@ -99,7 +108,9 @@ impl CaptureWriter {
     /// Appends one frame. Timestamps are truncated to microseconds in a microsecond capture.
     pub fn write(&mut self, ts: Nanos, data: &[u8]) -> std::io::Result<()> {
         let ts = if self.nanosecond { ts } else { ts - ts % 1_000 };
-        let pkt = PcapPacket::new(Duration::from_nanos(ts), data.len() as u32, data);
+        let len = u32::try_from(data.len())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too long for a pcap record"))?;
+        let pkt = PcapPacket::new(Duration::from_nanos(ts), len, data);
         self.writer.write_packet(&pkt).map(|_| ()).map_err(std::io::Error::other)
     }
 
@@ -117,12 +128,19 @@ pub struct PcapPort {
     input: VecDeque<CapturedFrame>,
     output: Option<CaptureWriter>,
     stats: PortStats,
+    soft: SoftOffload,
 }
 
 impl PcapPort {
     /// A port that receives `input` and writes what it sends to `output` (or discards it).
     pub fn new(name: impl Into<String>, input: Vec<CapturedFrame>, output: Option<CaptureWriter>) -> Self {
-        PcapPort { name: name.into(), input: input.into(), output, stats: PortStats::default() }
+        PcapPort {
+            name: name.into(),
+            input: input.into(),
+            output,
+            stats: PortStats::default(),
+            soft: SoftOffload::new(),
+        }
     }
 
     /// Timestamp of the next frame to be received.
@@ -150,7 +168,14 @@ impl Port for PcapPort {
         };
         let mut n = 0;
         while batch.room() > 0 && self.next_ts() == Some(first_ts) {
-            let Some(mut frame) = pool.alloc() else { break };
+            let len = self.input.front().map_or(0, |f| f.data.len());
+            // A frame longer than any buffer the pool can give (none large, or longer than a large one).
+            if len > MAX_LARGE_FRAME_LEN || (len > MAX_FRAME_LEN && pool.large_capacity() == 0) {
+                self.input.pop_front();
+                self.stats.rx_dropped += 1;
+                continue;
+            }
+            let Some(mut frame) = pool.alloc_for(len) else { break };
             let captured = self.input.pop_front().expect("next_ts saw a frame");
             if frame.load(&captured.data).is_err() {
                 self.stats.rx_dropped += 1;
@@ -169,23 +194,31 @@ impl Port for PcapPort {
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
         let mut result = Ok(());
-        for frame in frames.drain(..) {
-            match (&mut self.output, &result) {
-                (Some(w), Ok(())) => match w.write(frame.ts, frame.data()) {
-                    Ok(()) => {
-                        self.stats.tx_packets += 1;
-                        self.stats.tx_bytes += frame.len() as u64;
+        for mut frame in frames.drain(..) {
+            // What a capture on a link without offloads shows: complete checksums, super-frames as segments.
+            let (ts, stats, output, name) = (frame.ts, &mut self.stats, &mut self.output, &self.name);
+            let emitted = self.soft.emit(&mut frame, Caps::NONE, |bytes, _| {
+                match (&mut *output, &result) {
+                    (Some(w), Ok(())) => match w.write(ts, bytes) {
+                        Ok(()) => {
+                            stats.tx_packets += 1;
+                            stats.tx_bytes += bytes.len() as u64;
+                        }
+                        Err(source) => {
+                            stats.tx_dropped += 1;
+                            result = Err(PortError::Io { port: name.clone(), op: "write capture", source });
+                        }
+                    },
+                    (None, _) => {
+                        stats.tx_packets += 1;
+                        stats.tx_bytes += bytes.len() as u64;
                     }
-                    Err(source) => {
-                        self.stats.tx_dropped += 1;
-                        result = Err(PortError::Io { port: self.name.clone(), op: "write capture", source });
-                    }
-                },
-                (None, _) => {
-                    self.stats.tx_packets += 1;
-                    self.stats.tx_bytes += frame.len() as u64;
+                    (Some(_), Err(_)) => stats.tx_dropped += 1,
                 }
-                (Some(_), Err(_)) => self.stats.tx_dropped += 1,
+                true
+            });
+            if let Emitted::Malformed(_) = emitted {
+                self.stats.tx_dropped += 1;
             }
             pool.free(frame);
         }
@@ -193,6 +226,7 @@ impl Port for PcapPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.stats
+        let soft = self.soft.stats();
+        PortStats { sw_segmented: soft.gso_segmented, sw_csum: soft.csum_completed, ..self.stats }
     }
 }

@@ -7,7 +7,7 @@ use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::neigh::RifId;
 use crate::packet::Parsed;
-use crate::pipeline::Egress;
+use crate::stage::Egress;
 use crate::topology::RifInfo;
 use crate::wire::builder::MIN_FRAME_LEN;
 use crate::wire::{arp, ethernet, ethertype, MacAddr};
@@ -51,6 +51,7 @@ impl Router {
         self.last_neigh = None;
         let mut released = std::mem::take(&mut self.released);
         self.neigh.confirm(rif_id, spa, sha, now, for_us, &mut released);
+        self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
         match msg.operation {
             arp::op::REQUEST if for_us => {
                 // Turn the request into the reply in place.
@@ -66,6 +67,7 @@ impl Router {
                 };
                 reply.emit(&mut arp::Packet::new_unchecked(&mut d[l3..]));
                 self.stats.arp_replies += 1;
+                out.note("router", || format!("ARP: {tpa} is-at {our_mac}, answered to {spa}"));
                 let port = frame.port;
                 out.to_port(port, frame);
             }
@@ -73,6 +75,7 @@ impl Router {
                 if !for_us {
                     self.stats.arp_ignored += 1;
                 }
+                out.note("router", || format!("ARP from {spa}: learned or ignored, no answer"));
                 out.free(frame);
             }
         }
@@ -100,6 +103,7 @@ impl Router {
         // Cannot fail: 60 bytes fit any buffer.
         let _ = f.load(&buf);
         self.stats.arp_requests += 1;
+        out.note("router", || format!("ARP request for {target}"));
         out.to_attach(attach, f);
     }
 }

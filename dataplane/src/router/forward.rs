@@ -1,4 +1,4 @@
-//! The router's forwarding path: the checks on a packet as it arrived (martians, TTL, route, `internal`, MTU),
+//! The router's forwarding path: the checks on a packet as it arrived (martians, TTL, route, isolation, MTU),
 //! the NAT translation, the TTL decrement, the neighbour (resolving it with ARP if needed) and the MAC rewrite.
 //! Inlined into the pipeline's loop (see the `router` module documentation).
 
@@ -8,7 +8,7 @@ use crate::counters::DropReason;
 use crate::nat;
 use crate::neigh::{Held, Lookup, RifId};
 use crate::packet::Parsed;
-use crate::pipeline::Egress;
+use crate::stage::Egress;
 use crate::wire::icmpv4::{msg_type, unreachable};
 use crate::wire::{ipv4, MacAddr};
 use std::net::Ipv4Addr;
@@ -32,7 +32,7 @@ impl Router {
     }
 
     /// Forwards a packet that is not (or no longer, after `nat`) for one of the switch's addresses: TTL, route,
-    /// `internal` and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
+    /// isolation ([`crate::isolation`]) and MTU checks on the packet as it arrived, then the NAT translation (`nat`, decided inbound,
     /// or the outbound stage's), TTL decrement and the next hop.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -53,7 +53,11 @@ impl Router {
             return out.drop(frame, DropReason::TruncatedIpHeader);
         };
         let src = h.src_addr();
-        let dst = nat.map_or_else(|| h.dst_addr(), |n| n.dst());
+        let dst = match nat {
+            Some(Decided::Rewrite(rw)) => rw.to.dst,
+            Some(Decided::Open(c)) => c.dst(),
+            Some(Decided::Translated) | None => h.dst_addr(),
+        };
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
         if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
             return out.drop(frame, DropReason::NotRoutable);
@@ -66,28 +70,43 @@ impl Router {
             Route::Batch(r) => (r.next_hop, r.flow.as_ref()),
             Route::Lookup(addr) => (self.fib.lookup(addr), None),
         };
+        out.note("route", || self.describe_route(dst, route, topo));
         let Some(nh_id) = route else {
             self.icmp_error(now, in_rif, &frame, parsed, msg_type::DEST_UNREACHABLE, unreachable::NET, 0, out);
             return out.drop(frame, DropReason::NoRoute);
         };
         let nh = self.next_hops[nh_id.index()];
-        let (in_info, eg_info) = (&topo.rifs[in_rif as usize], &topo.rifs[nh.rif as usize]);
-        if nh.rif != in_rif && (in_info.internal || eg_info.internal) {
-            return out.drop(frame, DropReason::InternalNetwork);
+        let eg_info = &topo.rifs[nh.rif as usize];
+        if nh.rif != in_rif {
+            if let Some(reason) = topo.isolation.refusal(in_rif, nh.rif) {
+                // Isolation yields to NAT: translated packets, and those of tracked connections, pass.
+                let lifted = reason != DropReason::InternalNetwork
+                    && (nat.is_some() || self.nat.tracks(now, frame.data(), parsed, flow));
+                if !lifted {
+                    return out.drop(frame, reason);
+                }
+            }
         }
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
         }
-        if h.total_len() > eg_info.mtu {
+        if h.total_len() > eg_info.mtu && exceeds_mtu(&frame, l3, eg_info.mtu) {
             if h.dont_frag() {
-                let mtu = u32::from(eg_info.mtu);
                 let (unreach, frag) = (msg_type::DEST_UNREACHABLE, unreachable::FRAG_NEEDED);
-                self.icmp_error(now, in_rif, &frame, parsed, unreach, frag, mtu, out);
+                self.icmp_error(now, in_rif, &frame, parsed, unreach, frag, eg_info.mtu, out);
                 return out.drop(frame, DropReason::NeedsFragmentation);
             }
             return out.drop(frame, DropReason::FragmentationUnsupported);
         }
+        if !frame.offload.is_none() {
+            // NAT rewrites keep a verified checksum right, but the receiver checks it again all the same.
+            frame.offload.clear_verified();
+        }
+        // Traced: the flow as it arrived, for conntrack's note (a packet translated inbound has had its note).
+        let seen = if out.tracing() && nat.is_none() { self.nat.prefetch(frame.data(), parsed) } else { None };
+        let inbound_decided = nat.is_some();
         match nat {
+            Some(Decided::Translated) => {}
             Some(Decided::Rewrite(rw)) => nat::apply(frame.data_mut(), parsed, &rw),
             Some(Decided::Open(c)) => match self.nat.open(now, c) {
                 Ok(rw) => nat::apply(frame.data_mut(), parsed, &rw),
@@ -99,6 +118,9 @@ impl Router {
                 }
             }
             None => {}
+        }
+        if !inbound_decided {
+            out.note("conntrack", || self.nat.explain(seen.as_ref(), now));
         }
         // Decrement TTL with an incremental checksum update.
         if let Some(mut h) = ipv4::HeaderMut::at_mut(frame.data_mut(), l3) {
@@ -125,7 +147,13 @@ impl Router {
                 return self.send_to_mac(rif, mac, frame, out);
             }
         }
-        match self.neigh.lookup(rif, target, now) {
+        let found = self.neigh.lookup(rif, target, now);
+        out.note("neighbour", || match found {
+            Lookup::Mac(mac) => format!("{target} is at {mac}"),
+            Lookup::MacProbe(mac) => format!("{target} is at {mac} (stale: sent, and ARP asks again)"),
+            Lookup::Unresolved => format!("{target} unresolved: the frame waits for ARP"),
+        });
+        match found {
             Lookup::Mac(mac) => {
                 self.last_neigh = Some((rif, target, mac));
                 self.send_to_mac(rif, mac, frame, out)
@@ -158,7 +186,10 @@ impl Router {
         out: &mut Egress,
     ) {
         match self.neigh.hold(rif, target, frame, now) {
-            Held::SendRequest => self.arp_request(rif, target, now, out),
+            Held::SendRequest => {
+                self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+                self.arp_request(rif, target, now, out)
+            }
             Held::Queued => {}
             Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
             Held::Unreachable(f) => {
@@ -198,4 +229,16 @@ impl Router {
         let attach = info.attach;
         out.to_attach_mac(attach, mac, frame);
     }
+}
+
+/// Whether an IPv4 packet (header at `l3`) longer than `mtu` really is too long for the egress: an ordinary one
+/// is; a GSO super-frame is only if one of the segments it stands for (headers + `gso_size`) is, as the kernel's
+/// `skb_gso_validate_network_len` decides. TTL and the header checksum are then handled once for the whole
+/// super-frame; each segment gets a copy of the headers when it is cut (by the egress port or the kernel).
+#[cold]
+fn exceeds_mtu(frame: &Frame, l3: usize, mtu: u16) -> bool {
+    if !frame.offload.is_gso() {
+        return true;
+    }
+    frame.offload.segment_len(frame.data()).saturating_sub(l3) > usize::from(mtu)
 }

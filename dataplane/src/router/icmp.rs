@@ -5,8 +5,9 @@ use super::{martian, set_macs, Router};
 use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::neigh::RifId;
+use crate::offload::Offload;
 use crate::packet::{ip_proto, Parsed};
-use crate::pipeline::Egress;
+use crate::stage::Egress;
 use crate::wire::builder::MIN_FRAME_LEN;
 use crate::wire::icmpv4::{self, msg_type, unreachable};
 use crate::wire::{ethernet, ethertype, ipv4};
@@ -46,6 +47,8 @@ impl Router {
         }
         let our_addr = out.topo().rifs[rif as usize].addr;
         let in_mac = out.rif_of_port(frame.port).map(|r| out.topo().rifs[r as usize].mac);
+        // The reply is the switch's own frame, its checksum verified above: it claims nothing of the request's.
+        frame.offload = Offload::NONE;
         let d = frame.data_mut();
         // Ethernet: back to the sender, from the interface it reached.
         set_macs(d, sender_mac, in_mac.unwrap_or(to_mac));
@@ -62,6 +65,7 @@ impl Router {
             m.rewrite_msg_type(msg_type::ECHO_REPLY);
         }
         self.stats.echo_replies += 1;
+        out.note("router", || format!("echo reply to {sender}"));
         let port = frame.port;
         out.to_port(port, frame);
     }
@@ -77,7 +81,7 @@ impl Router {
         parsed: &Parsed,
         kind: u8,
         code: u8,
-        mtu: u32,
+        mtu: u16,
         out: &mut Egress,
     ) {
         let (l3, end) = (parsed.l3 as usize, parsed.l3_end as usize);
@@ -104,7 +108,7 @@ impl Router {
         if sender_mac.is_multicast() {
             return;
         }
-        if !self.icmp_errors.take(now) {
+        if !self.icmp_errors[super::ErrorClass::of(kind, code) as usize].take(now) {
             self.stats.icmp_rate_limited += 1;
             return;
         }
@@ -113,6 +117,8 @@ impl Router {
         let quoted = &packet[..(ip.header_len() + QUOTED_DATA).min(packet.len())];
         let msg_len = icmpv4::HEADER_LEN + quoted.len();
         let ip_len = ipv4::HEADER_LEN + msg_len;
+        // At most MAX_ERROR_LEN, so this never fails.
+        let Ok(total_len) = u16::try_from(ip_len) else { return };
         let mut buf = [0u8; MAX_ERROR_LEN];
         let (head, rest) = buf.split_at_mut(ethernet::HEADER_LEN);
         let mut e = ethernet::Packet::new_unchecked(head);
@@ -122,7 +128,7 @@ impl Router {
         let (ip_hdr, rest) = rest.split_at_mut(ipv4::HEADER_LEN);
         let mut h = ipv4::Packet::new_unchecked(ip_hdr);
         h.set_version_and_header_len(ipv4::HEADER_LEN);
-        h.set_total_len(ip_len as u16);
+        h.set_total_len(total_len);
         h.set_ttl(64);
         h.set_protocol(ip_proto::ICMP);
         h.set_src_addr(our_addr);
@@ -132,7 +138,7 @@ impl Router {
         m.set_msg_type(kind);
         m.set_code(code);
         if kind == msg_type::DEST_UNREACHABLE && code == unreachable::FRAG_NEEDED {
-            m.set_next_hop_mtu(mtu as u16);
+            m.set_next_hop_mtu(mtu);
         }
         m.payload_mut().copy_from_slice(quoted);
         m.fill_checksum();
@@ -143,6 +149,7 @@ impl Router {
         f.ts = orig.ts;
         f.port = orig.port;
         self.stats.icmp_errors += 1;
+        out.note("router", || format!("ICMP error type {kind} code {code} to {src}"));
         out.to_port(orig.port, f);
     }
 }

@@ -20,7 +20,10 @@
 //! - **IPv4 to elsewhere**: header checksum verified; packets with IP options are dropped (`ip-options`:
 //!   source routing and record-route are not supported); broadcast, multicast, loopback and zero addresses are
 //!   not routed (`not-routable`); TTL <= 1 → ICMP Time Exceeded; no route → ICMP Net Unreachable; a route
-//!   between an `internal` network and any other interface → dropped (`internal-network`); a packet larger
+//!   the isolation policy refuses ([`crate::isolation`]: into or out of an `internal` network, between an
+//!   isolated (masquerade) network and another network, from a routed port straight into an isolated network,
+//!   unless the NAT stage translated or tracks the packet) → dropped (`internal-network`,
+//!   `network-isolation`, `not-published`); a packet larger
 //!   than the egress MTU → ICMP Fragmentation Needed if DF is set, else dropped as `fragmentation-unsupported`
 //!   (the switch does not fragment: every host on the paths it serves does path-MTU discovery, and fragmenting
 //!   in the forwarding path would cost buffers and complexity for traffic nobody sends); then the NAT
@@ -31,8 +34,10 @@
 //!   the packet as it arrived, so the router's own ICMP errors quote the untranslated packet — except Host
 //!   Unreachable for a packet that waited for ARP, which was already translated.
 //! - ICMP errors (RFC 1812 §4.3.2.7) are never sent about ICMP errors, non-first fragments, or packets from or
-//!   to broadcast/multicast/zero addresses, and are rate limited (a token bucket, default 100/s, burst 50;
-//!   echo replies have their own, 1000/s). An error quotes the IP header and the first 8 bytes of the payload,
+//!   to broadcast/multicast/zero addresses, and are rate limited by kind, each kind with its own token bucket
+//!   ([`ErrorClass`]: Time Exceeded 100/s burst 50, other Unreachables 100/s burst 50, Fragmentation Needed
+//!   1000/s burst 200; echo replies have their own, 1000/s), so one host's TTL=1 flood cannot starve
+//!   path-MTU discovery. The buckets are switch-wide, not per source. An error quotes the IP header and the first 8 bytes of the payload,
 //!   comes from the address of the interface the packet arrived on, and goes back out of the port it came from
 //!   to the MAC it came from (the previous hop).
 //!
@@ -50,6 +55,8 @@
 //! Threads: owned by the worker running the pipeline.
 
 mod arp;
+mod carry;
+pub use carry::CarriedRouter;
 mod forward;
 mod icmp;
 #[cfg(test)]
@@ -58,15 +65,19 @@ mod tests;
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::counters::DropReason;
+use crate::ids::table_id;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
-use crate::pipeline::{Egress, Verdict, Verdicts};
 use crate::route::{Fib, Ipv4Net, NextHopId};
+use crate::stage::{Egress, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use serde::Serialize;
 use std::net::Ipv4Addr;
+
+// `lookup_batch` keeps batch positions in bytes.
+const _: () = assert!(BATCH_SIZE <= 1 << u8::BITS);
 
 /// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,14 +148,40 @@ impl TokenBucket {
     }
 }
 
+/// Which rate limit an ICMP error the router sends counts against: one bucket each, so no kind of error
+/// starves another (a host sending TTL=1 traffic must not silence path-MTU discovery for everyone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// Time Exceeded (100/s, burst 50).
+    TimeExceeded = 0,
+    /// Destination Unreachable other than Fragmentation Needed (100/s, burst 50).
+    Unreachable = 1,
+    /// Fragmentation Needed (1000/s, burst 200: Linux does not rate-limit it at all; bounded here so a flood of
+    /// oversized packets cannot turn the switch into an amplifier).
+    FragNeeded = 2,
+}
+
+impl ErrorClass {
+    fn of(kind: u8, code: u8) -> ErrorClass {
+        match (kind, code) {
+            (icmpv4::msg_type::DEST_UNREACHABLE, icmpv4::unreachable::FRAG_NEEDED) => ErrorClass::FragNeeded,
+            (icmpv4::msg_type::DEST_UNREACHABLE, _) => ErrorClass::Unreachable,
+            _ => ErrorClass::TimeExceeded,
+        }
+    }
+}
+
 /// The router stage. See the module documentation.
 #[derive(Debug)]
 pub struct Router {
     fib: Fib,
     next_hops: Vec<NextHop>,
     origins: Vec<&'static str>,
+    /// Each route's prefix, by next-hop id (for traces).
+    prefixes: Vec<Ipv4Net>,
     neigh: NeighTable,
-    icmp_errors: TokenBucket,
+    /// ICMP error buckets by [`ErrorClass`].
+    icmp_errors: [TokenBucket; 3],
     echo: TokenBucket,
     stats: RouterStats,
     released: Vec<Frame>,
@@ -165,16 +202,8 @@ enum Decided {
     Rewrite(Rewrite),
     /// A new connection: open it, then write its first packet's rewrite.
     Open(NewConnection),
-}
-
-impl Decided {
-    /// The packet's destination after translation.
-    fn dst(&self) -> Ipv4Addr {
-        match self {
-            Decided::Rewrite(rw) => rw.to.dst,
-            Decided::Open(c) => c.dst(),
-        }
-    }
+    /// Already translated in place (an ICMP error about a tracked connection).
+    Translated,
 }
 
 /// What [`Router::lookup_batch`] found for one frame of the batch: its route, and with NAT on its flow, hashed
@@ -219,8 +248,9 @@ impl Router {
             fib: Fib::new(),
             next_hops: Vec::new(),
             origins: Vec::new(),
+            prefixes: Vec::new(),
             neigh: NeighTable::new(NeighConfig::default()),
-            icmp_errors: TokenBucket::new(100, 50),
+            icmp_errors: [TokenBucket::new(100, 50), TokenBucket::new(100, 50), TokenBucket::new(1000, 200)],
             echo: TokenBucket::new(1000, 100),
             stats: RouterStats::default(),
             released: Vec::with_capacity(64),
@@ -229,7 +259,7 @@ impl Router {
             local_addrs: topo.rifs.iter().map(|r| r.addr).collect(),
         };
         for (i, rif) in topo.rifs.iter().enumerate() {
-            r.add_route(rif.subnet.trunc(), NextHop { rif: i as RifId, via: None }, "connected");
+            r.add_route(rif.subnet.trunc(), NextHop { rif: table_id(i), via: None }, "connected");
         }
         for s in &topo.routes {
             r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
@@ -237,10 +267,25 @@ impl Router {
         r
     }
 
+    /// A trace note for the FIB's answer about `dst`.
+    fn describe_route(&self, dst: Ipv4Addr, found: Option<NextHopId>, topo: &Topology) -> String {
+        let Some(id) = found else { return format!("{dst}: no route") };
+        let nh = self.next_hops[id.index()];
+        let via = nh.via.map_or("the destination itself".to_string(), |v| v.to_string());
+        let out = topo.rifs.get(nh.rif as usize).map_or("?", |r| r.name.as_str());
+        format!("{dst}: {} ({}) via {via} out {out}", self.prefixes[id.index()], self.origins[id.index()])
+    }
+
+    /// Replaces the connection table and NAT bindings (a trace's scratch copy takes the live switch's).
+    pub fn set_nat(&mut self, nat: Nat) {
+        self.nat = nat;
+    }
+
     fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
-        let id = NextHopId::new(self.next_hops.len() as u32).expect("fewer than 2^24 routes");
+        let id = u32::try_from(self.next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 routes");
         self.next_hops.push(nh);
         self.origins.push(origin);
+        self.prefixes.push(prefix);
         self.fib.insert(prefix, id);
     }
 
@@ -276,7 +321,10 @@ impl Router {
             // Ingress checked that an IPv4 frame holds a whole header at `l3`.
             let d = frame.data();
             if let Some(ip) = ipv4::Header::at(d, p.l3 as usize) {
-                which[n] = i as u8;
+                // `i` indexes a batch (< BATCH_SIZE ≤ 256, asserted below the imports): cannot truncate.
+                #[allow(clippy::cast_possible_truncation)]
+                let slot = i as u8;
+                which[n] = slot;
                 rifs[n] = rif;
                 dsts[n] = ip.dst_addr();
                 routes[i].flow = self.nat.prefetch(d, p);
@@ -350,6 +398,11 @@ impl Router {
         let dst = ip.dst_addr();
         let topo = out.topo();
         if let Some(local) = self.local_addrs.iter().position(|&a| a == dst) {
+            // `local_addrs` holds one address per router interface, so a position in it is a RifId (a topology has
+            // fewer than 2^16 interfaces, see `ids::table_id`): cannot truncate, and costs no check per frame.
+            #[allow(clippy::cast_possible_truncation)]
+            let local_rif = local as RifId;
+            out.note("router", || format!("{dst} is the address of interface {}", topo.rifs[local].name));
             // Another interface's address is reached across the router: not from or to an internal network.
             let (a, b) = (&topo.rifs[in_rif as usize], &topo.rifs[local]);
             if local != in_rif as usize && (a.internal || b.internal) {
@@ -357,7 +410,16 @@ impl Router {
             }
             if self.nat.enabled() {
                 let flow = route.flow.as_ref();
-                match self.nat.inbound(now, in_rif, local as RifId, frame.data_mut(), parsed, flow, topo) {
+                let seen = if out.tracing() { self.nat.prefetch(frame.data(), parsed) } else { None };
+                let inbound = self.nat.inbound(now, in_rif, local_rif, frame.data_mut(), parsed, flow, topo);
+                out.note("conntrack", || match inbound {
+                    Inbound::Local => "not a tracked or published flow: for the switch itself".to_string(),
+                    Inbound::Open(_) => format!("published port: opens {}", self.nat.describe_flow(seen.as_ref())),
+                    Inbound::Translated => "ICMP error about a tracked connection: translated".to_string(),
+                    Inbound::Drop(reason) => format!("refused: {}", reason.name()),
+                    Inbound::Translate(_) => self.nat.explain(seen.as_ref(), now),
+                });
+                match inbound {
                     Inbound::Local => {}
                     Inbound::Translate(rw) => {
                         let route = Route::Lookup(rw.to.dst);
@@ -380,12 +442,21 @@ impl Router {
                             return out.drop(frame, DropReason::TruncatedIpHeader);
                         };
                         let dst = ip.dst_addr();
-                        return self.forward_translated(now, in_rif, frame, parsed, Route::Lookup(dst), None, out);
+                        let route = Route::Lookup(dst);
+                        return self.forward_translated(
+                            now,
+                            in_rif,
+                            frame,
+                            parsed,
+                            route,
+                            Some(Decided::Translated),
+                            out,
+                        );
                     }
                     Inbound::Drop(reason) => return out.drop(frame, reason),
                 }
             }
-            return self.local(now, local as RifId, frame, parsed, out);
+            return self.local(now, local_rif, frame, parsed, out);
         }
         self.forward(now, in_rif, frame, parsed, Route::Batch(route), None, out)
     }
@@ -456,5 +527,13 @@ impl Router {
     /// The NAT stage, for housekeeping (expiry) and flushes.
     pub fn nat_mut(&mut self) -> &mut Nat {
         &mut self.nat
+    }
+
+    /// Records a resolved neighbour carried over from a snapshot (`crate::snapshot`) as confirmed at `now`.
+    pub fn restore_neighbour(&mut self, rif: RifId, ip: Ipv4Addr, mac: MacAddr, now: Nanos) {
+        let mut released = Vec::new();
+        self.neigh.confirm(rif, ip, mac, now, true, &mut released);
+        // A new table holds no frames; nothing can have been released.
+        debug_assert!(released.is_empty());
     }
 }

@@ -312,6 +312,24 @@ fn icmp_errors_are_rate_limited_and_never_about_icmp_errors() {
 }
 
 #[test]
+fn a_ttl_flood_does_not_starve_frag_needed() {
+    let mut tb = testbed();
+    let ttl1 = Ipv4Opts { ttl: 1, ..Ipv4Opts::default() };
+    for _ in 0..200 {
+        tb.send("r1", &from_red(&tb, BLUE_HOST.1, ttl1).udp(1, 2, 8));
+    }
+    assert_eq!(tb.take("r1").len(), 50, "Time Exceeded's bucket is spent");
+    let df = Ipv4Opts { df: true, ..Ipv4Opts::default() };
+    tb.send("r1", &from_red(&tb, EXTERNAL, df).udp(1000, 53, 1400));
+    let out = tb.take("r1");
+    assert_eq!(out.len(), 1, "Frag Needed still sent");
+    assert!(matches!(
+        icmp_of(&out[0]),
+        Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { .. })
+    ));
+}
+
+#[test]
 fn never_sends_an_error_about_an_icmp_error_and_only_then() {
     // The one classification: every ICMP type the router routes with TTL 1 gets Time Exceeded unless
     // wire::icmpv4::is_error says it is an error itself (the list NAT uses too).

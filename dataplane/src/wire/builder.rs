@@ -48,7 +48,7 @@ pub const TCP_WINDOW: u16 = 65535;
 
 /// `len` bytes of the deterministic payload pattern `0, 1, 2, …, 255, 0, 1, …`.
 pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| i as u8).collect()
+    (0..=u8::MAX).cycle().take(len).collect()
 }
 
 /// Zero-pads `frame` to [`MIN_FRAME_LEN`].

@@ -6,6 +6,8 @@
 
 /// One's-complement sum of `data` (big-endian 16-bit words, odd byte padded), folded to 16 bits, not inverted.
 #[inline]
+// The loop folds until the sum fits 16 bits: the final cast cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 pub fn sum(data: &[u8]) -> u16 {
     // 32-bit words into a 64-bit accumulator: since 2^16 = 1 (mod 2^16 - 1), folding their sum gives the
     // one's-complement sum of the 16-bit words, in half the additions (an IPv4 header is five words).
@@ -30,6 +32,8 @@ pub fn sum(data: &[u8]) -> u16 {
 /// faster on a 1500-byte segment: for payloads (segmentation, completing partial checksums), where the per-byte
 /// cost matters; [`sum`] stays the cheaper one for a header's few words.
 #[inline]
+// Two 64-to-32 then two 32-to-16 end-around folds leave at most 0xffff: the final cast cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 pub fn sum_long(data: &[u8]) -> u16 {
     let mut acc: u64 = 0;
     let mut chunks = data.chunks_exact(8);
@@ -49,6 +53,8 @@ pub fn sum_long(data: &[u8]) -> u16 {
 
 /// One's-complement addition of two folded sums.
 #[inline]
+// `s` is at most 0x1fffe, so one end-around fold leaves at most 0xffff: cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 pub fn add(a: u16, b: u16) -> u16 {
     let s = u32::from(a) + u32::from(b);
     ((s & 0xffff) + (s >> 16)) as u16
@@ -73,6 +79,7 @@ pub fn pseudo_ipv6(src: &std::net::Ipv6Addr, dst: &std::net::Ipv6Addr, proto: u8
 /// Folds a 32-bit one's-complement accumulator to 16 bits (end-around carry). Two steps always suffice: the
 /// first leaves at most 0x1fffe, the second at most 0xffff.
 #[inline]
+#[allow(clippy::cast_possible_truncation)] // At most 0xffff after the second step (above): cannot truncate.
 fn fold(acc: u32) -> u16 {
     let acc = (acc & 0xffff) + (acc >> 16);
     ((acc & 0xffff) + (acc >> 16)) as u16
@@ -100,7 +107,9 @@ pub fn verify_ipv4_header(h: &[u8; 20]) -> bool {
     // Five words stay below 2^35: one 64-to-32 fold leaves at most 2^32 + 6, a second fits 32 bits.
     let acc = (acc & 0xffff_ffff) + (acc >> 32);
     let acc = (acc & 0xffff_ffff) + (acc >> 32);
-    fold(acc as u32) == 0xffff
+    #[allow(clippy::cast_possible_truncation)] // Fits 32 bits after the second fold (above): cannot truncate.
+    let acc = acc as u32;
+    fold(acc) == 0xffff
 }
 
 /// RFC 1624 eqn. 3: the new checksum after one 16-bit word changes from `old` to `new`.
@@ -112,8 +121,16 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
 /// As [`update16`] for a 32-bit field (an IPv4 address).
 #[inline]
 pub fn update32(check: u16, old: u32, new: u32) -> u16 {
-    let c = update16(check, (old >> 16) as u16, (new >> 16) as u16);
-    update16(c, old as u16, new as u16)
+    let ((old_hi, old_lo), (new_hi, new_lo)) = (words(old), words(new));
+    update16(update16(check, old_hi, new_hi), old_lo, new_lo)
+}
+
+/// The high and low 16-bit words of `x` (a 32-bit field counts in a checksum as these two words).
+#[inline(always)]
+// Splits `x` in halves: dropping the high half from the low word is the intent.
+#[allow(clippy::cast_possible_truncation)]
+fn words(x: u32) -> (u16, u16) {
+    ((x >> 16) as u16, x as u16)
 }
 
 /// Several incremental updates of one checksum gathered and applied at once ([RFC 1624] eqn. 3 summed over
@@ -135,8 +152,9 @@ impl Delta {
     /// Two words (an IPv4 address) `old` became `new`.
     #[inline]
     pub fn add32(&mut self, old: u32, new: u32) {
-        self.add16((old >> 16) as u16, (new >> 16) as u16);
-        self.add16(old as u16, new as u16);
+        let ((old_hi, old_lo), (new_hi, new_lo)) = (words(old), words(new));
+        self.add16(old_hi, new_hi);
+        self.add16(old_lo, new_lo);
     }
 
     /// The checksum `check` updated for every change added.
@@ -144,6 +162,15 @@ impl Delta {
     pub fn apply(self, check: u16) -> u16 {
         // The sum stays far below 2^32 (see `add16`), so one fold covers the checksum and every change.
         !fold(u32::from(!check) + self.0)
+    }
+
+    /// A partial checksum (the folded, uncomplemented pseudo-header sum a sender with checksum offload leaves in
+    /// the field) updated for every change added: the sum itself moves, where [`Delta::apply`] moves its
+    /// complement. Only pseudo-header words (addresses) belong in such a delta: the rest of the transport header
+    /// is summed when the checksum is completed.
+    #[inline]
+    pub fn apply_to_partial(self, sum: u16) -> u16 {
+        fold(u32::from(sum) + self.0)
     }
 }
 

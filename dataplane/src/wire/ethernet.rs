@@ -16,11 +16,7 @@ mod field {
     pub const PAYLOAD: usize = 14;
 }
 
-/// A view of an Ethernet II frame. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of an Ethernet II frame.", fixed);
 
 /// Where a frame's network header is, after its VLAN tags: [`Packet::layer3`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,20 +30,6 @@ pub struct Layer3 {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking its length (see the module documentation).
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a whole Ethernet header.
-    #[inline(always)]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// [`Error::Truncated`] unless the buffer holds a whole header.
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -55,12 +37,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination MAC.
@@ -139,27 +115,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut().get_mut(field::PAYLOAD..).unwrap_or_default()
-    }
-}
-
-/// The fixed-size header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The header at the start of `frame`, if it is whole.
-    #[inline(always)]
-    pub fn at(frame: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(frame, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The header at `off` in `frame`, writable, if it is whole.
-    #[inline(always)]
-    pub fn at_mut(frame: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(frame, off).map(Packet::new_unchecked)
     }
 }
 

@@ -68,27 +68,9 @@ mod field {
     pub const MTU: Field = 6..8;
 }
 
-/// A view of an ICMP message. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of an ICMP message.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a whole header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// [`Error::Truncated`] unless the buffer holds a whole header.
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -96,12 +78,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Message type ([`msg_type`]).
@@ -238,27 +214,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut().get_mut(HEADER_LEN..).unwrap_or_default()
-    }
-}
-
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The header at `off` in `buf`, if the buffer holds it.
-    #[inline(always)]
-    pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(buf, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The header at `off` in `buf`, writable, if the buffer holds it.
-    #[inline(always)]
-    pub fn at_mut(buf: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(buf, off).map(Packet::new_unchecked)
     }
 }
 

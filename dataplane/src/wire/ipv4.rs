@@ -43,27 +43,9 @@ mod field {
     pub const TTL_PROTOCOL: Field = 8..10;
 }
 
-/// A view of an IPv4 packet. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of an IPv4 packet.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a consistent IPv4 header and packet (see the module documentation).
-    #[inline(always)]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// See the module documentation.
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -91,12 +73,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version (4).
@@ -215,8 +191,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 4 and the header length in bytes (a multiple of 4, 20..=60).
     #[inline]
+    // Masked to the 4-bit IHL field before narrowing: cannot truncate.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
-        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) as u8 & 0x0f);
+        self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((header_len / 4) & 0x0f) as u8;
     }
 
     /// Sets DSCP and ECN.
@@ -303,31 +281,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes: no options, no payload).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
 impl<'a> Header<'a> {
-    /// The fixed header at `off` in `frame`, if the frame holds it.
-    #[inline(always)]
-    pub fn at(frame: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(frame, off).map(Packet::new_unchecked)
-    }
-
     /// True if the checksum of an option-less header is right ([`checksum::verify_ipv4_header`]: five
     /// native-order words, a fixed fold). Meaningful only when [`Packet::header_len`] is [`HEADER_LEN`].
     #[inline(always)]
     pub fn verify_checksum_fixed(&self) -> bool {
         checksum::verify_ipv4_header(self.buffer)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The fixed header at `off` in `frame`, writable, if the frame holds it.
-    #[inline(always)]
-    pub fn at_mut(frame: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(frame, off).map(Packet::new_unchecked)
     }
 }
 

@@ -20,27 +20,9 @@ mod field {
     pub const DST_ADDR: Field = 24..40;
 }
 
-/// A view of an IPv6 packet. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of an IPv6 packet.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a consistent IPv6 header and payload (see the module documentation).
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// See the module documentation.
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -55,12 +37,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version (6).
@@ -158,27 +134,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_dst_addr(&mut self, a: Ipv6Addr) {
         self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&a.octets());
-    }
-}
-
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The fixed header at `off` in `frame`, if the frame holds it.
-    #[inline(always)]
-    pub fn at(frame: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(frame, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The fixed header at `off` in `frame`, writable, if the frame holds it.
-    #[inline(always)]
-    pub fn at_mut(frame: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(frame, off).map(Packet::new_unchecked)
     }
 }
 

@@ -23,6 +23,69 @@
 //! Byte order: network order (big-endian) everywhere except [`virtio_net_hdr`], whose fields are little-endian
 //! (see there). Pure code, no state: callable from any thread.
 
+/// Declares a module's header view: `pub struct Packet<T: AsRef<[u8]>>` over a buffer, with `new_unchecked`,
+/// `new_checked` (`new_unchecked` followed by the module's own `check_len`) and `into_inner`; with `fixed`, also
+/// the fixed-size views `Header`/`HeaderMut` over exactly the module's `HEADER_LEN` bytes, made with
+/// `Header::at(buf, off)` / `HeaderMut::at_mut(buf, off)` (one bounds check). Each module adds its `check_len`,
+/// its `mod field` and its accessors.
+macro_rules! view {
+    ($doc:literal) => {
+        #[doc = $doc]
+        #[doc = ""]
+        #[doc = "See the [module documentation](super) for checked and unchecked views."]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Packet<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> Packet<T> {
+            /// Wraps `buffer` without checking it: the caller promises it holds what the accessors it calls read.
+            #[inline(always)]
+            pub const fn new_unchecked(buffer: T) -> Packet<T> {
+                Packet { buffer }
+            }
+
+            /// Wraps `buffer` if [`Packet::check_len`] accepts it; no accessor of the result can panic.
+            #[inline(always)]
+            pub fn new_checked(buffer: T) -> Result<Packet<T>, $crate::wire::Error> {
+                let p = Self::new_unchecked(buffer);
+                p.check_len()?;
+                Ok(p)
+            }
+
+            /// The underlying buffer.
+            #[inline]
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+    ($doc:literal, fixed) => {
+        view!($doc);
+
+        /// The fixed-size header: `Packet` over exactly [`HEADER_LEN`] bytes.
+        pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
+        /// [`Header`], writable.
+        pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
+
+        impl<'a> Header<'a> {
+            /// The header at `off` in `buf`, if the buffer holds it whole.
+            #[inline(always)]
+            pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
+                $crate::wire::fixed(buf, off).map(Packet::new_unchecked)
+            }
+        }
+
+        impl<'a> HeaderMut<'a> {
+            /// The header at `off` in `buf`, writable, if the buffer holds it whole.
+            #[inline(always)]
+            pub fn at_mut(buf: &'a mut [u8], off: usize) -> Option<Self> {
+                $crate::wire::fixed_mut(buf, off).map(Packet::new_unchecked)
+            }
+        }
+    };
+}
+
 pub mod arp;
 pub mod builder;
 pub mod checksum;

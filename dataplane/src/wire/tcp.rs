@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 
 /// Length of a header without options.
 pub const HEADER_LEN: usize = 20;
+/// Offset of the checksum field from the start of the TCP header (a `virtio_net_hdr`'s `csum_offset`).
+#[allow(clippy::cast_possible_truncation)] // a header offset below 20
+pub const CHECKSUM_OFFSET: u16 = field::CHECKSUM.start as u16;
 /// Length of the longest header (data offset 15).
 pub const MAX_HEADER_LEN: usize = 60;
 
@@ -48,27 +51,9 @@ mod field {
     pub const URGENT: Field = 18..20;
 }
 
-/// A view of a TCP segment. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of a TCP segment.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a whole header (see the module documentation).
-    #[inline(always)]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// See the module documentation.
     #[inline(always)]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -83,12 +68,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -194,8 +173,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the header length in bytes (a multiple of 4, 20..=60), clearing the reserved bits and NS.
     #[inline]
+    // Masked to the 4-bit data offset field before narrowing: cannot truncate.
+    #[allow(clippy::cast_possible_truncation)]
     pub fn set_header_len(&mut self, len: usize) {
-        self.buffer.as_mut()[field::DATA_OFF] = ((len / 4) as u8) << 4;
+        self.buffer.as_mut()[field::DATA_OFF] = (((len / 4) & 0x0f) as u8) << 4;
     }
 
     /// Sets the flags byte.
@@ -227,6 +208,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum_ipv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let seg = self.buffer.as_ref();
+        // A segment lies inside an IPv4 packet, whose 16-bit total length bounds it: cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
         let pseudo = checksum::pseudo_ipv4(src, dst, super::ip_proto::TCP, seg.len() as u16);
         let c = !checksum::add(pseudo, checksum::sum_long(seg));
         self.set_checksum(c);
@@ -237,27 +220,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let start = self.header_len();
         self.buffer.as_mut().get_mut(start..).unwrap_or_default()
-    }
-}
-
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The fixed header at `off` in `buf`, if the buffer holds it.
-    #[inline(always)]
-    pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(buf, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The fixed header at `off` in `buf`, writable, if the buffer holds it.
-    #[inline(always)]
-    pub fn at_mut(buf: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(buf, off).map(Packet::new_unchecked)
     }
 }
 

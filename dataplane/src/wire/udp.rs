@@ -9,6 +9,9 @@ use std::net::Ipv4Addr;
 
 /// Header length.
 pub const HEADER_LEN: usize = 8;
+/// Offset of the checksum field from the start of the UDP header (a `virtio_net_hdr`'s `csum_offset`).
+#[allow(clippy::cast_possible_truncation)] // a header offset below 20
+pub const CHECKSUM_OFFSET: u16 = field::CHECKSUM.start as u16;
 /// The IANA VXLAN port (RFC 7348).
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -20,27 +23,9 @@ mod field {
     pub const CHECKSUM: Field = 6..8;
 }
 
-/// A view of a UDP datagram. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of a UDP datagram.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a consistent datagram (see the module documentation).
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// See the module documentation.
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -56,12 +41,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadLength);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
@@ -153,6 +132,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn fill_checksum_ipv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
         self.set_checksum(0);
         let dg = self.datagram();
+        // The datagram is at most its 16-bit length field long: cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
         let pseudo = checksum::pseudo_ipv4(src, dst, super::ip_proto::UDP, dg.len() as u16);
         let c = !checksum::add(pseudo, checksum::sum_long(dg));
         self.set_checksum(if c == 0 { 0xffff } else { c });
@@ -165,27 +146,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let d = self.buffer.as_mut();
         let end = end.min(d.len());
         d.get_mut(HEADER_LEN..end).unwrap_or_default()
-    }
-}
-
-/// The fixed header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-/// [`Header`], writable.
-pub type HeaderMut<'a> = Packet<&'a mut [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The header at `off` in `buf`, if the buffer holds it.
-    #[inline(always)]
-    pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(buf, off).map(Packet::new_unchecked)
-    }
-}
-
-impl<'a> HeaderMut<'a> {
-    /// The header at `off` in `buf`, writable, if the buffer holds it.
-    #[inline(always)]
-    pub fn at_mut(buf: &'a mut [u8], off: usize) -> Option<Self> {
-        super::fixed_mut(buf, off).map(Packet::new_unchecked)
     }
 }
 

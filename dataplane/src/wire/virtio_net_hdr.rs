@@ -65,27 +65,9 @@ fn set_le16(d: &mut [u8], f: Field, v: u16) {
     d[f].copy_from_slice(&v.to_le_bytes());
 }
 
-/// A view of a `virtio_net_hdr`. See the [module documentation](super) for checked and unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of a `virtio_net_hdr`.");
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds at least the 10-byte header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// [`Error::Truncated`] unless the buffer holds [`HEADER_LEN`] bytes.
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -93,12 +75,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// `VIRTIO_NET_HDR_F_*`.

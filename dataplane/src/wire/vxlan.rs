@@ -58,28 +58,9 @@ mod field {
     pub const VNI_RES: Field = 4..8;
 }
 
-/// A view of a VXLAN header and the frame it carries. See the [module documentation](super) for checked and
-/// unchecked views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!("A view of a VXLAN header and the frame it carries.", fixed);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checking it.
-    #[inline(always)]
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` if it holds a whole header.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// [`Error::Truncated`] unless the buffer holds a whole header.
     #[inline]
     pub fn check_len(&self) -> Result<(), Error> {
@@ -87,12 +68,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// The flags byte.
@@ -156,17 +131,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         self.buffer.as_mut().get_mut(HEADER_LEN..).unwrap_or_default()
-    }
-}
-
-/// The fixed-size header (`Packet` over exactly [`HEADER_LEN`] bytes).
-pub type Header<'a> = Packet<&'a [u8; HEADER_LEN]>;
-
-impl<'a> Header<'a> {
-    /// The header at `off` in `buf`, if the buffer holds it.
-    #[inline(always)]
-    pub fn at(buf: &'a [u8], off: usize) -> Option<Self> {
-        super::fixed(buf, off).map(Packet::new_unchecked)
     }
 }
 

@@ -28,6 +28,24 @@ impl Daemon {
         Daemon(Some(child))
     }
 
+    /// As [`Daemon::spawn_in`], with environment variables set for vswitchd (`ip netns exec` passes them on).
+    pub fn spawn_in_env<S: AsRef<OsStr>>(
+        ns: &Netns,
+        args: impl IntoIterator<Item = S>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vswitchd");
+        Daemon(Some(child))
+    }
+
     /// The child's PID.
     pub fn pid(&self) -> i32 {
         self.0.as_ref().expect("running").id() as i32

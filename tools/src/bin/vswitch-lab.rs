@@ -27,9 +27,10 @@ struct Common {
     /// Where the lab's state directory goes.
     #[arg(long, default_value = lab::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Leave checksum/segmentation offloads on at the hosts' veth ends.
-    #[arg(long)]
-    offloads: bool,
+    /// Checksum/segmentation offloads at the hosts' veth ends: on or off for every veth (default: on for
+    /// afpacket ports, off for afxdp ports).
+    #[arg(long, value_parser = ["on", "off"])]
+    offloads: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -52,7 +53,7 @@ impl Common {
             o.vswitchd = v.clone();
         }
         o.state_root = self.state_dir.clone();
-        o.offloads = self.offloads;
+        o.offloads = self.offloads.as_deref().map(|v| v == "on");
         o
     }
 

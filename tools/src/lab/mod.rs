@@ -18,8 +18,9 @@
 //! The wiring follows the port's `kind`: for `tap`, vswitchd creates the tap and moves it into the host's
 //! namespace (the lab sets the port's `netns`); for `afpacket` and `afxdp`, the lab creates a veth pair whose
 //! switch end (named the port's `ifname`) is in the switch's namespace and whose host end (`eth0`) is in the
-//! host's, with checksum and segmentation offloads off on the host end (a packet socket would otherwise read
-//! frames with partial checksums).
+//! host's. The host end keeps its default offloads for `afpacket` (the port carries super-frames and partial
+//! checksums with a `virtio_net_hdr`); for `afxdp` they are turned off (AF_XDP in copy mode cannot see that a
+//! frame's checksum is partial). [`LabOptions::offloads`] overrides both.
 //!
 //! # What a lab creates, and how it goes away
 //!
@@ -291,8 +292,9 @@ pub struct LabOptions {
     pub vswitchd: PathBuf,
     /// Parent of the lab's state directory.
     pub state_root: PathBuf,
-    /// Leave checksum/segmentation offloads on at the veth host ends (default: off).
-    pub offloads: bool,
+    /// Checksum/segmentation offloads at the veth host ends: `Some(on)` for every veth, `None` (default) for
+    /// each port kind's default (on for `afpacket`, off for `afxdp`).
+    pub offloads: Option<bool>,
     /// Pin vswitchd to this CPU (`taskset -c`), e.g. away from a benchmark's sender.
     pub switch_cpu: Option<usize>,
 }
@@ -304,7 +306,7 @@ impl LabOptions {
             prefix: "vsl-".into(),
             vswitchd: default_vswitchd(),
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
-            offloads: false,
+            offloads: None,
             switch_cpu: None,
         }
     }
@@ -425,7 +427,8 @@ impl Lab {
             if port.wiring() == Some(Wiring::Veth) {
                 let host_ns = self.host_ns(&h.name);
                 netns::veth(&sw, &port.ifname, &host_ns, "eth0")?;
-                if !opts.offloads {
+                let on = opts.offloads.unwrap_or(port.kind != "afxdp");
+                if !on {
                     netns::offloads(&host_ns, "eth0", false)?;
                 }
             }

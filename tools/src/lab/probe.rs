@@ -1,5 +1,6 @@
 //! Probes that exercise a running lab through the kernels of its hosts: ping (iputils `ping` run in a host's
-//! namespace) and a TCP transfer between a client and a server thread that each joined a host's namespace.
+//! namespace), a TCP transfer between a client and a server thread that each joined a host's namespace, and a
+//! UDP echo ([`UdpEcho`], [`udp_echoed`]).
 //!
 //! The TCP server accepts one connection, reads it to the end, and answers with one line
 //! `bytes=N peer=A.B.C.D:P`: the byte count it received and the source address it saw, so the client learns
@@ -212,5 +213,82 @@ mod tests {
         assert_eq!(parse_answer("bytes=10 peer=203.0.113.2:40000\n"), Some((10, "203.0.113.2:40000".parse().unwrap())));
         assert_eq!(parse_answer("bytes=x peer=1.2.3.4:5"), None);
         assert_eq!(parse_answer(""), None);
+    }
+}
+
+/// A UDP echo server on a thread inside a host's namespace: every datagram it receives on `0.0.0.0:port` is
+/// sent back to its source, until `lifetime` has passed.
+#[derive(Debug)]
+pub struct UdpEcho {
+    handle: JoinHandle<Result<u64, LabError>>,
+}
+
+impl UdpEcho {
+    /// Binds `0.0.0.0:port` inside `ns`; returns once the socket is bound.
+    pub fn start(ns: &str, port: u16, lifetime: Duration) -> Result<UdpEcho, LabError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let handle = in_netns(ns, move || {
+            let sock = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return 0;
+                }
+            };
+            let deadline = Instant::now() + lifetime;
+            let mut echoed = 0;
+            let mut buf = [0u8; 2048];
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                let _ = sock.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if sock.send_to(&buf[..n], from).is_ok() {
+                        echoed += 1;
+                    }
+                }
+            }
+            echoed
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(UdpEcho { handle }),
+            Ok(Err(detail)) => Err(LabError::Probe(format!("udp echo on port {port}: {detail}"))),
+            Err(_) => Err(LabError::Probe(format!("udp echo on port {port}: thread ended before binding"))),
+        }
+    }
+
+    /// Waits for the server's lifetime to end; returns how many datagrams it echoed.
+    pub fn finish(self) -> Result<u64, LabError> {
+        self.handle.join().map_err(|_| LabError::Probe("udp echo thread panicked".into()))?
+    }
+}
+
+/// Sends up to `tries` datagrams from namespace `ns` to `to`, each waiting `wait` for its echo; true when one
+/// came back with the same bytes.
+pub fn udp_echoed(ns: &str, to: SocketAddrV4, tries: u32, wait: Duration) -> Result<bool, LabError> {
+    let handle = in_netns(ns, move || -> Result<bool, String> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        for i in 0..tries {
+            let msg = format!("probe {i}");
+            sock.send_to(msg.as_bytes(), to).map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) if &buf[..n] == msg.as_bytes() => return Ok(true),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(false)
+    });
+    match handle.join() {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(detail))) => Err(LabError::Probe(format!("udp to {to}: {detail}"))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(LabError::Probe("udp probe thread panicked".into())),
     }
 }

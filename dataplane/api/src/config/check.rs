@@ -57,6 +57,9 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
         let message = out_of_range("poll_idle_us", cfg.switch.poll_idle_us, &limits::POLL_IDLE_US);
         d.report(Obj::Switch, "poll_idle_us", "switch", message);
     }
+    if !check_counts(cfg, d) {
+        return;
+    }
     let networks = check_networks(cfg, d);
     let ports = check_ports(cfg, d, &networks);
     let rifs = router_interfaces(cfg);
@@ -192,6 +195,26 @@ fn check_overlay(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
     }
 }
 
+/// The number of each kind of object against its cap; false (reported on the first object beyond it) when one
+/// is over.
+fn check_counts(cfg: &Config, d: &mut Diags) -> bool {
+    let counts = [
+        (cfg.networks.len(), limits::NETWORKS_MAX, "network", "networks", Obj::Network(limits::NETWORKS_MAX)),
+        (cfg.ports.len(), limits::PORTS_MAX, "port", "ports", Obj::Port(limits::PORTS_MAX)),
+        (cfg.routes.len(), limits::ROUTES_MAX, "route", "routes", Obj::Route(limits::ROUTES_MAX)),
+        (cfg.publish.len(), limits::PUBLISH_MAX, "publish", "publish rules", Obj::Publish(limits::PUBLISH_MAX)),
+    ];
+    let mut ok = true;
+    for (n, max, field, what, first_over) in counts {
+        if n > max {
+            let label = label(cfg, d, first_over);
+            d.report(first_over, field, &label, format!("too many {what}: {n}, at most {max}"));
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// Published ports: a routed port, a port number, a target inside a network with a gateway, and unique
 /// (port, proto, external_port).
 fn check_publish(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
@@ -304,6 +327,18 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
                 d.report(obj, "gateway_mac", &label, format!("gateway_mac {mac} requires a gateway"));
             }
         }
+        if let Some(limit) = n.conntrack_limit {
+            if !limits::CONNTRACK_LIMIT.contains(&limit) {
+                let message = out_of_range("conntrack_limit", limit, &limits::CONNTRACK_LIMIT);
+                d.report(obj, "conntrack_limit", &label, message);
+            } else if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+                let message = "conntrack_limit requires a gateway (only routed traffic is tracked)".to_string();
+                d.report(obj, "conntrack_limit", &label, message);
+            }
+        }
+        if !n.allow_routing_with.is_empty() {
+            check_allow_routing(cfg, d, obj, &label, i);
+        }
         if n.masquerade {
             if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
                 let message = "masquerade requires a gateway (only routed traffic is translated)".to_string();
@@ -315,6 +350,34 @@ fn check_networks<'c>(cfg: &'c Config, d: &mut Diags) -> HashMap<&'c str, usize>
         }
     }
     by_name
+}
+
+/// `network.allow_routing_with`: names of other networks, each once, both ends routed and not internal.
+fn check_allow_routing(cfg: &Config, d: &mut Diags, obj: Obj, label: &str, i: usize) {
+    let n = &cfg.networks[i];
+    let field = "allow_routing_with";
+    if n.gateway.is_none() && !d.is_broken(obj, "gateway") {
+        d.report(obj, field, label, "allow_routing_with requires a gateway (only routed traffic is isolated)".into());
+        return;
+    }
+    if n.internal {
+        d.report(obj, field, label, "allow_routing_with has no effect on an internal network (never routed)".into());
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for other in &n.allow_routing_with {
+        let problem = match cfg.networks.iter().find(|m| &m.name == other) {
+            _ if !seen.insert(other.as_str()) => Some(format!("network {} is listed twice", show(other))),
+            _ if *other == n.name => Some("a network cannot list itself".to_string()),
+            None => Some(format!("network {} does not exist", show(other))),
+            Some(m) if m.gateway.is_none() => Some(format!("network {} has no gateway (nothing routes to it)", m.name)),
+            Some(m) if m.internal => Some(format!("network {} is internal (never routed)", m.name)),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            d.report(obj, field, label, format!("allow_routing_with: {problem}"));
+        }
+    }
 }
 
 fn check_gateway(d: &mut Diags, obj: Obj, label: &str, gateway: Ipv4Addr, subnet: Option<Ipv4Net>) {
@@ -424,9 +487,12 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
     by_name
 }
 
-/// The back-end keys: `netns` (tap), `mode` (afxdp), `queues` (afxdp, afpacket, tap).
+/// The back-end keys: `netns` (tap), `mode` (afxdp), `queues` (afxdp, afpacket, tap), `offload` (tap).
 fn check_port_backend(d: &mut Diags, obj: Obj, label: &str, p: &PortConfig) {
     let kind_ok = !d.is_broken(obj, "kind");
+    if p.offload.is_some() && kind_ok && p.kind != PortKind::Tap {
+        d.report(obj, "offload", label, format!("offload is only for kind tap, not {}", p.kind));
+    }
     if let Some(netns) = &p.netns {
         if kind_ok && p.kind != PortKind::Tap {
             d.report(obj, "netns", label, format!("netns is only for kind tap, not {}", p.kind));

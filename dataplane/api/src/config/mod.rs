@@ -20,7 +20,9 @@
 //! gateway = "172.17.0.1"     # the switch routes for this network
 //! gateway_mac = "02:00:00:00:01:01"
 //! internal = false           # true: never routed to or from another interface
-//! masquerade = true          # SNAT what leaves through a routed port to that port's address
+//! masquerade = true          # SNAT what leaves through a routed port to that port's address; isolated
+//! allow_routing_with = []    # networks routed to and from this one despite isolation
+//! conntrack_limit = 65536    # most connections of this network's hosts (default: no own limit)
 //! mac_aging_secs = 300
 //! mac_limit = 8192
 //!
@@ -82,6 +84,19 @@
 //! endpoint_ip = "10.1.0.2"
 //! ```
 //!
+//! # Isolation
+//!
+//! What the router forwards between two router interfaces (a network's gateway or a routed port), untranslated:
+//! - a network with `masquerade = true` is **isolated**, as a Docker bridge network is: nothing is routed
+//!   between it and another network (`network-isolation`), and from a routed port only what the NAT stage
+//!   translates or tracks reaches it — replies to its own (masqueraded) connections, published ports and ICMP
+//!   errors about them; a packet routed straight to one of its addresses is dropped (`not-published`), even
+//!   with a route to its subnet. It reaches routed ports (masqueraded) and the switch's own addresses;
+//! - `internal = true` networks are never routed at all (`internal-network`);
+//! - any other network is a plainly routed subnet (Docker's routed gateway mode): it reaches and is reached
+//!   from routed ports and other non-isolated networks;
+//! - `allow_routing_with` lifts isolation between two named networks (both ways), not from routed ports.
+//!
 //! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
 //! prefix length); the subnets of router interfaces are the connected subnets the switch routes between.
 //!
@@ -89,18 +104,20 @@
 //! |-----|----------|---------|--------------|
 //! | `switch.workers` | no | 1 | 1..=64 ([`limits::WORKERS`]) |
 //! | `switch.poll_idle_us` | no | 200 | 0..=1_000_000 ([`limits::POLL_IDLE_US`]): microseconds a worker busy-polls with no traffic before sleeping on epoll |
-//! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks |
+//! | `network.name` | yes | | 1..=64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit; unique among networks; at most 4096 `[[network]]` tables ([`limits::NETWORKS_MAX`]) |
 //! | `network.subnet` | no | none | an IPv4 prefix `A.B.C.D/N` without host bits; must not overlap another network's subnet, nor a routed port's subnet if the network has a gateway |
 //! | `network.gateway` | no | none | an IPv4 address inside `subnet` (so `subnet` is required), not its network or broadcast address: the network's router interface |
 //! | `network.gateway_mac` | no | derived from the name (the dataplane's `topology`) | a MAC `xx:xx:xx:xx:xx:xx` (or `-`-separated), unicast, not all-zero; requires `gateway`; unique among all `gateway_mac` and `mac` values |
 //! | `network.internal` | no | false | a boolean; `true`: the router never routes between this network and another interface (meaningful with a `gateway`) |
 //! | `network.masquerade` | no | false | a boolean; `true`: connections from this network leaving through a routed port get that port's address as source (the NAT stage, `nat.rs`); requires `gateway`; not with `internal = true` |
+//! | `network.allow_routing_with` | no | `[]` | an array of names of other networks with a `gateway`, not `internal`, each at most once; requires `gateway`, not with `internal = true`: the router forwards between this network and each of them untranslated, both ways, even if one of them is isolated (§ Isolation) |
+//! | `network.conntrack_limit` | no | none | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]); requires `gateway`: most connections this network's hosts hold at once (masqueraded ones and those to its published ports); a new one beyond it is dropped (`conntrack-network-limit`), so one network's flood cannot fill the table for the others |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
 //! | `network.scope` | no | `local` | `local` or `overlay` ([`Scope`]); `overlay` requires `[cluster]` |
 //! | `network.vni` | no | none (allocated by `vswitch-agent`) | 1..=16_777_215 ([`limits::VNI`]), unique among networks; only with `scope = "overlay"` |
 //! | `network.bum_rate_pps` | no | 1000 | 1..=10_000_000 ([`limits::BUM_RATE_PPS`]); overlay networks only |
-//! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports |
+//! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports; at most 4096 `[[port]]` tables ([`limits::PORTS_MAX`]) |
 //! | `port.kind` | yes | | `tap`, `afxdp`, `afpacket`, `pcap` or `mem` ([`PortKind`]) |
 //! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
 //! | `port.network` | either `network` or `address` | none | the name of a `[[network]]`: the port is an access port of that network |
@@ -120,7 +137,7 @@
 //! | `publish.external_port` | yes | | 1..=65535; (`port`, `proto`, `external_port`) unique among publish rules |
 //! | `publish.to` | yes | | `A.B.C.D:PORT`, port not 0: an address inside the subnet of a network that has a `gateway` and is not `internal`, not the gateway itself nor the subnet's network or broadcast address |
 //! | `nat.port_range` | no | `"1024-65535"` | `"A-B"`, 1 <= A <= B <= 65535: the external ports (and ICMP echo identifiers) masquerade hands out |
-//! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; new ones beyond are dropped (`conntrack-full`) |
+//! | `conntrack.limit` | no | 262144 | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]): most tracked connections; when full, the oldest connection that has not seen a reply is evicted for a new one (`evicted`), and only when every one has seen replies is the new one dropped (`conntrack-full`) |
 //! | `conntrack.tcp_strict` | no | false | a boolean; `false` (netfilter's loose policy) picks up TCP connections mid-stream, `true` only tracks from a SYN |
 //! | `conntrack.tcp_syn_sent_secs` | no | 120 | 1..=2_592_000 ([`limits::TIMEOUT_SECS`]), as every timeout below |
 //! | `conntrack.tcp_syn_recv_secs` | no | 60 | |
@@ -133,12 +150,18 @@
 //! | `conntrack.udp_secs` | no | 30 | a UDP flow with no reply yet |
 //! | `conntrack.udp_assured_secs` | no | 120 | a UDP flow that has seen replies |
 //! | `conntrack.icmp_secs` | no | 30 | an ICMP echo exchange |
+//! | `conntrack.tcp_unreplied_secs` | no | 30 | a TCP connection picked up mid-stream (a plain ACK, loose policy) until it sees a packet in the reply direction (then `tcp_established_secs`); at most `tcp_established_secs` |
 //! | `cluster.name` | yes (in `[cluster]`) | | like a network name: the etcd key prefix `/vswitch/v1/NAME/` |
 //! | `cluster.host` | yes | | like a network name; unique in the cluster |
 //! | `cluster.etcd` | yes | | 1..=16 URLs `http://HOST:PORT` |
 //! | `cluster.lease_ttl_secs` | no | 10 | 2..=3600 ([`limits::LEASE_TTL_SECS`]): how long a host that died unannounced stays listed |
 //! | `cluster.vtep_port` | yes | | the name of a routed port: its address is the VTEP |
 //! | `cluster.vxlan_udp_port` | no | 4789 | 1..=65535 |
+//!
+//! **Counts**: at most 4096 networks ([`limits::NETWORKS_MAX`]), 4096 ports ([`limits::PORTS_MAX`]), 16,384
+//! routes ([`limits::ROUTES_MAX`]) and 16,384 publish rules ([`limits::PUBLISH_MAX`]); more is one error on the
+//! first object beyond the cap (`network #4097: …`), and no other rule is checked (they would cost time
+//! quadratic in the count).
 //!
 //! Any other key or table is an error, not ignored: a misspelt key must not silently fall back to a default.
 //! Integers are TOML integers (`1_500` is fine; `"1500"` and `1500.0` are not).
@@ -225,7 +248,9 @@ pub mod limits {
     pub const MAX_MTU: u16 = {
         let mtu = MAX_FRAME_LEN - ETH_HEADER_LEN - 2 * VLAN_TAG_LEN;
         assert!(mtu <= u16::MAX as usize);
-        mtu as u16
+        #[allow(clippy::cast_possible_truncation)] // Cannot truncate: the assertion above fails the build first.
+        let mtu = mtu as u16;
+        mtu
     };
     /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`].
     pub const MTU: RangeInclusive<u16> = 68..=MAX_MTU;
@@ -243,6 +268,14 @@ pub mod limits {
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).
     pub const PORT_NAME_MAX: usize = 15;
+    /// Most `[[network]]`s (ids are 16-bit; each network's tables are set up front).
+    pub const NETWORKS_MAX: usize = 4096;
+    /// Most `[[port]]`s (ids are 16-bit; each port has a preallocated transmit queue per worker).
+    pub const PORTS_MAX: usize = 4096;
+    /// Most `[[route]]`s.
+    pub const ROUTES_MAX: usize = 16_384;
+    /// Most `[[publish]]` rules.
+    pub const PUBLISH_MAX: usize = 16_384;
     /// Longest `ifname`, in bytes (the kernel's `IFNAMSIZ` minus the terminating NUL; see [`IfName`](crate::IfName)).
     pub const IFNAME_MAX: usize = crate::ifname::IfName::MAX_LEN;
 }
@@ -291,6 +324,8 @@ pub mod defaults {
     pub const UDP_ASSURED_SECS: u64 = 120;
     /// `[conntrack] icmp_secs`.
     pub const ICMP_SECS: u64 = 30;
+    /// `[conntrack] tcp_unreplied_secs`.
+    pub const TCP_UNREPLIED_SECS: u64 = 30;
 }
 
 /// The most errors a joined [`ConfigError`] lists before it only counts the rest.
@@ -425,6 +460,14 @@ pub struct NetworkConfig {
     /// requires `gateway`.
     #[serde(default)]
     pub masquerade: bool,
+    /// Networks this one routes to and from untranslated despite isolation (see the module documentation,
+    /// § Isolation); the relation is symmetric: naming it on either side is enough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_routing_with: Vec<String>,
+    /// Most connections from this network tracked at once (masqueraded, or to its published ports); `None`:
+    /// only the table's `[conntrack] limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_limit: Option<usize>,
     /// Seconds a learned MAC stays without being seen ([`limits::MAC_AGING_SECS`]).
     #[serde(default = "default_aging")]
     pub mac_aging_secs: u64,
@@ -543,6 +586,11 @@ pub struct PortConfig {
     /// [`PortConfig::queue_count`] gives the default).
     #[serde(default)]
     pub queues: Option<u16>,
+    /// `tap` only: exchange GSO super-frames and partial checksums with the kernel (`IFF_VNET_HDR`,
+    /// `TUNSETOFFLOAD`); [`PortConfig::offloads`] gives the default (on). Off: wire-sized frames with complete
+    /// checksums, as a tap without a vnet header.
+    #[serde(default)]
+    pub offload: Option<bool>,
     /// An access port of an overlay network: the MAC of the endpoint (container interface) behind it, which
     /// `vswitch-agent` registers in etcd so the other hosts reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -554,6 +602,11 @@ pub struct PortConfig {
 }
 
 impl PortConfig {
+    /// Whether a tap exchanges super-frames and partial checksums: as configured, else on.
+    pub fn offloads(&self) -> bool {
+        self.offload.unwrap_or(true)
+    }
+
     /// The XDP attach mode: as configured, else [`XdpMode::Auto`].
     pub fn xdp_mode(&self) -> XdpMode {
         self.mode.unwrap_or(XdpMode::Auto)
@@ -695,6 +748,8 @@ pub struct ConntrackTableConfig {
     pub udp_assured_secs: u64,
     /// ICMP echo.
     pub icmp_secs: u64,
+    /// TCP ESTABLISHED picked up mid-stream (loose policy) until a packet is seen in the reply direction.
+    pub tcp_unreplied_secs: u64,
 }
 
 impl Default for ConntrackTableConfig {
@@ -713,13 +768,14 @@ impl Default for ConntrackTableConfig {
             udp_secs: defaults::UDP_SECS,
             udp_assured_secs: defaults::UDP_ASSURED_SECS,
             icmp_secs: defaults::ICMP_SECS,
+            tcp_unreplied_secs: defaults::TCP_UNREPLIED_SECS,
         }
     }
 }
 
 impl ConntrackTableConfig {
     /// The timeout keys with their values, in documentation order.
-    pub fn timeouts_secs(&self) -> [(&'static str, u64); 11] {
+    pub fn timeouts_secs(&self) -> [(&'static str, u64); 12] {
         [
             ("tcp_syn_sent_secs", self.tcp_syn_sent_secs),
             ("tcp_syn_recv_secs", self.tcp_syn_recv_secs),
@@ -732,6 +788,7 @@ impl ConntrackTableConfig {
             ("udp_secs", self.udp_secs),
             ("udp_assured_secs", self.udp_assured_secs),
             ("icmp_secs", self.icmp_secs),
+            ("tcp_unreplied_secs", self.tcp_unreplied_secs),
         ]
     }
 }

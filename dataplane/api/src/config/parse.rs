@@ -94,6 +94,7 @@ struct RawConntrack {
     udp_secs: Option<Spanned<Scalar>>,
     udp_assured_secs: Option<Spanned<Scalar>>,
     icmp_secs: Option<Spanned<Scalar>>,
+    tcp_unreplied_secs: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +106,8 @@ struct RawNetwork {
     gateway_mac: Option<Spanned<Scalar>>,
     internal: Option<Spanned<Scalar>>,
     masquerade: Option<Spanned<Scalar>>,
+    allow_routing_with: Option<Spanned<Scalar>>,
+    conntrack_limit: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
     scope: Option<Spanned<Scalar>>,
@@ -125,6 +128,7 @@ struct RawPort {
     netns: Option<Spanned<Scalar>>,
     mode: Option<Spanned<Scalar>>,
     queues: Option<Spanned<Scalar>>,
+    offload: Option<Spanned<Scalar>>,
     endpoint_mac: Option<Spanned<Scalar>>,
     endpoint_ip: Option<Spanned<Scalar>>,
 }
@@ -237,7 +241,7 @@ impl<'de, T: Deserialize<'de> + TableKind> Deserialize<'de> for ArrayOfTables<T>
     }
 }
 
-/// Any TOML value, as found; arrays are kept (`[cluster] etcd`), tables only recognised.
+/// Any TOML value, as found; arrays are kept (of scalars: `[cluster] etcd`), tables only recognised.
 #[derive(Debug, Clone, PartialEq)]
 enum Scalar {
     Str(String),
@@ -435,6 +439,35 @@ impl Converter<'_> {
         }
     }
 
+    /// An array of strings.
+    fn strings(
+        &mut self,
+        obj: Obj,
+        field: &'static str,
+        label: &str,
+        value: Option<Spanned<Scalar>>,
+    ) -> Option<Vec<String>> {
+        match self.take(obj, field, value)? {
+            Scalar::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Scalar::Str(s) => out.push(s),
+                        other => {
+                            self.wrong_type(obj, field, label, "an array of strings", &other);
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.wrong_type(obj, field, label, "an array of strings", &other);
+                None
+            }
+        }
+    }
+
     fn boolean(&mut self, obj: Obj, field: &'static str, label: &str, value: Option<Spanned<Scalar>>) -> Option<bool> {
         match self.take(obj, field, value)? {
             Scalar::Bool(b) => Some(b),
@@ -521,6 +554,16 @@ impl Converter<'_> {
             gateway_mac: self.parsed(obj, "gateway_mac", &label, raw.gateway_mac, WHAT_MAC),
             internal: self.boolean(obj, "internal", &label, raw.internal).unwrap_or(false),
             masquerade: self.boolean(obj, "masquerade", &label, raw.masquerade).unwrap_or(false),
+            allow_routing_with: self
+                .strings(obj, "allow_routing_with", &label, raw.allow_routing_with)
+                .unwrap_or_default(),
+            conntrack_limit: self.integer(
+                obj,
+                "conntrack_limit",
+                &label,
+                raw.conntrack_limit,
+                &limits::CONNTRACK_LIMIT,
+            ),
             mac_aging_secs: self
                 .integer(obj, "mac_aging_secs", &label, raw.mac_aging_secs, &limits::MAC_AGING_SECS)
                 .unwrap_or(defaults::MAC_AGING_SECS),
@@ -627,6 +670,7 @@ impl Converter<'_> {
                 mode
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
+            offload: self.boolean(obj, "offload", &label, raw.offload),
             endpoint_mac: self.parsed(obj, "endpoint_mac", &label, raw.endpoint_mac, WHAT_MAC),
             endpoint_ip: self.parsed(obj, "endpoint_ip", &label, raw.endpoint_ip, "an IPv4 address"),
             name,
@@ -692,6 +736,7 @@ impl Converter<'_> {
             udp_secs: secs("udp_secs", raw.udp_secs, d.udp_secs),
             udp_assured_secs: secs("udp_assured_secs", raw.udp_assured_secs, d.udp_assured_secs),
             icmp_secs: secs("icmp_secs", raw.icmp_secs, d.icmp_secs),
+            tcp_unreplied_secs: secs("tcp_unreplied_secs", raw.tcp_unreplied_secs, d.tcp_unreplied_secs),
             ..d
         };
         ConntrackTableConfig {

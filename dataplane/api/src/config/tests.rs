@@ -69,6 +69,8 @@ fn network(name: &str) -> NetworkConfig {
         gateway_mac: None,
         internal: false,
         masquerade: false,
+        allow_routing_with: Vec::new(),
+        conntrack_limit: None,
         mac_aging_secs: defaults::MAC_AGING_SECS,
         mac_limit: defaults::MAC_LIMIT,
         scope: Scope::Local,
@@ -92,6 +94,7 @@ fn access_port(name: &str, network: &str) -> PortConfig {
         queues: None,
         endpoint_mac: None,
         endpoint_ip: None,
+        offload: None,
     }
 }
 
@@ -108,6 +111,8 @@ fn full_config() -> Config {
                 gateway: Some(Ipv4Addr::new(172, 17, 0, 1)),
                 gateway_mac: Some(mac("02:00:00:00:01:01")),
                 masquerade: true,
+                allow_routing_with: vec!["apps".into()],
+                conntrack_limit: Some(1000),
                 mac_aging_secs: 600,
                 mac_limit: 4096,
                 ..network("bridge")
@@ -150,6 +155,7 @@ fn full_config() -> Config {
                 queues: Some(4),
                 endpoint_mac: None,
                 endpoint_ip: None,
+                offload: None,
             },
         ],
         routes: vec![
@@ -190,6 +196,7 @@ fn full_config() -> Config {
             udp_secs: 20,
             udp_assured_secs: 90,
             icmp_secs: 10,
+            tcp_unreplied_secs: 20,
         },
         cluster: None,
     }
@@ -721,6 +728,87 @@ fn masquerade() {
     assert!(ok.networks[0].masquerade);
 }
 
+#[test]
+fn object_counts_are_capped_with_one_error_on_the_first_beyond() {
+    let mut text = String::new();
+    for i in 0..=limits::NETWORKS_MAX {
+        text.push_str(&format!("[[network]]\nname = \"n{i}\"\n"));
+    }
+    for i in 0..=limits::ROUTES_MAX {
+        text.push_str(&format!("[[route]]\nprefix = \"10.{}.{}.0/24\"\nvia = \"10.0.0.1\"\n", i / 256, i % 256));
+    }
+    let errors: Vec<String> =
+        Config::parse_all_errors(&text, "t.toml").unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            format!("t.toml:{}: network n4096: too many networks: 4097, at most 4096", 2 * 4096 + 1),
+            format!("t.toml:{}: route 10.64.0.0/24: too many routes: 16385, at most 16384", 2 * 4097 + 3 * 16384 + 1),
+        ]
+    );
+    // Exactly at the caps is fine as far as counts go.
+    let networks = (0..limits::NETWORKS_MAX).map(|i| network(&format!("n{i}"))).collect();
+    let mut cfg = Config { networks, ..Config::default() };
+    assert_eq!(cfg.validate("t"), Ok(()));
+    cfg.networks.push(network("one-more"));
+    let e = cfg.validate("t").unwrap_err();
+    assert!(e.to_string().contains("network one-more: too many networks: 4097, at most 4096"), "{e}");
+}
+
+#[test]
+fn network_conntrack_limit() {
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 10"]),
+        ["t.toml:15: network m: conntrack_limit requires a gateway (only routed traffic is tracked)"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"m\"", "conntrack_limit = 0"]),
+        ["t.toml:15: network m: conntrack_limit 0 is out of range 1..=16777216"]
+    );
+}
+
+#[test]
+fn allow_routing_with() {
+    let other = ["[[network]]", "name = \"m\"", "subnet = \"10.5.0.0/24\"", "gateway = \"10.5.0.1\""];
+    let with = |extra: &[&str]| {
+        let mut lines = other.to_vec();
+        lines.extend_from_slice(extra);
+        l3(&lines)
+    };
+    assert_eq!(with(&["masquerade = true", "allow_routing_with = [\"bridge\"]"]), Vec::<String>::new());
+    assert_eq!(
+        with(&["allow_routing_with = [\"nope\", \"m\", \"bridge\", \"bridge\"]"]),
+        [
+            "t.toml:17: network m: allow_routing_with: network \"nope\" does not exist",
+            "t.toml:17: network m: allow_routing_with: a network cannot list itself",
+            "t.toml:17: network m: allow_routing_with: network \"bridge\" is listed twice",
+        ]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = \"bridge\""]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found string \"bridge\""]
+    );
+    assert_eq!(
+        with(&["allow_routing_with = [1]"]),
+        ["t.toml:17: network m: allow_routing_with must be an array of strings, found integer 1"]
+    );
+    assert_eq!(
+        l3(&["[[network]]", "name = \"l2\"", "[[network]]", "name = \"m\"", "allow_routing_with = [\"bridge\"]"]),
+        ["t.toml:17: network m: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    assert_eq!(
+        with(&["[[network]]", "name = \"l2\"", "allow_routing_with = [\"m\"]"]),
+        ["t.toml:19: network l2: allow_routing_with requires a gateway (only routed traffic is isolated)"]
+    );
+    let mut lines = vec!["[[network]]", "name = \"bridge\"", "subnet = \"172.17.0.0/16\"", "gateway = \"172.17.0.1\""];
+    lines.extend_from_slice(&other);
+    lines.push("allow_routing_with = [\"bridge\"]");
+    let cfg = Config::parse(&text(&lines), "t").unwrap();
+    assert_eq!(cfg.networks[1].allow_routing_with, ["bridge"]);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+}
+
 /// `[[publish]]` lines start at line 13.
 fn publish(fields: &[&str]) -> Vec<String> {
     let mut lines = vec!["[[publish]]"];
@@ -887,6 +975,9 @@ fn live_port_keys() {
         ["t.toml:18: port p: mode \"skb\" is not one of auto, native, generic"]
     );
     assert_eq!(port("tap", "mode = \"native\""), ["t.toml:18: port p: mode native is only for kind afxdp, not tap"]);
+    assert_eq!(port("tap", "offload = false"), Vec::<String>::new());
+    assert_eq!(port("afpacket", "offload = false"), ["t.toml:18: port p: offload is only for kind tap, not afpacket"]);
+    assert!(port("tap", "offload = 1")[0].contains("offload"), "{:?}", port("tap", "offload = 1"));
     for kind in ["afxdp", "afpacket", "tap"] {
         assert_eq!(port(kind, "queues = 64"), Vec::<String>::new());
         assert_eq!(port(kind, "queues = 0"), ["t.toml:18: port p: queues 0 is out of range 1..=64"]);

@@ -260,9 +260,17 @@ impl Request {
             };
             return fail(ErrorKind::BadRequest, message, extra);
         }
-        match serde_json::from_value::<Op>(Value::Object(obj.clone())) {
+        // No copy of the tree on the way (a big `apply` line's tree is many times its text): on an error the
+        // line is read again to find the culprit.
+        match serde_json::from_value::<Op>(Value::Object(obj)) {
             Ok(op) => Ok(Request { version: PROTOCOL_VERSION, id, op }),
             Err(e) => {
+                let mut obj = match serde_json::from_slice::<Value>(line) {
+                    Ok(Value::Object(o)) => o,
+                    _ => Map::new(),
+                };
+                obj.remove("version");
+                obj.remove("id");
                 let message = format!("{name}: {e}");
                 let field = backticked(&e.to_string()).or_else(|| culprit(&obj, &e.to_string()));
                 Err(Rejected {
@@ -396,7 +404,9 @@ pub enum ErrorKind {
     TooLarge,
     /// `apply`: the configuration is not valid (see [`ErrorBody::errors`]).
     InvalidConfig,
-    /// `apply`: a port could not be opened (the message names it; nothing was changed).
+    /// `apply`: a port can never be opened by this vswitchd (a replay-only kind, a back-end not built in; the
+    /// message names it; nothing was changed). A port that fails to open for a reason that may pass is applied
+    /// as failed instead (see `ApplySummary::ports_failed`).
     PortFailed,
     /// `apply`: `expect_generation` is not the running generation.
     Conflict,

@@ -51,7 +51,10 @@
 //!
 //! # `apply`: one transaction
 //! The whole configuration is validated first (errors name the origin, line and field). Then the new ports are
-//! opened; if one fails, those opened are closed and nothing changes (`port_failed`, naming the port). Then the
+//! opened, each on its own: a port that fails to open is applied as failed (listed with its error in
+//! [`ApplySummary::ports_failed`] and as `failed` in `port_ls`; vswitchd retries it with backoff), the others
+//! come up; only a port that can never open (a replay-only kind, a back-end not built in) refuses the whole
+//! apply (`port_failed`, naming the port; those opened are closed, nothing changes). Then the
 //! workers switch to the new topology at a batch boundary, and removed ports are closed. With
 //! `expect_generation`, the apply is refused (`conflict`) unless the running generation is that one (optimistic
 //! concurrency between several writers). An apply of the configuration already running changes nothing and

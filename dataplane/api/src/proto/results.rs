@@ -90,6 +90,11 @@ pub struct ApplySummary {
     /// Microseconds forwarding stood still while the workers switched over (0 when nothing was applied).
     #[serde(default)]
     pub pause_us: u64,
+    /// Ports of the new configuration that are down (they could not be opened, now or before): applied
+    /// anyway, reported here and in `port_ls`, and retried by vswitchd with backoff. Per-port outcome: a port
+    /// failing never refuses the apply.
+    #[serde(default)]
+    pub ports_failed: Vec<PortFailedRow>,
 }
 
 /// What became of the router's learned state in an apply.
@@ -204,6 +209,37 @@ pub struct PortRow {
     pub io: PortIo,
     /// The pipeline's counters for the port.
     pub pipeline: PortPipeline,
+    /// What the port transmits as is (learned when it opened): `csum`, `tso4`, `tso6`, `uso`, comma-separated,
+    /// or `-`; a frame needing more is segmented or completed in software first.
+    #[serde(default)]
+    pub offloads: String,
+    /// `up`, or `failed`: it could not be opened (vswitchd retries it with backoff; meanwhile what the switch
+    /// sends it is dropped and the others forward).
+    #[serde(default)]
+    pub state: PortState,
+    /// Why it is down (`state` = `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a configured port is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// Open and forwarding.
+    #[default]
+    Up,
+    /// It could not be opened; retried with backoff.
+    Failed,
+}
+
+/// A port that is down after an `apply` (in [`ApplySummary::ports_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortFailedRow {
+    /// The port.
+    pub port: String,
+    /// Why it could not be opened (names the port).
+    pub error: String,
 }
 
 /// How a port is attached.
@@ -237,6 +273,43 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames given to the port that it could not send.
     pub tx_dropped: u64,
+    /// GSO super-frames received whole (each also one of `rx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_super_frames: u64,
+    /// GSO super-frames sent whole, for the kernel to segment if it must (each also one of `tx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_super_frames: u64,
+    /// Super-frames the port cut into segments in software: on receive when no large buffer was free, on
+    /// transmit when the link takes no super-frames (their segments count in `rx_packets` / `tx_packets`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sw_segmented: u64,
+    /// Partial checksums the port completed in software (for a link without checksum offload).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sw_csum: u64,
+}
+
+/// Offload counters are left out of the JSON while zero, so ports and captures that never see offloads report
+/// exactly what they did before those counters existed (`vswitchd replay` output, the golden files).
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl PortStats {
+    /// The sum of two sets of counters (the queues of one port).
+    pub fn merged(self, o: PortStats) -> PortStats {
+        PortStats {
+            rx_packets: self.rx_packets + o.rx_packets,
+            rx_bytes: self.rx_bytes + o.rx_bytes,
+            rx_dropped: self.rx_dropped + o.rx_dropped,
+            tx_packets: self.tx_packets + o.tx_packets,
+            tx_bytes: self.tx_bytes + o.tx_bytes,
+            tx_dropped: self.tx_dropped + o.tx_dropped,
+            rx_super_frames: self.rx_super_frames + o.rx_super_frames,
+            tx_super_frames: self.tx_super_frames + o.tx_super_frames,
+            sw_segmented: self.sw_segmented + o.sw_segmented,
+            sw_csum: self.sw_csum + o.sw_csum,
+        }
+    }
 }
 
 /// What the pipeline counted for one port (as ingress for rx/forwarded/flooded/dropped, as egress for tx).

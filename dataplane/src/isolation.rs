@@ -1,0 +1,120 @@
+//! The isolation policy: which router interfaces the router may forward between *untranslated*, and the drop
+//! reason of each refusal. Docker's model (its `DOCKER-ISOLATION` chains and the FORWARD policy that keeps
+//! unpublished container ports unreachable), stated per router interface:
+//!
+//! | from \ to            | routed port | plain network | isolated network | internal network |
+//! |----------------------|-------------|---------------|------------------|------------------|
+//! | routed port          | yes         | yes           | `not-published`  | `internal-network` |
+//! | plain network        | yes         | yes           | `network-isolation` | `internal-network` |
+//! | isolated network     | yes (masqueraded) | `network-isolation` | `network-isolation` | `internal-network` |
+//! | internal network     | `internal-network` | `internal-network` | `internal-network` | `internal-network` |
+//!
+//! - An **isolated** network is one with `masquerade = true` (a Docker bridge network); a **plain** network has
+//!   a gateway without masquerade (Docker's routed gateway mode); an **internal** one has `internal = true`.
+//! - `network-isolation` and `not-published` refusals are lifted for packets the NAT stage translated or
+//!   tracks (replies to a container's own connections, published ports and the replies to them, ICMP errors
+//!   quoting a tracked connection): the router asks [`crate::nat::Nat::tracks`] only after a refusal, so
+//!   allowed traffic pays one table read per packet and nothing more. `internal-network` is never lifted.
+//! - `allow_routing_with` (configuration) lifts `network-isolation` between two named networks, both ways.
+//!   It does not open an isolated network to routed ports.
+//! - Traffic within one interface (bridged, or hairpinned back into its own network) is not routed between
+//!   interfaces and never asks this policy; the switch's own addresses (ping to any gateway) are not
+//!   forwarding either.
+//!
+//! Threads: plain data inside the immutable [`crate::topology::Topology`]; read by the worker running the
+//! router.
+
+use crate::counters::DropReason;
+use crate::ids::RifId;
+
+/// What a router interface is, for the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RifClass {
+    /// A routed port.
+    Routed,
+    /// A network routed plainly (a gateway, no masquerade, not internal).
+    Plain,
+    /// A network with `masquerade = true`.
+    Isolated,
+    /// A network with `internal = true`.
+    Internal,
+}
+
+/// The policy for one topology. See the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Isolation {
+    /// Per router interface, by [`RifId`].
+    class: Vec<RifClass>,
+    /// Pairs of interfaces `allow_routing_with` connects, as `(low << 16) | high`, sorted.
+    allowed: Vec<u32>,
+}
+
+fn pair(a: RifId, b: RifId) -> u32 {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    (u32::from(lo) << 16) | u32::from(hi)
+}
+
+impl Isolation {
+    /// The policy for interfaces of `class` (by [`RifId`]), with `allowed` pairs of interfaces connected.
+    pub fn new(class: Vec<RifClass>, allowed: impl IntoIterator<Item = (RifId, RifId)>) -> Self {
+        let mut allowed: Vec<u32> = allowed.into_iter().map(|(a, b)| pair(a, b)).collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        Isolation { class, allowed }
+    }
+
+    /// The class of interface `rif` (`Plain` for an unknown id).
+    #[inline]
+    pub fn class(&self, rif: RifId) -> RifClass {
+        self.class.get(rif as usize).copied().unwrap_or(RifClass::Plain)
+    }
+
+    /// Why a packet may not be forwarded untranslated from interface `from` to another interface `to`, or
+    /// `None` when it may. `InternalNetwork` is final; the other reasons yield to NAT (module documentation).
+    #[inline]
+    pub fn refusal(&self, from: RifId, to: RifId) -> Option<DropReason> {
+        use RifClass::*;
+        match (self.class(from), self.class(to)) {
+            (Routed | Plain, Routed | Plain) | (Isolated, Routed) => None,
+            (Internal, _) | (_, Internal) => Some(DropReason::InternalNetwork),
+            (Routed, Isolated) => Some(DropReason::NotPublished),
+            (Plain | Isolated, Isolated) | (Isolated, Plain) => {
+                if self.allowed.binary_search(&pair(from, to)).is_ok() {
+                    None
+                } else {
+                    Some(DropReason::NetworkIsolation)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RifClass::*;
+
+    #[test]
+    fn the_table_of_the_module_documentation() {
+        // 0 routed, 1 plain, 2 isolated, 3 internal, 4 isolated, 5 plain; 2 and 5 are connected.
+        let p = Isolation::new(vec![Routed, Plain, Isolated, Internal, Isolated, Plain], [(5, 2)]);
+        let ni = Some(DropReason::NetworkIsolation);
+        let np = Some(DropReason::NotPublished);
+        let int = Some(DropReason::InternalNetwork);
+        let expect: [[Option<DropReason>; 6]; 6] = [
+            [None, None, np, int, np, None],
+            [None, None, ni, int, ni, None],
+            [None, ni, ni, int, ni, None],
+            [int, int, int, int, int, int],
+            [None, ni, ni, int, ni, ni],
+            [None, None, None, int, ni, None],
+        ];
+        for (from, row) in expect.iter().enumerate() {
+            for (to, want) in row.iter().enumerate() {
+                if from != to {
+                    assert_eq!(p.refusal(from as RifId, to as RifId), *want, "{from} -> {to}");
+                }
+            }
+        }
+    }
+}

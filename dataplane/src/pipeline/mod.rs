@@ -1,0 +1,363 @@
+//! The pipeline: runs a received batch through the stages and queues the results for transmission.
+//!
+//! `ingress` (validation) → `bridge` (learn, forward; frames for a gateway go to the router) → route lookup
+//! (the router's FIB lookups for the whole batch) → dispatch: copy floods, run the `router` on frames for it, check egress MTU, queue per egress port. Each stage writes one
+//! [`Verdict`] per frame; dispatch acts on them through [`Egress`], the one place frames are queued for
+//! transmission and counted. Time comes in through [`Context::now`]; nothing here reads a clock or does I/O,
+//! so replay and tests are deterministic.
+//!
+//! The caller (a worker, the replay driver, a test) owns the ports: it receives a batch from one port, calls
+//! [`Switch::process`], then hands each port its [`TxQueues`] queue with `tx_burst`, and calls
+//! [`Switch::housekeeping`] every [`HOUSEKEEPING_INTERVAL`].
+//!
+//! Threads: nothing in a `Switch` is shared or locked inside; it is used by one thread at a time. `vswitchd run`
+//! puts it behind one mutex that a worker takes per received batch (see `crate::worker` and
+//! docs/architecture.md § Threads); replay and tests own it outright.
+
+mod trace;
+
+use crate::batch::{Batch, BATCH_SIZE};
+use crate::bridge::{Bridge, BridgeStats};
+use crate::buffer::BufPool;
+use crate::config::Config;
+use crate::conntrack::Conntrack;
+use crate::counters::{Counters, DropReason};
+use crate::fdb::{Fdb, FdbStats};
+use crate::ids::{table_id, Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
+use crate::ingress::Ingress;
+use crate::nat::{ConnectionInfo, NatStats};
+use crate::overlay::{Overlay, OverlayError, OverlayState, UpdateSummary};
+use crate::packet::Parsed;
+use crate::router::{BatchLookup, Router};
+use crate::topology::Topology;
+
+pub use crate::stage::{Context, Egress, Trace, TxQueues, Verdict, Verdicts, TX_QUEUE_CAP};
+pub use trace::TraceSteps;
+
+/// How often drivers should call [`Switch::housekeeping`].
+pub const HOUSEKEEPING_INTERVAL: Nanos = NANOS_PER_SEC / 10;
+
+/// The forwarding pipeline with its tables and counters.
+#[derive(Debug)]
+pub struct Switch {
+    topo: Topology,
+    ingress: Ingress,
+    bridge: Bridge,
+    router: Router,
+    overlay: Overlay,
+    counters: Counters,
+    verdicts: Verdicts,
+    parsed: [Parsed; BATCH_SIZE],
+    routes: [BatchLookup; BATCH_SIZE],
+}
+
+impl Switch {
+    /// A switch for a validated configuration, with empty tables.
+    pub fn new(cfg: &Config) -> Self {
+        Switch::with_topology(Topology::from_config(cfg))
+    }
+
+    /// A switch for an already numbered topology.
+    pub fn with_topology(topo: Topology) -> Self {
+        Switch {
+            ingress: Ingress,
+            bridge: Bridge::new(&topo),
+            router: Router::new(&topo),
+            overlay: Overlay::new(&topo),
+            counters: Counters::new(topo.ports.len()),
+            verdicts: Verdicts::default(),
+            parsed: [Parsed::default(); BATCH_SIZE],
+            routes: [BatchLookup::default(); BATCH_SIZE],
+            topo,
+        }
+    }
+
+    /// The switch for a new validated configuration, carrying over what is still valid (a configuration
+    /// change at run time; the caller holds the switch, so no batch is in flight). Ports, networks and router
+    /// interfaces are matched by name, since their ids are positions in the configuration and may change:
+    /// - **MAC tables**: a network that still exists keeps its entries on ports that are still access ports of
+    ///   it (with when they were last seen, under the new limit and ageing time); entries of removed ports, of
+    ///   ports that moved to another network or became routed, and whole removed networks are dropped.
+    /// - **Router** (neighbours, tracked connections, NAT bindings, router counters): kept whole when the
+    ///   router would be built the same ([`Topology::same_router_as`]: same interfaces, routes, publish rules,
+    ///   NAT and conntrack settings), unless frames wait for ARP while ports were removed or renumbered (they
+    ///   name their ingress port by id); otherwise rebuilt empty.
+    /// - **Counters**: a port keeps its pipeline counters while its name exists; drops by reason are kept.
+    pub fn reconfigure(self, cfg: &Config) -> (Switch, Carried) {
+        let topo = Topology::from_config(cfg);
+        let old = &self.topo;
+        let net_name = |t: &'_ Topology, n: Option<NetId>| n.map(|n| t.networks[n as usize].name.clone());
+        let by_name: Vec<Option<PortId>> = old.ports.iter().map(|p| topo.port_id(&p.name)).collect();
+        let same_network: Vec<Option<PortId>> = old
+            .ports
+            .iter()
+            .zip(&by_name)
+            .map(|(p, &new)| {
+                new.filter(|&n| {
+                    let was = net_name(old, p.network);
+                    was.is_some() && was == net_name(&topo, topo.ports[n as usize].network)
+                })
+            })
+            .collect();
+        let old_entries: usize = (0..old.networks.len()).map(|n| self.bridge.fdb(table_id(n)).len()).sum();
+        let fdbs: Vec<Fdb> = topo
+            .networks
+            .iter()
+            .map(|n| match old.network_id(&n.name) {
+                Some(o) => self.bridge.fdb(o).remapped(&same_network, topo.ports.len(), n.mac_limit, n.mac_aging).0,
+                None => Fdb::new(topo.ports.len(), n.mac_limit, n.mac_aging),
+            })
+            .collect();
+        let fdb_kept: usize = fdbs.iter().map(Fdb::len).sum();
+        let ports_stable = by_name.iter().enumerate().all(|(i, &n)| n == Some(table_id(i)));
+        let same_router = old.same_router_as(&topo) && (ports_stable || !self.router.has_pending());
+        // A changed router is rebuilt, carrying over the connections and neighbours the change does not concern
+        // (`router/carry.rs`); "kept" when that was all of them.
+        let (router, router_kept, connections_flushed) = if same_router {
+            (self.router, true, 0)
+        } else {
+            let (r, c) = self.router.carried_into(old, &topo);
+            (r, c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
+        };
+        let carried =
+            Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
+        let mut switch = Switch {
+            ingress: Ingress,
+            bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
+            router,
+            overlay: Overlay::new(&topo),
+            counters: self.counters.remapped(&by_name, topo.ports.len()),
+            verdicts: Verdicts::default(),
+            parsed: [Parsed::default(); BATCH_SIZE],
+            routes: [BatchLookup::default(); BATCH_SIZE],
+            topo,
+        };
+        // The overlay membership is the control plane's, not the configuration's: it carries over (per-peer
+        // counters included), applied to the new networks and routes.
+        let overlay = self.overlay.reconfigured(&switch.topo, &|a| switch.router.underlay_route(a));
+        switch.overlay = overlay;
+        switch.apply_overlay_mtu();
+        (switch, carried)
+    }
+
+    /// Replaces the overlay membership (members and remote endpoints, from the control plane) in one step, and
+    /// the overlay networks' MTU with it. Nothing else changes: MAC tables, neighbours and connections stay, and
+    /// the caller holds the switch only as long as rebuilding the overlay tables takes (no worker pause). An
+    /// invalid state changes nothing.
+    pub fn update_overlay(&mut self, state: OverlayState) -> Result<UpdateSummary, OverlayError> {
+        let router = &self.router;
+        let summary = self.overlay.update(&self.topo, state, &|a| router.underlay_route(a))?;
+        self.apply_overlay_mtu();
+        Ok(summary)
+    }
+
+    /// The overlay tables (members, endpoints, counters).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Sets the gateway MTU of every overlay network to the smaller of its ports' MTU and the overlay MTU, so the
+    /// router sends Fragmentation Needed for routed DF packets that would not fit the tunnel.
+    fn apply_overlay_mtu(&mut self) {
+        for (n, net) in self.topo.networks.iter().enumerate() {
+            let (Some(rif), Some(overlay_mtu)) = (net.rif, self.overlay.mtu(table_id(n))) else { continue };
+            let ports = net.ports.iter().map(|&p| self.topo.ports[p as usize].mtu).min();
+            let base = ports.unwrap_or(crate::config::defaults::MTU);
+            self.topo.rifs[rif as usize].mtu = base.min(overlay_mtu);
+        }
+    }
+
+    /// Transmit queues sized for this switch's ports.
+    pub fn tx_queues(&self) -> TxQueues {
+        TxQueues::new(self.topo.ports.len(), TX_QUEUE_CAP)
+    }
+
+    /// Runs every frame of `batch` (all received on `in_port` at `now`) through the pipeline. The batch is left
+    /// empty: each frame is queued in `tx` or dropped (buffer back to `pool`) and counted.
+    #[inline]
+    pub fn process(&mut self, now: Nanos, in_port: PortId, batch: &mut Batch, pool: &mut BufPool, tx: &mut TxQueues) {
+        self.process_traced(Context::new(now, in_port), batch, pool, tx);
+    }
+
+    /// [`Switch::process`] with the context given whole: with `cx.trace` set, every stage records its decisions
+    /// about the batch's frames there ([`Switch::trace`] runs one frame this way).
+    #[inline(always)]
+    fn process_traced(&mut self, cx: Context, batch: &mut Batch, pool: &mut BufPool, tx: &mut TxQueues) {
+        if batch.is_empty() {
+            return;
+        }
+        let (now, in_port) = (cx.now, cx.in_port);
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        verdicts.reset();
+        let pc = self.counters.port_mut(in_port);
+        for f in batch.iter() {
+            pc.rx_packets += 1;
+            pc.rx_bytes += f.len() as u64;
+        }
+        self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
+        self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
+        if let Some(vtep) = self.topo.vtep.filter(|v| v.port == in_port) {
+            self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
+        }
+        self.routes = [BatchLookup::default(); BATCH_SIZE];
+        self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
+        let mut out =
+            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, cx.trace);
+        for (i, mut frame) in batch.drain().enumerate() {
+            frame.port = in_port;
+            match verdicts.get(i) {
+                Verdict::Output(p) => {
+                    let pc = if out.to_port(p, frame) {
+                        &mut out.counters.port_mut(in_port).forwarded
+                    } else {
+                        &mut out.counters.port_mut(in_port).dropped
+                    };
+                    *pc += 1;
+                }
+                Verdict::Flood(net) => {
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) {
+                        out.arp_suppressed(in_port, frame);
+                    } else {
+                        let sent = out.flood(net, frame, Some(in_port));
+                        out.settle_flood(in_port, net, sent);
+                    }
+                }
+                Verdict::ToRouter(rif) => {
+                    out.counters.port_mut(in_port).routed += 1;
+                    self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], &mut out);
+                }
+                Verdict::Decap => out.decap(in_port, frame, &self.parsed[i]),
+                Verdict::FloodAndRoute(net, _)
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) =>
+                {
+                    out.arp_suppressed(in_port, frame);
+                }
+                Verdict::FloodAndRoute(net, rif) => {
+                    if let Some(copy) = out.pool.clone_frame(&frame) {
+                        self.router.handle_copy(now, rif, copy, &self.parsed[i], &mut out);
+                    }
+                    out.flood(net, frame, Some(in_port));
+                    // The router took a copy, so the frame reached somewhere even with no other port.
+                    out.counters.port_mut(in_port).flooded += 1;
+                }
+                Verdict::Drop(reason) => out.drop(frame, reason),
+                Verdict::Continue => {
+                    // Unreachable by construction: the bridge decides every frame it sees. Count rather than
+                    // panic if a future stage forgets to.
+                    out.drop(frame, DropReason::NoNetwork);
+                }
+            }
+            if out.overlay.has_pending() {
+                self.router.send_encapsulated(now, &mut out);
+            }
+        }
+        self.verdicts = verdicts;
+    }
+
+    /// Turns the bridge's `ToRouter` verdicts for the VTEP's interface into `Decap` for VXLAN packets to our VTEP
+    /// (they never reach the router: no forwarding checks, no NAT, no connection tracking).
+    #[inline(never)]
+    fn mark_decap(&self, vtep_rif: RifId, in_port: PortId, batch: &Batch, verdicts: &mut Verdicts) {
+        for (i, f) in batch.iter().enumerate() {
+            if verdicts.get(i) == Verdict::ToRouter(vtep_rif)
+                && self.overlay.is_vxlan(in_port, f.data(), &self.parsed[i])
+            {
+                verdicts.set(i, Verdict::Decap);
+            }
+        }
+    }
+
+    /// Housekeeping off the hot path: ages out MAC entries, expires connections (releasing their NAT ports),
+    /// retries ARP, fails unresolved neighbours (sending Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`]
+    /// or so of (virtual) time.
+    pub fn housekeeping(&mut self, now: Nanos, pool: &mut BufPool, tx: &mut TxQueues) {
+        self.bridge.expire(now);
+        self.router.nat_mut().expire(now);
+        let mut out =
+            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, None);
+        self.router.tick(now, &mut out);
+        if out.overlay.has_pending() {
+            self.router.send_encapsulated(now, &mut out);
+        }
+    }
+
+    /// True while the router waits for ARP answers (a driver with a virtual clock keeps time moving until then).
+    pub fn has_pending(&self) -> bool {
+        self.router.has_pending()
+    }
+
+    /// The numbered ports, networks and router interfaces.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// The pipeline's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The MAC table of a network.
+    pub fn fdb(&self, net: NetId) -> &Fdb {
+        self.bridge.fdb(net)
+    }
+
+    /// MAC table counters by network id.
+    pub fn fdb_stats(&self) -> Vec<FdbStats> {
+        self.bridge.fdb_stats()
+    }
+
+    /// The bridge stage's counters.
+    pub fn bridge_stats(&self) -> BridgeStats {
+        self.bridge.stats()
+    }
+
+    /// The router stage (routes, neighbours, counters).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The bridge and the router, mutable: for restoring learned state from a snapshot (`crate::snapshot`) into
+    /// a switch that is not forwarding yet.
+    pub fn tables_mut(&mut self) -> (&mut Bridge, &mut Router) {
+        (&mut self.bridge, &mut self.router)
+    }
+
+    /// The connection-tracking table.
+    pub fn conntrack(&self) -> &Conntrack {
+        self.router.nat().conntrack()
+    }
+
+    /// The tracked connections live at `now`, sorted by original tuple.
+    pub fn connections(&self, now: Nanos) -> Vec<ConnectionInfo> {
+        self.router.nat().connections(now)
+    }
+
+    /// The live connections in one chunk of the table's slots (see [`crate::nat::Nat::connections_chunk`]).
+    pub fn connections_chunk(&self, now: Nanos, from: usize, len: usize) -> (Vec<ConnectionInfo>, Option<usize>) {
+        self.router.nat().connections_chunk(now, from, len)
+    }
+
+    /// The NAT stage's counters.
+    pub fn nat_stats(&self) -> NatStats {
+        self.router.nat().stats()
+    }
+
+    /// Removes every tracked connection, releasing their NAT ports (`vswitchctl conntrack flush`); returns how
+    /// many were removed.
+    pub fn flush_conntrack(&mut self) -> usize {
+        self.router.nat_mut().flush()
+    }
+}
+
+/// What [`Switch::reconfigure`] carried over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// MAC entries kept.
+    pub fdb_kept: usize,
+    /// MAC entries dropped (removed ports or networks, ports that changed network, a smaller limit).
+    pub fdb_flushed: usize,
+    /// The router's state (neighbours, connections, NAT bindings) was kept.
+    pub router_kept: bool,
+    /// Tracked connections dropped with the old router.
+    pub connections_flushed: usize,
+}

@@ -1,0 +1,126 @@
+//! Carrying the router's learned state into a rebuilt router ([`Router::carried_into`]): when a configuration
+//! change renumbers or changes router interfaces, routes or publish rules, the router is rebuilt, but the
+//! connections and neighbours the change does not concern are kept, so adding an unrelated network, route or
+//! publish rule flushes nothing.
+//!
+//! Interfaces are matched by name (`network:NAME`, `port:NAME`) and must keep their address, subnet and flags
+//! (`internal`, `masquerade`, routed port); MAC and MTU may change. A resolved neighbour is kept when its
+//! interface is. A tracked connection is kept when:
+//! - both its destinations (the original destination, and the original source the replies go back to) route
+//!   through the same interface (by name, same flags) with the same gateway as before;
+//! - its allocated NAT port's interface is kept and the port is still in the NAT range;
+//! - for a published port (DNAT, hairpin), the same publish rule exists (interface by name, protocol, external
+//!   port, target).
+//!
+//! Everything else is flushed and counted (the `apply` summary's `connections_flushed`).
+//!
+//! Threads: the control thread, with the workers paused (`Switch::reconfigure`).
+
+use super::Router;
+use crate::config::PublishProto;
+use crate::conntrack::{Entry, NatBinding, NatKind, Proto};
+use crate::neigh::RifId;
+use crate::topology::{RifInfo, Topology};
+use std::net::Ipv4Addr;
+
+/// What [`Router::carried_into`] kept and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CarriedRouter {
+    /// Connections kept.
+    pub connections_kept: usize,
+    /// Connections flushed.
+    pub connections_flushed: usize,
+    /// Resolved neighbours kept.
+    pub neighbours_kept: usize,
+    /// Resolved neighbours dropped (their interface is gone or changed).
+    pub neighbours_dropped: usize,
+}
+
+fn same_proto(p: PublishProto, proto: Proto) -> bool {
+    matches!((p, proto), (PublishProto::Tcp, Proto::Tcp) | (PublishProto::Udp, Proto::Udp))
+}
+
+/// The interface of `new` that is `old`'s interface `rif`: same name, address, subnet and flags.
+fn same_rif(old: &RifInfo, new: &Topology) -> Option<RifId> {
+    new.rifs
+        .iter()
+        .position(|r| {
+            r.name == old.name
+                && r.addr == old.addr
+                && r.subnet == old.subnet
+                && r.internal == old.internal
+                && r.masquerade == old.masquerade
+                && r.routed_port == old.routed_port
+        })
+        .map(crate::ids::table_id)
+}
+
+impl Router {
+    /// Where `addr` is routed: the interface and gateway.
+    fn egress(&self, addr: Ipv4Addr) -> Option<(RifId, Option<Ipv4Addr>)> {
+        let id = self.fib.lookup(addr)?;
+        let nh = self.next_hops.get(id.index())?;
+        Some((nh.rif, nh.via))
+    }
+
+    /// A router for `new_topo` carrying over what of this router's state (built for `old_topo`) the change does
+    /// not invalidate; see the module documentation.
+    pub fn carried_into(self, old_topo: &Topology, new_topo: &Topology) -> (Router, CarriedRouter) {
+        let mut new = Router::new(new_topo);
+        let map: Vec<Option<RifId>> = old_topo.rifs.iter().map(|r| same_rif(r, new_topo)).collect();
+        let remap = |rif: RifId| map.get(rif as usize).copied().flatten();
+        let mut c = CarriedRouter::default();
+        (c.neighbours_kept, c.neighbours_dropped) = self.neigh.carry_into(&mut new.neigh, remap);
+
+        let same_route = |addr: Ipv4Addr| match (self.egress(addr), new.egress(addr)) {
+            (Some((o, ov)), Some((n, nv))) => remap(o) == Some(n) && ov == nv,
+            _ => false,
+        };
+        let same_publish = |e: &Entry| {
+            // The rule that translated it: external port = the original destination port, target = where the
+            // replies come from.
+            let hit = |t: &Topology, rif: RifId| {
+                t.publish.iter().any(|p| {
+                    p.rif == rif
+                        && p.external_port == e.orig.dport
+                        && p.to_addr == e.reply.src
+                        && p.to_port == e.reply.sport
+                        && same_proto(p.proto, e.orig.proto)
+                })
+            };
+            old_topo
+                .publish
+                .iter()
+                .filter(|p| p.external_port == e.orig.dport)
+                .any(|p| hit(old_topo, p.rif) && remap(p.rif).is_some_and(|n| hit(new_topo, n)))
+        };
+        let mut kept = Vec::new();
+        for (_, e) in self.nat.conntrack().all_entries() {
+            let mut e = *e;
+            let mut keep = same_route(e.orig.dst) && same_route(e.orig.src);
+            if let Some(nat) = e.nat {
+                let allocator = match nat.allocator {
+                    Some(a) => remap(a).map(Some),
+                    None => Some(None),
+                };
+                let published = !matches!(nat.kind, NatKind::Dnat | NatKind::Hairpin) || same_publish(&e);
+                keep &= allocator.is_some() && published;
+                e.nat = Some(NatBinding { allocator: allocator.flatten(), ..nat });
+            }
+            if keep {
+                kept.push(e);
+            } else {
+                c.connections_flushed += 1;
+            }
+        }
+        for e in kept {
+            // Restored on the same clock: its creation and expiry stay as they were.
+            if new.nat.restore(&e, 0) {
+                c.connections_kept += 1;
+            } else {
+                c.connections_flushed += 1;
+            }
+        }
+        (new, c)
+    }
+}
