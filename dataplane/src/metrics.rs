@@ -232,7 +232,9 @@ impl Collector for SnapshotCollector {
             ("vswitch_worker_rx_batches", "Non-empty bursts received", |x| x.rx_batches),
             ("vswitch_worker_iterations", "Poll loop iterations", |x| x.iterations),
             ("vswitch_worker_sleeps", "Times the worker slept on its ports' fds", |x| x.sleeps),
-            ("vswitch_worker_switch_waits", "Times the worker's shard was held by the control thread", |x| x.switch_waits),
+            ("vswitch_worker_switch_waits", "Times the worker's shard was held by the control thread", |x| {
+                x.switch_waits
+            }),
             ("vswitch_worker_handed_off", "Frames handed to the worker owning their connection", |x| x.handed_off),
             ("vswitch_worker_handed_in", "Frames handed to this worker by others", |x| x.handed_in),
             ("vswitch_worker_handoff_dropped", "Frames that could not be handed over", |x| x.handoff_dropped),

@@ -11,7 +11,8 @@
 //! outputs.
 //!
 //! Everything that can be wrong with the inputs (a port not in the configuration, a port given twice, an
-//! unreadable capture, a link type other than Ethernet) is found before any output file is created.
+//! unreadable capture, a link type other than Ethernet, an invalid overlay state) is found before any output file
+//! is created.
 
 use crate::batch::Batch;
 use crate::bridge::BridgeStats;
@@ -24,6 +25,7 @@ use crate::ids::{table_id, Nanos, NANOS_PER_SEC};
 use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
+use crate::overlay::{OverlayError, OverlayState, OverlayStats};
 use crate::pipeline::shards::Shards;
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
@@ -86,6 +88,9 @@ pub enum ReplayError {
     /// A port failed while running.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// The `--overlay` state was refused (nothing was replayed).
+    #[error("--overlay: {0}")]
+    Overlay(OverlayError),
 }
 
 /// What one port did during a replay.
@@ -122,6 +127,14 @@ pub struct SwitchReport {
     pub nat: NatStats,
     /// Masquerade port allocation counters, summed over every address.
     pub snat: SnatStats,
+    /// Overlay counters (encapsulated, decapsulated, replicated, ARP suppressed, updates); absent while all zero,
+    /// i.e. on a switch without overlay networks.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub overlay: OverlayStats,
+}
+
+fn is_zero(s: &OverlayStats) -> bool {
+    *s == OverlayStats::default()
 }
 
 /// `a.f += b.f` for every listed field.
@@ -143,6 +156,7 @@ impl SwitchReport {
             neigh: switch.router().neigh_stats(),
             nat: switch.nat_stats(),
             snat: switch.router().nat().snat_stats(),
+            overlay: switch.overlay().stats(),
         }
     }
 
@@ -167,6 +181,8 @@ impl SwitchReport {
                 icmp_errors_translated, fragments_dropped, unsupported, expired);
             add_fields!(r.snat, o.snat; in_use, destinations, allocated, preferred_kept, remapped, exhausted,
                 claimed, released, stray_releases);
+            // Every shard applies every membership update: counted once.
+            add_fields!(r.overlay, o.overlay; encapsulated, decapsulated, replicated, arp_suppressed);
         }
         r
     }
@@ -240,20 +256,42 @@ impl ReplayReport {
 
 /// Replays `inputs` through a switch built from `cfg`, writing one capture per configured port into `out_dir`.
 pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<ReplayReport, ReplayError> {
-    replay_with_workers(cfg, inputs, out_dir, 1)
+    replay_with_overlay(cfg, None, inputs, out_dir)
 }
 
-/// [`replay`] through `workers` shards of the switch (`crate::pipeline::shard`), driven on this thread by
-/// [`Shards`]: received bursts are dealt to the shards round-robin (the harshest spread: consecutive frames of
-/// one flow land on different shards), and after each burst everything the shards tell one another is
-/// delivered. The outcome (frames per port, counters) must be one switch's, up to the order of frames of
-/// different flows within a port's capture; `workers = 1` is exactly [`replay`].
+/// [`replay`] with the overlay membership `overlay` installed before the first frame (what `overlay_update`
+/// installs in a live switch; `vswitchd replay --overlay FILE`).
+pub fn replay_with_overlay(
+    cfg: &Config,
+    overlay: Option<&OverlayState>,
+    inputs: &[ReplayInput],
+    out_dir: &Path,
+) -> Result<ReplayReport, ReplayError> {
+    replay_with_workers(cfg, overlay, inputs, out_dir, 1)
+}
+
+/// [`replay_with_overlay`] through `workers` shards of the switch (`crate::pipeline::shard`), driven on this
+/// thread by [`Shards`]: received bursts are dealt to the shards round-robin (the harshest spread: consecutive
+/// frames of one flow land on different shards), and after each burst everything the shards tell one another
+/// is delivered. The outcome (frames per port, counters) must be one switch's, up to the order of frames of
+/// different flows within a port's capture; `workers = 1` is exactly [`replay_with_overlay`].
 pub fn replay_with_workers(
     cfg: &Config,
+    overlay: Option<&OverlayState>,
     inputs: &[ReplayInput],
     out_dir: &Path,
     workers: usize,
 ) -> Result<ReplayReport, ReplayError> {
+    let mut switches = Vec::with_capacity(workers.max(1));
+    for i in 0..workers.max(1) {
+        let mut switch = Switch::new(cfg).sharded(crate::pipeline::Shard::new(i, workers));
+        if let Some(state) = overlay {
+            switch.update_overlay(state.clone()).map_err(ReplayError::Overlay)?;
+        }
+        switches.push(switch);
+    }
+    let mut switches = switches.into_iter();
+    let mut shards = Shards::new(workers, |_| switches.next().expect("one per shard"));
     let mut captures: BTreeMap<usize, Vec<CapturedFrame>> = BTreeMap::new();
     let mut nanosecond = false;
     for input in inputs {
@@ -280,7 +318,6 @@ pub fn replay_with_workers(
         outputs.insert(p.name.clone(), path);
     }
 
-    let mut shards = Shards::new(workers, |shard| Switch::new(cfg).sharded(shard));
     let end = run(&mut shards, &mut ports)?;
     for p in &mut ports {
         p.finish()?;

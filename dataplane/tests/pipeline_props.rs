@@ -1024,7 +1024,7 @@ fn run_shards(cfg: &Config, steps: &[Step], n: usize) -> (Vec<(PortId, Vec<u8>)>
     let mut tx = shards.switches()[0].tx_queues();
     let (mut now, mut next_hk) = (NANOS_PER_SEC, NANOS_PER_SEC + HOUSEKEEPING_INTERVAL);
     let mut sent = Vec::new();
-    let mut drain = |tx: &mut dataplane::pipeline::TxQueues, pool: &mut BufPool, sent: &mut Vec<(PortId, Vec<u8>)>| {
+    let drain = |tx: &mut dataplane::pipeline::TxQueues, pool: &mut BufPool, sent: &mut Vec<(PortId, Vec<u8>)>| {
         for p in tx.port_ids() {
             for f in tx.queue_mut(p).drain(..) {
                 sent.push((p, f.data().to_vec()));

@@ -8,7 +8,9 @@
 //!   reproducible: `vswitch-pcap gen in/PORT.toml -o in/PORT.pcap`);
 //! - `expected/PORT.pcap` for every configured port (empty captures included), and `expected/counters.json`,
 //!   every counter of the run (drops by reason, per-port, MAC tables, router);
-//! - `README.md`: one paragraph saying what the case shows.
+//! - `README.md`: one paragraph saying what the case shows;
+//! - optionally `overlay.json`: the overlay membership installed before the first frame (`vswitchd replay
+//!   --overlay`), for cases with overlay networks.
 //!
 //! On a mismatch the first differing frame is printed decoded on both sides (`tools::diff`), and counters are
 //! compared key by key. With `VSWITCH_BLESS=1` the expected files (and input captures) are rewritten instead;
@@ -16,7 +18,7 @@
 
 use dataplane::config::Config;
 use dataplane::port::pcap::read_capture;
-use dataplane::replay::{replay, replay_with_workers, ReplayInput};
+use dataplane::replay::{replay_with_overlay, replay_with_workers, ReplayInput};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +87,12 @@ pub fn run_case(dir: &Path, bless: bool) -> Result<(), String> {
     }
 
     let out = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let report = replay(&cfg, &inputs, out.path()).map_err(|e| fail(e.to_string()))?;
+    let overlay = match std::fs::read_to_string(dir.join("overlay.json")) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| fail(format!("overlay.json: {e}")))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(format!("overlay.json: {e}"))),
+    };
+    let report = replay_with_overlay(&cfg, overlay.as_ref(), &inputs, out.path()).map_err(|e| fail(e.to_string()))?;
     let counters = report.counters_json();
     let expected_dir = dir.join("expected");
     if bless {
@@ -152,8 +159,13 @@ pub fn compare_workers(dir: &Path, workers: usize) -> Result<(), String> {
     inputs.sort_by(|a, b| a.port.cmp(&b.port));
     let (one_dir, n_dir) =
         (tempfile::tempdir().map_err(|e| fail(e.to_string()))?, tempfile::tempdir().map_err(|e| fail(e.to_string()))?);
-    let one = replay(&cfg, &inputs, one_dir.path()).map_err(|e| fail(e.to_string()))?;
-    let many = replay_with_workers(&cfg, &inputs, n_dir.path(), workers).map_err(|e| fail(e.to_string()))?;
+    let overlay: Option<dataplane::overlay::OverlayState> = match std::fs::read_to_string(dir.join("overlay.json")) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| fail(format!("overlay.json: {e}")))?),
+        Err(_) => None,
+    };
+    let one = replay_with_overlay(&cfg, overlay.as_ref(), &inputs, one_dir.path()).map_err(|e| fail(e.to_string()))?;
+    let many =
+        replay_with_workers(&cfg, overlay.as_ref(), &inputs, n_dir.path(), workers).map_err(|e| fail(e.to_string()))?;
     let mut problems = String::new();
     for (port, path) in &one.outputs {
         let frames = |p: &Path| -> Result<Vec<(u64, Vec<u8>)>, String> {

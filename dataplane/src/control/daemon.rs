@@ -241,6 +241,7 @@ impl Daemon {
                             aged: s.aged,
                         },
                         entries: fdb_rows(sw, table_id(n), now),
+                        overlay: sw.overlay().inspect(table_id(n)),
                     }
                 }))
             }
@@ -338,6 +339,29 @@ impl Daemon {
                 let mut removed = 0;
                 r.for_each_shard(|sw| removed += sw.flush_conntrack());
                 json(&ConntrackFlushed { removed })
+            }
+            Op::OverlayUpdate { state } => {
+                // Every worker's shard holds the membership (read-mostly, replicated): worker 0's is updated first
+                // (an invalid state is refused there and changes nothing), then each other's in turn. Each shard
+                // is locked only while its own tables are rebuilt (that worker waits as for any batch; the others
+                // forward): no pause, no apply lock. `held_us` is the longest one shard was held.
+                let (result, held) = r.with_shard(0, |sw| {
+                    let t = std::time::Instant::now();
+                    (sw.update_overlay(state.clone()), t.elapsed())
+                });
+                let summary = result.map_err(|e| {
+                    ErrorBody::field(ErrorKind::BadRequest, &format!("state.{}", e.field), e.message.clone())
+                })?;
+                let mut held = held;
+                for k in 1..r.shards() {
+                    let t = std::time::Instant::now();
+                    let res = r.with_shard(k, |sw| sw.update_overlay(state.clone()));
+                    held = held.max(t.elapsed());
+                    if let Err(e) = res {
+                        tracing::error!(worker = k, error = %e.message, "overlay update accepted by worker 0 refused by another");
+                    }
+                }
+                json(&OverlayUpdateResult { summary, held_us: u64::try_from(held.as_micros()).unwrap_or(u64::MAX) })
             }
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
             Op::Trace { port, frame_hex } => {
