@@ -168,32 +168,47 @@ impl SwitchReport {
         };
         let mut r = SwitchReport::of(first);
         for s in rest {
-            let o = SwitchReport::of(s);
-            for (k, v) in o.drops {
-                *r.drops.entry(k).or_default() += v;
-            }
-            add_fields!(r.bridge, o.bridge; learn_skipped);
-            add_fields!(r.router, o.router; forwarded, arp_replies, arp_requests, arp_ignored, echo_replies,
-                icmp_errors, icmp_rate_limited);
-            add_fields!(r.neigh, o.neigh; queued, queue_overflow, failed);
-            add_fields!(r.nat, o.nat; snat_created, dnat_created, hairpin_created, hits_original, hits_reply,
-                invalid, table_full, network_limit, spoofed, port_exhausted, clash, no_translation,
-                icmp_errors_translated, fragments_dropped, unsupported, expired);
-            add_fields!(r.snat, o.snat; in_use, destinations, allocated, preferred_kept, remapped, exhausted,
-                claimed, released, stray_releases);
-            // Every shard applies every membership update: counted once.
-            add_fields!(r.overlay, o.overlay; encapsulated, decapsulated, replicated, arp_suppressed);
+            r.add_shard(SwitchReport::of(s));
         }
         r
     }
+
+    /// Adds the report of another shard of the same switch (`self` being shard 0's, or already a sum starting
+    /// with it): what counts frames and connections is summed; the replicated tables stay shard 0's.
+    pub fn add_shard(&mut self, o: SwitchReport) {
+        let r = self;
+        for (k, v) in o.drops {
+            *r.drops.entry(k).or_default() += v;
+        }
+        add_fields!(r.bridge, o.bridge; learn_skipped);
+        add_fields!(r.router, o.router; forwarded, arp_replies, arp_requests, arp_ignored, echo_replies,
+            icmp_errors, icmp_rate_limited);
+        add_fields!(r.neigh, o.neigh; queued, queue_overflow, failed);
+        add_fields!(r.nat, o.nat; snat_created, dnat_created, hairpin_created, hits_original, hits_reply,
+            invalid, table_full, network_limit, spoofed, port_exhausted, clash, no_translation,
+            icmp_errors_translated, fragments_dropped, unsupported, expired);
+        add_fields!(r.snat, o.snat; in_use, destinations, allocated, preferred_kept, remapped, exhausted,
+            claimed, released, stray_releases);
+        // Every shard applies every membership update: counted once.
+        add_fields!(r.overlay, o.overlay; encapsulated, decapsulated, replicated, arp_suppressed);
+    }
+}
+
+/// `c += o`, field by field.
+pub fn add_port(c: &mut PortCounters, o: &PortCounters) {
+    add_fields!(c, o; rx_packets, rx_bytes, forwarded, flooded, routed, dropped, tx_packets, tx_bytes);
+}
+
+/// `c += o`, field by field.
+pub fn add_conntrack(c: &mut ConntrackStats, o: &ConntrackStats) {
+    add_fields!(c, o; entries, created, expired, invalid, table_full, clash, evicted, group_full);
 }
 
 /// The pipeline counters of port `port`, summed over `shards`.
 pub fn port_counters(shards: &[&Switch], port: crate::ids::PortId) -> PortCounters {
     let mut c = PortCounters::default();
     for s in shards {
-        let o = s.counters().port(port);
-        add_fields!(c, o; rx_packets, rx_bytes, forwarded, flooded, routed, dropped, tx_packets, tx_bytes);
+        add_port(&mut c, &s.counters().port(port));
     }
     c
 }
@@ -202,8 +217,7 @@ pub fn port_counters(shards: &[&Switch], port: crate::ids::PortId) -> PortCounte
 pub fn conntrack_stats(shards: &[&Switch]) -> ConntrackStats {
     let mut c = ConntrackStats::default();
     for s in shards {
-        let o = s.conntrack().stats();
-        add_fields!(c, o; entries, created, expired, invalid, table_full, clash, evicted, group_full);
+        add_conntrack(&mut c, &s.conntrack().stats());
     }
     c
 }

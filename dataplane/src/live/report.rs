@@ -2,7 +2,7 @@
 //! switch's tables, the connection table and every worker, in the shape of replay's counters JSON.
 //!
 //! Threads: a report (`Running::report`) may be taken while the workers forward: it takes each port queue's
-//! lock, then the switch's, briefly.
+//! lock, then each worker's shard in turn, briefly.
 
 use super::{queue_names, Runtime};
 use crate::config::PortKind;
@@ -11,7 +11,7 @@ use crate::counters::PortCounters;
 use crate::ids::{table_id, PortId, NANOS_PER_SEC};
 use crate::offload::Caps;
 use crate::port::{Port, PortStats};
-use crate::replay::{conntrack_stats, port_counters, SwitchReport};
+use crate::replay::{add_conntrack, add_port, conntrack_stats, port_counters, SwitchReport};
 use crate::worker::{lock, WorkerReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -85,10 +85,28 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
         .iter()
         .map(|lp| lp.queues.first().map_or_else(|| Caps::NONE.names(), |q| lock(q).caps().names()))
         .collect();
-    // Every shard locked at once, briefly (each worker waits at most for this copy), so that the sums are of
-    // one moment.
-    let guards: Vec<_> = shared.shards.iter().map(|l| lock(&l.switch)).collect();
-    let shards: Vec<&crate::pipeline::Switch> = guards.iter().map(|g| &**g).collect();
+    // One shard at a time, each locked only while its own counters are copied (that worker waits that long,
+    // the others forward): the sums are not of one instant, as port counters never were.
+    let mut tables: Option<SwitchReport> = None;
+    let mut conntrack = ConntrackStats::default();
+    let mut pipeline = vec![PortCounters::default(); shared.ports.len()];
+    for link in &shared.shards {
+        let sw = lock(&link.switch);
+        let one = [&*sw];
+        for (i, c) in pipeline.iter_mut().enumerate() {
+            let o = port_counters(&one, table_id(i));
+            add_port(c, &o);
+        }
+        let ct = conntrack_stats(&one);
+        let r = SwitchReport::of(&sw);
+        drop(sw);
+        add_conntrack(&mut conntrack, &ct);
+        match &mut tables {
+            None => tables = Some(r),
+            Some(t) => t.add_shard(r),
+        }
+    }
+    let tables = tables.unwrap_or_else(|| SwitchReport::of_shards(&[]));
     let ports = shared
         .ports
         .iter()
@@ -108,15 +126,12 @@ pub(super) fn report(rt: &Runtime, assignment: &[Vec<(PortId, usize)>]) -> LiveR
                 mode: m.mode.clone(),
                 io: sum,
                 queue_io,
-                pipeline: port_counters(&shards, table_id(i)),
+                pipeline: pipeline[i],
                 offloads: caps[i].clone(),
             };
             (lp.name.clone(), r)
         })
         .collect::<BTreeMap<_, _>>();
-    let (tables, conntrack) = (SwitchReport::of_shards(&shards), conntrack_stats(&shards));
-    drop(shards);
-    drop(guards);
     let workers = shared
         .workers
         .iter()
