@@ -15,6 +15,7 @@
 //! # One iteration
 //! 1. Read the clock once (`now`, [`Clock::now`]); the pipeline never reads a clock.
 //! 2. For each owned rx queue: lock it, `rx_burst` into the batch, unlock; if frames came, lock the shard,
+//!    apply the updates other workers queued (so what they learned before the burst arrived is known),
 //!    [`Switch::process`] the batch into this worker's [`TxQueues`], hand its outbox to the other workers
 //!    ([`Worker::dispatch`]: updates to every other worker, handed frames to their owner; a full queue drops and
 //!    counts, `updates_dropped` and `handoff-full`; a sleeping receiver is woken), unlock.
@@ -640,6 +641,12 @@ impl Worker {
                 // Two clock reads per burst (not per frame) for the processing-time histogram.
                 let t = Instant::now();
                 let mut sw = shared.lock_switch(self.id);
+                // What the other workers learned before this burst arrived is applied before it is switched (a
+                // MAC another worker learned is not flooded to once that worker has moved on).
+                let link = &shared.shards[self.id];
+                while let Some(u) = link.updates.pop() {
+                    sw.apply_update(now, u, &mut self.pool, &mut self.tx);
+                }
                 sw.process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
                 self.dispatch(&mut sw);
                 drop(sw);

@@ -637,7 +637,8 @@ network = "lan"
         let r = running.report();
         assert_eq!(r.workers[0].rx_queues, ["a/0", "b/0", "c/0"]);
         assert_eq!(r.workers[1].rx_queues, ["a/1", "b/1", "c/1"]);
-        // Learned by worker 1 (queue a/1), used by worker 0 (queue b/0): the FDB is shared.
+        // Learned by worker 1 (queue a/1), used by worker 0 (queue b/0): the MAC tables are replicated, and what
+        // worker 1 learned is applied by worker 0 before its next burst.
         inject(&running, 0, 1, &frame(2, 1, 1));
         assert!(eventually(|| running.report().ports["a"].pipeline.flooded == 1));
         const N: u8 = 100;
