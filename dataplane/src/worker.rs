@@ -292,6 +292,9 @@ pub struct Faults {
     /// Test hook: the next worker iteration that sees it set clears it and panics (`vswitchd run` sets it on
     /// SIGUSR1 when started with `VSWITCHD_TEST_HOOKS=1`).
     pub inject_panic: AtomicBool,
+    /// Test hook: the next configuration switch-over that sees it set clears it and panics once the new switch
+    /// is computed, before it takes over ([`crate::live::Running::commit`] contains it).
+    pub inject_apply_panic: AtomicBool,
 }
 
 /// The text of a panic's payload (`panic!` with a literal or a format).

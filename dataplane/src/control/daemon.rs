@@ -422,8 +422,11 @@ impl Daemon {
             }
             let old = st.running.config();
             let old_workers = st.running.options().workers;
-            let plan = Plan::new(old, old_workers, &cfg, opts.workers);
-            let unchanged = *old == cfg && old_workers == opts.workers;
+            let plan = st.running.plan(&cfg, opts.workers);
+            // A port that kept its old queue count after a failed change is reopened by the same apply again.
+            let unchanged = *old == cfg
+                && old_workers == opts.workers
+                && plan.actions.iter().all(|a| matches!(a, PortAction::Keep(_)));
             let mut summary = summarize(old, &cfg, &plan, old_workers != opts.workers);
             if unchanged || args.dry_run {
                 // What the router would do, for a dry run (MAC entry counts are only known when applied).
@@ -459,6 +462,12 @@ impl Daemon {
                     applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
                 for f in &summary.ports_failed {
                     tracing::warn!(port = %f.port, error = %f.error, "applied with this port down: retrying it");
+                }
+                summary.ports_reopened.retain(|p| !applied.change_failed.iter().any(|(name, _)| name == p));
+                summary.ports_change_failed =
+                    applied.change_failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                for f in &summary.ports_change_failed {
+                    tracing::warn!(port = %f.port, error = %f.error, "applied with this port on its old settings");
                 }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");

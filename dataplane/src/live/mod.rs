@@ -457,6 +457,12 @@ impl Running {
         self.rt.shared.faults.inject_panic.store(true, Relaxed);
     }
 
+    /// Test hook: makes the next configuration switch-over panic once the new switch is computed (the apply
+    /// fails, the previous configuration runs on; see [`Running::commit`]).
+    pub fn inject_apply_panic(&self) {
+        self.rt.shared.faults.inject_apply_panic.store(true, Relaxed);
+    }
+
     /// Counts a control request that panicked (reported as `control_panics`).
     pub fn count_control_panic(&self) -> u64 {
         self.rt.shared.faults.control_panics.fetch_add(1, Relaxed) + 1

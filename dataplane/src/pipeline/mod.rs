@@ -49,6 +49,18 @@ pub struct Switch {
     routes: [BatchLookup; BATCH_SIZE],
 }
 
+/// The tables of a reconfigured switch, computed by [`Switch::next_for`] and put together by
+/// [`Switch::into_next`].
+#[derive(Debug)]
+pub struct NextSwitch {
+    topo: Topology,
+    fdbs: Vec<Fdb>,
+    /// `None`: the old router is kept whole.
+    router: Option<Router>,
+    counters: Counters,
+    carried: Carried,
+}
+
 impl Switch {
     /// A switch for a validated configuration, with empty tables.
     pub fn new(cfg: &Config) -> Self {
@@ -81,6 +93,14 @@ impl Switch {
     ///   name their ingress port by id); otherwise rebuilt empty.
     /// - **Counters**: a port keeps its pipeline counters while its name exists; drops by reason are kept.
     pub fn reconfigure(self, cfg: &Config) -> (Switch, Carried) {
+        let next = self.next_for(cfg);
+        self.into_next(next)
+    }
+
+    /// The first half of [`Switch::reconfigure`]: everything the new switch needs, computed from this one
+    /// without changing it. A panic here leaves this switch as it was (the live switch-over relies on it to go
+    /// back to the running configuration).
+    pub fn next_for(&self, cfg: &Config) -> NextSwitch {
         let topo = Topology::from_config(cfg);
         let old = &self.topo;
         let net_name = |t: &'_ Topology, n: Option<NetId>| n.map(|n| t.networks[n as usize].name.clone());
@@ -111,18 +131,26 @@ impl Switch {
         // A changed router is rebuilt, carrying over the connections and neighbours the change does not concern
         // (`router/carry.rs`); "kept" when that was all of them.
         let (router, router_kept, connections_flushed) = if same_router {
-            (self.router, true, 0)
+            (None, true, 0)
         } else {
             let (r, c) = self.router.carried_into(old, &topo);
-            (r, c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
+            (Some(r), c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
         };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
+        let counters = self.counters.remapped(&by_name, topo.ports.len());
+        NextSwitch { topo, fdbs, router, counters, carried }
+    }
+
+    /// The second half of [`Switch::reconfigure`]: the new switch from `next` (made by [`Switch::next_for`] on
+    /// this switch), moving this one's router when it is kept. Only moves: it does not panic.
+    pub fn into_next(self, next: NextSwitch) -> (Switch, Carried) {
+        let NextSwitch { topo, fdbs, router, counters, carried } = next;
         let switch = Switch {
             ingress: Ingress,
             bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
-            router,
-            counters: self.counters.remapped(&by_name, topo.ports.len()),
+            router: router.unwrap_or(self.router),
+            counters,
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],

@@ -65,7 +65,7 @@ impl Router {
 
     /// A router for `new_topo` carrying over what of this router's state (built for `old_topo`) the change does
     /// not invalidate; see the module documentation.
-    pub fn carried_into(self, old_topo: &Topology, new_topo: &Topology) -> (Router, CarriedRouter) {
+    pub fn carried_into(&self, old_topo: &Topology, new_topo: &Topology) -> (Router, CarriedRouter) {
         let mut new = Router::new(new_topo);
         let map: Vec<Option<RifId>> = old_topo.rifs.iter().map(|r| same_rif(r, new_topo)).collect();
         let remap = |rif: RifId| map.get(rif as usize).copied().flatten();

@@ -94,6 +94,11 @@ pub struct ApplySummary {
     /// failing never refuses the apply.
     #[serde(default)]
     pub ports_failed: Vec<PortFailedRow>,
+    /// Ports whose changed back-end settings (kind, ifname, mtu, netns, mode, queues, offload) could not be
+    /// opened: each keeps its old, working port and its old back-end settings (as `get_config` then shows);
+    /// applying the configuration again tries the change again. Not in `ports_reopened`.
+    #[serde(default)]
+    pub ports_change_failed: Vec<PortFailedRow>,
 }
 
 /// What became of the router's learned state in an apply.
