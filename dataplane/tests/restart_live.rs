@@ -472,6 +472,60 @@ fn live_a_tap_mtu_changes_in_place_without_losing_a_ping() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A tap moved to a namespace that does not exist: the apply goes through with c1 reported as failed to change
+/// (the error names the namespace), and c1 keeps its tap, index and address, and forwards. Moved to one that
+/// exists: the tap is created there and the old one deleted.
+#[test]
+fn live_a_namespace_change_that_fails_keeps_the_old_tap_forwarding() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("n");
+    let t1 = w.tap(1);
+    let mut d = w.start_with_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1");
+    let before = link(&w.c1, &t1).unwrap();
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let moved_to = |ns: &str| config.replacen(&format!("netns = \"{}\"", w.c1.0), &format!("netns = \"{ns}\""), 1);
+
+    let gone = format!("vrs{}g", w.pid);
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": moved_to(&gone), "origin": "gone.toml"}));
+    let r = r.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let summary = &r["result"]["summary"];
+    assert_eq!(summary["ports_change_failed"][0]["port"], "c1", "{r}");
+    assert!(summary["ports_change_failed"][0]["error"].as_str().unwrap().contains(&gone), "{r}");
+    assert!(summary["ports_reopened"].as_array().unwrap().is_empty(), "{r}");
+    assert!(summary["ports_failed"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(link(&w.c1, &t1), Some(before.clone()), "the same tap, untouched");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"));
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1 on the old tap");
+    assert_eq!(port_state(&socket, "c1"), Some(("up".to_string(), None)));
+    let running = control(&socket, "get_config").unwrap();
+    let c1 =
+        running["result"]["config"]["port"].as_array().unwrap().iter().find(|p| p["name"] == "c1").unwrap().clone();
+    assert_eq!(c1["netns"], w.c1.0.as_str(), "the running configuration keeps the old namespace: {c1}");
+
+    // A namespace that exists: a new tap there (opened before the old one closed), the old one deleted.
+    let c3 = Netns::create(&format!("vrs{}c3", w.pid));
+    c3.disable_ipv6();
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": moved_to(&c3.0), "origin": "c3.toml"}));
+    let r = r.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["summary"]["ports_reopened"], serde_json::json!(["c1"]), "{r}");
+    assert!(r["result"]["summary"]["ports_change_failed"].as_array().unwrap().is_empty(), "{r}");
+    assert!(link(&c3, &t1).is_some(), "the tap is in c3");
+    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_none()), "the old tap is deleted");
+    c3.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
+    // From c3 (a new MAC: c2's neighbour entry for 10.80.0.2 still has the old tap's).
+    assert!(eventually(Duration::from_secs(3), || ping_ok(&c3, "10.80.0.3")), "c1 in c3 → c2");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn live_adding_an_unrelated_network_flushes_no_connection_and_a_published_stream_goes_on() {
     if let Some(why) = skip_reason() {
