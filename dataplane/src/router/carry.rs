@@ -105,7 +105,9 @@ impl Router {
                 };
                 let published = !matches!(nat.kind, NatKind::Dnat | NatKind::Hairpin) || same_publish(&e);
                 keep &= allocator.is_some() && published;
-                e.nat = Some(NatBinding { allocator: allocator.flatten(), ..nat });
+                // The limit group is a router interface too (the inside network's): renumbered the same way, or
+                // none when that interface is gone.
+                e.nat = Some(NatBinding { allocator: allocator.flatten(), group: nat.group.and_then(remap), ..nat });
             }
             if keep {
                 kept.push(e);
@@ -122,5 +124,81 @@ impl Router {
             }
         }
         (new, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::conntrack::{Entry, NatBinding, NatKind, Proto, ProtoState, TcpState, Tuple};
+    use crate::pipeline::Switch;
+    use crate::topology::Topology;
+    use std::net::Ipv4Addr;
+
+    const CONFIG: &str = r#"
+[[network]]
+name = "lan"
+subnet = "10.0.0.0/24"
+gateway = "10.0.0.1"
+masquerade = true
+conntrack_limit = 100
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "lan"
+
+[[port]]
+name = "up"
+kind = "mem"
+address = "203.0.113.2/24"
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "203.0.113.1"
+"#;
+
+    fn rif(t: &Topology, name: &str) -> u16 {
+        t.rifs.iter().position(|r| r.name == name).unwrap() as u16
+    }
+
+    /// A connection kept across a rebuilt router keeps whether it was replied, and its limit group and NAT
+    /// allocator follow their interfaces when a network added in front renumbers them.
+    #[test]
+    fn a_kept_connection_keeps_replied_and_its_group_follows_its_interface() {
+        let old_cfg = Config::parse(CONFIG, "old").unwrap();
+        let mut sw = Switch::new(&old_cfg);
+        let old = sw.topology().clone();
+        let (lan, up) = (rif(&old, "network:lan"), rif(&old, "port:up"));
+        let now = 1_000_000_000;
+        for (i, replied) in [(0u8, true), (1, false)] {
+            let inside = (Ipv4Addr::new(10, 0, 0, 2 + i), 40_000);
+            let server = (Ipv4Addr::new(198, 51, 100, 1), 443);
+            let e = Entry {
+                orig: Tuple::new(0, Proto::Tcp, inside, server),
+                reply: Tuple::new(0, Proto::Tcp, server, (Ipv4Addr::new(203, 0, 113, 2), 2000 + u16::from(i))),
+                state: ProtoState::Tcp(TcpState::Established),
+                created: now,
+                expires: now + 1_000_000_000_000,
+                nat: Some(NatBinding { kind: NatKind::Snat, allocator: Some(up), group: Some(lan) }),
+                replied,
+            };
+            assert!(sw.tables_mut().1.nat_mut().restore(&e, now));
+        }
+        // A network in front of lan: every router interface is renumbered.
+        let text = format!("[[network]]\nname = \"aaa\"\nsubnet = \"10.9.0.0/24\"\ngateway = \"10.9.0.1\"\n{CONFIG}");
+        let new = Topology::from_config(&Config::parse(&text, "new").unwrap());
+        let (new_lan, new_up) = (rif(&new, "network:lan"), rif(&new, "port:up"));
+        assert_ne!((new_lan, new_up), (lan, up), "the test needs renumbered interfaces");
+        let (router, c) = sw.router().carried_into(&old, &new);
+        assert_eq!((c.connections_kept, c.connections_flushed), (2, 0));
+        let mut kept: Vec<(bool, Option<u16>, Option<u16>)> = router
+            .nat()
+            .conntrack()
+            .all_entries()
+            .map(|(_, e)| (e.replied, e.nat.and_then(|n| n.group), e.nat.and_then(|n| n.allocator)))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, [(false, Some(new_lan), Some(new_up)), (true, Some(new_lan), Some(new_up))]);
     }
 }
