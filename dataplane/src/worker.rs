@@ -45,7 +45,8 @@
 //! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
 //! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
 //! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
-//! snapshot survive it). [`Faults::inject_panic`] is the test hook.
+//! snapshot survive it). [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a
+//! configuration switch-over, contained by `crate::live`).
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 

@@ -11,7 +11,8 @@
 //!
 //! # `apply`: what survives which change
 //! The transaction is described in [`crate::live`] (new ports opened first, each on its own: one that fails is
-//! applied as failed and retried; everything else all or nothing). Objects are
+//! applied as failed and retried, and a port whose changed settings fail keeps its old port and settings;
+//! everything else all or nothing; a panic in the switch-over leaves the previous configuration running). Objects are
 //! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
@@ -20,7 +21,7 @@
 //! | remove a port | closed (tap deleted) | that port's entries dropped | kept (frames waiting for ARP at that moment are dropped) |
 //! | move a port to another network | stays open | that port's entries dropped | kept unless they went through a router interface that changed |
 //! | change a tap's mtu | stays open, MTU set in place | kept | kept |
-//! | change a port's kind, ifname, netns, mode or queues (or a non-tap's mtu) | closed and reopened (the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept |
+//! | change a port's kind, ifname, netns, mode, queues or offload (or a non-tap's mtu) | reopened: the new one is opened before the old is closed unless it needs the same interface (same ifname and namespace, or a tap leaving vswitchd's namespace), in which case the old is closed first, its tap kept; if the new settings fail, the old port stays (or is opened again, its tap re-adopted) with its old settings (`ports_change_failed`) | kept (same name, same network) | kept |
 //! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
 //! | add, remove or change a gateway, routed port address, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | the router is rebuilt and carries over what the change does not concern (`router/carry.rs`); the others are **flushed** and counted |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
@@ -177,9 +178,9 @@ impl Daemon {
         let id = req.id;
         let name = req.op.name();
         // A panic while answering fails this request only (counted as `control_panics`, logged with its
-        // message); the locks it poisoned are used as they are. (A panic during an apply's switch-over, with the
-        // workers paused and the switch taken apart, loses the running switch: vswitchd then stops, its taps and
-        // state snapshot surviving it.)
+        // message); the locks it poisoned are used as they are. A panic during an apply's switch-over, with the
+        // workers paused and the switch taken apart, is contained by `Running::commit` itself, which hands the
+        // previous switch back (an `ApplyError::Panicked`).
         let run = std::panic::AssertUnwindSafe(|| match req.op {
             Op::Apply(args) => self.apply(*args),
             op => self.read(op),

@@ -52,9 +52,13 @@
 //! The whole configuration is validated first (errors name the origin, line and field). Then the new ports are
 //! opened, each on its own: a port that fails to open is applied as failed (listed with its error in
 //! [`ApplySummary::ports_failed`] and as `failed` in `port_ls`; vswitchd retries it with backoff), the others
-//! come up; only a port that can never open (a replay-only kind, a back-end not built in) refuses the whole
-//! apply (`port_failed`, naming the port; those opened are closed, nothing changes). Then the
-//! workers switch to the new topology at a batch boundary, and removed ports are closed. With
+//! come up; a port that is up and whose changed back-end settings fail to open keeps its old port and old
+//! settings (listed in [`ApplySummary::ports_change_failed`]; `get_config` shows what runs, and applying the
+//! same configuration again retries the change); only a port that can never open (a replay-only kind, a
+//! back-end not built in) refuses the whole apply (`port_failed`, naming the port; those opened are closed,
+//! nothing changes). Then the workers switch to the new topology at a batch boundary, and removed ports are
+//! closed. A panic during the switch-over fails the apply (`internal`) and leaves the previous configuration
+//! running. With
 //! `expect_generation`, the apply is refused (`conflict`) unless the running generation is that one (optimistic
 //! concurrency between several writers). An apply of the configuration already running changes nothing and
 //! keeps the generation (`changed: false`). `dry_run: true` validates and reports the summary without
