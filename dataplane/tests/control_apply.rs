@@ -706,13 +706,26 @@ fn a_port_whose_new_settings_fail_keeps_its_old_port_and_the_apply_says_why() {
     assert_eq!((r.changed, r.summary.ports_change_failed.len()), (true, 1), "{:?}", r.summary);
     assert_eq!(opened.lock().unwrap().len(), 4);
 
+    // The interface of a port removed by the same apply (deferred until that one is closed): a's old port, on
+    // another interface, is not in the way and simply stays.
+    let with_y = base.clone() + "\n[[port]]\nname = \"y\"\nkind = \"mem\"\nifname = \"m-y\"\nnetwork = \"dmz\"\n";
+    apply(&d, &with_y);
+    assert_eq!(opened.lock().unwrap().len(), 5);
+    let onto_y = base.replace("ifname = \"m-a\"", "ifname = \"m-y\"\nmtu = 1234");
+    let r = apply(&d, &onto_y);
+    assert_eq!(r.summary.ports_change_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(r.summary.ports_removed, ["y"]);
+    assert_eq!(opened.lock().unwrap().len(), 6, "one attempt; the old port was never closed");
+    assert_eq!(a_config(&d).ifname.as_deref(), Some("m-a"));
+    forwards(&d, "a → b, the old port untouched");
+
     // A change that can be opened is made.
     let ok_mtu = base.replace("ifname = \"m-a\"", "ifname = \"m-a\"\nmtu = 1400");
     let r = apply(&d, &ok_mtu);
     assert_eq!(r.summary.ports_reopened, ["a"]);
     assert!(r.summary.ports_failed.is_empty() && r.summary.ports_change_failed.is_empty(), "{:?}", r.summary);
     assert_eq!(r.summary.ports_unchanged, ["b", "x", "up"]);
-    assert_eq!(opened.lock().unwrap().len(), 5);
+    assert_eq!(opened.lock().unwrap().len(), 7);
     assert_eq!(a_config(&d).mtu, 1400);
     forwards(&d, "a → b");
     assert!(fdb(&d).contains(&entry("lan", 1, "a")), "same name, same network: its MAC entries stay");

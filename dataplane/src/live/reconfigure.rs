@@ -338,11 +338,10 @@ fn open_deferred(
 ) {
     let wanted: HashSet<Iface> =
         (0..d.cfg.ports.len()).filter(|&i| d.deferred[i]).flat_map(|i| needs(&d.cfg.ports[i])).collect();
+    // By new index: the old port a deferred port replaces, when it is up (kept should the new settings fail).
     let fallback: Vec<Option<usize>> = (0..d.cfg.ports.len())
         .map(|i| match d.plan.actions[i] {
-            PortAction::Reopen(o) if d.deferred[i] && old_up[o] && d.old_cfg.ports[o].kind == d.cfg.ports[i].kind => {
-                Some(o)
-            }
+            PortAction::Reopen(o) if d.deferred[i] && old_up[o] => Some(o),
             _ => None,
         })
         .collect();
@@ -352,7 +351,10 @@ fn open_deferred(
             continue;
         }
         if let Some(lp) = old_ports[o].take() {
-            if !fallback.contains(&Some(o)) {
+            // Closed only (a tap, persistent, stays) when it may have to come back: the port it is the old one of
+            // keeps its kind. Otherwise deleted as it closes.
+            let comes_back = (0..d.cfg.ports.len()).any(|i| fallback[i] == Some(o) && d.cfg.ports[i].kind == old.kind);
+            if !comes_back {
                 lp.remove_on_close();
             }
         }
@@ -386,7 +388,13 @@ fn open_deferred(
             }
             Err(e) => e.to_string(),
         };
-        if let Some(o) = fallback[i] {
+        if fallback[i].is_some_and(|o| old_ports[o].is_some()) {
+            // The old port was not in the way (it holds another interface): it simply stays.
+            tracing::warn!(port = %pc.name, error = %error, "the port's new settings cannot be opened: it keeps its old ones");
+            change_failed[i] = Some(error);
+            continue;
+        }
+        if let Some(o) = fallback[i].filter(|&o| d.cfg.ports[i].kind == d.old_cfg.ports[o].kind) {
             match open(&d.old_cfg.ports[o], old_queues[o]) {
                 Ok(queues) => {
                     tracing::warn!(port = %pc.name, error = %error, "the port's new settings cannot be opened: it keeps its old ones");
