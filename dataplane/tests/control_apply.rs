@@ -701,9 +701,13 @@ fn a_port_whose_new_settings_fail_keeps_its_old_port_and_the_apply_says_why() {
     assert_eq!(a_config(&d).ifname.as_deref(), Some("m-a"));
     forwards(&d, "a → b, the old port untouched");
 
-    // The same configuration again: still a change (the old settings run), tried again.
+    // The same configuration again: still a change (the old settings run), tried again; it fails again, and
+    // that was all: nothing is switched over (no pause, the generation stays).
+    let generation = r.generation;
     let r = apply(&d, &elsewhere);
-    assert_eq!((r.changed, r.summary.ports_change_failed.len()), (true, 1), "{:?}", r.summary);
+    assert_eq!((r.changed, r.generation, r.summary.pause_us), (false, generation, 0), "{r:?}");
+    assert_eq!(r.summary.ports_change_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert!(r.summary.ports_reopened.is_empty(), "{:?}", r.summary);
     assert_eq!(opened.lock().unwrap().len(), 4);
 
     // The interface of a port removed by the same apply (deferred until that one is closed): a's old port, on

@@ -16,7 +16,10 @@
 //!   for `--settle-ms` (editors' write-rename saves are read once, complete), or at once on SIGHUP. An invalid
 //!   edit is reported and the running configuration stays as it is. Every `--check-ms` it asks vswitchd for its
 //!   generation; when vswitchd went away it reconnects with exponential backoff (100 ms up to 5 s) and, on
-//!   reconnecting (a restarted vswitchd starts empty), compares and applies again. SIGINT/SIGTERM stop it (exit 0).
+//!   reconnecting (a restarted vswitchd starts empty), compares and applies again. After each apply it compares
+//!   once more (100 ms later, doubling to 5 s while it keeps applying): a port whose change vswitchd could not
+//!   make keeps its old settings in the running configuration, so it is applied again until it is made, without
+//!   a file change. SIGINT/SIGTERM stop it (exit 0).
 //!
 //! Logs go to stderr through `tracing` (`RUST_LOG`, default `info`); the difference goes to stdout.
 
@@ -156,6 +159,10 @@ struct Link {
     /// When the next attempt to reach the switch may be made, and the delay after a failure.
     next_attempt: Instant,
     backoff: Duration,
+    /// The delay before comparing again after an apply (a port whose change failed keeps its old settings in
+    /// the running configuration, so the comparison finds it and applies again), doubled each time until the
+    /// switch is found in sync.
+    verify: Duration,
     /// Whether the switch was unreachable at the last attempt (to log an outage once, not every retry).
     down: bool,
     /// The switch's process id at the last check: a new one is a restarted switch.
@@ -176,8 +183,15 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
     let check = Duration::from_millis(cli.check_ms);
     let mut file = FileWatch::new(&cli.config, Duration::from_millis(cli.settle_ms));
     let now = Instant::now();
-    let mut link =
-        Link { generation: None, must_sync: true, next_attempt: now, backoff: BACKOFF_MIN, down: false, pid: None };
+    let mut link = Link {
+        generation: None,
+        must_sync: true,
+        next_attempt: now,
+        backoff: BACKOFF_MIN,
+        verify: BACKOFF_MIN,
+        down: false,
+        pid: None,
+    };
     let mut next_check = now;
     tracing::info!(config = %cli.config.display(), socket = %cli.socket.display(), "watching");
 
@@ -273,11 +287,17 @@ fn sync_once(switch: &mut SocketSwitch, desired: &Config, link: &mut Link) {
                 SyncOutcome::InSync { generation } => {
                     tracing::info!(generation, "in sync");
                     link.generation = Some(generation);
+                    link.verify = BACKOFF_MIN;
                 }
                 SyncOutcome::Applied { changes, generation } => {
                     print_changes(&changes);
                     tracing::info!(generation, changes = changes.len(), "applied");
                     link.generation = Some(generation);
+                    // Compare once more: a port whose change failed (vswitchd kept its old port and settings)
+                    // is applied again, with backoff, without waiting for a file change.
+                    link.must_sync = true;
+                    link.next_attempt = Instant::now() + link.verify;
+                    link.verify = (link.verify * 2).min(BACKOFF_MAX);
                 }
                 SyncOutcome::WouldApply { .. } => {}
             }

@@ -440,7 +440,24 @@ impl Daemon {
                 });
             }
             match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
-                Ok(p) => (p, summary),
+                Ok(p) => match p.only_failed_changes() {
+                    // Every change failed, each port keeping its old settings: nothing to switch over to.
+                    Some(failed) => {
+                        for (port, error) in &failed {
+                            tracing::warn!(port = %port, error = %error, "the port's change failed again: it keeps its old settings");
+                        }
+                        summary.ports_reopened.clear();
+                        summary.ports_change_failed =
+                            failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                        return json(&ApplyResult {
+                            generation: st.generation,
+                            changed: false,
+                            dry_run: false,
+                            summary,
+                        });
+                    }
+                    None => (p, summary),
+                },
                 Err(e @ ApplyError::Port { .. }) => return err(ErrorKind::PortFailed)(e),
                 Err(e) => return err(ErrorKind::Internal)(e),
             }

@@ -459,6 +459,25 @@ impl Prepared {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+
+    /// When every change of this apply was a port whose new settings failed to open (each keeping its old
+    /// port): those ports, `(name, error)`. Committing would only pause the workers to run the same
+    /// configuration, so the caller can skip it (an agent retrying such a change costs no pause).
+    pub fn only_failed_changes(&self) -> Option<Vec<(String, String)>> {
+        let nothing_else = self.base_workers == self.opts.workers
+            && self.plan.closed.is_empty()
+            && !self.deferred.iter().any(|&d| d)
+            && self.opened.iter().all(Option::is_none)
+            && effective_config(&self.cfg, &self.base, &self.plan, &self.change_failed) == self.base;
+        let failed: Vec<(String, String)> = self
+            .cfg
+            .ports
+            .iter()
+            .zip(&self.change_failed)
+            .filter_map(|(pc, e)| e.clone().map(|e| (pc.name.clone(), e)))
+            .collect();
+        (nothing_else && !failed.is_empty()).then_some(failed)
+    }
 }
 
 /// Why a reconfiguration failed (nothing changed, except as [`ApplyError::Start`] says).

@@ -96,7 +96,8 @@ pub struct ApplySummary {
     pub ports_failed: Vec<PortFailedRow>,
     /// Ports whose changed back-end settings (kind, ifname, mtu, netns, mode, queues, offload) could not be
     /// opened: each keeps its old, working port and its old back-end settings (as `get_config` then shows);
-    /// applying the configuration again tries the change again. Not in `ports_reopened`.
+    /// applying the configuration again tries the change again (with `changed: false` and the generation kept
+    /// when those changes were all there was and they failed again). Not in `ports_reopened`.
     #[serde(default)]
     pub ports_change_failed: Vec<PortFailedRow>,
 }
