@@ -17,6 +17,9 @@
 //! One container's namespace deleted while vswitchd is down: after the restart the other container forwards,
 //! the missing one is reported failed (with the reason) and comes up by itself once the namespace exists again.
 //! A tap of the configured name that vswitchd did not make is never adopted.
+//!
+//! Changes in place: a tap's MTU under a 10 ms ping; a multi-queue tap's queue count (the same tap re-adopted);
+//! a namespace change that fails (the old tap kept, forwarding, the apply saying why) and one that works.
 
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -522,6 +525,47 @@ fn live_a_namespace_change_that_fails_keeps_the_old_tap_forwarding() {
     c3.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
     // From c3 (a new MAC: c2's neighbour entry for 10.80.0.2 still has the old tap's).
     assert!(eventually(Duration::from_secs(3), || ping_ok(&c3, "10.80.0.3")), "c1 in c3 → c2");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A multi-queue tap whose queue count changes is reopened on the same tap (closed without deleting it, then
+/// re-adopted with the new count): same index, MAC and address. (From one queue to several the tap's kind
+/// changes: it is created again.)
+#[test]
+fn live_a_tap_queue_count_change_reopens_the_same_tap() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("q");
+    let t1 = w.tap(1);
+    let mut d = w.start_with_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let queues =
+        |n: u32| config.replacen(&format!("ifname = \"{t1}\""), &format!("ifname = \"{t1}\"\nqueues = {n}"), 1);
+    let apply = |text: String| {
+        let r = request(&socket, serde_json::json!({"op": "apply", "toml": text, "origin": "q.toml"})).unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["result"]["summary"]["ports_reopened"], serde_json::json!(["c1"]), "{r}");
+        assert!(r["result"]["summary"]["ports_change_failed"].as_array().unwrap().is_empty(), "{r}");
+    };
+    apply(queues(2));
+    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_some()));
+    if !has_addr(&w.c1, &t1, "10.80.0.2/24") {
+        // Created again (single- to multi-queue): the container's address is set again.
+        w.c1.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
+        w.c1.ip(&["route", "replace", "default", "via", "10.80.0.1"]);
+    }
+    assert!(eventually(Duration::from_secs(3), || ping_ok(&w.c1, "10.80.0.3")), "c1 → c2 on 2 queues");
+    let before = link(&w.c1, &t1).unwrap();
+    apply(queues(3));
+    assert_eq!(link(&w.c1, &t1), Some(before), "the same tap: index and MAC");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "address kept");
+    assert!(w.c1.ip_stdout(&["-d", "link", "show", "dev", &t1]).contains("numqueues 3"), "3 queues attached");
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1 on 3 queues");
     let out = d.terminate();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
