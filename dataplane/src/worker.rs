@@ -288,7 +288,8 @@ impl WorkerStats {
 pub struct Faults {
     /// Worker iterations that panicked and were recovered from (the worker goes on; see [`Worker::run`]).
     pub worker_restarts: AtomicU64,
-    /// Control requests that panicked (that request failed; see `crate::control::daemon`).
+    /// Control requests that panicked (that request failed; see `crate::control::daemon`), including an apply's
+    /// switch-over and a failed port's retry (`crate::live`).
     pub control_panics: AtomicU64,
     /// Test hook: the next worker iteration that sees it set clears it and panics (`vswitchd run` sets it on
     /// SIGUSR1 when started with `VSWITCHD_TEST_HOOKS=1`).

@@ -64,7 +64,8 @@ fn mem_port(name: &str) -> AnyPort {
 
 /// A daemon running `cfg` (generation 1) on memory ports, with an opener that records what it opens and fails
 /// for ports called `bad*` and ports with MTU 1234, and for `flaky*` ports the first time (and takes 600 ms for
-/// ports called `slow*`, and panics for ports called `panic*`).
+/// ports called `slow*`, and panics for ports called `panic*`, and for `wobbly*` ports the second time, having
+/// failed the first).
 fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let cfg = Config::parse(cfg, "base.toml").unwrap();
     let ports = cfg.ports.iter().map(|p| vec![mem_port(&p.name)]).collect();
@@ -80,8 +81,13 @@ fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
         if p.name.starts_with("slow") {
             std::thread::sleep(Duration::from_millis(600));
         }
-        // `flaky*` ports fail at their first open and open at the next.
-        let first = p.name.starts_with("flaky") && log.lock().unwrap().iter().filter(|n| **n == p.name).count() == 1;
+        // `flaky*` ports fail at their first open and open at the next; `wobbly*` ports fail at their first,
+        // panic at their second and open at their third.
+        let attempt = log.lock().unwrap().iter().filter(|n| **n == p.name).count();
+        if p.name.starts_with("wobbly") && attempt == 2 {
+            panic!("the opener of {} panicked at its second attempt (test)", p.name);
+        }
+        let first = (p.name.starts_with("flaky") || p.name.starts_with("wobbly")) && attempt == 1;
         if p.name.starts_with("bad") || p.mtu == 1234 || first {
             return Err(StartError::Queues { port: p.name.clone(), message: "no such device (test)".into() });
         }
@@ -291,6 +297,28 @@ fn apply_keeps_unchanged_ports_open_and_learned_state_of_what_it_does_not_touch(
     assert_eq!(fdb(&d), vec![entry("lan", 1, "a")], "MAC entries are not the router's");
     let stats: StatsResult = ok(&d, json!({"op": "stats"}));
     assert_eq!(stats.report["snat"]["in_use"], 0, "{}", stats.report["snat"]);
+    stop(d);
+}
+
+/// An opener that panics while a failed port is retried fails that attempt only: counted, the port stays failed
+/// with the panic as its error, the daemon goes on, and the next retry brings it up.
+#[test]
+fn a_panic_while_retrying_a_failed_port_fails_that_attempt_only() {
+    let (d, _) = daemon(BASE);
+    let more = BASE.to_string() + "\n[[port]]\nname = \"wobbly1\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    let r = apply(&d, &more);
+    assert_eq!(r.summary.ports_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["wobbly1"]);
+    std::thread::sleep(dataplane::port::failed::FIRST_RETRY);
+    assert!(d.retry_failed_ports().is_empty(), "the second attempt panicked");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["control_panics"], 1, "{}", stats.report);
+    let ports: Vec<PortRow> = ok(&d, json!({"op": "port_ls"}));
+    let w = ports.iter().find(|p| p.name == "wobbly1").unwrap();
+    assert_eq!(w.state, PortState::Failed);
+    assert!(w.error.as_deref().unwrap_or("").contains("panicked at its second attempt"), "{:?}", w.error);
+    std::thread::sleep(2 * dataplane::port::failed::FIRST_RETRY);
+    assert_eq!(d.retry_failed_ports(), ["wobbly1"]);
+    assert_eq!(ok::<HelloResult>(&d, json!({"op": "hello"})).generation, 2);
     stop(d);
 }
 
