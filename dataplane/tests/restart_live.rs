@@ -61,6 +61,13 @@ fn link(ns: &Netns, ifname: &str) -> Option<(String, String)> {
     Some((index, mac))
 }
 
+/// The interface is administratively up.
+fn is_up(ns: &Netns, ifname: &str) -> bool {
+    let out = netns::ip_output(&["-n", &ns.0, "-o", "link", "show", "dev", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('<').nth(1).and_then(|f| f.split('>').next()).is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
+}
+
 fn has_addr(ns: &Netns, ifname: &str, addr: &str) -> bool {
     ns.ip_stdout(&["-o", "addr", "show", "dev", ifname]).contains(addr)
 }
@@ -240,9 +247,12 @@ impl World {
     fn start_with_containers(&self) -> Daemon {
         let d = self.start(&[]);
         let (t1, t2) = (self.tap(1), self.tap(2));
+        // Up, not only there: vswitchd moves a tap into its namespace and then sets it up, and a route via the
+        // gateway cannot be added before (no prefix route on a down interface).
+        let up = |ns: &Netns, tap: &str| link(ns, tap).is_some() && is_up(ns, tap);
         assert!(
-            eventually(Duration::from_secs(5), || link(&self.c1, &t1).is_some() && link(&self.c2, &t2).is_some()),
-            "taps did not appear"
+            eventually(Duration::from_secs(5), || up(&self.c1, &t1) && up(&self.c2, &t2)),
+            "taps did not appear, up"
         );
         self.configure_containers();
         d
@@ -553,7 +563,7 @@ fn live_a_tap_queue_count_change_reopens_the_same_tap() {
         assert!(r["result"]["summary"]["ports_change_failed"].as_array().unwrap().is_empty(), "{r}");
     };
     apply(queues(2));
-    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_some()));
+    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_some() && is_up(&w.c1, &t1)));
     if !has_addr(&w.c1, &t1, "10.80.0.2/24") {
         // Created again (single- to multi-queue): the container's address is set again.
         w.c1.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
