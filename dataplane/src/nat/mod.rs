@@ -284,7 +284,7 @@ impl Nat {
             publish,
             inside,
             masquerade: topo.rifs.iter().map(|r| r.masquerade).collect(),
-            snat_to: topo.rifs.iter().map(|r| r.routed_port.then_some(r.addr)).collect(),
+            snat_to: topo.rifs.iter().map(|r| (r.routed_port && !r.host).then_some(r.addr)).collect(),
             stats: NatStats::default(),
         }
     }
@@ -452,7 +452,8 @@ impl Nat {
         if !self.enabled || !self.inside[in_rif as usize] {
             return Ok(());
         }
-        let leaves = topo.rifs[out_rif as usize].routed_port;
+        // Towards a host port nothing is masqueraded: the host sees its containers' own addresses.
+        let leaves = topo.rifs[out_rif as usize].routed_port && !topo.rifs[out_rif as usize].host;
         if p.later_fragment {
             if leaves {
                 self.stats.fragments_dropped += 1;

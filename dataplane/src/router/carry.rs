@@ -51,6 +51,7 @@ fn same_rif(old: &RifInfo, new: &Topology) -> Option<RifId> {
                 && r.internal == old.internal
                 && r.masquerade == old.masquerade
                 && r.routed_port == old.routed_port
+                && r.host == old.host
         })
         .map(crate::ids::table_id)
 }

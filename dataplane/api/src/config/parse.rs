@@ -124,6 +124,7 @@ struct RawPort {
     mode: Option<Spanned<Scalar>>,
     queues: Option<Spanned<Scalar>>,
     offload: Option<Spanned<Scalar>>,
+    host: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -588,6 +589,7 @@ impl Converter<'_> {
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
             offload: self.boolean(obj, "offload", &label, raw.offload),
+            host: self.boolean(obj, "host", &label, raw.host).unwrap_or(false),
             name,
         }
     }
