@@ -336,6 +336,39 @@ fn an_unpublished_udp_port_is_unreachable_from_outside_even_with_a_route() {
     assert!(drops(&stats, "not-published") >= 5, "{stats:?}");
 }
 
+/// The host port: vswitchd's own namespace (the host) reaches a container of the masquerade network directly
+/// through a tap left there (`host = true`), ping and TCP to an unpublished port, untranslated both ways, and the
+/// container reaches the host; the external host, given a route to the container subnet, still cannot reach that
+/// unpublished port (`not-published`), nor reach the host through the switch (`network-isolation`).
+#[test]
+fn the_host_reaches_its_containers_through_the_host_port_and_the_outside_still_cannot() {
+    let switch = format!(
+        "{NAT_SWITCH}\n[[port]]\nname = \"host\"\nkind = \"tap\"\nifname = \"vs-host\"\naddress = \"10.99.0.1/30\"\nhost = true\n"
+    );
+    let mut hosts = NAT_HOSTS.to_vec();
+    hosts.push(("host", "host", "10.99.0.2/30", None));
+    let Some((mut lab, _state)) = lab('m', &switch, &hosts) else { return };
+    assert_eq!(lab.host_ns("host"), lab.switch_ns(), "the host port's host is vswitchd's own namespace");
+    assert_ping(&lab, "host", "172.30.0.2");
+    let seen = assert_tcp(&lab, "host", "c1", 5001, "172.30.0.2", 5001);
+    assert_eq!(seen, Ipv4Addr::new(10, 99, 0, 2), "the container sees the host's own address");
+    let seen = assert_tcp(&lab, "c2", "host", 5003, "10.99.0.2", 5003);
+    assert_eq!(seen, Ipv4Addr::new(172, 30, 0, 3), "the host sees the container's own address (no masquerade)");
+    // The outside, with a route to the container subnet: the same unpublished port is refused.
+    let ext = lab.host_ns("ext");
+    tools::lab::netns::exec(&ext, "ip", &["route", "add", "172.30.0.0/24", "via", "203.0.113.2"]).expect("route");
+    tools::lab::netns::exec(&ext, "ip", &["route", "add", "10.99.0.0/30", "via", "203.0.113.2"]).expect("route");
+    let srv = TcpServer::start(&lab.host_ns("c1"), 5002, Duration::from_secs(3)).expect("server");
+    let t = tcp_send(&ext, SocketAddrV4::new(Ipv4Addr::new(172, 30, 0, 2), 5002), 1000, Duration::from_secs(2));
+    assert!(t.is_err(), "the external host connected to an unpublished port: {t:?}");
+    assert!(srv.finish().is_err(), "the container accepted a connection from outside");
+    let r = ping(&ext, Ipv4Addr::new(10, 99, 0, 2), 2).expect("ping");
+    assert_eq!(r.received, 0, "the outside reached the host through the switch: {r:?}");
+    let stats = lab.stop_switch().expect("stop vswitchd");
+    assert!(drops(&stats, "not-published") >= 1, "{stats:?}");
+    assert!(drops(&stats, "network-isolation") >= 2, "{stats:?}");
+}
+
 /// A full connection table does not lock other containers out: with `[conntrack] limit = 1000`, c1 opens
 /// 1,000 connections to an address that never answers (SYNs: the kernel's own TCP; each an unreplied entry),
 /// then c2's new TCP connection to the external host still goes through, evicting the oldest unreplied one.
