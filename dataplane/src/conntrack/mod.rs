@@ -714,13 +714,16 @@ impl Conntrack {
     }
 
     /// Tracks a connection carried over from a snapshot of an earlier process (`crate::snapshot`): as
-    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created` and `expires` (its age and remaining
-    /// lifetime as they were, on this table's clock).
+    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created`, `expires` and `replied` (its age, remaining
+    /// lifetime and whether it is assured, as they were, on this table's clock).
     pub fn restore(&mut self, e: &Entry, now: Nanos) -> Result<EntryId, InsertError> {
         let id = self.insert_nat(e.orig, e.reply, e.state, e.nat, now)?;
         if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()) {
             slot.created = e.created;
             slot.expires = e.expires;
+            // Whether it has seen a reply (assured, not evictable) is kept; its record in the unreplied queue is
+            // then stale and skipped.
+            slot.replied = e.replied;
         }
         self.earliest = self.earliest.min(e.expires);
         Ok(id)
