@@ -344,7 +344,7 @@ impl Daemon {
                     parse_hex(&frame_hex).map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let now = r.now();
                 // The copy is made under the switch lock; the trace runs on it after the lock is released.
-                let mut scratch = r.with_switch(|sw| sw.scratch(now));
+                let mut scratch = r.with_switch(|sw| sw.scratch(now, &frame));
                 let steps = scratch
                     .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;

@@ -332,6 +332,8 @@ pub struct LabOptions {
     pub offloads: Option<bool>,
     /// Pin vswitchd to this CPU (`taskset -c`), e.g. away from a benchmark's sender.
     pub switch_cpu: Option<usize>,
+    /// More arguments for `vswitchd run` (e.g. `--state-interval 0`).
+    pub switch_args: Vec<String>,
 }
 
 impl LabOptions {
@@ -343,6 +345,7 @@ impl LabOptions {
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
             offloads: None,
             switch_cpu: None,
+            switch_args: Vec::new(),
         }
     }
 }
@@ -474,7 +477,7 @@ impl Lab {
         }
         let config_path = self.dir.join("switch.toml");
         fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu)?;
+        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu, &opts.switch_args)?;
         for h in &spec.hosts {
             let port = spec.port_of(h)?;
             let host_ns = self.host_ns(&h.name);
@@ -508,7 +511,13 @@ impl Lab {
         self.check_switch_alive()
     }
 
-    fn start_switch(&mut self, vswitchd: &Path, config: &Path, cpu: Option<usize>) -> Result<(), LabError> {
+    fn start_switch(
+        &mut self,
+        vswitchd: &Path,
+        config: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+    ) -> Result<(), LabError> {
         let log = fs::File::create(&self.state.log).map_err(io_err(&self.state.log))?;
         let log2 = log.try_clone().map_err(io_err(&self.state.log))?;
         let mut cmd = Command::new("ip");
@@ -527,6 +536,7 @@ impl Lab {
             // A control socket of the lab's own: the default one is machine-wide.
             .arg("--socket")
             .arg(self.state.log.with_file_name("vswitchd.sock"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

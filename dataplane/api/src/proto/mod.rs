@@ -46,7 +46,7 @@
 //! | `conntrack_ls` | optional `limit` (default [`DEFAULT_CONNTRACK_LIMIT`]) | [`ConntrackList`] |
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
-//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables and resolved neighbours copied, no connections: a packet is traced as a connection's first); the live switch is not touched |
+//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables, resolved neighbours and the connections the frame belongs to copied, so a packet of a tracked connection is traced as one); the live switch is not touched |
 //!
 //! # `apply`: one transaction
 //! The whole configuration is validated first (errors name the origin, line and field). Then the new ports are
