@@ -509,7 +509,7 @@ impl Harness {
                 flooded: c.flooded - b.flooded,
                 routed: c.routed - b.routed,
                 dropped: c.dropped - b.dropped,
-                ..c.clone()
+                ..*c
             };
             let handled = c.forwarded + c.flooded + c.routed + c.dropped;
             if self.rif_mac[q].is_none() {

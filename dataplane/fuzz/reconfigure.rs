@@ -49,8 +49,7 @@ pub fn config_text(b: &[u8; CONFIG_BYTES]) -> String {
         format!("10.{third}.0")
     };
     let mut t = String::new();
-    for i in 0..nets {
-        let f = flags[i];
+    for (i, &f) in flags.iter().enumerate() {
         t += &format!("[[network]]\nname = \"n{i}\"\nsubnet = \"{}.0/24\"\n", subnet(i));
         if gw(i) {
             t += &format!("gateway = \"{}.1\"\n", subnet(i));
