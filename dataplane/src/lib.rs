@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod nat;
 pub mod neigh;
 pub mod offload;
+pub mod overlay;
 pub mod packet;
 pub mod pipeline;
 pub mod port;
