@@ -27,6 +27,15 @@
 //!    limit, the masquerade ports in use equal the connections holding one (`Nat::check_invariants`), and no
 //!    IPv4 packet received from a masquerade network leaves a routed port with a source address inside a
 //!    masquerade network (translated or dropped, never leaked).
+//! 7. **References**: no table entry names an object that is not there (after a reconfiguration too): every
+//!    neighbour's interface exists and its subnet holds the neighbour; every connection's NAT port belongs to
+//!    the interface whose address it translates to (`allocator`: that interface's address is the reply's
+//!    destination), and the network it counts against (`group`) is a network interface whose subnet holds one
+//!    of its inside ends.
+//!
+//! [`Harness::reconfigure`] changes the configuration between steps as `apply` does; the cumulative checks (1)
+//! then start again from the counters at that moment, since a port that changed role (access ↔ routed) keeps
+//! its counters.
 //!
 //! Panics (with the step number and a description) on the first violation; that is what the fuzzer and
 //! proptest look for.
@@ -258,6 +267,10 @@ pub struct Harness {
     masquerade_subnets: Vec<(u32, u32)>,
     /// What the last step sent, by port.
     last_sent: Vec<(PortId, Vec<u8>)>,
+    /// Per port: its counters when this harness was made (a reconfiguration keeps them by name).
+    base: Vec<PortCounters>,
+    /// The switch-wide drops by reason when this harness was made.
+    base_drops: u64,
 }
 
 /// Buffers in the harness's pool: enough for every queue a small configuration holds at once (held ARP
@@ -295,7 +308,11 @@ impl Harness {
             .filter(|r| r.masquerade)
             .map(|r| (u32::from(r.subnet.network()), u32::from(r.subnet.netmask())))
             .collect();
+        let base = (0..topo.ports.len()).map(|p| tb.switch().counters().port(p as PortId)).collect();
+        let base_drops = tb.switch().counters().total_drops();
         let h = Harness {
+            base,
+            base_drops,
             tb,
             step: 0,
             rif_mac,
@@ -311,6 +328,17 @@ impl Harness {
         };
         h.check_state("start");
         h
+    }
+
+    /// Changes the configuration to `cfg` now, as `apply` does (see [`Testbed::reconfigure`]), and checks the
+    /// state the change left; the cumulative checks restart from here.
+    pub fn reconfigure(self, cfg: &Config) -> (Harness, dataplane::pipeline::Carried) {
+        let step = self.step + 1;
+        let mut tb = self.tb;
+        let carried = tb.reconfigure(cfg);
+        let mut h = Harness::with_testbed(tb);
+        h.step = step;
+        (h, carried)
     }
 
     /// Number of ports.
@@ -474,7 +502,15 @@ impl Harness {
 
     fn check_cumulative(&self, what: &str, now: &[PortCounters]) {
         let mut port_drops = 0;
-        for (q, c) in now.iter().enumerate() {
+        for (q, (c, b)) in now.iter().zip(&self.base).enumerate() {
+            let c = PortCounters {
+                rx_packets: c.rx_packets - b.rx_packets,
+                forwarded: c.forwarded - b.forwarded,
+                flooded: c.flooded - b.flooded,
+                routed: c.routed - b.routed,
+                dropped: c.dropped - b.dropped,
+                ..*c
+            };
             let handled = c.forwarded + c.flooded + c.routed + c.dropped;
             if self.rif_mac[q].is_none() {
                 assert!(c.routed == 0 && handled == c.rx_packets, "{what}: port {q} (L2 only): {c:?}");
@@ -486,7 +522,7 @@ impl Harness {
             }
             port_drops += c.dropped;
         }
-        let reasons = self.tb.switch().counters().total_drops();
+        let reasons = self.tb.switch().counters().total_drops() - self.base_drops;
         assert!(port_drops <= reasons, "{what}: {port_drops} drops charged to ports but only {reasons} with a reason");
     }
 
@@ -525,6 +561,36 @@ impl Harness {
         assert!(ct.len() <= ct.config().limit, "{what}: {} connections, limit {}", ct.len(), ct.config().limit);
         if let Err(e) = sw.router().nat().check_invariants() {
             panic!("{what}: NAT invariant: {e}");
+        }
+        self.check_references(what);
+    }
+
+    /// No neighbour or connection names an interface that is not there, or the wrong one (invariant 7).
+    fn check_references(&self, what: &str) {
+        let sw = self.tb.switch();
+        let rifs = &sw.topology().rifs;
+        for n in sw.router().neighbours(self.tb.now()) {
+            let r = rifs.get(usize::from(n.rif));
+            assert!(r.is_some_and(|r| r.subnet.contains(&n.ip)), "{what}: neighbour {n:?} on a foreign interface");
+        }
+        for (_, e) in sw.conntrack().all_entries() {
+            let Some(nat) = e.nat else { continue };
+            if let Some(a) = nat.allocator {
+                let r = rifs.get(usize::from(a));
+                assert!(
+                    r.is_some_and(|r| r.addr == e.reply.dst),
+                    "{what}: connection {e:?}: its NAT port is held by interface {a} ({r:?}), not the one it uses"
+                );
+            }
+            if let Some(g) = nat.group {
+                let r = rifs.get(usize::from(g));
+                assert!(
+                    r.is_some_and(
+                        |r| !r.routed_port && (r.subnet.contains(&e.orig.src) || r.subnet.contains(&e.reply.src))
+                    ),
+                    "{what}: connection {e:?} counts against interface {g} ({r:?}), not its network"
+                );
+            }
         }
     }
 }

@@ -2,15 +2,21 @@
 //! reason of each refusal. Docker's model (its `DOCKER-ISOLATION` chains and the FORWARD policy that keeps
 //! unpublished container ports unreachable), stated per router interface:
 //!
-//! | from \ to            | routed port | plain network | isolated network | internal network |
-//! |----------------------|-------------|---------------|------------------|------------------|
-//! | routed port          | yes         | yes           | `not-published`  | `internal-network` |
-//! | plain network        | yes         | yes           | `network-isolation` | `internal-network` |
-//! | isolated network     | yes (masqueraded) | `network-isolation` | `network-isolation` | `internal-network` |
-//! | internal network     | `internal-network` | `internal-network` | `internal-network` | `internal-network` |
+//! | from \ to            | routed port | plain network | isolated network | internal network | host port |
+//! |----------------------|-------------|---------------|------------------|------------------|-----------|
+//! | routed port          | yes         | yes           | `not-published`  | `internal-network` | `network-isolation` |
+//! | plain network        | yes         | yes           | `network-isolation` | `internal-network` | yes |
+//! | isolated network     | yes (masqueraded) | `network-isolation` | `network-isolation` | `internal-network` | yes (untranslated) |
+//! | internal network     | `internal-network` | `internal-network` | `internal-network` | `internal-network` | `internal-network` |
+//! | host port            | `network-isolation` | yes     | yes              | `internal-network` | yes |
 //!
 //! - An **isolated** network is one with `masquerade = true` (a Docker bridge network); a **plain** network has
 //!   a gateway without masquerade (Docker's routed gateway mode); an **internal** one has `internal = true`.
+//! - A **host port** is a routed port with `host = true`: how the host stack reaches its containers, as through
+//!   docker0's address in Docker, where the host's own traffic never meets the FORWARD chain. It reaches every
+//!   network that is not internal, isolated ones included, and they reach it, untranslated (the NAT stage does
+//!   not masquerade towards it). It is not a path between the outside and the networks' host: routed ports and
+//!   host ports do not route to each other (`network-isolation`).
 //! - `network-isolation` and `not-published` refusals are lifted for packets the NAT stage translated or
 //!   tracks (replies to a container's own connections, published ports and the replies to them, ICMP errors
 //!   quoting a tracked connection): the router asks [`crate::nat::Nat::tracks`] only after a refusal, so
@@ -38,6 +44,8 @@ pub enum RifClass {
     Isolated,
     /// A network with `internal = true`.
     Internal,
+    /// A routed port with `host = true`: the host stack's way to the networks.
+    Host,
 }
 
 /// The policy for one topology. See the module documentation.
@@ -77,6 +85,8 @@ impl Isolation {
         match (self.class(from), self.class(to)) {
             (Routed | Plain, Routed | Plain) | (Isolated, Routed) => None,
             (Internal, _) | (_, Internal) => Some(DropReason::InternalNetwork),
+            (Host, Host | Plain | Isolated) | (Plain | Isolated, Host) => None,
+            (Host, Routed) | (Routed, Host) => Some(DropReason::NetworkIsolation),
             (Routed, Isolated) => Some(DropReason::NotPublished),
             (Plain | Isolated, Isolated) | (Isolated, Plain) => {
                 if self.allowed.binary_search(&pair(from, to)).is_ok() {
@@ -96,18 +106,20 @@ mod tests {
 
     #[test]
     fn the_table_of_the_module_documentation() {
-        // 0 routed, 1 plain, 2 isolated, 3 internal, 4 isolated, 5 plain; 2 and 5 are connected.
-        let p = Isolation::new(vec![Routed, Plain, Isolated, Internal, Isolated, Plain], [(5, 2)]);
+        // 0 routed, 1 plain, 2 isolated, 3 internal, 4 isolated, 5 plain, 6 host, 7 host; 2 and 5 are connected.
+        let p = Isolation::new(vec![Routed, Plain, Isolated, Internal, Isolated, Plain, Host, Host], [(5, 2)]);
         let ni = Some(DropReason::NetworkIsolation);
         let np = Some(DropReason::NotPublished);
         let int = Some(DropReason::InternalNetwork);
-        let expect: [[Option<DropReason>; 6]; 6] = [
-            [None, None, np, int, np, None],
-            [None, None, ni, int, ni, None],
-            [None, ni, ni, int, ni, None],
-            [int, int, int, int, int, int],
-            [None, ni, ni, int, ni, ni],
-            [None, None, None, int, ni, None],
+        let expect: [[Option<DropReason>; 8]; 8] = [
+            [None, None, np, int, np, None, ni, ni],
+            [None, None, ni, int, ni, None, None, None],
+            [None, ni, ni, int, ni, None, None, None],
+            [int, int, int, int, int, int, int, int],
+            [None, ni, ni, int, ni, ni, None, None],
+            [None, None, None, int, ni, None, None, None],
+            [ni, None, None, int, None, None, None, None],
+            [ni, None, None, int, None, None, None, None],
         ];
         for (from, row) in expect.iter().enumerate() {
             for (to, want) in row.iter().enumerate() {

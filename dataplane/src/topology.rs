@@ -125,6 +125,9 @@ pub struct RifInfo {
     pub masquerade: bool,
     /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
     pub routed_port: bool,
+    /// A host port (`port.host`): a routed port through which the host stack reaches the networks, untranslated
+    /// (no masquerade towards it; see [`crate::isolation`]).
+    pub host: bool,
     /// Most connections of this network's hosts tracked at once (`network.conntrack_limit`).
     pub conntrack_limit: Option<usize>,
 }
@@ -212,6 +215,7 @@ impl Topology {
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
+                            host: false,
                             conntrack_limit: n.conntrack_limit,
                         });
                         Some(table_id(rifs.len() - 1))
@@ -256,6 +260,7 @@ impl Topology {
                         internal: false,
                         masquerade: false,
                         routed_port: true,
+                        host: p.host,
                         conntrack_limit: None,
                     });
                     table_id(rifs.len() - 1)
@@ -354,6 +359,7 @@ fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolat
     let class = rifs
         .iter()
         .map(|r| match (r.routed_port, r.internal, r.masquerade) {
+            (true, _, _) if r.host => RifClass::Host,
             (true, _, _) => RifClass::Routed,
             (false, true, _) => RifClass::Internal,
             (false, false, true) => RifClass::Isolated,

@@ -357,7 +357,7 @@ impl Daemon {
                     parse_hex(&frame_hex).map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let now = r.now();
                 // The copy is made under the switch lock; the trace runs on it after the lock is released.
-                let mut scratch = r.with_switch(|sw| sw.scratch(now));
+                let mut scratch = r.with_switch(|sw| sw.scratch(now, &frame));
                 let steps = scratch
                     .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
@@ -617,8 +617,10 @@ fn rif_name(topo: &Topology, rif: u16) -> String {
     topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
 }
 
-/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
-const CONNTRACK_CHUNK: usize = 4096;
+/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`: small enough that a hold
+/// is short next to a forwarding batch even in a debug build (1,024 entries copied), large enough that reading a
+/// million-slot table takes ~1,000 holds.
+const CONNTRACK_CHUNK: usize = 1024;
 
 /// The first `limit` connections by original tuple among all given, in O(limit) memory (a max-heap of the
 /// kept ones), and how many were given.

@@ -153,6 +153,10 @@ pub struct SwitchPort {
     pub kind: String,
     /// `port.ifname`.
     pub ifname: String,
+    /// `port.host`: the host port, through which the switch namespace's own stack reaches the networks.
+    pub host: bool,
+    /// `port.address`: a routed port's address.
+    pub address: Option<ipnet::Ipv4Net>,
 }
 
 impl SwitchPort {
@@ -216,10 +220,33 @@ impl LabSpec {
         if let Some(list) = value.get("port").and_then(|p| p.as_array()) {
             for p in list {
                 let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                ports.push(SwitchPort { name: get("name"), kind: get("kind"), ifname: get("ifname") });
+                ports.push(SwitchPort {
+                    name: get("name"),
+                    kind: get("kind"),
+                    ifname: get("ifname"),
+                    host: p.get("host").and_then(|v| v.as_bool()) == Some(true),
+                    address: get("address").parse().ok(),
+                });
             }
         }
         Ok(ports)
+    }
+
+    /// The subnets the host stack reaches through a host port: those of the networks with a gateway that are
+    /// not `internal`.
+    pub fn host_port_routes(&self) -> Vec<ipnet::Ipv4Net> {
+        let Ok(value) = toml::from_str::<toml::Table>(&self.switch_config) else { return Vec::new() };
+        let networks = value.get("network").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+        networks
+            .iter()
+            .filter(|n| n.get("gateway").is_some() && n.get("internal").and_then(|i| i.as_bool()) != Some(true))
+            .filter_map(|n| n.get("subnet").and_then(|s| s.as_str()).and_then(|s| s.parse().ok()))
+            .collect()
+    }
+
+    /// Whether `host` is the switch namespace's own stack, wired to a host port (`host = true`).
+    pub fn is_host_stack(&self, host: &HostSpec) -> bool {
+        self.port_of(host).map(|p| p.host).unwrap_or(false)
     }
 
     /// The port host `host` is wired to.
@@ -259,6 +286,12 @@ impl LabSpec {
             if port.ifname.is_empty() {
                 return Err(LabError::Spec(format!("host {}: port {} has no ifname", h.name, port.name)));
             }
+            if port.host && (port.wiring() != Some(Wiring::Tap) || port.address.is_none()) {
+                return Err(LabError::Spec(format!(
+                    "host {}: host port {} must be a tap with an address (the lab leaves it in the switch's namespace)",
+                    h.name, port.name
+                )));
+            }
         }
         Ok(())
     }
@@ -271,7 +304,9 @@ impl LabSpec {
             for p in list.iter_mut() {
                 let Some(t) = p.as_table_mut() else { continue };
                 let name = t.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                let is_tap = t.get("kind").and_then(|v| v.as_str()) == Some("tap");
+                // A host port's tap stays in vswitchd's namespace: that namespace's stack is "the host".
+                let is_tap = t.get("kind").and_then(|v| v.as_str()) == Some("tap")
+                    && t.get("host").and_then(|v| v.as_bool()) != Some(true);
                 if let Some(h) = self.hosts.iter().find(|h| h.port == name) {
                     if is_tap {
                         t.insert("netns".into(), toml::Value::String(format!("{prefix}{}", h.name)));
@@ -297,6 +332,8 @@ pub struct LabOptions {
     pub offloads: Option<bool>,
     /// Pin vswitchd to this CPU (`taskset -c`), e.g. away from a benchmark's sender.
     pub switch_cpu: Option<usize>,
+    /// More arguments for `vswitchd run` (e.g. `--state-interval 0`).
+    pub switch_args: Vec<String>,
 }
 
 impl LabOptions {
@@ -308,6 +345,7 @@ impl LabOptions {
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
             offloads: None,
             switch_cpu: None,
+            switch_args: Vec::new(),
         }
     }
 }
@@ -356,6 +394,9 @@ pub struct LabState {
     pub log: PathBuf,
     /// The hosts (for `status`).
     pub hosts: Vec<HostSpec>,
+    /// Hosts that are the switch namespace's own stack, wired to a host port (no namespace of their own).
+    #[serde(default)]
+    pub host_stack: Vec<String>,
 }
 
 /// A running lab. Dropping it tears it down (stops vswitchd, deletes the namespaces) unless detached.
@@ -398,6 +439,7 @@ impl Lab {
                 stats_json: dir.join("stats.json"),
                 log: dir.join("vswitchd.log"),
                 hosts: spec.hosts.clone(),
+                host_stack: spec.hosts.iter().filter(|h| spec.is_host_stack(h)).map(|h| h.name.clone()).collect(),
                 ..LabState::default()
             },
             dir,
@@ -411,8 +453,8 @@ impl Lab {
 
     fn build(&mut self, spec: &LabSpec, opts: &LabOptions, config: &str) -> Result<(), LabError> {
         let sw = self.switch_ns();
-        let names: Vec<String> =
-            std::iter::once(sw.clone()).chain(spec.hosts.iter().map(|h| self.host_ns(&h.name))).collect();
+        let own = spec.hosts.iter().filter(|h| !spec.is_host_stack(h)).map(|h| self.host_ns(&h.name));
+        let names: Vec<String> = std::iter::once(sw.clone()).chain(own).collect();
         for ns in names {
             if netns::exists(&ns) {
                 return Err(LabError::Spec(format!("namespace {ns} already exists; not touching it")));
@@ -435,7 +477,7 @@ impl Lab {
         }
         let config_path = self.dir.join("switch.toml");
         fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu)?;
+        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu, &opts.switch_args)?;
         for h in &spec.hosts {
             let port = spec.port_of(h)?;
             let host_ns = self.host_ns(&h.name);
@@ -456,13 +498,26 @@ impl Lab {
             if let Some(gw) = h.gateway {
                 netns::ip(&["-n", &host_ns, "route", "add", "default", "via", &gw.to_string()])?;
             }
+            if let (true, Some(via)) = (port.host, port.address) {
+                // As Docker's connected route on docker0: the networks' subnets via the switch's address.
+                for subnet in spec.host_port_routes() {
+                    let (subnet, via) = (subnet.to_string(), via.addr().to_string());
+                    netns::ip(&["-n", &host_ns, "route", "add", &subnet, "via", &via, "dev", &ifname])?;
+                }
+            }
         }
         // A switch that failed after opening its ports (say, an AF_XDP bind) exits shortly after.
         std::thread::sleep(Duration::from_millis(300));
         self.check_switch_alive()
     }
 
-    fn start_switch(&mut self, vswitchd: &Path, config: &Path, cpu: Option<usize>) -> Result<(), LabError> {
+    fn start_switch(
+        &mut self,
+        vswitchd: &Path,
+        config: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+    ) -> Result<(), LabError> {
         let log = fs::File::create(&self.state.log).map_err(io_err(&self.state.log))?;
         let log2 = log.try_clone().map_err(io_err(&self.state.log))?;
         let mut cmd = Command::new("ip");
@@ -481,6 +536,7 @@ impl Lab {
             // A control socket of the lab's own: the default one is machine-wide.
             .arg("--socket")
             .arg(self.state.log.with_file_name("vswitchd.sock"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -528,8 +584,11 @@ impl Lab {
         format!("{}sw", self.state.prefix)
     }
 
-    /// The namespace of host `name`.
+    /// The namespace of host `name` (the switch's own for a host on a host port).
     pub fn host_ns(&self, name: &str) -> String {
+        if self.state.host_stack.iter().any(|h| h == name) {
+            return self.switch_ns();
+        }
         format!("{}{name}", self.state.prefix)
     }
 
@@ -682,7 +741,8 @@ mod tests {
     fn the_default_lab_wires_taps_and_a_veth_uplink() {
         let spec = LabSpec::default_lab();
         let wiring: Vec<_> = spec.hosts.iter().map(|h| spec.port_of(h).unwrap().wiring().unwrap()).collect();
-        assert_eq!(wiring, [Wiring::Tap, Wiring::Tap, Wiring::Veth]);
+        assert_eq!(wiring, [Wiring::Tap, Wiring::Tap, Wiring::Veth, Wiring::Tap]);
+        assert_eq!(spec.hosts.iter().filter(|h| spec.is_host_stack(h)).count(), 1, "the host port's host");
         assert!(spec.hosts.iter().any(|h| h.external));
         // The configuration vswitchd gets is valid for vswitchd itself.
         let cfg = spec.switch_config_for("vsl-").unwrap();

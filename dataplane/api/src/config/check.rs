@@ -455,6 +455,10 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
         if let Some(address) = p.address {
             check_address(d, obj, &label, address);
         }
+        if p.host && p.address.is_none() && !d.is_broken(obj, "address") {
+            let message = "host = true requires an address (a host port is a routed port: the switch's address on the host's link)";
+            d.report(obj, "host", &label, message.to_string());
+        }
         if let Some(mac) = p.mac {
             if p.address.is_none() && !d.is_broken(obj, "address") {
                 let message = format!("mac {mac} requires an address (only a routed port has a MAC of its own)");

@@ -43,6 +43,13 @@
 //! mac = "02:00:00:00:02:01"
 //! mode = "auto"              # afxdp only: auto | native | generic
 //!
+//! [[port]]                   # … or the host port: the host stack's way to its containers (like docker0)
+//! name = "host"
+//! kind = "tap"               # no netns: the tap stays in vswitchd's own namespace
+//! ifname = "vs-host"
+//! address = "169.254.77.1/30"
+//! host = true
+//!
 //! [[route]]                  # static routes; any number of them
 //! prefix = "0.0.0.0/0"
 //! via = "203.0.113.1"
@@ -96,6 +103,14 @@
 //! - any other network is a plainly routed subnet (Docker's routed gateway mode): it reaches and is reached
 //!   from routed ports and other non-isolated networks;
 //! - `allow_routing_with` lifts isolation between two named networks (both ways), not from routed ports.
+//! - a **host port** (a routed port with `host = true`) is how the host itself reaches its containers, as it
+//!   does through docker0's address in Docker: the router forwards between it and every network that is not
+//!   `internal` (isolated ones included), both ways and untranslated (no masquerade towards it, so the host
+//!   sees the containers' own addresses and they see the host's); it is not a way between the outside and the
+//!   switch: nothing is routed between a host port and another routed port (`network-isolation`). The host
+//!   stack's side of the link (its address there, routes to the networks' subnets via the port's `address`) is
+//!   the host's configuration, as for any interface of the host: with a tap left in vswitchd's namespace,
+//!   `ip addr add 169.254.77.2/30 dev vs-host; ip route add 172.17.0.0/16 via 169.254.77.1`.
 //!
 //! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
 //! prefix length); the subnets of router interfaces are the connected subnets the switch routes between.
@@ -125,6 +140,7 @@
 //! | `port.mac` | no | derived from the name (the dataplane's `topology`) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
 //! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
 //! | `port.netns` | no | none | only for kind `tap`: an existing named network namespace (1..=255 bytes, no `/` or NUL, not `.` or `..`) the tap is moved into |
+//! | `port.host` | no | false | a boolean; `true` requires `address`: the port is a host port (§ Isolation). Usually a `tap` without `netns` (left in vswitchd's own namespace, so the host stack is that namespace's), or an `afpacket`/`afxdp` port on a veth whose peer the host stack holds |
 //! | `port.mode` | no | `auto` | only for kind `afxdp`: `auto`, `native` or `generic` ([`XdpMode`]) |
 //! | `port.queues` | no | 1 | only for kinds `afxdp`, `afpacket`, `tap`: 1..=64 ([`limits::QUEUES`]) |
 //! | `port.endpoint_mac` | no | none | only on an access port of an overlay network: the unicast MAC of the endpoint behind it, registered in etcd by `vswitch-agent` |
@@ -591,6 +607,10 @@ pub struct PortConfig {
     /// checksums, as a tap without a vnet header.
     #[serde(default)]
     pub offload: Option<bool>,
+    /// A routed port through which the host stack reaches the networks' containers (§ Isolation, the host
+    /// port): the policy routes it to and from every network that is not `internal`, untranslated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
     /// An access port of an overlay network: the MAC of the endpoint (container interface) behind it, which
     /// `vswitch-agent` registers in etcd so the other hosts reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,6 +131,7 @@ struct RawPort {
     offload: Option<Spanned<Scalar>>,
     endpoint_mac: Option<Spanned<Scalar>>,
     endpoint_ip: Option<Spanned<Scalar>>,
+    host: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -671,6 +672,7 @@ impl Converter<'_> {
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
             offload: self.boolean(obj, "offload", &label, raw.offload),
+            host: self.boolean(obj, "host", &label, raw.host).unwrap_or(false),
             endpoint_mac: self.parsed(obj, "endpoint_mac", &label, raw.endpoint_mac, WHAT_MAC),
             endpoint_ip: self.parsed(obj, "endpoint_ip", &label, raw.endpoint_ip, "an IPv4 address"),
             name,

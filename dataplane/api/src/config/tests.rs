@@ -95,6 +95,7 @@ fn access_port(name: &str, network: &str) -> PortConfig {
         endpoint_mac: None,
         endpoint_ip: None,
         offload: None,
+        host: false,
     }
 }
 
@@ -156,6 +157,7 @@ fn full_config() -> Config {
                 endpoint_mac: None,
                 endpoint_ip: None,
                 offload: None,
+                host: false,
             },
         ],
         routes: vec![
@@ -990,6 +992,29 @@ fn live_port_keys() {
     assert_eq!(cfg.ports[4].xdp_mode(), XdpMode::Native);
     assert_eq!(cfg.ports[1].xdp_mode(), XdpMode::Auto);
     assert_eq!((cfg.ports[0].queue_count(), cfg.ports[1].queue_count()), (2, 1));
+}
+
+#[test]
+fn host_port() {
+    let port = |lines: &[&str]| {
+        let mut all = vec!["[[port]]", "name = \"host\"", "kind = \"tap\"", "ifname = \"vs-host\""];
+        all.extend_from_slice(lines);
+        l3(&all)
+    };
+    assert_eq!(port(&["address = \"169.254.77.1/30\"", "host = true"]), Vec::<String>::new());
+    assert_eq!(
+        port(&["network = \"bridge\"", "host = true"]),
+        ["t.toml:18: port host: host = true requires an address (a host port is a routed port: the switch's address on the host's link)"]
+    );
+    assert!(port(&["address = \"169.254.77.1/30\"", "host = \"yes\""])[0].contains("host"));
+    // The wire form leaves `host` out unless set, so older agents' JSON still reads and round-trips.
+    let text = "[[port]]\nname = \"h\"\nkind = \"mem\"\naddress = \"169.254.77.1/30\"\nhost = true\n";
+    let cfg = Config::parse(text, "h.toml").unwrap();
+    assert!(cfg.ports[0].host);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+    let plain = serde_json::to_string(&Config::parse(&text.replace("host = true\n", ""), "h.toml").unwrap()).unwrap();
+    assert!(!plain.contains("host"), "{plain}");
 }
 
 #[test]

@@ -47,7 +47,7 @@
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
 //! | `overlay_update` | `state`: an [`OverlayState`] (every live remote member and remote endpoint) | [`OverlayUpdateResult`]: what the overlay tables now hold; replaces them in one step under the switch lock, without pausing the workers or touching any other state; an invalid state changes nothing (`bad_request`, field `state.members[i].…`) |
-//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables and resolved neighbours copied, no connections: a packet is traced as a connection's first); the live switch is not touched |
+//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables, resolved neighbours and the connections the frame belongs to copied, so a packet of a tracked connection is traced as one); the live switch is not touched |
 //!
 //! # `apply`: one transaction
 //! The whole configuration is validated first (errors name the origin, line and field). Then the new ports are
