@@ -257,8 +257,8 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
     if let Some(m) = ratios.as_object() {
         if !m.is_empty() {
             println!(
-                "\nratios vswitchd / kernel doing the same job (linux-bridge; linux-masquerade for \
-                 vswitchd-masquerade): delivered pps, TCP offloads off, TCP offloads on"
+                "\nratios vswitchd / kernel doing the same job (linux-bridge; linux-masquerade for vswitchd-masquerade; \
+                 linux-vxlan for vswitchd-overlay): delivered pps, TCP offloads off, TCP offloads on"
             );
             for (name, v) in m {
                 println!(

@@ -61,6 +61,7 @@ const SIDES: [Side; 2] = [
 ];
 
 /// The two-host topology; removed when dropped.
+#[derive(Debug)]
 pub struct OverlayTopo {
     prefix: String,
     namespaces: Vec<String>,
@@ -133,8 +134,24 @@ impl OverlayTopo {
         let other = SIDES.iter().find(|o| o.host != s.host).expect("two sides");
         netns::ip(&["-n", h, "addr", "add", &format!("{}/24", s.vtep), "dev", "eth1"])?;
         let (vni, local) = (VNI.to_string(), s.vtep.to_string());
-        netns::ip(&["-n", h, "link", "add", "vx0", "type", "vxlan", "id", &vni, "dstport", "4789"])?;
-        netns::ip(&["-n", h, "link", "set", "vx0", "type", "vxlan", "nolearning", "local", &local, "dev", "eth1"])?;
+        netns::ip(&[
+            "-n",
+            h,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            "4789",
+            "local",
+            &local,
+            "dev",
+            "eth1",
+            "nolearning",
+        ])?;
         netns::ip(&["-n", h, "link", "add", "br0", "type", "bridge"])?;
         netns::veth(h, "vs-c", c, "eth0")?;
         if !offloads {
