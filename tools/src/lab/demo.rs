@@ -233,9 +233,23 @@ pub fn transfer(
     expect_src: Option<Ipv4Addr>,
 ) -> Check {
     let name = format!("tcp {} -> {} ({dst}:{dst_port}) 10 MB", from.name, to.name);
+    transfer_between(name, &lab.host_ns(&from.name), &lab.host_ns(&to.name), listen_port, dst, dst_port, expect_src)
+}
+
+/// [`transfer`] between namespaces: a server in `to_ns` on `listen_port`, a client in `from_ns` connecting to
+/// `dst:dst_port`; the check is called `name`.
+pub fn transfer_between(
+    name: String,
+    from_ns: &str,
+    to_ns: &str,
+    listen_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+    expect_src: Option<Ipv4Addr>,
+) -> Check {
     let result = (|| {
-        let server = TcpServer::start(&lab.host_ns(&to.name), listen_port, TIMEOUT)?;
-        let t = tcp_send(&lab.host_ns(&from.name), SocketAddrV4::new(dst, dst_port), TRANSFER_BYTES, TIMEOUT);
+        let server = TcpServer::start(to_ns, listen_port, TIMEOUT)?;
+        let t = tcp_send(from_ns, SocketAddrV4::new(dst, dst_port), TRANSFER_BYTES, TIMEOUT);
         let s = server.finish();
         Ok::<_, LabError>((t?, s?))
     })();

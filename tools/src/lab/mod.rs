@@ -32,10 +32,16 @@
 //! vswitchd PID (after checking it still is a vswitchd) gets SIGTERM, and the recorded namespaces are deleted by
 //! name (their veths with them). A [`Lab`] value tears itself down when dropped unless [`Lab::detach`]ed.
 //!
+//! A lab file with `[[machine]]` is an **overlay lab** instead: several hosts, each with its own vswitchd,
+//! `vswitch-agent` and etcd member, over an underlay bridge ([`overlay`]); its state file also records the
+//! daemons' PIDs and etcd's data directory, which `down` stops and removes the same way.
+//!
 //! Needs root. Not for the forwarding path: everything here is set-up, run from the caller's thread.
 
 pub mod demo;
 pub mod netns;
+pub mod overlay;
+pub mod overlay_demo;
 pub mod probe;
 
 use serde::{Deserialize, Serialize};
@@ -98,7 +104,7 @@ pub enum LabError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io { path: path.to_path_buf(), source }
 }
 
@@ -325,6 +331,8 @@ pub struct LabOptions {
     pub prefix: String,
     /// The vswitchd executable.
     pub vswitchd: PathBuf,
+    /// The vswitch-agent executable (overlay labs).
+    pub agent: PathBuf,
     /// Parent of the lab's state directory.
     pub state_root: PathBuf,
     /// Checksum/segmentation offloads at the veth host ends: `Some(on)` for every veth, `None` (default) for
@@ -342,6 +350,7 @@ impl LabOptions {
         LabOptions {
             prefix: "vsl-".into(),
             vswitchd: default_vswitchd(),
+            agent: default_binary("vswitch-agent"),
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
             offloads: None,
             switch_cpu: None,
@@ -359,18 +368,23 @@ impl Default for LabOptions {
 /// The vswitchd next to the running executable, or one directory up (an integration test runs from
 /// `target/debug/deps/`, next to which `target/debug/vswitchd` is built), else `vswitchd` from `PATH`.
 pub fn default_vswitchd() -> PathBuf {
+    default_binary("vswitchd")
+}
+
+/// Program `name` next to the running executable or one directory up, else `name` (from `PATH`).
+pub fn default_binary(name: &str) -> PathBuf {
     if let Ok(exe) = std::env::current_exe() {
         let mut dir = exe.parent();
         for _ in 0..2 {
             let Some(d) = dir else { break };
-            let candidate = d.join("vswitchd");
+            let candidate = d.join(name);
             if candidate.is_file() {
                 return candidate;
             }
             dir = d.parent();
         }
     }
-    PathBuf::from("vswitchd")
+    PathBuf::from(name)
 }
 
 /// Whether the process runs as root.
@@ -397,6 +411,108 @@ pub struct LabState {
     /// Hosts that are the switch namespace's own stack, wired to a host port (no namespace of their own).
     #[serde(default)]
     pub host_stack: Vec<String>,
+    /// Other daemons started (overlay labs: etcd members, vswitchds, agents), in start order.
+    #[serde(default)]
+    pub processes: Vec<ProcRecord>,
+    /// Directories created outside the state directory (etcd's data), removed at the end.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// A daemon a lab started: stopped by its PID, after checking `/proc/PID/comm` still names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    /// Its PID.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`): `etcd`, `vswitchd`, `vswitch-agent`.
+    pub comm: String,
+    /// What it is, for messages (`etcd h1`).
+    pub what: String,
+}
+
+/// Whether process `pid` still runs the program `comm` (guards against a recycled PID).
+pub fn runs(pid: u32, comm: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == comm).unwrap_or(false)
+}
+
+/// Stops `procs` together: SIGTERM to each, up to 5 s for all, then SIGKILL to what is left. A process whose
+/// [`Child`] is in `children` is reaped through it (and removed from the map); the others are signalled only
+/// while `/proc/PID/comm` still names them.
+pub(crate) fn terminate_all(procs: &[ProcRecord], children: &mut std::collections::HashMap<u32, Child>) {
+    let gone = |p: &ProcRecord, children: &mut std::collections::HashMap<u32, Child>| match children.get_mut(&p.pid) {
+        Some(c) => matches!(c.try_wait(), Ok(Some(_)) | Err(_)),
+        None => !runs(p.pid, &p.comm),
+    };
+    let signal = |p: &ProcRecord, sig: libc::c_int| {
+        let Ok(pid) = libc::pid_t::try_from(p.pid) else { return };
+        // SAFETY: kill has no memory-safety preconditions; `pid` is a daemon this lab started, checked just before.
+        unsafe { libc::kill(pid, sig) };
+    };
+    for p in procs {
+        if !gone(p, children) {
+            signal(p, libc::SIGTERM);
+        }
+    }
+    for (limit, sig) in [(Duration::from_secs(5), Some(libc::SIGKILL)), (Duration::from_secs(2), None)] {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !procs.iter().all(|p| gone(p, children)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(sig) = sig {
+            for p in procs {
+                if !gone(p, children) {
+                    signal(p, sig);
+                }
+            }
+        }
+    }
+    for p in procs {
+        if let Some(mut c) = children.remove(&p.pid) {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stops every recorded daemon (agents first: they revoke their leases; then vswitchds, then etcd, then the
+/// rest), deletes the recorded namespaces and directories, and on success the state directory `dir`.
+pub(crate) fn remove_all(state: &mut LabState, dir: &Path) -> Result<(), LabError> {
+    let mut children = std::collections::HashMap::new();
+    for comm in ["vswitch-agent", "vswitchd", "etcd", ""] {
+        let (now, later): (Vec<ProcRecord>, Vec<ProcRecord>) =
+            std::mem::take(&mut state.processes).into_iter().partition(|p| comm.is_empty() || p.comm == comm);
+        state.processes = later;
+        terminate_all(&now, &mut children);
+    }
+    let mut first_err = None;
+    while let Some(ns) = state.namespaces.pop() {
+        if netns::exists(&ns) {
+            if let Err(e) = netns::delete(&ns) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    while let Some(d) = state.dirs.pop() {
+        if d.exists() {
+            if let Err(e) = fs::remove_dir_all(&d) {
+                first_err.get_or_insert(LabError::Io { path: d.clone(), source: e });
+            }
+        }
+    }
+    if first_err.is_none() {
+        let _ = fs::remove_dir_all(dir);
+    } else {
+        let text = serde_json::to_string_pretty(&*state).expect("plain data");
+        let _ = fs::write(dir.join("state.json"), text);
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Checks a namespace prefix: 1..=16 of `[A-Za-z0-9-]`.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), LabError> {
+    if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(LabError::Spec(format!("prefix {prefix:?}: 1..=16 characters of [A-Za-z0-9-]")));
+    }
+    Ok(())
 }
 
 /// A running lab. Dropping it tears it down (stops vswitchd, deletes the namespaces) unless detached.
@@ -421,9 +537,7 @@ impl Lab {
             return Err(LabError::NotRoot);
         }
         let prefix = opts.prefix.clone();
-        if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(LabError::Spec(format!("prefix {prefix:?}: 1..=16 characters of [A-Za-z0-9-]")));
-        }
+        check_prefix(&prefix)?;
         let dir = Self::state_dir(opts);
         if dir.join("state.json").exists() {
             return Err(LabError::Spec(format!(
@@ -633,20 +747,7 @@ impl Lab {
     }
 
     fn delete_all(&mut self) -> Result<(), LabError> {
-        let mut first_err = None;
-        while let Some(ns) = self.state.namespaces.pop() {
-            if netns::exists(&ns) {
-                if let Err(e) = netns::delete(&ns) {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if first_err.is_none() {
-            let _ = fs::remove_dir_all(&self.dir);
-        } else {
-            let _ = self.save();
-        }
-        first_err.map_or(Ok(()), Err)
+        remove_all(&mut self.state, &self.dir)
     }
 
     /// Leaves the lab running after this value is gone; `vswitch-lab down` (or [`Lab::down_from_state`]) with
