@@ -196,6 +196,13 @@ impl TxQueues {
 /// Default per-port transmit queue capacity: several bursts, since several ingress ports may feed one egress
 /// port in one iteration.
 pub const TX_QUEUE_CAP: usize = 8 * BATCH_SIZE;
+// One burst's super-frames cut into segments (the overlay) fit a transmit queue, even when the last one is the
+// largest super-frame at the smallest segment size.
+const _: () = assert!(
+    crate::port::RX_SEGMENT_BUDGET
+        + crate::buffer::MAX_LARGE_FRAME_LEN.div_ceil(crate::offload::MIN_GSO_SIZE as usize)
+        <= TX_QUEUE_CAP
+);
 
 /// The one way frames leave the pipeline: queues them per egress port, frees what is dropped, and counts both.
 /// Stages that emit frames (the router) get one for the duration of a call.

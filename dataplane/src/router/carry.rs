@@ -140,8 +140,8 @@ mod tests {
     use crate::pipeline::Switch;
     use crate::testbed::Testbed;
     use crate::topology::Topology;
-    use crate::wire::MacAddr;
     use crate::wire::builder::{arp_reply, arp_request, Ipv4Spec};
+    use crate::wire::MacAddr;
     use std::net::Ipv4Addr;
 
     const CONFIG: &str = r#"
@@ -210,7 +210,6 @@ via = "203.0.113.1"
         kept.sort();
         assert_eq!(kept, [(false, Some(new_lan), Some(new_up)), (true, Some(new_lan), Some(new_up))]);
     }
-
 
     /// `n1` masquerades out of `up`; `n0` has no gateway in A and one in B, so B renumbers `n1`'s interface.
     fn config(n0_gateway: bool) -> String {
