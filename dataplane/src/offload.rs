@@ -32,9 +32,6 @@
 //!
 //! Threads: plain values; any thread.
 
-// Casts reviewed after the offload work lands (issue 11 item 4): header lengths and offsets below 64 KiB.
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-
 use crate::wire::checksum;
 use crate::wire::virtio_net_hdr::{self, Repr as VnetRepr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN};
 use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
@@ -254,7 +251,8 @@ impl Offload {
         VnetRepr {
             flags: self.flags,
             gso_type: self.gso_type,
-            hdr_len: self.header_len(frame) as u16,
+            // A hint for the kernel (how much to put in the linear part): saturating is harmless.
+            hdr_len: u16::try_from(self.header_len(frame)).unwrap_or(u16::MAX),
             gso_size: self.gso_size,
             csum_start: self.csum_start,
             csum_offset: self.csum_offset,
@@ -273,15 +271,15 @@ pub fn offloaded_form(frame: &[u8], gso_size: Option<u16>) -> Option<(Vec<u8>, O
     let (v4, l4, proto, l4_len, pseudo) = match l3.ethertype {
         ethertype::IPV4 => {
             let ip = ipv4::Header::at(frame, l3.offset)?;
-            let l4_len = usize::from(ip.total_len()).checked_sub(ip.header_len())?;
-            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), l4_len as u16);
-            (true, l3.offset + ip.header_len(), ip.protocol(), l4_len, pseudo)
+            let l4_len = ip.total_len().checked_sub(u16::try_from(ip.header_len()).ok()?)?;
+            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), l4_len);
+            (true, l3.offset + ip.header_len(), ip.protocol(), usize::from(l4_len), pseudo)
         }
         ethertype::IPV6 => {
             let ip = ipv6::Header::at(frame, l3.offset)?;
-            let l4_len = usize::from(ip.payload_len());
-            let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), l4_len as u32);
-            (false, l3.offset + ipv6::HEADER_LEN, ip.next_header(), l4_len, pseudo)
+            let l4_len = ip.payload_len();
+            let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), u32::from(l4_len));
+            (false, l3.offset + ipv6::HEADER_LEN, ip.next_header(), usize::from(l4_len), pseudo)
         }
         _ => return None,
     };
