@@ -241,6 +241,18 @@ impl Offload {
         (self.header_len(frame) + usize::from(self.gso_size)).min(frame.len())
     }
 
+    /// How many wire packets `frame` (whose metadata this is) stands for: a super-frame's segments,
+    /// ceil(payload / `gso_size`) with the payload what follows its headers ([`Offload::header_len`]); 1 for
+    /// any other frame. What packet counters add, so they count what a link without offloads would carry.
+    #[inline]
+    pub fn segments(&self, frame: &[u8]) -> u64 {
+        if self.gso_type == 0 || self.gso_size == 0 {
+            return 1;
+        }
+        let payload = frame.len().saturating_sub(self.header_len(frame));
+        (payload.div_ceil(usize::from(self.gso_size)) as u64).max(1)
+    }
+
     /// The `virtio_net_hdr` to write before `frame` (whose metadata this is) on a tap or packet socket. `hdr_len`
     /// (how much the kernel puts in the skb's linear part) is the headers' length: the transport header's end
     /// for a super-frame, the checksum field's end for a partial checksum, 0 for an ordinary frame.
