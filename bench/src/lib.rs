@@ -11,6 +11,7 @@ use etherparse::PacketBuilder;
 pub mod cli;
 pub mod live;
 pub mod nat;
+pub mod overlay;
 pub mod pipeline;
 pub mod plot;
 pub mod sweep;

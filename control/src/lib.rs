@@ -3,6 +3,7 @@
 //! once in the contract crate `vswitch_api` (`dataplane/api`), which `vswitchd` uses too; this crate does not
 //! depend on the dataplane itself.
 //!
+//! - [`cluster`] keeps the host registered in etcd and follows the other hosts (overlay membership).
 //! - [`agent`] is the config agent's logic: load and validate the desired state, sync a switch to it.
 //! - [`table`] renders rows as the aligned, human-readable tables `vswitchctl` prints by default (`--json`
 //!   prints the wire types instead).
@@ -13,6 +14,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod cluster;
 pub mod diff;
 pub mod render;
 pub mod table;

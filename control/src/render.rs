@@ -10,6 +10,7 @@ use crate::table::Table;
 use serde_json::Value;
 use std::fmt::{Display, Write as _};
 use vswitch_api::config::Config;
+use vswitch_api::overlay::OverlayInspect;
 use vswitch_api::proto::{
     ConfigResult, ConnRow, ConnTuple, ConntrackFlushed, ConntrackList, FdbRow, HelloResult, NeighRow, NetworkInspect,
     NetworkSummary, PortMode, PortRow, PortState, RouteRow, StatsResult, TraceResult,
@@ -69,10 +70,50 @@ pub fn network_inspect(n: &NetworkInspect) -> String {
         "fdb".to_string(),
         format!("entries={} learned={} moved={} evicted={} aged={}", f.entries, f.learned, f.moved, f.evicted, f.aged),
     ]);
+    if let Some(o) = &n.overlay {
+        kv.row(["scope".to_string(), "overlay".to_string()]);
+        kv.row(["vni".to_string(), o.vni.to_string()]);
+        kv.row(["overlay_mtu".to_string(), o.mtu.to_string()]);
+        kv.row(["vtep".to_string(), opt(&o.vtep)]);
+        kv.row(["revision".to_string(), o.revision.to_string()]);
+    }
     out.push_str(&kv.to_string());
+    if let Some(o) = &n.overlay {
+        out.push('\n');
+        out.push_str(&overlay(o));
+    }
     out.push('\n');
     out.push_str(&fdb(&n.entries));
     out
+}
+
+/// An overlay network's members (with their counters) and remote endpoints, for `network inspect`.
+pub fn overlay(o: &OverlayInspect) -> String {
+    let mut m =
+        Table::new(["HOST", "VTEP", "UDP", "MTU", "STATE", "NEXT_HOP", "TX_PKTS", "TX_BYTES", "RX_PKTS", "RX_BYTES"]);
+    for c in 6..10 {
+        m = m.right(c);
+    }
+    for p in &o.members {
+        let c = &p.counters;
+        m.row([
+            p.host.clone(),
+            p.vtep.to_string(),
+            p.udp_port.to_string(),
+            p.mtu.to_string(),
+            p.state.clone(),
+            opt(&p.next_hop),
+            c.tx_packets.to_string(),
+            c.tx_bytes.to_string(),
+            c.rx_packets.to_string(),
+            c.rx_bytes.to_string(),
+        ]);
+    }
+    let mut e = Table::new(["MAC", "IP", "HOST", "VTEP"]);
+    for x in &o.endpoints {
+        e.row([x.mac.to_string(), opt(&x.ip), x.host.clone(), x.vtep.to_string()]);
+    }
+    format!("{m}\n{e}")
 }
 
 /// `fdb show`.
@@ -342,6 +383,40 @@ mod tests {
              up    tap   vs-up   routed 203.0.113.2/24       1        5       420        3       300      7  -                   up\n\
              c2    tap   vs-c2   network bridge              1        5       420        3       300      7  -                   failed\n\
              c2: failed: port c2: tap vs-c2: moving into netns c2: no such namespace (retried with backoff)\n"
+        );
+    }
+
+    #[test]
+    fn overlay_members_and_endpoints_are_tables() {
+        use vswitch_api::overlay::{EndpointInfo, MemberInfo, PeerCounters};
+        let o = OverlayInspect {
+            vni: 4096,
+            mtu: 1450,
+            vtep: Some([10, 200, 0, 11].into()),
+            revision: 9,
+            members: vec![MemberInfo {
+                host: "h2".into(),
+                vtep: [10, 200, 0, 12].into(),
+                udp_port: 4789,
+                mtu: 1500,
+                state: "live".into(),
+                next_hop: Some([10, 200, 0, 12].into()),
+                counters: PeerCounters { tx_packets: 3, tx_bytes: 372, rx_packets: 2, rx_bytes: 248 },
+            }],
+            endpoints: vec![EndpointInfo {
+                mac: "02:00:00:00:01:02".parse().unwrap(),
+                ip: Some([10, 1, 0, 12].into()),
+                host: "h2".into(),
+                vtep: [10, 200, 0, 12].into(),
+            }],
+        };
+        assert_eq!(
+            overlay(&o),
+            "HOST  VTEP         UDP   MTU   STATE  NEXT_HOP     TX_PKTS  TX_BYTES  RX_PKTS  RX_BYTES\n\
+             h2    10.200.0.12  4789  1500  live   10.200.0.12        3       372        2       248\n\
+             \n\
+             MAC                IP         HOST  VTEP\n\
+             02:00:00:00:01:02  10.1.0.12  h2    10.200.0.12\n"
         );
     }
 

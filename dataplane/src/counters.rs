@@ -129,6 +129,27 @@ drop_reasons! {
     /// From a masquerade network out of a routed port, but not translatable: a protocol other than TCP, UDP and
     /// ICMP echo, or an ICMP error about no tracked connection (it would leak the inside address).
     NatUnsupported => "nat-unsupported",
+    /// A VXLAN packet for our VTEP whose UDP payload is shorter than the VXLAN and inner Ethernet headers, or
+    /// that is an IP fragment (VTEPs never fragment, so a fragment is a packet cut short).
+    VxlanTruncated => "vxlan-truncated",
+    /// A VXLAN header whose flags are not exactly "VNI valid" or whose reserved bits are set (as Linux refuses).
+    VxlanBadFlags => "vxlan-bad-flags",
+    /// A VXLAN packet whose VNI is not that of an overlay network here.
+    VxlanUnknownVni => "vxlan-unknown-vni",
+    /// A VXLAN packet from an address that is not a live member VTEP of the VNI's network.
+    VxlanUnknownVtep => "vxlan-unknown-vtep",
+    /// A decapsulated frame that is not a station's Ethernet frame (its source is a group or all-zero address).
+    VxlanInnerNotEthernet => "vxlan-inner-not-ethernet",
+    /// A decapsulated frame addressed to the anycast gateway: each host's gateway serves its own containers.
+    VxlanGatewayMac => "vxlan-gateway-mac",
+    /// A bridged frame longer than the overlay network's MTU (the smallest member underlay MTU - 50) allows:
+    /// the switch never fragments.
+    VxlanTooBig => "vxlan-too-big",
+    /// The remote VTEP has no route through a routed port (or the outer packet cannot be built).
+    VxlanNoUnderlayRoute => "vxlan-no-underlay-route",
+    /// Broadcast, multicast or unknown unicast over the network's `bum_rate_pps`: not replicated to the other
+    /// hosts (local ports still get it).
+    VxlanBumRateLimited => "vxlan-bum-rate-limited",
 }
 
 /// What the pipeline counted for one port; defined with the control protocol, which carries it as it is.

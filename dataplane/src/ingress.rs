@@ -16,10 +16,9 @@
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
 use crate::offload::{Offload, MIN_GSO_SIZE};
-use crate::packet::{parse, Parsed};
+use crate::packet::{check, parse, Parsed};
 use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
-use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
 use crate::wire::{ethertype, ip_proto, tcp, udp};
 
@@ -97,25 +96,6 @@ pub fn check_offloaded(data: &[u8], offload: &Offload, max_len: usize) -> Result
             }
             parsed.csum_partial = true;
         }
-    }
-    Ok(parsed)
-}
-
-/// Checks one frame against an untagged length limit of `max_len` bytes and locates its headers. Always
-/// inlined into the per-frame loop (it is also called from [`check_offloaded`], which made the compiler keep it
-/// out of line).
-#[inline(always)]
-pub fn check(data: &[u8], max_len: usize) -> Result<Parsed, DropReason> {
-    if data.len() < ETH_HEADER_LEN {
-        return Err(DropReason::Runt);
-    }
-    // Cheap early bound before parsing: no frame longer than two tags' worth can be valid.
-    if data.len() > max_len + 2 * VLAN_TAG_LEN {
-        return Err(DropReason::TooLong);
-    }
-    let parsed = parse(data)?;
-    if data.len() > max_len + parsed.vlan_tags as usize * VLAN_TAG_LEN {
-        return Err(DropReason::TooLong);
     }
     Ok(parsed)
 }

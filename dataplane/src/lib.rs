@@ -18,6 +18,7 @@ pub mod mss_clamp;
 pub mod nat;
 pub mod neigh;
 pub mod offload;
+pub mod overlay;
 pub mod packet;
 pub mod pipeline;
 pub mod port;

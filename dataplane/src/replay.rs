@@ -11,7 +11,8 @@
 //! outputs.
 //!
 //! Everything that can be wrong with the inputs (a port not in the configuration, a port given twice, an
-//! unreadable capture, a link type other than Ethernet) is found before any output file is created.
+//! unreadable capture, a link type other than Ethernet, an invalid overlay state) is found before any output file
+//! is created.
 
 use crate::batch::Batch;
 use crate::bridge::BridgeStats;
@@ -24,6 +25,7 @@ use crate::ids::{table_id, Nanos, NANOS_PER_SEC};
 use crate::nat::ports::SnatStats;
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::neigh::NeighStats;
+use crate::overlay::{OverlayError, OverlayState, OverlayStats};
 use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::pcap::{read_capture, CaptureError, CaptureWriter, CapturedFrame, PcapPort};
 use crate::port::{Port, PortError, PortStats};
@@ -85,6 +87,9 @@ pub enum ReplayError {
     /// A port failed while running.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// The `--overlay` state was refused (nothing was replayed).
+    #[error("--overlay: {0}")]
+    Overlay(OverlayError),
 }
 
 /// What one port did during a replay.
@@ -121,6 +126,14 @@ pub struct SwitchReport {
     pub nat: NatStats,
     /// Masquerade port allocation counters, summed over every address.
     pub snat: SnatStats,
+    /// Overlay counters (encapsulated, decapsulated, replicated, ARP suppressed, updates); absent while all zero,
+    /// i.e. on a switch without overlay networks.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub overlay: OverlayStats,
+}
+
+fn is_zero(s: &OverlayStats) -> bool {
+    *s == OverlayStats::default()
 }
 
 impl SwitchReport {
@@ -137,6 +150,7 @@ impl SwitchReport {
             neigh: switch.router().neigh_stats(),
             nat: switch.nat_stats(),
             snat: switch.router().nat().snat_stats(),
+            overlay: switch.overlay().stats(),
         }
     }
 }
@@ -182,6 +196,21 @@ impl ReplayReport {
 
 /// Replays `inputs` through a switch built from `cfg`, writing one capture per configured port into `out_dir`.
 pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<ReplayReport, ReplayError> {
+    replay_with_overlay(cfg, None, inputs, out_dir)
+}
+
+/// [`replay`] with the overlay membership `overlay` installed before the first frame (what `overlay_update`
+/// installs in a live switch; `vswitchd replay --overlay FILE`).
+pub fn replay_with_overlay(
+    cfg: &Config,
+    overlay: Option<&OverlayState>,
+    inputs: &[ReplayInput],
+    out_dir: &Path,
+) -> Result<ReplayReport, ReplayError> {
+    let mut switch = Switch::new(cfg);
+    if let Some(state) = overlay {
+        switch.update_overlay(state.clone()).map_err(ReplayError::Overlay)?;
+    }
     let mut captures: BTreeMap<usize, Vec<CapturedFrame>> = BTreeMap::new();
     let mut nanosecond = false;
     for input in inputs {
@@ -208,7 +237,6 @@ pub fn replay(cfg: &Config, inputs: &[ReplayInput], out_dir: &Path) -> Result<Re
         outputs.insert(p.name.clone(), path);
     }
 
-    let mut switch = Switch::new(cfg);
     let end = run(&mut switch, &mut ports)?;
     for p in &mut ports {
         p.finish()?;

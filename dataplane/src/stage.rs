@@ -19,6 +19,11 @@ use crate::counters::{Counters, DropReason};
 use crate::fdb::Fdb;
 use crate::ids::{table_id, Nanos, NetId, PortId, RifId};
 use crate::mss_clamp::{self, Clamped, MssLimit};
+use crate::offload::Caps;
+use crate::overlay::peers::PeerId;
+use crate::overlay::{Overlay, Pending};
+use crate::packet::Parsed;
+use crate::port::soft_offload::Emitted;
 use crate::topology::{Attach, Topology};
 use crate::wire::MacAddr;
 use std::cell::RefCell;
@@ -85,6 +90,8 @@ pub enum Verdict {
     ToRouter(RifId),
     /// Flood in the network and give the router a copy (broadcast ARP on a network with a gateway).
     FloodAndRoute(NetId, RifId),
+    /// A VXLAN packet for our VTEP: decapsulate and bridge the inner frame in its overlay network.
+    Decap,
     /// Drop, counting the reason.
     Drop(DropReason),
 }
@@ -103,6 +110,7 @@ impl Verdict {
             Verdict::FloodAndRoute(n, r) => {
                 format!("flood in {} and a copy to the router, interface {}", net(n), rif(r))
             }
+            Verdict::Decap => "VXLAN for our VTEP: decapsulate into its overlay network".to_string(),
             Verdict::Drop(reason) => format!("drop: {}", reason.name()),
         }
     }
@@ -201,6 +209,9 @@ pub struct Egress<'a> {
     tx: &'a mut TxQueues,
     /// The buffer pool frames come from and go back to.
     pub pool: &'a mut BufPool,
+    /// The overlay tables: remote endpoints and members to encapsulate to, frames waiting for the underlay's
+    /// neighbour stage.
+    pub overlay: &'a mut Overlay,
     now: Nanos,
     last_fdb: Option<(NetId, MacAddr, PortId)>,
     trace: Option<&'a Trace>,
@@ -208,7 +219,7 @@ pub struct Egress<'a> {
 
 impl<'a> Egress<'a> {
     /// An egress for one call of the pipeline: frames go to `tx`, buffers back to `pool`, counts to `counters`;
-    /// `fdbs` are the MAC tables by network id.
+    /// `fdbs` are the MAC tables by network id, `overlay` the overlay networks' tables.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         topo: &'a Topology,
@@ -216,10 +227,11 @@ impl<'a> Egress<'a> {
         counters: &'a mut Counters,
         tx: &'a mut TxQueues,
         pool: &'a mut BufPool,
+        overlay: &'a mut Overlay,
         now: Nanos,
         trace: Option<&'a Trace>,
     ) -> Self {
-        Egress { topo, fdbs, counters, tx, pool, now, last_fdb: None, trace }
+        Egress { topo, fdbs, counters, tx, pool, overlay, now, last_fdb: None, trace }
     }
 
     /// True when the frames handled are traced (a stage may then gather what it will describe).
@@ -373,8 +385,189 @@ impl<'a> Egress<'a> {
         }
     }
 
-    /// Sends `frame` to every port of `net` except `except`; returns how many copies were queued.
+    /// Sends `frame` to every port of `net` except `except`, and on an overlay network to the remote endpoint it
+    /// is addressed to, or else (broadcast, multicast, unknown unicast) to every member VTEP too; returns how many
+    /// copies were queued.
+    #[inline]
     pub fn flood(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
+        if self.overlay.is_overlay(net) {
+            return self.overlay_flood(net, frame, except);
+        }
+        self.flood_local(net, frame, except)
+    }
+
+    /// [`Egress::flood`] on an overlay network (see `crate::overlay`: known remote unicast is encapsulated to its
+    /// VTEP; anything else is flooded locally and replicated head-end, within the network's rate limit).
+    #[inline(never)]
+    fn overlay_flood(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
+        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+        if !dst.is_multicast() {
+            if let Some(peer) = self.overlay.remote_mac(net, dst) {
+                self.note("overlay", || format!("{dst} is a remote endpoint: encapsulated to member #{peer}"));
+                return u64::from(self.encap(net, peer, frame));
+            }
+        }
+        let mut sent = 0;
+        let members = self.overlay.members(net).len();
+        if members > 0 {
+            if self.overlay.take_bum_token(net, self.now) {
+                self.note("overlay", || format!("{dst}: replicated head-end to {members} member(s)"));
+                for k in 0..members {
+                    let peer = self.overlay.members(net)[k];
+                    match self.pool.clone_frame(&frame) {
+                        Some(copy) => {
+                            if self.encap(net, peer, copy) {
+                                self.overlay.count_replicated();
+                                sent += 1;
+                            }
+                        }
+                        None => self.counters.count(DropReason::NoBuffer),
+                    }
+                }
+            } else {
+                self.note("overlay", || "replication over the network's rate: vxlan-bum-rate-limited".to_string());
+                self.counters.count(DropReason::VxlanBumRateLimited);
+            }
+        }
+        sent + self.flood_local(net, frame, except)
+    }
+
+    /// Encapsulates `frame` towards `peer` (queued for the router's neighbour stage); on failure counts the
+    /// reason and frees it. True if queued.
+    #[inline]
+    fn encap(&mut self, net: NetId, peer: PeerId, frame: Frame) -> bool {
+        if !frame.offload.is_none() {
+            return self.encap_offloaded(net, peer, frame);
+        }
+        match self.overlay.encap(net, peer, frame) {
+            Ok(()) => true,
+            Err((frame, reason)) => {
+                self.note("overlay", || format!("not encapsulated: {}", reason.name()));
+                self.counters.count(reason);
+                self.pool.free(frame);
+                false
+            }
+        }
+    }
+
+    /// [`Egress::encap`] for a frame with offload metadata (a host stack's partial checksum or GSO super-frame):
+    /// the tunnel carries wire-sized inner frames with complete checksums, as a VTEP without tunnel offloads must
+    /// (the receiving host's kernel checks the inner checksum). A partial checksum is completed in place; a
+    /// super-frame is cut into segments, each in a buffer of its own, each encapsulated. True if at least one
+    /// frame was queued.
+    #[cold]
+    #[inline(never)]
+    fn encap_offloaded(&mut self, net: NetId, peer: PeerId, mut frame: Frame) -> bool {
+        let mut soft = self.overlay.take_soft();
+        if !frame.offload.is_gso() {
+            // Completed in place: the frame itself goes on.
+            soft.emit(&mut frame, Caps::NONE, |_, _| true);
+            self.overlay.restore_soft(soft);
+            return self.encap(net, peer, frame);
+        }
+        let port = frame.port;
+        let mut queued = false;
+        let emitted = soft.emit(&mut frame, Caps::NONE, |segment, _| {
+            let Some(mut f) = self.pool.alloc() else {
+                self.counters.count(DropReason::NoBuffer);
+                return false;
+            };
+            if f.load(segment).is_err() {
+                self.pool.free(f);
+                self.counters.count(DropReason::VxlanTooBig);
+                return false;
+            }
+            f.port = port;
+            queued |= self.encap(net, peer, f);
+            true
+        });
+        if let Emitted::Malformed(_) = emitted {
+            self.counters.count(DropReason::OffloadMismatch);
+        }
+        self.overlay.restore_soft(soft);
+        self.pool.free(frame);
+        queued
+    }
+
+    /// Decapsulates a VXLAN packet received on `in_port` and delivers the inner frame to the local ports of its
+    /// overlay network (split horizon: never to another VTEP, never to the router), counting it.
+    #[inline(never)]
+    pub fn decap(&mut self, in_port: PortId, mut frame: Frame, parsed: &Parsed) {
+        let net = match self.overlay.decap(&mut frame, parsed) {
+            Ok((net, _)) => net,
+            Err(reason) => return self.drop(frame, reason),
+        };
+        let dst = MacAddr::from_slice(frame.data()).unwrap_or(MacAddr::BROADCAST);
+        self.note("overlay", || {
+            let name = self.topo.networks.get(net as usize).map_or("?", |n| n.name.as_str());
+            format!("decapsulated into {name}: inner frame to {dst}")
+        });
+        let gateway = self.topo.networks[net as usize].rif.map(|r| self.topo.rifs[r as usize].mac);
+        if gateway == Some(dst) {
+            return self.drop(frame, DropReason::VxlanGatewayMac);
+        }
+        let known = if dst.is_multicast() { None } else { self.fdbs[net as usize].lookup(dst, self.now) };
+        match known {
+            Some(p) => {
+                let ok = self.to_port(p, frame);
+                let pc = self.counters.port_mut(in_port);
+                if ok {
+                    pc.forwarded += 1
+                } else {
+                    pc.dropped += 1
+                }
+            }
+            None => {
+                let sent = self.flood_local(net, frame, None);
+                self.settle_flood(in_port, net, sent);
+            }
+        }
+    }
+
+    /// The encapsulated frames waiting for the router's neighbour stage (give the vector back with
+    /// [`Egress::restore_pending`]).
+    #[inline]
+    pub fn take_pending(&mut self) -> Vec<Pending> {
+        self.overlay.take_pending()
+    }
+
+    /// See [`Egress::take_pending`].
+    #[inline]
+    pub fn restore_pending(&mut self, v: Vec<Pending>) {
+        self.overlay.restore_pending(v)
+    }
+
+    /// True for a packet the overlay encapsulated (from our VTEP to a member's VTEP).
+    pub fn is_tunnel_packet(&self, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> bool {
+        self.overlay.is_tunnel(src, dst)
+    }
+
+    /// The MAC of the remote endpoint `ip` on router interface `rif`'s overlay network (the router uses it instead
+    /// of ARP, which the endpoint's own host would answer).
+    #[inline(never)]
+    pub fn overlay_endpoint(&self, rif: RifId, ip: std::net::Ipv4Addr) -> Option<MacAddr> {
+        match self.topo.rifs.get(rif as usize)?.attach {
+            Attach::Network(net) => self.overlay.endpoint_mac(net, ip),
+            Attach::Port(_) => None,
+        }
+    }
+
+    /// Sends an ARP reply the overlay made in place of a request (suppression) back out of `in_port`.
+    #[inline(never)]
+    pub fn arp_suppressed(&mut self, in_port: PortId, frame: Frame) {
+        self.note("overlay", || "ARP request for a remote endpoint: answered locally (suppression)".to_string());
+        let ok = self.to_port(in_port, frame);
+        let pc = self.counters.port_mut(in_port);
+        if ok {
+            pc.forwarded += 1;
+        } else {
+            pc.dropped += 1;
+        }
+    }
+
+    /// Sends `frame` to every port of `net` except `except` (this host's ports only); returns how many copies
+    /// were queued.
+    fn flood_local(&mut self, net: NetId, frame: Frame, except: Option<PortId>) -> u64 {
         let ports = &self.topo.networks[net as usize].ports;
         let Some(last) = ports.iter().rposition(|&p| Some(p) != except) else {
             self.pool.free(frame);

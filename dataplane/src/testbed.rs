@@ -142,6 +142,11 @@ impl Testbed {
         &self.switch
     }
 
+    /// The switch under test, for what the control plane does to it (e.g. `update_overlay`).
+    pub fn switch_mut(&mut self) -> &mut Switch {
+        &mut self.switch
+    }
+
     /// Buffers not in use (all of them when nothing is queued: a leak check).
     pub fn free_buffers(&self) -> usize {
         self.pool.available()

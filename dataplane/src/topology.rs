@@ -8,7 +8,10 @@
 //! Router interfaces are numbered networks-with-a-gateway first (in configuration order), then routed ports.
 //! An interface's MAC is the configured `gateway_mac` (network) or `mac` (routed port), or else derived from its
 //! name: `02:76:73` ("vs", locally administered) followed by the low 24 bits of the FNV-1a hash of
-//! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings.
+//! `"network:NAME"` or `"port:NAME"`, so it is stable across restarts and configuration reorderings. With a
+//! `[cluster]` section a routed port's key is `"port:NAME@HOST"`: hosts sharing an underlay segment then get
+//! different MACs for their same-named ports, while an overlay network's gateway MAC stays the same on every host
+//! (the anycast gateway).
 //!
 //! NAT facts are resolved here too: each network interface's `masquerade` flag ([`RifInfo::masquerade`]), the
 //! publish rules resolved to their routed port's interface ([`PublishRule`]), the masquerade port range and the
@@ -65,6 +68,33 @@ pub struct NetworkInfo {
     pub mac_limit: usize,
     /// The network's gateway interface.
     pub rif: Option<RifId>,
+    /// Set for an overlay network (`scope = "overlay"`): a bridge domain whose remote members are VTEPs.
+    pub overlay: Option<OverlayNetInfo>,
+}
+
+/// What the pipeline needs of an overlay network's configuration (membership comes from the control plane).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayNetInfo {
+    /// Its VXLAN network identifier; `None` until one is configured (the agent allocates one through etcd):
+    /// until then the network is bridged locally only.
+    pub vni: Option<u32>,
+    /// Broadcast, multicast and unknown-unicast frames replicated to the other hosts per second, at most.
+    pub bum_rate_pps: u32,
+}
+
+/// The switch's VXLAN tunnel endpoint: a routed port's address (`[cluster] vtep_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VtepInfo {
+    /// The routed port.
+    pub port: PortId,
+    /// Its router interface.
+    pub rif: RifId,
+    /// The outer source address.
+    pub addr: Ipv4Addr,
+    /// The UDP port VXLAN is received on (`[cluster] vxlan_udp_port`).
+    pub udp_port: u16,
+    /// The underlay MTU (the port's).
+    pub mtu: u16,
 }
 
 /// Where a router interface sends and receives frames.
@@ -157,6 +187,8 @@ pub struct Topology {
     pub nat_port_range: PortRange,
     /// The connection table's tunables.
     pub conntrack: ConntrackConfig,
+    /// The VXLAN tunnel endpoint, when the configuration has overlay networks.
+    pub vtep: Option<VtepInfo>,
     /// Which router interfaces may route to which untranslated.
     pub isolation: Isolation,
 }
@@ -195,6 +227,8 @@ impl Topology {
                     mac_aging: n.mac_aging_secs.saturating_mul(NANOS_PER_SEC),
                     mac_limit: n.mac_limit,
                     rif,
+                    overlay: (n.scope == crate::config::Scope::Overlay)
+                        .then_some(OverlayNetInfo { vni: n.vni, bum_rate_pps: n.bum_rate_pps }),
                 }
             })
             .collect();
@@ -209,8 +243,14 @@ impl Topology {
                 }
                 let rif = p.address.filter(|_| network.is_none()).map(|address| {
                     let name = format!("port:{}", p.name);
+                    // In a cluster every host has its own routed ports (often with the same names, on one
+                    // underlay segment): their derived MACs take the host's name too, so they differ.
+                    let key = match &cfg.cluster {
+                        Some(c) => format!("{name}@{}", c.host),
+                        None => name.clone(),
+                    };
                     rifs.push(RifInfo {
-                        mac: p.mac.unwrap_or_else(|| derived_mac(&name)),
+                        mac: p.mac.unwrap_or_else(|| derived_mac(&key)),
                         name,
                         addr: address.addr(),
                         subnet: address,
@@ -255,6 +295,12 @@ impl Topology {
                 })
             })
             .collect();
+        let vtep = cfg.cluster.as_ref().and_then(|c| {
+            let port = cfg.port_index(&c.vtep_port)?;
+            let rif = ports_rif(&rifs, &c.vtep_port)?;
+            let addr = rifs[rif as usize].addr;
+            Some(VtepInfo { port: table_id(port), rif, addr, udp_port: c.vxlan_udp_port, mtu: cfg.ports[port].mtu })
+        });
         let isolation = isolation(cfg, &networks, &rifs);
         Topology {
             ports,
@@ -264,6 +310,7 @@ impl Topology {
             publish,
             nat_port_range: cfg.nat.port_range,
             conntrack: conntrack_config(&cfg.conntrack),
+            vtep,
             isolation,
         }
     }
@@ -302,6 +349,11 @@ impl Topology {
             && self.nat_port_range == other.nat_port_range
             && self.conntrack == other.conntrack
     }
+}
+
+/// The router interface of routed port `port`.
+fn ports_rif(rifs: &[RifInfo], port: &str) -> Option<RifId> {
+    rifs.iter().position(|r| r.routed_port && r.name == format!("port:{port}")).map(table_id)
 }
 
 /// The isolation policy of the numbered interfaces: their classes and `allow_routing_with` pairs.
@@ -377,6 +429,24 @@ mod tests {
         let c = conntrack_config(&cfg.conntrack);
         assert!(c.strict);
         assert_eq!(c.timeouts.udp_unreplied, 7 * NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn in_a_cluster_routed_port_macs_differ_per_host_and_the_gateway_mac_does_not() {
+        let host = |h: &str| {
+            let text = format!(
+                "[cluster]\nname = \"c\"\nhost = \"{h}\"\netcd = [\"http://10.9.0.1:2379\"]\nvtep_port = \"under\"\n\
+                 [[network]]\nname = \"red\"\nscope = \"overlay\"\nsubnet = \"10.1.0.0/24\"\ngateway = \"10.1.0.1\"\n\
+                 [[port]]\nname = \"under\"\nkind = \"mem\"\naddress = \"10.200.0.11/24\"\n"
+            );
+            let t = Topology::from_config(&Config::parse(&text, "t").unwrap());
+            (t.rifs[0].mac, t.rifs[1].mac)
+        };
+        let ((gw_a, under_a), (gw_b, under_b)) = (host("a"), host("b"));
+        assert_eq!(gw_a, gw_b, "anycast gateway");
+        assert_eq!(gw_a, derived_mac("network:red"));
+        assert_ne!(under_a, under_b, "one underlay segment, two hosts");
+        assert_eq!(under_a, derived_mac("port:under@a"));
     }
 
     #[test]

@@ -137,3 +137,40 @@ fn bad_inputs_exit_2_and_write_nothing() {
         "bad.toml:4",
     );
 }
+
+#[test]
+fn overlay_state_is_installed_before_the_first_frame_and_checked() {
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcap-tests/cases/overlay-decap");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (cfg, state) = (case.join("config.toml"), case.join("overlay.json"));
+    let under = format!("under={}", case.join("in/under.pcap").display());
+    let stats = dir.path().join("stats.json");
+    let args = |overlay: &Path| {
+        let v: Vec<String> = vec![
+            "replay".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--in".into(),
+            under.clone(),
+            "--out-dir".into(),
+            out.display().to_string(),
+            "--stats-json".into(),
+            stats.display().to_string(),
+            "--overlay".into(),
+            overlay.display().to_string(),
+        ];
+        v
+    };
+    let a = args(&state);
+    let r = vswitchd(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(json["overlay"]["decapsulated"], 5, "{json}");
+    std::fs::remove_dir_all(&out).unwrap();
+    // A member with MTU 0: refused, naming the field; nothing written.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"members":[{"host":"b","vtep":"198.51.100.12","mtu":0,"networks":["red"]}]}"#).unwrap();
+    let a = args(&bad);
+    assert_usage_error(&a.iter().map(String::as_str).collect::<Vec<_>>(), &out, "--overlay: members[0].mtu");
+}

@@ -8,7 +8,9 @@
 //!   reproducible: `vswitch-pcap gen in/PORT.toml -o in/PORT.pcap`);
 //! - `expected/PORT.pcap` for every configured port (empty captures included), and `expected/counters.json`,
 //!   every counter of the run (drops by reason, per-port, MAC tables, router);
-//! - `README.md`: one paragraph saying what the case shows.
+//! - `README.md`: one paragraph saying what the case shows;
+//! - optionally `overlay.json`: the overlay membership installed before the first frame (`vswitchd replay
+//!   --overlay`), for cases with overlay networks.
 //!
 //! On a mismatch the first differing frame is printed decoded on both sides (`tools::diff`), and counters are
 //! compared key by key. With `VSWITCH_BLESS=1` the expected files (and input captures) are rewritten instead;
@@ -16,7 +18,7 @@
 
 use dataplane::config::Config;
 use dataplane::port::pcap::read_capture;
-use dataplane::replay::{replay, ReplayInput};
+use dataplane::replay::{replay_with_overlay, ReplayInput};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +87,12 @@ pub fn run_case(dir: &Path, bless: bool) -> Result<(), String> {
     }
 
     let out = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let report = replay(&cfg, &inputs, out.path()).map_err(|e| fail(e.to_string()))?;
+    let overlay = match std::fs::read_to_string(dir.join("overlay.json")) {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| fail(format!("overlay.json: {e}")))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail(format!("overlay.json: {e}"))),
+    };
+    let report = replay_with_overlay(&cfg, overlay.as_ref(), &inputs, out.path()).map_err(|e| fail(e.to_string()))?;
     let counters = report.counters_json();
     let expected_dir = dir.join("expected");
     if bless {

@@ -68,6 +68,7 @@
 //! | `random_src_mac`, `seed` | a fresh random locally administered unicast source MAC per frame (MAC flood), from a SplitMix64 stream seeded with `seed`; for ARP also the sender MAC | false, 0 |
 //! | `set_bytes` | `[[offset, value], ...]`: overwrite bytes of the finished frame (checksums are not fixed: this is for malformed frames, e.g. `[[14, 0x43]]` for IHL 3) | |
 //! | `truncate` | cut the frame to this many bytes (after `set_bytes`) | |
+//! | `vxlan` | wrap the frame (the inner frame, VLAN tag included) in VXLAN, an inline table: `from`, `to` (hosts with `ip`: the outer Ethernet and IPv4 addresses, VTEP to VTEP), `vni`, and optionally `sport` (49152) and `dport` (4789). Outer IPv4 has DF set and TTL 64, outer UDP checksum 0. `set_bytes` and `truncate` then apply to the outer frame; `size`/`payload` describe the inner one | not wrapped |
 //!
 //! Per kind: `arp-request` is a broadcast (unless `dst_mac`) asking for `to`'s IP (or `dst_ip`) on behalf of
 //! `from`; `arp-reply` tells `to` that `from`'s IP is at `from`'s MAC; `gratuitous-arp` announces `from`'s IP,
@@ -89,6 +90,7 @@ use dataplane::port::pcap::{CaptureWriter, CapturedFrame};
 use dataplane::wire::builder::{
     self, Arp, ArpOp, Ipv4Opts, Ipv4Spec, Ipv6Spec, TcpFlags, TcpSegment, ETH_HEADER_LEN, MIN_FRAME_LEN, VLAN_TAG_LEN,
 };
+use dataplane::wire::vxlan::OUTER_LEN as VXLAN_OVERHEAD;
 use dataplane::wire::MacAddr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -298,13 +300,30 @@ pub struct Entry {
     pub mtu: Option<u16>,
     pub quote: Option<Box<Entry>>,
     pub quote_bytes: Option<usize>,
+    pub vxlan: Option<Tunnel>,
     /// Line of the table in the spec file (set by [`Spec::from_toml`]; used in error messages).
     #[serde(skip)]
     pub line: Option<usize>,
 }
 
+/// `vxlan = { ... }`: the outer headers a frame is wrapped in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunnel {
+    /// The sending VTEP (a host with `ip`).
+    pub from: String,
+    /// The receiving VTEP.
+    pub to: String,
+    /// The VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// Outer UDP source port.
+    pub sport: Option<u16>,
+    /// Outer UDP destination port.
+    pub dport: Option<u16>,
+}
+
 /// Fields every kind accepts.
-const COMMON_FIELDS: [&str; 14] = [
+const COMMON_FIELDS: [&str; 15] = [
     "from",
     "src_mac",
     "dst_mac",
@@ -319,6 +338,7 @@ const COMMON_FIELDS: [&str; 14] = [
     "set_bytes",
     "truncate",
     "kind",
+    "vxlan",
 ];
 
 impl Entry {
@@ -359,6 +379,7 @@ impl Entry {
             ("mtu", self.mtu.is_some()),
             ("quote", self.quote.is_some()),
             ("quote_bytes", self.quote_bytes.is_some()),
+            ("vxlan", self.vxlan.is_some()),
         ];
         set.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect()
     }
@@ -540,6 +561,8 @@ struct Plan {
     frag: Option<(bool, u16)>,
     /// ICMP error: type, code, bytes 5-8 of the header, and the quoted packet.
     icmp_error: Option<(u8, u8, [u8; 4], Vec<u8>)>,
+    /// VXLAN: the outer addresses, UDP ports and VNI.
+    vxlan: Option<(Ipv4Spec, u16, u16, u32)>,
 }
 
 impl Plan {
@@ -608,8 +631,12 @@ impl Plan {
             let sum = dataplane::wire::checksum::checksum(&frame[l3..l3 + ihl]);
             frame[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
         }
-        match self.vlan {
+        let frame = match self.vlan {
             Some(vid) => builder::with_vlan(&frame, vid),
+            None => frame,
+        };
+        match self.vxlan {
+            Some((outer, sport, dport, vni)) => outer.vxlan(sport, dport, vni, &frame),
             None => frame,
         }
     }
@@ -810,6 +837,7 @@ impl EntryCx<'_> {
             Kind::IcmpError => Some(self.icmp_error()?),
             _ => None,
         };
+        let vxlan = e.vxlan.as_ref().map(|t| self.tunnel(t, payload)).transpose()?;
         Ok(Plan {
             kind: e.kind,
             addrs,
@@ -825,7 +853,29 @@ impl EntryCx<'_> {
             vlan: e.vlan,
             frag,
             icmp_error,
+            vxlan,
         })
+    }
+
+    /// A `vxlan` table's outer headers, checked: two hosts with IPv4 addresses, a 24-bit VNI, a frame that
+    /// still fits once wrapped.
+    fn tunnel(&self, t: &Tunnel, payload: usize) -> Result<(Ipv4Spec, u16, u16, u32), SpecError> {
+        let host = |name: &String| {
+            let h =
+                self.hosts.get(name.as_str()).ok_or_else(|| self.err("vxlan", format!("no host named {name:?}")))?;
+            let ip = h.ip.ok_or_else(|| self.err("vxlan", format!("host {name:?} has no `ip` (a VTEP address)")))?;
+            Ok::<_, SpecError>((h.mac, ip))
+        };
+        let (from, to) = (host(&t.from)?, host(&t.to)?);
+        if t.vni > dataplane::wire::vxlan::MAX_VNI {
+            return Err(self.err("vxlan", format!("vni {} does not fit 24 bits", t.vni)));
+        }
+        let inner = (self.entry.kind.header_len() + payload).max(MIN_FRAME_LEN) + VLAN_TAG_LEN;
+        if inner + VXLAN_OVERHEAD > MAX_FRAME_LEN {
+            return Err(self.err("vxlan", format!("the wrapped frame would exceed {MAX_FRAME_LEN} bytes")));
+        }
+        let outer = Ipv4Spec::new(from.0, to.0, from.1, to.1).with_opts(Ipv4Opts { df: true, ..Ipv4Opts::default() });
+        Ok((outer, t.sport.unwrap_or(49152), t.dport.unwrap_or(4789), t.vni))
     }
 
     /// An `icmp-error` entry's type, code, bytes 5-8 and quoted packet (its IP header and `quote_bytes` bytes
@@ -852,8 +902,8 @@ impl EntryCx<'_> {
                 self.err("quote", format!("a quoted packet is udp, tcp, icmp-echo or icmp-reply, not {}", q.kind))
             );
         }
-        if q.vlan.is_some() || q.quote.is_some() || q.count.is_some_and(|c| c != 1) {
-            return Err(self.err("quote", "a quoted packet takes no `vlan`, `quote` or `count`"));
+        if q.vlan.is_some() || q.quote.is_some() || q.vxlan.is_some() || q.count.is_some_and(|c| c != 1) {
+            return Err(self.err("quote", "a quoted packet takes no `vlan`, `vxlan`, `quote` or `count`"));
         }
         let mut quoted = (**q).clone();
         quoted.src_mac = quoted.src_mac.or(Some(MacAddr::ZERO));
@@ -1219,6 +1269,30 @@ interval = 0.001
         let distinct: std::collections::HashSet<_> = macs.iter().collect();
         assert_eq!(distinct.len(), 100);
         assert_eq!(frames(spec).unwrap(), f, "deterministic");
+    }
+
+    #[test]
+    fn vxlan_wraps_the_frame_and_faults_apply_to_the_outer_one() {
+        let spec = r#"
+[[frame]]
+kind = "udp"
+from = "a"
+to = "b"
+sport = 1
+dport = 2
+vxlan = { from = "b", to = "a", vni = 100, sport = 50000 }
+set_bytes = [[42, 0x0c]]
+"#;
+        let f = &frames(spec).unwrap()[0].data;
+        let inner = builder::udp(A, B, IP_A, IP_B, 1, 2, 0);
+        let outer = Ipv4Spec::new(B, A, IP_B, IP_A).with_opts(Ipv4Opts { df: true, ..Ipv4Opts::default() });
+        let mut want = outer.vxlan(50000, 4789, 100, &inner);
+        want[42] = 0x0c;
+        assert_eq!(f, &want);
+        let bad = spec.replace("vni = 100", "vni = 16777216");
+        assert!(err(&bad).contains("`vxlan`: vni 16777216 does not fit 24 bits"), "{}", err(&bad));
+        let bad = spec.replace("to = \"a\", vni", "to = \"z\", vni");
+        assert!(err(&bad).contains("no host named \"z\""), "{}", err(&bad));
     }
 
     #[test]

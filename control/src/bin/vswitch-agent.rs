@@ -18,12 +18,20 @@
 //!   generation; when vswitchd went away it reconnects with exponential backoff (100 ms up to 5 s) and, on
 //!   reconnecting (a restarted vswitchd starts empty), compares and applies again. SIGINT/SIGTERM stop it (exit 0).
 //!
+//! - With a `[cluster]` section (watch mode only), the agent also joins the cluster in etcd (`control::cluster`):
+//!   it registers the host (VTEP = `vtep_port`'s address, VXLAN port, underlay MTU, overlay networks) and every
+//!   port's `endpoint_mac`/`endpoint_ip` under its lease, runs the configuration with each overlay network's VNI
+//!   as etcd allocated it, and pushes the other hosts and their endpoints to vswitchd with one `overlay_update`
+//!   per change of the cluster (and again after vswitchd restarts). etcd unreachable: vswitchd keeps what it
+//!   has. SIGINT/SIGTERM revoke the lease, so the other hosts drop this one at once.
+//!
 //! Logs go to stderr through `tracing` (`RUST_LOG`, default `info`); the difference goes to stdout.
 
 use anyhow::Context as _;
 use clap::Parser;
 use control::agent::{load_desired, sync, SyncError, SyncOutcome};
 use control::client::{ClientError, SocketSwitch, DEFAULT_SOCKET};
+use control::cluster::{from_config, Membership, Settings};
 use control::diff::{render, Change};
 use control::watch::FileWatch;
 use std::io::Write as _;
@@ -33,7 +41,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch_api::config::{Config, ConfigError};
-use vswitch_api::proto::{ErrorKind, HelloResult, Op};
+use vswitch_api::overlay::OverlayState;
+use vswitch_api::proto::{ErrorKind, HelloResult, Op, OverlayUpdateResult};
 
 #[derive(Parser, Debug)]
 #[command(name = "vswitch-agent", version, about = "Keep vswitchd at the configuration in a file")]
@@ -160,6 +169,63 @@ struct Link {
     down: bool,
     /// The switch's process id at the last check: a new one is a restarted switch.
     pid: Option<u32>,
+    /// The overlay state vswitchd was last given (`None`: it must be given the current one: never sent, or
+    /// vswitchd restarted or was unreachable).
+    overlay_sent: Option<OverlayState>,
+}
+
+/// The agent in a cluster: the etcd session and what it last published.
+struct Cluster {
+    membership: Membership,
+    settings: Settings,
+    /// The VNIs etcd holds for our overlay networks, once the session allocated them.
+    vnis: Option<std::collections::BTreeMap<String, u32>>,
+    /// The other hosts and their endpoints, as vswitchd must know them.
+    overlay: OverlayState,
+}
+
+impl Cluster {
+    /// Joins the cluster of `cfg`'s `[cluster]` section, if it has one.
+    fn start(cfg: &Config) -> anyhow::Result<Option<Cluster>> {
+        let (Some(settings), Some(registration)) = (from_config::settings(cfg), from_config::registration(cfg)) else {
+            return Ok(None);
+        };
+        tracing::info!(cluster = %settings.cluster, host = %settings.host, etcd = ?settings.endpoints,
+            lease_ttl_secs = settings.lease_ttl_secs, "joining the cluster");
+        let membership = Membership::start(settings.clone(), registration).context("starting the etcd session")?;
+        Ok(Some(Cluster { membership, settings, vnis: None, overlay: OverlayState::default() }))
+    }
+
+    /// The configuration vswitchd must run.
+    fn effective(&self, desired: &Config) -> Config {
+        from_config::effective(desired, self.vnis.as_ref())
+    }
+
+    /// Takes the session's latest snapshot: returns true when the VNIs changed (the configuration to run did).
+    fn poll(&mut self) -> bool {
+        let Some(snap) = self.membership.changed(false) else { return false };
+        for e in &snap.vni_errors {
+            tracing::error!(error = %e, "overlay network without a VNI: bridged on this host only");
+        }
+        let state = snap.view.overlay_state(&self.settings.host);
+        if state.members != self.overlay.members || state.endpoints != self.overlay.endpoints {
+            tracing::info!(
+                revision = state.revision,
+                members = state.members.len(),
+                endpoints = state.endpoints.len(),
+                connected = snap.connected,
+                "cluster changed"
+            );
+        }
+        self.overlay = state;
+        let vnis = snap.registered.then_some(snap.vnis);
+        if vnis.is_some() && vnis != self.vnis {
+            tracing::info!(vnis = ?vnis, "overlay VNIs");
+            self.vnis = vnis;
+            return true;
+        }
+        false
+    }
 }
 
 /// Watch mode: runs until SIGINT/SIGTERM.
@@ -176,8 +242,16 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
     let check = Duration::from_millis(cli.check_ms);
     let mut file = FileWatch::new(&cli.config, Duration::from_millis(cli.settle_ms));
     let now = Instant::now();
-    let mut link =
-        Link { generation: None, must_sync: true, next_attempt: now, backoff: BACKOFF_MIN, down: false, pid: None };
+    let mut link = Link {
+        generation: None,
+        must_sync: true,
+        next_attempt: now,
+        backoff: BACKOFF_MIN,
+        down: false,
+        pid: None,
+        overlay_sent: None,
+    };
+    let mut cluster = Cluster::start(&desired)?;
     let mut next_check = now;
     tracing::info!(config = %cli.config.display(), socket = %cli.socket.display(), "watching");
 
@@ -188,7 +262,14 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
             tracing::info!("SIGHUP: re-reading the configuration");
         }
         if file.poll(now) || signalled {
+            let before = desired.clone();
             reload(file.path(), &mut desired, &mut link);
+            if desired != before {
+                cluster = rejoin(cluster, &before, &desired)?;
+            }
+        }
+        if cluster.as_mut().is_some_and(Cluster::poll) {
+            link.must_sync = true;
         }
         if now >= next_check {
             next_check = now + check;
@@ -197,12 +278,65 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
             }
         }
         if link.must_sync && now >= link.next_attempt {
-            sync_once(switch, &desired, &mut link);
+            let effective = cluster.as_ref().map_or_else(|| desired.clone(), |c| c.effective(&desired));
+            sync_once(switch, &effective, &mut link);
         }
-        std::thread::sleep(poll);
+        if let Some(c) = &cluster {
+            if !link.must_sync && link.generation.is_some() && link.overlay_sent.as_ref() != Some(&c.overlay) {
+                push_overlay(switch, &c.overlay, &mut link);
+            }
+        }
+        // In a cluster, membership changes are pushed within a few milliseconds of the watch event.
+        std::thread::sleep(if cluster.is_some() { poll.min(Duration::from_millis(20)) } else { poll });
     }
     tracing::info!("stopping");
+    if let Some(c) = cluster {
+        c.membership.stop(Duration::from_secs(2));
+    }
     Ok(())
+}
+
+/// After a configuration change: the same session with the new registration, or a new session when the
+/// `[cluster]` section itself changed (another cluster, host or etcd), or none without one.
+fn rejoin(cluster: Option<Cluster>, before: &Config, desired: &Config) -> anyhow::Result<Option<Cluster>> {
+    match cluster {
+        Some(c) if before.cluster == desired.cluster => {
+            if let Some(r) = from_config::registration(desired) {
+                c.membership.register(r);
+            }
+            Ok(Some(c))
+        }
+        other => {
+            if let Some(c) = other {
+                tracing::info!("[cluster] changed: leaving the cluster (lease revoked)");
+                c.membership.stop(Duration::from_secs(2));
+            }
+            Cluster::start(desired)
+        }
+    }
+}
+
+/// Gives vswitchd the cluster's members and endpoints (one `overlay_update`).
+fn push_overlay(switch: &mut SocketSwitch, state: &OverlayState, link: &mut Link) {
+    match switch.call::<OverlayUpdateResult>(Op::OverlayUpdate { state: state.clone() }) {
+        Ok(r) => {
+            tracing::info!(
+                revision = state.revision,
+                members = r.summary.members,
+                endpoints = r.summary.endpoints,
+                ignored = r.summary.ignored,
+                held_us = r.held_us,
+                "overlay updated"
+            );
+            link.overlay_sent = Some(state.clone());
+        }
+        Err(e) if e.is_unreachable() => unreachable_switch(link, &e),
+        Err(e) => {
+            // Refused (the state names something vswitchd will not take): report it once per state.
+            tracing::error!(error = %e, "overlay update refused");
+            link.overlay_sent = Some(state.clone());
+        }
+    }
 }
 
 /// Reads the file again; a valid and different configuration becomes the desired one.
@@ -233,6 +367,9 @@ fn check_generation(switch: &mut SocketSwitch, link: &mut Link) {
         Ok(hello) => {
             // A new process (restarted between two checks) or a generation other than the one last seen.
             let restarted = link.pid.is_some_and(|pid| pid != hello.pid);
+            if restarted {
+                link.overlay_sent = None;
+            }
             if restarted || link.generation != Some(hello.generation) {
                 tracing::info!(generation = hello.generation, pid = hello.pid, "vswitchd changed: comparing");
                 link.must_sync = true;
@@ -252,6 +389,7 @@ fn unreachable_switch(link: &mut Link, e: &ClientError) {
     link.down = true;
     link.must_sync = true;
     link.generation = None;
+    link.overlay_sent = None;
     // Whoever answers next is compared anyway; its PID is learnt at the next check.
     link.pid = None;
     link.next_attempt = Instant::now() + link.backoff;

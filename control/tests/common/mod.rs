@@ -1,4 +1,5 @@
 //! Helpers shared by the control integration tests.
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod fake;

@@ -4,6 +4,7 @@
 //! - [`config`]: the configuration language (TOML) and its model, validated as a whole; its serde form is also
 //!   how a configuration travels over the control socket.
 //! - [`proto`]: the control socket's protocol (requests, responses, every result row).
+//! - [`overlay`]: the overlay membership the control plane pushes (`overlay_update`) and what inspect shows of it.
 //! - the small values both of them use: [`MacAddr`], [`PortRange`], [`IfName`], and the frame geometry the
 //!   MTU limit comes from ([`frame`]).
 //!
@@ -20,6 +21,7 @@ pub mod config;
 pub mod frame;
 pub mod ifname;
 pub mod mac;
+pub mod overlay;
 pub mod port_range;
 pub mod proto;
 

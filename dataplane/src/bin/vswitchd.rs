@@ -20,10 +20,11 @@ use dataplane::control::proto::DEFAULT_SOCKET;
 use dataplane::control::server::ControlSocket;
 use dataplane::live::StartError;
 use dataplane::live::{LiveReport, RunOptions, Runtime};
+use dataplane::overlay::OverlayState;
 use dataplane::port::any::{open_port, AnyPort};
 use dataplane::port::pcap::read_capture;
 use dataplane::port::xdp_owned::XdpPrograms;
-use dataplane::replay::{replay, ReplayInput, ReplayReport};
+use dataplane::replay::{replay_with_overlay, ReplayInput, ReplayReport};
 use dataplane::snapshot;
 use dataplane::wire::decode::describe;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,10 @@ enum Command {
         /// Decoded frames to print per output port (0: counters only).
         #[arg(long, default_value_t = 10)]
         show: usize,
+        /// The overlay membership to install before the first frame: a JSON file in the form of the control
+        /// socket's `overlay_update` state (`{"revision":1,"members":[…],"endpoints":[…]}`).
+        #[arg(long, value_name = "FILE")]
+        overlay: Option<PathBuf>,
     },
 }
 
@@ -147,12 +152,16 @@ fn main() -> ExitCode {
                 metrics,
             )
         }
-        Command::Replay { config, inputs, out_dir, stats_json, show } => {
+        Command::Replay { config, inputs, out_dir, stats_json, show, overlay } => {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => return usage_error(&e),
             };
-            let report = match replay(&cfg, &inputs, &out_dir) {
+            let overlay = match overlay.as_deref().map(load_overlay).transpose() {
+                Ok(o) => o,
+                Err(e) => return usage_error(&e),
+            };
+            let report = match replay_with_overlay(&cfg, overlay.as_ref(), &inputs, &out_dir) {
                 Ok(r) => r,
                 Err(e) => return usage_error(&e),
             };
@@ -167,6 +176,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Reads `vswitchd replay --overlay FILE`.
+fn load_overlay(path: &Path) -> Result<OverlayState, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--overlay {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("--overlay {}: {e}", path.display()))
 }
 
 /// How often the main thread checks the stop flag and the workers while the switch runs.

@@ -241,6 +241,7 @@ impl Daemon {
                             aged: s.aged,
                         },
                         entries: fdb_rows(sw, table_id(n), now),
+                        overlay: sw.overlay().inspect(table_id(n)),
                     }
                 }))
             }
@@ -332,6 +333,17 @@ impl Daemon {
                 })
             }
             Op::ConntrackFlush => json(&ConntrackFlushed { removed: r.with_switch(Switch::flush_conntrack) }),
+            Op::OverlayUpdate { state } => {
+                // Under the switch lock only (a worker waits for it as for any batch): no pause, no apply lock.
+                let (result, held) = r.with_switch(|sw| {
+                    let t = std::time::Instant::now();
+                    (sw.update_overlay(state), t.elapsed())
+                });
+                let summary = result.map_err(|e| {
+                    ErrorBody::field(ErrorKind::BadRequest, &format!("state.{}", e.field), e.message.clone())
+                })?;
+                json(&OverlayUpdateResult { summary, held_us: u64::try_from(held.as_micros()).unwrap_or(u64::MAX) })
+            }
             Op::Stats => json(&StatsResult { generation: st.generation, report: json(&r.report())? }),
             Op::Trace { port, frame_hex } => {
                 let cfg = r.config();

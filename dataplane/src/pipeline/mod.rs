@@ -23,10 +23,11 @@ use crate::config::Config;
 use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
-use crate::ids::{table_id, Nanos, NetId, PortId, NANOS_PER_SEC};
+use crate::ids::{table_id, Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
 use crate::mss_clamp::{self, Clamped, MssLimit};
 use crate::nat::{ConnectionInfo, NatStats};
+use crate::overlay::{Overlay, OverlayError, OverlayState, UpdateSummary};
 use crate::packet::Parsed;
 use crate::router::{BatchLookup, Router};
 use crate::topology::Topology;
@@ -44,6 +45,7 @@ pub struct Switch {
     ingress: Ingress,
     bridge: Bridge,
     router: Router,
+    overlay: Overlay,
     counters: Counters,
     verdicts: Verdicts,
     parsed: [Parsed; BATCH_SIZE],
@@ -62,6 +64,7 @@ impl Switch {
             ingress: Ingress,
             bridge: Bridge::new(&topo),
             router: Router::new(&topo),
+            overlay: Overlay::new(&topo),
             counters: Counters::new(topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
@@ -119,17 +122,50 @@ impl Switch {
         };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
-        let switch = Switch {
+        let mut switch = Switch {
             ingress: Ingress,
             bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
             router,
+            overlay: Overlay::new(&topo),
             counters: self.counters.remapped(&by_name, topo.ports.len()),
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],
             topo,
         };
+        // The overlay membership is the control plane's, not the configuration's: it carries over (per-peer
+        // counters included), applied to the new networks and routes.
+        let overlay = self.overlay.reconfigured(&switch.topo, &|a| switch.router.underlay_route(a));
+        switch.overlay = overlay;
+        switch.apply_overlay_mtu();
         (switch, carried)
+    }
+
+    /// Replaces the overlay membership (members and remote endpoints, from the control plane) in one step, and
+    /// the overlay networks' MTU with it. Nothing else changes: MAC tables, neighbours and connections stay, and
+    /// the caller holds the switch only as long as rebuilding the overlay tables takes (no worker pause). An
+    /// invalid state changes nothing.
+    pub fn update_overlay(&mut self, state: OverlayState) -> Result<UpdateSummary, OverlayError> {
+        let router = &self.router;
+        let summary = self.overlay.update(&self.topo, state, &|a| router.underlay_route(a))?;
+        self.apply_overlay_mtu();
+        Ok(summary)
+    }
+
+    /// The overlay tables (members, endpoints, counters).
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// Sets the gateway MTU of every overlay network to the smaller of its ports' MTU and the overlay MTU, so the
+    /// router sends Fragmentation Needed for routed DF packets that would not fit the tunnel.
+    fn apply_overlay_mtu(&mut self) {
+        for (n, net) in self.topo.networks.iter().enumerate() {
+            let (Some(rif), Some(overlay_mtu)) = (net.rif, self.overlay.mtu(table_id(n))) else { continue };
+            let ports = net.ports.iter().map(|&p| self.topo.ports[p as usize].mtu).min();
+            let base = ports.unwrap_or(crate::config::defaults::MTU);
+            self.topo.rifs[rif as usize].mtu = base.min(overlay_mtu);
+        }
     }
 
     /// Transmit queues sized for this switch's ports.
@@ -169,9 +205,13 @@ impl Switch {
             self.clamp_ingress(&cx, clamp, batch, &verdicts);
         }
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
+        if let Some(vtep) = self.topo.vtep.filter(|v| v.port == in_port) {
+            self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
+        }
         self.routes = [BatchLookup::default(); BATCH_SIZE];
         self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
-        let mut out = Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, now, cx.trace);
+        let mut out =
+            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, cx.trace);
         for (i, mut frame) in batch.drain().enumerate() {
             frame.port = in_port;
             match verdicts.get(i) {
@@ -184,12 +224,22 @@ impl Switch {
                     *pc += 1;
                 }
                 Verdict::Flood(net) => {
-                    let sent = out.flood(net, frame, Some(in_port));
-                    out.settle_flood(in_port, net, sent);
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) {
+                        out.arp_suppressed(in_port, frame);
+                    } else {
+                        let sent = out.flood(net, frame, Some(in_port));
+                        out.settle_flood(in_port, net, sent);
+                    }
                 }
                 Verdict::ToRouter(rif) => {
                     out.counters.port_mut(in_port).routed += 1;
                     self.router.handle(now, rif, frame, &self.parsed[i], &self.routes[i], &mut out);
+                }
+                Verdict::Decap => out.decap(in_port, frame, &self.parsed[i]),
+                Verdict::FloodAndRoute(net, _)
+                    if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) =>
+                {
+                    out.arp_suppressed(in_port, frame);
                 }
                 Verdict::FloodAndRoute(net, rif) => {
                     if let Some(copy) = out.pool.clone_frame(&frame) {
@@ -205,6 +255,9 @@ impl Switch {
                     // panic if a future stage forgets to.
                     out.drop(frame, DropReason::NoNetwork);
                 }
+            }
+            if out.overlay.has_pending() {
+                self.router.send_encapsulated(now, &mut out);
             }
         }
         self.verdicts = verdicts;
@@ -226,14 +279,31 @@ impl Switch {
         self.counters.port_mut(cx.in_port).mss_clamped += lowered;
     }
 
+    /// Turns the bridge's `ToRouter` verdicts for the VTEP's interface into `Decap` for VXLAN packets to our VTEP
+    /// (they never reach the router: no forwarding checks, no NAT, no connection tracking).
+    #[inline(never)]
+    fn mark_decap(&self, vtep_rif: RifId, in_port: PortId, batch: &Batch, verdicts: &mut Verdicts) {
+        for (i, f) in batch.iter().enumerate() {
+            if verdicts.get(i) == Verdict::ToRouter(vtep_rif)
+                && self.overlay.is_vxlan(in_port, f.data(), &self.parsed[i])
+            {
+                verdicts.set(i, Verdict::Decap);
+            }
+        }
+    }
+
     /// Housekeeping off the hot path: ages out MAC entries, expires connections (releasing their NAT ports),
     /// retries ARP, fails unresolved neighbours (sending Host Unreachable). Call every [`HOUSEKEEPING_INTERVAL`]
     /// or so of (virtual) time.
     pub fn housekeeping(&mut self, now: Nanos, pool: &mut BufPool, tx: &mut TxQueues) {
         self.bridge.expire(now);
         self.router.nat_mut().expire(now);
-        let mut out = Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, now, None);
+        let mut out =
+            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, None);
         self.router.tick(now, &mut out);
+        if out.overlay.has_pending() {
+            self.router.send_encapsulated(now, &mut out);
+        }
     }
 
     /// True while the router waits for ARP answers (a driver with a virtual clock keeps time moving until then).

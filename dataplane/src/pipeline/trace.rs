@@ -33,6 +33,7 @@ impl Switch {
         use crate::wire::builder::arp_request;
         let mut s = Switch::with_topology(self.topo.clone());
         s.bridge = self.bridge.clone();
+        s.overlay = self.overlay.reconfigured(&s.topo, &|a| s.router.underlay_route(a));
         let mut pool = BufPool::new(4 * BATCH_SIZE);
         let mut tx = s.tx_queues();
         let mut batch = Batch::new();

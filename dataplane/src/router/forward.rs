@@ -162,21 +162,62 @@ impl Router {
                 self.send_to_mac(rif, mac, frame, out);
                 self.arp_request(rif, target, now, out);
             }
-            Lookup::Unresolved => match self.neigh.hold(rif, target, frame, now) {
-                Held::SendRequest => {
-                    self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
-                    self.arp_request(rif, target, now, out)
+            Lookup::Unresolved => {
+                if let Some(mac) = out.overlay_endpoint(rif, target) {
+                    // A remote endpoint of an overlay network: its MAC comes from the control plane (its own host's
+                    // gateway would answer its ARP replies, not us).
+                    self.last_neigh = Some((rif, target, mac));
+                    return self.send_to_mac(rif, mac, frame, out);
                 }
-                Held::Queued => {}
-                Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
-                Held::Unreachable(f) => {
-                    let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
-                    self.icmp_error(now, in_rif, &f, parsed, msg_type::DEST_UNREACHABLE, unreachable::HOST, 0, out);
-                    out.drop(f, DropReason::HostUnreachable);
-                }
-                Held::TableFull(f) => out.drop(f, DropReason::NeighTableFull),
-            },
+                self.hold_for_neighbour(now, rif, target, frame, parsed, out)
+            }
         }
+    }
+
+    /// Queues `frame` until `target` on `rif` resolves (sending the ARP request when it is the first).
+    #[inline(never)]
+    fn hold_for_neighbour(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        target: Ipv4Addr,
+        frame: Frame,
+        parsed: &Parsed,
+        out: &mut Egress,
+    ) {
+        match self.neigh.hold(rif, target, frame, now) {
+            Held::SendRequest => {
+                self.neigh.take_evicted(|f| out.drop(f, DropReason::NeighEvicted));
+                self.arp_request(rif, target, now, out)
+            }
+            Held::Queued => {}
+            Held::Overflow(old) => out.drop(old, DropReason::NeighQueueOverflow),
+            Held::Unreachable(f) => {
+                let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+                self.icmp_error(now, in_rif, &f, parsed, msg_type::DEST_UNREACHABLE, unreachable::HOST, 0, out);
+                out.drop(f, DropReason::HostUnreachable);
+            }
+            Held::TableFull(f) => out.drop(f, DropReason::NeighTableFull),
+        }
+    }
+
+    /// The route to `addr` as (egress interface, next hop): the gateway, or `addr` itself on a connected route.
+    /// The overlay uses it for the underlay next hop of each remote VTEP.
+    pub fn underlay_route(&self, addr: Ipv4Addr) -> Option<(RifId, Ipv4Addr)> {
+        let nh = self.next_hops[self.fib.lookup(addr)?.index()];
+        Some((nh.rif, nh.via.unwrap_or(addr)))
+    }
+
+    /// Sends the frames the overlay encapsulated to their underlay next hop, resolving its MAC with ARP like any
+    /// routed packet's (held meanwhile). They are counted in `forwarded` when sent.
+    #[inline(never)]
+    pub fn send_encapsulated(&mut self, now: Nanos, out: &mut Egress) {
+        let mut pending = out.take_pending();
+        for p in pending.drain(..) {
+            let outer = Parsed::vxlan_outer(p.frame.len());
+            self.send_to_neighbour(now, p.rif, p.target, p.frame, &outer, out);
+        }
+        out.restore_pending(pending);
     }
 
     /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.

@@ -93,7 +93,9 @@ impl Router {
         let Some(packet) = d.get(l3..end) else { return };
         let (Some(eth), Some(ip)) = (ethernet::Header::at(d, 0), ipv4::Header::at(packet, 0)) else { return };
         let (src, dst) = (ip.src_addr(), ip.dst_addr());
-        if martian(src) || dst.is_broadcast() || dst.is_multicast() {
+        // Nor about the tunnel packets the overlay sent (a VTEP's next hop that did not answer): the sender is
+        // the switch itself. (Masqueraded packets also carry one of our addresses: they do get their errors.)
+        if martian(src) || dst.is_broadcast() || dst.is_multicast() || out.is_tunnel_packet(src, dst) {
             return;
         }
         let about_an_error = parsed.ip_proto == ip_proto::ICMP

@@ -102,7 +102,8 @@ pub struct RouteEntry {
 /// Router outcomes that are not drops of a forwarded frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RouterStats {
-    /// Packets routed and sent to their next hop (after resolution, for held ones).
+    /// Packets routed and sent to their next hop (after resolution, for held ones), encapsulated overlay frames
+    /// sent to their underlay next hop included.
     pub forwarded: u64,
     /// ARP requests for our addresses answered.
     pub arp_replies: u64,

@@ -369,6 +369,23 @@ impl Ipv4Spec {
         pad(out)
     }
 
+    /// A VXLAN packet (RFC 7348) carrying `inner`: UDP `sport` → `dport` with checksum 0 (as VTEPs send it
+    /// over IPv4), the VXLAN header with the I flag and `vni`, then the inner frame as it is. This spec's
+    /// addresses are the outer ones (VTEP to VTEP).
+    pub fn vxlan(&self, sport: u16, dport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0u8; super::vxlan::HEADER_LEN];
+        super::vxlan::Packet::new_unchecked(&mut payload[..]).set_header(vni);
+        payload.extend_from_slice(inner);
+        let b = self.base().udp(sport, dport);
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, &payload).expect(TOO_BIG);
+        let udp_at = ETH_HEADER_LEN + super::ipv4::HEADER_LEN;
+        if let Some(mut u) = super::udp::HeaderMut::at_mut(&mut out, udp_at) {
+            u.set_checksum(0);
+        }
+        pad(out)
+    }
+
     /// TCP segment `seg` with `payload_len` pattern bytes.
     pub fn tcp(&self, seg: TcpSegment, payload_len: usize) -> Vec<u8> {
         let b = self.base().tcp_header(tcp_header(seg));
@@ -525,6 +542,19 @@ mod tests {
             Some(NetSlice::Ipv4(ip)) => ip,
             other => panic!("not ipv4: {other:?}"),
         }
+    }
+
+    #[test]
+    fn vxlan_wraps_the_inner_frame_with_a_zero_udp_checksum() {
+        let inner = udp(A, B, IP_A, IP_B, 1000, 2000, 10);
+        let outer_spec = Ipv4Spec::new(B, A, Ipv4Addr::new(198, 51, 100, 12), Ipv4Addr::new(198, 51, 100, 11));
+        let f = outer_spec.with_opts(Ipv4Opts { df: true, ..Ipv4Opts::default() }).vxlan(50000, 4789, 0xabcdef, &inner);
+        let p = SlicedPacket::from_ethernet(&f).unwrap();
+        assert!(ipv4(&p).header().dont_fragment());
+        let Some(TransportSlice::Udp(u)) = &p.transport else { panic!("udp") };
+        assert_eq!((u.source_port(), u.destination_port(), u.checksum()), (50000, 4789, 0));
+        assert_eq!(u.payload()[..8], [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        assert_eq!(&u.payload()[8..], &inner[..]);
     }
 
     fn parse_arp(frame: &[u8]) -> ArpRepr {

@@ -5,6 +5,7 @@
 //! 02:00:00:00:00:01 > 02:00:00:00:00:02 vlan 10 IPv4 10.0.0.1 > 10.0.0.2 ttl 64 UDP 1000 > 2000 payload 18, len 64
 //! 02:00:00:00:00:01 > 02:00:00:00:00:02 IPv4 10.0.0.1 > 10.0.0.2 ttl 64 DF TCP 40000 > 80 [S.] seq 1 ack 2 win 65535 payload 0, len 60
 //! 02:00:00:00:00:02 > 02:00:00:00:00:01 IPv4 10.0.0.2 > 10.0.0.1 ttl 64 ICMP echo reply id 7 seq 1 payload 56, len 98
+//! 02:00:00:00:09:11 > 02:00:00:00:09:12 IPv4 198.51.100.11 > 198.51.100.12 ttl 64 DF UDP 57286 > 4789 payload 82 VXLAN vni 100: 02:00:00:00:00:11 > 02:00:00:0b:00:21 IPv4 10.1.0.11 > 10.1.0.21 ttl 64 UDP 1000 > 2000 payload 32, len 74, len 124
 //! 02:00:00:00:00:01 > 02:00:00:00:00:02 truncated IPv4 header (have 10 of 20 bytes), len 24
 //! runt 10 bytes
 //! ```
@@ -14,7 +15,9 @@
 //! views ([`super::arp`], [`super::icmpv4`]). The first layer that cannot be decoded ends the
 //! line with what is wrong with it (`truncated UDP header (have 3 of 8 bytes)`, `bad IPv4 IHL 3`, `truncated
 //! (total length 100, have 46)`); checksums that do not verify are flagged (`bad ip cksum`, `bad cksum`) without
-//! stopping. Every line but a runt's ends with `, len N`, the frame's length in bytes.
+//! stopping. Every line but a runt's ends with `, len N`, the frame's length in bytes. A UDP datagram to port
+//! 4789 is read as VXLAN: its VNI, then the inner frame described the same way (one tunnel deep: a VXLAN packet
+//! inside the inner frame is shown as UDP only).
 //!
 //! [`describe`] never panics, whatever the bytes. It allocates, so it is for tools, tests and logs, not for the
 //! forwarding path. No state: callable from any thread.
@@ -38,16 +41,24 @@ macro_rules! put {
 
 /// One human-readable line describing `frame`, starting at the Ethernet header. See the module documentation.
 pub fn describe(frame: &[u8]) -> String {
+    let mut out = String::with_capacity(128);
+    describe_into(frame, 0, &mut out);
+    out
+}
+
+/// Most VXLAN layers decoded inside one another (a frame can nest many; a line shows the first).
+const MAX_TUNNEL_DEPTH: u8 = 1;
+
+/// [`describe`] of a frame `depth` tunnels deep, appended to `out`.
+fn describe_into(frame: &[u8], depth: u8, out: &mut String) {
     let eth = match Ethernet2HeaderSlice::from_slice(frame) {
         Ok(eth) => eth,
-        Err(e) => return format!("runt {} bytes", e.len),
+        Err(e) => return put!(out, "runt {} bytes", e.len),
     };
-    let mut out = String::with_capacity(128);
     put!(out, "{} > {}", MacAddr(eth.source()), MacAddr(eth.destination()));
     let rest = frame.get(eth.slice().len()..).unwrap_or_default();
-    ether_payload(eth.ether_type().0, rest, &mut out);
+    ether_payload(eth.ether_type().0, rest, depth, out);
     put!(out, ", len {}", frame.len());
-    out
 }
 
 /// `have 3 of 8 bytes`.
@@ -55,7 +66,7 @@ fn have(e: &LenError) -> String {
     format!("have {} of {} bytes", e.len, e.required_len)
 }
 
-fn ether_payload(mut ether_type: u16, mut rest: &[u8], out: &mut String) {
+fn ether_payload(mut ether_type: u16, mut rest: &[u8], depth: u8, out: &mut String) {
     while ether_type == ethertype::VLAN || ether_type == ethertype::QINQ {
         let tag = match SingleVlanHeaderSlice::from_slice(rest) {
             Ok(tag) => tag,
@@ -76,8 +87,8 @@ fn ether_payload(mut ether_type: u16, mut rest: &[u8], out: &mut String) {
     }
     match ether_type {
         ethertype::ARP => arp_line(rest, out),
-        ethertype::IPV4 => ipv4_line(rest, out),
-        ethertype::IPV6 => ipv6_line(rest, out),
+        ethertype::IPV4 => ipv4_line(rest, depth, out),
+        ethertype::IPV6 => ipv6_line(rest, depth, out),
         t if t < 0x0600 => put!(out, " 802.3 length {t}"),
         t => put!(out, " ethertype 0x{t:04x} payload {}", rest.len()),
     }
@@ -142,7 +153,7 @@ fn checksum_ok(b: &[u8]) -> bool {
     Sum16BitWords::new().add_slice(b).ones_complement() == 0
 }
 
-fn ipv4_line(b: &[u8], out: &mut String) {
+fn ipv4_line(b: &[u8], depth: u8, out: &mut String) {
     let h = match Ipv4HeaderSlice::from_slice(b) {
         Ok(h) => h,
         Err(ipv4_err::HeaderSliceError::Len(e)) => return put!(out, " truncated IPv4 header ({})", have(&e)),
@@ -180,10 +191,10 @@ fn ipv4_line(b: &[u8], out: &mut String) {
     }
     // A first fragment carries only part of the segment its transport checksum covers.
     let pseudo = (!h.more_fragments()).then_some(Pseudo::V4(h.source(), h.destination()));
-    transport(h.protocol(), payload, pseudo, out);
+    transport(h.protocol(), payload, pseudo, depth, out);
 }
 
-fn ipv6_line(b: &[u8], out: &mut String) {
+fn ipv6_line(b: &[u8], depth: u8, out: &mut String) {
     let h = match Ipv6HeaderSlice::from_slice(b) {
         Ok(h) => h,
         Err(ipv6::HeaderSliceError::Len(e)) => return put!(out, " truncated IPv6 header ({})", have(&e)),
@@ -205,7 +216,7 @@ fn ipv6_line(b: &[u8], out: &mut String) {
             if exts.is_fragmenting_payload() {
                 return put!(out, " frag payload {}", rest.len());
             }
-            transport(next, rest, Some(Pseudo::V6(h.source(), h.destination())), out);
+            transport(next, rest, Some(Pseudo::V6(h.source(), h.destination())), depth, out);
         }
         Err(ipv6_exts::HeaderSliceError::Len(e)) => put!(out, " truncated extension header ({})", have(&e)),
         Err(ipv6_exts::HeaderSliceError::Content(_)) => put!(out, " bad extension header"),
@@ -214,9 +225,9 @@ fn ipv6_line(b: &[u8], out: &mut String) {
 
 /// Decodes an IP payload. `pseudo` is `None` when the payload is not a whole segment (a fragment), so checksums
 /// are not checked.
-fn transport(proto: IpNumber, seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
+fn transport(proto: IpNumber, seg: &[u8], pseudo: Option<Pseudo>, depth: u8, out: &mut String) {
     match proto {
-        IpNumber::UDP => udp_line(seg, pseudo, out),
+        IpNumber::UDP => udp_line(seg, pseudo, depth, out),
         IpNumber::TCP => tcp_line(seg, pseudo, out),
         IpNumber::ICMP => icmp4_line(seg, pseudo.is_some(), out),
         IpNumber::IPV6_ICMP => icmp6_line(seg, pseudo, out),
@@ -224,7 +235,7 @@ fn transport(proto: IpNumber, seg: &[u8], pseudo: Option<Pseudo>, out: &mut Stri
     }
 }
 
-fn udp_line(seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
+fn udp_line(seg: &[u8], pseudo: Option<Pseudo>, depth: u8, out: &mut String) {
     let h = match UdpHeaderSlice::from_slice(seg) {
         Ok(h) => h,
         Err(e) => return put!(out, " truncated UDP header ({})", have(&e)),
@@ -246,6 +257,15 @@ fn udp_line(seg: &[u8], pseudo: Option<Pseudo>, out: &mut String) {
         if !p.verifies(IpNumber::UDP.0, datagram) {
             put!(out, " bad cksum");
         }
+    }
+    if h.destination_port() == super::udp::VXLAN_PORT && depth < MAX_TUNNEL_DEPTH {
+        let Ok(vx) = super::vxlan::Packet::new_checked(&datagram[UdpHeader::LEN..]) else { return };
+        put!(out, " VXLAN vni {}", vx.vni());
+        if !vx.is_strict() {
+            put!(out, " flags 0x{:02x} (not strict)", vx.flags());
+        }
+        out.push_str(": ");
+        describe_into(vx.payload(), depth + 1, out);
     }
 }
 
@@ -445,7 +465,28 @@ mod tests {
             ),
             ipv6_udp(A, B, s6, d6, 5000, 6000, 4),
             eth(B, A, 0x88b5, &[1, 2, 3]),
+            v4.vxlan(50000, 4789, 100, &v4.udp(1000, 2000, 18)),
         ]
+    }
+
+    #[test]
+    fn vxlan_shows_its_vni_and_one_inner_frame() {
+        let v4 = Ipv4Spec::new(A, B, IP_A, IP_B);
+        let inner = v4.udp(1000, 2000, 18);
+        let line = describe(&v4.vxlan(50000, 4789, 100, &inner));
+        assert_eq!(
+            line,
+            format!(
+                "{AB} IPv4 10.0.0.1 > 10.0.0.2 ttl 64 UDP 50000 > 4789 payload 68 VXLAN vni 100: \
+                 {AB} IPv4 10.0.0.1 > 10.0.0.2 ttl 64 UDP 1000 > 2000 payload 18, len 60, len 110"
+            )
+        );
+        // Nested: the second tunnel is shown as plain UDP.
+        let nested = describe(&v4.vxlan(50000, 4789, 7, &v4.vxlan(50001, 4789, 8, &inner)));
+        assert!(nested.contains("VXLAN vni 7: ") && !nested.contains("vni 8"), "{nested}");
+        let mut bad = v4.vxlan(50000, 4789, 100, &inner);
+        bad[42] = 0x0c;
+        assert!(describe(&bad).contains("VXLAN vni 100 flags 0x0c (not strict): "), "{}", describe(&bad));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! written later in the file; every rule is checked, so all errors are reported at once.
 
 use super::diag::{ifname_problem, label, name_problem, out_of_range, publish_named, show, Diags, Obj};
-use super::{limits, Config, ConfigError, MssClamp, PortConfig, PortKind, PublishProto};
+use super::{limits, Config, ConfigError, MssClamp, PortConfig, PortKind, PublishProto, Scope};
 use crate::mac::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -68,6 +68,131 @@ pub(super) fn check(cfg: &Config, d: &mut Diags) {
     check_routes(cfg, d, &ports, &rifs);
     check_publish(cfg, d, &ports);
     check_conntrack(cfg, d);
+    check_overlay(cfg, d, &ports);
+}
+
+/// Overlay networks, their endpoints and `[cluster]`: an overlay needs a cluster whose `vtep_port` is a routed
+/// port; VNIs are unique; endpoint keys only on access ports of overlay networks, the address inside the
+/// network's subnet; the cluster's names usable in etcd keys and its endpoints `http://` URLs.
+fn check_overlay(cfg: &Config, d: &mut Diags, ports: &HashMap<&str, usize>) {
+    let mut vnis: HashMap<u32, usize> = HashMap::new();
+    for (i, n) in cfg.networks.iter().enumerate() {
+        let obj = Obj::Network(i);
+        let label = label(cfg, d, obj);
+        if let Some(vni) = n.vni.filter(|v| !limits::VNI.contains(v)) {
+            d.report(obj, "vni", &label, out_of_range("vni", vni, &limits::VNI));
+            continue;
+        }
+        if n.scope == Scope::Local {
+            if let Some(vni) = n.vni.filter(|_| !d.is_broken(obj, "scope")) {
+                d.report(obj, "vni", &label, format!("vni {vni} requires scope = \"overlay\""));
+            }
+            continue;
+        }
+        if cfg.cluster.is_none() && !d.is_broken(obj, "scope") {
+            let message = "scope \"overlay\" requires a [cluster] section (its vtep_port is the tunnel endpoint)";
+            d.report(obj, "scope", &label, message.to_string());
+        }
+        if let Some(vni) = n.vni {
+            if let Some(&j) = vnis.get(&vni) {
+                let other = d.other(Obj::Network(j), self::label(cfg, d, Obj::Network(j)));
+                d.report(obj, "vni", &label, format!("vni {vni} is already used by {other}"));
+            } else {
+                vnis.insert(vni, i);
+            }
+        }
+        if !limits::BUM_RATE_PPS.contains(&n.bum_rate_pps) {
+            let message = out_of_range("bum_rate_pps", n.bum_rate_pps, &limits::BUM_RATE_PPS);
+            d.report(obj, "bum_rate_pps", &label, message);
+        }
+    }
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let obj = Obj::Port(i);
+        if p.endpoint_mac.is_none() && p.endpoint_ip.is_none() {
+            continue;
+        }
+        let label = label(cfg, d, obj);
+        let net = p.network.as_deref().and_then(|n| cfg.networks.iter().find(|x| x.name == n));
+        let field = if p.endpoint_mac.is_some() { "endpoint_mac" } else { "endpoint_ip" };
+        match net {
+            Some(n) if n.scope == Scope::Overlay => {}
+            _ if d.is_broken(obj, "network") => continue,
+            _ => {
+                let message = format!("{field} is only for access ports of overlay networks");
+                d.report(obj, field, &label, message);
+                continue;
+            }
+        }
+        match (p.endpoint_mac, p.endpoint_ip) {
+            (Some(mac), _) if mac.is_multicast() || mac.is_zero() => {
+                d.report(obj, "endpoint_mac", &label, format!("endpoint_mac {mac} is not a unicast MAC"));
+            }
+            (None, Some(_)) if !d.is_broken(obj, "endpoint_mac") => {
+                let message = "endpoint_ip requires endpoint_mac (an endpoint is registered by its MAC)";
+                d.report(obj, "endpoint_ip", &label, message.to_string());
+            }
+            _ => {}
+        }
+        if let (Some(ip), Some(subnet)) = (p.endpoint_ip, net.and_then(|n| n.subnet)) {
+            if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                let message = format!("endpoint_ip {ip} is not a host address of subnet {subnet}");
+                d.report(obj, "endpoint_ip", &label, message);
+            }
+        }
+    }
+    let Some(c) = &cfg.cluster else { return };
+    let (obj, label) = (Obj::Cluster, "cluster");
+    for (field, value) in [("name", &c.name), ("host", &c.host)] {
+        if d.is_broken(obj, field) {
+            continue;
+        }
+        if let Some(problem) = name_problem(value, limits::NETWORK_NAME_MAX) {
+            d.report(obj, field, label, problem.replacen("name", field, 1));
+        }
+    }
+    if !d.is_broken(obj, "etcd") {
+        if c.etcd.is_empty() || c.etcd.len() > limits::ETCD_ENDPOINTS_MAX {
+            let message =
+                format!("etcd needs 1..={} endpoint URLs, found {}", limits::ETCD_ENDPOINTS_MAX, c.etcd.len());
+            d.report(obj, "etcd", label, message);
+        }
+        for u in &c.etcd {
+            let rest = u.strip_prefix("http://").unwrap_or("");
+            let ok = rest.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                d.report(
+                    obj,
+                    "etcd",
+                    label,
+                    format!("etcd endpoint {} is not a URL like \"http://HOST:2379\"", show(u)),
+                );
+                break;
+            }
+        }
+    }
+    if !limits::LEASE_TTL_SECS.contains(&c.lease_ttl_secs) {
+        let message = out_of_range("lease_ttl_secs", c.lease_ttl_secs, &limits::LEASE_TTL_SECS);
+        d.report(obj, "lease_ttl_secs", label, message);
+    }
+    if !limits::VXLAN_UDP_PORT.contains(&c.vxlan_udp_port) {
+        let message = out_of_range("vxlan_udp_port", c.vxlan_udp_port, &limits::VXLAN_UDP_PORT);
+        d.report(obj, "vxlan_udp_port", label, message);
+    }
+    if !d.is_broken(obj, "vtep_port") {
+        match ports.get(c.vtep_port.as_str()).map(|&i| &cfg.ports[i]) {
+            Some(p) if p.address.is_some() => {}
+            Some(_) => {
+                let message = format!("vtep_port {} is not a routed port (it needs an address)", show(&c.vtep_port));
+                d.report(obj, "vtep_port", label, message);
+            }
+            None => {
+                let routed: Vec<String> =
+                    cfg.ports.iter().filter(|p| p.address.is_some()).map(|p| p.name.clone()).collect();
+                let known = listing("routed ports", &routed, "there are no routed ports");
+                d.report(obj, "vtep_port", label, format!("vtep_port {} does not exist; {known}", show(&c.vtep_port)));
+            }
+        }
+    }
 }
 
 /// The number of each kind of object against its cap; false (reported on the first object beyond it) when one

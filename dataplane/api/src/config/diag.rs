@@ -23,6 +23,7 @@ pub(super) enum Obj {
     Publish(usize),
     Nat,
     Conntrack,
+    Cluster,
 }
 
 /// Collected errors, with the lines of tables and values (none for a configuration built in code) and the
@@ -113,6 +114,7 @@ pub(super) fn label(cfg: &Config, d: &Diags, obj: Obj) -> String {
         Obj::Publish(i) => publish_named(i),
         Obj::Nat => "nat".to_string(),
         Obj::Conntrack => "conntrack".to_string(),
+        Obj::Cluster => "cluster".to_string(),
     }
 }
 

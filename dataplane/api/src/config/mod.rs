@@ -62,6 +62,27 @@
 //! limit = 262144
 //! tcp_strict = false
 //! tcp_established_secs = 432000
+//!
+//! [cluster]                  # optional: this host in a multi-host cluster (overlay networks)
+//! name = "lab"
+//! host = "h1"
+//! etcd = ["http://10.9.0.1:2379"]
+//! lease_ttl_secs = 10
+//! vtep_port = "uplink"       # a routed port: its address is the VXLAN tunnel endpoint
+//! vxlan_udp_port = 4789
+//!
+//! [[network]]                # an overlay network: one bridge domain across the cluster's hosts
+//! name = "red"
+//! scope = "overlay"          # local (default) | overlay
+//! vni = 4096                 # omitted: vswitch-agent allocates one through etcd
+//! bum_rate_pps = 1000        # broadcast/multicast/unknown unicast replicated to other hosts, per second
+//!
+//! [[port]]
+//! name = "c2"
+//! kind = "tap"
+//! network = "red"
+//! endpoint_mac = "02:42:0a:01:00:02"   # the container interface behind the port, registered in etcd
+//! endpoint_ip = "10.1.0.2"
 //! ```
 //!
 //! # Isolation
@@ -94,6 +115,9 @@
 //! | `network.conntrack_limit` | no | none | 1..=16_777_216 ([`limits::CONNTRACK_LIMIT`]); requires `gateway`: most connections this network's hosts hold at once (masqueraded ones and those to its published ports); a new one beyond it is dropped (`conntrack-network-limit`), so one network's flood cannot fill the table for the others |
 //! | `network.mac_aging_secs` | no | 300 | 1..=1_000_000 ([`limits::MAC_AGING_SECS`]) |
 //! | `network.mac_limit` | no | 8192 | 1..=1_000_000 ([`limits::MAC_LIMIT`]) |
+//! | `network.scope` | no | `local` | `local` or `overlay` ([`Scope`]); `overlay` requires `[cluster]` |
+//! | `network.vni` | no | none (allocated by `vswitch-agent`) | 1..=16_777_215 ([`limits::VNI`]), unique among networks; only with `scope = "overlay"` |
+//! | `network.bum_rate_pps` | no | 1000 | 1..=10_000_000 ([`limits::BUM_RATE_PPS`]); overlay networks only |
 //! | `port.name` | yes | | 1..=15 characters (it may become an interface or file name), same alphabet as network names; unique among ports; at most 4096 `[[port]]` tables ([`limits::PORTS_MAX`]) |
 //! | `port.kind` | yes | | `tap`, `afxdp`, `afpacket`, `pcap` or `mem` ([`PortKind`]) |
 //! | `port.ifname` | for `tap`, `afxdp`, `afpacket` | none | a Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`; unique among ports. Allowed but unused for `pcap` and `mem`, so one file serves live and replay |
@@ -106,6 +130,8 @@
 //! | `port.netns` | no | none | only for kind `tap`: an existing named network namespace (1..=255 bytes, no `/` or NUL, not `.` or `..`) the tap is moved into |
 //! | `port.mode` | no | `auto` | only for kind `afxdp`: `auto`, `native` or `generic` ([`XdpMode`]) |
 //! | `port.queues` | no | 1 | only for kinds `afxdp`, `afpacket`, `tap`: 1..=64 ([`limits::QUEUES`]) |
+//! | `port.endpoint_mac` | no | none | only on an access port of an overlay network: the unicast MAC of the endpoint behind it, registered in etcd by `vswitch-agent` |
+//! | `port.endpoint_ip` | no | none | with `endpoint_mac`: a host address of the network's subnet |
 //! | `route.prefix` | yes | | an IPv4 prefix `A.B.C.D/N` (N in 0..=32) without host bits; unique among routes |
 //! | `route.via` | yes | | the next hop: an IPv4 address inside a connected subnet (that of `port`, when given), not one of the switch's own addresses |
 //! | `route.port` | no | the router interface whose subnet holds `via` | the name of a routed port |
@@ -128,6 +154,12 @@
 //! | `conntrack.udp_assured_secs` | no | 120 | a UDP flow that has seen replies |
 //! | `conntrack.icmp_secs` | no | 30 | an ICMP echo exchange |
 //! | `conntrack.tcp_unreplied_secs` | no | 30 | a TCP connection picked up mid-stream (a plain ACK, loose policy) until it sees a packet in the reply direction (then `tcp_established_secs`); at most `tcp_established_secs` |
+//! | `cluster.name` | yes (in `[cluster]`) | | like a network name: the etcd key prefix `/vswitch/v1/NAME/` |
+//! | `cluster.host` | yes | | like a network name; unique in the cluster |
+//! | `cluster.etcd` | yes | | 1..=16 URLs `http://HOST:PORT` |
+//! | `cluster.lease_ttl_secs` | no | 10 | 2..=3600 ([`limits::LEASE_TTL_SECS`]): how long a host that died unannounced stays listed |
+//! | `cluster.vtep_port` | yes | | the name of a routed port: its address is the VTEP |
+//! | `cluster.vxlan_udp_port` | no | 4789 | 1..=65535 |
 //!
 //! **Counts**: at most 4096 networks ([`limits::NETWORKS_MAX`]), 4096 ports ([`limits::PORTS_MAX`]), 16,384
 //! routes ([`limits::ROUTES_MAX`]) and 16,384 publish rules ([`limits::PUBLISH_MAX`]); more is one error on the
@@ -141,7 +173,7 @@
 //!
 //! Every error reads `ORIGIN:LINE: OBJECT: WHAT`, e.g.
 //! `examples/x.toml:12: port c3: network "brige" does not exist; known networks: bridge`. The object is
-//! `switch`, `network NAME`, `port NAME`, `route PREFIX`, `publish #N`, `nat` or `conntrack` (`network #N` /
+//! `switch`, `network NAME`, `port NAME`, `route PREFIX`, `publish #N`, `nat`, `conntrack` or `cluster` (`network #N` /
 //! `port #N` / `route #N`, counting from 1 in file order, when the name or prefix itself is missing or invalid); the line is that of the offending value,
 //! or of the table's header when a field is missing. A rule between two objects (a duplicate name, overlapping
 //! subnets, a MAC used twice) is reported on the one written later and names the other with its line.
@@ -232,6 +264,16 @@ pub mod limits {
     /// `[[port]] mss_clamp` as a number: from the IPv4 minimum MSS (RFC 9293's 536) to a 9000-byte MTU's
     /// IPv4 MSS (9000 - 40).
     pub const MSS_CLAMP: RangeInclusive<u16> = 536..=8960;
+    /// `[[network]] vni`: 24 bits, 0 excluded.
+    pub const VNI: RangeInclusive<u32> = 1..=0x00ff_ffff;
+    /// `[[network]] bum_rate_pps`.
+    pub const BUM_RATE_PPS: RangeInclusive<u32> = 1..=10_000_000;
+    /// `[cluster] lease_ttl_secs` (etcd's minimum lease is about 2 s).
+    pub const LEASE_TTL_SECS: RangeInclusive<u32> = 2..=3600;
+    /// `[cluster] vxlan_udp_port`.
+    pub const VXLAN_UDP_PORT: RangeInclusive<u16> = 1..=65535;
+    /// Most `[cluster] etcd` endpoints.
+    pub const ETCD_ENDPOINTS_MAX: usize = 16;
     /// Longest network name, in characters.
     pub const NETWORK_NAME_MAX: usize = 64;
     /// Longest port name, in characters (a port name may become an interface name).
@@ -264,6 +306,12 @@ pub mod defaults {
     pub const MAC_LIMIT: usize = 8192;
     /// `[[port]] mtu`.
     pub const MTU: u16 = 1500;
+    /// `[[network]] bum_rate_pps`.
+    pub const BUM_RATE_PPS: u32 = 1000;
+    /// `[cluster] lease_ttl_secs`.
+    pub const LEASE_TTL_SECS: u32 = 10;
+    /// `[cluster] vxlan_udp_port` (IANA's VXLAN port).
+    pub const VXLAN_UDP_PORT: u16 = 4789;
     /// `[conntrack] tcp_syn_sent_secs` (netfilter's timeouts, as every one below).
     pub const TCP_SYN_SENT_SECS: u64 = 120;
     /// `[conntrack] tcp_syn_recv_secs`.
@@ -318,6 +366,59 @@ pub struct Config {
     /// `[conntrack]`: the connection table.
     #[serde(default)]
     pub conntrack: ConntrackTableConfig,
+    /// `[cluster]`: the overlay's membership (etcd, read by `vswitch-agent`) and the VTEP (used by vswitchd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: which cluster this host belongs to and how its overlay traffic leaves. `vswitch-agent` uses every
+/// key (it registers the host in etcd and follows the others); vswitchd uses `vtep_port` and `vxlan_udp_port`,
+/// and only checks the others, so one file serves both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name (the etcd key prefix `/vswitch/v1/NAME/`).
+    pub name: String,
+    /// This host's name, unique in the cluster.
+    pub host: String,
+    /// etcd client URLs, `http://HOST:PORT`.
+    pub etcd: Vec<String>,
+    /// The host's etcd lease, in seconds: how long a host that died unannounced stays listed.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u32,
+    /// The routed port whose address is this host's VTEP (outer source of VXLAN packets).
+    pub vtep_port: String,
+    /// The UDP port VXLAN is received on (and announced to the others).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_udp_port: u16,
+}
+
+fn default_lease_ttl() -> u32 {
+    defaults::LEASE_TTL_SECS
+}
+fn default_vxlan_port() -> u16 {
+    defaults::VXLAN_UDP_PORT
+}
+
+/// A network's reach: this switch only, or an overlay across the cluster's hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A bridge domain of this switch only.
+    #[default]
+    Local,
+    /// A bridge domain spanning the hosts of the cluster, carried over VXLAN.
+    Overlay,
+}
+
+impl Scope {
+    /// The name in the language.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Overlay => "overlay",
+        }
+    }
 }
 
 /// `[switch]`.
@@ -383,6 +484,27 @@ pub struct NetworkConfig {
     /// Most MAC entries this network learns ([`limits::MAC_LIMIT`]).
     #[serde(default = "default_mac_limit")]
     pub mac_limit: usize,
+    /// `local` (default) or `overlay` (spans the cluster's hosts; needs `[cluster]`).
+    #[serde(default, skip_serializing_if = "is_local")]
+    pub scope: Scope,
+    /// An overlay network's VXLAN network identifier; omitted: `vswitch-agent` allocates one through etcd (until
+    /// it has one the network is bridged on this host only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// An overlay network's broadcast/multicast/unknown-unicast frames replicated to the other hosts per second,
+    /// at most ([`limits::BUM_RATE_PPS`]).
+    #[serde(default = "default_bum_rate", skip_serializing_if = "is_default_bum_rate")]
+    pub bum_rate_pps: u32,
+}
+
+fn is_local(s: &Scope) -> bool {
+    *s == Scope::Local
+}
+fn default_bum_rate() -> u32 {
+    defaults::BUM_RATE_PPS
+}
+fn is_default_bum_rate(r: &u32) -> bool {
+    *r == defaults::BUM_RATE_PPS
 }
 
 fn default_aging() -> u64 {
@@ -483,6 +605,14 @@ pub struct PortConfig {
     /// most this ([`MssClamp`]); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mss_clamp: Option<MssClamp>,
+    /// An access port of an overlay network: the MAC of the endpoint (container interface) behind it, which
+    /// `vswitch-agent` registers in etcd so the other hosts reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_mac: Option<MacAddr>,
+    /// With `endpoint_mac`: the endpoint's IPv4 address (inside the network's subnet), registered with it (the
+    /// other hosts answer ARP for it locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ip: Option<Ipv4Addr>,
 }
 
 /// `[[port]] mss_clamp`: the largest MSS a TCP SYN or SYN-ACK crossing the port may announce.

@@ -9,8 +9,8 @@
 use super::check::check;
 use super::diag::{kinds_list, named, out_of_range, publish_named, route_named, show, truncate, Diags, Obj};
 use super::{
-    defaults, limits, Config, ConfigError, ConntrackTableConfig, MssClamp, NatConfig, NetworkConfig, PortConfig,
-    PortKind, PublishConfig, PublishProto, RouteConfig, SwitchConfig, XdpMode,
+    defaults, limits, ClusterConfig, Config, ConfigError, ConntrackTableConfig, MssClamp, NatConfig, NetworkConfig,
+    PortConfig, PortKind, PublishConfig, PublishProto, RouteConfig, Scope, SwitchConfig, XdpMode,
 };
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -52,6 +52,8 @@ struct RawDoc {
     nat: Option<OnlyTable<RawNat>>,
     #[serde(default)]
     conntrack: Option<OnlyTable<RawConntrack>>,
+    #[serde(default)]
+    cluster: Option<Spanned<OnlyTable<RawCluster>>>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +110,9 @@ struct RawNetwork {
     conntrack_limit: Option<Spanned<Scalar>>,
     mac_aging_secs: Option<Spanned<Scalar>>,
     mac_limit: Option<Spanned<Scalar>>,
+    scope: Option<Spanned<Scalar>>,
+    vni: Option<Spanned<Scalar>>,
+    bum_rate_pps: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +130,19 @@ struct RawPort {
     queues: Option<Spanned<Scalar>>,
     offload: Option<Spanned<Scalar>>,
     mss_clamp: Option<Spanned<Scalar>>,
+    endpoint_mac: Option<Spanned<Scalar>>,
+    endpoint_ip: Option<Spanned<Scalar>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Option<Spanned<Scalar>>,
+    host: Option<Spanned<Scalar>>,
+    etcd: Option<Spanned<Scalar>>,
+    lease_ttl_secs: Option<Spanned<Scalar>>,
+    vtep_port: Option<Spanned<Scalar>>,
+    vxlan_udp_port: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +187,10 @@ impl TableKind for RawNat {
 impl TableKind for RawConntrack {
     const KEY: &'static str = "conntrack";
     const EXPECTING: &'static str = "a [conntrack] table";
+}
+impl TableKind for RawCluster {
+    const KEY: &'static str = "cluster";
+    const EXPECTING: &'static str = "a [cluster] table";
 }
 
 /// A struct that may only be written as a table: serde's derived `Deserialize` would also take a struct from an
@@ -220,7 +242,7 @@ impl<'de, T: Deserialize<'de> + TableKind> Deserialize<'de> for ArrayOfTables<T>
     }
 }
 
-/// Any TOML value, as found; arrays are kept (of scalars), tables only recognised.
+/// Any TOML value, as found; arrays are kept (of scalars: `[cluster] etcd`), tables only recognised.
 #[derive(Debug, Clone, PartialEq)]
 enum Scalar {
     Str(String),
@@ -573,7 +595,68 @@ impl Converter<'_> {
             mac_limit: self
                 .integer(obj, "mac_limit", &label, raw.mac_limit, &limits::MAC_LIMIT)
                 .unwrap_or(defaults::MAC_LIMIT),
+            scope: self.string(obj, "scope", &label, raw.scope).map_or(Scope::Local, |v| match v.as_str() {
+                "local" => Scope::Local,
+                "overlay" => Scope::Overlay,
+                _ => {
+                    let message = format!("scope {} is not one of local, overlay", show(&v));
+                    self.diags.report_broken(obj, "scope", &label, message);
+                    Scope::Local
+                }
+            }),
+            vni: self.integer(obj, "vni", &label, raw.vni, &limits::VNI),
+            bum_rate_pps: self
+                .integer(obj, "bum_rate_pps", &label, raw.bum_rate_pps, &limits::BUM_RATE_PPS)
+                .unwrap_or(defaults::BUM_RATE_PPS),
             name,
+        }
+    }
+
+    fn cluster(&mut self, raw: Spanned<OnlyTable<RawCluster>>) -> ClusterConfig {
+        let (obj, label) = (Obj::Cluster, "cluster");
+        self.table(obj, raw.span());
+        let raw = raw.into_inner().0;
+        for (field, present, what) in [
+            ("name", raw.name.is_some(), "the cluster's name"),
+            ("host", raw.host.is_some(), "this host's name in the cluster"),
+            ("etcd", raw.etcd.is_some(), "etcd client URLs like [\"http://198.51.100.11:2379\"]"),
+            ("vtep_port", raw.vtep_port.is_some(), "the routed port whose address is the VTEP"),
+        ] {
+            if !present {
+                self.diags.report_broken(obj, field, label, format!("missing field \"{field}\" ({what})"));
+            }
+        }
+        let etcd = match self.take(obj, "etcd", raw.etcd) {
+            None => Vec::new(),
+            Some(Scalar::Array(items)) => {
+                let mut urls = Vec::new();
+                for item in items {
+                    match item {
+                        Scalar::Str(u) => urls.push(u),
+                        other => {
+                            self.wrong_type(obj, "etcd", label, "an array of strings", &other);
+                            break;
+                        }
+                    }
+                }
+                urls
+            }
+            Some(other) => {
+                self.wrong_type(obj, "etcd", label, "an array of URL strings", &other);
+                Vec::new()
+            }
+        };
+        ClusterConfig {
+            name: self.string(obj, "name", label, raw.name).unwrap_or_default(),
+            host: self.string(obj, "host", label, raw.host).unwrap_or_default(),
+            etcd,
+            lease_ttl_secs: self
+                .integer(obj, "lease_ttl_secs", label, raw.lease_ttl_secs, &limits::LEASE_TTL_SECS)
+                .unwrap_or(defaults::LEASE_TTL_SECS),
+            vtep_port: self.string(obj, "vtep_port", label, raw.vtep_port).unwrap_or_default(),
+            vxlan_udp_port: self
+                .integer(obj, "vxlan_udp_port", label, raw.vxlan_udp_port, &limits::VXLAN_UDP_PORT)
+                .unwrap_or(defaults::VXLAN_UDP_PORT),
         }
     }
 
@@ -614,6 +697,8 @@ impl Converter<'_> {
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
             offload: self.boolean(obj, "offload", &label, raw.offload),
             mss_clamp: self.mss_clamp(obj, &label, raw.mss_clamp),
+            endpoint_mac: self.parsed(obj, "endpoint_mac", &label, raw.endpoint_mac, WHAT_MAC),
+            endpoint_ip: self.parsed(obj, "endpoint_ip", &label, raw.endpoint_ip, "an IPv4 address"),
             name,
         }
     }
@@ -733,7 +818,8 @@ fn convert(raw: RawDoc, index: &LineIndex) -> (Config, Diags) {
     let publish = raw.publish.0.into_iter().enumerate().map(|(i, p)| conv.publish(i, p)).collect();
     let nat = raw.nat.map(|n| conv.nat(n.0)).unwrap_or_default();
     let conntrack = raw.conntrack.map(|c| conv.conntrack(c.0)).unwrap_or_default();
-    let cfg = Config { switch, networks, ports, routes, publish, nat, conntrack };
+    let cluster = raw.cluster.map(|c| conv.cluster(c));
+    let cfg = Config { switch, networks, ports, routes, publish, nat, conntrack, cluster };
     (cfg, conv.diags)
 }
 

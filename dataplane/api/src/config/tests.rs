@@ -73,6 +73,9 @@ fn network(name: &str) -> NetworkConfig {
         conntrack_limit: None,
         mac_aging_secs: defaults::MAC_AGING_SECS,
         mac_limit: defaults::MAC_LIMIT,
+        scope: Scope::Local,
+        vni: None,
+        bum_rate_pps: defaults::BUM_RATE_PPS,
     }
 }
 
@@ -89,6 +92,8 @@ fn access_port(name: &str, network: &str) -> PortConfig {
         netns: None,
         mode: None,
         queues: None,
+        endpoint_mac: None,
+        endpoint_ip: None,
         offload: None,
         mss_clamp: None,
     }
@@ -150,6 +155,8 @@ fn full_config() -> Config {
                 netns: None,
                 mode: Some(XdpMode::Native),
                 queues: Some(4),
+                endpoint_mac: None,
+                endpoint_ip: None,
                 offload: None,
                 mss_clamp: None,
             },
@@ -194,6 +201,7 @@ fn full_config() -> Config {
             icmp_secs: 10,
             tcp_unreplied_secs: 20,
         },
+        cluster: None,
     }
 }
 
@@ -1409,6 +1417,134 @@ proptest! {
         let end = (start..=(start + len).min(FULL.len())).rev().find(|&i| FULL.is_char_boundary(i)).unwrap_or(start);
         check_any(&format!("{}{insert}{}", &FULL[..start], &FULL[end..]));
     }
+}
+
+/// An overlay network on a host with a `[cluster]`: 21 lines.
+const OVERLAY_BASE: &[&str] = &[
+    "[cluster]",
+    "name = \"lab\"",
+    "host = \"h1\"",
+    "etcd = [\"http://10.9.0.1:2379\", \"http://10.9.0.2:2379\"]",
+    "vtep_port = \"under\"",
+    "[[network]]",
+    "name = \"red\"",
+    "scope = \"overlay\"",
+    "vni = 100",
+    "subnet = \"10.1.0.0/24\"",
+    "gateway = \"10.1.0.1\"",
+    "[[port]]",
+    "name = \"c1\"",
+    "kind = \"mem\"",
+    "network = \"red\"",
+    "endpoint_mac = \"02:00:00:00:00:11\"",
+    "endpoint_ip = \"10.1.0.11\"",
+    "[[port]]",
+    "name = \"under\"",
+    "kind = \"mem\"",
+    "address = \"198.51.100.11/24\"",
+];
+
+/// The errors of [`OVERLAY_BASE`] followed by `extra` (from line 22).
+fn overlay(extra: &[&str]) -> Vec<String> {
+    let lines: Vec<&str> = OVERLAY_BASE.iter().chain(extra).copied().collect();
+    match Config::parse_all_errors(&text(&lines), "t.toml") {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn overlay_networks_endpoints_and_cluster() {
+    assert_eq!(overlay(&[]), Vec::<String>::new());
+    let cfg = Config::parse(&text(OVERLAY_BASE), "t").unwrap();
+    let c = cfg.cluster.as_ref().unwrap();
+    assert_eq!((c.lease_ttl_secs, c.vxlan_udp_port, c.etcd.len()), (10, 4789, 2));
+    assert_eq!(
+        (cfg.networks[0].scope, cfg.networks[0].vni, cfg.networks[0].bum_rate_pps),
+        (Scope::Overlay, Some(100), 1000)
+    );
+    assert_eq!(cfg.ports[0].endpoint_ip, Some(Ipv4Addr::new(10, 1, 0, 11)));
+    // The serde form round-trips (the agent sends it over the socket).
+    let back: Config = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    assert_eq!(
+        overlay(&["[[network]]", "name = \"blue\"", "scope = \"overlay\"", "vni = 100", "bum_rate_pps = 0"]),
+        [
+            "t.toml:25: network blue: vni 100 is already used by network red (line 6)",
+            "t.toml:26: network blue: bum_rate_pps 0 is out of range 1..=10000000",
+        ]
+    );
+    assert_eq!(
+        overlay(&["[[network]]", "name = \"blue\"", "scope = \"galaxy\"", "vni = 16777216"]),
+        [
+            "t.toml:24: network blue: scope \"galaxy\" is not one of local, overlay",
+            "t.toml:25: network blue: vni 16777216 is out of range 1..=16777215",
+        ]
+    );
+    assert_eq!(
+        overlay(&["[[network]]", "name = \"blue\"", "vni = 7"]),
+        ["t.toml:24: network blue: vni 7 requires scope = \"overlay\""]
+    );
+    assert_eq!(
+        overlay(&[
+            "[[network]]",
+            "name = \"blue\"",
+            "[[port]]",
+            "name = \"x\"",
+            "kind = \"mem\"",
+            "network = \"blue\"",
+            "endpoint_mac = \"02:00:00:00:00:99\""
+        ]),
+        ["t.toml:28: port x: endpoint_mac is only for access ports of overlay networks"]
+    );
+    assert_eq!(
+        overlay(&[
+            "[[port]]",
+            "name = \"c2\"",
+            "kind = \"mem\"",
+            "network = \"red\"",
+            "endpoint_mac = \"01:00:5e:00:00:01\"",
+            "endpoint_ip = \"10.2.0.5\""
+        ]),
+        [
+            "t.toml:26: port c2: endpoint_mac 01:00:5e:00:00:01 is not a unicast MAC",
+            "t.toml:27: port c2: endpoint_ip 10.2.0.5 is not a host address of subnet 10.1.0.0/24",
+        ]
+    );
+    assert_eq!(
+        overlay(&["[[port]]", "name = \"c2\"", "kind = \"mem\"", "network = \"red\"", "endpoint_ip = \"10.1.0.5\""]),
+        ["t.toml:26: port c2: endpoint_ip requires endpoint_mac (an endpoint is registered by its MAC)"]
+    );
+
+    // [cluster]: required keys, URLs, ranges, and a routed VTEP port.
+    let errors = all_errors(&[
+        "[cluster]",
+        "name = \"a/b\"",
+        "etcd = [\"10.9.0.1:2379\"]",
+        "lease_ttl_secs = 1",
+        "vtep_port = \"c1\"",
+        "[[network]]",
+        "name = \"red\"",
+        "[[port]]",
+        "name = \"c1\"",
+        "kind = \"mem\"",
+        "network = \"red\"",
+    ]);
+    let expected = [
+        "t.toml:1: cluster: missing field \"host\"",
+        "t.toml:2: cluster: name ",
+        "t.toml:3: cluster: etcd endpoint \"10.9.0.1:2379\" is not a URL like \"http://HOST:2379\"",
+        "t.toml:4: cluster: lease_ttl_secs 1 is out of range 2..=3600",
+        "t.toml:5: cluster: vtep_port \"c1\" is not a routed port (it needs an address)",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (e, x) in errors.iter().zip(expected) {
+        assert!(e.starts_with(x), "\n     got: {e}\nexpected: {x}…");
+    }
+    assert_eq!(
+        all_errors(&["[[network]]", "name = \"red\"", "scope = \"overlay\""]),
+        ["t.toml:3: network red: scope \"overlay\" requires a [cluster] section (its vtep_port is the tunnel endpoint)"]
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 use super::{MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use crate::config::{Config, ConfigError};
+use crate::overlay::OverlayState;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -65,6 +66,11 @@ pub enum Op {
     ConntrackFlush,
     /// → [`StatsResult`].
     Stats,
+    /// → [`OverlayUpdateResult`].
+    OverlayUpdate {
+        /// The membership to install.
+        state: OverlayState,
+    },
     /// → [`TraceResult`].
     Trace {
         /// The port the frame arrives on.
@@ -76,7 +82,7 @@ pub enum Op {
 
 impl Op {
     /// Every op name, in the order the module documentation lists them.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "hello",
         "get_config",
         "apply",
@@ -89,6 +95,7 @@ impl Op {
         "conntrack_ls",
         "conntrack_flush",
         "stats",
+        "overlay_update",
         "trace",
     ];
 
@@ -100,6 +107,7 @@ impl Op {
             "fdb_show" => &["network"],
             "conntrack_ls" => &["limit"],
             "trace" => &["port", "frame_hex"],
+            "overlay_update" => &["state"],
             _ => &[],
         }
     }
@@ -119,6 +127,7 @@ impl Op {
             Op::ConntrackLs { .. } => "conntrack_ls",
             Op::ConntrackFlush => "conntrack_flush",
             Op::Stats => "stats",
+            Op::OverlayUpdate { .. } => "overlay_update",
             Op::Trace { .. } => "trace",
         }
     }
@@ -127,7 +136,7 @@ impl Op {
     pub fn mutates(&self) -> bool {
         match self {
             Op::Apply(a) => !a.dry_run,
-            Op::ConntrackFlush => true,
+            Op::ConntrackFlush | Op::OverlayUpdate { .. } => true,
             _ => false,
         }
     }
@@ -518,6 +527,19 @@ mod tests {
             Op::ConntrackLs { limit: Some(5) },
             Op::ConntrackFlush,
             Op::Stats,
+            Op::OverlayUpdate {
+                state: OverlayState {
+                    revision: 9,
+                    members: vec![crate::overlay::Member {
+                        host: "b".into(),
+                        vtep: std::net::Ipv4Addr::new(198, 51, 100, 12),
+                        udp_port: 4789,
+                        mtu: 1500,
+                        networks: vec!["red".into()],
+                    }],
+                    endpoints: vec![],
+                },
+            },
             Op::Trace { port: "c1".into(), frame_hex: "ffff".into() },
         ];
         assert_eq!(ops.iter().map(Op::name).collect::<std::collections::BTreeSet<_>>().len(), Op::NAMES.len());

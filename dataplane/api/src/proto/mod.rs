@@ -46,6 +46,7 @@
 //! | `conntrack_ls` | optional `limit` (default [`DEFAULT_CONNTRACK_LIMIT`]) | [`ConntrackList`] |
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
+//! | `overlay_update` | `state`: an [`OverlayState`] (every live remote member and remote endpoint) | [`OverlayUpdateResult`]: what the overlay tables now hold; replaces them in one step under the switch lock, without pausing the workers or touching any other state; an invalid state changes nothing (`bad_request`, field `state.members[i].…`) |
 //! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables and resolved neighbours copied, no connections: a packet is traced as a connection's first); the live switch is not touched |
 //!
 //! # `apply`: one transaction

@@ -6,6 +6,7 @@
 
 use crate::config::{Config, NetworkConfig, PortKind};
 use crate::mac::MacAddr;
+pub use crate::overlay::{OverlayInspect, OverlayState, UpdateSummary};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -142,6 +143,19 @@ pub struct NetworkInspect {
     pub fdb: FdbCounters,
     /// Its learned MAC entries.
     pub entries: Vec<FdbRow>,
+    /// For an overlay network: the VNI, MTU, member VTEPs (with their state, MTU and counters) and remote
+    /// endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayInspect>,
+}
+
+/// `overlay_update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayUpdateResult {
+    /// What the tables hold now.
+    pub summary: UpdateSummary,
+    /// Microseconds the switch lock was held for the update (forwarding of every port waits that long at most).
+    pub held_us: u64,
 }
 
 /// A MAC table's counters.
