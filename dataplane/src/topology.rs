@@ -21,6 +21,7 @@ use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::ids::{table_id, PortId, RifId, NANOS_PER_SEC};
 use crate::isolation::{Isolation, RifClass};
+use crate::mss_clamp::MssLimit;
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -42,6 +43,8 @@ pub struct PortInfo {
     pub mtu: u16,
     /// The router interface this port is (a routed port).
     pub rif: Option<RifId>,
+    /// The largest MSS TCP SYNs entering or leaving through this port may announce (`mss_clamp`).
+    pub mss_clamp: MssLimit,
 }
 
 impl PortInfo {
@@ -265,7 +268,11 @@ impl Topology {
                     });
                     table_id(rifs.len() - 1)
                 });
-                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
+                let mss_clamp = p.mss_clamp.map_or(MssLimit::NONE, |c| {
+                    let (v4, v6) = c.limits(p.mtu);
+                    MssLimit { v4, v6 }
+                });
+                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif, mss_clamp }
             })
             .collect();
         let routes = cfg

@@ -564,8 +564,10 @@ impl Plan {
                 None => PortAction::Open,
                 Some(o) => {
                     let q = &old.ports[o];
-                    // A tap's MTU changes in place (`Running::prepare`): not a reason to reopen it.
-                    let mtu_in_place = p.kind == PortKind::Tap;
+                    // A tap's MTU changes in place (`Running::prepare`): not a reason to reopen it, unless a
+                    // tap without offloads goes to jumbo frames (it reads frames over a small buffer only when
+                    // opened for them).
+                    let mtu_in_place = p.kind == PortKind::Tap && (!needs_large_rx(p) || needs_large_rx(q));
                     let same_io = q.kind == p.kind
                         && q.ifname == p.ifname
                         && (q.mtu == p.mtu || mtu_in_place)
@@ -585,5 +587,40 @@ impl Plan {
             .collect();
         let closed = (0..old.ports.len()).filter(|&o| new.port_index(&old.ports[o].name).is_none()).collect();
         Plan { actions, closed }
+    }
+}
+
+/// Whether a tap must be opened to read frames longer than a small buffer: without offloads (no super-frames) only
+/// for a jumbo MTU.
+fn needs_large_rx(p: &PortConfig) -> bool {
+    !p.offloads() && p.mtu > crate::config::limits::SMALL_FRAME_MTU
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(mtu: u16, offload: bool) -> Config {
+        let text = format!(
+            "[[network]]\nname = \"n\"\n[[port]]\nname = \"t\"\nkind = \"tap\"\nifname = \"t\"\n\
+             network = \"n\"\nmtu = {mtu}\noffload = {offload}\n"
+        );
+        Config::parse(&text, "t.toml").unwrap()
+    }
+
+    fn action(old: &Config, new: &Config) -> PortAction {
+        Plan::new(old, 1, new, 1).actions[0]
+    }
+
+    #[test]
+    fn a_tap_mtu_changes_in_place_unless_a_tap_without_offloads_goes_jumbo() {
+        assert_eq!(action(&tap(1500, true), &tap(9000, true)), PortAction::Reattach(0));
+        assert_eq!(action(&tap(1500, false), &tap(1400, false)), PortAction::Reattach(0));
+        assert_eq!(action(&tap(9000, false), &tap(1500, false)), PortAction::Reattach(0));
+        assert_eq!(action(&tap(1500, false), &tap(9000, false)), PortAction::Reopen(0));
+        assert_eq!(action(&tap(1500, false), &tap(1500, false)), PortAction::Keep(0));
+        let mut clamped = tap(1500, true);
+        clamped.ports[0].mss_clamp = Some(crate::config::MssClamp::Pmtu);
+        assert_eq!(action(&tap(1500, true), &clamped), PortAction::Reattach(0), "mss_clamp: no reopen");
     }
 }

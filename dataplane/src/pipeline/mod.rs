@@ -25,6 +25,7 @@ use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
 use crate::ids::{table_id, Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
+use crate::mss_clamp::{self, Clamped, MssLimit};
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::overlay::{Overlay, OverlayError, OverlayState, UpdateSummary};
 use crate::packet::Parsed;
@@ -225,8 +226,16 @@ impl Switch {
         for f in batch.iter() {
             pc.rx_packets += 1;
             pc.rx_bytes += f.len() as u64;
+            if f.offload.is_gso() {
+                pc.rx_super_frames += 1;
+                pc.rx_segments += f.offload.segments(f.data());
+            }
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
+        let clamp = self.topo.ports[usize::from(in_port)].mss_clamp;
+        if !clamp.is_none() {
+            self.clamp_ingress(&cx, clamp, batch, &verdicts);
+        }
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
         if let Some(vtep) = self.topo.vtep.filter(|v| v.port == in_port) {
             self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
@@ -284,6 +293,22 @@ impl Switch {
             }
         }
         self.verdicts = verdicts;
+    }
+
+    /// The ingress port's MSS clamp over the frames ingress accepted (a port with `mss_clamp` only).
+    #[cold]
+    fn clamp_ingress(&mut self, cx: &Context, limit: MssLimit, batch: &mut Batch, verdicts: &Verdicts) {
+        let mut lowered = 0;
+        for (i, f) in batch.iter_mut().enumerate() {
+            if matches!(verdicts.get(i), Verdict::Drop(_)) {
+                continue;
+            }
+            if let Clamped::Lowered { from, to } = mss_clamp::clamp(f, limit) {
+                cx.note("mss-clamp", || format!("SYN's MSS {from} lowered to {to}"));
+                lowered += 1;
+            }
+        }
+        self.counters.port_mut(cx.in_port).mss_clamped += lowered;
     }
 
     /// Turns the bridge's `ToRouter` verdicts for the VTEP's interface into `Decap` for VXLAN packets to our VTEP
