@@ -261,7 +261,7 @@ pub struct Harness {
     mac_limit: Vec<usize>,
     /// Per port: an access port of a masquerade network.
     masquerading: Vec<bool>,
-    /// Per port: a routed port.
+    /// Per port: a routed port that is not a host port (where a masquerade network's address must not leak).
     routed: Vec<bool>,
     /// The subnets of masquerade networks.
     masquerade_subnets: Vec<(u32, u32)>,
@@ -304,7 +304,8 @@ impl Harness {
                 p.network.and_then(|n| topo.networks[n as usize].rif).is_some_and(|r| topo.rifs[r as usize].masquerade)
             })
             .collect();
-        let routed = topo.ports.iter().map(|p| p.rif.is_some()).collect();
+        // Host ports excluded: the host sees its containers' own addresses (nothing is masqueraded towards it).
+        let routed = topo.ports.iter().map(|p| p.rif.is_some_and(|r| !topo.rifs[r as usize].host)).collect();
         let masquerade_subnets = topo
             .rifs
             .iter()
