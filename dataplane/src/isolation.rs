@@ -16,7 +16,10 @@
 //!   docker0's address in Docker, where the host's own traffic never meets the FORWARD chain. It reaches every
 //!   network that is not internal, isolated ones included, and they reach it, untranslated (the NAT stage does
 //!   not masquerade towards it). It is not a path between the outside and the networks' host: routed ports and
-//!   host ports do not route to each other (`network-isolation`).
+//!   host ports do not route to each other (`network-isolation`), and it carries the host's own traffic only:
+//!   a packet routed to a host port must be addressed to its link (the host), one routed from it must come
+//!   from its link ([`Isolation::host_link_refusal`], `network-isolation`; found by the `reconfigure` fuzz
+//!   target: a route via the host would otherwise carry a container's unmasqueraded address beyond it).
 //! - `network-isolation` and `not-published` refusals are lifted for packets the NAT stage translated or
 //!   tracks (replies to a container's own connections, published ports and the replies to them, ICMP errors
 //!   quoting a tracked connection): the router asks [`crate::nat::Nat::tracks`] only after a refusal, so
@@ -32,6 +35,8 @@
 
 use crate::counters::DropReason;
 use crate::ids::RifId;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 
 /// What a router interface is, for the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +60,8 @@ pub struct Isolation {
     class: Vec<RifClass>,
     /// Pairs of interfaces `allow_routing_with` connects, as `(low << 16) | high`, sorted.
     allowed: Vec<u32>,
+    /// Per router interface: a host port's link (its subnet), `None` for other interfaces.
+    host_link: Vec<Option<Ipv4Net>>,
 }
 
 fn pair(a: RifId, b: RifId) -> u32 {
@@ -68,7 +75,23 @@ impl Isolation {
         let mut allowed: Vec<u32> = allowed.into_iter().map(|(a, b)| pair(a, b)).collect();
         allowed.sort_unstable();
         allowed.dedup();
-        Isolation { class, allowed }
+        Isolation { class, allowed, host_link: Vec::new() }
+    }
+
+    /// With the links of the host ports (by [`RifId`]; `None` for other interfaces).
+    pub fn with_host_links(mut self, links: Vec<Option<Ipv4Net>>) -> Self {
+        self.host_link = links;
+        self
+    }
+
+    /// Why a packet from `src` to `dst`, routed from interface `from` to interface `to`, is not the host's own
+    /// traffic on a host port: to a host port, `dst` must be on its link; from one, `src` must be. `None`: it is,
+    /// or neither interface is a host port.
+    #[inline]
+    pub fn host_link_refusal(&self, from: RifId, to: RifId, src: Ipv4Addr, dst: Ipv4Addr) -> Option<DropReason> {
+        let off_link =
+            |rif: RifId, a: Ipv4Addr| matches!(self.host_link.get(rif as usize), Some(Some(n)) if !n.contains(&a));
+        (off_link(to, dst) || off_link(from, src)).then_some(DropReason::NetworkIsolation)
     }
 
     /// The class of interface `rif` (`Plain` for an unknown id).
@@ -103,6 +126,17 @@ impl Isolation {
 mod tests {
     use super::*;
     use RifClass::*;
+
+    #[test]
+    fn a_host_port_carries_only_its_links_traffic() {
+        let link: Ipv4Net = "169.254.77.0/30".parse().unwrap();
+        let p = Isolation::new(vec![Isolated, Host], []).with_host_links(vec![None, Some(link)]);
+        let (ctr, host, far) = ([172, 17, 0, 2].into(), [169, 254, 77, 2].into(), [198, 51, 100, 7].into());
+        assert_eq!(p.host_link_refusal(0, 1, ctr, host), None);
+        assert_eq!(p.host_link_refusal(1, 0, host, ctr), None);
+        assert_eq!(p.host_link_refusal(0, 1, ctr, far), Some(DropReason::NetworkIsolation));
+        assert_eq!(p.host_link_refusal(1, 0, far, ctr), Some(DropReason::NetworkIsolation));
+    }
 
     #[test]
     fn the_table_of_the_module_documentation() {

@@ -378,7 +378,8 @@ fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolat
         let a = rif_of(&n.name);
         n.allow_routing_with.iter().filter_map(move |m| Some((a?, rif_of(m)?)))
     });
-    Isolation::new(class, allowed.collect::<Vec<_>>())
+    let host_links = rifs.iter().map(|r| r.host.then(|| r.subnet.trunc())).collect();
+    Isolation::new(class, allowed.collect::<Vec<_>>()).with_host_links(host_links)
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).

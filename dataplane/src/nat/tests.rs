@@ -753,3 +753,28 @@ fn a_host_port_reaches_an_isolated_network_untranslated_and_is_no_way_in_from_ou
     assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 1);
     invariants(&tb);
 }
+
+/// Found by the `reconfigure` fuzz target: with a route via the host, a container's packet beyond the host port
+/// left it with the container's own address (the host would forward it on, unmasqueraded). A host port carries
+/// the host's own traffic only: to and from addresses of its link.
+#[test]
+fn a_host_port_is_not_a_way_out_or_in_for_other_addresses() {
+    let host_cfg = format!(
+        "{CONFIG}\n[[port]]\nname = \"host\"\nkind = \"mem\"\naddress = \"169.254.77.1/30\"\nhost = true\n\
+         [[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"169.254.77.2\"\n"
+    );
+    let mut tb = testbed_with(&host_cfg);
+    const HOST: (MacAddr, Ipv4Addr) = (MacAddr([2, 0, 0, 0, 7, 2]), Ipv4Addr::new(169, 254, 77, 2));
+    tb.send("host", &arp_request(HOST.0, HOST.1, Ipv4Addr::new(169, 254, 77, 1)));
+    tb.take_all();
+    tb.send("c1", &from(&tb, C1, SERVER).udp(6000, 53, 8));
+    tb.send("b1", &Ipv4Spec::new(B1.0, rif_mac(&tb, "network:blue"), B1.1, SERVER).udp(6000, 53, 8));
+    let host_mac = rif_mac(&tb, "port:host");
+    let from_host = |src| Ipv4Spec::new(HOST.0, host_mac, src, C1.1);
+    tb.send("host", &from_host(CLIENT).udp(5000, 53, 8));
+    assert!(tb.take_all().is_empty(), "nothing beyond the host's link crosses the host port");
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 3);
+    tb.send("host", &from_host(HOST.1).udp(5000, 53, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (HOST.1, 5000, C1.1, 53), "the host's own still does");
+    invariants(&tb);
+}

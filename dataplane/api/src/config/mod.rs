@@ -108,7 +108,8 @@
 //!   does through docker0's address in Docker: the router forwards between it and every network that is not
 //!   `internal` (isolated ones included), both ways and untranslated (no masquerade towards it, so the host
 //!   sees the containers' own addresses and they see the host's); it is not a way between the outside and the
-//!   switch: nothing is routed between a host port and another routed port (`network-isolation`). The host
+//!   switch: nothing is routed between a host port and another routed port, and only the host's own traffic
+//!   crosses it: to addresses of its link, from addresses of its link (`network-isolation` otherwise). The host
 //!   stack's side of the link (its address there, routes to the networks' subnets via the port's `address`) is
 //!   the host's configuration, as for any interface of the host: with a tap left in vswitchd's namespace,
 //!   `ip addr add 169.254.77.2/30 dev vs-host; ip route add 172.17.0.0/16 via 169.254.77.1`.
