@@ -609,7 +609,7 @@ mod tests {
     }
 
     fn action(old: &Config, new: &Config) -> PortAction {
-        Plan::new(old, 1, new, 1).actions[0]
+        Plan::new(old, &[1], new, 1).actions[0]
     }
 
     #[test]
