@@ -200,8 +200,7 @@ pub const TX_QUEUE_CAP: usize = 8 * BATCH_SIZE;
 // One burst's super-frames cut into segments (the overlay) fit a transmit queue, even when the last one is the
 // largest super-frame at the smallest segment size.
 const _: () = assert!(
-    crate::port::RX_SEGMENT_BUDGET
-        + crate::buffer::MAX_LARGE_FRAME_LEN.div_ceil(crate::offload::MIN_GSO_SIZE as usize)
+    crate::port::RX_SEGMENT_BUDGET + crate::buffer::MAX_LARGE_FRAME_LEN.div_ceil(crate::offload::MIN_GSO_SIZE as usize)
         <= TX_QUEUE_CAP
 );
 
