@@ -32,8 +32,6 @@
 
 use crate::ids::PortId;
 use crate::offload::Offload;
-use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
 
 /// The longest frame a small buffer can carry (the contract's, which the configuration's MTU limit is derived
 /// from).
@@ -84,53 +82,18 @@ pub fn prefetch<T>(x: &T) {
 }
 
 /// One frame in one pool buffer, with the port it came in on, the time it arrived and its offload metadata.
-///
-/// 32 bytes: the buffer is held by a thin pointer (its length is one of two, [`BUF_SIZE`] or [`LARGE_BUF_SIZE`],
-/// told by `large`), so that a batch of frames, a transmit queue and the stages' moves stay within fewer cache
-/// lines than with a `Box<[u8]>` (16 bytes) beside the offload metadata.
+#[derive(Debug)]
 pub struct Frame {
-    /// The first byte of the buffer this frame owns: a `Box<[u8]>` of [`Frame::buf_len`] bytes taken apart by
-    /// `Box::leak` in [`Frame::new`] and put together again by `into_buf` or `drop`, nowhere else.
-    buf: NonNull<u8>,
-    /// When the frame was received; frames the switch emits carry the time of the frame that caused them.
-    pub ts: Nanos,
-    /// Partial checksum and segmentation metadata ([`Offload::NONE`] for an ordinary frame). Set by the port
-    /// that received the frame; see [`crate::offload`] for what a stage that edits the frame must keep true.
-    pub offload: Offload,
-    /// Invariant: `head + len <= buf_len()` (every method that changes either checks it first).
+    buf: Buf,
     head: u16,
     len: u16,
     /// The port this frame was received on (for frames the switch made itself, the port that caused it).
     pub port: PortId,
-    /// The buffer is a large one ([`LARGE_BUF_SIZE`]), not a small one ([`BUF_SIZE`]).
-    large: bool,
-}
-
-// SAFETY: a frame owns its buffer exclusively, as the `Box<[u8]>` it was made from did (which is Send and Sync);
-// shared access only reads it (`&self` methods), writes need `&mut self`.
-unsafe impl Send for Frame {}
-// SAFETY: as above.
-unsafe impl Sync for Frame {}
-
-impl Drop for Frame {
-    fn drop(&mut self) {
-        // SAFETY: `buf` came from `Box::leak` of a `Box<[u8]>` of `buf_len()` bytes (`Frame::new`), and nothing
-        // else has put it together again (`into_buf` forgets the frame instead of dropping it).
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.buf.as_ptr(), self.buf_len())) });
-    }
-}
-
-impl std::fmt::Debug for Frame {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Frame")
-            .field("len", &self.len)
-            .field("head", &self.head)
-            .field("large", &self.large)
-            .field("port", &self.port)
-            .field("offload", &self.offload)
-            .field("ts", &self.ts)
-            .finish()
-    }
+    /// Partial checksum and segmentation metadata ([`Offload::NONE`] for an ordinary frame). Set by the port
+    /// that received the frame; see [`crate::offload`] for what a stage that edits the frame must keep true.
+    pub offload: Offload,
+    /// When the frame was received; frames the switch emits carry the time of the frame that caused them.
+    pub ts: Nanos,
 }
 
 /// A frame did not fit into a buffer.
@@ -147,66 +110,20 @@ pub struct TooLong {
 // method that does it (`load`, `set_len`, `push_front`, `pull_front`) before the cast.
 #[allow(clippy::cast_possible_truncation)]
 impl Frame {
-    /// A frame owning `buf`, which must be [`BUF_SIZE`] or [`LARGE_BUF_SIZE`] bytes long (the pool's).
     fn new(buf: Buf) -> Self {
-        debug_assert!(buf.len() == BUF_SIZE || buf.len() == LARGE_BUF_SIZE);
-        let large = buf.len() != BUF_SIZE;
-        let buf = NonNull::from(Box::leak(buf)).cast::<u8>();
-        Frame { buf, head: HEADROOM as u16, len: 0, port: 0, offload: Offload::NONE, ts: 0, large }
-    }
-
-    /// The length of the buffer (not the frame).
-    #[inline(always)]
-    fn buf_len(&self) -> usize {
-        if self.large {
-            LARGE_BUF_SIZE
-        } else {
-            BUF_SIZE
-        }
-    }
-
-    /// The whole buffer.
-    #[inline(always)]
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `buf` points to the start of a live, initialised allocation of `buf_len()` bytes that this frame
-        // owns (`Frame::new`); the borrow of `self` keeps it alive and not written to.
-        unsafe { std::slice::from_raw_parts(self.buf.as_ptr(), self.buf_len()) }
-    }
-
-    /// The whole buffer, writable.
-    #[inline(always)]
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`; the exclusive borrow of `self` makes this the only access.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.as_ptr(), self.buf_len()) }
-    }
-
-    /// The buffer, as the pool keeps it (the frame is gone).
-    fn into_buf(self) -> Buf {
-        let me = ManuallyDrop::new(self);
-        // SAFETY: `buf` came from `Box::leak` of a `Box<[u8]>` of `buf_len()` bytes; `ManuallyDrop` keeps `drop`
-        // from putting it together a second time.
-        unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(me.buf.as_ptr(), me.buf_len())) }
+        Frame { buf, head: HEADROOM as u16, len: 0, port: 0, offload: Offload::NONE, ts: 0 }
     }
 
     /// The frame's bytes.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        debug_assert!(self.head as usize + self.len as usize <= self.buf_len());
-        // SAFETY: `head <= buf_len()` (the struct's invariant), so the pointer stays inside the allocation.
-        let start = unsafe { self.buf.as_ptr().add(self.head as usize) };
-        // SAFETY: `head + len <= buf_len()`, so the range lies inside the buffer that `bytes` describes; the
-        // borrow of `self` keeps it alive and not written to.
-        unsafe { std::slice::from_raw_parts(start, self.len as usize) }
+        &self.buf[self.head as usize..self.head as usize + self.len as usize]
     }
 
     /// The frame's bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        debug_assert!(self.head as usize + self.len as usize <= self.buf_len());
-        // SAFETY: `head <= buf_len()` (the struct's invariant), so the pointer stays inside the allocation.
-        let start = unsafe { self.buf.as_ptr().add(self.head as usize) };
-        // SAFETY: as in `data`; the exclusive borrow of `self` makes this the only access.
-        unsafe { std::slice::from_raw_parts_mut(start, self.len as usize) }
+        &mut self.buf[self.head as usize..self.head as usize + self.len as usize]
     }
 
     /// Length of the frame in bytes.
@@ -224,13 +141,13 @@ impl Frame {
     /// True when the frame sits in a large buffer.
     #[inline]
     pub fn is_large(&self) -> bool {
-        self.large
+        self.buf.len() != BUF_SIZE
     }
 
     /// The longest frame this frame's buffer can hold after the headroom.
     #[inline]
     pub fn capacity(&self) -> usize {
-        (self.buf_len() - HEADROOM).min(MAX_LARGE_FRAME_LEN)
+        (self.buf.len() - HEADROOM).min(MAX_LARGE_FRAME_LEN)
     }
 
     /// Replaces the frame's contents with `bytes`, placed after the headroom, as an ordinary frame (no offload
@@ -243,7 +160,7 @@ impl Frame {
         self.head = HEADROOM as u16;
         self.len = bytes.len() as u16;
         self.offload = Offload::NONE;
-        self.bytes_mut()[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
+        self.buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
         Ok(())
     }
 
@@ -251,17 +168,15 @@ impl Frame {
     /// [`Frame::set_len`].
     #[inline]
     pub fn room_mut(&mut self) -> &mut [u8] {
-        // The head moves back to the headroom's end: keep the invariant until `set_len` sets the length.
         self.head = HEADROOM as u16;
-        self.len = 0;
         let end = HEADROOM + self.capacity();
-        &mut self.bytes_mut()[HEADROOM..end]
+        &mut self.buf[HEADROOM..end]
     }
 
     /// Sets the frame's length after writing into [`Frame::room_mut`].
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), TooLong> {
-        if len > self.capacity() || self.head as usize + len > self.buf_len() {
+        if len > self.capacity() || self.head as usize + len > self.buf.len() {
             return Err(TooLong { len, room: self.capacity() });
         }
         self.len = offset(len);
@@ -361,7 +276,7 @@ impl BufPool {
     pub fn clone_frame(&mut self, src: &Frame) -> Option<Frame> {
         let (h, l) = (src.head as usize, src.len as usize);
         let mut f = if h + l <= BUF_SIZE { self.alloc()? } else { self.alloc_large()? };
-        f.bytes_mut()[h..h + l].copy_from_slice(&src.bytes()[h..h + l]);
+        f.buf[h..h + l].copy_from_slice(&src.buf[h..h + l]);
         f.head = src.head;
         f.len = src.len;
         f.port = src.port;
@@ -373,12 +288,12 @@ impl BufPool {
     /// Gives a frame's buffer back (to the list of its size).
     #[inline]
     pub fn free(&mut self, frame: Frame) {
-        if !frame.large {
+        if frame.buf.len() == BUF_SIZE {
             if self.free.len() < self.capacity {
-                self.free.push(frame.into_buf());
+                self.free.push(frame.buf);
             }
         } else if self.large.len() < self.large_capacity {
-            self.large.push(frame.into_buf());
+            self.large.push(frame.buf);
         }
     }
 
@@ -507,27 +422,6 @@ mod tests {
         let mut g = pool_clone(&f);
         assert_eq!(g.offload, f.offload, "clones keep the metadata");
         g.offload = Offload::NONE;
-    }
-
-    #[test]
-    fn a_frame_is_32_bytes_and_owns_its_buffer() {
-        assert_eq!(std::mem::size_of::<Frame>(), 32);
-        let mut pool = BufPool::with_large(1, 1);
-        // Dropped instead of freed: the buffer is released (no leak under Miri or a leak checker), the pool
-        // reports one fewer.
-        drop(pool.alloc().unwrap());
-        drop(pool.alloc_large().unwrap());
-        assert_eq!((pool.available(), pool.large_available()), (0, 0));
-        // A frame grown at the front to the whole small buffer, then received into again: the length starts over.
-        pool.top_up_large();
-        let mut f = BufPool::new(1).alloc().unwrap();
-        f.load(&[1; MAX_FRAME_LEN]).unwrap();
-        assert!(f.push_front(HEADROOM));
-        assert_eq!(f.len(), BUF_SIZE);
-        assert_eq!(f.room_mut().len(), MAX_FRAME_LEN);
-        assert_eq!(f.len(), 0);
-        f.set_len(10).unwrap();
-        assert_eq!(f.data(), &[1; 10][..], "the bytes after the headroom");
     }
 
     fn pool_clone(f: &Frame) -> Frame {
