@@ -207,6 +207,9 @@ impl Switch for SocketSwitch {
         for f in &r.summary.ports_failed {
             tracing::warn!(port = %f.port, error = %f.error, "port down after the apply: vswitchd retries it");
         }
+        for f in &r.summary.ports_change_failed {
+            tracing::warn!(port = %f.port, error = %f.error, "the port's change failed: it keeps its old settings; applying again later");
+        }
         Ok(r.generation)
     }
 }

@@ -289,6 +289,29 @@ fn watch_mode_follows_edits_ignores_invalid_ones_and_repushes_after_a_restart() 
     drop(agent);
 }
 
+/// A port whose change vswitchd could not make keeps its old settings in the running configuration: the agent
+/// applies again, with backoff, until the change is made, without a file change.
+#[test]
+fn watch_mode_applies_again_until_a_failed_port_change_is_made() {
+    let d = Dir::new();
+    let cfg = d.write("desired.toml", CONFIG);
+    let sock = d.path("ctl.sock");
+    let server = FakeServer::start(&sock, State::default(), 100);
+    let _agent = Agent::start(&cfg, &sock);
+    server.wait_for("the first apply", WAIT, |st| st.applies().len() == 1);
+
+    server.state().refuse_port_changes = 2;
+    let edited = CONFIG.replace("network = \"bridge\"", "network = \"bridge\"\nmtu = 1400");
+    std::fs::write(&cfg, &edited).unwrap();
+    server
+        .wait_for("the change made at the third attempt", WAIT, |st| st.config == Config::parse(&edited, "x").unwrap());
+    assert_eq!(server.state().applies().len(), 4, "the edit, then twice more: {:?}", server.state().requests);
+    assert_eq!(server.state().refuse_port_changes, 0);
+    // In sync now: no more applies.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(server.state().applies().len(), 4);
+}
+
 #[test]
 fn vswitchctl_prints_tables_json_and_server_errors() {
     let d = Dir::new();

@@ -27,6 +27,15 @@
 //!    limit, the masquerade ports in use equal the connections holding one (`Nat::check_invariants`), and no
 //!    IPv4 packet received from a masquerade network leaves a routed port with a source address inside a
 //!    masquerade network (translated or dropped, never leaked).
+//! 7. **References**: no table entry names an object that is not there (after a reconfiguration too): every
+//!    neighbour's interface exists and its subnet holds the neighbour; every connection's NAT port belongs to
+//!    the interface whose address it translates to (`allocator`: that interface's address is the reply's
+//!    destination), and the network it counts against (`group`) is a network interface whose subnet holds one
+//!    of its inside ends.
+//!
+//! [`Harness::reconfigure`] changes the configuration between steps as `apply` does; the cumulative checks (1)
+//! then start again from the counters at that moment, since a port that changed role (access ↔ routed) keeps
+//! its counters.
 //!
 //! Panics (with the step number and a description) on the first violation; that is what the fuzzer and
 //! proptest look for.
@@ -252,12 +261,19 @@ pub struct Harness {
     mac_limit: Vec<usize>,
     /// Per port: an access port of a masquerade network.
     masquerading: Vec<bool>,
-    /// Per port: a routed port.
+    /// Per port: a routed port that is not a host port (where a masquerade network's address must not leak).
     routed: Vec<bool>,
     /// The subnets of masquerade networks.
     masquerade_subnets: Vec<(u32, u32)>,
     /// What the last step sent, by port.
     last_sent: Vec<(PortId, Vec<u8>)>,
+    /// Per port: its counters when this harness was made (a reconfiguration keeps them by name).
+    base: Vec<PortCounters>,
+    /// The switch-wide drops by reason when this harness was made.
+    base_drops: u64,
+    /// Frames the router held for ARP when this harness was made (a reconfiguration that kept the router): they
+    /// were counted received before, and their drop, if they are dropped, is counted after.
+    held_before: u64,
 }
 
 /// Buffers in the harness's pool: enough for every queue a small configuration holds at once (held ARP
@@ -288,14 +304,21 @@ impl Harness {
                 p.network.and_then(|n| topo.networks[n as usize].rif).is_some_and(|r| topo.rifs[r as usize].masquerade)
             })
             .collect();
-        let routed = topo.ports.iter().map(|p| p.rif.is_some()).collect();
+        // Host ports excluded: the host sees its containers' own addresses (nothing is masqueraded towards it).
+        let routed = topo.ports.iter().map(|p| p.rif.is_some_and(|r| !topo.rifs[r as usize].host)).collect();
         let masquerade_subnets = topo
             .rifs
             .iter()
             .filter(|r| r.masquerade)
             .map(|r| (u32::from(r.subnet.network()), u32::from(r.subnet.netmask())))
             .collect();
+        let base = (0..topo.ports.len()).map(|p| tb.switch().counters().port(p as PortId)).collect();
+        let base_drops = tb.switch().counters().total_drops();
+        let held_before = (tb.total_buffers() - tb.free_buffers()) as u64;
         let h = Harness {
+            held_before,
+            base,
+            base_drops,
             tb,
             step: 0,
             rif_mac,
@@ -311,6 +334,17 @@ impl Harness {
         };
         h.check_state("start");
         h
+    }
+
+    /// Changes the configuration to `cfg` now, as `apply` does (see [`Testbed::reconfigure`]), and checks the
+    /// state the change left; the cumulative checks restart from here.
+    pub fn reconfigure(self, cfg: &Config) -> (Harness, dataplane::pipeline::Carried) {
+        let step = self.step + 1;
+        let mut tb = self.tb;
+        let carried = tb.reconfigure(cfg);
+        let mut h = Harness::with_testbed(tb);
+        h.step = step;
+        (h, carried)
     }
 
     /// Number of ports.
@@ -333,12 +367,14 @@ impl Harness {
         self.step += 1;
         let what = format!("step {}: {} bytes on port {port}", self.step, frame.len());
         let before = self.counters();
+        // MemPort takes a frame longer than a small buffer into a large one while any is free, else refuses it
+        // before the switch sees it.
+        let fits = frame.len() <= MAX_FRAME_LEN || self.tb.free_large_buffers() > 0;
         self.tb.send_on(port, &[frame]);
         let after = self.counters();
         let sent = self.take_sent();
         let p = port as usize;
-        // MemPort refuses frames that do not fit a buffer before the switch sees them.
-        let received = u64::from(frame.len() <= MAX_FRAME_LEN);
+        let received = u64::from(fits);
         for (q, (b, a)) in before.iter().zip(&after).enumerate() {
             let d = Delta::new(b, a);
             let has_rif = self.rif_mac[q].is_some();
@@ -474,19 +510,31 @@ impl Harness {
 
     fn check_cumulative(&self, what: &str, now: &[PortCounters]) {
         let mut port_drops = 0;
-        for (q, c) in now.iter().enumerate() {
+        for (q, (c, b)) in now.iter().zip(&self.base).enumerate() {
+            let c = PortCounters {
+                rx_packets: c.rx_packets - b.rx_packets,
+                forwarded: c.forwarded - b.forwarded,
+                flooded: c.flooded - b.flooded,
+                routed: c.routed - b.routed,
+                dropped: c.dropped - b.dropped,
+                ..*c
+            };
             let handled = c.forwarded + c.flooded + c.routed + c.dropped;
+            let held = self.held_before;
             if self.rif_mac[q].is_none() {
-                assert!(c.routed == 0 && handled == c.rx_packets, "{what}: port {q} (L2 only): {c:?}");
+                assert!(
+                    c.routed == 0 && handled >= c.rx_packets && handled <= c.rx_packets + held,
+                    "{what}: port {q} (L2 only): {c:?}"
+                );
             } else {
                 assert!(
-                    c.rx_packets <= handled && handled <= c.rx_packets + c.routed,
+                    c.rx_packets <= handled && handled <= c.rx_packets + c.routed + held,
                     "{what}: port {q}: rx <= forwarded + flooded + routed + dropped <= rx + routed fails: {c:?}"
                 );
             }
             port_drops += c.dropped;
         }
-        let reasons = self.tb.switch().counters().total_drops();
+        let reasons = self.tb.switch().counters().total_drops() - self.base_drops;
         assert!(port_drops <= reasons, "{what}: {port_drops} drops charged to ports but only {reasons} with a reason");
     }
 
@@ -525,6 +573,36 @@ impl Harness {
         assert!(ct.len() <= ct.config().limit, "{what}: {} connections, limit {}", ct.len(), ct.config().limit);
         if let Err(e) = sw.router().nat().check_invariants() {
             panic!("{what}: NAT invariant: {e}");
+        }
+        self.check_references(what);
+    }
+
+    /// No neighbour or connection names an interface that is not there, or the wrong one (invariant 7).
+    fn check_references(&self, what: &str) {
+        let sw = self.tb.switch();
+        let rifs = &sw.topology().rifs;
+        for n in sw.router().neighbours(self.tb.now()) {
+            let r = rifs.get(usize::from(n.rif));
+            assert!(r.is_some_and(|r| r.subnet.contains(&n.ip)), "{what}: neighbour {n:?} on a foreign interface");
+        }
+        for (_, e) in sw.conntrack().all_entries() {
+            let Some(nat) = e.nat else { continue };
+            if let Some(a) = nat.allocator {
+                let r = rifs.get(usize::from(a));
+                assert!(
+                    r.is_some_and(|r| r.addr == e.reply.dst),
+                    "{what}: connection {e:?}: its NAT port is held by interface {a} ({r:?}), not the one it uses"
+                );
+            }
+            if let Some(g) = nat.group {
+                let r = rifs.get(usize::from(g));
+                assert!(
+                    r.is_some_and(
+                        |r| !r.routed_port && (r.subnet.contains(&e.orig.src) || r.subnet.contains(&e.reply.src))
+                    ),
+                    "{what}: connection {e:?} counts against interface {g} ({r:?}), not its network"
+                );
+            }
         }
     }
 }

@@ -56,4 +56,10 @@ impl Batch {
     pub fn iter(&self) -> std::slice::Iter<'_, Frame> {
         self.frames.iter()
     }
+
+    /// The frames, in order, writable.
+    #[inline]
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Frame> {
+        self.frames.iter_mut()
+    }
 }

@@ -2,15 +2,24 @@
 //! reason of each refusal. Docker's model (its `DOCKER-ISOLATION` chains and the FORWARD policy that keeps
 //! unpublished container ports unreachable), stated per router interface:
 //!
-//! | from \ to            | routed port | plain network | isolated network | internal network |
-//! |----------------------|-------------|---------------|------------------|------------------|
-//! | routed port          | yes         | yes           | `not-published`  | `internal-network` |
-//! | plain network        | yes         | yes           | `network-isolation` | `internal-network` |
-//! | isolated network     | yes (masqueraded) | `network-isolation` | `network-isolation` | `internal-network` |
-//! | internal network     | `internal-network` | `internal-network` | `internal-network` | `internal-network` |
+//! | from \ to            | routed port | plain network | isolated network | internal network | host port |
+//! |----------------------|-------------|---------------|------------------|------------------|-----------|
+//! | routed port          | yes         | yes           | `not-published`  | `internal-network` | `network-isolation` |
+//! | plain network        | yes         | yes           | `network-isolation` | `internal-network` | yes |
+//! | isolated network     | yes (masqueraded) | `network-isolation` | `network-isolation` | `internal-network` | yes (untranslated) |
+//! | internal network     | `internal-network` | `internal-network` | `internal-network` | `internal-network` | `internal-network` |
+//! | host port            | `network-isolation` | yes     | yes              | `internal-network` | yes |
 //!
 //! - An **isolated** network is one with `masquerade = true` (a Docker bridge network); a **plain** network has
 //!   a gateway without masquerade (Docker's routed gateway mode); an **internal** one has `internal = true`.
+//! - A **host port** is a routed port with `host = true`: how the host stack reaches its containers, as through
+//!   docker0's address in Docker, where the host's own traffic never meets the FORWARD chain. It reaches every
+//!   network that is not internal, isolated ones included, and they reach it, untranslated (the NAT stage does
+//!   not masquerade towards it). It is not a path between the outside and the networks' host: routed ports and
+//!   host ports do not route to each other (`network-isolation`), and it carries the host's own traffic only:
+//!   a packet routed to a host port must be addressed to its link (the host), one routed from it must come
+//!   from its link ([`Isolation::host_link_refusal`], `network-isolation`; found by the `reconfigure` fuzz
+//!   target: a route via the host would otherwise carry a container's unmasqueraded address beyond it).
 //! - `network-isolation` and `not-published` refusals are lifted for packets the NAT stage translated or
 //!   tracks (replies to a container's own connections, published ports and the replies to them, ICMP errors
 //!   quoting a tracked connection): the router asks [`crate::nat::Nat::tracks`] only after a refusal, so
@@ -26,6 +35,8 @@
 
 use crate::counters::DropReason;
 use crate::ids::RifId;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 
 /// What a router interface is, for the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +49,8 @@ pub enum RifClass {
     Isolated,
     /// A network with `internal = true`.
     Internal,
+    /// A routed port with `host = true`: the host stack's way to the networks.
+    Host,
 }
 
 /// The policy for one topology. See the module documentation.
@@ -47,6 +60,8 @@ pub struct Isolation {
     class: Vec<RifClass>,
     /// Pairs of interfaces `allow_routing_with` connects, as `(low << 16) | high`, sorted.
     allowed: Vec<u32>,
+    /// Per router interface: a host port's link (its subnet), `None` for other interfaces.
+    host_link: Vec<Option<Ipv4Net>>,
 }
 
 fn pair(a: RifId, b: RifId) -> u32 {
@@ -60,7 +75,23 @@ impl Isolation {
         let mut allowed: Vec<u32> = allowed.into_iter().map(|(a, b)| pair(a, b)).collect();
         allowed.sort_unstable();
         allowed.dedup();
-        Isolation { class, allowed }
+        Isolation { class, allowed, host_link: Vec::new() }
+    }
+
+    /// With the links of the host ports (by [`RifId`]; `None` for other interfaces).
+    pub fn with_host_links(mut self, links: Vec<Option<Ipv4Net>>) -> Self {
+        self.host_link = links;
+        self
+    }
+
+    /// Why a packet from `src` to `dst`, routed from interface `from` to interface `to`, is not the host's own
+    /// traffic on a host port: to a host port, `dst` must be on its link; from one, `src` must be. `None`: it is,
+    /// or neither interface is a host port.
+    #[inline]
+    pub fn host_link_refusal(&self, from: RifId, to: RifId, src: Ipv4Addr, dst: Ipv4Addr) -> Option<DropReason> {
+        let off_link =
+            |rif: RifId, a: Ipv4Addr| matches!(self.host_link.get(rif as usize), Some(Some(n)) if !n.contains(&a));
+        (off_link(to, dst) || off_link(from, src)).then_some(DropReason::NetworkIsolation)
     }
 
     /// The class of interface `rif` (`Plain` for an unknown id).
@@ -77,6 +108,8 @@ impl Isolation {
         match (self.class(from), self.class(to)) {
             (Routed | Plain, Routed | Plain) | (Isolated, Routed) => None,
             (Internal, _) | (_, Internal) => Some(DropReason::InternalNetwork),
+            (Host, Host | Plain | Isolated) | (Plain | Isolated, Host) => None,
+            (Host, Routed) | (Routed, Host) => Some(DropReason::NetworkIsolation),
             (Routed, Isolated) => Some(DropReason::NotPublished),
             (Plain | Isolated, Isolated) | (Isolated, Plain) => {
                 if self.allowed.binary_search(&pair(from, to)).is_ok() {
@@ -95,19 +128,32 @@ mod tests {
     use RifClass::*;
 
     #[test]
+    fn a_host_port_carries_only_its_links_traffic() {
+        let link: Ipv4Net = "169.254.77.0/30".parse().unwrap();
+        let p = Isolation::new(vec![Isolated, Host], []).with_host_links(vec![None, Some(link)]);
+        let (ctr, host, far) = ([172, 17, 0, 2].into(), [169, 254, 77, 2].into(), [198, 51, 100, 7].into());
+        assert_eq!(p.host_link_refusal(0, 1, ctr, host), None);
+        assert_eq!(p.host_link_refusal(1, 0, host, ctr), None);
+        assert_eq!(p.host_link_refusal(0, 1, ctr, far), Some(DropReason::NetworkIsolation));
+        assert_eq!(p.host_link_refusal(1, 0, far, ctr), Some(DropReason::NetworkIsolation));
+    }
+
+    #[test]
     fn the_table_of_the_module_documentation() {
-        // 0 routed, 1 plain, 2 isolated, 3 internal, 4 isolated, 5 plain; 2 and 5 are connected.
-        let p = Isolation::new(vec![Routed, Plain, Isolated, Internal, Isolated, Plain], [(5, 2)]);
+        // 0 routed, 1 plain, 2 isolated, 3 internal, 4 isolated, 5 plain, 6 host, 7 host; 2 and 5 are connected.
+        let p = Isolation::new(vec![Routed, Plain, Isolated, Internal, Isolated, Plain, Host, Host], [(5, 2)]);
         let ni = Some(DropReason::NetworkIsolation);
         let np = Some(DropReason::NotPublished);
         let int = Some(DropReason::InternalNetwork);
-        let expect: [[Option<DropReason>; 6]; 6] = [
-            [None, None, np, int, np, None],
-            [None, None, ni, int, ni, None],
-            [None, ni, ni, int, ni, None],
-            [int, int, int, int, int, int],
-            [None, ni, ni, int, ni, ni],
-            [None, None, None, int, ni, None],
+        let expect: [[Option<DropReason>; 8]; 8] = [
+            [None, None, np, int, np, None, ni, ni],
+            [None, None, ni, int, ni, None, None, None],
+            [None, ni, ni, int, ni, None, None, None],
+            [int, int, int, int, int, int, int, int],
+            [None, ni, ni, int, ni, ni, None, None],
+            [None, None, None, int, ni, None, None, None],
+            [ni, None, None, int, None, None, None, None],
+            [ni, None, None, int, None, None, None, None],
         ];
         for (from, row) in expect.iter().enumerate() {
             for (to, want) in row.iter().enumerate() {

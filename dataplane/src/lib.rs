@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod isolation;
 pub mod live;
 pub mod metrics;
+pub mod mss_clamp;
 pub mod nat;
 pub mod neigh;
 pub mod offload;

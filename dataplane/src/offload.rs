@@ -32,9 +32,6 @@
 //!
 //! Threads: plain values; any thread.
 
-// Casts reviewed after the offload work lands (issue 11 item 4): header lengths and offsets below 64 KiB.
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-
 use crate::wire::checksum;
 use crate::wire::virtio_net_hdr::{self, Repr as VnetRepr, F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN};
 use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
@@ -244,6 +241,18 @@ impl Offload {
         (self.header_len(frame) + usize::from(self.gso_size)).min(frame.len())
     }
 
+    /// How many wire packets `frame` (whose metadata this is) stands for: a super-frame's segments,
+    /// ceil(payload / `gso_size`) with the payload what follows its headers ([`Offload::header_len`]); 1 for
+    /// any other frame. What packet counters add, so they count what a link without offloads would carry.
+    #[inline]
+    pub fn segments(&self, frame: &[u8]) -> u64 {
+        if self.gso_type == 0 || self.gso_size == 0 {
+            return 1;
+        }
+        let payload = frame.len().saturating_sub(self.header_len(frame));
+        (payload.div_ceil(usize::from(self.gso_size)) as u64).max(1)
+    }
+
     /// The `virtio_net_hdr` to write before `frame` (whose metadata this is) on a tap or packet socket. `hdr_len`
     /// (how much the kernel puts in the skb's linear part) is the headers' length: the transport header's end
     /// for a super-frame, the checksum field's end for a partial checksum, 0 for an ordinary frame.
@@ -254,7 +263,8 @@ impl Offload {
         VnetRepr {
             flags: self.flags,
             gso_type: self.gso_type,
-            hdr_len: self.header_len(frame) as u16,
+            // A hint for the kernel (how much to put in the linear part): saturating is harmless.
+            hdr_len: u16::try_from(self.header_len(frame)).unwrap_or(u16::MAX),
             gso_size: self.gso_size,
             csum_start: self.csum_start,
             csum_offset: self.csum_offset,
@@ -273,15 +283,15 @@ pub fn offloaded_form(frame: &[u8], gso_size: Option<u16>) -> Option<(Vec<u8>, O
     let (v4, l4, proto, l4_len, pseudo) = match l3.ethertype {
         ethertype::IPV4 => {
             let ip = ipv4::Header::at(frame, l3.offset)?;
-            let l4_len = usize::from(ip.total_len()).checked_sub(ip.header_len())?;
-            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), l4_len as u16);
-            (true, l3.offset + ip.header_len(), ip.protocol(), l4_len, pseudo)
+            let l4_len = ip.total_len().checked_sub(u16::try_from(ip.header_len()).ok()?)?;
+            let pseudo = checksum::pseudo_ipv4(ip.src_addr(), ip.dst_addr(), ip.protocol(), l4_len);
+            (true, l3.offset + ip.header_len(), ip.protocol(), usize::from(l4_len), pseudo)
         }
         ethertype::IPV6 => {
             let ip = ipv6::Header::at(frame, l3.offset)?;
-            let l4_len = usize::from(ip.payload_len());
-            let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), l4_len as u32);
-            (false, l3.offset + ipv6::HEADER_LEN, ip.next_header(), l4_len, pseudo)
+            let l4_len = ip.payload_len();
+            let pseudo = checksum::pseudo_ipv6(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), u32::from(l4_len));
+            (false, l3.offset + ipv6::HEADER_LEN, ip.next_header(), usize::from(l4_len), pseudo)
         }
         _ => return None,
     };

@@ -194,9 +194,26 @@ impl SwitchReport {
     }
 }
 
-/// `c += o`, field by field.
+/// `c += o`, field by field (every field: the pattern names them all, so a counter added to `PortCounters`
+/// does not compile until it is summed here).
 pub fn add_port(c: &mut PortCounters, o: &PortCounters) {
-    add_fields!(c, o; rx_packets, rx_bytes, forwarded, flooded, routed, dropped, tx_packets, tx_bytes);
+    let PortCounters {
+        rx_packets: _,
+        rx_bytes: _,
+        forwarded: _,
+        flooded: _,
+        routed: _,
+        dropped: _,
+        tx_packets: _,
+        tx_bytes: _,
+        rx_super_frames: _,
+        rx_segments: _,
+        tx_super_frames: _,
+        tx_segments: _,
+        mss_clamped: _,
+    } = o;
+    add_fields!(c, o; rx_packets, rx_bytes, forwarded, flooded, routed, dropped, tx_packets, tx_bytes,
+        rx_super_frames, rx_segments, tx_super_frames, tx_segments, mss_clamped);
 }
 
 /// `c += o`, field by field.
@@ -412,5 +429,42 @@ fn report(shards: &[&Switch], ports: &[PcapPort], outputs: BTreeMap<String, Path
         switch: SwitchReport::of_shards(shards),
         conntrack: ConntrackReport { stats: conntrack_stats(shards), connections: connections(shards, end) },
         outputs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_port;
+    use crate::counters::PortCounters;
+
+    /// Every per-port counter is summed over the shards (the merge of the offload counters into the sharded
+    /// report once left the segment and MSS-clamp counters out).
+    #[test]
+    fn add_port_sums_every_counter() {
+        let ones = |v: u64| {
+            let mut json = serde_json::to_value(PortCounters::default()).unwrap();
+            let names = [
+                "rx_packets",
+                "rx_bytes",
+                "forwarded",
+                "flooded",
+                "routed",
+                "dropped",
+                "tx_packets",
+                "tx_bytes",
+                "rx_super_frames",
+                "rx_segments",
+                "tx_super_frames",
+                "tx_segments",
+                "mss_clamped",
+            ];
+            for n in names {
+                json[n] = v.into();
+            }
+            serde_json::from_value::<PortCounters>(json).unwrap()
+        };
+        let mut c = ones(1);
+        add_port(&mut c, &ones(1));
+        assert_eq!(c, ones(2));
     }
 }

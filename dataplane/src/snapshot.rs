@@ -9,8 +9,17 @@
 //! and any CBOR tool can decode the file), while being smaller and cheaper to write than JSON; the crate is already
 //! in the workspace's lock file. [`write`] writes a temporary file next to it, syncs it and renames it into place,
 //! so a reader (the next vswitchd, after any crash) sees a whole snapshot or the previous one. [`read`] refuses
-//! (and the caller logs and ignores) a file with another magic or version, or that does not decode: a snapshot is
-//! an optimisation, never a reason not to start.
+//! (and the caller logs and ignores) a file with another magic or an unknown version, or that does not decode: a
+//! snapshot is an optimisation, never a reason not to start.
+//!
+//! # Versions
+//! - **2** (written): connection records carry whether the connection has seen a reply (`replied`: assured,
+//!   never evicted for room, and not on the short timeout of a connection picked up mid-stream) and the limit
+//!   group its NAT binding counts against (`[conntrack]`/per-network limits).
+//! - **1** (read, not written): the same without those two; its connections are restored as replied and in no
+//!   group, as vswitchd 1's were. It is read rather than ignored so that upgrading vswitchd does not drop every
+//!   NAT'd connection: nothing in it is ambiguous, and what it lacks has a safe default (a connection it held
+//!   was live before the restart). Every other version (a newer vswitchd's) is ignored with a warning.
 //!
 //! # What is restored ([`restore`])
 //! Times are stored as durations (an entry's age, a connection's remaining lifetime), since the switch clock
@@ -41,8 +50,8 @@ use std::path::{Path, PathBuf};
 
 /// The first bytes of a snapshot file.
 pub const MAGIC: [u8; 8] = *b"VSWSTATE";
-/// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this build writes (it reads this one and version 1; see the module documentation).
+pub const VERSION: u32 = 2;
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "vswitchd.state";
 
@@ -104,6 +113,18 @@ pub struct ConnRecord {
     pub age_ns: u64,
     /// Nanoseconds it has left to live.
     pub remaining_ns: u64,
+    /// A packet was seen in the reply direction ([`Entry::replied`]).
+    pub replied: bool,
+}
+
+/// A format version 1 snapshot: the same fields, shorter connection records.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    config: Config,
+    fdb: Vec<FdbRecord>,
+    neighbours: Vec<NeighRecord>,
+    #[serde(deserialize_with = "packed::deserialize_v1")]
+    connections: Vec<ConnRecord>,
 }
 
 /// Copies the learned state of `sw` (running `cfg`) at `now`. Runs with the switch locked: it copies, nothing
@@ -139,6 +160,7 @@ pub fn take(sw: &Switch, cfg: &Config, now: Nanos) -> Snapshot {
             nat: e.nat,
             age_ns: now.saturating_sub(e.created),
             remaining_ns: e.expires.saturating_sub(now),
+            replied: e.replied,
         })
         .collect();
     Snapshot { config: cfg.clone(), fdb, neighbours, connections }
@@ -256,9 +278,7 @@ fn restore_router(router: &mut Router, topo: &Topology, snap: &Snapshot, now: Na
             created: now.saturating_sub(c.age_ns),
             expires: now.saturating_add(c.remaining_ns),
             nat: c.nat,
-            // Snapshot version 1 records neither SEEN_REPLY nor the per-network limit group: a restored
-            // connection counts as assured (it was tracked before the restart) and against no network's limit.
-            replied: true,
+            replied: c.replied,
         };
         if router.nat_mut().restore(&e, now) {
             r.connections += 1;
@@ -309,10 +329,18 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
         return Err("not a vswitchd state snapshot (bad magic)".to_string());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION {
-        return Err(format!("snapshot format version {version}, this vswitchd reads version {VERSION}"));
+    let corrupt = |e: ciborium::de::Error<io::Error>| format!("corrupt snapshot (format version {version}): {e}");
+    match version {
+        VERSION => ciborium::from_reader(&bytes[12..]).map_err(corrupt),
+        1 => {
+            let v1: SnapshotV1 = ciborium::from_reader(&bytes[12..]).map_err(corrupt)?;
+            tracing::info!(
+                "reading a format version 1 snapshot: its connections are restored as replied, in no limit group"
+            );
+            Ok(Snapshot { config: v1.config, fdb: v1.fdb, neighbours: v1.neighbours, connections: v1.connections })
+        }
+        _ => Err(format!("snapshot format version {version}, this vswitchd reads versions 1 and {VERSION}")),
     }
-    ciborium::from_reader(&bytes[12..]).map_err(|e| format!("corrupt snapshot: {e}"))
 }
 
 /// Writes `snap` to `path` atomically: a temporary file in the same directory (created if missing), synced,

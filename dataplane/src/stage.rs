@@ -18,6 +18,7 @@ use crate::buffer::{BufPool, Frame};
 use crate::counters::{Counters, DropReason};
 use crate::fdb::Fdb;
 use crate::ids::{table_id, Nanos, NetId, PortId, RifId};
+use crate::mss_clamp::{self, Clamped, MssLimit};
 use crate::offload::Caps;
 use crate::overlay::peers::PeerId;
 use crate::overlay::{Overlay, Pending};
@@ -198,6 +199,12 @@ impl TxQueues {
 /// Default per-port transmit queue capacity: several bursts, since several ingress ports may feed one egress
 /// port in one iteration.
 pub const TX_QUEUE_CAP: usize = 8 * BATCH_SIZE;
+// One burst's super-frames cut into segments (the overlay) fit a transmit queue, even when the last one is the
+// largest super-frame at the smallest segment size.
+const _: () = assert!(
+    crate::port::RX_SEGMENT_BUDGET + crate::buffer::MAX_LARGE_FRAME_LEN.div_ceil(crate::offload::MIN_GSO_SIZE as usize)
+        <= TX_QUEUE_CAP
+);
 
 /// The one way frames leave the pipeline: queues them per egress port, frees what is dropped, and counts both.
 /// Stages that emit frames (the router) get one for the duration of a call.
@@ -299,23 +306,32 @@ impl<'a> Egress<'a> {
 
     /// Queues `frame` on port `p`; on failure counts the reason and frees it. True if queued.
     #[inline(always)]
-    pub fn to_port(&mut self, p: PortId, frame: Frame) -> bool {
+    pub fn to_port(&mut self, p: PortId, mut frame: Frame) -> bool {
         let len = frame.len();
         // The VLAN allowance is only looked at for a frame longer than the MTU allows untagged (rare), and a
         // super-frame's segments for a super-frame.
-        let max = self.topo.ports[p as usize].max_frame_len();
+        let info = &self.topo.ports[p as usize];
+        let max = info.max_frame_len();
+        if !info.mss_clamp.is_none() {
+            self.clamp_mss(p, info.mss_clamp, &mut frame);
+        }
         if len > max && !fits_egress(&frame, max) {
             self.note("egress", || format!("{len} bytes too long for port {}: egress-too-long", self.port_name(p)));
             self.counters.count(DropReason::EgressTooLong);
             self.pool.free(frame);
             return false;
         }
+        let segments = if frame.offload.is_gso() { frame.offload.segments(frame.data()) } else { 0 };
         match self.tx.push(p, frame) {
             Ok(()) => {
                 self.note("egress", || format!("queued on port {} ({len} bytes)", self.port_name(p)));
                 let pc = self.counters.port_mut(p);
                 pc.tx_packets += 1;
                 pc.tx_bytes += len as u64;
+                if segments != 0 {
+                    pc.tx_super_frames += 1;
+                    pc.tx_segments += segments;
+                }
                 true
             }
             Err(frame) => {
@@ -324,6 +340,15 @@ impl<'a> Egress<'a> {
                 self.pool.free(frame);
                 false
             }
+        }
+    }
+
+    /// Port `p`'s MSS clamp on a frame queued for it (a port with `mss_clamp` only).
+    #[cold]
+    fn clamp_mss(&mut self, p: PortId, limit: MssLimit, frame: &mut Frame) {
+        if let Clamped::Lowered { from, to } = mss_clamp::clamp(frame, limit) {
+            self.note("mss-clamp", || format!("SYN's MSS {from} lowered to {to} for port {}", self.port_name(p)));
+            self.counters.port_mut(p).mss_clamped += 1;
         }
     }
 

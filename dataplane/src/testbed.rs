@@ -9,9 +9,10 @@ use crate::buffer::BufPool;
 use crate::config::{Config, ConfigError};
 use crate::ids::{table_id, Nanos, PortId};
 use crate::offload::{Caps, Offload};
-use crate::pipeline::{Switch, TxQueues, HOUSEKEEPING_INTERVAL};
+use crate::pipeline::{Carried, Switch, TxQueues, HOUSEKEEPING_INTERVAL};
 use crate::port::mem::MemPort;
 use crate::port::Port;
+use crate::topology::Topology;
 
 /// Buffers in a testbed's pool.
 const POOL_SIZE: usize = 4096;
@@ -102,6 +103,25 @@ impl Testbed {
             self.switch.process(self.now, id, &mut batch, &mut self.pool, &mut self.tx);
         }
         self.flush();
+    }
+
+    /// Changes the configuration as `vswitchd`'s `apply` does ([`Switch::reconfigure`], state carried over by
+    /// name), at the current time. Ports are rebuilt for the new configuration (frames sent and not taken are
+    /// discarded). Frames the old router held for ARP are dropped with it when the router is rebuilt; the live
+    /// workers top their pools up, and so does this: when nothing is held any more, the pool is made whole.
+    pub fn reconfigure(&mut self, cfg: &Config) -> Carried {
+        self.flush();
+        let old = std::mem::replace(&mut self.switch, Switch::with_topology(Topology::default()));
+        let (switch, carried) = old.reconfigure(cfg);
+        self.switch = switch;
+        self.tx = self.switch.tx_queues();
+        self.ports = cfg.ports.iter().map(|p| MemPort::new(p.name.clone())).collect();
+        let short =
+            self.pool.available() < self.pool.capacity() || self.pool.large_available() < self.pool.large_capacity();
+        if short && !self.switch.has_pending() {
+            self.pool = BufPool::with_large(self.pool.capacity(), self.pool.large_capacity());
+        }
+        carried
     }
 
     /// Moves the clock forward by `dt`, running housekeeping at every interval boundary passed.

@@ -21,6 +21,7 @@ use crate::config::{Config, ConntrackTableConfig, PortKind, PublishProto};
 use crate::conntrack::{ConntrackConfig, Timeouts};
 use crate::ids::{table_id, PortId, RifId, NANOS_PER_SEC};
 use crate::isolation::{Isolation, RifClass};
+use crate::mss_clamp::MssLimit;
 use crate::wire::ethernet::HEADER_LEN as ETH_HEADER_LEN;
 use crate::wire::MacAddr;
 use ipnet::Ipv4Net;
@@ -42,6 +43,8 @@ pub struct PortInfo {
     pub mtu: u16,
     /// The router interface this port is (a routed port).
     pub rif: Option<RifId>,
+    /// The largest MSS TCP SYNs entering or leaving through this port may announce (`mss_clamp`).
+    pub mss_clamp: MssLimit,
 }
 
 impl PortInfo {
@@ -125,6 +128,9 @@ pub struct RifInfo {
     pub masquerade: bool,
     /// A routed port (as opposed to a network's gateway): where masquerade and publish rules apply.
     pub routed_port: bool,
+    /// A host port (`port.host`): a routed port through which the host stack reaches the networks, untranslated
+    /// (no masquerade towards it; see [`crate::isolation`]).
+    pub host: bool,
     /// Most connections of this network's hosts tracked at once (`network.conntrack_limit`).
     pub conntrack_limit: Option<usize>,
 }
@@ -212,6 +218,7 @@ impl Topology {
                             internal: n.internal,
                             masquerade: n.masquerade,
                             routed_port: false,
+                            host: false,
                             conntrack_limit: n.conntrack_limit,
                         });
                         Some(table_id(rifs.len() - 1))
@@ -256,11 +263,16 @@ impl Topology {
                         internal: false,
                         masquerade: false,
                         routed_port: true,
+                        host: p.host,
                         conntrack_limit: None,
                     });
                     table_id(rifs.len() - 1)
                 });
-                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif }
+                let mss_clamp = p.mss_clamp.map_or(MssLimit::NONE, |c| {
+                    let (v4, v6) = c.limits(p.mtu);
+                    MssLimit { v4, v6 }
+                });
+                PortInfo { name: p.name.clone(), kind: p.kind, network, mtu: p.mtu, rif, mss_clamp }
             })
             .collect();
         let routes = cfg
@@ -354,6 +366,7 @@ fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolat
     let class = rifs
         .iter()
         .map(|r| match (r.routed_port, r.internal, r.masquerade) {
+            (true, _, _) if r.host => RifClass::Host,
             (true, _, _) => RifClass::Routed,
             (false, true, _) => RifClass::Internal,
             (false, false, true) => RifClass::Isolated,
@@ -365,7 +378,8 @@ fn isolation(cfg: &Config, networks: &[NetworkInfo], rifs: &[RifInfo]) -> Isolat
         let a = rif_of(&n.name);
         n.allow_routing_with.iter().filter_map(move |m| Some((a?, rif_of(m)?)))
     });
-    Isolation::new(class, allowed.collect::<Vec<_>>())
+    let host_links = rifs.iter().map(|r| r.host.then(|| r.subnet.trunc())).collect();
+    Isolation::new(class, allowed.collect::<Vec<_>>()).with_host_links(host_links)
 }
 
 /// A network's MTU: the smallest MTU of its ports (the default port MTU, 1500, if it has none).

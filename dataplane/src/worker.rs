@@ -56,7 +56,8 @@
 //! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
 //! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
 //! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
-//! snapshot survive it). [`Faults::inject_panic`] is the test hook.
+//! snapshot survive it). [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a
+//! configuration switch-over, contained by `crate::live`).
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
@@ -400,11 +401,15 @@ impl WorkerStats {
 pub struct Faults {
     /// Worker iterations that panicked and were recovered from (the worker goes on; see [`Worker::run`]).
     pub worker_restarts: AtomicU64,
-    /// Control requests that panicked (that request failed; see `crate::control::daemon`).
+    /// Control requests that panicked (that request failed; see `crate::control::daemon`), including an apply's
+    /// switch-over and a failed port's retry (`crate::live`).
     pub control_panics: AtomicU64,
     /// Test hook: the next worker iteration that sees it set clears it and panics (`vswitchd run` sets it on
     /// SIGUSR1 when started with `VSWITCHD_TEST_HOOKS=1`).
     pub inject_panic: AtomicBool,
+    /// Test hook: the next configuration switch-over that sees it set clears it and panics once the new switch
+    /// is computed, before it takes over ([`crate::live::Running::commit`] contains it).
+    pub inject_apply_panic: AtomicBool,
 }
 
 /// The text of a panic's payload (`panic!` with a literal or a format).

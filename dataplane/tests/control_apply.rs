@@ -64,7 +64,8 @@ fn mem_port(name: &str) -> AnyPort {
 
 /// A daemon running `cfg` (generation 1) on memory ports, with an opener that records what it opens and fails
 /// for ports called `bad*` and ports with MTU 1234, and for `flaky*` ports the first time (and takes 600 ms for
-/// ports called `slow*`, and panics for ports called `panic*`).
+/// ports called `slow*`, and panics for ports called `panic*`, and for `wobbly*` ports the second time, having
+/// failed the first).
 fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
     let cfg = Config::parse(cfg, "base.toml").unwrap();
     let ports = cfg.ports.iter().map(|p| vec![mem_port(&p.name)]).collect();
@@ -80,8 +81,13 @@ fn daemon(cfg: &str) -> (Arc<Daemon>, Arc<Mutex<Vec<String>>>) {
         if p.name.starts_with("slow") {
             std::thread::sleep(Duration::from_millis(600));
         }
-        // `flaky*` ports fail at their first open and open at the next.
-        let first = p.name.starts_with("flaky") && log.lock().unwrap().iter().filter(|n| **n == p.name).count() == 1;
+        // `flaky*` ports fail at their first open and open at the next; `wobbly*` ports fail at their first,
+        // panic at their second and open at their third.
+        let attempt = log.lock().unwrap().iter().filter(|n| **n == p.name).count();
+        if p.name.starts_with("wobbly") && attempt == 2 {
+            panic!("the opener of {} panicked at its second attempt (test)", p.name);
+        }
+        let first = (p.name.starts_with("flaky") || p.name.starts_with("wobbly")) && attempt == 1;
         if p.name.starts_with("bad") || p.mtu == 1234 || first {
             return Err(StartError::Queues { port: p.name.clone(), message: "no such device (test)".into() });
         }
@@ -291,6 +297,28 @@ fn apply_keeps_unchanged_ports_open_and_learned_state_of_what_it_does_not_touch(
     assert_eq!(fdb(&d), vec![entry("lan", 1, "a")], "MAC entries are not the router's");
     let stats: StatsResult = ok(&d, json!({"op": "stats"}));
     assert_eq!(stats.report["snat"]["in_use"], 0, "{}", stats.report["snat"]);
+    stop(d);
+}
+
+/// An opener that panics while a failed port is retried fails that attempt only: counted, the port stays failed
+/// with the panic as its error, the daemon goes on, and the next retry brings it up.
+#[test]
+fn a_panic_while_retrying_a_failed_port_fails_that_attempt_only() {
+    let (d, _) = daemon(BASE);
+    let more = BASE.to_string() + "\n[[port]]\nname = \"wobbly1\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    let r = apply(&d, &more);
+    assert_eq!(r.summary.ports_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["wobbly1"]);
+    std::thread::sleep(dataplane::port::failed::FIRST_RETRY);
+    assert!(d.retry_failed_ports().is_empty(), "the second attempt panicked");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["control_panics"], 1, "{}", stats.report);
+    let ports: Vec<PortRow> = ok(&d, json!({"op": "port_ls"}));
+    let w = ports.iter().find(|p| p.name == "wobbly1").unwrap();
+    assert_eq!(w.state, PortState::Failed);
+    assert!(w.error.as_deref().unwrap_or("").contains("panicked at its second attempt"), "{:?}", w.error);
+    std::thread::sleep(2 * dataplane::port::failed::FIRST_RETRY);
+    assert_eq!(d.retry_failed_ports(), ["wobbly1"]);
+    assert_eq!(ok::<HelloResult>(&d, json!({"op": "hello"})).generation, 2);
     stop(d);
 }
 
@@ -659,41 +687,178 @@ fn large_lines_share_a_bounded_budget() {
     stop(d);
 }
 
-/// A port whose back-end settings change is reopened; when it needs the interface the old one holds, the old
-/// one is closed first; if the new one then fails, the port is failed (reported, retried), the apply goes on.
+/// A port whose back-end settings change is reopened; when its new settings fail to open, it keeps its old,
+/// working port and old settings (reported as `ports_change_failed`, not failed, not reopened), whether the new
+/// port needed the old one's interface (closed first, then opened again with the old settings) or not (the old
+/// one never closed). Applying the configuration again tries again; a change that works reopens it.
 #[test]
-fn a_reopened_port_that_fails_is_reported_failed_and_the_apply_goes_on() {
+fn a_port_whose_new_settings_fail_keeps_its_old_port_and_the_apply_says_why() {
     let base = BASE.replace("name = \"a\"\nkind = \"mem\"", "name = \"a\"\nkind = \"mem\"\nifname = \"m-a\"");
     let (d, opened) = daemon(&base);
     learn_and_connect(&d);
+    let config = |d: &Daemon| ok::<ConfigResult>(d, json!({"op": "get_config"})).config;
+    let a_config = |d: &Daemon| config(d).ports.into_iter().find(|p| p.name == "a").unwrap();
+    let forwards = |d: &Daemon, what: &str| {
+        sent(d, "b");
+        inject(d, "a", &frame(mac(2), mac(1)));
+        eventually(what, || !sent(d, "b").is_empty());
+    };
 
+    // The same interface (deferred: the old port is closed first), an MTU the opener refuses.
     let failing = base.replace("ifname = \"m-a\"", "ifname = \"m-a\"\nmtu = 1234");
     let r = apply(&d, &failing);
-    assert_eq!(r.summary.ports_reopened, ["a"]);
-    assert_eq!(r.summary.ports_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
-    assert_eq!(*opened.lock().unwrap(), ["a"]);
+    assert_eq!(r.generation, 2);
+    assert_eq!(r.summary.ports_change_failed.len(), 1, "{:?}", r.summary);
+    assert_eq!(r.summary.ports_change_failed[0].port, "a");
+    assert!(r.summary.ports_change_failed[0].error.contains("no such device"), "{:?}", r.summary);
+    assert!(r.summary.ports_failed.is_empty() && r.summary.ports_reopened.is_empty(), "{:?}", r.summary);
+    assert_eq!(*opened.lock().unwrap(), ["a", "a"], "tried with the new settings, then opened with the old");
     let ports: Vec<PortRow> = ok(&d, json!({"op": "port_ls"}));
-    assert_eq!(ports.iter().find(|p| p.name == "a").unwrap().state, PortState::Failed);
-    // What the switch sends the failed port is dropped by its stand-in and counted.
-    inject(&d, "b", &frame(MacAddr::BROADCAST, mac(2)));
-    eventually("the stand-in counts a tx drop", || {
-        let stats: StatsResult = ok(&d, json!({"op": "stats"}));
-        stats.report["ports"]["a"]["io"]["tx_dropped"].as_u64().unwrap_or(0) > 0
-    });
+    let a = ports.iter().find(|p| p.name == "a").unwrap();
+    assert_eq!((a.state, a.error.clone()), (PortState::Up, None));
+    assert_eq!(a_config(&d).mtu, 1500, "the running configuration says what runs: the old MTU");
+    forwards(&d, "a → b on the old settings");
+    assert!(fdb(&d).contains(&entry("lan", 1, "a")), "{:?}", fdb(&d));
+    assert_eq!(connections(&d), 1);
 
+    // Another interface (opened before the switch-over, while the old port runs on): the old is never closed.
+    let elsewhere = base.replace("ifname = \"m-a\"", "ifname = \"m-a2\"\nmtu = 1234");
+    let r = apply(&d, &elsewhere);
+    assert_eq!(r.summary.ports_change_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(opened.lock().unwrap().len(), 3, "one attempt, nothing reopened");
+    assert_eq!(a_config(&d).ifname.as_deref(), Some("m-a"));
+    forwards(&d, "a → b, the old port untouched");
+
+    // The same configuration again: still a change (the old settings run), tried again; it fails again, and
+    // that was all: nothing is switched over (no pause, the generation stays).
+    let generation = r.generation;
+    let r = apply(&d, &elsewhere);
+    assert_eq!((r.changed, r.generation, r.summary.pause_us), (false, generation, 0), "{r:?}");
+    assert_eq!(r.summary.ports_change_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert!(r.summary.ports_reopened.is_empty(), "{:?}", r.summary);
+    assert_eq!(opened.lock().unwrap().len(), 4);
+
+    // The interface of a port removed by the same apply (deferred until that one is closed): a's old port, on
+    // another interface, is not in the way and simply stays.
+    let with_y = base.clone() + "\n[[port]]\nname = \"y\"\nkind = \"mem\"\nifname = \"m-y\"\nnetwork = \"dmz\"\n";
+    apply(&d, &with_y);
+    assert_eq!(opened.lock().unwrap().len(), 5);
+    let onto_y = base.replace("ifname = \"m-a\"", "ifname = \"m-y\"\nmtu = 1234");
+    let r = apply(&d, &onto_y);
+    assert_eq!(r.summary.ports_change_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(r.summary.ports_removed, ["y"]);
+    assert_eq!(opened.lock().unwrap().len(), 6, "one attempt; the old port was never closed");
+    assert_eq!(a_config(&d).ifname.as_deref(), Some("m-a"));
+    forwards(&d, "a → b, the old port untouched");
+
+    // A change that can be opened is made.
     let ok_mtu = base.replace("ifname = \"m-a\"", "ifname = \"m-a\"\nmtu = 1400");
     let r = apply(&d, &ok_mtu);
     assert_eq!(r.summary.ports_reopened, ["a"]);
-    assert!(r.summary.ports_failed.is_empty(), "{:?}", r.summary);
+    assert!(r.summary.ports_failed.is_empty() && r.summary.ports_change_failed.is_empty(), "{:?}", r.summary);
     assert_eq!(r.summary.ports_unchanged, ["b", "x", "up"]);
-    assert_eq!(opened.lock().unwrap().len(), 2);
-    sent(&d, "b");
-    inject(&d, "a", &frame(mac(2), mac(1)));
-    eventually("a → b", || !sent(&d, "b").is_empty());
+    assert_eq!(opened.lock().unwrap().len(), 7);
+    assert_eq!(a_config(&d).mtu, 1400);
+    forwards(&d, "a → b");
     assert!(fdb(&d).contains(&entry("lan", 1, "a")), "same name, same network: its MAC entries stay");
     // The gateway network's MTU (its smallest port MTU) changed: the router was rebuilt, its state carried over.
     assert_eq!((r.summary.router_state, r.summary.connections_flushed), (RouterState::Kept, 0));
     assert_eq!(connections(&d), 1);
+    stop(d);
+}
+
+/// A port that is down and whose new settings fail stays down (failed, with the new error, retried): there is
+/// no working old port to keep.
+#[test]
+fn a_failed_port_whose_new_settings_fail_stays_failed() {
+    let base = BASE.to_string() + "\n[[port]]\nname = \"flaky1\"\nkind = \"mem\"\nnetwork = \"lan\"\n";
+    let (d, _) = daemon(BASE);
+    let r = apply(&d, &base);
+    assert_eq!(r.summary.ports_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["flaky1"]);
+    let r =
+        apply(&d, &base.replace("name = \"flaky1\"\nkind = \"mem\"", "name = \"flaky1\"\nkind = \"mem\"\nmtu = 1234"));
+    assert_eq!(r.summary.ports_failed.iter().map(|f| f.port.as_str()).collect::<Vec<_>>(), ["flaky1"]);
+    assert!(r.summary.ports_change_failed.is_empty(), "{:?}", r.summary);
+    stop(d);
+}
+
+/// A panic during the switch-over (the workers paused, a port closed for a deferred reopen, the new tables
+/// computed) fails that apply only: counted as a control panic, the previous configuration and learned state
+/// run on (the closed port opened again), and later applies work. Injected through the test hook, and through
+/// an opener that panics while the workers are paused.
+#[test]
+fn a_panic_during_the_switch_over_fails_the_apply_and_the_previous_configuration_runs_on() {
+    let base = BASE.replace("name = \"a\"\nkind = \"mem\"", "name = \"a\"\nkind = \"mem\"\nifname = \"m-a\"");
+    let (d, opened) = daemon(&base);
+    learn_and_connect(&d);
+    let before: ConfigResult = ok(&d, json!({"op": "get_config"}));
+    let control_panics = |d: &Daemon| ok::<StatsResult>(d, json!({"op": "stats"})).report["control_panics"].clone();
+    let unchanged = |d: &Daemon, what: &str| {
+        let now: ConfigResult = ok(d, json!({"op": "get_config"}));
+        assert_eq!((now.generation, &now.config), (1, &before.config), "{what}");
+        assert_eq!(connections(d), 1, "{what}");
+        assert!(fdb(d).contains(&entry("lan", 2, "b")), "{what}: {:?}", fdb(d));
+        let ports: Vec<PortRow> = ok(d, json!({"op": "port_ls"}));
+        assert!(ports.iter().all(|p| p.state == PortState::Up), "{what}: {ports:?}");
+        sent(d, "b");
+        inject(d, "a", &frame(mac(2), mac(1)));
+        eventually(what, || !sent(d, "b").is_empty());
+    };
+
+    // The hook: a deferred reopen of a (closed, reopened with the new MTU) and a new network, then the panic.
+    let more = base.replace("ifname = \"m-a\"", "ifname = \"m-a\"\nmtu = 1400") + "\n[[network]]\nname = \"new\"\n";
+    d.with_running(|r| r.inject_apply_panic()).unwrap();
+    let e = fail(&d, json!({"op": "apply", "toml": more}));
+    assert_eq!(e.kind, ErrorKind::Internal);
+    assert!(e.message.contains("switch-over panicked: injected switch-over panic"), "{}", e.message);
+    assert!(e.message.contains("previous configuration runs on"), "{}", e.message);
+    assert_eq!(control_panics(&d), 1);
+    assert_eq!(*opened.lock().unwrap(), ["a", "a"], "opened with the new settings, then again with the old");
+    unchanged(&d, "after the injected panic");
+
+    // An opener that panics for the deferred port (a new port taking a's interface).
+    let taken = base.replace(
+        "name = \"a\"\nkind = \"mem\"\nifname = \"m-a\"",
+        "name = \"panic1\"\nkind = \"mem\"\nifname = \"m-a\"",
+    );
+    let e = fail(&d, json!({"op": "apply", "toml": taken}));
+    assert!(e.message.contains("switch-over panicked: the opener of panic1 panicked"), "{}", e.message);
+    assert_eq!(control_panics(&d), 2);
+    unchanged(&d, "after the opener's panic");
+
+    assert_eq!(apply(&d, &more).generation, 2, "applies still work");
+    stop(d);
+}
+
+/// An apply that goes without a pause (ports, networks and interfaces kept: here another MAC limit) builds its new
+/// tables on the control thread before any worker sees them: a panic there fails that apply only, counted, and
+/// the previous configuration and learned state run on; the same apply then goes through without a pause.
+#[test]
+fn a_panic_building_an_apply_without_a_pause_fails_it_and_the_previous_configuration_runs_on() {
+    let (d, _) = daemon(BASE);
+    learn_and_connect(&d);
+    let limit = |n: u32| BASE.replace("masquerade = true\n", &format!("masquerade = true\nmac_limit = {n}\n"));
+    // The test runtime started with other run options than the configuration's: this first apply restarts the
+    // workers with the configuration's.
+    assert!(apply(&d, &limit(100)).summary.workers_paused);
+    let before: ConfigResult = ok(&d, json!({"op": "get_config"}));
+    d.with_running(|r| r.inject_apply_panic()).unwrap();
+    let e = fail(&d, json!({"op": "apply", "toml": limit(200)}));
+    assert_eq!(e.kind, ErrorKind::Internal);
+    assert!(e.message.contains("injected switch-over panic"), "{}", e.message);
+    assert_eq!(ok::<StatsResult>(&d, json!({"op": "stats"})).report["control_panics"], 1);
+    let now: ConfigResult = ok(&d, json!({"op": "get_config"}));
+    assert_eq!((now.generation, &now.config), (2, &before.config));
+    assert_eq!(connections(&d), 1);
+    assert!(fdb(&d).contains(&entry("lan", 2, "b")), "{:?}", fdb(&d));
+    sent(&d, "b");
+    inject(&d, "a", &frame(mac(2), mac(1)));
+    eventually("forwarding after the panic", || !sent(&d, "b").is_empty());
+
+    let r = apply(&d, &limit(200));
+    assert_eq!(r.generation, 3);
+    assert!(!r.summary.workers_paused, "{r:?}");
+    assert_eq!(connections(&d), 1, "the connection is carried over");
     stop(d);
 }
 

@@ -1,13 +1,17 @@
 //! Replays the committed corpora of the parser fuzz targets (`dataplane/fuzz/corpus/{control_request,
 //! config_text, gso, pcap_reader}`) through the same bodies the fuzzer runs (`dataplane/fuzz/targets.rs`):
 //! every seed and every committed finding must pass on every `cargo test`. This is a replay, not a fuzzing run
-//! (see `dataplane/fuzz/README.md`). The `pipeline` corpus is replayed by `pipeline_props.rs`.
+//! (see `dataplane/fuzz/README.md`). The `pipeline` corpus is replayed by `pipeline_props.rs`; the
+//! `reconfigure` corpus here, through `dataplane/fuzz/reconfigure.rs`.
 //!
 //! The seeds are written by [`write_seeds`] (ignored; `VSWITCH_WRITE_FUZZ_CORPUS=1`), from the builders, so
 //! they stay valid as the formats change; [`seeds_match_the_committed_corpus`] checks they were.
 
 #[path = "../fuzz/targets.rs"]
 mod targets;
+
+#[path = "../fuzz/reconfigure.rs"]
+mod reconfigure;
 
 use dataplane::port::gso::{GSO_TCPV4, GSO_UDP_L4};
 use dataplane::wire::builder::{Ipv4Spec, TcpFlags, TcpSegment};
@@ -18,11 +22,44 @@ use std::path::PathBuf;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("control_request", targets::control_request),
     ("config_text", targets::config_text),
     ("gso", targets::gso),
     ("pcap_reader", targets::pcap_reader),
+    ("reconfigure", reconfigure::reconfigure),
+];
+
+/// `reconfigure` configurations (see `reconfigure::config_text`): `n1` masquerades out of routed port `p2` (a
+/// default route via 203.0.115.1, TCP and UDP published, 8 NAT ports, a 16-entry table), `n0` has no gateway.
+const MASQ_BEHIND_L2: [u8; 16] = [1, 0x00, 0x13, 0, 2, 0x01, 0x01, 0x03, 0, 0, 0, 1, 3, 7, 15, 0];
+/// The same with `n0` given a gateway: `n1`'s router interface is renumbered (0 → 1), the routed port's (1 → 2).
+const MASQ_BEHIND_PLAIN: [u8; 16] = [1, 0x01, 0x13, 0, 2, 0x01, 0x01, 0x03, 0, 0, 0, 1, 3, 7, 15, 0];
+/// One masquerade network `n0` with two ports and a host port `p2` (host = true), an uplink `p3`.
+const MASQ_WITH_HOST_PORT: [u8; 16] = [0, 0x03, 0, 0, 3, 0x00, 0x00, 0x07, 0x03, 0, 0, 0, 0, 3, 15, 1];
+/// The same with the ports renamed (`q0`…), smaller MTUs and the network isolated differently (internal).
+const RENAMED_INTERNAL: [u8; 16] = [0, 0x05, 0, 0, 3, 0x18, 0x28, 0x0f, 0x3b, 0, 0, 0, 0, 0, 4, 2];
+
+/// Operations of the `reconfigure` seeds: a container resolves its gateway, sends UDP out (the router resolves
+/// the next hop: answered), gets the reply, opens TCP (answered SYN|ACK); then the other configuration; more
+/// traffic; back; time passes.
+const RECONFIGURE_OPS: [[u8; 4]; 16] = [
+    [1, 0, 0, 4],
+    [2, 0, 0, 0],
+    [7, 0, 0, 0],
+    [5, 0, 0, 0],
+    [3, 0, 4, 0],
+    [7, 0, 0, 0],
+    [5, 0, 1, 0],
+    [6, 0, 0, 0],
+    [2, 1, 1, 0],
+    [7, 0, 0, 0],
+    [5, 0, 0, 0],
+    [0, 40, 0, 0],
+    [6, 0, 0, 0],
+    [2, 0, 0, 0],
+    [4, 1, 2, 8],
+    [0, 200, 0, 0],
 ];
 
 fn corpus(target: &str) -> PathBuf {
@@ -79,6 +116,16 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("gso", "seed-too-small", vnet(GSO_TCPV4, 100, &tcp)),
         ("pcap_reader", "seed-nat-publish-up", repo("pcap-tests/cases/nat-publish/in/up.pcap")),
         ("pcap_reader", "seed-l2-vlan-expected", repo("pcap-tests/cases/l2-vlan-and-ipv6/expected/p2.pcap")),
+        (
+            "reconfigure",
+            "seed-masquerade-renumbered",
+            reconfigure::encode(MASQ_BEHIND_L2, MASQ_BEHIND_PLAIN, &RECONFIGURE_OPS),
+        ),
+        (
+            "reconfigure",
+            "seed-host-port-renamed",
+            reconfigure::encode(MASQ_WITH_HOST_PORT, RENAMED_INTERNAL, &RECONFIGURE_OPS),
+        ),
     ]
 }
 
@@ -139,4 +186,21 @@ fn seeds_do_what_they_are_named_for() {
     let pcap = &all.iter().find(|(_, n, _)| *n == "seed-nat-publish-up").unwrap().2;
     let c = dataplane::port::pcap::read_capture_from(&pcap[..], std::path::Path::new("x")).unwrap();
     assert!(!c.frames.is_empty());
+}
+
+/// The `reconfigure` seeds' configurations are valid (an invalid one would end the input at once) and differ
+/// as their names say.
+#[test]
+fn reconfigure_seeds_are_valid_configurations() {
+    for b in [MASQ_BEHIND_L2, MASQ_BEHIND_PLAIN, MASQ_WITH_HOST_PORT, RENAMED_INTERNAL] {
+        let text = reconfigure::config_text(&b);
+        if let Err(e) = dataplane::config::Config::parse(&text, "seed") {
+            panic!("{e}\n{text}");
+        }
+    }
+    let topo = |b| dataplane::topology::Topology::from_config(&reconfigure::config(&b).unwrap());
+    let rif = |t: &dataplane::topology::Topology, name: &str| t.rifs.iter().position(|r| r.name == name);
+    assert_eq!(rif(&topo(MASQ_BEHIND_L2), "network:n1"), Some(0));
+    assert_eq!(rif(&topo(MASQ_BEHIND_PLAIN), "network:n1"), Some(1));
+    assert!(topo(MASQ_WITH_HOST_PORT).rifs.iter().any(|r| r.host));
 }

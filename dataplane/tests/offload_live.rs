@@ -11,7 +11,10 @@
 //!   partial, and segments its super-frames, so a wrong pseudo-header update shows as `TcpInCsumErrors` at the
 //!   sink;
 //! - the same with a 1400-byte link between vswitchd and that router: super-frames whose segments do not fit
-//!   get ICMP Frag Needed (`needs-fragmentation`), the sender lowers its path MTU and the transfer completes.
+//!   get ICMP Frag Needed (`needs-fragmentation`), the sender lowers its path MTU and the transfer completes;
+//! - jumbo frames: MTU 9000 tap to tap and veth to veth (AF_PACKET), a 9000-byte ping with DF and TCP in
+//!   9014-byte frames;
+//! - `mss_clamp` on a port: tshark on both hosts reads the MSS of the SYN and SYN-ACK after the switch.
 //!
 //! Transfers are small (16 MiB each way): these run in CI. Live tests skip with a message when not root.
 
@@ -155,24 +158,27 @@ fn transfer_both_ways(client: &Netns, server: &Netns, server_ip: Ipv4Addr, also:
 }
 
 /// An L2 network with two host ports; `taps[i]` says whether host `i` is behind a tap (else a veth on an
-/// AF_PACKET port). Returns the counters and the transfer's rate.
-fn l2_pair(test: &str, taps: [bool; 2]) -> (Value, f64) {
+/// AF_PACKET port), `extra[i]` is added to port `p{i}`'s table, `mtu` is the veths' MTU. Hosts get 10.60.0.1 and
+/// .2/24 on the interfaces returned.
+fn l2_world(test: &str, taps: [bool; 2], extra: [&str; 2], mtu: u16) -> (World, Vec<String>) {
     let mut w = World::new(test, 2);
     let mut ports = String::from("[[network]]\nname = \"lan\"\n\n");
     let mut host_if = Vec::new();
     for (i, &tap) in taps.iter().enumerate() {
+        let extra = extra[i];
         if tap {
             let t = w.ifname(&format!("t{i}"));
             let ns = &w.host(i).0;
             ports += &format!(
-                "[[port]]\nname = \"p{i}\"\nkind = \"tap\"\nifname = \"{t}\"\nnetwork = \"lan\"\nnetns = \"{ns}\"\n\n"
+                "[[port]]\nname = \"p{i}\"\nkind = \"tap\"\nifname = \"{t}\"\nnetwork = \"lan\"\nnetns = \"{ns}\"\n{extra}\n\n"
             );
             host_if.push(t);
         } else {
             let (s, h) = (w.ifname(&format!("s{i}")), w.ifname(&format!("h{i}")));
-            w.veth(i, &s, &h, 1500);
-            ports +=
-                &format!("[[port]]\nname = \"p{i}\"\nkind = \"afpacket\"\nifname = \"{s}\"\nnetwork = \"lan\"\n\n");
+            w.veth(i, &s, &h, mtu);
+            ports += &format!(
+                "[[port]]\nname = \"p{i}\"\nkind = \"afpacket\"\nifname = \"{s}\"\nnetwork = \"lan\"\n{extra}\n\n"
+            );
             host_if.push(h);
         }
     }
@@ -181,6 +187,12 @@ fn l2_pair(test: &str, taps: [bool; 2]) -> (Value, f64) {
         wait_link(w.host(i), ifname);
         address(w.host(i), ifname, &format!("10.60.0.{}/24", i + 1), None);
     }
+    (w, host_if)
+}
+
+/// [`l2_world`] with default ports and a transfer both ways. Returns the counters and the transfer's rate.
+fn l2_pair(test: &str, taps: [bool; 2]) -> (Value, f64) {
+    let (mut w, _) = l2_world(test, taps, ["", ""], 1500);
     let t = transfer_both_ways(w.host(0), w.host(1), Ipv4Addr::new(10, 60, 0, 2), &[]);
     let report = w.stop();
     for p in ["p0", "p1"] {
@@ -320,4 +332,139 @@ fn live_tcp_through_a_1400_byte_uplink_gets_frag_needed_and_completes() {
     assert!(route.contains("mtu 1400"), "path MTU learned: {route}");
     // After the first refusals, super-frames cut to the uplink's MTU still cross whole.
     assert_super_frames(&report, "p0");
+}
+
+/// `ping -c 3 -M do -s 8972` (a 9000-byte IP packet, DF set) from `from` to `to`: true if answered.
+fn jumbo_ping(from: &Netns, to: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &from.0, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", "8972", to])
+        .output()
+        .expect("ping");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    out.status.success()
+}
+
+/// Asserts that port `name` received frames averaging over 4000 bytes, which 1514-byte frames cannot (9014-byte
+/// data frames among the ACKs of the other direction; no super-frames: the hosts send wire-sized frames), and
+/// dropped none.
+fn assert_jumbo_frames(report: &Value, name: &str) {
+    let io = io(report, name);
+    let (packets, bytes) = (io["rx_packets"].as_u64().unwrap(), io["rx_bytes"].as_u64().unwrap());
+    assert!(packets > 0 && bytes / packets > 4000, "{name}: average frame {} bytes: {io}", bytes / packets.max(1));
+    assert_eq!(io["rx_super_frames"].as_u64().unwrap_or(0), 0, "{name}: {io}");
+    assert_eq!(io["rx_dropped"], 0, "{name}: {io}");
+}
+
+#[test]
+fn live_jumbo_mtu_9000_between_taps_carries_9000_byte_packets_and_tcp() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    // Without offloads the hosts send wire-sized frames: 9014 bytes for a full TCP segment.
+    let jumbo = "mtu = 9000\noffload = false";
+    let (mut w, host_if) = l2_world("g", [true, true], [jumbo, jumbo], 9000);
+    for (i, ifname) in host_if.iter().enumerate() {
+        let link = w.host(i).ip_stdout(&["link", "show", "dev", ifname]);
+        assert!(link.contains("mtu 9000"), "vswitchd set the tap's MTU: {link}");
+    }
+    assert!(jumbo_ping(w.host(0), "10.60.0.2"), "9000-byte packets with DF cross tap to tap");
+    transfer_both_ways(w.host(0), w.host(1), Ipv4Addr::new(10, 60, 0, 2), &[]);
+    let report = w.stop();
+    for p in ["p0", "p1"] {
+        assert_jumbo_frames(&report, p);
+    }
+    assert_no_size_drops(&report);
+}
+
+#[test]
+fn live_jumbo_mtu_9000_between_veths_over_afpacket_carries_9000_byte_packets_and_tcp() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let (mut w, host_if) = l2_world("h", [false, false], ["mtu = 9000", "mtu = 9000"], 9000);
+    // TSO and GSO off on the hosts: TCP leaves them in wire-sized 9014-byte frames.
+    for (i, ifname) in host_if.iter().enumerate() {
+        exec(w.host(i), &["ethtool", "-K", ifname, "tso", "off", "gso", "off"]);
+    }
+    assert!(jumbo_ping(w.host(0), "10.60.0.2"), "9000-byte packets with DF cross veth to veth");
+    transfer_both_ways(w.host(0), w.host(1), Ipv4Addr::new(10, 60, 0, 2), &[]);
+    let report = w.stop();
+    for p in ["p0", "p1"] {
+        assert_jumbo_frames(&report, p);
+    }
+    assert_no_size_drops(&report);
+}
+
+/// A `tshark` capture of TCP SYNs (with or without ACK) on `ifname` in `ns`, until `count` are seen.
+struct SynCapture(std::process::Child);
+
+impl SynCapture {
+    fn start(ns: &Netns, ifname: &str, count: usize) -> SynCapture {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "tshark", "-l", "-n", "-i", ifname, "-a", "duration:30"])
+            .args(["-c", &count.to_string(), "-f", "tcp[tcpflags] & tcp-syn != 0"])
+            .args(["-T", "fields", "-e", "tcp.flags.ack", "-e", "tcp.options.mss_val"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tshark");
+        // tshark reports "Capture started" once dumpcap has the interface open with its filter ("Capturing on"
+        // comes earlier, before dumpcap runs).
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("Capture started") {
+            line.clear();
+            if err.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("tshark ended before capturing: {line}");
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        SynCapture(child)
+    }
+
+    /// `(is SYN-ACK, MSS)` of each SYN captured, as tshark decoded them.
+    fn finish(mut self) -> Vec<(bool, u16)> {
+        use std::io::Read;
+        let mut out = String::new();
+        self.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let _ = self.0.wait();
+        out.lines()
+            .map(|l| {
+                let mut f = l.split('\t');
+                let ack = f.next().unwrap() == "1" || l.starts_with("True");
+                (ack, f.next().and_then(|m| m.trim().parse().ok()).unwrap_or_else(|| panic!("no MSS in {l:?}")))
+            })
+            .collect()
+    }
+}
+
+impl Drop for SynCapture {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn live_mss_clamp_on_a_port_lowers_the_mss_both_ends_see_as_tshark_decodes_it() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let (mut w, host_if) = l2_world("i", [true, true], ["", "mss_clamp = 1360"], 1500);
+    let caps = [SynCapture::start(w.host(0), &host_if[0], 2), SynCapture::start(w.host(1), &host_if[1], 2)];
+    transfer_both_ways(w.host(0), w.host(1), Ipv4Addr::new(10, 60, 0, 2), &[]);
+    let [c0, c1] = caps;
+    let (seen0, seen1) = (c0.finish(), c1.finish());
+    println!("host 0 (client) saw {seen0:?}; host 1 (server, behind the clamping port) saw {seen1:?}");
+    // The client sends MSS 1460 and receives the server's SYN-ACK clamped as it entered through p1; the server
+    // receives the SYN clamped as it left through p1, and sends its own 1460.
+    assert_eq!(seen0, vec![(false, 1460), (true, 1360)]);
+    assert_eq!(seen1, vec![(false, 1360), (true, 1460)]);
+    let report = w.stop();
+    let pipeline = &report["ports"]["p1"]["pipeline"];
+    assert_eq!(pipeline["mss_clamped"], 2, "one SYN leaving, one SYN-ACK entering: {pipeline}");
 }

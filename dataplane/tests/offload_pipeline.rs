@@ -104,6 +104,14 @@ fn a_known_unicast_super_frame_crosses_l2_whole_to_a_port_that_takes_it() {
     assert_eq!(tb.free_large_buffers(), 8, "the large buffer came back");
     let c = tb.switch().counters().port(tb.port("a"));
     assert_eq!((c.rx_packets, c.forwarded), (1, 1));
+    // Counted as one frame and as the 21 segments a link without offloads would have carried.
+    assert_eq!((c.rx_super_frames, c.rx_segments, c.rx_wire()), (1, 30_000u64.div_ceil(1448), 21));
+    let b = tb.switch().counters().port(tb.port("b"));
+    assert_eq!((b.tx_packets, b.tx_super_frames, b.tx_segments, b.tx_wire()), (1, 1, 21, 21));
+    // An ordinary frame counts once in both.
+    tb.send("a", &spec(A, B).udp(1, 2, 100));
+    let c = tb.switch().counters().port(tb.port("a"));
+    assert_eq!((c.rx_packets, c.rx_super_frames, c.rx_wire()), (2, 1, 22));
 }
 
 #[test]
@@ -293,4 +301,113 @@ fn a_partial_checksum_that_does_not_point_at_the_transport_checksum_is_dropped_a
     tb.send_with("r1", &partial, Offload::partial(60, 16));
     assert!(tb.take_all().is_empty());
     assert_eq!(tb.switch().counters().drops(DropReason::OffloadMismatch), 1);
+}
+
+/// A network whose port "edge" clamps the MSS of TCP SYNs crossing it (in both directions) to 1360, next to a
+/// port without a clamp.
+const CLAMP: &str = r#"
+[[network]]
+name = "lan"
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "lan"
+
+[[port]]
+name = "edge"
+kind = "mem"
+network = "lan"
+mss_clamp = 1360
+"#;
+
+/// A SYN with Linux's options (MSS 1460 first).
+fn syn(src: MacAddr, dst: MacAddr, flags: TcpFlags) -> Vec<u8> {
+    use dataplane::wire::builder::TcpOption;
+    const OPTS: &[TcpOption] = &[
+        TcpOption::MaximumSegmentSize(1460),
+        TcpOption::SelectiveAcknowledgementPermitted,
+        TcpOption::Timestamp(1, 0),
+        TcpOption::Noop,
+        TcpOption::WindowScale(7),
+    ];
+    spec(src, dst).tcp(TcpSegment::new(40000, 80, flags).options(OPTS), 0)
+}
+
+/// The MSS option of a TCP frame (its checksum checked).
+fn mss_of(f: &[u8]) -> Option<u16> {
+    tcp_payload(f);
+    tcp::Packet::new_checked(ip_of(f).payload()).unwrap().mss_option()
+}
+
+#[test]
+fn mss_clamp_lowers_syns_leaving_and_entering_through_the_port_only() {
+    let mut tb = Testbed::new(CLAMP).unwrap();
+    // Leaving through edge (flooded: the MAC is unknown): lowered; a port without a clamp gets none.
+    tb.send("a", &syn(A, B, TcpFlags::SYN));
+    let out = tb.take("edge");
+    assert_eq!(out.iter().map(|f| mss_of(f)).collect::<Vec<_>>(), vec![Some(1360)]);
+    // Entering through edge: the SYN-ACK is lowered before it is switched to a.
+    tb.send("edge", &syn(B, A, TcpFlags::SYN | TcpFlags::ACK));
+    assert_eq!(tb.take("a").iter().map(|f| mss_of(f)).collect::<Vec<_>>(), vec![Some(1360)]);
+    // Not a SYN: untouched; a SYN between ports without a clamp: untouched.
+    let ack = spec(A, B).tcp(TcpSegment::new(40000, 80, TcpFlags::ACK), 100);
+    tb.send("a", &ack);
+    assert_eq!(tb.take("edge"), vec![ack]);
+    let counters = tb.switch().counters();
+    assert_eq!(counters.port(tb.port("edge")).mss_clamped, 2, "one leaving, one entering");
+    assert_eq!(counters.port(tb.port("a")).mss_clamped, 0);
+}
+
+#[test]
+fn mss_clamp_pmtu_follows_the_port_mtu_and_keeps_a_partial_checksum_partial() {
+    let mut tb = Testbed::new(&CLAMP.replace("mss_clamp = 1360", "mtu = 1400\nmss_clamp = \"pmtu\"")).unwrap();
+    tb.set_caps("edge", Caps::ALL);
+    let (partial, o) = offloaded_form(&syn(A, B, TcpFlags::SYN), None).unwrap();
+    tb.send_with("a", &partial, o);
+    let mut out = tb.take_frames("edge");
+    assert_eq!(out.len(), 1);
+    let (mut f, got) = out.pop().unwrap();
+    assert_eq!(got, o, "still partial: the port completes nothing");
+    let (start, offset) = o.partial_csum().unwrap();
+    assert!(complete_checksum(&mut f, usize::from(start), usize::from(offset)));
+    assert_eq!(mss_of(&f), Some(1360), "1400 - 40, and the checksum right once completed");
+}
+
+#[test]
+fn jumbo_frames_cross_ports_with_a_9000_byte_mtu_and_not_others() {
+    let cfg = r#"
+[[network]]
+name = "lan"
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "lan"
+mtu = 9000
+
+[[port]]
+name = "b"
+kind = "mem"
+network = "lan"
+mtu = 9000
+
+[[port]]
+name = "std"
+kind = "mem"
+network = "lan"
+"#;
+    let mut tb = Testbed::new(cfg).unwrap();
+    let jumbo = spec(A, B).udp(1, 2, 9000 - 28);
+    assert_eq!(jumbo.len(), 9014);
+    tb.send("a", &jumbo);
+    assert_eq!(tb.take("b"), vec![jumbo.clone()], "a 9000-byte IP packet crosses whole");
+    assert!(tb.take("std").is_empty(), "too long for a 1500-byte port");
+    assert_eq!(tb.switch().counters().drops(DropReason::EgressTooLong), 1);
+    // One byte more is too long at ingress.
+    tb.send("a", &spec(A, B).udp(1, 2, 9001 - 28));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::TooLong), 1);
+    assert_eq!(tb.free_buffers(), tb.total_buffers());
+    assert_eq!(tb.free_large_buffers(), 8);
 }

@@ -17,6 +17,9 @@
 //! One container's namespace deleted while vswitchd is down: after the restart the other container forwards,
 //! the missing one is reported failed (with the reason) and comes up by itself once the namespace exists again.
 //! A tap of the configured name that vswitchd did not make is never adopted.
+//!
+//! Changes in place: a tap's MTU under a 10 ms ping; a multi-queue tap's queue count (the same tap re-adopted);
+//! a namespace change that fails (the old tap kept, forwarding, the apply saying why) and one that works.
 
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -56,6 +59,13 @@ fn link(ns: &Netns, ifname: &str) -> Option<(String, String)> {
     let index = out.split(':').next()?.trim().to_string();
     let mac = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1)?.to_string();
     Some((index, mac))
+}
+
+/// The interface is administratively up.
+fn is_up(ns: &Netns, ifname: &str) -> bool {
+    let out = netns::ip_output(&["-n", &ns.0, "-o", "link", "show", "dev", ifname]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split('<').nth(1).and_then(|f| f.split('>').next()).is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
 }
 
 fn has_addr(ns: &Netns, ifname: &str, addr: &str) -> bool {
@@ -237,9 +247,12 @@ impl World {
     fn start_with_containers(&self) -> Daemon {
         let d = self.start(&[]);
         let (t1, t2) = (self.tap(1), self.tap(2));
+        // Up, not only there: vswitchd moves a tap into its namespace and then sets it up, and a route via the
+        // gateway cannot be added before (no prefix route on a down interface).
+        let up = |ns: &Netns, tap: &str| link(ns, tap).is_some() && is_up(ns, tap);
         assert!(
-            eventually(Duration::from_secs(5), || link(&self.c1, &t1).is_some() && link(&self.c2, &t2).is_some()),
-            "taps did not appear"
+            eventually(Duration::from_secs(5), || up(&self.c1, &t1) && up(&self.c2, &t2)),
+            "taps did not appear, up"
         );
         self.configure_containers();
         d
@@ -468,6 +481,101 @@ fn live_a_tap_mtu_changes_in_place_without_losing_a_ping() {
     assert_eq!(link(&w.c1, &t1), Some(before), "same interface index and MAC");
     assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "address kept");
     assert!(w.c1.ip_stdout(&["link", "show", "dev", &t1]).contains("mtu 1400"), "MTU changed");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A tap moved to a namespace that does not exist: the apply goes through with c1 reported as failed to change
+/// (the error names the namespace), and c1 keeps its tap, index and address, and forwards. Moved to one that
+/// exists: the tap is created there and the old one deleted.
+#[test]
+fn live_a_namespace_change_that_fails_keeps_the_old_tap_forwarding() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("n");
+    let t1 = w.tap(1);
+    let mut d = w.start_with_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1");
+    let before = link(&w.c1, &t1).unwrap();
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let moved_to = |ns: &str| config.replacen(&format!("netns = \"{}\"", w.c1.0), &format!("netns = \"{ns}\""), 1);
+
+    let gone = format!("vrs{}g", w.pid);
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": moved_to(&gone), "origin": "gone.toml"}));
+    let r = r.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let summary = &r["result"]["summary"];
+    assert_eq!(summary["ports_change_failed"][0]["port"], "c1", "{r}");
+    assert!(summary["ports_change_failed"][0]["error"].as_str().unwrap().contains(&gone), "{r}");
+    assert!(summary["ports_reopened"].as_array().unwrap().is_empty(), "{r}");
+    assert!(summary["ports_failed"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(link(&w.c1, &t1), Some(before.clone()), "the same tap, untouched");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"));
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1 on the old tap");
+    assert_eq!(port_state(&socket, "c1"), Some(("up".to_string(), None)));
+    let running = control(&socket, "get_config").unwrap();
+    let c1 =
+        running["result"]["config"]["port"].as_array().unwrap().iter().find(|p| p["name"] == "c1").unwrap().clone();
+    assert_eq!(c1["netns"], w.c1.0.as_str(), "the running configuration keeps the old namespace: {c1}");
+
+    // A namespace that exists: a new tap there (opened before the old one closed), the old one deleted.
+    let c3 = Netns::create(&format!("vrs{}c3", w.pid));
+    c3.disable_ipv6();
+    let r = request(&socket, serde_json::json!({"op": "apply", "toml": moved_to(&c3.0), "origin": "c3.toml"}));
+    let r = r.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["summary"]["ports_reopened"], serde_json::json!(["c1"]), "{r}");
+    assert!(r["result"]["summary"]["ports_change_failed"].as_array().unwrap().is_empty(), "{r}");
+    assert!(link(&c3, &t1).is_some(), "the tap is in c3");
+    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_none()), "the old tap is deleted");
+    c3.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
+    // From c3 (a new MAC: c2's neighbour entry for 10.80.0.2 still has the old tap's).
+    assert!(eventually(Duration::from_secs(3), || ping_ok(&c3, "10.80.0.3")), "c1 in c3 → c2");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A multi-queue tap whose queue count changes is reopened on the same tap (closed without deleting it, then
+/// re-adopted with the new count): same index, MAC and address. (From one queue to several the tap's kind
+/// changes: it is created again.)
+#[test]
+fn live_a_tap_queue_count_change_reopens_the_same_tap() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let w = World::build("q");
+    let t1 = w.tap(1);
+    let mut d = w.start_with_containers();
+    let socket = w.socket();
+    assert!(wait_socket(&socket));
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let queues =
+        |n: u32| config.replacen(&format!("ifname = \"{t1}\""), &format!("ifname = \"{t1}\"\nqueues = {n}"), 1);
+    let apply = |text: String| {
+        let r = request(&socket, serde_json::json!({"op": "apply", "toml": text, "origin": "q.toml"})).unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["result"]["summary"]["ports_reopened"], serde_json::json!(["c1"]), "{r}");
+        assert!(r["result"]["summary"]["ports_change_failed"].as_array().unwrap().is_empty(), "{r}");
+    };
+    apply(queues(2));
+    assert!(eventually(Duration::from_secs(2), || link(&w.c1, &t1).is_some() && is_up(&w.c1, &t1)));
+    if !has_addr(&w.c1, &t1, "10.80.0.2/24") {
+        // Created again (single- to multi-queue): the container's address is set again.
+        w.c1.ip(&["addr", "add", "10.80.0.2/24", "dev", &t1]);
+        w.c1.ip(&["route", "replace", "default", "via", "10.80.0.1"]);
+    }
+    assert!(eventually(Duration::from_secs(3), || ping_ok(&w.c1, "10.80.0.3")), "c1 → c2 on 2 queues");
+    let before = link(&w.c1, &t1).unwrap();
+    apply(queues(3));
+    assert_eq!(link(&w.c1, &t1), Some(before), "the same tap: index and MAC");
+    assert!(has_addr(&w.c1, &t1, "10.80.0.2/24"), "address kept");
+    assert!(w.c1.ip_stdout(&["-d", "link", "show", "dev", &t1]).contains("numqueues 3"), "3 queues attached");
+    assert!(ping_ok(&w.c2, "10.80.0.2"), "c2 → c1 on 3 queues");
     let out = d.terminate();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -607,7 +607,7 @@ impl Plan {
                     + u64::from(flags.contains(TcpFlags::SYN))
                     + u64::from(flags.contains(TcpFlags::FIN));
                 let seq = u64::from(self.seq).wrapping_add(step.wrapping_mul(i)) as u32;
-                ipv4.tcp(TcpSegment { sport, dport, flags, seq, ack: self.ack }, payload)
+                ipv4.tcp(TcpSegment::new(sport, dport, flags).seq(seq).ack(self.ack), payload)
             }
             Kind::Ipv6Udp => {
                 let v6spec = Ipv6Spec::new(src_mac, addrs.dst_mac, v6(addrs.src_ip), v6(addrs.dst_ip));

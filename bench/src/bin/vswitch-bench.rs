@@ -40,7 +40,8 @@ struct LiveArgs {
     duration: f64,
     /// Forwarders to measure, comma-separated (default: all; the vswitchd AF_XDP ones only when built with the
     /// `afxdp` feature, OVS only when installed): linux-bridge, linux-routing, linux-masquerade, ovs-afxdp,
-    /// vswitchd-tap, vswitchd-afpacket, vswitchd-masquerade, vswitchd-afxdp-native, vswitchd-afxdp-generic.
+    /// vswitchd-tap, vswitchd-afpacket, vswitchd-masquerade, vswitchd-afxdp-native, vswitchd-afxdp-generic,
+    /// linux-vxlan, vswitchd-overlay (across two hosts: see bench::live::overlay).
     #[arg(long, value_delimiter = ',')]
     forwarders: Vec<String>,
     /// Skip the TCP measurements.
@@ -256,8 +257,8 @@ fn print_table(results: &[ForwarderResult], ratios: &serde_json::Value) {
     if let Some(m) = ratios.as_object() {
         if !m.is_empty() {
             println!(
-                "\nratios vswitchd / kernel doing the same job (linux-bridge; linux-masquerade for \
-                 vswitchd-masquerade): delivered pps, TCP offloads off, TCP offloads on"
+                "\nratios vswitchd / kernel doing the same job (linux-bridge; linux-masquerade for vswitchd-masquerade; \
+                 linux-vxlan for vswitchd-overlay): delivered pps, TCP offloads off, TCP offloads on"
             );
             for (name, v) in m {
                 println!(

@@ -9,11 +9,16 @@
 //! packet: softirq time from `/proc/stat` (the kernel's forwarding work, which runs on the sender's core) and,
 //! for vswitchd, the workers' `busy_ns` divided by their packets from its stats JSON.
 //!
+//! Two more forwarders compare overlays across hosts ([`overlay`]): `linux-vxlan` (the kernel's vxlan device and
+//! bridge in each of two host namespaces) and `vswitchd-overlay` (a vswitchd per host), the sender and receiver
+//! being containers on different hosts, the same addresses as above, VXLAN between 198.51.100.11 and .12.
+//!
 //! Every object is created inside namespaces named with the benchmark's PID and deleted afterwards (Drop
 //! guards); the root namespace is never touched. Addresses: 10.71.1.0/24 for the sender's link (and the whole
 //! L2 network), 198.51.100.0/24 behind the masquerading router. Runs on the caller's thread; needs root.
 
 pub mod ndr;
+pub mod overlay;
 pub mod ovs;
 pub mod rates;
 pub mod rr;
@@ -50,11 +55,16 @@ pub enum Forwarder {
     VswitchdAfxdpNative,
     /// vswitchd, AF_XDP in generic (SKB) mode on veths.
     VswitchdAfxdpGeneric,
+    /// The kernel's overlay across two hosts: a vxlan device, static fdb entries and a bridge per host.
+    LinuxVxlan,
+    /// vswitchd's overlay across two hosts: a vswitchd per host (taps, AF_PACKET underlay), membership pushed
+    /// with `overlay_update`.
+    VswitchdOverlay,
 }
 
 impl Forwarder {
     /// Every forwarder, in table order.
-    pub const ALL: [Forwarder; 9] = [
+    pub const ALL: [Forwarder; 11] = [
         Forwarder::LinuxBridge,
         Forwarder::LinuxRouting,
         Forwarder::LinuxMasquerade,
@@ -64,6 +74,8 @@ impl Forwarder {
         Forwarder::VswitchdMasquerade,
         Forwarder::VswitchdAfxdpNative,
         Forwarder::VswitchdAfxdpGeneric,
+        Forwarder::LinuxVxlan,
+        Forwarder::VswitchdOverlay,
     ];
 
     /// The name used on the command line and in the output.
@@ -78,6 +90,8 @@ impl Forwarder {
             Forwarder::VswitchdMasquerade => "vswitchd-masquerade",
             Forwarder::VswitchdAfxdpNative => "vswitchd-afxdp-native",
             Forwarder::VswitchdAfxdpGeneric => "vswitchd-afxdp-generic",
+            Forwarder::LinuxVxlan => "linux-vxlan",
+            Forwarder::VswitchdOverlay => "vswitchd-overlay",
         }
     }
 
@@ -85,6 +99,7 @@ impl Forwarder {
     pub fn reference(self) -> Forwarder {
         match self {
             Forwarder::LinuxMasquerade | Forwarder::VswitchdMasquerade => Forwarder::LinuxMasquerade,
+            Forwarder::LinuxVxlan | Forwarder::VswitchdOverlay => Forwarder::LinuxVxlan,
             _ => Forwarder::LinuxBridge,
         }
     }
@@ -97,7 +112,12 @@ impl Forwarder {
     /// vswitchd's port kind and extra port keys, for the vswitchd forwarders.
     fn port(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Forwarder::LinuxBridge | Forwarder::LinuxMasquerade | Forwarder::LinuxRouting | Forwarder::OvsAfxdp => None,
+            Forwarder::LinuxBridge
+            | Forwarder::LinuxMasquerade
+            | Forwarder::LinuxRouting
+            | Forwarder::OvsAfxdp
+            | Forwarder::LinuxVxlan
+            | Forwarder::VswitchdOverlay => None,
             Forwarder::VswitchdTap => Some(("tap", "")),
             Forwarder::VswitchdAfpacket | Forwarder::VswitchdMasquerade => Some(("afpacket", "")),
             Forwarder::VswitchdAfxdpNative => Some(("afxdp", "mode = \"native\"\n")),
@@ -188,6 +208,7 @@ pub struct ForwarderResult {
 enum Topology {
     Kernel { namespaces: Vec<String>, dst: Ipv4Addr, ovs: Option<ovs::Ovs> },
     Switch { lab: Box<Lab>, _state: tempfile::TempDir, tap: bool, dst: Ipv4Addr },
+    Overlay(Box<overlay::OverlayTopo>),
 }
 
 impl Drop for Topology {
@@ -206,6 +227,16 @@ impl Drop for Topology {
 
 impl Topology {
     fn up(f: Forwarder, prefix: &str, offloads: bool, opts: &BenchOptions) -> anyhow::Result<Topology> {
+        match f {
+            Forwarder::LinuxVxlan => {
+                return Ok(Topology::Overlay(Box::new(overlay::OverlayTopo::up(prefix, None, offloads)?)))
+            }
+            Forwarder::VswitchdOverlay => {
+                let t = overlay::OverlayTopo::up(prefix, Some(&opts.vswitchd), offloads)?;
+                return Ok(Topology::Overlay(Box::new(t)));
+            }
+            _ => {}
+        }
         match f.port() {
             None => Self::kernel(f, prefix, offloads, opts),
             Some((kind, extra)) => {
@@ -306,6 +337,7 @@ impl Topology {
         match self {
             Topology::Kernel { namespaces, .. } => namespaces[0].clone(),
             Topology::Switch { lab, .. } => lab.host_ns("tx"),
+            Topology::Overlay(o) => o.sender_ns(),
         }
     }
 
@@ -313,12 +345,14 @@ impl Topology {
         match self {
             Topology::Kernel { namespaces, .. } => namespaces[2].clone(),
             Topology::Switch { lab, .. } => lab.host_ns("rx"),
+            Topology::Overlay(o) => o.receiver_ns(),
         }
     }
 
     fn sender_if(&self) -> &'static str {
         match self {
             Topology::Switch { tap: true, .. } => "vs-a",
+            Topology::Overlay(o) => o.sender_if(),
             _ => "eth0",
         }
     }
@@ -326,6 +360,7 @@ impl Topology {
     fn receiver_if(&self) -> &'static str {
         match self {
             Topology::Switch { tap: true, .. } => "vs-b",
+            Topology::Overlay(o) => o.receiver_if(),
             _ => "eth0",
         }
     }
@@ -333,32 +368,57 @@ impl Topology {
     fn dst(&self) -> Ipv4Addr {
         match self {
             Topology::Kernel { dst, .. } | Topology::Switch { dst, .. } => *dst,
+            Topology::Overlay(o) => o.dst(),
         }
     }
 
     /// Stops vswitchd; returns its workers' (busy_ns, packets) and what it dropped.
     fn stop_switch(&mut self) -> anyhow::Result<(Option<BusyNs>, Option<serde_json::Value>)> {
+        if let Topology::Overlay(o) = self {
+            // Both hosts' vswitchds: busy time and packets summed, drops per host.
+            let all = o.stop_switches();
+            if all.is_empty() {
+                return Ok((None, None));
+            }
+            let mut sum = (0, 0, 0);
+            let mut drops = Vec::new();
+            for v in &all {
+                let (b, d) = busy_and_drops(v);
+                if let Some((busy, cpu, packets)) = b {
+                    sum = (sum.0 + busy, sum.1 + cpu, sum.2 + packets);
+                }
+                drops.push(d);
+            }
+            return Ok((Some(sum), Some(serde_json::Value::Array(drops))));
+        }
         let Topology::Switch { lab, .. } = self else { return Ok((None, None)) };
         let Some(v) = lab.stop_switch()? else { return Ok((None, None)) };
-        let busy = v.get("workers").and_then(|w| w.as_array()).map(|workers| {
-            let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
-            let cpu = workers.iter().map(|w| find_u64(w, "cpu_ns")).sum();
-            let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
-            (busy, cpu, packets)
-        });
-        let mut port_drops = serde_json::Map::new();
-        if let Some(ports) = v.get("ports").and_then(|p| p.as_object()) {
-            for (name, p) in ports {
-                let io = &p["io"];
-                port_drops.insert(
-                    name.clone(),
-                    serde_json::json!({"rx_dropped": io["rx_dropped"], "tx_dropped": io["tx_dropped"]}),
-                );
-            }
-        }
-        let drops = serde_json::json!({"ports": port_drops, "pipeline": v.get("drops").cloned().unwrap_or_default()});
+        let (busy, drops) = busy_and_drops(&v);
         Ok((busy, Some(drops)))
     }
+}
+
+/// A vswitchd stats JSON's workers' (busy_ns, cpu_ns, packets) and its drops (ports' rx/tx_dropped, the
+/// pipeline's by reason).
+fn busy_and_drops(v: &serde_json::Value) -> (Option<BusyNs>, serde_json::Value) {
+    let busy = v.get("workers").and_then(|w| w.as_array()).map(|workers| {
+        let busy = workers.iter().map(|w| find_u64(w, "busy_ns")).sum();
+        let cpu = workers.iter().map(|w| find_u64(w, "cpu_ns")).sum();
+        let packets = workers.iter().map(|w| find_u64(w, "rx_packets")).sum();
+        (busy, cpu, packets)
+    });
+    let mut port_drops = serde_json::Map::new();
+    if let Some(ports) = v.get("ports").and_then(|p| p.as_object()) {
+        for (name, p) in ports {
+            let io = &p["io"];
+            port_drops.insert(
+                name.clone(),
+                serde_json::json!({"rx_dropped": io["rx_dropped"], "tx_dropped": io["tx_dropped"]}),
+            );
+        }
+    }
+    let drops = serde_json::json!({"ports": port_drops, "pipeline": v.get("drops").cloned().unwrap_or_default()});
+    (busy, drops)
 }
 
 /// vswitchd's workers' busy nanoseconds, CPU nanoseconds and packets.
@@ -464,7 +524,7 @@ fn udp(f: Forwarder, prefix: &str, opts: &BenchOptions) -> anyhow::Result<UdpRes
             traffic::blast(&tx_ns, SocketAddrV4::new(topo.dst(), 9), opts.duration, opts.sender_cpu)?;
         }
         Sender::Trafgen => {
-            // The next hop: the receiver itself on one link, the gateway when routed.
+            // The next hop: the receiver itself on one link (the overlay's too), the gateway when routed.
             let next_hop = if topo.dst().octets()[..3] == [10, 71, 1] { topo.dst() } else { GATEWAY };
             let flow = traffic::TrafgenFlow {
                 ifname: topo.sender_if().to_string(),

@@ -115,7 +115,7 @@ fn measure_into(
 /// The peers a vswitchd forwarder is compared with: the kernel doing the same job, and OVS (for the L2 ones).
 fn peers(f: Forwarder) -> Vec<Forwarder> {
     let mut v = vec![f.reference()];
-    if f != Forwarder::VswitchdMasquerade {
+    if !matches!(f, Forwarder::VswitchdMasquerade | Forwarder::VswitchdOverlay) {
         v.push(Forwarder::OvsAfxdp);
     }
     v

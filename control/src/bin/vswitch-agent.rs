@@ -16,7 +16,10 @@
 //!   for `--settle-ms` (editors' write-rename saves are read once, complete), or at once on SIGHUP. An invalid
 //!   edit is reported and the running configuration stays as it is. Every `--check-ms` it asks vswitchd for its
 //!   generation; when vswitchd went away it reconnects with exponential backoff (100 ms up to 5 s) and, on
-//!   reconnecting (a restarted vswitchd starts empty), compares and applies again. SIGINT/SIGTERM stop it (exit 0).
+//!   reconnecting (a restarted vswitchd starts empty), compares and applies again. After each apply it compares
+//!   once more (100 ms later, doubling to 5 s while it keeps applying): a port whose change vswitchd could not
+//!   make keeps its old settings in the running configuration, so it is applied again until it is made, without
+//!   a file change. SIGINT/SIGTERM stop it (exit 0).
 //!
 //! - With a `[cluster]` section (watch mode only), the agent also joins the cluster in etcd (`control::cluster`):
 //!   it registers the host (VTEP = `vtep_port`'s address, VXLAN port, underlay MTU, overlay networks) and every
@@ -165,6 +168,11 @@ struct Link {
     /// When the next attempt to reach the switch may be made, and the delay after a failure.
     next_attempt: Instant,
     backoff: Duration,
+    /// The delay before comparing again after an apply (a port whose change failed keeps its old settings in
+    /// the running configuration, so the comparison finds it and applies again), doubled each time until the
+    /// switch is found in sync; and when that comparison is due.
+    verify: Duration,
+    verify_at: Option<Instant>,
     /// Whether the switch was unreachable at the last attempt (to log an outage once, not every retry).
     down: bool,
     /// The switch's process id at the last check: a new one is a restarted switch.
@@ -247,6 +255,8 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
         must_sync: true,
         next_attempt: now,
         backoff: BACKOFF_MIN,
+        verify: BACKOFF_MIN,
+        verify_at: None,
         down: false,
         pid: None,
         overlay_sent: None,
@@ -276,6 +286,10 @@ fn watch(cli: &Cli, switch: &mut SocketSwitch, mut desired: Config) -> anyhow::R
             if !link.must_sync {
                 check_generation(switch, &mut link);
             }
+        }
+        if link.verify_at.is_some_and(|at| now >= at) {
+            link.verify_at = None;
+            link.must_sync = true;
         }
         if link.must_sync && now >= link.next_attempt {
             let effective = cluster.as_ref().map_or_else(|| desired.clone(), |c| c.effective(&desired));
@@ -411,11 +425,17 @@ fn sync_once(switch: &mut SocketSwitch, desired: &Config, link: &mut Link) {
                 SyncOutcome::InSync { generation } => {
                     tracing::info!(generation, "in sync");
                     link.generation = Some(generation);
+                    link.verify = BACKOFF_MIN;
+                    link.verify_at = None;
                 }
                 SyncOutcome::Applied { changes, generation } => {
                     print_changes(&changes);
                     tracing::info!(generation, changes = changes.len(), "applied");
                     link.generation = Some(generation);
+                    // Compare once more: a port whose change failed (vswitchd kept its old port and settings)
+                    // is applied again, with backoff, without waiting for a file change.
+                    link.verify_at = Some(Instant::now() + link.verify);
+                    link.verify = (link.verify * 2).min(BACKOFF_MAX);
                 }
                 SyncOutcome::WouldApply { .. } => {}
             }

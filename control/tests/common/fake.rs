@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vswitch_api::config::Config;
 use vswitch_api::proto::{
-    ApplyResult, ApplySummary, ConfigResult, ErrorBody, ErrorKind, HelloResult, Op, Request, Response,
+    ApplyResult, ApplySummary, ConfigResult, ErrorBody, ErrorKind, HelloResult, Op, PortFailedRow, Request, Response,
 };
 
 /// What the fake knows and has seen.
@@ -32,6 +32,9 @@ pub struct State {
     pub canned: HashMap<&'static str, Value>,
     /// Errors for ops by name.
     pub errors: HashMap<&'static str, ErrorBody>,
+    /// Applies that still fail to change existing ports: such an apply keeps each changed port's running
+    /// settings and reports it in `ports_change_failed`, as vswitchd does when a reopen fails.
+    pub refuse_port_changes: usize,
 }
 
 impl State {
@@ -179,6 +182,19 @@ fn answer(st: &mut State, req: Request, pid: u32) -> Response {
             if args.expect_generation.is_some_and(|g| g != st.generation) {
                 return Response::error(Some(req.id), ErrorBody::new(ErrorKind::Conflict, "generation moved".into()));
             }
+            let mut config = config;
+            let mut summary = ApplySummary::default();
+            if st.refuse_port_changes > 0 && !args.dry_run {
+                for p in &mut config.ports {
+                    if let Some(old) = st.config.ports.iter().find(|o| o.name == p.name && *o != p) {
+                        *p = old.clone();
+                        summary
+                            .ports_change_failed
+                            .push(PortFailedRow { port: p.name.clone(), error: "fake: no".into() });
+                    }
+                }
+                st.refuse_port_changes -= usize::from(!summary.ports_change_failed.is_empty());
+            }
             let changed = config != st.config;
             if changed && !args.dry_run {
                 st.config = config;
@@ -187,12 +203,7 @@ fn answer(st: &mut State, req: Request, pid: u32) -> Response {
             }
             Response::success(
                 req.id,
-                &ApplyResult {
-                    generation: st.generation,
-                    changed,
-                    dry_run: args.dry_run,
-                    summary: ApplySummary::default(),
-                },
+                &ApplyResult { generation: st.generation, changed, dry_run: args.dry_run, summary },
             )
         }
         _ => match st.canned.get(name) {

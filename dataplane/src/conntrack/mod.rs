@@ -714,13 +714,19 @@ impl Conntrack {
     }
 
     /// Tracks a connection carried over from a snapshot of an earlier process (`crate::snapshot`): as
-    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created` and `expires` (its age and remaining
-    /// lifetime as they were, on this table's clock).
+    /// [`Conntrack::insert_nat`] at `now`, then with the entry's `created`, `expires` (its age and remaining
+    /// lifetime as they were, on this table's clock) and `replied` (an assured connection stays assured).
     pub fn restore(&mut self, e: &Entry, now: Nanos) -> Result<EntryId, InsertError> {
         let id = self.insert_nat(e.orig, e.reply, e.state, e.nat, now)?;
         if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(|s| s.0.as_mut()) {
             slot.created = e.created;
             slot.expires = e.expires;
+            slot.replied = e.replied;
+            // The eviction record `insert_nat` made names the creation time it had; one with the restored time
+            // replaces it (the old one is skipped as stale).
+            if !e.replied {
+                self.unreplied.push_back((id.0, e.created));
+            }
         }
         self.earliest = self.earliest.min(e.expires);
         Ok(id)

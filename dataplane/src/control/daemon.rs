@@ -11,7 +11,8 @@
 //!
 //! # `apply`: what survives which change
 //! The transaction is described in [`crate::live`] (new ports opened first, each on its own: one that fails is
-//! applied as failed and retried; everything else all or nothing). Objects are
+//! applied as failed and retried, and a port whose changed settings fail keeps its old port and settings;
+//! everything else all or nothing; a panic in the switch-over leaves the previous configuration running). Objects are
 //! matched by name. Learned state is carried over as follows ([`crate::pipeline::Switch::reconfigure`]):
 //!
 //! | change | ports | MAC table entries | neighbours, connections, NAT bindings |
@@ -20,7 +21,7 @@
 //! | remove a port | closed (tap deleted) | that port's entries dropped | kept (frames waiting for ARP at that moment are dropped) |
 //! | move a port to another network | stays open | that port's entries dropped | kept unless they went through a router interface that changed |
 //! | change a tap's mtu | stays open, MTU set in place | kept | kept |
-//! | change a port's kind, ifname, netns, mode or queues (or a non-tap's mtu) | closed and reopened (the new one is opened before the old is closed unless it needs the same interface) | kept (same name, same network) | kept |
+//! | change a port's kind, ifname, netns, mode, queues or offload (or a non-tap's mtu) | reopened: the new one is opened before the old is closed unless it needs the same interface (same ifname and namespace, or a tap leaving vswitchd's namespace), in which case the old is closed first, its tap kept; if the new settings fail, the old port stays (or is opened again, its tap re-adopted) with its old settings (`ports_change_failed`) | kept (same name, same network) | kept |
 //! | change a network's `mac_limit` / `mac_aging_secs` | stay open | kept (a smaller limit evicts as learning does: least recently seen of the port with the most entries) | kept |
 //! | add, remove or change a gateway, routed port address, route, publish rule, `[nat]` or `[conntrack]` | as above | as above | the router is rebuilt and carries over what the change does not concern (`router/carry.rs`); the others are **flushed** and counted |
 //! | change `[switch] workers` | taps and AF_PACKET ports reopened (their queue count follows the workers) | as above | as above |
@@ -177,9 +178,9 @@ impl Daemon {
         let id = req.id;
         let name = req.op.name();
         // A panic while answering fails this request only (counted as `control_panics`, logged with its
-        // message); the locks it poisoned are used as they are. (A panic during an apply's switch-over, with the
-        // workers paused and the switch taken apart, loses the running switch: vswitchd then stops, its taps and
-        // state snapshot surviving it.)
+        // message); the locks it poisoned are used as they are. A panic during an apply's switch-over, with the
+        // workers paused and the switch taken apart, is contained by `Running::commit` itself, which hands the
+        // previous switch back (an `ApplyError::Panicked`).
         let run = std::panic::AssertUnwindSafe(|| match req.op {
             Op::Apply(args) => self.apply(*args),
             op => self.read(op),
@@ -375,10 +376,10 @@ impl Daemon {
                     parse_hex(&frame_hex).map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
                 let now = r.now();
                 // The copy is made under the lock of the shard owning the frame's connection (which holds it; the
-                // MAC tables and neighbours are the same in every shard); the trace runs on it after the lock is
-                // released.
+                // MAC tables and neighbours are the same in every shard), and holds only the connections the traced
+                // frame belongs to; the trace runs on it after the lock is released.
                 let owner = r.with_switch(|sw| sw.owner_of_frame(&frame, r.shards())).unwrap_or(0);
-                let mut scratch = r.with_shard(owner, |sw| sw.scratch(now));
+                let mut scratch = r.with_shard(owner, |sw| sw.scratch(now, &frame));
                 let steps = scratch
                     .trace(now, table_id(in_port), &frame)
                     .map_err(|m| ErrorBody::field(ErrorKind::BadRequest, "frame_hex", m))?;
@@ -456,8 +457,11 @@ impl Daemon {
             }
             let old = st.running.config();
             let old_workers = st.running.options().workers;
-            let plan = Plan::new(old, old_workers, &cfg, opts.workers);
-            let unchanged = *old == cfg && old_workers == opts.workers;
+            let plan = st.running.plan(&cfg, opts.workers);
+            // A port that kept its old queue count after a failed change is reopened by the same apply again.
+            let unchanged = *old == cfg
+                && old_workers == opts.workers
+                && plan.actions.iter().all(|a| matches!(a, PortAction::Keep(_)));
             let mut summary = summarize(old, &cfg, &plan, old_workers != opts.workers);
             if unchanged || args.dry_run {
                 // What the router would do, for a dry run (MAC entry counts are only known when applied).
@@ -470,7 +474,24 @@ impl Daemon {
                 });
             }
             match st.running.prepare(&cfg, opts, &mut |p, n| (self.open)(p, n)) {
-                Ok(p) => (p, summary),
+                Ok(p) => match p.only_failed_changes() {
+                    // Every change failed, each port keeping its old settings: nothing to switch over to.
+                    Some(failed) => {
+                        for (port, error) in &failed {
+                            tracing::warn!(port = %port, error = %error, "the port's change failed again: it keeps its old settings");
+                        }
+                        summary.ports_reopened.clear();
+                        summary.ports_change_failed =
+                            failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                        return json(&ApplyResult {
+                            generation: st.generation,
+                            changed: false,
+                            dry_run: false,
+                            summary,
+                        });
+                    }
+                    None => (p, summary),
+                },
                 Err(e @ ApplyError::Port { .. }) => return err(ErrorKind::PortFailed)(e),
                 Err(e) => return err(ErrorKind::Internal)(e),
             }
@@ -494,6 +515,12 @@ impl Daemon {
                     applied.failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
                 for f in &summary.ports_failed {
                     tracing::warn!(port = %f.port, error = %f.error, "applied with this port down: retrying it");
+                }
+                summary.ports_reopened.retain(|p| !applied.change_failed.iter().any(|(name, _)| name == p));
+                summary.ports_change_failed =
+                    applied.change_failed.into_iter().map(|(port, error)| PortFailedRow { port, error }).collect();
+                for f in &summary.ports_change_failed {
+                    tracing::warn!(port = %f.port, error = %f.error, "applied with this port on its old settings");
                 }
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
@@ -613,8 +640,10 @@ fn rif_name(topo: &Topology, rif: u16) -> String {
     topo.rifs.get(rif as usize).map_or_else(|| format!("#{rif}"), |r| r.name.clone())
 }
 
-/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`.
-const CONNTRACK_CHUNK: usize = 4096;
+/// Slots of the connection table read per hold of the switch lock by `conntrack_ls`: small enough that a hold
+/// is short next to a forwarding batch even in a debug build (1,024 entries copied), large enough that reading a
+/// million-slot table takes ~1,000 holds.
+const CONNTRACK_CHUNK: usize = 1024;
 
 /// The first `limit` connections by original tuple among all given, in O(limit) memory (a max-heap of the
 /// kept ones), and how many were given.

@@ -23,18 +23,30 @@
 //! [`Running::reconfigure`] moves a running switch to a new configuration as one transaction (the control
 //! socket's `apply`), following a [`Plan`] that matches ports by name:
 //! 1. Ports that are new, or whose back-end settings changed (kind, ifname, mtu, netns, mode, queue count), are
-//!    opened first. One that fails is kept as failed (reported, retried), not a reason to refuse the apply; one
-//!    that can never open refuses it (those opened are closed, nothing else happens, the error names the port).
-//!    (A port that needs an interface an old port holds, e.g. a tap reopened with another queue count, can only
-//!    be opened after the old one is closed: those are opened while the workers are paused; if one fails it is
-//!    failed like any other.)
-//! 2. The workers are paused at a batch boundary (they flush and exit; a waker ends their idle sleep), the
-//!    switch is rebuilt for the new topology with its learned state carried over ([`Switch::reconfigure`]), the
+//!    opened first. A new one that fails is kept as failed (reported, retried), not a reason to refuse the
+//!    apply; a changed one that fails keeps its old, working port and old settings (reported as
+//!    [`Applied::change_failed`]; the running configuration keeps them); one that can never open refuses the
+//!    apply (those opened are closed, nothing else happens, the error names the port). (A port that needs an
+//!    interface an old port holds, e.g. a tap reopened with another queue count, can only be opened after the
+//!    old one is closed: those are opened while the workers are paused, the old port closed without deleting
+//!    its tap, and opened again with its old settings if the new ones fail.)
+//! 2. An apply that keeps every port open at its index, the worker settings, the networks and router interfaces
+//!    by name and order, and every connection's owner reaches the running workers without a pause
+//!    (`Running::hot_commit`): the control thread builds the new tables ([`crate::pipeline::Prebuilt`]), each
+//!    worker carries its own shard over at its next batch boundary ([`Switch::reconfigure_in_place`]). Any
+//!    other: the workers are paused at a batch boundary (they flush and exit; a waker ends their idle sleep),
+//!    every shard is rebuilt for the new topology with its learned state carried over ([`Switch::next_for`]
+//!    then [`Switch::into_next`], or through a snapshot when the worker count or the owners change), the
 //!    port list is rebuilt (ports whose back-end settings did not change keep their open queues: a tap does not
 //!    flap), and new workers start, with the receive queues dealt again and the old workers' buffer pools
 //!    handed over. The pause (reported as `pause_us`) measured 0.8–1.0 ms with two workers and three taps in a
 //!    debug build (`tests/control_live.rs` prints it; 5.6–6.5 ms before the pools were handed over).
-//! 3. Ports that are gone are closed (taps deleted).
+//! 3. Ports that are gone are closed (taps deleted, and the tap a port left in the namespace it moved out of).
+//!
+//! A panic in step 2 before the new switch takes over (opening a deferred port, computing the new tables, or
+//! building them for the workers without a pause) is contained: the old shards were only read
+//! ([`Switch::next_for`]), so they run on with the old configuration, and the apply fails
+//! ([`ApplyError::Panicked`], counted as `control_panics`).
 //!
 //! Threads: [`Runtime`] and [`Running`] are used by the daemon's main or control thread (or a
 //! test); [`Running::report`] may be called while the workers run (it takes each lock briefly). A
@@ -466,6 +478,12 @@ impl Running {
     /// Test hook: makes the next worker iteration panic (the worker recovers; see `crate::worker`).
     pub fn inject_worker_panic(&self) {
         self.rt.shared.faults.inject_panic.store(true, Relaxed);
+    }
+
+    /// Test hook: makes the next configuration switch-over panic once the new switch is computed (the apply
+    /// fails, the previous configuration runs on; see [`Running::commit`]).
+    pub fn inject_apply_panic(&self) {
+        self.rt.shared.faults.inject_apply_panic.store(true, Relaxed);
     }
 
     /// Counts a control request that panicked (reported as `control_panics`).

@@ -39,7 +39,8 @@ impl Running {
         self.rt.shared.ports.iter().any(|lp| lp.failure().is_some_and(|f| f.due(now)))
     }
 
-    /// Opens the failed ports whose retry is due; those that fail again get their next retry later.
+    /// Opens the failed ports whose retry is due; those that fail again get their next retry later. An opener
+    /// that panics fails that attempt only (its message is the port's error; counted as `control_panics`).
     pub fn prepare_retry(&self, open: &mut OpenPort<'_>) -> Retried {
         let mut out = Retried::default();
         let now = Instant::now();
@@ -48,7 +49,14 @@ impl Running {
                 continue;
             }
             let pc = &self.rt.cfg.ports[i];
-            match open(pc, queue_count(pc, self.rt.opts.workers)) {
+            let n = queue_count(pc, self.rt.opts.workers);
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open(pc, n))).unwrap_or_else(|p| {
+                let message = crate::worker::panic_message(&*p);
+                let panics = self.count_control_panic();
+                tracing::error!(port = %pc.name, panic = %message, control_panics = panics, "opening a failed port again panicked");
+                Err(super::StartError::Queues { port: pc.name.clone(), message: format!("opening it panicked: {message}") })
+            });
+            match opened {
                 Ok(queues) if queues.len() == lp.queues.len() => out.ports.push((i, queues)),
                 Ok(queues) => {
                     tracing::error!(port = %pc.name, got = queues.len(), want = lp.queues.len(), "retry opened the wrong number of queues");

@@ -24,18 +24,22 @@ pub(super) fn is_icmp_error(d: &[u8], p: &Parsed) -> bool {
         && icmpv4::Header::at(d, p.l4 as usize).is_some_and(|m| icmpv4::is_error(m.msg_type()))
 }
 
+/// The tuple of the packet an ICMP error (`d`, parsed as `p`) quotes, if it quotes a whole first fragment.
+pub(super) fn quoted_tuple(d: &[u8], p: &Parsed) -> Option<Tuple> {
+    let msg = d.get(p.l4 as usize..p.l3_end as usize)?;
+    let msg = icmpv4::Packet::new_checked(msg).ok()?;
+    let quoted = msg.payload();
+    let q = ipv4::Packet::new_unchecked(quoted);
+    if q.check_header().is_err() || q.frag_offset() != 0 {
+        return None;
+    }
+    tuple_at(quoted, 0, q.header_len(), q.protocol(), quoted.len())
+}
+
 impl Nat {
     /// True if the ICMP error quotes a packet of a tracked connection (either direction), untranslated.
     pub(super) fn quotes_tracked(&self, now: Nanos, d: &[u8], p: &Parsed) -> bool {
-        let Some(msg) = d.get(p.l4 as usize..p.l3_end as usize) else { return false };
-        let Ok(msg) = icmpv4::Packet::new_checked(msg) else { return false };
-        let quoted = msg.payload();
-        let q = ipv4::Packet::new_unchecked(quoted);
-        if q.check_header().is_err() || q.frag_offset() != 0 {
-            return false;
-        }
-        tuple_at(quoted, 0, q.header_len(), q.protocol(), quoted.len())
-            .is_some_and(|t| self.ct.lookup(&t.inverse(), now).is_some())
+        quoted_tuple(d, p).is_some_and(|t| self.ct.lookup(&t.inverse(), now).is_some())
     }
 
     /// Translates an ICMP error quoting a packet of a tracked connection: the quoted header and ports back to

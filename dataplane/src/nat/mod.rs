@@ -258,6 +258,30 @@ pub struct Flow {
 impl Nat {
     /// The stage for `topo`: its publish rules, masquerade flags, port range and table size.
     pub fn new(topo: &Topology) -> Self {
+        Nat::with_reserve(topo, topo.conntrack.limit.min(1 << 16))
+    }
+
+    /// A copy for tracing one frame `d` (`vswitchctl trace`, `Switch::scratch`): this stage's configuration for
+    /// `topo` with only the connections the frame belongs to (its own, and the one an ICMP error quotes), so the
+    /// trace shows conntrack's real verdict at a cost that does not grow with the table (it is made under the
+    /// switch lock). Not reproduced: which NAT port a new connection would get, and eviction from a full table.
+    pub fn copy_for_trace(&self, topo: &Topology, now: Nanos, d: &[u8]) -> Nat {
+        let mut copy = Nat::with_reserve(topo, 0);
+        let Ok(p) = crate::packet::parse(d) else { return copy };
+        let own = packet_tuple(d, &p);
+        let quoted = if is_icmp_error(d, &p) { icmp_error::quoted_tuple(d, &p).map(|t| t.inverse()) } else { None };
+        for t in own.into_iter().chain(quoted) {
+            if let Some(e) = self.ct.lookup(&t, now).and_then(|(id, _)| self.ct.get(id)) {
+                if copy.ct.lookup(&e.orig, now).is_none() {
+                    copy.restore(e, now);
+                }
+            }
+        }
+        copy
+    }
+
+    /// [`Nat::new`] with room for `reserve` connections before the table grows.
+    fn with_reserve(topo: &Topology, reserve: usize) -> Self {
         let mut inside: Vec<bool> = topo.rifs.iter().map(|r| r.masquerade).collect();
         let mut publish = FxHashMap::default();
         for rule in &topo.publish {
@@ -274,8 +298,7 @@ impl Nat {
         }
         let enabled = !publish.is_empty() || topo.rifs.iter().any(|r| r.masquerade);
         // Without NAT nothing is tracked: reserve nothing (the default table reserves several MB).
-        let mut ct =
-            Conntrack::with_reserve(topo.conntrack, if enabled { topo.conntrack.limit.min(1 << 16) } else { 0 });
+        let mut ct = Conntrack::with_reserve(topo.conntrack, if enabled { reserve } else { 0 });
         ct.set_group_limits(&topo.rifs.iter().map(|r| r.conntrack_limit).collect::<Vec<_>>());
         Nat {
             enabled,
@@ -284,7 +307,7 @@ impl Nat {
             publish,
             inside,
             masquerade: topo.rifs.iter().map(|r| r.masquerade).collect(),
-            snat_to: topo.rifs.iter().map(|r| r.routed_port.then_some(r.addr)).collect(),
+            snat_to: topo.rifs.iter().map(|r| (r.routed_port && !r.host).then_some(r.addr)).collect(),
             stats: NatStats::default(),
         }
     }
@@ -452,7 +475,8 @@ impl Nat {
         if !self.enabled || !self.inside[in_rif as usize] {
             return Ok(());
         }
-        let leaves = topo.rifs[out_rif as usize].routed_port;
+        // Towards a host port nothing is masqueraded: the host sees its containers' own addresses.
+        let leaves = topo.rifs[out_rif as usize].routed_port && !topo.rifs[out_rif as usize].host;
         if p.later_fragment {
             if leaves {
                 self.stats.fragments_dropped += 1;

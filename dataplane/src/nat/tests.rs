@@ -717,3 +717,64 @@ fn connections_read_in_chunks_are_the_whole_table() {
     assert_eq!(chunked, nat.connections(now));
     assert_eq!(chunked.len(), 300);
 }
+
+#[test]
+fn a_host_port_reaches_an_isolated_network_untranslated_and_is_no_way_in_from_outside() {
+    let host_cfg =
+        format!("{CONFIG}\n[[port]]\nname = \"host\"\nkind = \"mem\"\naddress = \"169.254.77.1/30\"\nhost = true\n");
+    let mut tb = testbed_with(&host_cfg);
+    const HOST: (MacAddr, Ipv4Addr) = (MacAddr([2, 0, 0, 0, 7, 2]), Ipv4Addr::new(169, 254, 77, 2));
+    tb.send("host", &arp_request(HOST.0, HOST.1, Ipv4Addr::new(169, 254, 77, 1)));
+    tb.take_all();
+    let to_ctr = |tb: &Testbed, dst| Ipv4Spec::new(HOST.0, rif_mac(tb, "port:host"), HOST.1, dst);
+    // The host stack reaches an unpublished container port of the masquerade network, and ping, untranslated,
+    // and the container's replies come back untranslated (no masquerade towards the host port).
+    tb.send("host", &to_ctr(&tb, C1.1).tcp(seg(40000, 22, TcpFlags::SYN), 0));
+    assert_eq!(ends(&one(tb.take("c1"))), (HOST.1, 40000, C1.1, 22));
+    tb.send("c1", &from(&tb, C1, HOST.1).tcp(seg(22, 40000, TcpFlags::SYN | TcpFlags::ACK), 0));
+    assert_eq!(ends(&one(tb.take("host"))), (C1.1, 22, HOST.1, 40000));
+    tb.send("host", &to_ctr(&tb, C2.1).icmp_echo_request(7, 1, 4));
+    assert_eq!(ends(&one(tb.take("c2"))), (HOST.1, 7, C2.1, 7));
+    // ... and the plain network too; a container may open a connection to the host (as to docker0's address).
+    tb.send("host", &to_ctr(&tb, B1.1).udp(5000, 53, 8));
+    assert_eq!(ends(&one(tb.take("b1"))), (HOST.1, 5000, B1.1, 53));
+    tb.send("c2", &from(&tb, C2, HOST.1).udp(6000, 53, 8));
+    assert_eq!(ends(&one(tb.take("host"))), (C2.1, 6000, HOST.1, 53));
+    // None of that was tracked or translated.
+    assert!(tb.switch().router().nat().connections(1).is_empty());
+    // The outside cannot use the host port as a way in, nor the host port as a way out.
+    tb.send("up", &inbound(&tb, CLIENT, HOST.1).udp(5000, 53, 8));
+    tb.send("host", &to_ctr(&tb, SERVER).udp(5000, 53, 8));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 2);
+    // And the outside still cannot reach the unpublished container port.
+    tb.send("up", &inbound(&tb, CLIENT, C1.1).tcp(seg(50000, 22, TcpFlags::SYN), 0));
+    assert!(tb.take_all().is_empty());
+    assert_eq!(tb.switch().counters().drops(DropReason::NotPublished), 1);
+    invariants(&tb);
+}
+
+/// Found by the `reconfigure` fuzz target: with a route via the host, a container's packet beyond the host port
+/// left it with the container's own address (the host would forward it on, unmasqueraded). A host port carries
+/// the host's own traffic only: to and from addresses of its link.
+#[test]
+fn a_host_port_is_not_a_way_out_or_in_for_other_addresses() {
+    let host_cfg = format!(
+        "{CONFIG}\n[[port]]\nname = \"host\"\nkind = \"mem\"\naddress = \"169.254.77.1/30\"\nhost = true\n\
+         [[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"169.254.77.2\"\n"
+    );
+    let mut tb = testbed_with(&host_cfg);
+    const HOST: (MacAddr, Ipv4Addr) = (MacAddr([2, 0, 0, 0, 7, 2]), Ipv4Addr::new(169, 254, 77, 2));
+    tb.send("host", &arp_request(HOST.0, HOST.1, Ipv4Addr::new(169, 254, 77, 1)));
+    tb.take_all();
+    tb.send("c1", &from(&tb, C1, SERVER).udp(6000, 53, 8));
+    tb.send("b1", &Ipv4Spec::new(B1.0, rif_mac(&tb, "network:blue"), B1.1, SERVER).udp(6000, 53, 8));
+    let host_mac = rif_mac(&tb, "port:host");
+    let from_host = |src| Ipv4Spec::new(HOST.0, host_mac, src, C1.1);
+    tb.send("host", &from_host(CLIENT).udp(5000, 53, 8));
+    assert!(tb.take_all().is_empty(), "nothing beyond the host's link crosses the host port");
+    assert_eq!(tb.switch().counters().drops(DropReason::NetworkIsolation), 3);
+    tb.send("host", &from_host(HOST.1).udp(5000, 53, 8));
+    assert_eq!(ends(&one(tb.take("c1"))), (HOST.1, 5000, C1.1, 53), "the host's own still does");
+    invariants(&tb);
+}

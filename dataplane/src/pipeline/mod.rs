@@ -29,6 +29,7 @@ use crate::counters::{Counters, DropReason};
 use crate::fdb::{Fdb, FdbStats};
 use crate::ids::{table_id, Nanos, NetId, PortId, RifId, NANOS_PER_SEC};
 use crate::ingress::Ingress;
+use crate::mss_clamp::{self, Clamped, MssLimit};
 use crate::nat::{ConnectionInfo, NatStats};
 use crate::overlay::{Overlay, OverlayError, OverlayState, UpdateSummary};
 use crate::packet::Parsed;
@@ -60,6 +61,19 @@ pub struct Switch {
     owners: Owners,
     /// What this shard produced for the others since the driver last drained it.
     outbox: Outbox,
+}
+
+/// The tables of a reconfigured switch, computed by [`Switch::next_for`] and put together by
+/// [`Switch::into_next`].
+#[derive(Debug)]
+pub struct NextSwitch {
+    topo: Topology,
+    fdbs: Vec<Fdb>,
+    /// `None`: the old router is kept whole.
+    router: Option<Router>,
+    overlay: Overlay,
+    counters: Counters,
+    carried: Carried,
 }
 
 impl Switch {
@@ -190,10 +204,12 @@ impl Switch {
     }
 
     /// [`Switch::reconfigure_prebuilt`] in place: `spare` (any switch, built off the forwarding thread) stands in
-    /// while this one is carried over.
+    /// while this one is moved into the new one. The new tables are computed first ([`Switch::next_for_prebuilt`],
+    /// reading this switch only), so a panic there leaves this switch as it was.
     pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch) -> Carried {
+        let next = self.next_for_prebuilt(pre);
         let old = std::mem::replace(self, spare);
-        let (new, carried) = old.reconfigure_prebuilt(pre);
+        let (new, carried) = old.into_next(next);
         *self = new;
         carried
     }
@@ -202,6 +218,19 @@ impl Switch {
     /// forwarding thread): what is left is carrying the learned state over (a worker does this at a batch
     /// boundary when an `apply` reaches it without a pause, see `crate::live`).
     pub fn reconfigure_prebuilt(self, pre: Prebuilt) -> (Switch, Carried) {
+        let next = self.next_for_prebuilt(pre);
+        self.into_next(next)
+    }
+
+    /// The first half of [`Switch::reconfigure`]: everything the new switch needs, computed from this one
+    /// without changing it. A panic here leaves this switch as it was (the live switch-over relies on it to go
+    /// back to the running configuration).
+    pub fn next_for(&self, cfg: &Config) -> NextSwitch {
+        self.next_for_prebuilt(Prebuilt::new(cfg))
+    }
+
+    /// [`Switch::next_for`] with the new topology and router built beforehand ([`Prebuilt::new`]).
+    pub fn next_for_prebuilt(&self, pre: Prebuilt) -> NextSwitch {
         let Prebuilt { topo, router: fresh } = pre;
         let old = &self.topo;
         let net_name = |t: &'_ Topology, n: Option<NetId>| n.map(|n| t.networks[n as usize].name.clone());
@@ -232,19 +261,34 @@ impl Switch {
         // A changed router is rebuilt, carrying over the connections and neighbours the change does not concern
         // (`router/carry.rs`); "kept" when that was all of them.
         let (router, router_kept, connections_flushed) = if same_router {
-            (self.router, true, 0)
+            (None, true, 0)
         } else {
             let (r, c) = self.router.carried_into_new(old, &topo, fresh);
-            (r, c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
+            (Some(r), c.connections_flushed == 0 && c.neighbours_dropped == 0, c.connections_flushed)
         };
         let carried =
             Carried { fdb_kept, fdb_flushed: old_entries.saturating_sub(fdb_kept), router_kept, connections_flushed };
+        let counters = self.counters.remapped(&by_name, topo.ports.len());
+        // The overlay membership is the control plane's, not the configuration's: it carries over (per-peer
+        // counters included), applied to the new networks and routes (the new router's, or this one if kept).
+        let overlay = {
+            let r = router.as_ref().unwrap_or(&self.router);
+            self.overlay.reconfigured(&topo, &|a| r.underlay_route(a))
+        };
+        NextSwitch { topo, fdbs, router, overlay, counters, carried }
+    }
+
+    /// The second half of [`Switch::reconfigure`]: the new switch from `next` (made by [`Switch::next_for`] on
+    /// this switch), moving this one's router when it is kept, then the overlay networks' MTU set on the new
+    /// tables. Nothing here is expected to panic (moves and a loop over the networks).
+    pub fn into_next(self, next: NextSwitch) -> (Switch, Carried) {
+        let NextSwitch { topo, fdbs, router, overlay, counters, carried } = next;
         let mut switch = Switch {
             ingress: Ingress,
             bridge: Bridge::with_tables(fdbs, self.bridge.stats()),
-            router,
-            overlay: Overlay::new(&topo),
-            counters: self.counters.remapped(&by_name, topo.ports.len()),
+            router: router.unwrap_or(self.router),
+            overlay,
+            counters,
             verdicts: Verdicts::default(),
             parsed: [Parsed::default(); BATCH_SIZE],
             routes: [BatchLookup::default(); BATCH_SIZE],
@@ -253,10 +297,6 @@ impl Switch {
             outbox: Outbox::default(),
             topo,
         };
-        // The overlay membership is the control plane's, not the configuration's: it carries over (per-peer
-        // counters included), applied to the new networks and routes.
-        let overlay = self.overlay.reconfigured(&switch.topo, &|a| switch.router.underlay_route(a));
-        switch.overlay = overlay;
         switch.apply_overlay_mtu();
         switch.set_shard(self.shard);
         (switch, carried)
@@ -316,9 +356,17 @@ impl Switch {
             for f in batch.iter() {
                 pc.rx_packets += 1;
                 pc.rx_bytes += f.len() as u64;
+                if f.offload.is_gso() {
+                    pc.rx_super_frames += 1;
+                    pc.rx_segments += f.offload.segments(f.data());
+                }
             }
         }
         self.ingress.process(&cx, &self.topo, batch, &mut self.parsed, &mut verdicts);
+        let clamp = self.topo.ports[usize::from(in_port)].mss_clamp;
+        if !clamp.is_none() {
+            self.clamp_ingress(&cx, clamp, batch, &verdicts);
+        }
         self.bridge.process(&cx, &self.topo, batch, &self.parsed, &mut verdicts);
         if let Some(vtep) = self.topo.vtep.filter(|v| v.port == in_port) {
             self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
@@ -388,6 +436,22 @@ impl Switch {
             self.bridge.take_announced(|net, mac, port| updates.push(Update::Mac { net, mac, port, seen: now }));
             self.router.take_notes(|note| updates.push(Update::Neigh(note)));
         }
+    }
+
+    /// The ingress port's MSS clamp over the frames ingress accepted (a port with `mss_clamp` only).
+    #[cold]
+    fn clamp_ingress(&mut self, cx: &Context, limit: MssLimit, batch: &mut Batch, verdicts: &Verdicts) {
+        let mut lowered = 0;
+        for (i, f) in batch.iter_mut().enumerate() {
+            if matches!(verdicts.get(i), Verdict::Drop(_)) {
+                continue;
+            }
+            if let Clamped::Lowered { from, to } = mss_clamp::clamp(f, limit) {
+                cx.note("mss-clamp", || format!("SYN's MSS {from} lowered to {to}"));
+                lowered += 1;
+            }
+        }
+        self.counters.port_mut(cx.in_port).mss_clamped += lowered;
     }
 
     /// Turns the bridge's `ToRouter` verdicts for the VTEP's interface into `Decap` for VXLAN packets to our VTEP

@@ -24,12 +24,13 @@ pub struct TraceSteps {
 }
 
 impl Switch {
-    /// A scratch copy for [`Switch::trace`]: the same topology, MAC tables and tracked connections (with their NAT
-    /// bindings), so the trace shows conntrack's real verdict for the frame; the router's resolved neighbours
-    /// re-learned (each one's ARP request for its interface's address is run through the copy); zero counters.
-    /// Nothing done to the copy reaches this switch. The copy costs time in the size of the MAC and connection
-    /// tables, taken by the caller (under the switch lock in `vswitchd`).
-    pub fn scratch(&self, now: Nanos) -> Switch {
+    /// A scratch copy for tracing `frame` with [`Switch::trace`]: the same topology and MAC tables, the tracked
+    /// connections `frame` belongs to (with their NAT bindings; [`crate::nat::Nat::copy_for_trace`]), so the
+    /// trace shows conntrack's real verdict for it; the router's resolved neighbours re-learned (each one's ARP
+    /// request for its interface's address is run through the copy); zero counters. Nothing done to the copy
+    /// reaches this switch. The copy costs time in the size of the MAC and neighbour tables (bounded by their
+    /// limits), not of the connection table, taken by the caller (under the switch lock in `vswitchd`).
+    pub fn scratch(&self, now: Nanos, frame: &[u8]) -> Switch {
         use crate::wire::builder::arp_request;
         let mut s = Switch::with_topology(self.topo.clone());
         s.bridge = self.bridge.clone();
@@ -57,7 +58,7 @@ impl Switch {
                 }
             }
         }
-        s.router.set_nat(self.router.nat().clone());
+        s.router.set_nat(self.router.nat().copy_for_trace(&self.topo, now, frame));
         s.counters = Counters::new(s.topo.ports.len());
         s
     }
@@ -93,5 +94,44 @@ impl Switch {
         }
         let drops = self.counters.drops_by_name();
         Ok(TraceSteps { stages: trace.into_steps(), outputs, drops })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testbed::Testbed;
+    use crate::wire::builder::{arp_request, Ipv4Spec};
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    const CONFIG: &str = "[[network]]\nname = \"n\"\nsubnet = \"10.2.0.0/24\"\ngateway = \"10.2.0.1\"\n\
+                          masquerade = true\n\n[[port]]\nname = \"c\"\nkind = \"mem\"\nnetwork = \"n\"\n\n\
+                          [[port]]\nname = \"up\"\nkind = \"mem\"\naddress = \"203.0.113.2/24\"\n\n\
+                          [[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"203.0.113.1\"\n";
+
+    /// The scratch copy holds the connection the traced frame belongs to, and no other: its cost does not grow
+    /// with the connection table, while the trace still reports conntrack's verdict on the live connection.
+    #[test]
+    fn the_scratch_copy_holds_only_the_traced_frames_connection() {
+        let mut tb = Testbed::new(CONFIG).unwrap();
+        let (mac, ip) = (MacAddr([2, 0, 0, 0, 2, 2]), Ipv4Addr::new(10, 2, 0, 2));
+        tb.send("c", &arp_request(mac, ip, Ipv4Addr::new(10, 2, 0, 1)));
+        let gw = tb.switch().topology().rifs[0].mac;
+        let to = |port: u16| Ipv4Spec::new(mac, gw, ip, Ipv4Addr::new(198, 51, 100, 7)).udp(4000, port, 4);
+        for port in 1..=200 {
+            tb.send("c", &to(port));
+        }
+        assert_eq!(tb.switch().conntrack().len(), 200);
+        tb.advance(crate::buffer::NANOS_PER_SEC);
+        let now = tb.now();
+        let sw = tb.switch();
+        let mut scratch = sw.scratch(now, &to(77));
+        assert_eq!(scratch.conntrack().len(), 1, "only the traced frame's connection is copied");
+        scratch.trace(now, tb.port("c"), &to(77)).unwrap();
+        let (_, e) = scratch.conntrack().all_entries().next().expect("the connection");
+        assert_eq!(scratch.conntrack().len(), 1, "the trace found the live connection rather than opening one");
+        assert!(e.created < now, "the live connection, made before the trace");
+        assert_eq!(sw.scratch(now, &to(999)).conntrack().len(), 0, "a new flow copies nothing");
+        assert_eq!(tb.switch().conntrack().len(), 200, "the live table is untouched");
     }
 }

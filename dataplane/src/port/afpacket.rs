@@ -136,9 +136,6 @@
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the system calls and
 //! the ring accesses below.
 
-// Casts reviewed after the offload work lands (issue 11 item 4).
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-
 pub use super::gso::complete_partial_checksum;
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
 use super::soft_offload::vnet_of;
@@ -400,15 +397,15 @@ impl Wake {
         setsockopt(&wake.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &small)?;
         // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_family = SLL_FAMILY;
+        sll.sll_protocol = ETH_P_ALL_BE;
         sll.sll_ifindex = ifindex as libc::c_int;
         // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
         let rc = unsafe {
             libc::bind(
                 wake.fd.as_raw_fd(),
                 (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                socklen_of::<libc::sockaddr_ll>(),
             )
         };
         if rc < 0 {
@@ -421,7 +418,7 @@ impl Wake {
 
     /// Attaches a one-instruction classic BPF filter that keeps `keep` bytes of each frame (0: none).
     fn filter(&self, keep: u32) -> io::Result<()> {
-        let mut insn = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: keep }];
+        let mut insn = [libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: keep }];
         let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
         setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
     }
@@ -463,17 +460,36 @@ impl Wake {
 // another thread moves sole access with it, and the kernel side of the ring does not care which thread reads it.
 unsafe impl Send for AfPacketPort {}
 
+/// `AF_PACKET` as `sockaddr_ll::sll_family` holds it.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 17
+const SLL_FAMILY: libc::c_ushort = libc::AF_PACKET as libc::c_ushort;
+/// `ETH_P_ALL` in network byte order, as `sockaddr_ll::sll_protocol` holds it.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 3
+const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
+/// `PACKET_MR_PROMISC` as `packet_mreq::mr_type` holds it.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 1
+const MR_PROMISC: libc::c_ushort = libc::PACKET_MR_PROMISC as libc::c_ushort;
+/// A classic BPF "return constant" instruction's opcode.
+#[allow(clippy::cast_possible_truncation)] // the constant 0x06
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// `n` frames (at most [`TX_CHUNK`]) as `sendmmsg`'s count.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // n <= TX_CHUNK (64 or less)
+fn tx_count(n: usize) -> libc::c_uint {
+    debug_assert!(n <= TX_CHUNK);
+    n as libc::c_uint
+}
+
+/// The size of `T` as a socket option's or address's length argument.
+#[allow(clippy::cast_possible_truncation)] // only called with C structs of a few dozen bytes
+const fn socklen_of<T>() -> libc::socklen_t {
+    std::mem::size_of::<T>() as libc::socklen_t
+}
+
 fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
     // SAFETY: `val` points to a live, initialised `T` of the stated size for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (val as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
+    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (val as *const T).cast(), socklen_of::<T>()) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -483,7 +499,7 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -
 
 fn check_geometry(cfg: &AfPacketConfig) -> Result<(), String> {
     // SAFETY: sysconf has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096)).unwrap_or(u32::MAX);
     if cfg.block_size < page || !cfg.block_size.is_power_of_two() {
         return Err(format!("block_size {} is not a power of two of at least {page} bytes", cfg.block_size));
     }
@@ -583,16 +599,12 @@ impl AfPacketPort {
 
         // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_family = SLL_FAMILY;
+        sll.sll_protocol = ETH_P_ALL_BE;
         sll.sll_ifindex = ifindex as libc::c_int;
         // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
         let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
+            libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), socklen_of::<libc::sockaddr_ll>())
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
@@ -604,7 +616,7 @@ impl AfPacketPort {
 
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex as libc::c_int,
-            mr_type: libc::PACKET_MR_PROMISC as libc::c_ushort,
+            mr_type: MR_PROMISC,
             mr_alen: 0,
             mr_address: [0; 8],
         };
@@ -670,7 +682,7 @@ impl AfPacketPort {
     fn poll_kernel_stats(&self) -> (u64, u64) {
         // SAFETY: tpacket_stats_v3 is three integers; all-zero is valid.
         let mut st: libc::tpacket_stats_v3 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tpacket_stats_v3>() as libc::socklen_t;
+        let mut len = socklen_of::<libc::tpacket_stats_v3>();
         // SAFETY: `st` and `len` are valid for writes of the stated size during the call.
         let rc = unsafe {
             libc::getsockopt(
@@ -841,7 +853,7 @@ impl AfPacketPort {
         let tag = vlan.then(|| {
             let tpid =
                 if h.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 { h.hv1.tp_vlan_tpid } else { ethertype::VLAN };
-            vlan::tag_bytes(tpid, h.hv1.tp_vlan_tci as u16)
+            vlan::tag_bytes(tpid, (h.hv1.tp_vlan_tci & 0xffff) as u16)
         });
         let rf = RingFrame { data, tag };
         let len = rf.len();
@@ -960,7 +972,7 @@ impl AfPacketPort {
         use std::mem::offset_of;
         // sll_family is the first (native-endian) u16 of the sockaddr_ll.
         let family = field(SLL_AT).to_ne_bytes();
-        if u16::from_ne_bytes([family[0], family[1]]) != libc::AF_PACKET as u16 {
+        if u16::from_ne_bytes([family[0], family[1]]) != SLL_FAMILY {
             return None;
         }
         let len = field(offset_of!(libc::tpacket3_hdr, tp_len));
@@ -1009,7 +1021,7 @@ fn interface_mac(fd: &OwnedFd, ifname: &str) -> io::Result<MacAddr> {
     let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
     let mut mac = [0u8; 6];
     for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
-        *dst = *src as u8;
+        *dst = src.cast_unsigned();
     }
     Ok(MacAddr(mac))
 }
@@ -1110,17 +1122,18 @@ impl Port for AfPacketPort {
                     libc::sendmmsg(
                         self.fd.as_raw_fd(),
                         msgs[i..].as_mut_ptr(),
-                        (chunk.len() - i) as libc::c_uint,
+                        tx_count(chunk.len() - i),
                         libc::MSG_DONTWAIT,
                     )
                 };
-                if r > 0 {
-                    for f in &chunk[i..i + r as usize] {
+                let sent = usize::try_from(r).unwrap_or(0);
+                if sent > 0 {
+                    for f in &chunk[i..i + sent] {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += f.len() as u64;
                         self.stats.tx_super_frames += u64::from(f.offload.is_gso());
                     }
-                    i += r as usize;
+                    i += sent;
                     continue;
                 }
                 let e = io::Error::last_os_error();

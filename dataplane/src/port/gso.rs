@@ -27,9 +27,6 @@
 //!
 //! Threads: pure functions; any thread.
 
-// Casts reviewed after the offload work lands (issue 11 item 4).
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-
 use crate::wire::checksum::{self, add, sum_long};
 use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
 
@@ -62,6 +59,17 @@ pub enum GsoError {
 /// The smallest `gso_size` segmented (RFC 879's default MSS, 536): bounds a 64 KiB super-frame to ~122
 /// segments. Smaller ones are refused ([`GsoError::MssTooSmall`]).
 pub const MIN_GSO_SIZE: usize = 536;
+
+/// The longest segment [`SuperFrame::plan`] plans: its lengths must fit the 16-bit IP and UDP length fields.
+const MAX_SEGMENT_LEN: usize = u16::MAX as usize;
+
+/// A length within one planned segment as the 16-bit field that holds it.
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // <= hdr_len + mss <= MAX_SEGMENT_LEN: `plan` checked, `write_segment` cuts
+fn seg_len16(n: usize) -> u16 {
+    debug_assert!(n <= MAX_SEGMENT_LEN);
+    n as u16
+}
 
 /// How to cut one super-frame: the result of [`SuperFrame::plan`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +157,8 @@ impl SuperFrame {
         if hdr_len > head.len() || hdr_len >= frame_len || mss == 0 {
             return Err(bad);
         }
-        if hdr_len + mss > max_frame {
+        // A segment's lengths are written into 16-bit fields: never plan one longer than 64 KiB - 1.
+        if hdr_len + mss > max_frame.min(MAX_SEGMENT_LEN) {
             return Err(GsoError::MssTooBig(hdr_len + mss));
         }
         if mss < MIN_GSO_SIZE {
@@ -172,9 +181,11 @@ impl SuperFrame {
     /// Writes segment `index` into `out`: the headers from `head` (as given to [`SuperFrame::plan`]), then
     /// `payload` (that segment's payload bytes, [`SuperFrame::segment_range`]), then patches lengths, IDs,
     /// sequence number, flags and checksums. Returns the segment's length. `out` must hold
-    /// `hdr_len + payload.len()` bytes (at most `max_frame`, checked by `plan`).
+    /// `hdr_len + payload.len()` bytes (at most `max_frame`, checked by `plan`). A payload longer than `mss` is
+    /// cut to `mss` (which keeps every length below 64 KiB, as `plan` checked).
     pub fn write_segment(&self, head: &[u8], index: usize, payload: &[u8], out: &mut [u8]) -> usize {
         let (h, l3, l4) = (self.hdr_len, self.l3, self.l4);
+        let payload = &payload[..payload.len().min(self.mss)];
         let len = h + payload.len();
         let out = &mut out[..len];
         out[..h].copy_from_slice(&head[..h]);
@@ -182,16 +193,18 @@ impl SuperFrame {
         let l4_len = len - l4;
         if self.ipv4 {
             let mut ip = ipv4::Packet::new_unchecked(&mut out[l3..l4]);
-            ip.set_total_len((len - l3) as u16);
-            ip.set_ident(self.id0.wrapping_add(index as u16));
+            ip.set_total_len(seg_len16(len - l3));
+            // IPv4 identifications count modulo 2^16.
+            ip.set_ident(self.id0.wrapping_add((index as u64 & 0xffff) as u16));
             ip.fill_checksum();
         } else {
-            ipv6::Packet::new_unchecked(&mut out[l3..l4]).set_payload_len(l4_len as u16);
+            ipv6::Packet::new_unchecked(&mut out[l3..l4]).set_payload_len(seg_len16(l4_len));
         }
         let seg = &mut out[l4..];
         if self.tcp {
             let mut t = tcp::Packet::new_unchecked(&mut seg[..]);
-            t.set_seq_number(self.seq0.wrapping_add((index * self.mss) as u32));
+            // Sequence numbers count modulo 2^32.
+            t.set_seq_number(self.seq0.wrapping_add(((index * self.mss) as u64 & 0xffff_ffff) as u32));
             let mut flags = self.flags;
             if index != 0 {
                 flags &= !tcp::flags::CWR;
@@ -203,12 +216,12 @@ impl SuperFrame {
             t.set_checksum(0);
         } else {
             let mut u = udp::Packet::new_unchecked(&mut seg[..]);
-            u.set_length(l4_len as u16);
+            u.set_length(seg_len16(l4_len));
             u.set_checksum(0);
         }
         let mut sum = add(self.pseudo, sum_long(seg));
         // The pseudo-header's length: 16 bits for IPv4, 32 for IPv6 (an l4_len < 64 KiB has a zero upper half).
-        sum = add(sum, l4_len as u16);
+        sum = add(sum, seg_len16(l4_len));
         let mut check = !sum;
         if self.tcp {
             tcp::Packet::new_unchecked(seg).set_checksum(check);
@@ -448,6 +461,11 @@ mod tests {
         assert_eq!(plan(&good, gso(GSO_TCPV4, 1)), Err(GsoError::MssTooSmall(1)), "one 64 KiB frame, 65k segments");
         assert_eq!(plan(&good, gso(GSO_TCPV4, 535)), Err(GsoError::MssTooSmall(535)));
         assert!(plan(&good, gso(GSO_TCPV4, 536)).is_ok());
+        // However much the caller could hold, a segment's lengths must fit 16 bits.
+        let head = &good[..MAX_HEADERS];
+        let unbounded = |mss| SuperFrame::plan(head, good.len(), &gso(GSO_TCPV4, mss), usize::MAX);
+        assert_eq!(unbounded(u16::MAX), Err(GsoError::MssTooBig(54 + 65_535)));
+        assert!(unbounded(u16::MAX - 54).is_ok());
         // Every truncation (the IPv4 length then disagrees) and every single-byte corruption of the headers.
         for cut in 0..good.len() {
             assert!(plan(&good[..cut], gso(GSO_TCPV4, 1448)).is_err(), "cut {cut}");

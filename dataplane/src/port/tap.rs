@@ -63,12 +63,9 @@
 //!
 //! Threads: owned by one worker at a time; `Send`, not shared. All `unsafe` is confined to the libc calls below.
 
-// Casts reviewed after the offload work lands (issue 11 item 4).
-#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-
 use super::gso::{SuperFrame, MAX_HEADERS};
 use super::soft_offload::{vnet_of, Emitted, SoftOffload};
-use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
+use super::{wire_frames, Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats, RX_SEGMENT_BUDGET};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
 use crate::ids::Nanos;
@@ -160,6 +157,25 @@ pub struct TapPort {
     soft: SoftOffload,
 }
 
+/// `TUNSETVNETHDRSZ`'s argument: the header the port reads and writes before each frame.
+#[allow(clippy::cast_possible_truncation)] // the constant 12
+const VNET_HDR_SIZE: libc::c_int = VNET_HDR_LEN as libc::c_int;
+
+/// Interface flags (`IFF_*`, all below bit 15) as `ifreq::ifru_flags` holds them.
+#[allow(clippy::cast_possible_truncation)] // IFF_TAP | IFF_NO_PI | IFF_MULTI_QUEUE | IFF_VNET_HDR | IFF_UP < 0x8000
+fn ifr_flags(flags: libc::c_int) -> libc::c_short {
+    debug_assert!((0..=0x7fff).contains(&flags));
+    flags as libc::c_short
+}
+
+/// The length of an iovec array (at most four) as `readv`/`writev`'s count.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // at most four iovecs
+fn iov_count(iov: &[libc::iovec]) -> libc::c_int {
+    debug_assert!(iov.len() <= 4);
+    iov.len() as libc::c_int
+}
+
 /// `struct ifreq` with the interface name filled in.
 fn ifreq_for(ifname: &str) -> libc::ifreq {
     // SAFETY: ifreq is a plain C struct (a name array and a union of integers/sockaddrs); all-zero is valid.
@@ -218,7 +234,7 @@ impl TapPort {
         if vnet {
             flags |= libc::IFF_VNET_HDR;
         }
-        ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+        ifr.ifr_ifru.ifru_flags = ifr_flags(flags);
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `ifr` is and which outlives the call.
         let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr as *mut libc::ifreq) };
         if rc < 0 {
@@ -233,7 +249,7 @@ impl TapPort {
         let mut rx_offloads = 0;
         let mut caps = Caps::NONE;
         if vnet {
-            let size: libc::c_int = VNET_HDR_LEN as libc::c_int;
+            let size: libc::c_int = VNET_HDR_SIZE;
             // SAFETY: TUNSETVNETHDRSZ reads one int, which `size` is and which outlives the call.
             let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ as _, &size as *const libc::c_int) };
             if rc < 0 {
@@ -282,14 +298,14 @@ impl TapPort {
         let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
         let mut mac = [0u8; 6];
         for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
-            *dst = *src as u8;
+            *dst = src.cast_unsigned();
         }
 
         let mut ifr = ifreq_for(ifname);
         sioc(libc::SIOCGIFFLAGS, &mut ifr, "SIOCGIFFLAGS")?;
         // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
         let cur = unsafe { ifr.ifr_ifru.ifru_flags };
-        ifr.ifr_ifru.ifru_flags = cur | libc::IFF_UP as libc::c_short;
+        ifr.ifr_ifru.ifru_flags = cur | ifr_flags(libc::IFF_UP);
         sioc(libc::SIOCSIFFLAGS, &mut ifr, "SIOCSIFFLAGS (up)")?;
         drop(sock);
 
@@ -383,8 +399,8 @@ impl TapPort {
             ];
             // SAFETY: both iovecs point to writable memory of the stated lengths that lives across the call;
             // `self.fd` is an open fd.
-            let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-            if r < 0 {
+            let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov_count(&iov)) };
+            let Ok(len) = usize::try_from(r) else {
                 pool.free(frame);
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -392,8 +408,7 @@ impl TapPort {
                     io::ErrorKind::Interrupted => continue,
                     _ => return Err(PortError::Io { port: self.name.clone(), op: "read from tap", source: e }),
                 }
-            }
-            let len = r as usize;
+            };
             if len > room_len || frame.set_len(len).is_err() {
                 self.stats.rx_dropped += 1;
                 self.extra.too_long += 1;
@@ -415,10 +430,11 @@ impl TapPort {
     /// frame needed it.
     fn rx_large(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
         let mut n = 0;
+        let mut wire = 0;
         let mut spare: Option<Frame> = None;
         let hdr = if self.vnet { VNET_HDR_LEN } else { 0 };
         let result = loop {
-            if batch.room() == 0 {
+            if batch.room() == 0 || wire >= RX_SEGMENT_BUDGET {
                 break Ok(());
             }
             if self.pending.is_some() {
@@ -449,8 +465,8 @@ impl TapPort {
             // SAFETY: every iovec points to writable memory of the stated length (the header array, the small
             // buffer's room, the large buffer's or the scratch's room past it, the spill byte) that lives and does
             // not move across the call; `self.fd` is an open fd.
-            let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-            if r < 0 {
+            let r = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov_count(iov)) };
+            let Ok(r) = usize::try_from(r) else {
                 pool.free(frame);
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -458,8 +474,7 @@ impl TapPort {
                     io::ErrorKind::Interrupted => continue,
                     _ => break Err(PortError::Io { port: self.name.clone(), op: "read from tap", source: e }),
                 }
-            }
-            let r = r as usize;
+            };
             if r < hdr || r - hdr > MAX_LARGE_FRAME_LEN {
                 self.stats.rx_dropped += 1;
                 self.extra.too_long += 1;
@@ -495,6 +510,7 @@ impl TapPort {
             if offload.is_gso() {
                 self.stats.rx_super_frames += 1;
             }
+            wire += wire_frames(&frame);
             // Cannot fail: the loop runs only while the batch has room.
             let _ = batch.push(frame);
             n += 1;
@@ -615,7 +631,7 @@ impl Port for TapPort {
                 let r = loop {
                     // SAFETY: the iovecs point to readable memory of the stated lengths (the header on the stack,
                     // the frame's bytes) that lives across the call; the kernel only reads it; `fd` is open.
-                    let r = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+                    let r = unsafe { libc::writev(fd, iov.as_ptr(), iov_count(iov)) };
                     if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                         continue;
                     }

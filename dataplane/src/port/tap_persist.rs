@@ -232,6 +232,15 @@ pub fn remove(queues: &[TapPort]) -> std::io::Result<()> {
     }
 }
 
+/// Deletes the tap `ifname` in `netns` if it is ours and no process holds it open (a port moved to another
+/// namespace, its old tap left behind by the move); `Ok(false)` when there is nothing of ours to delete.
+pub fn delete_ours(netns: Option<&str>, ifname: &str) -> Result<bool, String> {
+    match link_info(netns, ifname)? {
+        Some(l) if l.ours() && l.is_tap && l.queues == 0 => ip(netns, &["link", "del", "dev", ifname]).map(|_| true),
+        _ => Ok(false),
+    }
+}
+
 /// Sets the MTU of the tap `ifname` in `netns` in place (no recreation: index, MAC and addresses stay).
 pub fn set_mtu(netns: Option<&str>, ifname: &str, mtu: u16) -> Result<(), String> {
     ip(netns, &["link", "set", "dev", ifname, "mtu", &mtu.to_string()]).map(|_| ())

@@ -86,6 +86,9 @@ impl Router {
                     return out.drop(frame, reason);
                 }
             }
+            if let Some(reason) = topo.isolation.host_link_refusal(in_rif, nh.rif, src, dst) {
+                return out.drop(frame, reason);
+            }
         }
         if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);

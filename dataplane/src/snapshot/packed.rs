@@ -4,9 +4,14 @@
 //! `snapshot::tests::measure_snapshot_cost`). A record that does not decode (a wrong protocol, state or NAT
 //! kind byte, a short string) fails the whole snapshot, which is then ignored.
 //!
-//! Record layout: original tuple and reply tuple (zone u16, protocol u8, source u32, destination u32, source
-//! port u16, destination port u16: 15 bytes each), state (protocol kind u8, state index u8), NAT (kind u8:
-//! 0 none, 1 snat, 2 dnat, 3 hairpin; allocator u16, 0xffff for none), age u64, remaining u64.
+//! Record layout (format version 2, [`RECORD_LEN`] = 54 bytes): original tuple and reply tuple (zone u16,
+//! protocol u8, source u32, destination u32, source port u16, destination port u16: 15 bytes each), state
+//! (protocol kind u8, state index u8), NAT (kind u8: 0 none, 1 snat, 2 dnat, 3 hairpin; allocator u16, 0xffff
+//! for none), age u64, remaining u64, flags u8 (bit 0: replied, netfilter's SEEN_REPLY; the other bits must be
+//! 0), limit group u16 (0xffff for none; the NAT binding's `group`, only with a NAT kind).
+//!
+//! Format version 1 ([`V1_RECORD_LEN`] = 51 bytes) is the same without the last two fields: its connections
+//! read as replied (they were tracked before the restart, so they count as assured) and in no limit group.
 
 use super::ConnRecord;
 use crate::conntrack::{IcmpState, NatBinding, NatKind, Proto, ProtoState, TcpState, Tuple, UdpState};
@@ -14,8 +19,10 @@ use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
 use std::net::Ipv4Addr;
 
-/// Bytes per connection.
-pub const RECORD_LEN: usize = 15 * 2 + 2 + 3 + 16;
+/// Bytes per connection (format version 2).
+pub const RECORD_LEN: usize = V1_RECORD_LEN + 3;
+/// Bytes per connection in format version 1.
+pub const V1_RECORD_LEN: usize = 15 * 2 + 2 + 3 + 16;
 
 const TCP: [TcpState; 8] = [
     TcpState::SynSent,
@@ -62,6 +69,8 @@ pub fn put(out: &mut Vec<u8>, c: &ConnRecord) {
     out.extend_from_slice(&allocator.to_le_bytes());
     out.extend_from_slice(&c.age_ns.to_le_bytes());
     out.extend_from_slice(&c.remaining_ns.to_le_bytes());
+    out.push(u8::from(c.replied));
+    out.extend_from_slice(&c.nat.and_then(|b| b.group).unwrap_or(u16::MAX).to_le_bytes());
 }
 
 /// A little-endian reader over one record.
@@ -101,7 +110,13 @@ impl Reader<'_> {
 
 /// Decodes one record (exactly [`RECORD_LEN`] bytes).
 pub fn get(rec: &[u8]) -> Result<ConnRecord, String> {
-    if rec.len() != RECORD_LEN {
+    get_version(rec, 2)
+}
+
+/// Decodes one record of format `version` (1: [`V1_RECORD_LEN`] bytes, 2: [`RECORD_LEN`]).
+pub fn get_version(rec: &[u8], version: u32) -> Result<ConnRecord, String> {
+    let len = if version == 1 { V1_RECORD_LEN } else { RECORD_LEN };
+    if rec.len() != len {
         return Err(format!("connection record of {} bytes", rec.len()));
     }
     let mut r = Reader(rec);
@@ -114,16 +129,28 @@ pub fn get(rec: &[u8]) -> Result<ConnRecord, String> {
         3 => ProtoState::Icmp(*ICMP.get(i).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
-    let nat = match (r.u8(), r.u16()) {
-        (0, _) => None,
-        (k, a) => Some(NatBinding {
+    let (nat_kind, allocator) = (r.u8(), r.u16());
+    let (age_ns, remaining_ns) = (r.u64(), r.u64());
+    let (replied, group) = if version == 1 {
+        // Not recorded by version 1: a connection tracked before the restart counts as assured.
+        (true, u16::MAX)
+    } else {
+        let flags = r.u8();
+        if flags > 1 {
+            return Err(format!("connection record: flags {flags:#04x}"));
+        }
+        (flags == 1, r.u16())
+    };
+    let nat = match nat_kind {
+        0 if group == u16::MAX => None,
+        0 => return Err(format!("connection record: limit group {group} without NAT")),
+        k => Some(NatBinding {
             kind: *NAT.get(usize::from(k) - 1).ok_or_else(|| format!("connection record: NAT kind {k}"))?,
-            allocator: (a != u16::MAX).then_some(a),
-            // Not recorded (snapshot version 1): see `restore_router`.
-            group: None,
+            allocator: (allocator != u16::MAX).then_some(allocator),
+            group: (group != u16::MAX).then_some(group),
         }),
     };
-    Ok(ConnRecord { orig, reply, state, nat, age_ns: r.u64(), remaining_ns: r.u64() })
+    Ok(ConnRecord { orig, reply, state, nat, age_ns, remaining_ns, replied })
 }
 
 /// `serialize_with` for [`super::Snapshot::connections`]: one byte string.
@@ -137,21 +164,30 @@ pub fn serialize<S: Serializer>(conns: &[ConnRecord], s: S) -> Result<S::Ok, S::
 
 /// `deserialize_with` for [`super::Snapshot::connections`].
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ConnRecord>, D::Error> {
-    struct Records;
-    impl Visitor<'_> for Records {
-        type Value = Vec<ConnRecord>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "a byte string of {RECORD_LEN}-byte connection records")
-        }
-        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-            if !v.len().is_multiple_of(RECORD_LEN) {
-                return Err(E::custom(format!("{} bytes of connection records", v.len())));
-            }
-            v.chunks(RECORD_LEN).map(|rec| get(rec).map_err(E::custom)).collect()
-        }
-        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
-            self.visit_bytes(&v)
-        }
+    d.deserialize_byte_buf(Records(2))
+}
+
+/// `deserialize_with` for the connections of a format version 1 snapshot.
+pub fn deserialize_v1<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ConnRecord>, D::Error> {
+    d.deserialize_byte_buf(Records(1))
+}
+
+/// The visitor of a byte string of records of one format version.
+struct Records(u32);
+
+impl Visitor<'_> for Records {
+    type Value = Vec<ConnRecord>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a byte string of version {} connection records", self.0)
     }
-    d.deserialize_byte_buf(Records)
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        let len = if self.0 == 1 { V1_RECORD_LEN } else { RECORD_LEN };
+        if !v.len().is_multiple_of(len) {
+            return Err(E::custom(format!("{} bytes of connection records", v.len())));
+        }
+        v.chunks(len).map(|rec| get_version(rec, self.0).map_err(E::custom)).collect()
+    }
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        self.visit_bytes(&v)
+    }
 }

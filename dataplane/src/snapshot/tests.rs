@@ -48,7 +48,8 @@ fn up_rif(sw: &Switch) -> RifId {
     t.rif_of_port(t.port_id("up").unwrap()).unwrap()
 }
 
-/// A masqueraded TCP or UDP connection from 10.0.x.y:sport to 198.51.100.z:dport, through port `nat_port`.
+/// A masqueraded TCP or UDP connection from 10.0.x.y:sport to 198.51.100.z:dport, through port `nat_port`,
+/// replied, in no limit group.
 fn conn(i: u32, proto: Proto, nat_port: u16, up: RifId, age_ns: u64, remaining_ns: u64) -> ConnRecord {
     let inside = Ipv4Addr::from(0x0a00_0000 | ((i & 0xfffd) + 2));
     let server = Ipv4Addr::new(198, 51, 100, 1 + (i % 200) as u8);
@@ -64,7 +65,14 @@ fn conn(i: u32, proto: Proto, nat_port: u16, up: RifId, age_ns: u64, remaining_n
         nat: Some(NatBinding { kind: NatKind::Snat, allocator: Some(up), group: None }),
         age_ns,
         remaining_ns,
+        replied: true,
     }
+}
+
+/// The router interface of network `lan` (a connection's limit group).
+fn lan_rif(sw: &Switch) -> RifId {
+    let t = sw.topology();
+    t.networks[t.network_id("lan").unwrap() as usize].rif.unwrap()
 }
 
 fn sorted(mut s: Snapshot) -> Snapshot {
@@ -79,26 +87,52 @@ prop_compose! {
     fn tables()(
         macs in proptest::collection::btree_map(1u64..1 << 40, (any::<bool>(), 0u64..200_000_000_000), 0..40),
         neigh in proptest::collection::btree_set(3u8..250, 0..5),
-        conns in proptest::collection::btree_map(0u32..60_000, (any::<bool>(), 0u64..10_000_000_000_000, 1u64..500_000_000_000_000), 0..200),
-    ) -> (Vec<(u64, bool, u64)>, Vec<u8>, Vec<(u32, bool, u64, u64)>) {
+        conns in proptest::collection::btree_map(0u32..60_000, ((any::<bool>(), any::<bool>(), any::<bool>()), 0u64..10_000_000_000_000, 1u64..500_000_000_000_000), 0..200),
+    ) -> (Vec<(u64, bool, u64)>, Vec<u8>, Vec<(u32, (bool, bool, bool), u64, u64)>) {
         (
             macs.into_iter().map(|(m, (b, age))| (m, b, age)).collect(),
             neigh.into_iter().collect(),
-            conns.into_iter().map(|(i, (tcp, age, rem))| (i, tcp, age, rem)).collect(),
+            conns.into_iter().map(|(i, (flags, age, rem))| (i, flags, age, rem)).collect(),
         )
     }
+}
+
+/// `snap` as vswitchd 1 wrote it: format version 1, connection records without the replied flag and the group.
+fn encode_v1(snap: &Snapshot) -> Vec<u8> {
+    fn v1_records<S: serde::Serializer>(conns: &[ConnRecord], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = Vec::new();
+        for c in conns {
+            let mut rec = Vec::new();
+            packed::put(&mut rec, c);
+            out.extend_from_slice(&rec[..packed::V1_RECORD_LEN]);
+        }
+        s.serialize_bytes(&out)
+    }
+    #[derive(Serialize)]
+    struct V1<'a> {
+        config: &'a Config,
+        fdb: &'a [FdbRecord],
+        neighbours: &'a [NeighRecord],
+        #[serde(serialize_with = "v1_records")]
+        connections: &'a [ConnRecord],
+    }
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let v1 = V1 { config: &snap.config, fdb: &snap.fdb, neighbours: &snap.neighbours, connections: &snap.connections };
+    ciborium::into_writer(&v1, &mut out).unwrap();
+    out
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// Random tables restored into a fresh switch and taken again are what they were; the file encoding
-    /// round-trips them byte for byte.
+    /// Random tables restored into a fresh switch and taken again are what they were (connections replied or
+    /// not, in the lan network's limit group or none); the file encoding round-trips them byte for byte.
     #[test]
     fn random_tables_round_trip(t in tables()) {
         let cfg = config();
         let mut sw = Switch::new(&cfg);
-        let up = up_rif(&sw);
+        let (up, lan) = (up_rif(&sw), lan_rif(&sw));
         let (macs, neigh, conns) = t;
         let aging = cfg.networks[0].mac_aging_secs * 1_000_000_000;
         let snap = Snapshot {
@@ -120,9 +154,14 @@ proptest! {
             connections: conns
                 .iter()
                 .enumerate()
-                .map(|(k, &(i, tcp, age, rem))| {
+                .map(|(k, &(i, (tcp, replied, grouped), age, rem))| {
                     let proto = if tcp { Proto::Tcp } else { Proto::Udp };
-                    conn(i, proto, 2000 + k as u16, up, age.min(NOW), rem)
+                    let mut c = conn(i, proto, 2000 + k as u16, up, age.min(NOW), rem);
+                    c.replied = replied;
+                    if let Some(nat) = c.nat.as_mut() {
+                        nat.group = grouped.then_some(lan);
+                    }
+                    c
                 })
                 .collect(),
         };
@@ -131,7 +170,17 @@ proptest! {
         prop_assert!(r.router_matched);
         prop_assert_eq!((r.fdb, r.neighbours, r.connections), (snap.fdb.len(), snap.neighbours.len(), snap.connections.len()));
         sw.router().nat().check_invariants().map_err(TestCaseError::fail)?;
-        prop_assert_eq!(sorted(take(&sw, &cfg, NOW)), sorted(snap));
+        prop_assert_eq!(sorted(take(&sw, &cfg, NOW)), sorted(snap.clone()));
+        // A format version 1 file of the same tables reads with every connection replied and in no group.
+        let v1 = decode(&encode_v1(&snap)).unwrap();
+        let mut expected = snap;
+        for c in &mut expected.connections {
+            c.replied = true;
+            if let Some(nat) = c.nat.as_mut() {
+                nat.group = None;
+            }
+        }
+        prop_assert_eq!(v1, expected);
     }
 
     /// No byte string after a valid header decodes into a panic; truncations of a valid file are refused.
@@ -151,8 +200,8 @@ proptest! {
 }
 
 proptest! {
-    /// Any 51 bytes decode into a connection record or an error naming the bad field, never a panic; a record
-    /// that decodes survives encoding and decoding again.
+    /// Any 54 bytes decode into a connection record or an error naming the bad field, never a panic; a record
+    /// that decodes survives encoding and decoding again. Any 51 bytes, the same as a version 1 record.
     #[test]
     fn connection_records_decode_or_refuse(rec in proptest::collection::vec(any::<u8>(), packed::RECORD_LEN)) {
         if let Ok(c) = packed::get(&rec) {
@@ -162,6 +211,14 @@ proptest! {
             prop_assert_eq!(a, b);
         }
         prop_assert!(packed::get(&rec[1..]).is_err());
+        let v1 = &rec[..packed::V1_RECORD_LEN];
+        if let Ok(c) = packed::get_version(v1, 1) {
+            prop_assert!(c.replied && c.nat.is_none_or(|n| n.group.is_none()));
+            let mut again = Vec::new();
+            packed::put(&mut again, &c);
+            prop_assert_eq!(packed::get_version(&again[..packed::V1_RECORD_LEN], 1).unwrap(), c);
+        }
+        prop_assert!(packed::get_version(&rec, 1).is_err());
     }
 }
 
@@ -173,6 +230,22 @@ fn other_versions_and_other_files_are_refused_with_a_reason() {
     assert!(decode(&bytes).is_ok());
     bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
     assert!(decode(&bytes).unwrap_err().contains(&format!("version {}", VERSION + 1)));
+    bytes[8..12].copy_from_slice(&0u32.to_le_bytes());
+    assert!(decode(&bytes).unwrap_err().contains("version 0"));
+    // A version 2 body under a version 1 header: its records are not 51 bytes long: corrupt, refused.
+    let cfg1 = config();
+    let mut sw1 = Switch::new(&cfg1);
+    let up = up_rif(&sw1);
+    let snap = Snapshot {
+        config: cfg1.clone(),
+        fdb: vec![],
+        neighbours: vec![],
+        connections: vec![conn(1, Proto::Tcp, 5000, up, 1, 1)],
+    };
+    let mut v2 = encode(&snap);
+    v2[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert!(decode(&v2).unwrap_err().contains("corrupt snapshot (format version 1)"), "{:?}", decode(&v2));
+    assert_eq!(restore(&mut sw1, &cfg1, &decode(&encode_v1(&snap)).unwrap(), NOW).connections, 1);
     assert!(decode(b"{\"json\": true}").unwrap_err().contains("bad magic"));
 
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //! - `payload_len` counts the bytes after the last header (after the UDP / TCP / ICMP header; after the Ethernet
 //!   header for [`eth`]). Payload bytes are the deterministic pattern of [`pattern`]: `0, 1, 2, …, 255, 0, 1, …`.
 //! - IPv4 fields not given take [`Ipv4Opts::default`]: TTL 64, DF clear, identification 0. IPv6 hop limit 64.
-//! - TCP segments carry no options and a window of [`TCP_WINDOW`].
+//! - TCP segments carry a window of [`TCP_WINDOW`] and no options unless given ([`TcpSegment::options`]).
 //!
 //! The two-address-pairs-plus-options shape of every IPv4 frame is [`Ipv4Spec`]; the free functions
 //! ([`udp`], [`tcp`], [`icmp_echo_request`], …) are shortcuts for it with default options:
@@ -30,6 +30,8 @@
 //! generator checks sizes before calling.
 
 use super::{arp as arp_view, ethernet, ethertype, vlan, MacAddr};
+/// A TCP option for [`TcpSegment::options`] (etherparse's; `MaximumSegmentSize`, `Noop`, `WindowScale`, …).
+pub use etherparse::TcpOptionElement as TcpOption;
 use etherparse::{Icmpv4Type, IpHeaders, Ipv4Extensions, Ipv4Header, PacketBuilder, TcpHeader};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -258,12 +260,14 @@ pub struct TcpSegment {
     pub seq: u32,
     /// Acknowledgment number (default 0; meaningful with ACK).
     pub ack: u32,
+    /// Options, in order (default none); padded with END to a multiple of 4 bytes.
+    pub options: &'static [TcpOption],
 }
 
 impl TcpSegment {
     /// A segment between the ports with `flags`, sequence and acknowledgment numbers 0.
     pub fn new(sport: u16, dport: u16, flags: TcpFlags) -> Self {
-        TcpSegment { sport, dport, flags, seq: 0, ack: 0 }
+        TcpSegment { sport, dport, flags, seq: 0, ack: 0, options: &[] }
     }
 
     /// With sequence number `seq`.
@@ -274,6 +278,11 @@ impl TcpSegment {
     /// With acknowledgment number `ack`.
     pub fn ack(self, ack: u32) -> Self {
         TcpSegment { ack, ..self }
+    }
+
+    /// With these options (at most 40 bytes of them).
+    pub fn options(self, options: &'static [TcpOption]) -> Self {
+        TcpSegment { options, ..self }
     }
 }
 
@@ -397,6 +406,7 @@ fn tcp_header(seg: TcpSegment) -> TcpHeader {
     h.rst = seg.flags.contains(TcpFlags::RST);
     h.psh = seg.flags.contains(TcpFlags::PSH);
     h.ack = seg.flags.contains(TcpFlags::ACK);
+    h.set_options(seg.options).expect("TCP options longer than 40 bytes");
     h
 }
 
@@ -470,6 +480,17 @@ impl Ipv6Spec {
     /// From `src` to `dst` with hop limit 64.
     pub fn new(src_mac: MacAddr, dst_mac: MacAddr, src_ip: Ipv6Addr, dst_ip: Ipv6Addr) -> Self {
         Ipv6Spec { src_mac, dst_mac, src_ip, dst_ip, hop_limit: 64 }
+    }
+
+    /// TCP segment `seg` with `payload_len` pattern bytes.
+    pub fn tcp(&self, seg: TcpSegment, payload_len: usize) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(self.src_mac.0, self.dst_mac.0)
+            .ipv6(self.src_ip.octets(), self.dst_ip.octets(), self.hop_limit)
+            .tcp_header(tcp_header(seg));
+        let payload = pattern(payload_len);
+        let mut out = Vec::with_capacity(b.size(payload_len));
+        b.write(&mut out, &payload).expect(TOO_BIG);
+        pad(out)
     }
 
     /// UDP datagram `sport` → `dport` with `payload_len` pattern bytes.

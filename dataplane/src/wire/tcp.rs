@@ -18,6 +18,18 @@ pub const CHECKSUM_OFFSET: u16 = field::CHECKSUM.start as u16;
 /// Length of the longest header (data offset 15).
 pub const MAX_HEADER_LEN: usize = 60;
 
+/// Option kinds (RFC 9293 § 3.2) the switch reads.
+pub mod option {
+    /// End of the option list.
+    pub const END: u8 = 0;
+    /// No operation (one byte of padding between options).
+    pub const NOP: u8 = 1;
+    /// Maximum segment size: kind, length 4, a 16-bit value.
+    pub const MSS: u8 = 2;
+    /// The length of an MSS option.
+    pub const MSS_LEN: u8 = 4;
+}
+
 /// Bits of the flags byte ([`Packet::flags`]).
 pub mod flags {
     /// FIN.
@@ -130,6 +142,41 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be::u16_at(self.buffer.as_ref(), field::URGENT)
     }
 
+    /// Where the value of the MSS option sits, as an offset from the start of the header: the first option of
+    /// kind [`option::MSS`] and length 4, found by walking the options as RFC 9293 lays them out (END stops the
+    /// walk, NOP is one byte, any other option carries a length of at least 2). `None` when there is none, or
+    /// when the options before it are malformed or run past the header (or the buffer).
+    #[inline]
+    pub fn mss_option_at(&self) -> Option<usize> {
+        let d = self.buffer.as_ref();
+        let end = self.header_len().min(d.len());
+        let mut at = HEADER_LEN;
+        while at < end {
+            match d[at] {
+                option::END => return None,
+                option::NOP => at += 1,
+                kind => {
+                    let len = usize::from(*d.get(at + 1).filter(|_| at + 1 < end)?);
+                    if len < 2 || at + len > end {
+                        return None;
+                    }
+                    if kind == option::MSS {
+                        return (len == usize::from(option::MSS_LEN)).then_some(at + 2);
+                    }
+                    at += len;
+                }
+            }
+        }
+        None
+    }
+
+    /// The MSS option's value, if the header carries one ([`Packet::mss_option_at`]).
+    #[inline]
+    pub fn mss_option(&self) -> Option<u16> {
+        let at = self.mss_option_at()?;
+        Some(be::u16_at(self.buffer.as_ref(), at..at + 2))
+    }
+
     /// The payload: everything after the header (empty if the buffer does not reach it).
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -213,6 +260,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let pseudo = checksum::pseudo_ipv4(src, dst, super::ip_proto::TCP, seg.len() as u16);
         let c = !checksum::add(pseudo, checksum::sum_long(seg));
         self.set_checksum(c);
+    }
+
+    /// Replaces the MSS option's value with `mss` if the header carries one ([`Packet::mss_option_at`]),
+    /// returning where the value sits and what it was; nothing else changes (the checksum is the caller's).
+    #[inline]
+    pub fn set_mss_option(&mut self, mss: u16) -> Option<(usize, u16)> {
+        let at = self.mss_option_at()?;
+        let old = be::u16_at(self.buffer.as_ref(), at..at + 2);
+        be::set_u16(self.buffer.as_mut(), at..at + 2, mss);
+        Some((at, old))
     }
 
     /// The payload, writable (see [`Packet::payload`]).

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tools::lab::{self, demo, Lab, LabOptions, LabSpec};
+use tools::lab::overlay::{OverlayLab, OverlaySpec};
+use tools::lab::{self, demo, overlay_demo, Lab, LabOptions, LabSpec};
 
 #[derive(Parser)]
 #[command(name = "vswitch-lab", version, about = "vswitch lab: vswitchd and its hosts in network namespaces (root)")]
@@ -15,7 +16,8 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// Lab file (TOML); the embedded default lab (examples/lab/default.toml) when absent.
+    /// Lab file (TOML); the embedded default lab (examples/lab/default.toml) when absent. A file with
+    /// `[[machine]]` is an overlay lab (examples/lab/overlay.toml: hosts with vswitchd, agent and etcd each).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Prefix of the lab's namespace names.
@@ -24,6 +26,9 @@ struct Common {
     /// The vswitchd executable (default: next to this executable, else from PATH).
     #[arg(long)]
     vswitchd: Option<PathBuf>,
+    /// The vswitch-agent executable, for overlay labs (default: next to this executable, else from PATH).
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// Where the lab's state directory goes.
     #[arg(long, default_value = lab::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
@@ -52,17 +57,33 @@ impl Common {
         if let Some(v) = &self.vswitchd {
             o.vswitchd = v.clone();
         }
+        if let Some(a) = &self.agent {
+            o.agent = a.clone();
+        }
         o.state_root = self.state_dir.clone();
         o.offloads = self.offloads.as_deref().map(|v| v == "on");
         o
     }
 
-    fn spec(&self) -> anyhow::Result<LabSpec> {
+    fn spec(&self) -> anyhow::Result<AnyLab> {
         match &self.config {
-            Some(path) => Ok(LabSpec::load(path)?),
-            None => Ok(LabSpec::default_lab()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                if OverlaySpec::is_overlay(&text) {
+                    Ok(AnyLab::Overlay(OverlaySpec::load(path)?))
+                } else {
+                    Ok(AnyLab::Switch(LabSpec::load(path)?))
+                }
+            }
+            None => Ok(AnyLab::Switch(LabSpec::default_lab())),
         }
     }
+}
+
+/// A one-switch lab or an overlay lab.
+enum AnyLab {
+    Switch(LabSpec),
+    Overlay(OverlaySpec),
 }
 
 fn main() -> ExitCode {
@@ -82,8 +103,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Cmd::Up(c) => {
-            let spec = c.spec()?;
             let opts = c.options();
+            let spec = match c.spec()? {
+                AnyLab::Switch(spec) => spec,
+                AnyLab::Overlay(spec) => {
+                    let mut lab = OverlayLab::up(&spec, &opts).context("bringing the overlay lab up")?;
+                    lab.join_all().context("starting the late hosts")?;
+                    println!("overlay lab {} is up: hosts {:?}", opts.prefix, lab.started());
+                    for m in &spec.machines {
+                        for ct in &m.containers {
+                            println!(
+                                "  {:<6} namespace {:<14} {} (on {})",
+                                ct.name,
+                                lab.host_ns(&ct.name),
+                                ct.address,
+                                m.name
+                            );
+                        }
+                    }
+                    let o = &spec.outside;
+                    println!("  {:<6} namespace {:<14} {}", o.name, lab.host_ns(&o.name), o.address);
+                    println!(
+                        "logs and sockets: {}",
+                        lab.state().log.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                    );
+                    lab.detach();
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             let lab = Lab::up(&spec, &opts).context("bringing the lab up")?;
             println!("lab {} is up: vswitchd pid {:?} in namespace {}", opts.prefix, lab.pid(), lab.switch_ns());
             for h in &spec.hosts {
@@ -108,9 +155,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo(c) => {
-            let spec = c.spec()?;
             let opts = c.options();
-            let checks = demo::run(&spec, &opts, &mut std::io::stdout())?;
+            let checks = match c.spec()? {
+                AnyLab::Switch(spec) => demo::run(&spec, &opts, &mut std::io::stdout())?,
+                AnyLab::Overlay(spec) => overlay_demo::run(&spec, &opts, &mut std::io::stdout())?,
+            };
             let failed = checks.iter().filter(|c| !c.pass).count();
             if failed == 0 {
                 println!("demo: all {} checks passed", checks.len());
@@ -129,7 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match state.pid {
                 Some(pid) if lab::is_vswitchd(pid) => println!("vswitchd pid {pid}: running"),
                 Some(pid) => println!("vswitchd pid {pid}: not running (see {})", state.log.display()),
-                None => println!("vswitchd: not started"),
+                None if state.processes.is_empty() => println!("vswitchd: not started"),
+                None => {}
+            }
+            for p in &state.processes {
+                let up = if lab::runs(p.pid, &p.comm) { "running" } else { "not running" };
+                println!("{} pid {}: {up}", p.what, p.pid);
             }
             for ns in &state.namespaces {
                 let exists = lab::netns::exists(ns);

@@ -4,7 +4,10 @@
 //! The checks are derived from the lab: the first non-external host ("the client") pings every other host and
 //! its gateway, sends [`TRANSFER_BYTES`] over TCP to every other host (to an external host, the source the
 //! server sees must be the uplink's address when the client's network masquerades, the client's own otherwise),
-//! and every `[[publish]]` rule is exercised from the host on the publishing port. Runs on the caller's thread.
+//! and every `[[publish]]` rule is exercised from the host on the publishing port. A host on a host port (the
+//! switch namespace's own stack, `host = true`) pings and sends TCP to every container, which must see its own
+//! address (no masquerade); an external host given a route to a masquerade network's subnet must not reach a
+//! container's unpublished port. Runs on the caller's thread.
 
 use super::probe::{ping, tcp_send, TcpServer};
 use super::{HostSpec, Lab, LabError, LabOptions, LabSpec};
@@ -33,8 +36,10 @@ pub struct Check {
 struct NatView {
     /// Networks with `masquerade = true`, with their subnets.
     masquerading: Vec<ipnet::Ipv4Net>,
-    /// Routed ports' addresses by port name.
+    /// Routed ports' addresses by port name (host ports excluded: nothing is masqueraded towards them).
     port_addr: Vec<(String, Ipv4Addr)>,
+    /// Routed ports' addresses with their prefix length, host ports included.
+    port_net: Vec<(String, ipnet::Ipv4Net)>,
     /// `[[publish]]`: (port, external_port, to).
     publish: Vec<(String, u16, SocketAddrV4)>,
 }
@@ -54,7 +59,10 @@ fn nat_view(spec: &LabSpec) -> NatView {
         let name = p.get("name").and_then(|x| x.as_str()).unwrap_or_default();
         let addr: Option<ipnet::Ipv4Net> = p.get("address").and_then(|x| x.as_str()).and_then(|s| s.parse().ok());
         if let Some(a) = addr {
-            v.port_addr.push((name.to_string(), a.addr()));
+            if p.get("host").and_then(|h| h.as_bool()) != Some(true) {
+                v.port_addr.push((name.to_string(), a.addr()));
+            }
+            v.port_net.push((name.to_string(), a));
         }
     }
     for p in arr("publish") {
@@ -79,7 +87,7 @@ pub fn run(spec: &LabSpec, opts: &LabOptions, out: &mut dyn Write) -> Result<Vec
     };
     let nat = nat_view(spec);
     let hosts = spec.hosts.clone();
-    let Some(client) = hosts.iter().find(|h| !h.external).cloned() else {
+    let Some(client) = hosts.iter().find(|h| !h.external && !spec.is_host_stack(h)).cloned() else {
         return Err(LabError::Spec("the demo needs at least one host that is not external".into()));
     };
     let client_ns = lab.host_ns(&client.name);
@@ -124,6 +132,26 @@ pub fn run(spec: &LabSpec, opts: &LabOptions, out: &mut dyn Write) -> Result<Vec
         record(out, c);
     }
 
+    // The host port: the switch namespace's own stack reaches the containers directly, untranslated.
+    let containers: Vec<HostSpec> = hosts.iter().filter(|h| !h.external && !spec.is_host_stack(h)).cloned().collect();
+    for h in hosts.iter().filter(|h| spec.is_host_stack(h)) {
+        for c in &containers {
+            let r = ping(&lab.host_ns(&h.name), c.ip(), 3);
+            record(out, ping_check(&format!("ping {} (host port) -> {}", h.name, c.name), c.ip(), r));
+            record(out, transfer(&lab, h, c, SERVER_PORT, c.ip(), SERVER_PORT, Some(h.ip())));
+        }
+    }
+
+    // Isolation: an external host with a route to a masquerade network's subnet still cannot reach a
+    // container's unpublished port.
+    for ext in hosts.iter().filter(|h| h.external) {
+        let Some((_, port_net)) = nat.port_net.iter().find(|(p, _)| p == &ext.port) else { continue };
+        for subnet in &nat.masquerading {
+            let Some(c) = containers.iter().find(|c| subnet.contains(&c.ip())) else { continue };
+            record(out, unpublished(&lab, ext, c, *subnet, port_net.addr()));
+        }
+    }
+
     let stats = lab.stop_switch();
     let _ = writeln!(out, "\nvswitchd counters (stopped with SIGTERM):");
     match stats {
@@ -140,6 +168,44 @@ pub fn run(spec: &LabSpec, opts: &LabOptions, out: &mut dyn Write) -> Result<Vec
     lab.down()?;
     let _ = writeln!(out, "lab {} is down", opts.prefix);
     Ok(checks)
+}
+
+fn ping_check(name: &str, ip: Ipv4Addr, r: Result<super::probe::PingReport, LabError>) -> Check {
+    match r {
+        Ok(r) => Check {
+            name: format!("{name} ({ip})"),
+            pass: r.received > 0,
+            detail: format!(
+                "{}/{} replies{}",
+                r.received,
+                r.sent,
+                r.avg_ms.map(|a| format!(", avg {a:.3} ms")).unwrap_or_default()
+            ),
+        },
+        Err(e) => Check { name: name.to_string(), pass: false, detail: e.to_string() },
+    }
+}
+
+/// Gives `ext` a route to `subnet` via the switch's address `via` on its link, then tries a TCP connection to
+/// an unpublished port of container `c`: the check passes when it does not connect (dropped `not-published`).
+fn unpublished(lab: &Lab, ext: &HostSpec, c: &HostSpec, subnet: ipnet::Ipv4Net, via: Ipv4Addr) -> Check {
+    const PORT: u16 = 5002;
+    let name = format!("{} -> {}:{PORT} unpublished, refused", ext.name, c.name);
+    let ns = lab.host_ns(&ext.name);
+    let route = super::netns::ip(&["-n", &ns, "route", "replace", &subnet.to_string(), "via", &via.to_string()]);
+    if let Err(e) = route {
+        return Check { name, pass: false, detail: e.to_string() };
+    }
+    let server = TcpServer::start(&lab.host_ns(&c.name), PORT, Duration::from_secs(3));
+    let sent = tcp_send(&ns, SocketAddrV4::new(c.ip(), PORT), 1000, Duration::from_secs(2));
+    let seen = server.and_then(|s| s.finish());
+    match (sent, seen) {
+        (Err(e), Err(_)) => Check { name, pass: true, detail: format!("no connection ({e})") },
+        (_, Ok(s)) => {
+            Check { name, pass: false, detail: format!("the container accepted a connection from {}", s.peer) }
+        }
+        (Ok(_), Err(e)) => Check { name, pass: false, detail: format!("the client connected somewhere: {e}") },
+    }
 }
 
 /// The source address host `to` should see for a connection from `from`: the uplink's address when `from`'s
@@ -167,9 +233,23 @@ pub fn transfer(
     expect_src: Option<Ipv4Addr>,
 ) -> Check {
     let name = format!("tcp {} -> {} ({dst}:{dst_port}) 10 MB", from.name, to.name);
+    transfer_between(name, &lab.host_ns(&from.name), &lab.host_ns(&to.name), listen_port, dst, dst_port, expect_src)
+}
+
+/// [`transfer`] between namespaces: a server in `to_ns` on `listen_port`, a client in `from_ns` connecting to
+/// `dst:dst_port`; the check is called `name`.
+pub fn transfer_between(
+    name: String,
+    from_ns: &str,
+    to_ns: &str,
+    listen_port: u16,
+    dst: Ipv4Addr,
+    dst_port: u16,
+    expect_src: Option<Ipv4Addr>,
+) -> Check {
     let result = (|| {
-        let server = TcpServer::start(&lab.host_ns(&to.name), listen_port, TIMEOUT)?;
-        let t = tcp_send(&lab.host_ns(&from.name), SocketAddrV4::new(dst, dst_port), TRANSFER_BYTES, TIMEOUT);
+        let server = TcpServer::start(to_ns, listen_port, TIMEOUT)?;
+        let t = tcp_send(from_ns, SocketAddrV4::new(dst, dst_port), TRANSFER_BYTES, TIMEOUT);
         let s = server.finish();
         Ok::<_, LabError>((t?, s?))
     })();

@@ -32,10 +32,16 @@
 //! vswitchd PID (after checking it still is a vswitchd) gets SIGTERM, and the recorded namespaces are deleted by
 //! name (their veths with them). A [`Lab`] value tears itself down when dropped unless [`Lab::detach`]ed.
 //!
+//! A lab file with `[[machine]]` is an **overlay lab** instead: several hosts, each with its own vswitchd,
+//! `vswitch-agent` and etcd member, over an underlay bridge ([`overlay`]); its state file also records the
+//! daemons' PIDs and etcd's data directory, which `down` stops and removes the same way.
+//!
 //! Needs root. Not for the forwarding path: everything here is set-up, run from the caller's thread.
 
 pub mod demo;
 pub mod netns;
+pub mod overlay;
+pub mod overlay_demo;
 pub mod probe;
 
 use serde::{Deserialize, Serialize};
@@ -98,7 +104,7 @@ pub enum LabError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io { path: path.to_path_buf(), source }
 }
 
@@ -153,6 +159,10 @@ pub struct SwitchPort {
     pub kind: String,
     /// `port.ifname`.
     pub ifname: String,
+    /// `port.host`: the host port, through which the switch namespace's own stack reaches the networks.
+    pub host: bool,
+    /// `port.address`: a routed port's address.
+    pub address: Option<ipnet::Ipv4Net>,
 }
 
 impl SwitchPort {
@@ -216,10 +226,33 @@ impl LabSpec {
         if let Some(list) = value.get("port").and_then(|p| p.as_array()) {
             for p in list {
                 let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                ports.push(SwitchPort { name: get("name"), kind: get("kind"), ifname: get("ifname") });
+                ports.push(SwitchPort {
+                    name: get("name"),
+                    kind: get("kind"),
+                    ifname: get("ifname"),
+                    host: p.get("host").and_then(|v| v.as_bool()) == Some(true),
+                    address: get("address").parse().ok(),
+                });
             }
         }
         Ok(ports)
+    }
+
+    /// The subnets the host stack reaches through a host port: those of the networks with a gateway that are
+    /// not `internal`.
+    pub fn host_port_routes(&self) -> Vec<ipnet::Ipv4Net> {
+        let Ok(value) = toml::from_str::<toml::Table>(&self.switch_config) else { return Vec::new() };
+        let networks = value.get("network").and_then(|n| n.as_array()).cloned().unwrap_or_default();
+        networks
+            .iter()
+            .filter(|n| n.get("gateway").is_some() && n.get("internal").and_then(|i| i.as_bool()) != Some(true))
+            .filter_map(|n| n.get("subnet").and_then(|s| s.as_str()).and_then(|s| s.parse().ok()))
+            .collect()
+    }
+
+    /// Whether `host` is the switch namespace's own stack, wired to a host port (`host = true`).
+    pub fn is_host_stack(&self, host: &HostSpec) -> bool {
+        self.port_of(host).map(|p| p.host).unwrap_or(false)
     }
 
     /// The port host `host` is wired to.
@@ -259,6 +292,12 @@ impl LabSpec {
             if port.ifname.is_empty() {
                 return Err(LabError::Spec(format!("host {}: port {} has no ifname", h.name, port.name)));
             }
+            if port.host && (port.wiring() != Some(Wiring::Tap) || port.address.is_none()) {
+                return Err(LabError::Spec(format!(
+                    "host {}: host port {} must be a tap with an address (the lab leaves it in the switch's namespace)",
+                    h.name, port.name
+                )));
+            }
         }
         Ok(())
     }
@@ -271,7 +310,9 @@ impl LabSpec {
             for p in list.iter_mut() {
                 let Some(t) = p.as_table_mut() else { continue };
                 let name = t.get("name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                let is_tap = t.get("kind").and_then(|v| v.as_str()) == Some("tap");
+                // A host port's tap stays in vswitchd's namespace: that namespace's stack is "the host".
+                let is_tap = t.get("kind").and_then(|v| v.as_str()) == Some("tap")
+                    && t.get("host").and_then(|v| v.as_bool()) != Some(true);
                 if let Some(h) = self.hosts.iter().find(|h| h.port == name) {
                     if is_tap {
                         t.insert("netns".into(), toml::Value::String(format!("{prefix}{}", h.name)));
@@ -290,6 +331,8 @@ pub struct LabOptions {
     pub prefix: String,
     /// The vswitchd executable.
     pub vswitchd: PathBuf,
+    /// The vswitch-agent executable (overlay labs).
+    pub agent: PathBuf,
     /// Parent of the lab's state directory.
     pub state_root: PathBuf,
     /// Checksum/segmentation offloads at the veth host ends: `Some(on)` for every veth, `None` (default) for
@@ -297,6 +340,8 @@ pub struct LabOptions {
     pub offloads: Option<bool>,
     /// Pin vswitchd to this CPU (`taskset -c`), e.g. away from a benchmark's sender.
     pub switch_cpu: Option<usize>,
+    /// More arguments for `vswitchd run` (e.g. `--state-interval 0`).
+    pub switch_args: Vec<String>,
 }
 
 impl LabOptions {
@@ -305,9 +350,11 @@ impl LabOptions {
         LabOptions {
             prefix: "vsl-".into(),
             vswitchd: default_vswitchd(),
+            agent: default_binary("vswitch-agent"),
             state_root: PathBuf::from(DEFAULT_STATE_DIR),
             offloads: None,
             switch_cpu: None,
+            switch_args: Vec::new(),
         }
     }
 }
@@ -321,18 +368,23 @@ impl Default for LabOptions {
 /// The vswitchd next to the running executable, or one directory up (an integration test runs from
 /// `target/debug/deps/`, next to which `target/debug/vswitchd` is built), else `vswitchd` from `PATH`.
 pub fn default_vswitchd() -> PathBuf {
+    default_binary("vswitchd")
+}
+
+/// Program `name` next to the running executable or one directory up, else `name` (from `PATH`).
+pub fn default_binary(name: &str) -> PathBuf {
     if let Ok(exe) = std::env::current_exe() {
         let mut dir = exe.parent();
         for _ in 0..2 {
             let Some(d) = dir else { break };
-            let candidate = d.join("vswitchd");
+            let candidate = d.join(name);
             if candidate.is_file() {
                 return candidate;
             }
             dir = d.parent();
         }
     }
-    PathBuf::from("vswitchd")
+    PathBuf::from(name)
 }
 
 /// Whether the process runs as root.
@@ -356,6 +408,111 @@ pub struct LabState {
     pub log: PathBuf,
     /// The hosts (for `status`).
     pub hosts: Vec<HostSpec>,
+    /// Hosts that are the switch namespace's own stack, wired to a host port (no namespace of their own).
+    #[serde(default)]
+    pub host_stack: Vec<String>,
+    /// Other daemons started (overlay labs: etcd members, vswitchds, agents), in start order.
+    #[serde(default)]
+    pub processes: Vec<ProcRecord>,
+    /// Directories created outside the state directory (etcd's data), removed at the end.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+/// A daemon a lab started: stopped by its PID, after checking `/proc/PID/comm` still names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRecord {
+    /// Its PID.
+    pub pid: u32,
+    /// Its command name (`/proc/PID/comm`): `etcd`, `vswitchd`, `vswitch-agent`.
+    pub comm: String,
+    /// What it is, for messages (`etcd h1`).
+    pub what: String,
+}
+
+/// Whether process `pid` still runs the program `comm` (guards against a recycled PID).
+pub fn runs(pid: u32, comm: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == comm).unwrap_or(false)
+}
+
+/// Stops `procs` together: SIGTERM to each, up to 5 s for all, then SIGKILL to what is left. A process whose
+/// [`Child`] is in `children` is reaped through it (and removed from the map); the others are signalled only
+/// while `/proc/PID/comm` still names them.
+pub(crate) fn terminate_all(procs: &[ProcRecord], children: &mut std::collections::HashMap<u32, Child>) {
+    let gone = |p: &ProcRecord, children: &mut std::collections::HashMap<u32, Child>| match children.get_mut(&p.pid) {
+        Some(c) => matches!(c.try_wait(), Ok(Some(_)) | Err(_)),
+        None => !runs(p.pid, &p.comm),
+    };
+    let signal = |p: &ProcRecord, sig: libc::c_int| {
+        let Ok(pid) = libc::pid_t::try_from(p.pid) else { return };
+        // SAFETY: kill has no memory-safety preconditions; `pid` is a daemon this lab started, checked just before.
+        unsafe { libc::kill(pid, sig) };
+    };
+    for p in procs {
+        if !gone(p, children) {
+            signal(p, libc::SIGTERM);
+        }
+    }
+    for (limit, sig) in [(Duration::from_secs(5), Some(libc::SIGKILL)), (Duration::from_secs(2), None)] {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !procs.iter().all(|p| gone(p, children)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(sig) = sig {
+            for p in procs {
+                if !gone(p, children) {
+                    signal(p, sig);
+                }
+            }
+        }
+    }
+    for p in procs {
+        if let Some(mut c) = children.remove(&p.pid) {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stops every recorded daemon (agents first: they revoke their leases; then vswitchds, then etcd, then the
+/// rest), deletes the recorded namespaces and directories, and on success the state directory `dir`.
+pub(crate) fn remove_all(state: &mut LabState, dir: &Path) -> Result<(), LabError> {
+    let mut children = std::collections::HashMap::new();
+    for comm in ["vswitch-agent", "vswitchd", "etcd", ""] {
+        let (now, later): (Vec<ProcRecord>, Vec<ProcRecord>) =
+            std::mem::take(&mut state.processes).into_iter().partition(|p| comm.is_empty() || p.comm == comm);
+        state.processes = later;
+        terminate_all(&now, &mut children);
+    }
+    let mut first_err = None;
+    while let Some(ns) = state.namespaces.pop() {
+        if netns::exists(&ns) {
+            if let Err(e) = netns::delete(&ns) {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    while let Some(d) = state.dirs.pop() {
+        if d.exists() {
+            if let Err(e) = fs::remove_dir_all(&d) {
+                first_err.get_or_insert(LabError::Io { path: d.clone(), source: e });
+            }
+        }
+    }
+    if first_err.is_none() {
+        let _ = fs::remove_dir_all(dir);
+    } else {
+        let text = serde_json::to_string_pretty(&*state).expect("plain data");
+        let _ = fs::write(dir.join("state.json"), text);
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Checks a namespace prefix: 1..=16 of `[A-Za-z0-9-]`.
+pub(crate) fn check_prefix(prefix: &str) -> Result<(), LabError> {
+    if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(LabError::Spec(format!("prefix {prefix:?}: 1..=16 characters of [A-Za-z0-9-]")));
+    }
+    Ok(())
 }
 
 /// A running lab. Dropping it tears it down (stops vswitchd, deletes the namespaces) unless detached.
@@ -380,9 +537,7 @@ impl Lab {
             return Err(LabError::NotRoot);
         }
         let prefix = opts.prefix.clone();
-        if prefix.is_empty() || prefix.len() > 16 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(LabError::Spec(format!("prefix {prefix:?}: 1..=16 characters of [A-Za-z0-9-]")));
-        }
+        check_prefix(&prefix)?;
         let dir = Self::state_dir(opts);
         if dir.join("state.json").exists() {
             return Err(LabError::Spec(format!(
@@ -398,6 +553,7 @@ impl Lab {
                 stats_json: dir.join("stats.json"),
                 log: dir.join("vswitchd.log"),
                 hosts: spec.hosts.clone(),
+                host_stack: spec.hosts.iter().filter(|h| spec.is_host_stack(h)).map(|h| h.name.clone()).collect(),
                 ..LabState::default()
             },
             dir,
@@ -411,8 +567,8 @@ impl Lab {
 
     fn build(&mut self, spec: &LabSpec, opts: &LabOptions, config: &str) -> Result<(), LabError> {
         let sw = self.switch_ns();
-        let names: Vec<String> =
-            std::iter::once(sw.clone()).chain(spec.hosts.iter().map(|h| self.host_ns(&h.name))).collect();
+        let own = spec.hosts.iter().filter(|h| !spec.is_host_stack(h)).map(|h| self.host_ns(&h.name));
+        let names: Vec<String> = std::iter::once(sw.clone()).chain(own).collect();
         for ns in names {
             if netns::exists(&ns) {
                 return Err(LabError::Spec(format!("namespace {ns} already exists; not touching it")));
@@ -435,7 +591,7 @@ impl Lab {
         }
         let config_path = self.dir.join("switch.toml");
         fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu)?;
+        self.start_switch(&opts.vswitchd, &config_path, opts.switch_cpu, &opts.switch_args)?;
         for h in &spec.hosts {
             let port = spec.port_of(h)?;
             let host_ns = self.host_ns(&h.name);
@@ -456,13 +612,26 @@ impl Lab {
             if let Some(gw) = h.gateway {
                 netns::ip(&["-n", &host_ns, "route", "add", "default", "via", &gw.to_string()])?;
             }
+            if let (true, Some(via)) = (port.host, port.address) {
+                // As Docker's connected route on docker0: the networks' subnets via the switch's address.
+                for subnet in spec.host_port_routes() {
+                    let (subnet, via) = (subnet.to_string(), via.addr().to_string());
+                    netns::ip(&["-n", &host_ns, "route", "add", &subnet, "via", &via, "dev", &ifname])?;
+                }
+            }
         }
         // A switch that failed after opening its ports (say, an AF_XDP bind) exits shortly after.
         std::thread::sleep(Duration::from_millis(300));
         self.check_switch_alive()
     }
 
-    fn start_switch(&mut self, vswitchd: &Path, config: &Path, cpu: Option<usize>) -> Result<(), LabError> {
+    fn start_switch(
+        &mut self,
+        vswitchd: &Path,
+        config: &Path,
+        cpu: Option<usize>,
+        args: &[String],
+    ) -> Result<(), LabError> {
         let log = fs::File::create(&self.state.log).map_err(io_err(&self.state.log))?;
         let log2 = log.try_clone().map_err(io_err(&self.state.log))?;
         let mut cmd = Command::new("ip");
@@ -481,6 +650,7 @@ impl Lab {
             // A control socket of the lab's own: the default one is machine-wide.
             .arg("--socket")
             .arg(self.state.log.with_file_name("vswitchd.sock"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -528,8 +698,11 @@ impl Lab {
         format!("{}sw", self.state.prefix)
     }
 
-    /// The namespace of host `name`.
+    /// The namespace of host `name` (the switch's own for a host on a host port).
     pub fn host_ns(&self, name: &str) -> String {
+        if self.state.host_stack.iter().any(|h| h == name) {
+            return self.switch_ns();
+        }
         format!("{}{name}", self.state.prefix)
     }
 
@@ -574,20 +747,7 @@ impl Lab {
     }
 
     fn delete_all(&mut self) -> Result<(), LabError> {
-        let mut first_err = None;
-        while let Some(ns) = self.state.namespaces.pop() {
-            if netns::exists(&ns) {
-                if let Err(e) = netns::delete(&ns) {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        if first_err.is_none() {
-            let _ = fs::remove_dir_all(&self.dir);
-        } else {
-            let _ = self.save();
-        }
-        first_err.map_or(Ok(()), Err)
+        remove_all(&mut self.state, &self.dir)
     }
 
     /// Leaves the lab running after this value is gone; `vswitch-lab down` (or [`Lab::down_from_state`]) with
@@ -682,7 +842,8 @@ mod tests {
     fn the_default_lab_wires_taps_and_a_veth_uplink() {
         let spec = LabSpec::default_lab();
         let wiring: Vec<_> = spec.hosts.iter().map(|h| spec.port_of(h).unwrap().wiring().unwrap()).collect();
-        assert_eq!(wiring, [Wiring::Tap, Wiring::Tap, Wiring::Veth]);
+        assert_eq!(wiring, [Wiring::Tap, Wiring::Tap, Wiring::Veth, Wiring::Tap]);
+        assert_eq!(spec.hosts.iter().filter(|h| spec.is_host_stack(h)).count(), 1, "the host port's host");
         assert!(spec.hosts.iter().any(|h| h.external));
         // The configuration vswitchd gets is valid for vswitchd itself.
         let cfg = spec.switch_config_for("vsl-").unwrap();

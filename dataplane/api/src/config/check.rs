@@ -4,7 +4,7 @@
 //! written later in the file; every rule is checked, so all errors are reported at once.
 
 use super::diag::{ifname_problem, label, name_problem, out_of_range, publish_named, show, Diags, Obj};
-use super::{limits, Config, ConfigError, PortConfig, PortKind, PublishProto, Scope};
+use super::{limits, Config, ConfigError, MssClamp, PortConfig, PortKind, PublishProto, Scope};
 use crate::mac::MacAddr;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -455,6 +455,10 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
         if let Some(address) = p.address {
             check_address(d, obj, &label, address);
         }
+        if p.host && p.address.is_none() && !d.is_broken(obj, "address") {
+            let message = "host = true requires an address (a host port is a routed port: the switch's address on the host's link)";
+            d.report(obj, "host", &label, message.to_string());
+        }
         if let Some(mac) = p.mac {
             if p.address.is_none() && !d.is_broken(obj, "address") {
                 let message = format!("mac {mac} requires an address (only a routed port has a MAC of its own)");
@@ -481,6 +485,15 @@ fn check_ports<'c>(cfg: &'c Config, d: &mut Diags, networks: &HashMap<&str, usiz
         }
         if !limits::MTU.contains(&p.mtu) {
             d.report(obj, "mtu", &label, out_of_range("mtu", p.mtu, &limits::MTU));
+        } else if p.kind == PortKind::Afxdp && p.mtu > limits::SMALL_FRAME_MTU && !d.is_broken(obj, "kind") {
+            let most = limits::SMALL_FRAME_MTU;
+            let message = format!("mtu {} is above {most}, the most kind afxdp carries (no jumbo frames)", p.mtu);
+            d.report(obj, "mtu", &label, message);
+        }
+        if let Some(MssClamp::Mss(mss)) = p.mss_clamp {
+            if !limits::MSS_CLAMP.contains(&mss) {
+                d.report(obj, "mss_clamp", &label, out_of_range("mss_clamp", mss, &limits::MSS_CLAMP));
+            }
         }
         check_port_backend(d, obj, &label, p);
     }

@@ -33,6 +33,7 @@
 //! network = "bridge"
 //! mtu = 1500
 //! netns = "ctr1"             # tap only: move the tap into this named network namespace
+//! mss_clamp = 1360           # or "pmtu": lower the MSS of TCP SYNs crossing this port
 //! queues = 1                 # tap, afxdp, afpacket
 //!
 //! [[port]]                   # … or a routed port, with the switch's own address on the link
@@ -42,6 +43,13 @@
 //! address = "203.0.113.2/24"
 //! mac = "02:00:00:00:02:01"
 //! mode = "auto"              # afxdp only: auto | native | generic
+//!
+//! [[port]]                   # … or the host port: the host stack's way to its containers (like docker0)
+//! name = "host"
+//! kind = "tap"               # no netns: the tap stays in vswitchd's own namespace
+//! ifname = "vs-host"
+//! address = "169.254.77.1/30"
+//! host = true
 //!
 //! [[route]]                  # static routes; any number of them
 //! prefix = "0.0.0.0/0"
@@ -96,6 +104,15 @@
 //! - any other network is a plainly routed subnet (Docker's routed gateway mode): it reaches and is reached
 //!   from routed ports and other non-isolated networks;
 //! - `allow_routing_with` lifts isolation between two named networks (both ways), not from routed ports.
+//! - a **host port** (a routed port with `host = true`) is how the host itself reaches its containers, as it
+//!   does through docker0's address in Docker: the router forwards between it and every network that is not
+//!   `internal` (isolated ones included), both ways and untranslated (no masquerade towards it, so the host
+//!   sees the containers' own addresses and they see the host's); it is not a way between the outside and the
+//!   switch: nothing is routed between a host port and another routed port, and only the host's own traffic
+//!   crosses it: to addresses of its link, from addresses of its link (`network-isolation` otherwise). The host
+//!   stack's side of the link (its address there, routes to the networks' subnets via the port's `address`) is
+//!   the host's configuration, as for any interface of the host: with a tap left in vswitchd's namespace,
+//!   `ip addr add 169.254.77.2/30 dev vs-host; ip route add 172.17.0.0/16 via 169.254.77.1`.
 //!
 //! A **router interface** is a network's `gateway` (with its `subnet`) or a routed port's `address` (with its
 //! prefix length); the subnets of router interfaces are the connected subnets the switch routes between.
@@ -123,8 +140,11 @@
 //! | `port.network` | either `network` or `address` | none | the name of a `[[network]]`: the port is an access port of that network |
 //! | `port.address` | either `network` or `address` | none | `A.B.C.D/N`, N in 1..=32, host bits kept: the switch's own address on the link, making the port a routed port; for N < 31 not the network or broadcast address of its subnet; the subnet must not overlap that of another router interface |
 //! | `port.mac` | no | derived from the name (the dataplane's `topology`) | a MAC, only on a routed port (`address` set); unicast, not all-zero; unique among all `gateway_mac` and `mac` values |
-//! | `port.mtu` | no | 1500 | 68..=1898 ([`limits::MTU`]): a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit [`MAX_FRAME_LEN`] (1920) |
+//! | `port.mtu` | no | 1500 | 68..=9000 ([`limits::MTU`]; jumbo frames above 1500); for kind `afxdp` 68..=1898 ([`limits::SMALL_FRAME_MTU`]: a frame is the MTU plus 14 bytes of Ethernet header and up to 8 bytes of VLAN tags, and must fit a UMEM chunk's [`MAX_FRAME_LEN`], 1920). A tap's MTU is set on the tap; an afpacket port's interface keeps its own (set it to match). Frames longer than 1920 bytes travel in the workers' large buffers |
+//! | `port.offload` | no | true | only for kind `tap`: a boolean; `false` opens the tap without a `virtio_net_hdr`: no super-frames or partial checksums |
+//! | `port.mss_clamp` | no | none | a number 536..=8960 ([`limits::MSS_CLAMP`]) or `"pmtu"` (the port's `mtu` - 40 for IPv4, - 60 for IPv6) ([`MssClamp`]): the MSS option of every TCP SYN and SYN-ACK that enters or leaves the switch through this port is lowered to it (never raised; no option, no change), with the checksum updated. For links or overlays with an MTU below the hosts': connections across the port then never send segments too long for it |
 //! | `port.netns` | no | none | only for kind `tap`: an existing named network namespace (1..=255 bytes, no `/` or NUL, not `.` or `..`) the tap is moved into |
+//! | `port.host` | no | false | a boolean; `true` requires `address`: the port is a host port (§ Isolation). Usually a `tap` without `netns` (left in vswitchd's own namespace, so the host stack is that namespace's), or an `afpacket`/`afxdp` port on a veth whose peer the host stack holds |
 //! | `port.mode` | no | `auto` | only for kind `afxdp`: `auto`, `native` or `generic` ([`XdpMode`]) |
 //! | `port.queues` | no | 1 | only for kinds `afxdp`, `afpacket`, `tap`: 1..=64 ([`limits::QUEUES`]) |
 //! | `port.endpoint_mac` | no | none | only on an access port of an overlay network: the unicast MAC of the endpoint behind it, registered in etcd by `vswitch-agent` |
@@ -244,16 +264,23 @@ pub mod limits {
     pub const MAC_AGING_SECS: RangeInclusive<u64> = 1..=1_000_000;
     /// `[[network]] mac_limit`.
     pub const MAC_LIMIT: RangeInclusive<usize> = 1..=1_000_000;
-    /// The largest MTU whose frames, with two VLAN tags, still fit a buffer: 1920 - 14 - 8 = 1898.
-    pub const MAX_MTU: u16 = {
+    /// The largest MTU whose frames, with two VLAN tags, still fit a small buffer: 1920 - 14 - 8 = 1898. The
+    /// most an `afxdp` port carries (its UMEM chunks hold one small buffer's frame).
+    pub const SMALL_FRAME_MTU: u16 = {
         let mtu = MAX_FRAME_LEN - ETH_HEADER_LEN - 2 * VLAN_TAG_LEN;
         assert!(mtu <= u16::MAX as usize);
         #[allow(clippy::cast_possible_truncation)] // Cannot truncate: the assertion above fails the build first.
         let mtu = mtu as u16;
         mtu
     };
-    /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`].
+    /// The largest MTU (jumbo frames): a frame of it, with two VLAN tags, is carried in a large buffer by tap,
+    /// afpacket, pcap and mem ports.
+    pub const MAX_MTU: u16 = 9000;
+    /// `[[port]] mtu`: from the IPv4 minimum (RFC 791) to [`MAX_MTU`] ([`SMALL_FRAME_MTU`] for kind `afxdp`).
     pub const MTU: RangeInclusive<u16> = 68..=MAX_MTU;
+    /// `[[port]] mss_clamp` as a number: from the IPv4 minimum MSS (RFC 9293's 536) to a 9000-byte MTU's
+    /// IPv4 MSS (9000 - 40).
+    pub const MSS_CLAMP: RangeInclusive<u16> = 536..=8960;
     /// `[[network]] vni`: 24 bits, 0 excluded.
     pub const VNI: RangeInclusive<u32> = 1..=0x00ff_ffff;
     /// `[[network]] bum_rate_pps`.
@@ -591,6 +618,14 @@ pub struct PortConfig {
     /// checksums, as a tap without a vnet header.
     #[serde(default)]
     pub offload: Option<bool>,
+    /// A routed port through which the host stack reaches the networks' containers (§ Isolation, the host
+    /// port): the policy routes it to and from every network that is not `internal`, untranslated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
+    /// Lower the MSS option of TCP SYNs and SYN-ACKs that enter or leave the switch through this port to at
+    /// most this ([`MssClamp`]); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mss_clamp: Option<MssClamp>,
     /// An access port of an overlay network: the MAC of the endpoint (container interface) behind it, which
     /// `vswitch-agent` registers in etcd so the other hosts reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -599,6 +634,55 @@ pub struct PortConfig {
     /// other hosts answer ARP for it locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_ip: Option<Ipv4Addr>,
+}
+
+/// `[[port]] mss_clamp`: the largest MSS a TCP SYN or SYN-ACK crossing the port may announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "MssClampRepr", into = "MssClampRepr")]
+pub enum MssClamp {
+    /// `"pmtu"`: from the port's MTU, the most a segment may carry without fragmenting on the port's link:
+    /// `mtu - 40` for IPv4 (20 bytes of IP and 20 of TCP header), `mtu - 60` for IPv6.
+    Pmtu,
+    /// A number ([`limits::MSS_CLAMP`]): this MSS for IPv4 and IPv6 alike.
+    Mss(u16),
+}
+
+impl MssClamp {
+    /// The largest MSS for `(IPv4, IPv6)` on a port with IP MTU `mtu`.
+    pub fn limits(self, mtu: u16) -> (u16, u16) {
+        match self {
+            MssClamp::Pmtu => (mtu.saturating_sub(40), mtu.saturating_sub(60)),
+            MssClamp::Mss(mss) => (mss, mss),
+        }
+    }
+}
+
+/// How [`MssClamp`] is written in the configuration and on the wire: a number or `"pmtu"`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum MssClampRepr {
+    Mss(u16),
+    Name(String),
+}
+
+impl TryFrom<MssClampRepr> for MssClamp {
+    type Error = String;
+    fn try_from(r: MssClampRepr) -> Result<Self, String> {
+        match r {
+            MssClampRepr::Mss(mss) => Ok(MssClamp::Mss(mss)),
+            MssClampRepr::Name(name) if name == "pmtu" => Ok(MssClamp::Pmtu),
+            MssClampRepr::Name(name) => Err(format!("mss_clamp {name:?} is neither a number nor \"pmtu\"")),
+        }
+    }
+}
+
+impl From<MssClamp> for MssClampRepr {
+    fn from(c: MssClamp) -> Self {
+        match c {
+            MssClamp::Pmtu => MssClampRepr::Name("pmtu".to_string()),
+            MssClamp::Mss(mss) => MssClampRepr::Mss(mss),
+        }
+    }
 }
 
 impl PortConfig {

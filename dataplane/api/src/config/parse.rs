@@ -9,8 +9,8 @@
 use super::check::check;
 use super::diag::{kinds_list, named, out_of_range, publish_named, route_named, show, truncate, Diags, Obj};
 use super::{
-    defaults, limits, ClusterConfig, Config, ConfigError, ConntrackTableConfig, NatConfig, NetworkConfig, PortConfig,
-    PortKind, PublishConfig, PublishProto, RouteConfig, Scope, SwitchConfig, XdpMode,
+    defaults, limits, ClusterConfig, Config, ConfigError, ConntrackTableConfig, MssClamp, NatConfig, NetworkConfig,
+    PortConfig, PortKind, PublishConfig, PublishProto, RouteConfig, Scope, SwitchConfig, XdpMode,
 };
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -129,8 +129,10 @@ struct RawPort {
     mode: Option<Spanned<Scalar>>,
     queues: Option<Spanned<Scalar>>,
     offload: Option<Spanned<Scalar>>,
+    mss_clamp: Option<Spanned<Scalar>>,
     endpoint_mac: Option<Spanned<Scalar>>,
     endpoint_ip: Option<Spanned<Scalar>>,
+    host: Option<Spanned<Scalar>>,
 }
 
 #[derive(Deserialize)]
@@ -505,6 +507,30 @@ impl Converter<'_> {
         }
     }
 
+    /// `[[port]] mss_clamp`: a number (range-checked with the other rules) or `"pmtu"`.
+    fn mss_clamp(&mut self, obj: Obj, label: &str, value: Option<Spanned<Scalar>>) -> Option<MssClamp> {
+        const FIELD: &str = "mss_clamp";
+        match self.take(obj, FIELD, value)? {
+            Scalar::Int(i) => match u16::try_from(i) {
+                Ok(v) => Some(MssClamp::Mss(v)),
+                Err(_) => {
+                    self.diags.report_broken(obj, FIELD, label, out_of_range(FIELD, i, &limits::MSS_CLAMP));
+                    None
+                }
+            },
+            Scalar::Str(s) if s == "pmtu" => Some(MssClamp::Pmtu),
+            Scalar::Str(s) => {
+                let message = format!("mss_clamp {} is neither a number nor \"pmtu\"", show(&s));
+                self.diags.report_broken(obj, FIELD, label, message);
+                None
+            }
+            other => {
+                self.wrong_type(obj, FIELD, label, "an integer or \"pmtu\"", &other);
+                None
+            }
+        }
+    }
+
     /// A string parsed as `T`; `what` completes "… is not …".
     fn parsed<T: FromStr>(
         &mut self,
@@ -671,6 +697,8 @@ impl Converter<'_> {
             }),
             queues: self.integer(obj, "queues", &label, raw.queues, &limits::QUEUES),
             offload: self.boolean(obj, "offload", &label, raw.offload),
+            host: self.boolean(obj, "host", &label, raw.host).unwrap_or(false),
+            mss_clamp: self.mss_clamp(obj, &label, raw.mss_clamp),
             endpoint_mac: self.parsed(obj, "endpoint_mac", &label, raw.endpoint_mac, WHAT_MAC),
             endpoint_ip: self.parsed(obj, "endpoint_ip", &label, raw.endpoint_ip, "an IPv4 address"),
             name,

@@ -95,6 +95,8 @@ fn access_port(name: &str, network: &str) -> PortConfig {
         endpoint_mac: None,
         endpoint_ip: None,
         offload: None,
+        host: false,
+        mss_clamp: None,
     }
 }
 
@@ -137,6 +139,7 @@ fn full_config() -> Config {
                 mtu: 1400,
                 netns: Some("ctr1".into()),
                 queues: Some(2),
+                mss_clamp: Some(MssClamp::Pmtu),
                 ..access_port("c1", "bridge")
             },
             PortConfig { kind: PortKind::Pcap, ..access_port("c2", "lab") },
@@ -156,6 +159,8 @@ fn full_config() -> Config {
                 endpoint_mac: None,
                 endpoint_ip: None,
                 offload: None,
+                host: false,
+                mss_clamp: None,
             },
         ],
         routes: vec![
@@ -350,23 +355,23 @@ fn ranges() {
     let port = |mtu: &str| {
         vec!["name = \"c1\"".to_string(), "kind = \"mem\"".into(), "network = \"bridge\"".into(), mtu.into()]
     };
-    for (mtu, ok) in [("mtu = 68", true), ("mtu = 1898", true), ("mtu = 67", false), ("mtu = 1899", false)] {
+    for (mtu, ok) in [("mtu = 68", true), ("mtu = 9000", true), ("mtu = 67", false), ("mtu = 9001", false)] {
         let lines = port(mtu);
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         if ok {
             assert_port_ok(&lines);
         } else {
             let value = mtu.trim_start_matches("mtu = ");
-            assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=1898"));
+            assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=9000"));
         }
     }
     // Values that do not even fit the field's type read the same.
     for value in ["70000", "-1"] {
         let lines = port(&format!("mtu = {value}"));
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=1898"));
+        assert_port(&lines, &format!("t.toml:7: port c1: mtu {value} is out of range 68..=9000"));
     }
-    assert_eq!(limits::MAX_MTU as usize + ETH_HEADER_LEN + 2 * VLAN_TAG_LEN, MAX_FRAME_LEN);
+    assert_eq!(limits::SMALL_FRAME_MTU as usize + ETH_HEADER_LEN + 2 * VLAN_TAG_LEN, MAX_FRAME_LEN);
 
     assert_first(&["[switch]", "workers = 0"], "t.toml:2: switch: workers 0 is out of range 1..=64");
     assert_first(&["[switch]", "workers = 65"], "t.toml:2: switch: workers 65 is out of range 1..=64");
@@ -608,7 +613,7 @@ fn all_errors_are_reported_in_line_order() {
         "[[port]]",       // 1: neither network nor address
         "name = \"c1\"",  // 2
         "kind = \"mem\"", // 3
-        "mtu = 9000",     // 4
+        "mtu = 9001",     // 4
         "[[network]]",    // 5
         "name = \"n\"",   // 6
         "mac_limit = 0",  // 7
@@ -619,7 +624,7 @@ fn all_errors_are_reported_in_line_order() {
         all_errors(&lines),
         [
             "t.toml:1: port c1: needs either \"network\" (an access port) or \"address\" (a routed port)",
-            "t.toml:4: port c1: mtu 9000 is out of range 68..=1898",
+            "t.toml:4: port c1: mtu 9001 is out of range 68..=9000",
             "t.toml:7: network n: mac_limit 0 is out of range 1..=1000000",
             "t.toml:9: switch: workers 100 is out of range 1..=64",
         ]
@@ -990,6 +995,29 @@ fn live_port_keys() {
     assert_eq!(cfg.ports[4].xdp_mode(), XdpMode::Native);
     assert_eq!(cfg.ports[1].xdp_mode(), XdpMode::Auto);
     assert_eq!((cfg.ports[0].queue_count(), cfg.ports[1].queue_count()), (2, 1));
+}
+
+#[test]
+fn host_port() {
+    let port = |lines: &[&str]| {
+        let mut all = vec!["[[port]]", "name = \"host\"", "kind = \"tap\"", "ifname = \"vs-host\""];
+        all.extend_from_slice(lines);
+        l3(&all)
+    };
+    assert_eq!(port(&["address = \"169.254.77.1/30\"", "host = true"]), Vec::<String>::new());
+    assert_eq!(
+        port(&["network = \"bridge\"", "host = true"]),
+        ["t.toml:18: port host: host = true requires an address (a host port is a routed port: the switch's address on the host's link)"]
+    );
+    assert!(port(&["address = \"169.254.77.1/30\"", "host = \"yes\""])[0].contains("host"));
+    // The wire form leaves `host` out unless set, so older agents' JSON still reads and round-trips.
+    let text = "[[port]]\nname = \"h\"\nkind = \"mem\"\naddress = \"169.254.77.1/30\"\nhost = true\n";
+    let cfg = Config::parse(text, "h.toml").unwrap();
+    assert!(cfg.ports[0].host);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+    let plain = serde_json::to_string(&Config::parse(&text.replace("host = true\n", ""), "h.toml").unwrap()).unwrap();
+    assert!(!plain.contains("host"), "{plain}");
 }
 
 #[test]
@@ -1541,5 +1569,81 @@ fn overlay_networks_endpoints_and_cluster() {
     assert_eq!(
         all_errors(&["[[network]]", "name = \"red\"", "scope = \"overlay\""]),
         ["t.toml:3: network red: scope \"overlay\" requires a [cluster] section (its vtep_port is the tunnel endpoint)"]
+    );
+}
+
+#[test]
+fn jumbo_mtus_are_for_the_ports_that_carry_them() {
+    // Every kind but afxdp carries jumbo frames (large buffers); afxdp's UMEM chunks hold small frames only.
+    for kind in ["tap", "afpacket", "pcap", "mem"] {
+        let cfg = assert_port_ok(&[
+            "name = \"c1\"",
+            &format!("kind = \"{kind}\""),
+            "ifname = \"x\"",
+            "mtu = 9000",
+            "network = \"bridge\"",
+        ]);
+        assert_eq!(cfg.ports[0].mtu, 9000, "{kind}");
+    }
+    let afxdp = |mtu: &str| {
+        vec![
+            "name = \"c1\"".to_string(),
+            "kind = \"afxdp\"".into(),
+            "ifname = \"x\"".into(),
+            mtu.into(),
+            "network = \"bridge\"".into(),
+        ]
+    };
+    let ok = afxdp("mtu = 1898");
+    assert_port_ok(&ok.iter().map(String::as_str).collect::<Vec<_>>());
+    for mtu in ["1899", "9000"] {
+        let lines = afxdp(&format!("mtu = {mtu}"));
+        assert_port(
+            &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+            &format!("t.toml:7: port c1: mtu {mtu} is above 1898, the most kind afxdp carries (no jumbo frames)"),
+        );
+    }
+}
+
+#[test]
+fn mss_clamp_is_a_number_in_range_or_pmtu() {
+    fn strs(l: &[String; 5]) -> Vec<&str> {
+        l.iter().map(String::as_str).collect()
+    }
+    let port = |v: &str| ["name = \"c1\"", "kind = \"mem\"", "mtu = 1450", "network = \"bridge\"", v].map(String::from);
+    let cfg = assert_port_ok(&strs(&port("mss_clamp = 1360")));
+    assert_eq!(cfg.ports[0].mss_clamp, Some(MssClamp::Mss(1360)));
+    assert_eq!(MssClamp::Mss(1360).limits(1450), (1360, 1360));
+    let cfg = assert_port_ok(&strs(&port("mss_clamp = \"pmtu\"")));
+    assert_eq!(cfg.ports[0].mss_clamp, Some(MssClamp::Pmtu));
+    assert_eq!(MssClamp::Pmtu.limits(1450), (1410, 1390), "IPv4: mtu - 40, IPv6: mtu - 60");
+    assert_eq!(MssClamp::Pmtu.limits(68), (28, 8));
+    assert_eq!(assert_port_ok(&strs(&port(""))).ports[0].mss_clamp, None, "absent: no clamp");
+    assert_port_ok(&strs(&port("mss_clamp = 536")));
+    assert_port_ok(&strs(&port("mss_clamp = 8960")));
+    for (value, error) in [
+        ("535", "mss_clamp 535 is out of range 536..=8960"),
+        ("8961", "mss_clamp 8961 is out of range 536..=8960"),
+        ("70000", "mss_clamp 70000 is out of range 536..=8960"),
+        ("-1", "mss_clamp -1 is out of range 536..=8960"),
+        ("\"auto\"", "mss_clamp \"auto\" is neither a number nor \"pmtu\""),
+        ("true", "mss_clamp must be an integer or \"pmtu\", found boolean true"),
+    ] {
+        assert_port(&strs(&port(&format!("mss_clamp = {value}"))), &format!("t.toml:8: port c1: {error}"));
+    }
+    // The wire form: a number or "pmtu", as written.
+    let cfg = assert_port_ok(&strs(&port("mss_clamp = 1360")));
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert!(json.contains("\"mss_clamp\":1360"), "{json}");
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), cfg);
+    let pmtu = json.replace("\"mss_clamp\":1360", "\"mss_clamp\":\"pmtu\"");
+    assert_eq!(serde_json::from_str::<Config>(&pmtu).unwrap().ports[0].mss_clamp, Some(MssClamp::Pmtu));
+    assert!(serde_json::from_str::<Config>(&json.replace("\"mss_clamp\":1360", "\"mss_clamp\":\"x\"")).is_err());
+    // Validation of the wire form checks the range too.
+    let mut cfg = cfg;
+    cfg.ports[0].mss_clamp = Some(MssClamp::Mss(100));
+    assert_eq!(
+        cfg.validate("pushed").unwrap_err().to_string(),
+        "pushed: port c1: mss_clamp 100 is out of range 536..=8960"
     );
 }

@@ -47,15 +47,19 @@
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
 //! | `overlay_update` | `state`: an [`OverlayState`] (every live remote member and remote endpoint) | [`OverlayUpdateResult`]: what the overlay tables now hold; replaces them in one step under the switch lock, without pausing the workers or touching any other state; an invalid state changes nothing (`bad_request`, field `state.members[i].…`) |
-//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables and resolved neighbours copied, no connections: a packet is traced as a connection's first); the live switch is not touched |
+//! | `trace` | `port`, `frame_hex` | [`TraceResult`]: each stage's decision, the frames that would be sent and the drops, from a scratch copy of the switch (MAC tables, resolved neighbours and the connections the frame belongs to copied, so a packet of a tracked connection is traced as one); the live switch is not touched |
 //!
 //! # `apply`: one transaction
 //! The whole configuration is validated first (errors name the origin, line and field). Then the new ports are
 //! opened, each on its own: a port that fails to open is applied as failed (listed with its error in
 //! [`ApplySummary::ports_failed`] and as `failed` in `port_ls`; vswitchd retries it with backoff), the others
-//! come up; only a port that can never open (a replay-only kind, a back-end not built in) refuses the whole
-//! apply (`port_failed`, naming the port; those opened are closed, nothing changes). Then the
-//! workers switch to the new topology at a batch boundary, and removed ports are closed. With
+//! come up; a port that is up and whose changed back-end settings fail to open keeps its old port and old
+//! settings (listed in [`ApplySummary::ports_change_failed`]; `get_config` shows what runs, and applying the
+//! same configuration again retries the change); only a port that can never open (a replay-only kind, a
+//! back-end not built in) refuses the whole apply (`port_failed`, naming the port; those opened are closed,
+//! nothing changes). Then the workers switch to the new topology at a batch boundary, and removed ports are
+//! closed. A panic during the switch-over fails the apply (`internal`) and leaves the previous configuration
+//! running. With
 //! `expect_generation`, the apply is refused (`conflict`) unless the running generation is that one (optimistic
 //! concurrency between several writers). An apply of the configuration already running changes nothing and
 //! keeps the generation (`changed: false`). `dry_run: true` validates and reports the summary without

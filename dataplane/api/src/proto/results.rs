@@ -102,6 +102,12 @@ pub struct ApplySummary {
     /// failing never refuses the apply.
     #[serde(default)]
     pub ports_failed: Vec<PortFailedRow>,
+    /// Ports whose changed back-end settings (kind, ifname, mtu, netns, mode, queues, offload) could not be
+    /// opened: each keeps its old, working port and its old back-end settings (as `get_config` then shows);
+    /// applying the configuration again tries the change again (with `changed: false` and the generation kept
+    /// when those changes were all there was and they failed again). Not in `ports_reopened`.
+    #[serde(default)]
+    pub ports_change_failed: Vec<PortFailedRow>,
 }
 
 /// What became of the router's learned state in an apply.
@@ -338,6 +344,35 @@ pub struct PortCounters {
     pub tx_packets: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
+    /// GSO super-frames among `rx_packets` (each one frame there, however many segments it stands for).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_super_frames: u64,
+    /// The segments those super-frames stand for: ceil(payload / gso_size) each. The packets a link without
+    /// offloads would have carried are `rx_packets - rx_super_frames + rx_segments` ([`PortCounters::rx_wire`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_segments: u64,
+    /// GSO super-frames among `tx_packets`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_super_frames: u64,
+    /// The segments those super-frames stand for ([`PortCounters::tx_wire`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_segments: u64,
+    /// TCP SYNs received or sent on the port whose MSS option its `mss_clamp` lowered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mss_clamped: u64,
+}
+
+impl PortCounters {
+    /// Packets received as a link without offloads would have carried them: a super-frame counts as its
+    /// segments.
+    pub fn rx_wire(&self) -> u64 {
+        self.rx_packets - self.rx_super_frames.min(self.rx_packets) + self.rx_segments
+    }
+
+    /// Packets queued for transmission as wire-sized packets (a super-frame counts as its segments).
+    pub fn tx_wire(&self) -> u64 {
+        self.tx_packets - self.tx_super_frames.min(self.tx_packets) + self.tx_segments
+    }
 }
 
 /// `route_show`: one route.
