@@ -1066,32 +1066,42 @@ fn frames_in_the_block_the_kernel_fills_are_taken_at_once_and_wake_a_sleeper() {
     assert!(delays[10] < 300, "median {} us: frames wait for the block timeout", delays[10]);
 
     // A sleeping reader: armed, the wake-up fd becomes readable on the first frame, which is then taken at once.
+    // The ring's fd would signal only when the block is handed over, 1 ms after the frame; a wake-up sooner than
+    // 800 us shows the armed wake-up at work. On a loaded machine one wake-up can be late for scheduling alone
+    // (2.6 ms seen in CI), so the best of up to five attempts is what must be early.
     let fd = sw.rx_fd().expect("an fd to sleep on");
-    // As a worker does: a burst that finds nothing (it gives back the blocks handed over meanwhile), then sleep.
-    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 0);
-    assert!(sw.before_sleep(), "nothing waiting: the worker may sleep");
-    assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "no wake-up without a frame");
-    let sender = {
-        let (host_if, frame) = (topo.host_if.clone(), frame.clone());
-        topo.host.spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            let t = Instant::now();
-            raw_send(&host_if, &frame);
-            t
-        })
-    };
-    let woke = wait_readable(fd, Duration::from_secs(2)).expect("woken by the frame");
-    let woke_at = Instant::now();
-    let sent_at = sender.join().unwrap();
-    let wake_delay = woke_at.duration_since(sent_at);
-    sw.after_sleep();
-    assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1, "taken from the block the kernel still fills");
-    for f in batch.drain() {
-        pool.free(f);
+    let mut best = Duration::MAX;
+    for _attempt in 0..5 {
+        // As a worker does: a burst that finds nothing (it gives back the blocks handed over meanwhile), then sleep.
+        assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 0);
+        assert!(sw.before_sleep(), "nothing waiting: the worker may sleep");
+        assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "no wake-up without a frame");
+        let sender = {
+            let (host_if, frame) = (topo.host_if.clone(), frame.clone());
+            topo.host.spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                let t = Instant::now();
+                raw_send(&host_if, &frame);
+                t
+            })
+        };
+        let woke = wait_readable(fd, Duration::from_secs(2)).expect("woken by the frame");
+        let woke_at = Instant::now();
+        let sent_at = sender.join().unwrap();
+        let wake_delay = woke_at.duration_since(sent_at);
+        sw.after_sleep();
+        assert_eq!(sw.rx_burst(0, &mut pool, &mut batch).unwrap(), 1, "taken from the block the kernel still fills");
+        for f in batch.drain() {
+            pool.free(f);
+        }
+        println!("afpacket: slept {woke:?}, woken {wake_delay:?} after the frame was sent");
+        best = best.min(wake_delay);
+        if best < Duration::from_micros(800) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
-    println!("afpacket: slept {woke:?}, woken {wake_delay:?} after the frame was sent");
-    // The ring's fd would signal only when the block is handed over, 1 ms after the frame.
-    assert!(wake_delay < Duration::from_micros(800), "woken {wake_delay:?} after the frame");
+    assert!(best < Duration::from_micros(800), "woken at best {best:?} after the frame");
     // Disarmed, frames no longer make the fd readable (an idle worker is not woken by traffic it polls anyway).
     send(&mut host, &mut pool, std::slice::from_ref(&frame));
     assert!(wait_readable(fd, Duration::from_millis(20)).is_none(), "disarmed: no wake-up");
