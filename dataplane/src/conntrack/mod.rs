@@ -467,10 +467,12 @@ pub struct Conntrack {
     earliest: Nanos,
     /// Entries `insert` reclaimed after they expired or evicted, to be handed out by the next sweep.
     reclaimed: Vec<Entry>,
-    /// Every entry created, as `(id, created)`, oldest first: the eviction candidates. A record is stale once
-    /// its entry is gone (the slot is empty or holds another entry) or has replied; stale records are skipped
-    /// when evicting and dropped when they outnumber live entries (see [`Conntrack::place`]).
-    unreplied: VecDeque<(u32, Nanos)>,
+    /// Every entry created, as `(id, created, tag)`, oldest first: the eviction candidates. A record is stale
+    /// once its entry is gone (the slot is empty or holds another entry) or has replied; stale records are skipped
+    /// when evicting and dropped when they outnumber live entries (see [`Conntrack::place`]). The tag (a fold of
+    /// the original tuple, [`record_tag`]) tells a slot's new entry from the one a stale record was made for even
+    /// when both were created at the same instant (one batch shares one `now`).
+    unreplied: VecDeque<(u32, Nanos, u32)>,
     /// Per group: its limit (0: none) and the entries counted against it.
     group_limits: Vec<u32>,
     group_counts: Vec<u32>,
@@ -532,16 +534,16 @@ impl Conntrack {
     fn compact_records(&mut self) {
         if self.unreplied.len() >= 2 * self.count + 64 {
             let slots = &self.slots;
-            self.unreplied.retain(|&(i, c)| {
-                slots.get(i as usize).and_then(|s| s.0.as_ref()).is_some_and(|e| e.created == c && !e.replied)
+            self.unreplied.retain(|&(i, c, t)| {
+                slots.get(i as usize).and_then(|s| s.0.as_ref()).is_some_and(|e| is_record_of(e, c, t))
             });
         }
     }
 
     /// Evicts the oldest live entry that has not replied, handing it to `reclaimed`; false when there is none.
     fn evict_unreplied(&mut self) -> bool {
-        while let Some((i, created)) = self.unreplied.pop_front() {
-            let candidate = self.slot(EntryId(i)).is_some_and(|e| e.created == created && !e.replied);
+        while let Some((i, created, tag)) = self.unreplied.pop_front() {
+            let candidate = self.slot(EntryId(i)).is_some_and(|e| is_record_of(e, created, tag));
             if candidate {
                 if let Some(e) = self.take(EntryId(i)) {
                     self.stats.evicted += 1;
@@ -725,7 +727,7 @@ impl Conntrack {
             // The eviction record `insert_nat` made names the creation time it had; one with the restored time
             // replaces it (the old one is skipped as stale).
             if !e.replied {
-                self.unreplied.push_back((id.0, e.created));
+                self.unreplied.push_back((id.0, e.created, record_tag(&e.orig)));
             }
         }
         self.earliest = self.earliest.min(e.expires);
@@ -737,6 +739,7 @@ impl Conntrack {
     #[inline]
     fn place(&mut self, entry: Entry) -> Option<EntryId> {
         let (expires, created, group) = (entry.expires, entry.created, entry.nat.and_then(|n| n.group));
+        let tag = record_tag(&entry.orig);
         let id = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Slot(Some(entry));
@@ -755,7 +758,7 @@ impl Conntrack {
             *c += 1;
         }
         self.compact_records();
-        self.unreplied.push_back((id.0, created));
+        self.unreplied.push_back((id.0, created, tag));
         Some(id)
     }
 
@@ -1002,6 +1005,21 @@ impl Conntrack {
         self.compact_records();
         n
     }
+}
+
+/// The tag an eviction record keeps of its entry's original tuple: its key folded to 32 bits.
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // folding 128 bits to 32 on purpose
+fn record_tag(orig: &Tuple) -> u32 {
+    let k = orig.key();
+    let k = k ^ (k >> 64);
+    (k ^ (k >> 32)) as u32
+}
+
+/// True when the eviction record `(created, tag)` names live entry `e`, which has not replied.
+#[inline]
+fn is_record_of(e: &Entry, created: Nanos, tag: u32) -> bool {
+    e.created == created && !e.replied && record_tag(&e.orig) == tag
 }
 
 #[cfg(test)]
