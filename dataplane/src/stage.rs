@@ -516,15 +516,7 @@ impl<'a> Egress<'a> {
         }
         let known = if dst.is_multicast() { None } else { self.fdbs[net as usize].lookup(dst, self.now) };
         match known {
-            Some(p) => {
-                let ok = self.to_port(p, frame);
-                let pc = self.counters.port_mut(in_port);
-                if ok {
-                    pc.forwarded += 1
-                } else {
-                    pc.dropped += 1
-                }
-            }
+            Some(p) => self.forward(in_port, p, frame),
             None => {
                 let sent = self.flood_local(net, frame, None);
                 self.settle_flood(in_port, net, sent);
@@ -564,13 +556,19 @@ impl<'a> Egress<'a> {
     #[inline(never)]
     pub fn arp_suppressed(&mut self, in_port: PortId, frame: Frame) {
         self.note("overlay", || "ARP request for a remote endpoint: answered locally (suppression)".to_string());
-        let ok = self.to_port(in_port, frame);
-        let pc = self.counters.port_mut(in_port);
-        if ok {
-            pc.forwarded += 1;
+        self.forward(in_port, in_port, frame);
+    }
+
+    /// Queues a frame received on `in_port` on port `p` and counts the outcome on `in_port` (`forwarded`, or
+    /// `dropped` with the reason [`Egress::to_port`] counted).
+    #[inline(always)]
+    pub fn forward(&mut self, in_port: PortId, p: PortId, frame: Frame) {
+        let pc = if self.to_port(p, frame) {
+            &mut self.counters.port_mut(in_port).forwarded
         } else {
-            pc.dropped += 1;
-        }
+            &mut self.counters.port_mut(in_port).dropped
+        };
+        *pc += 1;
     }
 
     /// Sends `frame` to every port of `net` except `except` (this host's ports only); returns how many copies

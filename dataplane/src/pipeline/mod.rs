@@ -378,14 +378,7 @@ impl Switch {
         for (i, mut frame) in batch.drain().enumerate() {
             frame.port = in_port;
             match verdicts.get(i) {
-                Verdict::Output(p) => {
-                    let pc = if out.to_port(p, frame) {
-                        &mut out.counters.port_mut(in_port).forwarded
-                    } else {
-                        &mut out.counters.port_mut(in_port).dropped
-                    };
-                    *pc += 1;
-                }
+                Verdict::Output(p) => out.forward(in_port, p, frame),
                 Verdict::Flood(net) => {
                     if out.overlay.is_overlay(net) && out.overlay.arp_suppress(net, &mut frame) {
                         out.arp_suppressed(in_port, frame);

@@ -50,24 +50,13 @@ pub use crate::ids::PortId;
 pub use open::{Backend, OpenError, OpenFailure};
 
 /// How many wire frames the super-frames of one receive burst may stand for: a port stops reading once the
-/// frames it took add up to this many segments (an ordinary frame is one). A stage that cuts super-frames into
-/// buffers of their own (the overlay, before encapsulation: VXLAN carries wire-sized frames) then queues at most
-/// about this many plus one super-frame's worth for one egress port per burst, within its transmit queue
-/// (`crate::stage::TX_QUEUE_CAP`, 256) even with a few ports feeding it in one iteration. Without the budget, one
-/// burst of 32 super-frames of 64 KiB became ~1,400 segments and most were dropped (`tx-queue-full`), which
-/// held cross-host TCP to a tenth of the kernel's.
+/// frames it took add up to this many segments ([`crate::offload::Offload::segments`]; an ordinary frame is
+/// one). A stage that cuts super-frames into buffers of their own (the overlay, before encapsulation: VXLAN
+/// carries wire-sized frames) then queues at most about this many plus one super-frame's worth for one egress
+/// port per burst, within its transmit queue (`crate::stage::TX_QUEUE_CAP`, 256) even with a few ports feeding
+/// it in one iteration. Without the budget, one burst of 32 super-frames of 64 KiB became ~1,400 segments and
+/// most were dropped (`tx-queue-full`), which held cross-host TCP to a tenth of the kernel's.
 pub const RX_SEGMENT_BUDGET: usize = 2 * crate::batch::BATCH_SIZE;
-
-/// The wire frames a received frame stands for, as [`RX_SEGMENT_BUDGET`] counts them: its length over its
-/// segment size for a super-frame (an upper bound: headers counted as payload), else one.
-#[inline]
-pub fn wire_frames(frame: &Frame) -> usize {
-    if frame.offload.is_gso() {
-        frame.len().div_ceil(usize::from(frame.offload.gso_size()).max(1))
-    } else {
-        1
-    }
-}
 
 /// What a port counts about its own I/O; defined with the control protocol, which carries it as it is.
 pub use vswitch_api::proto::PortStats;

@@ -65,7 +65,7 @@
 
 use super::gso::{SuperFrame, MAX_HEADERS};
 use super::soft_offload::{vnet_of, Emitted, SoftOffload};
-use super::{wire_frames, Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats, RX_SEGMENT_BUDGET};
+use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats, RX_SEGMENT_BUDGET};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
 use crate::ids::Nanos;
@@ -434,7 +434,7 @@ impl TapPort {
         let mut spare: Option<Frame> = None;
         let hdr = if self.vnet { VNET_HDR_LEN } else { 0 };
         let result = loop {
-            if batch.room() == 0 || wire >= RX_SEGMENT_BUDGET {
+            if batch.room() == 0 || wire >= RX_SEGMENT_BUDGET as u64 {
                 break Ok(());
             }
             if self.pending.is_some() {
@@ -510,7 +510,7 @@ impl TapPort {
             if offload.is_gso() {
                 self.stats.rx_super_frames += 1;
             }
-            wire += wire_frames(&frame);
+            wire += offload.segments(frame.data());
             // Cannot fail: the loop runs only while the batch has room.
             let _ = batch.push(frame);
             n += 1;
