@@ -121,6 +121,27 @@ pub struct Outbox {
     pub handoffs: Vec<Handoff>,
 }
 
+/// A shard's inbox as its driver keeps it: what the other shards queued for it, oldest first (a worker's
+/// lock-free queues, a test driver's `VecDeque`s). Drained at batch boundaries by
+/// [`super::Switch::apply_updates`] and [`super::Switch::run_handed_burst`].
+pub trait Inbox {
+    /// The oldest learned-state update waiting.
+    fn pop_update(&mut self) -> Option<Update>;
+    /// The oldest frame handed over, with its ingress port.
+    fn pop_handoff(&mut self) -> Option<(PortId, Frame)>;
+}
+
+/// What [`super::Switch::dispatch`] did with an outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dispatched {
+    /// Frames queued for their owner.
+    pub handed: u64,
+    /// Frames whose owner's queue was full (dropped as `handoff-full`).
+    pub handoffs_dropped: u64,
+    /// Updates a full queue refused (one per refusing shard).
+    pub updates_dropped: u64,
+}
+
 /// How an endpoint address relates to the switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
