@@ -154,8 +154,9 @@ pub struct HotItem {
 pub struct HotApply {
     /// By worker id: its item, until taken.
     pub items: Vec<Option<HotItem>>,
-    /// By worker id: what its shard carried over, and the nanoseconds it spent.
-    pub done: Vec<Option<(crate::pipeline::Carried, u64)>>,
+    /// By worker id, once it took its item: what its shard carried over and the nanoseconds it spent, or the
+    /// message of the panic that interrupted it.
+    pub done: Vec<Option<Result<(crate::pipeline::Carried, u64), String>>>,
 }
 
 /// Locks `m`, using the data even if another thread panicked while holding it (the panic has already set the
@@ -411,6 +412,11 @@ pub struct Faults {
     /// Test hook: the next configuration switch-over that sees it set clears it and panics once the new switch
     /// is computed, before it takes over ([`crate::live::Running::commit`] contains it).
     pub inject_apply_panic: AtomicBool,
+    /// Test hook: the next worker carrying its shard over to a configuration applied without a pause that sees
+    /// it set clears it and panics once its new tables are computed, before they are moved in (the worker
+    /// reports it; `crate::live` rebuilds the shard). Set only by `Running::inject_hot_apply_panic` (feature
+    /// `testing`).
+    pub inject_hot_apply_panic: AtomicBool,
 }
 
 /// The text of a panic's payload (`panic!` with a literal or a format).
@@ -684,18 +690,35 @@ impl Worker {
         moved
     }
 
-    /// Carries this worker's shard over to the configuration waiting in [`Shared::hot`] (at a batch boundary).
+    /// Carries this worker's shard over to the configuration waiting in [`Shared::hot`] (at a batch boundary) and
+    /// reports the outcome there. A panic while doing so is contained here, whatever is in the way of the
+    /// iteration's own containment: the worker reports it (the control thread then rebuilds this shard for the
+    /// new configuration, see `crate::live`) and goes on, so the apply waiting for every worker's report is
+    /// never left waiting.
     fn hot_apply(&mut self) {
         let shared = Arc::clone(&self.shared);
         self.generation = shared.generation.load(SeqCst);
         let item = lock(&shared.hot).items.get_mut(self.id).and_then(Option::take);
-        if let Some(HotItem { pre, spare }) = item {
-            let t = Instant::now();
-            let carried = shared.lock_switch(self.id).reconfigure_in_place(pre, spare);
-            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            if let Some(slot) = lock(&shared.hot).done.get_mut(self.id) {
-                *slot = Some((carried, ns));
-            }
+        let Some(HotItem { pre, spare }) = item else { return };
+        let t = Instant::now();
+        let faults = &shared.faults;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.lock_switch(self.id).reconfigure_in_place(pre, spare, || {
+                if faults.inject_hot_apply_panic.load(Relaxed) && faults.inject_hot_apply_panic.swap(false, Relaxed) {
+                    panic!("injected panic carrying a shard over (test hook)");
+                }
+            })
+        }));
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let outcome = outcome.map(|carried| (carried, ns)).map_err(|payload| {
+            let message = panic_message(&*payload);
+            let n = faults.worker_restarts.fetch_add(1, Relaxed) + 1;
+            tracing::error!(worker = self.id, panic = %message, worker_restarts = n, "worker panicked carrying its shard over to the new configuration: the shard is rebuilt, forwarding goes on");
+            message
+        });
+        let mut hot = lock(&shared.hot);
+        if let Some(slot) = hot.done.get_mut(self.id) {
+            *slot = Some(outcome);
         }
     }
 

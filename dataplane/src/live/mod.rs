@@ -64,7 +64,7 @@ pub mod reconfigure;
 pub mod report;
 pub mod revive;
 
-pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared};
+pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared, ShardRebuilt, HOT_APPLY_DEADLINE};
 pub use report::{LivePortReport, LiveReport};
 
 use crate::batch::BATCH_SIZE;
@@ -484,6 +484,14 @@ impl Running {
     /// fails, the previous configuration runs on; see [`Running::commit`]).
     pub fn inject_apply_panic(&self) {
         self.rt.shared.faults.inject_apply_panic.store(true, Relaxed);
+    }
+
+    /// Test hook (feature `testing`): makes the next worker that carries its shard over to a configuration
+    /// applied without a pause panic once its new tables are computed (the apply goes on: the control thread
+    /// rebuilds that shard, see [`Applied::shards_rebuilt`]).
+    #[cfg(feature = "testing")]
+    pub fn inject_hot_apply_panic(&self) {
+        self.rt.shared.faults.inject_hot_apply_panic.store(true, Relaxed);
     }
 
     /// Counts a control request that panicked (reported as `control_panics`).

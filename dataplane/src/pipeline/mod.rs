@@ -293,9 +293,11 @@ impl Switch {
 
     /// [`Switch::reconfigure_prebuilt`] in place: `spare` (any switch, built off the forwarding thread) stands in
     /// while this one is moved into the new one. The new tables are computed first ([`Switch::next_for_prebuilt`],
-    /// reading this switch only), so a panic there leaves this switch as it was.
-    pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch) -> Carried {
+    /// reading this switch only), so a panic there leaves this switch as it was; `computed` runs then, before
+    /// anything moves (a worker's test hook).
+    pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch, computed: impl FnOnce()) -> Carried {
         let next = self.next_for_prebuilt(pre);
+        computed();
         let old = std::mem::replace(self, spare);
         let (new, carried) = old.into_next(next);
         *self = new;
