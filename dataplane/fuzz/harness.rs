@@ -1046,6 +1046,8 @@ pub struct Workers {
     pub handoffs_lost: u64,
     /// Frames handed to their owner.
     pub handed: u64,
+    /// A housekeeping round is half done.
+    in_tick: bool,
 }
 
 /// Large buffers in a [`Workers`] pool.
@@ -1088,6 +1090,7 @@ impl Workers {
             updates_lost: 0,
             handoffs_lost: 0,
             handed: 0,
+            in_tick: false,
         };
         w.check_state("start");
         w
@@ -1270,6 +1273,8 @@ impl Workers {
         let end = self.now + dt;
         while self.next_hk <= end {
             self.now = self.next_hk;
+            // Until every worker did this tick's housekeeping, replicas differ by what it ages out.
+            self.in_tick = true;
             for i in 0..self.workers() {
                 let w = (self.rot + i) % self.workers();
                 let now = self.now;
@@ -1282,6 +1287,8 @@ impl Workers {
                     self.settle();
                 }
             }
+            self.in_tick = false;
+            self.check_replicas(&format!("step {}: after the housekeeping at {}", self.step, self.now));
             self.next_hk += HOUSEKEEPING_INTERVAL;
         }
         self.now = end;
@@ -1567,7 +1574,13 @@ impl Workers {
             held as u64 + flight,
             "{what}: {in_use} buffers in use, {held} frames held for ARP and {flight} handed over"
         );
-        if self.delivery == Delivery::Settled && self.mail.iter().all(Mail::is_empty) {
+        self.check_replicas(what);
+    }
+
+    /// Settled, everything delivered and no housekeeping round half done: the shards' MAC tables and resolved
+    /// neighbours are the same.
+    fn check_replicas(&self, what: &str) {
+        if self.delivery == Delivery::Settled && !self.in_tick && self.mail.iter().all(Mail::is_empty) {
             let first = &self.shards[0];
             let resolved = |s: &Switch| {
                 let mut v: Vec<_> = s

@@ -359,3 +359,16 @@ fn workers_seeds_do_what_they_are_named_for() {
     }
     assert!(handed > 0 && lost > 0, "handed {handed}, lost {lost}");
 }
+
+/// Replays the `workers` input in the file `VSWITCH_FUZZ_INPUT` (a crash to look at, with the debug build's
+/// overflow checks and backtraces): `VSWITCH_FUZZ_INPUT=path cargo test -p dataplane --test fuzz_corpora --
+/// --ignored replay_a_workers_input --nocapture`.
+#[test]
+#[ignore = "replays the file VSWITCH_FUZZ_INPUT names"]
+fn replay_a_workers_input() {
+    if let Ok(path) = std::env::var("VSWITCH_FUZZ_INPUT") {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (w, compared) = workers::run(&data).expect("a valid configuration");
+        eprintln!("{} workers, compared with one switch: {compared}, handed {}", w.workers(), w.handed);
+    }
+}
