@@ -1360,13 +1360,26 @@ impl Workers {
             let only = |a: &[(PortId, Vec<u8>)], b: &[(PortId, Vec<u8>)]| {
                 a.iter().filter(|x| !b.contains(x)).map(|(p, f)| format!("port {p}: {f:02x?}")).collect::<Vec<_>>()
             };
+            let bursts: Vec<String> = self
+                .bursts
+                .iter()
+                .map(|b| {
+                    let frames: Vec<String> =
+                        b.frames.iter().map(|f| f.iter().map(|x| format!("{x:02x}")).collect()).collect();
+                    format!("at {} on port {}: {frames:?}", b.now, b.port)
+                })
+                .collect();
             panic!(
-                "{} shards sent other frames than one switch: {} vs {}; only with shards: {:?}; only with one: {:?}",
+                "{} shards sent other frames than one switch: {} vs {}; only with shards: {:?}; only with one: \
+                 {:?}\nbursts:\n{}\nshards:\n{}\none switch:\n{}",
                 self.workers(),
                 mine.len(),
                 theirs.len(),
                 only(&mine, &theirs),
-                only(&theirs, &mine)
+                only(&theirs, &mine),
+                bursts.join("\n"),
+                self.report(),
+                one.report()
             );
         }
         assert_eq!(self.report(), one.report(), "{} shards count otherwise than one switch", self.workers());
