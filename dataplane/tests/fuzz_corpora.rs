@@ -373,33 +373,3 @@ fn replay_a_workers_input() {
     }
 }
 
-#[test]
-fn scratch_icmp_error_blue_to_red() {
-    use dataplane::wire::builder::{arp_request, Ipv4Spec, TcpFlags, TcpSegment};
-    use workers::harness::{Delivery, Workers};
-    let cfg = workers::harness::config(workers::harness::ROUTED_CONFIG);
-    let red_gw = dataplane::topology::derived_mac("network:red");
-    let blue_gw = dataplane::topology::derived_mac("network:blue");
-    let (rh, bh) = (MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 4]));
-    let (r, b) = (Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 2, 0, 4));
-    for n in [1, 2] {
-        let mut w = Workers::new(&cfg, n, Delivery::Settled);
-        let mut send = |w: &mut Workers, k: usize, port: usize, f: &[u8]| {
-            w.receive(k, port, f);
-            w.poll(k, port);
-        };
-        send(&mut w, 0, 0, &arp_request(rh, r, Ipv4Addr::new(10, 1, 0, 1)));
-        send(&mut w, 0, 2, &arp_request(bh, b, Ipv4Addr::new(10, 2, 0, 1)));
-        let syn = Ipv4Spec::new(rh, red_gw, r, b).tcp(TcpSegment::new(80, 1024, TcpFlags::SYN), 0);
-        send(&mut w, 0, 0, &syn);
-        let quoted = &w.sent().last().unwrap().1[14..14 + 28].to_vec();
-        let err = Ipv4Spec::new(bh, blue_gw, b, r).icmp(
-            etherparse::Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Port),
-            quoted,
-        );
-        send(&mut w, n - 1, 2, &err);
-        let drops: Vec<_> = w.switches().iter().map(|s| s.counters().drops_by_name()).collect();
-        let conns: Vec<_> = w.switches().iter().map(|s| s.conntrack().len()).collect();
-        eprintln!("{n} shards: sent {} frames, drops {drops:?}, connections {conns:?}", w.sent().len());
-    }
-}
