@@ -13,6 +13,8 @@ mod targets;
 #[path = "../fuzz/reconfigure.rs"]
 mod reconfigure;
 
+// Each of `reconfigure.rs` and `workers.rs` includes `harness.rs` as its own module (as the fuzz targets need).
+#[allow(clippy::duplicate_mod)]
 #[path = "../fuzz/workers.rs"]
 mod workers;
 
@@ -372,4 +374,3 @@ fn replay_a_workers_input() {
         eprintln!("{} workers, compared with one switch: {compared}, handed {}", w.workers(), w.handed);
     }
 }
-

@@ -9,11 +9,10 @@
 //!
 //! 256 cases per property by default (a few seconds); more with `PROPTEST_CASES=N`.
 
-#[path = "../fuzz/harness.rs"]
-mod harness;
-
 #[path = "../fuzz/workers.rs"]
 mod workers;
+
+use workers::harness;
 
 use dataplane::buffer::{Nanos, NANOS_PER_SEC};
 use dataplane::config::Config;
