@@ -338,13 +338,14 @@ impl Running {
             if std::time::Instant::now() >= deadline {
                 // A worker that never reaches a batch boundary is stuck in one: the others run the new
                 // configuration, and it takes its part when it gets out, so that is the running configuration.
-                let late: Vec<usize> = crate::worker::lock(&shared.hot)
-                    .done
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, d)| d.is_none().then_some(k))
-                    .collect();
+                let done = crate::worker::lock(&shared.hot).done.clone();
+                let late: Vec<usize> = done.iter().enumerate().filter_map(|(k, d)| d.is_none().then_some(k)).collect();
                 tracing::error!(workers = ?late, "workers did not take a configuration applied without a pause in time");
+                for (k, d) in done.into_iter().enumerate() {
+                    if let Some(Err(error)) = d {
+                        rebuild_shard(&shared, k, &self.rt.cfg, &cfg, error);
+                    }
+                }
                 self.rt.cfg = cfg;
                 return (self, Err(ApplyError::WorkersLate { workers: late, after: HOT_APPLY_DEADLINE }));
             }
