@@ -58,8 +58,10 @@
 //! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
 //! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
 //! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
-//! snapshot survive it). [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a
-//! configuration switch-over, contained by `crate::live`).
+//! snapshot survive it). A panic while the worker carries its shard over to a configuration applied without a
+//! pause is contained there and reported to the apply waiting for it, which rebuilds the shard (`crate::live`).
+//! [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a configuration
+//! switch-over, contained by `crate::live`; [`Faults::inject_hot_apply_panic`] the worker's carrying over).
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
