@@ -363,14 +363,29 @@ fn workers_seeds_do_what_they_are_named_for() {
 }
 
 /// Replays the `workers` input in the file `VSWITCH_FUZZ_INPUT` (a crash to look at, with the debug build's
-/// overflow checks and backtraces): `VSWITCH_FUZZ_INPUT=path cargo test -p dataplane --test fuzz_corpora --
-/// --ignored replay_a_workers_input --nocapture`.
+/// overflow checks and backtraces), or every input in it if it is a directory (a fuzzing run's corpus, with a
+/// summary: how many were settled and compared with one switch): `VSWITCH_FUZZ_INPUT=path cargo test -p
+/// dataplane --test fuzz_corpora -- --ignored replay_a_workers_input --nocapture`.
 #[test]
-#[ignore = "replays the file VSWITCH_FUZZ_INPUT names"]
+#[ignore = "replays the file or directory VSWITCH_FUZZ_INPUT names"]
 fn replay_a_workers_input() {
-    if let Ok(path) = std::env::var("VSWITCH_FUZZ_INPUT") {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let (w, compared) = workers::run(&data).expect("a valid configuration");
-        eprintln!("{} workers, compared with one switch: {compared}, handed {}", w.workers(), w.handed);
+    let Ok(path) = std::env::var("VSWITCH_FUZZ_INPUT") else { return };
+    let path = PathBuf::from(path);
+    let files: Vec<PathBuf> =
+        if path.is_dir() { std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect() } else { vec![path] };
+    let (mut valid, mut settled, mut compared, mut handed, mut lost) = (0, 0, 0, 0, 0);
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let Some((w, c)) = workers::run(&data) else { continue };
+        valid += 1;
+        settled += u32::from(data[0] & 0x10 == 0);
+        compared += u32::from(c);
+        handed += u32::from(w.handed > 0);
+        lost += u32::from(w.updates_lost + w.handoffs_lost > 0);
     }
+    eprintln!(
+        "{} inputs: {valid} with a valid configuration, {settled} settled, {compared} compared with one switch, \
+         {handed} handed frames over, {lost} lost updates or frames to full queues",
+        files.len()
+    );
 }
