@@ -1050,6 +1050,11 @@ pub struct Workers {
     in_tick: bool,
 }
 
+/// `VSWITCH_FUZZ_TRACE=1`: [`Workers`] prints every step, what it sent and the shards' neighbours (to read a
+/// crash).
+static TRACE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("VSWITCH_FUZZ_TRACE").is_ok_and(|v| v == "1"));
+
 /// Large buffers in a [`Workers`] pool.
 const LARGE_POOL: usize = 8;
 
@@ -1140,9 +1145,7 @@ impl Workers {
     /// [`Workers::poll`] of that queue receives it.
     pub fn receive(&mut self, w: usize, port: usize, frame: &[u8]) {
         let (n, ports) = (self.workers(), self.ports());
-        let (p, q) = &mut self.rx[w % n][port % ports];
-        p.inject(frame);
-        q.push_back(frame.to_vec());
+        self.rx[w % n][port % ports].1.push_back(frame.to_vec());
     }
 
     /// Frames waiting in receive queues.
@@ -1153,6 +1156,13 @@ impl Workers {
     /// Worker `w` polls its receive queue of `port` (modulo their count): the updates waiting for it applied,
     /// then one burst (up to 32 frames, as many as buffers allow) through its shard, its outbox dispatched; then,
     /// settled, everything delivered. False if nothing was taken (an empty queue, or no buffer).
+    ///
+    /// Settled, a burst is cut where frames start or stop being handed to another worker: the owner runs a
+    /// handed frame's routing after the receiver has routed every frame of its burst and told the others what
+    /// that taught it (neighbours confirmed, failed), a reordering between flows that concurrent workers make
+    /// and one switch, given the same burst, does not. Cut there, every frame is routed in its turn, and the
+    /// outcome is one switch's with the same bursts. (Lagging, bursts are whole: only the invariants are
+    /// checked.)
     pub fn poll(&mut self, w: usize, port: usize) -> bool {
         let (w, p) = (w % self.workers(), port % self.ports());
         let queued = self.rx[w][p].1.len();
@@ -1162,13 +1172,27 @@ impl Workers {
         if !self.mail[w].q.updates.is_empty() {
             self.apply_updates(w);
         }
+        if self.rx[w][p].0.pending() == 0 {
+            let n = self.workers();
+            let sw = &self.shards[w];
+            let handed_to = |f: &[u8]| sw.owner_of_frame(f, n).filter(|&o| o != w);
+            let (port_q, bytes) = &mut self.rx[w][p];
+            let first = handed_to(&bytes[0]);
+            let cut = self.delivery == Delivery::Settled;
+            let burst =
+                bytes.iter().take(dataplane::batch::BATCH_SIZE).take_while(|f| !cut || handed_to(f) == first).count();
+            for f in bytes.iter().take(burst) {
+                port_q.inject(f);
+            }
+        }
         let now = self.now;
         let took = self.checked(format!("worker {w} polls port {p} ({queued} queued)"), |me| {
             let (port_q, bytes) = &mut me.rx[w][p];
+            let injected = port_q.pending();
             let received = port_q.rx_burst(now, &mut me.pool, &mut me.batch).expect("memory ports do not fail") as u64;
-            let taken = queued - port_q.pending();
+            let taken = injected - port_q.pending();
             let frames: Vec<Vec<u8>> = bytes.drain(..taken).collect();
-            if taken < queued.min(dataplane::batch::BATCH_SIZE) {
+            if taken < injected {
                 me.starved = true;
             }
             if !me.batch.is_empty() {
@@ -1544,6 +1568,21 @@ impl Workers {
             assert!(copies <= (d.forwarded + d.flooded) * others, "{what}: {copies} copies: {d:?}");
             if d.flooded == 0 {
                 assert_eq!(copies, d.forwarded, "{what}: {copies} unchanged copies of {} forwarded", d.forwarded);
+            }
+        }
+        if *TRACE {
+            eprintln!("{what}: sent {} frames", sent.len());
+            for (q, f) in &sent {
+                eprintln!("  out of port {q}: {}", f.iter().map(|x| format!("{x:02x}")).collect::<String>());
+            }
+            for (i, sw) in self.shards.iter().enumerate() {
+                let neigh: Vec<String> = sw
+                    .router()
+                    .neighbours(self.now)
+                    .iter()
+                    .map(|n| format!("{}@{} {}", n.ip, n.rif, n.state))
+                    .collect();
+                eprintln!("  shard {i}: neighbours {neigh:?}, drops {:?}", sw.counters().drops_by_name());
             }
         }
         self.sent.extend(sent);
