@@ -80,7 +80,7 @@ use std::net::Ipv4Addr;
 const _: () = assert!(BATCH_SIZE <= 1 << u8::BITS);
 
 /// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct NextHop {
     /// Egress interface.
     pub rif: RifId,
@@ -175,10 +175,10 @@ impl ErrorClass {
 #[derive(Debug)]
 pub struct Router {
     fib: Fib,
+    /// The distinct next hops, by the [`NextHopId`] the FIB's leaves hold: one per (interface, gateway), not
+    /// one per route, so the table stays a few cache lines however many routes share a gateway (a per-route
+    /// table of a million routes was a second cache miss per packet after the FIB's, and not batched).
     next_hops: Vec<NextHop>,
-    origins: Vec<&'static str>,
-    /// Each route's prefix, by next-hop id (for traces).
-    prefixes: Vec<Ipv4Net>,
     neigh: NeighTable,
     /// ICMP error buckets by [`ErrorClass`].
     icmp_errors: [TokenBucket; 3],
@@ -251,8 +251,6 @@ impl Router {
         let mut r = Router {
             fib: Fib::new(),
             next_hops: Vec::new(),
-            origins: Vec::new(),
-            prefixes: Vec::new(),
             neigh: NeighTable::new(NeighConfig::default()),
             icmp_errors: [TokenBucket::new(100, 50), TokenBucket::new(100, 50), TokenBucket::new(1000, 200)],
             echo: TokenBucket::new(1000, 100),
@@ -264,13 +262,24 @@ impl Router {
             announcing: false,
             notes: Vec::new(),
         };
+        let mut ids = rustc_hash::FxHashMap::default();
         for (i, rif) in topo.rifs.iter().enumerate() {
-            r.add_route(rif.subnet.trunc(), NextHop { rif: table_id(i), via: None }, "connected");
+            r.add_route(&mut ids, rif.subnet.trunc(), NextHop { rif: table_id(i), via: None });
         }
         for s in &topo.routes {
-            r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
+            r.add_route(&mut ids, s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) });
         }
         r
+    }
+
+    /// Where a route to `nh` came from: connected routes lead to the destination itself, static ones (the only
+    /// other kind) through a gateway.
+    fn origin(nh: NextHop) -> &'static str {
+        if nh.via.is_none() {
+            "connected"
+        } else {
+            "static"
+        }
     }
 
     /// A trace note for the FIB's answer about `dst`.
@@ -279,7 +288,8 @@ impl Router {
         let nh = self.next_hops[id.index()];
         let via = nh.via.map_or("the destination itself".to_string(), |v| v.to_string());
         let out = topo.rifs.get(nh.rif as usize).map_or("?", |r| r.name.as_str());
-        format!("{dst}: {} ({}) via {via} out {out}", self.prefixes[id.index()], self.origins[id.index()])
+        let prefix = self.fib.lookup_route(dst).map_or("?".to_string(), |(p, _)| p.to_string());
+        format!("{dst}: {prefix} ({}) via {via} out {out}", Router::origin(nh))
     }
 
     /// Replaces the connection table and NAT bindings (a trace's scratch copy takes the live switch's).
@@ -287,11 +297,14 @@ impl Router {
         self.nat = nat;
     }
 
-    fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
-        let id = u32::try_from(self.next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 routes");
-        self.next_hops.push(nh);
-        self.origins.push(origin);
-        self.prefixes.push(prefix);
+    /// Installs `prefix` → `nh`, giving `nh` an id the first time it is seen (`ids`).
+    fn add_route(&mut self, ids: &mut rustc_hash::FxHashMap<NextHop, NextHopId>, prefix: Ipv4Net, nh: NextHop) {
+        let next_hops = &mut self.next_hops;
+        let id = *ids.entry(nh).or_insert_with(|| {
+            let id = u32::try_from(next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 next hops");
+            next_hops.push(nh);
+            id
+        });
         self.fib.insert(prefix, id);
     }
 
@@ -491,10 +504,9 @@ impl Router {
     pub fn routes(&self) -> Vec<RouteEntry> {
         self.fib
             .iter()
-            .map(|(prefix, id)| RouteEntry {
-                prefix,
-                next_hop: self.next_hops[id.index()],
-                origin: self.origins[id.index()],
+            .map(|(prefix, id)| {
+                let next_hop = self.next_hops[id.index()];
+                RouteEntry { prefix, next_hop, origin: Router::origin(next_hop) }
             })
             .collect()
     }
