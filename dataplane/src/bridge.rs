@@ -9,6 +9,11 @@
 //! same batch as the first frame of a new host is already switched to it. The cost is that a frame whose
 //! source and destination are the same address is dropped as `same-port`, which is what a bridge should do.
 //!
+//! The MAC table is read in two passes over the batch (as VPP's nodes do): the first hashes every frame's
+//! source and destination and asks the CPU to load the table lines they will touch ([`Fdb::prefetch`]), the
+//! second learns and decides with those hashes. In a table larger than the caches the whole burst's misses
+//! then overlap instead of stalling one frame after another; the first pass decides nothing.
+//!
 //! On a network with a gateway, frames addressed to the gateway MAC go to the router instead
 //! (`Verdict::ToRouter`), and broadcast ARP is flooded *and* copied to the router, which answers if it asks
 //! for the gateway address. Frames whose source is the gateway's own MAC are not learned (a host spoofing it
@@ -21,7 +26,7 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
-use crate::fdb::{Fdb, FdbStats, Learned};
+use crate::fdb::{Fdb, FdbStats, Learned, MacHash};
 use crate::ids::{Nanos, NetId, PortId, RifId};
 use crate::packet::Parsed;
 use crate::stage::{Context, Verdict, Verdicts};
@@ -107,6 +112,8 @@ impl Bridge {
         };
         let gateway = topo.networks[net as usize].rif.map(|r| (r, topo.rifs[r as usize].mac));
         let fdb = &mut self.fdbs[net as usize];
+        let mut hashes = [(MacHash::default(), MacHash::default()); BATCH_SIZE];
+        prefetch(fdb, batch, verdicts, &mut hashes);
         for (i, frame) in batch.iter().enumerate() {
             if verdicts.get(i) != Verdict::Continue {
                 continue;
@@ -122,7 +129,7 @@ impl Bridge {
             } else if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
             } else {
-                let learned = fdb.learn(src, cx.in_port, cx.now);
+                let learned = fdb.learn_hashed(src, hashes[i].0, cx.in_port, cx.now);
                 if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
                     self.announced.push((net, src, cx.in_port));
                 }
@@ -133,7 +140,7 @@ impl Bridge {
                     Verdict::FloodAndRoute(net, rif)
                 }
                 _ if dst.is_multicast() => Verdict::Flood(net),
-                _ => match fdb.lookup(dst, cx.now) {
+                _ => match fdb.lookup_hashed(dst, hashes[i].1, cx.now) {
                     Some(p) if p == cx.in_port => Verdict::Drop(DropReason::SamePort),
                     Some(p) => Verdict::Output(p),
                     None => Verdict::Flood(net),
@@ -174,6 +181,25 @@ impl Bridge {
     /// The stage's own counters.
     pub fn stats(&self) -> BridgeStats {
         self.stats
+    }
+}
+
+/// The bridge's first pass: hashes the source and destination of every frame still to be decided into
+/// `hashes` (by batch position) and starts loading the table lines learning the source and looking up a unicast
+/// destination will read. Only hints: nothing is learned or decided here.
+#[inline(always)]
+fn prefetch(fdb: &Fdb, batch: &Batch, verdicts: &Verdicts, hashes: &mut [(MacHash, MacHash); BATCH_SIZE]) {
+    for (i, frame) in batch.iter().enumerate() {
+        if verdicts.get(i) != Verdict::Continue {
+            continue;
+        }
+        let Some(eth) = ethernet::Header::at(frame.data(), 0) else { continue };
+        let (src, dst) = (fdb.hash(eth.src_addr()), fdb.hash(eth.dst_addr()));
+        fdb.prefetch(src);
+        if !eth.dst_addr().is_multicast() {
+            fdb.prefetch(dst);
+        }
+        hashes[i] = (src, dst);
     }
 }
 
