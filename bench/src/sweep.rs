@@ -271,7 +271,11 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
 }
 
 /// The options of one `--over table-size` point: `size` entries in the table `scenario` scales with.
-pub fn table_size_options(base: &crate::pipeline::Options, scenario: Scenario, size: usize) -> crate::pipeline::Options {
+pub fn table_size_options(
+    base: &crate::pipeline::Options,
+    scenario: Scenario,
+    size: usize,
+) -> crate::pipeline::Options {
     let mut o = base.clone();
     o.scenario = scenario;
     o.flows = size;
