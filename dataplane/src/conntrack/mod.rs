@@ -618,6 +618,16 @@ impl Conntrack {
         p.candidate.is_some()
     }
 
+    /// The entry the probe's candidate (from [`Conntrack::prefetch_entry`]) points to, with the direction `t` is
+    /// in it, if the candidate holds `t` — live or not: a guess for hints (the batch's later stages prefetch
+    /// what the packet will need after translation), never a decision; [`Conntrack::lookup_probe`] decides.
+    #[inline]
+    pub fn peek(&self, t: &Tuple, p: &Probe) -> Option<(&Entry, Direction)> {
+        let r = p.candidate?;
+        let (e, dir) = (self.slot(ref_id(r))?, ref_dir(r));
+        (e.tuple(dir) == t).then_some((e, dir))
+    }
+
     /// Starts loading the index line tuple `t` would be looked up or inserted in (e.g. the reply tuple of a
     /// connection about to be created).
     #[inline]

@@ -70,8 +70,9 @@ use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighNote, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
 use crate::route::{Fib, Ipv4Net, NextHopId};
+use crate::fdb::Fdb;
 use crate::stage::{Egress, Verdict, Verdicts};
-use crate::topology::Topology;
+use crate::topology::{Attach, Topology};
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -318,6 +319,12 @@ impl Router {
     /// masqueraded flow the index line its reply tuple will go to), so that the NAT stage's lookups and inserts
     /// in `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
     /// These are hints only (nothing is decided here; the flow's hash is kept for `handle`).
+    ///
+    /// Packets to one of our addresses that a tracked connection will translate (replies to masqueraded
+    /// containers, published ports) then need a route, a neighbour and a MAC-table entry for their *new*
+    /// destination, each lookup depending on the one before: a chain of misses per packet. A last pass follows
+    /// that chain for the whole batch ([`Router::prefetch_translated`]) so that those lines too are loading
+    /// together before the first packet is handled.
     #[inline]
     pub fn lookup_batch(
         &mut self,
@@ -325,6 +332,8 @@ impl Router {
         parsed: &[Parsed; BATCH_SIZE],
         verdicts: &Verdicts,
         routes: &mut [BatchLookup; BATCH_SIZE],
+        topo: &Topology,
+        fdbs: &[Fdb],
     ) {
         self.last_neigh = None;
         let mut which = [0u8; BATCH_SIZE];
@@ -358,6 +367,49 @@ impl Router {
             if let Some(flow) = &mut route.flow {
                 let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
                 self.nat.prefetch_entry(flow, rifs[k], out_rif);
+            }
+        }
+        if self.nat.enabled() {
+            self.prefetch_translated(&dsts[..n], &which[..n], routes, topo, fdbs);
+        }
+    }
+
+    /// The batch's last pass (hints only): for each packet to one of our addresses whose connection entry is
+    /// loading, the destination it will be translated to, then that destination's route, its neighbour entry,
+    /// and the MAC-table line of the neighbour's address — each step for all packets before the next, so the
+    /// misses of one step overlap.
+    #[inline(never)]
+    fn prefetch_translated(
+        &self,
+        dsts: &[Ipv4Addr],
+        which: &[u8],
+        routes: &[BatchLookup; BATCH_SIZE],
+        topo: &Topology,
+        fdbs: &[Fdb],
+    ) {
+        let mut to = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
+        let mut m = 0;
+        for (k, dst) in dsts.iter().enumerate() {
+            if !self.local_addrs.contains(dst) {
+                continue;
+            }
+            if let Some(a) = routes[which[k] as usize].flow.as_ref().and_then(|f| self.nat.translated_dst(f)) {
+                to[m] = a;
+                m += 1;
+            }
+        }
+        if m == 0 {
+            return;
+        }
+        let mut found = [None; BATCH_SIZE];
+        self.fib.lookup_many(&to[..m], &mut found[..m]);
+        for (a, id) in to[..m].iter().zip(&found[..m]) {
+            let Some(nh) = id.map(|id| self.next_hops[id.index()]) else { continue };
+            let Some(mac) = self.neigh.peek(nh.rif, nh.via.unwrap_or(*a)) else { continue };
+            if let Some(Attach::Network(net)) = topo.rifs.get(usize::from(nh.rif)).map(|r| r.attach) {
+                if let Some(fdb) = fdbs.get(usize::from(net)) {
+                    fdb.prefetch(fdb.hash(mac));
+                }
             }
         }
     }
@@ -509,6 +561,11 @@ impl Router {
                 RouteEntry { prefix, next_hop, origin: Router::origin(next_hop) }
             })
             .collect()
+    }
+
+    /// The resolved MAC of `ip` on `rif`, if any (what the batch's last pass prefetches the MAC-table line of).
+    pub fn neighbour_mac(&self, rif: RifId, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.neigh.peek(rif, ip)
     }
 
     /// The neighbour table.
