@@ -9,10 +9,11 @@
 //! same batch as the first frame of a new host is already switched to it. The cost is that a frame whose
 //! source and destination are the same address is dropped as `same-port`, which is what a bridge should do.
 //!
-//! The MAC table is read in two passes over the batch (as VPP's nodes do): the first hashes every frame's
+//! A large MAC table is read in two passes over the batch (as VPP's nodes do): the first hashes every frame's
 //! source and destination and asks the CPU to load the table lines they will touch ([`Fdb::prefetch`]), the
 //! second learns and decides with those hashes. In a table larger than the caches the whole burst's misses
-//! then overlap instead of stalling one frame after another; the first pass decides nothing.
+//! then overlap instead of stalling one frame after another; the first pass decides nothing. A table of at
+//! most [`PREFETCH_FROM`] entries stays in the caches, and the pass would only cost time: it is skipped.
 //!
 //! On a network with a gateway, frames addressed to the gateway MAC go to the router instead
 //! (`Verdict::ToRouter`), and broadcast ARP is flooded *and* copied to the router, which answers if it asks
@@ -33,6 +34,10 @@ use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
+
+/// Tables with more entries than this are prefetched a batch at a time (see the module documentation): 4,096
+/// entries are 256 KiB of table lines, about what stays in a core's L2 cache beside everything else.
+pub const PREFETCH_FROM: usize = 4096;
 
 /// Learning outcomes that are not drops, counted per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -113,7 +118,10 @@ impl Bridge {
         let gateway = topo.networks[net as usize].rif.map(|r| (r, topo.rifs[r as usize].mac));
         let fdb = &mut self.fdbs[net as usize];
         let mut hashes = [(MacHash::default(), MacHash::default()); BATCH_SIZE];
-        prefetch(fdb, batch, verdicts, &mut hashes);
+        let prefetched = fdb.len() > PREFETCH_FROM;
+        if prefetched {
+            prefetch(fdb, batch, verdicts, &mut hashes);
+        }
         for (i, frame) in batch.iter().enumerate() {
             if verdicts.get(i) != Verdict::Continue {
                 continue;
@@ -124,12 +132,13 @@ impl Bridge {
                 continue;
             };
             let (dst, src) = (eth.dst_addr(), eth.src_addr());
+            let (hsrc, hdst) = if prefetched { hashes[i] } else { (fdb.hash(src), fdb.hash(dst)) };
             if cx.handed {
                 // Learned (or skipped, and counted) by the worker that received it.
             } else if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
             } else {
-                let learned = fdb.learn_hashed(src, hashes[i].0, cx.in_port, cx.now);
+                let learned = fdb.learn_hashed(src, hsrc, cx.in_port, cx.now);
                 if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
                     self.announced.push((net, src, cx.in_port));
                 }
@@ -140,7 +149,7 @@ impl Bridge {
                     Verdict::FloodAndRoute(net, rif)
                 }
                 _ if dst.is_multicast() => Verdict::Flood(net),
-                _ => match fdb.lookup_hashed(dst, hashes[i].1, cx.now) {
+                _ => match fdb.lookup_hashed(dst, hdst, cx.now) {
                     Some(p) if p == cx.in_port => Verdict::Drop(DropReason::SamePort),
                     Some(p) => Verdict::Output(p),
                     None => Verdict::Flood(net),
