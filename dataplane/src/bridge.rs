@@ -346,6 +346,41 @@ mod tests {
     }
 
     #[test]
+    fn a_table_large_enough_to_be_prefetched_learns_and_forwards_as_a_small_one() {
+        // Over PREFETCH_FROM entries the bridge hashes and prefetches the whole batch first, then learns and
+        // decides with those hashes: the decisions must be the ones a single pass makes.
+        let cfg = CONFIG.replace("mac_aging_secs = 10", "mac_aging_secs = 10\n        mac_limit = 20000");
+        let mut tb = Testbed::new(&cfg).unwrap();
+        let mac = |n: u32| MacAddr([2, 1, (n >> 16) as u8, (n >> 8) as u8, n as u8, 0]);
+        let ip = |n: u32| Ipv4Addr::new(10, 1, (n >> 8) as u8, n as u8);
+        let hosts = super::PREFETCH_FROM as u32 + 1000;
+        let announce: Vec<Vec<u8>> =
+            (0..hosts).map(|n| udp(mac(n), MacAddr::BROADCAST, ip(n), ip(0), 1, 2, 18)).collect();
+        let b = tb.port("b");
+        for chunk in announce.chunks(32) {
+            tb.send_on(b, &chunk.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+        sent_counts(&mut tb);
+        assert!(tb.switch().fdb(0).len() > super::PREFETCH_FROM, "the prefetching pass runs");
+        // One burst from port a: to hosts known behind b, to an unknown host, a broadcast, and a new source X
+        // followed in the same burst by a frame to X (learned first, so dropped as same-port).
+        let x = MacAddr([2, 9, 9, 9, 9, 9]);
+        let mut burst: Vec<Vec<u8>> =
+            (0..28).map(|k| udp(mac(1_000_000 + k), mac(k * 97 % hosts), ip(k), ip(0), 1, 2, 18)).collect();
+        burst.push(udp(mac(2_000_000), MacAddr([2, 8, 8, 8, 8, 8]), ip(1), ip(2), 1, 2, 18));
+        burst.push(udp(mac(2_000_001), MacAddr::BROADCAST, ip(1), ip(2), 1, 2, 18));
+        burst.push(udp(x, MacAddr::BROADCAST, ip(3), ip(2), 1, 2, 18));
+        burst.push(udp(mac(2_000_002), x, ip(4), ip(3), 1, 2, 18));
+        tb.send_on(tb.port("a"), &burst.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(sent_counts(&mut tb), [0, 31, 3, 0], "28 unicast to b; unknown, broadcast twice flooded");
+        assert_eq!(tb.switch().counters().drops(DropReason::SamePort), 1, "X was learned before the frame to it");
+        assert_eq!(tb.switch().fdb(0).len(), hosts as usize + 32, "every new source learned");
+        for k in 0..28 {
+            assert_eq!(tb.switch().fdb(0).lookup(mac(1_000_000 + k), tb.now()), Some(tb.port("a")));
+        }
+    }
+
+    #[test]
     fn runts_and_oversize_frames_are_dropped_with_reasons() {
         let mut tb = Testbed::new(CONFIG).unwrap();
         tb.send("a", &[0u8; 13]);

@@ -409,6 +409,21 @@ mod tests {
     }
 
     #[test]
+    fn expiry_skips_the_walk_only_while_nothing_can_have_aged() {
+        let mut f = Fdb::new(2, 10, 300 * S);
+        f.learn(mac(1), 0, 100 * S);
+        assert_eq!(f.expire(200 * S), 0);
+        // Another worker's older sighting (or a carried-over entry) lowers the bound.
+        f.learn(mac(2), 1, 0);
+        assert_eq!(f.expire(301 * S), 1, "the older entry aged: the table was walked");
+        assert_eq!((f.lookup(mac(1), 301 * S), f.last_seen(mac(2))), (Some(0), None));
+        assert_eq!(f.expire(399 * S), 0);
+        assert_eq!(f.expire(401 * S), 1, "the bound moved to the survivor's last sighting");
+        assert!(f.is_empty());
+        assert_eq!(f.stats().aged, 2);
+    }
+
+    #[test]
     fn move_updates_port_and_counts() {
         let mut f = Fdb::new(2, 10, 300 * S);
         f.learn(mac(1), 0, 0);
