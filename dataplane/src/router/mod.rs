@@ -65,12 +65,12 @@ mod tests;
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::counters::DropReason;
+use crate::fdb::Fdb;
 use crate::ids::table_id;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighNote, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
 use crate::route::{Fib, Ipv4Net, NextHopId};
-use crate::fdb::Fdb;
 use crate::stage::{Egress, Verdict, Verdicts};
 use crate::topology::{Attach, Topology};
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
@@ -561,6 +561,11 @@ impl Router {
                 RouteEntry { prefix, next_hop, origin: Router::origin(next_hop) }
             })
             .collect()
+    }
+
+    /// Distinct next hops the FIB's routes lead to (one per interface and gateway).
+    pub fn next_hop_count(&self) -> usize {
+        self.next_hops.len()
     }
 
     /// The resolved MAC of `ip` on `rif`, if any (what the batch's last pass prefetches the MAC-table line of).
