@@ -51,6 +51,29 @@ impl Batch {
         self.frames.drain(..)
     }
 
+    /// Takes every frame out, in order, handing each to `f` with its index; the batch is left empty.
+    ///
+    /// What the pipeline's per-frame dispatch uses instead of [`Batch::drain`]: `drain` yields `Option<Frame>`,
+    /// whose `None` check made the compiler copy each frame to the stack as an 8-byte pointer plus two 16-byte
+    /// halves at other offsets than the 16-byte loads that move it on, a store the CPU cannot forward to those
+    /// loads (a stall of about a sixth of the 64-byte path's time, criterion `l2`). Here each frame is read
+    /// whole, once.
+    #[inline(always)]
+    pub fn drain_each(&mut self, mut f: impl FnMut(usize, Frame)) {
+        let n = self.frames.len();
+        // SAFETY: the batch forgets its frames first (`set_len` leaves the storage alone), so from here each of
+        // the `n` initialised slots is owned by the loop below; if `f` panics, the frames not yet read leak (their
+        // buffers do not return to the pool) but none is dropped twice.
+        unsafe { self.frames.set_len(0) };
+        let base = self.frames.as_ptr();
+        for i in 0..n {
+            // SAFETY: slot `i < n` was initialised and is read exactly once; the storage stays put because `f`
+            // cannot reach this batch, borrowed mutably for the whole call.
+            let frame = unsafe { std::ptr::read(base.wrapping_add(i)) };
+            f(i, frame);
+        }
+    }
+
     /// The frames, in order.
     #[inline]
     pub fn iter(&self) -> std::slice::Iter<'_, Frame> {
@@ -61,5 +84,60 @@ impl Batch {
     #[inline]
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Frame> {
         self.frames.iter_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::BufPool;
+
+    /// A batch of `n` frames from `pool`, frame `i` holding the single byte `i`.
+    fn numbered(pool: &mut BufPool, n: u8) -> Batch {
+        let mut batch = Batch::new();
+        for i in 0..n {
+            let mut f = pool.alloc().expect("pool has room");
+            f.load(&[i]).expect("one byte fits");
+            batch.push(f).expect("batch has room");
+        }
+        batch
+    }
+
+    #[test]
+    fn drain_each_hands_over_every_frame_once_in_order_and_empties_the_batch() {
+        let mut pool = BufPool::new(64);
+        let mut batch = numbered(&mut pool, 32);
+        let mut seen = Vec::new();
+        batch.drain_each(|i, f| {
+            seen.push((i, f.data()[0]));
+            pool.free(f);
+        });
+        assert!(batch.is_empty());
+        assert_eq!(seen, (0..32).map(|i| (usize::from(i), i)).collect::<Vec<_>>());
+        assert_eq!(pool.available(), 64, "every buffer came back exactly once");
+        // The batch is usable again afterwards.
+        let mut again = numbered(&mut pool, 3);
+        let mut n = 0;
+        again.drain_each(|_, f| {
+            n += 1;
+            pool.free(f);
+        });
+        assert_eq!((n, pool.available()), (3, 64));
+    }
+
+    #[test]
+    fn a_panic_while_draining_leaks_the_rest_but_drops_nothing_twice() {
+        let mut pool = BufPool::new(8);
+        let mut batch = numbered(&mut pool, 4);
+        let taken = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch.drain_each(|i, f| {
+                if i == 2 {
+                    panic!("stage failed");
+                }
+                drop(f);
+            });
+        }));
+        assert!(taken.is_err());
+        assert!(batch.is_empty(), "the batch no longer claims the frames it handed out");
     }
 }

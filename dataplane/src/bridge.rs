@@ -156,7 +156,12 @@ impl Bridge {
                 },
             };
             verdicts.set(i, v);
-            cx.note("bridge", || format!("network {}: {}", topo.networks[net as usize].name, v.describe(topo)));
+            // The note reads the verdict back rather than borrow `v`: a borrowed `v` must live on the stack, and
+            // storing it there field by field and reloading it whole stalled the 64-byte path (criterion `l2`).
+            let verdicts = &*verdicts;
+            cx.note("bridge", || {
+                format!("network {}: {}", topo.networks[net as usize].name, verdicts.get(i).describe(topo))
+            });
         }
     }
 

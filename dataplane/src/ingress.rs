@@ -16,7 +16,7 @@
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
 use crate::offload::{Offload, MIN_GSO_SIZE};
-use crate::packet::{check, parse, Parsed};
+use crate::packet::{check, check_into, parse, Parsed};
 use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
@@ -39,14 +39,14 @@ impl Ingress {
         let max_len = topo.ports[cx.in_port as usize].max_frame_len();
         for (i, frame) in batch.iter().enumerate() {
             // One comparison on the ordinary path: only frames with offload metadata take the longer check.
+            let p = &mut parsed[i];
             let r = if frame.offload.is_none() {
-                check(frame.data(), max_len)
+                check_into(frame.data(), max_len, p)
             } else {
-                check_offloaded(frame.data(), &frame.offload, max_len)
+                check_offloaded(frame.data(), &frame.offload, max_len).map(|o| *p = o)
             };
             match r {
-                Ok(p) => {
-                    parsed[i] = p;
+                Ok(()) => {
                     cx.note("ingress", || {
                         format!(
                             "valid: ethertype {:#06x}, {} VLAN tag(s), ip proto {}",

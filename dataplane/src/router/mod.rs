@@ -355,7 +355,7 @@ impl Router {
                 which[n] = slot;
                 rifs[n] = rif;
                 dsts[n] = ip.dst_addr();
-                routes[i].flow = self.nat.prefetch(d, p);
+                self.nat.prefetch_into(d, p, &mut routes[i].flow);
                 n += 1;
             }
         }
