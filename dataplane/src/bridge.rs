@@ -55,19 +55,21 @@ pub struct Bridge {
     announcing: bool,
     /// `(network, address, port)` learned, moved or renewed since the last [`Bridge::take_announced`].
     announced: Vec<(NetId, MacAddr, PortId)>,
+    /// The batch's source and destination hashes, by position, from the prefetching pass (large tables only).
+    hashes: [(MacHash, MacHash); BATCH_SIZE],
 }
 
 impl Bridge {
     /// Empty MAC tables for every network of `topo`.
     pub fn new(topo: &Topology) -> Self {
         let fdbs = topo.networks.iter().map(|n| Fdb::new(topo.ports.len(), n.mac_limit, n.mac_aging)).collect();
-        Bridge { fdbs, stats: BridgeStats::default(), announcing: false, announced: Vec::new() }
+        Bridge::with_tables(fdbs, BridgeStats::default())
     }
 
     /// A bridge with the given tables (one per network of the topology it serves, by [`NetId`]) and counters:
     /// a configuration change carries the tables over (see [`Fdb::remapped`]).
     pub fn with_tables(fdbs: Vec<Fdb>, stats: BridgeStats) -> Self {
-        Bridge { fdbs, stats, announcing: false, announced: Vec::new() }
+        Bridge { fdbs, stats, announcing: false, announced: Vec::new(), hashes: [Default::default(); BATCH_SIZE] }
     }
 
     /// Starts (or stops) noting what is learned for other workers' tables.
@@ -117,10 +119,10 @@ impl Bridge {
         };
         let gateway = topo.networks[net as usize].rif.map(|r| (r, topo.rifs[r as usize].mac));
         let fdb = &mut self.fdbs[net as usize];
-        let mut hashes = [(MacHash::default(), MacHash::default()); BATCH_SIZE];
+        let hashes = &mut self.hashes;
         let prefetched = fdb.len() > PREFETCH_FROM;
         if prefetched {
-            prefetch(fdb, batch, verdicts, &mut hashes);
+            prefetch(fdb, batch, verdicts, hashes);
         }
         for (i, frame) in batch.iter().enumerate() {
             if verdicts.get(i) != Verdict::Continue {
@@ -132,13 +134,13 @@ impl Bridge {
                 continue;
             };
             let (dst, src) = (eth.dst_addr(), eth.src_addr());
-            let (hsrc, hdst) = if prefetched { hashes[i] } else { (fdb.hash(src), fdb.hash(dst)) };
             if cx.handed {
                 // Learned (or skipped, and counted) by the worker that received it.
             } else if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
             } else {
-                let learned = fdb.learn_hashed(src, hsrc, cx.in_port, cx.now);
+                let h = if prefetched { hashes[i].0 } else { fdb.hash(src) };
+                let learned = fdb.learn_hashed(src, h, cx.in_port, cx.now);
                 if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
                     self.announced.push((net, src, cx.in_port));
                 }
@@ -149,7 +151,7 @@ impl Bridge {
                     Verdict::FloodAndRoute(net, rif)
                 }
                 _ if dst.is_multicast() => Verdict::Flood(net),
-                _ => match fdb.lookup_hashed(dst, hdst, cx.now) {
+                _ => match fdb.lookup_hashed(dst, if prefetched { hashes[i].1 } else { fdb.hash(dst) }, cx.now) {
                     Some(p) if p == cx.in_port => Verdict::Drop(DropReason::SamePort),
                     Some(p) => Verdict::Output(p),
                     None => Verdict::Flood(net),
