@@ -491,6 +491,17 @@ impl NeighTable {
         self.map.values().filter(|s| matches!(s, State::Incomplete { .. })).count()
     }
 
+    /// Frames waiting in incomplete entries (for the test harnesses' buffer accounting; walks the table).
+    pub fn held(&self) -> usize {
+        self.map
+            .values()
+            .map(|s| match s {
+                State::Incomplete { queue, .. } => queue.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// The table's counters.
     pub fn stats(&self) -> NeighStats {
         NeighStats { entries: self.map.len(), ..self.stats }

@@ -20,8 +20,10 @@
 //!    ([`Worker::dispatch`]: updates to every other worker, handed frames to their owner; a full queue drops and
 //!    counts, `updates_dropped` and `handoff-full`; a sleeping receiver is woken), unlock.
 //! 3. The inbox (when there is mail: the transmit queues are flushed first): updates from the others applied,
-//!    frames handed over run through the pipeline ([`Switch::process_handed`]), at most [`INBOX_BATCHES`] bursts
-//!    per iteration.
+//!    frames handed over run through the pipeline ([`Switch::run_handed_burst`]: bursts of consecutive frames
+//!    with one ingress port), at most [`INBOX_BATCHES`] bursts per iteration. The frame that ended the last
+//!    burst (another port's) is kept by the worker and runs first next time, so a port's frames keep their
+//!    order.
 //! 4. Housekeeping every [`HOUSEKEEPING_INTERVAL`], each worker on its own shard (MAC ageing, its connections'
 //!    expiry, its ARP retries); its output goes through the same transmit queues.
 //! 5. Flush: for every port with queued frames, lock the port's queue `worker_id % queues` and `tx_burst`.
@@ -56,17 +58,18 @@
 //! pool, the panic is counted ([`Faults::worker_restarts`]) and logged with its message, and the worker goes on
 //! (same queues, pool, fd registrations and waker; poisoned locks are used as they are). A panic outside an
 //! iteration (sleeping, flushing at exit) still sets the stop flag, so the daemon stops (its taps and its state
-//! snapshot survive it). [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a
-//! configuration switch-over, contained by `crate::live`).
+//! snapshot survive it). A panic while the worker carries its shard over to a configuration applied without a
+//! pause is contained there and reported to the apply waiting for it, which rebuilds the shard (`crate::live`).
+//! [`Faults::inject_panic`] is the test hook ([`Faults::inject_apply_panic`] the one of a configuration
+//! switch-over, contained by `crate::live`; [`Faults::inject_hot_apply_panic`] the worker's carrying over).
 //!
 //! Threads: [`Worker::run`] runs on its own thread; [`Shared`] is `Sync` and read by the stats reporter too.
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::Frame;
 use crate::buffer::{BufPool, DEFAULT_LARGE_BUFFERS};
-use crate::counters::DropReason;
 use crate::ids::{Nanos, PortId, NANOS_PER_SEC};
-use crate::pipeline::{Switch, TxQueues, Update, HOUSEKEEPING_INTERVAL};
+use crate::pipeline::{Dispatched, Handoff, Inbox, Switch, TxQueues, Update, HOUSEKEEPING_INTERVAL};
 use crate::port::any::AnyPort;
 use crate::port::failed::PortFailure;
 use crate::port::{Port, PortError};
@@ -153,8 +156,9 @@ pub struct HotItem {
 pub struct HotApply {
     /// By worker id: its item, until taken.
     pub items: Vec<Option<HotItem>>,
-    /// By worker id: what its shard carried over, and the nanoseconds it spent.
-    pub done: Vec<Option<(crate::pipeline::Carried, u64)>>,
+    /// By worker id, once it took its item: what its shard carried over and the nanoseconds it spent, or the
+    /// message of the panic that interrupted it.
+    pub done: Vec<Option<Result<(crate::pipeline::Carried, u64), String>>>,
 }
 
 /// Locks `m`, using the data even if another thread panicked while holding it (the panic has already set the
@@ -410,6 +414,11 @@ pub struct Faults {
     /// Test hook: the next configuration switch-over that sees it set clears it and panics once the new switch
     /// is computed, before it takes over ([`crate::live::Running::commit`] contains it).
     pub inject_apply_panic: AtomicBool,
+    /// Test hook: the next worker carrying its shard over to a configuration applied without a pause that sees
+    /// it set clears it and panics once its new tables are computed, before they are moved in (the worker
+    /// reports it; `crate::live` rebuilds the shard). Set only by `Running::inject_hot_apply_panic` (feature
+    /// `testing`).
+    pub inject_hot_apply_panic: AtomicBool,
 }
 
 /// The text of a panic's payload (`panic!` with a literal or a format).
@@ -493,6 +502,22 @@ pub struct Worker {
     next_housekeeping: Nanos,
     /// The last [`Shared::generation`] this worker applied.
     generation: u64,
+    /// A handed frame read from the queue to end a burst of another port's, run first next time
+    /// ([`Switch::run_handed_burst`]).
+    carry: Option<(PortId, Frame)>,
+}
+
+/// A worker's queues as the [`Inbox`] its shard drains.
+struct LinkInbox<'a>(&'a ShardLink);
+
+impl Inbox for LinkInbox<'_> {
+    fn pop_update(&mut self) -> Option<Update> {
+        self.0.updates.pop()
+    }
+
+    fn pop_handoff(&mut self) -> Option<(PortId, Frame)> {
+        self.0.handoffs.pop()
+    }
 }
 
 impl Worker {
@@ -553,6 +578,7 @@ impl Worker {
             last_error_log: None,
             next_housekeeping: shared.clock.now() + HOUSEKEEPING_INTERVAL,
             generation: shared.generation.load(SeqCst),
+            carry: None,
             shared,
         }
     }
@@ -612,7 +638,7 @@ impl Worker {
         }
         self.flush(shared.clock.now());
         // Frames handed to this worker after its last iteration are lost with the pause or stop: counted.
-        while let Some((_, f)) = shared.shards[self.id].handoffs.pop() {
+        while let Some((_, f)) = self.carry.take().or_else(|| shared.shards[self.id].handoffs.pop()) {
             self.pool.free(f);
             stats.handoff_dropped.fetch_add(1, Relaxed);
         }
@@ -648,10 +674,7 @@ impl Worker {
                 let mut sw = shared.lock_switch(self.id);
                 // What the other workers learned before this burst arrived is applied before it is switched (a
                 // MAC another worker learned is not flooded to once that worker has moved on).
-                let link = &shared.shards[self.id];
-                while let Some(u) = link.updates.pop() {
-                    sw.apply_update(now, u, &mut self.pool, &mut self.tx);
-                }
+                sw.apply_updates(now, &mut LinkInbox(&shared.shards[self.id]), &mut self.pool, &mut self.tx);
                 sw.process(now, p, &mut self.batch, &mut self.pool, &mut self.tx);
                 self.dispatch(&mut sw);
                 drop(sw);
@@ -669,57 +692,69 @@ impl Worker {
         moved
     }
 
-    /// Carries this worker's shard over to the configuration waiting in [`Shared::hot`] (at a batch boundary).
+    /// Carries this worker's shard over to the configuration waiting in [`Shared::hot`] (at a batch boundary) and
+    /// reports the outcome there. A panic while doing so is contained here, whatever is in the way of the
+    /// iteration's own containment: the worker reports it (the control thread then rebuilds this shard for the
+    /// new configuration, see `crate::live`) and goes on, so the apply waiting for every worker's report is
+    /// never left waiting.
     fn hot_apply(&mut self) {
         let shared = Arc::clone(&self.shared);
         self.generation = shared.generation.load(SeqCst);
         let item = lock(&shared.hot).items.get_mut(self.id).and_then(Option::take);
-        if let Some(HotItem { pre, spare }) = item {
-            let t = Instant::now();
-            let carried = shared.lock_switch(self.id).reconfigure_in_place(pre, spare);
-            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            if let Some(slot) = lock(&shared.hot).done.get_mut(self.id) {
-                *slot = Some((carried, ns));
-            }
+        let Some(HotItem { pre, spare }) = item else { return };
+        let t = Instant::now();
+        let faults = &shared.faults;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shared.lock_switch(self.id).reconfigure_in_place(pre, spare, || {
+                if faults.inject_hot_apply_panic.load(Relaxed) && faults.inject_hot_apply_panic.swap(false, Relaxed) {
+                    panic!("injected panic carrying a shard over (test hook)");
+                }
+            })
+        }));
+        let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let outcome = outcome.map(|carried| (carried, ns)).map_err(|payload| {
+            let message = panic_message(&*payload);
+            let n = faults.worker_restarts.fetch_add(1, Relaxed) + 1;
+            tracing::error!(worker = self.id, panic = %message, worker_restarts = n, "worker panicked carrying its shard over to the new configuration: the shard is rebuilt, forwarding goes on");
+            message
+        });
+        let mut hot = lock(&shared.hot);
+        if let Some(slot) = hot.done.get_mut(self.id) {
+            *slot = Some(outcome);
         }
     }
 
     /// Hands what this worker's shard produced for the others (its outbox) to them: updates to every other
-    /// worker, frames to their owner. A full queue drops (counted); a sleeping receiver is woken.
+    /// worker, frames to their owner ([`Switch::dispatch`]). A full queue drops (counted); a sleeping receiver
+    /// is woken.
     fn dispatch(&mut self, sw: &mut Switch) {
         let shared = Arc::clone(&self.shared);
         let stats = &shared.workers[self.id];
-        let outbox = sw.outbox_mut();
-        if outbox.updates.is_empty() && outbox.handoffs.is_empty() {
+        let woken = std::cell::Cell::new(0u64);
+        let d = sw.dispatch(
+            &mut self.pool,
+            |k, u| {
+                woken.set(woken.get() | 1 << (k % 64));
+                shared.shards[k].updates.push(u).is_ok()
+            },
+            |h| {
+                let owner = h.owner;
+                match shared.shards[owner].handoffs.push((h.port, h.frame)) {
+                    Ok(()) => {
+                        woken.set(woken.get() | 1 << (owner % 64));
+                        Ok(())
+                    }
+                    Err((port, frame)) => Err(Handoff { owner, port, frame }),
+                }
+            },
+        );
+        if d == Dispatched::default() {
             return;
         }
-        let mut woken = 0u64;
-        for u in outbox.updates.drain(..) {
-            for (k, link) in shared.shards.iter().enumerate() {
-                if k != self.id {
-                    if link.updates.push(u).is_err() {
-                        stats.updates_dropped.fetch_add(1, Relaxed);
-                    }
-                    woken |= 1 << (k % 64);
-                }
-            }
-        }
-        let mut full = Vec::new();
-        for h in outbox.handoffs.drain(..) {
-            let link = &shared.shards[h.owner];
-            match link.handoffs.push((h.port, h.frame)) {
-                Ok(()) => {
-                    stats.handed_off.fetch_add(1, Relaxed);
-                    woken |= 1 << (h.owner % 64);
-                }
-                Err((port, frame)) => full.push((port, frame)),
-            }
-        }
-        for (port, frame) in full {
-            stats.handoff_dropped.fetch_add(1, Relaxed);
-            sw.count_drop(port, DropReason::HandoffFull);
-            self.pool.free(frame);
-        }
+        stats.handed_off.fetch_add(d.handed, Relaxed);
+        stats.handoff_dropped.fetch_add(d.handoffs_dropped, Relaxed);
+        stats.updates_dropped.fetch_add(d.updates_dropped, Relaxed);
+        let woken = woken.get();
         for (k, link) in shared.shards.iter().enumerate() {
             if woken & (1 << (k % 64)) != 0 {
                 link.nudge();
@@ -728,46 +763,26 @@ impl Worker {
     }
 
     /// Applies the updates other workers sent and runs the frames they handed over (at most
-    /// [`INBOX_BATCHES`] bursts). Returns the frames run.
+    /// [`INBOX_BATCHES`] bursts, [`Switch::run_handed_burst`]). Returns the frames run.
     fn inbox(&mut self, now: Nanos) -> u64 {
         let shared = Arc::clone(&self.shared);
         let link = &shared.shards[self.id];
-        if !link.has_mail() {
+        if !link.has_mail() && self.carry.is_none() {
             return 0;
         }
         // Room in the transmit queues for what the handed frames produce.
         self.flush(now);
         let mut sw = shared.lock_switch(self.id);
-        while let Some(u) = link.updates.pop() {
-            sw.apply_update(now, u, &mut self.pool, &mut self.tx);
-        }
+        let mut queues = LinkInbox(link);
+        sw.apply_updates(now, &mut queues, &mut self.pool, &mut self.tx);
         let mut ran = 0;
-        let mut carry: Option<(PortId, Frame)> = None;
         for _ in 0..INBOX_BATCHES {
-            let Some((port, first)) = carry.take().or_else(|| link.handoffs.pop()) else { break };
-            let _ = self.batch.push(first);
-            while self.batch.room() > 0 {
-                match link.handoffs.pop() {
-                    Some((p, f)) if p == port => {
-                        let _ = self.batch.push(f);
-                    }
-                    Some(other) => {
-                        carry = Some(other);
-                        break;
-                    }
-                    None => break,
-                }
+            let n =
+                sw.run_handed_burst(now, &mut queues, &mut self.carry, &mut self.batch, &mut self.pool, &mut self.tx);
+            if n == 0 {
+                break;
             }
-            ran += self.batch.len() as u64;
-            sw.process_handed(now, port, &mut self.batch, &mut self.pool, &mut self.tx);
-        }
-        if let Some((port, f)) = carry {
-            // Put back at the end: order between flows may change, never within one (a flow has one port).
-            if let Err((_, f)) = link.handoffs.push((port, f)) {
-                sw.count_drop(port, DropReason::HandoffFull);
-                self.shared.workers[self.id].handoff_dropped.fetch_add(1, Relaxed);
-                self.pool.free(f);
-            }
+            ran += n as u64;
         }
         self.dispatch(&mut sw);
         self.shared.workers[self.id].handed_in.fetch_add(ran, Relaxed);
@@ -840,7 +855,7 @@ impl Worker {
         // another worker: `sleeping` is set before the inbox is checked, and a writer checks it after queueing.
         let link = &shared.shards[self.id];
         link.sleeping.store(true, SeqCst);
-        let mut waiting = link.has_mail();
+        let mut waiting = link.has_mail() || self.carry.is_some();
         for &(p, q) in &self.rx {
             waiting |= !lock(&shared.ports[p as usize].queues[q]).before_sleep();
         }
@@ -914,6 +929,108 @@ pub fn thread_cpu_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::port::mem::MemPort;
+    use crate::wire::builder::{arp_reply, udp};
+    use crate::wire::MacAddr;
+    use std::net::Ipv4Addr;
+
+    const CONFIG: &str = r#"
+        [[network]]
+        name = "lan"
+        subnet = "10.0.1.0/24"
+        gateway = "10.0.1.1"
+        masquerade = true
+        [[port]]
+        name = "p1"
+        kind = "mem"
+        network = "lan"
+        [[port]]
+        name = "p2"
+        kind = "mem"
+        network = "lan"
+        [[port]]
+        name = "up"
+        kind = "mem"
+        address = "203.0.113.2/24"
+        [[route]]
+        prefix = "0.0.0.0/0"
+        via = "203.0.113.1"
+    "#;
+
+    /// Two workers' shared state over memory ports (no thread runs).
+    fn shared(cfg: &Config, n: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            shards: (0..n)
+                .map(|i| ShardLink::new(Switch::new(cfg).sharded(crate::pipeline::Shard::new(i, n))))
+                .collect(),
+            generation: AtomicU64::new(0),
+            hot: Mutex::new(HotApply::default()),
+            ports: cfg
+                .ports
+                .iter()
+                .map(|p| LivePort::up(&p.name, vec![AnyPort::Mem(MemPort::new(p.name.clone()))]))
+                .collect(),
+            stop: Arc::new(AtomicBool::new(false)),
+            pause: AtomicBool::new(false),
+            clock: Clock::new(),
+            poll_idle: 0,
+            workers: (0..n).map(|_| WorkerStats::default()).collect(),
+            faults: Arc::new(Faults::default()),
+        })
+    }
+
+    /// Frames handed to a worker from two ports, alternating, more than [`INBOX_BATCHES`] bursts' worth: each
+    /// port's frames leave in the order they were handed, across inbox rounds. (The worker used to put the
+    /// frame that ended its last burst back at the end of the queue, behind newer frames of its own port.)
+    #[test]
+    fn handed_frames_keep_their_order_within_a_port_across_inbox_rounds() {
+        let cfg = Config::parse(CONFIG, "t").expect("valid");
+        let shared = shared(&cfg, 2);
+        let mut w = Worker::new(0, Arc::clone(&shared), Vec::new(), 256);
+        let now = shared.clock.now();
+        let (gw, up) = {
+            let sw = lock(&shared.shards[0].switch);
+            (sw.topology().rifs[0].mac, sw.topology().rifs[1].mac)
+        };
+        let host = MacAddr([2, 0, 0, 0, 1, 10]);
+        let mut pool = BufPool::new(64);
+        // The next hop is resolved on shard 0, so handed frames leave at once.
+        let mut batch = Batch::new();
+        let answer =
+            arp_reply(MacAddr([2, 0, 0, 0, 9, 1]), Ipv4Addr::new(203, 0, 113, 1), up, Ipv4Addr::new(203, 0, 113, 2));
+        let mut f = pool.alloc().expect("buffer");
+        f.load(&answer).expect("fits");
+        batch.push(f).expect("room");
+        lock(&shared.shards[0].switch).process(now, 2, &mut batch, &mut w.pool, &mut w.tx);
+        w.flush(now);
+        lock(&shared.ports[2].queues[0]).as_mem_mut().expect("mem").take_sent();
+        // Six frames from each of p1 and p2, alternating: source port 4000 + i from p1, 5000 + i from p2.
+        for i in 0..6u16 {
+            for (port, base) in [(0u16, 4000u16), (1, 5000)] {
+                let frame = udp(host, gw, Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(198, 51, 100, 1), base + i, 53, 8);
+                let mut f = pool.alloc().expect("buffer");
+                f.load(&frame).expect("fits");
+                shared.shards[0].handoffs.push((port, f)).expect("room");
+            }
+        }
+        let mut rounds = 0;
+        while shared.shards[0].has_mail() || w.carry.is_some() {
+            w.inbox(now);
+            w.flush(now);
+            rounds += 1;
+            assert!(rounds < 10, "the inbox drains");
+        }
+        assert!(rounds > 1, "more than one round of {INBOX_BATCHES} bursts");
+        let sent = lock(&shared.ports[2].queues[0]).as_mem_mut().expect("mem").take_sent();
+        let sport = |f: &Vec<u8>| u16::from_be_bytes([f[34], f[35]]);
+        let order: Vec<u16> = sent.iter().map(sport).collect();
+        assert_eq!(order.len(), 12, "every handed frame left: {order:?}");
+        for base in [4000, 5000] {
+            let flow: Vec<u16> = order.iter().copied().filter(|p| (base..base + 6).contains(p)).collect();
+            assert_eq!(flow, (base..base + 6).collect::<Vec<_>>(), "port order kept: {order:?}");
+        }
+    }
 
     #[test]
     fn batch_histograms_put_each_burst_in_its_bucket() {

@@ -862,6 +862,56 @@ fn a_panic_building_an_apply_without_a_pause_fails_it_and_the_previous_configura
     stop(d);
 }
 
+/// A worker that panics while carrying its shard over to a configuration applied without a pause (two workers,
+/// another MAC limit) does not hang the apply: the reply comes within a bounded time and says which worker's
+/// shard was rebuilt, with the connection it held restored; the panic is counted; both workers forward
+/// afterwards; the next apply goes through without a pause and rebuilds nothing. (Before, the apply waited
+/// forever for the panicking worker's report, holding the apply lock.)
+#[test]
+fn a_worker_panicking_in_an_apply_without_a_pause_does_not_hang_it() {
+    let two = format!("{BASE}\n[switch]\nworkers = 2\n");
+    let (d, _) = daemon(&two);
+    // The test runtime started with one worker: this apply restarts the workers with the configuration's two.
+    assert!(apply(&d, &two).summary.workers_paused);
+    learn_and_connect(&d);
+    let limit = |n: u32| two.replace("masquerade = true\n", &format!("masquerade = true\nmac_limit = {n}\n"));
+    d.with_running(|r| {
+        assert_eq!(r.shards(), 2);
+        r.inject_hot_apply_panic();
+    })
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (d2, text) = (Arc::clone(&d), limit(100));
+    std::thread::spawn(move || {
+        let _ = tx.send(call(&d2, json!({"op": "apply", "toml": text})));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(20)).expect("the apply answers within 20 s");
+    let r: ApplyResult = r.into_result().unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(!r.summary.workers_paused, "{r:?}");
+    assert_eq!(r.generation, 3);
+    let rebuilt = &r.summary.shards_rebuilt;
+    assert_eq!(rebuilt.len(), 1, "{r:?}");
+    assert!(rebuilt[0].error.contains("injected panic carrying a shard over"), "{rebuilt:?}");
+    assert_eq!(rebuilt[0].connections_lost, 0, "{rebuilt:?}");
+    let stats: StatsResult = ok(&d, json!({"op": "stats"}));
+    assert_eq!(stats.report["worker_restarts"], 1);
+    let now: ConfigResult = ok(&d, json!({"op": "get_config"}));
+    assert!(now.config.networks[0].mac_limit == 100, "{:?}", now.config.networks[0]);
+    assert_eq!(connections(&d), 1, "the connection survives, carried or restored");
+    assert!(fdb(&d).contains(&entry("lan", 2, "b")), "{:?}", fdb(&d));
+    // Both workers forward: a's and b's queues are polled by different workers.
+    sent(&d, "a");
+    sent(&d, "b");
+    inject(&d, "a", &frame(mac(2), mac(1)));
+    inject(&d, "b", &frame(mac(1), mac(2)));
+    eventually("forwarding both ways after the panic", || !sent(&d, "b").is_empty() && !sent(&d, "a").is_empty());
+    let r = apply(&d, &limit(200));
+    assert!(!r.summary.workers_paused && r.summary.shards_rebuilt.is_empty(), "{r:?}");
+    assert_eq!(r.generation, 4);
+    assert_eq!(connections(&d), 1);
+    stop(d);
+}
+
 fn hex(frame: &[u8]) -> String {
     frame.iter().map(|b| format!("{b:02x}")).collect()
 }

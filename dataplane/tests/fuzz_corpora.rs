@@ -13,6 +13,11 @@ mod targets;
 #[path = "../fuzz/reconfigure.rs"]
 mod reconfigure;
 
+// Each of `reconfigure.rs` and `workers.rs` includes `harness.rs` as its own module (as the fuzz targets need).
+#[allow(clippy::duplicate_mod)]
+#[path = "../fuzz/workers.rs"]
+mod workers;
+
 use dataplane::port::gso::{GSO_TCPV4, GSO_UDP_L4};
 use dataplane::wire::builder::{Ipv4Spec, TcpFlags, TcpSegment};
 use dataplane::wire::virtio_net_hdr::{Packet as VnetPacket, Repr as VnetHdr, F_NEEDS_CSUM, HEADER_LEN};
@@ -22,12 +27,13 @@ use std::path::PathBuf;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("control_request", targets::control_request),
     ("config_text", targets::config_text),
     ("gso", targets::gso),
     ("pcap_reader", targets::pcap_reader),
     ("reconfigure", reconfigure::reconfigure),
+    ("workers", workers::workers),
 ];
 
 /// `reconfigure` configurations (see `reconfigure::config_text`): `n1` masquerades out of routed port `p2` (a
@@ -35,6 +41,8 @@ const TARGETS: [(&str, Target); 5] = [
 const MASQ_BEHIND_L2: [u8; 16] = [1, 0x00, 0x13, 0, 2, 0x01, 0x01, 0x03, 0, 0, 0, 1, 3, 7, 15, 0];
 /// The same with `n0` given a gateway: `n1`'s router interface is renumbered (0 → 1), the routed port's (1 → 2).
 const MASQ_BEHIND_PLAIN: [u8; 16] = [1, 0x01, 0x13, 0, 2, 0x01, 0x01, 0x03, 0, 0, 0, 1, 3, 7, 15, 0];
+/// [`MASQ_BEHIND_PLAIN`] without `n1`'s connection limit (3 connections, which hold per worker).
+const MASQ_BEHIND_PLAIN_NO_LIMIT: [u8; 16] = [1, 0x01, 0x03, 0, 2, 0x01, 0x01, 0x03, 0, 0, 0, 1, 3, 7, 15, 0];
 /// One masquerade network `n0` with two ports and a host port `p2` (host = true), an uplink `p3`.
 const MASQ_WITH_HOST_PORT: [u8; 16] = [0, 0x03, 0, 0, 3, 0x00, 0x00, 0x07, 0x03, 0, 0, 0, 0, 3, 15, 1];
 /// The same with the ports renamed (`q0`…), smaller MTUs and the network isolated differently (internal).
@@ -127,6 +135,130 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             reconfigure::encode(MASQ_WITH_HOST_PORT, RENAMED_INTERNAL, &RECONFIGURE_OPS),
         ),
     ]
+    .into_iter()
+    .chain(workers_seeds().into_iter().map(|(name, data)| ("workers", name, data)))
+    .collect()
+}
+
+/// `workers` header byte 0: `n` workers (2..=4), settled.
+const fn settled(n: u8) -> u8 {
+    n - 2
+}
+
+/// `workers` header byte 0: `n` workers, lagging delivery through queues of the workers' capacities (or of 4
+/// entries, `small`).
+const fn lagging(n: u8, small: bool) -> u8 {
+    (n - 2) | 0x10 | if small { 0x20 } else { 0 }
+}
+
+/// `workers` operations on `ROUTED_CONFIG` (ports a 0, b 1: red, masquerading out of up 6; c 2, d 3: blue;
+/// up publishes TCP 8080 to 10.1.0.2:80): a red host resolves its gateway, sends UDP, TCP (SYN, then ACK) and a
+/// ping out through masquerade, each answered from outside (the next hop's ARP answered first); an outside host
+/// opens the published port, answered by the red host. Frames are dealt to workers 0 and 1 in turn, and
+/// replies often arrive on a worker that does not own their connection. `k` receives on worker `w`.
+fn nat_ops(extra: impl Fn(usize) -> Vec<[u8; 4]>) -> Vec<[u8; 4]> {
+    let k = |op: u8, w: u8| op | (w & 3) << 4;
+    let base = [
+        [k(1, 0), 0, 0, 1],   // ARP: 10.1.0.2 (port a) asks for its gateway
+        [k(2, 1), 0, 0, 0],   // UDP 10.1.0.2 -> 198.51.100.7:53, masqueraded; the next hop is asked for
+        [k(6, 0), 0, 0, 0],   // the next hop answers on up
+        [k(5, 1), 0, 0, 0],   // the UDP reply
+        [k(3, 0), 0, 0, 36],  // TCP SYN 10.1.0.2 -> 198.51.100.7:80
+        [k(5, 1), 0, 1, 0],   // SYN|ACK
+        [k(3, 1), 21, 0, 36], // ACK
+        [k(4, 0), 0, 0, 0],   // ping 198.51.100.7
+        [k(5, 1), 0, 0, 0],   // echo reply
+        [k(3, 1), 6, 3, 97],  // SYN 198.51.100.9 -> 203.0.113.2:8080 (published to 10.1.0.2:80)
+        [k(5, 0), 0, 1, 0],   // SYN|ACK from 10.1.0.2
+        [0, 40, 0, 0],        // two seconds
+        [k(2, 0), 0, 0, 0],   // UDP again (the connection is assured)
+        [k(5, 0), 0, 0, 0],
+    ];
+    base.iter().enumerate().flat_map(|(i, op)| std::iter::once(*op).chain(extra(i))).collect()
+}
+
+/// The seeds of the `workers` target.
+fn workers_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let plain = |ops: Vec<[u8; 4]>| ops.into_iter().map(|op| (op, &[][..])).collect::<Vec<_>>();
+    let mut seeds = vec![
+        ("seed-nat-2-settled", workers::encode(settled(2), 0, None, &plain(nat_ops(|_| vec![])))),
+        ("seed-nat-3-settled", workers::encode(settled(3), 0, None, &plain(nat_ops(|_| vec![])))),
+        ("seed-nat-4-settled", workers::encode(settled(4), 0, None, &plain(nat_ops(|_| vec![])))),
+        // Lagging: the workers take their mail now and then (worker 1 its inbox, worker 0 its updates, one
+        // handed burst), in a rotating order.
+        (
+            "seed-nat-2-lagging",
+            workers::encode(
+                lagging(2, false),
+                0,
+                None,
+                &plain(nat_ops(|i| match i % 3 {
+                    0 => vec![[10 | 1 << 4, 1, 0, 0]],
+                    1 => vec![[11, 0, 0, 0], [12 | 1 << 4, 0, 0, 0]],
+                    _ => vec![[14, i as u8, 0, 0]],
+                })),
+            ),
+        ),
+        // Four workers with queues of 4, mail taken only at the end (a poll applies the poller's updates):
+        // twelve hosts announced from worker 0 overflow the update queue of worker 3, which never polls; then the
+        // NAT scenario, its frames queued and polled in bursts.
+        (
+            "seed-nat-4-small-queues",
+            workers::encode(
+                lagging(4, true),
+                0,
+                None,
+                &plain(
+                    (0..12u8)
+                        .map(|i| [1, [0, 2, 4][usize::from(i / 4)], i % 4, 1])
+                        .chain(nat_ops(|i| if i % 4 == 3 { vec![[9, 0, 0, 0]] } else { vec![] }))
+                        .collect(),
+                ),
+            ),
+        ),
+        // A random configuration (`reconfigure`'s masquerade network behind a plain one) with its traffic.
+        (
+            "seed-random-config-2-settled",
+            workers::encode(
+                settled(2),
+                2,
+                Some(MASQ_BEHIND_PLAIN_NO_LIMIT),
+                &plain(
+                    RECONFIGURE_OPS
+                        .iter()
+                        .filter(|op| op[0] % 8 != 6)
+                        .map(|&[op, a, b, c]| {
+                            let kind = match op % 8 {
+                                7 => 6,
+                                k => k,
+                            };
+                            [kind | (op & 1) << 4, a, b, c]
+                        })
+                        .collect(),
+                ),
+            ),
+        ),
+    ];
+    // The `pipeline` seeds (raw frames on ROUTED_CONFIG), dealt to 2 workers in turn.
+    let pipeline = corpus("pipeline");
+    let mut names: Vec<String> = std::fs::read_dir(&pipeline)
+        .expect("pipeline corpus")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("seed-"))
+        .collect();
+    names.sort();
+    for name in names {
+        let data = std::fs::read(pipeline.join(&name)).unwrap();
+        let records = workers::harness::records(&data);
+        let mut ops: Vec<([u8; 4], &[u8])> = Vec::new();
+        for (i, (port, dt, frame)) in records.iter().enumerate() {
+            ops.push(([0, *dt, 0, 0], &[]));
+            ops.push(workers::raw(i as u8 % 2, *port, false, frame));
+        }
+        let seed: &'static str = Box::leak(format!("seed-pipeline-{}", &name["seed-".len()..]).into_boxed_str());
+        seeds.push((seed, workers::encode(settled(2), 0, None, &ops)));
+    }
+    seeds
 }
 
 /// Writes the seeds (only with `VSWITCH_WRITE_FUZZ_CORPUS=1`).
@@ -203,4 +335,57 @@ fn reconfigure_seeds_are_valid_configurations() {
     assert_eq!(rif(&topo(MASQ_BEHIND_L2), "network:n1"), Some(0));
     assert_eq!(rif(&topo(MASQ_BEHIND_PLAIN), "network:n1"), Some(1));
     assert!(topo(MASQ_WITH_HOST_PORT).rifs.iter().any(|r| r.host));
+}
+
+/// The `workers` seeds pass every check; the settled ones give one switch's outcome (compared), and between
+/// them they hand frames to their connection's owner, create connections through masquerade and the published
+/// port, and (queues of 4) lose updates or drop handed frames.
+#[test]
+fn workers_seeds_do_what_they_are_named_for() {
+    let (mut handed, mut lost) = (0, 0);
+    for (name, data) in workers_seeds() {
+        let (w, compared) = workers::run(&data).unwrap_or_else(|| panic!("{name}: no valid configuration"));
+        let settled = name.contains("settled") || name.starts_with("seed-pipeline-");
+        eprintln!("{name}: compared {compared}, handed {}, lost {} + {}", w.handed, w.updates_lost, w.handoffs_lost);
+        assert_eq!(compared, settled, "{name}: compared with one switch");
+        if name.starts_with("seed-nat-") {
+            let snat: u64 = w.switches().iter().map(|s| s.nat_stats().snat_created).sum();
+            let dnat: u64 = w.switches().iter().map(|s| s.nat_stats().dnat_created).sum();
+            assert!(snat >= 3 && dnat == 1, "{name}: {snat} masqueraded, {dnat} published");
+            assert!(w.handed > 0, "{name}: nothing handed over");
+        }
+        handed += w.handed;
+        if name.contains("small-queues") {
+            lost += w.updates_lost + w.handoffs_lost;
+        }
+    }
+    assert!(handed > 0 && lost > 0, "handed {handed}, lost {lost}");
+}
+
+/// Replays the `workers` input in the file `VSWITCH_FUZZ_INPUT` (a crash to look at, with the debug build's
+/// overflow checks and backtraces), or every input in it if it is a directory (a fuzzing run's corpus, with a
+/// summary: how many were settled and compared with one switch): `VSWITCH_FUZZ_INPUT=path cargo test -p
+/// dataplane --test fuzz_corpora -- --ignored replay_a_workers_input --nocapture`.
+#[test]
+#[ignore = "replays the file or directory VSWITCH_FUZZ_INPUT names"]
+fn replay_a_workers_input() {
+    let Ok(path) = std::env::var("VSWITCH_FUZZ_INPUT") else { return };
+    let path = PathBuf::from(path);
+    let files: Vec<PathBuf> =
+        if path.is_dir() { std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect() } else { vec![path] };
+    let (mut valid, mut settled, mut compared, mut handed, mut lost) = (0, 0, 0, 0, 0);
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let Some((w, c)) = workers::run(&data) else { continue };
+        valid += 1;
+        settled += u32::from(data[0] & 0x10 == 0);
+        compared += u32::from(c);
+        handed += u32::from(w.handed > 0);
+        lost += u32::from(w.updates_lost + w.handoffs_lost > 0);
+    }
+    eprintln!(
+        "{} inputs: {valid} with a valid configuration, {settled} settled, {compared} compared with one switch, \
+         {handed} handed frames over, {lost} lost updates or frames to full queues",
+        files.len()
+    );
 }

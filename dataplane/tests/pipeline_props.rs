@@ -9,8 +9,10 @@
 //!
 //! 256 cases per property by default (a few seconds); more with `PROPTEST_CASES=N`.
 
-#[path = "../fuzz/harness.rs"]
-mod harness;
+#[path = "../fuzz/workers.rs"]
+mod workers;
+
+use workers::harness;
 
 use dataplane::buffer::{Nanos, NANOS_PER_SEC};
 use dataplane::config::Config;
@@ -1068,17 +1070,189 @@ fn run_shards(cfg: &Config, steps: &[Step], n: usize) -> (Vec<(PortId, Vec<u8>)>
 proptest! {
     #![proptest_config(proptest_config())]
 
-    /// Two and three shards, frames dealt across them step by step, give one switch's outcome: the same frames
+    /// Two to four shards, frames dealt across them step by step, give one switch's outcome: the same frames
     /// on every port (as a multiset) and the same counters. L2 and routed configurations (MAC learning and
     /// moves, ARP held frames released or failed on another shard, ICMP errors).
     #[test]
-    fn shards_forward_as_one_switch(steps in steps(), routed in any::<bool>(), n in 2..4usize) {
+    fn shards_forward_as_one_switch(steps in steps(), routed in any::<bool>(), n in 2..=4usize) {
         let cfg = harness::config(if routed { ROUTED_CONFIG } else { L2_CONFIG });
         let (one_sent, one) = run_shards(&cfg, &steps, 1);
         let (many_sent, many) = run_shards(&cfg, &steps, n);
         prop_assert_eq!(&many, &one, "counters with {} shards", n);
         prop_assert!(many_sent == one_sent, "frames sent with {} shards differ", n);
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Workers' interleavings: the same steps through 2–4 shards driven as workers (`harness::Workers`, the `workers`
+// fuzz target's driver), with random choices of which worker receives each frame, when it polls (frames may
+// wait and go as a burst), when workers take their mail and in which order they do housekeeping.
+
+/// What a worker does around one step.
+#[derive(Debug, Clone)]
+struct Sched {
+    /// The worker that receives the step's frame.
+    worker: usize,
+    /// It leaves the frame queued (polled by a later step, or at the end) instead of polling at once.
+    later: bool,
+    /// Then: 0..=3 nothing, 4 every queue polled, 5 everything delivered, 6 the worker's inbox (one burst of
+    /// handed frames), 7 the workers' order rotated.
+    then: u8,
+}
+
+fn schedule() -> BoxedStrategy<Vec<Sched>> {
+    prop::collection::vec(
+        (0..4usize, prop::bool::weighted(0.3), 0..8u8).prop_map(|(worker, later, then)| Sched { worker, later, then }),
+        1..48,
+    )
+    .boxed()
+}
+
+fn delivery() -> BoxedStrategy<workers::harness::Delivery> {
+    use workers::harness::Delivery;
+    prop_oneof![
+        2 => Just(Delivery::Settled),
+        1 => Just(Delivery::Lagging { updates: 8192, handoffs: 2048 }),
+        1 => Just(Delivery::Lagging { updates: 4, handoffs: 4 }),
+    ]
+    .boxed()
+}
+
+/// The scheduled worker receives `frame` on `port` (and polls at once unless the schedule says later), then
+/// does what the schedule says.
+fn deal(w: &mut workers::harness::Workers, s: &Sched, port: usize, frame: &[u8]) {
+    w.receive(s.worker, port, frame);
+    if !s.later {
+        w.poll(s.worker, port);
+    }
+    match s.then {
+        4 => {
+            w.poll_all();
+        }
+        5 => w.settle(),
+        6 => w.inbox(s.worker, 1),
+        7 => w.rotate(s.worker + 1),
+        _ => {}
+    }
+}
+
+/// `steps` through `n` workers as `sched` deals them; finished, and compared with one switch when settled.
+fn run_workers(
+    cfg: &Config,
+    steps: &[Step],
+    n: usize,
+    delivery: workers::harness::Delivery,
+    sched: &[Sched],
+) -> (workers::harness::Workers, bool) {
+    let mut w = workers::harness::Workers::new(cfg, n, delivery);
+    for (i, step) in steps.iter().enumerate() {
+        w.advance(step.dt);
+        let port = step.port.index(w.ports());
+        deal(&mut w, &sched[i % sched.len()], port, &step.input.build());
+    }
+    w.finish();
+    let compared = w.check_same_as_one_switch();
+    (w, compared)
+}
+
+/// The NAT scenarios (`run_nat`) through `n` workers: the hosts' ARP first (from worker 0), then each step's
+/// frame, or the answer to a frame the last step sent, dealt as `sched` says.
+fn run_nat_workers(
+    cfg: &Config,
+    steps: &[NatStep],
+    n: usize,
+    delivery: workers::harness::Delivery,
+    sched: &[Sched],
+) -> (workers::harness::Workers, bool) {
+    let mut w = workers::harness::Workers::new(cfg, n, delivery);
+    let upstream = Ipv4Addr::new(203, 0, 113, 1);
+    let first = Sched { worker: 0, later: false, then: 0 };
+    deal(&mut w, &first, UP.into(), &arp_request_from(UPSTREAM, upstream, UP_ADDR));
+    for h in 2..=5u8 {
+        for (subnet, ports) in [(1, [A, B]), (2, [C, D])] {
+            let frame = arp_request_from(host_mac(h), Ipv4Addr::new(10, subnet, 0, h), Ipv4Addr::new(10, subnet, 0, 1));
+            deal(&mut w, &first, ports[usize::from(h % 2)].into(), &frame);
+        }
+    }
+    let mut last = 0..0;
+    for (i, s) in steps.iter().enumerate() {
+        let sc = &sched[i % sched.len()];
+        w.advance(s.dt);
+        let start = w.sent().len();
+        if s.burst > 0 {
+            let port = [A, B][usize::from(s.host % 2)];
+            let spec = Ipv4Spec::new(host_mac(s.host), gw_mac("red"), Ipv4Addr::new(10, 1, 0, s.host), s.nat.peer);
+            for k in 0..u16::from(s.burst) {
+                deal(&mut w, &Sched { then: 0, ..sc.clone() }, port.into(), &spec.udp(2000 + k, 80, 8));
+            }
+        } else {
+            let error = match &s.nat.l4 {
+                L4::IcmpError(ttl, _) => Some(*ttl),
+                _ => None,
+            };
+            let sent = &w.sent()[last.clone()];
+            let reply = if s.answer { sent.iter().find_map(|(q, f)| Some((*q, answer(f, error)?))) } else { None };
+            let (port, frame) = reply.unwrap_or_else(|| s.build());
+            deal(&mut w, sc, port.into(), &frame);
+        }
+        last = start..w.sent().len();
+    }
+    w.finish();
+    let compared = w.check_same_as_one_switch();
+    (w, compared)
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// Random steps (malformed frames included) through 2–4 workers with random interleavings of bursts across
+    /// workers and of the deliveries between them: every invariant after every step; settled, the outcome is one
+    /// switch's (frames per port as multisets, every counter) unless a per-worker limit was reached.
+    #[test]
+    fn workers_interleavings_keep_the_invariants_and_match_one_switch(
+        steps in steps(),
+        routed in any::<bool>(),
+        n in 2..=4usize,
+        delivery in delivery(),
+        sched in schedule(),
+    ) {
+        let cfg = harness::config(if routed { ROUTED_CONFIG } else { L2_CONFIG });
+        run_workers(&cfg, &steps, n, delivery, &sched);
+    }
+
+    /// The NAT scenarios (masquerade, published ports, hairpin, ICMP errors, table and port limits, expiry)
+    /// through 2–4 workers, interleaved at random, answers arriving on any worker.
+    #[test]
+    fn nat_through_workers_keeps_the_invariants_and_matches_one_switch(
+        steps in nat_steps(),
+        n in 2..=4usize,
+        delivery in delivery(),
+        sched in schedule(),
+    ) {
+        run_nat_workers(&harness::config(ROUTED_CONFIG), &steps, n, delivery, &sched);
+    }
+}
+
+/// The workers' property tests are worth something only if their runs hand frames over, lose updates through
+/// small queues, and are compared with one switch most of the time when settled.
+#[test]
+fn workers_generators_reach_handoff_and_the_comparison() {
+    use workers::harness::Delivery;
+    let cfg = harness::config(ROUTED_CONFIG);
+    let mut runner = TestRunner::deterministic();
+    let (mut compared, mut settled, mut handed, mut lost) = (0, 0, 0, 0);
+    let strategy = (nat_steps(), 2..=4usize, delivery(), schedule());
+    for _ in 0..60 {
+        let (steps, n, delivery, sched) = strategy.new_tree(&mut runner).expect("generate").current();
+        let (w, c) = run_nat_workers(&cfg, &steps, n, delivery, &sched);
+        settled += u32::from(delivery == Delivery::Settled);
+        compared += u32::from(c);
+        handed += w.handed;
+        lost += w.updates_lost + w.handoffs_lost;
+    }
+    eprintln!("over 60 NAT runs through workers: {settled} settled, {compared} compared with one switch, {handed} frames handed over, {lost} updates or frames lost to full queues");
+    assert!(handed > 0 && lost > 0, "handed {handed}, lost {lost}");
+    assert!(compared * 2 >= settled, "only {compared} of {settled} settled runs compared with one switch");
 }
 
 /// Found by the `pipeline` fuzz target (Dec 2026): a 1,928-byte frame — longer than a small buffer — is taken

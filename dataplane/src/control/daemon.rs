@@ -522,6 +522,16 @@ impl Daemon {
                 for f in &summary.ports_change_failed {
                     tracing::warn!(port = %f.port, error = %f.error, "applied with this port on its old settings");
                 }
+                summary.shards_rebuilt = applied
+                    .shards_rebuilt
+                    .into_iter()
+                    .map(|r| ShardRebuiltRow {
+                        worker: r.worker,
+                        error: r.error,
+                        connections_kept: r.connections_kept,
+                        connections_lost: r.connections_lost,
+                    })
+                    .collect();
                 let generation = generation + 1;
                 tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
                 if let Some(snap) = self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner).take() {
@@ -532,7 +542,13 @@ impl Daemon {
                 json(&ApplyResult { generation, changed: true, dry_run: false, summary })
             }
             Err(e) => {
-                *guard = Some(State { running, generation, origin: old_origin });
+                // Late workers: the configuration is in place (the others run it, they will), so it is the
+                // running one and counts as a generation; the error says why it is not yet everywhere.
+                let (generation, origin) = match e {
+                    ApplyError::WorkersLate { .. } => (generation + 1, Some(origin)),
+                    _ => (generation, old_origin),
+                };
+                *guard = Some(State { running, generation, origin });
                 err(ErrorKind::Internal)(e)
             }
         }

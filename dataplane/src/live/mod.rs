@@ -64,7 +64,7 @@ pub mod reconfigure;
 pub mod report;
 pub mod revive;
 
-pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared};
+pub use reconfigure::{Applied, ApplyError, OpenPort, Plan, PortAction, Prepared, ShardRebuilt, HOT_APPLY_DEADLINE};
 pub use report::{LivePortReport, LiveReport};
 
 use crate::batch::BATCH_SIZE;
@@ -486,6 +486,14 @@ impl Running {
         self.rt.shared.faults.inject_apply_panic.store(true, Relaxed);
     }
 
+    /// Test hook (feature `testing`): makes the next worker that carries its shard over to a configuration
+    /// applied without a pause panic once its new tables are computed (the apply goes on: the control thread
+    /// rebuilds that shard, see [`Applied::shards_rebuilt`]).
+    #[cfg(feature = "testing")]
+    pub fn inject_hot_apply_panic(&self) {
+        self.rt.shared.faults.inject_hot_apply_panic.store(true, Relaxed);
+    }
+
     /// Counts a control request that panicked (reported as `control_panics`).
     pub fn count_control_panic(&self) -> u64 {
         self.rt.shared.faults.control_panics.fetch_add(1, Relaxed) + 1
@@ -759,6 +767,115 @@ mac = "02:00:00:00:02:01"
         }
         assert_eq!(stopped.report.workers[1].pool_available, 96, "worker 1's pool is full, not over-full");
         assert_eq!(stopped.report.switch.drops.get("no-buffer"), None);
+    }
+
+    const MASQUERADE: &str = r#"
+[[network]]
+name = "lan"
+subnet = "10.0.0.0/24"
+gateway = "10.0.0.1"
+gateway_mac = "02:00:00:00:01:01"
+masquerade = true
+
+[[port]]
+name = "a"
+kind = "mem"
+network = "lan"
+
+[[port]]
+name = "b"
+kind = "mem"
+network = "lan"
+
+[[port]]
+name = "up"
+kind = "mem"
+address = "203.0.113.2/24"
+mac = "02:00:00:00:02:01"
+
+[[route]]
+prefix = "0.0.0.0/0"
+via = "203.0.113.1"
+"#;
+
+    /// Four workers (on this two-core machine), every port with four queues so that every worker receives on
+    /// every port: 32 masqueraded UDP flows from a container, each sent on one queue and answered on another, so
+    /// most replies arrive on a worker that does not own their connection and are handed over. Every reply
+    /// reaches the container exactly once, each connection lives on one shard, a MAC learned by one worker is
+    /// forwarded to by the others, nothing is dropped, and every buffer comes back.
+    #[test]
+    fn four_workers_masquerade_hand_replies_to_their_owner_and_lose_nothing() {
+        use crate::wire::builder::{arp_reply, arp_request, Ipv4Spec};
+        use std::net::Ipv4Addr;
+        let cfg = Config::parse(MASQUERADE, "test").unwrap();
+        let running = Runtime::new(&cfg, mem_ports(&cfg, 4), opts(4)).unwrap().start().unwrap();
+        let r = running.report();
+        assert_eq!(r.workers.len(), 4);
+        assert!(r.workers.iter().all(|w| w.rx_queues.len() == 3), "every worker polls one queue of each port");
+        let (host, gw, up) = (MacAddr([2, 0, 0, 0, 0, 5]), MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 2, 1]));
+        let (inside, next_hop, outside) =
+            (Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(203, 0, 113, 1), Ipv4Addr::new(203, 0, 113, 2));
+        // The container asks for its gateway (worker 0), the next hop answers the switch (worker 3).
+        inject(&running, 0, 0, &arp_request(host, inside, Ipv4Addr::new(10, 0, 0, 1)));
+        inject(&running, 2, 3, &arp_reply(MacAddr([2, 0, 0, 0, 9, 1]), next_hop, up, outside));
+        assert!(eventually(|| running.report().switch.router.arp_replies >= 1));
+        assert!(eventually(|| (0..4).all(|k| running.with_shard(k, |s| s.router().neighbours(0).len() == 2))));
+        const N: u8 = 32;
+        let server = |i: u8| Ipv4Addr::new(198, 51, 100, 1 + i);
+        // What a port sent on any of its queues, collected as it goes.
+        let collected = std::cell::RefCell::new(vec![Vec::new(); 3]);
+        let sent_on = |port: PortId| -> Vec<Vec<u8>> {
+            let mut all = collected.borrow_mut();
+            for q in 0..4 {
+                all[usize::from(port)].extend(sent(&running, port, q));
+            }
+            all[usize::from(port)].clone()
+        };
+        for i in 0..N {
+            let pkt = Ipv4Spec::new(host, gw, inside, server(i)).udp(4000 + u16::from(i), 53, 8);
+            inject(&running, 0, usize::from(i % 4), &pkt);
+        }
+        assert!(eventually(|| sent_on(2).len() == usize::from(N)), "every flow leaves masqueraded");
+        for i in 0..N {
+            let reply =
+                Ipv4Spec::new(MacAddr([2, 0, 0, 0, 9, 1]), up, server(i), outside).udp(53, 4000 + u16::from(i), 8);
+            inject(&running, 2, usize::from((i + 1) % 4), &reply);
+        }
+        let back = || -> Vec<u16> {
+            let mut v: Vec<u16> = sent_on(0)
+                .iter()
+                .filter(|f| f.len() > 37 && f[12..14] == [8, 0])
+                .map(|f| u16::from_be_bytes([f[36], f[37]]))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert!(eventually(|| back().len() >= usize::from(N)), "every reply back: {:?}", back());
+        assert_eq!(back(), (4000..4000 + u16::from(N)).collect::<Vec<_>>(), "each reply once, to its own flow");
+        // The container's MAC, learned by worker 0 (queue a/0), is forwarded to (not flooded) by the workers
+        // polling b's other queues.
+        for q in 1..4u8 {
+            inject(&running, 1, usize::from(q), &eth(host, MacAddr([2, 0, 0, 0, 0, 6]), 0x88b5, &pattern(46)));
+        }
+        assert!(eventually(|| running.report().ports["b"].pipeline.forwarded == 3), "unicast to the container");
+        let mut per_shard = Vec::new();
+        running.for_each_shard(|s| per_shard.push(s.conntrack().len()));
+        assert_eq!(per_shard.iter().sum::<usize>(), usize::from(N), "one connection per flow: {per_shard:?}");
+        assert!(per_shard.iter().filter(|&&n| n > 0).count() >= 2, "the flows' owners spread: {per_shard:?}");
+        let stopped = running.stop();
+        let r = &stopped.report;
+        assert!(stopped.panicked.is_empty());
+        assert!(r.switch.drops.is_empty(), "{:?}", r.switch.drops);
+        assert!(r.workers.iter().all(|w| w.rx_packets > 0), "every worker received: {:?}", r.workers);
+        let handed: u64 = r.workers.iter().map(|w| w.handed_off).sum();
+        assert!(handed > 0, "replies were handed to their owner");
+        assert_eq!(handed, r.workers.iter().map(|w| w.handed_in).sum::<u64>());
+        assert!(r.workers.iter().all(|w| w.handoff_dropped == 0 && w.updates_dropped == 0), "{:?}", r.workers);
+        // A handed frame's buffer ends in the owner's pool, which keeps no more than its capacity: a worker is short
+        // at most the buffers it handed away (topped up when below half), and none is over-full.
+        for w in &r.workers {
+            assert!(w.pool_available <= w.pool_capacity && w.pool_capacity - w.pool_available <= w.handed_off, "{w:?}");
+        }
     }
 
     #[test]

@@ -241,7 +241,16 @@ impl Running {
             Some(e) => (running, Err(ApplyError::Start(e))),
             None => (
                 running,
-                Ok(Applied { plan, carried, pause_ns, paused: true, failed, change_failed, config: effective }),
+                Ok(Applied {
+                    plan,
+                    carried,
+                    pause_ns,
+                    paused: true,
+                    failed,
+                    change_failed,
+                    config: effective,
+                    shards_rebuilt: Vec::new(),
+                }),
             ),
         }
     }
@@ -309,11 +318,12 @@ impl Running {
         }
         shared.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         wake(&self.wakers);
+        let deadline = std::time::Instant::now() + HOT_APPLY_DEADLINE;
         let results = loop {
             {
                 let hot = crate::worker::lock(&shared.hot);
                 if hot.done.iter().all(Option::is_some) {
-                    break hot.done.iter().flatten().copied().collect::<Vec<_>>();
+                    break hot.done.iter().flatten().cloned().collect::<Vec<_>>();
                 }
             }
             if shared.stop.load(Relaxed) || self.handles.iter().any(std::thread::JoinHandle::is_finished) {
@@ -325,15 +335,48 @@ impl Running {
                     })),
                 );
             }
+            if std::time::Instant::now() >= deadline {
+                // A worker that never reaches a batch boundary is stuck in one: the others run the new
+                // configuration, and it takes its part when it gets out, so that is the running configuration.
+                let done = crate::worker::lock(&shared.hot).done.clone();
+                let late: Vec<usize> = done.iter().enumerate().filter_map(|(k, d)| d.is_none().then_some(k)).collect();
+                tracing::error!(workers = ?late, "workers did not take a configuration applied without a pause in time");
+                for (k, d) in done.into_iter().enumerate() {
+                    if let Some(Err(error)) = d {
+                        rebuild_shard(&shared, k, &self.rt.cfg, &cfg, error);
+                    }
+                }
+                self.rt.cfg = cfg;
+                return (self, Err(ApplyError::WorkersLate { workers: late, after: HOT_APPLY_DEADLINE }));
+            }
             std::thread::sleep(std::time::Duration::from_micros(100));
             wake(&self.wakers);
         };
         let mut carried = Carried::default();
         let mut pause_ns = 0;
-        for (i, (c, stall)) in results.into_iter().enumerate() {
-            pause_ns = pause_ns.max(stall);
-            if i == 0 {
+        let mut shards_rebuilt = Vec::new();
+        let mut first = true;
+        for (k, result) in results.into_iter().enumerate() {
+            let c = match result {
+                Ok((c, stall)) => {
+                    pause_ns = pause_ns.max(stall);
+                    c
+                }
+                Err(error) => {
+                    let r = rebuild_shard(&shared, k, &self.rt.cfg, &cfg, error);
+                    let c = Carried {
+                        fdb_kept: r.fdb_kept,
+                        fdb_flushed: 0,
+                        router_kept: false,
+                        connections_flushed: r.connections_lost,
+                    };
+                    shards_rebuilt.push(r);
+                    c
+                }
+            };
+            if first {
                 carried = c;
+                first = false;
             } else {
                 carried.connections_flushed += c.connections_flushed;
                 carried.router_kept &= c.router_kept;
@@ -342,7 +385,17 @@ impl Running {
         self.rt.cfg = cfg.clone();
         let failed = failed_ports(&shared.ports);
         // No port reopened, so none whose change failed: the configuration runs as applied.
-        (self, Ok(Applied { plan, carried, pause_ns, paused: false, failed, change_failed: Vec::new(), config: cfg }))
+        let applied = Applied {
+            plan,
+            carried,
+            pause_ns,
+            paused: false,
+            failed,
+            change_failed: Vec::new(),
+            config: cfg,
+            shards_rebuilt,
+        };
+        (self, Ok(applied))
     }
 
     /// Sets the pause flag, wakes and joins the workers, and takes the runtime apart.
@@ -372,6 +425,63 @@ impl Running {
             faults: shared.faults,
         }
     }
+}
+
+/// How long an apply without a pause waits for every worker to take its part (each does at its next batch
+/// boundary, woken if it sleeps: microseconds to milliseconds); a worker later than that is stuck in a batch.
+pub const HOT_APPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A worker's shard that panicked while carrying itself over to `cfg` (applied without a pause), rebuilt by the
+/// control thread: a new shard for `cfg` with what the old one held restored by name, as after a restart
+/// (`snapshot::take_shards` then `restore_shards`: MAC entries, resolved neighbours, its connections; frames it
+/// held for ARP are lost with it), put in its place under its lock; the worker forwards on it from its next
+/// burst. The old shard is as the panic left it: as it was before the apply (`base`), or, had the panic come
+/// while the new tables moved in, a stand-in that holds nothing. Should restoring panic too, the new shard
+/// starts empty.
+fn rebuild_shard(shared: &crate::worker::Shared, k: usize, base: &Config, cfg: &Config, error: String) -> ShardRebuilt {
+    let n = shared.shards.len();
+    let now = shared.clock.now();
+    let mut sw = crate::worker::lock(&shared.shards[k].switch);
+    let held = sw.conntrack().len();
+    let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let snap = snapshot::take_shards(&[&*sw], base, now);
+        let mut fresh = Switch::new(cfg).sharded(Shard::new(k, n));
+        let r = snapshot::restore_shards(&mut [&mut fresh], cfg, &snap, now);
+        (fresh, r)
+    }));
+    let (fresh, fdb_kept, kept) = match restored {
+        Ok((fresh, r)) => (fresh, r.fdb, r.connections),
+        Err(p) => {
+            let message = crate::worker::panic_message(&*p);
+            tracing::error!(worker = k, panic = %message, "restoring the shard's state panicked: it starts empty");
+            (Switch::new(cfg).sharded(Shard::new(k, n)), 0, 0)
+        }
+    };
+    *sw = fresh;
+    let lost = held.saturating_sub(kept);
+    tracing::warn!(
+        worker = k,
+        connections_kept = kept,
+        connections_lost = lost,
+        "the shard was rebuilt for the new configuration"
+    );
+    ShardRebuilt { worker: k, error, fdb_kept, connections_kept: kept, connections_lost: lost }
+}
+
+/// A worker's shard rebuilt after it panicked carrying itself over to a configuration applied without a pause
+/// ([`Applied::shards_rebuilt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRebuilt {
+    /// The worker.
+    pub worker: usize,
+    /// The panic's message.
+    pub error: String,
+    /// MAC entries restored into the new shard.
+    pub fdb_kept: usize,
+    /// Its connections restored into the new shard.
+    pub connections_kept: usize,
+    /// Its connections lost.
+    pub connections_lost: usize,
 }
 
 /// The workers' shards for `cfg` (from `base`) with `workers` shards, computed from the old ones without
@@ -672,6 +782,16 @@ pub enum ApplyError {
     /// The workers could not be restarted: the switch is stopping.
     #[error("{0}; the switch is stopping")]
     Start(#[source] StartError),
+    /// Applied without a pause, but these workers did not take their part within `after`: each is stuck in a
+    /// batch, and takes the configuration at its next batch boundary; the others run it (it is the running
+    /// configuration).
+    #[error("workers {workers:?} did not take the configuration within {after:?} (stuck in a batch?); the other workers run it, and they will at their next batch boundary")]
+    WorkersLate {
+        /// The late workers.
+        workers: Vec<usize>,
+        /// How long the apply waited.
+        after: std::time::Duration,
+    },
 }
 
 impl ApplyError {
@@ -702,6 +822,9 @@ pub struct Applied {
     pub change_failed: Vec<(String, String)>,
     /// The configuration now running: the one applied, except the old back-end settings of `change_failed`.
     pub config: Config,
+    /// Workers whose shard panicked while carrying itself over without a pause, each rebuilt for the new
+    /// configuration (the others forwarded throughout; see `rebuild_shard`).
+    pub shards_rebuilt: Vec<ShardRebuilt>,
 }
 
 /// What happens to a port of the new configuration.

@@ -22,7 +22,7 @@ mod trace;
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::bridge::{Bridge, BridgeStats};
-use crate::buffer::BufPool;
+use crate::buffer::{BufPool, Frame};
 use crate::config::Config;
 use crate::conntrack::Conntrack;
 use crate::counters::{Counters, DropReason};
@@ -35,7 +35,7 @@ use crate::overlay::{Overlay, OverlayError, OverlayState, UpdateSummary};
 use crate::packet::Parsed;
 use crate::router::{BatchLookup, Router};
 use crate::topology::Topology;
-pub use shard::{Handoff, Outbox, Owners, Shard, Update};
+pub use shard::{Dispatched, Handoff, Inbox, Outbox, Owners, Shard, Update};
 
 pub use crate::stage::{Context, Egress, Trace, TxQueues, Verdict, Verdicts, TX_QUEUE_CAP};
 pub use trace::TraceSteps;
@@ -167,6 +167,94 @@ impl Switch {
         }
     }
 
+    /// Applies every update waiting in `inbox` (at a batch boundary: before a received burst, so what the other
+    /// shards learned before it arrived is known, and before the frames handed over). Returns how many.
+    pub fn apply_updates(
+        &mut self,
+        now: Nanos,
+        inbox: &mut impl Inbox,
+        pool: &mut BufPool,
+        tx: &mut TxQueues,
+    ) -> usize {
+        let mut n = 0;
+        while let Some(u) = inbox.pop_update() {
+            self.apply_update(now, u, pool, tx);
+            n += 1;
+        }
+        n
+    }
+
+    /// Runs one burst of frames handed over ([`Switch::process_handed`]): the frame kept in `carry` by the last
+    /// call, if any, else the oldest one queued, then the frames after it with the same ingress port, up to a
+    /// burst. The first frame of another port, read to end the burst, is kept in `carry` for the next call: the
+    /// queue cannot be peeked, and putting the frame back would queue it behind newer frames of its own port
+    /// (its flow reordered). The caller keeps `carry` between calls (and frees it, counted, if it stops).
+    /// Returns the frames run (0: nothing waited).
+    pub fn run_handed_burst(
+        &mut self,
+        now: Nanos,
+        inbox: &mut impl Inbox,
+        carry: &mut Option<(PortId, Frame)>,
+        batch: &mut Batch,
+        pool: &mut BufPool,
+        tx: &mut TxQueues,
+    ) -> usize {
+        let Some((port, first)) = carry.take().or_else(|| inbox.pop_handoff()) else { return 0 };
+        if let Err(f) = batch.push(first) {
+            // The caller's batch was not empty: a driver bug; the frame is not lost silently.
+            self.count_drop(port, DropReason::HandoffFull);
+            pool.free(f);
+        }
+        while batch.room() > 0 {
+            match inbox.pop_handoff() {
+                Some((p, f)) if p == port => {
+                    let _ = batch.push(f);
+                }
+                Some(other) => {
+                    *carry = Some(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let n = batch.len();
+        self.process_handed(now, port, batch, pool, tx);
+        n
+    }
+
+    /// Hands this shard's outbox to the others (after each call that may fill it): every update to every other
+    /// shard through `update(k, u)` (false: shard `k`'s queue was full and the update is lost; it learns the
+    /// address itself later, or hears of it at the next renewal), every handed frame to its owner through
+    /// `handoff` (an `Err` gives it back: the owner's queue was full, and the frame is dropped as
+    /// `handoff-full`, charged to its ingress port here, its buffer freed).
+    pub fn dispatch(
+        &mut self,
+        pool: &mut BufPool,
+        mut update: impl FnMut(usize, Update) -> bool,
+        mut handoff: impl FnMut(Handoff) -> Result<(), Handoff>,
+    ) -> Dispatched {
+        let mut d = Dispatched::default();
+        let (me, count) = (self.shard.index, self.shard.count);
+        for u in self.outbox.updates.drain(..) {
+            for k in (0..count).filter(|&k| k != me) {
+                if !update(k, u) {
+                    d.updates_dropped += 1;
+                }
+            }
+        }
+        for h in self.outbox.handoffs.drain(..) {
+            match handoff(h) {
+                Ok(()) => d.handed += 1,
+                Err(h) => {
+                    d.handoffs_dropped += 1;
+                    self.counters.drop(h.port, DropReason::HandoffFull);
+                    pool.free(h.frame);
+                }
+            }
+        }
+        d
+    }
+
     /// Runs frames another shard received on `in_port` and handed over ([`Handoff`]) through the pipeline: as
     /// [`Switch::process`], but not counted as received nor learned again (the receiving shard did both).
     pub fn process_handed(
@@ -205,9 +293,11 @@ impl Switch {
 
     /// [`Switch::reconfigure_prebuilt`] in place: `spare` (any switch, built off the forwarding thread) stands in
     /// while this one is moved into the new one. The new tables are computed first ([`Switch::next_for_prebuilt`],
-    /// reading this switch only), so a panic there leaves this switch as it was.
-    pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch) -> Carried {
+    /// reading this switch only), so a panic there leaves this switch as it was; `computed` runs then, before
+    /// anything moves (a worker's test hook).
+    pub fn reconfigure_in_place(&mut self, pre: Prebuilt, spare: Switch, computed: impl FnOnce()) -> Carried {
         let next = self.next_for_prebuilt(pre);
+        computed();
         let old = std::mem::replace(self, spare);
         let (new, carried) = old.into_next(next);
         *self = new;

@@ -33,15 +33,17 @@
 //!   its replies (remote → own), a published port reached from outside (remote → own) and its replies
 //!   (target → remote) all name the same remote address;
 //! - one inside endpoint that is not a target, the other own or a target: a hash of the inside one (a publish
-//!   rule reached from another network: client → own, and the reply target → client) — except a hairpin (the
-//!   client in the published target's own network, whose reply comes back to the gateway's address, naming no
-//!   client): shard 0;
+//!   rule reached from another network: client → own, and the reply target → client, and the translated reply
+//!   as the client received it, routed port's address → client, which its ICMP errors quote) — except a
+//!   hairpin (the client in the published target's own network, whose reply comes back to the gateway's
+//!   address, naming no client): shard 0;
 //! - no remote or non-target inside endpoint (hairpin replies, a target reaching another target's published
 //!   port, pings to the switch from inside): shard 0;
 //! - otherwise (both remote, or both inside non-targets): no connection can be tracked, the receiving shard
 //!   routes it.
 //!
-//! ICMP errors are classified by the packet they quote (its addresses are a direction of the connection), and
+//! ICMP errors are classified by the packet they quote (its addresses and ports are a direction of the
+//! connection as it was on the wire, translated), and
 //! a configuration without masquerade networks or publish rules hands nothing over. With one shard nothing is
 //! ever handed over or announced, so replay and tests see exactly the single-switch pipeline.
 //!
@@ -119,6 +121,27 @@ pub struct Outbox {
     pub updates: Vec<Update>,
     /// Frames for their owners.
     pub handoffs: Vec<Handoff>,
+}
+
+/// A shard's inbox as its driver keeps it: what the other shards queued for it, oldest first (a worker's
+/// lock-free queues, a test driver's `VecDeque`s). Drained at batch boundaries by
+/// [`super::Switch::apply_updates`] and [`super::Switch::run_handed_burst`].
+pub trait Inbox {
+    /// The oldest learned-state update waiting.
+    fn pop_update(&mut self) -> Option<Update>;
+    /// The oldest frame handed over, with its ingress port.
+    fn pop_handoff(&mut self) -> Option<(PortId, Frame)>;
+}
+
+/// What [`super::Switch::dispatch`] did with an outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dispatched {
+    /// Frames queued for their owner.
+    pub handed: u64,
+    /// Frames whose owner's queue was full (dropped as `handoff-full`).
+    pub handoffs_dropped: u64,
+    /// Updates a full queue refused (one per refusing shard).
+    pub updates_dropped: u64,
 }
 
 /// How an endpoint address relates to the switch.
@@ -199,47 +222,86 @@ impl Owners {
             return None;
         }
         let ip = ipv4::Header::at(data, usize::from(parsed.l3))?;
-        let (mut src, mut dst) = (ip.src_addr(), ip.dst_addr());
-        let mut proto = parsed.ip_proto;
-        let mut l4 = (parsed.l4 != 0).then_some(usize::from(parsed.l4));
+        let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), parsed.ip_proto);
+        let l4 = (parsed.l4 != 0).then_some(usize::from(parsed.l4));
         if let (ip_proto::ICMP, Some(at)) = (proto, l4) {
             let icmp = icmpv4::Packet::new_checked(data.get(at..usize::from(parsed.l3_end))?).ok()?;
             if icmpv4::is_error(icmp.msg_type()) {
-                // The quoted packet left in one direction of the connection: classify it instead.
-                let inner = ipv4::Header::at(icmp.payload(), 0)?;
-                (src, dst, proto) = (inner.src_addr(), inner.dst_addr(), inner.protocol());
-                l4 = None;
+                // The quoted packet left in one direction of the connection: classify it instead, with its ports
+                // (an error quotes the transport header's first 8 bytes).
+                let quoted = icmp.payload();
+                let inner = ipv4::Header::at(quoted, 0)?;
+                let ports = quoted
+                    .get(inner.header_len()..inner.header_len() + 4)
+                    .filter(|_| matches!(inner.protocol(), ip_proto::TCP | ip_proto::UDP) && !inner.is_fragment());
+                let port = |o: usize| ports.map(|p| u16::from_be_bytes([p[o], p[o + 1]]));
+                return self.owner_of_ports(
+                    inner.src_addr(),
+                    inner.dst_addr(),
+                    inner.protocol(),
+                    (port(0), port(2)),
+                    count,
+                );
             }
         }
-        let dport = l4.and_then(|at| dst_port(data, at, proto));
-        self.owner_of(src, dst, proto, dport, count)
+        let ports = l4.map_or((None, None), |at| (src_port(data, at, proto), dst_port(data, at, proto)));
+        self.owner_of_ports(src, dst, proto, ports, count)
     }
 
     /// The shard (of `count`) owning a connection whose packet goes from `src` to `dst` (`dport`: its TCP or
     /// UDP destination port, if known): [`Owners::owner`] without the frame (for connections restored from a
     /// snapshot, by their original tuple).
     pub fn owner_of(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: Option<u16>, count: usize) -> Option<usize> {
+        self.owner_of_ports(src, dst, proto, (None, dport), count)
+    }
+
+    /// [`Owners::owner_of`] with both ports, `(source, destination)`, where known.
+    fn owner_of_ports(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        (sport, dport): (Option<u16>, Option<u16>),
+        count: usize,
+    ) -> Option<usize> {
         if !self.enabled || count <= 1 {
             return None;
         }
         let (cs, cd) = (self.class(src), self.class(dst));
         let hash = |a: Ipv4Addr| (u32::from(a).wrapping_mul(0x9e37_79b1) >> 16) as usize % count;
+        // A client of the publish rule for `(proto, port)` at `client` is in the rule's target network.
+        let hairpin = |port: Option<u16>, client: Ipv4Addr| {
+            port.is_some_and(|port| {
+                self.published
+                    .iter()
+                    .any(|p| p.proto == proto && p.port == port && p.target_net.is_some_and(|n| n.contains(&client)))
+            })
+        };
         match (cs, cd) {
             (Class::Remote, Class::Remote) | (Class::Inside, Class::Inside) => None,
             (Class::Remote, _) => Some(hash(src)),
             (_, Class::Remote) => Some(hash(dst)),
             (Class::Inside, Class::Own) if self.routed_own.contains(&dst) => {
-                let hairpin = dport.is_some_and(|port| {
-                    self.published
-                        .iter()
-                        .any(|p| p.proto == proto && p.port == port && p.target_net.is_some_and(|n| n.contains(&src)))
-                });
-                Some(if hairpin { 0 } else { hash(src) })
+                Some(if hairpin(dport, src) { 0 } else { hash(src) })
+            }
+            // The translated reply to a client of a published port, from the routed port's address and the
+            // external port: what an ICMP error from that client quotes.
+            (Class::Own, Class::Inside) if self.routed_own.contains(&src) => {
+                Some(if hairpin(sport, dst) { 0 } else { hash(dst) })
             }
             (Class::Inside, Class::Own | Class::Target) => Some(hash(src)),
             (Class::Target, Class::Inside) => Some(hash(dst)),
             _ => Some(0),
         }
+    }
+}
+
+/// The TCP or UDP source port at `l4`.
+fn src_port(data: &[u8], l4: usize, proto: u8) -> Option<u16> {
+    match proto {
+        ip_proto::TCP => tcp::Header::at(data, l4).map(|h| h.src_port()),
+        ip_proto::UDP => udp::Header::at(data, l4).map(|h| h.src_port()),
+        _ => None,
     }
 }
 

@@ -165,6 +165,37 @@ mod tests {
         network = "dmz"
     "#;
 
+    /// `lan` masquerades; `dmz` is plain and may route to it; `up` publishes TCP 8080 to a `lan` host.
+    const PUBLISHED: &str = r#"
+        [[network]]
+        name = "lan"
+        subnet = "10.0.1.0/24"
+        gateway = "10.0.1.1"
+        masquerade = true
+        allow_routing_with = ["dmz"]
+        [[port]]
+        name = "p1"
+        kind = "mem"
+        network = "lan"
+        [[network]]
+        name = "dmz"
+        subnet = "10.0.2.0/24"
+        gateway = "10.0.2.1"
+        [[port]]
+        name = "d1"
+        kind = "mem"
+        network = "dmz"
+        [[port]]
+        name = "up"
+        kind = "mem"
+        address = "203.0.113.2/24"
+        [[publish]]
+        port = "up"
+        proto = "tcp"
+        external_port = 8080
+        to = "10.0.1.10:80"
+    "#;
+
     const HOST: (MacAddr, Ipv4Addr) = (MacAddr([2, 0, 0, 0, 1, 10]), Ipv4Addr::new(10, 0, 1, 10));
     const HOST2: MacAddr = MacAddr([2, 0, 0, 0, 1, 11]);
     const UPSTREAM: (MacAddr, Ipv4Addr) = (MacAddr([2, 0, 0, 0, 9, 1]), Ipv4Addr::new(203, 0, 113, 1));
@@ -245,6 +276,47 @@ mod tests {
         let out = r.rx(1, 1, &eth(HOST.0, HOST2, 0x88b5, &pattern(46)));
         assert_eq!(out.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0], "unicast to p1, not flooded");
         assert_eq!(r.shards.switches()[1].fdb(0).lookup(HOST.0, r.now), Some(table_id(0)));
+    }
+
+    /// A client in another network reaches a published port; its ICMP error about the reply it got (which the
+    /// switch sent from the routed port's address and the external port) is translated back to the published
+    /// host whichever shards receive the three, as by one switch. The error used to be given to shard 0 (its
+    /// quoted packet, routed address → inside client, fell to the "no client named" rule) while the connection
+    /// lived on the client's hash: with 3 shards it was dropped. Found by `nat_through_workers_*`.
+    #[test]
+    fn an_error_about_a_published_ports_reply_reaches_the_connection() {
+        use crate::wire::builder::{Ipv4Spec, TcpFlags, TcpSegment};
+        use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type};
+        let client_mac = MacAddr([2, 0, 0, 0, 2, 20]);
+        let up_addr = Ipv4Addr::new(203, 0, 113, 2);
+        for n in 1..=4 {
+            for client in (20..30).map(|i| Ipv4Addr::new(10, 0, 2, i)) {
+                for (j, k, m) in [(0, 0, 0), (0, 1, 2), (1, 2, 0), (2, 0, 1), (3, 3, 3)] {
+                    let mut r = Rig::with(PUBLISHED, n);
+                    let (lan_gw, dmz_gw) = (r.mac(0), r.mac(1));
+                    r.rx(0, 0, &arp_request(HOST.0, HOST.1, Ipv4Addr::new(10, 0, 1, 1)));
+                    r.rx(0, 1, &arp_request(client_mac, client, Ipv4Addr::new(10, 0, 2, 1)));
+                    let syn = Ipv4Spec::new(client_mac, dmz_gw, client, up_addr)
+                        .tcp(TcpSegment::new(40000, 8080, TcpFlags::SYN), 0);
+                    let out = r.rx(j % n, 1, &syn);
+                    assert_eq!(out.len(), 1, "{n} shards: the SYN reaches the published host: {out:?}");
+                    let answer = Ipv4Spec::new(HOST.0, lan_gw, HOST.1, client)
+                        .tcp(TcpSegment::new(80, 40000, TcpFlags::SYN | TcpFlags::ACK), 0);
+                    let back = r.rx(k % n, 0, &answer);
+                    assert_eq!(back.len(), 1, "{n} shards: the answer reaches the client: {back:?}");
+                    let quoted = &back[0].1[14..14 + 28];
+                    assert_eq!(&quoted[12..16], &up_addr.octets(), "translated from the routed port's address");
+                    let error = Ipv4Spec::new(client_mac, dmz_gw, client, up_addr)
+                        .icmp(Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port), quoted);
+                    let out = r.rx(m % n, 1, &error);
+                    assert_eq!(out.len(), 1, "{n} shards, client {client}, ({j}, {k}, {m}): the error is lost");
+                    assert_eq!(out[0].0, 0, "translated to the published host's port");
+                    let translated =
+                        r.shards.switches().iter().map(|s| s.nat_stats().icmp_errors_translated).sum::<u64>();
+                    assert_eq!(translated, 1);
+                }
+            }
+        }
     }
 
     #[test]

@@ -578,6 +578,11 @@ impl Router {
         self.neigh.entries(now)
     }
 
+    /// Frames held for unresolved neighbours (walks the table: for tests and the fuzz harness).
+    pub fn held_frames(&self) -> usize {
+        self.neigh.held()
+    }
+
     /// Neighbour table counters.
     pub fn neigh_stats(&self) -> NeighStats {
         self.neigh.stats()

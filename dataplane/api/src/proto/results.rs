@@ -108,6 +108,25 @@ pub struct ApplySummary {
     /// when those changes were all there was and they failed again). Not in `ports_reopened`.
     #[serde(default)]
     pub ports_change_failed: Vec<PortFailedRow>,
+    /// Workers whose shard of the switch panicked while carrying itself over to this configuration (applied
+    /// without a pause): each was rebuilt for it with what it held restored (MAC entries, neighbours, its
+    /// connections, as after a restart) while the other workers forwarded; the configuration is applied.
+    /// Normally empty: a panic there is a bug, logged with its message.
+    #[serde(default)]
+    pub shards_rebuilt: Vec<ShardRebuiltRow>,
+}
+
+/// A worker's shard rebuilt during an `apply` (in [`ApplySummary::shards_rebuilt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRebuiltRow {
+    /// The worker.
+    pub worker: usize,
+    /// The panic's message.
+    pub error: String,
+    /// Its connections restored into the new shard.
+    pub connections_kept: usize,
+    /// Its connections lost (also counted in `connections_flushed`).
+    pub connections_lost: usize,
 }
 
 /// What became of the router's learned state in an apply.
