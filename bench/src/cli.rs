@@ -98,6 +98,12 @@ pub struct SweepArgs {
     /// The values (default: a range suited to --over).
     #[arg(long, value_delimiter = ',')]
     pub values: Vec<String>,
+    /// --over table-size: the scenarios to measure at every size, interleaved (default: --scenario).
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<Scenario>,
+    /// --over table-size: rounds over every (size, scenario) point; ratios are taken within a round.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub rounds: u16,
     /// pipeline (memory ports) or live (veth topology, root; frame-size only).
     #[arg(long, default_value = "pipeline")]
     pub mode: SweepMode,

@@ -81,18 +81,25 @@ impl Rig {
         }
     }
 
-    /// The configuration of [`Rig::l2`] with `sources` source MACs.
+    /// The configuration of [`Rig::l2`] with `sources` source MACs. The MAC limit is room for every source and
+    /// the sink's host; past the configuration language's range (`mac_limit` ≤ 1,000,000) it is set after
+    /// validation, as [`Rig::routed`]'s routes are, so a table of 1M sources plus the sink's host is measured
+    /// without evictions.
     pub fn l2_config(sources: u32) -> Config {
-        Config::parse(
+        let limit = (sources as usize + 16).max(1024);
+        let max = *dataplane::config::limits::MAC_LIMIT.end();
+        let mut cfg = Config::parse(
             &format!(
                 "[[network]]\nname = \"bench\"\nmac_limit = {}\n\n\
                  [[port]]\nname = \"gen\"\nkind = \"mem\"\nnetwork = \"bench\"\n\n\
                  [[port]]\nname = \"sink\"\nkind = \"mem\"\nnetwork = \"bench\"\n",
-                (sources as usize + 16).max(1024)
+                limit.min(max)
             ),
             "bench",
         )
-        .expect("bench config is valid")
+        .expect("bench config is valid");
+        cfg.networks[0].mac_limit = limit;
+        cfg
     }
 
     /// The configuration of [`Rig::routed`] without its extra routes (which are added after validation).

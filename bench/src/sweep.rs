@@ -4,6 +4,12 @@
 //! - `--mode pipeline` (default): [`crate::pipeline::run`] per point; `--over` replaces one option: `frame-size`,
 //!   `flows`, `connections` (the `nat-established` scenario's connections), `routes` (`l3`), `workers`, or
 //!   `load` (the latency phase's offered load; the curve is latency against load).
+//! - `--over table-size` (pipeline only): how the rate falls as the tables grow, for one or more scenarios
+//!   (`--scenarios l2,l3,nat-established`) measured in `--rounds` rounds; within a round every (size, scenario)
+//!   point runs once, sizes in order and scenarios interleaved, so each point's ratio to the smallest size of
+//!   its scenario in the same round compares minutes-apart runs on a shared machine as fairly as it can. A size
+//!   `N` is `N` source MACs (`l2`), `N` routes with `N` destinations spread over them (`l3`: every lookup may go
+//!   anywhere in the FIB), or `N` connections (`nat-*`). Prints a table of each point's range over the rounds.
 //! - `--mode live` (root; `--over frame-size` only): per frame size and forwarder, the delivered packets/s and
 //!   Gbit/s with the sender flat out ([`crate::live::rates::sweep_frame_sizes`]), forwarders side by side.
 //!
@@ -30,6 +36,9 @@ pub enum Over {
     Workers,
     /// The latency phase's offered load, percent of the maximum.
     Load,
+    /// Table size: source MACs (l2), routes with as many destinations (l3), connections (nat-*); with
+    /// `--scenarios` and `--rounds`.
+    TableSize,
 }
 
 /// Where the points are measured.
@@ -52,6 +61,7 @@ impl Over {
             (Over::Routes, _) => &["0", "10", "1000", "100000", "1000000"],
             (Over::Workers, _) => &["1", "2"],
             (Over::Load, _) => &["10", "25", "50", "75", "90", "95", "99"],
+            (Over::TableSize, _) => &["1000", "10000", "100000", "1000000"],
         };
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -64,11 +74,12 @@ impl Over {
             Over::Routes => "routes",
             Over::Workers => "workers",
             Over::Load => "offered load (% of the maximum rate)",
+            Over::TableSize => "table size (source MACs, routes, connections)",
         }
     }
 
     fn log_x(self) -> bool {
-        matches!(self, Over::Flows | Over::Connections | Over::Routes)
+        matches!(self, Over::Flows | Over::Connections | Over::Routes | Over::TableSize)
     }
 }
 
@@ -89,7 +100,12 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
     for v in &values {
         x_of(args.over, v)?;
     }
+    anyhow::ensure!(
+        args.over == Over::TableSize || (args.scenarios.is_empty() && args.rounds == 1),
+        "--scenarios and --rounds go with --over table-size"
+    );
     match args.mode {
+        SweepMode::Pipeline if args.over == Over::TableSize => table_size(args, &values),
         SweepMode::Pipeline => pipeline(args, &values),
         SweepMode::Live => {
             anyhow::ensure!(args.over == Over::FrameSize, "--mode live sweeps --over frame-size only");
@@ -122,6 +138,7 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
             }
             Over::Workers => o.workers = v.parse()?,
             Over::Load => o.load_percent = v.parse()?,
+            Over::TableSize => unreachable!("table_size() runs --over table-size"),
         }
         let x = x_of(args.over, v)?;
         eprintln!("sweep: {} = {v}", args.over.label());
@@ -251,6 +268,181 @@ fn pipeline(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
     plot::draw(&args.svg, args.over.label(), args.over.log_x(), &panels)?;
     eprintln!("sweep: wrote {} and {}", args.csv.display(), args.svg.display());
     Ok(())
+}
+
+/// The options of one `--over table-size` point: `size` entries in the table `scenario` scales with.
+pub fn table_size_options(
+    base: &crate::pipeline::Options,
+    scenario: Scenario,
+    size: usize,
+) -> crate::pipeline::Options {
+    let mut o = base.clone();
+    o.scenario = scenario;
+    o.flows = size;
+    if scenario == Scenario::L3 {
+        o.routes = size;
+    }
+    o
+}
+
+/// One measured point of `--over table-size`.
+#[derive(Debug, Clone)]
+struct ScalePoint {
+    round: usize,
+    scenario: Scenario,
+    size: usize,
+    mpps: f64,
+    ns_per_packet: f64,
+    cpu_ns_per_packet: f64,
+}
+
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `--over table-size`: rounds × sizes × scenarios, interleaved; CSV, SVG and a table on stdout.
+fn table_size(args: &SweepArgs, values: &[String]) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() { vec![args.pipeline.scenario] } else { args.scenarios.clone() };
+    let sizes: Vec<usize> = values
+        .iter()
+        .map(|v| v.parse::<usize>().map_err(|_| anyhow::anyhow!("--values: {v:?} is not a table size")))
+        .collect::<anyhow::Result<_>>()?;
+    let base = args.pipeline.options();
+    for &s in &scenarios {
+        for &n in &sizes {
+            table_size_options(&base, s, n).check().map_err(anyhow::Error::msg)?;
+        }
+    }
+    let mut points: Vec<ScalePoint> = Vec::new();
+    for round in 0..usize::from(args.rounds) {
+        for &size in &sizes {
+            for &scenario in &scenarios {
+                let o = table_size_options(&base, scenario, size);
+                eprintln!("sweep: round {}/{}, {} at {size}", round + 1, args.rounds, scenario.name());
+                match crate::pipeline::run(&o) {
+                    Ok(r) => points.push(ScalePoint {
+                        round,
+                        scenario,
+                        size,
+                        mpps: r.mpps,
+                        ns_per_packet: r.ns_per_packet,
+                        cpu_ns_per_packet: r.cpu_ns_per_packet,
+                    }),
+                    Err(e) => eprintln!("sweep: {} at {size}: {e:#}", scenario.name()),
+                }
+            }
+        }
+    }
+    anyhow::ensure!(!points.is_empty(), "no point could be measured");
+    // A point's ratio to the smallest size of its scenario in its own round.
+    let ratio = |p: &ScalePoint| {
+        points
+            .iter()
+            .find(|q| q.round == p.round && q.scenario == p.scenario && q.size == sizes[0])
+            .map(|q| p.mpps / q.mpps)
+    };
+    let mut csv = String::from(
+        "over,value,scenario,round,workers,flows,routes,frame_size,mpps,ns_per_packet,cpu_ns_per_packet,ratio_to_smallest\n",
+    );
+    for p in &points {
+        let o = table_size_options(&base, p.scenario, p.size);
+        let _ = writeln!(
+            csv,
+            "TableSize,{},{},{},{},{},{},{},{:.4},{:.2},{:.2},{}",
+            p.size,
+            p.scenario.name(),
+            p.round + 1,
+            o.workers,
+            o.flows,
+            if p.scenario == Scenario::L3 { o.routes } else { 0 },
+            o.frame_size.json(),
+            p.mpps,
+            p.ns_per_packet,
+            p.cpu_ns_per_packet,
+            ratio(p).map_or(String::new(), |r| format!("{r:.3}")),
+        );
+    }
+    std::fs::write(&args.csv, &csv).map_err(|e| anyhow::anyhow!("--csv {}: {e}", args.csv.display()))?;
+    println!("{}", scale_table(&points, &scenarios, &sizes, &ratio));
+    let mut rate = Vec::new();
+    let mut ratios = Vec::new();
+    let mut cpu = Vec::new();
+    for &s in &scenarios {
+        let of = |size: usize| points.iter().filter(move |p| p.scenario == s && p.size == size);
+        let line = |f: &dyn Fn(&ScalePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+            sizes
+                .iter()
+                .filter_map(|&n| {
+                    let v: Vec<f64> = of(n).filter_map(f).collect();
+                    (!v.is_empty()).then(|| (n as f64, median(v)))
+                })
+                .collect()
+        };
+        rate.push(Series { name: s.name().into(), points: line(&|p| Some(p.mpps)) });
+        ratios.push(Series { name: s.name().into(), points: line(&|p| ratio(p)) });
+        cpu.push(Series { name: s.name().into(), points: line(&|p| Some(p.cpu_ns_per_packet)) });
+    }
+    let workers = base.workers;
+    let panels = vec![
+        Panel {
+            title: format!("maximum rate by table size ({workers} worker(s), median of {} round(s))", args.rounds),
+            y_label: "Mpps".into(),
+            series: rate,
+            log_y: false,
+        },
+        Panel {
+            title: "rate relative to the smallest table, same round (median)".into(),
+            y_label: "ratio".into(),
+            series: ratios,
+            log_y: false,
+        },
+        Panel { title: "thread CPU time per frame (median)".into(), y_label: "ns".into(), series: cpu, log_y: false },
+    ];
+    plot::draw(&args.svg, Over::TableSize.label(), true, &panels)?;
+    eprintln!("sweep: wrote {} and {}", args.csv.display(), args.svg.display());
+    Ok(())
+}
+
+/// The summary of `--over table-size`: per scenario and size, Mpps and the ratio to the smallest size over the
+/// rounds (median, min–max).
+fn scale_table(
+    points: &[ScalePoint],
+    scenarios: &[Scenario],
+    sizes: &[usize],
+    ratio: &dyn Fn(&ScalePoint) -> Option<f64>,
+) -> String {
+    let mut t = String::from("| scenario | size | Mpps median (min–max) | CPU ns/frame median | ratio to smallest, same round: median (min–max) |\n|---|---|---|---|---|\n");
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(v.to_vec()), lo, hi)
+    };
+    for &s in scenarios {
+        for &n in sizes {
+            let of: Vec<&ScalePoint> = points.iter().filter(|p| p.scenario == s && p.size == n).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let (m, lo, hi) = range(&of.iter().map(|p| p.mpps).collect::<Vec<_>>());
+            let cpu = median(of.iter().map(|p| p.cpu_ns_per_packet).collect());
+            let r: Vec<f64> = of.iter().filter_map(|p| ratio(p)).collect();
+            let rs = if r.is_empty() {
+                "-".to_string()
+            } else {
+                let (rm, rlo, rhi) = range(&r);
+                format!("{rm:.2} ({rlo:.2}–{rhi:.2})")
+            };
+            let _ = writeln!(t, "| {} | {n} | {m:.2} ({lo:.2}–{hi:.2}) | {cpu:.0} | {rs} |", s.name());
+        }
+    }
+    t
 }
 
 /// How long a live point's measurement lasts by default.

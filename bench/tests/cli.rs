@@ -101,3 +101,57 @@ fn a_sweep_writes_csv_and_svg() {
     assert!(rows[0].ends_with("latency_delivered_mpps,latency_ring_dropped"), "{text}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("maximum rate"));
 }
+
+#[test]
+fn a_table_size_sweep_interleaves_scenarios_in_rounds_with_same_round_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, svg) = (dir.path().join("t.csv"), dir.path().join("t.svg"));
+    let out = bench(&[
+        "sweep",
+        "--over",
+        "table-size",
+        "--scenarios",
+        "l2,l3,nat-established",
+        "--values",
+        "10,100",
+        "--rounds",
+        "2",
+        "--duration",
+        "0.2",
+        "--load",
+        "0",
+        "--quiet",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|r| r.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2 * 2 * 3, "rounds x sizes x scenarios: {text}");
+    let head: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name} in {head:?}"));
+    let (scenario, round, value, routes, flows, ratio) =
+        (col("scenario"), col("round"), col("value"), col("routes"), col("flows"), col("ratio_to_smallest"));
+    // Interleaved: within a round, every scenario at the first size before any at the second.
+    let order: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[round], r[value], r[scenario])).collect();
+    assert_eq!(order[..3], [("1", "10", "l2"), ("1", "10", "l3"), ("1", "10", "nat-established")]);
+    assert_eq!(order[3..6], [("1", "100", "l2"), ("1", "100", "l3"), ("1", "100", "nat-established")]);
+    for r in &rows {
+        let x: f64 = r[ratio].parse().unwrap();
+        if r[value] == "10" {
+            assert_eq!(x, 1.0, "the smallest size is its own reference: {r:?}");
+        }
+        assert!(x > 0.0 && x.is_finite(), "{r:?}");
+        assert_eq!(r[flows], r[value], "a size is the scenario's flows: {r:?}");
+        let expected_routes = if r[scenario] == "l3" { r[value] } else { "0" };
+        assert_eq!(r[routes], expected_routes, "l3 scales its routes with its destinations: {r:?}");
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| nat-established | 100 |") && table.contains("ratio to smallest"), "{table}");
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("relative to the smallest table"));
+    // --scenarios and --rounds belong to table-size.
+    let out = bench(&["sweep", "--over", "flows", "--rounds", "2", "--csv", "x.csv", "--svg", "x.svg"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--over table-size"));
+}

@@ -9,6 +9,12 @@
 //! same batch as the first frame of a new host is already switched to it. The cost is that a frame whose
 //! source and destination are the same address is dropped as `same-port`, which is what a bridge should do.
 //!
+//! A large MAC table is read in two passes over the batch (as VPP's nodes do): the first hashes every frame's
+//! source and destination and asks the CPU to load the table lines they will touch ([`Fdb::prefetch`]), the
+//! second learns and decides with those hashes. In a table larger than the caches the whole burst's misses
+//! then overlap instead of stalling one frame after another; the first pass decides nothing. A table of at
+//! most [`PREFETCH_FROM`] entries stays in the caches, and the pass would only cost time: it is skipped.
+//!
 //! On a network with a gateway, frames addressed to the gateway MAC go to the router instead
 //! (`Verdict::ToRouter`), and broadcast ARP is flooded *and* copied to the router, which answers if it asks
 //! for the gateway address. Frames whose source is the gateway's own MAC are not learned (a host spoofing it
@@ -21,13 +27,17 @@
 
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
-use crate::fdb::{Fdb, FdbStats, Learned};
+use crate::fdb::{Fdb, FdbStats, Learned, MacHash};
 use crate::ids::{Nanos, NetId, PortId, RifId};
 use crate::packet::Parsed;
 use crate::stage::{Context, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
+
+/// Tables with more entries than this are prefetched a batch at a time (see the module documentation): 4,096
+/// entries are 256 KiB of table lines, about what stays in a core's L2 cache beside everything else.
+pub const PREFETCH_FROM: usize = 4096;
 
 /// Learning outcomes that are not drops, counted per stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -45,19 +55,21 @@ pub struct Bridge {
     announcing: bool,
     /// `(network, address, port)` learned, moved or renewed since the last [`Bridge::take_announced`].
     announced: Vec<(NetId, MacAddr, PortId)>,
+    /// The batch's source and destination hashes, by position, from the prefetching pass (large tables only).
+    hashes: [(MacHash, MacHash); BATCH_SIZE],
 }
 
 impl Bridge {
     /// Empty MAC tables for every network of `topo`.
     pub fn new(topo: &Topology) -> Self {
         let fdbs = topo.networks.iter().map(|n| Fdb::new(topo.ports.len(), n.mac_limit, n.mac_aging)).collect();
-        Bridge { fdbs, stats: BridgeStats::default(), announcing: false, announced: Vec::new() }
+        Bridge::with_tables(fdbs, BridgeStats::default())
     }
 
     /// A bridge with the given tables (one per network of the topology it serves, by [`NetId`]) and counters:
     /// a configuration change carries the tables over (see [`Fdb::remapped`]).
     pub fn with_tables(fdbs: Vec<Fdb>, stats: BridgeStats) -> Self {
-        Bridge { fdbs, stats, announcing: false, announced: Vec::new() }
+        Bridge { fdbs, stats, announcing: false, announced: Vec::new(), hashes: [Default::default(); BATCH_SIZE] }
     }
 
     /// Starts (or stops) noting what is learned for other workers' tables.
@@ -107,6 +119,11 @@ impl Bridge {
         };
         let gateway = topo.networks[net as usize].rif.map(|r| (r, topo.rifs[r as usize].mac));
         let fdb = &mut self.fdbs[net as usize];
+        let hashes = &mut self.hashes;
+        let prefetched = fdb.len() > PREFETCH_FROM;
+        if prefetched {
+            prefetch(fdb, batch, verdicts, hashes);
+        }
         for (i, frame) in batch.iter().enumerate() {
             if verdicts.get(i) != Verdict::Continue {
                 continue;
@@ -122,7 +139,8 @@ impl Bridge {
             } else if src.is_multicast() || src.is_zero() || gateway.is_some_and(|(_, mac)| mac == src) {
                 self.stats.learn_skipped += 1;
             } else {
-                let learned = fdb.learn(src, cx.in_port, cx.now);
+                let h = if prefetched { hashes[i].0 } else { fdb.hash(src) };
+                let learned = fdb.learn_hashed(src, h, cx.in_port, cx.now);
                 if self.announcing && learned != Learned::Refreshed && self.announced.len() < BATCH_SIZE {
                     self.announced.push((net, src, cx.in_port));
                 }
@@ -133,7 +151,7 @@ impl Bridge {
                     Verdict::FloodAndRoute(net, rif)
                 }
                 _ if dst.is_multicast() => Verdict::Flood(net),
-                _ => match fdb.lookup(dst, cx.now) {
+                _ => match fdb.lookup_hashed(dst, if prefetched { hashes[i].1 } else { fdb.hash(dst) }, cx.now) {
                     Some(p) if p == cx.in_port => Verdict::Drop(DropReason::SamePort),
                     Some(p) => Verdict::Output(p),
                     None => Verdict::Flood(net),
@@ -179,6 +197,25 @@ impl Bridge {
     /// The stage's own counters.
     pub fn stats(&self) -> BridgeStats {
         self.stats
+    }
+}
+
+/// The bridge's first pass: hashes the source and destination of every frame still to be decided into
+/// `hashes` (by batch position) and starts loading the table lines learning the source and looking up a unicast
+/// destination will read. Only hints: nothing is learned or decided here.
+#[inline(always)]
+fn prefetch(fdb: &Fdb, batch: &Batch, verdicts: &Verdicts, hashes: &mut [(MacHash, MacHash); BATCH_SIZE]) {
+    for (i, frame) in batch.iter().enumerate() {
+        if verdicts.get(i) != Verdict::Continue {
+            continue;
+        }
+        let Some(eth) = ethernet::Header::at(frame.data(), 0) else { continue };
+        let (src, dst) = (fdb.hash(eth.src_addr()), fdb.hash(eth.dst_addr()));
+        fdb.prefetch(src);
+        if !eth.dst_addr().is_multicast() {
+            fdb.prefetch(dst);
+        }
+        hashes[i] = (src, dst);
     }
 }
 
@@ -313,6 +350,41 @@ mod tests {
         assert_eq!(sent_counts(&mut tb), [0, 2, 2, 0]);
         assert!(tb.switch().fdb(0).is_empty());
         assert_eq!(tb.switch().bridge_stats().learn_skipped, 2);
+    }
+
+    #[test]
+    fn a_table_large_enough_to_be_prefetched_learns_and_forwards_as_a_small_one() {
+        // Over PREFETCH_FROM entries the bridge hashes and prefetches the whole batch first, then learns and
+        // decides with those hashes: the decisions must be the ones a single pass makes.
+        let cfg = CONFIG.replace("mac_aging_secs = 10", "mac_aging_secs = 10\n        mac_limit = 20000");
+        let mut tb = Testbed::new(&cfg).unwrap();
+        let mac = |n: u32| MacAddr([2, 1, (n >> 16) as u8, (n >> 8) as u8, n as u8, 0]);
+        let ip = |n: u32| Ipv4Addr::new(10, 1, (n >> 8) as u8, n as u8);
+        let hosts = super::PREFETCH_FROM as u32 + 1000;
+        let announce: Vec<Vec<u8>> =
+            (0..hosts).map(|n| udp(mac(n), MacAddr::BROADCAST, ip(n), ip(0), 1, 2, 18)).collect();
+        let b = tb.port("b");
+        for chunk in announce.chunks(32) {
+            tb.send_on(b, &chunk.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        }
+        sent_counts(&mut tb);
+        assert!(tb.switch().fdb(0).len() > super::PREFETCH_FROM, "the prefetching pass runs");
+        // One burst from port a: to hosts known behind b, to an unknown host, a broadcast, and a new source X
+        // followed in the same burst by a frame to X (learned first, so dropped as same-port).
+        let x = MacAddr([2, 9, 9, 9, 9, 9]);
+        let mut burst: Vec<Vec<u8>> =
+            (0..28).map(|k| udp(mac(1_000_000 + k), mac(k * 97 % hosts), ip(k), ip(0), 1, 2, 18)).collect();
+        burst.push(udp(mac(2_000_000), MacAddr([2, 8, 8, 8, 8, 8]), ip(1), ip(2), 1, 2, 18));
+        burst.push(udp(mac(2_000_001), MacAddr::BROADCAST, ip(1), ip(2), 1, 2, 18));
+        burst.push(udp(x, MacAddr::BROADCAST, ip(3), ip(2), 1, 2, 18));
+        burst.push(udp(mac(2_000_002), x, ip(4), ip(3), 1, 2, 18));
+        tb.send_on(tb.port("a"), &burst.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        assert_eq!(sent_counts(&mut tb), [0, 31, 3, 0], "28 unicast to b; unknown, broadcast twice flooded");
+        assert_eq!(tb.switch().counters().drops(DropReason::SamePort), 1, "X was learned before the frame to it");
+        assert_eq!(tb.switch().fdb(0).len(), hosts as usize + 32, "every new source learned");
+        for k in 0..28 {
+            assert_eq!(tb.switch().fdb(0).lookup(mac(1_000_000 + k), tb.now()), Some(tb.port("a")));
+        }
     }
 
     #[test]

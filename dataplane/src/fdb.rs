@@ -12,24 +12,27 @@
 //!   with the lowest id. Least-recently-used is approximated with a per-port FIFO with second chance (CLOCK):
 //!   an entry refreshed since it was queued goes to the back once before it can be evicted.
 //! - **Moves**: a known address seen on another port moves there (the host moved, or a loop); moves are counted.
+//! - **Storage** (`fdb/table.rs`): a hash table of cache lines holding two entries each, address, port and
+//!   times together, so learning or looking up an address reads one line; [`Fdb::hash`] and [`Fdb::prefetch`]
+//!   let a batch start loading every line its frames will touch before it handles the first (the bridge stage
+//!   does, for sources and destinations), and [`Fdb::learn_hashed`] / [`Fdb::lookup_hashed`] use the hash
+//!   computed then. In a table too large for the caches the misses of a whole burst then overlap instead of
+//!   stalling one frame at a time.
 //!
 //! Threads: owned by the worker that runs the pipeline; not shared.
 
+mod table;
+
 use crate::ids::{Nanos, PortId};
 use crate::wire::MacAddr;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::VecDeque;
+pub use table::MacHash;
+use table::MacTable;
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    port: PortId,
-    last_seen: Nanos,
-    /// `last_seen` when the entry's current record was queued on its port's FIFO; identifies that record.
-    queued: Nanos,
-    /// When the entry was last told to the other workers' replicas (see [`Learned::Renewed`]).
-    announced: Nanos,
-}
+/// Entries reserved up front (at most the limit): 1,024 entries are a 128 KiB table, so a small network's
+/// lines stay close together in the caches and the TLB; the table doubles as it fills.
+const RESERVE: usize = 1024;
 
 #[derive(Debug, Default, Clone)]
 struct PortFifo {
@@ -85,26 +88,29 @@ pub struct FdbEntry {
 /// The MAC table of one network. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Fdb {
-    map: FxHashMap<u64, Entry>,
+    map: MacTable,
     ports: Vec<PortFifo>,
     limit: usize,
     aging: Nanos,
     /// A refresh this long after the entry was last announced is [`Learned::Renewed`].
     renew_every: Nanos,
+    /// A lower bound of every entry's `last_seen` (`Nanos::MAX` when empty): nothing can have aged before
+    /// `oldest + aging`, so [`Fdb::expire`] walks the table only when something may have.
+    oldest: Nanos,
     stats: FdbStats,
 }
 
 impl Fdb {
     /// An empty table for ports `0..port_count`, holding at most `limit` entries that age after `aging` ns.
     pub fn new(port_count: usize, limit: usize, aging: Nanos) -> Self {
-        let mut map = FxHashMap::default();
-        map.reserve(limit.min(1 << 16));
+        assert!(port_count <= usize::from(table::MAX_PORT) + 1, "port ids beyond the MAC table's {}", table::MAX_PORT);
         Fdb {
-            map,
+            map: MacTable::with_capacity(limit.min(RESERVE)),
             ports: vec![PortFifo::default(); port_count],
             limit: limit.max(1),
             aging,
             renew_every: aging / 4,
+            oldest: Nanos::MAX,
             stats: FdbStats::default(),
         }
     }
@@ -117,21 +123,46 @@ impl Fdb {
         self.renew_every = if every { 0 } else { self.aging / 4 };
     }
 
+    /// The hash of `mac` in this table, for [`Fdb::prefetch`], [`Fdb::learn_hashed`] and [`Fdb::lookup_hashed`]
+    /// (valid for this table whatever it does meanwhile).
+    #[inline(always)]
+    pub fn hash(&self, mac: MacAddr) -> MacHash {
+        self.map.hash(mac.to_u64())
+    }
+
+    /// Asks the CPU to start loading the line that learning or looking up the address hashed to `h` reads first
+    /// (a hint: nothing changes).
+    #[inline(always)]
+    pub fn prefetch(&self, h: MacHash) {
+        self.map.prefetch(h);
+    }
+
     /// Records that `mac` was seen on `port` at `now`.
     #[inline]
     pub fn learn(&mut self, mac: MacAddr, port: PortId, now: Nanos) -> Learned {
+        self.learn_hashed(mac, self.hash(mac), port, now)
+    }
+
+    /// [`Fdb::learn`] for an address already hashed by [`Fdb::hash`].
+    #[inline]
+    pub fn learn_hashed(&mut self, mac: MacAddr, h: MacHash, port: PortId, now: Nanos) -> Learned {
         let key = mac.to_u64();
-        if let Some(e) = self.map.get_mut(&key) {
-            if e.port == port {
+        let renew_every = self.renew_every;
+        // Times normally only grow, but another worker's sighting or a carried-over entry may be older.
+        if now < self.oldest {
+            self.oldest = now;
+        }
+        if let Some(e) = self.map.get_mut(key, h) {
+            if e.port() == port {
                 e.last_seen = now;
-                if now.saturating_sub(e.announced) >= self.renew_every {
+                if now.saturating_sub(e.announced) >= renew_every {
                     e.announced = now;
                     return Learned::Renewed;
                 }
                 return Learned::Refreshed;
             }
-            let old = e.port;
-            e.port = port;
+            let old = e.port();
+            e.set_port(port);
             e.last_seen = now;
             e.queued = now;
             e.announced = now;
@@ -140,13 +171,19 @@ impl Fdb {
             self.stats.moved += 1;
             return Learned::Moved;
         }
+        self.learn_new(key, h, port, now)
+    }
+
+    /// Adds an address the table does not hold, evicting one when full.
+    #[inline(never)]
+    fn learn_new(&mut self, key: u64, h: MacHash, port: PortId, now: Nanos) -> Learned {
         let evicted = self.map.len() >= self.limit && self.evict_fairly();
         if self.map.len() >= self.limit {
             // Nothing could be evicted (cannot happen while limit >= 1 and counts are right); refuse rather than
             // grow past the limit.
             return Learned::Refreshed;
         }
-        self.map.insert(key, Entry { port, last_seen: now, queued: now, announced: now });
+        self.map.insert(key, h, port, now);
         self.enqueue(port, key, now);
         self.stats.learned += 1;
         if evicted {
@@ -160,13 +197,19 @@ impl Fdb {
     /// The port `mac` is behind, unless unknown or aged out at `now`.
     #[inline(always)]
     pub fn lookup(&self, mac: MacAddr, now: Nanos) -> Option<PortId> {
-        let e = self.map.get(&mac.to_u64())?;
-        (now.saturating_sub(e.last_seen) <= self.aging).then_some(e.port)
+        self.lookup_hashed(mac, self.hash(mac), now)
+    }
+
+    /// [`Fdb::lookup`] for an address already hashed by [`Fdb::hash`].
+    #[inline(always)]
+    pub fn lookup_hashed(&self, mac: MacAddr, h: MacHash, now: Nanos) -> Option<PortId> {
+        let e = self.map.get(mac.to_u64(), h)?;
+        (now.saturating_sub(e.last_seen) <= self.aging).then_some(e.port())
     }
 
     /// When `mac` was last seen (aged entries included until the next [`Fdb::expire`]).
     pub fn last_seen(&self, mac: MacAddr) -> Option<Nanos> {
-        self.map.get(&mac.to_u64()).map(|e| e.last_seen)
+        self.map.get(mac.to_u64(), self.hash(mac)).map(|e| e.last_seen)
     }
 
     /// How many port ids this table has room for.
@@ -175,28 +218,40 @@ impl Fdb {
     }
 
     /// Removes entries older than the ageing time; returns how many.
+    /// Walks the table only when something may have aged (see `oldest`), and compacts a port's FIFO only when
+    /// its stale records outnumber its entries, as learning does: with a million addresses seen all the time,
+    /// walking the table and every FIFO each housekeeping interval cost more than forwarding.
     pub fn expire(&mut self, now: Nanos) -> usize {
         let aging = self.aging;
+        if now.saturating_sub(self.oldest) <= aging {
+            return 0;
+        }
         let ports = &mut self.ports;
         let before = self.map.len();
-        self.map.retain(|_, e| {
+        let mut oldest = Nanos::MAX;
+        self.map.retain(|e| {
             let keep = now.saturating_sub(e.last_seen) <= aging;
-            if !keep {
-                ports[e.port as usize].count -= 1;
+            if keep {
+                oldest = oldest.min(e.last_seen);
+            } else {
+                ports[e.port() as usize].count -= 1;
             }
             keep
         });
+        self.oldest = oldest;
         let removed = before - self.map.len();
         self.stats.aged += removed as u64;
         for p in 0..self.ports.len() {
-            self.compact(p);
+            if self.ports[p].queue.len() > 2 * self.ports[p].count + 64 {
+                self.compact(p);
+            }
         }
         removed
     }
 
     /// Removes every entry on `port` (the port went away or changed network).
     pub fn flush_port(&mut self, port: PortId) {
-        self.map.retain(|_, e| e.port != port);
+        self.map.retain(|e| e.port() != port);
         if let Some(p) = self.ports.get_mut(port as usize) {
             *p = PortFifo::default();
         }
@@ -210,7 +265,7 @@ impl Fdb {
         let mut kept: Vec<(Nanos, u64, PortId)> = self
             .map
             .iter()
-            .filter_map(|(k, e)| map.get(e.port as usize).copied().flatten().map(|p| (e.last_seen, *k, p)))
+            .filter_map(|e| map.get(e.port() as usize).copied().flatten().map(|p| (e.last_seen, e.mac(), p)))
             .collect();
         let dropped = self.map.len() - kept.len();
         kept.sort_unstable();
@@ -230,7 +285,7 @@ impl Fdb {
 
     /// True when the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// Entries on `port`.
@@ -248,8 +303,8 @@ impl Fdb {
         let mut v: Vec<_> = self
             .map
             .iter()
-            .filter(|(_, e)| now.saturating_sub(e.last_seen) <= self.aging)
-            .map(|(k, e)| FdbEntry { mac: MacAddr::from_u64(*k), port: e.port, last_seen: e.last_seen })
+            .filter(|e| now.saturating_sub(e.last_seen) <= self.aging)
+            .map(|e| FdbEntry { mac: MacAddr::from_u64(e.mac()), port: e.port(), last_seen: e.last_seen })
             .collect();
         v.sort_by_key(|e| e.mac);
         v
@@ -267,7 +322,9 @@ impl Fdb {
     /// Drops stale records from a port's FIFO so it stays proportional to the port's entry count.
     fn compact(&mut self, port: usize) {
         let map = &self.map;
-        self.ports[port].queue.retain(|(k, q)| map.get(k).is_some_and(|e| e.port as usize == port && e.queued == *q));
+        self.ports[port]
+            .queue
+            .retain(|(k, q)| map.get(*k, map.hash(*k)).is_some_and(|e| e.port() as usize == port && e.queued == *q));
     }
 
     /// Evicts the least recently used entry of the port with the most entries. Returns false if none found.
@@ -284,10 +341,11 @@ impl Fdb {
             let Some((key, queued)) = self.ports[victim_port].queue.pop_front() else {
                 break;
             };
-            let Some(e) = self.map.get_mut(&key) else {
+            let h = self.map.hash(key);
+            let Some(e) = self.map.get_mut(key, h) else {
                 continue;
             };
-            if e.port as usize != victim_port || e.queued != queued {
+            if e.port() as usize != victim_port || e.queued != queued {
                 continue; // stale record
             }
             if e.last_seen > e.queued {
@@ -296,7 +354,7 @@ impl Fdb {
                 self.ports[victim_port].queue.push_back((key, q));
                 continue;
             }
-            self.map.remove(&key);
+            self.map.remove(key, h);
             self.ports[victim_port].count -= 1;
             return true;
         }
@@ -351,6 +409,21 @@ mod tests {
         assert!(f.is_empty());
         assert_eq!(f.port_count(0), 0);
         assert_eq!(f.stats().aged, 1);
+    }
+
+    #[test]
+    fn expiry_skips_the_walk_only_while_nothing_can_have_aged() {
+        let mut f = Fdb::new(2, 10, 300 * S);
+        f.learn(mac(1), 0, 100 * S);
+        assert_eq!(f.expire(200 * S), 0);
+        // Another worker's older sighting (or a carried-over entry) lowers the bound.
+        f.learn(mac(2), 1, 0);
+        assert_eq!(f.expire(301 * S), 1, "the older entry aged: the table was walked");
+        assert_eq!((f.lookup(mac(1), 301 * S), f.last_seen(mac(2))), (Some(0), None));
+        assert_eq!(f.expire(399 * S), 0);
+        assert_eq!(f.expire(401 * S), 1, "the bound moved to the survivor's last sighting");
+        assert!(f.is_empty());
+        assert_eq!(f.stats().aged, 2);
     }
 
     #[test]

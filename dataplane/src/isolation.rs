@@ -62,6 +62,8 @@ pub struct Isolation {
     allowed: Vec<u32>,
     /// Per router interface: a host port's link (its subnet), `None` for other interfaces.
     host_link: Vec<Option<Ipv4Net>>,
+    /// Some interface is a host port (else [`Isolation::host_link_refusal`] has nothing to check).
+    any_host_link: bool,
 }
 
 fn pair(a: RifId, b: RifId) -> u32 {
@@ -75,11 +77,12 @@ impl Isolation {
         let mut allowed: Vec<u32> = allowed.into_iter().map(|(a, b)| pair(a, b)).collect();
         allowed.sort_unstable();
         allowed.dedup();
-        Isolation { class, allowed, host_link: Vec::new() }
+        Isolation { class, allowed, host_link: Vec::new(), any_host_link: false }
     }
 
     /// With the links of the host ports (by [`RifId`]; `None` for other interfaces).
     pub fn with_host_links(mut self, links: Vec<Option<Ipv4Net>>) -> Self {
+        self.any_host_link = links.iter().any(Option::is_some);
         self.host_link = links;
         self
     }
@@ -87,8 +90,11 @@ impl Isolation {
     /// Why a packet from `src` to `dst`, routed from interface `from` to interface `to`, is not the host's own
     /// traffic on a host port: to a host port, `dst` must be on its link; from one, `src` must be. `None`: it is,
     /// or neither interface is a host port.
-    #[inline]
+    #[inline(always)]
     pub fn host_link_refusal(&self, from: RifId, to: RifId, src: Ipv4Addr, dst: Ipv4Addr) -> Option<DropReason> {
+        if !self.any_host_link {
+            return None;
+        }
         let off_link =
             |rif: RifId, a: Ipv4Addr| matches!(self.host_link.get(rif as usize), Some(Some(n)) if !n.contains(&a));
         (off_link(to, dst) || off_link(from, src)).then_some(DropReason::NetworkIsolation)
@@ -102,7 +108,7 @@ impl Isolation {
 
     /// Why a packet may not be forwarded untranslated from interface `from` to another interface `to`, or
     /// `None` when it may. `InternalNetwork` is final; the other reasons yield to NAT (module documentation).
-    #[inline]
+    #[inline(always)]
     pub fn refusal(&self, from: RifId, to: RifId) -> Option<DropReason> {
         use RifClass::*;
         match (self.class(from), self.class(to)) {

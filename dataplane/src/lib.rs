@@ -9,6 +9,7 @@ pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod fdb;
+pub mod hugepage;
 pub mod ids;
 pub mod ingress;
 pub mod isolation;

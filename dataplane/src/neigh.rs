@@ -288,6 +288,16 @@ impl NeighTable {
         }
     }
 
+    /// The MAC of `ip` on `rif` if resolved, without touching the entry (a hint for prefetching what sending
+    /// to it will read; [`NeighTable::lookup`] decides).
+    #[inline]
+    pub fn peek(&self, rif: RifId, ip: Ipv4Addr) -> Option<MacAddr> {
+        match self.map.get(&(rif, u32::from(ip))) {
+            Some(State::Resolved { mac, .. }) => Some(*mac),
+            _ => None,
+        }
+    }
+
     /// Keeps `frame` until `ip` on `rif` resolves (call after [`NeighTable::lookup`] said `Unresolved`).
     pub fn hold(&mut self, rif: RifId, ip: Ipv4Addr, frame: Frame, now: Nanos) -> Held {
         let key = (rif, u32::from(ip));

@@ -49,7 +49,8 @@
 //! pages, independent lookups), quietest run, uniform / routed destinations: 558 / 308 M lookups/s with 10
 //! routes, 207 / 93 M/s with 10k, 25 / 28 M/s with 100k, 17 / 15 M/s with 1M (runs under load from parallel
 //! builds were up to 2× slower). From 100k routes on the chunks no longer fit the caches, and with 4 KiB pages
-//! each miss is likely a TLB miss too, so backing the chunk pool with huge pages is a likely next lever.
+//! each miss is likely a TLB miss too: the chunk pool is therefore grown in memory advised for transparent huge
+//! pages ([`crate::hugepage`]), so a lookup in a large table costs its cache misses without page walks.
 //!
 //! Limits: next-hop indices up to [`NextHopId::MAX`] (2^24 - 1), and 2^24 chunks (16 GiB: memory runs out
 //! first). Chunk slots freed by removals are reused but the pool does not shrink; build a fresh `Fib` to compact.
@@ -340,7 +341,8 @@ impl Fib {
             }
             None => {
                 assert!(self.chunks.len() <= PAYLOAD as usize, "FIB chunk pool exhausted (2^24 chunks)");
-                self.chunks.push([entry; CHUNK_SIZE]);
+                // Grown into huge pages (`crate::hugepage`): a large FIB's lookups then miss the cache, not the TLB.
+                crate::hugepage::push(&mut self.chunks, [entry; CHUNK_SIZE]);
                 self.chunks.len() - 1
             }
         }

@@ -15,7 +15,8 @@
 //!   a tombstone otherwise. Insertion reuses the first `EMPTY` or tombstone way on the key's path.
 //! - **Growth**: live ways plus tombstones stay at most 3/4 of all ways: beyond that the owner rebuilds the
 //!   index from its entries ([`Index::rebuild`], which may double it). At least a quarter of the ways are
-//!   therefore `EMPTY`, so every probe ends.
+//!   therefore `EMPTY`, so every probe ends. The buckets live in memory advised for huge pages
+//!   ([`crate::hugepage`]), so a large index costs its cache misses without page walks.
 //! - **Hash**: a folded 64×64→128-bit multiply of the key's halves under a per-table random seed, so a sender
 //!   cannot choose tuples that all land in one chain without knowing the seed. Placement never shows in any
 //!   output (entries are listed in slot order), so replay stays deterministic.
@@ -157,7 +158,8 @@ impl Index {
     /// As [`Index::with_capacity`] with a given seed (tests).
     pub fn with_seed(keys: usize, seed: [u64; 2]) -> Index {
         let n = buckets_for(keys);
-        Index { buckets: vec![Bucket::default(); n], mask: n - 1, live: 0, tombstones: 0, min_buckets: n, seed }
+        let buckets = crate::hugepage::filled(n, Bucket::default());
+        Index { buckets, mask: n - 1, live: 0, tombstones: 0, min_buckets: n, seed }
     }
 
     /// The hash of `key`.
@@ -268,8 +270,13 @@ impl Index {
     /// left, and at most half the ways used (never smaller than it was made).
     pub fn rebuild(&mut self, items: impl Iterator<Item = (u128, u32)>, live: usize, more: usize) {
         let n = buckets_for(live + more).max(self.min_buckets);
-        self.buckets.clear();
-        self.buckets.resize(n, Bucket::default());
+        if n > self.buckets.capacity() {
+            // A new allocation, advised for huge pages before it is written (see `crate::hugepage`).
+            self.buckets = crate::hugepage::filled(n, Bucket::default());
+        } else {
+            self.buckets.clear();
+            self.buckets.resize(n, Bucket::default());
+        }
         self.mask = n - 1;
         self.live = 0;
         self.tombstones = 0;

@@ -1,9 +1,10 @@
 //! Connection tracking: the table of IPv4 TCP, UDP and ICMP echo connections the NAT stage ([`crate::nat`])
 //! translates and polices.
 //!
-//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`] (one cache line per entry), and
-//!   two references per connection in the index (`conntrack/index.rs`, a bucketed open-addressing table that stores
-//!   tags, not keys, so a lookup reads one index line and the entry): its *original* tuple (what the first packet
+//! - **What it owns**: one [`Entry`] per connection, in a slab addressed by [`EntryId`] (one cache line per entry,
+//!   in memory advised for huge pages, [`crate::hugepage`]), and two references per connection in the index
+//!   (`conntrack/index.rs`, a bucketed open-addressing table that stores tags, not keys, so a lookup reads one
+//!   index line and the entry): its *original* tuple (what the first packet
 //!   looked like) and its *reply* tuple (what packets of the other direction look like — the inverse of the original,
 //!   or whatever NAT made of it). Either direction finds the entry, and its [`Direction`], in one lookup
 //!   ([`Conntrack::lookup`]). A [`Tuple`] is a zone (the network, so overlapping subnets stay apart), a protocol,
@@ -493,7 +494,7 @@ impl Conntrack {
         let reserve = reserve.min(cfg.limit);
         Conntrack {
             cfg,
-            slots: Vec::with_capacity(reserve),
+            slots: crate::hugepage::with_capacity(reserve),
             free: Vec::new(),
             count: 0,
             index: Index::with_capacity(2 * reserve),
@@ -615,6 +616,16 @@ impl Conntrack {
             }
         });
         p.candidate.is_some()
+    }
+
+    /// The entry the probe's candidate (from [`Conntrack::prefetch_entry`]) points to, with the direction `t` is
+    /// in it, if the candidate holds `t` — live or not: a guess for hints (the batch's later stages prefetch
+    /// what the packet will need after translation), never a decision; [`Conntrack::lookup_probe`] decides.
+    #[inline]
+    pub fn peek(&self, t: &Tuple, p: &Probe) -> Option<(&Entry, Direction)> {
+        let r = p.candidate?;
+        let (e, dir) = (self.slot(ref_id(r))?, ref_dir(r));
+        (e.tuple(dir) == t).then_some((e, dir))
     }
 
     /// Starts loading the index line tuple `t` would be looked up or inserted in (e.g. the reply tuple of a
@@ -747,7 +758,8 @@ impl Conntrack {
             }
             None => {
                 let i = u32::try_from(self.slots.len()).ok().filter(|&i| i <= MAX_ID)?;
-                self.slots.push(Slot(Some(entry)));
+                // Grown into huge pages (`crate::hugepage`): a million entries are 64 MiB of random reads.
+                crate::hugepage::push(&mut self.slots, Slot(Some(entry)));
                 EntryId(i)
             }
         };

@@ -355,6 +355,17 @@ impl Nat {
         }
     }
 
+    /// Where a tracked connection's packet (its `flow`, after [`Nat::prefetch_entry`]) will be sent once
+    /// translated, when translation changes its destination (a reply un-NATed back to a masqueraded container,
+    /// a packet to a published port): a hint for prefetching the route, neighbour and MAC-table lines it will
+    /// need ([`crate::router::Router::lookup_batch`]). `None` when not known without a full lookup, or unchanged.
+    #[inline]
+    pub fn translated_dst(&self, f: &Flow) -> Option<Ipv4Addr> {
+        let (e, dir) = self.ct.peek(&f.tuple, &f.probe)?;
+        let to = e.tuple(dir.opposite()).src;
+        (to != f.tuple.dst).then_some(to)
+    }
+
     /// The packet's tuple and the connection it belongs to, from the batch's `flow` when given (it must be
     /// [`Nat::prefetch`] of this very packet, unchanged since), else computed; `None`: no tuple.
     #[inline(always)]

@@ -778,3 +778,33 @@ fn a_host_port_is_not_a_way_out_or_in_for_other_addresses() {
     assert_eq!(ends(&one(tb.take("c1"))), (HOST.1, 5000, C1.1, 53), "the host's own still does");
     invariants(&tb);
 }
+
+#[test]
+fn a_tracked_packets_translated_destination_is_known_before_it_is_handled() {
+    // The batch's hint (`Nat::translated_dst`): where a packet will go once translated, read from the entry its
+    // flow's index line points to; nothing for packets whose destination NAT leaves alone, or untracked ones.
+    let mut tb = testbed();
+    tb.send("c1", &from(&tb, C1, SERVER).udp(5000, 53, 20));
+    tb.send("up", &inbound(&tb, CLIENT, UP_ADDR).tcp(seg(50000, 8080, TcpFlags::SYN), 0));
+    tb.take_all();
+    let hint = |tb: &Testbed, frame: &[u8], in_rif: &str| {
+        let nat = tb.switch().router().nat();
+        let rif = tb.switch().topology().rifs.iter().position(|r| r.name == in_rif).unwrap();
+        let mut flow = nat.prefetch(frame, &parse(frame).unwrap())?;
+        nat.prefetch_entry(&mut flow, crate::ids::table_id(rif), None);
+        nat.translated_dst(&flow)
+    };
+    let reply = inbound(&tb, SERVER, UP_ADDR).udp(53, 5000, 40);
+    assert_eq!(hint(&tb, &reply, "port:up"), Some(C1.1), "a reply goes back to the masqueraded container");
+    let published = inbound(&tb, CLIENT, UP_ADDR).tcp(seg(50000, 8080, TcpFlags::ACK), 0);
+    assert_eq!(hint(&tb, &published, "port:up"), Some(C1.1), "a published port's packet goes to its target");
+    let out = from(&tb, C1, SERVER).udp(5000, 53, 20);
+    assert_eq!(hint(&tb, &out, "network:bridge"), None, "masquerade keeps the destination");
+    let unknown = inbound(&tb, SERVER, UP_ADDR).udp(53, 5001, 40);
+    assert_eq!(hint(&tb, &unknown, "port:up"), None, "not tracked");
+    // The neighbour and the MAC the chain continues with are the container's.
+    let r = tb.switch().router();
+    let bridge_rif = tb.switch().topology().rifs.iter().position(|r| r.name == "network:bridge").unwrap();
+    assert_eq!(r.neighbour_mac(crate::ids::table_id(bridge_rif), C1.1), Some(C1.0));
+    assert_eq!(r.neighbour_mac(crate::ids::table_id(bridge_rif), Ipv4Addr::new(172, 17, 0, 99)), None);
+}

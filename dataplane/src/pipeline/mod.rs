@@ -468,7 +468,7 @@ impl Switch {
             self.mark_decap(vtep.rif, in_port, batch, &mut verdicts);
         }
         self.routes = [BatchLookup::default(); BATCH_SIZE];
-        self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes);
+        self.router.lookup_batch(batch, &self.parsed, &verdicts, &mut self.routes, &self.topo, self.bridge.fdbs());
         let mut out =
             Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, cx.trace);
         let (shard, owners, outbox, router, parsed, routes) =

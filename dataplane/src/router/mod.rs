@@ -65,13 +65,14 @@ mod tests;
 use crate::batch::{Batch, BATCH_SIZE};
 use crate::buffer::{Frame, Nanos, NANOS_PER_SEC};
 use crate::counters::DropReason;
+use crate::fdb::Fdb;
 use crate::ids::table_id;
 use crate::nat::{self, Inbound, Nat, NewConnection, Rewrite};
 use crate::neigh::{NeighConfig, NeighEntry, NeighNote, NeighStats, NeighTable, RifId, TickWork};
 use crate::packet::Parsed;
 use crate::route::{Fib, Ipv4Net, NextHopId};
 use crate::stage::{Egress, Verdict, Verdicts};
-use crate::topology::Topology;
+use crate::topology::{Attach, Topology};
 use crate::wire::{ethernet, ethertype, icmpv4, ipv4, MacAddr};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -80,7 +81,7 @@ use std::net::Ipv4Addr;
 const _: () = assert!(BATCH_SIZE <= 1 << u8::BITS);
 
 /// Where a route leads: out of `rif`, to `via` or (for a connected route) to the destination itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct NextHop {
     /// Egress interface.
     pub rif: RifId,
@@ -175,10 +176,10 @@ impl ErrorClass {
 #[derive(Debug)]
 pub struct Router {
     fib: Fib,
+    /// The distinct next hops, by the [`NextHopId`] the FIB's leaves hold: one per (interface, gateway), not
+    /// one per route, so the table stays a few cache lines however many routes share a gateway (a per-route
+    /// table of a million routes was a second cache miss per packet after the FIB's, and not batched).
     next_hops: Vec<NextHop>,
-    origins: Vec<&'static str>,
-    /// Each route's prefix, by next-hop id (for traces).
-    prefixes: Vec<Ipv4Net>,
     neigh: NeighTable,
     /// ICMP error buckets by [`ErrorClass`].
     icmp_errors: [TokenBucket; 3],
@@ -251,8 +252,6 @@ impl Router {
         let mut r = Router {
             fib: Fib::new(),
             next_hops: Vec::new(),
-            origins: Vec::new(),
-            prefixes: Vec::new(),
             neigh: NeighTable::new(NeighConfig::default()),
             icmp_errors: [TokenBucket::new(100, 50), TokenBucket::new(100, 50), TokenBucket::new(1000, 200)],
             echo: TokenBucket::new(1000, 100),
@@ -264,13 +263,24 @@ impl Router {
             announcing: false,
             notes: Vec::new(),
         };
+        let mut ids = rustc_hash::FxHashMap::default();
         for (i, rif) in topo.rifs.iter().enumerate() {
-            r.add_route(rif.subnet.trunc(), NextHop { rif: table_id(i), via: None }, "connected");
+            r.add_route(&mut ids, rif.subnet.trunc(), NextHop { rif: table_id(i), via: None });
         }
         for s in &topo.routes {
-            r.add_route(s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) }, "static");
+            r.add_route(&mut ids, s.prefix.trunc(), NextHop { rif: s.rif, via: Some(s.via) });
         }
         r
+    }
+
+    /// Where a route to `nh` came from: connected routes lead to the destination itself, static ones (the only
+    /// other kind) through a gateway.
+    fn origin(nh: NextHop) -> &'static str {
+        if nh.via.is_none() {
+            "connected"
+        } else {
+            "static"
+        }
     }
 
     /// A trace note for the FIB's answer about `dst`.
@@ -279,7 +289,8 @@ impl Router {
         let nh = self.next_hops[id.index()];
         let via = nh.via.map_or("the destination itself".to_string(), |v| v.to_string());
         let out = topo.rifs.get(nh.rif as usize).map_or("?", |r| r.name.as_str());
-        format!("{dst}: {} ({}) via {via} out {out}", self.prefixes[id.index()], self.origins[id.index()])
+        let prefix = self.fib.lookup_route(dst).map_or("?".to_string(), |(p, _)| p.to_string());
+        format!("{dst}: {prefix} ({}) via {via} out {out}", Router::origin(nh))
     }
 
     /// Replaces the connection table and NAT bindings (a trace's scratch copy takes the live switch's).
@@ -287,11 +298,14 @@ impl Router {
         self.nat = nat;
     }
 
-    fn add_route(&mut self, prefix: Ipv4Net, nh: NextHop, origin: &'static str) {
-        let id = u32::try_from(self.next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 routes");
-        self.next_hops.push(nh);
-        self.origins.push(origin);
-        self.prefixes.push(prefix);
+    /// Installs `prefix` → `nh`, giving `nh` an id the first time it is seen (`ids`).
+    fn add_route(&mut self, ids: &mut rustc_hash::FxHashMap<NextHop, NextHopId>, prefix: Ipv4Net, nh: NextHop) {
+        let next_hops = &mut self.next_hops;
+        let id = *ids.entry(nh).or_insert_with(|| {
+            let id = u32::try_from(next_hops.len()).ok().and_then(NextHopId::new).expect("fewer than 2^24 next hops");
+            next_hops.push(nh);
+            id
+        });
         self.fib.insert(prefix, id);
     }
 
@@ -305,6 +319,12 @@ impl Router {
     /// masqueraded flow the index line its reply tuple will go to), so that the NAT stage's lookups and inserts
     /// in `handle` find them in cache: the misses of the whole batch overlap instead of stalling one by one.
     /// These are hints only (nothing is decided here; the flow's hash is kept for `handle`).
+    ///
+    /// Packets to one of our addresses that a tracked connection will translate (replies to masqueraded
+    /// containers, published ports) then need a route, a neighbour and a MAC-table entry for their *new*
+    /// destination, each lookup depending on the one before: a chain of misses per packet. A last pass follows
+    /// that chain for the whole batch ([`Router::prefetch_translated`]) so that those lines too are loading
+    /// together before the first packet is handled.
     #[inline]
     pub fn lookup_batch(
         &mut self,
@@ -312,6 +332,8 @@ impl Router {
         parsed: &[Parsed; BATCH_SIZE],
         verdicts: &Verdicts,
         routes: &mut [BatchLookup; BATCH_SIZE],
+        topo: &Topology,
+        fdbs: &[Fdb],
     ) {
         self.last_neigh = None;
         let mut which = [0u8; BATCH_SIZE];
@@ -345,6 +367,49 @@ impl Router {
             if let Some(flow) = &mut route.flow {
                 let out_rif = found[k].map(|id| self.next_hops[id.index()].rif);
                 self.nat.prefetch_entry(flow, rifs[k], out_rif);
+            }
+        }
+        if self.nat.enabled() {
+            self.prefetch_translated(&dsts[..n], &which[..n], routes, topo, fdbs);
+        }
+    }
+
+    /// The batch's last pass (hints only): for each packet to one of our addresses whose connection entry is
+    /// loading, the destination it will be translated to, then that destination's route, its neighbour entry,
+    /// and the MAC-table line of the neighbour's address — each step for all packets before the next, so the
+    /// misses of one step overlap.
+    #[inline(never)]
+    fn prefetch_translated(
+        &self,
+        dsts: &[Ipv4Addr],
+        which: &[u8],
+        routes: &[BatchLookup; BATCH_SIZE],
+        topo: &Topology,
+        fdbs: &[Fdb],
+    ) {
+        let mut to = [Ipv4Addr::UNSPECIFIED; BATCH_SIZE];
+        let mut m = 0;
+        for (k, dst) in dsts.iter().enumerate() {
+            if !self.local_addrs.contains(dst) {
+                continue;
+            }
+            if let Some(a) = routes[which[k] as usize].flow.as_ref().and_then(|f| self.nat.translated_dst(f)) {
+                to[m] = a;
+                m += 1;
+            }
+        }
+        if m == 0 {
+            return;
+        }
+        let mut found = [None; BATCH_SIZE];
+        self.fib.lookup_many(&to[..m], &mut found[..m]);
+        for (a, id) in to[..m].iter().zip(&found[..m]) {
+            let Some(nh) = id.map(|id| self.next_hops[id.index()]) else { continue };
+            let Some(mac) = self.neigh.peek(nh.rif, nh.via.unwrap_or(*a)) else { continue };
+            if let Some(Attach::Network(net)) = topo.rifs.get(usize::from(nh.rif)).map(|r| r.attach) {
+                if let Some(fdb) = fdbs.get(usize::from(net)) {
+                    fdb.prefetch(fdb.hash(mac));
+                }
             }
         }
     }
@@ -491,12 +556,21 @@ impl Router {
     pub fn routes(&self) -> Vec<RouteEntry> {
         self.fib
             .iter()
-            .map(|(prefix, id)| RouteEntry {
-                prefix,
-                next_hop: self.next_hops[id.index()],
-                origin: self.origins[id.index()],
+            .map(|(prefix, id)| {
+                let next_hop = self.next_hops[id.index()];
+                RouteEntry { prefix, next_hop, origin: Router::origin(next_hop) }
             })
             .collect()
+    }
+
+    /// Distinct next hops the FIB's routes lead to (one per interface and gateway).
+    pub fn next_hop_count(&self) -> usize {
+        self.next_hops.len()
+    }
+
+    /// The resolved MAC of `ip` on `rif`, if any (what the batch's last pass prefetches the MAC-table line of).
+    pub fn neighbour_mac(&self, rif: RifId, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.neigh.peek(rif, ip)
     }
 
     /// The neighbour table.

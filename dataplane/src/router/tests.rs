@@ -343,3 +343,35 @@ fn never_sends_an_error_about_an_icmp_error_and_only_then() {
         assert_eq!(tb.switch().counters().drops(DropReason::TtlExpired), 1);
     }
 }
+
+#[test]
+fn routes_sharing_a_gateway_share_one_next_hop_and_keep_their_origin() {
+    // Next hops are interned per (interface, gateway): a million routes via one gateway are one entry, and the
+    // listing still tells connected from static routes, each with its own prefix.
+    let cfg = format!(
+        "{CONFIG}\n[[route]]\nprefix = \"198.51.100.0/24\"\nvia = \"203.0.113.1\"\n\
+         [[route]]\nprefix = \"192.168.0.0/16\"\nvia = \"203.0.113.1\"\n\
+         [[route]]\nprefix = \"172.16.0.0/12\"\nvia = \"10.0.2.254\"\n"
+    );
+    let tb = Testbed::new(&cfg).unwrap();
+    let r = tb.switch().router();
+    let listed: Vec<(String, &str, Option<Ipv4Addr>)> =
+        r.routes().iter().map(|e| (e.prefix.to_string(), e.origin, e.next_hop.via)).collect();
+    let up = Some(UPSTREAM.1);
+    assert_eq!(
+        listed,
+        [
+            ("0.0.0.0/0".to_string(), "static", up),
+            ("10.0.1.0/24".to_string(), "connected", None),
+            ("10.0.2.0/24".to_string(), "connected", None),
+            ("10.0.3.0/24".to_string(), "connected", None),
+            ("172.16.0.0/12".to_string(), "static", Some(Ipv4Addr::new(10, 0, 2, 254))),
+            ("192.168.0.0/16".to_string(), "static", up),
+            ("198.51.100.0/24".to_string(), "static", up),
+            ("203.0.113.0/24".to_string(), "connected", None),
+        ]
+    );
+    assert_eq!(r.next_hop_count(), 6, "4 connected interfaces and 2 gateways, not 8 routes");
+    assert_eq!(r.underlay_route(Ipv4Addr::new(192, 168, 3, 4)).map(|(_, via)| via), up);
+    assert_eq!(r.underlay_route(Ipv4Addr::new(10, 0, 2, 9)).map(|(_, via)| via), Some(Ipv4Addr::new(10, 0, 2, 9)));
+}

@@ -137,10 +137,19 @@ pub(crate) mod be {
     use super::Field;
     use std::net::Ipv4Addr;
 
+    /// The `N` bytes of field `f` (which is `N` bytes long), copied out with one bounds check: slicing a constant
+    /// length lets the compiler drop the per-byte checks that indexing the field byte by byte kept (a MAC read
+    /// that way cost about 8 instructions, callgrind on the NAT bench).
+    #[inline(always)]
+    fn bytes<const N: usize>(d: &[u8], f: Field) -> [u8; N] {
+        debug_assert_eq!(f.len(), N, "field {f:?} read as {N} bytes");
+        let b: &[u8; N] = d[f.start..f.start + N].try_into().expect("a slice of N bytes is an [u8; N]");
+        *b
+    }
+
     #[inline(always)]
     pub fn u16_at(d: &[u8], f: Field) -> u16 {
-        let b = &d[f];
-        u16::from_be_bytes([b[0], b[1]])
+        u16::from_be_bytes(bytes(d, f))
     }
 
     #[inline(always)]
@@ -150,8 +159,7 @@ pub(crate) mod be {
 
     #[inline(always)]
     pub fn u32_at(d: &[u8], f: Field) -> u32 {
-        let b = &d[f];
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        u32::from_be_bytes(bytes(d, f))
     }
 
     #[inline(always)]
@@ -161,8 +169,7 @@ pub(crate) mod be {
 
     #[inline(always)]
     pub fn ipv4_at(d: &[u8], f: Field) -> Ipv4Addr {
-        let b = &d[f];
-        Ipv4Addr::new(b[0], b[1], b[2], b[3])
+        Ipv4Addr::from(bytes::<4>(d, f))
     }
 
     #[inline(always)]
@@ -172,8 +179,7 @@ pub(crate) mod be {
 
     #[inline(always)]
     pub fn mac_at(d: &[u8], f: Field) -> super::MacAddr {
-        let b = &d[f];
-        super::MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+        super::MacAddr(bytes(d, f))
     }
 
     #[inline(always)]
