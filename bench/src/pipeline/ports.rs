@@ -127,8 +127,11 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
-/// A memory port for `vswitch-bench pipeline`: see the module documentation.
+/// A memory port for `vswitch-bench pipeline`: see the module documentation. Aligned like the switch's own
+/// ports (`dataplane::worker::CACHE_PAIR`): the workers' queues of one port are boxed one after the other, and
+/// each worker writes its queue's counters per burst.
 #[derive(Debug)]
+#[repr(align(128))]
 pub struct BenchPort {
     name: String,
     ctl: Arc<Control>,

@@ -168,22 +168,27 @@ struct Published {
 pub struct Owners {
     /// Some masquerade network or publish rule: connections can be tracked.
     enabled: bool,
-    own: Vec<Ipv4Addr>,
     routed_own: Vec<Ipv4Addr>,
-    targets: Vec<Ipv4Addr>,
-    inside: Vec<Ipv4Net>,
     published: Vec<Published>,
+    /// Router interface addresses (own), publish rules' targets and gateway networks' subnets (inside) as
+    /// (network, mask, class), in that order of precedence: what [`Owners::class`] scans for every routed
+    /// frame, as host-order integers.
+    classes: Vec<(u32, u32, Class)>,
 }
 
 impl Owners {
     /// The classification for `topo`.
     pub fn new(topo: &Topology) -> Owners {
         let inside: Vec<Ipv4Net> = topo.rifs.iter().filter(|r| !r.routed_port).map(|r| r.subnet).collect();
+        let host = |a: Ipv4Addr, class| (u32::from(a), u32::MAX, class);
+        let classes = (topo.rifs.iter().map(|r| host(r.addr, Class::Own)))
+            .chain(topo.publish.iter().map(|p| host(p.to_addr, Class::Target)))
+            .chain(inside.iter().map(|n| (u32::from(n.network()), u32::from(n.netmask()), Class::Inside)))
+            .collect();
         Owners {
             enabled: topo.rifs.iter().any(|r| r.masquerade) || !topo.publish.is_empty(),
-            own: topo.rifs.iter().map(|r| r.addr).collect(),
             routed_own: topo.rifs.iter().filter(|r| r.routed_port).map(|r| r.addr).collect(),
-            targets: topo.publish.iter().map(|p| p.to_addr).collect(),
+            classes,
             published: topo
                 .publish
                 .iter()
@@ -196,20 +201,14 @@ impl Owners {
                     target_net: inside.iter().copied().find(|n| n.contains(&p.to_addr)),
                 })
                 .collect(),
-            inside,
         }
     }
 
+    /// Own, else target, else inside, else remote.
+    #[inline]
     fn class(&self, a: Ipv4Addr) -> Class {
-        if self.own.contains(&a) {
-            Class::Own
-        } else if self.targets.contains(&a) {
-            Class::Target
-        } else if self.inside.iter().any(|n| n.contains(&a)) {
-            Class::Inside
-        } else {
-            Class::Remote
-        }
+        let a = u32::from(a);
+        self.classes.iter().find(|&&(net, mask, _)| a & mask == net).map_or(Class::Remote, |&(_, _, class)| class)
     }
 
     /// The shard (of `count`) owning the connection of the IPv4 frame `data` (located by `parsed`) that the
@@ -235,34 +234,33 @@ impl Owners {
                     .get(inner.header_len()..inner.header_len() + 4)
                     .filter(|_| matches!(inner.protocol(), ip_proto::TCP | ip_proto::UDP) && !inner.is_fragment());
                 let port = |o: usize| ports.map(|p| u16::from_be_bytes([p[o], p[o + 1]]));
-                return self.owner_of_ports(
-                    inner.src_addr(),
-                    inner.dst_addr(),
-                    inner.protocol(),
-                    (port(0), port(2)),
-                    count,
-                );
+                return self.owner_of_ports(inner.src_addr(), inner.dst_addr(), inner.protocol(), count, || {
+                    (port(0), port(2))
+                });
             }
         }
-        let ports = l4.map_or((None, None), |at| (src_port(data, at, proto), dst_port(data, at, proto)));
-        self.owner_of_ports(src, dst, proto, ports, count)
+        self.owner_of_ports(src, dst, proto, count, || {
+            l4.map_or((None, None), |at| (src_port(data, at, proto), dst_port(data, at, proto)))
+        })
     }
 
     /// The shard (of `count`) owning a connection whose packet goes from `src` to `dst` (`dport`: its TCP or
     /// UDP destination port, if known): [`Owners::owner`] without the frame (for connections restored from a
     /// snapshot, by their original tuple).
     pub fn owner_of(&self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: Option<u16>, count: usize) -> Option<usize> {
-        self.owner_of_ports(src, dst, proto, (None, dport), count)
+        self.owner_of_ports(src, dst, proto, count, || (None, dport))
     }
 
-    /// [`Owners::owner_of`] with both ports, `(source, destination)`, where known.
+    /// [`Owners::owner_of`] with both ports, `(source, destination)`, where known: `ports` reads them, only
+    /// for the few cases that depend on them (a hairpin through a published port).
+    #[inline]
     fn owner_of_ports(
         &self,
         src: Ipv4Addr,
         dst: Ipv4Addr,
         proto: u8,
-        (sport, dport): (Option<u16>, Option<u16>),
         count: usize,
+        ports: impl FnOnce() -> (Option<u16>, Option<u16>),
     ) -> Option<usize> {
         if !self.enabled || count <= 1 {
             return None;
@@ -282,12 +280,12 @@ impl Owners {
             (Class::Remote, _) => Some(hash(src)),
             (_, Class::Remote) => Some(hash(dst)),
             (Class::Inside, Class::Own) if self.routed_own.contains(&dst) => {
-                Some(if hairpin(dport, src) { 0 } else { hash(src) })
+                Some(if hairpin(ports().1, src) { 0 } else { hash(src) })
             }
             // The translated reply to a client of a published port, from the routed port's address and the
             // external port: what an ICMP error from that client quotes.
             (Class::Own, Class::Inside) if self.routed_own.contains(&src) => {
-                Some(if hairpin(sport, dst) { 0 } else { hash(dst) })
+                Some(if hairpin(ports().0, dst) { 0 } else { hash(dst) })
             }
             (Class::Inside, Class::Own | Class::Target) => Some(hash(src)),
             (Class::Target, Class::Inside) => Some(hash(dst)),

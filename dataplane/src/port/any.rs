@@ -24,8 +24,11 @@ use crate::ids::Nanos;
 use crate::offload::Caps;
 use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
-/// Any port back-end `vswitchd run` can drive (enum dispatch: no `dyn` on the hot path).
+/// Any port back-end `vswitchd run` can drive (enum dispatch: no `dyn` on the hot path). Aligned to
+/// [`crate::worker::CACHE_PAIR`] bytes: a port's queues sit side by side (`worker::LivePort::queues`), each
+/// locked and written by its own worker per burst, and must not share a cache line.
 #[derive(Debug)]
+#[repr(align(128))]
 pub enum AnyPort {
     /// An in-memory port (tests, benchmarks).
     Mem(MemPort),
