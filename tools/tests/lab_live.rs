@@ -62,6 +62,10 @@ fn lab_with(
     opts.vswitchd = vswitchd;
     opts.state_root = state.path().to_path_buf();
     opts.switch_args = args.iter().map(|a| a.to_string()).collect();
+    // `VSWITCH_TEST_WORKERS=N` runs every lab with N workers (as the dataplane's live suites do).
+    if let Ok(n) = std::env::var("VSWITCH_TEST_WORKERS") {
+        opts.switch_args.extend(["--workers".to_string(), n]);
+    }
     match Lab::up(&spec, &opts) {
         Ok(lab) => Some((lab, state)),
         // The one failure that is not the switch's fault: a vswitchd built without AF_XDP (e.g. `cargo test -p

@@ -36,6 +36,10 @@ struct Common {
     /// afpacket ports, off for afxdp ports).
     #[arg(long, value_parser = ["on", "off"])]
     offloads: Option<String>,
+    /// vswitchd's worker threads (`vswitchd run --workers`), overriding the lab's `[switch] workers`. One-switch
+    /// labs only: an overlay lab's machines take theirs from their configuration files.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +66,9 @@ impl Common {
         }
         o.state_root = self.state_dir.clone();
         o.offloads = self.offloads.as_deref().map(|v| v == "on");
+        if let Some(n) = self.workers {
+            o.switch_args.extend(["--workers".to_string(), n.to_string()]);
+        }
         o
     }
 
@@ -70,6 +77,13 @@ impl Common {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                 if OverlaySpec::is_overlay(&text) {
+                    if self.workers.is_some() {
+                        anyhow::bail!(
+                            "--workers: {} is an overlay lab, whose machines take `[switch] workers` from their \
+                             configuration files",
+                            path.display()
+                        );
+                    }
                     Ok(AnyLab::Overlay(OverlaySpec::load(path)?))
                 } else {
                     Ok(AnyLab::Switch(LabSpec::load(path)?))
