@@ -410,6 +410,137 @@ fn a_flood_of_unanswered_connections_does_not_stop_another_containers_connection
     assert_eq!(drops(&Some(stats.clone()), "conntrack-full"), 0);
 }
 
+/// A MAC address as `ip` prints it.
+fn mac_of(text: &str) -> dataplane::wire::MacAddr {
+    let b: Vec<u8> = text.split(':').map(|x| u8::from_str_radix(x, 16).expect("hex")).collect();
+    dataplane::wire::MacAddr(b.try_into().expect("six bytes"))
+}
+
+/// The word after `key` in `ip`'s output for `args` in namespace `ns`.
+fn ip_field(ns: &str, args: &[&str], key: &str) -> String {
+    let out = tools::lab::netns::exec(ns, "ip", args).expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == key).and_then(|_| words.next()).unwrap_or_else(|| panic!("no {key} in {text}")).to_string()
+}
+
+/// A kernel SNMP counter (`nstat -az NAME`) in namespace `ns`.
+fn nstat(ns: &str, name: &str) -> u64 {
+    let out = tools::lab::netns::exec(ns, "nstat", &["-az", name]).expect("nstat");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// The flood exactly: bare TCP ACKs, no handshake (loose tracking picks each up mid-stream), 1,100 of
+/// them from c1 to an address that never answers, each from another source port, sent as crafted frames on
+/// c1's interface (the switch's own AF_PACKET port code, in c1's namespace). With `[conntrack] limit = 1000`
+/// the table fills with mid-stream entries, and c2's new TCP connection to the external host still goes
+/// through: the switch evicts an unreplied entry instead of refusing.
+#[test]
+fn a_flood_of_bare_acks_does_not_stop_another_containers_connection() {
+    use dataplane::buffer::BufPool;
+    use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use dataplane::port::Port;
+    use dataplane::wire::builder::{Ipv4Spec, TcpFlags, TcpSegment};
+    let switch = format!("{NAT_SWITCH}\n[conntrack]\nlimit = 1000\n");
+    let Some((mut lab, _state)) = lab('o', &switch, &NAT_HOSTS) else { return };
+    let c1 = lab.host_ns("c1");
+    assert_ping(&lab, "c1", "172.30.0.1");
+    let own = mac_of(&ip_field(&c1, &["link", "show", "dev", "vs-c1"], "link/ether"));
+    let gateway = mac_of(&ip_field(&c1, &["neigh", "show", "172.30.0.1"], "lladdr"));
+    let sent = tools::lab::netns::in_netns(&c1, move || {
+        let ifname = dataplane::port::IfName::new("vs-c1").expect("interface name");
+        let mut port = AfPacketPort::open("flood", &AfPacketConfig::new(ifname)).expect("AF_PACKET socket");
+        let mut pool = BufPool::new(128);
+        let spec = Ipv4Spec::new(own, gateway, Ipv4Addr::new(172, 30, 0, 2), Ipv4Addr::new(198, 51, 100, 99));
+        let mut sent = 0;
+        for chunk in 0..11u16 {
+            let mut out: Vec<_> = (0..100u16)
+                .map(|i| {
+                    let ack = TcpSegment::new(20_000 + chunk * 100 + i, 80, TcpFlags::ACK).seq(1).ack(1);
+                    let mut f = pool.alloc().expect("buffer");
+                    f.load(&spec.tcp(ack, 0)).expect("fits");
+                    f
+                })
+                .collect();
+            sent += out.len();
+            port.tx_burst(&mut pool, &mut out).expect("send");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    });
+    assert_eq!(sent.join().expect("flood thread").expect("join c1"), 1100);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = assert_tcp(&lab, "c2", "ext", 5004, "203.0.113.1", 5004);
+    assert_eq!(seen, Ipv4Addr::new(203, 0, 113, 2));
+    let stats = lab.stop_switch().expect("stop vswitchd").expect("counters");
+    let evicted = stats.pointer("/conntrack/evicted").and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(evicted > 0, "the ACKs filled the table and one was evicted: {}", stats["conntrack"]);
+    assert_eq!(drops(&Some(stats.clone()), "conntrack-full"), 0);
+}
+
+/// Path-MTU discovery survives another container's TTL=1 flood: with the uplink's MTU at 1,400, c2 sends 20
+/// UDP datagrams of 1,428 bytes with DF set, 50 ms apart (crafted frames on its interface, so its kernel's
+/// cached path MTU does not stop the later ones), while c1 sends TTL=1 datagrams as fast as it can, far beyond
+/// the Time Exceeded bucket (c1's kernel counts how few Time Exceeded it got back, `IcmpInTimeExcds`). Nearly
+/// every datagram must get its Fragmentation Needed (c2's kernel counts them, `IcmpInDestUnreachs`): with one
+/// bucket for every kind of error, the flood took the tokens and c2 got none.
+#[test]
+fn a_ttl_flood_does_not_stop_another_container_getting_frag_needed() {
+    use dataplane::buffer::BufPool;
+    use dataplane::port::afpacket::{AfPacketConfig, AfPacketPort};
+    use dataplane::port::Port;
+    use dataplane::wire::builder::{Ipv4Opts, Ipv4Spec};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let switch = NAT_SWITCH.replacen("address = \"203.0.113.2/24\"", "address = \"203.0.113.2/24\"\nmtu = 1400", 1);
+    assert_ne!(switch, NAT_SWITCH);
+    let Some((lab, _state)) = lab('p', &switch, &NAT_HOSTS) else { return };
+    let (c1, c2) = (lab.host_ns("c1"), lab.host_ns("c2"));
+    assert_ping(&lab, "c1", "203.0.113.1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = Arc::clone(&stop);
+    let flood = tools::lab::netns::in_netns(&c1, move || -> std::io::Result<u64> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.set_ttl(1)?;
+        let mut sent = 0;
+        while !flooding.load(Ordering::Relaxed) {
+            if sock.send_to(b"ttl1", "203.0.113.1:9").is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ping(&lab, "c2", "172.30.0.1");
+    let own = mac_of(&ip_field(&c2, &["link", "show", "dev", "vs-c2"], "link/ether"));
+    let gateway = mac_of(&ip_field(&c2, &["neigh", "show", "172.30.0.1"], "lladdr"));
+    let before = nstat(&c2, "IcmpInDestUnreachs");
+    let probes = tools::lab::netns::in_netns(&c2, move || {
+        let ifname = dataplane::port::IfName::new("vs-c2").expect("interface name");
+        let mut port = AfPacketPort::open("probe", &AfPacketConfig::new(ifname)).expect("AF_PACKET socket");
+        let mut pool = BufPool::new(8);
+        let df = Ipv4Opts { df: true, ..Ipv4Opts::default() };
+        let spec = Ipv4Spec::new(own, gateway, Ipv4Addr::new(172, 30, 0, 3), Ipv4Addr::new(203, 0, 113, 1));
+        for i in 0..20 {
+            let mut f = pool.alloc().expect("buffer");
+            f.load(&spec.with_opts(df).udp(30_000 + i, 9, 1400)).expect("fits");
+            port.tx_burst(&mut pool, &mut vec![f]).expect("send");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    probes.join().expect("probe thread").expect("join c2");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().expect("flood thread").expect("join c1").expect("flood");
+    let answered = nstat(&c1, "IcmpInTimeExcds");
+    let frag_needed = nstat(&c2, "IcmpInDestUnreachs") - before;
+    assert!(sent > 1000 && answered * 5 < sent, "the flood ({sent} sent, {answered} answered) outran its bucket");
+    assert!(frag_needed >= 16, "{frag_needed} of 20 oversized DF datagrams got Frag Needed during the flood");
+}
+
 /// Anti-spoofing: c1 gives itself a second address outside its network's subnet and sends from it; the switch
 /// does not masquerade it (`spoofed-source`), so the external host receives nothing, while c1's own address
 /// still gets through.
