@@ -8,27 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
-const LAB: &str = env!("CARGO_BIN_EXE_vswitch-lab");
+#[path = "common/binary.rs"]
+mod binary;
 
-/// vswitchd next to the lab binary (`cargo test --workspace` builds it), built here if missing.
-fn vswitchd() -> std::path::PathBuf {
-    let dir = Path::new(LAB).parent().expect("target/PROFILE");
-    let bin = dir.join("vswitchd");
-    if !bin.exists() {
-        let profile = match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "dataplane", "--bin", "vswitchd", "--profile", &profile, "--target-dir"])
-            .arg(dir.parent().unwrap())
-            .status()
-            .expect("run cargo build")
-            .success();
-        assert!(ok && bin.exists(), "could not build {}", bin.display());
-    }
-    bin
-}
+use binary::{binary, LAB};
 
 /// Namespaces whose name starts with `prefix`.
 fn namespaces(prefix: &str) -> Vec<String> {
@@ -53,7 +36,7 @@ fn the_quick_start_demo_passes_every_check_with_two_workers() {
         .arg("--state-dir")
         .arg(state.path())
         .arg("--vswitchd")
-        .arg(vswitchd())
+        .arg(binary("dataplane", "vswitchd"))
         .output()
         .expect("run vswitch-lab");
     let stdout = String::from_utf8_lossy(&out.stdout);

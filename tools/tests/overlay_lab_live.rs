@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const LAB: &str = env!("CARGO_BIN_EXE_vswitch-lab");
+#[path = "common/binary.rs"]
+mod binary;
+
+use binary::{binary, LAB};
 
 /// Why the test cannot run here, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -22,26 +25,6 @@ fn skip_reason() -> Option<String> {
         return Some(format!("{} not found (install etcd-server)", tools::lab::overlay::ETCD));
     }
     None
-}
-
-/// `name` (a binary of package `package`) in this test's target directory, built if missing.
-fn binary(package: &str, name: &str) -> PathBuf {
-    let profile_dir = Path::new(LAB).parent().expect("target/PROFILE").to_path_buf();
-    let bin = profile_dir.join(name);
-    if !bin.exists() {
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(other) => other.to_string(),
-        };
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name, "--profile", &profile, "--target-dir"])
-            .arg(profile_dir.parent().unwrap())
-            .status()
-            .expect("run cargo build")
-            .success();
-        assert!(ok && bin.exists(), "could not build {}", bin.display());
-    }
-    bin
 }
 
 fn example() -> PathBuf {
