@@ -452,6 +452,12 @@ fn reads_name_what_does_not_exist_and_conntrack_flush_empties_the_table() {
     assert_eq!(dmz.len(), 1);
     let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls", "limit": 0}));
     assert_eq!((ct.total, ct.truncated, ct.connections.len()), (1, true, 0));
+    // The server's maximum: accepted up to it, refused beyond, naming the field.
+    let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls", "limit": MAX_CONNTRACK_LIMIT}));
+    assert_eq!((ct.total, ct.truncated, ct.connections.len()), (1, false, 1));
+    let e = fail(&d, json!({"op": "conntrack_ls", "limit": MAX_CONNTRACK_LIMIT + 1}));
+    assert_eq!((e.kind, e.field.as_deref()), (ErrorKind::BadRequest, Some("limit")));
+    assert!(e.message.contains("10000"), "{}", e.message);
     let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls"}));
     let c = &ct.connections[0];
     assert_eq!((c.proto.as_str(), c.nat.as_deref()), ("udp", Some("snat")));

@@ -314,6 +314,13 @@ impl Daemon {
             }
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
+                if limit > MAX_CONNTRACK_LIMIT {
+                    return Err(ErrorBody::field(
+                        ErrorKind::BadRequest,
+                        "limit",
+                        format!("{limit} is more than the {MAX_CONNTRACK_LIMIT} connections one request may list"),
+                    ));
+                }
                 let now = r.now();
                 // Every worker's shard (each holds the connections it owns), read in chunks of CONNTRACK_CHUNK
                 // slots, each under its own short hold of that shard's lock (that worker forwards between them,
