@@ -322,13 +322,17 @@ fn run(
     let mib = |x: u64| x >> 20;
     tracing::info!(
         total_mib = mib(b.total),
+        workers = opts.workers,
         buffers_mib = mib(b.buffers),
+        large_buffers_mib = mib(b.large_buffers),
         tx_queues_mib = mib(b.tx_queues),
         conntrack_mib = mib(b.conntrack),
         fdb_mib = mib(b.fdb),
         neigh_mib = mib(b.neigh),
         control_mib = mib(b.control),
-        "memory budget (upper-bound estimate of the configuration's big items, live::budget)"
+        "memory budget (estimate of the configuration's big items, live::budget: pools, queues, connection, MAC \
+         and neighbour tables of every worker, and control requests being read; not responses, the FIB, NAT \
+         bitmaps or overlay tables)"
     );
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(opener)));
     if let Some(snap) = snapshot {
