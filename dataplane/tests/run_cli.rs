@@ -442,3 +442,34 @@ fn live_sigterm_is_prompt_whatever_control_clients_do() {
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
     assert!(!socket.exists(), "socket removed");
 }
+
+/// With RUST_LOG unset, vswitchd logs at `info`: its start-up memory budget and each control connection's peer
+/// (the security record, README § Security model) reach stderr.
+#[test]
+fn live_without_rust_log_the_budget_and_each_control_peer_are_logged() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let sw = Netns::create(&format!("vrc{}l", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let mut d = Daemon::spawn_in_env_removed(&sw, ["run", "--socket", &socket_arg], &["RUST_LOG"]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(b"{\"version\":1,\"id\":1,\"op\":\"hello\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    drop(s);
+    let out = d.terminate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("memory budget") && err.contains("total_mib="), "no budget line: {err}");
+    // SAFETY: geteuid has no preconditions.
+    let ours = unsafe { libc::geteuid() };
+    assert!(err.contains("control connection") && err.contains(&format!("uid={ours}")), "no peer line: {err}");
+}

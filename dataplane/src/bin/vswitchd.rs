@@ -119,10 +119,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    // `info` unless RUST_LOG says otherwise: the start-up memory budget, each control connection's peer and
+    // refusals are part of the security record (README § Security model). Nothing logs at info per frame.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::new(v),
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    // Colours only on a terminal: logs kept in files (the lab's, a service manager's) stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
