@@ -473,3 +473,72 @@ fn live_without_rust_log_the_budget_and_each_control_peer_are_logged() {
     let ours = unsafe { libc::geteuid() };
     assert!(err.contains("control connection") && err.contains(&format!("uid={ours}")), "no peer line: {err}");
 }
+
+/// `--socket-group G` admits a peer whose primary group is G and one that has G only as a supplementary group
+/// (`SO_PEERGROUPS`), and refuses one that has neither ("permission denied", even when the socket file's mode
+/// would let it connect). The clients are `socat` run as uid 65534 with the groups set before exec.
+#[test]
+fn live_socket_group_admits_primary_and_supplementary_members_only() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let g: libc::gid_t = 4_000_000 + std::process::id() % 1000;
+    let sw = Netns::create(&format!("vrc{}g", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    // uid 65534 must be able to reach the socket through its directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let group_arg = g.to_string();
+    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &group_arg]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    // One hello as uid 65534 with primary group `gid` and supplementary groups `groups`: socat's output.
+    let hello = |gid: libc::gid_t, groups: Vec<libc::gid_t>| -> String {
+        let mut cmd = Command::new("socat");
+        cmd.args(["-t", "5", "-", &format!("UNIX-CONNECT:{socket_arg}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // The child's credentials, set after fork and before exec: async-signal-safe system calls only.
+        let drop_privileges = move || {
+            // SAFETY: `groups` is a live vector of `groups.len()` gids, read by the kernel only.
+            let set_groups = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+            // SAFETY: setgid and setuid take plain ids and have no memory preconditions.
+            let set_gid = unsafe { libc::setgid(gid) };
+            // SAFETY: as above.
+            let set_uid = unsafe { libc::setuid(65534) };
+            if set_groups != 0 || set_gid != 0 || set_uid != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system calls
+        // (no allocation, no lock).
+        unsafe {
+            cmd.pre_exec(drop_privileges);
+        }
+        let mut child = cmd.spawn().expect("socat runs");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"{\"version\":1,\"id\":1,\"op\":\"hello\"}\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let primary = hello(g, vec![]);
+    assert!(primary.contains("\"ok\":true"), "primary group {g}: {primary}");
+    let supplementary = hello(65534, vec![g]);
+    assert!(supplementary.contains("\"ok\":true"), "supplementary group {g}: {supplementary}");
+    // A stranger: let the file mode admit it, so the refusal is the server's own check.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stranger = hello(65534, vec![]);
+    assert!(stranger.contains("permission denied") && !stranger.contains("\"ok\":true"), "stranger: {stranger}");
+    let out = d.terminate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("control connection refused") && err.contains("uid=65534"), "{err}");
+}

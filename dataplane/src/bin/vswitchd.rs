@@ -61,9 +61,9 @@ enum Command {
         /// The control socket (created mode 0600, its directory created if missing, removed at exit).
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Also let members of this group (numeric gid) use the control socket: it is then mode 0660, owned by
-        /// that group. Without it only root and vswitchd's own uid may (checked per connection with
-        /// SO_PEERCRED, and logged).
+        /// Also let members of this group (numeric gid; primary or supplementary) use the control socket: it is
+        /// then mode 0660, owned by that group. Without it only root and vswitchd's own uid may (checked per
+        /// connection with SO_PEERCRED and SO_PEERGROUPS, and logged).
         #[arg(long, value_name = "GID")]
         socket_group: Option<u32>,
         /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the

@@ -12,7 +12,8 @@
 //!
 //! - **Who**: every connection's peer credentials (`SO_PEERCRED`) are checked and logged: root, vswitchd's own
 //!   uid, or a member of the group given to [`ControlSocket::serve`] (`vswitchd run --socket-group`, which
-//!   also makes the socket mode 0660 owned by that group) may talk; anyone else gets one `internal` error.
+//!   also makes the socket mode 0660 owned by that group) may talk, whether the group is the peer's primary one
+//!   or a supplementary one (`SO_PEERGROUPS`); anyone else gets one `internal` error.
 //! - **Slots**: at most [`MAX_CONNECTIONS`] connections are served at once, of which [`RESERVED_CONNECTIONS`]
 //!   only root or vswitchd's uid may take (so the agent and root's vswitchctl get in whatever the group's
 //!   members do). When a peer's slots are taken, a new connection evicts the one that has been idle (no byte
@@ -405,7 +406,8 @@ struct Peer {
     gid: u32,
 }
 
-/// The peer's credentials if it may talk (root, `ours`, or `group`), else `None` (logged).
+/// The peer's credentials if it may talk (root, `ours`, or `group` as its primary or a supplementary group),
+/// else `None` (logged).
 fn allowed_peer(stream: &UnixStream, group: Option<u32>, ours: u32) -> Option<Peer> {
     let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
     #[allow(clippy::cast_possible_truncation)] // a 12-byte struct
@@ -426,11 +428,56 @@ fn allowed_peer(stream: &UnixStream, group: Option<u32>, ours: u32) -> Option<Pe
         return None;
     }
     let peer = Peer { pid: cred.pid, uid: cred.uid, gid: cred.gid };
-    if peer.uid == 0 || peer.uid == ours || group.is_some_and(|g| g == peer.gid) {
+    let in_group = |g: u32| {
+        g == peer.gid
+            || match peer_groups(stream) {
+                Ok(groups) => groups.contains(&g),
+                Err(e) => {
+                    tracing::warn!(error = %e, "control connection: cannot read the peer's supplementary groups");
+                    false
+                }
+            }
+    };
+    if peer.uid == 0 || peer.uid == ours || group.is_some_and(in_group) {
         Some(peer)
     } else {
         tracing::warn!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "control connection refused");
         None
+    }
+}
+
+/// The peer's supplementary groups as of its `connect` (`SO_PEERGROUPS`, Linux 4.13 and later).
+fn peer_groups(stream: &UnixStream) -> std::io::Result<Vec<libc::gid_t>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    // NGROUPS_MAX on Linux: the kernel never needs more.
+    const MOST: usize = 65_536;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * GID).unwrap_or(libc::socklen_t::MAX);
+        // SAFETY: `stream` is an open Unix socket; `groups` is valid for writes of `len` bytes (its length in
+        // gid_t), and the kernel writes at most `len` bytes there and the size it wrote (or, with ERANGE, the
+        // size it needs) to `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(stream),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let len = len as usize;
+        if rc == 0 {
+            groups.truncate(len / GID);
+            return Ok(groups);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || groups.len() >= MOST {
+            return Err(e);
+        }
+        // ERANGE: `len` is the size needed (the groups may have changed since; grow at least twofold).
+        let want = (len / GID).max(groups.len() * 2).min(MOST);
+        groups.resize(want, 0);
     }
 }
 
