@@ -16,9 +16,10 @@
 //!   or a supplementary one (`SO_PEERGROUPS`); anyone else gets one `internal` error.
 //! - **Slots**: at most [`MAX_CONNECTIONS`] connections are served at once, of which [`RESERVED_CONNECTIONS`]
 //!   only root or vswitchd's uid may take (so the agent and root's vswitchctl get in whatever the group's
-//!   members do). When a peer's slots are taken, a new connection evicts the one that has been idle (no byte
-//!   received, no request being handled) the longest, instead of being refused: idle or half-line clients
-//!   cannot lock out a new client. Only when every connection is busy with a request is the new one refused;
+//!   members do: those never hold more than `MAX_CONNECTIONS - RESERVED_CONNECTIONS`). When a peer's slots are taken, a new
+//!   connection evicts the one that has been idle (no byte received, no request being handled) the longest
+//!   (a group member: the longest idle of the group's), instead of being refused: idle or half-line clients
+//!   cannot lock out a new client. Only when every connection it may evict is busy is the new one refused;
 //!   a busy connection is busy for at most the request's handling plus [`RESPONSE_TIMEOUT`].
 //! - **Timeouts**: a connection that sends nothing for [`IDLE_TIMEOUT`] is closed, so is one whose request line
 //!   is not complete [`LINE_TIMEOUT`] after its first byte (checked after every read, so dripping bytes does
@@ -240,7 +241,7 @@ impl ControlSocket {
                         let Ok(handle) = stream.try_clone() else { continue };
                         // The slot is released when `slot` is dropped: when the thread ends, however it ends (a
                         // panic included), or here if the thread cannot be started.
-                        let slot = Slot::take(&shared, Conn::new(handle, shared.now_ms()));
+                        let slot = Slot::take(&shared, Conn::new(handle, shared.now_ms(), privileged));
                         tracing::info!(pid = peer.pid, uid = peer.uid, gid = peer.gid, "control connection");
                         let (d, s) = (Arc::clone(&daemon), Arc::clone(&stop));
                         let spawned =
@@ -284,12 +285,15 @@ struct Conn {
     busy: AtomicBool,
     /// Shut down by the server.
     closed: AtomicBool,
+    /// The peer is root or vswitchd's uid (it may take the reserved slots).
+    privileged: bool,
 }
 
 impl Conn {
-    fn new(stream: UnixStream, now_ms: u64) -> Conn {
+    fn new(stream: UnixStream, now_ms: u64, privileged: bool) -> Conn {
         Conn {
             stream,
+            privileged,
             last_active: AtomicU64::new(now_ms),
             busy: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -351,6 +355,7 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    #[cfg(test)]
     fn live(&self) -> usize {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|c| !c.closed.load(Relaxed)).count()
     }
@@ -358,16 +363,25 @@ impl Shared {
     /// Makes room for a new connection: true when one is free for this peer (`privileged`: root or vswitchd's
     /// uid, who may also take the reserved ones), or when the connection idle the longest could be closed for
     /// it; false when every connection is busy.
+    /// The others (the socket group's members) never hold more than `max_connections - reserved` between them:
+    /// beyond that, one of them may only take the place of another one's idle connection.
     fn make_room(&self, privileged: bool, limits: &Limits) -> bool {
-        let cap =
-            if privileged { limits.max_connections } else { limits.max_connections.saturating_sub(limits.reserved) };
-        self.live() < cap || self.evict_idlest()
+        let (live, others) = {
+            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let open = conns.iter().filter(|c| !c.closed.load(Relaxed));
+            open.fold((0, 0), |(n, o), c| (n + 1, o + usize::from(!c.privileged)))
+        };
+        if !privileged && others >= limits.max_connections.saturating_sub(limits.reserved) {
+            return self.evict_idlest(|c| !c.privileged);
+        }
+        live < limits.max_connections || self.evict_idlest(|_| true)
     }
 
-    /// Shuts down the connection idle the longest (not busy); false when every one is busy.
-    fn evict_idlest(&self) -> bool {
+    /// Shuts down the connection idle the longest (not busy) among those `which` picks; false when every one is
+    /// busy.
+    fn evict_idlest(&self, which: impl Fn(&Conn) -> bool) -> bool {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = conns.iter().filter(|c| !c.closed.load(Relaxed) && !c.busy.load(Relaxed));
+        let idle = conns.iter().filter(|c| !c.closed.load(Relaxed) && !c.busy.load(Relaxed) && which(c));
         match idle.min_by_key(|c| c.last_active.load(Relaxed)) {
             Some(c) => {
                 tracing::warn!("control connections full: closing the one idle the longest");
@@ -680,12 +694,17 @@ fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, budget: &mut LargeBy
 mod tests {
     use super::*;
 
-    /// A served connection as the accept loop records it (on one end of a socket pair), busy or idle.
-    fn served(shared: &Arc<Shared>, busy: bool) -> Slot {
+    /// A served connection as the accept loop records it (on one end of a socket pair), busy or idle, of a
+    /// privileged peer (root or our uid) or not.
+    fn served_as(shared: &Arc<Shared>, busy: bool, privileged: bool) -> Slot {
         let (ours, _theirs) = UnixStream::pair().unwrap();
-        let slot = Slot::take(shared, Conn::new(ours, shared.now_ms()));
+        let slot = Slot::take(shared, Conn::new(ours, shared.now_ms(), privileged));
         slot.conn.busy.store(busy, Relaxed);
         slot
+    }
+
+    fn served(shared: &Arc<Shared>, busy: bool) -> Slot {
+        served_as(shared, busy, false)
     }
 
     #[test]
@@ -710,16 +729,23 @@ mod tests {
         let limits = Limits { max_connections: 8, reserved: 2, ..Limits::default() };
         let shared = Arc::new(Shared::default());
         let mut slots: Vec<Slot> = (0..6).map(|_| served(&shared, true)).collect();
-        // Six busy of eight: the group's peers are refused, root and our uid get the reserved two.
+        // Six group members busy of eight: another is refused, root and our uid get the reserved two.
         assert!(!shared.make_room(false, &limits), "a group peer may not take a reserved slot");
         assert!(shared.make_room(true, &limits));
-        slots.push(served(&shared, true));
+        slots.push(served_as(&shared, false, true));
         assert!(shared.make_room(true, &limits));
-        slots.push(served(&shared, true));
+        slots.push(served_as(&shared, true, true));
+        // All eight taken, one (root's, slots[6]) idle: a group member may not take its place...
+        assert!(!shared.make_room(false, &limits), "a group peer may not evict its way into a reserved slot");
+        assert!(!slots[6].conn.closed.load(Relaxed));
+        // ...root may.
+        assert!(shared.make_room(true, &limits));
+        assert!(slots[6].conn.closed.load(Relaxed), "the idle one was closed");
+        slots.push(served_as(&shared, true, true));
         // All eight busy: nobody gets in.
         assert!(!shared.make_room(true, &limits));
         assert!(!shared.make_room(false, &limits));
-        // One goes idle: whoever comes next closes it and takes its place.
+        // A group member's connection goes idle: whoever comes next closes it and takes its place.
         slots[3].conn.busy.store(false, Relaxed);
         assert!(shared.make_room(false, &limits));
         assert!(slots[3].conn.closed.load(Relaxed), "the idle one was closed");
