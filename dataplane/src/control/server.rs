@@ -360,11 +360,11 @@ impl Shared {
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|c| !c.closed.load(Relaxed)).count()
     }
 
-    /// Makes room for a new connection: true when one is free for this peer (`privileged`: root or vswitchd's
-    /// uid, who may also take the reserved ones), or when the connection idle the longest could be closed for
-    /// it; false when every connection is busy.
-    /// The others (the socket group's members) never hold more than `max_connections - reserved` between them:
-    /// beyond that, one of them may only take the place of another one's idle connection.
+    /// Makes room for a new connection: true when a slot is free for this peer (`privileged`: root or
+    /// vswitchd's uid, who may also take the reserved ones), or when the connection idle the longest that it may
+    /// evict was closed for it; false when every such connection is busy. The others (the socket group's
+    /// members) never hold more than `max_connections - reserved` between them: beyond that, one of them may
+    /// only take the place of another one's idle connection.
     fn make_room(&self, privileged: bool, limits: &Limits) -> bool {
         let (live, others) = {
             let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
