@@ -7,7 +7,7 @@
 use dataplane::config::{Config, PortConfig};
 use dataplane::control::daemon::Daemon;
 use dataplane::control::proto::*;
-use dataplane::control::server::{BindError, ControlSocket};
+use dataplane::control::server::{BindError, ControlSocket, Limits};
 use dataplane::live::{RunOptions, Runtime, StartError};
 use dataplane::port::any::AnyPort;
 use dataplane::port::mem::MemPort;
@@ -452,6 +452,12 @@ fn reads_name_what_does_not_exist_and_conntrack_flush_empties_the_table() {
     assert_eq!(dmz.len(), 1);
     let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls", "limit": 0}));
     assert_eq!((ct.total, ct.truncated, ct.connections.len()), (1, true, 0));
+    // The server's maximum: accepted up to it, refused beyond, naming the field.
+    let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls", "limit": MAX_CONNTRACK_LIMIT}));
+    assert_eq!((ct.total, ct.truncated, ct.connections.len()), (1, false, 1));
+    let e = fail(&d, json!({"op": "conntrack_ls", "limit": MAX_CONNTRACK_LIMIT + 1}));
+    assert_eq!((e.kind, e.field.as_deref()), (ErrorKind::BadRequest, Some("limit")));
+    assert!(e.message.contains("10000"), "{}", e.message);
     let ct: ConntrackList = ok(&d, json!({"op": "conntrack_ls"}));
     let c = &ct.connections[0];
     assert_eq!((c.proto.as_str(), c.nat.as_deref()), ("udp", Some("snat")));
@@ -621,6 +627,117 @@ fn half_line_clients_do_not_lock_out_a_new_client() {
         }
     }
     assert!(closed >= 1, "at least one idle connection was evicted");
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    stop(d);
+}
+
+/// As [`served`], with other limits than vswitchd's.
+fn served_with(
+    d: &Arc<Daemon>,
+    limits: Limits,
+) -> (std::path::PathBuf, tempfile::TempDir, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ctl.sock");
+    let sock = ControlSocket::bind(&path).unwrap();
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let server = sock.serve_with(Arc::clone(d), Arc::clone(&stop_flag), None, limits).unwrap();
+    (path, dir, stop_flag, server)
+}
+
+/// A client that sends its request line a byte every 30 ms, never a newline, is closed once the line deadline
+/// passes (1 s here; 10 s in vswitchd): the deadline is checked whenever bytes arrive, not only when the client
+/// pauses for the read timeout (50 ms).
+#[test]
+fn a_client_dripping_a_line_is_closed_at_the_line_deadline() {
+    let (d, _) = daemon(BASE);
+    let limits = Limits { line_timeout: Duration::from_secs(1), ..Limits::default() };
+    let (path, _dir, stop_flag, server) = served_with(&d, limits);
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+    let t = Instant::now();
+    let closed_after = loop {
+        if t.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        if s.write_all(b" ").is_err() {
+            break Some(t.elapsed());
+        }
+        let mut buf = [0u8; 64];
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) => break Some(t.elapsed()),
+            Ok(_) => panic!("an answer to half a line"),
+            Err(_) => {} // the read timeout: 30 ms between bytes
+        }
+    };
+    let closed_after = closed_after.expect("a dripping client was still connected after 5 s");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        "closed after {closed_after:?}, the deadline is 1 s"
+    );
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    stop(d);
+}
+
+/// Clients that read their (2 MiB) responses slowly but steadily (16 KiB every 100 ms: each write makes
+/// progress) hold every slot only until the response deadline (1 s here; 10 s in vswitchd) cuts them: a new
+/// client then gets in, instead of being refused "all busy" for as long as the responses would take (~13 s).
+#[test]
+fn slow_readers_are_cut_at_the_response_deadline_and_do_not_lock_out_others() {
+    let (d, _) = daemon(BASE);
+    // A configuration whose origin is 2 MiB long: get_config's answer carries it.
+    let origin = "o".repeat(2 << 20);
+    let bigger = format!("{BASE}\n[[network]]\nname = \"extra\"\n");
+    let _: ApplyResult = ok(&d, json!({"op": "apply", "toml": bigger, "origin": origin}));
+    let limits =
+        Limits { max_connections: 8, reserved: 0, response_timeout: Duration::from_secs(1), ..Limits::default() };
+    let (path, _dir, stop_flag, server) = served_with(&d, limits);
+    let readers: Vec<std::thread::JoinHandle<usize>> = (0..8)
+        .map(|_| {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.write_all(b"{\"version\":1,\"id\":1,\"op\":\"get_config\"}\n").unwrap();
+            std::thread::spawn(move || {
+                let mut got = 0;
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(0) | Err(_) => return got,
+                        Ok(n) => got += n,
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Every slot is busy writing a response now: a newcomer is refused.
+    // (A refused client may find the socket closed before it writes: its answer is read all the same.)
+    let hello = || {
+        let mut c = Client::connect(&path);
+        let _ = c.writer.write_all(b"{\"version\":1,\"id\":2,\"op\":\"hello\"}\n");
+        let mut buf = String::new();
+        c.reader.read_line(&mut buf).ok().and_then(|_| Response::parse(buf.as_bytes()).ok())
+    };
+    let r = hello().expect("an answer");
+    assert!(!r.ok && r.error.unwrap().message.contains("all busy"), "the slow readers hold every slot");
+    // Within the response deadline and a margin, one gets in.
+    let t = Instant::now();
+    let answered = loop {
+        if hello().is_some_and(|r| r.ok) {
+            break Some(t.elapsed());
+        }
+        if t.elapsed() > Duration::from_secs(4) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answered.is_some_and(|a| a < Duration::from_secs(3)), "a new client got in after {answered:?}");
+    // The slow readers were cut before the end of their 2 MiB.
+    for r in readers {
+        let got = r.join().unwrap();
+        assert!(got < 2 << 20, "a slow reader got its whole response ({got} bytes)");
+    }
     stop_flag.store(true, Ordering::Relaxed);
     server.join().unwrap();
     stop(d);

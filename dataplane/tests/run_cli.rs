@@ -442,3 +442,182 @@ fn live_sigterm_is_prompt_whatever_control_clients_do() {
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
     assert!(!socket.exists(), "socket removed");
 }
+
+/// With RUST_LOG unset, vswitchd logs at `info`: its start-up memory budget and each control connection's peer
+/// (the security record, README § Security model) reach stderr.
+#[test]
+fn live_without_rust_log_the_budget_and_each_control_peer_are_logged() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let sw = Netns::create(&format!("vrc{}l", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let mut d = Daemon::spawn_in_env_removed(&sw, ["run", "--socket", &socket_arg], &["RUST_LOG"]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(b"{\"version\":1,\"id\":1,\"op\":\"hello\"}\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"ok\":true"), "{answer}");
+    drop(s);
+    let out = d.terminate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("memory budget") && err.contains("total_mib="), "no budget line: {err}");
+    // SAFETY: geteuid has no preconditions.
+    let ours = unsafe { libc::geteuid() };
+    assert!(err.contains("control connection") && err.contains(&format!("uid={ours}")), "no peer line: {err}");
+}
+
+/// `--socket-group G` admits a peer whose primary group is G and one that has G only as a supplementary group
+/// (`SO_PEERGROUPS`), and refuses one that has neither ("permission denied", even when the socket file's mode
+/// would let it connect). The clients are `socat` run as uid 65534 with the groups set before exec.
+#[test]
+fn live_socket_group_admits_primary_and_supplementary_members_only() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let g: libc::gid_t = 4_000_000 + std::process::id() % 1000;
+    let sw = Netns::create(&format!("vrc{}g", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    // uid 65534 must be able to reach the socket through its directory.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let group_arg = g.to_string();
+    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &group_arg]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    // One hello as uid 65534 with primary group `gid` and supplementary groups `groups`: socat's output.
+    let hello = |gid: libc::gid_t, groups: Vec<libc::gid_t>| -> String {
+        let mut child = socat_as_nobody(&socket_arg, gid, groups).spawn().expect("socat runs");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"{\"version\":1,\"id\":1,\"op\":\"hello\"}\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let primary = hello(g, vec![]);
+    assert!(primary.contains("\"ok\":true"), "primary group {g}: {primary}");
+    let supplementary = hello(65534, vec![g]);
+    assert!(supplementary.contains("\"ok\":true"), "supplementary group {g}: {supplementary}");
+    // A stranger: let the file mode admit it, so the refusal is the server's own check.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stranger = hello(65534, vec![]);
+    assert!(stranger.contains("permission denied") && !stranger.contains("\"ok\":true"), "stranger: {stranger}");
+    let out = d.terminate();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("control connection refused") && err.contains("uid=65534"), "{err}");
+}
+
+/// `socat - UNIX-CONNECT:SOCKET` (stdin, stdout and stderr piped) run as uid 65534 with primary group `gid` and
+/// supplementary groups `groups`, set after fork and before exec.
+fn socat_as_nobody(socket: &str, gid: libc::gid_t, groups: Vec<libc::gid_t>) -> Command {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut cmd = Command::new("socat");
+    cmd.args(["-t", "5", "-", &format!("UNIX-CONNECT:{socket}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Async-signal-safe system calls only.
+    let drop_privileges = move || {
+        // SAFETY: `groups` is a live vector of `groups.len()` gids, read by the kernel only.
+        let set_groups = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+        // SAFETY: setgid and setuid take plain ids and have no memory preconditions.
+        let set_gid = unsafe { libc::setgid(gid) };
+        // SAFETY: as above.
+        let set_uid = unsafe { libc::setuid(65534) };
+        if set_groups != 0 || set_gid != 0 || set_uid != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system calls (no
+    // allocation, no lock).
+    unsafe {
+        cmd.pre_exec(drop_privileges);
+    }
+    cmd
+}
+
+/// 64 members of the socket's group (uid 65534) each ask for a 1 MiB answer and read it slowly (16 KiB every
+/// 100 ms: busy, and never idle, for seconds): they get at most 60 connections between them, the others are
+/// refused or take the place of an idle one of theirs, and root still gets one of the 4 reserved slots at once.
+#[test]
+fn live_the_socket_group_cannot_take_the_slots_reserved_for_root() {
+    if let Some(why) = skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let g: libc::gid_t = 4_001_000 + std::process::id() % 1000;
+    let sw = Netns::create(&format!("vrc{}r", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let group_arg = g.to_string();
+    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &group_arg]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    let root_call = |line: &str| -> String {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(&s).read_line(&mut answer).unwrap();
+        answer
+    };
+    // A configuration whose origin is 1 MiB long: get_config's answer carries it.
+    let apply = serde_json::json!({"version": 1, "id": 1, "op": "apply", "toml": "[[network]]\nname = \"n\"\n",
+        "origin": "o".repeat(1 << 20)});
+    assert!(root_call(&apply.to_string()).contains("\"ok\":true"), "applied");
+    let mut children = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..64 {
+        let mut child = socat_as_nobody(&socket_arg, 65534, vec![g]).spawn().expect("socat runs");
+        child.stdin.as_mut().unwrap().write_all(b"{\"version\":1,\"id\":2,\"op\":\"get_config\"}\n").unwrap();
+        let mut out = child.stdout.take().unwrap();
+        readers.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 16 << 10];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            got
+        }));
+        children.push(child);
+        // One at a time, so each is busy with its answer before the next arrives.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = root_call(r#"{"version":1,"id":3,"op":"hello"}"#);
+    let root_ok = answer.contains("\"ok\":true");
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let outputs: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let served = outputs.iter().filter(|o| o.starts_with(b"{\"version\":1,\"id\":2,\"ok\":true")).count();
+    let busy = outputs.iter().filter(|o| String::from_utf8_lossy(o).contains("all busy")).count();
+    assert!(root_ok, "root was not served while the group's members read slowly: {answer}");
+    assert!(served <= 60, "the group's members were served on {served} connections");
+    assert!(busy >= 1, "no group member was refused \"all busy\" ({served} served)");
+    let out = d.terminate();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

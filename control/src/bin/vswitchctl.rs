@@ -120,7 +120,7 @@ enum ShowCmd {
 enum ConntrackCmd {
     /// List tracked connections.
     Ls {
-        /// At most this many (the server's default when absent).
+        /// At most this many (the server's default, 1,000, when absent; the server takes at most 10,000).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },

@@ -61,9 +61,9 @@ enum Command {
         /// The control socket (created mode 0600, its directory created if missing, removed at exit).
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Also let members of this group (numeric gid) use the control socket: it is then mode 0660, owned by
-        /// that group. Without it only root and vswitchd's own uid may (checked per connection with
-        /// SO_PEERCRED, and logged).
+        /// Also let members of this group (numeric gid; primary or supplementary) use the control socket: it is
+        /// then mode 0660, owned by that group. Without it only root and vswitchd's own uid may (checked per
+        /// connection with SO_PEERCRED and SO_PEERGROUPS, and logged).
         #[arg(long, value_name = "GID")]
         socket_group: Option<u32>,
         /// Also write the counters JSON to this file at exit (and every --stats-interval while running; the
@@ -119,10 +119,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    // `info` unless RUST_LOG says otherwise: the start-up memory budget, each control connection's peer and
+    // refusals are part of the security record (README § Security model). Nothing logs at info per frame.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::new(v),
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    // Colours only on a terminal: logs kept in files (the lab's, a service manager's) stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
@@ -322,13 +327,17 @@ fn run(
     let mib = |x: u64| x >> 20;
     tracing::info!(
         total_mib = mib(b.total),
+        workers = opts.workers,
         buffers_mib = mib(b.buffers),
+        large_buffers_mib = mib(b.large_buffers),
         tx_queues_mib = mib(b.tx_queues),
         conntrack_mib = mib(b.conntrack),
         fdb_mib = mib(b.fdb),
         neigh_mib = mib(b.neigh),
         control_mib = mib(b.control),
-        "memory budget (upper-bound estimate of the configuration's big items, live::budget)"
+        "memory budget (estimate of the configuration's big items, live::budget: pools, queues, connection, MAC \
+         and neighbour tables of every worker, and control requests being read; not responses, the FIB, NAT \
+         bitmaps or overlay tables)"
     );
     let daemon = Arc::new(Daemon::new(running, generation, origin, workers, Box::new(opener)));
     if let Some(snap) = snapshot {

@@ -314,6 +314,13 @@ impl Daemon {
             }
             Op::ConntrackLs { limit } => {
                 let limit = limit.unwrap_or(DEFAULT_CONNTRACK_LIMIT);
+                if limit > MAX_CONNTRACK_LIMIT {
+                    return Err(ErrorBody::field(
+                        ErrorKind::BadRequest,
+                        "limit",
+                        format!("{limit} is more than the {MAX_CONNTRACK_LIMIT} connections one request may list"),
+                    ));
+                }
                 let now = r.now();
                 // Every worker's shard (each holds the connections it owns), read in chunks of CONNTRACK_CHUNK
                 // slots, each under its own short hold of that shard's lock (that worker forwards between them,
@@ -533,7 +540,7 @@ impl Daemon {
                     })
                     .collect();
                 let generation = generation + 1;
-                tracing::info!(generation, origin = %origin, summary = ?summary, "configuration applied");
+                tracing::info!(generation, origin = %clipped(&origin), summary = ?summary, "configuration applied");
                 if let Some(snap) = self.pending_snapshot.lock().unwrap_or_else(PoisonError::into_inner).take() {
                     let r = running.restore(&snap);
                     tracing::info!(restored = ?r, "state snapshot restored after the first apply");
@@ -553,6 +560,18 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Longest client-given text put in a log line as it is (an `apply`'s `origin` may be megabytes long).
+const LOGGED_TEXT: usize = 256;
+
+/// `text`, cut to about [`LOGGED_TEXT`] bytes (on a character boundary) with its full length said, for a log line.
+fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= LOGGED_TEXT {
+        return text.into();
+    }
+    let end = (0..=LOGGED_TEXT).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+    format!("{}… ({} bytes)", &text[..end], text.len()).into()
 }
 
 /// Hex digits (whitespace, `:` and `-` between them allowed) to bytes: a whole Ethernet frame, 14 bytes to
@@ -770,6 +789,15 @@ mod tests {
             nat: None,
             expires_in_secs: 1,
         }
+    }
+
+    #[test]
+    fn long_client_text_is_clipped_for_logs_on_a_character_boundary() {
+        assert_eq!(clipped("agent.toml"), "agent.toml");
+        let long = "é".repeat(1000);
+        let c = clipped(&long);
+        assert!(c.len() < LOGGED_TEXT + 32, "{}", c.len());
+        assert!(c.ends_with("… (2000 bytes)"), "{c}");
     }
 
     #[test]

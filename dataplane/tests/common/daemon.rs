@@ -61,6 +61,23 @@ impl Daemon {
         Daemon(Some(child))
     }
 
+    /// As [`Daemon::spawn_in`], with environment variables `remove` unset for vswitchd (the test's own
+    /// `RUST_LOG`, say).
+    pub fn spawn_in_env_removed<S: AsRef<OsStr>>(
+        ns: &Netns,
+        args: impl IntoIterator<Item = S>,
+        remove: &[&str],
+    ) -> Daemon {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_vswitchd")]).args(with_test_workers(args));
+        for k in remove {
+            cmd.env_remove(k);
+        }
+        let child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn vswitchd");
+        Daemon(Some(child))
+    }
+
     /// The child's PID.
     pub fn pid(&self) -> i32 {
         self.0.as_ref().expect("running").id() as i32

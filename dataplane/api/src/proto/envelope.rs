@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 #[cfg(doc)]
-use super::{results::*, DEFAULT_CONNTRACK_LIMIT};
+use super::{results::*, DEFAULT_CONNTRACK_LIMIT, MAX_CONNTRACK_LIMIT};
 
 /// One request: the envelope and the operation with its arguments (serialized flat into one object).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,7 +58,7 @@ pub enum Op {
     NeighShow,
     /// → [`ConntrackList`].
     ConntrackLs {
-        /// At most this many connections (default [`DEFAULT_CONNTRACK_LIMIT`]).
+        /// At most this many connections (default [`DEFAULT_CONNTRACK_LIMIT`], at most [`MAX_CONNTRACK_LIMIT`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
     },

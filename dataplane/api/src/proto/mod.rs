@@ -43,7 +43,7 @@
 //! | `fdb_show` | optional `network` | `[`[`FdbRow`]`]` |
 //! | `route_show` | | `[`[`RouteRow`]`]` |
 //! | `neigh_show` | | `[`[`NeighRow`]`]` |
-//! | `conntrack_ls` | optional `limit` (default [`DEFAULT_CONNTRACK_LIMIT`]) | [`ConntrackList`] |
+//! | `conntrack_ls` | optional `limit` (default [`DEFAULT_CONNTRACK_LIMIT`], at most [`MAX_CONNTRACK_LIMIT`]: more is `bad_request`, field `limit`) | [`ConntrackList`] |
 //! | `conntrack_flush` | | [`ConntrackFlushed`] |
 //! | `stats` | | [`StatsResult`]: the counters JSON `vswitchd run --stats-json` writes, with the generation |
 //! | `overlay_update` | `state`: an [`OverlayState`] (every live remote member and remote endpoint) | [`OverlayUpdateResult`]: what the overlay tables now hold; replaces them in one step under the switch lock, without pausing the workers or touching any other state; an invalid state changes nothing (`bad_request`, field `state.members[i].…`) |
@@ -96,3 +96,7 @@ pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 
 /// Connections listed by `conntrack_ls` without a `limit`.
 pub const DEFAULT_CONNTRACK_LIMIT: usize = 1000;
+
+/// The largest `limit` `conntrack_ls` takes: a larger one is refused (`bad_request`, field `limit`), like every
+/// out-of-range argument; the response's size stays bounded.
+pub const MAX_CONNTRACK_LIMIT: usize = 10_000;
