@@ -539,8 +539,8 @@ impl Router {
         for (rif, target) in work.requests {
             self.arp_request(rif, target, now, out);
         }
-        for (rif, f) in work.failed {
-            self.unreachable_held(now, rif, f, out);
+        for (_, f) in work.failed {
+            self.unreachable_held(now, f, out);
         }
         for (rif, ip) in work.failed_entries {
             self.note_neigh(NeighNote::Failed { rif, ip });
@@ -655,7 +655,7 @@ impl Router {
             NeighNote::Failed { rif, ip } => {
                 self.neigh.fail_remote(rif, ip, now, &mut released);
                 for f in released.drain(..) {
-                    self.unreachable_held(now, rif, f, out);
+                    self.unreachable_held(now, f, out);
                 }
             }
         }
@@ -663,10 +663,16 @@ impl Router {
     }
 
     /// A held frame whose neighbour failed: Host Unreachable to its sender, and the frame dropped.
-    fn unreachable_held(&mut self, now: Nanos, rif: RifId, mut f: Frame, out: &mut Egress) {
+    fn unreachable_held(&mut self, now: Nanos, mut f: Frame, out: &mut Egress) {
         // The queued frame was already rewritten for forwarding (TTL - 1); ICMP quotes it as it is.
         let parsed = crate::packet::parse(f.data()).unwrap_or_default();
-        let in_rif = out.rif_of_port(f.port).unwrap_or(rif);
+        let Some(in_rif) = out.rif_of_port(f.port) else {
+            // The port it came in on has no router interface any more (a reconfiguration moved it to a network
+            // without a gateway while the frame waited): no interface to answer from, and the router must not
+            // send into that network. Dropped and counted only. (It used to answer from the egress interface,
+            // its MAC into a gateway-less network: found by the `reconfigure` fuzz target.)
+            return out.drop(f, DropReason::HostUnreachable);
+        };
         f.ts = now;
         self.icmp_error(
             now,
