@@ -555,12 +555,21 @@ impl Nat {
             self.stats.invalid += 1;
             return Err(DropReason::ConntrackInvalid);
         };
-        let to = e.tuple(dir.opposite()).inverse();
-        match dir {
-            Direction::Original => self.stats.hits_original += 1,
-            Direction::Reply => self.stats.hits_reply += 1,
-        }
-        Ok(Rewrite { from: t, to })
+        // `from` is the entry's copy of `t` (the lookup matched them): copied from the entry's line, not from
+        // `t`'s fields as they were spilled to the stack one by one (copying those as words waited on the
+        // narrower stores, ~3 % of the NAT bench's time, perf).
+        let (from, back) = match dir {
+            Direction::Original => {
+                self.stats.hits_original += 1;
+                (&e.orig, &e.reply)
+            }
+            Direction::Reply => {
+                self.stats.hits_reply += 1;
+                (&e.reply, &e.orig)
+            }
+        };
+        debug_assert_eq!(*from, t, "a connection's entry holds the tuple it was found by");
+        Ok(Rewrite { from: *from, to: back.inverse() })
     }
 
     /// Creates a connection whose first packet `orig` becomes `translated` (its source port/identifier
