@@ -457,7 +457,7 @@ fn live_eight_parallel_8mib_requests_keep_rss_under_the_bound() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
     const BOUND_KIB: u64 = 320 * 1024;
-    let sw = Netns::create(&format!("vrc{}r", std::process::id()));
+    let sw = Netns::create(&format!("vrc{}k", std::process::id()));
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ctl.sock");
     let socket_arg = socket.display().to_string();
