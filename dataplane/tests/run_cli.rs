@@ -543,6 +543,21 @@ fn live_without_rust_log_the_budget_and_each_control_peer_are_logged() {
     assert!(err.contains("control connection") && err.contains(&format!("uid={ours}")), "no peer line: {err}");
 }
 
+/// vswitchd in a namespace of this test's (`vrc{pid}{suffix}`) serving a socket with `--socket-group gid`, in a
+/// temporary directory made 0755 so that uid 65534 can reach it; returns once the socket exists. Keep the
+/// namespace, directory and daemon for the test's length (dropped in reverse order: vswitchd first).
+fn with_socket_group(suffix: &str, gid: libc::gid_t) -> (Netns, tempfile::TempDir, std::path::PathBuf, CliDaemon) {
+    use std::os::unix::fs::PermissionsExt;
+    let sw = Netns::create(&format!("vrc{}{suffix}", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let socket_arg = socket.display().to_string();
+    let d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &gid.to_string()]);
+    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
+    (sw, dir, socket, d)
+}
+
 /// `--socket-group G` admits a peer whose primary group is G and one that has G only as a supplementary group
 /// (`SO_PEERGROUPS`), and refuses one that has neither ("permission denied", even when the socket file's mode
 /// would let it connect). The clients are `socat` run as uid 65534 with the groups set before exec.
@@ -554,15 +569,8 @@ fn live_socket_group_admits_primary_and_supplementary_members_only() {
     }
     use std::os::unix::fs::PermissionsExt;
     let g: libc::gid_t = 4_000_000 + std::process::id() % 1000;
-    let sw = Netns::create(&format!("vrc{}g", std::process::id()));
-    let dir = tempfile::tempdir().unwrap();
-    // uid 65534 must be able to reach the socket through its directory.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = dir.path().join("ctl.sock");
+    let (_sw, _dir, socket, mut d) = with_socket_group("g", g);
     let socket_arg = socket.display().to_string();
-    let group_arg = g.to_string();
-    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &group_arg]);
-    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
     // One hello as uid 65534 with primary group `gid` and supplementary groups `groups`: socat's output.
     let hello = |gid: libc::gid_t, groups: Vec<libc::gid_t>| -> String {
         let mut child = socat_as_nobody(&socket_arg, gid, groups).spawn().expect("socat runs");
@@ -629,17 +637,10 @@ fn live_the_socket_group_cannot_take_the_slots_reserved_for_root() {
         return;
     }
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixStream;
     let g: libc::gid_t = 4_001_000 + std::process::id() % 1000;
-    let sw = Netns::create(&format!("vrc{}r", std::process::id()));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = dir.path().join("ctl.sock");
+    let (_sw, _dir, socket, mut d) = with_socket_group("r", g);
     let socket_arg = socket.display().to_string();
-    let group_arg = g.to_string();
-    let mut d = spawn_in(&sw, &["run", "--socket", &socket_arg, "--socket-group", &group_arg]);
-    assert!(eventually(Duration::from_secs(10), || socket.exists()), "socket up");
     let root_call = |line: &str| -> String {
         let mut s = UnixStream::connect(&socket).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
