@@ -26,6 +26,7 @@ pub mod port;
 pub mod replay;
 pub mod route;
 pub mod router;
+pub mod sched;
 #[cfg(any(test, feature = "testing"))]
 pub mod simhost;
 pub mod snapshot;

@@ -360,6 +360,7 @@ pub fn serve(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new().name("vsw-metrics".into()).spawn(move || {
+        crate::sched::give_way_to_workers();
         while !stop.load(Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {

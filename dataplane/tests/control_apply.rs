@@ -632,6 +632,45 @@ fn half_line_clients_do_not_lock_out_a_new_client() {
     stop(d);
 }
 
+/// The nice value of each of this process's threads whose name starts with `prefix` (from `/proc/self/task`).
+fn nice_of_threads(prefix: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state is field 3, nice field 19.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        if let Some(nice) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
+            out.push(nice);
+        }
+    }
+    out
+}
+
+/// The control socket's threads give way to the workers (`dataplane::sched`): the accept thread and every
+/// connection's thread run at nice 10, the workers keep the process's priority.
+#[test]
+fn control_threads_run_nicer_than_the_workers() {
+    let (d, _) = daemon(BASE);
+    let (path, _dir, stop_flag, server) = served(&d);
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(br#"{"version":1,"id":1,"#).unwrap();
+    eventually("a connection thread", || !nice_of_threads("vsw-control-con").is_empty());
+    let process = nice_of_threads("vsw-worker");
+    assert!(!process.is_empty(), "the daemon runs workers");
+    let expected = i64::from(dataplane::sched::CONTROL_NICE).max(process[0]);
+    assert_eq!(nice_of_threads("vsw-control-con"), vec![expected], "the connection thread");
+    assert!(nice_of_threads("vsw-control").iter().all(|&n| n == expected), "the accept thread");
+    assert!(process.iter().all(|&n| n == process[0] && n < expected), "workers keep their priority: {process:?}");
+    drop(client);
+    stop_flag.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    stop(d);
+}
+
 /// As [`served`], with other limits than vswitchd's.
 fn served_with(
     d: &Arc<Daemon>,

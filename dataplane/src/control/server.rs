@@ -212,6 +212,8 @@ impl ControlSocket {
         let listener = self.listener.take().expect("a bound socket is served once");
         listener.set_nonblocking(true)?;
         std::thread::Builder::new().name("vsw-control".to_string()).spawn(move || {
+            // This thread and the connection threads it starts (they inherit it) give way to the workers.
+            crate::sched::give_way_to_workers();
             let shared = Arc::new(Shared::default());
             // SAFETY: geteuid has no preconditions.
             let ours = unsafe { libc::geteuid() };
