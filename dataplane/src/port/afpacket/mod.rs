@@ -137,19 +137,23 @@
 //! the ring accesses below.
 
 pub use super::gso::complete_partial_checksum;
+mod open;
+mod ring;
+mod socket;
+
 use super::gso::{self, GsoError, SuperFrame, VnetHdr, MAX_HEADERS, VNET_HDR_LEN};
 use super::soft_offload::vnet_of;
-use super::{Backend, IfName, OpenError, OpenFailure, Port, PortError, PortStats};
+use super::{IfName, Port, PortError, PortStats};
 use crate::batch::Batch;
 use crate::buffer::{BufPool, Frame, Nanos, MAX_FRAME_LEN, MAX_LARGE_FRAME_LEN};
 use crate::offload::{Caps, Offload, MIN_GSO_SIZE};
 use crate::wire::virtio_net_hdr::F_DATA_VALID;
 use crate::wire::{ethertype, vlan, MacAddr};
+use ring::{Ring, RingFrame, RxPos, FRAME_HDR, PEEK, SLL_AT};
+use socket::{socklen_of, Wake, SLL_FAMILY};
 use std::cell::Cell;
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Most frames handed to one `sendmmsg` call.
@@ -244,43 +248,6 @@ pub struct AfPacketStats {
     pub vlan_reinserted: u64,
 }
 
-/// The mapped receive ring; unmapped on drop.
-#[derive(Debug)]
-struct Ring {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what mmap returned; nothing refers into the mapping after this (frames
-        // are copied out of it).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
-
-/// Where `rx_burst` is in the ring.
-#[derive(Debug, Clone, Copy, Default)]
-struct RxPos {
-    /// Index of the block being walked (or waited for).
-    block: usize,
-    /// True once that block was handed over and its header read.
-    open: bool,
-    /// Frames of the open block not yet consumed.
-    left: u32,
-    /// Offset in the block of the next frame's header.
-    off: usize,
-    /// Index of the next segment to emit from that frame when it is a GSO super-frame (0: not started). A
-    /// super-frame's segments may span several `rx_burst` calls; the frame stays in the ring until the last one.
-    seg_next: usize,
-    /// Frames of the block taken while the kernel still filled it (peeked).
-    peeked: u32,
-    /// Bytes of the open block the kernel wrote (`blk_len`).
-    used: usize,
-    /// The open block was handed over by the timeout rather than full.
-    timed_out: bool,
-}
-
 /// What [`AfPacketPort::take_frame`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Taken {
@@ -290,56 +257,6 @@ enum Taken {
     Stalled,
     /// The header points outside the block.
     Corrupt,
-}
-
-/// Size of a frame header in the ring.
-const FRAME_HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
-
-/// Where the kernel puts the `sockaddr_ll` after a frame header (`TPACKET_ALIGN(sizeof(struct tpacket3_hdr))`).
-const SLL_AT: usize = (FRAME_HDR + 15) & !15;
-
-/// Whether blocks the kernel still fills are peeked (see the module documentation, Latency): relies on x86's
-/// total store order for the frame's bytes to be visible before its header fields.
-const PEEK: bool = cfg!(target_arch = "x86_64");
-
-/// A frame in the ring as the switch will see it: the ring's bytes with the VLAN tag the kernel stripped (if any)
-/// put back after the MAC addresses.
-struct RingFrame<'a> {
-    data: &'a [u8],
-    tag: Option<[u8; 4]>,
-}
-
-impl RingFrame<'_> {
-    fn tag_len(&self) -> usize {
-        if self.tag.is_some() {
-            4
-        } else {
-            0
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.data.len() + self.tag_len()
-    }
-
-    /// Copies the frame's first `out.len()` bytes (at most `len()`) into `out`.
-    fn copy_head(&self, out: &mut [u8]) {
-        match self.tag {
-            Some(tag) => {
-                const AT: usize = vlan::TAG_OFFSET;
-                out[..AT].copy_from_slice(&self.data[..AT]);
-                out[AT..AT + tag.len()].copy_from_slice(&tag);
-                let n = out.len();
-                out[AT + tag.len()..].copy_from_slice(&self.data[AT..n - tag.len()]);
-            }
-            None => out.copy_from_slice(&self.data[..out.len()]),
-        }
-    }
-
-    /// The frame's bytes from `from` (at least 16, past any reinserted tag) to `to`, straight from the ring.
-    fn tail(&self, from: usize, to: usize) -> &[u8] {
-        &self.data[from - self.tag_len()..to - self.tag_len()]
-    }
 }
 
 /// An interface attached through an AF_PACKET socket. See the module documentation.
@@ -368,110 +285,9 @@ pub struct AfPacketPort {
     wake: Wake,
 }
 
-/// A second packet socket on the interface whose only job is to become readable when a frame arrives while the
-/// worker sleeps (the ring's own fd signals only when a block is handed over). It stays bound, with a socket
-/// filter that drops every frame (a few nanoseconds of the kernel's receive path per frame) until the worker
-/// arms it before sleeping, when the filter is swapped for one that keeps one byte of each frame.
-#[derive(Debug)]
-struct Wake {
-    fd: OwnedFd,
-    armed: bool,
-}
-
-impl Wake {
-    /// A wake-up socket bound to interface `ifindex`, disarmed.
-    fn open(ifindex: u32) -> io::Result<Wake> {
-        // SAFETY: socket takes only integer arguments.
-        let raw =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let wake = Wake { fd, armed: true };
-        wake.filter(0)?;
-        let one: libc::c_int = 1;
-        setsockopt(&wake.fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)?;
-        let small: libc::c_int = 4096;
-        setsockopt(&wake.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &small)?;
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = SLL_FAMILY;
-        sll.sll_protocol = ETH_P_ALL_BE;
-        sll.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
-        let rc = unsafe {
-            libc::bind(
-                wake.fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                socklen_of::<libc::sockaddr_ll>(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut wake = wake;
-        wake.armed = false;
-        Ok(wake)
-    }
-
-    /// Attaches a one-instruction classic BPF filter that keeps `keep` bytes of each frame (0: none).
-    fn filter(&self, keep: u32) -> io::Result<()> {
-        let mut insn = [libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: keep }];
-        let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
-        setsockopt(&self.fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
-    }
-
-    /// Lets the next frame wake the worker.
-    fn arm(&mut self) {
-        if !self.armed && self.filter(1).is_ok() {
-            self.armed = true;
-        }
-    }
-
-    /// Back to dropping every frame, and empties the queue so that the next arming starts from silence.
-    fn disarm(&mut self) {
-        if !self.armed {
-            return;
-        }
-        if self.filter(0).is_ok() {
-            self.armed = false;
-        }
-        let mut byte = [0u8; 1];
-        loop {
-            // SAFETY: `byte` is writable for one byte during the call; the fd is open.
-            let r = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    byte.as_mut_ptr().cast(),
-                    byte.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                )
-            };
-            if r < 0 {
-                break;
-            }
-        }
-    }
-}
-
 // SAFETY: the ring mapping (the only non-Send field, a raw pointer) belongs to this port alone; moving the port to
 // another thread moves sole access with it, and the kernel side of the ring does not care which thread reads it.
 unsafe impl Send for AfPacketPort {}
-
-/// `AF_PACKET` as `sockaddr_ll::sll_family` holds it.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 17
-const SLL_FAMILY: libc::c_ushort = libc::AF_PACKET as libc::c_ushort;
-/// `ETH_P_ALL` in network byte order, as `sockaddr_ll::sll_protocol` holds it.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 3
-const ETH_P_ALL_BE: u16 = (libc::ETH_P_ALL as u16).to_be();
-/// `PACKET_MR_PROMISC` as `packet_mreq::mr_type` holds it.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // the constant 1
-const MR_PROMISC: libc::c_ushort = libc::PACKET_MR_PROMISC as libc::c_ushort;
-/// A classic BPF "return constant" instruction's opcode.
-#[allow(clippy::cast_possible_truncation)] // the constant 0x06
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// `n` frames (at most [`TX_CHUNK`]) as `sendmmsg`'s count.
 #[inline]
@@ -481,175 +297,7 @@ fn tx_count(n: usize) -> libc::c_uint {
     n as libc::c_uint
 }
 
-/// The size of `T` as a socket option's or address's length argument.
-#[allow(clippy::cast_possible_truncation)] // only called with C structs of a few dozen bytes
-const fn socklen_of<T>() -> libc::socklen_t {
-    std::mem::size_of::<T>() as libc::socklen_t
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live, initialised `T` of the stated size for the duration of the call.
-    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (val as *const T).cast(), socklen_of::<T>()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn check_geometry(cfg: &AfPacketConfig) -> Result<(), String> {
-    // SAFETY: sysconf has no memory effects.
-    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096)).unwrap_or(u32::MAX);
-    if cfg.block_size < page || !cfg.block_size.is_power_of_two() {
-        return Err(format!("block_size {} is not a power of two of at least {page} bytes", cfg.block_size));
-    }
-    if cfg.block_size < RING_FRAME_SIZE {
-        return Err(format!("block_size {} is smaller than a frame slot ({RING_FRAME_SIZE})", cfg.block_size));
-    }
-    if cfg.block_count == 0 {
-        return Err("block_count is 0".to_string());
-    }
-    if u64::from(cfg.block_size) * u64::from(cfg.block_count) > 1 << 30 {
-        return Err(format!("ring of {} x {} bytes exceeds 1 GiB", cfg.block_count, cfg.block_size));
-    }
-    if cfg.block_timeout_ms == 0 {
-        return Err("block_timeout_ms is 0 (the kernel would pick its own, up to several ms)".to_string());
-    }
-    Ok(())
-}
-
 impl AfPacketPort {
-    /// Attaches to the existing interface `cfg.ifname` (in the calling thread's network namespace): packet socket,
-    /// `TPACKET_V3` ring, promiscuous membership, optional fan-out group. `port` is the port's name in the switch,
-    /// used in errors.
-    pub fn open(port: &str, cfg: &AfPacketConfig) -> Result<AfPacketPort, OpenError> {
-        let ifname = cfg.ifname.as_str();
-        let fail = |failure: OpenFailure| OpenError::new(port, Backend::AfPacket, &cfg.ifname, failure);
-        let io_err = |op: &'static str, source: io::Error| fail(OpenFailure::Io { op: op.to_string(), source });
-        check_geometry(cfg).map_err(|message| fail(OpenFailure::BadConfig(message)))?;
-        let cname = CString::new(ifname).expect("an IfName has no NUL");
-        // SAFETY: `cname` is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
-                _ => io_err("if_nametoindex", e),
-            });
-        }
-
-        // Protocol 0: the socket receives nothing until the ring is ready and it is bound with ETH_P_ALL.
-        // SAFETY: socket takes only integer arguments.
-        let raw =
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    fail(OpenFailure::PermissionDenied { needs: NEEDS, source: e })
-                }
-                _ => io_err("socket(AF_PACKET)", e),
-            });
-        }
-        // SAFETY: `raw` is a fresh fd we own; dropping `fd` closes it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-        let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version)
-            .map_err(|e| io_err("setsockopt PACKET_VERSION (TPACKET_V3)", e))?;
-        let one: libc::c_int = 1;
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
-            .map_err(|e| io_err("setsockopt PACKET_IGNORE_OUTGOING", e))?;
-        if cfg.qdisc_bypass {
-            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one)
-                .map_err(|e| io_err("setsockopt PACKET_QDISC_BYPASS", e))?;
-        }
-        // Before the ring (the kernel refuses it afterwards): a virtio_net_hdr before every received frame (GSO and
-        // partial-checksum metadata) and expected before every transmitted one.
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one)
-            .map_err(|e| io_err("setsockopt PACKET_VNET_HDR", e))?;
-        let req = libc::tpacket_req3 {
-            tp_block_size: cfg.block_size,
-            tp_block_nr: cfg.block_count,
-            tp_frame_size: RING_FRAME_SIZE,
-            tp_frame_nr: cfg.block_size / RING_FRAME_SIZE * cfg.block_count,
-            tp_retire_blk_tov: cfg.block_timeout_ms,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
-            .map_err(|e| io_err("setsockopt PACKET_RX_RING", e))?;
-        let len = cfg.block_size as usize * cfg.block_count as usize;
-        // SAFETY: maps `len` bytes of the socket's ring (just configured to exactly that size), shared with the
-        // kernel; no existing memory is touched.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io_err("mmap rx ring", io::Error::last_os_error()));
-        }
-        let ring = Ring { base: NonNull::new(base.cast()).expect("mmap does not return NULL on success"), len };
-
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = SLL_FAMILY;
-        sll.sll_protocol = ETH_P_ALL_BE;
-        sll.sll_ifindex = ifindex as libc::c_int;
-        // SAFETY: `sll` is a valid sockaddr_ll of the stated length that outlives the call.
-        let rc = unsafe {
-            libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), socklen_of::<libc::sockaddr_ll>())
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ENODEV) | Some(libc::ENXIO) => fail(OpenFailure::NoSuchInterface),
-                _ => io_err("bind", e),
-            });
-        }
-
-        let mreq = libc::packet_mreq {
-            mr_ifindex: ifindex as libc::c_int,
-            mr_type: MR_PROMISC,
-            mr_alen: 0,
-            mr_address: [0; 8],
-        };
-        setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
-            .map_err(|e| io_err("setsockopt PACKET_ADD_MEMBERSHIP (promiscuous)", e))?;
-
-        if let Some(group) = cfg.fanout {
-            let arg: libc::c_int = libc::c_int::from(group) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
-            setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)
-                .map_err(|e| io_err("setsockopt PACKET_FANOUT (hash)", e))?;
-        }
-
-        let mac = interface_mac(&fd, ifname).map_err(|e| io_err("SIOCGIFHWADDR", e))?;
-        let wake = Wake::open(ifindex).map_err(|e| io_err("wake-up socket", e))?;
-
-        Ok(AfPacketPort {
-            name: port.to_string(),
-            ifname: ifname.to_string(),
-            ifindex,
-            mac,
-            ring,
-            fd,
-            block_size: cfg.block_size as usize,
-            block_count: cfg.block_count as usize,
-            pos: RxPos::default(),
-            stats: PortStats::default(),
-            extra: AfPacketStats::default(),
-            kernel: Cell::new((0, 0)),
-            dirty: vec![0; cfg.block_count as usize],
-            wake,
-        })
-    }
-
     /// The interface's name.
     pub fn ifname(&self) -> &str {
         &self.ifname
@@ -1005,27 +653,6 @@ impl AfPacketPort {
     }
 }
 
-/// The interface's MAC address, through an ioctl on the (already bound) packet socket.
-fn interface_mac(fd: &OwnedFd, ifname: &str) -> io::Result<MacAddr> {
-    // SAFETY: ifreq is a plain C struct; all-zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFHWADDR reads and writes one `struct ifreq`, which `ifr` is and which outlives the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr as *mut libc::ifreq) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFHWADDR filled the `ifru_hwaddr` member of the union.
-    let hw = unsafe { ifr.ifr_ifru.ifru_hwaddr };
-    let mut mac = [0u8; 6];
-    for (dst, src) in mac.iter_mut().zip(hw.sa_data.iter()) {
-        *dst = src.cast_unsigned();
-    }
-    Ok(MacAddr(mac))
-}
-
 impl AsRawFd for AfPacketPort {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -1208,6 +835,7 @@ impl Port for AfPacketPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::OpenFailure;
     #[test]
     fn bad_geometry_is_refused_before_any_socket() {
         for (bs, bc, tmo) in [(4096 * 3, 4, 1), (1024, 4, 1), (4096, 0, 1), (4096, 4, 0), (1 << 30, 2, 1)] {
