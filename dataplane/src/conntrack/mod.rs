@@ -59,14 +59,16 @@
 
 mod index;
 mod tcp;
+mod timeouts;
 
-use crate::buffer::{Nanos, NANOS_PER_SEC};
+use crate::buffer::Nanos;
 use index::{Hash, Index};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use tcp::{tcp_step, Step};
 pub use tcp::{Cell, TcpFlags, TcpState, TCP_TRANSITIONS};
+pub use timeouts::{ConntrackConfig, Timeouts};
 
 /// A tracked protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -199,106 +201,6 @@ impl ProtoState {
             ProtoState::Udp(_) => Proto::Udp,
             ProtoState::Icmp(_) => Proto::Icmp,
         }
-    }
-}
-
-/// How long each state lives without an accepted packet. Defaults are netfilter's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// TCP SYN_SENT (120 s).
-    pub tcp_syn_sent: Nanos,
-    /// TCP SYN_RECV (60 s).
-    pub tcp_syn_recv: Nanos,
-    /// TCP ESTABLISHED (5 days).
-    pub tcp_established: Nanos,
-    /// TCP FIN_WAIT (120 s).
-    pub tcp_fin_wait: Nanos,
-    /// TCP CLOSE_WAIT (60 s).
-    pub tcp_close_wait: Nanos,
-    /// TCP LAST_ACK (30 s).
-    pub tcp_last_ack: Nanos,
-    /// TCP TIME_WAIT (120 s).
-    pub tcp_time_wait: Nanos,
-    /// TCP CLOSE (10 s).
-    pub tcp_close: Nanos,
-    /// UDP, unreplied (30 s).
-    pub udp_unreplied: Nanos,
-    /// UDP, assured (120 s).
-    pub udp_assured: Nanos,
-    /// ICMP echo (30 s).
-    pub icmp: Nanos,
-    /// TCP ESTABLISHED picked up mid-stream, until a packet is seen in the reply direction (30 s; capped by
-    /// `tcp_established`).
-    pub tcp_unreplied: Nanos,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        const S: Nanos = NANOS_PER_SEC;
-        Timeouts {
-            tcp_syn_sent: 120 * S,
-            tcp_syn_recv: 60 * S,
-            tcp_established: 432_000 * S,
-            tcp_fin_wait: 120 * S,
-            tcp_close_wait: 60 * S,
-            tcp_last_ack: 30 * S,
-            tcp_time_wait: 120 * S,
-            tcp_close: 10 * S,
-            udp_unreplied: 30 * S,
-            udp_assured: 120 * S,
-            icmp: 30 * S,
-            tcp_unreplied: 30 * S,
-        }
-    }
-}
-
-impl Timeouts {
-    /// The timeout of `state`.
-    #[inline(always)]
-    pub fn of(&self, state: ProtoState) -> Nanos {
-        match state {
-            ProtoState::Tcp(s) => match s {
-                TcpState::SynSent => self.tcp_syn_sent,
-                TcpState::SynRecv => self.tcp_syn_recv,
-                TcpState::Established => self.tcp_established,
-                TcpState::FinWait => self.tcp_fin_wait,
-                TcpState::CloseWait => self.tcp_close_wait,
-                TcpState::LastAck => self.tcp_last_ack,
-                TcpState::TimeWait => self.tcp_time_wait,
-                TcpState::Close => self.tcp_close,
-            },
-            ProtoState::Udp(UdpState::Unreplied) => self.udp_unreplied,
-            ProtoState::Udp(UdpState::Assured) => self.udp_assured,
-            ProtoState::Icmp(_) => self.icmp,
-        }
-    }
-
-    /// The timeout of `state` for an entry that has (`replied`) or has not seen a packet in the reply
-    /// direction: an ESTABLISHED connection without one was picked up mid-stream and gets `tcp_unreplied`.
-    #[inline(always)]
-    pub fn of_entry(&self, state: ProtoState, replied: bool) -> Nanos {
-        match state {
-            ProtoState::Tcp(TcpState::Established) if !replied => self.tcp_unreplied.min(self.tcp_established),
-            _ => self.of(state),
-        }
-    }
-}
-
-/// Tunables of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConntrackConfig {
-    /// Most live entries (default 65,536; at least 1).
-    pub limit: usize,
-    /// TCP policy: `false` (default, netfilter's) picks up connections in the middle and accepts, without a
-    /// state change, packets that make no sense before the handshake completes; `true` refuses both.
-    pub strict: bool,
-    /// State timeouts.
-    pub timeouts: Timeouts,
-}
-
-impl Default for ConntrackConfig {
-    fn default() -> Self {
-        ConntrackConfig { limit: 65_536, strict: false, timeouts: Timeouts::default() }
     }
 }
 
@@ -1044,6 +946,7 @@ fn is_record_of(e: &Entry, created: Nanos, tag: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::NANOS_PER_SEC;
     use proptest::prelude::*;
 
     const S: Nanos = NANOS_PER_SEC;
