@@ -95,12 +95,13 @@ pub fn push_within_capacity(queue: &mut Vec<Frame>, frame: Frame) -> Result<(), 
     if len == queue.capacity() {
         return Err(frame);
     }
-    // SAFETY: `len < capacity`, so slot `len` lies inside the vector's allocation and holds no element; the frame is
-    // moved into it, then the length grows by one to cover exactly that now-initialised slot.
-    unsafe {
-        queue.as_mut_ptr().add(len).write(frame);
-        queue.set_len(len + 1);
-    }
+    // `len < capacity`: slot `len` lies inside the vector's allocation and holds no element.
+    let slot = queue.as_mut_ptr().wrapping_add(len);
+    // SAFETY: `slot` is in bounds of the allocation (above), aligned (an element slot of the vector) and holds no
+    // element, so writing moves the frame in without dropping anything.
+    unsafe { slot.write(frame) };
+    // SAFETY: slot `len` was initialised just above; the length grows by one to cover exactly it.
+    unsafe { queue.set_len(len + 1) };
     Ok(())
 }
 

@@ -138,14 +138,15 @@ impl std::fmt::Debug for Frame {
 
 impl Drop for Frame {
     fn drop(&mut self) {
-        // SAFETY: `buf` came from `Box::leak` of the box type `large` names and is still owned by this frame
-        // (`into_small`/`into_large` forget the frame instead of dropping it), so it is rebuilt and freed once.
-        unsafe {
-            if self.large {
-                drop(LargeBuf::from_raw(self.buf.as_ptr().cast::<[u8; LARGE_BUF_SIZE]>()));
-            } else {
-                drop(SmallBuf::from_raw(self.buf.as_ptr().cast::<[u8; BUF_SIZE]>()));
-            }
+        // SAFETY (both blocks): `buf` came from `Box::leak` of the box type `large` names and is still owned by
+        // this frame (`into_small`/`into_large` forget the frame instead of dropping it), so it is rebuilt and
+        // freed once.
+        if self.large {
+            // SAFETY: see above.
+            drop(unsafe { LargeBuf::from_raw(self.buf.as_ptr().cast::<[u8; LARGE_BUF_SIZE]>()) });
+        } else {
+            // SAFETY: see above.
+            drop(unsafe { SmallBuf::from_raw(self.buf.as_ptr().cast::<[u8; BUF_SIZE]>()) });
         }
     }
 }

@@ -131,7 +131,7 @@ impl MemPort {
 /// One burst's receive counts, added to the port's statistics once at its end.
 #[derive(Default)]
 struct RxSums {
-    packets: u64,
+    packets: usize,
     bytes: u64,
     super_frames: u64,
     dropped: u64,
@@ -193,11 +193,11 @@ impl Port for MemPort {
                 }
             }
         }
-        self.stats.rx_packets += sums.packets;
+        self.stats.rx_packets += sums.packets as u64;
         self.stats.rx_bytes += sums.bytes;
         self.stats.rx_super_frames += sums.super_frames;
         self.stats.rx_dropped += sums.dropped;
-        Ok(sums.packets as usize)
+        Ok(sums.packets)
     }
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
