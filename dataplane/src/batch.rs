@@ -87,10 +87,50 @@ impl Batch {
     }
 }
 
+/// Appends `frame` to `queue` when it has a free slot already allocated (never reallocates); gives the frame back
+/// when it has none. For the per-frame transmit path: `Vec::push`, with its growth path, is not inlined there.
+#[inline(always)]
+pub fn push_within_capacity(queue: &mut Vec<Frame>, frame: Frame) -> Result<(), Frame> {
+    let len = queue.len();
+    if len == queue.capacity() {
+        return Err(frame);
+    }
+    // `len < capacity`: slot `len` lies inside the vector's allocation and holds no element.
+    let slot = queue.as_mut_ptr().wrapping_add(len);
+    // SAFETY: `slot` is in bounds of the allocation (above), aligned (an element slot of the vector) and holds no
+    // element, so writing moves the frame in without dropping anything.
+    unsafe { slot.write(frame) };
+    // SAFETY: slot `len` was initialised just above; the length grows by one to cover exactly it.
+    unsafe { queue.set_len(len + 1) };
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::buffer::BufPool;
+
+    #[test]
+    fn push_within_capacity_fills_the_spare_slots_only() {
+        let mut pool = BufPool::new(4);
+        let mut q: Vec<Frame> = Vec::with_capacity(2);
+        let cap = q.capacity();
+        for i in 0..cap {
+            let mut f = pool.alloc().expect("pool has room");
+            f.load(&[i as u8]).expect("one byte fits");
+            assert!(push_within_capacity(&mut q, f).is_ok());
+        }
+        let extra = pool.alloc().expect("pool has room");
+        let back = push_within_capacity(&mut q, extra).expect_err("no spare slot: the frame comes back");
+        assert_eq!(q.capacity(), cap, "never reallocates");
+        let got: Vec<u8> = q.iter().map(|f| f.data()[0]).collect();
+        assert_eq!(got, (0..cap as u8).collect::<Vec<_>>());
+        pool.free(back);
+        for f in q.drain(..) {
+            pool.free(f);
+        }
+        assert_eq!(pool.available(), 4);
+    }
 
     /// A batch of `n` frames from `pool`, frame `i` holding the single byte `i`.
     fn numbered(pool: &mut BufPool, n: u8) -> Batch {

@@ -128,6 +128,39 @@ impl MemPort {
     }
 }
 
+/// One burst's receive counts, added to the port's statistics once at its end.
+#[derive(Default)]
+struct RxSums {
+    packets: usize,
+    bytes: u64,
+    super_frames: u64,
+    dropped: u64,
+}
+
+/// Copies `bytes` into a pool buffer and adds it to `batch` (counted in `sums`; a frame too long for any buffer is
+/// dropped and counted); false when the pool has no buffer left. A function rather than a closure so that both
+/// sources' loops inline it: as a closure called from two places it stayed out of line (about 20 instructions of
+/// call and register saves per frame, callgrind).
+#[inline(always)]
+fn take(sums: &mut RxSums, now: Nanos, bytes: &[u8], offload: Offload, pool: &mut BufPool, batch: &mut Batch) -> bool {
+    let frame = if bytes.len() <= MAX_FRAME_LEN { pool.alloc() } else { pool.alloc_large().or_else(|| pool.alloc()) };
+    let Some(mut frame) = frame else { return false };
+    let ok = frame.load(bytes).is_ok();
+    frame.offload = offload;
+    if !ok {
+        sums.dropped += 1;
+        pool.free(frame);
+        return true;
+    }
+    frame.ts = now;
+    sums.bytes += bytes.len() as u64;
+    sums.super_frames += u64::from(offload.is_gso());
+    // Cannot fail: the callers run only while the batch has room.
+    let _ = batch.push(frame);
+    sums.packets += 1;
+    true
+}
+
 impl Port for MemPort {
     fn name(&self) -> &str {
         &self.name
@@ -136,31 +169,12 @@ impl Port for MemPort {
     fn rx_burst(&mut self, now: Nanos, pool: &mut BufPool, batch: &mut Batch) -> Result<usize, PortError> {
         // The counters are summed in locals and added once per burst, and the source's kind is matched once: this
         // port feeds the criterion benches, whose per-frame figure includes it.
-        let (mut n, mut rx_bytes, mut super_frames, mut dropped) = (0usize, 0u64, 0u64, 0u64);
-        let mut take = |bytes: &[u8], offload: Offload, pool: &mut BufPool, batch: &mut Batch| -> Option<()> {
-            let frame =
-                if bytes.len() <= MAX_FRAME_LEN { pool.alloc() } else { pool.alloc_large().or_else(|| pool.alloc()) };
-            let mut frame = frame?;
-            let ok = frame.load(bytes).is_ok();
-            frame.offload = offload;
-            if !ok {
-                dropped += 1;
-                pool.free(frame);
-                return Some(());
-            }
-            frame.ts = now;
-            rx_bytes += bytes.len() as u64;
-            super_frames += u64::from(offload.is_gso());
-            // Cannot fail: the callers run only while the batch has room.
-            let _ = batch.push(frame);
-            n += 1;
-            Some(())
-        };
+        let mut sums = RxSums::default();
         match &mut self.rx {
             RxSource::Queue(q) => {
                 while batch.room() > 0 {
                     let Some((b, o)) = q.front() else { break };
-                    if take(b, *o, pool, batch).is_none() {
+                    if !take(&mut sums, now, b, *o, pool, batch) {
                         break;
                     }
                     q.pop_front();
@@ -169,7 +183,7 @@ impl Port for MemPort {
             RxSource::Cycle { bytes, spans, next } => {
                 while batch.room() > 0 {
                     let (at, len) = spans[*next];
-                    if take(&bytes[at..at + len], Offload::NONE, pool, batch).is_none() {
+                    if !take(&mut sums, now, &bytes[at..at + len], Offload::NONE, pool, batch) {
                         break;
                     }
                     *next += 1;
@@ -179,11 +193,11 @@ impl Port for MemPort {
                 }
             }
         }
-        self.stats.rx_packets += n as u64;
-        self.stats.rx_bytes += rx_bytes;
-        self.stats.rx_super_frames += super_frames;
-        self.stats.rx_dropped += dropped;
-        Ok(n)
+        self.stats.rx_packets += sums.packets as u64;
+        self.stats.rx_bytes += sums.bytes;
+        self.stats.rx_super_frames += sums.super_frames;
+        self.stats.rx_dropped += sums.dropped;
+        Ok(sums.packets)
     }
 
     fn tx_burst(&mut self, pool: &mut BufPool, frames: &mut Vec<Frame>) -> Result<(), PortError> {
