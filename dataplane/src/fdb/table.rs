@@ -13,11 +13,14 @@
 //!   has an empty slot, and leaves a tombstone otherwise. Insertion takes the first empty or tombstone slot
 //!   on the address's path.
 //! - **Growth**: live slots plus tombstones stay at most half of all slots; beyond that the table is rebuilt
-//!   (twice as large when the live slots alone are over a quarter; the same size, without tombstones,
-//!   otherwise). More than half the slots are therefore empty and every probe ends; at this load almost every
-//!   lookup reads its home line only. The buckets live in memory advised for huge pages
-//!   ([`crate::hugepage`]): a table of a million addresses (64 MiB) then costs one cache miss per lookup, not
-//!   a miss and a page walk.
+//!   for its live entries at no more than a quarter of the slots, rounded up to a power of two (from half
+//!   full by live entries alone that is four times as many slots; with many tombstones, the same size or
+//!   smaller, never below the size it was made with). More than half the slots are therefore empty and every
+//!   probe ends; at a quarter full about 3 % of the addresses sit past their home line, at half full about
+//!   11 %, and each of those is a second, dependent miss in a large table: doubling instead of quadrupling
+//!   made a million addresses slower (`bench/README.md`, Flat cost at scale). The buckets live in memory advised
+//!   for huge pages ([`crate::hugepage`]): a table of a million addresses (128 MiB, a quarter full) then costs
+//!   one cache miss per lookup, not a miss and a page walk.
 //! - **Hash**: a folded 64×64→128-bit multiply of the address under a per-table random seed, so a sender
 //!   cannot choose source addresses that all land in one chain without knowing the seed. Placement never shows
 //!   in any output (listings are sorted; eviction follows the owner's FIFO), so replay stays deterministic.
@@ -285,8 +288,8 @@ impl MacTable {
         self.live
     }
 
-    /// Rebuilds the table without tombstones, sized for its entries (at least doubling room when they are over
-    /// a quarter of the slots; never below the size it was made with).
+    /// Rebuilds the table without tombstones, sized for its entries at no more than a quarter of the slots
+    /// (never below the size it was made with).
     fn rebuild(&mut self) {
         let n = buckets_for(self.live + 1).max(self.min_buckets);
         let old = std::mem::replace(&mut self.buckets, crate::hugepage::filled(n, Bucket::default()));
