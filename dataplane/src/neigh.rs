@@ -288,6 +288,17 @@ impl NeighTable {
         }
     }
 
+    /// Entries in the table, resolved or not.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The MAC of `ip` on `rif` if resolved, without touching the entry (a hint for prefetching what sending
     /// to it will read; [`NeighTable::lookup`] decides).
     #[inline]

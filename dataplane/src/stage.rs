@@ -74,9 +74,17 @@ impl Context<'_> {
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
         if let Some(t) = self.trace {
-            t.record(stage, what());
+            record_note(t, stage, what);
         }
     }
+}
+
+/// A traced stage's note, out of the forwarding code: each call site's description (its `format!`) is compiled
+/// here, once per call site, instead of inside the per-frame body it is written in.
+#[cold]
+#[inline(never)]
+fn record_note(t: &Trace, stage: &'static str, what: impl FnOnce() -> String) {
+    t.record(stage, what());
 }
 
 /// What happens to one frame.
@@ -265,7 +273,7 @@ impl<'a> Egress<'a> {
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
         if let Some(t) = self.trace {
-            t.record(stage, what());
+            record_note(t, stage, what);
         }
     }
 
@@ -341,10 +349,9 @@ impl<'a> Egress<'a> {
                 let pc = self.counters.port_mut(p);
                 pc.tx_packets += 1;
                 pc.tx_bytes += len as u64;
-                if segments != 0 {
-                    pc.tx_super_frames += 1;
-                    pc.tx_segments += segments;
-                }
+                // Without a branch: zero for every frame but a super-frame.
+                pc.tx_super_frames += u64::from(segments != 0);
+                pc.tx_segments += segments;
                 true
             }
             Err(frame) => {

@@ -266,7 +266,12 @@ impl Owners {
             return None;
         }
         let (cs, cd) = (self.class(src), self.class(dst));
-        let hash = |a: Ipv4Addr| (u32::from(a).wrapping_mul(0x9e37_79b1) >> 16) as usize % count;
+        // The address's multiplicative hash mapped onto `0..count` by its high bits (a multiply, not a `%`: the
+        // division was a fifth of this function's time with two workers, `perf annotate`).
+        let hash = |a: Ipv4Addr| {
+            let h = u64::from(u32::from(a).wrapping_mul(0x9e37_79b1));
+            usize::try_from((h * count as u64) >> 32).unwrap_or(0)
+        };
         // A client of the publish rule for `(proto, port)` at `client` is in the rule's target network.
         let hairpin = |port: Option<u16>, client: Ipv4Addr| {
             port.is_some_and(|port| {

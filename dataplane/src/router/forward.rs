@@ -59,7 +59,7 @@ impl Router {
             Some(Decided::Translated) | None => h.dst_addr(),
         };
         let in_subnet = &topo.rifs[in_rif as usize].subnet;
-        if martian(dst) || martian(src) || dst == in_subnet.broadcast() {
+        if martian(dst) | martian(src) | (dst == in_subnet.broadcast()) {
             return out.drop(frame, DropReason::NotRoutable);
         }
         if h.ttl() <= 1 {

@@ -231,9 +231,19 @@ enum Route<'a> {
     Lookup(Ipv4Addr),
 }
 
+/// Neighbour entries from which [`Router::prefetch_translated`] runs. The chain it follows (translated
+/// destination → route → neighbour → MAC-table line) reads tables that grow with the hosts behind the switch,
+/// not with its connections: with a few thousand hosts those lines stay in cache and the pass is pure cost
+/// (about 190 instructions per reply frame, a 6 % lower rate un-NATing replies to 64 containers at 10k and at
+/// 1M connections: `steps nat N 200000 udp reply`, with and without the pass, same minutes).
+const CHAIN_PREFETCH_NEIGHBOURS: usize = 4096;
+
 /// Addresses never routed (as source or destination).
+#[inline(always)]
 fn martian(a: Ipv4Addr) -> bool {
-    a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback()
+    // Unspecified, broadcast, multicast (224/4) or loopback (127/8), without a branch per test (`|`, not `||`).
+    let a = u32::from(a);
+    (a == 0) | (a == u32::MAX) | (a >> 28 == 0xe) | (a >> 24 == 127)
 }
 
 /// Rewrites a frame's Ethernet addresses (a frame shorter than an Ethernet header is left alone: ingress let
@@ -324,7 +334,8 @@ impl Router {
     /// containers, published ports) then need a route, a neighbour and a MAC-table entry for their *new*
     /// destination, each lookup depending on the one before: a chain of misses per packet. A last pass follows
     /// that chain for the whole batch ([`Router::prefetch_translated`]) so that those lines too are loading
-    /// together before the first packet is handled.
+    /// together before the first packet is handled — once the neighbour table holds
+    /// [`CHAIN_PREFETCH_NEIGHBOURS`] entries: with fewer hosts the chain's lines are in cache anyway.
     #[inline]
     pub fn lookup_batch(
         &mut self,
@@ -369,7 +380,7 @@ impl Router {
                 self.nat.prefetch_entry(flow, rifs[k], out_rif);
             }
         }
-        if self.nat.enabled() {
+        if self.nat.enabled() && self.neigh.len() >= CHAIN_PREFETCH_NEIGHBOURS {
             self.prefetch_translated(&dsts[..n], &which[..n], routes, topo, fdbs);
         }
     }
