@@ -355,6 +355,14 @@ impl Nat {
         }
     }
 
+    /// True when the entry the flow's index line points to (after [`Nat::prefetch_entry`]) is this packet's
+    /// connection, live or not: with sharded workers, a connection is only ever in its owner's table, so the
+    /// shard holding it owns the packet (`crate::pipeline::Owners::owner` need not be asked).
+    #[inline]
+    pub fn holds(&self, f: &Flow) -> bool {
+        self.ct.peek(&f.tuple, &f.probe).is_some()
+    }
+
     /// Where a tracked connection's packet (its `flow`, after [`Nat::prefetch_entry`]) will be sent once
     /// translated, when translation changes its destination (a reply un-NATed back to a masqueraded container,
     /// a packet to a published port): a hint for prefetching the route, neighbour and MAC-table lines it will

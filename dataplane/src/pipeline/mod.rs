@@ -487,7 +487,9 @@ impl Switch {
                         }
                     }
                     Verdict::ToRouter(rif) => {
-                        if shard.is_sharded() && !cx.handed {
+                        // A connection found in this shard's table is this shard's (connections live on their
+                        // owner only): the owner is computed for the others.
+                        if shard.is_sharded() && !cx.handed && !router.holds_connection(&routes[i]) {
                             let owner = owners.owner(frame.data(), &parsed[i], shard.count);
                             if let Some(owner) = owner.filter(|&o| o != shard.index) {
                                 outbox.handoffs.push(Handoff { owner, port: in_port, frame });

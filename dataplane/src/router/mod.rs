@@ -425,6 +425,13 @@ impl Router {
         }
     }
 
+    /// True when this router's connection table holds the connection of the frame looked up as `route` (see
+    /// [`Nat::holds`]): then this shard owns it.
+    #[inline(always)]
+    pub fn holds_connection(&self, route: &BatchLookup) -> bool {
+        route.flow.as_ref().is_some_and(|f| self.nat.holds(f))
+    }
+
     /// Handles one frame received on interface `rif` and addressed to it. `route` is what
     /// [`Router::lookup_batch`] found for the frame. Inlined into the pipeline's loop: this is the per-frame
     /// body of every routed packet.
