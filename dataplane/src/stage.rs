@@ -74,17 +74,9 @@ impl Context<'_> {
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
         if let Some(t) = self.trace {
-            record_note(t, stage, what);
+            t.record(stage, what());
         }
     }
-}
-
-/// A traced stage's note, out of the forwarding code: each call site's description (its `format!`) is compiled
-/// here, once per call site, instead of inside the per-frame body it is written in.
-#[cold]
-#[inline(never)]
-fn record_note(t: &Trace, stage: &'static str, what: impl FnOnce() -> String) {
-    t.record(stage, what());
 }
 
 /// What happens to one frame.
@@ -273,7 +265,7 @@ impl<'a> Egress<'a> {
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
         if let Some(t) = self.trace {
-            record_note(t, stage, what);
+            t.record(stage, what());
         }
     }
 
