@@ -71,6 +71,41 @@ fn a_half_second_pipeline_run_writes_its_report() {
 }
 
 #[test]
+fn a_hot_apply_with_two_workers_pauses_neither_and_drops_nothing() {
+    // The "an apply during a 2-worker run loses no frame and pauses no worker": another MAC limit is taken
+    // at a batch boundary; one more port pauses them. (The bench once gave its ports a queue per worker without
+    // saying so in the configuration, so every apply planned a reopen and paused.)
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, paused) in [("hot", false), ("pause", true)] {
+        let json = dir.path().join(format!("{kind}.json"));
+        let out = bench(&[
+            "pipeline",
+            "--scenario",
+            "nat-established",
+            "--workers",
+            "2",
+            "--flows",
+            "1000",
+            "--duration",
+            "0.5",
+            "--load",
+            "0",
+            "--apply",
+            kind,
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let a = &v["apply"];
+        assert_eq!(a["paused"].as_bool(), Some(paused), "{kind}: {a}");
+        assert_eq!(a["drops"].as_object().map(serde_json::Map::len), Some(0), "{kind}: {a}");
+        assert!(a["gap_ns_across"].as_u64().is_some_and(|g| g > 0), "{kind}: {a}");
+    }
+}
+
+#[test]
 fn a_sweep_writes_csv_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let (csv, svg) = (dir.path().join("s.csv"), dir.path().join("s.svg"));

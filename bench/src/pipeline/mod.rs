@@ -323,7 +323,14 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
             opts.frame_size.json()
         );
     }
-    let built = scenario::build(opts.scenario, opts.flows, opts.frame_size, n, opts.routes);
+    let mut built = scenario::build(opts.scenario, opts.flows, opts.frame_size, n, opts.routes);
+    // Every port gets a queue per worker below; the configuration says so, so that a reconfiguration (`--apply`)
+    // plans with the queues the ports really have (a memory port's default is one: with that, every apply saw
+    // each port's queues change and paused the workers to reopen them).
+    let per_port = u16::try_from(n).map_err(|_| anyhow::anyhow!("--workers {n}: too many"))?;
+    for pc in &mut built.cfg.ports {
+        pc.queues = Some(per_port);
+    }
     let ctl = Control::new(opts.ring);
     let mut hists = Vec::new();
     let mut unstamped = Vec::new();
