@@ -30,7 +30,7 @@ use crate::counters::DropReason;
 use crate::fdb::{Fdb, FdbStats, Learned, MacHash};
 use crate::ids::{Nanos, NetId, PortId, RifId};
 use crate::packet::Parsed;
-use crate::stage::{Context, Verdict, Verdicts};
+use crate::stage::{Context, Tracer, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::{ethernet, ethertype, MacAddr};
 use serde::Serialize;
@@ -105,9 +105,9 @@ impl Bridge {
 
     /// Learns and decides for every frame whose verdict is still `Continue`.
     #[inline]
-    pub fn process(
+    pub fn process<T: Tracer>(
         &mut self,
-        cx: &Context,
+        cx: &Context<T>,
         topo: &Topology,
         batch: &Batch,
         parsed: &[Parsed; BATCH_SIZE],
@@ -221,7 +221,13 @@ fn prefetch(fdb: &Fdb, batch: &Batch, verdicts: &Verdicts, hashes: &mut [(MacHas
 
 /// Decides for frames on a routed port (no network): frames for the port's MAC, and broadcasts, go to the
 /// router; anything else is not for us.
-fn routed_port(cx: &Context, rif: Option<RifId>, topo: &Topology, batch: &Batch, verdicts: &mut Verdicts) {
+fn routed_port<T: Tracer>(
+    cx: &Context<T>,
+    rif: Option<RifId>,
+    topo: &Topology,
+    batch: &Batch,
+    verdicts: &mut Verdicts,
+) {
     let mac = rif.map(|r| topo.rifs[r as usize].mac);
     for (i, frame) in batch.iter().enumerate() {
         if verdicts.get(i) != Verdict::Continue {

@@ -17,7 +17,7 @@ use crate::batch::{Batch, BATCH_SIZE};
 use crate::counters::DropReason;
 use crate::offload::{Offload, MIN_GSO_SIZE};
 use crate::packet::{check, check_into, parse, Parsed};
-use crate::stage::{Context, Verdict, Verdicts};
+use crate::stage::{Context, Tracer, Verdict, Verdicts};
 use crate::topology::Topology;
 use crate::wire::vlan::HEADER_LEN as VLAN_TAG_LEN;
 use crate::wire::{ethertype, ip_proto, tcp, udp};
@@ -28,9 +28,9 @@ pub struct Ingress;
 
 impl Ingress {
     /// Sets a `Drop` verdict for every frame of `batch` that fails a check; leaves the others untouched.
-    pub fn process(
+    pub fn process<T: Tracer>(
         &mut self,
-        cx: &Context,
+        cx: &Context<T>,
         topo: &Topology,
         batch: &Batch,
         parsed: &mut [Parsed; BATCH_SIZE],

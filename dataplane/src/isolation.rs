@@ -64,7 +64,15 @@ pub struct Isolation {
     host_link: Vec<Option<Ipv4Net>>,
     /// Some interface is a host port (else [`Isolation::host_link_refusal`] has nothing to check).
     any_host_link: bool,
+    /// [`Isolation::refusal`] of every pair of the first `dense` interfaces, row by row (`from * dense + to`):
+    /// one load per routed packet instead of two class lookups and a match (about 20 instructions, callgrind).
+    decided: Vec<Option<DropReason>>,
+    dense: usize,
 }
+
+/// The most interfaces whose pairwise answers are precomputed (a 4 KiB table); beyond them each is decided per
+/// packet.
+const DENSE_MAX: usize = 64;
 
 fn pair(a: RifId, b: RifId) -> u32 {
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -77,7 +85,14 @@ impl Isolation {
         let mut allowed: Vec<u32> = allowed.into_iter().map(|(a, b)| pair(a, b)).collect();
         allowed.sort_unstable();
         allowed.dedup();
-        Isolation { class, allowed, host_link: Vec::new(), any_host_link: false }
+        let mut p =
+            Isolation { class, allowed, host_link: Vec::new(), any_host_link: false, decided: Vec::new(), dense: 0 };
+        let dense = p.class.len().min(DENSE_MAX);
+        // `dense` ≤ DENSE_MAX < 2^16: every index is a RifId.
+        #[allow(clippy::cast_possible_truncation)]
+        let decided = (0..dense * dense).map(|i| p.decide((i / dense) as RifId, (i % dense) as RifId)).collect();
+        (p.decided, p.dense) = (decided, dense);
+        p
     }
 
     /// With the links of the host ports (by [`RifId`]; `None` for other interfaces).
@@ -110,6 +125,16 @@ impl Isolation {
     /// `None` when it may. `InternalNetwork` is final; the other reasons yield to NAT (module documentation).
     #[inline(always)]
     pub fn refusal(&self, from: RifId, to: RifId) -> Option<DropReason> {
+        let (f, t) = (usize::from(from), usize::from(to));
+        if f < self.dense && t < self.dense {
+            return self.decided[f * self.dense + t];
+        }
+        self.decide(from, to)
+    }
+
+    /// [`Isolation::refusal`], worked out from the classes.
+    #[inline(never)]
+    fn decide(&self, from: RifId, to: RifId) -> Option<DropReason> {
         use RifClass::*;
         match (self.class(from), self.class(to)) {
             (Routed | Plain, Routed | Plain) | (Isolated, Routed) => None,
@@ -142,6 +167,28 @@ mod tests {
         assert_eq!(p.host_link_refusal(1, 0, host, ctr), None);
         assert_eq!(p.host_link_refusal(0, 1, ctr, far), Some(DropReason::NetworkIsolation));
         assert_eq!(p.host_link_refusal(1, 0, far, ctr), Some(DropReason::NetworkIsolation));
+    }
+
+    #[test]
+    fn interfaces_beyond_the_precomputed_ones_are_decided_alike() {
+        // 70 interfaces, the precomputed table holds the first 64: the pairs across its edge and beyond it.
+        let mut class = vec![Plain; 70];
+        (class[3], class[66], class[67], class[68], class[69]) = (Isolated, Isolated, Isolated, Routed, Internal);
+        let p = Isolation::new(class, [(66, 3)]);
+        let ni = Some(DropReason::NetworkIsolation);
+        assert_eq!(p.refusal(66, 3), None, "allowed pair, across the edge");
+        assert_eq!(p.refusal(3, 66), None);
+        assert_eq!(p.refusal(66, 67), ni);
+        assert_eq!(p.refusal(68, 66), Some(DropReason::NotPublished));
+        assert_eq!(p.refusal(66, 68), None);
+        assert_eq!(p.refusal(1, 69), Some(DropReason::InternalNetwork));
+        assert_eq!(p.refusal(3, 67), ni);
+        assert_eq!(p.refusal(1, 2), None);
+        for from in 0..70 {
+            for to in 0..70 {
+                assert_eq!(p.refusal(from, to), p.decide(from, to), "{from} -> {to}");
+            }
+        }
     }
 
     #[test]

@@ -50,30 +50,59 @@ impl Trace {
     }
 }
 
+/// Where the stages' notes go: nowhere ([`Untraced`]: the forwarding path, where every note and `tracing()` check
+/// compiles away; they were about 30 instructions per routed frame as a run-time test, callgrind on the NAT
+/// bench), or into a [`Trace`] (`&Trace`: `vswitchctl trace`, one frame through a scratch switch). The pipeline
+/// is generic over it, so each kind gets its own copy of the stages.
+pub trait Tracer: Copy {
+    /// The trace the notes go to, if any.
+    fn trace(&self) -> Option<&Trace>;
+}
+
+/// No trace: the notes are never built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Untraced;
+
+impl Tracer for Untraced {
+    #[inline(always)]
+    fn trace(&self) -> Option<&Trace> {
+        None
+    }
+}
+
+impl Tracer for &Trace {
+    #[inline(always)]
+    fn trace(&self) -> Option<&Trace> {
+        Some(self)
+    }
+}
+
 /// Per-call facts every stage may read.
 #[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
+pub struct Context<T: Tracer = Untraced> {
     /// The current time.
     pub now: Nanos,
     /// The port the batch was received on.
     pub in_port: PortId,
-    /// Where stages record their decisions, when the batch is traced.
-    pub trace: Option<&'a Trace>,
+    /// Where stages record their decisions (see [`Tracer`]).
+    pub trace: T,
     /// The batch was handed over by another worker (`crate::pipeline::shard`): received and learned there.
     pub handed: bool,
 }
 
-impl Context<'_> {
+impl Context {
     /// A context without a trace.
     #[inline]
-    pub fn new(now: Nanos, in_port: PortId) -> Context<'static> {
-        Context { now, in_port, trace: None, handed: false }
+    pub fn new(now: Nanos, in_port: PortId) -> Context {
+        Context { now, in_port, trace: Untraced, handed: false }
     }
+}
 
+impl<T: Tracer> Context<T> {
     /// Records `stage`'s decision if the batch is traced (`what` is only called then).
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
-        if let Some(t) = self.trace {
+        if let Some(t) = self.trace.trace() {
             t.record(stage, what());
         }
     }
@@ -222,7 +251,7 @@ const _: () = assert!(
 /// The one way frames leave the pipeline: queues them per egress port, frees what is dropped, and counts both.
 /// Stages that emit frames (the router) get one for the duration of a call.
 #[derive(Debug)]
-pub struct Egress<'a> {
+pub struct Egress<'a, T: Tracer = Untraced> {
     topo: &'a Topology,
     fdbs: &'a [Fdb],
     /// The pipeline's counters (the pipeline counts per-port outcomes through it while an `Egress` exists).
@@ -235,10 +264,10 @@ pub struct Egress<'a> {
     pub overlay: &'a mut Overlay,
     now: Nanos,
     last_fdb: Option<(NetId, MacAddr, PortId)>,
-    trace: Option<&'a Trace>,
+    trace: T,
 }
 
-impl<'a> Egress<'a> {
+impl<'a, T: Tracer> Egress<'a, T> {
     /// An egress for one call of the pipeline: frames go to `tx`, buffers back to `pool`, counts to `counters`;
     /// `fdbs` are the MAC tables by network id, `overlay` the overlay networks' tables.
     #[allow(clippy::too_many_arguments)]
@@ -250,7 +279,7 @@ impl<'a> Egress<'a> {
         pool: &'a mut BufPool,
         overlay: &'a mut Overlay,
         now: Nanos,
-        trace: Option<&'a Trace>,
+        trace: T,
     ) -> Self {
         Egress { topo, fdbs, counters, tx, pool, overlay, now, last_fdb: None, trace }
     }
@@ -258,13 +287,13 @@ impl<'a> Egress<'a> {
     /// True when the frames handled are traced (a stage may then gather what it will describe).
     #[inline(always)]
     pub fn tracing(&self) -> bool {
-        self.trace.is_some()
+        self.trace.trace().is_some()
     }
 
     /// Records `stage`'s decision if the frame is traced (`what` is only called then).
     #[inline(always)]
     pub fn note(&self, stage: &'static str, what: impl FnOnce() -> String) {
-        if let Some(t) = self.trace {
+        if let Some(t) = self.trace.trace() {
             t.record(stage, what());
         }
     }

@@ -115,6 +115,8 @@ pub struct RifInfo {
     pub addr: Ipv4Addr,
     /// The connected subnet (address and prefix length).
     pub subnet: Ipv4Net,
+    /// The subnet's broadcast address (kept beside it: the router tests it on every packet).
+    pub broadcast: Ipv4Addr,
     /// The interface's MAC.
     pub mac: MacAddr,
     /// Where its frames go.
@@ -208,11 +210,13 @@ impl Topology {
                 let rif = match (n.gateway, n.subnet) {
                     (Some(addr), Some(subnet)) => {
                         let name = format!("network:{}", n.name);
+                        let subnet = Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet);
                         rifs.push(RifInfo {
                             mac: n.gateway_mac.unwrap_or_else(|| derived_mac(&name)),
                             name,
                             addr,
-                            subnet: Ipv4Net::new(addr, subnet.prefix_len()).unwrap_or(subnet),
+                            subnet,
+                            broadcast: subnet.broadcast(),
                             attach: Attach::Network(table_id(i)),
                             mtu: network_mtu(cfg, &n.name),
                             internal: n.internal,
@@ -258,6 +262,7 @@ impl Topology {
                         name,
                         addr: address.addr(),
                         subnet: address,
+                        broadcast: address.broadcast(),
                         attach: Attach::Port(table_id(i)),
                         mtu: p.mtu,
                         internal: false,

@@ -68,6 +68,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use tcp::{tcp_step, Step};
 pub use tcp::{Cell, TcpFlags, TcpState, TCP_TRANSITIONS};
+use timeouts::ExpiryTable;
 pub use timeouts::{ConntrackConfig, Timeouts};
 
 /// A tracked protocol.
@@ -369,6 +370,8 @@ fn ref_dir(r: u32) -> Direction {
 #[derive(Debug, Clone)]
 pub struct Conntrack {
     cfg: ConntrackConfig,
+    /// `cfg.timeouts` by state.
+    expiry: ExpiryTable,
     slots: Vec<Slot>,
     free: Vec<u32>,
     count: usize,
@@ -403,6 +406,7 @@ impl Conntrack {
         let reserve = reserve.min(cfg.limit);
         Conntrack {
             cfg,
+            expiry: ExpiryTable::new(&cfg.timeouts),
             slots: crate::hugepage::with_capacity(reserve),
             free: Vec::new(),
             count: 0,
@@ -591,7 +595,7 @@ impl Conntrack {
         if ko == kr || orig.proto != reply.proto || state.proto() != orig.proto {
             return Err(InsertError::BadTuples);
         }
-        let expires = now.saturating_add(self.cfg.timeouts.of_entry(state, false));
+        let expires = now.saturating_add(self.expiry.of_entry(state, false));
         let entry = Entry { orig, reply, state, created: now, expires, nat, replied: false };
         let group = nat.and_then(|n| n.group);
         let (ho, hr) = (self.index.hash(ko), self.index.hash(kr));
@@ -723,7 +727,7 @@ impl Conntrack {
         }
         if let Some(n) = next {
             e.state = n;
-            e.expires = now.saturating_add(self.cfg.timeouts.of_entry(n, e.replied));
+            e.expires = now.saturating_add(self.expiry.of_entry(n, e.replied));
             self.earliest = self.earliest.min(e.expires);
         }
         Some(e)

@@ -37,7 +37,7 @@ use crate::router::{BatchLookup, Router};
 use crate::topology::Topology;
 pub use shard::{Dispatched, Handoff, Inbox, Outbox, Owners, Shard, Update};
 
-pub use crate::stage::{Context, Egress, Trace, TxQueues, Verdict, Verdicts, TX_QUEUE_CAP};
+pub use crate::stage::{Context, Egress, Trace, Tracer, TxQueues, Untraced, Verdict, Verdicts, TX_QUEUE_CAP};
 pub use trace::TraceSteps;
 
 /// How often drivers should call [`Switch::housekeeping`].
@@ -160,7 +160,7 @@ impl Switch {
                     pool,
                     &mut self.overlay,
                     now,
-                    None,
+                    Untraced,
                 );
                 self.router.apply_note(now, note, &mut out);
             }
@@ -434,7 +434,7 @@ impl Switch {
     /// [`Switch::process`] with the context given whole: with `cx.trace` set, every stage records its decisions
     /// about the batch's frames there ([`Switch::trace`] runs one frame this way).
     #[inline(always)]
-    fn process_traced(&mut self, cx: Context, batch: &mut Batch, pool: &mut BufPool, tx: &mut TxQueues) {
+    fn process_traced<T: Tracer>(&mut self, cx: Context<T>, batch: &mut Batch, pool: &mut BufPool, tx: &mut TxQueues) {
         if batch.is_empty() {
             return;
         }
@@ -535,7 +535,7 @@ impl Switch {
 
     /// The ingress port's MSS clamp over the frames ingress accepted (a port with `mss_clamp` only).
     #[cold]
-    fn clamp_ingress(&mut self, cx: &Context, limit: MssLimit, batch: &mut Batch, verdicts: &Verdicts) {
+    fn clamp_ingress<T: Tracer>(&mut self, cx: &Context<T>, limit: MssLimit, batch: &mut Batch, verdicts: &Verdicts) {
         let mut lowered = 0;
         for (i, f) in batch.iter_mut().enumerate() {
             if matches!(verdicts.get(i), Verdict::Drop(_)) {
@@ -569,7 +569,7 @@ impl Switch {
         self.bridge.expire(now);
         self.router.nat_mut().expire(now);
         let mut out =
-            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, None);
+            Egress::new(&self.topo, self.bridge.fdbs(), &mut self.counters, tx, pool, &mut self.overlay, now, Untraced);
         self.router.tick(now, &mut out);
         if out.overlay.has_pending() {
             self.router.send_encapsulated(now, &mut out);

@@ -79,12 +79,7 @@ impl Switch {
         f.port = in_port;
         batch.push(f).map_err(|_| "batch full".to_string())?;
         let trace = Trace::default();
-        self.process_traced(
-            Context { now, in_port, trace: Some(&trace), handed: false },
-            &mut batch,
-            &mut pool,
-            &mut tx,
-        );
+        self.process_traced(Context { now, in_port, trace: &trace, handed: false }, &mut batch, &mut pool, &mut tx);
         let mut outputs = Vec::new();
         for p in tx.port_ids() {
             for f in tx.queue_mut(p).drain(..) {

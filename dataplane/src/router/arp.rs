@@ -7,7 +7,7 @@ use crate::buffer::{Frame, Nanos};
 use crate::counters::DropReason;
 use crate::neigh::{NeighNote, RifId};
 use crate::packet::Parsed;
-use crate::stage::Egress;
+use crate::stage::{Egress, Tracer};
 use crate::topology::RifInfo;
 use crate::wire::builder::MIN_FRAME_LEN;
 use crate::wire::{arp, ethernet, ethertype, MacAddr};
@@ -17,20 +17,20 @@ impl Router {
     // Out of line (as are `local`, `icmp_error` and `forward_translated`): the per-frame body inlined into the
     // pipeline's loop stays small enough for the instruction cache; these paths are not per-packet work.
     #[inline(never)]
-    pub(super) fn arp(
+    pub(super) fn arp<T: Tracer>(
         &mut self,
         now: Nanos,
         rif_id: RifId,
         mut frame: Frame,
         parsed: &Parsed,
         copy: bool,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         let rif = &out.topo().rifs[rif_id as usize];
         let l3 = parsed.l3 as usize;
         // The router's copy of a flooded ARP is not the frame itself: a refusal counts its reason, but the
         // ingress port's frame was flooded, not dropped.
-        let refuse = |out: &mut Egress, frame: Frame| {
+        let refuse = |out: &mut Egress<T>, frame: Frame| {
             if copy {
                 out.discard(frame, DropReason::BadArp)
             } else {
@@ -89,7 +89,7 @@ impl Router {
     }
 
     /// Broadcasts a request for `target` on `rif`.
-    pub(super) fn arp_request(&mut self, rif: RifId, target: Ipv4Addr, _now: Nanos, out: &mut Egress) {
+    pub(super) fn arp_request<T: Tracer>(&mut self, rif: RifId, target: Ipv4Addr, _now: Nanos, out: &mut Egress<T>) {
         let info: &RifInfo = &out.topo().rifs[rif as usize];
         let (mac, addr, attach) = (info.mac, info.addr, info.attach);
         let Some(mut f) = out.alloc() else { return };

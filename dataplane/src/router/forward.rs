@@ -8,7 +8,7 @@ use crate::counters::DropReason;
 use crate::nat;
 use crate::neigh::{Held, Lookup, NeighNote, RifId};
 use crate::packet::Parsed;
-use crate::stage::Egress;
+use crate::stage::{Egress, Tracer};
 use crate::wire::icmpv4::{msg_type, unreachable};
 use crate::wire::{ipv4, MacAddr};
 use std::net::Ipv4Addr;
@@ -18,7 +18,7 @@ impl Router {
     /// error): one out-of-line copy of the forwarding body for those three callers.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    pub(super) fn forward_translated(
+    pub(super) fn forward_translated<T: Tracer>(
         &mut self,
         now: Nanos,
         in_rif: RifId,
@@ -26,7 +26,7 @@ impl Router {
         parsed: &Parsed,
         route: Route,
         nat: Option<Decided>,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         self.forward(now, in_rif, frame, parsed, route, nat, out)
     }
@@ -36,7 +36,7 @@ impl Router {
     /// or the outbound stage's), TTL decrement and the next hop.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(super) fn forward(
+    pub(super) fn forward<T: Tracer>(
         &mut self,
         now: Nanos,
         in_rif: RifId,
@@ -44,7 +44,7 @@ impl Router {
         parsed: &Parsed,
         route: Route,
         nat: Option<Decided>,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         let topo = out.topo();
         let l3 = parsed.l3 as usize;
@@ -58,8 +58,8 @@ impl Router {
             Some(Decided::Open(c)) => c.dst(),
             Some(Decided::Translated) | None => h.dst_addr(),
         };
-        let in_subnet = &topo.rifs[in_rif as usize].subnet;
-        if martian(dst) | martian(src) | (dst == in_subnet.broadcast()) {
+        let in_broadcast = topo.rifs[in_rif as usize].broadcast;
+        if martian(dst) | martian(src) | (dst == in_broadcast) {
             return out.drop(frame, DropReason::NotRoutable);
         }
         if h.ttl() <= 1 {
@@ -90,7 +90,7 @@ impl Router {
                 return out.drop(frame, reason);
             }
         }
-        if dst == eg_info.subnet.broadcast() && nh.via.is_none() {
+        if dst == eg_info.broadcast && nh.via.is_none() {
             return out.drop(frame, DropReason::NotRoutable);
         }
         if h.total_len() > eg_info.mtu && exceeds_mtu(&frame, l3, eg_info.mtu) {
@@ -135,14 +135,14 @@ impl Router {
 
     /// Sends a routed frame to `target` on `rif`, resolving its MAC first if needed.
     #[inline(always)]
-    pub(super) fn send_to_neighbour(
+    pub(super) fn send_to_neighbour<T: Tracer>(
         &mut self,
         now: Nanos,
         rif: RifId,
         target: Ipv4Addr,
         frame: Frame,
         parsed: &Parsed,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         // Consecutive packets mostly go to the same next hop: remember the last answer for this batch.
         if let Some((r, ip, mac)) = self.last_neigh {
@@ -180,14 +180,14 @@ impl Router {
 
     /// Queues `frame` until `target` on `rif` resolves (sending the ARP request when it is the first).
     #[inline(never)]
-    fn hold_for_neighbour(
+    fn hold_for_neighbour<T: Tracer>(
         &mut self,
         now: Nanos,
         rif: RifId,
         target: Ipv4Addr,
         frame: Frame,
         parsed: &Parsed,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         match self.neigh.hold(rif, target, frame, now) {
             Held::SendRequest => {
@@ -216,7 +216,7 @@ impl Router {
     /// Sends the frames the overlay encapsulated to their underlay next hop, resolving its MAC with ARP like any
     /// routed packet's (held meanwhile). They are counted in `forwarded` when sent.
     #[inline(never)]
-    pub fn send_encapsulated(&mut self, now: Nanos, out: &mut Egress) {
+    pub fn send_encapsulated<T: Tracer>(&mut self, now: Nanos, out: &mut Egress<T>) {
         let mut pending = out.take_pending();
         for p in pending.drain(..) {
             let outer = Parsed::vxlan_outer(p.frame.len());
@@ -227,7 +227,7 @@ impl Router {
 
     /// Rewrites the MACs and sends a routed frame out of `rif` to `mac`.
     #[inline(always)]
-    pub(super) fn send_to_mac(&mut self, rif: RifId, mac: MacAddr, mut frame: Frame, out: &mut Egress) {
+    pub(super) fn send_to_mac<T: Tracer>(&mut self, rif: RifId, mac: MacAddr, mut frame: Frame, out: &mut Egress<T>) {
         self.stats.forwarded += 1;
         let info = &out.topo().rifs[rif as usize];
         set_macs(frame.data_mut(), mac, info.mac);

@@ -7,7 +7,7 @@ use crate::counters::DropReason;
 use crate::neigh::RifId;
 use crate::offload::Offload;
 use crate::packet::{ip_proto, Parsed};
-use crate::stage::Egress;
+use crate::stage::{Egress, Tracer};
 use crate::wire::builder::MIN_FRAME_LEN;
 use crate::wire::icmpv4::{self, msg_type, unreachable};
 use crate::wire::{ethernet, ethertype, ipv4};
@@ -21,7 +21,14 @@ const MAX_ERROR_LEN: usize =
 impl Router {
     /// Answers an echo request to the address of `rif` in place (any other packet for us is dropped).
     #[inline(never)]
-    pub(super) fn local(&mut self, now: Nanos, rif: RifId, mut frame: Frame, parsed: &Parsed, out: &mut Egress) {
+    pub(super) fn local<T: Tracer>(
+        &mut self,
+        now: Nanos,
+        rif: RifId,
+        mut frame: Frame,
+        parsed: &Parsed,
+        out: &mut Egress<T>,
+    ) {
         let (l3, l4, end) = (parsed.l3 as usize, parsed.l4 as usize, parsed.l3_end as usize);
         let d = frame.data();
         let msg = if parsed.ip_proto == ip_proto::ICMP && l4 != 0 { d.get(l4..end) } else { None };
@@ -73,7 +80,7 @@ impl Router {
     /// Sends an ICMP error about `orig` (received on `in_rif`) back to its sender, if the rules allow.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
-    pub(super) fn icmp_error(
+    pub(super) fn icmp_error<T: Tracer>(
         &mut self,
         now: Nanos,
         in_rif: RifId,
@@ -82,7 +89,7 @@ impl Router {
         kind: u8,
         code: u8,
         mtu: u16,
-        out: &mut Egress,
+        out: &mut Egress<T>,
     ) {
         let (l3, end) = (parsed.l3 as usize, parsed.l3_end as usize);
         let d = orig.data();

@@ -1,3 +1,4 @@
+use super::LocalAddrs;
 use crate::buffer::NANOS_PER_SEC;
 use crate::counters::DropReason;
 use crate::testbed::Testbed;
@@ -374,4 +375,22 @@ fn routes_sharing_a_gateway_share_one_next_hop_and_keep_their_origin() {
     assert_eq!(r.next_hop_count(), 6, "4 connected interfaces and 2 gateways, not 8 routes");
     assert_eq!(r.underlay_route(Ipv4Addr::new(192, 168, 3, 4)).map(|(_, via)| via), up);
     assert_eq!(r.underlay_route(Ipv4Addr::new(10, 0, 2, 9)).map(|(_, via)| via), Some(Ipv4Addr::new(10, 0, 2, 9)));
+}
+
+#[test]
+fn local_addresses_are_found_through_their_filter_and_others_are_not() {
+    // Enough addresses that some share a filter bit: a shared bit must still scan, and find the right one.
+    let addrs: Vec<Ipv4Addr> = (0..200u32).map(|i| Ipv4Addr::from(0x0a00_0001 + (i << 8))).collect();
+    let local = LocalAddrs::new(addrs.clone());
+    for (i, a) in addrs.iter().enumerate() {
+        assert_eq!(local.position(*a), Some(i), "{a}");
+    }
+    for i in 0..10_000u32 {
+        let other = Ipv4Addr::from(0xcb00_7100 + i * 7 + 2);
+        assert_eq!(local.position(other), None, "{other}");
+    }
+    // With a few interfaces, most other addresses skip the scan.
+    let few = LocalAddrs::new(addrs[..3].to_vec());
+    let skipped = (0..10_000u32).filter(|i| few.filter & LocalAddrs::bit(Ipv4Addr::from(0xcb00_7100 + i)) == 0).count();
+    assert!(skipped > 9_000, "{skipped} of 10,000 skipped the scan with three addresses");
 }
