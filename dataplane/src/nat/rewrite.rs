@@ -147,9 +147,15 @@ fn set_udp_checksum<T: AsRef<[u8]> + AsMut<[u8]>>(u: &mut udp::Packet<T>, delta:
 /// Writes `rw` into the frame's packet (see [`Rewrite`]).
 #[inline(always)]
 pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
+    apply_tuples(d, p, &rw.from, &rw.to);
+}
+
+/// [`apply`] of the rewrite `from` → `to`, given as two tuples wherever they are.
+#[inline(always)]
+pub(super) fn apply_tuples(d: &mut [u8], p: &Parsed, from: &Tuple, to: &Tuple) {
     let (l3, l4, end) = (p.l3 as usize, p.l4 as usize, p.l3_end as usize);
     if p.csum_partial {
-        return rewrite_partial(d, l3, l4, end, &rw.from, &rw.to);
+        return rewrite_partial(d, l3, l4, end, from, to);
     }
     // The common case, a whole TCP or UDP header after an option-less IP header, on fixed-size views of the two
     // headers (no bounds check per field); anything else takes the general path.
@@ -157,22 +163,22 @@ pub fn apply(d: &mut [u8], p: &Parsed, rw: &Rewrite) {
         let (head, seg) = d.split_at_mut(l4);
         let seg = &mut seg[..end - l4];
         if let Some(mut ip) = ipv4::HeaderMut::at_mut(head, l3) {
-            match rw.from.proto {
+            match from.proto {
                 Proto::Tcp => {
                     if let Some(t) = tcp::HeaderMut::at_mut(seg, 0) {
-                        return rewrite_tcp(&mut ip, t, &rw.from, &rw.to);
+                        return rewrite_tcp(&mut ip, t, from, to);
                     }
                 }
                 Proto::Udp => {
                     if let Some(u) = udp::HeaderMut::at_mut(seg, 0) {
-                        return rewrite_udp(&mut ip, u, &rw.from, &rw.to);
+                        return rewrite_udp(&mut ip, u, from, to);
                     }
                 }
                 Proto::Icmp => {}
             }
         }
     }
-    rewrite_at(d, l3, l4, end, &rw.from, &rw.to);
+    rewrite_at(d, l3, l4, end, from, to);
 }
 
 /// [`rewrite_at`] for a TCP or UDP packet whose checksum field holds a partial checksum (see the module
