@@ -991,6 +991,25 @@ mod tests {
         assert_eq!(size_of::<Slot>(), 64);
     }
 
+    #[test]
+    fn tuples_are_equal_exactly_when_every_field_is() {
+        let base = Tuple::new(1, Proto::Tcp, (A, 1000), (B, 80));
+        assert_eq!(base, base);
+        let differing = [
+            Tuple { zone: 2, ..base },
+            Tuple { proto: Proto::Udp, ..base },
+            Tuple { src: B, ..base },
+            Tuple { dst: A, ..base },
+            Tuple { sport: 1001, ..base },
+            Tuple { dport: 81, ..base },
+        ];
+        for t in differing {
+            assert_ne!(t, base, "{t:?}");
+            assert_ne!(t.key(), base.key(), "the index key tells them apart too");
+        }
+        assert_eq!(base.inverse().inverse(), base);
+    }
+
     fn tcp(sport: u16) -> Tuple {
         Tuple::new(1, Proto::Tcp, (A, sport), (B, 80))
     }
