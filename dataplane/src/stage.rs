@@ -1,15 +1,16 @@
 //! What the stages share, below them all: the per-call [`Context`], one [`Verdict`] per frame ([`Verdicts`]),
 //! the per-port transmit queues ([`TxQueues`]), [`Egress`] (the one way frames leave: queued, dropped or freed,
-//! and counted) and the optional [`Trace`] each stage writes its decisions into.
+//! and counted) and the [`Tracer`] they are generic over: [`Untraced`], or a [`Trace`] each stage writes its
+//! decisions into.
 //!
 //! The stages (`ingress`, `bridge`, `router` with `nat`) import this module and nothing above them; the
 //! pipeline (`crate::pipeline`) makes these values and calls the stages in order. `Egress` reaches the MAC
 //! tables as a slice of [`Fdb`]s, not through the bridge stage, so the router can send through a network
 //! without knowing the bridge.
 //!
-//! Tracing costs one predictable branch per frame and stage when off ([`Context::note`], [`Egress::note`]: the
-//! description is only built when a trace is attached). `vswitchctl trace` attaches one to a single frame run
-//! through a scratch copy of the switch (`crate::pipeline`'s `trace.rs`).
+//! Tracing costs nothing when off: with [`Untraced`], [`Context::note`] and [`Egress::note`] compile to nothing
+//! (the description is only built when a trace is attached). `vswitchctl trace` attaches one to a single frame
+//! run through a scratch copy of the switch (`crate::pipeline`'s `trace.rs`), in the stages' `&Trace` copy.
 //!
 //! Threads: values made per call by the thread running the pipeline; nothing here is shared.
 
