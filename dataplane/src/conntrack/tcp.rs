@@ -77,6 +77,20 @@ pub enum TcpState {
     Close,
 }
 
+impl TcpState {
+    /// Every state, in declaration order.
+    pub const ALL: [TcpState; 8] = [
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::Established,
+        TcpState::FinWait,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::TimeWait,
+        TcpState::Close,
+    ];
+}
+
 // The TCP state machine, as data.
 
 /// A TCP packet's class: the row of the transition table.

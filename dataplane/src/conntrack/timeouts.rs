@@ -97,6 +97,14 @@ pub(super) struct ExpiryTable([Nanos; 2 * STATES]);
 /// How many [`ProtoState`]s there are (see [`state_index`]).
 const STATES: usize = 12;
 
+/// Every [`ProtoState`], in [`state_index`] order.
+fn all_states() -> impl Iterator<Item = ProtoState> {
+    use super::IcmpState;
+    let udp = [UdpState::Unreplied, UdpState::Assured].map(ProtoState::Udp);
+    let icmp = [IcmpState::Requested, IcmpState::Replied].map(ProtoState::Icmp);
+    TcpState::ALL.map(ProtoState::Tcp).into_iter().chain(udp).chain(icmp)
+}
+
 /// A dense index of `state` in `0..STATES`.
 #[inline(always)]
 fn state_index(state: ProtoState) -> usize {
@@ -110,26 +118,8 @@ fn state_index(state: ProtoState) -> usize {
 impl ExpiryTable {
     /// The table of `t`.
     pub(super) fn new(t: &Timeouts) -> Self {
-        use super::IcmpState;
-        let tcp = [
-            TcpState::SynSent,
-            TcpState::SynRecv,
-            TcpState::Established,
-            TcpState::FinWait,
-            TcpState::CloseWait,
-            TcpState::LastAck,
-            TcpState::TimeWait,
-            TcpState::Close,
-        ]
-        .map(ProtoState::Tcp);
-        let others = [
-            ProtoState::Udp(UdpState::Unreplied),
-            ProtoState::Udp(UdpState::Assured),
-            ProtoState::Icmp(IcmpState::Requested),
-            ProtoState::Icmp(IcmpState::Replied),
-        ];
         let mut table = [0; 2 * STATES];
-        for state in tcp.into_iter().chain(others) {
+        for state in all_states() {
             let i = state_index(state);
             table[i] = t.of_entry(state, false);
             table[STATES + i] = t.of_entry(state, true);
@@ -165,7 +155,6 @@ impl Default for ConntrackConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::IcmpState;
 
     #[test]
     fn the_expiry_table_answers_as_the_timeouts_do_for_every_state() {
@@ -185,21 +174,10 @@ mod tests {
             tcp_unreplied: 2,
         };
         let table = ExpiryTable::new(&t);
-        let mut states: Vec<ProtoState> = [
-            TcpState::SynSent,
-            TcpState::SynRecv,
-            TcpState::Established,
-            TcpState::FinWait,
-            TcpState::CloseWait,
-            TcpState::LastAck,
-            TcpState::TimeWait,
-            TcpState::Close,
-        ]
-        .map(ProtoState::Tcp)
-        .to_vec();
-        states.extend([UdpState::Unreplied, UdpState::Assured].map(ProtoState::Udp));
-        states.extend([IcmpState::Requested, IcmpState::Replied].map(ProtoState::Icmp));
+        let states: Vec<ProtoState> = all_states().collect();
         assert_eq!(states.len(), STATES);
+        let indexes: std::collections::BTreeSet<usize> = states.iter().map(|&s| state_index(s)).collect();
+        assert_eq!(indexes, (0..STATES).collect(), "every state has its own index");
         for s in states {
             for replied in [false, true] {
                 assert_eq!(table.of_entry(s, replied), t.of_entry(s, replied), "{s:?}, replied {replied}");

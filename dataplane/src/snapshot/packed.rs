@@ -24,16 +24,7 @@ pub const RECORD_LEN: usize = V1_RECORD_LEN + 3;
 /// Bytes per connection in format version 1.
 pub const V1_RECORD_LEN: usize = 15 * 2 + 2 + 3 + 16;
 
-const TCP: [TcpState; 8] = [
-    TcpState::SynSent,
-    TcpState::SynRecv,
-    TcpState::Established,
-    TcpState::FinWait,
-    TcpState::CloseWait,
-    TcpState::LastAck,
-    TcpState::TimeWait,
-    TcpState::Close,
-];
+const TCP: [TcpState; 8] = TcpState::ALL;
 const UDP: [UdpState; 2] = [UdpState::Unreplied, UdpState::Assured];
 const ICMP: [IcmpState; 2] = [IcmpState::Requested, IcmpState::Replied];
 const NAT: [NatKind; 3] = [NatKind::Snat, NatKind::Dnat, NatKind::Hairpin];
