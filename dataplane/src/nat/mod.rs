@@ -234,8 +234,7 @@ pub struct Nat {
 }
 
 /// What the NAT stage needs to know of one router interface, kept together: a routed packet reads it for the
-/// interface it came in on and the one it leaves by (three bounds-checked reads of the topology's interface
-/// records before, about 12 instructions per packet, callgrind).
+/// interface it came in on and the one it leaves by.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(align(8))]
 struct RifRole {
@@ -542,13 +541,14 @@ impl Nat {
             }
             return Ok(());
         }
-        let masquerade = leaves && from.masquerade;
+        // Where a new connection of this packet would be masqueraded to (`None`: it would not be).
+        let masquerade = to.snat_to.filter(|_| from.masquerade);
         let mut scratch = None;
         let Some((t, found)) = self.track(now, d, p, flow, &mut scratch) else {
             if is_icmp_error(d, p) && self.translate_error(now, d, p, ErrorFrom::Inside)? {
                 return Ok(());
             }
-            if masquerade {
+            if masquerade.is_some() {
                 self.stats.unsupported += 1;
                 return Err(DropReason::NatUnsupported);
             }
@@ -559,7 +559,7 @@ impl Nat {
             rewrite::apply_tuples(d, p, from, &back.inverse());
             return Ok(());
         }
-        let Some(snat_to) = to.snat_to.filter(|_| from.masquerade) else {
+        let Some(snat_to) = masquerade else {
             return Ok(());
         };
         if !topo.rifs[in_rif as usize].subnet.contains(&t.src) {
